@@ -1,0 +1,182 @@
+"""The filesystem tree model shared by flattening (tree.py), OS preparation (osprep/)
+and the filesystem writers (fs/).
+
+A Tree is a root directory Inode. A directory maps names to Inodes; a hardlink group
+is one Inode reached from several directory entries (its link count is derived, never
+stored). File data is never held for image content: a regular file carries a DataRef
+saying where its bytes live (a layer's uncompressed tar stream at an offset, or bytes
+that preparation wrote), so a 10 GB image needs no more memory than a 100 MB one.
+"""
+
+from __future__ import annotations
+
+import stat
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import BinaryIO, Protocol
+
+
+class Kind(StrEnum):
+    FILE = "file"
+    DIR = "dir"
+    SYMLINK = "symlink"
+    CHAR = "char"
+    BLOCK = "block"
+    FIFO = "fifo"
+    SOCKET = "socket"
+
+
+# The S_IFMT bits for each kind, as stored in an inode's i_mode.
+KIND_IFMT: dict[Kind, int] = {
+    Kind.FILE: stat.S_IFREG,
+    Kind.DIR: stat.S_IFDIR,
+    Kind.SYMLINK: stat.S_IFLNK,
+    Kind.CHAR: stat.S_IFCHR,
+    Kind.BLOCK: stat.S_IFBLK,
+    Kind.FIFO: stat.S_IFIFO,
+    Kind.SOCKET: stat.S_IFSOCK,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class LayerData:
+    """File bytes stored in a layer's uncompressed tar stream.
+
+    `offset` is where the member's stored data begins in the uncompressed stream of
+    layer number `layer` (0 = bottom). `regions` is the sparse map: (logical offset,
+    length) pairs in file order; the stored data is those regions back to back, and
+    everything else up to the inode's size is a hole. A dense file has one region
+    (0, size), or none when it is empty.
+    """
+
+    layer: int
+    offset: int
+    stored_size: int
+    regions: tuple[tuple[int, int], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class BytesData:
+    """File bytes produced by oci2vm itself (OS preparation, tests), held in memory.
+
+    `content` is the stored bytes: the regions back to back. `sparse` is the sparse map
+    in the same form as LayerData.regions; None means dense (one region, or none when
+    content is empty).
+    """
+
+    content: bytes
+    sparse: tuple[tuple[int, int], ...] | None = None
+
+    @property
+    def stored_size(self) -> int:
+        return len(self.content)
+
+    @property
+    def regions(self) -> tuple[tuple[int, int], ...]:
+        if self.sparse is not None:
+            return self.sparse
+        return ((0, len(self.content)),) if self.content else ()
+
+
+DataRef = LayerData | BytesData
+
+
+class FileSink(Protocol):
+    """Receives a regular file's stored bytes while layers stream (see tree.flatten).
+
+    `data` yields exactly inode.data.stored_size bytes: the inode's data regions back to
+    back. It is valid only during the call.
+    """
+
+    def __call__(self, inode: Inode, data: BinaryIO, /) -> None: ...
+
+
+@dataclass(slots=True, eq=False)
+class Inode:
+    """One filesystem object. Identity matters: hardlinks share one Inode.
+
+    mode holds the permission bits only (07777: includes setuid, setgid, sticky);
+    the file type is `kind`. Times are integer nanoseconds since the Unix epoch and may
+    be negative or past 2038.
+    """
+
+    kind: Kind
+    mode: int = 0o644
+    uid: int = 0
+    gid: int = 0
+    mtime_ns: int = 0
+    atime_ns: int | None = None  # None: same as mtime
+    ctime_ns: int | None = None  # None: same as mtime
+    size: int = 0  # regular files: logical size (holes included); symlinks: len(target)
+    xattrs: dict[str, bytes] = field(default_factory=dict)  # VFS names and values
+    target: bytes | None = None  # symlink target, raw bytes
+    rdev_major: int = 0
+    rdev_minor: int = 0
+    data: DataRef | None = None  # regular files with content
+    children: dict[str, Inode] | None = None  # directories: name -> Inode, unsorted
+
+    @property
+    def st_mode(self) -> int:
+        return KIND_IFMT[self.kind] | (self.mode & 0o7777)
+
+    @property
+    def is_dir(self) -> bool:
+        return self.kind is Kind.DIR
+
+
+def new_dir(mode: int = 0o755, uid: int = 0, gid: int = 0, mtime_ns: int = 0) -> Inode:
+    return Inode(Kind.DIR, mode=mode, uid=uid, gid=gid, mtime_ns=mtime_ns, children={})
+
+
+def name_bytes(name: str) -> bytes:
+    """Names are str decoded with surrogateescape, so any byte string round-trips."""
+    return name.encode("utf-8", "surrogateescape")
+
+
+def walk(root: Inode, prefix: str = "") -> Iterator[tuple[str, Inode]]:
+    """Yield (path, inode) for every directory entry below root, in sorted name order,
+    parents before children; paths are '/'-joined and begin with '/'. The root itself
+    is yielded first as '/'. A hardlinked inode is yielded once per path."""
+    if not prefix:
+        yield "/", root
+    assert root.children is not None
+    for name in sorted(root.children, key=name_bytes):
+        child = root.children[name]
+        path = f"{prefix}/{name}"
+        yield path, child
+        if child.children is not None:
+            yield from walk(child, path)
+
+
+def link_counts(root: Inode) -> dict[int, int]:
+    """Map id(inode) -> link count as ext4 counts it: one per directory entry, plus for
+    a directory its '.' and one per subdirectory's '..'."""
+    counts: dict[int, int] = {id(root): 2}
+    for _path, inode in walk(root):
+        if inode is root:
+            continue
+        if inode.kind is Kind.DIR:
+            counts[id(inode)] = counts.get(id(inode), 0) + 2
+        else:
+            counts[id(inode)] = counts.get(id(inode), 0) + 1
+    for _path, inode in walk(root):
+        if inode.children is not None:
+            subdirs = sum(1 for c in inode.children.values() if c.kind is Kind.DIR)
+            counts[id(inode)] += subdirs
+    return counts
+
+
+def lookup(root: Inode, path: str) -> Inode | None:
+    """Find the inode at an absolute path, following no symlinks."""
+    node = root
+    for part in path.strip("/").split("/"):
+        if not part:
+            continue
+        if node.children is None:
+            return None
+        nxt = node.children.get(part)
+        if nxt is None:
+            return None
+        node = nxt
+    return node

@@ -1,0 +1,107 @@
+"""The one place that runs external programs.
+
+Every program is looked up at run time; a missing one is an error naming the Debian
+package that provides it. Every command line is logged before it runs.
+"""
+
+from __future__ import annotations
+
+import logging
+import shlex
+import shutil
+import subprocess
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from oci2vm.errors import Oci2vmError
+
+log = logging.getLogger(__name__)
+
+# program -> Debian package that ships it
+PACKAGES: dict[str, str] = {
+    "qemu-img": "qemu-utils",
+    "qemu-system-x86_64": "qemu-system-x86",
+    "qemu-system-aarch64": "qemu-system-arm",
+    "grub-mkimage": "grub-common",
+    "e2fsck": "e2fsprogs",
+    "debugfs": "e2fsprogs",
+    "mke2fs": "e2fsprogs",
+    "docker": "docker.io",
+    "podman": "podman",
+    "umoci": "umoci",
+    "skopeo": "skopeo",
+    "sfdisk": "fdisk",
+    "sgdisk": "gdisk",
+    "fsck.vfat": "dosfstools",
+    "mdir": "mtools",
+    "mcopy": "mtools",
+    "debootstrap": "debootstrap",
+    "registry": "docker-registry",
+    "docker-registry": "docker-registry",
+    "htpasswd": "apache2-utils",
+}
+
+
+def find_program(name: str, package: str | None = None) -> str:
+    """Return the full path of `name`, or raise naming the Debian package to install."""
+    path = shutil.which(name) or shutil.which(name, path="/usr/sbin:/sbin:/usr/bin:/bin")
+    if path is None:
+        pkg = package or PACKAGES.get(name, name)
+        raise Oci2vmError(f"{name} not found: install it with 'apt-get install {pkg}'")
+    return path
+
+
+def have_program(name: str) -> bool:
+    return bool(shutil.which(name) or shutil.which(name, path="/usr/sbin:/sbin:/usr/bin:/bin"))
+
+
+def run(
+    argv: Sequence[str | Path],
+    *,
+    input: bytes | None = None,
+    env: Mapping[str, str] | None = None,
+    cwd: str | Path | None = None,
+    check: bool = True,
+    capture: bool = True,
+    timeout: float | None = None,
+    package: str | None = None,
+) -> subprocess.CompletedProcess[bytes]:
+    """Run an external program, logging its command line.
+
+    The program (argv[0]) is resolved with find_program(). A non-zero exit becomes an
+    Oci2vmError naming the program and the last line of its stderr.
+    """
+    args = [str(a) for a in argv]
+    args[0] = find_program(args[0], package)
+    log.debug("running: %s", shlex.join(args))
+    try:
+        proc = subprocess.run(
+            args,
+            input=input,
+            env=None if env is None else dict(env),
+            cwd=cwd,
+            stdout=subprocess.PIPE if capture else None,
+            stderr=subprocess.PIPE if capture else None,
+            timeout=timeout,
+            check=False,
+        )
+    except subprocess.TimeoutExpired as e:
+        raise Oci2vmError(f"{Path(args[0]).name} did not finish within {timeout:g} s") from e
+    if check and proc.returncode != 0:
+        err = (proc.stderr or b"").decode(errors="replace").strip().splitlines()
+        detail = err[-1] if err else f"exit status {proc.returncode}"
+        raise Oci2vmError(f"{Path(args[0]).name} failed: {detail}")
+    return proc
+
+
+def popen(
+    argv: Sequence[str | Path],
+    *,
+    package: str | None = None,
+    **kwargs: object,
+) -> subprocess.Popen[bytes]:
+    """Start a long-running program (QEMU, a registry), logging its command line."""
+    args = [str(a) for a in argv]
+    args[0] = find_program(args[0], package)
+    log.debug("starting: %s", shlex.join(args))
+    return subprocess.Popen(args, **kwargs)  # type: ignore[call-overload, no-any-return]
