@@ -1,0 +1,333 @@
+"""Blobs: digests, where a blob's bytes live, the content-addressed cache, and layer
+decompression.
+
+Every blob is checked against its digest as it is read; a mismatch raises, never warns.
+The cache stores each blob under blobs/<algorithm>/<hex>, written to a temporary file
+and renamed into place only after its digest matched, so two builds can share it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import re
+import tempfile
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+from oci2vm.errors import Oci2vmError
+
+CHUNK = 1 << 20
+_DIGEST_RE = re.compile(r"^(sha256:[0-9a-f]{64}|sha512:[0-9a-f]{128})$")
+
+# Called with a number of bytes just read; drives progress bars.
+ProgressFn = Callable[[int], None]
+
+
+def check_digest(digest: str, what: str = "digest") -> str:
+    """Return digest if it is a well-formed sha256/sha512 digest, else raise."""
+    if not isinstance(digest, str) or not _DIGEST_RE.match(digest):
+        raise Oci2vmError(f"malformed {what}: {digest!r}")
+    return digest
+
+
+def new_hash(digest: str) -> hashlib._Hash:
+    algorithm = check_digest(digest).split(":", 1)[0]
+    return hashlib.new(algorithm)
+
+
+def sha256_digest(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def short(digest: str) -> str:
+    """sha256:abcdef0123456789... -> abcdef012345 (for messages)."""
+    return digest.split(":", 1)[-1][:12]
+
+
+@dataclass(frozen=True, slots=True)
+class BlobRef:
+    """Where a blob's bytes are: `size` bytes of file `path` from `offset` (a blob in an
+    OCI layout, a member of a tar archive, or a cache entry).
+
+    `digest` is what the bytes must hash to; None for a rootfs tarball, which comes with
+    no digest (its digest is computed while it is read). `trusted` marks cache entries,
+    which were verified when stored and are not hashed again.
+    """
+
+    path: Path
+    offset: int
+    size: int
+    digest: str | None
+    trusted: bool = False
+
+    def open(self, progress: ProgressFn | None = None) -> BinaryIO:
+        """A reader of the blob's bytes that verifies the digest when it reaches the end."""
+        f = open(self.path, "rb")  # noqa: SIM115 - owned by the returned reader
+        try:
+            f.seek(self.offset)
+        except OSError:
+            f.close()
+            raise
+        digest = None if self.trusted else self.digest
+        return VerifyingReader(f, self.size, digest, progress, what=str(self.path))
+
+    def read_all(self, limit: int = 16 << 20) -> bytes:
+        """Read a small blob (manifest, config) whole, verified."""
+        if self.size > limit:
+            raise Oci2vmError(f"{self.path}: blob of {self.size} bytes is too large here")
+        with self.open() as r:
+            return r.read()
+
+
+class VerifyingReader(io.RawIOBase):
+    """Reads exactly `size` bytes from `raw` and checks their digest at the end.
+
+    A short read (truncated file) or a digest mismatch raises Oci2vmError. close()
+    drains what was not read yet, so the digest is checked even when the consumer stops
+    early (a tar reader stops at the end-of-archive blocks), then closes `raw`.
+    """
+
+    def __init__(
+        self,
+        raw: BinaryIO,
+        size: int | None,
+        digest: str | None,
+        progress: ProgressFn | None = None,
+        *,
+        what: str = "blob",
+    ) -> None:
+        super().__init__()
+        self._raw = raw
+        self._left = size
+        self._digest = digest
+        self._hash = hashlib.sha256() if digest is None else new_hash(digest)
+        self._progress = progress
+        self._what = what
+        self._done = False
+        self.total = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: memoryview | bytearray) -> int:  # type: ignore[override]
+        want = len(buffer)
+        if self._left is not None:
+            want = min(want, self._left)
+        if want == 0:
+            self._finish()
+            return 0
+        view = memoryview(buffer)[:want]
+        n = self._raw.readinto(view)  # type: ignore[attr-defined]
+        if not n:
+            if self._left:
+                raise Oci2vmError(
+                    f"{self._what}: truncated: {self._left} bytes missing at the end"
+                )
+            self._finish()
+            return 0
+        self._hash.update(view[:n])
+        self.total += n
+        if self._left is not None:
+            self._left -= n
+        if self._progress is not None:
+            self._progress(n)
+        return int(n)
+
+    def _finish(self) -> None:
+        if self._done:
+            return
+        self._done = True
+        if self._digest is not None:
+            algorithm = self._digest.split(":", 1)[0]
+            got = f"{algorithm}:{self._hash.hexdigest()}"
+            if got != self._digest:
+                raise Oci2vmError(
+                    f"{self._what}: digest mismatch: expected {self._digest}, got {got}"
+                )
+
+    @property
+    def computed_digest(self) -> str:
+        """The digest of what was read so far (all of it, once at the end)."""
+        return "sha256:" + self._hash.hexdigest() if self._digest is None else self._digest
+
+    def drain(self) -> None:
+        """Read to the end (verifying the digest)."""
+        buf = bytearray(CHUNK)
+        while self.readinto(buf):
+            pass
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        try:
+            if not self._done:
+                self.drain()
+        finally:
+            self._raw.close()
+            super().close()
+
+
+class BlobStore:
+    """The content-addressed cache: <root>/blobs/<algorithm>/<hex>."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    @staticmethod
+    def default_root() -> Path:
+        base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+        return Path(base) / "oci2vm"
+
+    def path(self, digest: str) -> Path:
+        algorithm, hexdigest = check_digest(digest).split(":", 1)
+        return self.root / "blobs" / algorithm / hexdigest
+
+    def get(self, digest: str) -> BlobRef | None:
+        p = self.path(digest)
+        try:
+            size = p.stat().st_size
+        except FileNotFoundError:
+            return None
+        return BlobRef(p, 0, size, digest, trusted=True)
+
+    def put(
+        self,
+        digest: str,
+        stream: BinaryIO,
+        size: int | None = None,
+        progress: ProgressFn | None = None,
+        what: str = "blob",
+    ) -> BlobRef:
+        """Copy `stream` into the cache, verifying digest (and size when given).
+
+        The bytes go to a temporary file beside the final name and are renamed into
+        place only when they matched, so readers never see a partial blob and two
+        writers of the same blob both succeed.
+        """
+        final = self.path(digest)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=final.parent)
+        try:
+            reader = VerifyingReader(stream, size, digest, progress, what=what)
+            with os.fdopen(fd, "wb") as out:
+                buf = bytearray(CHUNK)
+                while n := reader.readinto(buf):
+                    out.write(memoryview(buf)[:n])
+            if size is None and reader.total == 0:
+                pass
+            os.replace(tmp, final)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return BlobRef(final, 0, final.stat().st_size, digest, trusted=True)
+
+    def put_bytes(self, digest: str, data: bytes) -> BlobRef:
+        return self.put(digest, io.BytesIO(data), len(data))
+
+
+# --- layer decompression -------------------------------------------------------------
+
+GZIP_MAGIC = b"\x1f\x8b"
+ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+
+
+def detect_compression(head: bytes, media_type: str = "") -> str:
+    """'gzip', 'zstd' or 'none', from the magic bytes; the media type only names
+    what it claims (a mismatch is resolved in favour of the bytes)."""
+    if head.startswith(GZIP_MAGIC):
+        return "gzip"
+    if head.startswith(ZSTD_MAGIC):
+        return "zstd"
+    if head[:4] in (b"BZh9", b"BZh1") or head.startswith(b"\xfd7zXZ"):
+        raise Oci2vmError(
+            f"unsupported layer compression ({'bzip2' if head.startswith(b'BZh') else 'xz'})"
+            f"{f' in {media_type}' if media_type else ''}: only gzip, zstd and plain tar"
+        )
+    return "none"
+
+
+class _Peek(io.RawIOBase):
+    """Puts already-read bytes back in front of a stream."""
+
+    def __init__(self, head: bytes, raw: BinaryIO) -> None:
+        super().__init__()
+        self._head = head
+        self._raw = raw
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: memoryview | bytearray) -> int:  # type: ignore[override]
+        if self._head:
+            n = min(len(buffer), len(self._head))
+            buffer[:n] = self._head[:n]
+            self._head = self._head[n:]
+            return n
+        return int(self._raw.readinto(buffer))  # type: ignore[attr-defined]
+
+    def close(self) -> None:
+        if not self.closed:
+            self._raw.close()
+            super().close()
+
+
+class _Decompressed(io.RawIOBase):
+    """A decompressing reader over `raw`; a corrupt or truncated stream raises
+    Oci2vmError naming the layer."""
+
+    def __init__(self, raw: BinaryIO, kind: str, what: str) -> None:
+        super().__init__()
+        self._raw = raw
+        self._what = what
+        self._kind = kind
+        self._reader: BinaryIO
+        if kind == "gzip":
+            from isal import igzip
+
+            self._reader = igzip.IGzipFile(fileobj=raw, mode="rb")  # type: ignore[assignment]
+        else:
+            import zstandard
+
+            self._reader = zstandard.ZstdDecompressor().stream_reader(
+                raw, read_size=CHUNK, read_across_frames=True
+            )
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: memoryview | bytearray) -> int:  # type: ignore[override]
+        try:
+            return int(self._reader.readinto(buffer))  # type: ignore[attr-defined]
+        except Oci2vmError:
+            raise
+        except EOFError as e:
+            raise Oci2vmError(f"{self._what}: truncated {self._kind} stream") from e
+        except (OSError, zlib.error, ValueError) as e:
+            raise Oci2vmError(f"{self._what}: corrupt {self._kind} stream: {e}") from e
+        except Exception as e:  # zstandard.ZstdError is not exported with types
+            if type(e).__name__ == "ZstdError":
+                raise Oci2vmError(f"{self._what}: corrupt zstd stream: {e}") from e
+            raise
+
+    def close(self) -> None:
+        if not self.closed:
+            try:
+                self._reader.close()
+            finally:
+                self._raw.close()
+                super().close()
+
+
+def decompressed(raw: BinaryIO, media_type: str = "", what: str = "layer") -> BinaryIO:
+    """Wrap a layer blob reader so that it yields the uncompressed tar stream."""
+    head = raw.read(4)
+    kind = detect_compression(head, media_type)
+    peeked = _Peek(head, raw)
+    if kind == "none":
+        return io.BufferedReader(peeked, CHUNK)
+    return io.BufferedReader(_Decompressed(peeked, kind, what), CHUNK)  # type: ignore[arg-type]

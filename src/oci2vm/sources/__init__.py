@@ -1,0 +1,98 @@
+"""Image sources, named in skopeo's transport syntax.
+
+    docker://REF, REF            a registry (sources/registry.py)
+    oci:PATH[:TAG]               an OCI image layout directory
+    oci-archive:PATH[:TAG]       a tar of an OCI image layout
+    docker-archive:PATH[:REF]    `docker save` / `podman save` output (both forms)
+    docker-daemon:REF            `docker save` (or `podman save`) run for you
+    tar:PATH                     a root filesystem tarball (`docker export` output)
+
+Each source resolves to an image.Image whose blobs are located and checked by digest.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from oci2vm.blobs import BlobStore
+from oci2vm.errors import Oci2vmError
+from oci2vm.image import Image, Platform
+from oci2vm.sources.reference import looks_like_reference, parse_reference
+
+TRANSPORTS = ("docker", "oci", "oci-archive", "docker-archive", "docker-daemon", "tar")
+# skopeo transports that oci2vm does not read
+SKOPEO_ONLY = ("dir", "containers-storage", "ostree", "sif", "atomic")
+
+
+@dataclass(frozen=True, slots=True)
+class Fetch:
+    """How to fetch: the options that every source may need."""
+
+    platform: Platform = Platform()
+    store: BlobStore | None = None
+    creds: str | None = None  # USER:PASS
+    tls_verify: bool = True
+    auth_file: Path | None = None
+    quiet: bool = True
+
+
+def split_path_ref(spec: str) -> tuple[str, str]:
+    """Split PATH[:REF] the way skopeo does for oci: and docker-archive:, where a
+    reference may itself hold a colon (name:tag): the path ends at the first colon
+    whose prefix is an existing path; otherwise at the first colon."""
+    if not spec:
+        raise Oci2vmError("missing path")
+    if Path(spec).exists():
+        return spec, ""
+    idx = spec.find(":")
+    while idx != -1:
+        if Path(spec[:idx]).exists():
+            return spec[:idx], spec[idx + 1 :]
+        idx = spec.find(":", idx + 1)
+    path, _, ref = spec.partition(":")
+    return path, ref
+
+
+def resolve(source: str, fetch: Fetch) -> Image:
+    """Resolve a source string to an Image."""
+    transport, sep, rest = source.partition(":")
+    if not sep or transport not in TRANSPORTS:
+        # A bare reference (debian:12, localhost:5000/app:1) goes to a registry; an
+        # unknown transport (ftp://x, dir:/tmp/x) is reported as such.
+        if rest.startswith("//") or not looks_like_reference(source):
+            if transport in SKOPEO_ONLY:
+                raise Oci2vmError(
+                    f"transport {transport}: is not supported: use one of "
+                    + ", ".join(f"{t}:" for t in TRANSPORTS)
+                )
+            raise Oci2vmError(
+                f"unknown transport {transport!r} in {source!r}: use one of "
+                + ", ".join(f"{t}:" for t in TRANSPORTS)
+            )
+        transport, rest = "docker", "//" + source
+    if not rest:
+        raise Oci2vmError(f"malformed source {source!r}: nothing after {transport}:")
+    if transport == "docker":
+        if not rest.startswith("//"):
+            raise Oci2vmError(f"malformed source {source!r}: expected docker://REFERENCE")
+        from oci2vm.sources import registry
+
+        return registry.resolve(source, parse_reference(rest[2:]), fetch)
+    if transport in ("oci", "oci-archive"):
+        from oci2vm.sources import oci_layout
+
+        path, ref = split_path_ref(rest)
+        return oci_layout.resolve(source, Path(path), ref, fetch, archive=transport != "oci")
+    if transport == "docker-archive":
+        from oci2vm.sources import docker_archive
+
+        path, ref = split_path_ref(rest)
+        return docker_archive.resolve(source, Path(path), ref, fetch)
+    if transport == "docker-daemon":
+        from oci2vm.sources import daemon
+
+        return daemon.resolve(source, rest, fetch)
+    from oci2vm.sources import rootfs_tar
+
+    return rootfs_tar.resolve(source, Path(rest), fetch)
