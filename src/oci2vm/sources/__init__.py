@@ -12,10 +12,11 @@ Each source resolves to an image.Image whose blobs are located and checked by di
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from oci2vm.blobs import BlobStore
+from oci2vm.blobs import BlobStore, ProgressFn
 from oci2vm.errors import Oci2vmError
 from oci2vm.image import Image, Platform
 from oci2vm.sources.reference import looks_like_reference, parse_reference
@@ -35,6 +36,9 @@ class Fetch:
     tls_verify: bool = True
     auth_file: Path | None = None
     quiet: bool = True
+    # Called as (what, total bytes or None) when a blob download starts; returns the
+    # per-chunk callback that advances its progress bar.
+    on_blob: Callable[[str, int | None], ProgressFn] | None = None
 
 
 def split_path_ref(spec: str) -> tuple[str, str]:
