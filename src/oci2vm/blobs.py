@@ -74,7 +74,8 @@ class BlobRef:
             f.close()
             raise
         digest = None if self.trusted else self.digest
-        return VerifyingReader(f, self.size, digest, progress, what=str(self.path))
+        reader = VerifyingReader(f, self.size, digest, progress, what=str(self.path))
+        return io.BufferedReader(reader, CHUNK)
 
     def read_all(self, limit: int = 16 << 20) -> bytes:
         """Read a small blob (manifest, config) whole, verified."""
@@ -125,9 +126,7 @@ class VerifyingReader(io.RawIOBase):
         n = self._raw.readinto(view)  # type: ignore[attr-defined]
         if not n:
             if self._left:
-                raise Oci2vmError(
-                    f"{self._what}: truncated: {self._left} bytes missing at the end"
-                )
+                raise Oci2vmError(f"{self._what}: truncated: {self._left} bytes missing at the end")
             self._finish()
             return 0
         self._hash.update(view[:n])
@@ -289,7 +288,7 @@ class _Decompressed(io.RawIOBase):
         if kind == "gzip":
             from isal import igzip
 
-            self._reader = igzip.IGzipFile(fileobj=raw, mode="rb")  # type: ignore[assignment]
+            self._reader = igzip.IGzipFile(fileobj=raw, mode="rb")  # type: ignore[no-untyped-call, assignment]
         else:
             import zstandard
 

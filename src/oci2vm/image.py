@@ -129,6 +129,16 @@ def load_json(data: bytes, what: str) -> dict[str, Any]:
     return doc
 
 
+def load_json_list(data: bytes, what: str) -> list[Any]:
+    try:
+        doc = json.loads(data)
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise Oci2vmError(f"malformed {what}: not valid JSON ({e})") from e
+    if not isinstance(doc, list):
+        raise Oci2vmError(f"malformed {what}: expected a JSON list")
+    return doc
+
+
 def _str(doc: dict[str, Any], key: str, what: str, default: str | None = None) -> str:
     value = doc.get(key, default)
     if not isinstance(value, str):
@@ -183,17 +193,11 @@ def index_entries(doc: dict[str, Any], what: str = "index") -> list[Descriptor]:
     return [parse_descriptor(m, what) for m in manifests]
 
 
-def select_platform(
-    entries: Sequence[Descriptor], platform: Platform, what: str
-) -> Descriptor:
+def select_platform(entries: Sequence[Descriptor], platform: Platform, what: str) -> Descriptor:
     """Choose the manifest for `platform` from an index. Attestation manifests
     (platform unknown/unknown) are never chosen. An entry without a platform is taken
     only when it is the sole candidate."""
-    candidates = [
-        d
-        for d in entries
-        if d.platform is not None and platform.matches(d.platform)
-    ]
+    candidates = [d for d in entries if d.platform is not None and platform.matches(d.platform)]
     if candidates:
         # Prefer an exact variant match over a variant-less one.
         exact = [d for d in candidates if d.platform and d.platform.variant == platform.variant]
@@ -208,7 +212,9 @@ def select_platform(
     )
 
 
-def parse_manifest(doc: dict[str, Any], what: str = "manifest") -> tuple[Descriptor, list[Descriptor]]:
+def parse_manifest(
+    doc: dict[str, Any], what: str = "manifest"
+) -> tuple[Descriptor, list[Descriptor]]:
     """Return the config descriptor and the layer descriptors of an image manifest."""
     config = parse_descriptor(doc.get("config"), f"{what} config")
     layers = doc.get("layers")

@@ -12,33 +12,19 @@ Each source resolves to an image.Image whose blobs are located and checked by di
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
-from oci2vm.blobs import BlobStore, ProgressFn
 from oci2vm.errors import Oci2vmError
-from oci2vm.image import Image, Platform
+from oci2vm.image import Image
+from oci2vm.sources import daemon, docker_archive, oci_layout, registry, rootfs_tar
+from oci2vm.sources.base import Fetch
 from oci2vm.sources.reference import looks_like_reference, parse_reference
+
+__all__ = ["Fetch", "resolve"]
 
 TRANSPORTS = ("docker", "oci", "oci-archive", "docker-archive", "docker-daemon", "tar")
 # skopeo transports that oci2vm does not read
 SKOPEO_ONLY = ("dir", "containers-storage", "ostree", "sif", "atomic")
-
-
-@dataclass(frozen=True, slots=True)
-class Fetch:
-    """How to fetch: the options that every source may need."""
-
-    platform: Platform = Platform()
-    store: BlobStore | None = None
-    creds: str | None = None  # USER:PASS
-    tls_verify: bool = True
-    auth_file: Path | None = None
-    quiet: bool = True
-    # Called as (what, total bytes or None) when a blob download starts; returns the
-    # per-chunk callback that advances its progress bar.
-    on_blob: Callable[[str, int | None], ProgressFn] | None = None
 
 
 def split_path_ref(spec: str) -> tuple[str, str]:
@@ -80,23 +66,13 @@ def resolve(source: str, fetch: Fetch) -> Image:
     if transport == "docker":
         if not rest.startswith("//"):
             raise Oci2vmError(f"malformed source {source!r}: expected docker://REFERENCE")
-        from oci2vm.sources import registry
-
         return registry.resolve(source, parse_reference(rest[2:]), fetch)
     if transport in ("oci", "oci-archive"):
-        from oci2vm.sources import oci_layout
-
         path, ref = split_path_ref(rest)
         return oci_layout.resolve(source, Path(path), ref, fetch, archive=transport != "oci")
     if transport == "docker-archive":
-        from oci2vm.sources import docker_archive
-
         path, ref = split_path_ref(rest)
         return docker_archive.resolve(source, Path(path), ref, fetch)
     if transport == "docker-daemon":
-        from oci2vm.sources import daemon
-
         return daemon.resolve(source, rest, fetch)
-    from oci2vm.sources import rootfs_tar
-
     return rootfs_tar.resolve(source, Path(rest), fetch)

@@ -1,0 +1,26 @@
+"""Options every source takes (kept apart from the dispatcher so that sources can
+import it without importing each other)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from oci2vm.blobs import BlobStore, ProgressFn
+from oci2vm.image import Platform
+
+
+@dataclass(frozen=True, slots=True)
+class Fetch:
+    """How to fetch: the options that every source may need."""
+
+    platform: Platform = field(default_factory=Platform)
+    store: BlobStore | None = None
+    creds: str | None = None  # USER:PASS
+    tls_verify: bool = True
+    auth_file: Path | None = None
+    quiet: bool = True
+    # Called as (what, total bytes or None) when a blob download starts; returns the
+    # per-chunk callback that advances its progress bar.
+    on_blob: Callable[[str, int | None], ProgressFn] | None = None

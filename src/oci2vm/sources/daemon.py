@@ -1,0 +1,44 @@
+"""docker-daemon:REF: asks a local Docker (or Podman) to `save` the image, then reads
+the archive like docker-archive:. This is the only source that needs a daemon, and only
+because the image lives inside one."""
+
+from __future__ import annotations
+
+import atexit
+import os
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from oci2vm import tools
+from oci2vm.blobs import BlobStore
+from oci2vm.errors import Oci2vmError
+from oci2vm.image import Image
+from oci2vm.sources import docker_archive
+
+if TYPE_CHECKING:
+    from oci2vm.sources.base import Fetch
+
+
+def resolve(source: str, ref: str, fetch: Fetch) -> Image:
+    if not ref:
+        raise Oci2vmError("docker-daemon: needs an image reference, e.g. docker-daemon:debian:12")
+    if tools.have_program("docker"):
+        argv = ["docker", "save"]
+    elif tools.have_program("podman"):
+        argv = ["podman", "save", "--format", "docker-archive"]
+    else:
+        raise Oci2vmError("docker-daemon: needs docker or podman: install 'docker.io' or 'podman'")
+    store = fetch.store or BlobStore(BlobStore.default_root())
+    tmpdir = store.root / "tmp"
+    tmpdir.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(prefix="daemon-", suffix=".tar", dir=tmpdir)
+    os.close(fd)
+    archive = Path(name)
+    atexit.register(archive.unlink, missing_ok=True)
+    try:
+        tools.run([*argv, "-o", str(archive), ref])
+    except Oci2vmError as e:
+        archive.unlink(missing_ok=True)
+        raise Oci2vmError(f"docker-daemon:{ref}: {e}") from e
+    return docker_archive.resolve(source, archive, ref, fetch)

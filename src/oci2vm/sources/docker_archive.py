@@ -1,0 +1,133 @@
+"""docker-archive:PATH[:REF]: the output of `docker save` or `podman save`.
+
+Two forms exist. The classic one (manifest.json listing <config>.json and
+<id>/layer.tar) has no registry manifest; layers are verified through the diff_ids of
+the config, which is itself verified by its file name. Docker >= 25 writes an OCI
+layout inside the tar as well (oci-layout, index.json, blobs/sha256): that form is read
+as a layout, so it reports the same manifest digest a registry would.
+"""
+
+from __future__ import annotations
+
+import posixpath
+import re
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from oci2vm.errors import Oci2vmError
+from oci2vm.image import Image, Layer, index_entries, load_json, load_json_list, parse_config
+from oci2vm.sources import oci_layout
+from oci2vm.sources.container import Container
+from oci2vm.sources.reference import parse_reference
+
+if TYPE_CHECKING:
+    from oci2vm.sources.base import Fetch
+
+_BLOB_PATH = re.compile(r"^(?:blobs/)?(sha256)[/:]([0-9a-f]{64})(?:\.json)?$")
+_LEGACY_CONFIG = re.compile(r"^([0-9a-f]{64})\.json$")
+
+
+def _normalize(tag: str) -> str:
+    try:
+        return str(parse_reference(tag))
+    except Oci2vmError:
+        return tag
+
+
+def _digest_of_path(name: str) -> str | None:
+    """The digest a member's name promises: blobs/sha256/<hex> or <hex>.json."""
+    m = _BLOB_PATH.match(name) or None
+    if m:
+        return f"{m[1]}:{m[2]}"
+    m = _LEGACY_CONFIG.match(posixpath.basename(name))
+    return f"sha256:{m[1]}" if m else None
+
+
+def resolve(source: str, path: Path, ref: str, fetch: Fetch) -> Image:
+    container = Container(path)
+    if not container.is_archive:
+        raise Oci2vmError(f"{path}: is a directory; docker-archive: takes a tar file")
+    if not container.exists("manifest.json"):
+        if container.exists("index.json"):
+            return oci_layout.resolve_in(source, container, ref, fetch, name=ref or path.stem)
+        raise Oci2vmError(f"{path}: not a docker save archive (no manifest.json)")
+    doc: Any = load_json_list(container.read("manifest.json"), f"{path}: manifest.json")
+    wanted = _normalize(ref) if ref else None
+    images = [e for e in doc if isinstance(e, dict)]
+    if wanted is not None:
+        images = [
+            e
+            for e in images
+            if any(_normalize(str(t)) == wanted for t in e.get("RepoTags") or [])
+            or str(e.get("Config", "")).removesuffix(".json").split("/")[-1]
+            in (ref, ref.rsplit(":", maxsplit=1)[-1])
+        ]
+        if not images:
+            raise Oci2vmError(f"{path}: no image tagged {ref!r} in the archive")
+    if not images:
+        raise Oci2vmError(f"{path}: manifest.json lists no image")
+    if len(images) > 1:
+        tags = sorted(str(t) for e in images for t in e.get("RepoTags") or [])
+        raise Oci2vmError(
+            f"{path}: the archive holds {len(images)} images: name one"
+            + (f" ({', '.join(tags)})" if tags else "")
+        )
+    entry = images[0]
+    repo_tags = [str(t) for t in entry.get("RepoTags") or []]
+    name = ref or (repo_tags[0] if repo_tags else path.stem)
+
+    # Docker >= 25: the same image is also an OCI layout; read it as one.
+    if container.exists("index.json") and container.exists("oci-layout"):
+        try:
+            return oci_layout.resolve_in(
+                source, container, _layout_tag(container, entry), fetch, name=name
+            )
+        except _NoLayoutMatchError:
+            pass
+
+    config_name = entry.get("Config")
+    layer_names = entry.get("Layers")
+    if not isinstance(config_name, str) or not isinstance(layer_names, list):
+        raise Oci2vmError(f"{path}: malformed manifest.json: needs Config and Layers")
+    config_digest = _digest_of_path(config_name)
+    config_bytes = container.ref(config_name, config_digest).read_all()
+    config = parse_config(config_bytes, f"{path}: {config_name}")
+    if len(config.diff_ids) != len(layer_names):
+        raise Oci2vmError(
+            f"{path}: malformed manifest.json: {len(layer_names)} layers but the config "
+            f"lists {len(config.diff_ids)} diff_ids"
+        )
+    layers = []
+    for layer_name, diff_id in zip(layer_names, config.diff_ids, strict=True):
+        digest = _digest_of_path(str(layer_name))
+        layers.append(Layer(container.ref(str(layer_name), digest), digest, "", diff_id))
+    return Image(
+        source=source,
+        name=name,
+        manifest_digest=None,
+        manifest_media_type=None,
+        config_digest=config_digest,
+        config=config,
+        layers=tuple(layers),
+    )
+
+
+class _NoLayoutMatchError(Exception):
+    pass
+
+
+def _layout_tag(container: Container, entry: dict[str, Any]) -> str:
+    """Find the index.json entry for this manifest.json entry: Docker annotates it with
+    the image name, else match it by its config digest."""
+    index = load_json(container.read("index.json"), f"{container.path}: index.json")
+    entries = index_entries(index, f"{container.path}: index.json")
+    config_digest = _digest_of_path(str(entry.get("Config", "")))
+    for d in entries:
+        if len(entries) == 1:
+            return d.digest
+        blob = oci_layout.blob_ref(container, d).read_all()
+        manifest = load_json(blob, f"manifest {d.digest}")
+        cfg = manifest.get("config")
+        if isinstance(cfg, dict) and cfg.get("digest") == config_digest:
+            return d.digest
+    raise _NoLayoutMatchError

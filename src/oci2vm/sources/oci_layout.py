@@ -1,0 +1,96 @@
+"""oci:PATH[:TAG] and oci-archive:PATH[:TAG]: an OCI image layout, as a directory or a
+tar of one (image-layout spec: oci-layout, index.json, blobs/<alg>/<hex>).
+
+Blobs are read in place, never copied; each is verified against its digest as read.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from oci2vm.blobs import BlobRef
+from oci2vm.errors import Oci2vmError
+from oci2vm.image import (
+    MANIFEST_TYPES,
+    Descriptor,
+    Image,
+    assemble,
+    index_entries,
+    load_json,
+    manifest_kind,
+    select_platform,
+)
+from oci2vm.sources.container import Container
+
+if TYPE_CHECKING:
+    from oci2vm.sources.base import Fetch
+
+REF_NAME = "org.opencontainers.image.ref.name"
+DOCKER_REF_NAME = "io.containerd.image.name"
+
+
+def resolve(source: str, path: Path, tag: str, fetch: Fetch, *, archive: bool) -> Image:
+    container = Container(path)
+    if archive and not container.is_archive:
+        raise Oci2vmError(f"{path}: is a directory; use oci:{path}")
+    if not archive and container.is_archive:
+        raise Oci2vmError(f"{path}: is a file; use oci-archive:{path}")
+    return resolve_in(source, container, tag, fetch, name=tag or path.name)
+
+
+def blob_ref(container: Container, desc: Descriptor) -> BlobRef:
+    algorithm, hexdigest = desc.digest.split(":", 1)
+    ref = container.ref(f"blobs/{algorithm}/{hexdigest}", desc.digest)
+    if ref.size != desc.size:
+        raise Oci2vmError(
+            f"{container.path}: blob {desc.digest} is {ref.size} bytes, "
+            f"the descriptor says {desc.size}"
+        )
+    return ref
+
+
+def resolve_in(source: str, container: Container, tag: str, fetch: Fetch, *, name: str) -> Image:
+    """Resolve an image in a layout (also used for Docker >= 25 `docker save` output)."""
+    if not container.exists("index.json"):
+        raise Oci2vmError(f"{container.path}: not an OCI image layout (no index.json)")
+    index = load_json(container.read("index.json"), f"{container.path}/index.json")
+    entries = index_entries(index, f"{container.path}/index.json")
+    if tag:
+        entries = [
+            d
+            for d in entries
+            if tag in (d.annotations.get(REF_NAME), d.annotations.get(DOCKER_REF_NAME), d.digest)
+        ]
+        if not entries:
+            raise Oci2vmError(f"{container.path}: no image tagged {tag!r} in the layout")
+    if not entries:
+        raise Oci2vmError(f"{container.path}: the layout's index.json lists no image")
+    where = f"{container.path}" + (f":{tag}" if tag else "")
+    if len(entries) > 1 and all(d.media_type in MANIFEST_TYPES for d in entries):
+        # Several single-platform manifests: choose by platform, or ask for a tag.
+        if any(d.platform for d in entries):
+            desc = select_platform(entries, fetch.platform, where)
+        else:
+            tags = sorted(t for d in entries if (t := d.annotations.get(REF_NAME)))
+            raise Oci2vmError(
+                f"{where}: the layout holds {len(entries)} images: name one"
+                + (f" ({', '.join(tags)})" if tags else "")
+            )
+    else:
+        desc = entries[0]
+    for _depth in range(4):
+        data = blob_ref(container, desc).read_all()
+        doc = load_json(data, f"manifest {desc.digest}")
+        if manifest_kind(doc, desc.media_type) == "manifest":
+            return assemble(
+                source=source,
+                name=name,
+                manifest_bytes=data,
+                manifest_digest=desc.digest,
+                manifest_media_type=desc.media_type or None,
+                blob=lambda d: blob_ref(container, d),
+                what=f"manifest {desc.digest}",
+            )
+        desc = select_platform(index_entries(doc, f"index {desc.digest}"), fetch.platform, where)
+    raise Oci2vmError(f"{where}: image indexes nested too deeply")

@@ -1,0 +1,33 @@
+"""tar:PATH: a root filesystem tarball, such as `docker export` writes (gzip, zstd or
+plain). It is one layer with no config and no digest to check against; its digest is
+computed while it is read and reported."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from oci2vm.blobs import BlobRef
+from oci2vm.errors import Oci2vmError
+from oci2vm.image import Image, Layer, empty_config
+
+if TYPE_CHECKING:
+    from oci2vm.sources.base import Fetch
+
+
+def resolve(source: str, path: Path, fetch: Fetch) -> Image:
+    if not path.is_file():
+        raise Oci2vmError(f"{path}: no such file" if not path.exists() else f"{path}: not a file")
+    blob = BlobRef(path, 0, path.stat().st_size, None)
+    name = path.name
+    for suffix in (".gz", ".tgz", ".zst", ".tar"):
+        name = name.removesuffix(suffix)
+    return Image(
+        source=source,
+        name=name or "rootfs",
+        manifest_digest=None,
+        manifest_media_type=None,
+        config_digest=None,
+        config=empty_config(fetch.platform),
+        layers=(Layer(blob, None, "", None),),
+    )
