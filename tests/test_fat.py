@@ -1,0 +1,249 @@
+"""The FAT writer's volumes pass fsck.vfat and read back byte-exact through mtools."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import random
+import re
+import struct
+from pathlib import Path
+
+import pytest
+
+from oci2vm.errors import Oci2vmError
+from oci2vm.fs.fat import MIN_ESP_SIZE, fat_size_for, write_fat
+from oci2vm.tools import have_program, run
+
+pytestmark = pytest.mark.skipif(
+    not (have_program("fsck.vfat") and have_program("mcopy")),
+    reason="needs dosfstools and mtools",
+)
+
+MIB = 1024 * 1024
+# mtools prints and creates non-ASCII long names only in a UTF-8 locale
+MTOOLS_ENV = {**os.environ, "MTOOLS_SKIP_CHECK": "1", "LC_ALL": "C.UTF-8"}
+MTIME = 1700000000  # 2023-11-14T22:13:20Z
+
+
+def _files() -> dict[str, bytes]:
+    rng = random.Random(7)
+    files = {
+        "EFI/BOOT/BOOTX64.EFI": rng.randbytes(300_001),
+        "EFI/BOOT/grub.cfg": b"search --label root\nconfigfile /boot/grub/grub.cfg\n",
+        "EFI/debian/README": b"exact 8.3 upper-case name\n",
+        "loader/entries/a very long name, with spaces.conf": rng.randbytes(5000),
+        "EMPTY": b"",
+        "Ünïcode-ñame.txt": "ünïcode\n".encode(),
+        "abcdefghijk.txt": b"first of two names sharing a basis\n",
+        "abcdefghijz.txt": b"second of two names sharing a basis\n",
+        "exactly13char": b"a long name filling its entry with no terminator\n",
+        "MixedCase.Txt": b"mixed\n",
+        "deep/er/still/deeper/leaf.bin": rng.randbytes(4096),
+        "deep/er/half.bin": rng.randbytes(2048),
+    }
+    # enough long-named entries that a FAT32 directory spans several 512-byte clusters
+    files.update({f"many/file-{n:02}.txt": f"{n}\n".encode() for n in range(40)})
+    return files
+
+
+def _write(path: Path, size: int, files: dict[str, bytes], offset: int = 0, **kw: int) -> Path:
+    with path.open("wb") as out:
+        out.truncate(offset + size)
+        write_fat(out, offset, size, files, volume_id=kw.pop("volume_id", 0x1234ABCD), **kw)
+    return path
+
+
+def _fsck(image: Path) -> str:
+    proc = run(["fsck.vfat", "-n", "-v", image], check=False)
+    output = proc.stdout.decode() + proc.stderr.decode()
+    assert proc.returncode == 0, output
+    return output
+
+
+def _read_back(image: Path, offset: int, dest: Path) -> dict[str, bytes]:
+    dest.mkdir()
+    run(["mcopy", "-s", "-n", "-i", f"{image}@@{offset}", "::*", f"{dest}/"], env=MTOOLS_ENV)
+    return {
+        str(p.relative_to(dest)): p.read_bytes() for p in sorted(dest.rglob("*")) if p.is_file()
+    }
+
+
+def _mdir(image: Path, offset: int, directory: str) -> list[str]:
+    proc = run(["mdir", "-i", f"{image}@@{offset}", f"::{directory}"], env=MTOOLS_ENV)
+    return [line.rstrip() for line in proc.stdout.decode().splitlines()]
+
+
+@pytest.mark.parametrize(
+    ("size", "fat_bits"),
+    [
+        (1 * MIB, 12),
+        (4 * MIB, 12),  # 8192 sectors: below the 8400 fatgen103 gives FAT16
+        (5 * MIB, 16),
+        (32 * MIB, 16),  # 65536 sectors: below FAT32's 66600
+        (33 * MIB, 32),
+        (64 * MIB, 32),
+        (1024 * MIB, 32),
+    ],
+)
+def test_fat_type_follows_the_cluster_count(tmp_path: Path, size: int, fat_bits: int) -> None:
+    image = _write(tmp_path / "fat.img", size, {"EFI/BOOT/BOOTX64.EFI": b"MZ"})
+    report = _fsck(image)
+    assert f"2 FATs, {fat_bits} bit entries" in report
+    used, clusters = map(int, re.findall(r"(\d+)/(\d+) clusters", report)[0])
+    assert used == (4 if fat_bits == 32 else 3)  # root on FAT32, EFI, BOOT, BOOTX64.EFI
+    assert {12: clusters < 4085, 16: 4085 <= clusters < 65525, 32: clusters >= 65525}[fat_bits]
+    boot = image.read_bytes()[:512]
+    fs_type_offset = 0x52 if fat_bits == 32 else 0x36
+    assert boot[fs_type_offset : fs_type_offset + 8] == f"FAT{fat_bits}   ".encode()
+    assert boot[510:] == b"\x55\xaa"
+
+
+@pytest.mark.parametrize("size", [2 * MIB, 16 * MIB, 64 * MIB], ids=["fat12", "fat16", "fat32"])
+def test_every_file_reads_back_byte_exact(tmp_path: Path, size: int) -> None:
+    files = _files()
+    standalone = _write(tmp_path / "alone.img", size, files, mtime=MTIME)
+    _fsck(standalone)
+    disk = _write(tmp_path / "disk.img", size, files, offset=3 * MIB, mtime=MTIME)
+    assert _read_back(disk, 3 * MIB, tmp_path / "out") == files
+
+
+def test_names_are_upper_case_8_3_with_long_names_where_needed(tmp_path: Path) -> None:
+    image = _write(tmp_path / "fat.img", 64 * MIB, _files(), offset=MIB, mtime=MTIME)
+    assert _mdir(image, MIB, "/") == [
+        " Volume in drive : is ESP",
+        " Volume Serial Number is 1234-ABCD",
+        "Directory for ::/",
+        "",
+        "EFI          <DIR>     2023-11-14  22:13",
+        "EMPTY                0 2023-11-14  22:13",
+        "MIXEDC~1 TXT         6 2023-11-14  22:13  MixedCase.Txt",
+        "ABCDEF~1 TXT        35 2023-11-14  22:13  abcdefghijk.txt",
+        "ABCDEF~2 TXT        36 2023-11-14  22:13  abcdefghijz.txt",
+        "DEEP         <DIR>     2023-11-14  22:13  deep",
+        "EXACTL~1            49 2023-11-14  22:13  exactly13char",
+        "LOADER       <DIR>     2023-11-14  22:13  loader",
+        "MANY         <DIR>     2023-11-14  22:13  many",
+        "_N_COD~1 TXT        10 2023-11-14  22:13  Ünïcode-ñame.txt",
+        "       10 files                 136 bytes",
+        # 128992 data clusters of 512 bytes, 672 of them used (counted by hand)
+        "                         65 699 840 bytes free",
+        "",
+    ]
+    assert _mdir(image, MIB, "/EFI/debian") == [
+        " Volume in drive : is ESP",
+        " Volume Serial Number is 1234-ABCD",
+        "Directory for ::/EFI/debian",
+        "",
+        ".            <DIR>     2023-11-14  22:13",
+        "..           <DIR>     2023-11-14  22:13",
+        "README              26 2023-11-14  22:13",
+        "        3 files                  26 bytes",
+        "                         65 699 840 bytes free",
+        "",
+    ]
+
+
+def test_timestamps_before_1980_are_clamped_to_the_fat_epoch(tmp_path: Path) -> None:
+    image = _write(tmp_path / "fat.img", 2 * MIB, {"A.TXT": b"a"}, mtime=0)
+    assert "A        TXT         1 1980-01-01   0:00" in _mdir(image, 0, "/")
+
+
+def test_same_inputs_give_identical_bytes(tmp_path: Path) -> None:
+    files = _files()
+    reordered = dict(reversed(list(files.items())))
+    first = _write(tmp_path / "a.img", 64 * MIB, files, offset=MIB, mtime=MTIME)
+    second = _write(tmp_path / "b.img", 64 * MIB, reordered, offset=MIB, mtime=MTIME)
+    later = _write(tmp_path / "c.img", 64 * MIB, files, offset=MIB, mtime=MTIME + 2)
+    digests = [hashlib.sha256(p.read_bytes()).hexdigest() for p in (first, second, later)]
+    assert digests[0] == digests[1]
+    assert digests[0] != digests[2]
+
+
+def test_fat32_has_fsinfo_and_a_backup_boot_sector(tmp_path: Path) -> None:
+    image = _write(tmp_path / "fat.img", 64 * MIB, {"EFI/BOOT/BOOTX64.EFI": b"x" * 1000})
+    data = image.read_bytes()
+    assert data[6 * 512 : 7 * 512] == data[:512]
+    assert data[7 * 512 : 8 * 512] == data[512:1024]
+    fsinfo = data[512:1024]
+    # 131072 sectors - 32 reserved - 2 FATs of 1024 = 128992 clusters; root, EFI, BOOT and
+    # two 512-byte clusters of BOOTX64.EFI take clusters 2..6
+    assert struct.unpack_from("<I", fsinfo, 0)[0] == 0x41615252
+    assert struct.unpack_from("<III", fsinfo, 484) == (0x61417272, 128992 - 5, 7)
+    assert struct.unpack_from("<I", fsinfo, 508)[0] == 0xAA550000
+
+
+def test_both_fats_are_written(tmp_path: Path) -> None:
+    image = _write(tmp_path / "fat.img", 16 * MIB, _files())
+    data = image.read_bytes()
+    reserved, fat_sectors = (
+        struct.unpack_from("<H", data, 14)[0],
+        struct.unpack_from("<H", data, 22)[0],
+    )
+    first = data[reserved * 512 : (reserved + fat_sectors) * 512]
+    second = data[(reserved + fat_sectors) * 512 : (reserved + 2 * fat_sectors) * 512]
+    assert first == second
+    assert first[:4] == b"\xf8\xff\xff\xff"
+
+
+def test_unused_space_stays_sparse_and_nothing_outside_is_touched(tmp_path: Path) -> None:
+    path = tmp_path / "disk.img"
+    size, offset = 1024 * MIB, 1 * MIB
+    with path.open("wb") as out:
+        out.truncate(offset + size + MIB)
+        out.seek(offset - 4)
+        out.write(b"keep")
+        out.seek(offset + size)
+        out.write(b"keep")
+        write_fat(out, offset, size, _files(), volume_id=1, mtime=MTIME)
+    assert path.stat().st_blocks * 512 < 2 * MIB
+    with path.open("rb") as image:
+        image.seek(offset - 4)
+        assert image.read(4) == b"keep"
+        image.seek(offset + size)
+        assert image.read(4) == b"keep"
+    assert _read_back(path, offset, tmp_path / "out") == _files()
+
+
+def test_fat_size_for_is_whole_mib_fat32_with_headroom(tmp_path: Path) -> None:
+    assert fat_size_for({"EFI/BOOT/BOOTX64.EFI": b"x" * 4_000_000}) == MIN_ESP_SIZE == 64 * MIB
+    files = {"vmlinuz": bytes(60 * MIB), "initrd.img": bytes(20 * MIB), "EFI/BOOT/A.EFI": b"a"}
+    size = fat_size_for(files)
+    # 80 MiB of files + 3 directories at 4 KiB + one 4 KiB cluster, half again, plus 1 MiB
+    assert size == 122 * MIB
+    image = _write(tmp_path / "fat.img", size, files)
+    report = _fsck(image)
+    assert "32 bit entries" in report
+
+
+def test_files_too_big_for_the_volume_name_the_size_needed(tmp_path: Path) -> None:
+    with pytest.raises(
+        Oci2vmError, match=r"a 2 MiB ESP cannot hold these files: make it at least 64 MiB"
+    ):
+        _write(tmp_path / "fat.img", 2 * MIB, {"big": bytes(3 * MIB)})
+
+
+def test_names_that_differ_only_in_case_clash(tmp_path: Path) -> None:
+    with pytest.raises(Oci2vmError, match="FAT names ignore case"):
+        _write(tmp_path / "fat.img", 2 * MIB, {"EFI/boot/a": b"", "EFI/BOOT/b": b""})
+
+
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [
+        ("a:b", "ESP file name 'a:b' in 'a:b' cannot be stored on FAT (characters ':'): rename it"),
+        ("end.", "ESP file name 'end.' in 'end.' cannot be stored on FAT (trailing dot or space)"),
+        ("t\tb", "ESP file name 't\\tb' in 't\\tb' cannot be stored on FAT (characters '\\t')"),
+        ("dir//x", "ESP path 'dir//x' has an empty or dot component: remove it"),
+        ("a/../b", "ESP path 'a/../b' has an empty or dot component: remove it"),
+    ],
+)
+def test_names_fat_cannot_store_are_rejected(tmp_path: Path, name: str, message: str) -> None:
+    with pytest.raises(Oci2vmError, match=re.escape(message)):
+        _write(tmp_path / "fat.img", 2 * MIB, {name: b""})
+
+
+def test_fat12_root_directory_overflow_is_reported(tmp_path: Path) -> None:
+    files = {f"file-{n:03}.txt": b"" for n in range(300)}  # 2 entries each, 512 slots
+    with pytest.raises(Oci2vmError, match="root directory holds 512 entries on FAT12"):
+        _write(tmp_path / "fat.img", 2 * MIB, files)
