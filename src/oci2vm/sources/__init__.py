@@ -16,7 +16,7 @@ from pathlib import Path
 
 from oci2vm.errors import Oci2vmError
 from oci2vm.image import Image
-from oci2vm.sources import daemon, docker_archive, oci_layout, registry, rootfs_tar
+from oci2vm.sources import daemon, docker_archive, oci_layout, rootfs_tar
 from oci2vm.sources.base import Fetch
 from oci2vm.sources.reference import looks_like_reference, parse_reference
 
@@ -66,6 +66,8 @@ def resolve(source: str, fetch: Fetch) -> Image:
     if transport == "docker":
         if not rest.startswith("//"):
             raise Oci2vmError(f"malformed source {source!r}: expected docker://REFERENCE")
+        from oci2vm.sources import registry  # urllib3 is loaded only for registries
+
         return registry.resolve(source, parse_reference(rest[2:]), fetch)
     if transport in ("oci", "oci-archive"):
         path, ref = split_path_ref(rest)

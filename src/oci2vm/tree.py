@@ -1,0 +1,484 @@
+"""Flattening: the layers of an image merged into one tree, as a container runtime sees it.
+
+Layers are read top-down, newest first, each decompressed once. An entry seen in an
+upper layer shadows the same path below; a whiteout (.wh.NAME) hides NAME in the layers
+below its own; an opaque marker (.wh..wh..opq) hides everything the layers below put in
+its directory. Read that way, the first visible entry for a path is final, so file data
+can go straight to its destination (a FileSink) as the stream passes, and data that a
+later layer replaces is never written. The tree keeps, for each file, where its bytes
+are (layer, offset), never the bytes themselves.
+
+Hardlinks name a path in the same layer or a lower one. One that points down is left as
+a placeholder until the lower entry arrives; one whose target an upper layer hid is
+served by reading its layer a second time, which only that rare case pays for.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import logging
+import tarfile
+import urllib.parse
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
+from typing import BinaryIO
+
+from oci2vm.blobs import CHUNK, ProgressFn, VerifyingReader, decompressed, short
+from oci2vm.entry import FileSink, Inode, Kind, LayerData, new_dir
+from oci2vm.errors import Oci2vmError
+from oci2vm.image import Image, Layer
+
+log = logging.getLogger(__name__)
+
+WHITEOUT = ".wh."
+OPAQUE = ".wh..wh..opq"
+CAPTURE_LIMIT = 256 << 10
+
+# Small files read into memory during the pass, for inspection and OS preparation.
+CaptureFn = Callable[[str], bool]
+
+
+def default_capture(path: str) -> bool:
+    return path.startswith("/etc/") or path in ("/usr/lib/os-release", "/lib/os-release")
+
+
+@dataclass
+class Tree:
+    root: Inode
+    diff_ids: list[str] = field(default_factory=list)  # computed while reading
+    layer_digests: list[str] = field(default_factory=list)  # of the blobs as stored
+    captured: dict[str, bytes] = field(default_factory=dict)  # path -> content
+    entries: int = 0  # directory entries in the final tree, root excluded
+
+    def read_captured(self, path: str) -> bytes | None:
+        return self.captured.get(path)
+
+
+def split_path(name: str, what: str) -> list[str]:
+    """Normalize a tar member name to path components, rejecting any that would
+    leave the root ('..' climbing above it). Leading '/' and './' are ignored, as
+    Docker and containerd do."""
+    parts: list[str] = []
+    for part in name.split("/"):
+        if part in ("", "."):
+            continue
+        if part == "..":
+            if not parts:
+                raise Oci2vmError(f"{what}: entry {name!r} escapes the image root")
+            parts.pop()
+            continue
+        parts.append(part)
+    return parts
+
+
+def _join(parts: list[str]) -> str:
+    return "/" + "/".join(parts)
+
+
+def _pax_time(tarinfo: tarfile.TarInfo, key: str, fallback: float | None) -> int | None:
+    """A time in integer nanoseconds, exact: PAX records carry decimal strings that a
+    float would round."""
+    value = tarinfo.pax_headers.get(key)
+    if value is not None:
+        try:
+            return int(Decimal(value).scaleb(9).to_integral_value(rounding="ROUND_FLOOR"))
+        except InvalidOperation:
+            pass
+    if fallback is None:
+        return None
+    return int(fallback) * 1_000_000_000
+
+
+def _xattrs(tarinfo: tarfile.TarInfo) -> dict[str, bytes]:
+    xattrs: dict[str, bytes] = {}
+    for key, value in tarinfo.pax_headers.items():
+        if key.startswith("SCHILY.xattr."):
+            xattrs[key[len("SCHILY.xattr.") :]] = value.encode("utf-8", "surrogateescape")
+        elif key.startswith("LIBARCHIVE.xattr."):
+            name = urllib.parse.unquote(key[len("LIBARCHIVE.xattr.") :])
+            xattrs[name] = base64.b64decode(value + "=" * (-len(value) % 4))
+    return xattrs
+
+
+def _inode_for(tarinfo: tarfile.TarInfo, layer: int) -> Inode:
+    """The metadata of a member as an Inode (without data)."""
+    mtime = _pax_time(tarinfo, "mtime", tarinfo.mtime) or 0
+    inode = Inode(
+        Kind.FILE,
+        mode=tarinfo.mode & 0o7777,
+        uid=tarinfo.uid,
+        gid=tarinfo.gid,
+        mtime_ns=mtime,
+        atime_ns=_pax_time(tarinfo, "atime", None),
+        ctime_ns=_pax_time(tarinfo, "ctime", None),
+        xattrs=_xattrs(tarinfo),
+    )
+    if tarinfo.isdir():
+        inode.kind = Kind.DIR
+        inode.children = {}
+    elif tarinfo.issym():
+        inode.kind = Kind.SYMLINK
+        inode.target = tarinfo.linkname.encode("utf-8", "surrogateescape")
+        inode.size = len(inode.target)
+    elif tarinfo.ischr() or tarinfo.isblk():
+        inode.kind = Kind.CHAR if tarinfo.ischr() else Kind.BLOCK
+        inode.rdev_major, inode.rdev_minor = tarinfo.devmajor, tarinfo.devminor
+    elif tarinfo.isfifo():
+        inode.kind = Kind.FIFO
+    elif tarinfo.isreg():
+        inode.size = tarinfo.size
+        if tarinfo.sparse is not None:
+            sparse: list[tuple[int, int]] = tarinfo.sparse  # type: ignore[assignment]
+            regions = tuple((int(o), int(n)) for o, n in sparse if n)
+            stored = sum(n for _o, n in regions)
+        else:
+            regions = ((0, tarinfo.size),) if tarinfo.size else ()
+            stored = tarinfo.size
+        if stored:
+            inode.data = LayerData(layer, tarinfo.offset_data, stored, regions)
+    else:
+        raise Oci2vmError(f"unsupported tar entry type {tarinfo.type!r} for {tarinfo.name!r}")
+    return inode
+
+
+def _adopt(target: Inode, source: Inode) -> None:
+    """Copy an entry's metadata onto an existing directory inode (keeping children)."""
+    target.mode, target.uid, target.gid = source.mode, source.uid, source.gid
+    target.mtime_ns, target.atime_ns, target.ctime_ns = (
+        source.mtime_ns,
+        source.atime_ns,
+        source.ctime_ns,
+    )
+    target.xattrs = source.xattrs
+
+
+class _Bounded(io.RawIOBase):
+    """Exactly `size` bytes of a stream, read in place (a member's stored data)."""
+
+    def __init__(self, raw: BinaryIO, size: int) -> None:
+        super().__init__()
+        self._raw = raw
+        self._left = size
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: memoryview | bytearray) -> int:  # type: ignore[override]
+        if self._left <= 0:
+            return 0
+        view = memoryview(buffer)[: min(len(buffer), self._left)]
+        data = self._raw.read(len(view))
+        if not data:
+            raise Oci2vmError("layer ends inside a file's data (truncated tar)")
+        view[: len(data)] = data
+        self._left -= len(data)
+        return len(data)
+
+
+class _Flattener:
+    def __init__(
+        self,
+        image: Image,
+        sink: FileSink | None,
+        capture: CaptureFn,
+        progress: Callable[[int, Layer], ProgressFn | None] | None,
+    ) -> None:
+        self.image = image
+        self.sink = sink
+        self.capture = capture
+        self.progress = progress
+        self.tree = Tree(new_dir())
+        self.root_claimed = False
+        # Paths claimed by an entry, with the layer that claimed them (implicit parent
+        # directories are not claimed: a lower layer's entry may still set their metadata).
+        self.claimed: dict[str, int] = {}
+        self.hidden: set[str] = set()  # whiteouts of upper layers
+        self.opaque: set[str] = set()  # opaque directories of upper layers
+        # Hardlink targets not seen yet: target path -> (placeholder, paths it stands at).
+        self.pending: dict[str, tuple[Inode, list[str]]] = {}
+        self.delivered: set[int] = set()  # id() of inodes whose data reached the sink
+        self.deferred: list[Inode] = []  # this layer: data needed after it streamed by
+        self._captured_inode: dict[str, Inode] = {}
+
+    # --- the tree ------------------------------------------------------------------
+
+    def _parent(self, parts: list[str], layer: int, what: str) -> Inode | None:
+        """The directory that holds parts[-1], creating implicit parents; None when an
+        ancestor hides the entry."""
+        node = self.tree.root
+        for i, part in enumerate(parts[:-1]):
+            path = _join(parts[: i + 1])
+            if path in self.hidden or path in self.opaque:
+                return None
+            assert node.children is not None
+            child = node.children.get(part)
+            if child is None:
+                child = new_dir()
+                node.children[part] = child
+            elif child.kind is not Kind.DIR:
+                if self.claimed.get(path, layer) == layer:
+                    raise Oci2vmError(
+                        f"{what}: entry {_join(parts)!r} passes through {child.kind} {path!r}"
+                    )
+                return None  # an upper layer replaced the directory with a non-directory
+            node = child
+        return node
+
+    def _visible(self, parts: list[str], layer: int) -> bool:
+        path = _join(parts)
+        if path in self.hidden:
+            return False
+        claim = self.claimed.get(path)
+        return claim is None or claim == layer
+
+    def _place(self, parent: Inode, parts: list[str], inode: Inode, layer: int, what: str) -> None:
+        """Put inode at parts in the tree (the entry is visible)."""
+        assert parent.children is not None
+        name, path = parts[-1], _join(parts)
+        existing = parent.children.get(name)
+        if existing is not None and existing.kind is Kind.DIR:
+            if inode.kind is Kind.DIR:
+                _adopt(existing, inode)  # merge: lower or implicit children stay
+                self.claimed[path] = layer
+                return
+            if path not in self.claimed and inode.kind is Kind.SYMLINK:
+                # An upper layer wrote below this path, so here it must be a directory.
+                raise Oci2vmError(
+                    f"{what}: upper layers write below {path!r}, which this layer makes a "
+                    "symlink: paths through symlinks are not supported"
+                )
+            if path not in self.claimed:
+                return  # an upper layer's directory hides a lower non-directory
+        parent.children[name] = inode
+        self.claimed[path] = layer
+
+    # --- layers ----------------------------------------------------------------------
+
+    def run(self) -> Tree:
+        layers = self.image.layers
+        for index in reversed(range(len(layers))):
+            self._layer(index, layers[index])
+        if self.pending:
+            target, (_inode, paths) = next(iter(self.pending.items()))
+            raise Oci2vmError(f"hardlink {paths[0]!r} points to {target!r}, which does not exist")
+        self.tree.diff_ids.reverse()
+        self.tree.layer_digests.reverse()
+        self.tree.entries = sum(1 for _ in _count(self.tree.root))
+        return self.tree
+
+    def _layer(self, index: int, layer: Layer) -> None:
+        what = f"layer {index + 1}" + (f" ({short(layer.digest)})" if layer.digest else "")
+        progress = self.progress(index, layer) if self.progress else None
+        compressed = layer.blob.open(progress)
+        stream = VerifyingReader(
+            decompressed(compressed, layer.media_type, what),
+            None,
+            layer.diff_id,
+            what=f"{what} uncompressed (diff_id)",
+        )
+        self.deferred = []
+        layer_inodes: dict[str, Inode] = {}
+        whiteouts: set[str] = set()
+        opaques: set[str] = set()
+        try:
+            with tarfile.open(
+                fileobj=io.BufferedReader(stream, CHUNK),
+                mode="r|",
+                bufsize=CHUNK,
+                errors="surrogateescape",
+            ) as tar:
+                while (member := tar.next()) is not None:
+                    self._member(tar, member, index, what, layer_inodes, whiteouts, opaques)
+                    tar.members.clear()  # type: ignore[attr-defined]  # stream mode keeps every header
+            stream.close()
+            compressed.close()
+        except tarfile.TarError as e:
+            raise Oci2vmError(f"{what}: not a valid tar stream: {e}") from e
+        finally:
+            stream.close()
+        self.tree.diff_ids.append(stream.computed_digest)
+        self.tree.layer_digests.append(layer.digest or _blob_digest(compressed))
+        for target, (_inode, paths) in self.pending.items():
+            parts = split_path(target, what)
+            if target in whiteouts or any(
+                _join(parts[:i]) in whiteouts | opaques for i in range(1, len(parts))
+            ):
+                raise Oci2vmError(
+                    f"hardlink {paths[0]!r} points to {target!r}, which {what} deletes"
+                )
+        self.hidden |= whiteouts
+        self.opaque |= opaques
+        if self.deferred:
+            self._reread(index, layer, what)
+
+    def _member(
+        self,
+        tar: tarfile.TarFile,
+        member: tarfile.TarInfo,
+        layer: int,
+        what: str,
+        layer_inodes: dict[str, Inode],
+        whiteouts: set[str],
+        opaques: set[str],
+    ) -> None:
+        parts = split_path(member.name, what)
+        if not parts:  # the root directory itself
+            if member.isdir() and not self.root_claimed:
+                _adopt(self.tree.root, _inode_for(member, layer))
+                self.root_claimed = True
+            return
+        base = parts[-1]
+        if base.startswith(WHITEOUT):
+            if base == OPAQUE:
+                opaques.add(_join(parts[:-1]))
+            elif not base.startswith(WHITEOUT + WHITEOUT):  # .wh..wh.* is aufs metadata
+                whiteouts.add(_join([*parts[:-1], base[len(WHITEOUT) :]]))
+            return
+        path = _join(parts)
+        if member.islnk():
+            inode = self._hardlink(member, layer, what, layer_inodes)
+        else:
+            inode = _inode_for(member, layer)
+        if inode.kind is not Kind.DIR:
+            layer_inodes[path] = inode
+
+        wanted = self.pending.pop(path, None)
+        if wanted is not None:
+            if inode.kind is Kind.DIR:
+                raise Oci2vmError(f"{what}: hardlink {wanted[1][0]!r} points to directory {path!r}")
+            for link_path in wanted[1]:
+                self._repoint(link_path, wanted[0], inode)
+
+        parent = self._parent(parts, layer, what)
+        visible = parent is not None and self._visible(parts, layer)
+        if parent is not None and visible:
+            self._place(parent, parts, inode, layer, what)
+            visible = self._at(parts) is inode or inode.kind is Kind.DIR
+
+        if inode.kind is not Kind.FILE or not (visible or wanted):
+            return
+        if not member.islnk():
+            self._data(tar, member, inode, path if visible else None)
+            return
+        if visible and self.capture(path):
+            for other, content in list(self.tree.captured.items()):
+                if self._captured_inode.get(other) is inode:
+                    self.tree.captured[path] = content
+                    break
+        if (
+            inode.data is not None
+            and id(inode) not in self.delivered
+            and inode not in self.deferred
+        ):
+            # A link to a file of this layer that was hidden when its data streamed by.
+            self.deferred.append(inode)
+
+    def _at(self, parts: list[str]) -> Inode | None:
+        node: Inode | None = self.tree.root
+        for part in parts:
+            if node is None or node.children is None:
+                return None
+            node = node.children.get(part)
+        return node
+
+    def _repoint(self, path: str, placeholder: Inode, inode: Inode) -> None:
+        parts = path.strip("/").split("/")
+        parent = self._at(parts[:-1])
+        if parent is not None and parent.children and parent.children.get(parts[-1]) is placeholder:
+            parent.children[parts[-1]] = inode
+
+    def _hardlink(
+        self, member: tarfile.TarInfo, layer: int, what: str, layer_inodes: dict[str, Inode]
+    ) -> Inode:
+        target = _join(split_path(member.linkname, what))
+        same_layer = layer_inodes.get(target)
+        if same_layer is not None:
+            return same_layer
+        pending = self.pending.get(target)
+        if pending is None:
+            placeholder = Inode(Kind.FILE)
+            pending = (placeholder, [])
+            self.pending[target] = pending
+        pending[1].append(_join(split_path(member.name, what)))
+        return pending[0]
+
+    def _data(
+        self, tar: tarfile.TarFile, member: tarfile.TarInfo, inode: Inode, path: str | None
+    ) -> None:
+        """The member's stored data is next in the stream: capture and/or sink it."""
+        data = inode.data
+        if data is None:
+            if path is not None and self.capture(path):
+                self.tree.captured[path] = b""
+            return
+        fileobj: BinaryIO = tar.fileobj  # type: ignore[assignment]
+        if path is not None and self.capture(path) and data.stored_size <= CAPTURE_LIMIT:
+            content = _Bounded(fileobj, data.stored_size).read()
+            if inode.data is not None and len(inode.data.regions) <= 1:
+                self.tree.captured[path] = content
+                self._captured_inode[path] = inode
+            if self.sink is not None:
+                self.sink(inode, io.BytesIO(content))
+                self.delivered.add(id(inode))
+            return
+        if self.sink is not None:
+            self.sink(inode, io.BufferedReader(_Bounded(fileobj, data.stored_size), CHUNK))
+            self.delivered.add(id(inode))
+
+    def _reread(self, index: int, layer: Layer, what: str) -> None:
+        """Serve files that a later hardlink in the same layer made visible after their
+        data had streamed by: read the layer again, up to the last of them."""
+        todo = sorted(
+            (i for i in self.deferred if i.data is not None and id(i) not in self.delivered),
+            key=lambda i: i.data.offset if isinstance(i.data, LayerData) else 0,
+        )
+        if not todo or self.sink is None:
+            return
+        log.debug("%s: reading again for %d hardlinked files", what, len(todo))
+        with decompressed(layer.blob.open(), layer.media_type, what) as stream:
+            position = 0
+            for inode in todo:
+                assert isinstance(inode.data, LayerData)
+                _skip(stream, inode.data.offset - position)
+                self.sink(inode, io.BufferedReader(_Bounded(stream, inode.data.stored_size), CHUNK))
+                self.delivered.add(id(inode))
+                position = inode.data.offset + inode.data.stored_size
+
+
+def _skip(stream: BinaryIO, count: int) -> None:
+    while count > 0:
+        chunk = stream.read(min(count, CHUNK))
+        if not chunk:
+            raise Oci2vmError("layer ended early while reading it again")
+        count -= len(chunk)
+
+
+def _blob_digest(reader: BinaryIO) -> str:
+    raw = getattr(reader, "raw", reader)
+    return raw.computed_digest if isinstance(raw, VerifyingReader) else ""
+
+
+def _count(root: Inode) -> Iterator[Inode]:
+    assert root.children is not None
+    for child in root.children.values():
+        yield child
+        if child.children is not None:
+            yield from _count(child)
+
+
+def flatten(
+    image: Image,
+    *,
+    sink: FileSink | None = None,
+    capture: CaptureFn = default_capture,
+    progress: Callable[[int, Layer], ProgressFn | None] | None = None,
+) -> Tree:
+    """Merge the image's layers into one tree, verifying every layer on the way.
+
+    With a sink, each regular file's data is handed to it exactly once, as its layer
+    streams by (hardlinked files once per inode). Small files that `capture` selects
+    are also kept in Tree.captured.
+    """
+    return _Flattener(image, sink, capture, progress).run()
