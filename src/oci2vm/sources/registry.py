@@ -1,0 +1,395 @@
+"""The registry source (docker://REF): a client of the OCI distribution spec's pull API.
+
+GET /v2/<name>/manifests/<reference> for OCI and Docker v2 manifests and indexes, then
+GET /v2/<name>/blobs/<digest> for the config and layers, each verified by digest into the
+content-addressed cache. urllib3 retries 5xx, 429 and dropped connections with backoff.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import json
+import logging
+import ssl
+import urllib.parse
+import warnings
+from collections.abc import Mapping
+from typing import BinaryIO, NoReturn, cast
+
+import urllib3
+from urllib3.exceptions import (
+    ConnectTimeoutError,
+    HTTPError,
+    InsecureRequestWarning,
+    MaxRetryError,
+    NameResolutionError,
+    NewConnectionError,
+    ReadTimeoutError,
+    ResponseError,
+    SSLError,
+)
+from urllib3.util.retry import Retry
+
+from oci2vm.blobs import BlobRef, BlobStore, check_digest, short
+from oci2vm.errors import Oci2vmError
+from oci2vm.image import (
+    DOCKER_CONFIG,
+    DOCKER_LIST,
+    DOCKER_MANIFEST,
+    OCI_CONFIG,
+    OCI_INDEX,
+    OCI_MANIFEST,
+    Descriptor,
+    Image,
+    assemble,
+    index_entries,
+    load_json,
+    manifest_kind,
+    select_platform,
+)
+from oci2vm.sources.auth import Authenticator, find_credentials, parse_www_authenticate
+from oci2vm.sources.base import Fetch
+from oci2vm.sources.reference import Reference
+
+log = logging.getLogger(__name__)
+
+ACCEPT = ", ".join((OCI_MANIFEST, OCI_INDEX, DOCKER_MANIFEST, DOCKER_LIST))
+MAX_MANIFEST_SIZE = 4 << 20  # as containers/image: a manifest is small
+MAX_INDEX_DEPTH = 4
+# Retries of one request, each after backoff (0, 2x, 4x ... BACKOFF s, at most
+# BACKOFF_MAX); a Retry-After header is obeyed up to RETRY_AFTER_MAX s.
+RETRIES = 3
+BACKOFF = 0.25
+BACKOFF_MAX = 8.0
+RETRY_AFTER_MAX = 10.0
+RETRY_STATUSES = (429, 500, 502, 503, 504)
+MAX_REDIRECTS = 5
+CONNECT_TIMEOUT = 15.0
+READ_TIMEOUT = 60.0
+# Whole-download attempts of a blob whose body broke off after the response began.
+BLOB_ATTEMPTS = 3
+
+
+class _Retry(Retry):
+    def parse_retry_after(self, retry_after: str) -> float:
+        return min(super().parse_retry_after(retry_after), RETRY_AFTER_MAX)
+
+
+def _retry() -> Retry:
+    return _Retry(
+        total=RETRIES + MAX_REDIRECTS,
+        connect=RETRIES,
+        read=RETRIES,
+        status=RETRIES,
+        other=0,  # TLS failures do not heal by themselves
+        redirect=MAX_REDIRECTS,
+        allowed_methods=frozenset({"GET"}),
+        status_forcelist=RETRY_STATUSES,
+        backoff_factor=BACKOFF,
+        backoff_max=BACKOFF_MAX,
+        raise_on_status=False,
+    )
+
+
+def _ssl_context(verify: bool) -> ssl.SSLContext:
+    """The system's CA bundle (or certifi's, where the system has none), or no
+    verification at all for --tls-verify=false."""
+    if not verify:
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        return ctx
+    ctx = ssl.create_default_context()
+    paths = ssl.get_default_verify_paths()
+    if not (paths.cafile or paths.capath):
+        try:
+            certifi = importlib.import_module("certifi")
+        except ImportError:
+            pass
+        else:
+            ctx.load_verify_locations(cafile=certifi.where())
+    return ctx
+
+
+def _one_line(text: object) -> str:
+    return " ".join(str(text).split())
+
+
+def _causes(err: BaseException) -> list[BaseException]:
+    chain: list[BaseException] = []
+    current: BaseException | None = err
+    while current is not None and current not in chain:
+        chain.append(current)
+        current = current.__cause__ or current.__context__
+    return chain
+
+
+def _transport_error(peer: str, err: BaseException) -> Oci2vmError:
+    """One line for a request that got no HTTP answer; `peer` is "registry HOST" or
+    "token server HOST"."""
+    reason: BaseException = err
+    if isinstance(err, MaxRetryError) and err.reason is not None:
+        reason = err.reason
+    causes = _causes(reason)
+    if isinstance(reason, SSLError):
+        detail = _one_line(reason)
+        for c in causes:
+            if isinstance(c, ssl.SSLCertVerificationError):
+                detail = f"certificate verify failed: {c.verify_message}"
+                break
+            if isinstance(c, ssl.CertificateError):
+                detail = _one_line(c)
+                break
+        return Oci2vmError(
+            f"TLS connection to {peer} failed: {detail}: if you trust this registry, "
+            "use --tls-verify=false"
+        )
+    if isinstance(reason, NameResolutionError):
+        return Oci2vmError(f"cannot connect to {peer}: host name not found")
+    if isinstance(reason, NewConnectionError):
+        strerror = next((c.strerror for c in causes if isinstance(c, OSError) and c.strerror), None)
+        return Oci2vmError(f"cannot connect to {peer}: {(strerror or _one_line(reason)).lower()}")
+    if isinstance(reason, ConnectTimeoutError):
+        return Oci2vmError(f"cannot connect to {peer}: no answer within {CONNECT_TIMEOUT:g} s")
+    if isinstance(reason, ReadTimeoutError):
+        return Oci2vmError(f"{peer} did not answer within {READ_TIMEOUT:g} s")
+    if isinstance(reason, ResponseError):
+        return Oci2vmError(f"{peer}: {_one_line(reason)}")
+    return Oci2vmError(f"connection to {peer} failed: {_one_line(reason)}")
+
+
+def _registry_errors(body: bytes) -> tuple[list[str], str]:
+    """The error codes and first message of a distribution-spec error body."""
+    try:
+        doc = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return [], ""
+    errors = doc.get("errors") if isinstance(doc, dict) else None
+    if not isinstance(errors, list):
+        return [], ""
+    codes = [str(e.get("code")) for e in errors if isinstance(e, dict)]
+    messages = [str(e.get("message")) for e in errors if isinstance(e, dict) and e.get("message")]
+    return codes, _one_line(messages[0]) if messages else ""
+
+
+class _Session:
+    """Requests to one repository of one registry, authenticated as it asks."""
+
+    def __init__(self, ref: Reference, fetch: Fetch) -> None:
+        self.ref = ref
+        self.registry = ref.registry
+        self.host = ref.api_host
+        self.tls_verify = fetch.tls_verify
+        self.http = urllib3.PoolManager(
+            num_pools=4,
+            retries=_retry(),
+            timeout=urllib3.Timeout(connect=CONNECT_TIMEOUT, read=READ_TIMEOUT),
+            ssl_context=_ssl_context(fetch.tls_verify),
+            cert_reqs="CERT_REQUIRED" if fetch.tls_verify else "CERT_NONE",
+        )
+        self.base = ""
+        self.scope = f"repository:{ref.repository}:pull"
+        self.auth = Authenticator(
+            ref.registry,
+            lambda: find_credentials(
+                ref.registry, ref.repository, creds=fetch.creds, auth_file=fetch.auth_file
+            ),
+            self._token_get,
+        )
+        self.authorization: str | None = None
+
+    def close(self) -> None:
+        self.http.clear()
+
+    def _open(self, url: str, headers: Mapping[str, str], peer: str) -> urllib3.BaseHTTPResponse:
+        try:
+            return self.http.request(
+                "GET",
+                url,
+                headers=dict(headers),
+                preload_content=False,
+                decode_content=False,  # digests are of the bytes as stored
+                redirect=True,
+            )
+        except HTTPError as e:
+            raise _transport_error(peer, e) from e
+
+    def _token_get(self, url: str, headers: Mapping[str, str]) -> tuple[int, bytes]:
+        peer = f"token server {urllib.parse.urlsplit(url).netloc}"
+        resp = self._open(url, headers, peer)
+        try:
+            return resp.status, self._read(resp, MAX_MANIFEST_SIZE, "token response", peer)
+        finally:
+            resp.release_conn()
+
+    def _read(self, resp: urllib3.BaseHTTPResponse, limit: int, what: str, peer: str) -> bytes:
+        try:
+            data = resp.read(limit + 1)
+        except HTTPError as e:
+            raise _transport_error(peer, e) from e
+        if len(data) > limit:
+            raise Oci2vmError(f"{what} from {peer} is larger than {limit} bytes")
+        return data
+
+    def connect(self) -> None:
+        """Find the API (https; then http too when TLS is not verified, as skopeo does)
+        and answer the challenge of GET /v2/, so later requests go out authenticated."""
+        schemes = ("https",) if self.tls_verify else ("https", "http")
+        peer = f"registry {self.host}"
+        for scheme in schemes:
+            try:
+                resp = self._open(f"{scheme}://{self.host}/v2/", {}, peer)
+            except Oci2vmError as e:
+                if scheme == schemes[-1]:
+                    raise
+                log.debug("%s; trying plain HTTP", e)
+                continue
+            self.base = f"{scheme}://{self.host}"
+            break
+        try:
+            if resp.status == 401:
+                challenges = parse_www_authenticate(resp.headers.get("WWW-Authenticate", ""))
+                if challenges:
+                    self.authorization = self.auth.authorization(
+                        challenges, self.scope, fresh=False
+                    )
+        finally:
+            resp.release_conn()
+
+    def get(self, path: str, headers: Mapping[str, str]) -> urllib3.BaseHTTPResponse:
+        """GET an API path, answering at most one 401 challenge (the first request of
+        a run, or a token that expired)."""
+        peer = f"registry {self.host}"
+        answered = False
+        while True:
+            sent = self.authorization
+            request = dict(headers)
+            if sent is not None:
+                request["Authorization"] = sent
+            resp = self._open(self.base + path, request, peer)
+            if resp.status != 401:
+                return resp
+            challenges = parse_www_authenticate(resp.headers.get("WWW-Authenticate", ""))
+            try:
+                _codes, message = _registry_errors(
+                    self._read(resp, MAX_MANIFEST_SIZE, "error", peer)
+                )
+            finally:
+                resp.release_conn()
+            refused = self.auth.refused(f"HTTP 401 {message or 'unauthorized'}")
+            if answered or not challenges:
+                raise refused
+            answer = self.auth.authorization(challenges, self.scope, fresh=sent is not None)
+            if answer == sent:
+                raise refused
+            self.authorization = answer
+            answered = True
+
+    def fail(self, resp: urllib3.BaseHTTPResponse, path: str, not_found: str) -> NoReturn:
+        peer = f"registry {self.host}"
+        codes, message = _registry_errors(self._read(resp, MAX_MANIFEST_SIZE, "error", peer))
+        if resp.status in (401, 403) or "DENIED" in codes or "UNAUTHORIZED" in codes:
+            raise self.auth.refused(f"HTTP {resp.status} {message or resp.reason or ''}".strip())
+        if resp.status == 404 or {"NAME_UNKNOWN", "MANIFEST_UNKNOWN", "BLOB_UNKNOWN"} & set(codes):
+            if "NAME_UNKNOWN" in codes:
+                not_found = f"no repository {self.ref.repository}"
+            raise Oci2vmError(f"{self.ref} not found in registry {self.registry}: {not_found}")
+        detail = f": {message}" if message else ""
+        raise Oci2vmError(
+            f"registry {self.registry} answered HTTP {resp.status} for GET {path}{detail}"
+        )
+
+    def manifest(self, reference: str, expected: str | None) -> tuple[bytes, str | None, str]:
+        """The manifest bytes, declared media type and digest; the bytes are checked
+        against the digest asked for and the one the registry claims."""
+        path = f"/v2/{self.ref.repository}/manifests/{reference}"
+        resp = self.get(path, {"Accept": ACCEPT})
+        try:
+            if resp.status != 200:
+                kind = "manifest" if expected else "tag"
+                self.fail(resp, path, f"no {kind} {reference}")
+            data = self._read(resp, MAX_MANIFEST_SIZE, f"manifest {reference}", self.registry)
+        finally:
+            resp.release_conn()
+        media_type = resp.headers.get("Content-Type", "").split(";")[0].strip() or None
+        claims = [(expected, "asked for")]
+        header = resp.headers.get("Docker-Content-Digest")
+        if header:
+            claims.append((header.strip(), "by the registry's Docker-Content-Digest"))
+        digest = "sha256:" + hashlib.sha256(data).hexdigest()
+        for claimed, by in claims:
+            if claimed is None:
+                continue
+            algorithm = check_digest(claimed, f"digest {by}").split(":", 1)[0]
+            got = f"{algorithm}:{hashlib.new(algorithm, data).hexdigest()}"
+            if got != claimed:
+                raise Oci2vmError(
+                    f"manifest {reference} of {self.ref}: digest mismatch: expected "
+                    f"{claimed} ({by}), got {got}"
+                )
+            digest = claimed
+        return data, media_type, digest
+
+    def blob(self, desc: Descriptor, store: BlobStore, fetch: Fetch) -> BlobRef:
+        """The blob from the cache, or downloaded into it once, verified."""
+        cached = store.get(desc.digest)
+        if cached is not None:
+            return cached
+        path = f"/v2/{self.ref.repository}/blobs/{desc.digest}"
+        what = f"blob {desc.digest} of {self.registry}/{self.ref.repository}"
+        kind = "config" if desc.media_type in (OCI_CONFIG, DOCKER_CONFIG) else "layer"
+        progress = (
+            fetch.on_blob(f"{kind} {short(desc.digest)}", desc.size) if fetch.on_blob else None
+        )
+        for attempt in range(1, BLOB_ATTEMPTS + 1):
+            resp = self.get(path, {})
+            try:
+                if resp.status != 200:
+                    self.fail(resp, path, f"no blob {desc.digest}")
+                # urllib3's response is an io.IOBase with readinto(), all put() needs.
+                body = cast(BinaryIO, resp)
+                return store.put(desc.digest, body, desc.size, progress, what=what)
+            except HTTPError as e:
+                # The body broke off; the partial file is gone (BlobStore.put).
+                err = _transport_error(f"registry {self.host}", e)
+                if attempt == BLOB_ATTEMPTS:
+                    raise Oci2vmError(f"download of {what} failed: {err}") from e
+                log.warning("download of %s failed (%s): trying again", what, err)
+            finally:
+                resp.release_conn()
+        raise AssertionError("unreachable")
+
+
+def resolve(source: str, ref: Reference, fetch: Fetch) -> Image:
+    """Pull the manifest of `ref` (choosing fetch.platform from an index) and cache its
+    config and layers in fetch.store (or the default cache)."""
+    store = fetch.store or BlobStore(BlobStore.default_root())
+    with warnings.catch_warnings():
+        if not fetch.tls_verify:
+            warnings.simplefilter("ignore", InsecureRequestWarning)
+        session = _Session(ref, fetch)
+        try:
+            session.connect()
+            data, media_type, digest = session.manifest(ref.reference, ref.digest)
+            what = f"manifest of {ref}"
+            for _depth in range(MAX_INDEX_DEPTH):
+                doc = load_json(data, what)
+                if manifest_kind(doc, media_type) == "manifest":
+                    return assemble(
+                        source=source,
+                        name=str(ref),
+                        manifest_bytes=data,
+                        manifest_digest=digest,
+                        manifest_media_type=media_type,
+                        blob=lambda d: session.blob(d, store, fetch),
+                        what=what,
+                    )
+                entries = index_entries(doc, f"image index of {ref}")
+                chosen = select_platform(entries, fetch.platform, f"image index of {ref}")
+                data, media_type, digest = session.manifest(chosen.digest, chosen.digest)
+                media_type = media_type or chosen.media_type or None
+                what = f"manifest {chosen.digest} of {ref}"
+            raise Oci2vmError(f"image index of {ref}: indexes nested too deeply")
+        finally:
+            session.close()
