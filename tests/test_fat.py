@@ -47,10 +47,18 @@ def _files() -> dict[str, bytes]:
     return files
 
 
-def _write(path: Path, size: int, files: dict[str, bytes], offset: int = 0, **kw: int) -> Path:
+def _write(
+    path: Path,
+    size: int,
+    files: dict[str, bytes],
+    offset: int = 0,
+    *,
+    mtime: int = 0,
+    volume_id: int = 0x1234ABCD,
+) -> Path:
     with path.open("wb") as out:
         out.truncate(offset + size)
-        write_fat(out, offset, size, files, volume_id=kw.pop("volume_id", 0x1234ABCD), **kw)
+        write_fat(out, offset, size, files, volume_id=volume_id, mtime=mtime)
     return path
 
 
