@@ -167,8 +167,16 @@ class VerifyingReader(io.RawIOBase):
             if not self._done:
                 self.drain()
         finally:
-            self._raw.close()
-            super().close()
+            self.abort()
+
+    def abort(self) -> None:
+        """Close without reading the rest (after an error)."""
+        self._done = True
+        if not self.closed:
+            try:
+                self._raw.close()
+            finally:
+                super().close()
 
 
 class BlobStore:
@@ -305,13 +313,27 @@ class _Decompressed(io.RawIOBase):
         except Oci2vmError:
             raise
         except EOFError as e:
+            self._blame_digest()
             raise Oci2vmError(f"{self._what}: truncated {self._kind} stream") from e
         except (OSError, zlib.error, ValueError) as e:
+            self._blame_digest()
             raise Oci2vmError(f"{self._what}: corrupt {self._kind} stream: {e}") from e
         except Exception as e:  # zstandard.ZstdError is not exported with types
             if type(e).__name__ == "ZstdError":
+                self._blame_digest()
                 raise Oci2vmError(f"{self._what}: corrupt zstd stream: {e}") from e
             raise
+
+    def _blame_digest(self) -> None:
+        """A blob that fails to decompress may simply have been tampered with: read the
+        rest of it so that a digest mismatch, the more precise error, is raised first."""
+        try:
+            while self._raw.read(CHUNK):
+                pass
+        except Oci2vmError:
+            raise
+        except Exception:
+            pass
 
     def close(self) -> None:
         if not self.closed:

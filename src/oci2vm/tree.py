@@ -295,9 +295,11 @@ class _Flattener:
             stream.close()
             compressed.close()
         except tarfile.TarError as e:
+            stream.abort()
             raise Oci2vmError(f"{what}: not a valid tar stream: {e}") from e
-        finally:
-            stream.close()
+        except BaseException:
+            stream.abort()
+            raise
         self.tree.diff_ids.append(stream.computed_digest)
         self.tree.layer_digests.append(layer.digest or _blob_digest(compressed))
         for target, (_inode, paths) in self.pending.items():

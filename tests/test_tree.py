@@ -1,0 +1,368 @@
+"""Flattening: each case of the OCI layer changeset rules, on layers built in the test."""
+
+from __future__ import annotations
+
+import gzip
+import io
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from layouts import (
+    Member,
+    directory,
+    file,
+    hardlink,
+    layer_tar,
+    opaque,
+    symlink,
+    whiteout,
+    write_layout,
+)
+from oci2vm.entry import Inode, Kind, link_counts, lookup, walk
+from oci2vm.errors import Oci2vmError
+from oci2vm.sources import Fetch, resolve
+from oci2vm.tree import Tree, flatten
+
+
+def build(
+    tmp_path: Path, *layers: list[Member], compression: str = "gzip"
+) -> tuple[Tree, dict[int, bytes]]:
+    write_layout(tmp_path / "img", list(layers), compression=compression)
+    image = resolve(f"oci:{tmp_path / 'img'}", Fetch())
+    data: dict[int, bytes] = {}
+
+    def sink(inode: Inode, stream: io.BufferedIOBase) -> None:
+        assert id(inode) not in data, "data delivered twice"
+        data[id(inode)] = stream.read()
+
+    tree = flatten(image, sink=sink)  # type: ignore[arg-type]
+    return tree, data
+
+
+def paths(tree: Tree) -> set[str]:
+    return {p for p, _ in walk(tree.root)}
+
+
+def content(tree: Tree, data: dict[int, bytes], path: str) -> bytes:
+    inode = lookup(tree.root, path)
+    assert inode is not None, path
+    return data.get(id(inode), b"")
+
+
+def test_upper_layer_file_shadows_lower(tmp_path: Path) -> None:
+    tree, data = build(
+        tmp_path,
+        [directory("etc"), file("etc/motd", b"old")],
+        [file("etc/motd", b"new", mode=0o600)],
+    )
+    assert content(tree, data, "/etc/motd") == b"new"
+    inode = lookup(tree.root, "/etc/motd")
+    assert inode is not None and inode.mode == 0o600
+    assert len(data) == 1  # the shadowed file's data was never delivered
+
+
+def test_whiteout_hides_lower_file_and_directory(tmp_path: Path) -> None:
+    tree, _ = build(
+        tmp_path,
+        [
+            directory("a"),
+            file("a/f", b"1"),
+            directory("a/sub"),
+            file("a/sub/g", b"2"),
+            file("keep"),
+        ],
+        [whiteout("a/f"), whiteout("a/sub")],
+    )
+    assert paths(tree) == {"/", "/a", "/keep"}
+
+
+def test_opaque_whiteout_hides_lower_dir_but_keeps_own_entries(tmp_path: Path) -> None:
+    tree, data = build(
+        tmp_path,
+        [directory("d"), file("d/old", b"o"), directory("d/deep"), file("d/deep/x", b"x")],
+        [directory("d", mode=0o700), opaque("d"), file("d/new", b"n")],
+    )
+    assert paths(tree) == {"/", "/d", "/d/new"}
+    d = lookup(tree.root, "/d")
+    assert d is not None and d.mode == 0o700
+    assert content(tree, data, "/d/new") == b"n"
+
+
+def test_whiteout_applies_only_below_its_own_layer(tmp_path: Path) -> None:
+    tree, data = build(
+        tmp_path,
+        [file("x", b"lower")],
+        [whiteout("x")],
+        [file("x", b"upper")],
+    )
+    assert content(tree, data, "/x") == b"upper"
+
+
+def test_file_replaced_by_directory(tmp_path: Path) -> None:
+    tree, _ = build(tmp_path, [file("p", b"file")], [directory("p"), file("p/child", b"c")])
+    p = lookup(tree.root, "/p")
+    assert p is not None and p.kind is Kind.DIR
+    assert paths(tree) == {"/", "/p", "/p/child"}
+
+
+def test_directory_replaced_by_file_drops_lower_children(tmp_path: Path) -> None:
+    tree, data = build(
+        tmp_path,
+        [directory("p"), file("p/child", b"c"), directory("p/sub"), file("p/sub/x")],
+        [file("p", b"now a file")],
+    )
+    assert paths(tree) == {"/", "/p"}
+    assert content(tree, data, "/p") == b"now a file"
+
+
+def test_lower_directories_merge_with_upper(tmp_path: Path) -> None:
+    tree, _ = build(
+        tmp_path,
+        [directory("usr", mode=0o700), file("usr/a")],
+        [directory("usr", mode=0o755, uid=5), file("usr/b")],
+    )
+    usr = lookup(tree.root, "/usr")
+    assert usr is not None and (usr.mode, usr.uid) == (0o755, 5)
+    assert paths(tree) == {"/", "/usr", "/usr/a", "/usr/b"}
+
+
+def test_hardlink_within_layer_shares_one_inode(tmp_path: Path) -> None:
+    tree, data = build(tmp_path, [file("a", b"data"), hardlink("b", "a"), hardlink("c", "./a")])
+    a, b, c = (lookup(tree.root, p) for p in ("/a", "/b", "/c"))
+    assert a is b is c
+    assert link_counts(tree.root)[id(a)] == 3
+    assert data[id(a)] == b"data" and len(data) == 1
+
+
+def test_hardlink_to_lower_layer_file(tmp_path: Path) -> None:
+    tree, data = build(tmp_path, [file("a", b"lower data")], [hardlink("b", "a")])
+    a, b = lookup(tree.root, "/a"), lookup(tree.root, "/b")
+    assert a is b and a is not None
+    assert data[id(a)] == b"lower data"
+
+
+def test_hardlink_to_lower_file_that_upper_layer_deleted(tmp_path: Path) -> None:
+    tree, data = build(
+        tmp_path, [file("a", b"kept by link")], [hardlink("b", "a")], [whiteout("a")]
+    )
+    assert paths(tree) == {"/", "/b"}
+    assert content(tree, data, "/b") == b"kept by link"
+
+
+def test_hardlink_whose_same_layer_target_is_shadowed_reads_layer_again(tmp_path: Path) -> None:
+    tree, data = build(
+        tmp_path,
+        [file("perl", b"interpreter"), hardlink("perl5", "perl")],
+        [file("perl", b"replaced")],
+    )
+    assert content(tree, data, "/perl") == b"replaced"
+    assert content(tree, data, "/perl5") == b"interpreter"
+
+
+def test_hardlink_to_nothing_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(
+        Oci2vmError, match=r"hardlink '/b' points to '/missing', which does not exist"
+    ):
+        build(tmp_path, [file("a")], [hardlink("b", "missing")])
+
+
+def test_hardlink_to_file_deleted_between_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(Oci2vmError, match=r"hardlink '/b' points to '/a', which layer 2"):
+        build(tmp_path, [file("a", b"x")], [whiteout("a")], [hardlink("b", "a")])
+
+
+@pytest.mark.parametrize("name", ["../evil", "a/../../evil", "./../etc/passwd"])
+def test_entry_escaping_root_is_rejected(tmp_path: Path, name: str) -> None:
+    with pytest.raises(Oci2vmError, match=r"layer 1 .*escapes the image root"):
+        build(tmp_path, [file(name, b"x")])
+
+
+def test_hardlink_target_escaping_root_is_rejected(tmp_path: Path) -> None:
+    with pytest.raises(Oci2vmError, match="escapes the image root"):
+        build(tmp_path, [file("a"), hardlink("b", "../../a")])
+
+
+def test_entry_through_symlink_is_rejected(tmp_path: Path) -> None:
+    with pytest.raises(Oci2vmError, match=r"passes through symlink '/lib'"):
+        build(tmp_path, [symlink("lib", "/usr/lib"), file("lib/x", b"x")])
+
+
+def test_entry_through_lower_layer_symlink_is_rejected(tmp_path: Path) -> None:
+    with pytest.raises(Oci2vmError, match=r"paths through symlinks are not supported"):
+        build(tmp_path, [symlink("lib", "usr/lib")], [file("lib/x", b"x")])
+
+
+def test_metadata_is_exact(tmp_path: Path) -> None:
+    cap = b"\x01\x00\x00\x02\x00\x20\x00\x00" + b"\x00" * 12
+    tree, _ = build(
+        tmp_path,
+        [
+            file(
+                "f",
+                b"x",
+                mode=0o4755,
+                uid=100000,
+                gid=70000,
+                pax={
+                    "mtime": "1700000000.123456789",
+                    "SCHILY.xattr.security.capability": cap.decode("utf-8", "surrogateescape"),
+                    "SCHILY.xattr.user.comment": "café",
+                },
+            ),
+            file("old", pax={"mtime": "-86400.5"}),
+            file("future", pax={"mtime": "4102444800.000000001"}),
+            Member(_dev("dev/null", tarfile.CHRTYPE, 1, 3)),
+            Member(_dev("dev/sda", tarfile.BLKTYPE, 8, 0)),
+            Member(_dev("fifo", tarfile.FIFOTYPE, 0, 0)),
+            symlink("link", "x" * 300),
+            directory("tmp", mode=0o1777),
+        ],
+    )
+    f = lookup(tree.root, "/f")
+    assert f is not None
+    assert (f.mode, f.uid, f.gid, f.mtime_ns) == (0o4755, 100000, 70000, 1_700_000_000_123_456_789)
+    assert f.xattrs == {"security.capability": cap, "user.comment": "café".encode()}
+    old = lookup(tree.root, "/old")
+    assert old is not None and old.mtime_ns == -86_400_500_000_000
+    future = lookup(tree.root, "/future")
+    assert future is not None and future.mtime_ns == 4_102_444_800_000_000_001
+    null = lookup(tree.root, "/dev/null")
+    assert null is not None and (null.kind, null.rdev_major, null.rdev_minor) == (Kind.CHAR, 1, 3)
+    sda = lookup(tree.root, "/dev/sda")
+    assert sda is not None and (sda.kind, sda.rdev_major, sda.rdev_minor) == (Kind.BLOCK, 8, 0)
+    fifo = lookup(tree.root, "/fifo")
+    assert fifo is not None and fifo.kind is Kind.FIFO
+    link = lookup(tree.root, "/link")
+    assert link is not None and link.target == b"x" * 300 and link.size == 300
+    tmp = lookup(tree.root, "/tmp")
+    assert tmp is not None and tmp.mode == 0o1777
+
+
+def _dev(name: str, kind: bytes, major: int, minor: int) -> tarfile.TarInfo:
+    ti = tarfile.TarInfo(name)
+    ti.type = kind
+    ti.mode = 0o666
+    ti.devmajor, ti.devminor = major, minor
+    return ti
+
+
+def test_utf8_and_long_names(tmp_path: Path) -> None:
+    long = "d/" + "x" * 200 + "/" + "y" * 120
+    tree, data = build(tmp_path, [file("café/日本語", b"u"), file(long, b"long")])
+    assert content(tree, data, "/café/日本語") == b"u"
+    assert content(tree, data, "/" + long) == b"long"
+
+
+def test_gnu_sparse_1_0_file_keeps_its_holes(tmp_path: Path) -> None:
+    # GNU sparse format 1.0: the map precedes the data inside the member.
+    regions = [(4096, 5), (1 << 20, 3)]
+    sparse_map = f"{len(regions)}\n" + "".join(f"{o}\n{n}\n" for o, n in regions)
+    map_block = sparse_map.encode().ljust(512, b"\0")
+    stored = b"hello" + b"end"
+    ti = tarfile.TarInfo("GNUSparseFile.0/sparse")
+    ti.size = len(map_block) + len(stored)
+    ti.mode = 0o644
+    ti.pax_headers = {
+        "GNU.sparse.major": "1",
+        "GNU.sparse.minor": "0",
+        "GNU.sparse.name": "sparse",
+        "GNU.sparse.realsize": str((1 << 20) + 4096),
+    }
+    tree, data = build(tmp_path, [Member(ti, map_block + stored)])
+    inode = lookup(tree.root, "/sparse")
+    assert inode is not None and inode.data is not None
+    assert inode.size == (1 << 20) + 4096
+    assert inode.data.regions == tuple(regions)
+    assert data[id(inode)] == stored
+
+
+@pytest.mark.parametrize("compression", ["gzip", "zstd", "none"])
+def test_each_compression_is_read_and_diff_ids_verified(tmp_path: Path, compression: str) -> None:
+    tree, data = build(tmp_path, [file("a", b"A" * 100_000)], compression=compression)
+    assert content(tree, data, "/a") == b"A" * 100_000
+    assert tree.diff_ids[0].startswith("sha256:")
+
+
+def test_tampered_blob_is_a_digest_mismatch(tmp_path: Path) -> None:
+    built = write_layout(tmp_path / "img", [[file("a", b"A")]])
+    blob = tmp_path / "img/blobs/sha256" / built.layer_digests[0].split(":")[1]
+    raw = bytearray(blob.read_bytes())
+    raw[-9] ^= 0xFF  # inside the gzip trailer's CRC: still the same size
+    blob.write_bytes(bytes(raw))
+    image = resolve(f"oci:{tmp_path / 'img'}", Fetch())
+    with pytest.raises(Oci2vmError, match="digest mismatch"):
+        flatten(image)
+
+
+def test_truncated_gzip_layer_is_reported(tmp_path: Path) -> None:
+    raw = layer_tar([file("a", bytes(range(256)) * 4000)])
+    truncated = gzip.compress(raw)[:-100]
+    assert truncated
+    with pytest.raises(Oci2vmError, match=r"truncated gzip stream"):
+        _flatten_raw_blob(tmp_path, truncated)
+
+
+def test_diff_id_mismatch_is_reported(tmp_path: Path) -> None:
+    built = write_layout(tmp_path / "img", [[file("a", b"A")]], compression="none")
+    # Same layer bytes, but the config claims another diff_id: rewrite the config.
+    import json
+
+    cfg_path = tmp_path / "img/blobs/sha256" / built.config_digest.split(":")[1]
+    cfg = json.loads(cfg_path.read_bytes())
+    cfg["rootfs"]["diff_ids"] = ["sha256:" + "0" * 64]
+    _rewrite_config(tmp_path / "img", built, json.dumps(cfg).encode())
+    image = resolve(f"oci:{tmp_path / 'img'}", Fetch())
+    with pytest.raises(Oci2vmError, match=r"diff_id.*digest mismatch"):
+        flatten(image)
+
+
+def _rewrite_config(path: Path, built: object, cfg: bytes) -> None:
+    import hashlib
+    import json
+
+    blobs = path / "blobs/sha256"
+    digest = hashlib.sha256(cfg).hexdigest()
+    (blobs / digest).write_bytes(cfg)
+    index = json.loads((path / "index.json").read_text())
+    man_digest = index["manifests"][0]["digest"].split(":")[1]
+    manifest = json.loads((blobs / man_digest).read_bytes())
+    manifest["config"]["digest"] = "sha256:" + digest
+    manifest["config"]["size"] = len(cfg)
+    man = json.dumps(manifest).encode()
+    new = hashlib.sha256(man).hexdigest()
+    (blobs / new).write_bytes(man)
+    index["manifests"][0]["digest"] = "sha256:" + new
+    index["manifests"][0]["size"] = len(man)
+    (path / "index.json").write_text(json.dumps(index))
+
+
+def _flatten_raw_blob(tmp_path: Path, blob: bytes) -> Tree:
+    # A rootfs tarball carries no digest, so only the stream itself can be wrong.
+    p = tmp_path / "rootfs.tar.gz"
+    p.write_bytes(blob)
+    return flatten(resolve(f"tar:{p}", Fetch()))
+
+
+def test_rootfs_tarball_digest_is_computed(tmp_path: Path) -> None:
+    raw = layer_tar([file("a", b"A")])
+    tree = _flatten_raw_blob(tmp_path, gzip.compress(raw, mtime=0))
+    import hashlib
+
+    assert tree.diff_ids == ["sha256:" + hashlib.sha256(raw).hexdigest()]
+    assert paths(tree) == {"/", "/a"}
+
+
+def test_small_etc_files_are_captured(tmp_path: Path) -> None:
+    tree, _ = build(
+        tmp_path,
+        [
+            directory("etc"),
+            file("etc/os-release", b"ID=debian\n"),
+            file("etc/passwd", b"root:x:0:0::/root:/bin/sh\n"),
+        ],
+        [hardlink("etc/os-release.link", "etc/os-release")],
+    )
+    assert tree.captured["/etc/os-release"] == b"ID=debian\n"
+    assert tree.captured["/etc/passwd"].startswith(b"root:")
