@@ -1,0 +1,1 @@
+"""Boot stage: the bootloader (grub.py), the initramfs and the kernel the image boots."""

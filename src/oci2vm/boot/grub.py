@@ -1,0 +1,402 @@
+"""Install GRUB 2 into a disk image file: BIOS (boot.img + core.img) and UEFI (BOOTX64.EFI).
+
+grub-install cannot serve: it needs root, a block device and the target mounted (it runs
+grub-probe on the live filesystem). The images themselves need none of that: grub-mkimage
+builds core.img / BOOTX64.EFI as an ordinary user, and the rest is a few byte patches that
+grub-bios-setup (util/setup.c) makes. The facts below are GRUB 2.06's, from
+grub-core/boot/i386/pc/boot.S, diskboot.S, include/grub/i386/pc/boot.h, include/grub/offsets.h
+and util/setup.c:
+
+- boot.img goes to disk sector 0; only its code, bytes 0..0x1B7, is ours. From 0x1B8
+  (GRUB_BOOT_MACHINE_WINDOWS_NT_MAGIC) on, the disk signature and the partition table stay.
+  setup.c also keeps a DOS BPB found at 0x03..0x59; a partitioned disk has none, so boot.img's
+  zeros are right.
+- boot.img reads core.img's first sector from the u64 LE `kernel_sector` at 0x5C; the byte at
+  0x64 is `boot_drive` (0xFF: use the drive the BIOS passed in DL); the 2-byte jump at 0x66
+  (`boot_drive_check`) is turned into two NOPs for hard disks, a workaround for BIOSes that
+  pass a wrong drive number.
+- core.img's first sector is diskboot.img; it loads the rest from blocklists that grow down
+  from the end of that sector, 12 bytes each (u64 start, u16 sector count, u16 segment). The
+  first is at 0x1F4: start = LBA of core's second sector, count = sectors - 1, segment 0x820
+  (GRUB_BOOT_MACHINE_KERNEL_SEG 0x800 + 512 / 16); a zero entry before it (0x1E8) ends the list.
+- core.img is loaded at GRUB_KERNEL_I386_PC_LINK_ADDR 0x9000 and must end below 0x78000:
+  at most 888 sectors.
+- Reed-Solomon redundancy is optional (grub-install --no-rs-codes); we leave the redundancy
+  field (core offset 0x210) at 0, so the whole core is read as is.
+"""
+
+from __future__ import annotations
+
+import re
+import struct
+import tempfile
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO, Literal
+
+from oci2vm import tools
+from oci2vm.errors import Oci2vmError
+
+SECTOR_SIZE = 512
+
+I386_PC_DIR = Path("/usr/lib/grub/i386-pc")
+X86_64_EFI_DIR = Path("/usr/lib/grub/x86_64-efi")
+PLATFORM_PACKAGES = {"i386-pc": "grub-pc-bin", "x86_64-efi": "grub-efi-amd64-bin"}
+
+# boot.img (include/grub/i386/pc/boot.h)
+BOOT_MACHINE_KERNEL_SECTOR = 0x5C  # u64 LE: LBA of core.img's first sector
+BOOT_MACHINE_BOOT_DRIVE = 0x64  # u8: 0xFF = use the BIOS boot drive from DL
+BOOT_MACHINE_DRIVE_CHECK = 0x66  # 2-byte jmp, NOPed for hard disks
+BOOT_MACHINE_WINDOWS_NT_MAGIC = 0x1B8  # disk signature, then the partition table
+BOOT_MACHINE_PART_START = 0x1BE
+BOOT_MACHINE_PART_END = 0x1FE  # the 0x55AA boot signature
+BOOT_SIGNATURE = b"\x55\xaa"
+NOP_NOP = b"\x90\x90"
+
+# diskboot.img, the first sector of core.img (diskboot.S)
+BLOCKLIST = struct.Struct("<QHH")  # start LBA, sector count, load segment
+BLOCKLIST_FIRST = SECTOR_SIZE - BLOCKLIST.size  # 0x1F4
+BLOCKLIST_TERMINATOR = BLOCKLIST_FIRST - BLOCKLIST.size  # 0x1E8
+CORE_LOAD_SEGMENT = 0x800 + SECTOR_SIZE // 16  # where core's second sector is loaded
+
+# kernel.img, core.img's second sector on (include/grub/offsets.h)
+KERNEL_I386_PC_LINK_ADDR = 0x9000
+CORE_MEMORY_END = 0x78000  # setup.c: core must fit below this address
+MAX_CORE_SECTORS = (CORE_MEMORY_END - KERNEL_I386_PC_LINK_ADDR) // SECTOR_SIZE  # 888
+KERNEL_I386_PC_REED_SOLOMON_REDUNDANCY = 0x10
+KERNEL_I386_PC_NO_REED_SOLOMON_LENGTH = 0x14
+
+# Partition tables, read to check that core.img fits where it is written.
+GPT_SIGNATURE = b"EFI PART"
+GPT_HEADER = struct.Struct("<8s4sII4xQQQQ16sQII")
+GPT_ENTRY_HEAD = struct.Struct("<16s16sQQ")  # type GUID, unique GUID, first LBA, last LBA
+BIOS_BOOT_TYPE = uuid.UUID("21686148-6449-6e6f-744e-656564454649")
+MBR_ENTRY = struct.Struct("<B3sB3sII")  # status, CHS, type, CHS, first LBA, sectors
+MBR_TYPE_PROTECTIVE = 0xEE
+
+# Every module core needs, embedded so no module directory has to exist on the disk.
+COMMON_MODULES = (
+    "ext2",
+    "search",
+    "search_fs_uuid",
+    "normal",
+    "linux",
+    "echo",
+    "serial",
+    "terminal",
+    "test",
+    "configfile",
+    "halt",
+    "reboot",
+    "sleep",
+    "ls",
+    "cat",
+)
+BIOS_MODULES = ("biosdisk",)
+BIOS_TABLE_MODULES = {"gpt": "part_gpt", "mbr": "part_msdos"}
+EFI_MODULES = ("part_gpt", "part_msdos", "fat", "efi_gop", "all_video")
+
+DEFAULT_GRUB_DIR = "/boot/grub"
+
+
+@dataclass(frozen=True, slots=True)
+class BootEntry:
+    """One kernel to boot; paths as GRUB sees them on the filesystem holding grub.cfg."""
+
+    version: str
+    kernel: str
+    initrd: str | None = None
+
+
+# -- building images -----------------------------------------------------------------------
+
+
+def module_dir(platform: Literal["i386-pc", "x86_64-efi"]) -> Path:
+    """The directory of GRUB's modules for `platform`, or an error naming the package."""
+    directory = I386_PC_DIR if platform == "i386-pc" else X86_64_EFI_DIR
+    if not (directory / "moddep.lst").is_file():
+        package = PLATFORM_PACKAGES[platform]
+        raise Oci2vmError(
+            f"GRUB {platform} modules not found in {directory}: "
+            f"install them with 'apt-get install {package}'"
+        )
+    return directory
+
+
+def early_config(fs_uuid: str, grub_dir: str = DEFAULT_GRUB_DIR) -> str:
+    """The config embedded in core: find the filesystem holding grub_dir by its UUID.
+
+    GRUB then enters normal mode, which reads $prefix/grub.cfg. Only simple commands are
+    used, since this runs before normal mode's script parser exists.
+    """
+    fs_uuid = _canonical_uuid(fs_uuid)
+    if not grub_dir.startswith("/") or not _SAFE_WORD.fullmatch(grub_dir):
+        raise Oci2vmError(f"GRUB directory {grub_dir!r} must be an absolute plain path")
+    return (
+        f"search --no-floppy --fs-uuid --set=root {fs_uuid}\n"
+        f"set prefix=($root){grub_dir.rstrip('/') or '/'}\n"
+    )
+
+
+def build_bios_core(
+    fs_uuid: str, table: Literal["gpt", "mbr"], *, grub_dir: str = DEFAULT_GRUB_DIR
+) -> bytes:
+    """Build core.img for BIOS boot from a disk with a `table` partition table."""
+    if table not in BIOS_TABLE_MODULES:
+        raise ValueError(f"table must be 'gpt' or 'mbr', not {table!r}")
+    modules = (*BIOS_MODULES, BIOS_TABLE_MODULES[table], *COMMON_MODULES)
+    core = _mkimage("i386-pc", modules, early_config(fs_uuid, grub_dir), grub_dir)
+    if len(core) < 2 * SECTOR_SIZE:
+        raise Oci2vmError(f"grub-mkimage wrote a core.img of only {len(core)} bytes")
+    return core
+
+
+def build_efi(fs_uuid: str, *, grub_dir: str = DEFAULT_GRUB_DIR) -> bytes:
+    """Build the GRUB EFI application, to be stored as \\EFI\\BOOT\\BOOTX64.EFI on the ESP."""
+    modules = (*EFI_MODULES, *COMMON_MODULES)
+    image = _mkimage("x86_64-efi", modules, early_config(fs_uuid, grub_dir), grub_dir)
+    if image[:2] != b"MZ":
+        raise Oci2vmError("grub-mkimage did not write a PE image for x86_64-efi")
+    return image
+
+
+def _mkimage(
+    platform: Literal["i386-pc", "x86_64-efi"],
+    modules: Sequence[str],
+    config: str,
+    grub_dir: str,
+) -> bytes:
+    directory = module_dir(platform)
+    tools.find_program("grub-mkimage", "grub-common")
+    with tempfile.TemporaryDirectory(prefix="oci2vm-grub-") as tmp:
+        config_path = Path(tmp, "early.cfg")
+        config_path.write_text(config)
+        output = Path(tmp, "core.img" if platform == "i386-pc" else "BOOTX64.EFI")
+        tools.run(
+            [
+                "grub-mkimage",
+                "--format",
+                platform,
+                "--directory",
+                directory,
+                "--prefix",
+                grub_dir,
+                "--config",
+                config_path,
+                "--output",
+                output,
+                *modules,
+            ],
+            package="grub-common",
+        )
+        return output.read_bytes()
+
+
+# -- BIOS installation ---------------------------------------------------------------------
+
+
+def boot_image() -> bytes:
+    """GRUB's boot.img, the 512-byte first stage."""
+    boot_img = (module_dir("i386-pc") / "boot.img").read_bytes()
+    if len(boot_img) != SECTOR_SIZE or boot_img[BOOT_MACHINE_PART_END:] != BOOT_SIGNATURE:
+        raise Oci2vmError(f"{I386_PC_DIR / 'boot.img'} is not a GRUB boot sector")
+    return boot_img
+
+
+def patch_boot_sector(sector0: bytes, boot_img: bytes, core_lba: int) -> bytes:
+    """Return sector 0 with boot.img's code in front of the existing partition table."""
+    if len(sector0) != SECTOR_SIZE or len(boot_img) != SECTOR_SIZE:
+        raise ValueError("sector 0 and boot.img must be 512 bytes")
+    sector = bytearray(boot_img[:BOOT_MACHINE_WINDOWS_NT_MAGIC])
+    sector += sector0[BOOT_MACHINE_WINDOWS_NT_MAGIC:BOOT_MACHINE_PART_END]
+    sector += BOOT_SIGNATURE
+    struct.pack_into("<Q", sector, BOOT_MACHINE_KERNEL_SECTOR, core_lba)
+    sector[BOOT_MACHINE_BOOT_DRIVE] = 0xFF
+    sector[BOOT_MACHINE_DRIVE_CHECK : BOOT_MACHINE_DRIVE_CHECK + 2] = NOP_NOP
+    return bytes(sector)
+
+
+def patch_core(core: bytes, core_lba: int) -> bytes:
+    """Return core.img padded to whole sectors, its blocklist pointing at core_lba + 1."""
+    sectors = -(-len(core) // SECTOR_SIZE)
+    if sectors < 2:
+        raise ValueError("core.img must span at least two sectors")
+    if sectors > MAX_CORE_SECTORS:
+        raise Oci2vmError(
+            f"GRUB core.img is {sectors} sectors; BIOS GRUB can load at most "
+            f"{MAX_CORE_SECTORS}: embed fewer modules"
+        )
+    no_rs_length = SECTOR_SIZE + KERNEL_I386_PC_NO_REED_SOLOMON_LENGTH
+    if core[no_rs_length : no_rs_length + 2] == b"\xff\xff":
+        raise Oci2vmError("core.img does not match this GRUB version (no_rs_length 0xFFFF)")
+    patched = bytearray(core.ljust(sectors * SECTOR_SIZE, b"\0"))
+    BLOCKLIST.pack_into(patched, BLOCKLIST_TERMINATOR, 0, 0, 0)
+    BLOCKLIST.pack_into(patched, BLOCKLIST_FIRST, core_lba + 1, sectors - 1, CORE_LOAD_SEGMENT)
+    return bytes(patched)
+
+
+def embedding_space(disk: BinaryIO, core_lba: int) -> int:
+    """How many sectors from core_lba on are free for core.img, per the disk's own table.
+
+    GPT: core_lba must be the first sector of a BIOS boot partition; its size is the space.
+    MBR: core_lba must lie in the gap before the first partition; the rest of the gap is.
+    """
+    sector0 = _read_sector(disk, 0)
+    if sector0[BOOT_MACHINE_PART_END:] != BOOT_SIGNATURE:
+        raise Oci2vmError("sector 0 holds no partition table: write the GPT or MBR first")
+    partitions = _mbr_partitions(sector0)
+    if any(ptype == MBR_TYPE_PROTECTIVE for ptype, _first, _count in partitions):
+        return _gpt_bios_boot_space(disk, core_lba)
+    if core_lba < 1:
+        raise Oci2vmError("core.img cannot go to sector 0")
+    following = [first for _type, first, _count in partitions if first >= core_lba]
+    inside = [first for _type, first, count in partitions if first < core_lba < first + count]
+    if inside:
+        raise Oci2vmError(f"sector {core_lba} lies inside the partition at {inside[0]}")
+    if not following:
+        raise Oci2vmError("the MBR has no partition to bound the gap for core.img")
+    return min(following) - core_lba
+
+
+def _mbr_partitions(sector0: bytes) -> list[tuple[int, int, int]]:
+    """(type, first LBA, sector count) of each used MBR entry."""
+    partitions = []
+    for index in range(4):
+        offset = BOOT_MACHINE_PART_START + index * MBR_ENTRY.size
+        _status, _chs, ptype, _chs_end, first, count = MBR_ENTRY.unpack_from(sector0, offset)
+        if ptype != 0:
+            partitions.append((int(ptype), int(first), int(count)))
+    return partitions
+
+
+def _gpt_bios_boot_space(disk: BinaryIO, core_lba: int) -> int:
+    header = GPT_HEADER.unpack_from(_read_sector(disk, 1))
+    signature, _rev, _hsize, _crc, _cur, _backup, _first, _last, _guid, table_lba = header[:10]
+    entry_count, entry_size = header[10], header[11]
+    if signature != GPT_SIGNATURE or entry_size < GPT_ENTRY_HEAD.size:
+        raise Oci2vmError("the protective MBR is not followed by a GPT header")
+    disk.seek(table_lba * SECTOR_SIZE)
+    table = disk.read(entry_count * entry_size)
+    for index in range(len(table) // entry_size):
+        type_guid: bytes
+        first: int
+        last: int
+        type_guid, _unique, first, last = GPT_ENTRY_HEAD.unpack_from(table, index * entry_size)
+        if first == core_lba and last >= first:
+            if uuid.UUID(bytes_le=type_guid) != BIOS_BOOT_TYPE:
+                raise Oci2vmError(
+                    f"the GPT partition at sector {core_lba} is not a BIOS boot partition "
+                    f"(type {BIOS_BOOT_TYPE})"
+                )
+            return last - first + 1
+    raise Oci2vmError(
+        f"no GPT partition starts at sector {core_lba}: BIOS GRUB on GPT needs a "
+        f"BIOS boot partition (type {BIOS_BOOT_TYPE}) there"
+    )
+
+
+def install_bios(
+    disk: BinaryIO, core: bytes, core_lba: int, *, boot_img: bytes | None = None
+) -> None:
+    """Write GRUB's boot.img to sector 0 and core.img at core_lba of a partitioned disk.
+
+    `disk` is the whole disk image opened for reading and writing, its partition table
+    already written: core_lba is the first sector of a GPT BIOS boot partition, or a sector
+    of the MBR gap (normally 1). `boot_img` defaults to the installed GRUB's.
+    """
+    patched = patch_core(core, core_lba)
+    sectors = len(patched) // SECTOR_SIZE
+    space = embedding_space(disk, core_lba)
+    if sectors > space:
+        raise Oci2vmError(
+            f"GRUB core.img needs {sectors} sectors but only {space} are free at sector "
+            f"{core_lba}: make the BIOS boot partition or the gap before the first "
+            f"partition at least {sectors * SECTOR_SIZE // 1024 + 1} KiB"
+        )
+    sector0 = _read_sector(disk, 0)
+    boot = patch_boot_sector(sector0, boot_img or boot_image(), core_lba)
+    # Core first, then the sector that points to it, as grub-bios-setup orders the writes.
+    disk.seek(core_lba * SECTOR_SIZE)
+    disk.write(patched)
+    disk.seek(0)
+    disk.write(boot)
+    disk.flush()
+
+
+def _read_sector(disk: BinaryIO, lba: int) -> bytes:
+    disk.seek(lba * SECTOR_SIZE)
+    data = disk.read(SECTOR_SIZE)
+    if len(data) != SECTOR_SIZE:
+        raise Oci2vmError(f"the disk image ends before sector {lba}")
+    return data
+
+
+# -- grub.cfg ------------------------------------------------------------------------------
+
+_SAFE_WORD = re.compile(r"[A-Za-z0-9_@%+=:,./-]+")
+
+
+def grub_quote(word: str) -> str:
+    """Quote one word for GRUB's shell-like script language (single quotes, as in sh)."""
+    if _SAFE_WORD.fullmatch(word):
+        return word
+    return "'" + word.replace("'", "'\\''") + "'"
+
+
+def version_key(version: str) -> tuple[tuple[int, int | str], ...]:
+    """Order kernel versions naturally: 6.1.0-18 after 6.1.0-9, 6.10 after 6.9."""
+    parts = re.findall(r"\d+|[^\d]+", version)
+    return tuple((0, int(p)) if p.isdigit() else (1, p) for p in parts)
+
+
+def grub_cfg(
+    kernels: Sequence[BootEntry],
+    root_uuid: str,
+    *,
+    cmdline_extra: str = "",
+    timeout: int = 1,
+    read_only: bool = True,
+) -> str:
+    """One grub.cfg for BIOS and UEFI GRUB: serial and screen consoles, newest kernel first.
+
+    The kernel finds its root filesystem by UUID, which holds whatever the disk's bus
+    (sda, vda, nvme0n1). Console output goes to both the screen and the first serial port.
+    """
+    if not kernels:
+        raise Oci2vmError("no kernel to boot: install a kernel package in the image")
+    root_uuid = _canonical_uuid(root_uuid)
+    ordered = sorted(kernels, key=lambda k: version_key(k.version), reverse=True)
+    args = [
+        f"root=UUID={root_uuid}",
+        "ro" if read_only else "rw",
+        "console=tty0",
+        "console=ttyS0,115200",
+        *cmdline_extra.split(),
+    ]
+    cmdline = " ".join(grub_quote(arg) for arg in args)
+    lines = [
+        "# Written by oci2vm; read by BIOS and UEFI GRUB alike.",
+        "serial --unit=0 --speed=115200",
+        "terminal_input serial console",
+        "terminal_output serial console",
+        f"set timeout={max(0, int(timeout))}",
+        "set timeout_style=menu",
+        "set default=0",
+        "",
+    ]
+    for entry in ordered:
+        lines.append(f"menuentry {grub_quote('Linux ' + entry.version)} {{")
+        lines.append(f"\tlinux {grub_quote(entry.kernel)} {cmdline}")
+        if entry.initrd is not None:
+            lines.append(f"\tinitrd {grub_quote(entry.initrd)}")
+        lines.append("}")
+    return "\n".join(lines) + "\n"
+
+
+def _canonical_uuid(value: str) -> str:
+    try:
+        return str(uuid.UUID(value))
+    except ValueError:
+        raise Oci2vmError(f"{value!r} is not a filesystem UUID") from None
