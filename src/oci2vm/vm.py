@@ -1,0 +1,404 @@
+"""QEMU command lines for built images: run one interactively, or boot it headless and watch
+its serial console for a marker (optionally logging in and running commands).
+
+KVM is used only when it works: /dev/kvm can exist and still be useless (nested
+virtualization that emulates real mode instruction by instruction, or fails with "KVM internal
+error"), so `accel="auto"` boots a 512-byte probe under KVM first and falls back to TCG.
+"""
+
+from __future__ import annotations
+
+import codecs
+import contextlib
+import functools
+import logging
+import os
+import re
+import selectors
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from oci2vm import tools
+from oci2vm.errors import Oci2vmError
+
+log = logging.getLogger(__name__)
+
+Firmware = Literal["bios", "uefi"]
+Accel = Literal["auto", "kvm", "tcg"]
+Bus = Literal["virtio", "sata", "ide", "nvme"]
+
+QEMU = "qemu-system-x86_64"
+KVM_DEVICE = Path("/dev/kvm")
+OVMF_CODE = Path("/usr/share/OVMF/OVMF_CODE_4M.fd")
+OVMF_VARS = Path("/usr/share/OVMF/OVMF_VARS_4M.fd")
+OVMF_PACKAGE = "ovmf"
+
+TAIL_CHARS = 4000  # how much console output a CheckResult keeps
+
+# -- the KVM probe -------------------------------------------------------------------------
+# A boot sector in 16-bit real mode, where broken nested KVM is at its worst. It spins ~1M
+# loop iterations (a millisecond on working KVM, seconds where real mode is emulated), prints
+# a marker on COM1, and ends QEMU by writing 0 to the isa-debug-exit port (exit status 1).
+KVM_PROBE_MARKER = b"OCI2VM-KVM-PROBE-OK"
+_PROBE_LOAD_ADDRESS = 0x7C00
+_PROBE_CODE = bytes.fromhex(
+    "fa"  # cli
+    "31c0"  # xor ax, ax
+    "8ed8"  # mov ds, ax
+    "b91000"  # mov cx, 0x10            ; outer loop count
+    "bbffff"  # 1: mov bx, 0xffff
+    "4b"  # 2: dec bx
+    "75fd"  # jnz 2b
+    "e2f8"  # loop 1b
+    "baf803"  # mov dx, 0x3f8          ; COM1 data port
+    "be277c"  # mov si, message         ; 0x7c27, just after this code
+    "ac"  # 3: lodsb
+    "84c0"  # test al, al
+    "7403"  # jz 4f
+    "ee"  # out dx, al
+    "ebf8"  # jmp 3b
+    "baf400"  # 4: mov dx, 0xf4          ; isa-debug-exit
+    "30c0"  # xor al, al
+    "ee"  # out dx, al
+    "f4"  # 5: hlt
+    "ebfd"  # jmp 5b
+)
+KVM_PROBE_TIMEOUT = 3.0  # seconds; working KVM needs well under one, TCG-like speed fails
+
+
+def kvm_probe_image() -> bytes:
+    """The probe boot sector: code, the marker, and the 0x55AA signature."""
+    message_address = _PROBE_LOAD_ADDRESS + len(_PROBE_CODE)
+    assert _PROBE_CODE[0x14:0x16] == message_address.to_bytes(2, "little")
+    image = _PROBE_CODE + KVM_PROBE_MARKER + b"\n\0"
+    return image.ljust(510, b"\0") + b"\x55\xaa"
+
+
+def kvm_device_usable() -> bool:
+    """Whether /dev/kvm exists and this user may open it read-write."""
+    try:
+        fd = os.open(KVM_DEVICE, os.O_RDWR | os.O_CLOEXEC)
+    except OSError:
+        return False
+    os.close(fd)
+    return True
+
+
+@functools.cache
+def kvm_works() -> bool:
+    """Whether KVM boots the probe quickly; asked once per process."""
+    if not kvm_device_usable():
+        log.info("KVM: %s is not usable; using TCG", KVM_DEVICE)
+        return False
+    with tempfile.TemporaryDirectory(prefix="oci2vm-kvm-probe-") as tmp:
+        image = Path(tmp, "probe.img")
+        image.write_bytes(kvm_probe_image())
+        argv = [
+            QEMU,
+            *_accel_args("kvm"),
+            "-machine",
+            "pc",
+            "-m",
+            "16",
+            "-display",
+            "none",
+            "-nodefaults",
+            "-no-user-config",
+            "-serial",
+            "stdio",
+            "-device",
+            "isa-debug-exit,iobase=0xf4,iosize=0x04",
+            "-drive",
+            f"file={image},format=raw,if=ide",
+            "-no-reboot",
+        ]
+        started = time.monotonic()
+        try:
+            proc = tools.run(argv, input=b"", check=False, timeout=KVM_PROBE_TIMEOUT)
+        except Oci2vmError:
+            log.info("KVM: the probe did not finish in %g s; using TCG", KVM_PROBE_TIMEOUT)
+            return False
+    seconds = time.monotonic() - started
+    if KVM_PROBE_MARKER in (proc.stdout or b""):
+        log.info("KVM: the probe passed in %.2f s; using KVM", seconds)
+        return True
+    errors = (proc.stderr or b"").decode(errors="replace").strip().splitlines()
+    detail = errors[-1] if errors else f"exit status {proc.returncode}"
+    log.info("KVM: the probe failed in %.2f s (%s); using TCG", seconds, detail)
+    return False
+
+
+def resolve_accel(accel: Accel) -> Literal["kvm", "tcg"]:
+    if accel == "tcg":
+        return "tcg"
+    if accel == "kvm":
+        if not kvm_device_usable():
+            raise Oci2vmError(
+                f"KVM was asked for but {KVM_DEVICE} cannot be opened: add yourself to the "
+                "'kvm' group, or use accel 'tcg'"
+            )
+        return "kvm"
+    return "kvm" if kvm_works() else "tcg"
+
+
+def _accel_args(accel: Literal["kvm", "tcg"]) -> list[str]:
+    # TCG's "max" CPU has every feature TCG emulates (x86-64-v2 and up, which some
+    # distributions require); qemu64, the default, lacks them.
+    return ["-accel", accel, "-cpu", "host" if accel == "kvm" else "max"]
+
+
+# -- command lines -------------------------------------------------------------------------
+
+
+def copy_efi_vars(directory: Path) -> Path:
+    """A writable copy of OVMF's variable store template, for one VM run."""
+    if not OVMF_VARS.is_file() or not OVMF_CODE.is_file():
+        raise Oci2vmError(
+            f"OVMF not found in {OVMF_CODE.parent}: install it with "
+            f"'apt-get install {OVMF_PACKAGE}'"
+        )
+    target = directory / "OVMF_VARS.fd"
+    shutil.copyfile(OVMF_VARS, target)
+    return target
+
+
+def disk_format(disk: Path) -> str:
+    return "qcow2" if disk.suffix == ".qcow2" else "raw"
+
+
+def qemu_command(
+    disk: Path,
+    *,
+    firmware: Firmware = "bios",
+    memory_mib: int = 1024,
+    cpus: int = 2,
+    accel: Accel = "auto",
+    bus: Bus = "virtio",
+    serial: str | Path = "stdio",
+    snapshot: bool = False,
+    efi_vars: Path | None = None,
+    network: bool = False,
+) -> list[str]:
+    """The qemu-system-x86_64 command line that boots `disk` with its console on a serial port.
+
+    `serial` is "stdio" (the serial port and, behind Ctrl-A C, the monitor on QEMU's stdin
+    and stdout), a QEMU chardev spec such as "unix:/run/s,server=on,wait=off", or a Path
+    (output written to that file). UEFI needs `efi_vars`, a copy_efi_vars() result.
+    `snapshot` discards the guest's writes to the disk.
+    """
+    if firmware not in ("bios", "uefi"):
+        raise ValueError(f"firmware must be 'bios' or 'uefi', not {firmware!r}")
+    if bus not in ("virtio", "sata", "ide", "nvme"):
+        raise ValueError(f"bus must be virtio, sata, ide or nvme, not {bus!r}")
+    # IDE means the i440FX's PIIX controller; q35 has AHCI (SATA) only. OVMF runs on both.
+    machine = "pc" if bus == "ide" else ("q35" if bus == "sata" or firmware == "uefi" else "pc")
+    argv = [
+        QEMU,
+        "-machine",
+        machine,
+        *_accel_args(resolve_accel(accel)),
+        "-m",
+        str(memory_mib),
+        "-smp",
+        str(cpus),
+        "-nographic",
+        "-no-reboot",
+    ]
+    if firmware == "uefi":
+        if efi_vars is None:
+            raise ValueError("firmware='uefi' needs efi_vars: pass copy_efi_vars(tmpdir)")
+        argv += [
+            "-drive",
+            f"if=pflash,format=raw,unit=0,readonly=on,file={OVMF_CODE}",
+            "-drive",
+            f"if=pflash,format=raw,unit=1,file={efi_vars}",
+        ]
+    drive = f"file={disk},format={disk_format(disk)},if=none,id=disk0,cache=unsafe"
+    if snapshot:
+        drive += ",snapshot=on"
+    argv += ["-drive", drive, *_disk_device_args(bus)]
+    if isinstance(serial, Path):
+        argv += ["-monitor", "none", "-serial", f"file:{serial}"]
+    elif serial == "stdio":
+        argv += ["-serial", "mon:stdio"]
+    else:
+        argv += ["-monitor", "none", "-serial", serial]
+    if network:
+        argv += ["-nic", "user,model=virtio-net-pci"]
+    else:
+        argv += ["-nic", "none"]
+    return argv
+
+
+def _disk_device_args(bus: Bus) -> list[str]:
+    if bus == "virtio":
+        return ["-device", "virtio-blk-pci,drive=disk0,bootindex=0"]
+    if bus == "nvme":
+        return ["-device", "nvme,drive=disk0,serial=oci2vm-disk0,bootindex=0"]
+    # pc: ide.0 is the PIIX primary channel; q35: ide.0 is the first AHCI port.
+    return ["-device", "ide-hd,drive=disk0,bus=ide.0,bootindex=0"]
+
+
+# -- running -------------------------------------------------------------------------------
+
+
+def run_vm(
+    disk: Path,
+    *,
+    firmware: Firmware = "bios",
+    memory_mib: int = 1024,
+    cpus: int = 2,
+    accel: Accel = "auto",
+    bus: Bus = "virtio",
+    snapshot: bool = False,
+    network: bool = True,
+) -> int:
+    """Boot `disk` with its serial console on this terminal; return QEMU's exit status.
+
+    Ctrl-A X quits QEMU; the guest powering off ends it too.
+    """
+    with tempfile.TemporaryDirectory(prefix="oci2vm-vm-") as tmp:
+        efi_vars = copy_efi_vars(Path(tmp)) if firmware == "uefi" else None
+        argv = qemu_command(
+            disk,
+            firmware=firmware,
+            memory_mib=memory_mib,
+            cpus=cpus,
+            accel=accel,
+            bus=bus,
+            serial="stdio",
+            snapshot=snapshot,
+            efi_vars=efi_vars,
+            network=network,
+        )
+        return tools.run(argv, check=False, capture=False).returncode
+
+
+@dataclass(frozen=True, slots=True)
+class CheckResult:
+    """What a headless boot showed: whether every expected pattern appeared, how long it
+    took, and the end of the console output."""
+
+    ok: bool
+    seconds: float
+    tail: str
+    reason: str = ""
+
+
+def check_boot(
+    disk: Path,
+    *,
+    expect: str = r"login:",
+    timeout: float = 120.0,
+    firmware: Firmware = "bios",
+    bus: Bus = "virtio",
+    accel: Accel = "auto",
+    memory_mib: int = 1024,
+    cpus: int = 2,
+    script: Sequence[tuple[str, str | None]] = (),
+    snapshot: bool = True,
+) -> CheckResult:
+    """Boot `disk` headless and watch its serial console until `expect` (a regex) appears.
+
+    Then, for each (pattern, line) of `script`, wait for the pattern after the previous match
+    and type `line` followed by Enter (None: type nothing), e.g. to log in and run a command:
+    [("login:", "root"), (r"# ", "uname -r"), (r"\\d+\\.\\d+", None)]. QEMU is always killed
+    at the end, whatever happened; `timeout` covers the whole session.
+    """
+    steps: list[tuple[re.Pattern[str], str | None]] = [(re.compile(expect), None)]
+    steps += [(re.compile(pattern), line) for pattern, line in script]
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="oci2vm-check-") as tmp:
+        efi_vars = copy_efi_vars(Path(tmp)) if firmware == "uefi" else None
+        argv = qemu_command(
+            disk,
+            firmware=firmware,
+            memory_mib=memory_mib,
+            cpus=cpus,
+            accel=accel,
+            bus=bus,
+            serial="stdio",
+            snapshot=snapshot,
+            efi_vars=efi_vars,
+        )
+        with open(Path(tmp, "qemu.stderr"), "w+b") as stderr:
+            proc = tools.popen(
+                argv,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=stderr,
+                start_new_session=True,  # its own process group, killed as one
+            )
+            try:
+                ok, reason, console = _watch(proc, steps, started + timeout)
+            finally:
+                _kill(proc)
+            if not ok and proc.returncode not in (None, 0, -signal.SIGKILL):
+                stderr.seek(0)
+                errors = stderr.read().decode(errors="replace").strip().splitlines()
+                if errors:
+                    reason += f" ({errors[-1]})"
+    return CheckResult(ok, time.monotonic() - started, console[-TAIL_CHARS:], reason)
+
+
+def _watch(
+    proc: subprocess.Popen[bytes],
+    steps: Sequence[tuple[re.Pattern[str], str | None]],
+    deadline: float,
+) -> tuple[bool, str, str]:
+    """Read the console until every step matched, QEMU exited, or the deadline passed."""
+    assert proc.stdout is not None and proc.stdin is not None
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    console = ""
+    position = 0  # where the next step's pattern is searched from
+    step = 0
+    with selectors.DefaultSelector() as selector:
+        selector.register(proc.stdout, selectors.EVENT_READ)
+        while True:
+            while step < len(steps):
+                pattern, line = steps[step]
+                match = pattern.search(console, position)
+                if match is None:
+                    break
+                position = match.end()
+                step += 1
+                if line is not None:
+                    try:
+                        proc.stdin.write(line.encode() + b"\r")  # Enter sends CR
+                        proc.stdin.flush()
+                    except BrokenPipeError:
+                        return False, "QEMU exited while input was being typed", console
+            if step == len(steps):
+                return True, "matched", console
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                waiting = steps[step][0].pattern
+                return False, f"timed out waiting for {waiting!r}", console
+            if not selector.select(min(remaining, 1.0)):
+                continue
+            chunk = os.read(proc.stdout.fileno(), 65536)
+            if not chunk:
+                proc.wait()
+                console += decoder.decode(b"", final=True)
+                waiting = steps[step][0].pattern
+                return False, f"QEMU exited ({proc.returncode}) before {waiting!r}", console
+            console += decoder.decode(chunk)
+
+
+def _kill(proc: subprocess.Popen[bytes]) -> None:
+    """Kill QEMU's process group (it is its leader) and reap it."""
+    if proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    for stream in (proc.stdin, proc.stdout):
+        if stream is not None:
+            with contextlib.suppress(OSError):
+                stream.close()
