@@ -173,6 +173,13 @@ def _registry_errors(body: bytes) -> tuple[list[str], str]:
     return codes, _one_line(messages[0]) if messages else ""
 
 
+def _release(resp: urllib3.BaseHTTPResponse) -> None:
+    """Give the connection back for the next request, reading what is left of the
+    body first (a connection with unread bytes would garble the next response)."""
+    resp.drain_conn()
+    resp.release_conn()
+
+
 class _Session:
     """Requests to one repository of one registry, authenticated as it asks."""
 
@@ -221,7 +228,7 @@ class _Session:
         try:
             return resp.status, self._read(resp, MAX_MANIFEST_SIZE, "token response", peer)
         finally:
-            resp.release_conn()
+            _release(resp)
 
     def _read(self, resp: urllib3.BaseHTTPResponse, limit: int, what: str, peer: str) -> bytes:
         try:
@@ -255,7 +262,7 @@ class _Session:
                         challenges, self.scope, fresh=False
                     )
         finally:
-            resp.release_conn()
+            _release(resp)
 
     def get(self, path: str, headers: Mapping[str, str]) -> urllib3.BaseHTTPResponse:
         """GET an API path, answering at most one 401 challenge (the first request of
@@ -276,7 +283,7 @@ class _Session:
                     self._read(resp, MAX_MANIFEST_SIZE, "error", peer)
                 )
             finally:
-                resp.release_conn()
+                _release(resp)
             refused = self.auth.refused(f"HTTP 401 {message or 'unauthorized'}")
             if answered or not challenges:
                 raise refused
@@ -311,7 +318,7 @@ class _Session:
                 self.fail(resp, path, f"no {kind} {reference}")
             data = self._read(resp, MAX_MANIFEST_SIZE, f"manifest {reference}", self.registry)
         finally:
-            resp.release_conn()
+            _release(resp)
         media_type = resp.headers.get("Content-Type", "").split(";")[0].strip() or None
         claims = [(expected, "asked for")]
         header = resp.headers.get("Docker-Content-Digest")
@@ -357,7 +364,7 @@ class _Session:
                     raise Oci2vmError(f"download of {what} failed: {err}") from e
                 log.warning("download of %s failed (%s): trying again", what, err)
             finally:
-                resp.release_conn()
+                _release(resp)
         raise AssertionError("unreachable")
 
 
