@@ -1,0 +1,271 @@
+"""ext4 directories: linear blocks and hashed (htree) indexes.
+
+Facts used (kernel Documentation/filesystems/ext4/directory.rst, e2fsprogs lib/ext2fs/dirhash.c):
+a directory entry is inode, rec_len, name_len, file_type and the name, padded to 4 bytes; with
+metadata_csum every leaf block ends in a 12-byte fake entry (inode 0, rec_len 12, type 0xDE)
+holding crc32c of the block. A directory that outgrows one block gets an htree: block 0 keeps
+'.' and '..' (whose rec_len covers the block) followed by dx_root_info and the dx entries
+(hash, block) sorted by hash, the first entry's hash replaced by limit/count; one level of
+interior nodes (a fake empty entry, then limit/count/entries) when the root is full. Index
+blocks end in an 8-byte dx_tail with crc32c over the header and the used entries. Names are
+hashed with half-MD4 seeded by s_hash_seed, as unsigned chars (s_flags), low bit cleared; the
+low bit of an index hash marks a leaf that continues its predecessor's hash.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+
+from oci2vm.entry import Kind
+from oci2vm.fs.ext4.layout import BLOCK_SIZE, HASH_HALF_MD4, MASK32, crc32c
+
+FILE_TYPES: dict[Kind, int] = {
+    Kind.FILE: 1,
+    Kind.DIR: 2,
+    Kind.CHAR: 3,
+    Kind.BLOCK: 4,
+    Kind.FIFO: 5,
+    Kind.SOCKET: 6,
+    Kind.SYMLINK: 7,
+}
+
+TAIL_SIZE = 12
+LEAF_SPACE = BLOCK_SIZE - TAIL_SIZE
+DX_TAIL_SIZE = 8
+ROOT_LIMIT = (BLOCK_SIZE - 12 - 12 - 8 - DX_TAIL_SIZE) // 8  # 507
+NODE_LIMIT = (BLOCK_SIZE - 8 - DX_TAIL_SIZE) // 8  # 510
+
+_DEFAULT_SEED = (0x67452301, 0xEFCDAB89, 0x98BADCFE, 0x10325476)
+_K2 = 0o13240474631
+_K3 = 0o15666365641
+
+
+def _rol(x: int, s: int) -> int:
+    x &= MASK32
+    return ((x << s) | (x >> (32 - s))) & MASK32
+
+
+def _half_md4(buf: list[int], words: list[int]) -> None:
+    a, b, c, d = buf
+
+    def f(x: int, y: int, z: int) -> int:
+        return z ^ (x & (y ^ z))
+
+    def g(x: int, y: int, z: int) -> int:
+        return ((x & y) + ((x ^ y) & z)) & MASK32
+
+    def h(x: int, y: int, z: int) -> int:
+        return x ^ y ^ z
+
+    # Three rounds of eight steps: (function, word order, shifts, constant)
+    for fn, order, shifts, k in (
+        (f, (0, 1, 2, 3, 4, 5, 6, 7), (3, 7, 11, 19), 0),
+        (g, (1, 3, 5, 7, 0, 2, 4, 6), (3, 5, 9, 13), _K2),
+        (h, (3, 7, 2, 6, 1, 5, 0, 4), (3, 9, 11, 15), _K3),
+    ):
+        for step, word in enumerate(order):
+            s = shifts[step % 4]
+            x = (words[word] + k) & MASK32
+            if step % 4 == 0:
+                a = _rol(a + fn(b, c, d) + x, s)
+            elif step % 4 == 1:
+                d = _rol(d + fn(a, b, c) + x, s)
+            elif step % 4 == 2:
+                c = _rol(c + fn(d, a, b) + x, s)
+            else:
+                b = _rol(b + fn(c, d, a) + x, s)
+    buf[0] = (buf[0] + a) & MASK32
+    buf[1] = (buf[1] + b) & MASK32
+    buf[2] = (buf[2] + c) & MASK32
+    buf[3] = (buf[3] + d) & MASK32
+
+
+def _hash_words(chunk: bytes, length: int, count: int) -> list[int]:
+    """Pack up to 4*count name bytes into words, padded with a length pattern."""
+    pad = length | (length << 8)
+    pad = (pad | (pad << 16)) & MASK32
+    words: list[int] = []
+    val = pad
+    for i, byte in enumerate(chunk[: count * 4]):
+        val = (byte + (val << 8)) & MASK32
+        if i % 4 == 3:
+            words.append(val)
+            val = pad
+    if len(words) < count:
+        words.append(val)
+    while len(words) < count:
+        words.append(pad)
+    return words
+
+
+def name_hash(name: bytes, seed: tuple[int, int, int, int]) -> tuple[int, int]:
+    """(major, minor) half-MD4 hash of a name, unsigned-char variant."""
+    buf = list(seed) if any(seed) else list(_DEFAULT_SEED)
+    length = len(name)
+    pos = 0
+    while length > 0:
+        _half_md4(buf, _hash_words(name[pos:], length, 8))
+        length -= 32
+        pos += 32
+    return buf[1] & ~1, buf[2]
+
+
+def hash_seed_words(seed: bytes) -> tuple[int, int, int, int]:
+    a, b, c, d = struct.unpack("<4I", seed)
+    return a, b, c, d
+
+
+@dataclass(frozen=True, slots=True)
+class DirEntry:
+    name: bytes
+    ino: int
+    file_type: int
+
+
+def _rec_len(name_len: int) -> int:
+    return (8 + name_len + 3) & ~3
+
+
+def _dirent(ino: int, rec_len: int, name: bytes, file_type: int) -> bytes:
+    head = struct.pack("<IHBB", ino, rec_len, len(name), file_type)
+    return (head + name).ljust(_rec_len(len(name)), b"\0")
+
+
+def _seal_leaf(body: bytearray, ino_seed: int) -> bytes:
+    """Append the checksum tail (ext4_dir_entry_tail) to a leaf of LEAF_SPACE bytes."""
+    csum = crc32c(ino_seed, bytes(body))
+    return bytes(body) + struct.pack("<IHBBI", 0, TAIL_SIZE, 0, 0xDE, csum)
+
+
+def _pack_leaves(entries: list[DirEntry], first: bytes = b"") -> list[bytearray]:
+    """Fill leaf blocks in order; each block's last entry stretches to LEAF_SPACE.
+    Returns the block bodies and, via `starts`, nothing else: callers track boundaries."""
+    blocks: list[bytearray] = []
+    cur = bytearray(first)
+    last_at = -1
+    if first:
+        last_at = len(first) - _rec_len(2)
+    for e in entries:
+        need = _rec_len(len(e.name))
+        if len(cur) + need > LEAF_SPACE and (cur or blocks):
+            blocks.append(_stretch(cur, last_at))
+            cur = bytearray()
+            last_at = -1
+        last_at = len(cur)
+        cur += _dirent(e.ino, need, e.name, e.file_type)
+    blocks.append(_stretch(cur, last_at))
+    return blocks
+
+
+def _stretch(body: bytearray, last_at: int) -> bytearray:
+    """Make the last entry's rec_len reach the tail; an empty block gets one unused entry."""
+    if last_at < 0:
+        return bytearray(struct.pack("<IHBB", 0, LEAF_SPACE, 0, 0).ljust(LEAF_SPACE, b"\0"))
+    rec = LEAF_SPACE - last_at
+    struct.pack_into("<H", body, last_at + 4, rec)
+    return body.ljust(LEAF_SPACE, b"\0")
+
+
+@dataclass(slots=True)
+class DirBlocks:
+    blocks: list[bytes]  # logical order
+    indexed: bool  # htree: set EXT4_INDEX_FL
+
+
+def build_dir(
+    entries: list[DirEntry],
+    self_ino: int,
+    parent_ino: int,
+    seed: tuple[int, int, int, int],
+    ino_seed: int,
+    min_blocks: int = 1,
+) -> DirBlocks:
+    """Directory blocks for `entries` (sorted by name): one linear block when everything
+    fits (padded with empty blocks up to min_blocks), an htree otherwise."""
+    dots = _dirent(self_ino, 12, b".", 2) + _dirent(parent_ino, 12, b"..", 2)
+    total = len(dots) + sum(_rec_len(len(e.name)) for e in entries)
+    if total <= LEAF_SPACE:
+        bodies = _pack_leaves(entries, dots)
+        while len(bodies) < min_blocks:
+            bodies.append(_stretch(bytearray(), -1))
+        return DirBlocks([_seal_leaf(b, ino_seed) for b in bodies], False)
+    return _build_htree(entries, self_ino, parent_ino, seed, ino_seed)
+
+
+def _build_htree(
+    entries: list[DirEntry],
+    self_ino: int,
+    parent_ino: int,
+    seed: tuple[int, int, int, int],
+    ino_seed: int,
+) -> DirBlocks:
+    hashed = sorted(
+        ((*name_hash(e.name, seed), e) for e in entries), key=lambda t: (t[0], t[1], t[2].name)
+    )
+    # Pack leaves, remembering each leaf's first hash and whether it continues a hash.
+    leaves: list[bytearray] = []
+    leaf_hashes: list[int] = []
+    cur = bytearray()
+    last_at = -1
+    prev_hash = -1
+    for major, _minor, e in hashed:
+        need = _rec_len(len(e.name))
+        if not cur or len(cur) + need > LEAF_SPACE:
+            if cur:
+                leaves.append(_stretch(cur, last_at))
+                cur = bytearray()
+            leaf_hashes.append(major | (1 if major == prev_hash else 0))
+        last_at = len(cur)
+        cur += _dirent(e.ino, need, e.name, e.file_type)
+        prev_hash = major
+    leaves.append(_stretch(cur, last_at))
+    leaf_hashes[0] = 0  # the first index entry covers every hash below the second
+
+    if len(leaves) <= ROOT_LIMIT:
+        levels = 0
+        first_leaf = 1
+        root_targets = [(h, first_leaf + i) for i, h in enumerate(leaf_hashes)]
+        nodes: list[bytes] = []
+    else:
+        levels = 1
+        node_count = -(-len(leaves) // NODE_LIMIT)
+        if node_count > ROOT_LIMIT:
+            raise ValueError("directory too large for a two-level htree")
+        first_leaf = 1 + node_count
+        root_targets = []
+        nodes = []
+        for n in range(node_count):
+            lo, hi = n * NODE_LIMIT, min(len(leaves), (n + 1) * NODE_LIMIT)
+            targets = [(leaf_hashes[i], first_leaf + i) for i in range(lo, hi)]
+            root_targets.append((leaf_hashes[lo], 1 + n))
+            head = struct.pack("<IHBB", 0, BLOCK_SIZE, 0, 0)  # fake empty entry
+            nodes.append(_dx_block(head, NODE_LIMIT, targets, ino_seed))
+
+    root_head = (
+        _dirent(self_ino, 12, b".", 2)
+        + struct.pack("<IHBB", parent_ino, BLOCK_SIZE - 12, 2, 2)
+        + b"..\0\0"
+        # dx_root_info: reserved_zero, hash_version, info_length, indirect_levels, flags
+        + struct.pack("<IBBBB", 0, HASH_HALF_MD4, 8, levels, 0)
+    )
+    root = _dx_block(root_head, ROOT_LIMIT, root_targets, ino_seed)
+    sealed = [_seal_leaf(leaf, ino_seed) for leaf in leaves]
+    return DirBlocks([root, *nodes, *sealed], True)
+
+
+def _dx_block(head: bytes, limit: int, targets: list[tuple[int, int]], ino_seed: int) -> bytes:
+    """An index block: `head`, then limit/count/first block, then (hash, block) entries,
+    then the dx_tail checksum."""
+    block = bytearray(BLOCK_SIZE)
+    block[: len(head)] = head
+    at = len(head)
+    struct.pack_into("<HHI", block, at, limit, len(targets), targets[0][1])
+    for i, (h, blk) in enumerate(targets[1:], start=1):
+        struct.pack_into("<II", block, at + 8 * i, h, blk)
+    used = at + 8 * len(targets)
+    csum = crc32c(ino_seed, bytes(block[:used]))
+    csum = crc32c(csum, b"\0\0\0\0")  # dt_reserved
+    tail_at = at + 8 * limit
+    struct.pack_into("<II", block, tail_at, 0, csum)
+    return bytes(block)

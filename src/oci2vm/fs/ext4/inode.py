@@ -1,0 +1,209 @@
+"""ext4 inodes and extent trees.
+
+Facts used (kernel Documentation/filesystems/ext4/inodes.rst and ifork.rst): a 256-byte inode
+whose first 128 bytes are the classic ext2 fields and whose extra fields (i_extra_isize = 32)
+hold the checksum's high half, the *_extra timestamps (2 epoch bits + nanoseconds << 2) and
+crtime. i_block (60 bytes) holds a fast symlink's target, a device number, or the root of
+an extent tree: a 12-byte header (magic 0xF30A) and up to four 12-byte entries; deeper levels
+live in blocks of 340 entries followed by a crc32c tail.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from oci2vm.fs.ext4.layout import BLOCK_SIZE, EXTRA_ISIZE, INODE_SIZE, MASK32, crc32c
+
+EXTENT_MAGIC = 0xF30A
+MAX_EXTENT_LEN = 32768  # longest initialized extent
+ROOT_ENTRIES = 4
+BLOCK_ENTRIES = (BLOCK_SIZE - 12) // 12  # 340
+EXTENT_TAIL_OFFSET = 12 + 12 * BLOCK_ENTRIES
+
+FL_INDEX = 0x1000  # hashed directory
+FL_EXTENTS = 0x80000
+
+MIN_TIME = -(1 << 31)
+MAX_TIME = (1 << 31) - 1 + (3 << 32)
+
+
+def encode_time(ns: int) -> tuple[int, int]:
+    """Return (seconds field, *_extra field) for a time in nanoseconds since the epoch.
+
+    The seconds field is the low 32 bits read as signed; the extra field adds two epoch
+    bits (multiples of 2**32 seconds) and the nanoseconds shifted left by two.
+    """
+    sec, nsec = divmod(ns, 1_000_000_000)
+    if sec < MIN_TIME:
+        sec, nsec = MIN_TIME, 0
+    elif sec > MAX_TIME:
+        sec, nsec = MAX_TIME, 999_999_999
+    low = sec & MASK32
+    signed_low = low - (1 << 32) if low >= 1 << 31 else low
+    epoch = ((sec - signed_low) >> 32) & 3
+    return low, epoch | (nsec << 2)
+
+
+def encode_rdev(major: int, minor: int) -> bytes:
+    """i_block for a device: the old 16-bit form in word 0 when it fits, else the new
+    32-bit form in word 1 (as the kernel's ext4 does)."""
+    if major < 256 and minor < 256:
+        return struct.pack("<I", (major << 8) | minor).ljust(60, b"\0")
+    new = (minor & 0xFF) | (major << 8) | ((minor & ~0xFF) << 12)
+    return struct.pack("<II", 0, new & MASK32).ljust(60, b"\0")
+
+
+@dataclass(frozen=True, slots=True)
+class Extent:
+    logical: int  # first file block
+    physical: int  # first disk block
+    length: int
+
+
+def split_extents(runs: list[tuple[int, int, int]]) -> list[Extent]:
+    """(logical, physical, length) runs -> extents no longer than MAX_EXTENT_LEN."""
+    out: list[Extent] = []
+    for logical, physical, length in runs:
+        done = 0
+        while done < length:
+            n = min(MAX_EXTENT_LEN, length - done)
+            out.append(Extent(logical + done, physical + done, n))
+            done += n
+    return out
+
+
+def _header(entries: int, max_entries: int, depth: int) -> bytes:
+    # eh_magic, eh_entries, eh_max, eh_depth, eh_generation
+    return struct.pack("<HHHHI", EXTENT_MAGIC, entries, max_entries, depth, 0)
+
+
+def _leaf(e: Extent) -> bytes:
+    # ee_block, ee_len, ee_start_hi, ee_start_lo
+    return struct.pack("<IHHI", e.logical, e.length, e.physical >> 32, e.physical & MASK32)
+
+
+def _index(logical: int, block: int) -> bytes:
+    # ei_block, ei_leaf_lo, ei_leaf_hi, ei_unused
+    return struct.pack("<IIHH", logical, block & MASK32, block >> 32, 0)
+
+
+@dataclass(slots=True)
+class ExtentTree:
+    i_block: bytes  # 60 bytes
+    blocks: list[tuple[int, bytes]]  # (disk block, contents) of the index and leaf blocks
+
+
+def build_extent_tree(
+    extents: list[Extent], alloc_block: Callable[[], int], ino_seed: int
+) -> ExtentTree:
+    """The extent tree for `extents` (sorted by logical block): in the inode when four
+    entries suffice, else leaf blocks of 340 entries under as many index levels as needed."""
+    if len(extents) <= ROOT_ENTRIES:
+        body = b"".join(_leaf(e) for e in extents)
+        return ExtentTree((_header(len(extents), ROOT_ENTRIES, 0) + body).ljust(60, b"\0"), [])
+    level: list[tuple[int, bytes]] = [(e.logical, _leaf(e)) for e in extents]
+    depth = 0
+    blocks: list[tuple[int, bytes]] = []
+    while len(level) > ROOT_ENTRIES:
+        upper: list[tuple[int, bytes]] = []
+        for i in range(0, len(level), BLOCK_ENTRIES):
+            chunk = level[i : i + BLOCK_ENTRIES]
+            node = bytearray(BLOCK_SIZE)
+            node[0:12] = _header(len(chunk), BLOCK_ENTRIES, depth)
+            body = b"".join(entry for _, entry in chunk)
+            node[12 : 12 + len(body)] = body
+            csum = crc32c(ino_seed, bytes(node[:EXTENT_TAIL_OFFSET]))
+            struct.pack_into("<I", node, EXTENT_TAIL_OFFSET, csum)  # ext4_extent_tail
+            block = alloc_block()
+            blocks.append((block, bytes(node)))
+            upper.append((chunk[0][0], _index(chunk[0][0], block)))
+        level = upper
+        depth += 1
+    body = b"".join(entry for _, entry in level)
+    return ExtentTree((_header(len(level), ROOT_ENTRIES, depth) + body).ljust(60, b"\0"), blocks)
+
+
+@dataclass(slots=True)
+class InodeFields:
+    mode: int  # i_mode: type and permission bits
+    uid: int
+    gid: int
+    size: int
+    links: int
+    blocks_512: int  # i_blocks in 512-byte units
+    flags: int
+    i_block: bytes
+    atime_ns: int
+    ctime_ns: int
+    mtime_ns: int
+    crtime_ns: int
+    file_acl: int = 0  # xattr block
+    ibody_xattrs: bytes = b""  # from offset 128 + EXTRA_ISIZE to the end
+
+
+def pack_inode(f: InodeFields, ino_seed: int) -> bytes:
+    """The 256-byte on-disk inode with its crc32c (seeded with the inode number and
+    generation, computed with both checksum halves zero)."""
+    raw = bytearray(INODE_SIZE)
+    atime, atime_x = encode_time(f.atime_ns)
+    ctime, ctime_x = encode_time(f.ctime_ns)
+    mtime, mtime_x = encode_time(f.mtime_ns)
+    crtime, crtime_x = encode_time(f.crtime_ns)
+    struct.pack_into(
+        "<HHIIIIIHHIII",
+        raw,
+        0x0,
+        f.mode,  # i_mode
+        f.uid & 0xFFFF,  # i_uid
+        f.size & MASK32,  # i_size_lo
+        atime,  # i_atime
+        ctime,  # i_ctime
+        mtime,  # i_mtime
+        0,  # i_dtime
+        f.gid & 0xFFFF,  # i_gid
+        f.links,  # i_links_count
+        f.blocks_512 & MASK32,  # i_blocks_lo
+        f.flags,  # i_flags
+        0,  # l_i_version
+    )
+    raw[0x28:0x64] = f.i_block
+    struct.pack_into(
+        "<IIII",
+        raw,
+        0x64,
+        0,  # i_generation
+        f.file_acl & MASK32,  # i_file_acl_lo
+        f.size >> 32,  # i_size_high
+        0,  # i_obso_faddr
+    )
+    struct.pack_into(
+        "<HHHHHH",
+        raw,
+        0x74,
+        (f.blocks_512 >> 32) & 0xFFFF,  # l_i_blocks_high
+        f.file_acl >> 32,  # l_i_file_acl_high
+        (f.uid >> 16) & 0xFFFF,  # l_i_uid_high
+        (f.gid >> 16) & 0xFFFF,  # l_i_gid_high
+        0,  # l_i_checksum_lo, below
+        0,  # l_i_reserved
+    )
+    struct.pack_into(
+        "<HHIIIII",
+        raw,
+        0x80,
+        EXTRA_ISIZE,  # i_extra_isize
+        0,  # i_checksum_hi, below
+        ctime_x,  # i_ctime_extra
+        mtime_x,  # i_mtime_extra
+        atime_x,  # i_atime_extra
+        crtime,  # i_crtime
+        crtime_x,  # i_crtime_extra
+    )
+    start = 128 + EXTRA_ISIZE
+    raw[start : start + len(f.ibody_xattrs)] = f.ibody_xattrs
+    csum = crc32c(ino_seed, bytes(raw))
+    struct.pack_into("<H", raw, 0x7C, csum & 0xFFFF)
+    struct.pack_into("<H", raw, 0x82, csum >> 16)
+    return bytes(raw)

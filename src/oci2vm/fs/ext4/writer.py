@@ -1,0 +1,577 @@
+"""The ext4 writer: file data streams in as layers are read and lands in place at once;
+inodes, directories, xattrs, the journal, bitmaps, descriptors and superblocks are written at
+the end. Nothing is mounted and every byte is ours, so no root and no loop device are needed.
+
+Placement: blocks are handed out in ascending order, skipping every sparse_super group's
+superblock and descriptor-table copy (sized for the largest filesystem the size hint allows).
+File data comes first, contiguous per file; then directories, symlink and xattr blocks and
+extent index blocks; then the journal, the bitmaps and the inode tables (flex_bg lets them live
+outside their own groups). Holes are never written: the output must read as zeros where the
+filesystem goes (a new or freshly truncated file), and it is extended to the final size.
+"""
+
+from __future__ import annotations
+
+import io
+import uuid as uuidlib
+from dataclasses import dataclass
+from typing import BinaryIO
+
+from oci2vm.entry import BytesData, Inode, Kind, LayerData, name_bytes, new_dir
+from oci2vm.errors import Oci2vmError
+from oci2vm.fs.ext4.dirs import FILE_TYPES, DirEntry, build_dir, hash_seed_words
+from oci2vm.fs.ext4.inode import (
+    FL_EXTENTS,
+    FL_INDEX,
+    Extent,
+    ExtentTree,
+    InodeFields,
+    build_extent_tree,
+    encode_rdev,
+    pack_inode,
+    split_extents,
+)
+from oci2vm.fs.ext4.journal import journal_superblock
+from oci2vm.fs.ext4.layout import (
+    BLOCK_SIZE,
+    BLOCKS_PER_GROUP,
+    INODE_SIZE,
+    JOURNAL_INO,
+    LOST_FOUND_INO,
+    MAX_INODES_PER_GROUP,
+    MIB,
+    ROOT_INO,
+    BlockAllocator,
+    Geometry,
+    GroupDesc,
+    SuperblockInfo,
+    ceil_div,
+    check_size,
+    crc32c,
+    default_journal_blocks,
+    default_size,
+    fs_csum_seed,
+    gdt_blocks_for,
+    geometry,
+    headroom_blocks,
+    inode_csum_seed,
+    is_backup_group,
+    pack_group_desc,
+    pack_superblock,
+    round_blocks,
+)
+from oci2vm.fs.ext4.xattr import pack_block, pack_ibody, split_xattrs, to_ext4_xattrs
+
+COPY_CHUNK = 1 << 20
+_ZERO_CHUNK = bytes(COPY_CHUNK)
+_ZERO_INODE = bytes(INODE_SIZE)
+MAX_LINKS = 65000  # EXT4_LINK_MAX
+MIN_LAST_GROUP = 64  # a shorter tail of the size is left out of the filesystem
+
+
+@dataclass(frozen=True, slots=True)
+class Ext4Result:
+    size: int  # bytes the filesystem spans (blocks_count * 4096)
+    blocks_count: int
+    free_blocks: int
+    inodes_count: int
+    free_inodes: int
+    uuid: uuidlib.UUID
+
+
+@dataclass(slots=True)
+class _FileBlocks:
+    inode: Inode  # kept so that id() stays unique while we hold it
+    extents: list[Extent]
+    data_blocks: int
+
+
+def _logical_runs(regions: tuple[tuple[int, int], ...], size: int) -> list[tuple[int, int]]:
+    """Block ranges [first, end) covered by the sparse map, merged where they touch."""
+    runs: list[tuple[int, int]] = []
+    prev_end = 0
+    for off, length in regions:
+        if off < prev_end or length < 0 or off + length > size:
+            raise Oci2vmError(f"sparse map {regions[:4]}... does not fit a {size}-byte file")
+        prev_end = off + length
+        if length == 0:
+            continue
+        first, end = off // BLOCK_SIZE, ceil_div(off + length, BLOCK_SIZE)
+        if runs and first <= runs[-1][1]:
+            runs[-1] = (runs[-1][0], max(end, runs[-1][1]))
+        else:
+            runs.append((first, end))
+    return runs
+
+
+def _set_bits(bitmap: bytearray, first: int, count: int) -> None:
+    end = first + count
+    while first < end and first % 8:
+        bitmap[first >> 3] |= 1 << (first & 7)
+        first += 1
+    full = (end - first) // 8
+    if full:
+        bitmap[first >> 3 : (first >> 3) + full] = b"\xff" * full
+        first += full * 8
+    while first < end:
+        bitmap[first >> 3] |= 1 << (first & 7)
+        first += 1
+
+
+class Ext4Writer:
+    """Write an ext4 filesystem into `out` at byte `offset`.
+
+    `size` None picks the default size at finish(); `data_size_hint` (an upper bound of the
+    file bytes to come) and `inode_count_hint` size the descriptor-table reservations and
+    let a too small `size` fail here, before anything is written.
+    """
+
+    def __init__(
+        self,
+        out: BinaryIO,
+        *,
+        offset: int = 0,
+        size: int | None = None,
+        data_size_hint: int = 0,
+        inode_count_hint: int = 0,
+        uuid: uuidlib.UUID,
+        hash_seed: uuidlib.UUID,
+        fs_time: int,
+        label: str = "",
+    ) -> None:
+        self._out = out
+        self._offset = offset
+        self._size = size
+        self._uuid = uuid
+        self._hash_seed = hash_seed
+        self._fs_time = fs_time
+        self._label = label.encode()
+        if len(self._label) > 16:
+            raise Oci2vmError(f"filesystem label {label!r} is longer than 16 bytes")
+        self._fs_seed = fs_csum_seed(uuid)
+        if size is not None:
+            check_size(size, data_size_hint, inode_count_hint)
+            blocks = size // BLOCK_SIZE
+            groups = ceil_div(blocks, BLOCKS_PER_GROUP)
+            tail = blocks % BLOCKS_PER_GROUP
+            if tail and tail < MIN_LAST_GROUP + 1 + gdt_blocks_for(groups):
+                blocks -= tail
+            self._fixed_blocks: int | None = blocks
+            reserve = gdt_blocks_for(ceil_div(blocks, BLOCKS_PER_GROUP))
+        else:
+            self._fixed_blocks = None
+            estimate = default_size(data_size_hint, inode_count_hint) // BLOCK_SIZE
+            reserve = max(2 * gdt_blocks_for(ceil_div(estimate, BLOCKS_PER_GROUP)), 16)
+        self._alloc = BlockAllocator(reserve, self._fixed_blocks)
+        self._files: dict[int, _FileBlocks] = {}
+        self._pos: int | None = None
+        self._finished = False
+
+    # -- output ------------------------------------------------------------------------
+
+    def _write_at(self, pos: int, data: bytes) -> None:
+        if self._pos != pos:
+            self._out.seek(self._offset + pos)
+        self._out.write(data)
+        self._pos = pos + len(data)
+
+    def _copy(self, data: BinaryIO, pos: int, length: int) -> None:
+        while length > 0:
+            chunk = data.read(min(length, COPY_CHUNK))
+            if not chunk:
+                raise Oci2vmError("a file's data ended before its recorded size")
+            n = len(chunk)
+            if chunk != (_ZERO_CHUNK if n == COPY_CHUNK else _ZERO_CHUNK[:n]):
+                self._write_at(pos, chunk)
+            pos += n
+            length -= n
+
+    # -- file data ---------------------------------------------------------------------
+
+    def write_file(self, inode: Inode, data: BinaryIO) -> None:
+        """Place a regular file's stored bytes (its data regions back to back) now."""
+        if inode.kind is not Kind.FILE:
+            raise ValueError(f"write_file() got a {inode.kind} inode")
+        if id(inode) in self._files:
+            raise ValueError("write_file() called twice for one inode")
+        regions = inode.data.regions if inode.data is not None else ()
+        pieces: list[tuple[int, int, int]] = []  # (logical block, physical block, length)
+        for first, end in _logical_runs(regions, inode.size):
+            logical = first
+            for physical, length in self._alloc.alloc(end - first):
+                pieces.append((logical, physical, length))
+                logical += length
+        at = 0
+        for off, length in regions:
+            pos, remaining = off, length
+            while remaining > 0:
+                block = pos // BLOCK_SIZE
+                while pieces[at][0] + pieces[at][2] <= block:
+                    at += 1
+                logical, physical, run = pieces[at]
+                within = pos - logical * BLOCK_SIZE
+                span = min(remaining, run * BLOCK_SIZE - within)
+                self._copy(data, physical * BLOCK_SIZE + within, span)
+                pos += span
+                remaining -= span
+        blocks = sum(p[2] for p in pieces)
+        self._files[id(inode)] = _FileBlocks(inode, split_extents(pieces), blocks)
+
+    # -- metadata ----------------------------------------------------------------------
+
+    def finish(self, root: Inode) -> Ext4Result:
+        """Write everything but the streamed file data and return the filesystem's shape."""
+        if self._finished:
+            raise ValueError("finish() called twice")
+        self._finished = True
+        if root.kind is not Kind.DIR or root.children is None:
+            raise ValueError("the root must be a directory")
+        mark = len(self._alloc.allocated)
+        tree = _Numbering(root, self._fs_time)
+        for ino, inode in enumerate(tree.inodes):
+            if inode is None or inode.kind is not Kind.FILE or id(inode) in self._files:
+                continue
+            if isinstance(inode.data, LayerData):
+                raise RuntimeError(f"inode {ino}: layer data was never passed to write_file()")
+            content = inode.data.content if isinstance(inode.data, BytesData) else b""
+            self.write_file(inode, io.BytesIO(content))  # shares, not copies
+        inode_bytes = self._metadata(tree)
+        geo, journal = self._place_tail(len(tree.inodes) - 1)
+        self._write_tail(tree, geo, journal, inode_bytes, mark)
+        fs_end = self._offset + geo.blocks_count * BLOCK_SIZE
+        end = max(fs_end, self._offset + (self._size or 0))
+        self._out.seek(0, 2)
+        if self._out.tell() < end:
+            self._out.truncate(end)
+        self._out.flush()
+        return self._result
+
+    def _alloc_blocks(self, count: int) -> list[Extent]:
+        extents: list[tuple[int, int, int]] = []
+        logical = 0
+        for physical, length in self._alloc.alloc(count):
+            extents.append((logical, physical, length))
+            logical += length
+        return split_extents(extents)
+
+    def _tree(self, extents: list[Extent], ino_seed: int) -> ExtentTree:
+        tree = build_extent_tree(extents, self._alloc.alloc_one, ino_seed)
+        for block, content in tree.blocks:
+            self._write_at(block * BLOCK_SIZE, content)
+        return tree
+
+    def _metadata(self, tree: _Numbering) -> list[bytes]:
+        """Directories, symlinks, xattr blocks, extent index blocks; returns every inode."""
+        seed = hash_seed_words(self._hash_seed.bytes)
+        crtime_ns = self._fs_time * 1_000_000_000
+        out: list[bytes] = [b""] * len(tree.inodes)
+        for ino, inode in enumerate(tree.inodes):
+            if inode is None:
+                continue
+            ino_seed = inode_csum_seed(self._fs_seed, ino)
+            path = tree.paths[ino]
+            attrs = to_ext4_xattrs(inode.xattrs, path)
+            ibody, in_block = split_xattrs(attrs)
+            file_acl = 0
+            if in_block:
+                file_acl = self._alloc.alloc_one()
+                self._write_at(file_acl * BLOCK_SIZE, pack_block(in_block, file_acl, self._fs_seed))
+            blocks = 1 if file_acl else 0
+            flags = 0
+            size = 0
+            i_block = bytes(60)
+            if inode.kind is Kind.FILE:
+                files = self._files[id(inode)]
+                extent_tree = self._tree(files.extents, ino_seed)
+                i_block, flags, size = extent_tree.i_block, FL_EXTENTS, inode.size
+                blocks += files.data_blocks + len(extent_tree.blocks)
+            elif inode.kind is Kind.DIR:
+                entries = [
+                    DirEntry(name, tree.ino_of[id(child)], FILE_TYPES[child.kind])
+                    for name, child in tree.children(inode)
+                ]
+                built = build_dir(
+                    entries,
+                    ino,
+                    tree.parent[ino],
+                    seed,
+                    ino_seed,
+                    min_blocks=4 if ino == tree.lost_found else 1,
+                )
+                extents = self._alloc_blocks(len(built.blocks))
+                for e in extents:
+                    for i in range(e.length):
+                        content = built.blocks[e.logical + i]
+                        self._write_at((e.physical + i) * BLOCK_SIZE, content)
+                extent_tree = self._tree(extents, ino_seed)
+                i_block = extent_tree.i_block
+                flags = FL_EXTENTS | (FL_INDEX if built.indexed else 0)
+                size = len(built.blocks) * BLOCK_SIZE
+                blocks += len(built.blocks) + len(extent_tree.blocks)
+            elif inode.kind is Kind.SYMLINK:
+                target = inode.target or b""
+                size = len(target)
+                if not target or len(target) >= BLOCK_SIZE or b"\0" in target:
+                    raise Oci2vmError(f"{path}: symlink target of {size} bytes is not valid")
+                if len(target) < 60:
+                    i_block = target.ljust(60, b"\0")  # fast symlink
+                else:
+                    extents = self._alloc_blocks(1)
+                    self._write_at(extents[0].physical * BLOCK_SIZE, target)
+                    extent_tree = self._tree(extents, ino_seed)
+                    i_block, flags = extent_tree.i_block, FL_EXTENTS
+                    blocks += 1
+            elif inode.kind in (Kind.CHAR, Kind.BLOCK):
+                i_block = encode_rdev(inode.rdev_major, inode.rdev_minor)
+            links = tree.links[ino]
+            if links > MAX_LINKS:
+                if inode.kind is not Kind.DIR:
+                    raise Oci2vmError(f"{path}: {links} hard links, ext4 allows {MAX_LINKS}")
+                links = 1  # dir_nlink: "many"
+            fields = InodeFields(
+                mode=inode.st_mode,
+                uid=inode.uid,
+                gid=inode.gid,
+                size=size,
+                links=links,
+                blocks_512=blocks * (BLOCK_SIZE // 512),
+                flags=flags,
+                i_block=i_block,
+                atime_ns=inode.mtime_ns if inode.atime_ns is None else inode.atime_ns,
+                ctime_ns=inode.mtime_ns if inode.ctime_ns is None else inode.ctime_ns,
+                mtime_ns=inode.mtime_ns,
+                crtime_ns=crtime_ns,
+                file_acl=file_acl,
+                ibody_xattrs=pack_ibody(ibody),
+            )
+            out[ino] = pack_inode(fields, ino_seed)
+        return out
+
+    def _place_tail(self, used_inodes: int) -> tuple[Geometry, list[Extent]]:
+        """Allocate the journal, bitmaps and inode tables for the final geometry: the given
+        size, or the default rule (grown until the headroom and inode room hold)."""
+        alloc = self._alloc
+        start, start_count = alloc.next, len(alloc.allocated)
+        if self._fixed_blocks is not None:
+            total = self._fixed_blocks
+        else:
+            total = round_blocks(start + headroom_blocks(start))
+        while True:
+            alloc.next = start
+            del alloc.allocated[start_count:]
+            geo = geometry(total, used_inodes)
+            if geo.gdt_blocks > alloc.reserved_gdt:
+                raise Oci2vmError(
+                    f"the file data far exceeds the size hint; pass a data_size_hint of at "
+                    f"least {ceil_div(start * BLOCK_SIZE, MIB)} MiB"
+                )
+            journal = self._alloc_blocks(default_journal_blocks(total))
+            self._bitmap_blocks = [
+                start + i for start, length in alloc.alloc(2 * geo.groups) for i in range(length)
+            ]
+            self._itables_at = [
+                alloc.alloc_contiguous(geo.itable_blocks) for _ in range(geo.groups)
+            ]
+            if self._fixed_blocks is not None:
+                if alloc.next > total:
+                    raise Oci2vmError(
+                        f"the image does not fit in {self._size} bytes: it needs about "
+                        f"{ceil_div(round_blocks(alloc.next) * BLOCK_SIZE, MIB)} MiB; pass "
+                        "a larger --size or leave it out"
+                    )
+                return geo, journal
+            need = round_blocks(alloc.next + headroom_blocks(alloc.next))
+            if need <= total:
+                return geo, journal
+            total = need
+
+    def _write_tail(
+        self,
+        tree: _Numbering,
+        geo: Geometry,
+        journal: list[Extent],
+        inode_bytes: list[bytes],
+        mark: int,
+    ) -> None:
+        fs_seed = self._fs_seed
+        # The journal: inode 8, its superblock in its first block, the rest holes.
+        jseed = inode_csum_seed(fs_seed, JOURNAL_INO)
+        jtree = self._tree(journal, jseed)
+        jblocks = sum(e.length for e in journal)
+        self._write_at(journal[0].physical * BLOCK_SIZE, journal_superblock(jblocks, self._uuid))
+        jtime = self._fs_time * 1_000_000_000
+        jsize = jblocks * BLOCK_SIZE
+        inode_bytes[JOURNAL_INO] = pack_inode(
+            InodeFields(
+                mode=0o100600,
+                uid=0,
+                gid=0,
+                size=jsize,
+                links=1,
+                blocks_512=(jblocks + len(jtree.blocks)) * (BLOCK_SIZE // 512),
+                flags=FL_EXTENTS,
+                i_block=jtree.i_block,
+                atime_ns=jtime,
+                ctime_ns=jtime,
+                mtime_ns=jtime,
+                crtime_ns=jtime,
+            ),
+            jseed,
+        )
+        # Block bitmaps: superblock copies, reachable file data, everything since finish().
+        bitmaps = [bytearray(BLOCK_SIZE) for _ in range(geo.groups)]
+
+        def mark_used(start: int, length: int) -> None:
+            while length > 0:
+                group, index = divmod(start, BLOCKS_PER_GROUP)
+                n = min(length, BLOCKS_PER_GROUP - index)
+                _set_bits(bitmaps[group], index, n)
+                start += n
+                length -= n
+
+        for group in range(geo.groups):
+            if is_backup_group(group):
+                mark_used(group * BLOCKS_PER_GROUP, 1 + geo.gdt_blocks)
+        for inode in tree.inodes:
+            if inode is not None and inode.kind is Kind.FILE:
+                for e in self._files[id(inode)].extents:
+                    mark_used(e.physical, e.length)
+        for start, length in self._alloc.allocated[mark:]:
+            mark_used(start, length)
+        last = geo.group_blocks(geo.groups - 1)
+        if last < BLOCKS_PER_GROUP:
+            _set_bits(bitmaps[-1], last, BLOCKS_PER_GROUP - last)  # padding past the end
+
+        ipg = geo.inodes_per_group
+        used_inodes = len(tree.inodes) - 1
+        descs: list[bytes] = []
+        free_blocks = 0
+        for group in range(geo.groups):
+            bitmap = bitmaps[group]
+            used_bits = int.from_bytes(bitmap, "little").bit_count()
+            free = BLOCKS_PER_GROUP - used_bits
+            free_blocks += free
+            in_use = max(0, min(ipg, used_inodes - group * ipg))
+            ibitmap = bytearray(BLOCK_SIZE)
+            _set_bits(ibitmap, 0, in_use)
+            _set_bits(ibitmap, ipg, MAX_INODES_PER_GROUP - ipg)
+            first = group * ipg + 1
+            dirs = sum(
+                1
+                for inode in tree.inodes[first : first + in_use]
+                if inode is not None and inode.kind is Kind.DIR
+            )
+            block_bitmap = self._bitmap_blocks[group]
+            inode_bitmap = self._bitmap_blocks[geo.groups + group]
+            for where, content in ((block_bitmap, bitmap), (inode_bitmap, ibitmap)):
+                if any(content):
+                    self._write_at(where * BLOCK_SIZE, bytes(content))
+            if in_use:
+                table = b"".join(
+                    inode_bytes[i] or _ZERO_INODE for i in range(first, first + in_use)
+                )
+                self._write_at(self._itables_at[group] * BLOCK_SIZE, table)
+            desc = GroupDesc(
+                block_bitmap=block_bitmap,
+                inode_bitmap=inode_bitmap,
+                inode_table=self._itables_at[group],
+                free_blocks=free,
+                free_inodes=ipg - in_use,
+                used_dirs=dirs,
+                itable_unused=ipg - in_use,
+                block_bitmap_csum=crc32c(fs_seed, bytes(bitmap)),
+                inode_bitmap_csum=crc32c(fs_seed, bytes(ibitmap[: ipg // 8])),
+            )
+            descs.append(pack_group_desc(desc, group, fs_seed))
+        gdt = b"".join(descs)
+        jwords = jtree.i_block + (jsize >> 32).to_bytes(4, "little")
+        jwords += (jsize & 0xFFFFFFFF).to_bytes(4, "little")
+        info = SuperblockInfo(
+            geometry=geo,
+            free_blocks=free_blocks,
+            free_inodes=geo.inodes_count - used_inodes,
+            uuid=self._uuid,
+            hash_seed=self._hash_seed,
+            fs_time=self._fs_time,
+            label=self._label,
+            journal_blocks=tuple(
+                int.from_bytes(jwords[i : i + 4], "little") for i in range(0, 68, 4)
+            ),
+        )
+        for group in range(geo.groups):
+            if not is_backup_group(group):
+                continue
+            base = group * BLOCKS_PER_GROUP * BLOCK_SIZE
+            sb = pack_superblock(info, group)
+            self._write_at(base + (1024 if group == 0 else 0), sb)
+            self._write_at(base + BLOCK_SIZE, gdt)
+        self._result = Ext4Result(
+            size=geo.blocks_count * BLOCK_SIZE,
+            blocks_count=geo.blocks_count,
+            free_blocks=free_blocks,
+            inodes_count=geo.inodes_count,
+            free_inodes=info.free_inodes,
+            uuid=self._uuid,
+        )
+
+
+class _Numbering:
+    """Inode numbers in a deterministic order: root 2, lost+found 11, then every other
+    inode in depth-first order of names sorted as bytes (a hardlinked inode at its first
+    path). Also the link counts, each directory's parent and a path per inode."""
+
+    def __init__(self, root: Inode, fs_time: int) -> None:
+        assert root.children is not None
+        self.root = root
+        lost_found = root.children.get("lost+found")
+        self._extra: list[tuple[bytes, Inode]] = []
+        if lost_found is None:
+            lost_found = new_dir(0o700, mtime_ns=fs_time * 1_000_000_000)
+            self._extra.append((b"lost+found", lost_found))
+        self.inodes: list[Inode | None] = [None] * (LOST_FOUND_INO + 1)
+        self.inodes[ROOT_INO] = root
+        self.ino_of: dict[int, int] = {id(root): ROOT_INO}
+        self.paths: dict[int, str] = {ROOT_INO: "/"}
+        self.parent: dict[int, int] = {ROOT_INO: ROOT_INO}
+        self.lost_found = 0
+        if lost_found.kind is Kind.DIR:
+            self.inodes[LOST_FOUND_INO] = lost_found
+            self.ino_of[id(lost_found)] = LOST_FOUND_INO
+            self.paths[LOST_FOUND_INO] = "/lost+found"
+            self.lost_found = LOST_FOUND_INO
+        links: dict[int, int] = {ROOT_INO: 2}  # '.' and the root's own '..'
+        stack = [(root, ROOT_INO, "")]
+        while stack:
+            directory, dir_ino, prefix = stack.pop()
+            subdirs: list[tuple[Inode, int, str]] = []
+            for name, child in self.children(directory):
+                path = f"{prefix}/{name.decode('utf-8', 'surrogateescape')}"
+                ino = self.ino_of.get(id(child))
+                if ino is None:
+                    ino = len(self.inodes)
+                    self.inodes.append(child)
+                    self.ino_of[id(child)] = ino
+                    self.paths[ino] = path
+                links[ino] = links.get(ino, 0) + 1
+                if child.kind is Kind.DIR:
+                    if ino in self.parent:
+                        raise Oci2vmError(f"{path}: a directory cannot be hardlinked")
+                    self.parent[ino] = dir_ino
+                    links[ino] += 1  # its '.'
+                    links[dir_ino] += 1  # its '..'
+                    subdirs.append((child, ino, path))
+            stack.extend(reversed(subdirs))
+        self.links = links
+        if len(self.inodes) > 1 << 32:
+            raise Oci2vmError("too many files for ext4")
+
+    def children(self, directory: Inode) -> list[tuple[bytes, Inode]]:
+        assert directory.children is not None
+        items = [(name_bytes(n), c) for n, c in directory.children.items()]
+        if directory is self.root:
+            items += self._extra
+        for name, _ in items:
+            if name in (b".", b"..") or b"/" in name or b"\0" in name or not 0 < len(name) < 256:
+                raise Oci2vmError(f"file name {name!r} cannot be stored in ext4")
+        items.sort(key=lambda item: item[0])
+        return items

@@ -1,0 +1,182 @@
+"""ext4 extended attributes: in the inode body and in one xattr block.
+
+Facts used (kernel Documentation/filesystems/ext4/attributes.rst, fs/ext4/acl.h): entries
+are e_name_len, e_name_index, e_value_offs, e_value_inum, e_value_size, e_hash and the name
+without its prefix (index 1 user., 2 POSIX ACL access, 3 ACL default, 4 trusted., 6 security.,
+7 system.), padded to 4 bytes; values are packed from the end of the space, 4-byte padded.
+In the inode they follow the magic 0xEA020000 after i_extra_isize and value offsets count from
+the first entry; a block starts with a 32-byte header (magic, refcount, blocks, hash, crc32c)
+and its entries must be sorted by (index, name length, name). POSIX ACLs are stored in ext4's
+compact form: version 1 header, 4-byte entries for USER_OBJ/GROUP_OBJ/MASK/OTHER and 8-byte
+entries (with the id) for USER/GROUP, converted from the VFS form (version 2, all 8 bytes).
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+
+from oci2vm.errors import Oci2vmError
+from oci2vm.fs.ext4.layout import BLOCK_SIZE, EXTRA_ISIZE, INODE_SIZE, MASK32, crc32c
+
+XATTR_MAGIC = 0xEA020000
+IBODY_SPACE = INODE_SIZE - 128 - EXTRA_ISIZE  # 96 bytes, magic included
+BLOCK_HEADER = 32
+
+_PREFIXES = (  # longest first so "system.posix_acl_access" wins over "system."
+    ("system.posix_acl_access", 2),
+    ("system.posix_acl_default", 3),
+    ("user.", 1),
+    ("trusted.", 4),
+    ("security.", 6),
+    ("system.", 7),
+)
+
+ACL_VFS_VERSION = 2
+ACL_EXT4_VERSION = 1
+ACL_USER_OBJ, ACL_USER, ACL_GROUP_OBJ, ACL_GROUP, ACL_MASK, ACL_OTHER = 1, 2, 4, 8, 0x10, 0x20
+_ACL_TAGS = {ACL_USER_OBJ, ACL_USER, ACL_GROUP_OBJ, ACL_GROUP, ACL_MASK, ACL_OTHER}
+
+
+@dataclass(frozen=True, slots=True)
+class Xattr:
+    index: int
+    name: bytes
+    value: bytes
+
+    @property
+    def entry_size(self) -> int:
+        return (16 + len(self.name) + 3) & ~3
+
+    @property
+    def value_size(self) -> int:
+        return (len(self.value) + 3) & ~3
+
+
+def acl_to_ext4(value: bytes, what: str) -> bytes:
+    """Convert a POSIX ACL from the VFS xattr form to ext4's on-disk form."""
+    if len(value) < 4 or (len(value) - 4) % 8:
+        raise Oci2vmError(f"{what}: malformed POSIX ACL ({len(value)} bytes)")
+    (version,) = struct.unpack_from("<I", value, 0)
+    if version != ACL_VFS_VERSION:
+        raise Oci2vmError(f"{what}: POSIX ACL version {version}, expected 2")
+    out = bytearray(struct.pack("<I", ACL_EXT4_VERSION))
+    for at in range(4, len(value), 8):
+        tag, perm, ident = struct.unpack_from("<HHI", value, at)
+        if tag not in _ACL_TAGS:
+            raise Oci2vmError(f"{what}: unknown POSIX ACL tag {tag:#x}")
+        if tag in (ACL_USER, ACL_GROUP):
+            out += struct.pack("<HHI", tag, perm, ident)
+        else:
+            out += struct.pack("<HH", tag, perm)
+    return bytes(out)
+
+
+def to_ext4_xattrs(xattrs: dict[str, bytes], path: str) -> list[Xattr]:
+    """Map VFS names to (index, suffix), convert ACLs, sort as ext4 sorts a block."""
+    out: list[Xattr] = []
+    for name, value in xattrs.items():
+        for prefix, index in _PREFIXES:
+            if index in (2, 3):
+                if name == prefix:
+                    out.append(Xattr(index, b"", acl_to_ext4(value, f"{path}: {name}")))
+                    break
+            elif name.startswith(prefix):
+                suffix = name[len(prefix) :].encode("utf-8", "surrogateescape")
+                if not suffix or len(suffix) > 255:
+                    raise Oci2vmError(f"{path}: xattr name {name!r} is not valid on ext4")
+                out.append(Xattr(index, suffix, value))
+                break
+        else:
+            raise Oci2vmError(f"{path}: xattr {name!r} has a namespace ext4 cannot store")
+    out.sort(key=lambda x: (x.index, len(x.name), x.name))
+    return out
+
+
+def entry_hash(x: Xattr) -> int:
+    """ext4_xattr_hash_entry: name bytes (unsigned), then the value as le32 words."""
+    h = 0
+    for byte in x.name:
+        h = ((h << 5) ^ (h >> 27) ^ byte) & MASK32
+    padded = x.value.ljust(x.value_size, b"\0")
+    for (word,) in struct.iter_unpack("<I", padded):
+        h = ((h << 16) ^ (h >> 16) ^ word) & MASK32
+    return h
+
+
+def _entry(x: Xattr, value_offs: int, with_hash: bool = True) -> bytes:
+    head = struct.pack(
+        "<BBHIII",
+        len(x.name),  # e_name_len
+        x.index,  # e_name_index
+        value_offs if x.value else 0,  # e_value_offs
+        0,  # e_value_inum
+        len(x.value),  # e_value_size
+        entry_hash(x) if with_hash else 0,  # e_hash
+    )
+    return (head + x.name).ljust(x.entry_size, b"\0")
+
+
+def split_xattrs(attrs: list[Xattr]) -> tuple[list[Xattr], list[Xattr]]:
+    """Put attributes in the inode body while they fit (in sorted order), the rest in a
+    block. Raises when the block would overflow."""
+    ibody: list[Xattr] = []
+    block: list[Xattr] = []
+    used = 4 + 4  # magic and the terminating zero word
+    for x in attrs:
+        need = x.entry_size + x.value_size
+        if not block and used + need <= IBODY_SPACE:
+            ibody.append(x)
+            used += need
+        else:
+            block.append(x)
+    space = BLOCK_HEADER + 4 + sum(x.entry_size + x.value_size for x in block)
+    if space > BLOCK_SIZE:
+        raise Oci2vmError(
+            f"extended attributes need {space} bytes; ext4 without ea_inode stores at most "
+            f"{BLOCK_SIZE - BLOCK_HEADER - 4} bytes per file outside the inode"
+        )
+    return ibody, block
+
+
+def pack_ibody(attrs: list[Xattr]) -> bytes:
+    """The in-inode xattr area (IBODY_SPACE bytes), empty bytes when there are none."""
+    if not attrs:
+        return b""
+    area = bytearray(IBODY_SPACE)
+    struct.pack_into("<I", area, 0, XATTR_MAGIC)
+    entries_at = 4
+    value_end = IBODY_SPACE
+    for x in attrs:
+        value_end -= x.value_size
+        area[value_end : value_end + len(x.value)] = x.value
+        entry = _entry(x, value_end - 4)  # offsets count from the first entry
+        area[entries_at : entries_at + len(entry)] = entry
+        entries_at += len(entry)
+    return bytes(area)
+
+
+def pack_block(attrs: list[Xattr], block_nr: int, fs_seed: int) -> bytes:
+    """An xattr block holding `attrs` (sorted), with its hash and crc32c."""
+    block = bytearray(BLOCK_SIZE)
+    entries_at = BLOCK_HEADER
+    value_end = BLOCK_SIZE
+    block_hash = 0
+    zero_hash = False
+    for x in attrs:
+        value_end -= x.value_size
+        block[value_end : value_end + len(x.value)] = x.value
+        entry = _entry(x, value_end)
+        block[entries_at : entries_at + len(entry)] = entry
+        entries_at += len(entry)
+        e_hash = entry_hash(x)
+        if e_hash == 0:
+            zero_hash = True  # ext4_xattr_rehash: such a block is never shared
+        block_hash = ((block_hash << 16) ^ (block_hash >> 16) ^ e_hash) & MASK32
+    if zero_hash:
+        block_hash = 0
+    # h_magic, h_refcount, h_blocks, h_hash, h_checksum (below, computed as zero)
+    struct.pack_into("<IIIII", block, 0, XATTR_MAGIC, 1, 1, block_hash, 0)
+    csum = crc32c(crc32c(fs_seed, struct.pack("<Q", block_nr)), bytes(block))
+    struct.pack_into("<I", block, 16, csum)
+    return bytes(block)
