@@ -101,7 +101,8 @@ def test_fat_type_follows_the_cluster_count(tmp_path: Path, size: int, fat_bits:
     used, clusters = map(int, re.findall(r"(\d+)/(\d+) clusters", report)[0])
     assert used == (4 if fat_bits == 32 else 3)  # root on FAT32, EFI, BOOT, BOOTX64.EFI
     assert {12: clusters < 4085, 16: 4085 <= clusters < 65525, 32: clusters >= 65525}[fat_bits]
-    boot = image.read_bytes()[:512]
+    with image.open("rb") as volume:
+        boot = volume.read(512)
     fs_type_offset = 0x52 if fat_bits == 32 else 0x36
     assert boot[fs_type_offset : fs_type_offset + 8] == f"FAT{fat_bits}   ".encode()
     assert boot[510:] == b"\x55\xaa"
