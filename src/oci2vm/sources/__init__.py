@@ -45,7 +45,18 @@ def split_path_ref(spec: str) -> tuple[str, str]:
 
 
 def resolve(source: str, fetch: Fetch) -> Image:
-    """Resolve a source string to an Image."""
+    """Resolve a source string to an Image for fetch.platform."""
+    image = _resolve(source, fetch)
+    have = image.config.platform
+    if image.config_digest is not None and have.architecture and not fetch.platform.matches(have):
+        raise Oci2vmError(
+            f"{source}: the image config says {have}, not {fetch.platform}: "
+            f"pass --platform {have} to use it"
+        )
+    return image
+
+
+def _resolve(source: str, fetch: Fetch) -> Image:
     transport, sep, rest = source.partition(":")
     if not sep or transport not in TRANSPORTS:
         # A bare reference (debian:12, localhost:5000/app:1) goes to a registry; an

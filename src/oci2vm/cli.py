@@ -1,0 +1,200 @@
+"""Command-line parsing only: options become one Config, then a command runs."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from oci2vm import __version__
+from oci2vm.config import (
+    Accel,
+    BootMode,
+    Config,
+    Firmware,
+    OutputFormat,
+    PartitionTable,
+    parse_size,
+)
+from oci2vm.errors import Oci2vmError
+from oci2vm.image import Platform
+from oci2vm.report import Reporter
+
+EXAMPLES = """\
+sources (skopeo syntax):
+  docker://REF or REF          a registry (debian:12 = docker.io/library/debian:12)
+  oci:PATH[:TAG]               an OCI image layout directory
+  oci-archive:PATH[:TAG]       a tar of an OCI image layout
+  docker-archive:PATH[:REF]    docker save / podman save output
+  docker-daemon:REF            an image in a local Docker or Podman
+  tar:PATH                     a root filesystem tarball (docker export)
+
+examples:
+  oci2vm inspect oci:./debian:bookworm
+  oci2vm build oci:./debian:bookworm -o debian.qcow2 --root-password secret
+  oci2vm check debian.qcow2
+  oci2vm run debian.qcow2
+"""
+
+
+def _bool(text: str) -> bool:
+    value = text.strip().lower()
+    if value in ("true", "1", "yes", "on"):
+        return True
+    if value in ("false", "0", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, not {text!r}")
+
+
+def _platform(text: str) -> Platform:
+    try:
+        return Platform.parse(text)
+    except Oci2vmError as e:
+        raise argparse.ArgumentTypeError(str(e)) from e
+
+
+def _size(text: str) -> int:
+    try:
+        return parse_size(text)
+    except Oci2vmError as e:
+        raise argparse.ArgumentTypeError(str(e)) from e
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress, no notes")
+    p.add_argument("-v", "--verbose", action="store_true", help="log every external command")
+    p.add_argument("--json", action="store_true", help="print a machine-readable report")
+
+
+def _source_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--platform",
+        type=_platform,
+        default=Platform(),
+        metavar="OS/ARCH[/VARIANT]",
+        help="platform to pick from a multi-platform image (default: linux/amd64)",
+    )
+    p.add_argument("--creds", metavar="USER:PASS", help="registry credentials")
+    p.add_argument(
+        "--tls-verify",
+        type=_bool,
+        nargs="?",
+        const=True,
+        default=True,
+        metavar="BOOL",
+        help="verify TLS (default true; --tls-verify=false also allows plain HTTP)",
+    )
+    p.add_argument("--cache-dir", type=Path, help="blob cache (default: $XDG_CACHE_HOME/oci2vm)")
+
+
+def _build_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--format",
+        type=OutputFormat,
+        choices=list(OutputFormat),
+        help="output format (default: from the -o extension)",
+    )
+    p.add_argument("--size", type=_size, help="filesystem or disk size, e.g. 10G (sparse)")
+    p.add_argument("--uuid", dest="fs_uuid", help="root filesystem UUID (default: from the image)")
+    p.add_argument("--boot", type=BootMode, choices=list(BootMode), default=BootMode.HYBRID)
+    p.add_argument(
+        "--table", type=PartitionTable, choices=list(PartitionTable), default=PartitionTable.GPT
+    )
+    p.add_argument("--compress", action="store_true", help="compress qcow2 output")
+    p.add_argument("--hostname", help="hostname (default: from the image name)")
+    p.add_argument("--root-password", help="root password (stored hashed, SHA-512 crypt)")
+    p.add_argument(
+        "--ssh-key",
+        dest="ssh_keys",
+        type=Path,
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="public key for root's authorized_keys (repeatable)",
+    )
+
+
+def _vm_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--firmware", type=Firmware, choices=list(Firmware), default=Firmware.BIOS)
+    p.add_argument("--memory", dest="memory_mib", type=int, default=1024, metavar="MIB")
+    p.add_argument("--cpus", type=int, default=2)
+    p.add_argument("--accel", type=Accel, choices=list(Accel), default=Accel.AUTO)
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(
+        prog="oci2vm",
+        description="Turn a container image into a bootable disk image, as an ordinary user.",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    top.add_argument("--version", action="version", version=f"oci2vm {__version__}")
+    sub = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("inspect", help="describe an image and what its layers hold")
+    p.add_argument("source")
+    _source_options(p)
+    _common(p)
+
+    p = sub.add_parser("build", help="build a root filesystem or a bootable disk")
+    p.add_argument("source")
+    p.add_argument("-o", "--output", type=Path, required=True)
+    _source_options(p)
+    _build_options(p)
+    _common(p)
+
+    p = sub.add_parser("run", help="boot a disk (or a source, built first) in QEMU")
+    p.add_argument("source", metavar="DISK|SOURCE")
+    _source_options(p)
+    _build_options(p)
+    _vm_options(p)
+    _common(p)
+
+    p = sub.add_parser("check", help="boot headless and wait for a login prompt or a marker")
+    p.add_argument("source", metavar="DISK|SOURCE")
+    p.add_argument("--expect", default=r"login:", metavar="REGEX")
+    p.add_argument("--timeout", type=float, default=300.0, metavar="SECONDS")
+    _source_options(p)
+    _build_options(p)
+    _vm_options(p)
+    _common(p)
+    return top
+
+
+def config_from(args: argparse.Namespace) -> Config:
+    fields = {k: v for k, v in vars(args).items() if k in Config.__dataclass_fields__}
+    if "ssh_keys" in fields:
+        fields["ssh_keys"] = tuple(fields["ssh_keys"])
+    return Config(**fields)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.WARNING,
+        format="oci2vm: %(message)s",
+        stream=sys.stderr,
+    )
+    config = config_from(args)
+    reporter = Reporter(quiet=config.quiet, json_output=config.json)
+    try:
+        if args.command == "inspect":
+            from oci2vm.inspect import inspect
+
+            inspect(config, reporter)
+            return 0
+        from oci2vm import commands
+
+        return commands.dispatch(args.command, config, reporter)
+    except Oci2vmError as e:
+        print(f"oci2vm: error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("oci2vm: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,189 @@
+"""What a flattened tree holds as an operating system: its /etc/os-release, the kernels
+and initrds each distribution family lays out, and which init system would run.
+
+Everything is read from the tree (and the small files captured while flattening);
+nothing in the image is executed.
+"""
+
+from __future__ import annotations
+
+import posixpath
+import re
+import shlex
+from dataclasses import dataclass
+
+from oci2vm.entry import Inode, Kind, lookup
+from oci2vm.tree import Tree
+
+_VERSION_RE = re.compile(r"(\d+|[a-z]+)")
+
+
+@dataclass(frozen=True, slots=True)
+class Kernel:
+    version: str
+    path: str  # absolute path of the kernel image in the tree
+    initrd: str | None  # absolute path of its initrd, if one was found
+
+
+@dataclass(frozen=True, slots=True)
+class OsInfo:
+    os_release: dict[str, str]
+    kernels: tuple[Kernel, ...]  # newest first
+    init: str  # systemd, sysvinit, openrc, busybox, none
+    init_path: str | None
+
+    @property
+    def pretty_name(self) -> str:
+        r = self.os_release
+        return (
+            r.get("PRETTY_NAME")
+            or " ".join(v for v in (r.get("NAME"), r.get("VERSION")) if v)
+            or "unknown"
+        )
+
+
+def parse_os_release(text: str) -> dict[str, str]:
+    """os-release(5): KEY=value lines, values shell-quoted."""
+    result: dict[str, str] = {}
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#") or "=" not in line:
+            continue
+        key, _, value = line.partition("=")
+        try:
+            parts = shlex.split(value)
+        except ValueError:
+            parts = [value.strip("\"'")]
+        result[key.strip()] = parts[0] if parts else ""
+    return result
+
+
+def version_key(version: str) -> tuple[tuple[int, int | str], ...]:
+    """Sort key for kernel versions: numeric parts compare as numbers (6.1.0-10 > 6.1.0-9)."""
+    return tuple(
+        (0, int(p)) if p.isdigit() else (1, p) for p in _VERSION_RE.findall(version.lower())
+    )
+
+
+def resolve_link(tree: Tree, path: str, depth: int = 0) -> tuple[str, Inode] | None:
+    """Follow symlinks inside the tree (never outside it) to a non-link entry."""
+    if depth > 16:
+        return None
+    node = tree.root
+    parts = [p for p in path.split("/") if p]
+    current = "/"
+    for i, part in enumerate(parts):
+        if node.children is None:
+            return None
+        child = node.children.get(part)
+        if child is None:
+            return None
+        current = posixpath.join(current, part)
+        if child.kind is Kind.SYMLINK and child.target is not None:
+            target = child.target.decode("utf-8", "surrogateescape")
+            base = "/" if target.startswith("/") else posixpath.dirname(current)
+            rest = "/".join(parts[i + 1 :])
+            joined = posixpath.normpath(posixpath.join(base, target, rest))
+            return resolve_link(tree, joined, depth + 1)
+        node = child
+    return current, node
+
+
+def _children(tree: Tree, path: str) -> dict[str, Inode]:
+    found = resolve_link(tree, path)
+    if found is None or found[1].children is None:
+        return {}
+    return found[1].children
+
+
+def find_kernels(tree: Tree) -> tuple[Kernel, ...]:
+    """Kernels as Debian/Ubuntu (/boot/vmlinuz-V + initrd.img-V), Alpine
+    (/boot/vmlinuz-FLAVOR + initramfs-FLAVOR), Fedora/RHEL (/lib/modules/V/vmlinuz +
+    /boot/initramfs-V.img) lay them out, plus the /vmlinuz and /boot/vmlinuz links."""
+    found: dict[str, Kernel] = {}
+    boot = _children(tree, "/boot")
+
+    def initrd_for(version: str) -> str | None:
+        for name in (
+            f"initrd.img-{version}",
+            f"initramfs-{version}.img",
+            f"initramfs-{version}",
+            f"initrd-{version}",
+            f"initrd-{version}.img",
+        ):
+            if name in boot and _is_file(tree, f"/boot/{name}"):
+                return f"/boot/{name}"
+        return None
+
+    for name in sorted(boot):
+        if name.startswith("vmlinuz-") and _is_file(tree, f"/boot/{name}"):
+            version = name.removeprefix("vmlinuz-")
+            found[version] = Kernel(version, f"/boot/{name}", initrd_for(version))
+    for version in sorted(_children(tree, "/lib/modules")) + sorted(
+        _children(tree, "/usr/lib/modules")
+    ):
+        if version in found:
+            continue
+        for base in ("/lib/modules", "/usr/lib/modules"):
+            path = f"{base}/{version}/vmlinuz"
+            if _is_file(tree, path):
+                found[version] = Kernel(version, path, initrd_for(version))
+                break
+    if not found:
+        for link, initrd_link in (
+            ("/vmlinuz", "/initrd.img"),
+            ("/boot/vmlinuz", "/boot/initrd.img"),
+        ):
+            target = resolve_link(tree, link)
+            if target is not None and target[1].kind is Kind.FILE:
+                initrd = resolve_link(tree, initrd_link)
+                found[target[0]] = Kernel(
+                    posixpath.basename(target[0]).removeprefix("vmlinuz-") or "default",
+                    target[0],
+                    initrd[0] if initrd is not None and initrd[1].kind is Kind.FILE else None,
+                )
+                break
+    return tuple(sorted(found.values(), key=lambda k: version_key(k.version), reverse=True))
+
+
+def _is_file(tree: Tree, path: str) -> bool:
+    found = resolve_link(tree, path)
+    return found is not None and found[1].kind is Kind.FILE
+
+
+def detect_init(tree: Tree) -> tuple[str, str | None]:
+    """Which init /sbin/init (or the usual alternatives) would run."""
+    for candidate in ("/sbin/init", "/usr/sbin/init", "/bin/init"):
+        found = resolve_link(tree, candidate)
+        if found is None or found[1].kind is not Kind.FILE:
+            continue
+        real = found[0]
+        name = posixpath.basename(real)
+        if name == "systemd" or "/systemd/" in real:
+            return "systemd", real
+        if name in ("busybox", "busybox.static"):
+            return "busybox", real
+        if (
+            name == "openrc-init"
+            or lookup(tree.root, "/sbin/openrc")
+            or lookup(tree.root, "/usr/sbin/openrc")
+        ):
+            return "openrc", real
+        return "sysvinit", real
+    for path in ("/lib/systemd/systemd", "/usr/lib/systemd/systemd"):
+        if _is_file(tree, path):
+            return "systemd", path
+    return "none", None
+
+
+def describe(tree: Tree) -> OsInfo:
+    text = tree.read_captured("/etc/os-release")
+    if text is None:
+        text = tree.read_captured("/usr/lib/os-release")
+    if text is None:
+        found = resolve_link(tree, "/etc/os-release")
+        if found is not None:
+            text = tree.read_captured(found[0])
+    release = parse_os_release(text.decode("utf-8", "replace")) if text else {}
+    init, init_path = detect_init(tree)
+    return OsInfo(release, find_kernels(tree), init, init_path)

@@ -1,0 +1,93 @@
+"""Progress on a terminal (rich), quiet with -q, and the machine-readable report (--json).
+
+Progress goes to stderr and only when stderr is a terminal, so pipes and CI logs stay
+clean; the final report goes to stdout.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
+
+from oci2vm.blobs import ProgressFn
+
+
+class Reporter:
+    """One per command: progress bars for byte streams, one-line notes, a final report."""
+
+    def __init__(self, *, quiet: bool = False, json_output: bool = False) -> None:
+        self.quiet = quiet
+        self.json_output = json_output
+        self.err = Console(stderr=True, highlight=False)
+        self.out = Console(highlight=False, soft_wrap=True)
+        self._progress: Progress | None = None
+
+    @property
+    def interactive(self) -> bool:
+        return not self.quiet and self.err.is_terminal
+
+    @contextmanager
+    def progress(self) -> Iterator[None]:
+        if not self.interactive:
+            yield
+            return
+        self._progress = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            DownloadColumn(binary_units=True),
+            TransferSpeedColumn(),
+            TimeRemainingColumn(),
+            console=self.err,
+            transient=True,
+        )
+        with self._progress:
+            try:
+                yield
+            finally:
+                self._progress = None
+
+    def task(self, description: str, total: int | None) -> ProgressFn:
+        """A progress bar for `total` bytes; returns the function that advances it."""
+        progress = self._progress
+        if progress is None:
+            return _nothing
+        task: TaskID = progress.add_task(description, total=total)
+
+        def advance(n: int) -> None:
+            progress.advance(task, n)
+
+        return advance
+
+    def note(self, message: str) -> None:
+        """A line for the user on stderr (not with -q)."""
+        if not self.quiet:
+            self.err.print(message, markup=False)
+
+    def warn(self, message: str) -> None:
+        """Something the user must know even with -q (but not in --json output)."""
+        self.err.print(f"warning: {message}", markup=False)
+
+    def result(self, data: dict[str, Any], human: str) -> None:
+        """The command's result: JSON with --json, else the human text."""
+        if self.json_output:
+            sys.stdout.write(json.dumps(data, indent=2, sort_keys=False) + "\n")
+        elif human:
+            self.out.print(human, markup=False)
+
+
+def _nothing(_n: int) -> None:
+    pass
