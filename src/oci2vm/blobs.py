@@ -77,6 +77,17 @@ class BlobRef:
         reader = VerifyingReader(f, self.size, digest, progress, what=str(self.path))
         return io.BufferedReader(reader, CHUNK)
 
+    def compute_digest(self) -> str:
+        """Read the whole blob and return its sha256 digest (verified if one is known)."""
+        f = open(self.path, "rb")  # noqa: SIM115 - owned by the reader
+        f.seek(self.offset)
+        reader = VerifyingReader(f, self.size, None if self.trusted else self.digest)
+        try:
+            reader.drain()
+        finally:
+            reader.abort()
+        return self.digest if self.digest else reader.computed_digest
+
     def read_all(self, limit: int = 16 << 20) -> bytes:
         """Read a small blob (manifest, config) whole, verified."""
         if self.size > limit:
@@ -352,3 +363,27 @@ def decompressed(raw: BinaryIO, media_type: str = "", what: str = "layer") -> Bi
     if kind == "none":
         return io.BufferedReader(peeked, CHUNK)
     return io.BufferedReader(_Decompressed(peeked, kind, what), CHUNK)  # type: ignore[arg-type]
+
+
+def uncompressed_size_hint(blob: BlobRef, media_type: str = "") -> int:
+    """An estimate of a layer's uncompressed size, without decompressing it: gzip's
+    trailer (ISIZE, the size mod 2**32), zstd's frame header, or the blob size itself.
+    Used only to size reservations; a wrong guess costs space, never correctness."""
+    with open(blob.path, "rb") as f:
+        f.seek(blob.offset)
+        head = f.read(18)
+        if head.startswith(GZIP_MAGIC) and blob.size >= 18:
+            f.seek(blob.offset + blob.size - 4)
+            isize = int.from_bytes(f.read(4), "little")
+            while isize < blob.size:  # > 4 GiB wrapped, or several members
+                isize += 1 << 32
+            return isize
+        if head.startswith(ZSTD_MAGIC):
+            import zstandard
+
+            try:
+                size = zstandard.frame_content_size(head)
+            except zstandard.ZstdError:
+                size = -1
+            return int(size) if size >= 0 else blob.size * 5
+    return blob.size
