@@ -61,6 +61,8 @@ GUID_NAMESPACE = uuid.UUID("e9ef1af8-35ec-484c-a059-aa111dd094fd")
 
 @dataclass(frozen=True)
 class Partition:
+    """One GPT entry; first_lba and last_lba are inclusive, as the table stores them."""
+
     type_guid: uuid.UUID
     guid: uuid.UUID
     first_lba: int

@@ -25,7 +25,6 @@ MAX_DIR_ENTRIES = 65536  # a directory is at most 2 MiB
 # The FAT type follows from the cluster count alone.
 FAT12_MAX_CLUSTERS = 4084
 FAT16_MAX_CLUSTERS = 65524
-FAT32_MAX_CLUSTERS = 0x0FFFFFF5 - 2
 
 # fatgen103's tables of sectors per cluster by volume size in sectors (512-byte sectors);
 # the first row is "too small for this type".
@@ -231,7 +230,7 @@ def _basis_name(name: str) -> tuple[str, str]:
 def _assign_short_names(directory: _Node) -> None:
     """Exact 8.3 names first, so a generated 'NAME~1' never takes a name a file has."""
     taken: set[bytes] = set()
-    children = sorted(directory.children.values(), key=lambda n: n.name)
+    children = _ordered(directory)
     for child in children:
         if _is_short_name(child.name):
             child.short_name = _pack_short(child.name)
@@ -301,7 +300,7 @@ def _allocate(root: _Node, geometry: _Geometry, has_label: bool) -> int:
             directory.cluster_count = max(1, -(-entries * DIR_ENTRY_SIZE // cluster_bytes))
             next_cluster += directory.cluster_count
         for child in _ordered(directory):
-            if child.data is not None and child.data:
+            if child.data:  # a file with contents; empty files own no cluster
                 child.first_cluster = next_cluster
                 child.cluster_count = -(-len(child.data) // cluster_bytes)
                 next_cluster += child.cluster_count
