@@ -1,0 +1,143 @@
+"""The project-owned fixture images, for tests: built by scripts/build_fixtures.py on first use,
+then read from the cache ($OCI2VM_FIXTURE_CACHE, else /var/cache/oci2vm-fixtures when
+writable, else ~/.cache/oci2vm-fixtures). Independent of the oci2vm package on purpose.
+
+    fx = busybox_fixture()
+    fx.oci_layout, fx.oci_archive, fx.docker_archive, fx.docker_oci_archive, fx.rootfs_tar
+    fx.config_digest, fx.diff_ids, fx.manifest_digest, fx.cmd, ...
+    expected_tree(fx)["bin/sh"]  -> {"kind": "hardlink", "linkname": "bin/ash", ...}
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "build_fixtures.py"
+
+
+@functools.cache
+def builder() -> ModuleType:
+    """scripts/build_fixtures.py as a module (scripts/ is not a package)."""
+    spec = importlib.util.spec_from_file_location("oci2vm_build_fixtures", SCRIPT)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while it executes
+    spec.loader.exec_module(module)
+    return module
+
+
+@dataclass(frozen=True)
+class FixtureCase:
+    """One row of the busybox case table: `path` in the flattened image, the `layer` (1-based)
+    that decides it, whether it is `present` after flattening, and what it `proves`."""
+
+    path: str
+    layer: int
+    present: bool
+    proves: str
+
+
+@dataclass(frozen=True)
+class FixtureSet:
+    """Every form of one fixture image, and the facts a reader must reproduce."""
+
+    name: str
+    root: Path  # the cache directory holding everything below
+    oci_layout: Path  # (1) OCI image layout directory, tagged `tag`
+    oci_archive: Path | None  # (2) the layout as one tar (busybox only)
+    docker_archive: Path  # (3) legacy `docker save`: <id>/layer.tar, uncompressed
+    docker_oci_archive: Path  # (4) Docker >= 25 `docker save`: OCI layout + manifest.json
+    rootfs_tar: Path  # (5) the flattened tree, like `docker export` (no runtime-added files)
+    expected_tree_json: Path  # one record per rootfs.tar member, see expected_tree()
+    tag: str  # org.opencontainers.image.ref.name in index.json
+    repo_tag: str  # RepoTags in the docker archives
+    config_digest: str  # the image ID
+    diff_ids: tuple[str, ...]
+    layer_digests: tuple[str, ...]  # as in the OCI layout (compressed per media type)
+    layer_media_types: tuple[str, ...]
+    manifest_digest: str  # the OCI layout's manifest
+    docker_oci_manifest_digest: str  # the Docker >= 25 archive's (uncompressed layers)
+    entrypoint: tuple[str, ...] | None
+    cmd: tuple[str, ...] | None
+    env: tuple[str, ...]
+    working_dir: str
+    user: str
+    entries: int  # members in rootfs.tar
+    build_seconds: float  # how long the build took when it ran
+
+
+BUSYBOX_CASES: tuple[FixtureCase, ...] = tuple(FixtureCase(*row) for row in builder().CASES)
+
+
+def _optional_tuple(value: Any) -> tuple[str, ...] | None:
+    return None if value is None else tuple(value)
+
+
+def _load(root: Path) -> FixtureSet:
+    facts = json.loads((root / "facts.json").read_text())
+    forms = facts["forms"]
+    config = facts["config"]
+    return FixtureSet(
+        name=facts["name"],
+        root=root,
+        oci_layout=root / forms["oci_layout"],
+        oci_archive=root / forms["oci_archive"] if forms["oci_archive"] else None,
+        docker_archive=root / forms["docker_archive"],
+        docker_oci_archive=root / forms["docker_oci_archive"],
+        rootfs_tar=root / forms["rootfs_tar"],
+        expected_tree_json=root / forms["expected_tree"],
+        tag=facts["tag"],
+        repo_tag=facts["repo_tag"],
+        config_digest=facts["config_digest"],
+        diff_ids=tuple(facts["diff_ids"]),
+        layer_digests=tuple(facts["layer_digests"]),
+        layer_media_types=tuple(facts["layer_media_types"]),
+        manifest_digest=facts["manifest_digest"],
+        docker_oci_manifest_digest=facts["docker_oci_manifest_digest"],
+        entrypoint=_optional_tuple(config.get("Entrypoint")),
+        cmd=_optional_tuple(config.get("Cmd")),
+        env=tuple(config.get("Env", ())),
+        working_dir=config.get("WorkingDir", ""),
+        user=config.get("User", ""),
+        entries=facts["entries"],
+        build_seconds=facts["build_seconds"],
+    )
+
+
+def fixture(name: str, cache: Path | None = None) -> FixtureSet:
+    """Fixture `name` ("busybox" or "debian"), built first if the cache lacks it."""
+    return _load(builder().ensure_fixture(name, cache))
+
+
+def fixture_is_cached(name: str, cache: Path | None = None) -> bool:
+    """Whether fixture `name` at its current recipe version is ready without building."""
+    module = builder()
+    version = module.FIXTURES[name][0]
+    root = cache or module.default_cache()
+    return bool((root / f"{name}-v{version}" / "facts.json").exists())
+
+
+def busybox_fixture(cache: Path | None = None) -> FixtureSet:
+    """Small multi-layer image covering every flattening case (BUSYBOX_CASES); ~2 s to build."""
+    return fixture("busybox", cache)
+
+
+def debian_fixture(cache: Path | None = None) -> FixtureSet:
+    """bookworm minbase + linux-image-amd64 + systemd-sysv, 2 gzip layers. Building needs root
+    and deb.debian.org (debootstrap + chroot), ~2-3 minutes the first time."""
+    return fixture("debian", cache)
+
+
+def expected_tree(fixture_set: FixtureSet) -> dict[str, dict[str, Any]]:
+    """rootfs.tar as data: path -> {kind, mode, uid, gid, mtime_ns, and per kind size/sha256
+    (file), linkname (symlink, hardlink: the first name of the group), rdev [major, minor],
+    xattrs {name: hex}}. Paths are relative, without "./"; non-UTF-8 bytes are surrogates."""
+    records = json.loads(fixture_set.expected_tree_json.read_text())
+    return {record["path"]: record for record in records}
