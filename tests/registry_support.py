@@ -49,6 +49,10 @@ OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
 OCI_LAYER_GZIP = "application/vnd.oci.image.layer.v1.tar+gzip"
+DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
+DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
+DOCKER_CONFIG = "application/vnd.docker.container.image.v1+json"
+DOCKER_LAYER_GZIP = "application/vnd.docker.image.rootfs.diff.tar.gzip"
 READY_TIMEOUT = 15.0
 SERVICE = "oci2vm-test-registry"
 ISSUER = "oci2vm-test-token-issuer"
@@ -72,6 +76,7 @@ class BuiltImage:
     """A single-platform image, every byte known to the test."""
 
     platform: str
+    media_type: str
     manifest: bytes
     config: bytes
     layers: tuple[bytes, ...]  # gzip blobs
@@ -97,7 +102,7 @@ class BuiltImage:
         os_, arch, *variant = self.platform.split("/")
         platform = {"architecture": arch, "os": os_} | ({"variant": variant[0]} if variant else {})
         return {
-            "mediaType": OCI_MANIFEST,
+            "mediaType": self.media_type,
             "digest": self.manifest_digest,
             "size": len(self.manifest),
             "platform": platform,
@@ -106,6 +111,7 @@ class BuiltImage:
 
 @dataclass(frozen=True)
 class BuiltIndex:
+    media_type: str
     index: bytes
     images: tuple[BuiltImage, ...]
 
@@ -126,8 +132,9 @@ def _tar(files: dict[str, bytes]) -> bytes:
     return buf.getvalue()
 
 
-def build_image(platform: str = "linux/amd64") -> BuiltImage:
-    """Two gzip layers with a few files that name the platform, and an OCI config."""
+def build_image(platform: str = "linux/amd64", *, docker: bool = False) -> BuiltImage:
+    """Two gzip layers with a few files that name the platform, and a config; OCI media
+    types, or Docker's v2 schema 2 ones."""
     os_, arch, *variant = platform.split("/")
     tars = [
         _tar(
@@ -149,31 +156,38 @@ def build_image(platform: str = "linux/amd64") -> BuiltImage:
     if variant:
         config_doc["variant"] = variant[0]
     config = json.dumps(config_doc, sort_keys=True).encode()
+    media_type, config_type, layer_type = (
+        (DOCKER_MANIFEST, DOCKER_CONFIG, DOCKER_LAYER_GZIP)
+        if docker
+        else (OCI_MANIFEST, OCI_CONFIG, OCI_LAYER_GZIP)
+    )
     manifest = json.dumps(
         {
             "schemaVersion": 2,
-            "mediaType": OCI_MANIFEST,
-            "config": {"mediaType": OCI_CONFIG, "digest": sha256(config), "size": len(config)},
+            "mediaType": media_type,
+            "config": {"mediaType": config_type, "digest": sha256(config), "size": len(config)},
             "layers": [
-                {"mediaType": OCI_LAYER_GZIP, "digest": sha256(b), "size": len(b)} for b in layers
+                {"mediaType": layer_type, "digest": sha256(b), "size": len(b)} for b in layers
             ],
         },
         sort_keys=True,
     ).encode()
-    return BuiltImage(platform, manifest, config, layers, tuple(sha256(t) for t in tars))
+    diff_ids = tuple(sha256(t) for t in tars)
+    return BuiltImage(platform, media_type, manifest, config, layers, diff_ids)
 
 
-def build_index(*platforms: str) -> BuiltIndex:
-    images = tuple(build_image(p) for p in platforms)
+def build_index(*platforms: str, docker: bool = False) -> BuiltIndex:
+    images = tuple(build_image(p, docker=docker) for p in platforms)
+    media_type = DOCKER_LIST if docker else OCI_INDEX
     index = json.dumps(
         {
             "schemaVersion": 2,
-            "mediaType": OCI_INDEX,
+            "mediaType": media_type,
             "manifests": [i.descriptor() for i in images],
         },
         sort_keys=True,
     ).encode()
-    return BuiltIndex(index, images)
+    return BuiltIndex(media_type, index, images)
 
 
 def write_layout(path: Path, tags: dict[str, BuiltImage | BuiltIndex]) -> Path:
@@ -189,7 +203,7 @@ def write_layout(path: Path, tags: dict[str, BuiltImage | BuiltIndex]) -> Path:
                 (blobs / digest.split(":")[1]).write_bytes(data)
         if isinstance(item, BuiltIndex):
             (blobs / item.digest.split(":")[1]).write_bytes(item.index)
-            desc = {"mediaType": OCI_INDEX, "digest": item.digest, "size": len(item.index)}
+            desc = {"mediaType": item.media_type, "digest": item.digest, "size": len(item.index)}
         else:
             desc = {k: v for k, v in item.descriptor().items() if k != "platform"}
         desc["annotations"] = {"org.opencontainers.image.ref.name": tag}
@@ -562,13 +576,13 @@ class FakeRegistry:
     def add_image(self, repo: str, tag: str, item: BuiltImage | BuiltIndex) -> None:
         images = item.images if isinstance(item, BuiltIndex) else (item,)
         for image in images:
-            self.add_manifest(repo, image.manifest_digest, image.manifest, OCI_MANIFEST)
+            self.add_manifest(repo, image.manifest_digest, image.manifest, image.media_type)
             for digest, data in image.blobs.items():
                 self.routes[f"/v2/{repo}/blobs/{digest}"] = Reply(body=data)
         if isinstance(item, BuiltIndex):
-            self.add_manifest(repo, tag, item.index, OCI_INDEX)
+            self.add_manifest(repo, tag, item.index, item.media_type)
         else:
-            self.add_manifest(repo, tag, item.manifest, OCI_MANIFEST)
+            self.add_manifest(repo, tag, item.manifest, item.media_type)
 
     def reply(self, path: str, authorization: str | None) -> Reply:
         if self.basic is not None and path.startswith("/v2/"):

@@ -14,7 +14,7 @@ import logging
 import ssl
 import urllib.parse
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import BinaryIO, NoReturn, cast
 
 import urllib3
@@ -57,6 +57,7 @@ log = logging.getLogger(__name__)
 ACCEPT = ", ".join((OCI_MANIFEST, OCI_INDEX, DOCKER_MANIFEST, DOCKER_LIST))
 MAX_MANIFEST_SIZE = 4 << 20  # as containers/image: a manifest is small
 MAX_INDEX_DEPTH = 4
+MAX_TAGS_SHOWN = 10  # in the message for an unknown tag
 # Retries of one request, each after backoff (0, 2x, 4x ... BACKOFF s, at most
 # BACKOFF_MAX); a Retry-After header is obeyed up to RETRY_AFTER_MAX s.
 RETRIES = 3
@@ -293,19 +294,49 @@ class _Session:
             self.authorization = answer
             answered = True
 
-    def fail(self, resp: urllib3.BaseHTTPResponse, path: str, not_found: str) -> NoReturn:
+    def fail(
+        self, resp: urllib3.BaseHTTPResponse, path: str, not_found: Callable[[], str]
+    ) -> NoReturn:
+        """Raise the error for a response that is not 200; `not_found` says what is
+        missing when the registry answers 404."""
         peer = f"registry {self.host}"
         codes, message = _registry_errors(self._read(resp, MAX_MANIFEST_SIZE, "error", peer))
         if resp.status in (401, 403) or "DENIED" in codes or "UNAUTHORIZED" in codes:
             raise self.auth.refused(f"HTTP {resp.status} {message or resp.reason or ''}".strip())
         if resp.status == 404 or {"NAME_UNKNOWN", "MANIFEST_UNKNOWN", "BLOB_UNKNOWN"} & set(codes):
-            if "NAME_UNKNOWN" in codes:
-                not_found = f"no repository {self.ref.repository}"
-            raise Oci2vmError(f"{self.ref} not found in registry {self.registry}: {not_found}")
+            what = f"no repository {self.ref.repository}" if "NAME_UNKNOWN" in codes else None
+            raise Oci2vmError(
+                f"{self.ref} not found in registry {self.registry}: {what or not_found()}"
+            )
         detail = f": {message}" if message else ""
         raise Oci2vmError(
             f"registry {self.registry} answered HTTP {resp.status} for GET {path}{detail}"
         )
+
+    def missing_manifest(self, reference: str, is_tag: bool) -> str:
+        """What to say of a manifest the registry does not have. Registries such as
+        distribution 2.x answer MANIFEST_UNKNOWN for an unknown repository too, so the
+        tag list tells which is missing (and, for a tag, which tags there are)."""
+        missing = f"no {'tag' if is_tag else 'manifest'} {reference}"
+        try:
+            resp = self.get(f"/v2/{self.ref.repository}/tags/list", {})
+        except Oci2vmError:
+            return missing
+        try:
+            body = self._read(resp, MAX_MANIFEST_SIZE, "tag list", f"registry {self.host}")
+        finally:
+            _release(resp)
+        if resp.status == 404 and "NAME_UNKNOWN" in _registry_errors(body)[0]:
+            return f"no repository {self.ref.repository}"
+        try:
+            tags = json.loads(body).get("tags") if resp.status == 200 else None
+        except (UnicodeDecodeError, json.JSONDecodeError, AttributeError):
+            tags = None
+        if is_tag and isinstance(tags, list) and tags:
+            shown = sorted(str(t) for t in tags)
+            more = ", …" if len(shown) > MAX_TAGS_SHOWN else ""
+            missing += f" (it has: {', '.join(shown[:MAX_TAGS_SHOWN])}{more})"
+        return missing
 
     def manifest(self, reference: str, expected: str | None) -> tuple[bytes, str | None, str]:
         """The manifest bytes, declared media type and digest; the bytes are checked
@@ -314,8 +345,7 @@ class _Session:
         resp = self.get(path, {"Accept": ACCEPT})
         try:
             if resp.status != 200:
-                kind = "manifest" if expected else "tag"
-                self.fail(resp, path, f"no {kind} {reference}")
+                self.fail(resp, path, lambda: self.missing_manifest(reference, not expected))
             data = self._read(resp, MAX_MANIFEST_SIZE, f"manifest {reference}", self.registry)
         finally:
             _release(resp)
@@ -353,7 +383,7 @@ class _Session:
             resp = self.get(path, {})
             try:
                 if resp.status != 200:
-                    self.fail(resp, path, f"no blob {desc.digest}")
+                    self.fail(resp, path, lambda: f"no blob {desc.digest}")
                 # urllib3's response is an io.IOBase with readinto(), all put() needs.
                 body = cast(BinaryIO, resp)
                 return store.put(desc.digest, body, desc.size, progress, what=what)
