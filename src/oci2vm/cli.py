@@ -12,6 +12,7 @@ from oci2vm import __version__
 from oci2vm.config import (
     Accel,
     BootMode,
+    Bus,
     Config,
     Firmware,
     OutputFormat,
@@ -121,6 +122,7 @@ def _vm_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--memory", dest="memory_mib", type=int, default=1024, metavar="MIB")
     p.add_argument("--cpus", type=int, default=2)
     p.add_argument("--accel", type=Accel, choices=list(Accel), default=Accel.AUTO)
+    p.add_argument("--bus", type=Bus, choices=list(Bus), default=Bus.VIRTIO, help="disk bus")
 
 
 def parser() -> argparse.ArgumentParser:

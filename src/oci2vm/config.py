@@ -48,6 +48,13 @@ class Firmware(StrEnum):
     UEFI = "uefi"
 
 
+class Bus(StrEnum):
+    VIRTIO = "virtio"
+    SATA = "sata"
+    IDE = "ide"
+    NVME = "nvme"
+
+
 class Accel(StrEnum):
     AUTO = "auto"
     KVM = "kvm"
@@ -78,6 +85,7 @@ class Config:
     memory_mib: int = 1024
     cpus: int = 2
     accel: Accel = Accel.AUTO
+    bus: Bus = Bus.VIRTIO
     expect: str = r"login:"
     timeout: float = 300.0
     # reporting

@@ -1,0 +1,112 @@
+"""Adding, replacing and removing entries of a flattened tree, and reading the small
+files that flattening captured."""
+
+from __future__ import annotations
+
+from oci2vm.entry import BytesData, Inode, Kind, new_dir
+from oci2vm.errors import Oci2vmError
+from oci2vm.tree import Tree
+
+
+class TreeEditor:
+    """Edits a tree on behalf of preparation steps; every new entry gets `mtime`."""
+
+    def __init__(self, tree: Tree, mtime_s: int) -> None:
+        self.tree = tree
+        self.mtime_ns = mtime_s * 1_000_000_000
+
+    def _parent(self, path: str, create: bool = True) -> tuple[Inode, str] | None:
+        parts = [p for p in path.split("/") if p]
+        if not parts:
+            raise ValueError("cannot replace the root directory")
+        node = self.tree.root
+        for part in parts[:-1]:
+            assert node.children is not None
+            child = node.children.get(part)
+            if child is None:
+                if not create:
+                    return None
+                child = new_dir(mtime_ns=self.mtime_ns)
+                node.children[part] = child
+            if child.kind is Kind.SYMLINK:
+                raise Oci2vmError(f"cannot write {path}: {part} is a symlink in the image")
+            if child.kind is not Kind.DIR:
+                raise Oci2vmError(f"cannot write {path}: {part} is not a directory in the image")
+            node = child
+        return node, parts[-1]
+
+    def get(self, path: str) -> Inode | None:
+        found = self._parent(path, create=False)
+        if found is None or found[0].children is None:
+            return None
+        return found[0].children.get(found[1])
+
+    def read(self, path: str) -> bytes | None:
+        """The content of a small file captured while flattening, or None."""
+        inode = self.get(path)
+        if inode is None or inode.kind is not Kind.FILE:
+            return None
+        if isinstance(inode.data, BytesData):
+            return inode.data.content
+        return self.tree.captured.get(path)
+
+    def write(
+        self,
+        path: str,
+        content: bytes,
+        *,
+        mode: int | None = None,
+        uid: int | None = None,
+        gid: int | None = None,
+    ) -> Inode:
+        """Create or replace a regular file. A replaced file keeps its owner and mode
+        unless others are given (and stops being a hardlink of anything)."""
+        parent, name = self._parent(path)  # type: ignore[misc]
+        assert parent.children is not None
+        old = parent.children.get(name)
+        if old is not None and old.kind is Kind.DIR:
+            raise Oci2vmError(f"cannot write {path}: it is a directory in the image")
+        keep = old if old is not None and old.kind is Kind.FILE else None
+        inode = Inode(
+            Kind.FILE,
+            mode=mode if mode is not None else (keep.mode if keep else 0o644),
+            uid=uid if uid is not None else (keep.uid if keep else 0),
+            gid=gid if gid is not None else (keep.gid if keep else 0),
+            mtime_ns=self.mtime_ns,
+            size=len(content),
+            xattrs=dict(keep.xattrs) if keep else {},
+            data=BytesData(content) if content else None,
+        )
+        parent.children[name] = inode
+        self.tree.captured[path] = content
+        return inode
+
+    def symlink(self, path: str, target: str) -> None:
+        parent, name = self._parent(path)  # type: ignore[misc]
+        assert parent.children is not None
+        old = parent.children.get(name)
+        if old is not None and old.kind is Kind.DIR:
+            raise Oci2vmError(f"cannot link {path}: it is a directory in the image")
+        raw = target.encode()
+        parent.children[name] = Inode(
+            Kind.SYMLINK, mode=0o777, mtime_ns=self.mtime_ns, target=raw, size=len(raw)
+        )
+
+    def mkdir(self, path: str, mode: int = 0o755, uid: int = 0, gid: int = 0) -> Inode:
+        parent, name = self._parent(path)  # type: ignore[misc]
+        assert parent.children is not None
+        old = parent.children.get(name)
+        if old is not None:
+            if old.kind is not Kind.DIR:
+                raise Oci2vmError(f"cannot create directory {path}: a {old.kind} is there")
+            return old
+        node = new_dir(mode=mode, uid=uid, gid=gid, mtime_ns=self.mtime_ns)
+        parent.children[name] = node
+        return node
+
+    def remove(self, path: str) -> bool:
+        found = self._parent(path, create=False)
+        if found is None or found[0].children is None:
+            return False
+        self.tree.captured.pop(path, None)
+        return found[0].children.pop(found[1], None) is not None
