@@ -60,6 +60,7 @@ def no_host_credentials(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None
     monkeypatch.delenv("REGISTRY_AUTH_FILE", raising=False)
     monkeypatch.delenv("SSL_CERT_FILE", raising=False)
     monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path / "run"))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
     monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path / "docker"))
 
 
@@ -171,6 +172,7 @@ def test_auth_files_are_searched_in_order(tmp_path: Path) -> None:
     env = {
         "REGISTRY_AUTH_FILE": str(tmp_path / "env.json"),
         "XDG_RUNTIME_DIR": str(tmp_path / "run"),
+        "XDG_CONFIG_HOME": str(tmp_path / "config"),
         "DOCKER_CONFIG": str(tmp_path / "docker"),
         "HOME": str(tmp_path / "home"),
     }
@@ -178,10 +180,14 @@ def test_auth_files_are_searched_in_order(tmp_path: Path) -> None:
         tmp_path / "flag.json",
         tmp_path / "env.json",
         tmp_path / "run/containers/auth.json",
+        tmp_path / "config/containers/auth.json",
         tmp_path / "docker/config.json",
     ]
-    del env["DOCKER_CONFIG"]
-    assert auth_file_paths(None, env)[-1] == tmp_path / "home/.docker/config.json"
+    del env["DOCKER_CONFIG"], env["XDG_CONFIG_HOME"]
+    assert auth_file_paths(None, env)[-2:] == [
+        tmp_path / "home/.config/containers/auth.json",
+        tmp_path / "home/.docker/config.json",
+    ]
     # The first file that knows the registry wins; --creds beats them all.
     write_json(tmp_path / "env.json", {"auths": {"other.example": {"auth": b64("x:y")}}})
     write_json(
@@ -639,6 +645,24 @@ def test_nested_indexes_are_followed(store: BlobStore) -> None:
         fake.add_manifest("app", "1", outer, "application/vnd.oci.image.index.v1+json")
         image = pull(fake.host, "app:1", store, platform=Platform.parse("linux/arm64/v8"))
         assert_is(image, inner.images[1], store)
+
+
+@pytest.mark.registry
+def test_manifest_served_as_plain_json_is_read_by_its_media_type(
+    store: BlobStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    app = build_image("linux/arm64/v8")
+    with fake_registry() as fake:
+        fake.add_image("app", "1", app)
+        fake.add_manifest("app", "1", app.manifest, "application/json")
+        image = pull(fake.host, "app:1", store)
+    assert_is(image, app, store)
+    assert image.manifest_media_type == "application/vnd.oci.image.manifest.v1+json"
+    # linux/amd64 was asked for; a single-platform image is taken, with a warning.
+    assert [r.getMessage() for r in caplog.records if r.levelname == "WARNING"] == [
+        f"{fake.host}/app:1 is for linux/arm64/v8, not linux/amd64 "
+        "(it is not a multi-platform image)"
+    ]
 
 
 @pytest.mark.registry

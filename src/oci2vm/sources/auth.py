@@ -110,6 +110,10 @@ def auth_file_paths(auth_file: Path | None, env: Mapping[str, str]) -> list[Path
         paths.append(Path(env["REGISTRY_AUTH_FILE"]))
     if env.get("XDG_RUNTIME_DIR"):
         paths.append(Path(env["XDG_RUNTIME_DIR"]) / "containers" / "auth.json")
+    if env.get("XDG_CONFIG_HOME"):
+        paths.append(Path(env["XDG_CONFIG_HOME"]) / "containers" / "auth.json")
+    elif env.get("HOME"):
+        paths.append(Path(env["HOME"]) / ".config" / "containers" / "auth.json")
     if env.get("DOCKER_CONFIG"):
         paths.append(Path(env["DOCKER_CONFIG"]) / "config.json")
     elif env.get("HOME"):

@@ -37,6 +37,9 @@ from oci2vm.image import (
     DOCKER_CONFIG,
     DOCKER_LIST,
     DOCKER_MANIFEST,
+    DOCKER_SCHEMA1,
+    INDEX_TYPES,
+    MANIFEST_TYPES,
     OCI_CONFIG,
     OCI_INDEX,
     OCI_MANIFEST,
@@ -55,6 +58,7 @@ from oci2vm.sources.reference import Reference
 log = logging.getLogger(__name__)
 
 ACCEPT = ", ".join((OCI_MANIFEST, OCI_INDEX, DOCKER_MANIFEST, DOCKER_LIST))
+KNOWN_MANIFEST_TYPES = (*INDEX_TYPES, *MANIFEST_TYPES, *DOCKER_SCHEMA1)
 MAX_MANIFEST_SIZE = 4 << 20  # as containers/image: a manifest is small
 MAX_INDEX_DEPTH = 4
 MAX_TAGS_SHOWN = 10  # in the message for an unknown tag
@@ -349,7 +353,10 @@ class _Session:
             data = self._read(resp, MAX_MANIFEST_SIZE, f"manifest {reference}", self.registry)
         finally:
             _release(resp)
-        media_type = resp.headers.get("Content-Type", "").split(";")[0].strip() or None
+        # A registry that serves application/json (or nothing) leaves the kind of
+        # document to its mediaType field or its shape.
+        content_type = resp.headers.get("Content-Type", "").split(";")[0].strip()
+        media_type = content_type if content_type in KNOWN_MANIFEST_TYPES else None
         claims = [(expected, "asked for")]
         header = resp.headers.get("Docker-Content-Digest")
         if header:
@@ -413,7 +420,7 @@ def resolve(source: str, ref: Reference, fetch: Fetch) -> Image:
             for _depth in range(MAX_INDEX_DEPTH):
                 doc = load_json(data, what)
                 if manifest_kind(doc, media_type) == "manifest":
-                    return assemble(
+                    image = assemble(
                         source=source,
                         name=str(ref),
                         manifest_bytes=data,
@@ -422,6 +429,14 @@ def resolve(source: str, ref: Reference, fetch: Fetch) -> Image:
                         blob=lambda d: session.blob(d, store, fetch),
                         what=what,
                     )
+                    if not fetch.platform.matches(image.config.platform):
+                        log.warning(
+                            "%s is for %s, not %s (it is not a multi-platform image)",
+                            ref,
+                            image.config.platform,
+                            fetch.platform,
+                        )
+                    return image
                 entries = index_entries(doc, f"image index of {ref}")
                 chosen = select_platform(entries, fetch.platform, f"image index of {ref}")
                 data, media_type, digest = session.manifest(chosen.digest, chosen.digest)
