@@ -14,7 +14,9 @@ import pytest
 from oci2vm import vm
 from oci2vm.boot import grub
 from oci2vm.boot.grub import BootEntry
+from oci2vm.disk import gpt
 from oci2vm.errors import Oci2vmError
+from oci2vm.fs import fat
 from oci2vm.tools import have_program, run
 
 SECTOR = 512
@@ -99,6 +101,33 @@ def uefi_disk(tmp_path: Path, grub_cfg_text: str) -> Path:
     with open(image, "r+b") as disk:
         disk.seek(2048 * SECTOR)
         disk.write(esp.read_bytes())
+    return image
+
+
+def hybrid_disk(tmp_path: Path, grub_cfg_text: str) -> Path:
+    """One GPT disk for both firmwares, written by oci2vm's own GPT and FAT writers:
+    BIOS boot partition, ESP with BOOTX64.EFI, ext4 /boot (mke2fs until fs/ext4 serves)."""
+    esp_files = {"EFI/BOOT/BOOTX64.EFI": grub.build_efi(BOOT_FS_UUID)}
+    specs = [
+        gpt.PartitionSpec(gpt.BIOS_BOOT, "BIOS boot", 1 << 20),
+        gpt.PartitionSpec(gpt.ESP, "ESP", fat.fat_size_for(esp_files)),
+        gpt.PartitionSpec(gpt.LINUX_DATA, "boot", 12 << 20),
+    ]
+    disk_layout = gpt.layout(specs, seed=b"test_grub hybrid")
+    bios_boot, esp, boot = disk_layout.partitions
+    image = tmp_path / "hybrid.img"
+    with open(image, "w+b") as disk:
+        disk.truncate(disk_layout.disk_size)
+        gpt.write_gpt(
+            disk, disk_layout.disk_size, disk_layout.partitions, disk_guid=disk_layout.disk_guid
+        )
+        fat.write_fat(
+            disk, esp.first_lba * SECTOR, (esp.last_lba - esp.first_lba + 1) * SECTOR,
+            esp_files, volume_id=0x0C12F00D,
+        )  # fmt: skip
+    write_boot_fs(image, boot.first_lba, boot.last_lba - boot.first_lba + 1, grub_cfg_text)
+    with open(image, "r+b") as disk:
+        grub.install_bios(disk, grub.build_bios_core(BOOT_FS_UUID, "gpt"), bios_boot.first_lba)
     return image
 
 
@@ -373,6 +402,22 @@ def test_uefi_grub_from_esp_boots(tmp_path: Path) -> None:
         image, expect="OCI2VM-GRUB-MARKER-UEFI", timeout=90, accel="tcg", firmware="uefi"
     )
     assert result.ok, result.tail
+
+
+@pytest.mark.qemu
+@needs_grub_pc
+@needs_grub_efi
+@needs_disk_tools
+def test_one_disk_from_oci2vm_writers_boots_grub_with_bios_and_uefi(tmp_path: Path) -> None:
+    if not vm.OVMF_CODE.is_file():
+        pytest.skip("needs ovmf")
+    image = hybrid_disk(tmp_path, marker_cfg("OCI2VM-GRUB-MARKER-HYBRID"))
+    for firmware, bus in (("bios", "virtio"), ("uefi", "sata")):
+        result = vm.check_boot(
+            image, expect="OCI2VM-GRUB-MARKER-HYBRID", timeout=90, accel="tcg",
+            firmware=firmware, bus=bus,
+        )  # fmt: skip
+        assert result.ok, f"{firmware}: {result.reason}\n{result.tail}"
 
 
 @pytest.mark.qemu
