@@ -7,7 +7,7 @@ holding crc32c of the block. A directory that outgrows one block gets an htree: 
 '.' and '..' (whose rec_len covers the block) followed by dx_root_info and the dx entries
 (hash, block) sorted by hash, the first entry's hash replaced by limit/count; one level of
 interior nodes (a fake empty entry, then limit/count/entries) when the root is full. Index
-blocks end in an 8-byte dx_tail with crc32c over the header and the used entries. Names are
+blocks end in an 8-byte dx_tail with crc32c over the used entries and the zeroed tail. Names are
 hashed with half-MD4 seeded by s_hash_seed, as unsigned chars (s_flags), low bit cleared; the
 low bit of an index hash marks a leaf that continues its predecessor's hash.
 """
@@ -265,7 +265,7 @@ def _dx_block(head: bytes, limit: int, targets: list[tuple[int, int]], ino_seed:
         struct.pack_into("<II", block, at + 8 * i, h, blk)
     used = at + 8 * len(targets)
     csum = crc32c(ino_seed, bytes(block[:used]))
-    csum = crc32c(csum, b"\0\0\0\0")  # dt_reserved
+    csum = crc32c(csum, bytes(DX_TAIL_SIZE))  # dt_reserved, then dt_checksum as zero
     tail_at = at + 8 * limit
     struct.pack_into("<II", block, tail_at, 0, csum)
     return bytes(block)

@@ -46,6 +46,12 @@ def encode_time(ns: int) -> tuple[int, int]:
     return low, epoch | (nsec << 2)
 
 
+def decode_time(low: int, extra: int) -> int:
+    """Nanoseconds since the epoch from the fields encode_time() writes."""
+    signed_low = low - (1 << 32) if low >= 1 << 31 else low
+    return (signed_low + ((extra & 3) << 32)) * 1_000_000_000 + (extra >> 2)
+
+
 def encode_rdev(major: int, minor: int) -> bytes:
     """i_block for a device: the old 16-bit form in word 0 when it fits, else the new
     32-bit form in word 1 (as the kernel's ext4 does)."""

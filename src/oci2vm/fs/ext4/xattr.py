@@ -118,14 +118,14 @@ def _entry(x: Xattr, value_offs: int, with_hash: bool = True) -> bytes:
 
 
 def split_xattrs(attrs: list[Xattr]) -> tuple[list[Xattr], list[Xattr]]:
-    """Put attributes in the inode body while they fit (in sorted order), the rest in a
-    block. Raises when the block would overflow."""
+    """Put each attribute (in sorted order) in the inode body if it still fits there, else
+    in the block, as the kernel tries the body first. Raises when the block overflows."""
     ibody: list[Xattr] = []
     block: list[Xattr] = []
     used = 4 + 4  # magic and the terminating zero word
     for x in attrs:
         need = x.entry_size + x.value_size
-        if not block and used + need <= IBODY_SPACE:
+        if used + need <= IBODY_SPACE:
             ibody.append(x)
             used += need
         else:
