@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from fixture_images import busybox_fixture
+from oci2vm import sources
 from oci2vm.blobs import BlobStore, ProgressFn
 from oci2vm.errors import Oci2vmError
 from oci2vm.image import Image, Platform
@@ -462,6 +464,37 @@ def test_connection_refused(store: BlobStore) -> None:
     assert error_of(lambda: pull(host, "app:1", store, tls_verify=False)) == (
         f"cannot connect to registry {host}: connection refused"
     )
+
+
+@pytest.mark.registry
+@pytest.mark.fixture
+@pytest.mark.parametrize("mode", ["anonymous", "token"])
+def test_busybox_fixture_arrives_as_it_left(
+    mode: str, request: pytest.FixtureRequest, store: BlobStore, tmp_path: Path
+) -> None:
+    """The project's busybox fixture (gzip, zstd and plain layers) pushed to a real
+    registry comes back with the same digests and config as read from its layout."""
+    fx = busybox_fixture()
+    reg: Registry = request.getfixturevalue(f"registry_{mode}")
+    reg.push(fx.oci_layout, fx.tag, "busybox:fixture")
+    image = pull(reg.host, "busybox:fixture", store, creds=reg.creds)
+    assert image.manifest_digest == fx.manifest_digest
+    assert image.config_digest == fx.config_digest
+    assert image.config.diff_ids == fx.diff_ids
+    assert tuple(layer.digest for layer in image.layers) == fx.layer_digests
+    assert tuple(layer.media_type for layer in image.layers) == fx.layer_media_types
+    assert (image.config.entrypoint, image.config.cmd) == (fx.entrypoint, fx.cmd)
+    assert (image.config.env, image.config.working_dir, image.config.user) == (
+        fx.env,
+        fx.working_dir,
+        fx.user,
+    )
+    local = sources.resolve(
+        f"oci:{fx.oci_layout}:{fx.tag}", Fetch(store=BlobStore(tmp_path / "local"))
+    )
+    assert image.config == local.config
+    for pulled, read in zip(image.layers, local.layers, strict=True):
+        assert pulled.blob.path.read_bytes() == read.blob.read_all(limit=1 << 30)
 
 
 # --- a real registry: Basic auth --------------------------------------------------------
