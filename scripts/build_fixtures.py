@@ -1010,7 +1010,7 @@ BUSYBOX_CONFIG: dict[str, object] = {
 }
 
 
-def fetch_busybox(cache: Path) -> bytes:
+def fetch_busybox(cache: Path) -> tuple[str, bytes]:
     """bin/busybox from Debian's busybox-static, the .deb kept in the cache for offline rebuilds."""
     downloads = cache / "downloads"
     downloads.mkdir(parents=True, exist_ok=True)
@@ -1024,11 +1024,11 @@ def fetch_busybox(cache: Path) -> bytes:
             debs = sorted(downloads.glob("busybox-static_*.deb"))
     with tempfile.TemporaryDirectory() as tmp:
         run("dpkg-deb", "-x", debs[-1], tmp)
-        return (Path(tmp) / "bin" / "busybox").read_bytes()
+        return debs[-1].name, (Path(tmp) / "bin" / "busybox").read_bytes()
 
 
 def build_busybox(out: Path, cache: Path) -> dict[str, object]:
-    busybox = fetch_busybox(cache)
+    deb, busybox = fetch_busybox(cache)
     (out / "layers").mkdir()
     resolved: list[list[TarEntry]] = []
     layers: list[Layer] = []
@@ -1050,6 +1050,7 @@ def build_busybox(out: Path, cache: Path) -> dict[str, object]:
     facts.update(
         name="busybox",
         entries=entry_count,
+        busybox_deb=deb,
         busybox_sha256=hashlib.sha256(busybox).hexdigest(),
         cases=[list(case) for case in CASES],
     )

@@ -9,6 +9,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import tarfile
 import time
 from collections.abc import Iterator
@@ -20,6 +21,7 @@ import zstandard
 
 from fixture_images import (
     BUSYBOX_CASES,
+    SCRIPT,
     FixtureSet,
     busybox_fixture,
     debian_fixture,
@@ -252,3 +254,19 @@ def test_a_cached_fixture_loads_in_well_under_a_second(busybox: FixtureSet) -> N
     again = busybox_fixture()
     assert time.monotonic() - started < 0.5
     assert again == busybox
+
+
+def test_two_builders_at_once_share_one_deterministic_build(
+    busybox: FixtureSet, tmp_path: Path
+) -> None:
+    shutil.copytree(busybox.root.parent / "downloads", tmp_path / "downloads")  # no network
+    command = [sys.executable, str(SCRIPT), "busybox", "--cache", str(tmp_path)]
+    builders = [subprocess.Popen(command, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    logs = [builder.communicate()[1] for builder in builders]
+    assert [builder.returncode for builder in builders] == [0, 0], logs
+    assert sum(log.count("building busybox") for log in logs) == 1
+    rebuilt = busybox_fixture(tmp_path)
+    facts = ("config_digest", "diff_ids", "layer_digests", "manifest_digest", "entries",
+             "docker_oci_manifest_digest")  # fmt: skip
+    assert [getattr(rebuilt, f) for f in facts] == [getattr(busybox, f) for f in facts]
+    assert rebuilt.rootfs_tar.read_bytes() == busybox.rootfs_tar.read_bytes()
