@@ -178,10 +178,14 @@ def _registry_errors(body: bytes) -> tuple[list[str], str]:
     return codes, _one_line(messages[0]) if messages else ""
 
 
-def _release(resp: urllib3.BaseHTTPResponse) -> None:
+def _release(resp: urllib3.BaseHTTPResponse, *, drain: bool = True) -> None:
     """Give the connection back for the next request, reading what is left of the
-    body first (a connection with unread bytes would garble the next response)."""
-    resp.drain_conn()
+    body first (a connection with unread bytes would garble the next response), or
+    closing it when the rest is not worth reading (a blob download that failed)."""
+    if drain:
+        resp.drain_conn()
+    else:
+        resp.close()
     resp.release_conn()
 
 
@@ -388,12 +392,15 @@ class _Session:
         )
         for attempt in range(1, BLOB_ATTEMPTS + 1):
             resp = self.get(path, {})
+            complete = False
             try:
                 if resp.status != 200:
                     self.fail(resp, path, lambda: f"no blob {desc.digest}")
                 # urllib3's response is an io.IOBase with readinto(), all put() needs.
                 body = cast(BinaryIO, resp)
-                return store.put(desc.digest, body, desc.size, progress, what=what)
+                stored = store.put(desc.digest, body, desc.size, progress, what=what)
+                complete = True
+                return stored
             except HTTPError as e:
                 # The body broke off; the partial file is gone (BlobStore.put).
                 err = _transport_error(f"registry {self.host}", e)
@@ -401,7 +408,7 @@ class _Session:
                     raise Oci2vmError(f"download of {what} failed: {err}") from e
                 log.warning("download of %s failed (%s): trying again", what, err)
             finally:
-                _release(resp)
+                _release(resp, drain=complete)
         raise AssertionError("unreachable")
 
 
