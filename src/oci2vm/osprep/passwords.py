@@ -10,6 +10,8 @@ import hashlib
 import hmac
 
 ROUNDS = 5000  # the scheme's default: the hash then carries no rounds= field
+ROUNDS_MIN = 1000  # the specification clamps a requested count into this range
+ROUNDS_MAX = 999_999_999
 _B64 = "./0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 # The byte order of the final encoding, three bytes a group (from the specification).
 _ORDER = [
@@ -33,6 +35,7 @@ def _repeat(digest: bytes, length: int) -> bytes:
 
 
 def sha512_crypt(password: str, salt: str, rounds: int = ROUNDS) -> str:
+    rounds = min(max(rounds, ROUNDS_MIN), ROUNDS_MAX)
     key = password.encode()
     salt = salt[:16]
     s = salt.encode()
