@@ -156,8 +156,9 @@ def set_root_password(edit: TreeEditor, password: str, identity: str) -> None:
     if not re.search(r"^root:", passwd, re.M):
         passwd = "root:x:0:0:root:/root:/bin/sh\n" + passwd
         edit.write("/etc/passwd", passwd.encode(), mode=0o644, uid=0, gid=0)
-    elif re.search(r"^root:[^x:]", passwd, re.M):
-        # A hash (or nothing) in passwd itself would win over shadow: point it there.
+    elif re.search(r"^root:(?!x:)", passwd, re.M):
+        # A hash in passwd itself would win over shadow, and an empty field means no
+        # password at all: anything but 'x' points it there.
         passwd = re.sub(r"^root:[^:]*:", "root:x:", passwd, count=1, flags=re.M)
         edit.write("/etc/passwd", passwd.encode())
     shadow_inode = edit.get("/etc/shadow")
@@ -166,7 +167,8 @@ def set_root_password(edit: TreeEditor, password: str, identity: str) -> None:
     if line_re.search(shadow):
         shadow = line_re.sub(lambda m: f"root:{hashed}:{m[1]}", shadow, count=1)
     else:
-        shadow = f"root:{hashed}:0:0:99999:7:::\n" + shadow
+        # The last-change field stays empty: 0 would force a new password at first login.
+        shadow = f"root:{hashed}::0:99999:7:::\n" + shadow
     if shadow_inode is None:
         edit.write("/etc/shadow", shadow.encode(), mode=0o600, uid=0, gid=0)
     else:
