@@ -128,7 +128,7 @@ def serial_getty(edit: TreeEditor, info: OsInfo) -> None:
             line = f"{SERIAL}::respawn:{getty} -L {BAUD} {SERIAL} vt100\n"
         if inittab and not inittab.endswith("\n"):
             inittab += "\n"
-        edit.write("/etc/inittab", (inittab + line).encode(), mode=0o644)
+        edit.write("/etc/inittab", (inittab + line).encode())
 
 
 def _systemd_unit(edit: TreeEditor, name: str) -> str | None:
