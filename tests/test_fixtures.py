@@ -11,6 +11,7 @@ import shutil
 import subprocess
 import sys
 import tarfile
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -270,3 +271,41 @@ def test_two_builders_at_once_share_one_deterministic_build(
              "docker_oci_manifest_digest")  # fmt: skip
     assert [getattr(rebuilt, f) for f in facts] == [getattr(busybox, f) for f in facts]
     assert rebuilt.rootfs_tar.read_bytes() == busybox.rootfs_tar.read_bytes()
+
+
+def _tree_of_tar(path: Path) -> dict[str, tuple[object, ...]]:
+    """Path -> (type, mode, uid, gid, whole-second mtime, link target, content hash)."""
+    tree: dict[str, tuple[object, ...]] = {}
+    with tarfile.open(path, encoding="utf-8", errors="surrogateescape") as archive:
+        for member in archive:
+            data = archive.extractfile(member) if member.isreg() else None
+            tree[member.name.removeprefix("./").rstrip("/")] = (
+                member.type, member.mode & 0o7777, member.uid, member.gid, int(member.mtime),
+                member.linkname, sha256_stream(data) if data else None,
+            )  # fmt: skip
+    return tree
+
+
+@pytest.mark.skipif(shutil.which("podman") is None, reason="needs podman")
+def test_podman_flattens_busybox_to_the_same_tree(busybox: FixtureSet, tmp_path: Path) -> None:
+    """containers/storage is an independent flattener: `podman export` of a container made
+    from the oci-archive must match rootfs.tar, except what podman's vfs driver and export
+    drop (xattrs, sub-second mtimes, mtimes before 1970)."""
+    assert busybox.oci_archive is not None
+    runroot = Path(tempfile.mkdtemp(prefix="podman-"))  # podman wants <= 50 characters
+    podman = ["podman", "--storage-driver", "vfs", "--root", str(tmp_path / "root"),
+              "--runroot", str(runroot)]  # fmt: skip
+    for argv in (
+        ["load", "-i", str(busybox.oci_archive)],
+        ["create", "--name", "flat", "localhost/fixture:latest"],
+        ["export", "flat", "-o", str(tmp_path / "export.tar")],
+    ):
+        proc = subprocess.run([*podman, *argv], capture_output=True, text=True, check=False)
+        assert proc.returncode == 0, proc.stderr
+    ours, theirs = _tree_of_tar(busybox.rootfs_tar), _tree_of_tar(tmp_path / "export.tar")
+    assert ours.keys() == theirs.keys()
+    differing = {path for path in ours if ours[path] != theirs[path]}
+    assert differing == {"times/pre-1970"}
+    subprocess.run([*podman, "rm", "-a"], capture_output=True, check=False)
+    subprocess.run([*podman, "rmi", "-a"], capture_output=True, check=False)
+    shutil.rmtree(runroot, ignore_errors=True)
