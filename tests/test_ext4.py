@@ -458,8 +458,8 @@ def test_two_level_htree_when_the_root_index_is_full(tmp_path: Path) -> None:
     big = new_dir()
     assert root.children is not None and big.children is not None
     root.children["d"] = big
-    for i in range(60_000):  # ~ 600 leaf blocks of 240-byte names: beyond the root's 507
-        big.children[f"{i:06d}-" + "n" * 200] = Inode(Kind.FIFO)
+    for i in range(9_000):  # 15 names of 250 bytes per leaf: 600 leaves, the root holds 507
+        big.children[f"{i:06d}-" + "n" * 243] = Inode(Kind.FIFO)
     build(root, image)
     fsck(image)
     htree = subprocess.run(

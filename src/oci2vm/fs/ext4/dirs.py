@@ -41,61 +41,80 @@ _K2 = 0o13240474631
 _K3 = 0o15666365641
 
 
-def _rol(x: int, s: int) -> int:
-    x &= MASK32
-    return ((x << s) | (x >> (32 - s))) & MASK32
-
-
-def _half_md4(buf: list[int], words: list[int]) -> None:
+def _half_md4(buf: list[int], w: list[int]) -> None:
+    """The half-MD4 transform of eight words into buf (three rounds of eight steps),
+    unrolled: this runs once per 32 name bytes of every name in a hashed directory."""
+    m = MASK32
     a, b, c, d = buf
-
-    def f(x: int, y: int, z: int) -> int:
-        return z ^ (x & (y ^ z))
-
-    def g(x: int, y: int, z: int) -> int:
-        return ((x & y) + ((x ^ y) & z)) & MASK32
-
-    def h(x: int, y: int, z: int) -> int:
-        return x ^ y ^ z
-
-    # Three rounds of eight steps: (function, word order, shifts, constant)
-    for fn, order, shifts, k in (
-        (f, (0, 1, 2, 3, 4, 5, 6, 7), (3, 7, 11, 19), 0),
-        (g, (1, 3, 5, 7, 0, 2, 4, 6), (3, 5, 9, 13), _K2),
-        (h, (3, 7, 2, 6, 1, 5, 0, 4), (3, 9, 11, 15), _K3),
-    ):
-        for step, word in enumerate(order):
-            s = shifts[step % 4]
-            x = (words[word] + k) & MASK32
-            if step % 4 == 0:
-                a = _rol(a + fn(b, c, d) + x, s)
-            elif step % 4 == 1:
-                d = _rol(d + fn(a, b, c) + x, s)
-            elif step % 4 == 2:
-                c = _rol(c + fn(d, a, b) + x, s)
-            else:
-                b = _rol(b + fn(c, d, a) + x, s)
-    buf[0] = (buf[0] + a) & MASK32
-    buf[1] = (buf[1] + b) & MASK32
-    buf[2] = (buf[2] + c) & MASK32
-    buf[3] = (buf[3] + d) & MASK32
+    # Round 1: F(x, y, z) = z ^ (x & (y ^ z)), shifts 3 7 11 19
+    a = (a + (d ^ (b & (c ^ d))) + w[0]) & m
+    a = ((a << 3) | (a >> 29)) & m
+    d = (d + (c ^ (a & (b ^ c))) + w[1]) & m
+    d = ((d << 7) | (d >> 25)) & m
+    c = (c + (b ^ (d & (a ^ b))) + w[2]) & m
+    c = ((c << 11) | (c >> 21)) & m
+    b = (b + (a ^ (c & (d ^ a))) + w[3]) & m
+    b = ((b << 19) | (b >> 13)) & m
+    a = (a + (d ^ (b & (c ^ d))) + w[4]) & m
+    a = ((a << 3) | (a >> 29)) & m
+    d = (d + (c ^ (a & (b ^ c))) + w[5]) & m
+    d = ((d << 7) | (d >> 25)) & m
+    c = (c + (b ^ (d & (a ^ b))) + w[6]) & m
+    c = ((c << 11) | (c >> 21)) & m
+    b = (b + (a ^ (c & (d ^ a))) + w[7]) & m
+    b = ((b << 19) | (b >> 13)) & m
+    # Round 2: G(x, y, z) = (x & y) + ((x ^ y) & z) + K2, shifts 3 5 9 13
+    a = (a + (b & c) + ((b ^ c) & d) + w[1] + _K2) & m
+    a = ((a << 3) | (a >> 29)) & m
+    d = (d + (a & b) + ((a ^ b) & c) + w[3] + _K2) & m
+    d = ((d << 5) | (d >> 27)) & m
+    c = (c + (d & a) + ((d ^ a) & b) + w[5] + _K2) & m
+    c = ((c << 9) | (c >> 23)) & m
+    b = (b + (c & d) + ((c ^ d) & a) + w[7] + _K2) & m
+    b = ((b << 13) | (b >> 19)) & m
+    a = (a + (b & c) + ((b ^ c) & d) + w[0] + _K2) & m
+    a = ((a << 3) | (a >> 29)) & m
+    d = (d + (a & b) + ((a ^ b) & c) + w[2] + _K2) & m
+    d = ((d << 5) | (d >> 27)) & m
+    c = (c + (d & a) + ((d ^ a) & b) + w[4] + _K2) & m
+    c = ((c << 9) | (c >> 23)) & m
+    b = (b + (c & d) + ((c ^ d) & a) + w[6] + _K2) & m
+    b = ((b << 13) | (b >> 19)) & m
+    # Round 3: H(x, y, z) = x ^ y ^ z + K3, shifts 3 9 11 15
+    a = (a + (b ^ c ^ d) + w[3] + _K3) & m
+    a = ((a << 3) | (a >> 29)) & m
+    d = (d + (a ^ b ^ c) + w[7] + _K3) & m
+    d = ((d << 9) | (d >> 23)) & m
+    c = (c + (d ^ a ^ b) + w[2] + _K3) & m
+    c = ((c << 11) | (c >> 21)) & m
+    b = (b + (c ^ d ^ a) + w[6] + _K3) & m
+    b = ((b << 15) | (b >> 17)) & m
+    a = (a + (b ^ c ^ d) + w[1] + _K3) & m
+    a = ((a << 3) | (a >> 29)) & m
+    d = (d + (a ^ b ^ c) + w[5] + _K3) & m
+    d = ((d << 9) | (d >> 23)) & m
+    c = (c + (d ^ a ^ b) + w[0] + _K3) & m
+    c = ((c << 11) | (c >> 21)) & m
+    b = (b + (c ^ d ^ a) + w[4] + _K3) & m
+    b = ((b << 15) | (b >> 17)) & m
+    buf[0] = (buf[0] + a) & m
+    buf[1] = (buf[1] + b) & m
+    buf[2] = (buf[2] + c) & m
+    buf[3] = (buf[3] + d) & m
 
 
 def _hash_words(chunk: bytes, length: int, count: int) -> list[int]:
-    """Pack up to 4*count name bytes into words, padded with a length pattern."""
+    """Pack up to 4*count name bytes into big-endian words; a partial last word is
+    prefixed, and missing words are filled, with a pattern of the remaining length."""
     pad = length | (length << 8)
     pad = (pad | (pad << 16)) & MASK32
-    words: list[int] = []
-    val = pad
-    for i, byte in enumerate(chunk[: count * 4]):
-        val = (byte + (val << 8)) & MASK32
-        if i % 4 == 3:
-            words.append(val)
-            val = pad
-    if len(words) < count:
-        words.append(val)
-    while len(words) < count:
-        words.append(pad)
+    data = chunk[: count * 4]
+    full = len(data) // 4
+    words = list(struct.unpack(f">{full}I", data[: full * 4]))
+    if full < count:
+        rest = data[full * 4 :]
+        words.append(((pad << (8 * len(rest))) + int.from_bytes(rest, "big")) & MASK32)
+        words.extend([pad] * (count - full - 1))
     return words
 
 
