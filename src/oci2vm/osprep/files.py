@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from oci2vm.entry import BytesData, Inode, Kind, new_dir
 from oci2vm.errors import Oci2vmError
+from oci2vm.osinfo import resolve_link
 from oci2vm.tree import Tree
 
 
@@ -16,11 +17,13 @@ class TreeEditor:
         self.mtime_ns = mtime_s * 1_000_000_000
 
     def _parent(self, path: str, create: bool = True) -> tuple[Inode, str] | None:
+        """The directory holding `path` and the last name; parents that are symlinks are
+        followed inside the tree (Debian's /lib -> usr/lib), missing ones created."""
         parts = [p for p in path.split("/") if p]
         if not parts:
             raise ValueError("cannot replace the root directory")
         node = self.tree.root
-        for part in parts[:-1]:
+        for i, part in enumerate(parts[:-1]):
             assert node.children is not None
             child = node.children.get(part)
             if child is None:
@@ -29,7 +32,12 @@ class TreeEditor:
                 child = new_dir(mtime_ns=self.mtime_ns)
                 node.children[part] = child
             if child.kind is Kind.SYMLINK:
-                raise Oci2vmError(f"cannot write {path}: {part} is a symlink in the image")
+                found = resolve_link(self.tree, "/" + "/".join(parts[: i + 1]))
+                if found is None:
+                    if not create:
+                        return None
+                    raise Oci2vmError(f"cannot write {path}: {part} is a dangling symlink")
+                child = found[1]
             if child.kind is not Kind.DIR:
                 raise Oci2vmError(f"cannot write {path}: {part} is not a directory in the image")
             node = child
