@@ -18,11 +18,12 @@ from typing import Any, Literal
 
 from oci2vm import tools
 from oci2vm.boot import grub
-from oci2vm.build import Identity, RootFs, atomic_output, write_rootfs
+from oci2vm.build import Identity, RootFs, atomic_output, data_size_hint, write_rootfs
 from oci2vm.config import BootMode, Config, OutputFormat, PartitionTable
 from oci2vm.disk import gpt, mbr
 from oci2vm.errors import Oci2vmError
 from oci2vm.fs import fat
+from oci2vm.fs.ext4 import required_size
 from oci2vm.image import Image
 from oci2vm.osinfo import describe
 from oci2vm.osprep.files import TreeEditor
@@ -64,7 +65,8 @@ class Plan:
         return specs
 
 
-def plan(config: Config, esp_size: int) -> Plan:
+def plan(config: Config, esp_size: int, root_need: int = MIB) -> Plan:
+    """Place the partitions; `root_need` is the least the root filesystem can live in."""
     bios = config.boot in (BootMode.HYBRID, BootMode.BIOS)
     uefi = config.boot in (BootMode.HYBRID, BootMode.UEFI)
     if config.table is PartitionTable.MBR:
@@ -79,8 +81,12 @@ def plan(config: Config, esp_size: int) -> Plan:
         # --size is the disk's size: the root partition takes what the rest leaves,
         # in whole MiB, with room for the backup GPT.
         root_size = (config.size - offset - tail) // MIB * MIB
-        if root_size <= 0:
-            raise Oci2vmError(f"--size {config.size} bytes leaves no room for the root filesystem")
+        if root_size < root_need:
+            need = -(-(offset + -(-root_need // MIB) * MIB + tail) // MIB)
+            raise Oci2vmError(
+                f"--size {config.size} bytes is too small for this disk: it needs at least "
+                f"{need} MiB; pass a larger --size or leave it out"
+            )
     return Plan(config.table, bios, uefi, esp_size if uefi else 0, offset, root_size)
 
 
@@ -97,7 +103,10 @@ def build_disk(
     core = grub.build_bios_core(fs_uuid, table) if bios else b""
     efi = grub.build_efi(fs_uuid) if uefi else b""
     esp_files = {"EFI/BOOT/BOOTX64.EFI": efi} if uefi else {}
-    layout_plan = plan(config, fat.fat_size_for(esp_files) if uefi else 0)
+    # The root filesystem's own minimum, so that a small --size names the disk's minimum
+    # rather than the root partition's.
+    root_need = required_size(data_size_hint(image), 0)
+    layout_plan = plan(config, fat.fat_size_for(esp_files) if uefi else 0, root_need)
     hostname = check_hostname(config.hostname) if config.hostname else hostname_from(image.name)
     ssh_keys = read_ssh_keys(config.ssh_keys)
     notes: list[str] = []
