@@ -1,0 +1,170 @@
+"""Benchmark: the root filesystem written straight from the layers, against the
+extract-then-mkfs path and against plain decompression (the floor), in one run.
+
+    python benchmarks/bench_ext4.py [--scale 4]
+
+(a) oci2vm build --format ext4 from the Debian fixture's OCI layout
+(b) umoci raw unpack + mke2fs -t ext4 -d (needs root, as mke2fs -d keeps owners only then)
+(c) decompressing the layers and nothing else, with the same decompressor oci2vm uses
+Targets: (a) <= 0.5 x (b), (a) <= 1.5 x (c), peak RSS of (a) <= 150 MB, and no higher for
+an image --scale times larger (the same layers repeated under other directories).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))
+
+from isal import igzip  # noqa: E402
+
+from fixture_images import FixtureSet, debian_fixture  # noqa: E402
+
+MB = 1_000_000
+
+
+def timed_child(argv: list[str], **kwargs: object) -> tuple[float, int]:
+    """Run a command; return (seconds, peak RSS in bytes) of that child alone."""
+    started = time.perf_counter()
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, **kwargs)  # type: ignore[call-overload]
+    _pid, status, usage = os.wait4(proc.pid, 0)
+    seconds = time.perf_counter() - started
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(f"{argv[0]} failed with status {status}")
+    return seconds, usage.ru_maxrss * 1024
+
+
+def layer_blobs(layout: Path) -> list[Path]:
+    index = json.loads((layout / "index.json").read_text())
+    digest = index["manifests"][0]["digest"].split(":")[1]
+    manifest = json.loads((layout / "blobs/sha256" / digest).read_bytes())
+    return [layout / "blobs/sha256" / layer["digest"].split(":")[1] for layer in manifest["layers"]]
+
+
+def decompress_floor(layout: Path) -> float:
+    started = time.perf_counter()
+    for blob in layer_blobs(layout):
+        with igzip.open(blob, "rb") as f:
+            while f.read(1 << 20):
+                pass
+    return time.perf_counter() - started
+
+
+def oci2vm_ext4(layout: Path, tag: str, out: Path) -> tuple[float, int]:
+    return timed_child(
+        [sys.executable, "-m", "oci2vm.cli", "build", f"oci:{layout}:{tag}", "--format", "ext4",
+         "-o", str(out), "-q"]
+    )  # fmt: skip
+
+
+def extract_then_mkfs(layout: Path, tag: str, work: Path, size: int) -> float:
+    rootfs = work / "rootfs"
+    started = time.perf_counter()
+    subprocess.run(
+        ["umoci", "raw", "unpack", "--image", f"{layout}:{tag}", str(rootfs)], check=True
+    )
+    subprocess.run(
+        ["mke2fs", "-q", "-F", "-t", "ext4", "-d", str(rootfs), str(work / "mkfs.ext4"),
+         f"{size // 1024}k"],
+        check=True,
+    )  # fmt: skip
+    seconds = time.perf_counter() - started
+    shutil.rmtree(rootfs)
+    return seconds
+
+
+def scaled_layout(fixture: FixtureSet, scale: int, work: Path) -> Path:
+    """A layout holding the fixture's layers `scale` times, each copy under /copyN, so
+    that nothing shadows anything: `scale` times the data and the entries."""
+    out = work / f"scaled-{scale}"
+    blobs = out / "blobs/sha256"
+    blobs.mkdir(parents=True)
+    descs, diff_ids = [], []
+    for copy in range(scale):
+        for blob in layer_blobs(fixture.oci_layout):
+            raw = io.BytesIO()
+            with (
+                igzip.open(blob, "rb") as src,
+                tarfile.open(fileobj=src, mode="r|") as tin,
+                tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tout,
+            ):
+                for member in tin:
+                    data = tin.extractfile(member) if member.isfile() else None
+                    member.name = f"copy{copy}/{member.name.lstrip('./')}"
+                    if member.islnk():
+                        member.linkname = f"copy{copy}/{member.linkname.lstrip('./')}"
+                    tout.addfile(member, data)
+            tar = raw.getvalue()
+            diff_ids.append("sha256:" + hashlib.sha256(tar).hexdigest())
+            compressed = igzip.compress(tar, compresslevel=1)
+            digest = hashlib.sha256(compressed).hexdigest()
+            (blobs / digest).write_bytes(compressed)
+            descs.append({"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
+                          "digest": f"sha256:{digest}", "size": len(compressed)})  # fmt: skip
+    config = json.dumps({"architecture": "amd64", "os": "linux",
+                         "rootfs": {"type": "layers", "diff_ids": diff_ids}}).encode()  # fmt: skip
+    (blobs / hashlib.sha256(config).hexdigest()).write_bytes(config)
+    manifest = json.dumps({
+        "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                   "digest": "sha256:" + hashlib.sha256(config).hexdigest(), "size": len(config)},
+        "layers": descs}).encode()  # fmt: skip
+    mdigest = hashlib.sha256(manifest).hexdigest()
+    (blobs / mdigest).write_bytes(manifest)
+    (out / "oci-layout").write_text('{"imageLayoutVersion": "1.0.0"}')
+    (out / "index.json").write_text(json.dumps({"schemaVersion": 2, "manifests": [
+        {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": f"sha256:{mdigest}",
+         "size": len(manifest),
+         "annotations": {"org.opencontainers.image.ref.name": "scaled"}}]}))  # fmt: skip
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--scale", type=int, default=4, help="size factor of the large image")
+    parser.add_argument("--work", type=Path, default=None, help="scratch directory")
+    args = parser.parse_args()
+    fixture = debian_fixture()
+    work = Path(args.work or tempfile.mkdtemp(prefix="oci2vm-bench-"))
+    work.mkdir(parents=True, exist_ok=True)
+    try:
+        compressed = sum(b.stat().st_size for b in layer_blobs(fixture.oci_layout))
+        floor = decompress_floor(fixture.oci_layout)
+        ours, rss = oci2vm_ext4(fixture.oci_layout, fixture.tag, work / "ours.ext4")
+        size = (work / "ours.ext4").stat().st_size
+        theirs = extract_then_mkfs(fixture.oci_layout, fixture.tag, work, size)
+        print(
+            f"image: {fixture.name}, {compressed / MB:.0f} MB compressed, {fixture.entries} entries"
+        )
+        print(f"(a) oci2vm build --format ext4     {ours:7.2f} s   peak RSS {rss / MB:6.1f} MB")
+        print(f"(b) umoci raw unpack + mke2fs -d   {theirs:7.2f} s")
+        print(f"(c) decompress layers (floor)      {floor:7.2f} s")
+        print(f"(a)/(b) = {ours / theirs:.2f}   target <= 0.50")
+        print(f"(a)/(c) = {ours / floor:.2f}   target <= 1.50")
+        if args.scale > 1:
+            big = scaled_layout(fixture, args.scale, work)
+            big_seconds, big_rss = oci2vm_ext4(big, "scaled", work / "big.ext4")
+            big_floor = decompress_floor(big)
+            print(f"x{args.scale} image: (a) {big_seconds:.2f} s, floor {big_floor:.2f} s, "
+                  f"peak RSS {big_rss / MB:.1f} MB")  # fmt: skip
+            print(f"RSS x{args.scale} / RSS x1 = {big_rss / rss:.2f}   target <= 1.0 (+ noise)")
+            print(f"(a)/(c) at x{args.scale} = {big_seconds / big_floor:.2f}")
+    finally:
+        if args.work is None:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
