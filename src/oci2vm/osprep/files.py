@@ -56,7 +56,9 @@ class TreeEditor:
             return None
         if isinstance(inode.data, BytesData):
             return inode.data.content
-        return self.tree.captured.get(path)
+        # Flattening captured it under its real path, which a symlinked parent hides.
+        real = resolve_link(self.tree, path)
+        return self.tree.captured.get(real[0] if real is not None else path)
 
     def write(
         self,
