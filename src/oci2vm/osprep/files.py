@@ -39,6 +39,8 @@ class TreeEditor:
                     raise Oci2vmError(f"cannot write {path}: {part} is a dangling symlink")
                 child = found[1]
             if child.kind is not Kind.DIR:
+                if not create:
+                    return None
                 raise Oci2vmError(f"cannot write {path}: {part} is not a directory in the image")
             node = child
         return node, parts[-1]
