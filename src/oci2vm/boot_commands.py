@@ -8,10 +8,19 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from oci2vm import vm
 from oci2vm.config import Config, OutputFormat
 from oci2vm.report import Reporter
+
+
+class _BuildNotes(Reporter):
+    """The temporary build's report goes to stderr as a note: stdout belongs to run and
+    check (check --json prints its own report there)."""
+
+    def result(self, data: dict[str, Any], human: str) -> None:
+        self.note(human)
 
 
 @contextmanager
@@ -28,7 +37,7 @@ def disk_for(config: Config, reporter: Reporter) -> Iterator[Path]:
         disk = Path(tmp) / "disk.img"
         reporter.note(f"building {config.source} into a temporary disk")
         quiet_build = dataclasses.replace(config, output=disk, format=OutputFormat.RAW, json=False)
-        build(quiet_build, Reporter(quiet=config.quiet, json_output=False))
+        build(quiet_build, _BuildNotes(quiet=config.quiet, json_output=False))
         yield disk
 
 
