@@ -17,6 +17,7 @@ import pytest
 from fixture_images import busybox_fixture, debian_fixture, fixture_is_cached
 from oci2vm import sources
 from oci2vm.blobs import BlobStore, ProgressFn
+from oci2vm.cli import main
 from oci2vm.errors import Oci2vmError
 from oci2vm.image import Image, Platform
 from oci2vm.sources import registry
@@ -688,21 +689,14 @@ def test_nested_indexes_are_followed(store: BlobStore) -> None:
 
 
 @pytest.mark.registry
-def test_manifest_served_as_plain_json_is_read_by_its_media_type(
-    store: BlobStore, caplog: pytest.LogCaptureFixture
-) -> None:
+def test_manifest_served_as_plain_json_is_read_by_its_media_type(store: BlobStore) -> None:
     app = build_image("linux/arm64/v8")
     with fake_registry() as fake:
         fake.add_image("app", "1", app)
         fake.add_manifest("app", "1", app.manifest, "application/json")
-        image = pull(fake.host, "app:1", store)
+        image = pull(fake.host, "app:1", store, platform=Platform.parse("linux/arm64"))
     assert_is(image, app, store)
     assert image.manifest_media_type == "application/vnd.oci.image.manifest.v1+json"
-    # linux/amd64 was asked for; a single-platform image is taken, with a warning.
-    assert [r.getMessage() for r in caplog.records if r.levelname == "WARNING"] == [
-        f"{fake.host}/app:1 is for linux/arm64/v8, not linux/amd64 "
-        "(it is not a multi-platform image)"
-    ]
 
 
 @pytest.mark.registry
@@ -800,3 +794,109 @@ def test_blob_redirects_are_followed_without_the_credentials(store: BlobStore) -
         assert not any("Authorization" in s.headers for s in storage.seen)
         blob_requests = [s for s in fake.seen if "/blobs/" in s.path]
         assert all(s.headers["Authorization"] == "Basic " + b64("bob:pw") for s in blob_requests)
+
+
+# --- through the command line ---------------------------------------------------------
+
+
+def run_cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    code = main(list(args))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.mark.registry
+def test_cli_inspects_an_image_in_a_registry(
+    registry_token: Registry,
+    pushed_images: PushedImages,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    arm = pushed_images.multi.images[1]
+    for source in (f"docker://{registry_token.host}/multi:1", f"{registry_token.host}/multi:1"):
+        code, out, err = run_cli(
+            capsys,
+            "inspect",
+            "--json",
+            source,
+            "--platform=linux/arm64/v8",
+            f"--creds={USER}:{PASSWORD}",
+            "--tls-verify=false",
+            f"--cache-dir={tmp_path / 'cache'}",
+        )
+        assert (code, err) == (0, "")
+        report = json.loads(out)
+        assert report["manifest_digest"] == arm.manifest_digest
+        assert report["image_id"] == arm.config_digest
+        assert report["platform"] == "linux/arm64/v8"
+        assert [layer["diff_id"] for layer in report["layers"]] == list(arm.diff_ids)
+        assert [layer["digest"] for layer in report["layers"]] == list(arm.layer_digests)
+
+
+@pytest.mark.registry
+@pytest.mark.parametrize(
+    ("registry_fixture", "args", "message"),
+    [
+        (
+            "registry_basic",
+            ["docker://{host}/app:1", "--creds=alice:wrong"],
+            "authentication to {host} failed: the credentials of user 'alice' from --creds "
+            "were refused (HTTP 401 authentication required)",
+        ),
+        (
+            "registry_token",
+            ["docker://{host}/app:1", "--creds=alice:wrong"],
+            "authentication to {host} failed: the credentials of user 'alice' from --creds "
+            "were refused (token server {realm} answered HTTP 401)",
+        ),
+        (
+            "registry_anonymous",
+            ["docker://{host}/app:nope"],
+            "{host}/app:nope not found in registry {host}: no tag nope (it has: 1)",
+        ),
+        (
+            "registry_anonymous",
+            ["{host}/nothere"],
+            "{host}/nothere:latest not found in registry {host}: no repository nothere",
+        ),
+        (
+            "registry_anonymous",
+            ["docker://{host}/multi:1", "--platform=linux/s390x"],
+            "image index of {host}/multi:1 has no manifest for platform linux/s390x "
+            "(it has: linux/amd64, linux/arm64/v8)",
+        ),
+        (
+            "registry_tls",
+            ["docker://{host}/app:1", "--tls-verify=true"],
+            "TLS connection to registry {host} failed: certificate verify failed: "
+            "self-signed certificate: if you trust this registry, use --tls-verify=false",
+        ),
+        (
+            None,
+            ["docker://{host}/app:1"],
+            "cannot connect to registry {host}: connection refused",
+        ),
+    ],
+    ids=["basic-refused", "token-refused", "tag", "repository", "platform", "tls", "down"],
+)
+def test_cli_registry_errors_are_one_line_and_exit_1(
+    registry_fixture: str | None,
+    args: list[str],
+    message: str,
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    if registry_fixture is None:
+        host, realm = f"127.0.0.1:{free_port()}", ""
+    else:
+        reg: Registry = request.getfixturevalue(registry_fixture)
+        host, realm = reg.host, reg.tokens.realm if reg.tokens else ""
+    argv = [a.format(host=host) for a in args]
+    if not any(a.startswith("--tls-verify") for a in argv):
+        argv.append("--tls-verify=false")
+    cache = BlobStore(tmp_path / "cache")
+    code, out, err = run_cli(capsys, "inspect", *argv, f"--cache-dir={cache.root}")
+    assert (code, out) == (1, "")
+    assert err == f"oci2vm: error: {message.format(host=host, realm=realm)}\n"
+    assert cache_files(cache) == []

@@ -427,7 +427,7 @@ def resolve(source: str, ref: Reference, fetch: Fetch) -> Image:
             for _depth in range(MAX_INDEX_DEPTH):
                 doc = load_json(data, what)
                 if manifest_kind(doc, media_type) == "manifest":
-                    image = assemble(
+                    return assemble(
                         source=source,
                         name=str(ref),
                         manifest_bytes=data,
@@ -436,14 +436,6 @@ def resolve(source: str, ref: Reference, fetch: Fetch) -> Image:
                         blob=lambda d: session.blob(d, store, fetch),
                         what=what,
                     )
-                    if not fetch.platform.matches(image.config.platform):
-                        log.warning(
-                            "%s is for %s, not %s (it is not a multi-platform image)",
-                            ref,
-                            image.config.platform,
-                            fetch.platform,
-                        )
-                    return image
                 entries = index_entries(doc, f"image index of {ref}")
                 chosen = select_platform(entries, fetch.platform, f"image index of {ref}")
                 data, media_type, digest = session.manifest(chosen.digest, chosen.digest)
