@@ -143,6 +143,10 @@ def test_token68_and_bare_schemes() -> None:
         Challenge("negotiate", {"": "abc+/def=="}),
         Challenge("basic", {}),
     ]
+    assert parse_www_authenticate("Negotiate abcdef==,Basic realm=r") == [
+        Challenge("negotiate", {"": "abcdef=="}),
+        Challenge("basic", {"realm": "r"}),
+    ]
     assert parse_www_authenticate("") == []
 
 

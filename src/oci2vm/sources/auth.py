@@ -62,8 +62,10 @@ def parse_www_authenticate(header: str) -> list[Challenge]:
             break  # the end, or garbage that no challenge can follow
         pos = scheme.end()
         params: dict[str, str] = {}
+        # A token68 ends at a comma or the end, which no name=value pair does unless
+        # its value is empty ("abc==" is a token68, not abc with the value "=").
         token68 = _TOKEN68_RE.match(header, pos)
-        if token68 is not None and not _PARAM_RE.match(header, pos):
+        if token68 is not None:
             params[""] = token68.group(1)
             pos = token68.end()
         else:
