@@ -175,3 +175,19 @@ def test_unprivileged_user_builds_a_disk_that_boots(
     assert proc.returncode == 0, proc.stderr
     assert disk.stat().st_uid == pwd.getpwnam(unprivileged_user).pw_uid
     assert_boots(disk)
+
+
+@pytest.mark.registry
+def test_image_pulled_from_local_registry_boots(debian: FixtureSet, tmp_path: Path) -> None:
+    from registry_support import running_registry
+
+    with running_registry(tmp_path / "registry") as registry:
+        registry.push(debian.oci_layout, debian.tag, "debian:bookworm")
+        disk = build(
+            f"docker://{registry.host}/debian:bookworm",
+            tmp_path / "pulled.img",
+            "--tls-verify=false",
+            "--cache-dir",
+            str(tmp_path / "cache"),
+        )
+    assert_boots(disk, bus="sata")
