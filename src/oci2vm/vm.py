@@ -287,10 +287,41 @@ def run_vm(
         return tools.run(argv, check=False, capture=False).returncode
 
 
+# Terminal control the firmware, GRUB and the kernel print: CSI (ESC [ ... final byte), OSC
+# (ESC ] ... BEL or ESC \) and the short forms such as ESC c (reset) or ESC ( B.
+_ESCAPE = re.compile(r"\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)|[ -/]*[0-Z\\^-~])")
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")  # all but tab and newline; CR too
+_LONGEST_ESCAPE = 64  # an ESC this far from the end that still matches nothing is text
+
+
+class ConsoleText:
+    """Serial console bytes as plain text, fed as they arrive: UTF-8 decoded, terminal
+    control sequences and carriage returns dropped, so that patterns match what a reader
+    sees ("[  OK  ] Reached" even when the guest colours "OK") and the tail is printable."""
+
+    def __init__(self) -> None:
+        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self._pending = ""  # an escape sequence cut off at the end of the last read
+        self.text = ""
+
+    def feed(self, data: bytes, *, final: bool = False) -> None:
+        pending = self._pending + self._decoder.decode(data, final)
+        cut = pending.rfind("\x1b")
+        if (
+            final
+            or cut == -1
+            or _ESCAPE.match(pending, cut)
+            or len(pending) - cut > _LONGEST_ESCAPE
+        ):
+            cut = len(pending)
+        self._pending = pending[cut:]
+        self.text += _CONTROL.sub("", _ESCAPE.sub("", pending[:cut]))
+
+
 @dataclass(frozen=True, slots=True)
 class CheckResult:
     """What a headless boot showed: whether every expected pattern appeared, how long it
-    took, and the end of the console output."""
+    took, why not, and the end of the console output as plain text (see ConsoleText)."""
 
     ok: bool
     seconds: float
@@ -361,8 +392,7 @@ def _watch(
 ) -> tuple[bool, str, str]:
     """Read the console until every step matched, QEMU exited, or the deadline passed."""
     assert proc.stdout is not None and proc.stdin is not None
-    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-    console = ""
+    console = ConsoleText()
     position = 0  # where the next step's pattern is searched from
     step = 0
     with selectors.DefaultSelector() as selector:
@@ -370,7 +400,7 @@ def _watch(
         while True:
             while step < len(steps):
                 pattern, line = steps[step]
-                match = pattern.search(console, position)
+                match = pattern.search(console.text, position)
                 if match is None:
                     break
                 position = match.end()
@@ -380,22 +410,22 @@ def _watch(
                         proc.stdin.write(line.encode() + b"\r")  # Enter sends CR
                         proc.stdin.flush()
                     except BrokenPipeError:
-                        return False, "QEMU exited while input was being typed", console
+                        return False, "QEMU exited while input was being typed", console.text
             if step == len(steps):
-                return True, "matched", console
+                return True, "matched", console.text
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 waiting = steps[step][0].pattern
-                return False, f"timed out waiting for {waiting!r}", console
+                return False, f"timed out waiting for {waiting!r}", console.text
             if not selector.select(min(remaining, 1.0)):
                 continue
             chunk = os.read(proc.stdout.fileno(), 65536)
             if not chunk:
                 proc.wait()
-                console += decoder.decode(b"", final=True)
+                console.feed(b"", final=True)
                 waiting = steps[step][0].pattern
-                return False, f"QEMU exited ({proc.returncode}) before {waiting!r}", console
-            console += decoder.decode(chunk)
+                return False, f"QEMU exited ({proc.returncode}) before {waiting!r}", console.text
+            console.feed(chunk)
 
 
 def _kill(proc: subprocess.Popen[bytes]) -> None:
