@@ -284,6 +284,7 @@ class TokenRequest:
     service: str
     scopes: list[str]
     status: int
+    method: str = "GET"  # POST: OAuth2 refresh-token grant
 
 
 @dataclass
@@ -294,6 +295,7 @@ class TokenServer:
 
     signer: KeyPair
     users: dict[str, str]
+    refresh_tokens: dict[str, str] = field(default_factory=dict)  # token -> user
     token_field: str = "token"  # or "access_token", as OAuth2-style servers answer
     requests: list[TokenRequest] = field(default_factory=list)
     port: int = 0
@@ -302,17 +304,30 @@ class TokenServer:
     def realm(self) -> str:
         return f"http://127.0.0.1:{self.port}/token"
 
-    def answer(self, query: str, authorization: str | None) -> tuple[int, dict[str, Any]]:
-        params = urllib.parse.parse_qs(query)
+    def answer(
+        self, query: str, authorization: str | None, form: str | None = None
+    ) -> tuple[int, dict[str, Any]]:
+        """Answer GET ?service&scope (Basic credentials or none), or a POSTed OAuth2
+        refresh-token grant (`form`)."""
+        params = urllib.parse.parse_qs(form if form is not None else query)
+        method = "GET" if form is None else "POST"
         service = params.get("service", [""])[0]
         scopes = [s for scope in params.get("scope", []) for s in scope.split(" ")]
         user: str | None = None
-        if authorization:
+        refused = {"errors": [{"code": "UNAUTHORIZED", "message": "bad credentials"}]}
+        if form is not None:
+            refresh = params.get("refresh_token", [""])[0]
+            grant = params.get("grant_type", [""])[0]
+            if grant != "refresh_token" or refresh not in self.refresh_tokens:
+                self.requests.append(TokenRequest(None, service, scopes, 401, method))
+                return 401, refused
+            user = self.refresh_tokens[refresh]
+        elif authorization:
             scheme, _, value = authorization.partition(" ")
             name, _, password = base64.b64decode(value).decode().partition(":")
             if scheme.lower() != "basic" or self.users.get(name) != password:
                 self.requests.append(TokenRequest(name, service, scopes, 401))
-                return 401, {"errors": [{"code": "UNAUTHORIZED", "message": "bad credentials"}]}
+                return 401, refused
             user = name
         access = []
         for scope in scopes:
@@ -330,8 +345,9 @@ class TokenServer:
             "jti": secrets.token_hex(8),
             "access": access,
         }
-        self.requests.append(TokenRequest(user, service, scopes, 200))
-        return 200, {self.token_field: make_jwt(self.signer, claims), "expires_in": 300}
+        self.requests.append(TokenRequest(user, service, scopes, 200, method))
+        field_name = "access_token" if form is not None else self.token_field
+        return 200, {field_name: make_jwt(self.signer, claims), "expires_in": 300}
 
 
 @contextlib.contextmanager
@@ -344,7 +360,17 @@ def token_server(directory: Path, users: dict[str, str]) -> Iterator[TokenServer
             if url.path != "/token":
                 self.send_error(404)
                 return
-            status, doc = server_state.answer(url.query, self.headers.get("Authorization"))
+            self._reply(*server_state.answer(url.query, self.headers.get("Authorization")))
+
+        def do_POST(self) -> None:
+            length = int(self.headers.get("Content-Length", "0"))
+            form = self.rfile.read(length).decode()
+            if urllib.parse.urlsplit(self.path).path != "/token":
+                self.send_error(404)
+                return
+            self._reply(*server_state.answer("", None, form))
+
+        def _reply(self, status: int, doc: dict[str, Any]) -> None:
             body = json.dumps(doc).encode()
             self.send_response(status)
             if status == 401:

@@ -304,10 +304,12 @@ class TokenEndpoint:
     def __init__(self, status: int = 200, body: Mapping[str, object] | None = None) -> None:
         self.status = status
         self.body = body if body is not None else {"token": "tok-1", "expires_in": 300}
-        self.calls: list[tuple[str, dict[str, str]]] = []
+        self.calls: list[tuple[str, str, dict[str, str], bytes | None]] = []
 
-    def __call__(self, url: str, headers: Mapping[str, str]) -> tuple[int, bytes]:
-        self.calls.append((url, dict(headers)))
+    def __call__(
+        self, method: str, url: str, headers: Mapping[str, str], body: bytes | None
+    ) -> tuple[int, bytes]:
+        self.calls.append((method, url, dict(headers), body))
         return self.status, json.dumps(self.body).encode()
 
 
@@ -324,8 +326,10 @@ def test_tokens_are_cached_per_scope_until_they_expire() -> None:
     assert auth.authorization(BEARER, "repository:a:pull", fresh=False) == "Bearer tok-1"
     assert len(endpoint.calls) == 1
     assert endpoint.calls[0] == (
+        "GET",
         "https://auth.example/token?service=reg&scope=repository%3Aa%3Apull",
         {"Authorization": "Basic " + b64("u:p")},
+        None,
     )
     auth.authorization(BEARER, "repository:b:pull", fresh=False)
     assert len(endpoint.calls) == 2
@@ -334,6 +338,47 @@ def test_tokens_are_cached_per_scope_until_they_expire() -> None:
     assert len(endpoint.calls) == 3
     auth.authorization(BEARER, "repository:a:pull", fresh=True)
     assert len(endpoint.calls) == 4
+
+
+def test_identity_tokens_are_traded_by_oauth2_post() -> None:
+    endpoint = TokenEndpoint(body={"access_token": "tok-2"})
+    creds = Credentials("", "", "helper", identity_token="refresh-1")
+    auth = Authenticator("r.example", lambda: creds, endpoint)
+    assert auth.authorization(BEARER, "repository:a:pull", fresh=False) == "Bearer tok-2"
+    assert endpoint.calls == [
+        (
+            "POST",
+            "https://auth.example/token",
+            {"Content-Type": "application/x-www-form-urlencoded"},
+            b"grant_type=refresh_token&refresh_token=refresh-1&client_id=oci2vm&service=reg"
+            b"&scope=repository%3Aa%3Apull",
+        )
+    ]
+    assert error_of(lambda: auth.authorization([Challenge("basic")], "s", fresh=False)) == (
+        "authentication to r.example failed: the registry asks for a password, but helper "
+        "holds an identity token"
+    )
+
+
+def test_identity_tokens_in_auth_files_and_from_helpers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bin_dir = tmp_path / "bin"
+    make_helper(bin_dir, "acr", 'echo \'{"Username":"<token>","Secret":"refresh-9"}\'')
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    config = write_json(
+        tmp_path / "config.json",
+        {
+            "auths": {"a.example": {"auth": b64("someone:"), "identitytoken": "refresh-8"}},
+            "credHelpers": {"b.example": "acr"},
+        },
+    )
+    assert credentials_from_file(config, "a.example") == Credentials(
+        "someone", "", f"{config} (auths.a.example.identitytoken)", identity_token="refresh-8"
+    )
+    assert credentials_from_file(config, "b.example") == Credentials(
+        "", "", "docker-credential-acr", identity_token="refresh-9"
+    )
 
 
 def test_token_server_refusal_and_odd_answers() -> None:
@@ -600,6 +645,29 @@ def test_bearer_token_with_creds_from_a_credential_helper(
         TokenRequest(USER, SERVICE, ["repository:multi:pull"], 200)
     ]
     assert (bin_dir / "oci2vm-test.stdin").read_text() == registry_token.host
+
+
+@pytest.mark.registry
+def test_bearer_token_from_an_identity_token(
+    registry_token: Registry, pushed_images: PushedImages, store: BlobStore, tmp_path: Path
+) -> None:
+    tokens = registry_token.tokens
+    assert tokens is not None
+    tokens.requests.clear()
+    tokens.refresh_tokens["refresh-alice"] = USER
+    config = write_json(
+        tmp_path / "docker/config.json",
+        {"auths": {registry_token.host: {"identitytoken": "refresh-alice"}}},
+    )
+    image = pull(registry_token.host, "app:1", store)
+    assert_is(image, pushed_images.app, store)
+    assert tokens.requests == [TokenRequest(USER, SERVICE, ["repository:app:pull"], 200, "POST")]
+    write_json(config, {"auths": {registry_token.host: {"identitytoken": "revoked"}}})
+    assert error_of(lambda: pull(registry_token.host, "app:1", BlobStore(tmp_path / "c2"))) == (
+        f"authentication to {registry_token.host} failed: the identity token from {config} "
+        f"(auths.{registry_token.host}.identitytoken) was refused (token server "
+        f"{tokens.realm} answered HTTP 401)"
+    )
 
 
 @pytest.mark.registry

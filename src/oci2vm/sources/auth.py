@@ -85,11 +85,20 @@ def parse_www_authenticate(header: str) -> list[Challenge]:
 # --- credentials ----------------------------------------------------------------------
 
 
+# The user name by which credential helpers hand over an identity token (docker's rule).
+IDENTITY_TOKEN_USER = "<token>"
+# Who we are to an OAuth2 token endpoint.
+CLIENT_ID = "oci2vm"
+
+
 @dataclass(frozen=True, slots=True)
 class Credentials:
     username: str
     password: str
     origin: str  # where they came from, for messages: "--creds", a file, a helper
+    # An OAuth2 refresh token (`identitytoken` in an auth file, as `az acr login` writes,
+    # or a helper's Secret for the user "<token>"): traded for Bearer tokens by POST.
+    identity_token: str | None = None
 
     def basic(self) -> str:
         pair = f"{self.username}:{self.password}".encode()
@@ -206,6 +215,10 @@ def credentials_from_file(path: Path, registry: str, repository: str = "") -> Cr
     if isinstance(auths, dict):
         key = _best_key(auths, registry, repository)
         entry = auths.get(key) if key is not None else None
+        if isinstance(entry, dict) and entry.get("identitytoken"):
+            origin = f"{path} (auths.{key}.identitytoken)"
+            user = _decode_auth(entry["auth"], origin).username if entry.get("auth") else ""
+            return Credentials(user, "", origin, identity_token=str(entry["identitytoken"]))
         if isinstance(entry, dict) and entry.get("auth"):
             return _decode_auth(entry["auth"], f"{path} (auths.{key}.auth)")
     store = doc.get("credsStore")
@@ -247,13 +260,16 @@ def credential_helper(name: str, server: str) -> Credentials | None:
         raise Oci2vmError(f"{program} get printed no Username and Secret for {server}")
     if not user and not secret:
         return None
+    if user == IDENTITY_TOKEN_USER:
+        return Credentials("", "", program, identity_token=secret)
     return Credentials(user, secret, program)
 
 
 # --- answering a challenge --------------------------------------------------------------
 
-# GET url with headers -> (HTTP status, body); connection problems raise Oci2vmError.
-HttpGet = Callable[[str, Mapping[str, str]], tuple[int, bytes]]
+# (method, url, headers, body) -> (HTTP status, body); connection problems raise
+# Oci2vmError.
+HttpRequest = Callable[[str, str, Mapping[str, str], bytes | None], tuple[int, bytes]]
 
 
 class Authenticator:
@@ -265,14 +281,14 @@ class Authenticator:
         self,
         registry: str,
         credentials: Callable[[], Credentials | None],
-        http_get: HttpGet,
+        http: HttpRequest,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.registry = registry
         self._lookup = credentials
         self._looked_up = False
         self._credentials: Credentials | None = None
-        self._get = http_get
+        self._http = http
         self._clock = clock
         self._tokens: dict[tuple[str, str, str], tuple[str, float]] = {}
         self.token_requests = 0
@@ -287,11 +303,12 @@ class Authenticator:
     def refused(self, detail: str) -> Oci2vmError:
         """The error for a registry that refused us after we answered its challenge."""
         creds = self.credentials
-        who = (
-            f"the credentials of user {creds.username!r} from {creds.origin} were refused"
-            if creds is not None
-            else "anonymous access was refused: pass --creds USER:PASS or log in"
-        )
+        if creds is None:
+            who = "anonymous access was refused: pass --creds USER:PASS or log in"
+        elif creds.identity_token is not None:
+            who = f"the identity token from {creds.origin} was refused"
+        else:
+            who = f"the credentials of user {creds.username!r} from {creds.origin} were refused"
         return Oci2vmError(f"authentication to {self.registry} failed: {who} ({detail})")
 
     def authorization(self, challenges: list[Challenge], scope: str, *, fresh: bool) -> str:
@@ -308,6 +325,11 @@ class Authenticator:
             )
         if "basic" in by_scheme:
             creds = self.credentials
+            if creds is not None and creds.identity_token is not None:
+                raise Oci2vmError(
+                    f"authentication to {self.registry} failed: the registry asks for a "
+                    f"password, but {creds.origin} holds an identity token"
+                )
             if creds is None:
                 raise Oci2vmError(
                     f"authentication to {self.registry} failed: the registry requires "
@@ -329,12 +351,25 @@ class Authenticator:
         cached = self._tokens.get(key)
         if cached is not None and not fresh and cached[1] > self._clock():
             return cached[0]
-        query = ([("service", service)] if service else []) + [("scope", s) for s in scope.split()]
-        url = realm + ("&" if "?" in realm else "?") + urlencode(query) if query else realm
+        service_param = [("service", service)] if service else []
         creds = self.credentials
-        headers = {"Authorization": creds.basic()} if creds is not None else {}
         self.token_requests += 1
-        status, body = self._get(url, headers)
+        if creds is not None and creds.identity_token is not None:
+            # OAuth2's refresh-token grant, as docker does: a form with one scope field.
+            form = [
+                ("grant_type", "refresh_token"),
+                ("refresh_token", creds.identity_token),
+                ("client_id", CLIENT_ID),
+                *service_param,
+                ("scope", " ".join(scope.split())),
+            ]
+            form_type = {"Content-Type": "application/x-www-form-urlencoded"}
+            status, body = self._http("POST", realm, form_type, urlencode(form).encode())
+        else:
+            query = service_param + [("scope", s) for s in scope.split()]
+            url = realm + ("&" if "?" in realm else "?") + urlencode(query) if query else realm
+            headers = {"Authorization": creds.basic()} if creds is not None else {}
+            status, body = self._http("GET", url, headers, None)
         if status in (401, 403):
             raise self.refused(f"token server {realm} answered HTTP {status}")
         if status != 200:

@@ -211,18 +211,27 @@ class _Session:
             lambda: find_credentials(
                 ref.registry, ref.repository, creds=fetch.creds, auth_file=fetch.auth_file
             ),
-            self._token_get,
+            self._token_request,
         )
         self.authorization: str | None = None
 
     def close(self) -> None:
         self.http.clear()
 
-    def _open(self, url: str, headers: Mapping[str, str], peer: str) -> urllib3.BaseHTTPResponse:
+    def _open(
+        self,
+        url: str,
+        headers: Mapping[str, str],
+        peer: str,
+        *,
+        method: str = "GET",
+        body: bytes | None = None,
+    ) -> urllib3.BaseHTTPResponse:
         try:
             return self.http.request(
-                "GET",
+                method,
                 url,
+                body=body,
                 headers=dict(headers),
                 preload_content=False,
                 decode_content=False,  # digests are of the bytes as stored
@@ -231,9 +240,11 @@ class _Session:
         except HTTPError as e:
             raise _transport_error(peer, e) from e
 
-    def _token_get(self, url: str, headers: Mapping[str, str]) -> tuple[int, bytes]:
+    def _token_request(
+        self, method: str, url: str, headers: Mapping[str, str], body: bytes | None
+    ) -> tuple[int, bytes]:
         peer = f"token server {urllib.parse.urlsplit(url).netloc}"
-        resp = self._open(url, headers, peer)
+        resp = self._open(url, headers, peer, method=method, body=body)
         try:
             return resp.status, self._read(resp, MAX_MANIFEST_SIZE, "token response", peer)
         finally:
