@@ -78,9 +78,9 @@ def plan(config: Config, esp_size: int, root_need: int = MIB) -> Plan:
         tail = GPT_TAIL
     root_size = None
     if config.size is not None:
-        # --size is the disk's size: the root partition takes what the rest leaves,
-        # in whole MiB, with room for the backup GPT.
-        root_size = (config.size - offset - tail) // MIB * MIB
+        # --size is the disk's size, in whole MiB (never more than asked): the root
+        # partition takes what the rest leaves, in whole MiB, with room for the backup GPT.
+        root_size = (config.size // MIB * MIB - offset - tail) // MIB * MIB
         if root_size < root_need:
             need = -(-(offset + -(-root_need // MIB) * MIB + tail) // MIB)
             raise Oci2vmError(
