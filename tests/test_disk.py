@@ -603,6 +603,17 @@ def test_size_makes_a_sparse_disk_whose_root_fills_it(layout: Layout, tmp_path: 
     assert report["root"]["size"] == blocks * 4096
 
 
+@pytest.mark.parametrize("table", ["gpt", "mbr"])
+@pytest.mark.parametrize("size", ["102500K", "104857601", "100M"])
+def test_size_is_never_exceeded(layout: Layout, tmp_path: Path, table: str, size: str) -> None:
+    """A --size that is no whole number of MiB gives the whole MiB below it."""
+    out = tmp_path / "disk.img"
+    report = build_ok(layout.source, "-o", str(out), "--size", size, "--table", table)
+    assert report["disk_size"] == out.stat().st_size == 100 * MIB
+    last = sfdisk(out)["partitions"][-1]
+    assert (last["start"] + last["size"]) * SECTOR == 100 * MIB - (MIB if table == "gpt" else 0)
+
+
 @pytest.mark.parametrize(
     ("name", "args", "qemu_format"),
     [
