@@ -370,12 +370,19 @@ def test_missing_grub_modules_name_the_package(
 # -- booting (QEMU, TCG) -------------------------------------------------------------------
 
 
+@pytest.fixture(scope="module")
+def bios_marker_disk(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    if not (have_grub_pc and have_program("sgdisk") and have_program("mke2fs")):
+        pytest.skip("needs grub-pc-bin, gdisk and e2fsprogs")
+    return gpt_bios_disk(tmp_path_factory.mktemp("bios"), marker_cfg("OCI2VM-GRUB-MARKER-BIOS"))
+
+
 @pytest.mark.qemu
-@needs_grub_pc
-@needs_disk_tools
-def test_bios_grub_on_gpt_bios_boot_partition_boots(tmp_path: Path) -> None:
-    image = gpt_bios_disk(tmp_path, marker_cfg("OCI2VM-GRUB-MARKER-BIOS"))
-    result = vm.check_boot(image, expect="OCI2VM-GRUB-MARKER-BIOS", timeout=60, accel="tcg")
+@pytest.mark.parametrize("bus", ["virtio", "sata", "ide", "nvme"])
+def test_bios_grub_on_gpt_bios_boot_partition_boots(bios_marker_disk: Path, bus: vm.Bus) -> None:
+    result = vm.check_boot(
+        bios_marker_disk, expect="OCI2VM-GRUB-MARKER-BIOS", timeout=60, accel="tcg", bus=bus
+    )
     assert result.ok, result.tail
     assert "GRUB loading" in result.tail
 

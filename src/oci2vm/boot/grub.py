@@ -128,8 +128,8 @@ def module_dir(platform: Literal["i386-pc", "x86_64-efi"]) -> Path:
 def early_config(fs_uuid: str, grub_dir: str = DEFAULT_GRUB_DIR) -> str:
     """The config embedded in core: find the filesystem holding grub_dir by its UUID.
 
-    GRUB then enters normal mode, which reads $prefix/grub.cfg. Only simple commands are
-    used, since this runs before normal mode's script parser exists.
+    GRUB then enters normal mode, which reads $prefix/grub.cfg. The embedded config runs
+    under the rescue parser (kern/main.c, kern/parser.c), so it holds simple commands only.
     """
     fs_uuid = _canonical_uuid(fs_uuid)
     if not grub_dir.startswith("/") or not _SAFE_WORD.fullmatch(grub_dir):
