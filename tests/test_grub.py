@@ -419,7 +419,8 @@ def test_one_disk_from_oci2vm_writers_boots_grub_with_bios_and_uefi(tmp_path: Pa
     if not vm.OVMF_CODE.is_file():
         pytest.skip("needs ovmf")
     image = hybrid_disk(tmp_path, marker_cfg("OCI2VM-GRUB-MARKER-HYBRID"))
-    for firmware, bus in (("bios", "virtio"), ("uefi", "sata")):
+    boots: list[tuple[vm.Firmware, vm.Bus]] = [("bios", "virtio"), ("uefi", "sata")]
+    for firmware, bus in boots:
         result = vm.check_boot(
             image, expect="OCI2VM-GRUB-MARKER-HYBRID", timeout=90, accel="tcg",
             firmware=firmware, bus=bus,
