@@ -25,13 +25,14 @@ from urllib3.exceptions import (
     MaxRetryError,
     NameResolutionError,
     NewConnectionError,
+    ProtocolError,
     ReadTimeoutError,
     ResponseError,
     SSLError,
 )
 from urllib3.util.retry import Retry
 
-from oci2vm.blobs import BlobRef, BlobStore, check_digest, short
+from oci2vm.blobs import BlobRef, BlobStore, ProgressFn, check_digest, short
 from oci2vm.errors import Oci2vmError
 from oci2vm.image import (
     DOCKER_CONFIG,
@@ -161,6 +162,9 @@ def _transport_error(peer: str, err: BaseException) -> Oci2vmError:
         return Oci2vmError(f"{peer} did not answer within {READ_TIMEOUT:g} s")
     if isinstance(reason, ResponseError):
         return Oci2vmError(f"{peer}: {_one_line(reason)}")
+    if isinstance(reason, ProtocolError) and reason.args:
+        # ProtocolError(message, cause): the message says it.
+        return Oci2vmError(f"connection to {peer} dropped: {_one_line(reason.args[0])}")
     return Oci2vmError(f"connection to {peer} failed: {_one_line(reason)}")
 
 
@@ -187,6 +191,25 @@ def _release(resp: urllib3.BaseHTTPResponse, *, drain: bool = True) -> None:
     else:
         resp.close()
     resp.release_conn()
+
+
+class _HighWater:
+    """Progress across download attempts: bytes read again after a retry do not
+    advance the bar a second time."""
+
+    def __init__(self, progress: ProgressFn) -> None:
+        self._progress = progress
+        self._high = 0
+        self._position = 0
+
+    def restart(self) -> None:
+        self._position = 0
+
+    def __call__(self, n: int) -> None:
+        self._position += n
+        if self._position > self._high:
+            self._progress(self._position - self._high)
+            self._high = self._position
 
 
 class _Session:
@@ -399,9 +422,13 @@ class _Session:
         what = f"blob {desc.digest} of {self.registry}/{self.ref.repository}"
         kind = "config" if desc.media_type in (OCI_CONFIG, DOCKER_CONFIG) else "layer"
         progress = (
-            fetch.on_blob(f"{kind} {short(desc.digest)}", desc.size) if fetch.on_blob else None
+            _HighWater(fetch.on_blob(f"{kind} {short(desc.digest)}", desc.size))
+            if fetch.on_blob
+            else None
         )
         for attempt in range(1, BLOB_ATTEMPTS + 1):
+            if progress is not None:
+                progress.restart()
             resp = self.get(path, {})
             complete = False
             try:
