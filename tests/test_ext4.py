@@ -358,6 +358,7 @@ def every_case_tree() -> Inode:
     c["socket"] = Inode(Kind.SOCKET, mode=0o755, mtime_ns=t)
     c["old"] = Inode(Kind.FILE, mtime_ns=-1_234_567_890_987_654_321)  # 1930
     c["future"] = Inode(Kind.FILE, mtime_ns=5_000_000_000 * 10**9 + 999_999_999)  # 2128
+    c["far-future"] = Inode(Kind.FILE, mtime_ns=11_000_000_000 * 10**9 + 7)  # 2318: clamped
     c["epoch-minus"] = Inode(Kind.FILE, mtime_ns=-1)  # 1969-12-31T23:59:59.999999999
     c["times"] = Inode(Kind.FILE, mtime_ns=t, atime_ns=t + 5, ctime_ns=-(10**18), uid=4_000_000_000)
     shared = Inode(Kind.FILE, size=4, data=BytesData(b"link"), mtime_ns=t)
@@ -575,11 +576,12 @@ def test_time_encoding_round_trips_across_the_ext4_range() -> None:
         2**31 * 10**9,
         -(2**31) * 10**9,
         2**33 * 10**9 + 5,
-        (2**31 - 1 + 3 * 2**32) * 10**9,
+        (3 * 2**32 - 2**31 - 1) * 10**9 + 999_999_999,  # the latest time written: 2310
         1_700_000_000_5,
     ):
         assert decode_time(*encode_time(ns)) == ns
     assert decode_time(*encode_time(-(2**40) * 10**9)) == -(2**31) * 10**9  # clamped
+    assert decode_time(*encode_time(3 * 2**32 * 10**9)) < 3 * 2**32 * 10**9
 
 
 def test_acl_is_converted_to_the_compact_ext4_form() -> None:
