@@ -857,6 +857,27 @@ def test_server_errors_that_do_not_stop(store: BlobStore) -> None:
 
 
 @pytest.mark.registry
+def test_access_denied_is_an_authentication_failure(store: BlobStore) -> None:
+    with fake_registry() as fake:
+        denied = {"errors": [{"code": "DENIED", "message": "requested access is denied"}]}
+        fake.routes["/v2/app/manifests/1"] = Reply(403, json.dumps(denied).encode())
+        assert error_of(lambda: pull(fake.host, "app:1", store)) == (
+            f"authentication to {fake.host} failed: anonymous access was refused: pass "
+            "--creds USER:PASS or log in (HTTP 403 requested access is denied)"
+        )
+        assert error_of(lambda: pull(fake.host, "app:1", store, creds="bob:pw")) == (
+            f"authentication to {fake.host} failed: the registry refused access without "
+            "asking for credentials (HTTP 403 requested access is denied)"
+        )
+    with fake_registry(basic=("bob", "pw")) as fake:
+        fake.routes["/v2/app/manifests/1"] = Reply(403, json.dumps(denied).encode())
+        assert error_of(lambda: pull(fake.host, "app:1", store, creds="bob:pw")) == (
+            f"authentication to {fake.host} failed: the credentials of user 'bob' from "
+            "--creds were refused (HTTP 403 requested access is denied)"
+        )
+
+
+@pytest.mark.registry
 def test_blob_redirects_are_followed_without_the_credentials(store: BlobStore) -> None:
     app = build_image()
     with fake_registry(basic=("bob", "pw")) as fake, fake_registry() as storage:

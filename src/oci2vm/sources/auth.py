@@ -300,10 +300,13 @@ class Authenticator:
             self._looked_up = True
         return self._credentials
 
-    def refused(self, detail: str) -> Oci2vmError:
-        """The error for a registry that refused us after we answered its challenge."""
+    def refused(self, detail: str, *, answered: bool = True) -> Oci2vmError:
+        """The error for a registry that refused us: after we answered its challenge,
+        or (`answered` false) without having asked for anything."""
         creds = self.credentials
-        if creds is None:
+        if not answered and creds is not None:
+            who = "the registry refused access without asking for credentials"
+        elif creds is None:
             who = "anonymous access was refused: pass --creds USER:PASS or log in"
         elif creds.identity_token is not None:
             who = f"the identity token from {creds.origin} was refused"

@@ -327,7 +327,9 @@ class _Session:
                 )
             finally:
                 _release(resp)
-            refused = self.auth.refused(f"HTTP 401 {message or 'unauthorized'}")
+            refused = self.auth.refused(
+                f"HTTP 401 {message or 'unauthorized'}", answered=sent is not None
+            )
             if answered or not challenges:
                 raise refused
             answer = self.auth.authorization(challenges, self.scope, fresh=sent is not None)
@@ -344,7 +346,10 @@ class _Session:
         peer = f"registry {self.host}"
         codes, message = _registry_errors(self._read(resp, MAX_MANIFEST_SIZE, "error", peer))
         if resp.status in (401, 403) or "DENIED" in codes or "UNAUTHORIZED" in codes:
-            raise self.auth.refused(f"HTTP {resp.status} {message or resp.reason or ''}".strip())
+            raise self.auth.refused(
+                f"HTTP {resp.status} {message or resp.reason or ''}".strip(),
+                answered=self.authorization is not None,
+            )
         if resp.status == 404 or {"NAME_UNKNOWN", "MANIFEST_UNKNOWN", "BLOB_UNKNOWN"} & set(codes):
             what = f"no repository {self.ref.repository}" if "NAME_UNKNOWN" in codes else None
             raise Oci2vmError(
