@@ -63,8 +63,9 @@ KNOWN_MANIFEST_TYPES = (*INDEX_TYPES, *MANIFEST_TYPES, *DOCKER_SCHEMA1)
 MAX_MANIFEST_SIZE = 4 << 20  # as containers/image: a manifest is small
 MAX_INDEX_DEPTH = 4
 MAX_TAGS_SHOWN = 10  # in the message for an unknown tag
-# Retries of one request, each after backoff (0, 2x, 4x ... BACKOFF s, at most
-# BACKOFF_MAX); a Retry-After header is obeyed up to RETRY_AFTER_MAX s.
+# Retries of one request, after 0, 2·BACKOFF, 4·BACKOFF … s (at most BACKOFF_MAX); a
+# Retry-After header is obeyed up to RETRY_AFTER_MAX s. With the timeouts below, this
+# bounds the time one request can take.
 RETRIES = 3
 BACKOFF = 0.25
 BACKOFF_MAX = 8.0
