@@ -14,7 +14,6 @@ from pathlib import Path
 
 import pytest
 
-from fixture_images import busybox_fixture, debian_fixture, fixture_is_cached
 from oci2vm import sources
 from oci2vm.blobs import BlobStore, ProgressFn
 from oci2vm.cli import main
@@ -527,6 +526,9 @@ def test_fixture_image_arrives_as_it_left(
     """A project fixture image (busybox: gzip, zstd and plain layers; Debian: the big
     one) pushed to a real registry comes back with the same digests and config as read
     from its OCI layout."""
+    # Imported here so that the rest of this module does not depend on the fixtures.
+    from fixture_images import busybox_fixture, debian_fixture, fixture_is_cached
+
     if name == "debian" and not fixture_is_cached("debian") and os.geteuid() != 0:
         pytest.skip("building the debian fixture needs root (debootstrap, chroot)")
     fx = busybox_fixture() if name == "busybox" else debian_fixture()
