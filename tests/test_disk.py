@@ -837,9 +837,12 @@ def test_check_of_a_source_boots_a_temporary_disk_and_prints_only_its_json(
         "reason": "",
         "console_tail": "debian login: ",
     }
-    notes = result.err.splitlines()
-    assert notes[0] == f"building {layout.source} into a temporary disk"
-    assert notes[1].startswith("Wrote /") and notes[1].endswith("/disk.img (raw)")
+    # Compared without whitespace: report.py's stderr wraps at 80 columns (see the xfail).
+    notes = "".join(result.err.split())
+    assert re.fullmatch(
+        re.escape(f"building{layout.source}intoatemporarydisk") + r"Wrote/\S+/disk\.img\(raw\).*",
+        notes,
+    ), result.err
     assert fake.labels == ["dos"]  # built with the given options
     assert fake.options == [
         {

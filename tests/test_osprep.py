@@ -97,6 +97,8 @@ def systemd_members(*, merged_usr: bool = False) -> list[Member]:
         file("etc/shadow", DEBIAN_SHADOW, mode=0o640, gid=42),
         file("etc/hostname", b"buildkitsandbox\n"),
         file(".dockerenv"),
+        directory("run"),
+        file("run/.containerenv", b'engine="podman"\n'),
     ]
     if merged_usr:
         members.append(symlink("lib", "usr/lib"))
@@ -375,11 +377,14 @@ def test_systemd_image_gets_serial_getty_fstab_hostname_and_loses_dockerenv(
         inode = entry(tree, path)
         assert (inode.mode, inode.uid, inode.gid) == (0o644, 0, 0), path
     assert lookup(tree.root, "/.dockerenv") is None
+    assert entry(tree, "/run").children == {}
     # Without a password the accounts are the image's own.
     assert content(tree, "/etc/shadow") == DEBIAN_SHADOW
     assert content(tree, "/etc/passwd") == DEBIAN_PASSWD
     added = {p for p, _ in walk(tree.root)} - {
-        "/" + m.info.name for m in systemd_members() if m.info.name != ".dockerenv"
+        "/" + m.info.name
+        for m in systemd_members()
+        if m.info.name not in (".dockerenv", "run/.containerenv")
     }
     assert added == {
         "/",
