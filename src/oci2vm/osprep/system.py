@@ -15,6 +15,16 @@ from oci2vm.osprep.passwords import derived_salt, sha512_crypt
 
 SERIAL = "ttyS0"
 BAUD = 115200
+# What busybox init does when there is no /etc/inittab (init.c, parse_inittab), less its
+# password-less askfirst shells: an inittab we create ends those defaults, so it restates
+# them, above all unmounting at shutdown.
+BUSYBOX_DEFAULT_INITTAB = (
+    "::sysinit:/etc/init.d/rcS\n"
+    "::ctrlaltdel:reboot\n"
+    "::shutdown:umount -a -r\n"
+    "::shutdown:swapoff -a\n"
+    "::restart:init\n"
+)
 _HOSTNAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 
 
@@ -128,6 +138,8 @@ def serial_getty(edit: TreeEditor, info: OsInfo) -> None:
             line = f"{SERIAL}::respawn:{getty} -L {BAUD} {SERIAL} vt100\n"
         if inittab and not inittab.endswith("\n"):
             inittab += "\n"
+        if info.init == "busybox" and edit.get("/etc/inittab") is None:
+            inittab = BUSYBOX_DEFAULT_INITTAB
         edit.write("/etc/inittab", (inittab + line).encode())
 
 
