@@ -487,9 +487,37 @@ def test_busybox_image_gets_a_ttys0_respawn_line(tmp_path: Path) -> None:
     )
     assert describe(tree).init == "busybox"
     prepare(tree, options())
-    assert content(tree, "/etc/inittab") == b"ttyS0::respawn:/bin/getty -L 115200 ttyS0 vt100\n"
+    # Without an inittab busybox init had defaults; the one written keeps them.
+    assert content(tree, "/etc/inittab") == (
+        b"::sysinit:/etc/init.d/rcS\n"
+        b"::ctrlaltdel:reboot\n"
+        b"::shutdown:umount -a -r\n"
+        b"::shutdown:swapoff -a\n"
+        b"::restart:init\n"
+        b"ttyS0::respawn:/bin/getty -L 115200 ttyS0 vt100\n"
+    )
     inittab = entry(tree, "/etc/inittab")
     assert (inittab.mode, inittab.uid, inittab.gid) == (0o644, 0, 0)
+
+
+def test_busybox_inittab_gets_only_the_ttys0_line_appended(tmp_path: Path) -> None:
+    inittab = b"::sysinit:/etc/init.d/rcS\ntty1::respawn:/sbin/getty 38400 tty1\n"
+    tree = flattened(
+        tmp_path,
+        [
+            directory("bin"),
+            file("bin/busybox", b"elf", mode=0o755),
+            directory("sbin"),
+            symlink("sbin/init", "/bin/busybox"),
+            symlink("sbin/getty", "/bin/busybox"),
+            directory("etc"),
+            file("etc/inittab", inittab),
+        ],
+    )
+    prepare(tree, options())
+    assert content(tree, "/etc/inittab") == (
+        inittab + b"ttyS0::respawn:/sbin/getty -L 115200 ttyS0 vt100\n"
+    )
 
 
 def test_root_password_replaces_roots_shadow_hash_only(tmp_path: Path) -> None:
