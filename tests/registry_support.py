@@ -54,6 +54,7 @@ DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
 DOCKER_CONFIG = "application/vnd.docker.container.image.v1+json"
 DOCKER_LAYER_GZIP = "application/vnd.docker.image.rootfs.diff.tar.gzip"
 READY_TIMEOUT = 15.0
+START_ATTEMPTS = 3
 SERVICE = "oci2vm-test-registry"
 ISSUER = "oci2vm-test-token-issuer"
 
@@ -531,21 +532,29 @@ def running_registry(
         line = tools.run(["htpasswd", "-Bbn", basic[0], basic[1]]).stdout
         htpasswd = directory / "htpasswd"
         htpasswd.write_bytes(line)
-    port = free_port()
-    config = _registry_config(directory, port, tls=keys, htpasswd=htpasswd, tokens=tokens)
     log = directory / "registry.log"
     env = {k: v for k, v in os.environ.items() if not k.startswith("REGISTRY_")}
-    with open(log, "wb") as log_file:
-        proc = tools.popen(
-            ["docker-registry", "serve", config],
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            env=env,
-            start_new_session=True,
-        )
+    # The free port may be taken between our probe and the registry's bind: try again.
+    for attempt in range(1, START_ATTEMPTS + 1):
+        port = free_port()
+        config = _registry_config(directory, port, tls=keys, htpasswd=htpasswd, tokens=tokens)
+        with open(log, "wb") as log_file:
+            proc = tools.popen(
+                ["docker-registry", "serve", config],
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=env,
+                start_new_session=True,
+            )
+        try:
+            _wait_ready(proc, port, tls, log)
+            break
+        except RuntimeError:
+            _stop(proc)
+            if attempt == START_ATTEMPTS or "address already in use" not in log.read_text():
+                raise
     try:
-        _wait_ready(proc, port, tls, log)
         yield Registry(
             host=f"127.0.0.1:{port}",
             storage=directory / "storage",
