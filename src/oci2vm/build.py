@@ -93,7 +93,12 @@ def atomic_output(path: Path) -> Iterator[Path]:
         raise Oci2vmError(f"{path}: is a directory")
     if not path.parent.is_dir():
         raise Oci2vmError(f"{path.parent}: no such directory")
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as e:
+        raise Oci2vmError(
+            f"{path.parent}: cannot create files there ({e.strerror}): choose another -o"
+        ) from e
     os.close(fd)
     tmp = Path(name)
     try:
