@@ -752,6 +752,15 @@ def test_too_small_size_names_a_minimum_that_is_not_too_small(
     assert report["disk_size"] == out.stat().st_size == minimum * MIB
 
 
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs /proc")
+def test_unwritable_output_directory_is_a_one_line_error(layout: Layout) -> None:
+    result = build(layout.source, "-o", "/proc/disk.img")
+    assert (result.code, result.out) == (1, "")
+    assert re.fullmatch(
+        r"oci2vm: error: /proc: cannot create files there \(.+\): choose another -o\n", result.err
+    )
+
+
 def test_failed_build_keeps_an_existing_output(
     layout: Layout, kernelless: str, tmp_path: Path
 ) -> None:
