@@ -516,6 +516,36 @@ def test_several_kernels_newest_boots_by_default(tmp_path: Path) -> None:
     assert "set default=0\n" in cfg
 
 
+def test_fedora_kernel_layout_without_init_boots_its_kernel_and_says_no_init(
+    tmp_path: Path,
+) -> None:
+    version = "6.5.6-300.fc39.x86_64"
+    source = tmp_path / "fedora"
+    write_layout(
+        source,
+        [
+            [
+                directory("lib"),
+                directory("lib/modules"),
+                directory(f"lib/modules/{version}"),
+                file(f"lib/modules/{version}/vmlinuz", KERNEL),
+                directory("boot"),
+                file(f"boot/initramfs-{version}.img", INITRD),
+            ]
+        ],
+    )
+    out = tmp_path / "disk.img"
+    report = build_ok(f"oci:{source}", "-o", str(out), "--boot", "uefi")
+    assert report["kernels"] == [version]
+    assert report["notes"] == [
+        "no init system found (/sbin/init): the kernel will have nothing to run",
+        NOBODY_NOTE,
+    ]
+    cfg = debugfs(part(out, 2, tmp_path / "root.ext4"), "cat /boot/grub/grub.cfg").decode()
+    assert f"\tlinux /lib/modules/{version}/vmlinuz root=UUID=" in cfg
+    assert f"\tinitrd /boot/initramfs-{version}.img\n" in cfg
+
+
 # -- other layouts ------------------------------------------------------------------------
 
 
