@@ -47,7 +47,7 @@ def hostname_from(name: str) -> str:
 def check_hostname(hostname: str) -> str:
     if not _HOSTNAME_RE.match(hostname):
         raise Oci2vmError(
-            f"malformed --hostname {hostname!r}: use letters, digits and '-', at most 63"
+            f"malformed --hostname {hostname!r}: use lowercase letters, digits and '-', at most 63"
         )
     return hostname
 
