@@ -646,5 +646,8 @@ def test_hostname_from_image_name(name: str, hostname: str) -> None:
 
 @pytest.mark.parametrize("bad", ["", "Upper", "under_score", "-lead", "trail-", "a" * 64, "a.b"])
 def test_check_hostname_rejects_malformed(bad: str) -> None:
-    with pytest.raises(Oci2vmError, match=r"^malformed --hostname"):
+    with pytest.raises(Oci2vmError) as raised:
         check_hostname(bad)
+    assert str(raised.value) == (
+        f"malformed --hostname {bad!r}: use lowercase letters, digits and '-', at most 63"
+    )
