@@ -32,7 +32,7 @@ class Reporter:
     def __init__(self, *, quiet: bool = False, json_output: bool = False) -> None:
         self.quiet = quiet
         self.json_output = json_output
-        self.err = Console(stderr=True, highlight=False)
+        self.err = Console(stderr=True, highlight=False, soft_wrap=True)
         self.out = Console(highlight=False, soft_wrap=True)
         self._progress: Progress | None = None
 

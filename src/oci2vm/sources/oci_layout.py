@@ -36,7 +36,9 @@ def resolve(source: str, path: Path, tag: str, fetch: Fetch, *, archive: bool) -
         raise Oci2vmError(f"{path}: is a directory; use oci:{path}")
     if not archive and container.is_archive:
         raise Oci2vmError(f"{path}: is a file; use oci-archive:{path}")
-    return resolve_in(source, container, tag, fetch, name=tag or path.name)
+    # The name gives the default hostname: oci:./debian:bookworm -> debian:bookworm.
+    name = f"{path.absolute().name}:{tag}" if tag else path.absolute().name
+    return resolve_in(source, container, tag, fetch, name=name)
 
 
 def blob_ref(container: Container, desc: Descriptor) -> BlobRef:
