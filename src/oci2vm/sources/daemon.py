@@ -23,11 +23,12 @@ if TYPE_CHECKING:
 def resolve(source: str, ref: str, fetch: Fetch) -> Image:
     if not ref:
         raise Oci2vmError("docker-daemon: needs an image reference, e.g. docker-daemon:debian:12")
-    if tools.have_program("docker"):
-        argv = ["docker", "save"]
-    elif tools.have_program("podman"):
-        argv = ["podman", "save", "--format", "docker-archive"]
-    else:
+    savers = [
+        argv
+        for argv in (["docker", "save"], ["podman", "save", "--format", "docker-archive"])
+        if tools.have_program(argv[0])
+    ]
+    if not savers:
         raise Oci2vmError("docker-daemon: needs docker or podman: install 'docker.io' or 'podman'")
     store = fetch.store or BlobStore(BlobStore.default_root())
     tmpdir = store.root / "tmp"
@@ -36,9 +37,15 @@ def resolve(source: str, ref: str, fetch: Fetch) -> Image:
     os.close(fd)
     archive = Path(name)
     atexit.register(archive.unlink, missing_ok=True)
-    try:
-        tools.run([*argv, "-o", str(archive), ref])
-    except Oci2vmError as e:
+    failures = []
+    for argv in savers:
+        # A docker client without a reachable engine fails at once; podman may have it.
+        try:
+            tools.run([*argv, "-o", str(archive), ref])
+            break
+        except Oci2vmError as e:
+            failures.append(str(e))
+    else:
         archive.unlink(missing_ok=True)
-        raise Oci2vmError(f"docker-daemon:{ref}: {e}") from e
+        raise Oci2vmError(f"docker-daemon:{ref}: " + "; ".join(failures))
     return docker_archive.resolve(source, archive, ref, fetch)
