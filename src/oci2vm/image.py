@@ -119,23 +119,25 @@ class Image:
     layers: tuple[Layer, ...]
 
 
-def load_json(data: bytes, what: str) -> dict[str, Any]:
+def _load(data: bytes, what: str, kind: type[Any], kind_name: str) -> Any:
     try:
         doc = json.loads(data)
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise Oci2vmError(f"malformed {what}: not valid JSON ({e})") from e
-    if not isinstance(doc, dict):
-        raise Oci2vmError(f"malformed {what}: expected a JSON object")
+    if not isinstance(doc, kind):
+        raise Oci2vmError(f"malformed {what}: expected a JSON {kind_name}")
+    return doc
+
+
+def load_json(data: bytes, what: str) -> dict[str, Any]:
+    """A JSON object, or a one-line error naming `what`."""
+    doc: dict[str, Any] = _load(data, what, dict, "object")
     return doc
 
 
 def load_json_list(data: bytes, what: str) -> list[Any]:
-    try:
-        doc = json.loads(data)
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise Oci2vmError(f"malformed {what}: not valid JSON ({e})") from e
-    if not isinstance(doc, list):
-        raise Oci2vmError(f"malformed {what}: expected a JSON list")
+    """A JSON list, or a one-line error naming `what`."""
+    doc: list[Any] = _load(data, what, list, "list")
     return doc
 
 

@@ -20,6 +20,7 @@ from urllib.parse import urlencode
 
 from oci2vm import tools
 from oci2vm.errors import Oci2vmError
+from oci2vm.image import load_json
 
 log = logging.getLogger(__name__)
 
@@ -178,13 +179,7 @@ def _load_auth_file(path: Path) -> dict[str, Any] | None:
         return None
     except OSError as e:
         raise Oci2vmError(f"cannot read auth file {path}: {e.strerror}") from e
-    try:
-        doc = json.loads(data)
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise Oci2vmError(f"malformed auth file {path}: not valid JSON ({e})") from e
-    if not isinstance(doc, dict):
-        raise Oci2vmError(f"malformed auth file {path}: expected a JSON object")
-    return doc
+    return load_json(data, f"auth file {path}")
 
 
 def _best_key(keys: Mapping[str, Any], registry: str, repository: str) -> str | None:
