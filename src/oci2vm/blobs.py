@@ -13,12 +13,12 @@ import io
 import os
 import re
 import tempfile
-import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+from oci2vm.decompress import GZIP_MAGIC, ZSTD_MAGIC
 from oci2vm.errors import Oci2vmError
 
 CHUNK = 1 << 20
@@ -65,7 +65,7 @@ class BlobRef:
     digest: str | None
     trusted: bool = False
 
-    def open(self, progress: ProgressFn | None = None) -> BinaryIO:
+    def open(self, progress: ProgressFn | None = None) -> VerifyingReader:
         """A reader of the blob's bytes that verifies the digest when it reaches the end."""
         f = open(self.path, "rb")  # noqa: SIM115 - owned by the returned reader
         try:
@@ -74,8 +74,8 @@ class BlobRef:
             f.close()
             raise
         digest = None if self.trusted else self.digest
-        reader = VerifyingReader(f, self.size, digest, progress, what=str(self.path))
-        return io.BufferedReader(reader, CHUNK)
+        # Unbuffered: readers take large chunks, and abort() stays reachable.
+        return VerifyingReader(f, self.size, digest, progress, what=str(self.path))
 
     def compute_digest(self) -> str:
         """Read the whole blob and return its sha256 digest (verified if one is known)."""
@@ -246,123 +246,6 @@ class BlobStore:
 
     def put_bytes(self, digest: str, data: bytes) -> BlobRef:
         return self.put(digest, io.BytesIO(data), len(data))
-
-
-# --- layer decompression -------------------------------------------------------------
-
-GZIP_MAGIC = b"\x1f\x8b"
-ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
-
-
-def detect_compression(head: bytes, media_type: str = "") -> str:
-    """'gzip', 'zstd' or 'none', from the magic bytes; the media type only names
-    what it claims (a mismatch is resolved in favour of the bytes)."""
-    if head.startswith(GZIP_MAGIC):
-        return "gzip"
-    if head.startswith(ZSTD_MAGIC):
-        return "zstd"
-    if head[:4] in (b"BZh9", b"BZh1") or head.startswith(b"\xfd7zXZ"):
-        raise Oci2vmError(
-            f"unsupported layer compression ({'bzip2' if head.startswith(b'BZh') else 'xz'})"
-            f"{f' in {media_type}' if media_type else ''}: only gzip, zstd and plain tar"
-        )
-    return "none"
-
-
-class _Peek(io.RawIOBase):
-    """Puts already-read bytes back in front of a stream."""
-
-    def __init__(self, head: bytes, raw: BinaryIO) -> None:
-        super().__init__()
-        self._head = head
-        self._raw = raw
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: memoryview | bytearray) -> int:  # type: ignore[override]
-        if self._head:
-            n = min(len(buffer), len(self._head))
-            buffer[:n] = self._head[:n]
-            self._head = self._head[n:]
-            return n
-        return int(self._raw.readinto(buffer))  # type: ignore[attr-defined]
-
-    def close(self) -> None:
-        if not self.closed:
-            self._raw.close()
-            super().close()
-
-
-class _Decompressed(io.RawIOBase):
-    """A decompressing reader over `raw`; a corrupt or truncated stream raises
-    Oci2vmError naming the layer."""
-
-    def __init__(self, raw: BinaryIO, kind: str, what: str) -> None:
-        super().__init__()
-        self._raw = raw
-        self._what = what
-        self._kind = kind
-        self._reader: BinaryIO
-        if kind == "gzip":
-            from isal import igzip
-
-            self._reader = igzip.IGzipFile(fileobj=raw, mode="rb")  # type: ignore[no-untyped-call, assignment]
-        else:
-            import zstandard
-
-            self._reader = zstandard.ZstdDecompressor().stream_reader(
-                raw, read_size=CHUNK, read_across_frames=True
-            )
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: memoryview | bytearray) -> int:  # type: ignore[override]
-        try:
-            return int(self._reader.readinto(buffer))  # type: ignore[attr-defined]
-        except Oci2vmError:
-            raise
-        except EOFError as e:
-            self._blame_digest()
-            raise Oci2vmError(f"{self._what}: truncated {self._kind} stream") from e
-        except (OSError, zlib.error, ValueError) as e:
-            self._blame_digest()
-            raise Oci2vmError(f"{self._what}: corrupt {self._kind} stream: {e}") from e
-        except Exception as e:  # zstandard.ZstdError is not exported with types
-            if type(e).__name__ == "ZstdError":
-                self._blame_digest()
-                raise Oci2vmError(f"{self._what}: corrupt zstd stream: {e}") from e
-            raise
-
-    def _blame_digest(self) -> None:
-        """A blob that fails to decompress may simply have been tampered with: read the
-        rest of it so that a digest mismatch, the more precise error, is raised first."""
-        try:
-            while self._raw.read(CHUNK):
-                pass
-        except Oci2vmError:
-            raise
-        except Exception:
-            pass
-
-    def close(self) -> None:
-        if not self.closed:
-            try:
-                self._reader.close()
-            finally:
-                self._raw.close()
-                super().close()
-
-
-def decompressed(raw: BinaryIO, media_type: str = "", what: str = "layer") -> BinaryIO:
-    """Wrap a layer blob reader so that it yields the uncompressed tar stream."""
-    head = raw.read(4)
-    kind = detect_compression(head, media_type)
-    peeked = _Peek(head, raw)
-    if kind == "none":
-        return io.BufferedReader(peeked, CHUNK)
-    return io.BufferedReader(_Decompressed(peeked, kind, what), CHUNK)  # type: ignore[arg-type]
 
 
 def uncompressed_size_hint(blob: BlobRef, media_type: str = "") -> int:

@@ -23,9 +23,10 @@ import urllib.parse
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
-from oci2vm.blobs import CHUNK, ProgressFn, VerifyingReader, decompressed, short
+from oci2vm.blobs import CHUNK, ProgressFn, short
+from oci2vm.decompress import decompressed
 from oci2vm.entry import FileSink, Inode, Kind, LayerData, new_dir
 from oci2vm.errors import Oci2vmError
 from oci2vm.image import Image, Layer
@@ -177,6 +178,34 @@ class _Bounded(io.RawIOBase):
         return len(data)
 
 
+class _Forward:
+    """tell() and forward-only seek() over a stream: what tarfile's random-access mode
+    needs, without the copying its stream mode does for every header."""
+
+    def __init__(self, raw: BinaryIO) -> None:
+        self._raw = raw
+        self._pos = 0
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._raw.read(size)
+        self._pos += len(data)
+        return data
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, pos: int, whence: int = 0) -> int:
+        if whence == 1:
+            pos += self._pos
+        elif whence != 0:
+            raise OSError("a layer stream can only seek forward from its start")
+        if pos < self._pos:
+            raise OSError("a layer stream cannot seek backwards")
+        _skip(self._raw, pos - self._pos)
+        self._pos = pos
+        return pos
+
+
 class _Flattener:
     def __init__(
         self,
@@ -272,36 +301,28 @@ class _Flattener:
         what = f"layer {index + 1}" + (f" ({short(layer.digest)})" if layer.digest else "")
         progress = self.progress(index, layer) if self.progress else None
         compressed = layer.blob.open(progress)
-        stream = VerifyingReader(
-            decompressed(compressed, layer.media_type, what),
-            None,
-            layer.diff_id,
-            what=f"{what} uncompressed (diff_id)",
-        )
+        if layer.diff_id is not None and not layer.diff_id.startswith("sha256:"):
+            raise Oci2vmError(f"{what}: only sha256 diff_ids are supported")
+        stream = decompressed(compressed, layer.media_type, what, layer.diff_id)
         self.deferred = []
         layer_inodes: dict[str, Inode] = {}
         whiteouts: set[str] = set()
         opaques: set[str] = set()
         try:
-            with tarfile.open(
-                fileobj=io.BufferedReader(stream, CHUNK),
-                mode="r|",
-                bufsize=CHUNK,
-                errors="surrogateescape",
-            ) as tar:
+            forward: Any = _Forward(stream)
+            with tarfile.TarFile(fileobj=forward, mode="r", errors="surrogateescape") as tar:
                 while (member := tar.next()) is not None:
                     self._member(tar, member, index, what, layer_inodes, whiteouts, opaques)
-                    tar.members.clear()  # type: ignore[attr-defined]  # stream mode keeps every header
-            stream.close()
-            compressed.close()
+                    tar.members.clear()  # type: ignore[attr-defined]  # it keeps every header
+            stream.finish()
         except tarfile.TarError as e:
             stream.abort()
             raise Oci2vmError(f"{what}: not a valid tar stream: {e}") from e
         except BaseException:
             stream.abort()
             raise
-        self.tree.diff_ids.append(stream.computed_digest)
-        self.tree.layer_digests.append(layer.digest or _blob_digest(compressed))
+        self.tree.diff_ids.append(stream.digest)
+        self.tree.layer_digests.append(layer.digest or compressed.computed_digest)
         for target, (_inode, paths) in self.pending.items():
             parts = split_path(target, what)
             if target in whiteouts or any(
@@ -455,11 +476,6 @@ def _skip(stream: BinaryIO, count: int) -> None:
         if not chunk:
             raise Oci2vmError("layer ended early while reading it again")
         count -= len(chunk)
-
-
-def _blob_digest(reader: BinaryIO) -> str:
-    raw = getattr(reader, "raw", reader)
-    return raw.computed_digest if isinstance(raw, VerifyingReader) else ""
 
 
 def _count(root: Inode) -> Iterator[Inode]:

@@ -12,7 +12,8 @@ import posixpath
 import tarfile
 from pathlib import Path
 
-from oci2vm.blobs import GZIP_MAGIC, ZSTD_MAGIC, BlobRef
+from oci2vm.blobs import BlobRef
+from oci2vm.decompress import GZIP_MAGIC, ZSTD_MAGIC
 from oci2vm.errors import Oci2vmError
 
 MAX_SMALL = 16 << 20  # manifests, configs and index files are never this big

@@ -1,0 +1,262 @@
+"""Layer decompression: gzip (ISA-L), zstd or none, told apart by magic bytes, and run in
+a background thread so that reading, hashing and inflating a layer overlap with parsing
+and writing its files on the other core (ISA-L, zstd and hashlib release the GIL)."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import queue
+import threading
+import zlib
+from collections.abc import Callable, Iterator
+from typing import Any, Protocol
+
+from isal import isal_zlib
+
+from oci2vm.errors import Oci2vmError
+
+CHUNK = 1 << 20
+GZIP_MAGIC = b"\x1f\x8b"
+ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+QUEUE_CHUNKS = 8  # decompressed chunks in flight: bounds memory at a few MiB
+# isal's stubs declare its error as an instance; it is the exception class.
+_ISAL_ERROR: type[Exception] = isal_zlib.IsalError  # type: ignore[assignment]
+
+
+class Blob(Protocol):
+    """What is read here: a blob reader (blobs.VerifyingReader, or any file)."""
+
+    def read(self, size: int = -1, /) -> bytes: ...
+
+    def close(self) -> None: ...
+
+
+def detect_compression(head: bytes, media_type: str = "") -> str:
+    """'gzip', 'zstd' or 'none', from the magic bytes; the media type only names
+    what it claims (a mismatch is resolved in favour of the bytes)."""
+    if head.startswith(GZIP_MAGIC):
+        return "gzip"
+    if head.startswith(ZSTD_MAGIC):
+        return "zstd"
+    if head[:3] == b"BZh" or head.startswith(b"\xfd7zXZ"):
+        raise Oci2vmError(
+            f"unsupported layer compression ({'bzip2' if head.startswith(b'BZh') else 'xz'})"
+            f"{f' in {media_type}' if media_type else ''}: only gzip, zstd and plain tar"
+        )
+    return "none"
+
+
+def _gzip_chunks(raw: Blob, head: bytes) -> Iterator[bytes]:
+    """Inflate one or more concatenated gzip members; zero padding after the last one
+    is tolerated, as gzip(1) does."""
+    inflater: object | None = None
+    data = head
+    while True:
+        while data:
+            if inflater is None:
+                if not data.strip(b"\0"):
+                    data = b""
+                    break
+                inflater = isal_zlib.decompressobj(31)
+            out = inflater.decompress(data)  # type: ignore[attr-defined]
+            if out:
+                yield out
+            if inflater.eof:  # type: ignore[attr-defined]
+                data = inflater.unused_data  # type: ignore[attr-defined]
+                inflater = None
+            else:
+                data = b""
+        data = raw.read(CHUNK)
+        if not data:
+            break
+    if inflater is not None:
+        raise EOFError("compressed stream ended before its end-of-stream marker")
+
+
+def _zstd_chunks(raw: Blob, head: bytes) -> Iterator[bytes]:
+    import zstandard
+
+    reader = zstandard.ZstdDecompressor().stream_reader(
+        _Prepend(head, raw),  # type: ignore[arg-type]
+        read_size=CHUNK,
+        read_across_frames=True,
+    )
+    while chunk := reader.read(4 * CHUNK):
+        yield chunk
+
+
+def _plain_chunks(raw: Blob, head: bytes) -> Iterator[bytes]:
+    if head:
+        yield head
+    while chunk := raw.read(4 * CHUNK):
+        yield chunk
+
+
+class _Prepend(io.RawIOBase):
+    """Puts already-read bytes back in front of a stream."""
+
+    def __init__(self, head: bytes, raw: Blob) -> None:
+        super().__init__()
+        self._head = head
+        self._raw = raw
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: memoryview | bytearray) -> int:  # type: ignore[override]
+        if self._head:
+            n = min(len(buffer), len(self._head))
+            buffer[:n] = self._head[:n]
+            self._head = self._head[n:]
+            return n
+        data = self._raw.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+
+_DONE = object()
+
+
+class _Prefetched(io.RawIOBase):
+    """A reader whose chunks are produced by `produce` in a background thread, a few
+    chunks ahead. An exception in the producer is raised by the next read."""
+
+    def __init__(self, produce: Callable[[], Iterator[bytes]], on_close: Callable[[], None]):
+        super().__init__()
+        self._queue: queue.Queue[object] = queue.Queue(QUEUE_CHUNKS)
+        self._stop = threading.Event()
+        self._buffer = memoryview(b"")
+        self._finished = False
+        self._on_close = on_close
+        self._thread = threading.Thread(target=self._run, args=(produce,), daemon=True)
+        self._thread.start()
+
+    def _put(self, item: object) -> bool:
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _run(self, produce: Callable[[], Iterator[bytes]]) -> None:
+        try:
+            for chunk in produce():
+                if not self._put(chunk):
+                    return
+            self._put(_DONE)
+        except BaseException as e:  # handed to the reading thread
+            self._put(e)
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: memoryview | bytearray) -> int:  # type: ignore[override]
+        while not self._buffer:
+            if self._finished:
+                return 0
+            item = self._queue.get()
+            if item is _DONE:
+                self._finished = True
+                return 0
+            if isinstance(item, BaseException):
+                self._finished = True
+                raise item
+            self._buffer = memoryview(item)  # type: ignore[arg-type]
+        n = min(len(buffer), len(self._buffer))
+        buffer[:n] = self._buffer[:n]
+        self._buffer = self._buffer[n:]
+        return n
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self._stop.set()
+        self._thread.join()
+        try:
+            self._on_close()
+        finally:
+            super().close()
+
+
+class LayerReader(io.BufferedReader):
+    """The uncompressed tar stream of a layer. Its digest is computed in the producing
+    thread; finish() reads to the end and checks it against the diff_id."""
+
+    def __init__(self, raw: _Prefetched, hasher: Any) -> None:
+        super().__init__(raw, CHUNK)
+        self._hasher = hasher
+
+    @property
+    def digest(self) -> str:
+        """sha256 of the whole uncompressed stream (valid after finish())."""
+        return "sha256:" + str(self._hasher.hexdigest())
+
+    def finish(self) -> None:
+        """Read what the consumer left (tar padding), raising any error or mismatch."""
+        while self.read(CHUNK):
+            pass
+        self.close()
+
+    def abort(self) -> None:
+        """Stop without reading on (after an error)."""
+        self.close()
+
+
+def decompressed(
+    raw: Blob, media_type: str = "", what: str = "layer", diff_id: str | None = None
+) -> LayerReader:
+    """A reader of the uncompressed tar stream of a layer blob reader `raw`, produced
+    in a background thread that also hashes it. A corrupt or truncated stream raises a
+    one-line error naming the layer; when the blob was tampered with, the digest
+    mismatch is reported instead; a stream that does not hash to `diff_id` raises at its
+    end. Closing the reader closes `raw`."""
+    head = raw.read(4)
+    kind = detect_compression(head, media_type)
+    chunks = {"gzip": _gzip_chunks, "zstd": _zstd_chunks, "none": _plain_chunks}[kind]
+    hasher = hashlib.sha256()
+
+    def produce() -> Iterator[bytes]:
+        try:
+            for chunk in chunks(raw, head):
+                hasher.update(chunk)
+                yield chunk
+        except Oci2vmError:
+            raise
+        except EOFError as e:
+            _blame_digest(raw)
+            raise Oci2vmError(f"{what}: truncated {kind} stream") from e
+        except (OSError, zlib.error, _ISAL_ERROR, ValueError) as e:
+            _blame_digest(raw)
+            raise Oci2vmError(f"{what}: corrupt {kind} stream: {e}") from e
+        except Exception as e:  # zstandard.ZstdError is not exported with types
+            if type(e).__name__ == "ZstdError":
+                _blame_digest(raw)
+                raise Oci2vmError(f"{what}: corrupt zstd stream: {e}") from e
+            raise
+        # The whole blob must be read for its digest to be checked.
+        while raw.read(CHUNK):
+            pass
+        got = "sha256:" + hasher.hexdigest()
+        if diff_id is not None and got != diff_id:
+            raise Oci2vmError(
+                f"{what} uncompressed (diff_id): digest mismatch: expected {diff_id}, got {got}"
+            )
+
+    # Closing must not read on (that would verify the digest of an abandoned blob).
+    release = getattr(raw, "abort", raw.close)
+    return LayerReader(_Prefetched(produce, release), hasher)
+
+
+def _blame_digest(raw: Blob) -> None:
+    """A blob that fails to decompress may simply have been tampered with: read the rest
+    of it so that a digest mismatch, the more precise error, is raised first."""
+    try:
+        while raw.read(CHUNK):
+            pass
+    except Oci2vmError:
+        raise
+    except Exception:
+        pass
