@@ -176,3 +176,42 @@ def test_console_script_runs(tmp_path: Path) -> None:
     )
     assert bad.returncode == 1
     assert bad.stderr.startswith("oci2vm: error: unknown transport 'nosuch'")
+
+
+def _stderr_on_a_terminal(argv: list[str]) -> tuple[int, str]:
+    """Run the CLI with stderr on a pseudo-terminal; return its exit code and what the
+    terminal showed."""
+    import os
+    import pty
+
+    master, slave = pty.openpty()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "oci2vm.cli", *argv],
+        stdout=subprocess.DEVNULL,
+        stderr=slave,
+        env={**os.environ, "COLUMNS": "120", "TERM": "xterm"},
+    )
+    os.close(slave)
+    shown = b""
+    while True:
+        try:
+            chunk = os.read(master, 65536)
+        except OSError:  # the terminal closed with the process
+            break
+        if not chunk:
+            break
+        shown += chunk
+    os.close(master)
+    return proc.wait(), shown.decode(errors="replace")
+
+
+def test_progress_shows_layers_on_a_terminal_and_not_with_quiet(tmp_path: Path) -> None:
+    big = bytes(range(256)) * 40_000  # ~10 MB, so the bar is drawn at least once
+    write_layout(tmp_path / "img", [[file("a", big)], [file("b", big[::-1])]])
+    source = f"oci:{tmp_path / 'img'}"
+    code, shown = _stderr_on_a_terminal(["build", source, "-o", str(tmp_path / "r.ext4")])
+    assert code == 0, shown
+    assert "layer 1/2" in shown and "layer 2/2" in shown
+    code, shown = _stderr_on_a_terminal(["build", source, "-q", "-o", str(tmp_path / "q.ext4")])
+    assert code == 0
+    assert shown == ""
