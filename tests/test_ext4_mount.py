@@ -7,13 +7,16 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import os
+import shutil
 import stat
 import subprocess
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
 
 from oci2vm.entry import BytesData, Inode, Kind
 from test_ext4 import (
@@ -25,6 +28,7 @@ from test_ext4 import (
     fsck,
     normalize_xattrs,
 )
+from test_ext4_props import trees
 
 pytestmark = [
     pytest.mark.root,
@@ -59,6 +63,8 @@ def _xattrs(path: str, kind: Kind) -> dict[str, bytes]:
     for name in os.listxattr(path, follow_symlinks=False):
         if name.startswith("user.") and kind not in (Kind.FILE, Kind.DIR):
             continue  # the kernel serves user.* only on files and directories
+        if name.startswith("system.posix_acl_") and kind is Kind.SYMLINK:
+            continue  # listed, but symlinks have no ACLs to get
         out[name] = os.getxattr(path, name, follow_symlinks=False)
     return out
 
@@ -115,23 +121,22 @@ def _kernel_tree() -> Inode:
 
 
 def _visible(want: dict[str, Seen]) -> dict[str, Seen]:
-    """What the kernel shows: no user.* xattrs on symlinks and device nodes."""
+    """What the kernel shows: no user.* xattrs on symlinks and device nodes, no ACLs on
+    symlinks."""
     out = {}
     for path, seen in want.items():
-        if seen.kind not in (Kind.FILE, Kind.DIR):
-            kept = tuple((n, v) for n, v in seen.xattrs if not n.startswith("user."))
-            seen = dataclasses.replace(seen, xattrs=kept)
-        out[path] = seen
+        hidden = ["user."] if seen.kind not in (Kind.FILE, Kind.DIR) else []
+        if seen.kind is Kind.SYMLINK:
+            hidden.append("system.posix_acl_")
+        kept = tuple((n, v) for n, v in seen.xattrs if not n.startswith(tuple(hidden) or "\0"))
+        out[path] = dataclasses.replace(seen, xattrs=kept)
     return out
 
 
-def test_kernel_reads_every_case_equal(tmp_path: Path) -> None:
-    image = tmp_path / "every.ext4"
-    root = _kernel_tree()
-    build(root, image)
+def assert_kernel_reads_back(root: Inode, image: Path, workdir: Path) -> None:
     fsck(image)
     want, want_groups = expected(root)
-    with mounted(image, tmp_path / "mnt", "ro") as top:
+    with mounted(image, workdir / "mnt", "ro") as top:
         got, got_groups = kernel_view(top)
     lost_found = got.pop("/lost+found")
     assert (lost_found.kind, lost_found.mode, lost_found.links) == (Kind.DIR, 0o700, 2)
@@ -140,6 +145,29 @@ def test_kernel_reads_every_case_equal(tmp_path: Path) -> None:
     for path in want:
         assert got[path] == want[path], path
     assert got_groups == want_groups
+
+
+def test_kernel_reads_every_case_equal(tmp_path: Path) -> None:
+    image = tmp_path / "every.ext4"
+    root = _kernel_tree()
+    build(root, image)
+    assert_kernel_reads_back(root, image, tmp_path)
+
+
+@settings(
+    max_examples=int(os.environ.get("EXT4_KERNEL_EXAMPLES", "12")),
+    deadline=None,
+    suppress_health_check=list(HealthCheck),
+)
+@given(root=trees())
+def test_kernel_reads_random_trees_equal(root: Inode) -> None:
+    workdir = Path(tempfile.mkdtemp(prefix="ext4-kernel-"))
+    try:
+        image = workdir / "fs.ext4"
+        build(root, image)
+        assert_kernel_reads_back(root, image, workdir)
+    finally:
+        shutil.rmtree(workdir)
 
 
 def test_kernel_writes_and_e2fsck_stays_clean(tmp_path: Path) -> None:
