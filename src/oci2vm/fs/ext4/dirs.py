@@ -158,8 +158,8 @@ def _seal_leaf(body: bytearray, ino_seed: int) -> bytes:
 
 
 def _pack_leaves(entries: list[DirEntry], first: bytes = b"") -> list[bytearray]:
-    """Fill leaf blocks in order; each block's last entry stretches to LEAF_SPACE.
-    Returns the block bodies and, via `starts`, nothing else: callers track boundaries."""
+    """Fill leaf block bodies in order (after `first`, the '.' and '..' entries); each
+    block's last entry stretches to LEAF_SPACE."""
     blocks: list[bytearray] = []
     cur = bytearray(first)
     last_at = -1

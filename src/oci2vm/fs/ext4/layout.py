@@ -34,6 +34,7 @@ LOST_FOUND_INO = 11
 INODE_RATIO = 16384  # bytes per inode, as mke2fs's default for ext4
 MIN_FREE_BYTES = 256 << 20
 MIB = 1 << 20
+MIN_BLOCKS = 2048  # 8 MiB: mke2fs gives smaller filesystems no journal; we always have one
 
 # s_feature_compat / incompat / ro_compat bits
 COMPAT_HAS_JOURNAL = 0x4
@@ -168,7 +169,8 @@ def _estimate_used_blocks(data_size: int, inode_count: int, blocks_count: int) -
 def required_size(data_size: int, inode_count: int) -> int:
     """The smallest size in bytes a filesystem needs for `data_size` bytes of file data in
     `inode_count` entries (an upper-bound estimate: use it to reject a --size early)."""
-    blocks = round_blocks(_estimate_used_blocks(data_size, inode_count, 2048))
+    blocks = round_blocks(_estimate_used_blocks(data_size, inode_count, MIN_BLOCKS))
+    blocks = max(blocks, MIN_BLOCKS)
     for _ in range(20):
         need = round_blocks(_estimate_used_blocks(data_size, inode_count, blocks))
         if need <= blocks:

@@ -17,7 +17,7 @@ import uuid as uuidlib
 from dataclasses import dataclass
 from typing import BinaryIO
 
-from oci2vm.entry import BytesData, Inode, Kind, LayerData, name_bytes, new_dir
+from oci2vm.entry import BytesData, Inode, Kind, LayerData
 from oci2vm.errors import Oci2vmError
 from oci2vm.fs.ext4.dirs import FILE_TYPES, DirEntry, build_dir, hash_seed_words
 from oci2vm.fs.ext4.inode import (
@@ -37,10 +37,8 @@ from oci2vm.fs.ext4.layout import (
     BLOCKS_PER_GROUP,
     INODE_SIZE,
     JOURNAL_INO,
-    LOST_FOUND_INO,
     MAX_INODES_PER_GROUP,
     MIB,
-    ROOT_INO,
     BlockAllocator,
     Geometry,
     GroupDesc,
@@ -60,6 +58,7 @@ from oci2vm.fs.ext4.layout import (
     pack_superblock,
     round_blocks,
 )
+from oci2vm.fs.ext4.numbering import InodeNumbering
 from oci2vm.fs.ext4.xattr import pack_block, pack_ibody, split_xattrs, to_ext4_xattrs
 
 COPY_CHUNK = 1 << 20
@@ -227,7 +226,7 @@ class Ext4Writer:
         if root.kind is not Kind.DIR or root.children is None:
             raise ValueError("the root must be a directory")
         mark = len(self._alloc.allocated)
-        tree = _Numbering(root, self._fs_time)
+        tree = InodeNumbering(root, self._fs_time)
         for ino, inode in enumerate(tree.inodes):
             if inode is None or inode.kind is not Kind.FILE or id(inode) in self._files:
                 continue
@@ -260,7 +259,7 @@ class Ext4Writer:
             self._write_at(block * BLOCK_SIZE, content)
         return tree
 
-    def _metadata(self, tree: _Numbering) -> list[bytes]:
+    def _metadata(self, tree: InodeNumbering) -> list[bytes]:
         """Directories, symlinks, xattr blocks, extent index blocks; returns every inode."""
         seed = hash_seed_words(self._hash_seed.bytes)
         crtime_ns = self._fs_time * 1_000_000_000
@@ -387,7 +386,7 @@ class Ext4Writer:
 
     def _write_tail(
         self,
-        tree: _Numbering,
+        tree: InodeNumbering,
         geo: Geometry,
         journal: list[Extent],
         inode_bytes: list[bytes],
@@ -513,65 +512,3 @@ class Ext4Writer:
             free_inodes=info.free_inodes,
             uuid=self._uuid,
         )
-
-
-class _Numbering:
-    """Inode numbers in a deterministic order: root 2, lost+found 11, then every other
-    inode in depth-first order of names sorted as bytes (a hardlinked inode at its first
-    path). Also the link counts, each directory's parent and a path per inode."""
-
-    def __init__(self, root: Inode, fs_time: int) -> None:
-        assert root.children is not None
-        self.root = root
-        lost_found = root.children.get("lost+found")
-        self._extra: list[tuple[bytes, Inode]] = []
-        if lost_found is None:
-            lost_found = new_dir(0o700, mtime_ns=fs_time * 1_000_000_000)
-            self._extra.append((b"lost+found", lost_found))
-        self.inodes: list[Inode | None] = [None] * (LOST_FOUND_INO + 1)
-        self.inodes[ROOT_INO] = root
-        self.ino_of: dict[int, int] = {id(root): ROOT_INO}
-        self.paths: dict[int, str] = {ROOT_INO: "/"}
-        self.parent: dict[int, int] = {ROOT_INO: ROOT_INO}
-        self.lost_found = 0
-        if lost_found.kind is Kind.DIR:
-            self.inodes[LOST_FOUND_INO] = lost_found
-            self.ino_of[id(lost_found)] = LOST_FOUND_INO
-            self.paths[LOST_FOUND_INO] = "/lost+found"
-            self.lost_found = LOST_FOUND_INO
-        links: dict[int, int] = {ROOT_INO: 2}  # '.' and the root's own '..'
-        stack = [(root, ROOT_INO, "")]
-        while stack:
-            directory, dir_ino, prefix = stack.pop()
-            subdirs: list[tuple[Inode, int, str]] = []
-            for name, child in self.children(directory):
-                path = f"{prefix}/{name.decode('utf-8', 'surrogateescape')}"
-                ino = self.ino_of.get(id(child))
-                if ino is None:
-                    ino = len(self.inodes)
-                    self.inodes.append(child)
-                    self.ino_of[id(child)] = ino
-                    self.paths[ino] = path
-                links[ino] = links.get(ino, 0) + 1
-                if child.kind is Kind.DIR:
-                    if ino in self.parent:
-                        raise Oci2vmError(f"{path}: a directory cannot be hardlinked")
-                    self.parent[ino] = dir_ino
-                    links[ino] += 1  # its '.'
-                    links[dir_ino] += 1  # its '..'
-                    subdirs.append((child, ino, path))
-            stack.extend(reversed(subdirs))
-        self.links = links
-        if len(self.inodes) > 1 << 32:
-            raise Oci2vmError("too many files for ext4")
-
-    def children(self, directory: Inode) -> list[tuple[bytes, Inode]]:
-        assert directory.children is not None
-        items = [(name_bytes(n), c) for n, c in directory.children.items()]
-        if directory is self.root:
-            items += self._extra
-        for name, _ in items:
-            if name in (b".", b"..") or b"/" in name or b"\0" in name or not 0 < len(name) < 256:
-                raise Oci2vmError(f"file name {name!r} cannot be stored in ext4")
-        items.sort(key=lambda item: item[0])
-        return items

@@ -1,0 +1,163 @@
+"""Where the ext4 writer puts things and how big it makes them: the size rule, a given
+size (exact, sparse, too small), writing at an offset into a larger disk, stepping over the
+superblock copies, and GRUB's own driver reading the result."""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+import zlib
+from pathlib import Path
+
+import pytest
+
+from oci2vm.entry import BytesData, Inode, Kind, new_dir
+from oci2vm.errors import Oci2vmError
+from oci2vm.fs.ext4 import Ext4Writer, default_size, required_size
+from oci2vm.tools import have_program
+from test_ext4 import (
+    FS_TIME,
+    FS_UUID,
+    HASH_SEED,
+    MIB,
+    assert_reads_back,
+    big_directory_tree,
+    build,
+    every_case_tree,
+    file_bytes,
+    fsck,
+    read_back,
+)
+
+pytestmark = pytest.mark.skipif(
+    not (have_program("e2fsck") and have_program("debugfs")), reason="needs e2fsprogs"
+)
+
+
+def test_given_size_is_exact_and_sparse(tmp_path: Path) -> None:
+    image = tmp_path / "sized.ext4"
+    result = build(every_case_tree(), image, size=3 * 1024 * MIB + 12345)
+    assert image.stat().st_size == 3 * 1024 * MIB + 12345
+    assert result.size == 3 * 1024 * MIB  # whole 4 KiB blocks
+    assert image.stat().st_blocks * 512 < 40 * MIB  # holes, not zeros
+    fsck(image)
+    dump = subprocess.run(["dumpe2fs", "-h", str(image)], capture_output=True, check=True).stdout
+    assert b"Total journal size:       64M" in dump  # as mke2fs for 3 GiB
+
+
+def test_default_size_leaves_a_quarter_free_and_at_least_256_mib(tmp_path: Path) -> None:
+    image = tmp_path / "default.ext4"
+    root = every_case_tree()
+    result = build(root, image)
+    assert result.free_blocks * 4096 >= 256 * MIB
+    assert result.free_inodes >= 256
+    used = result.blocks_count - result.free_blocks
+    assert result.free_blocks >= used // 4
+    assert result.size < 300 * MIB
+
+
+def test_too_small_size_fails_before_anything_is_written(tmp_path: Path) -> None:
+    image = tmp_path / "small.ext4"
+    with image.open("wb") as out, pytest.raises(Oci2vmError, match="too small"):
+        Ext4Writer(
+            out,
+            size=64 * MIB,
+            data_size_hint=100 * MIB,
+            inode_count_hint=1000,
+            uuid=FS_UUID,
+            hash_seed=HASH_SEED,
+            fs_time=FS_TIME,
+        )
+    assert image.stat().st_size == 0
+
+
+def test_size_helpers_agree_with_the_writer(tmp_path: Path) -> None:
+    data = 50 * MIB
+    root = new_dir()
+    assert root.children is not None
+    for i in range(100):
+        blob = bytes([i]) * (data // 100)
+        root.children[f"f{i}"] = Inode(Kind.FILE, size=len(blob), data=BytesData(blob))
+    need = required_size(data, 101)
+    image = tmp_path / "tight.ext4"
+    result = build(root, image, size=need, data_size_hint=data)
+    assert result.size <= need
+    fsck(image)
+    assert default_size(data, 101) >= need + 256 * MIB
+
+
+def test_data_beyond_a_given_size_is_an_error(tmp_path: Path) -> None:
+    root = new_dir()
+    assert root.children is not None
+    blob = b"\1" * (40 * MIB)
+    root.children["big"] = Inode(Kind.FILE, size=len(blob), data=BytesData(blob))
+    with pytest.raises(Oci2vmError, match="larger --size"):
+        build(root, tmp_path / "overflow.ext4", size=32 * MIB)
+
+
+def test_offset_writes_into_a_partition_of_a_larger_disk(tmp_path: Path) -> None:
+    disk = tmp_path / "disk.img"
+    disk.write_bytes(b"\xaa" * 4096)  # something before the partition stays untouched
+    root = every_case_tree()
+    result = build(root, disk, offset=MIB, size=512 * MIB)
+    assert disk.read_bytes()[:4096] == b"\xaa" * 4096
+    assert disk.stat().st_size == MIB + 512 * MIB
+    part = tmp_path / "part.ext4"
+    with disk.open("rb") as src, part.open("wb") as dst:
+        src.seek(MIB)
+        while chunk := src.read(8 * MIB):
+            dst.write(chunk)
+    assert result.size == 512 * MIB
+    assert_reads_back(root, part, tmp_path)
+
+
+def test_superblock_backups_are_skipped_by_large_files(tmp_path: Path) -> None:
+    """A 300 MiB file crosses groups 1 and 2: data steps over group 1's superblock copy."""
+    image = tmp_path / "backups.ext4"
+    root = new_dir()
+    assert root.children is not None
+    blob = hashlib.sha256(b"seed").digest() * (300 * MIB // 32)
+    root.children["big"] = Inode(Kind.FILE, size=len(blob), data=BytesData(blob))
+    build(root, image, data_size_hint=len(blob))
+    fsck(image)
+    got, _ = read_back(image, tmp_path)
+    assert got["/big"].sha256 == hashlib.sha256(blob).hexdigest()
+
+
+@pytest.mark.skipif(not have_program("grub-fstest"), reason="needs grub-common")
+def test_grub_reads_the_filesystem(tmp_path: Path) -> None:
+    """GRUB's own ext2/3/4 driver (grub-fstest runs it in user space) lists and reads files,
+    including one whose extent tree has an index block, and a hashed directory."""
+    image = tmp_path / "grub.ext4"
+    root = every_case_tree()
+    assert root.children is not None
+    many_tree = big_directory_tree(2000).children
+    assert many_tree is not None
+    root.children["many"] = many_tree["many"]
+    build(root, image)
+
+    def grub(*args: str) -> str:
+        proc = subprocess.run(["grub-fstest", str(image), *args], capture_output=True, check=True)
+        return proc.stdout.decode("utf-8", "replace")
+
+    listing = grub("ls", "/").split()
+    assert {"hello.txt", "big.bin", "sparse", "lost+found/", "sub/", "many/"} <= set(listing)
+    assert grub("cat", "/hello.txt") == "hello\n"
+    assert grub("cat", "/sub/sym-a") == "hello\n"  # a symlink followed
+    for name in ("big.bin", "sparse"):  # 3 MiB contiguous; 12 extents under an index block
+        content = file_bytes(root.children[name])
+        assert grub("crc", f"/{name}").strip() == f"{zlib.crc32(content):08x}"
+    many = grub("ls", "/many").split()
+    assert len(many) == 2000 and "entry-01999-" + "x" * (1999 % 40) in many
+
+
+def test_smallest_filesystem_has_a_journal_and_smaller_is_refused(tmp_path: Path) -> None:
+    image = tmp_path / "tiny.ext4"
+    root = new_dir()
+    assert root.children is not None
+    root.children["f"] = Inode(Kind.FILE, size=3, data=BytesData(b"abc"))
+    assert required_size(0, 1) == 8 * MIB
+    build(root, image, size=8 * MIB)
+    assert_reads_back(root, image, tmp_path)
+    with pytest.raises(Oci2vmError, match="too small"):
+        build(root, tmp_path / "tinier.ext4", size=4 * MIB)
