@@ -520,3 +520,20 @@ def _debugfs_hash(name: str) -> int:
     m = re.search(rb"Hash of \S+ is 0x([0-9a-f]+)", out)
     assert m, out
     return int(m.group(1), 16)
+
+
+def test_more_than_65000_subdirectories_use_dir_nlink(tmp_path: Path) -> None:
+    """ext4 counts at most 65000 links; a directory with more subdirectories stores 1."""
+    image = tmp_path / "nlink.ext4"
+    root = new_dir()
+    top = new_dir()
+    assert root.children is not None and top.children is not None
+    root.children["top"] = top
+    for i in range(65_001):
+        top.children[f"{i:05d}"] = new_dir()
+    build(root, image)
+    fsck(image)
+    stat = subprocess.run(
+        ["debugfs", "-R", "stat /top", str(image)], capture_output=True, check=True
+    ).stdout
+    assert re.search(rb"Links: 1\b", stat)
