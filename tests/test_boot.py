@@ -145,10 +145,55 @@ def user_dir(unprivileged_user: str) -> Iterator[Path]:
     shutil.rmtree(path, ignore_errors=True)
 
 
+def _runtime_copy(dest: Path) -> Path:
+    """oci2vm and its runtime dependencies copied where any user can read them (the
+    test's checkout and interpreter may sit under root's home)."""
+    import importlib.metadata as md
+    import re
+
+    import oci2vm
+
+    site = dest / "site"
+    shutil.copytree(Path(oci2vm.__file__).parent, site / "oci2vm")
+    todo, seen = ["oci2vm"], set()
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        dist = md.distribution(name)
+        for req in dist.requires or []:
+            if "extra ==" not in req:
+                todo.append(re.split(r"[ <>=!~;\[(]", req, maxsplit=1)[0])
+        if name == "oci2vm":
+            continue
+        for file in dist.files or []:
+            source = Path(str(dist.locate_file(file)))
+            if source.is_file() and ".." not in file.parts:
+                (site / file).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(source, site / file)
+    return site
+
+
+def _interpreter_for(user: str) -> str:
+    """This interpreter if `user` may run it, else the system's Python of the same version."""
+    for candidate in (
+        os.path.realpath(sys.executable),
+        f"/usr/bin/python{sys.version_info[0]}.{sys.version_info[1]}",
+    ):
+        probe = subprocess.run(
+            ["runuser", "-u", user, "--", candidate, "-c", "pass"], check=False, capture_output=True
+        )
+        if probe.returncode == 0:
+            return candidate
+    pytest.skip(f"no Python {sys.version_info[:2]} that {user} may run")
+
+
 def test_unprivileged_user_builds_a_disk_that_boots(
     debian: FixtureSet, unprivileged_user: str, user_dir: Path
 ) -> None:
     disk = user_dir / "disk.img"
+    site = _runtime_copy(user_dir / "runtime")
     home = Path(pwd.getpwnam(unprivileged_user).pw_dir)
     proc = subprocess.run(
         [
@@ -156,7 +201,7 @@ def test_unprivileged_user_builds_a_disk_that_boots(
             "-u",
             unprivileged_user,
             "--",
-            sys.executable,
+            _interpreter_for(unprivileged_user),
             "-m",
             "oci2vm.cli",
             "build",
@@ -170,7 +215,7 @@ def test_unprivileged_user_builds_a_disk_that_boots(
         capture_output=True,
         text=True,
         check=False,
-        env={"PATH": os.environ["PATH"], "HOME": str(home)},
+        env={"PATH": os.environ["PATH"], "HOME": str(home), "PYTHONPATH": str(site)},
     )
     assert proc.returncode == 0, proc.stderr
     assert disk.stat().st_uid == pwd.getpwnam(unprivileged_user).pw_uid
