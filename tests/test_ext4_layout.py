@@ -112,11 +112,11 @@ def test_offset_writes_into_a_partition_of_a_larger_disk(tmp_path: Path) -> None
 
 
 def test_superblock_backups_are_skipped_by_large_files(tmp_path: Path) -> None:
-    """A 300 MiB file crosses groups 1 and 2: data steps over group 1's superblock copy."""
+    """A 140 MiB file crosses into group 1: its data steps over that superblock copy."""
     image = tmp_path / "backups.ext4"
     root = new_dir()
     assert root.children is not None
-    blob = hashlib.sha256(b"seed").digest() * (300 * MIB // 32)
+    blob = hashlib.sha256(b"seed").digest() * (140 * MIB // 32)
     root.children["big"] = Inode(Kind.FILE, size=len(blob), data=BytesData(blob))
     build(root, image, data_size_hint=len(blob))
     fsck(image)
@@ -161,3 +161,28 @@ def test_smallest_filesystem_has_a_journal_and_smaller_is_refused(tmp_path: Path
     assert_reads_back(root, image, tmp_path)
     with pytest.raises(Oci2vmError, match="too small"):
         build(root, tmp_path / "tinier.ext4", size=4 * MIB)
+
+
+def test_file_beyond_4_gib_keeps_its_size_and_far_blocks(tmp_path: Path) -> None:
+    """i_size_high (large_file) and a logical block past 2**20: a 5 GiB file, all holes but
+    its last 100 bytes."""
+    image = tmp_path / "large.ext4"
+    size = 5 << 30
+    root = new_dir()
+    assert root.children is not None
+    tail = BytesData(b"z" * 100, sparse=((size - 100, 100),))
+    root.children["large"] = Inode(Kind.FILE, size=size, data=tail)
+    build(root, image)
+    fsck(image)
+    stat = subprocess.run(
+        ["debugfs", "-R", "stat /large", str(image)], capture_output=True, check=True
+    ).stdout
+    assert f"Size: {size}\n".encode() in stat
+    assert b"(1310719):" in stat  # the one extent: the file's last block
+    assert b"Blockcount: 8\n" in stat
+    bmap = subprocess.run(
+        ["debugfs", "-R", "bmap /large 1310719", str(image)], capture_output=True, check=True
+    ).stdout
+    with image.open("rb") as f:
+        f.seek(int(bmap) * 4096 + 4096 - 100)
+        assert f.read(100) == b"z" * 100

@@ -105,7 +105,7 @@ def trees(draw: st.DrawFn) -> Inode:
     root = new_dir(mode=draw(st.integers(0, 0o7777)), mtime_ns=draw(times))
     dirs = [root]
     files: list[Inode] = []
-    for _ in range(draw(st.integers(0, 25))):
+    for _ in range(draw(st.integers(0, 60))):
         parent = draw(st.sampled_from(dirs))
         assert parent.children is not None
         name = draw(names)
@@ -139,7 +139,7 @@ def trees(draw: st.DrawFn) -> Inode:
         parent.children[name] = node
     # hardlink groups: more names for some files (and symlinks/devices) elsewhere
     linkable = [n for d in dirs for n in (d.children or {}).values() if n.kind is not Kind.DIR]
-    for _ in range(draw(st.integers(0, 6)) if linkable else 0):
+    for _ in range(draw(st.integers(0, 10)) if linkable else 0):
         target = draw(st.sampled_from(linkable))
         parent = draw(st.sampled_from(dirs))
         assert parent.children is not None
