@@ -299,9 +299,8 @@ class Ext4Writer:
                 )
                 extents = self._alloc_blocks(len(built.blocks))
                 for e in extents:
-                    for i in range(e.length):
-                        content = built.blocks[e.logical + i]
-                        self._write_at((e.physical + i) * BLOCK_SIZE, content)
+                    run = b"".join(built.blocks[e.logical : e.logical + e.length])
+                    self._write_at(e.physical * BLOCK_SIZE, run)
                 extent_tree = self._tree(extents, ino_seed)
                 i_block = extent_tree.i_block
                 flags = FL_EXTENTS | (FL_INDEX if built.indexed else 0)
