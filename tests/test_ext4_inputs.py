@@ -63,6 +63,8 @@ def test_data_streamed_for_a_file_not_in_the_final_tree_is_left_free(tmp_path: P
         (Inode(Kind.FILE, xattrs={"os2.name": b"v"}), "namespace"),
         (Inode(Kind.FILE, xattrs={"system.posix_acl_access": b"\2\0\0\0\1"}), "malformed"),
         (Inode(Kind.FILE, size=10, data=BytesData(b"ab", sparse=((9, 2),))), "sparse map"),
+        (Inode(Kind.CHAR, rdev_major=4096), "device 4096:0"),
+        (Inode(Kind.FILE, uid=1 << 32), "exceeds 32 bits"),
     ],
 )
 def test_what_ext4_cannot_store_is_a_one_line_error(

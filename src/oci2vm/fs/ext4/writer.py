@@ -269,6 +269,8 @@ class Ext4Writer:
                 continue
             ino_seed = inode_csum_seed(self._fs_seed, ino)
             path = tree.paths[ino]
+            if not (0 <= inode.uid < 1 << 32 and 0 <= inode.gid < 1 << 32):
+                raise Oci2vmError(f"{path}: owner {inode.uid}:{inode.gid} exceeds 32 bits")
             attrs = to_ext4_xattrs(inode.xattrs, path)
             ibody, in_block = split_xattrs(attrs)
             file_acl = 0
@@ -320,6 +322,11 @@ class Ext4Writer:
                     i_block, flags = extent_tree.i_block, FL_EXTENTS
                     blocks += 1
             elif inode.kind in (Kind.CHAR, Kind.BLOCK):
+                if not (0 <= inode.rdev_major < 1 << 12 and 0 <= inode.rdev_minor < 1 << 20):
+                    raise Oci2vmError(
+                        f"{path}: device {inode.rdev_major}:{inode.rdev_minor} is beyond "
+                        "Linux's 12-bit major and 20-bit minor numbers"
+                    )
                 i_block = encode_rdev(inode.rdev_major, inode.rdev_minor)
             links = tree.links[ino]
             if links > MAX_LINKS:
