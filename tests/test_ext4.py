@@ -21,7 +21,7 @@ import pytest
 from oci2vm.entry import BytesData, Inode, Kind, link_counts, new_dir, walk
 from oci2vm.errors import Oci2vmError
 from oci2vm.fs.ext4 import Ext4Result, Ext4Writer
-from oci2vm.fs.ext4.dirs import name_hash
+from oci2vm.fs.ext4.dirs import hash_seed_words, name_hash
 from oci2vm.fs.ext4.inode import decode_time, encode_time
 from oci2vm.fs.ext4.xattr import acl_to_ext4
 from oci2vm.tools import have_program
@@ -537,3 +537,46 @@ def test_more_than_65000_subdirectories_use_dir_nlink(tmp_path: Path) -> None:
         ["debugfs", "-R", "stat /top", str(image)], capture_output=True, check=True
     ).stdout
     assert re.search(rb"Links: 1\b", stat)
+
+
+# Two names whose half-MD4 hashes (with HASH_SEED) collide: 0x57a04b10.
+COLLIDING = ("c0009589", "c0068903")
+COLLIDING_HASH = 0x57A04B10
+
+
+def colliding_directory_tree() -> Inode:
+    """A hashed directory whose first leaf ends between two names of equal hash, so the
+    second leaf's index entry carries the continuation bit (hash | 1)."""
+    seed = hash_seed_words(HASH_SEED.bytes)
+    assert {name_hash(n.encode(), seed)[0] for n in COLLIDING} == {COLLIDING_HASH}
+    below = [
+        n
+        for n in (f"f{i:07d}" for i in range(1000))
+        if name_hash(n.encode(), seed)[0] < COLLIDING_HASH
+    ]
+    above = [
+        n
+        for n in (f"g{i:07d}" for i in range(300))
+        if name_hash(n.encode(), seed)[0] > COLLIDING_HASH
+    ]
+    # 254 entries of 16 bytes, then one colliding name: 4080 of a leaf's 4084 bytes
+    names = [*below[:254], *COLLIDING, *above[:100]]
+    root = new_dir()
+    directory = new_dir()
+    assert root.children is not None and directory.children is not None
+    root.children["d"] = directory
+    for name in names:
+        directory.children[name] = Inode(Kind.FILE, size=len(name), data=BytesData(name.encode()))
+    return root
+
+
+def test_equal_hashes_across_leaves_set_the_continuation_bit(tmp_path: Path) -> None:
+    image = tmp_path / "collide.ext4"
+    root = colliding_directory_tree()
+    build(root, image)
+    fsck(image)
+    htree = subprocess.run(
+        ["debugfs", "-R", "htree_dump /d", str(image)], capture_output=True, check=True
+    ).stdout
+    assert f"0x{COLLIDING_HASH | 1:08x}".encode() in htree
+    assert_reads_back(root, image, tmp_path)

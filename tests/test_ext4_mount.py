@@ -20,9 +20,11 @@ from hypothesis import HealthCheck, given, settings
 
 from oci2vm.entry import BytesData, Inode, Kind
 from test_ext4 import (
+    COLLIDING,
     Seen,
     big_directory_tree,
     build,
+    colliding_directory_tree,
     every_case_tree,
     expected,
     fsck,
@@ -195,3 +197,17 @@ def test_kernel_writes_and_e2fsck_stays_clean(tmp_path: Path) -> None:
         assert os.getxattr(top / "xattrs", "user.added") == b"v" * 500
         assert (top / "moved").read_bytes() == b"link"
         assert os.lstat(top / "moved").st_nlink == 3
+
+
+def test_kernel_finds_names_whose_hash_continues_into_the_next_leaf(tmp_path: Path) -> None:
+    image = tmp_path / "collide.ext4"
+    root = colliding_directory_tree()
+    build(root, image)
+    assert_kernel_reads_back(root, image, tmp_path)
+    with mounted(image, tmp_path / "mnt") as top:
+        for name in COLLIDING:  # a lookup by name: dx_probe must follow the continuation
+            assert (top / "d" / name).read_bytes() == name.encode()
+        for i in range(300):
+            (top / "d" / f"new-{i}").write_bytes(b"n")
+        (top / "d" / COLLIDING[0]).unlink()
+    fsck(image)
