@@ -186,3 +186,16 @@ def test_file_beyond_4_gib_keeps_its_size_and_far_blocks(tmp_path: Path) -> None
     with image.open("rb") as f:
         f.seek(int(bmap) * 4096 + 4096 - 100)
         assert f.read(100) == b"z" * 100
+
+
+def test_tight_size_trades_spare_inodes_for_data(tmp_path: Path) -> None:
+    """256 MiB holding 238 MiB of data: one inode per 16 KiB (4 MiB of inode tables) and the
+    16 MiB journal would not fit, so the writer keeps just the inodes it needs plus room."""
+    image = tmp_path / "tight.ext4"
+    root = new_dir()
+    assert root.children is not None
+    blob = b"\7" * (238 * MIB)
+    root.children["big"] = Inode(Kind.FILE, size=len(blob), data=BytesData(blob))
+    result = build(root, image, size=256 * MIB)
+    assert result.inodes_count < 1000
+    fsck(image)

@@ -129,9 +129,10 @@ def inodes_per_group_for(wanted_inodes: int, groups: int) -> int:
     return ceil_div(per_group, INODES_PER_BLOCK) * INODES_PER_BLOCK
 
 
-def wanted_inodes(blocks_count: int, used_inodes: int) -> int:
+def wanted_inodes(blocks_count: int, used_inodes: int, by_ratio: bool = True) -> int:
     """One inode per INODE_RATIO bytes, and never fewer than the tree needs plus room."""
-    return max(blocks_count * BLOCK_SIZE // INODE_RATIO, used_inodes + max(used_inodes // 4, 256))
+    room = used_inodes + max(used_inodes // 4, 256)
+    return max(blocks_count * BLOCK_SIZE // INODE_RATIO, room) if by_ratio else room
 
 
 def headroom_blocks(used_blocks: int) -> int:
@@ -274,9 +275,9 @@ class Geometry:
         return min(BLOCKS_PER_GROUP, self.blocks_count - group * BLOCKS_PER_GROUP)
 
 
-def geometry(blocks_count: int, used_inodes: int) -> Geometry:
+def geometry(blocks_count: int, used_inodes: int, by_ratio: bool = True) -> Geometry:
     groups = ceil_div(blocks_count, BLOCKS_PER_GROUP)
-    ipg = inodes_per_group_for(wanted_inodes(blocks_count, used_inodes), groups)
+    ipg = inodes_per_group_for(wanted_inodes(blocks_count, used_inodes, by_ratio), groups)
     if ipg > MAX_INODES_PER_GROUP:
         ipg = MAX_INODES_PER_GROUP
         if ipg * groups < used_inodes:

@@ -354,37 +354,39 @@ class Ext4Writer:
 
     def _place_tail(self, used_inodes: int) -> tuple[Geometry, list[Extent]]:
         """Allocate the journal, bitmaps and inode tables for the final geometry: the given
-        size, or the default rule (grown until the headroom and inode room hold)."""
+        size (with one inode per 16 KiB if that fits, else just enough inodes plus room), or
+        the default rule (grown until the headroom and inode room hold)."""
         alloc = self._alloc
         start, start_count = alloc.next, len(alloc.allocated)
-        if self._fixed_blocks is not None:
-            total = self._fixed_blocks
-        else:
-            total = round_blocks(start + headroom_blocks(start))
-        while True:
+
+        def place(geo: Geometry) -> list[Extent]:
             alloc.next = start
             del alloc.allocated[start_count:]
-            geo = geometry(total, used_inodes)
             if geo.gdt_blocks > alloc.reserved_gdt:
                 raise Oci2vmError(
                     f"the file data far exceeds the size hint; pass a data_size_hint of at "
                     f"least {ceil_div(start * BLOCK_SIZE, MIB)} MiB"
                 )
-            journal = self._alloc_blocks(default_journal_blocks(total))
+            journal = self._alloc_blocks(default_journal_blocks(geo.blocks_count))
             self._bitmap_blocks = [
-                start + i for start, length in alloc.alloc(2 * geo.groups) for i in range(length)
+                first + i for first, length in alloc.alloc(2 * geo.groups) for i in range(length)
             ]
             self._itables_at = [
                 alloc.alloc_contiguous(geo.itable_blocks) for _ in range(geo.groups)
             ]
-            if self._fixed_blocks is not None:
-                if alloc.next > total:
-                    raise Oci2vmError(
-                        f"the image does not fit in {self._size} bytes: it needs about "
-                        f"{ceil_div(round_blocks(alloc.next) * BLOCK_SIZE, MIB)} MiB; pass "
-                        "a larger --size or leave it out"
-                    )
-                return geo, journal
+            return journal
+
+        if self._fixed_blocks is not None:
+            try:
+                geo = geometry(self._fixed_blocks, used_inodes)
+                return geo, place(geo)
+            except Oci2vmError:
+                geo = geometry(self._fixed_blocks, used_inodes, by_ratio=False)
+                return geo, place(geo)
+        total = round_blocks(start + headroom_blocks(start))
+        while True:
+            geo = geometry(total, used_inodes)
+            journal = place(geo)
             need = round_blocks(alloc.next + headroom_blocks(alloc.next))
             if need <= total:
                 return geo, journal
