@@ -147,11 +147,11 @@ def round_blocks(blocks: int) -> int:
 
 def _estimate_used_blocks(data_size: int, inode_count: int, blocks_count: int) -> int:
     """A generous estimate of the blocks a tree of this shape uses in a filesystem of
-    `blocks_count` blocks: data rounded up per file, directories, inode tables, bitmaps,
-    descriptor tables and their backups, the journal."""
+    `blocks_count` blocks: data rounded up per file, directories, inode tables (as few as
+    a tight size gets), bitmaps, descriptor tables and their backups, the journal."""
     inodes = inode_count + FIRST_INO + 1
     groups = ceil_div(blocks_count, BLOCKS_PER_GROUP)
-    ipg = inodes_per_group_for(wanted_inodes(blocks_count, inodes), groups)
+    ipg = inodes_per_group_for(wanted_inodes(blocks_count, inodes, by_ratio=False), groups)
     backups = sum(1 for g in range(groups) if is_backup_group(g))
     data = ceil_div(data_size, BLOCK_SIZE) + inode_count
     dirs = ceil_div(inode_count * 64, BLOCK_SIZE) + inode_count // 8

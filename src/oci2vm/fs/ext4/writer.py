@@ -122,7 +122,9 @@ class Ext4Writer:
 
     `size` None picks the default size at finish(); `data_size_hint` (an upper bound of the
     file bytes to come) and `inode_count_hint` size the descriptor-table reservations and
-    let a too small `size` fail here, before anything is written.
+    let a too small `size` fail here, before anything is written. The bytes of `out` from
+    `offset` on must read as zeros (a new file): holes are never written.
+    Call write_file() once per regular-file inode as its data streams, then finish(root).
     """
 
     def __init__(
