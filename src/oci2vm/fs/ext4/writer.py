@@ -65,6 +65,7 @@ COPY_CHUNK = 1 << 20
 _ZERO_CHUNK = bytes(COPY_CHUNK)
 _ZERO_INODE = bytes(INODE_SIZE)
 MAX_LINKS = 65000  # EXT4_LINK_MAX
+MAX_FILE_SIZE = (1 << 32) * BLOCK_SIZE - BLOCK_SIZE  # logical block numbers are 32 bits
 MIN_LAST_GROUP = 64  # a shorter tail of the size is left out of the filesystem
 
 
@@ -87,6 +88,8 @@ class _FileBlocks:
 
 def _logical_runs(regions: tuple[tuple[int, int], ...], size: int) -> list[tuple[int, int]]:
     """Block ranges [first, end) covered by the sparse map, merged where they touch."""
+    if size > MAX_FILE_SIZE:
+        raise Oci2vmError(f"a file of {size} bytes exceeds ext4's 16 TiB limit with 4 KiB blocks")
     runs: list[tuple[int, int]] = []
     prev_end = 0
     for off, length in regions:
