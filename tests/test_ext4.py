@@ -453,15 +453,19 @@ def test_twenty_thousand_entries_in_one_directory(tmp_path: Path) -> None:
     assert got == want
 
 
-def test_two_level_htree_when_the_root_index_is_full(tmp_path: Path) -> None:
-    image = tmp_path / "huge-dir.ext4"
+def two_level_tree() -> Inode:
     root = new_dir()
     big = new_dir()
     assert root.children is not None and big.children is not None
     root.children["d"] = big
     for i in range(9_000):  # 15 names of 250 bytes per leaf: 600 leaves, the root holds 507
         big.children[f"{i:06d}-" + "n" * 243] = Inode(Kind.FIFO)
-    build(root, image)
+    return root
+
+
+def test_two_level_htree_when_the_root_index_is_full(tmp_path: Path) -> None:
+    image = tmp_path / "huge-dir.ext4"
+    build(two_level_tree(), image)
     fsck(image)
     htree = subprocess.run(
         ["debugfs", "-R", "htree_dump /d", str(image)], capture_output=True, check=True

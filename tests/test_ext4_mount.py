@@ -29,6 +29,7 @@ from test_ext4 import (
     expected,
     fsck,
     normalize_xattrs,
+    two_level_tree,
 )
 from test_ext4_props import trees
 
@@ -210,4 +211,18 @@ def test_kernel_finds_names_whose_hash_continues_into_the_next_leaf(tmp_path: Pa
         for i in range(300):
             (top / "d" / f"new-{i}").write_bytes(b"n")
         (top / "d" / COLLIDING[0]).unlink()
+    fsck(image)
+
+
+def test_kernel_grows_a_two_level_hashed_directory(tmp_path: Path) -> None:
+    image = tmp_path / "two-level.ext4"
+    build(two_level_tree(), image)
+    with mounted(image, tmp_path / "mnt") as top:
+        names = os.listdir(top / "d")
+        assert len(names) == 9000
+        assert (top / "d" / names[4321]).is_fifo()  # a lookup through both index levels
+        for i in range(2000):
+            (top / "d" / f"added-{i:05d}-{'m' * 200}").touch()
+        for name in names[::7]:
+            (top / "d" / name).unlink()
     fsck(image)
