@@ -4,6 +4,7 @@ and writing its files on the other core (ISA-L, zstd and hashlib release the GIL
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import queue
@@ -19,7 +20,8 @@ from oci2vm.errors import Oci2vmError
 CHUNK = 1 << 20
 GZIP_MAGIC = b"\x1f\x8b"
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
-QUEUE_CHUNKS = 8  # decompressed chunks in flight: bounds memory at a few MiB
+OUT_CHUNK = 4 << 20  # the largest piece of decompressed output
+QUEUE_CHUNKS = 8  # pieces in flight: bounds memory at a few tens of MiB
 # isal's stubs declare its error as an instance; it is the exception class.
 _ISAL_ERROR: type[Exception] = isal_zlib.IsalError  # type: ignore[assignment]
 
@@ -49,8 +51,9 @@ def detect_compression(head: bytes, media_type: str = "") -> str:
 
 def _gzip_chunks(raw: Blob, head: bytes) -> Iterator[bytes]:
     """Inflate one or more concatenated gzip members; zero padding after the last one
-    is tolerated, as gzip(1) does."""
-    inflater: object | None = None
+    is tolerated, as gzip(1) does. Output comes in pieces of at most OUT_CHUNK bytes, so
+    a small blob that inflates hugely cannot take memory."""
+    inflater: Any = None
     data = head
     while True:
         while data:
@@ -59,19 +62,23 @@ def _gzip_chunks(raw: Blob, head: bytes) -> Iterator[bytes]:
                     data = b""
                     break
                 inflater = isal_zlib.decompressobj(31)
-            out = inflater.decompress(data)  # type: ignore[attr-defined]
+            out = inflater.decompress(data, OUT_CHUNK)
             if out:
                 yield out
-            if inflater.eof:  # type: ignore[attr-defined]
-                data = inflater.unused_data  # type: ignore[attr-defined]
+            if inflater.eof:
+                data = inflater.unused_data
                 inflater = None
             else:
-                data = b""
+                data = inflater.unconsumed_tail
         data = raw.read(CHUNK)
         if not data:
             break
     if inflater is not None:
-        raise EOFError("compressed stream ended before its end-of-stream marker")
+        # Output the inflater still holds, then the end-of-stream check.
+        while out := inflater.decompress(b"", OUT_CHUNK):
+            yield out
+        if not inflater.eof:
+            raise EOFError("compressed stream ended before its end-of-stream marker")
 
 
 def _zstd_chunks(raw: Blob, head: bytes) -> Iterator[bytes]:
@@ -82,14 +89,14 @@ def _zstd_chunks(raw: Blob, head: bytes) -> Iterator[bytes]:
         read_size=CHUNK,
         read_across_frames=True,
     )
-    while chunk := reader.read(4 * CHUNK):
+    while chunk := reader.read(OUT_CHUNK):
         yield chunk
 
 
 def _plain_chunks(raw: Blob, head: bytes) -> Iterator[bytes]:
     if head:
         yield head
-    while chunk := raw.read(4 * CHUNK):
+    while chunk := raw.read(OUT_CHUNK):
         yield chunk
 
 
@@ -181,18 +188,51 @@ class _Prefetched(io.RawIOBase):
             super().close()
 
 
+class _Hasher:
+    """sha256 of a stream of chunks, computed in a thread of its own: with the inflating
+    thread and the consumer, the three keep two cores busy (hashlib releases the GIL)."""
+
+    def __init__(self) -> None:
+        self._hash = hashlib.sha256()
+        self._queue: queue.Queue[bytes | None] = queue.Queue(QUEUE_CHUNKS)
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        self._digest: str | None = None
+
+    def _run(self) -> None:
+        while (chunk := self._queue.get()) is not None:
+            self._hash.update(chunk)
+
+    def feed(self, chunk: bytes) -> None:
+        self._queue.put(chunk)
+
+    def result(self) -> str:
+        """Wait for every chunk fed so far and return the digest."""
+        if self._digest is None:
+            self._queue.put(None)
+            self._thread.join()
+            self._digest = "sha256:" + self._hash.hexdigest()
+        return self._digest
+
+    def stop(self) -> None:
+        if self._thread.is_alive():
+            with contextlib.suppress(queue.Full):
+                self._queue.put_nowait(None)
+            self._thread.join(timeout=5)
+
+
 class LayerReader(io.BufferedReader):
     """The uncompressed tar stream of a layer. Its digest is computed in the producing
     thread; finish() reads to the end and checks it against the diff_id."""
 
-    def __init__(self, raw: _Prefetched, hasher: Any) -> None:
+    def __init__(self, raw: _Prefetched, hasher: _Hasher) -> None:
         super().__init__(raw, CHUNK)
         self._hasher = hasher
 
     @property
     def digest(self) -> str:
         """sha256 of the whole uncompressed stream (valid after finish())."""
-        return "sha256:" + str(self._hasher.hexdigest())
+        return self._hasher.result()
 
     def finish(self) -> None:
         """Read what the consumer left (tar padding), raising any error or mismatch."""
@@ -216,12 +256,12 @@ def decompressed(
     head = raw.read(4)
     kind = detect_compression(head, media_type)
     chunks = {"gzip": _gzip_chunks, "zstd": _zstd_chunks, "none": _plain_chunks}[kind]
-    hasher = hashlib.sha256()
+    hasher = _Hasher()
 
     def produce() -> Iterator[bytes]:
         try:
             for chunk in chunks(raw, head):
-                hasher.update(chunk)
+                hasher.feed(chunk)
                 yield chunk
         except Oci2vmError:
             raise
@@ -239,14 +279,19 @@ def decompressed(
         # The whole blob must be read for its digest to be checked.
         while raw.read(CHUNK):
             pass
-        got = "sha256:" + hasher.hexdigest()
+        got = hasher.result()
         if diff_id is not None and got != diff_id:
             raise Oci2vmError(
                 f"{what} uncompressed (diff_id): digest mismatch: expected {diff_id}, got {got}"
             )
 
     # Closing must not read on (that would verify the digest of an abandoned blob).
-    release = getattr(raw, "abort", raw.close)
+    abort_blob = getattr(raw, "abort", raw.close)
+
+    def release() -> None:
+        hasher.stop()
+        abort_blob()
+
     return LayerReader(_Prefetched(produce, release), hasher)
 
 

@@ -15,21 +15,19 @@ served by reading its layer a second time, which only that rare case pays for.
 
 from __future__ import annotations
 
-import base64
 import io
 import logging
-import tarfile
-import urllib.parse
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from decimal import Decimal, InvalidOperation
-from typing import Any, BinaryIO
+from typing import BinaryIO
 
+from oci2vm import tarstream
 from oci2vm.blobs import CHUNK, ProgressFn, short
 from oci2vm.decompress import decompressed
 from oci2vm.entry import FileSink, Inode, Kind, LayerData, new_dir
 from oci2vm.errors import Oci2vmError
 from oci2vm.image import Image, Layer
+from oci2vm.tarstream import Member, TarReader
 
 log = logging.getLogger(__name__)
 
@@ -78,69 +76,43 @@ def _join(parts: list[str]) -> str:
     return "/" + "/".join(parts)
 
 
-def _pax_time(tarinfo: tarfile.TarInfo, key: str, fallback: float | None) -> int | None:
-    """A time in integer nanoseconds, exact: PAX records carry decimal strings that a
-    float would round."""
-    value = tarinfo.pax_headers.get(key)
-    if value is not None:
-        try:
-            return int(Decimal(value).scaleb(9).to_integral_value(rounding="ROUND_FLOOR"))
-        except InvalidOperation:
-            pass
-    if fallback is None:
-        return None
-    return int(fallback) * 1_000_000_000
-
-
-def _xattrs(tarinfo: tarfile.TarInfo) -> dict[str, bytes]:
-    xattrs: dict[str, bytes] = {}
-    for key, value in tarinfo.pax_headers.items():
-        if key.startswith("SCHILY.xattr."):
-            xattrs[key[len("SCHILY.xattr.") :]] = value.encode("utf-8", "surrogateescape")
-        elif key.startswith("LIBARCHIVE.xattr."):
-            name = urllib.parse.unquote(key[len("LIBARCHIVE.xattr.") :])
-            xattrs[name] = base64.b64decode(value + "=" * (-len(value) % 4))
-    return xattrs
-
-
-def _inode_for(tarinfo: tarfile.TarInfo, layer: int) -> Inode:
+def _inode_for(member: Member, layer: int) -> Inode:
     """The metadata of a member as an Inode (without data)."""
-    mtime = _pax_time(tarinfo, "mtime", tarinfo.mtime) or 0
     inode = Inode(
         Kind.FILE,
-        mode=tarinfo.mode & 0o7777,
-        uid=tarinfo.uid,
-        gid=tarinfo.gid,
-        mtime_ns=mtime,
-        atime_ns=_pax_time(tarinfo, "atime", None),
-        ctime_ns=_pax_time(tarinfo, "ctime", None),
-        xattrs=_xattrs(tarinfo),
+        mode=member.mode,
+        uid=member.uid,
+        gid=member.gid,
+        mtime_ns=member.mtime_ns,
+        atime_ns=member.atime_ns,
+        ctime_ns=member.ctime_ns,
+        xattrs=member.xattrs,
     )
-    if tarinfo.isdir():
+    kind = member.type
+    if member.isdir():
         inode.kind = Kind.DIR
         inode.children = {}
-    elif tarinfo.issym():
+    elif kind == tarstream.SYMLINK:
         inode.kind = Kind.SYMLINK
-        inode.target = tarinfo.linkname.encode("utf-8", "surrogateescape")
+        inode.target = member.linkname.encode("utf-8", "surrogateescape")
         inode.size = len(inode.target)
-    elif tarinfo.ischr() or tarinfo.isblk():
-        inode.kind = Kind.CHAR if tarinfo.ischr() else Kind.BLOCK
-        inode.rdev_major, inode.rdev_minor = tarinfo.devmajor, tarinfo.devminor
-    elif tarinfo.isfifo():
+    elif kind in (tarstream.CHAR, tarstream.BLOCKDEV):
+        inode.kind = Kind.CHAR if kind == tarstream.CHAR else Kind.BLOCK
+        inode.rdev_major, inode.rdev_minor = member.devmajor, member.devminor
+    elif kind == tarstream.FIFO:
         inode.kind = Kind.FIFO
-    elif tarinfo.isreg():
-        inode.size = tarinfo.size
-        if tarinfo.sparse is not None:
-            sparse: list[tuple[int, int]] = tarinfo.sparse  # type: ignore[assignment]
-            regions = tuple((int(o), int(n)) for o, n in sparse if n)
-            stored = sum(n for _o, n in regions)
+    elif member.isfile():
+        inode.size = member.size
+        if member.sparse is not None:
+            regions = tuple((o, n) for o, n in member.sparse if n)
+            if sum(n for _o, n in regions) != member.stored:
+                raise Oci2vmError(f"{member.name!r}: sparse map does not match its data")
         else:
-            regions = ((0, tarinfo.size),) if tarinfo.size else ()
-            stored = tarinfo.size
-        if stored:
-            inode.data = LayerData(layer, tarinfo.offset_data, stored, regions)
+            regions = ((0, member.size),) if member.size else ()
+        if member.stored:
+            inode.data = LayerData(layer, member.offset_data, member.stored, regions)
     else:
-        raise Oci2vmError(f"unsupported tar entry type {tarinfo.type!r} for {tarinfo.name!r}")
+        raise Oci2vmError(f"unsupported tar entry type {member.type!r} for {member.name!r}")
     return inode
 
 
@@ -155,8 +127,28 @@ def _adopt(target: Inode, source: Inode) -> None:
     target.xattrs = source.xattrs
 
 
+class _MemberData(io.RawIOBase):
+    """The current member's stored data, read in place from the tar stream."""
+
+    def __init__(self, tar: TarReader, size: int) -> None:
+        super().__init__()
+        self._tar = tar
+        self._left = size
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: memoryview | bytearray) -> int:  # type: ignore[override]
+        if self._left <= 0:
+            return 0
+        data = self._tar.read_data(min(len(buffer), self._left))
+        buffer[: len(data)] = data
+        self._left -= len(data)
+        return len(data)
+
+
 class _Bounded(io.RawIOBase):
-    """Exactly `size` bytes of a stream, read in place (a member's stored data)."""
+    """Exactly `size` bytes of a stream (a member's data, when reading a layer again)."""
 
     def __init__(self, raw: BinaryIO, size: int) -> None:
         super().__init__()
@@ -169,41 +161,12 @@ class _Bounded(io.RawIOBase):
     def readinto(self, buffer: memoryview | bytearray) -> int:  # type: ignore[override]
         if self._left <= 0:
             return 0
-        view = memoryview(buffer)[: min(len(buffer), self._left)]
-        data = self._raw.read(len(view))
+        data = self._raw.read(min(len(buffer), self._left))
         if not data:
             raise Oci2vmError("layer ends inside a file's data (truncated tar)")
-        view[: len(data)] = data
+        buffer[: len(data)] = data
         self._left -= len(data)
         return len(data)
-
-
-class _Forward:
-    """tell() and forward-only seek() over a stream: what tarfile's random-access mode
-    needs, without the copying its stream mode does for every header."""
-
-    def __init__(self, raw: BinaryIO) -> None:
-        self._raw = raw
-        self._pos = 0
-
-    def read(self, size: int = -1) -> bytes:
-        data = self._raw.read(size)
-        self._pos += len(data)
-        return data
-
-    def tell(self) -> int:
-        return self._pos
-
-    def seek(self, pos: int, whence: int = 0) -> int:
-        if whence == 1:
-            pos += self._pos
-        elif whence != 0:
-            raise OSError("a layer stream can only seek forward from its start")
-        if pos < self._pos:
-            raise OSError("a layer stream cannot seek backwards")
-        _skip(self._raw, pos - self._pos)
-        self._pos = pos
-        return pos
 
 
 class _Flattener:
@@ -309,15 +272,10 @@ class _Flattener:
         whiteouts: set[str] = set()
         opaques: set[str] = set()
         try:
-            forward: Any = _Forward(stream)
-            with tarfile.TarFile(fileobj=forward, mode="r", errors="surrogateescape") as tar:
-                while (member := tar.next()) is not None:
-                    self._member(tar, member, index, what, layer_inodes, whiteouts, opaques)
-                    tar.members.clear()  # type: ignore[attr-defined]  # it keeps every header
+            tar = TarReader(stream, what)
+            for member in tar:
+                self._member(tar, member, index, what, layer_inodes, whiteouts, opaques)
             stream.finish()
-        except tarfile.TarError as e:
-            stream.abort()
-            raise Oci2vmError(f"{what}: not a valid tar stream: {e}") from e
         except BaseException:
             stream.abort()
             raise
@@ -338,8 +296,8 @@ class _Flattener:
 
     def _member(
         self,
-        tar: tarfile.TarFile,
-        member: tarfile.TarInfo,
+        tar: TarReader,
+        member: Member,
         layer: int,
         what: str,
         layer_inodes: dict[str, Inode],
@@ -360,7 +318,8 @@ class _Flattener:
                 whiteouts.add(_join([*parts[:-1], base[len(WHITEOUT) :]]))
             return
         path = _join(parts)
-        if member.islnk():
+        is_link = member.type == tarstream.HARDLINK
+        if is_link:
             inode = self._hardlink(member, layer, what, layer_inodes)
         else:
             inode = _inode_for(member, layer)
@@ -382,8 +341,8 @@ class _Flattener:
 
         if inode.kind is not Kind.FILE or not (visible or wanted):
             return
-        if not member.islnk():
-            self._data(tar, member, inode, path if visible else None)
+        if not is_link:
+            self._data(tar, inode, path if visible else None)
             return
         if visible and self.capture(path):
             for other, content in list(self.tree.captured.items()):
@@ -413,7 +372,7 @@ class _Flattener:
             parent.children[parts[-1]] = inode
 
     def _hardlink(
-        self, member: tarfile.TarInfo, layer: int, what: str, layer_inodes: dict[str, Inode]
+        self, member: Member, layer: int, what: str, layer_inodes: dict[str, Inode]
     ) -> Inode:
         target = _join(split_path(member.linkname, what))
         same_layer = layer_inodes.get(target)
@@ -427,18 +386,15 @@ class _Flattener:
         pending[1].append(_join(split_path(member.name, what)))
         return pending[0]
 
-    def _data(
-        self, tar: tarfile.TarFile, member: tarfile.TarInfo, inode: Inode, path: str | None
-    ) -> None:
+    def _data(self, tar: TarReader, inode: Inode, path: str | None) -> None:
         """The member's stored data is next in the stream: capture and/or sink it."""
         data = inode.data
         if data is None:
             if path is not None and self.capture(path):
                 self.tree.captured[path] = b""
             return
-        fileobj: BinaryIO = tar.fileobj  # type: ignore[assignment]
         if path is not None and self.capture(path) and data.stored_size <= CAPTURE_LIMIT:
-            content = _Bounded(fileobj, data.stored_size).read()
+            content = _MemberData(tar, data.stored_size).read()
             if inode.data is not None and len(inode.data.regions) <= 1:
                 self.tree.captured[path] = content
                 self._captured_inode[path] = inode
@@ -447,7 +403,7 @@ class _Flattener:
                 self.delivered.add(id(inode))
             return
         if self.sink is not None:
-            self.sink(inode, io.BufferedReader(_Bounded(fileobj, data.stored_size), CHUNK))
+            self.sink(inode, io.BufferedReader(_MemberData(tar, data.stored_size), CHUNK))
             self.delivered.add(id(inode))
 
     def _reread(self, index: int, layer: Layer, what: str) -> None:

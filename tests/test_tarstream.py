@@ -1,0 +1,216 @@
+"""The tar reader: every header form a layer may use, checked against archives written
+by Python's tarfile (ustar, GNU, pax) and by hand where tarfile cannot write them."""
+
+from __future__ import annotations
+
+import io
+import tarfile
+
+import pytest
+
+from oci2vm.errors import Oci2vmError
+from oci2vm.tarstream import Member, TarReader
+
+
+def read_all(archive: bytes) -> list[tuple[Member, bytes]]:
+    tar = TarReader(io.BytesIO(archive))
+    return [(m, tar.read_data(m.stored)) for m in tar]
+
+
+def tar_of(*members: tuple[tarfile.TarInfo, bytes], fmt: int = tarfile.PAX_FORMAT) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=fmt) as tar:
+        for info, data in members:
+            tar.addfile(info, io.BytesIO(data) if data else None)
+    return buf.getvalue()
+
+
+def info(name: str, kind: bytes = tarfile.REGTYPE, size: int = 0, **kw: object) -> tarfile.TarInfo:
+    ti = tarfile.TarInfo(name)
+    ti.type = kind
+    ti.size = size
+    ti.mode = 0o644
+    for k, v in kw.items():
+        setattr(ti, k, v)
+    return ti
+
+
+@pytest.mark.parametrize("fmt", [tarfile.USTAR_FORMAT, tarfile.GNU_FORMAT, tarfile.PAX_FORMAT])
+def test_plain_members_in_every_format(fmt: int) -> None:
+    archive = tar_of(
+        (info("dir/", tarfile.DIRTYPE, mode=0o755, uid=1, gid=2, mtime=1000), b""),
+        (info("dir/file", size=5, mtime=1234567890, uid=1000, gid=1000), b"hello"),
+        (info("dir/link", tarfile.SYMTYPE, linkname="file"), b""),
+        (info("dir/hard", tarfile.LNKTYPE, linkname="dir/file"), b""),
+        (info("null", tarfile.CHRTYPE, devmajor=1, devminor=3), b""),
+        (info("sda", tarfile.BLKTYPE, devmajor=8, devminor=0), b""),
+        (info("fifo", tarfile.FIFOTYPE), b""),
+        fmt=fmt,
+    )
+    got = read_all(archive)
+    assert [(m.name, m.type) for m, _ in got] == [
+        ("dir/", b"5"),  # names as stored: the tree normalizes them
+        ("dir/file", b"0"),
+        ("dir/link", b"2"),
+        ("dir/hard", b"1"),
+        ("null", b"3"),
+        ("sda", b"4"),
+        ("fifo", b"6"),
+    ]
+    d, f = got[0][0], got[1][0]
+    assert (d.mode, d.uid, d.gid, d.mtime_ns) == (0o755, 1, 2, 1000 * 10**9)
+    assert (f.size, f.stored, f.uid, f.mtime_ns, got[1][1]) == (
+        5,
+        5,
+        1000,
+        1234567890 * 10**9,
+        b"hello",
+    )
+    assert got[2][0].linkname == "file" and got[3][0].linkname == "dir/file"
+    assert (got[4][0].devmajor, got[4][0].devminor) == (1, 3)
+    assert (got[5][0].devmajor, got[5][0].devminor) == (8, 0)
+
+
+def test_long_names_ustar_prefix_gnu_and_pax() -> None:
+    prefix_name = "p" * 90 + "/" + "q" * 90
+    long_name = "d/" + "x" * 300
+    long_link = "t" * 200
+    ustar = tar_of((info(prefix_name, size=1), b"u"), fmt=tarfile.USTAR_FORMAT)
+    assert read_all(ustar)[0][0].name == prefix_name
+    for fmt in (tarfile.GNU_FORMAT, tarfile.PAX_FORMAT):
+        archive = tar_of(
+            (info(long_name, size=2), b"ab"),
+            (info("l", tarfile.SYMTYPE, linkname=long_link), b""),
+            fmt=fmt,
+        )
+        got = read_all(archive)
+        assert got[0][0].name == long_name and got[0][1] == b"ab"
+        assert got[1][0].linkname == long_link
+
+
+def test_base256_numbers_negative_times_and_big_ids() -> None:
+    archive = tar_of(
+        (info("old", mtime=-86400, uid=3_000_000, gid=4_000_000), b""), fmt=tarfile.GNU_FORMAT
+    )
+    m = read_all(archive)[0][0]
+    assert (m.mtime_ns, m.uid, m.gid) == (-86400 * 10**9, 3_000_000, 4_000_000)
+
+
+def test_pax_times_xattrs_and_names_keep_their_bytes() -> None:
+    ti = info("caf\udcff", size=0)
+    ti.pax_headers = {
+        "mtime": "1700000000.123456789",
+        "atime": "-1.5",
+        "SCHILY.xattr.user.bin": "\udcff\x00\udcfe".encode("utf-8", "surrogateescape").decode(
+            "utf-8", "surrogateescape"
+        ),
+        "LIBARCHIVE.xattr.user.b64%20name": "AAEC",
+    }
+    archive = tar_of((ti, b""))
+    m = read_all(archive)[0][0]
+    assert m.name == "caf\udcff"
+    assert m.mtime_ns == 1_700_000_000_123_456_789
+    assert m.atime_ns == -1_500_000_000
+    assert m.xattrs == {"user.bin": b"\xff\x00\xfe", "user.b64 name": b"\x00\x01\x02"}
+
+
+def test_global_pax_header_applies_to_following_members() -> None:
+    buf = io.BytesIO()
+    with tarfile.open(
+        fileobj=buf, mode="w", format=tarfile.PAX_FORMAT, pax_headers={"uid": "4242"}
+    ) as tar:
+        tar.addfile(info("a"))
+        tar.addfile(info("b"))
+    got = read_all(buf.getvalue())
+    assert [m.uid for m, _ in got] == [4242, 4242]
+
+
+def _pax_header(records: dict[str, str] | list[tuple[str, str]]) -> bytes:
+    items = records.items() if isinstance(records, dict) else records
+    body = b""
+    for key, value in items:
+        rec = f" {key}={value}\n".encode()
+        length = len(rec) + 1
+        while len(str(length)) + len(rec) != length:
+            length = len(str(length)) + len(rec)
+        body += str(length).encode() + rec
+    return body
+
+
+def _raw_member(name: str, kind: bytes, data: bytes, size: int | None = None) -> bytes:
+    ti = info(name, size=len(data) if size is None else size)
+    ti.type = kind
+    header = ti.tobuf(format=tarfile.USTAR_FORMAT)
+    return header + data + b"\0" * (-len(data) % 512)
+
+
+def test_gnu_sparse_pax_0_0_and_0_1() -> None:
+    stored = b"AAAA" + b"BB"
+    for records in (
+        [("GNU.sparse.size", "10000"), ("GNU.sparse.numblocks", "2"),
+         ("GNU.sparse.offset", "0"), ("GNU.sparse.numbytes", "4"),
+         ("GNU.sparse.offset", "9998"), ("GNU.sparse.numbytes", "2"),
+         ("GNU.sparse.name", "real")],
+        [("GNU.sparse.size", "10000"), ("GNU.sparse.map", "0,4,9998,2"),
+         ("GNU.sparse.name", "real")],
+    ):  # fmt: skip
+        pax = _pax_header(records)
+        archive = _raw_member("x", b"x", pax) + _raw_member("GNUSparse/real", b"0", stored)
+        archive += _raw_member("after", b"0", b"z") + b"\0" * 1024
+        got = read_all(archive)
+        m, data = got[0]
+        assert (m.name, m.size, m.stored, m.sparse, data) == (
+            "real",
+            10000,
+            6,
+            [(0, 4), (9998, 2)],
+            stored,
+        )
+        assert got[1][0].name == "after" and got[1][1] == b"z"
+
+
+def test_old_gnu_sparse_with_extension_block() -> None:
+    ti = info("sparse", size=0)
+    header = bytearray(ti.tobuf(format=tarfile.GNU_FORMAT))
+    regions = [(i * 8192, 1) for i in range(6)]  # 4 in the header, 2 in an extension
+    for i, (off, n) in enumerate(regions[:4]):
+        header[386 + 24 * i : 386 + 24 * i + 24] = f"{off:011o}\0{n:011o}\0".encode()
+    header[482] = 1
+    header[483:495] = f"{6 * 8192:011o}\0".encode()
+    header[124:136] = f"{6:011o}\0".encode()
+    header[156] = ord("S")
+    header[148:156] = b" " * 8
+    header[148:156] = f"{sum(header):06o}\0 ".encode()
+    ext = bytearray(512)
+    for i, (off, n) in enumerate(regions[4:]):
+        ext[24 * i : 24 * i + 24] = f"{off:011o}\0{n:011o}\0".encode()
+    data = b"abcdef".ljust(512, b"\0")
+    got = read_all(bytes(header) + bytes(ext) + data + b"\0" * 1024)
+    m, stored = got[0]
+    assert (m.type, m.size, m.stored, m.sparse, stored) == (b"0", 6 * 8192, 6, regions, b"abcdef")
+
+
+def test_end_of_archive_without_zero_blocks_is_accepted() -> None:
+    archive = tar_of((info("a", size=1), b"x"))
+    got = read_all(archive[: 512 + 512])  # header and data, no end blocks
+    assert [m.name for m, _ in got] == ["a"]
+
+
+def test_bad_checksum_is_an_error() -> None:
+    archive = bytearray(tar_of((info("a", size=1), b"x")))
+    archive[0] ^= 1
+    with pytest.raises(Oci2vmError, match="bad header checksum"):
+        read_all(bytes(archive))
+
+
+def test_truncated_data_is_an_error() -> None:
+    archive = tar_of((info("a", size=2000), b"y" * 2000))
+    tar = TarReader(io.BytesIO(archive[:1000]), "layer 1")
+    with pytest.raises(Oci2vmError, match="layer 1: tar stream ends inside"):
+        for m in tar:
+            tar.read_data(m.stored)
+
+
+def test_unsupported_entry_type_is_named() -> None:
+    with pytest.raises(Oci2vmError, match="unsupported tar entry type 'M'"):
+        read_all(_raw_member("multi", b"M", b""))
