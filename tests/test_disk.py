@@ -764,11 +764,6 @@ def minimum_size(result: Result) -> int:
     return int(found[1])
 
 
-@pytest.mark.xfail(
-    raises=IndexError,
-    strict=True,
-    reason="fs/ext4: Ext4Writer(size=5..7 MiB) fails with IndexError on its journal",
-)
 @pytest.mark.parametrize("table_args", [[], ["--table", "mbr", "--boot", "bios"]])
 def test_too_small_size_names_a_minimum_that_is_not_too_small(
     layout: Layout, tmp_path: Path, table_args: list[str]
