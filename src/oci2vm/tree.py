@@ -127,32 +127,12 @@ def _adopt(target: Inode, source: Inode) -> None:
     target.xattrs = source.xattrs
 
 
-class _MemberData(io.RawIOBase):
-    """The current member's stored data, read in place from the tar stream."""
-
-    def __init__(self, tar: TarReader, size: int) -> None:
-        super().__init__()
-        self._tar = tar
-        self._left = size
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: memoryview | bytearray) -> int:  # type: ignore[override]
-        if self._left <= 0:
-            return 0
-        data = self._tar.read_data(min(len(buffer), self._left))
-        buffer[: len(data)] = data
-        self._left -= len(data)
-        return len(data)
-
-
 class _Bounded(io.RawIOBase):
-    """Exactly `size` bytes of a stream (a member's data, when reading a layer again)."""
+    """Exactly `size` bytes from `read` (a member's stored data, in place)."""
 
-    def __init__(self, raw: BinaryIO, size: int) -> None:
+    def __init__(self, read: Callable[[int], bytes], size: int) -> None:
         super().__init__()
-        self._raw = raw
+        self._read = read
         self._left = size
 
     def readable(self) -> bool:
@@ -161,7 +141,7 @@ class _Bounded(io.RawIOBase):
     def readinto(self, buffer: memoryview | bytearray) -> int:  # type: ignore[override]
         if self._left <= 0:
             return 0
-        data = self._raw.read(min(len(buffer), self._left))
+        data = self._read(min(len(buffer), self._left))
         if not data:
             raise Oci2vmError("layer ends inside a file's data (truncated tar)")
         buffer[: len(data)] = data
@@ -394,7 +374,7 @@ class _Flattener:
                 self.tree.captured[path] = b""
             return
         if path is not None and self.capture(path) and data.stored_size <= CAPTURE_LIMIT:
-            content = _MemberData(tar, data.stored_size).read()
+            content = _Bounded(tar.read_data, data.stored_size).read()
             if inode.data is not None and len(inode.data.regions) <= 1:
                 self.tree.captured[path] = content
                 self._captured_inode[path] = inode
@@ -403,7 +383,7 @@ class _Flattener:
                 self.delivered.add(id(inode))
             return
         if self.sink is not None:
-            self.sink(inode, io.BufferedReader(_MemberData(tar, data.stored_size), CHUNK))
+            self.sink(inode, io.BufferedReader(_Bounded(tar.read_data, data.stored_size), CHUNK))
             self.delivered.add(id(inode))
 
     def _reread(self, index: int, layer: Layer, what: str) -> None:
@@ -421,7 +401,9 @@ class _Flattener:
             for inode in todo:
                 assert isinstance(inode.data, LayerData)
                 _skip(stream, inode.data.offset - position)
-                self.sink(inode, io.BufferedReader(_Bounded(stream, inode.data.stored_size), CHUNK))
+                self.sink(
+                    inode, io.BufferedReader(_Bounded(stream.read, inode.data.stored_size), CHUNK)
+                )
                 self.delivered.add(id(inode))
                 position = inode.data.offset + inode.data.stored_size
 
