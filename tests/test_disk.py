@@ -238,7 +238,7 @@ def expected_grub_cfg(fs_uuid: str) -> str:
         "terminal_input serial console\n"
         "terminal_output serial console\n"
         "set timeout=1\n"
-        "set timeout_style=menu\n"
+        "set timeout_style=hidden\n"
         "set default=0\n"
         "\n"
         "menuentry 'Linux 6.1.0-9-amd64' {\n"

@@ -302,7 +302,7 @@ def test_grub_cfg_boots_newest_kernel_by_default_on_serial_and_screen() -> None:
         "terminal_input serial console\n"
         "terminal_output serial console\n"
         "set timeout=2\n"
-        "set timeout_style=menu\n"
+        "set timeout_style=hidden\n"
         "set default=0\n"
         "\n"
         "menuentry 'Linux 6.1.0-18-amd64' {\n"
@@ -433,7 +433,7 @@ def test_one_disk_from_oci2vm_writers_boots_grub_with_bios_and_uefi(tmp_path: Pa
 @needs_disk_tools
 def test_written_grub_cfg_shows_its_menu_on_the_serial_console(tmp_path: Path) -> None:
     kernels = [BootEntry("6.1.0-18-amd64", "/boot/vmlinuz-6.1.0-18-amd64", None)]
-    cfg = grub.grub_cfg(kernels, str(uuid.uuid4()), cmdline_extra="", timeout=30)
+    cfg = grub.grub_cfg(kernels, str(uuid.uuid4()), cmdline_extra="", timeout=30, show_menu=True)
     image = gpt_bios_disk(tmp_path, cfg)
     result = vm.check_boot(image, expect=r"Linux 6\.1\.0-18-amd64", timeout=60, accel="tcg")
     assert result.ok, result.tail

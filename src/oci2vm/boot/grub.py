@@ -358,6 +358,7 @@ def grub_cfg(
     cmdline_extra: str = "",
     timeout: int = 1,
     read_only: bool = True,
+    show_menu: bool = False,
 ) -> str:
     """One grub.cfg for BIOS and UEFI GRUB: serial and screen consoles, newest kernel first.
 
@@ -382,7 +383,10 @@ def grub_cfg(
         "terminal_input serial console",
         "terminal_output serial console",
         f"set timeout={max(0, int(timeout))}",
-        "set timeout_style=menu",
+        # Hidden by default, Esc during the timeout shows it: drawing it unasked costs
+        # seconds under emulation (each character a trapped port write), and OVMF echoes
+        # it garbled on the serial port.
+        f"set timeout_style={'menu' if show_menu else 'hidden'}",
         "set default=0",
         "",
     ]
