@@ -13,6 +13,7 @@ filesystem goes (a new or freshly truncated file), and it is extended to the fin
 from __future__ import annotations
 
 import io
+import os
 import uuid as uuidlib
 from dataclasses import dataclass
 from typing import BinaryIO
@@ -62,6 +63,7 @@ from oci2vm.fs.ext4.numbering import InodeNumbering
 from oci2vm.fs.ext4.xattr import pack_block, pack_ibody, split_xattrs, to_ext4_xattrs
 
 COPY_CHUNK = 1 << 20
+GATHER_LIMIT = 4 << 20
 _ZERO_CHUNK = bytes(COPY_CHUNK)
 _ZERO_INODE = bytes(INODE_SIZE)
 MAX_LINKS = 65000  # EXT4_LINK_MAX
@@ -168,7 +170,12 @@ class Ext4Writer:
             reserve = max(2 * gdt_blocks_for(ceil_div(estimate, BLOCKS_PER_GROUP)), 16)
         self._alloc = BlockAllocator(reserve, self._fixed_blocks)
         self._files: dict[int, _FileBlocks] = {}
-        self._pos: int | None = None
+        self._fd: int | None = None
+        try:
+            self._fd = out.fileno()
+            out.flush()  # from here on we write with pwrite(), past the buffer
+        except (AttributeError, OSError):
+            self._fd = None
         self._pending = bytearray()  # gathered writes, starting at _pending_at
         self._pending_at = 0
         self._finished = False
@@ -179,32 +186,32 @@ class Ext4Writer:
         """Write at `pos` (bytes from the filesystem's start). Writes that follow on from
         the pending one, or start later in its last block (the rest of that block is slack
         or a hole inside it, so zeros), are gathered into one: small files then cost one
-        system call per MiB instead of two each, and a decompressing thread holding the
-        GIL is waited for that much less often."""
+        system call per few MiB instead of two each, and each call that lets another
+        thread take the GIL (the decompressor) is one fewer wait for it to give it back."""
         end = self._pending_at + len(self._pending)
         if self._pending and end <= pos <= ceil_div(end, BLOCK_SIZE) * BLOCK_SIZE:
             self._pending += bytes(pos - end)
             self._pending += data
         else:
             self._flush()
-            if len(data) >= COPY_CHUNK:
-                self._write_now(pos, data)
-                return
             self._pending_at = pos
             self._pending += data
-        if len(self._pending) >= COPY_CHUNK:
+        if len(self._pending) >= GATHER_LIMIT:
             self._flush()
 
     def _flush(self) -> None:
-        if self._pending:
-            self._write_now(self._pending_at, bytes(self._pending))
-            self._pending.clear()
-
-    def _write_now(self, pos: int, data: bytes) -> None:
-        if self._pos != pos:
-            self._out.seek(self._offset + pos)
-        self._out.write(data)
-        self._pos = pos + len(data)
+        if not self._pending:
+            return
+        pos = self._offset + self._pending_at
+        if self._fd is not None:
+            view = memoryview(self._pending)
+            while view:
+                written = os.pwrite(self._fd, view, pos)
+                view, pos = view[written:], pos + written
+        else:
+            self._out.seek(pos)
+            self._out.write(self._pending)
+        self._pending = bytearray()
 
     def _copy(self, data: BinaryIO, pos: int, length: int) -> None:
         while length > 0:
