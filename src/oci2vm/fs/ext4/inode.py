@@ -38,6 +38,8 @@ def encode_time(ns: int) -> tuple[int, int]:
     bits (multiples of 2**32 seconds) and the nanoseconds shifted left by two.
     """
     sec, nsec = divmod(ns, 1_000_000_000)
+    if 0 <= sec < 1 << 31:
+        return sec, nsec << 2
     if sec < MIN_TIME:
         sec, nsec = MIN_TIME, 0
     elif sec > MAX_TIME:
@@ -151,18 +153,21 @@ class InodeFields:
     ibody_xattrs: bytes = b""  # from offset 128 + EXTRA_ISIZE to the end
 
 
+# The fixed part of an inode up to i_crtime_extra (0x00-0x98), one struct.
+_INODE = struct.Struct("<HHIIIIIHHIII60sIIIIHHHHHHHHIIIII")
+
+
 def pack_inode(f: InodeFields, ino_seed: int) -> bytes:
     """The 256-byte on-disk inode with its crc32c (seeded with the inode number and
     generation, computed with both checksum halves zero)."""
-    raw = bytearray(INODE_SIZE)
     atime, atime_x = encode_time(f.atime_ns)
     ctime, ctime_x = encode_time(f.ctime_ns)
     mtime, mtime_x = encode_time(f.mtime_ns)
     crtime, crtime_x = encode_time(f.crtime_ns)
-    struct.pack_into(
-        "<HHIIIIIHHIII",
+    raw = bytearray(INODE_SIZE)
+    _INODE.pack_into(
         raw,
-        0x0,
+        0,
         f.mode,  # i_mode
         f.uid & 0xFFFF,  # i_uid
         f.size & MASK32,  # i_size_lo
@@ -175,32 +180,17 @@ def pack_inode(f: InodeFields, ino_seed: int) -> bytes:
         f.blocks_512 & MASK32,  # i_blocks_lo
         f.flags,  # i_flags
         0,  # l_i_version
-    )
-    raw[0x28:0x64] = f.i_block
-    struct.pack_into(
-        "<IIII",
-        raw,
-        0x64,
+        f.i_block,  # i_block[15]
         0,  # i_generation
         f.file_acl & MASK32,  # i_file_acl_lo
         f.size >> 32,  # i_size_high
         0,  # i_obso_faddr
-    )
-    struct.pack_into(
-        "<HHHHHH",
-        raw,
-        0x74,
         (f.blocks_512 >> 32) & 0xFFFF,  # l_i_blocks_high
         f.file_acl >> 32,  # l_i_file_acl_high
         (f.uid >> 16) & 0xFFFF,  # l_i_uid_high
         (f.gid >> 16) & 0xFFFF,  # l_i_gid_high
         0,  # l_i_checksum_lo, below
         0,  # l_i_reserved
-    )
-    struct.pack_into(
-        "<HHIIIII",
-        raw,
-        0x80,
         EXTRA_ISIZE,  # i_extra_isize
         0,  # i_checksum_hi, below
         ctime_x,  # i_ctime_extra
@@ -209,9 +199,9 @@ def pack_inode(f: InodeFields, ino_seed: int) -> bytes:
         crtime,  # i_crtime
         crtime_x,  # i_crtime_extra
     )
-    start = 128 + EXTRA_ISIZE
-    raw[start : start + len(f.ibody_xattrs)] = f.ibody_xattrs
-    csum = crc32c(ino_seed, bytes(raw))
-    struct.pack_into("<H", raw, 0x7C, csum & 0xFFFF)
-    struct.pack_into("<H", raw, 0x82, csum >> 16)
+    if f.ibody_xattrs:
+        start = 128 + EXTRA_ISIZE
+        raw[start : start + len(f.ibody_xattrs)] = f.ibody_xattrs
+    csum = crc32c(ino_seed, raw)
+    struct.pack_into("<HxxxxH", raw, 0x7C, csum & 0xFFFF, csum >> 16)
     return bytes(raw)
