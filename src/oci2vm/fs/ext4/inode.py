@@ -203,5 +203,6 @@ def pack_inode(f: InodeFields, ino_seed: int) -> bytes:
         start = 128 + EXTRA_ISIZE
         raw[start : start + len(f.ibody_xattrs)] = f.ibody_xattrs
     csum = crc32c(ino_seed, raw)
-    struct.pack_into("<HxxxxH", raw, 0x7C, csum & 0xFFFF, csum >> 16)
+    struct.pack_into("<H", raw, 0x7C, csum & 0xFFFF)  # l_i_checksum_lo
+    struct.pack_into("<H", raw, 0x82, csum >> 16)  # i_checksum_hi
     return bytes(raw)
