@@ -22,6 +22,7 @@ import sys
 import tarfile
 import tempfile
 import time
+import zlib
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -69,19 +70,48 @@ def layer_blobs(layout: Path) -> list[Path]:
 
 
 def decompress_floor(layout: Path) -> float:
+    """The fastest of three passes of ISA-L (the decompressor oci2vm uses) over the layers."""
+    best = float("inf")
+    for _ in range(3):
+        started = time.perf_counter()
+        for blob in layer_blobs(layout):
+            with igzip.open(blob, "rb") as f:
+                while f.read(1 << 20):
+                    pass
+        best = min(best, time.perf_counter() - started)
+    return best
+
+
+def zlib_floor(layout: Path) -> float:
+    """The same with Python's zlib, the standard library's decompressor."""
     started = time.perf_counter()
     for blob in layer_blobs(layout):
-        with igzip.open(blob, "rb") as f:
-            while f.read(1 << 20):
-                pass
+        inflater = zlib.decompressobj(31)
+        with open(blob, "rb") as f:
+            while chunk := f.read(1 << 20):
+                inflater.decompress(chunk)
     return time.perf_counter() - started
 
 
-def oci2vm_ext4(layout: Path, tag: str, out: Path) -> tuple[float, int]:
-    return timed_child(
-        [sys.executable, "-m", "oci2vm.cli", "build", f"oci:{layout}:{tag}", "--format", "ext4",
-         "-o", str(out), "-q"]
-    )  # fmt: skip
+def warm(layout: Path) -> None:
+    """Read every blob once, so no measurement pays for a cold page cache."""
+    for blob in sorted((layout / "blobs/sha256").iterdir()):
+        with open(blob, "rb") as f:
+            while f.read(1 << 22):
+                pass
+
+
+def oci2vm_ext4(layout: Path, tag: str, out: Path, runs: int = 2) -> tuple[float, int]:
+    """The faster of `runs` builds, and the higher peak RSS."""
+    best, peak = float("inf"), 0
+    for _ in range(runs):
+        out.unlink(missing_ok=True)
+        seconds, rss = timed_child(
+            [sys.executable, "-m", "oci2vm.cli", "build", f"oci:{layout}:{tag}",
+             "--format", "ext4", "-o", str(out), "-q"]
+        )  # fmt: skip
+        best, peak = min(best, seconds), max(peak, rss)
+    return best, peak
 
 
 def extract_then_mkfs(layout: Path, tag: str, work: Path, size: int) -> float:
@@ -156,7 +186,9 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     try:
         compressed = sum(b.stat().st_size for b in layer_blobs(fixture.oci_layout))
+        warm(fixture.oci_layout)
         floor = decompress_floor(fixture.oci_layout)
+        floor_zlib = zlib_floor(fixture.oci_layout)
         ours, rss = oci2vm_ext4(fixture.oci_layout, fixture.tag, work / "ours.ext4")
         size = (work / "ours.ext4").stat().st_size
         theirs = extract_then_mkfs(fixture.oci_layout, fixture.tag, work, size)
@@ -165,12 +197,16 @@ def main() -> None:
         )
         print(f"(a) oci2vm build --format ext4     {ours:7.2f} s   peak RSS {rss / MB:6.1f} MB")
         print(f"(b) umoci raw unpack + mke2fs -d   {theirs:7.2f} s")
-        print(f"(c) decompress layers (floor)      {floor:7.2f} s")
+        print(
+            f"(c) decompress layers (floor)      {floor:7.2f} s   (ISA-L; zlib: {floor_zlib:.2f} s)"
+        )
         print(f"(a)/(b) = {ours / theirs:.2f}   target <= 0.50")
-        print(f"(a)/(c) = {ours / floor:.2f}   target <= 1.50")
+        print(f"(a)/(c) = {ours / floor:.2f}   target <= 1.50", end="")
+        print(f"   (against zlib: {ours / floor_zlib:.2f})")
         if args.scale > 1:
             big = scaled_layout(fixture, args.scale, work)
-            big_seconds, big_rss = oci2vm_ext4(big, "scaled", work / "big.ext4")
+            warm(big)
+            big_seconds, big_rss = oci2vm_ext4(big, "scaled", work / "big.ext4", runs=1)
             big_floor = decompress_floor(big)
             print(f"x{args.scale} image: (a) {big_seconds:.2f} s, floor {big_floor:.2f} s, "
                   f"peak RSS {big_rss / MB:.1f} MB")  # fmt: skip
