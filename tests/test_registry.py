@@ -716,6 +716,21 @@ def test_tls_is_verified_by_default(
 
 
 @pytest.mark.registry
+def test_single_image_of_another_platform_is_refused_before_its_layers(
+    store: BlobStore,
+) -> None:
+    image = build_image("linux/arm64")
+    with fake_registry() as fake:
+        fake.add_image("app", "1", image)
+        assert error_of(lambda: pull(fake.host, "app:1", store)) == (
+            f"docker://{fake.host}/app:1: the image config says linux/arm64, not linux/amd64: "
+            "pass --platform linux/arm64 to use it"
+        )
+        blobs = [s.path for s in fake.seen if "/blobs/" in s.path]
+        assert blobs == [f"/v2/app/blobs/{image.config_digest}"]
+
+
+@pytest.mark.registry
 def test_docker_manifest_list_and_second_pull_asks_only_for_manifests(
     store: BlobStore,
 ) -> None:

@@ -274,6 +274,14 @@ def empty_config(platform: Platform) -> ImageConfig:
     return ImageConfig(platform, None, None, (), "", "", {}, (), "", (), "")
 
 
+def check_platform(source: str, have: Platform, want: Platform) -> None:
+    """Refuse an image built for another platform than the one asked for."""
+    if have.architecture and not want.matches(have):
+        raise Oci2vmError(
+            f"{source}: the image config says {have}, not {want}: pass --platform {have} to use it"
+        )
+
+
 # A function that returns the verified bytes and a BlobRef for a digest (per source).
 BlobLookup = Callable[[Descriptor], BlobRef]
 
@@ -287,6 +295,7 @@ def assemble(
     manifest_media_type: str | None,
     blob: BlobLookup,
     what: str,
+    platform: Platform | None = None,
 ) -> Image:
     """Build an Image from verified manifest bytes, fetching config and locating layers
     through `blob` (which verifies). Checks that layers and diff_ids agree in number."""
@@ -294,6 +303,8 @@ def assemble(
     config_desc, layer_descs = parse_manifest(doc, what)
     config_bytes = blob(config_desc).read_all()
     config = parse_config(config_bytes, f"image config of {what}")
+    if platform is not None:  # before any layer is fetched
+        check_platform(source, config.platform, platform)
     if len(config.diff_ids) != len(layer_descs):
         raise Oci2vmError(
             f"malformed {what}: {len(layer_descs)} layers but the config lists "

@@ -15,7 +15,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from oci2vm.errors import Oci2vmError
-from oci2vm.image import Image
+from oci2vm.image import Image, check_platform
 from oci2vm.sources import daemon, docker_archive, oci_layout, rootfs_tar
 from oci2vm.sources.base import Fetch
 from oci2vm.sources.reference import looks_like_reference, parse_reference
@@ -47,12 +47,8 @@ def split_path_ref(spec: str) -> tuple[str, str]:
 def resolve(source: str, fetch: Fetch) -> Image:
     """Resolve a source string to an Image for fetch.platform."""
     image = _resolve(source, fetch)
-    have = image.config.platform
-    if image.config_digest is not None and have.architecture and not fetch.platform.matches(have):
-        raise Oci2vmError(
-            f"{source}: the image config says {have}, not {fetch.platform}: "
-            f"pass --platform {have} to use it"
-        )
+    if image.config_digest is not None:
+        check_platform(source, image.config.platform, fetch.platform)
     return image
 
 

@@ -479,6 +479,7 @@ def resolve(source: str, ref: Reference, fetch: Fetch) -> Image:
                         manifest_media_type=media_type,
                         blob=lambda d: session.blob(d, store, fetch),
                         what=what,
+                        platform=fetch.platform,
                     )
                 entries = index_entries(doc, f"image index of {ref}")
                 chosen = select_platform(entries, fetch.platform, f"image index of {ref}")
