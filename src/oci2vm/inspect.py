@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
-from oci2vm.blobs import BlobStore
+from oci2vm.blobs import BlobStore, ProgressFn
 from oci2vm.config import Config
 from oci2vm.entry import Kind, walk
 from oci2vm.image import Image, Layer
@@ -25,8 +26,10 @@ def fetch_options(config: Config, reporter: Reporter) -> Fetch:
     )
 
 
-def layer_progress(reporter: Reporter, image: Image) -> Any:
-    def start(index: int, layer: Layer) -> Any:
+def layer_progress(reporter: Reporter, image: Image) -> Callable[[int, Layer], ProgressFn]:
+    """A progress bar per layer, sized in compressed bytes read."""
+
+    def start(index: int, layer: Layer) -> ProgressFn:
         return reporter.task(f"layer {index + 1}/{len(image.layers)}", layer.size)
 
     return start
