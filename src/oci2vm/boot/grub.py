@@ -38,6 +38,7 @@ from typing import BinaryIO, Literal
 
 from oci2vm import tools
 from oci2vm.errors import Oci2vmError
+from oci2vm.osinfo import version_key
 
 SECTOR_SIZE = 512
 
@@ -343,12 +344,6 @@ def grub_quote(word: str) -> str:
     if _SAFE_WORD.fullmatch(word):
         return word
     return "'" + word.replace("'", "'\\''") + "'"
-
-
-def version_key(version: str) -> tuple[tuple[int, int | str], ...]:
-    """Order kernel versions naturally: 6.1.0-18 after 6.1.0-9, 6.10 after 6.9."""
-    parts = re.findall(r"\d+|[^\d]+", version)
-    return tuple((0, int(p)) if p.isdigit() else (1, p) for p in parts)
 
 
 def grub_cfg(
