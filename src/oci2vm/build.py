@@ -19,7 +19,7 @@ from typing import Any, BinaryIO
 
 from oci2vm.blobs import uncompressed_size_hint
 from oci2vm.config import Config, OutputFormat
-from oci2vm.entry import FileSink, walk
+from oci2vm.entry import FileSink
 from oci2vm.errors import Oci2vmError
 from oci2vm.fs.ext4 import Ext4Result, Ext4Writer
 from oci2vm.image import Image
@@ -159,8 +159,6 @@ def write_rootfs(
     tree = flatten(image, sink=sink, progress=layer_progress(reporter, image))
     if prepare is not None:
         prepare(image, tree, identity)
-        # Preparation adds and removes entries: count what the filesystem will hold.
-        tree.entries = sum(1 for _ in walk(tree.root)) - 1
     result = writer.finish(tree.root)
     return RootFs(image, tree, identity, result)
 

@@ -149,6 +149,16 @@ def walk(root: Inode, prefix: str = "") -> Iterator[tuple[str, Inode]]:
             yield from walk(child, path)
 
 
+def count_entries(root: Inode) -> int:
+    """Directory entries below root (a hardlinked inode counts once per name)."""
+    assert root.children is not None
+    total = len(root.children)
+    for child in root.children.values():
+        if child.children is not None:
+            total += count_entries(child)
+    return total
+
+
 def link_counts(root: Inode) -> dict[int, int]:
     """Map id(inode) -> link count as ext4 counts it: one per directory entry, plus for
     a directory its '.' and one per subdirectory's '..'."""

@@ -17,14 +17,14 @@ from __future__ import annotations
 
 import io
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
 from oci2vm import tarstream
 from oci2vm.blobs import CHUNK, ProgressFn, short
 from oci2vm.decompress import decompressed
-from oci2vm.entry import FileSink, Inode, Kind, LayerData, new_dir
+from oci2vm.entry import FileSink, Inode, Kind, LayerData, count_entries, new_dir
 from oci2vm.errors import Oci2vmError
 from oci2vm.image import Image, Layer
 from oci2vm.tarstream import Member, TarReader
@@ -49,7 +49,11 @@ class Tree:
     diff_ids: list[str] = field(default_factory=list)  # computed while reading
     layer_digests: list[str] = field(default_factory=list)  # of the blobs as stored
     captured: dict[str, bytes] = field(default_factory=dict)  # path -> content
-    entries: int = 0  # directory entries in the final tree, root excluded
+
+    @property
+    def entries(self) -> int:
+        """Directory entries in the tree as it is now, the root excluded."""
+        return count_entries(self.root)
 
     def read_captured(self, path: str) -> bytes | None:
         return self.captured.get(path)
@@ -237,7 +241,6 @@ class _Flattener:
             raise Oci2vmError(f"hardlink {paths[0]!r} points to {target!r}, which does not exist")
         self.tree.diff_ids.reverse()
         self.tree.layer_digests.reverse()
-        self.tree.entries = sum(1 for _ in _count(self.tree.root))
         return self.tree
 
     def _layer(self, index: int, layer: Layer) -> None:
@@ -414,14 +417,6 @@ def _skip(stream: BinaryIO, count: int) -> None:
         if not chunk:
             raise Oci2vmError("layer ended early while reading it again")
         count -= len(chunk)
-
-
-def _count(root: Inode) -> Iterator[Inode]:
-    assert root.children is not None
-    for child in root.children.values():
-        yield child
-        if child.children is not None:
-            yield from _count(child)
 
 
 def flatten(
