@@ -8,7 +8,6 @@ The helpers here are shared by test_ext4_props.py (random trees) and test_ext4_m
 from __future__ import annotations
 
 import hashlib
-import io
 import re
 import struct
 import subprocess
@@ -18,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from oci2vm.entry import BytesData, Inode, Kind, link_counts, new_dir, walk
+from oci2vm.entry import BytesData, BytesReader, Inode, Kind, link_counts, new_dir, walk
 from oci2vm.errors import Oci2vmError
 from oci2vm.fs.ext4 import Ext4Result, Ext4Writer
 from oci2vm.fs.ext4.dirs import hash_seed_words, name_hash
@@ -82,7 +81,7 @@ def build(
                 if inode.kind is Kind.FILE and id(inode) not in seen:
                     seen.add(id(inode))
                     content = inode.data.content if isinstance(inode.data, BytesData) else b""
-                    writer.write_file(inode, io.BytesIO(content))
+                    writer.write_file(inode, BytesReader(content))
         return writer.finish(root)
 
 

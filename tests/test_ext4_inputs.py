@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from oci2vm.entry import BytesData, Inode, Kind, new_dir
+from oci2vm.entry import BytesData, BytesReader, Inode, Kind, new_dir
 from oci2vm.errors import Oci2vmError
 from oci2vm.fs.ext4 import Ext4Writer
 from oci2vm.tools import have_program
@@ -44,8 +44,8 @@ def test_data_streamed_for_a_file_not_in_the_final_tree_is_left_free(tmp_path: P
     dropped = Inode(Kind.FILE, size=len(blob), data=BytesData(blob))
     with image.open("w+b") as out:
         writer = _writer(out)
-        writer.write_file(dropped, io.BytesIO(blob))
-        writer.write_file(kept, io.BytesIO(b"kept\n"))
+        writer.write_file(dropped, BytesReader(blob))
+        writer.write_file(kept, BytesReader(b"kept\n"))
         result = writer.finish(root)
     fsck(image)  # its 768 blocks are free in the bitmaps
     assert_reads_back(root, image, tmp_path)
@@ -82,9 +82,9 @@ def test_a_file_written_twice_is_a_bug(tmp_path: Path) -> None:
     node = Inode(Kind.FILE, size=1, data=BytesData(b"a"))
     with (tmp_path / "twice.ext4").open("w+b") as out:
         writer = _writer(out)
-        writer.write_file(node, io.BytesIO(b"a"))
+        writer.write_file(node, BytesReader(b"a"))
         with pytest.raises(ValueError, match="twice"):
-            writer.write_file(node, io.BytesIO(b"a"))
+            writer.write_file(node, BytesReader(b"a"))
 
 
 def test_short_file_data_is_an_error(tmp_path: Path) -> None:
@@ -92,4 +92,4 @@ def test_short_file_data_is_an_error(tmp_path: Path) -> None:
     with (tmp_path / "short.ext4").open("w+b") as out:
         writer = _writer(out)
         with pytest.raises(Oci2vmError, match="ended before"):
-            writer.write_file(node, io.BytesIO(b"01234"))
+            writer.write_file(node, BytesReader(b"01234"))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import gzip
-import io
 import tarfile
 from pathlib import Path
 
@@ -20,7 +19,9 @@ from layouts import (
     whiteout,
     write_layout,
 )
-from oci2vm.entry import Inode, Kind, link_counts, lookup, walk
+from oci2vm import decompress
+from oci2vm.blobs import BlobStore
+from oci2vm.entry import DataReader, Inode, Kind, link_counts, lookup, walk
 from oci2vm.errors import Oci2vmError
 from oci2vm.sources import Fetch, resolve
 from oci2vm.tree import Tree, flatten
@@ -33,11 +34,14 @@ def build(
     image = resolve(f"oci:{tmp_path / 'img'}", Fetch())
     data: dict[int, bytes] = {}
 
-    def sink(inode: Inode, stream: io.BufferedIOBase) -> None:
+    def sink(inode: Inode, stream: DataReader) -> None:
         assert id(inode) not in data, "data delivered twice"
-        data[id(inode)] = stream.read()
+        pieces = []
+        while piece := stream.view(1 << 20):
+            pieces.append(bytes(piece))
+        data[id(inode)] = b"".join(pieces)
 
-    tree = flatten(image, sink=sink)  # type: ignore[arg-type]
+    tree = flatten(image, sink=sink)
     return tree, data
 
 
@@ -316,6 +320,65 @@ def test_diff_id_mismatch_is_reported(tmp_path: Path) -> None:
     image = resolve(f"oci:{tmp_path / 'img'}", Fetch())
     with pytest.raises(Oci2vmError, match=r"diff_id.*digest mismatch"):
         flatten(image)
+
+
+def test_verified_diff_ids_are_remembered_and_not_hashed_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    built = write_layout(tmp_path / "img", [[file("a", b"A" * 5000)], [file("b", b"B")]])
+    store = BlobStore(tmp_path / "cache")
+    image = resolve(f"oci:{tmp_path / 'img'}", Fetch())
+    first = flatten(image, store=store)
+    for blob, diff_id in zip(built.layer_digests, first.diff_ids, strict=True):
+        assert store.uncompressed_digest(blob) == diff_id
+    hashers: list[object] = []
+    real = decompress._Hasher
+
+    def counting() -> object:
+        hashers.append(real())
+        return hashers[-1]
+
+    monkeypatch.setattr(decompress, "_Hasher", counting)
+    again = flatten(resolve(f"oci:{tmp_path / 'img'}", Fetch()), store=store)
+    assert again.diff_ids == first.diff_ids
+    assert hashers == []  # both layers were known
+    flatten(resolve(f"oci:{tmp_path / 'img'}", Fetch()))  # without the store: hashed
+    assert len(hashers) == 2
+
+
+def test_a_remembered_diff_id_does_not_excuse_a_config_that_names_another(
+    tmp_path: Path,
+) -> None:
+    import json
+
+    built = write_layout(tmp_path / "img", [[file("a", b"A")]], compression="none")
+    store = BlobStore(tmp_path / "cache")
+    flatten(resolve(f"oci:{tmp_path / 'img'}", Fetch()), store=store)
+    cfg_path = tmp_path / "img/blobs/sha256" / built.config_digest.split(":")[1]
+    cfg = json.loads(cfg_path.read_bytes())
+    cfg["rootfs"]["diff_ids"] = ["sha256:" + "0" * 64]
+    _rewrite_config(tmp_path / "img", built, json.dumps(cfg).encode())
+    with pytest.raises(Oci2vmError, match=r"diff_id.*digest mismatch"):
+        flatten(resolve(f"oci:{tmp_path / 'img'}", Fetch()), store=store)
+
+
+def test_a_tampered_blob_is_refused_even_when_its_diff_id_is_remembered(tmp_path: Path) -> None:
+    built = write_layout(tmp_path / "img", [[file("a", b"A")]])
+    store = BlobStore(tmp_path / "cache")
+    flatten(resolve(f"oci:{tmp_path / 'img'}", Fetch()), store=store)
+    blob = tmp_path / "img/blobs/sha256" / built.layer_digests[0].split(":")[1]
+    raw = bytearray(blob.read_bytes())
+    raw[-9] ^= 0xFF
+    blob.write_bytes(bytes(raw))
+    with pytest.raises(Oci2vmError, match="digest mismatch"):
+        flatten(resolve(f"oci:{tmp_path / 'img'}", Fetch()), store=store)
+
+
+def test_an_unwritable_cache_only_costs_the_memo(tmp_path: Path) -> None:
+    write_layout(tmp_path / "img", [[file("a", b"A")]])
+    (tmp_path / "cache").write_text("a file where the cache directory should be")
+    tree = flatten(resolve(f"oci:{tmp_path / 'img'}", Fetch()), store=BlobStore(tmp_path / "cache"))
+    assert tree.diff_ids[0].startswith("sha256:")
 
 
 def _rewrite_config(path: Path, built: object, cfg: bytes) -> None:

@@ -8,9 +8,9 @@ import hashlib
 import os
 import stat
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
-from oci2vm.entry import BytesData, Inode, Kind, walk
+from oci2vm.entry import BytesData, DataReader, Inode, Kind, walk
 from oci2vm.tree import Tree, flatten
 
 Record = dict[str, Any]
@@ -30,13 +30,13 @@ def hashing_sink() -> tuple[dict[int, str], Any]:
     """A FileSink that records the sha256 of each file's logical content (holes as zeros)."""
     hashes: dict[int, str] = {}
 
-    def sink(inode: Inode, data: BinaryIO) -> None:
+    def sink(inode: Inode, data: DataReader) -> None:
         hashes[id(inode)] = logical_hash(inode, data)
 
     return hashes, sink
 
 
-def logical_hash(inode: Inode, data: BinaryIO) -> str:
+def logical_hash(inode: Inode, data: DataReader) -> str:
     h = hashlib.sha256()
     pos = 0
     assert inode.data is not None
@@ -44,7 +44,7 @@ def logical_hash(inode: Inode, data: BinaryIO) -> str:
         _zeros(h, offset - pos)
         left = length
         while left:
-            chunk = data.read(min(left, 1 << 20))
+            chunk = data.view(min(left, 1 << 20))
             assert chunk, "short data"
             h.update(chunk)
             left -= len(chunk)

@@ -6,6 +6,7 @@ beside it and renamed into place at the end; on any error the temporary file is 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 import time
@@ -17,13 +18,14 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from oci2vm.blobs import uncompressed_size_hint
+from oci2vm.blobs import BlobStore, uncompressed_size_hint
 from oci2vm.config import Config, OutputFormat
+from oci2vm.decompress import prompt_handoffs
 from oci2vm.entry import FileSink
 from oci2vm.errors import Oci2vmError
 from oci2vm.fs.ext4 import Ext4Result, Ext4Writer
 from oci2vm.image import Image
-from oci2vm.inspect import fetch_options, layer_progress
+from oci2vm.inspect import blob_store, fetch_options, layer_progress
 from oci2vm.report import Reporter
 from oci2vm.sources import resolve
 from oci2vm.tree import Tree, flatten
@@ -139,6 +141,7 @@ def write_rootfs(
     reporter: Reporter,
     prepare: Prepare | None = None,
     label: str = "",
+    store: BlobStore | None = None,
 ) -> RootFs:
     """Flatten the image straight into an ext4 filesystem at `offset` of `out`.
 
@@ -156,10 +159,16 @@ def write_rootfs(
         label=label,
     )
     sink: FileSink = writer.write_file
-    tree = flatten(image, sink=sink, progress=layer_progress(reporter, image))
-    if prepare is not None:
-        prepare(image, tree, identity)
-    result = writer.finish(tree.root)
+    try:
+        with prompt_handoffs():
+            tree = flatten(image, sink=sink, progress=layer_progress(reporter, image), store=store)
+            if prepare is not None:
+                prepare(image, tree, identity)
+            result = writer.finish(tree.root)
+    except BaseException:
+        with contextlib.suppress(Exception):
+            writer.close()  # the first error is the one to report
+        raise
     return RootFs(image, tree, identity, result)
 
 
@@ -174,7 +183,13 @@ def build(config: Config, reporter: Reporter) -> dict[str, Any]:
         if fmt is OutputFormat.EXT4:
             with atomic_output(config.output) as tmp, open(tmp, "r+b") as out:
                 rootfs = write_rootfs(
-                    image, out, offset=0, size=config.size, identity=identity, reporter=reporter
+                    image,
+                    out,
+                    offset=0,
+                    size=config.size,
+                    identity=identity,
+                    reporter=reporter,
+                    store=blob_store(config),
                 )
             report = _report(config, fmt, rootfs, time.monotonic() - started)
         else:

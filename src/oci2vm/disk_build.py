@@ -25,6 +25,7 @@ from oci2vm.errors import Oci2vmError
 from oci2vm.fs import fat
 from oci2vm.fs.ext4 import required_size
 from oci2vm.image import Image
+from oci2vm.inspect import blob_store
 from oci2vm.osinfo import describe
 from oci2vm.osprep.files import TreeEditor
 from oci2vm.osprep.system import (
@@ -142,6 +143,7 @@ def build_disk(
                     identity=identity,
                     reporter=reporter,
                     prepare=prepare,
+                    store=blob_store(config),
                 )
                 disk_size = _finish_disk(disk, layout_plan, rootfs, identity, core, esp_files)
             if fmt is not OutputFormat.RAW:

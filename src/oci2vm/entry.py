@@ -14,7 +14,7 @@ import stat
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import BinaryIO, Protocol
+from typing import Protocol
 
 
 class Kind(StrEnum):
@@ -82,14 +82,34 @@ class BytesData:
 DataRef = LayerData | BytesData
 
 
+class DataReader(Protocol):
+    """A file's stored bytes, handed out in pieces that need not be copied."""
+
+    def view(self, size: int, /) -> memoryview:
+        """Up to `size` bytes: at least one while any are left, then empty. A piece
+        never changes afterwards, so it may be held (a writer gathers them)."""
+        ...
+
+
+class BytesReader:
+    """A DataReader over bytes in memory."""
+
+    def __init__(self, content: bytes) -> None:
+        self._view = memoryview(content)
+
+    def view(self, size: int) -> memoryview:
+        piece, self._view = self._view[:size], self._view[size:]
+        return piece
+
+
 class FileSink(Protocol):
     """Receives a regular file's stored bytes while layers stream (see tree.flatten).
 
-    `data` yields exactly inode.data.stored_size bytes: the inode's data regions back to
+    `data` gives exactly inode.data.stored_size bytes: the inode's data regions back to
     back. It is valid only during the call.
     """
 
-    def __call__(self, inode: Inode, data: BinaryIO, /) -> None: ...
+    def __call__(self, inode: Inode, data: DataReader, /) -> None: ...
 
 
 @dataclass(slots=True, eq=False)

@@ -15,10 +15,14 @@ from oci2vm.sources import Fetch, resolve
 from oci2vm.tree import Tree, flatten
 
 
+def blob_store(config: Config) -> BlobStore:
+    return BlobStore(config.cache_dir or BlobStore.default_root())
+
+
 def fetch_options(config: Config, reporter: Reporter) -> Fetch:
     return Fetch(
         platform=config.platform,
-        store=BlobStore(config.cache_dir or BlobStore.default_root()),
+        store=blob_store(config),
         creds=config.creds,
         tls_verify=config.tls_verify,
         quiet=config.quiet,
@@ -127,7 +131,7 @@ def human(report: dict[str, Any]) -> str:
 def inspect(config: Config, reporter: Reporter) -> dict[str, Any]:
     with reporter.progress():
         image = resolve(config.source, fetch_options(config, reporter))
-        tree = flatten(image, progress=layer_progress(reporter, image))
+        tree = flatten(image, progress=layer_progress(reporter, image), store=blob_store(config))
     report = image_report(image, tree, describe(tree))
     reporter.result(report, human(report))
     return report

@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import base64
 import urllib.parse
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import BinaryIO
+from typing import BinaryIO, Protocol
 
 from oci2vm.errors import Oci2vmError
 
@@ -86,16 +87,27 @@ def _number(header: bytes, start: int, length: int) -> int:
         if lead == 0xFF:
             value -= 256 ** (length - 1)
         return value
-    digits = raw.split(b"\0", 1)[0].strip()
+    try:
+        return int(raw.strip(b" \0") or b"0", 8)  # the usual "0000644\0" or " 644 \0"
+    except ValueError:
+        pass
+    digits = raw.split(b"\0", 1)[0].strip()  # digits, NUL, then anything
     try:
         return int(digits, 8) if digits else 0
     except ValueError:
         raise Oci2vmError(f"malformed tar header: bad number {raw!r}") from None
 
 
+def _byte_sum(data: bytes) -> int:
+    """The sum of the bytes of `data` (at most 256 of them), computed in C: Adler-32's
+    first half is 1 + that sum modulo 65521, and 256 bytes cannot reach the modulus."""
+    return (zlib.adler32(data) & 0xFFFF) - 1
+
+
 def _checksum_ok(header: bytes) -> bool:
     stored = _number(header, 148, 8)
-    unsigned = sum(header[:148]) + 256 + sum(header[156:])  # the field counts as spaces
+    # The checksum field itself counts as eight spaces.
+    unsigned = _byte_sum(header[:148]) + 256 + _byte_sum(header[156:384]) + _byte_sum(header[384:])
     if stored == unsigned:
         return True
     signed = sum(b - 256 if b > 127 else b for b in header[:148] + b" " * 8 + header[156:])
@@ -137,12 +149,44 @@ def _pax_records(data: bytes) -> list[tuple[str, bytes]]:
     return records
 
 
+class _FileSource:
+    """read()/view()/skip() over a plain binary file (a rootfs tar, tests)."""
+
+    def __init__(self, f: BinaryIO) -> None:
+        self._f = f
+
+    def read(self, size: int) -> bytes:
+        return self._f.read(size)
+
+    def view(self, size: int) -> memoryview:
+        return memoryview(self._f.read(min(size, _SKIP_CHUNK)))
+
+    def skip(self, size: int) -> int:
+        left = size
+        while left > 0 and (chunk := self._f.read(min(left, _SKIP_CHUNK))):
+            left -= len(chunk)
+        return size - left
+
+
+class Source(Protocol):
+    """What a TarReader reads: decompress.LayerStream, or any file through _FileSource."""
+
+    def read(self, size: int, /) -> bytes: ...
+
+    def view(self, size: int, /) -> memoryview: ...
+
+    def skip(self, size: int, /) -> int: ...
+
+
 class TarReader:
     """Iterates a tar stream's entries. After each member, up to member.stored bytes of
-    its data may be read with read_data(); the rest is skipped on the next step."""
+    its data may be read with read_data() (copied) or view() (in place); the rest is
+    skipped on the next step."""
 
-    def __init__(self, stream: BinaryIO, what: str = "layer") -> None:
-        self._stream = stream
+    def __init__(self, stream: Source | BinaryIO, what: str = "layer") -> None:
+        self._stream: Source = (
+            stream if hasattr(stream, "view") else _FileSource(stream)  # type: ignore[assignment]
+        )
         self._what = what
         self._pos = 0
         self._data_end = 0  # end of the current member's data, padding excluded
@@ -159,18 +203,29 @@ class TarReader:
         return data
 
     def _skip_to(self, pos: int) -> None:
-        while self._pos < pos:
-            chunk = self._stream.read(min(pos - self._pos, _SKIP_CHUNK))
-            if not chunk:
+        if self._pos < pos:
+            self._pos += self._stream.skip(pos - self._pos)
+            if self._pos < pos:
                 raise Oci2vmError(f"{self._what}: tar stream ends inside an entry (truncated)")
-            self._pos += len(chunk)
 
     def read_data(self, size: int) -> bytes:
-        """Up to `size` bytes of the current member's stored data."""
+        """Up to `size` bytes of the current member's stored data, copied."""
         size = min(size, self._data_end - self._pos)
         if size <= 0:
             return b""
         data = self._stream.read(size)
+        self._pos += len(data)
+        if len(data) < size:
+            raise Oci2vmError(f"{self._what}: tar stream ends inside a file (truncated)")
+        return data
+
+    def view(self, size: int) -> memoryview:
+        """Up to `size` bytes of the current member's stored data, in place (at least
+        one while any is left): this makes the reader a DataReader for the member."""
+        size = min(size, self._data_end - self._pos)
+        if size <= 0:
+            return memoryview(b"")
+        data = self._stream.view(size)
         self._pos += len(data)
         if not data:
             raise Oci2vmError(f"{self._what}: tar stream ends inside a file (truncated)")
@@ -195,7 +250,7 @@ class TarReader:
     def _header(self) -> bytes | None:
         header = self._stream.read(BLOCK)
         self._pos += len(header)
-        if len(header) < BLOCK or not header.strip(b"\0"):
+        if len(header) < BLOCK or (header[0] == 0 and not header.strip(b"\0")):
             return None  # end of archive (two zero blocks, or simply the end)
         if not _checksum_ok(header):
             raise Oci2vmError(f"{self._what}: not a valid tar stream (bad header checksum)")

@@ -15,16 +15,14 @@ served by reading its layer a second time, which only that rare case pays for.
 
 from __future__ import annotations
 
-import io
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import BinaryIO
 
 from oci2vm import tarstream
-from oci2vm.blobs import CHUNK, ProgressFn, short
-from oci2vm.decompress import decompressed
-from oci2vm.entry import FileSink, Inode, Kind, LayerData, count_entries, new_dir
+from oci2vm.blobs import BlobStore, ProgressFn, short
+from oci2vm.decompress import LayerStream, decompressed
+from oci2vm.entry import BytesReader, FileSink, Inode, Kind, LayerData, count_entries, new_dir
 from oci2vm.errors import Oci2vmError
 from oci2vm.image import Image, Layer
 from oci2vm.tarstream import Member, TarReader
@@ -131,26 +129,22 @@ def _adopt(target: Inode, source: Inode) -> None:
     target.xattrs = source.xattrs
 
 
-class _Bounded(io.RawIOBase):
-    """Exactly `size` bytes from `read` (a member's stored data, in place)."""
+class _Slice:
+    """A DataReader over the next `size` bytes of a layer stream."""
 
-    def __init__(self, read: Callable[[int], bytes], size: int) -> None:
-        super().__init__()
-        self._read = read
+    def __init__(self, stream: LayerStream, size: int) -> None:
+        self._stream = stream
         self._left = size
 
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: memoryview | bytearray) -> int:  # type: ignore[override]
-        if self._left <= 0:
-            return 0
-        data = self._read(min(len(buffer), self._left))
-        if not data:
-            raise Oci2vmError("layer ends inside a file's data (truncated tar)")
-        buffer[: len(data)] = data
-        self._left -= len(data)
-        return len(data)
+    def view(self, size: int) -> memoryview:
+        size = min(size, self._left)
+        if size <= 0:
+            return memoryview(b"")
+        piece = self._stream.view(size)
+        if not piece:
+            raise Oci2vmError("layer ended early while reading it again")
+        self._left -= len(piece)
+        return piece
 
 
 class _Flattener:
@@ -160,8 +154,10 @@ class _Flattener:
         sink: FileSink | None,
         capture: CaptureFn,
         progress: Callable[[int, Layer], ProgressFn | None] | None,
+        store: BlobStore | None,
     ) -> None:
         self.image = image
+        self.store = store
         self.sink = sink
         self.capture = capture
         self.progress = progress
@@ -249,7 +245,16 @@ class _Flattener:
         compressed = layer.blob.open(progress)
         if layer.diff_id is not None and not layer.diff_id.startswith("sha256:"):
             raise Oci2vmError(f"{what}: only sha256 diff_ids are supported")
-        stream = decompressed(compressed, layer.media_type, what, layer.diff_id)
+        # A blob that an earlier run saw inflate to this very diff_id need not be hashed.
+        known = (
+            layer.diff_id is not None
+            and layer.digest is not None
+            and self.store is not None
+            and self.store.uncompressed_digest(layer.digest) == layer.diff_id
+        )
+        stream = decompressed(
+            compressed, layer.media_type, what, layer.diff_id, hash_stream=not known
+        )
         self.deferred = []
         layer_inodes: dict[str, Inode] = {}
         whiteouts: set[str] = set()
@@ -264,6 +269,8 @@ class _Flattener:
             raise
         self.tree.diff_ids.append(stream.digest)
         self.tree.layer_digests.append(layer.digest or compressed.computed_digest)
+        if not known and self.store is not None and layer.digest and layer.diff_id:
+            self.store.remember_uncompressed(layer.digest, stream.digest)
         for target, (_inode, paths) in self.pending.items():
             parts = split_path(target, what)
             if target in whiteouts or any(
@@ -377,16 +384,16 @@ class _Flattener:
                 self.tree.captured[path] = b""
             return
         if path is not None and self.capture(path) and data.stored_size <= CAPTURE_LIMIT:
-            content = _Bounded(tar.read_data, data.stored_size).read()
+            content = tar.read_data(data.stored_size)
             if inode.data is not None and len(inode.data.regions) <= 1:
                 self.tree.captured[path] = content
                 self._captured_inode[path] = inode
             if self.sink is not None:
-                self.sink(inode, io.BytesIO(content))
+                self.sink(inode, BytesReader(content))
                 self.delivered.add(id(inode))
             return
         if self.sink is not None:
-            self.sink(inode, io.BufferedReader(_Bounded(tar.read_data, data.stored_size), CHUNK))
+            self.sink(inode, tar)  # the member's data, read in place
             self.delivered.add(id(inode))
 
     def _reread(self, index: int, layer: Layer, what: str) -> None:
@@ -399,24 +406,15 @@ class _Flattener:
         if not todo or self.sink is None:
             return
         log.debug("%s: reading again for %d hardlinked files", what, len(todo))
-        with decompressed(layer.blob.open(), layer.media_type, what) as stream:
+        with decompressed(layer.blob.open(), layer.media_type, what, hash_stream=False) as stream:
             position = 0
             for inode in todo:
                 assert isinstance(inode.data, LayerData)
-                _skip(stream, inode.data.offset - position)
-                self.sink(
-                    inode, io.BufferedReader(_Bounded(stream.read, inode.data.stored_size), CHUNK)
-                )
+                if stream.skip(inode.data.offset - position) < inode.data.offset - position:
+                    raise Oci2vmError("layer ended early while reading it again")
+                self.sink(inode, _Slice(stream, inode.data.stored_size))
                 self.delivered.add(id(inode))
                 position = inode.data.offset + inode.data.stored_size
-
-
-def _skip(stream: BinaryIO, count: int) -> None:
-    while count > 0:
-        chunk = stream.read(min(count, CHUNK))
-        if not chunk:
-            raise Oci2vmError("layer ended early while reading it again")
-        count -= len(chunk)
 
 
 def flatten(
@@ -425,11 +423,13 @@ def flatten(
     sink: FileSink | None = None,
     capture: CaptureFn = default_capture,
     progress: Callable[[int, Layer], ProgressFn | None] | None = None,
+    store: BlobStore | None = None,
 ) -> Tree:
     """Merge the image's layers into one tree, verifying every layer on the way.
 
     With a sink, each regular file's data is handed to it exactly once, as its layer
     streams by (hardlinked files once per inode). Small files that `capture` selects
-    are also kept in Tree.captured.
+    are also kept in Tree.captured. A `store` (the blob cache) remembers which blobs were
+    verified to inflate to their diff_id, so that later runs need not hash them again.
     """
-    return _Flattener(image, sink, capture, progress).run()
+    return _Flattener(image, sink, capture, progress, store).run()
