@@ -242,9 +242,15 @@ def expected_grub_cfg(fs_uuid: str) -> str:
         "set default=0\n"
         "\n"
         "menuentry 'Linux 6.1.0-9-amd64' {\n"
-        f"\tlinux /boot/vmlinuz-6.1.0-9-amd64 root=UUID={fs_uuid} rw console=tty0"
+        '\tif [ "$grub_platform" = pc ]; then\n'
+        f"\t\tlinux16 /boot/vmlinuz-6.1.0-9-amd64 root=UUID={fs_uuid} rw console=tty0"
         " console=ttyS0,115200\n"
-        "\tinitrd /boot/initrd.img-6.1.0-9-amd64\n"
+        "\t\tinitrd16 /boot/initrd.img-6.1.0-9-amd64\n"
+        "\telse\n"
+        f"\t\tlinux /boot/vmlinuz-6.1.0-9-amd64 root=UUID={fs_uuid} rw console=tty0"
+        " console=ttyS0,115200\n"
+        "\t\tinitrd /boot/initrd.img-6.1.0-9-amd64\n"
+        "\tfi\n"
         "}\n"
     )
 
@@ -506,7 +512,9 @@ def test_several_kernels_newest_boots_by_default(tmp_path: Path) -> None:
     report = build_ok(f"oci:{source}", "-o", str(out), "--boot", "bios")
     assert report["kernels"] == ["6.1.0-10-amd64", "6.1.0-9-amd64", "5.10.0-28-amd64"]
     cfg = debugfs(part(out, 2, tmp_path / "root.ext4"), "cat /boot/grub/grub.cfg").decode()
-    entries = re.findall(r"menuentry '([^']+)' \{\n\tlinux (\S+) .*\n(?:\tinitrd (\S+)\n)?\}", cfg)
+    entries = re.findall(
+        r"menuentry '([^']+)' \{\n.*\n\t\tlinux16 (\S+) .*\n(?:\t\tinitrd16 (\S+)\n)?", cfg
+    )
     assert entries == [
         ("Linux 6.1.0-10-amd64", "/boot/vmlinuz-6.1.0-10-amd64", "/boot/initrd.img-6.1.0-10-amd64"),
         ("Linux 6.1.0-9-amd64", "/boot/vmlinuz-6.1.0-9-amd64", "/boot/initrd.img-6.1.0-9-amd64"),
@@ -541,8 +549,8 @@ def test_fedora_kernel_layout_without_init_boots_its_kernel_and_says_no_init(
         NOBODY_NOTE,
     ]
     cfg = debugfs(part(out, 2, tmp_path / "root.ext4"), "cat /boot/grub/grub.cfg").decode()
-    assert f"\tlinux /lib/modules/{version}/vmlinuz root=UUID=" in cfg
-    assert f"\tinitrd /boot/initramfs-{version}.img\n" in cfg
+    assert f"\t\tlinux /lib/modules/{version}/vmlinuz root=UUID=" in cfg
+    assert f"\t\tinitrd /boot/initramfs-{version}.img\n" in cfg
 
 
 # -- other layouts ------------------------------------------------------------------------

@@ -306,11 +306,20 @@ def test_grub_cfg_boots_newest_kernel_by_default_on_serial_and_screen() -> None:
         "set default=0\n"
         "\n"
         "menuentry 'Linux 6.1.0-18-amd64' {\n"
-        f"\tlinux /boot/vmlinuz-6.1.0-18-amd64 {args}\n"
+        '\tif [ "$grub_platform" = pc ]; then\n'
+        f"\t\tlinux16 /boot/vmlinuz-6.1.0-18-amd64 {args}\n"
+        "\telse\n"
+        f"\t\tlinux /boot/vmlinuz-6.1.0-18-amd64 {args}\n"
+        "\tfi\n"
         "}\n"
         "menuentry 'Linux 6.1.0-9-amd64' {\n"
-        f"\tlinux /boot/vmlinuz-6.1.0-9-amd64 {args}\n"
-        "\tinitrd /boot/initrd.img-6.1.0-9-amd64\n"
+        '\tif [ "$grub_platform" = pc ]; then\n'
+        f"\t\tlinux16 /boot/vmlinuz-6.1.0-9-amd64 {args}\n"
+        "\t\tinitrd16 /boot/initrd.img-6.1.0-9-amd64\n"
+        "\telse\n"
+        f"\t\tlinux /boot/vmlinuz-6.1.0-9-amd64 {args}\n"
+        "\t\tinitrd /boot/initrd.img-6.1.0-9-amd64\n"
+        "\tfi\n"
         "}\n"
     )
 
@@ -321,9 +330,11 @@ def test_grub_cfg_quotes_what_grub_would_interpret() -> None:
         kernels, BOOT_FS_UUID, cmdline_extra="init=/bin/sh x=$y", timeout=0, read_only=False
     )
     assert "menuentry 'Linux 6.1 it'\\''s' {\n" in cfg
-    assert f"\tlinux '/boot/vmlinuz $x' root=UUID={BOOT_FS_UUID} rw " in cfg
+    assert f"\t\tlinux '/boot/vmlinuz $x' root=UUID={BOOT_FS_UUID} rw " in cfg
+    assert f"\t\tlinux16 '/boot/vmlinuz $x' root=UUID={BOOT_FS_UUID} rw " in cfg
     assert " init=/bin/sh 'x=$y'\n" in cfg
-    assert "\tinitrd '/boot/init;rd'\n" in cfg
+    assert "\t\tinitrd '/boot/init;rd'\n" in cfg
+    assert "\t\tinitrd16 '/boot/init;rd'\n" in cfg
     assert "set timeout=0\n" in cfg
 
 
