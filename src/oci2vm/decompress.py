@@ -18,11 +18,11 @@ from isal import isal_zlib
 
 from oci2vm.errors import Oci2vmError
 
-CHUNK = 1 << 20
+CHUNK = 4 << 20
 GZIP_MAGIC = b"\x1f\x8b"
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 OUT_CHUNK = 4 << 20  # the largest piece of decompressed output
-QUEUE_CHUNKS = 8  # pieces in flight: bounds memory at a few tens of MiB
+QUEUE_CHUNKS = 4  # pieces in flight: bounds memory at a few tens of MiB
 # isal's stubs declare its error as an instance; it is the exception class.
 _ISAL_ERROR: type[Exception] = isal_zlib.IsalError  # type: ignore[assignment]
 
