@@ -948,6 +948,25 @@ def test_cli_inspects_an_image_in_a_registry(
 
 
 @pytest.mark.registry
+def test_cli_reads_credentials_from_authfile(
+    registry_basic: Registry, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    auth_file = write_json(
+        tmp_path / "auth.json",
+        {"auths": {registry_basic.host: {"auth": b64(f"{USER}:{PASSWORD}")}}},
+    )
+    source = f"docker://{registry_basic.host}/app:1"
+    common = ["--tls-verify=false", f"--cache-dir={tmp_path / 'cache'}"]
+    code, _out, err = run_cli(capsys, "inspect", "-q", source, *common)
+    assert code == 1 and "the registry requires credentials" in err
+    code, out, err = run_cli(
+        capsys, "inspect", "--json", source, f"--authfile={auth_file}", *common
+    )
+    assert (code, err) == (0, "")
+    assert json.loads(out)["layers"]
+
+
+@pytest.mark.registry
 @pytest.mark.parametrize(
     ("registry_fixture", "args", "message"),
     [

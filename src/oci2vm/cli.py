@@ -79,6 +79,14 @@ def _source_options(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--creds", metavar="USER:PASS", help="registry credentials")
     p.add_argument(
+        "--authfile",
+        "--auth-file",
+        dest="auth_file",
+        type=Path,
+        metavar="PATH",
+        help="registry auth file (containers auth.json or docker config.json), searched first",
+    )
+    p.add_argument(
         "--tls-verify",
         type=_bool,
         nargs="?",

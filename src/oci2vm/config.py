@@ -69,6 +69,7 @@ class Config:
     platform: Platform = field(default_factory=Platform)
     cache_dir: Path | None = None
     creds: str | None = None
+    auth_file: Path | None = None
     tls_verify: bool = True
     # the filesystem and disk
     size: int | None = None  # bytes; None = content + headroom

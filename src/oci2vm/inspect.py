@@ -24,6 +24,7 @@ def fetch_options(config: Config, reporter: Reporter) -> Fetch:
         platform=config.platform,
         store=blob_store(config),
         creds=config.creds,
+        auth_file=config.auth_file,
         tls_verify=config.tls_verify,
         quiet=config.quiet,
         on_blob=reporter.task if reporter.interactive else None,
