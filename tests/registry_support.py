@@ -577,6 +577,7 @@ class Reply:
     headers: dict[str, str] = field(default_factory=dict)
     # Announce the whole body, send only this many bytes, then drop the connection.
     drop_after: int | None = None
+    delay: float = 0.0  # seconds to wait before answering
 
 
 @dataclass
@@ -595,6 +596,18 @@ class FakeRegistry:
     once: dict[str, list[Reply]] = field(default_factory=lambda: defaultdict(list))
     seen: list[Seen] = field(default_factory=list)
     basic: tuple[str, str] | None = None
+    most_blobs_at_once: int = 0  # the most blob requests being answered at one time
+    _blobs_now: int = 0
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def blob_started(self) -> None:
+        with self._lock:
+            self._blobs_now += 1
+            self.most_blobs_at_once = max(self.most_blobs_at_once, self._blobs_now)
+
+    def blob_ended(self) -> None:
+        with self._lock:
+            self._blobs_now -= 1
 
     @property
     def host(self) -> str:
@@ -644,6 +657,17 @@ def fake_registry(basic: tuple[str, str] | None = None) -> Iterator[FakeRegistry
         def do_GET(self) -> None:
             state.seen.append(Seen(self.path, dict(self.headers.items())))
             reply = state.reply(self.path, self.headers.get("Authorization"))
+            blob = "/blobs/" in self.path
+            if blob:
+                state.blob_started()
+            try:
+                time.sleep(reply.delay)
+                self._answer(reply)
+            finally:
+                if blob:
+                    state.blob_ended()
+
+        def _answer(self, reply: Reply) -> None:
             self.send_response(reply.status)
             for name, value in reply.headers.items():
                 self.send_header(name, value)

@@ -800,7 +800,8 @@ def test_tampered_blob_from_a_lying_registry(store: BlobStore) -> None:
         f"blob {app.layer_digests[0]} of {fake.host}/app: digest mismatch: "
         f"expected {app.layer_digests[0]}, got sha256:" + hashlib.sha256(lie).hexdigest()
     )
-    assert cache_files(store) == [app.config_digest[7:]]
+    # The other layer, downloaded alongside, is complete and verified: it stays.
+    assert cache_files(store) == sorted([app.config_digest[7:], app.layer_digests[1][7:]])
 
 
 @pytest.mark.registry
@@ -870,7 +871,8 @@ def test_server_errors_that_do_not_stop(store: BlobStore) -> None:
             f"IncompleteRead(10 bytes read, {len(app.layers[0]) - 10} more expected)"
         )
         assert fake.requests_to(layer) == registry.BLOB_ATTEMPTS
-    assert cache_files(store) == [app.config_digest[7:]]
+    # The other layer, downloaded alongside, is complete and verified: it stays.
+    assert cache_files(store) == sorted([app.config_digest[7:], app.layer_digests[1][7:]])
 
 
 @pytest.mark.registry
@@ -892,6 +894,37 @@ def test_access_denied_is_an_authentication_failure(store: BlobStore) -> None:
             f"authentication to {fake.host} failed: the credentials of user 'bob' from "
             "--creds were refused (HTTP 403 requested access is denied)"
         )
+
+
+@pytest.mark.registry
+def test_layers_download_concurrently(store: BlobStore) -> None:
+    app = build_image()
+    with fake_registry() as fake:
+        fake.add_image("app", "1", app)
+        for digest in app.layer_digests:
+            fake.routes[f"/v2/app/blobs/{digest}"].delay = 0.5
+        assert_is(pull(fake.host, "app:1", store), app, store)
+        assert fake.most_blobs_at_once == len(app.layer_digests) == 2
+
+
+@pytest.mark.registry
+def test_a_failed_layer_download_keeps_the_verified_ones_and_no_partial_file(
+    store: BlobStore,
+) -> None:
+    app = build_image()
+    first, second = app.layer_digests
+    with fake_registry() as fake:
+        fake.add_image("app", "1", app)
+        fake.routes[f"/v2/app/blobs/{first}"].delay = 0.3
+        fake.routes[f"/v2/app/blobs/{second}"] = Reply(
+            body=app.blobs[second], drop_after=100
+        )  # every attempt breaks off
+        message = error_of(lambda: pull(fake.host, "app:1", store))
+        assert message.startswith(f"download of blob {second} of {fake.host}/app failed")
+        assert fake.requests_to(f"/v2/app/blobs/{second}") == registry.BLOB_ATTEMPTS
+    assert cache_files(store) == sorted(
+        d.removeprefix("sha256:") for d in (app.config_digest, first)
+    )
 
 
 @pytest.mark.registry

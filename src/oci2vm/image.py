@@ -296,9 +296,12 @@ def assemble(
     blob: BlobLookup,
     what: str,
     platform: Platform | None = None,
+    prefetch: Callable[[Sequence[Descriptor]], None] | None = None,
 ) -> Image:
     """Build an Image from verified manifest bytes, fetching config and locating layers
-    through `blob` (which verifies). Checks that layers and diff_ids agree in number."""
+    through `blob` (which verifies). Checks that layers and diff_ids agree in number.
+    `prefetch`, when given, is handed every layer first (a registry downloads them
+    concurrently), once the config has shown that the image is the one wanted."""
     doc = load_json(manifest_bytes, what)
     config_desc, layer_descs = parse_manifest(doc, what)
     config_bytes = blob(config_desc).read_all()
@@ -310,6 +313,8 @@ def assemble(
             f"malformed {what}: {len(layer_descs)} layers but the config lists "
             f"{len(config.diff_ids)} diff_ids"
         )
+    if prefetch is not None:
+        prefetch(layer_descs)
     layers = tuple(
         Layer(blob(d), d.digest, d.media_type, diff_id)
         for d, diff_id in zip(layer_descs, config.diff_ids, strict=True)

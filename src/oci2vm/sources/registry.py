@@ -12,9 +12,11 @@ import importlib
 import json
 import logging
 import ssl
+import threading
 import urllib.parse
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from typing import BinaryIO, NoReturn, cast
 
 import urllib3
@@ -76,6 +78,7 @@ CONNECT_TIMEOUT = 15.0
 READ_TIMEOUT = 60.0
 # Whole-download attempts of a blob whose body broke off after the response began.
 BLOB_ATTEMPTS = 3
+PARALLEL_DOWNLOADS = 3  # Docker's default max-concurrent-downloads
 
 
 class _Retry(Retry):
@@ -223,6 +226,7 @@ class _Session:
         self.tls_verify = fetch.tls_verify
         self.http = urllib3.PoolManager(
             num_pools=4,
+            maxsize=PARALLEL_DOWNLOADS,  # connections kept per host
             retries=_retry(),
             timeout=urllib3.Timeout(connect=CONNECT_TIMEOUT, read=READ_TIMEOUT),
             ssl_context=_ssl_context(fetch.tls_verify),
@@ -238,6 +242,7 @@ class _Session:
             self._token_request,
         )
         self.authorization: str | None = None
+        self._auth_lock = threading.Lock()  # one thread answers a challenge at a time
 
     def close(self) -> None:
         self.http.clear()
@@ -328,15 +333,18 @@ class _Session:
                 )
             finally:
                 _release(resp)
-            refused = self.auth.refused(
-                f"HTTP 401 {message or 'unauthorized'}", answered=sent is not None
-            )
-            if answered or not challenges:
-                raise refused
-            answer = self.auth.authorization(challenges, self.scope, fresh=sent is not None)
-            if answer == sent:
-                raise refused
-            self.authorization = answer
+            with self._auth_lock:
+                if self.authorization != sent:
+                    continue  # another download answered the challenge meanwhile
+                refused = self.auth.refused(
+                    f"HTTP 401 {message or 'unauthorized'}", answered=sent is not None
+                )
+                if answered or not challenges:
+                    raise refused
+                answer = self.auth.authorization(challenges, self.scope, fresh=sent is not None)
+                if answer == sent:
+                    raise refused
+                self.authorization = answer
             answered = True
 
     def fail(
@@ -419,6 +427,22 @@ class _Session:
             digest = claimed
         return data, media_type, digest
 
+    def prefetch(self, descs: Sequence[Descriptor], store: BlobStore, fetch: Fetch) -> None:
+        """Download the blobs the cache lacks, PARALLEL_DOWNLOADS at a time (as Docker
+        does): over a network, one stream rarely fills the line. The first error is
+        raised once the downloads under way have stopped; blobs already complete stay
+        cached, verified, and no partial file is left."""
+        missing = [d for d in descs if store.get(d.digest) is None]
+        if len(missing) < 2:
+            return
+        with ThreadPoolExecutor(PARALLEL_DOWNLOADS, thread_name_prefix="download") as pool:
+            futures = [pool.submit(self.blob, d, store, fetch) for d in missing]
+            done, _pending = wait(futures, return_when=FIRST_EXCEPTION)
+            failed = [f for f in futures if f in done and f.exception() is not None]
+            if failed:
+                pool.shutdown(wait=True, cancel_futures=True)
+                failed[0].result()
+
     def blob(self, desc: Descriptor, store: BlobStore, fetch: Fetch) -> BlobRef:
         """The blob from the cache, or downloaded into it once, verified."""
         cached = store.get(desc.digest)
@@ -478,6 +502,7 @@ def resolve(source: str, ref: Reference, fetch: Fetch) -> Image:
                         manifest_digest=digest,
                         manifest_media_type=media_type,
                         blob=lambda d: session.blob(d, store, fetch),
+                        prefetch=lambda descs: session.prefetch(descs, store, fetch),
                         what=what,
                         platform=fetch.platform,
                     )
