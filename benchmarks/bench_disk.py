@@ -97,6 +97,7 @@ def boot_seconds(disk: Path) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--no-boot", action="store_true", help="measure the builds only")
+    parser.add_argument("--boots", type=int, default=2, help="boots of each disk (default 2)")
     args = parser.parse_args()
     for tool in ("extlinux", "losetup", "mkfs.ext3", "sfdisk", "umoci"):
         if shutil.which(tool) is None:
@@ -118,9 +119,15 @@ def main() -> None:
         print(f"build ratio = {ours / recipe:.2f}   target <= 0.25")
         print(f"build ratio against the recipe without its flattening = {ours / rest:.2f}")
         if not args.no_boot:
-            theirs_boot = boot_seconds(work / "recipe.img")
-            ours_boot = boot_seconds(work / "ours.img")
-            print(f"boot to login: recipe {theirs_boot:.1f} s, oci2vm {ours_boot:.1f} s")
+            # Alternate the two disks and keep each one's faster boot: a boot under
+            # emulation varies by a second or two with the host's load.
+            recipe_boots, ours_boots = [], []
+            for _ in range(args.boots):
+                recipe_boots.append(boot_seconds(work / "recipe.img"))
+                ours_boots.append(boot_seconds(work / "ours.img"))
+            theirs_boot, ours_boot = min(recipe_boots), min(ours_boots)
+            print(f"boot to login: recipe {theirs_boot:.1f} s, oci2vm {ours_boot:.1f} s"
+                  f"  (best of {args.boots} each)")  # fmt: skip
             print(f"boot ratio = {ours_boot / theirs_boot:.2f}   target <= 1.00")
     finally:
         shutil.rmtree(work, ignore_errors=True)
