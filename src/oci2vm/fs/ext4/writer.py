@@ -139,7 +139,7 @@ def _pwritev_all(fd: int, pieces: list[bytes | memoryview], pos: int) -> None:
 
 class _WriteBehind:
     """Positional writes made by a thread of their own: the kernel's copy into the page
-    cache, a third of the main thread's time when done inline, overlaps with parsing the
+    cache (about 0.5 s of CPU for the Debian fixture's 618 MB) overlaps with parsing the
     entries that follow. At most WRITES_AHEAD writes wait, which bounds the memory their
     pieces pin. The first error is raised by the next submit() or by close()."""
 
