@@ -176,13 +176,15 @@ class _Flattener:
 
     # --- the tree ------------------------------------------------------------------
 
-    def _parent(self, parts: list[str], layer: int, what: str) -> Inode | None:
-        """The directory that holds parts[-1], creating implicit parents; None when an
-        ancestor hides the entry."""
+    def _parent(self, parts: list[str], path: str, layer: int, what: str) -> Inode | None:
+        """The directory that holds parts[-1] (whose path is `path`), creating implicit
+        parents; None when an ancestor hides the entry."""
         node = self.tree.root
-        for i, part in enumerate(parts[:-1]):
-            path = _join(parts[: i + 1])
-            if path in self.hidden or path in self.opaque:
+        masks = self.hidden or self.opaque  # empty for the top layer
+        ancestor = ""
+        for part in parts[:-1]:
+            ancestor = f"{ancestor}/{part}"
+            if masks and (ancestor in self.hidden or ancestor in self.opaque):
                 return None
             assert node.children is not None
             child = node.children.get(part)
@@ -190,25 +192,25 @@ class _Flattener:
                 child = new_dir()
                 node.children[part] = child
             elif child.kind is not Kind.DIR:
-                if self.claimed.get(path, layer) == layer:
+                if self.claimed.get(ancestor, layer) == layer:
                     raise Oci2vmError(
-                        f"{what}: entry {_join(parts)!r} passes through {child.kind} {path!r}"
+                        f"{what}: entry {path!r} passes through {child.kind} {ancestor!r}"
                     )
                 return None  # an upper layer replaced the directory with a non-directory
             node = child
         return node
 
-    def _visible(self, parts: list[str], layer: int) -> bool:
-        path = _join(parts)
+    def _visible(self, path: str, layer: int) -> bool:
         if path in self.hidden:
             return False
         claim = self.claimed.get(path)
         return claim is None or claim == layer
 
-    def _place(self, parent: Inode, parts: list[str], inode: Inode, layer: int, what: str) -> None:
-        """Put inode at parts in the tree (the entry is visible)."""
+    def _place(
+        self, parent: Inode, name: str, path: str, inode: Inode, layer: int, what: str
+    ) -> None:
+        """Put inode at path, named `name` in `parent` (the entry is visible)."""
         assert parent.children is not None
-        name, path = parts[-1], _join(parts)
         existing = parent.children.get(name)
         if existing is not None and existing.kind is Kind.DIR:
             if inode.kind is Kind.DIR:
@@ -323,11 +325,12 @@ class _Flattener:
             for link_path in wanted[1]:
                 self._repoint(link_path, wanted[0], inode)
 
-        parent = self._parent(parts, layer, what)
-        visible = parent is not None and self._visible(parts, layer)
+        parent = self._parent(parts, path, layer, what)
+        visible = parent is not None and self._visible(path, layer)
         if parent is not None and visible:
-            self._place(parent, parts, inode, layer, what)
-            visible = self._at(parts) is inode or inode.kind is Kind.DIR
+            self._place(parent, base, path, inode, layer, what)
+            assert parent.children is not None
+            visible = parent.children.get(base) is inode or inode.kind is Kind.DIR
 
         if inode.kind is not Kind.FILE or not (visible or wanted):
             return
