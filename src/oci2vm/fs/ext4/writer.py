@@ -61,7 +61,7 @@ from oci2vm.fs.ext4.layout import (
     round_blocks,
 )
 from oci2vm.fs.ext4.numbering import InodeNumbering
-from oci2vm.fs.ext4.xattr import pack_block, pack_ibody, split_xattrs, to_ext4_xattrs
+from oci2vm.fs.ext4.xattr import Xattr, pack_block, pack_ibody, split_xattrs, to_ext4_xattrs
 
 COPY_CHUNK = 1 << 20
 GATHER_LIMIT = 4 << 20
@@ -70,6 +70,7 @@ IOV_LIMIT = 1000  # pieces per pwritev(), below IOV_MAX (1024)
 _ZERO_CHUNK = bytes(COPY_CHUNK)
 _ZERO_VIEW = memoryview(_ZERO_CHUNK)
 _ZERO_INODE = bytes(INODE_SIZE)
+_NO_XATTRS: tuple[list[Xattr], list[Xattr]] = ([], [])  # (in the inode, in a block); read only
 MAX_LINKS = 65000  # EXT4_LINK_MAX
 MAX_FILE_SIZE = (1 << 32) * BLOCK_SIZE - BLOCK_SIZE  # logical block numbers are 32 bits
 MIN_LAST_GROUP = 64  # a shorter tail of the size is left out of the filesystem
@@ -377,8 +378,9 @@ class Ext4Writer:
             path = tree.paths[ino]
             if not (0 <= inode.uid < 1 << 32 and 0 <= inode.gid < 1 << 32):
                 raise Oci2vmError(f"{path}: owner {inode.uid}:{inode.gid} exceeds 32 bits")
-            attrs = to_ext4_xattrs(inode.xattrs, path)
-            ibody, in_block = split_xattrs(attrs)
+            ibody, in_block = (
+                split_xattrs(to_ext4_xattrs(inode.xattrs, path)) if inode.xattrs else _NO_XATTRS
+            )
             file_acl = 0
             if in_block:
                 file_acl = self._alloc.alloc_one()
