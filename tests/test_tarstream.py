@@ -214,3 +214,42 @@ def test_truncated_data_is_an_error() -> None:
 def test_unsupported_entry_type_is_named() -> None:
     with pytest.raises(Oci2vmError, match="unsupported tar entry type 'M'"):
         read_all(_raw_member("multi", b"M", b""))
+
+
+def test_headers_and_data_that_straddle_the_inflaters_chunks() -> None:
+    """Read through decompress.LayerStream fed in pieces of 1 to 700 bytes, so headers,
+    pax records and file data all cross chunk boundaries; views stay valid once taken."""
+    import hashlib
+    import random
+
+    from oci2vm.decompress import LayerStream
+
+    files = [(f"dir/file{i}", bytes(random.Random(i).randbytes(i * 37 % 3000))) for i in range(60)]
+    long_name = "deep/" + "x" * 150 + "/name"
+    archive = tar_of(
+        (info("dir/", tarfile.DIRTYPE), b""),
+        *((info(name, size=len(data)), data) for name, data in files),
+        (info(long_name, size=3, pax_headers={"SCHILY.xattr.user.k": "v"}), b"abc"),
+    )
+    rng = random.Random(7)
+    pieces, at = [], 0
+    while at < len(archive):
+        n = rng.randint(1, 700)
+        pieces.append(archive[at : at + n])
+        at += n
+    stream = LayerStream(lambda: iter(pieces), lambda: None, lambda: "")
+    tar = TarReader(stream)
+    seen: dict[str, tuple[bytes, dict[str, bytes]]] = {}
+    held = []
+    for member in tar:
+        views = []
+        while piece := tar.view(1 << 20):
+            views.append(piece)
+        held.extend(views)
+        seen[member.name] = (b"".join(views), member.xattrs)
+    stream.finish()
+    assert {n: d for n, (d, _x) in seen.items() if n.startswith("dir/file")} == dict(files)
+    assert seen[long_name] == (b"abc", {"user.k": b"v"})
+    assert seen["dir/"][0] == b""
+    digest = hashlib.sha256(b"".join(held)).hexdigest()
+    assert digest == hashlib.sha256(b"".join(d for _n, d in files) + b"abc").hexdigest()
