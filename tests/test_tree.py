@@ -429,3 +429,16 @@ def test_small_etc_files_are_captured(tmp_path: Path) -> None:
     )
     assert tree.captured["/etc/os-release"] == b"ID=debian\n"
     assert tree.captured["/etc/passwd"].startswith(b"root:")
+
+
+def test_gil_handoffs_are_prompter_while_streaming_and_restored_by_the_last_user() -> None:
+    import sys
+
+    before = sys.getswitchinterval()
+    with decompress.prompt_handoffs():
+        inside = sys.getswitchinterval()
+        assert inside <= decompress.SWITCH_INTERVAL
+        with decompress.prompt_handoffs():
+            pass
+        assert sys.getswitchinterval() == inside  # the inner user does not restore it
+    assert sys.getswitchinterval() == before

@@ -128,18 +128,37 @@ _EMPTY = memoryview(b"")
 SWITCH_INTERVAL = 0.0005  # seconds; CPython's default is 0.005
 
 
+class _Handoffs:
+    """The switch interval, shared by overlapping builds: the first sets, the last restores."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.users = 0
+        self.previous = 0.0
+
+
+_HANDOFFS = _Handoffs()
+
+
 @contextlib.contextmanager
 def prompt_handoffs() -> Iterator[None]:
     """While layers stream, hand the GIL over sooner than CPython's 5 ms: the inflating,
     hashing and writing threads each need it for a moment per chunk, and by default they
     wait behind the parsing thread for most of that interval (measured: 0.3-0.5 s of a
-    4 s build). The interval is restored afterwards."""
-    previous = sys.getswitchinterval()
-    sys.setswitchinterval(min(previous, SWITCH_INTERVAL))
+    4 s build). The interval is restored when the last overlapping user is done."""
+    state = _HANDOFFS
+    with state.lock:
+        if state.users == 0:
+            state.previous = sys.getswitchinterval()
+            sys.setswitchinterval(min(state.previous, SWITCH_INTERVAL))
+        state.users += 1
     try:
         yield
     finally:
-        sys.setswitchinterval(previous)
+        with state.lock:
+            state.users -= 1
+            if state.users == 0:
+                sys.setswitchinterval(state.previous)
 
 
 class LayerStream:
