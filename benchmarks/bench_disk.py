@@ -25,6 +25,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
+from benchlib import compile_package  # noqa: E402
+
 from fixture_images import FixtureSet, debian_fixture  # noqa: E402
 from oci2vm import vm  # noqa: E402
 
@@ -102,6 +104,7 @@ def main() -> None:
     for tool in ("extlinux", "losetup", "mkfs.ext3", "sfdisk", "umoci"):
         if shutil.which(tool) is None:
             raise SystemExit(f"{tool} is missing: apt-get install extlinux syslinux-common umoci")
+    compile_package()
     fx = debian_fixture()
     work = Path(tempfile.mkdtemp(prefix="oci2vm-bench-disk-"))
     try:

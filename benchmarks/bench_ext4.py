@@ -28,6 +28,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
+from benchlib import compile_package  # noqa: E402
 from isal import igzip  # noqa: E402
 
 from fixture_images import FixtureSet, debian_fixture  # noqa: E402
@@ -182,6 +183,7 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     try:
         compressed = sum(b.stat().st_size for b in layer_blobs(fixture.oci_layout))
+        compile_package()
         warm(fixture.oci_layout)
         floor = decompress_floor(fixture.oci_layout)
         floor_zlib = zlib_floor(fixture.oci_layout)
