@@ -909,3 +909,21 @@ def test_failed_check_of_a_disk_file_exits_1_with_the_console_tail(
     assert result.out == "failed: timed out after 5.0 s\n--- console tail ---\nKernel panic\n"
     assert fake.disks == [hybrid.path]  # the file itself, not a copy
     assert fake.options[0]["expect"] == "READY"
+
+
+def test_directories_no_layer_lists_take_the_filesystem_time(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Docker's layers seldom list "./", and may leave parents implicit: such directories
+    get SOURCE_DATE_EPOCH (else the image's creation time), not 1970."""
+    source = tmp_path / "img"
+    write_layout(source, [[directory("a/b"), file("a/b/f", b"x")]])
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1714564800")
+    out = tmp_path / "root.ext4"
+    build_ok(f"oci:{source}", "-o", str(out))
+    for path in ("/", "/a"):
+        stat = debugfs(out, f"stat {path}").decode()
+        mtime = re.search(r"mtime: (0x[0-9a-f]+):", stat)
+        assert mtime is not None and int(mtime[1], 16) == 1714564800, stat
+    listed = re.search(r"mtime: (0x[0-9a-f]+):", debugfs(out, "stat /a/b").decode())
+    assert listed is not None and int(listed[1], 16) != 1714564800  # the layer's own time

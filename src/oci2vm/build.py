@@ -161,7 +161,13 @@ def write_rootfs(
     sink: FileSink = writer.write_file
     try:
         with prompt_handoffs():
-            tree = flatten(image, sink=sink, progress=layer_progress(reporter, image), store=store)
+            tree = flatten(
+                image,
+                sink=sink,
+                progress=layer_progress(reporter, image),
+                store=store,
+                implicit_mtime_ns=identity.fs_time * 1_000_000_000,
+            )
             if prepare is not None:
                 prepare(image, tree, identity)
             result = writer.finish(tree.root)

@@ -155,13 +155,15 @@ class _Flattener:
         capture: CaptureFn,
         progress: Callable[[int, Layer], ProgressFn | None] | None,
         store: BlobStore | None,
+        implicit_mtime_ns: int,
     ) -> None:
         self.image = image
         self.store = store
+        self.implicit_mtime_ns = implicit_mtime_ns
         self.sink = sink
         self.capture = capture
         self.progress = progress
-        self.tree = Tree(new_dir())
+        self.tree = Tree(new_dir(mtime_ns=implicit_mtime_ns))
         self.root_claimed = False
         # Paths claimed by an entry, with the layer that claimed them (implicit parent
         # directories are not claimed: a lower layer's entry may still set their metadata).
@@ -189,7 +191,7 @@ class _Flattener:
             assert node.children is not None
             child = node.children.get(part)
             if child is None:
-                child = new_dir()
+                child = new_dir(mtime_ns=self.implicit_mtime_ns)
                 node.children[part] = child
             elif child.kind is not Kind.DIR:
                 if self.claimed.get(ancestor, layer) == layer:
@@ -427,6 +429,7 @@ def flatten(
     capture: CaptureFn = default_capture,
     progress: Callable[[int, Layer], ProgressFn | None] | None = None,
     store: BlobStore | None = None,
+    implicit_mtime_ns: int = 0,
 ) -> Tree:
     """Merge the image's layers into one tree, verifying every layer on the way.
 
@@ -434,5 +437,7 @@ def flatten(
     streams by (hardlinked files once per inode). Small files that `capture` selects
     are also kept in Tree.captured. A `store` (the blob cache) remembers which blobs were
     verified to inflate to their diff_id, so that later runs need not hash them again.
+    Directories that no layer lists (the root, in most images, and parents a layer
+    leaves implicit) get `implicit_mtime_ns` as their time, and mode 0755, owner root.
     """
-    return _Flattener(image, sink, capture, progress, store).run()
+    return _Flattener(image, sink, capture, progress, store, implicit_mtime_ns).run()
