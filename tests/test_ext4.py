@@ -328,7 +328,7 @@ def every_case_tree() -> Inode:
     """A tree with each thing an image can hold."""
     t = 1_650_000_000_123_456_789
     root = new_dir(mode=0o755, mtime_ns=t)
-    root.xattrs["user.root"] = b"on the root"
+    root.xattrs = {"user.root": b"on the root"}
     c = root.children
     assert c is not None
     c["empty"] = Inode(Kind.FILE, mtime_ns=t)
@@ -379,9 +379,10 @@ def every_case_tree() -> Inode:
     )  # fmt: skip
     acl_default = acl((0x01, 7, UNUSED), (0x04, 5, UNUSED), (0x20, 5, UNUSED))
     c["acl-dir"] = new_dir(mtime_ns=t)
-    c["acl-dir"].xattrs.update(
-        {"system.posix_acl_access": acl_access, "system.posix_acl_default": acl_default}
-    )
+    c["acl-dir"].xattrs = {
+        "system.posix_acl_access": acl_access,
+        "system.posix_acl_default": acl_default,
+    }
     c["ping"] = Inode(
         Kind.FILE,
         mode=0o755,

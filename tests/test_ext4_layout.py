@@ -14,6 +14,7 @@ import pytest
 from oci2vm.entry import BytesData, Inode, Kind, new_dir
 from oci2vm.errors import Oci2vmError
 from oci2vm.fs.ext4 import Ext4Writer, default_size, required_size
+from oci2vm.fs.ext4.inode import Extent, build_extent_tree, extent_tree_blocks
 from oci2vm.tools import have_program
 from test_ext4 import (
     FS_TIME,
@@ -199,3 +200,12 @@ def test_tight_size_trades_spare_inodes_for_data(tmp_path: Path) -> None:
     result = build(root, image, size=256 * MIB)
     assert result.inodes_count < 1000
     fsck(image)
+
+
+@pytest.mark.parametrize("count", [0, 1, 4, 5, 340, 341, 1360, 1361, 340 * 340 * 4 + 1])
+def test_extent_tree_blocks_counts_what_build_extent_tree_allocates(count: int) -> None:
+    """The writer sizes the filesystem before packing inodes with this count."""
+    extents = [Extent(i, 1000 + 2 * i, 1) for i in range(count)]
+    blocks = iter(range(10_000_000, 20_000_000))
+    tree = build_extent_tree(extents, lambda: next(blocks), 0)
+    assert extent_tree_blocks(count) == len(tree.blocks)

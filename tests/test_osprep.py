@@ -171,7 +171,7 @@ def test_write_replacing_a_file_keeps_owner_mode_and_xattrs(tmp_path: Path) -> N
             file("etc/shadow", b"old\n", mode=0o640, uid=3, gid=42, mtime=1),
         ],
     )
-    entry(tree, "/etc/shadow").xattrs["security.selinux"] = b"shadow_t\0"
+    entry(tree, "/etc/shadow").xattrs = {"security.selinux": b"shadow_t\0"}
     edit = TreeEditor(tree, FS_TIME)
     written = edit.write("/etc/shadow", b"new content\n")
     inode = entry(tree, "/etc/shadow")

@@ -11,10 +11,13 @@ that preparation wrote), so a 10 GB image needs no more memory than a 100 MB one
 from __future__ import annotations
 
 import stat
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
+from types import MappingProxyType
 from typing import Protocol
+
+NO_XATTRS: Mapping[str, bytes] = MappingProxyType({})
 
 
 class Kind(StrEnum):
@@ -44,16 +47,24 @@ class LayerData:
     """File bytes stored in a layer's uncompressed tar stream.
 
     `offset` is where the member's stored data begins in the uncompressed stream of
-    layer number `layer` (0 = bottom). `regions` is the sparse map: (logical offset,
+    layer number `layer` (0 = bottom). `sparse` is the sparse map: (logical offset,
     length) pairs in file order; the stored data is those regions back to back, and
-    everything else up to the inode's size is a hole. A dense file has one region
-    (0, size), or none when it is empty.
+    everything else up to the inode's size is a hole. None means dense: the stored data
+    is the whole file (the usual case, kept without a map: the tree holds one of these
+    per file).
     """
 
     layer: int
     offset: int
     stored_size: int
-    regions: tuple[tuple[int, int], ...]
+    sparse: tuple[tuple[int, int], ...] | None = None
+
+    @property
+    def regions(self) -> tuple[tuple[int, int], ...]:
+        """The sparse map, or for a dense file its one region (none when empty)."""
+        if self.sparse is not None:
+            return self.sparse
+        return ((0, self.stored_size),) if self.stored_size else ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,7 +140,9 @@ class Inode:
     atime_ns: int | None = None  # None: same as mtime
     ctime_ns: int | None = None  # None: same as mtime
     size: int = 0  # regular files: logical size (holes included); symlinks: len(target)
-    xattrs: dict[str, bytes] = field(default_factory=dict)  # VFS names and values
+    # VFS names and values. Replace the mapping to change it: the default is one shared
+    # read-only empty mapping (most inodes have none, and a tree holds every inode).
+    xattrs: Mapping[str, bytes] = field(default_factory=lambda: NO_XATTRS)
     target: bytes | None = None  # symlink target, raw bytes
     rdev_major: int = 0
     rdev_minor: int = 0

@@ -22,7 +22,16 @@ from dataclasses import dataclass, field
 from oci2vm import tarstream
 from oci2vm.blobs import BlobStore, ProgressFn, short
 from oci2vm.decompress import LayerStream, decompressed
-from oci2vm.entry import BytesReader, FileSink, Inode, Kind, LayerData, count_entries, new_dir
+from oci2vm.entry import (
+    NO_XATTRS,
+    BytesReader,
+    FileSink,
+    Inode,
+    Kind,
+    LayerData,
+    count_entries,
+    new_dir,
+)
 from oci2vm.errors import Oci2vmError
 from oci2vm.image import Image, Layer
 from oci2vm.tarstream import Member, TarReader
@@ -88,7 +97,7 @@ def _inode_for(member: Member, layer: int) -> Inode:
         mtime_ns=member.mtime_ns,
         atime_ns=member.atime_ns,
         ctime_ns=member.ctime_ns,
-        xattrs=member.xattrs,
+        xattrs=member.xattrs or NO_XATTRS,
     )
     kind = member.type
     if member.isdir():
@@ -105,14 +114,13 @@ def _inode_for(member: Member, layer: int) -> Inode:
         inode.kind = Kind.FIFO
     elif member.isfile():
         inode.size = member.size
+        sparse = None
         if member.sparse is not None:
-            regions = tuple((o, n) for o, n in member.sparse if n)
-            if sum(n for _o, n in regions) != member.stored:
+            sparse = tuple((o, n) for o, n in member.sparse if n)
+            if sum(n for _o, n in sparse) != member.stored:
                 raise Oci2vmError(f"{member.name!r}: sparse map does not match its data")
-        else:
-            regions = ((0, member.size),) if member.size else ()
         if member.stored:
-            inode.data = LayerData(layer, member.offset_data, member.stored, regions)
+            inode.data = LayerData(layer, member.offset_data, member.stored, sparse)
     else:
         raise Oci2vmError(f"unsupported tar entry type {member.type!r} for {member.name!r}")
     return inode

@@ -105,6 +105,16 @@ class ExtentTree:
     blocks: list[tuple[int, bytes]]  # (disk block, contents) of the index and leaf blocks
 
 
+def extent_tree_blocks(extents: int) -> int:
+    """How many index and leaf blocks build_extent_tree() allocates for `extents`."""
+    blocks = 0
+    level = extents
+    while level > ROOT_ENTRIES:
+        level = -(-level // BLOCK_ENTRIES)
+        blocks += level
+    return blocks
+
+
 def build_extent_tree(
     extents: list[Extent], alloc_block: Callable[[], int], ino_seed: int
 ) -> ExtentTree:

@@ -208,7 +208,8 @@ class BlockAllocator:
         self.reserved_gdt = reserved_gdt
         self.limit = limit
         self.next = 1 + reserved_gdt
-        self.allocated: list[tuple[int, int]] = []  # every run handed out, in order
+        self.recording = False  # when set, list every run handed out in `allocated`
+        self.allocated: list[tuple[int, int]] = []
 
     def alloc(self, count: int) -> list[tuple[int, int]]:
         """Return `count` blocks as (start, length) runs, contiguous where possible."""
@@ -226,7 +227,8 @@ class BlockAllocator:
             self.next += take
             count -= take
         self._check_limit()
-        self.allocated.extend(runs)
+        if self.recording:
+            self.allocated.extend(runs)
         return runs
 
     def alloc_contiguous(self, count: int) -> int:
@@ -244,7 +246,8 @@ class BlockAllocator:
             start = self.next
             self.next += count
             self._check_limit()
-            self.allocated.append((start, count))
+            if self.recording:
+                self.allocated.append((start, count))
             return start
 
     def _check_limit(self) -> None:

@@ -1,6 +1,13 @@
-"""Inode numbers, link counts and parents for a tree, in a deterministic order."""
+"""Inode numbers, link counts and parents for a tree, in a deterministic order.
+
+Per-inode facts live in flat arrays indexed by inode number (4 bytes each, not a dict
+entry and two int objects): finish() holds them for every inode at once. Paths are not
+kept; path() rebuilds one when an error message needs it.
+"""
 
 from __future__ import annotations
+
+from array import array
 
 from oci2vm.entry import Inode, Kind, name_bytes, new_dir
 from oci2vm.errors import Oci2vmError
@@ -10,7 +17,8 @@ from oci2vm.fs.ext4.layout import LOST_FOUND_INO, ROOT_INO
 class InodeNumbering:
     """Inode numbers in a deterministic order: root 2, lost+found 11, then every other
     inode in depth-first order of names sorted as bytes (a hardlinked inode at its first
-    path). Also the link counts, each directory's parent and a path per inode."""
+    path). Also the link counts and, per inode, the directory of its first path (for a
+    directory, its parent)."""
 
     def __init__(self, root: Inode, fs_time: int) -> None:
         assert root.children is not None
@@ -23,37 +31,40 @@ class InodeNumbering:
         self.inodes: list[Inode | None] = [None] * (LOST_FOUND_INO + 1)
         self.inodes[ROOT_INO] = root
         self.ino_of: dict[int, int] = {id(root): ROOT_INO}
-        self.paths: dict[int, str] = {ROOT_INO: "/"}
-        self.parent: dict[int, int] = {ROOT_INO: ROOT_INO}
+        parent = array("I", bytes(4 * (LOST_FOUND_INO + 1)))
+        links = array("I", bytes(4 * (LOST_FOUND_INO + 1)))
+        parent[ROOT_INO] = ROOT_INO
+        links[ROOT_INO] = 2  # '.' and the root's own '..'
         self.lost_found = 0
         if lost_found.kind is Kind.DIR:
             self.inodes[LOST_FOUND_INO] = lost_found
             self.ino_of[id(lost_found)] = LOST_FOUND_INO
-            self.paths[LOST_FOUND_INO] = "/lost+found"
             self.lost_found = LOST_FOUND_INO
-        links: dict[int, int] = {ROOT_INO: 2}  # '.' and the root's own '..'
-        stack = [(root, ROOT_INO, "")]
+        stack = [(root, ROOT_INO)]
+        seen_dirs = {ROOT_INO}
         while stack:
-            directory, dir_ino, prefix = stack.pop()
-            subdirs: list[tuple[Inode, int, str]] = []
-            for name, child in self.children(directory):
-                path = f"{prefix}/{name.decode('utf-8', 'surrogateescape')}"
+            directory, dir_ino = stack.pop()
+            subdirs: list[tuple[Inode, int]] = []
+            for _name, child in self.children(directory):
                 ino = self.ino_of.get(id(child))
                 if ino is None:
                     ino = len(self.inodes)
                     self.inodes.append(child)
                     self.ino_of[id(child)] = ino
-                    self.paths[ino] = path
-                links[ino] = links.get(ino, 0) + 1
+                    parent.append(dir_ino)
+                    links.append(0)
+                links[ino] += 1
                 if child.kind is Kind.DIR:
-                    if ino in self.parent:
-                        raise Oci2vmError(f"{path}: a directory cannot be hardlinked")
-                    self.parent[ino] = dir_ino
+                    if ino in seen_dirs:
+                        raise Oci2vmError(f"{self.path(ino)}: a directory cannot be hardlinked")
+                    seen_dirs.add(ino)
+                    parent[ino] = dir_ino
                     links[ino] += 1  # its '.'
                     links[dir_ino] += 1  # its '..'
-                    subdirs.append((child, ino, path))
+                    subdirs.append((child, ino))
             stack.extend(reversed(subdirs))
         self.links = links
+        self.parent = parent
         if len(self.inodes) > 1 << 32:
             raise Oci2vmError("too many files for ext4")
 
@@ -67,3 +78,17 @@ class InodeNumbering:
                 raise Oci2vmError(f"file name {name!r} cannot be stored in ext4")
         items.sort(key=lambda item: item[0])
         return items
+
+    def path(self, ino: int) -> str:
+        """A path of inode `ino` (its first one), for messages: rebuilt by walking up,
+        which costs a scan of each directory on the way."""
+        parts: list[str] = []
+        while ino != ROOT_INO:
+            up = self.parent[ino]
+            directory, inode = self.inodes[up], self.inodes[ino]
+            if directory is None:
+                break
+            name = next((n for n, c in self.children(directory) if c is inode), b"?")
+            parts.append(name.decode("utf-8", "surrogateescape"))
+            ino = up
+        return "/" + "/".join(reversed(parts))

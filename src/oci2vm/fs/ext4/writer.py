@@ -4,16 +4,21 @@ the end. Nothing is mounted and every byte is ours, so no root and no loop devic
 
 Placement: blocks are handed out in ascending order, skipping every sparse_super group's
 superblock and descriptor-table copy (sized for the largest filesystem the size hint allows).
-File data comes first, contiguous per file; then directories, symlink and xattr blocks and
-extent index blocks; then the journal, the bitmaps and the inode tables (flex_bg lets them live
-outside their own groups). Holes are never written: the output must read as zeros where the
-filesystem goes (a new or freshly truncated file), and it is extended to the final size.
+File data comes first, contiguous per file; then directories; then the journal, the bitmaps
+and the inode tables (flex_bg lets them live outside their own groups); then xattr blocks, slow
+symlinks and extent index blocks, allocated as each inode is packed and written into its table.
+Holes are never written: the output must read as zeros where the filesystem goes (a new or
+freshly truncated file), and it is extended to the final size.
+
+Memory: the writer keeps, per file, only its data runs packed in one bytes object; finish()
+adds flat per-inode arrays (numbering.py), never all packed inodes at once.
 """
 
 from __future__ import annotations
 
 import os
 import queue
+import struct
 import threading
 import uuid as uuidlib
 from dataclasses import dataclass
@@ -30,6 +35,7 @@ from oci2vm.fs.ext4.inode import (
     InodeFields,
     build_extent_tree,
     encode_rdev,
+    extent_tree_blocks,
     pack_inode,
     split_extents,
 )
@@ -69,11 +75,24 @@ WRITES_AHEAD = 4  # gathered writes queued for the write-behind thread
 IOV_LIMIT = 1000  # pieces per pwritev(), below IOV_MAX (1024)
 _ZERO_CHUNK = bytes(COPY_CHUNK)
 _ZERO_VIEW = memoryview(_ZERO_CHUNK)
-_ZERO_INODE = bytes(INODE_SIZE)
 _NO_XATTRS: tuple[list[Xattr], list[Xattr]] = ([], [])  # (in the inode, in a block); read only
 MAX_LINKS = 65000  # EXT4_LINK_MAX
 MAX_FILE_SIZE = (1 << 32) * BLOCK_SIZE - BLOCK_SIZE  # logical block numbers are 32 bits
 MIN_LAST_GROUP = 64  # a shorter tail of the size is left out of the filesystem
+
+
+class _InodeError(Oci2vmError):
+    """A problem with one inode, raised without its path (see Ext4Writer._metadata)."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Dir:
+    """A directory whose blocks are written: what its inode needs."""
+
+    i_block: bytes
+    flags: int
+    size: int
+    blocks: int  # directory and extent index blocks
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,11 +105,15 @@ class Ext4Result:
     uuid: uuidlib.UUID
 
 
-@dataclass(slots=True)
-class _FileBlocks:
-    inode: Inode  # kept so that id() stays unique while we hold it
-    extents: list[Extent]
-    data_blocks: int
+# Where a file's data went: (logical block, physical block, length) runs as packed u64
+# triples (one bytes object, not a list of objects: the writer holds one per file), with
+# the inode itself, so that its id() stays unique while we hold it.
+_RUN = struct.Struct("<QQQ")
+_FileBlocks = tuple[Inode, bytes]
+
+
+def _unpack_runs(packed: bytes) -> list[tuple[int, int, int]]:
+    return [(logical, physical, length) for logical, physical, length in _RUN.iter_unpack(packed)]
 
 
 def _logical_runs(regions: tuple[tuple[int, int], ...], size: int) -> list[tuple[int, int]]:
@@ -318,8 +341,7 @@ class Ext4Writer:
                 self._copy(data, physical * BLOCK_SIZE + within, span)
                 pos += span
                 remaining -= span
-        blocks = sum(p[2] for p in pieces)
-        self._files[id(inode)] = _FileBlocks(inode, split_extents(pieces), blocks)
+        self._files[id(inode)] = (inode, b"".join(_RUN.pack(*p) for p in pieces))
 
     # -- metadata ----------------------------------------------------------------------
 
@@ -330,7 +352,9 @@ class Ext4Writer:
         self._finished = True
         if root.kind is not Kind.DIR or root.children is None:
             raise ValueError("the root must be a directory")
-        mark = len(self._alloc.allocated)
+        # From here on the allocator lists what it hands out, for the block bitmaps (file
+        # data is in self._files).
+        self._alloc.recording = True
         tree = InodeNumbering(root, self._fs_time)
         for ino, inode in enumerate(tree.inodes):
             if inode is None or inode.kind is not Kind.FILE or id(inode) in self._files:
@@ -339,9 +363,16 @@ class Ext4Writer:
                 raise RuntimeError(f"inode {ino}: layer data was never passed to write_file()")
             content = inode.data.content if isinstance(inode.data, BytesData) else b""
             self.write_file(inode, BytesReader(content))
-        inode_bytes = self._metadata(tree)
-        geo, journal = self._place_tail(len(tree.inodes) - 1)
-        self._write_tail(tree, geo, journal, inode_bytes, mark)
+        # Directories first, then the inode tables (their place fixes the geometry), then
+        # each inode packed and written into its table at once: packed inodes are never
+        # held for the whole tree. The blocks the inodes still allocate (xattr blocks, slow
+        # symlinks, extent index blocks) are counted beforehand, so the geometry has room.
+        dirs = self._directories(tree)
+        geo, journal = self._place_tail(len(tree.inodes) - 1, self._blocks_to_come(tree))
+        self._inodes(tree, dirs)
+        self._write_tail(tree, geo, journal)
+        if self._alloc.next > geo.blocks_count:
+            raise RuntimeError("ext4 metadata overran the filesystem's blocks")
         self._flush()
         self.close()
         fs_end = self._offset + geo.blocks_count * BLOCK_SIZE
@@ -366,104 +397,159 @@ class Ext4Writer:
             self._write_at(block * BLOCK_SIZE, content)
         return tree
 
-    def _metadata(self, tree: InodeNumbering) -> list[bytes]:
-        """Directories, symlinks, xattr blocks, extent index blocks; returns every inode."""
+    def _directories(self, tree: InodeNumbering) -> dict[int, _Dir]:
+        """Build and write every directory's blocks (and extent tree)."""
         seed = hash_seed_words(self._hash_seed.bytes)
-        crtime_ns = self._fs_time * 1_000_000_000
-        out: list[bytes] = [b""] * len(tree.inodes)
+        out: dict[int, _Dir] = {}
+        for ino, inode in enumerate(tree.inodes):
+            if inode is None or inode.kind is not Kind.DIR:
+                continue
+            ino_seed = inode_csum_seed(self._fs_seed, ino)
+            entries = [
+                DirEntry(name, tree.ino_of[id(child)], FILE_TYPES[child.kind])
+                for name, child in tree.children(inode)
+            ]
+            built = build_dir(
+                entries,
+                ino,
+                tree.parent[ino],
+                seed,
+                ino_seed,
+                min_blocks=4 if ino == tree.lost_found else 1,
+            )
+            extents = self._alloc_blocks(len(built.blocks))
+            for e in extents:
+                run = b"".join(built.blocks[e.logical : e.logical + e.length])
+                self._write_at(e.physical * BLOCK_SIZE, run)
+            extent_tree = self._tree(extents, ino_seed)
+            out[ino] = _Dir(
+                extent_tree.i_block,
+                FL_EXTENTS | (FL_INDEX if built.indexed else 0),
+                len(built.blocks) * BLOCK_SIZE,
+                len(built.blocks) + len(extent_tree.blocks),
+            )
+        return out
+
+    def _blocks_to_come(self, tree: InodeNumbering) -> int:
+        """The blocks _inodes() will allocate: xattr blocks, slow symlinks' blocks and
+        the index blocks of files' extent trees."""
+        count = 0
         for ino, inode in enumerate(tree.inodes):
             if inode is None:
                 continue
-            ino_seed = inode_csum_seed(self._fs_seed, ino)
-            path = tree.paths[ino]
-            if not (0 <= inode.uid < 1 << 32 and 0 <= inode.gid < 1 << 32):
-                raise Oci2vmError(f"{path}: owner {inode.uid}:{inode.gid} exceeds 32 bits")
-            ibody, in_block = (
-                split_xattrs(to_ext4_xattrs(inode.xattrs, path)) if inode.xattrs else _NO_XATTRS
-            )
-            file_acl = 0
-            if in_block:
-                file_acl = self._alloc.alloc_one()
-                self._write_at(file_acl * BLOCK_SIZE, pack_block(in_block, file_acl, self._fs_seed))
-            blocks = 1 if file_acl else 0
-            flags = 0
-            size = 0
-            i_block = bytes(60)
-            if inode.kind is Kind.FILE:
-                files = self._files[id(inode)]
-                extent_tree = self._tree(files.extents, ino_seed)
-                i_block, flags, size = extent_tree.i_block, FL_EXTENTS, inode.size
-                blocks += files.data_blocks + len(extent_tree.blocks)
-            elif inode.kind is Kind.DIR:
-                entries = [
-                    DirEntry(name, tree.ino_of[id(child)], FILE_TYPES[child.kind])
-                    for name, child in tree.children(inode)
-                ]
-                built = build_dir(
-                    entries,
-                    ino,
-                    tree.parent[ino],
-                    seed,
-                    ino_seed,
-                    min_blocks=4 if ino == tree.lost_found else 1,
-                )
-                extents = self._alloc_blocks(len(built.blocks))
-                for e in extents:
-                    run = b"".join(built.blocks[e.logical : e.logical + e.length])
-                    self._write_at(e.physical * BLOCK_SIZE, run)
-                extent_tree = self._tree(extents, ino_seed)
-                i_block = extent_tree.i_block
-                flags = FL_EXTENTS | (FL_INDEX if built.indexed else 0)
-                size = len(built.blocks) * BLOCK_SIZE
-                blocks += len(built.blocks) + len(extent_tree.blocks)
-            elif inode.kind is Kind.SYMLINK:
-                target = inode.target or b""
-                size = len(target)
-                if not target or len(target) >= BLOCK_SIZE or b"\0" in target:
-                    raise Oci2vmError(f"{path}: symlink target of {size} bytes is not valid")
-                if len(target) < 60:
-                    i_block = target.ljust(60, b"\0")  # fast symlink
-                else:
-                    extents = self._alloc_blocks(1)
-                    self._write_at(extents[0].physical * BLOCK_SIZE, target)
-                    extent_tree = self._tree(extents, ino_seed)
-                    i_block, flags = extent_tree.i_block, FL_EXTENTS
-                    blocks += 1
-            elif inode.kind in (Kind.CHAR, Kind.BLOCK):
-                if not (0 <= inode.rdev_major < 1 << 12 and 0 <= inode.rdev_minor < 1 << 20):
-                    raise Oci2vmError(
-                        f"{path}: device {inode.rdev_major}:{inode.rdev_minor} is beyond "
-                        "Linux's 12-bit major and 20-bit minor numbers"
-                    )
-                i_block = encode_rdev(inode.rdev_major, inode.rdev_minor)
-            links = tree.links[ino]
-            if links > MAX_LINKS:
-                if inode.kind is not Kind.DIR:
-                    raise Oci2vmError(f"{path}: {links} hard links, ext4 allows {MAX_LINKS}")
-                links = 1  # dir_nlink: "many"
-            fields = InodeFields(
-                mode=inode.st_mode,
-                uid=inode.uid,
-                gid=inode.gid,
-                size=size,
-                links=links,
-                blocks_512=blocks * (BLOCK_SIZE // 512),
-                flags=flags,
-                i_block=i_block,
-                atime_ns=inode.mtime_ns if inode.atime_ns is None else inode.atime_ns,
-                ctime_ns=inode.mtime_ns if inode.ctime_ns is None else inode.ctime_ns,
-                mtime_ns=inode.mtime_ns,
-                crtime_ns=crtime_ns,
-                file_acl=file_acl,
-                ibody_xattrs=pack_ibody(ibody),
-            )
-            out[ino] = pack_inode(fields, ino_seed)
-        return out
+            if inode.xattrs and self._xattrs(inode, tree, ino)[1]:
+                count += 1
+            if inode.kind is Kind.SYMLINK and inode.target and len(inode.target) >= 60:
+                count += 1
+            elif inode.kind is Kind.FILE:
+                runs = _unpack_runs(self._files[id(inode)][1])
+                count += extent_tree_blocks(len(split_extents(runs)))
+        return count
 
-    def _place_tail(self, used_inodes: int) -> tuple[Geometry, list[Extent]]:
+    def _xattrs(
+        self, inode: Inode, tree: InodeNumbering, ino: int
+    ) -> tuple[list[Xattr], list[Xattr]]:
+        """The inode's xattrs in ext4's form: (in the inode body, in an xattr block)."""
+        try:
+            return split_xattrs(to_ext4_xattrs(inode.xattrs))
+        except Oci2vmError as error:
+            raise Oci2vmError(f"{tree.path(ino)}: {error}") from None
+
+    def _inodes(self, tree: InodeNumbering, dirs: dict[int, _Dir]) -> None:
+        """Pack every inode, writing its remaining blocks, and write it into its table."""
+        crtime_ns = self._fs_time * 1_000_000_000
+        for ino, inode in enumerate(tree.inodes):
+            if inode is None:
+                continue
+            try:
+                packed = self._inode(tree, ino, inode, dirs, crtime_ns)
+            except _InodeError as error:
+                raise Oci2vmError(f"{tree.path(ino)}: {error}") from None
+            self._write_at(self._inode_pos(ino), packed)
+
+    def _inode_pos(self, ino: int) -> int:
+        group, index = divmod(ino - 1, self._inodes_per_group)
+        return self._itables_at[group] * BLOCK_SIZE + index * INODE_SIZE
+
+    def _inode(
+        self,
+        tree: InodeNumbering,
+        ino: int,
+        inode: Inode,
+        dirs: dict[int, _Dir],
+        crtime_ns: int,
+    ) -> bytes:
+        """Write an inode's symlink, xattr and extent index blocks; return it packed.
+        Errors about the inode itself are _InodeErrors, which the caller gives its path."""
+        ino_seed = inode_csum_seed(self._fs_seed, ino)
+        if not (0 <= inode.uid < 1 << 32 and 0 <= inode.gid < 1 << 32):
+            raise _InodeError(f"owner {inode.uid}:{inode.gid} exceeds 32 bits")
+        ibody, in_block = self._xattrs(inode, tree, ino) if inode.xattrs else _NO_XATTRS
+        file_acl = 0
+        if in_block:
+            file_acl = self._alloc.alloc_one()
+            self._write_at(file_acl * BLOCK_SIZE, pack_block(in_block, file_acl, self._fs_seed))
+        blocks = 1 if file_acl else 0
+        flags = 0
+        size = 0
+        i_block = bytes(60)
+        if inode.kind is Kind.FILE:
+            runs = _unpack_runs(self._files[id(inode)][1])
+            extent_tree = self._tree(split_extents(runs), ino_seed)
+            i_block, flags, size = extent_tree.i_block, FL_EXTENTS, inode.size
+            blocks += sum(run[2] for run in runs) + len(extent_tree.blocks)
+        elif inode.kind is Kind.DIR:
+            built = dirs[ino]
+            i_block, flags, size = built.i_block, built.flags, built.size
+            blocks += built.blocks
+        elif inode.kind is Kind.SYMLINK:
+            target = inode.target or b""
+            size = len(target)
+            if not target or len(target) >= BLOCK_SIZE or b"\0" in target:
+                raise _InodeError(f"symlink target of {size} bytes is not valid")
+            if len(target) < 60:
+                i_block = target.ljust(60, b"\0")  # fast symlink
+            else:
+                extents = self._alloc_blocks(1)
+                self._write_at(extents[0].physical * BLOCK_SIZE, target)
+                extent_tree = self._tree(extents, ino_seed)
+                i_block, flags = extent_tree.i_block, FL_EXTENTS
+                blocks += 1
+        elif inode.kind in (Kind.CHAR, Kind.BLOCK):
+            if not (0 <= inode.rdev_major < 1 << 12 and 0 <= inode.rdev_minor < 1 << 20):
+                raise _InodeError(
+                    f"device {inode.rdev_major}:{inode.rdev_minor} is beyond "
+                    "Linux's 12-bit major and 20-bit minor numbers"
+                )
+            i_block = encode_rdev(inode.rdev_major, inode.rdev_minor)
+        links = tree.links[ino]
+        if links > MAX_LINKS:
+            if inode.kind is not Kind.DIR:
+                raise _InodeError(f"{links} hard links, ext4 allows {MAX_LINKS}")
+            links = 1  # dir_nlink: "many"
+        fields = InodeFields(
+            mode=inode.st_mode,
+            uid=inode.uid,
+            gid=inode.gid,
+            size=size,
+            links=links,
+            blocks_512=blocks * (BLOCK_SIZE // 512),
+            flags=flags,
+            i_block=i_block,
+            atime_ns=inode.mtime_ns if inode.atime_ns is None else inode.atime_ns,
+            ctime_ns=inode.mtime_ns if inode.ctime_ns is None else inode.ctime_ns,
+            mtime_ns=inode.mtime_ns,
+            crtime_ns=crtime_ns,
+            file_acl=file_acl,
+            ibody_xattrs=pack_ibody(ibody),
+        )
+        return pack_inode(fields, ino_seed)
+
+    def _place_tail(self, used_inodes: int, to_come: int) -> tuple[Geometry, list[Extent]]:
         """Allocate the journal, bitmaps and inode tables for the final geometry: the given
         size (with one inode per 16 KiB if that fits, else just enough inodes plus room), or
-        the default rule (grown until the headroom and inode room hold)."""
+        the default rule (grown until the headroom and inode room hold, counting `to_come`
+        blocks that are allocated after the tail)."""
         alloc = self._alloc
         start, start_count = alloc.next, len(alloc.allocated)
 
@@ -482,6 +568,7 @@ class Ext4Writer:
             self._itables_at = [
                 alloc.alloc_contiguous(geo.itable_blocks) for _ in range(geo.groups)
             ]
+            self._inodes_per_group = geo.inodes_per_group
             return journal
 
         if self._fixed_blocks is not None:
@@ -491,11 +578,12 @@ class Ext4Writer:
             except Oci2vmError:
                 geo = geometry(self._fixed_blocks, used_inodes, by_ratio=False)
                 return geo, place(geo)
-        total = round_blocks(start + headroom_blocks(start))
+        total = round_blocks(start + to_come + headroom_blocks(start + to_come))
         while True:
             geo = geometry(total, used_inodes)
             journal = place(geo)
-            need = round_blocks(alloc.next + headroom_blocks(alloc.next))
+            used = alloc.next + to_come
+            need = round_blocks(used + headroom_blocks(used))
             if need <= total:
                 return geo, journal
             total = need
@@ -505,8 +593,6 @@ class Ext4Writer:
         tree: InodeNumbering,
         geo: Geometry,
         journal: list[Extent],
-        inode_bytes: list[bytes],
-        mark: int,
     ) -> None:
         fs_seed = self._fs_seed
         # The journal: inode 8, its superblock in its first block, the rest holes.
@@ -516,7 +602,7 @@ class Ext4Writer:
         self._write_at(journal[0].physical * BLOCK_SIZE, journal_superblock(jblocks, self._uuid))
         jtime = self._fs_time * 1_000_000_000
         jsize = jblocks * BLOCK_SIZE
-        inode_bytes[JOURNAL_INO] = pack_inode(
+        journal_inode = pack_inode(
             InodeFields(
                 mode=0o100600,
                 uid=0,
@@ -533,6 +619,7 @@ class Ext4Writer:
             ),
             jseed,
         )
+        self._write_at(self._inode_pos(JOURNAL_INO), journal_inode)
         # Block bitmaps: superblock copies, reachable file data, everything since finish().
         bitmaps = [bytearray(BLOCK_SIZE) for _ in range(geo.groups)]
 
@@ -549,9 +636,9 @@ class Ext4Writer:
                 mark_used(group * BLOCKS_PER_GROUP, 1 + geo.gdt_blocks)
         for inode in tree.inodes:
             if inode is not None and inode.kind is Kind.FILE:
-                for e in self._files[id(inode)].extents:
-                    mark_used(e.physical, e.length)
-        for start, length in self._alloc.allocated[mark:]:
+                for _logical, physical, length in _unpack_runs(self._files[id(inode)][1]):
+                    mark_used(physical, length)
+        for start, length in self._alloc.allocated:
             mark_used(start, length)
         last = geo.group_blocks(geo.groups - 1)
         if last < BLOCKS_PER_GROUP:
@@ -581,11 +668,6 @@ class Ext4Writer:
             for where, content in ((block_bitmap, bitmap), (inode_bitmap, ibitmap)):
                 if any(content):
                     self._write_at(where * BLOCK_SIZE, bytes(content))
-            if in_use:
-                table = b"".join(
-                    inode_bytes[i] or _ZERO_INODE for i in range(first, first + in_use)
-                )
-                self._write_at(self._itables_at[group] * BLOCK_SIZE, table)
             desc = GroupDesc(
                 block_bitmap=block_bitmap,
                 inode_bitmap=inode_bitmap,

@@ -14,6 +14,7 @@ entries (with the id) for USER/GROUP, converted from the VFS form (version 2, al
 from __future__ import annotations
 
 import struct
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from oci2vm.errors import Oci2vmError
@@ -72,23 +73,24 @@ def acl_to_ext4(value: bytes, what: str) -> bytes:
     return bytes(out)
 
 
-def to_ext4_xattrs(xattrs: dict[str, bytes], path: str) -> list[Xattr]:
-    """Map VFS names to (index, suffix), convert ACLs, sort as ext4 sorts a block."""
+def to_ext4_xattrs(xattrs: Mapping[str, bytes]) -> list[Xattr]:
+    """Map VFS names to (index, suffix), convert ACLs, sort as ext4 sorts a block.
+    Errors name the xattr; the caller adds the file's path."""
     out: list[Xattr] = []
     for name, value in xattrs.items():
         for prefix, index in _PREFIXES:
             if index in (2, 3):
                 if name == prefix:
-                    out.append(Xattr(index, b"", acl_to_ext4(value, f"{path}: {name}")))
+                    out.append(Xattr(index, b"", acl_to_ext4(value, name)))
                     break
             elif name.startswith(prefix):
                 suffix = name[len(prefix) :].encode("utf-8", "surrogateescape")
                 if not suffix or len(suffix) > 255:
-                    raise Oci2vmError(f"{path}: xattr name {name!r} is not valid on ext4")
+                    raise Oci2vmError(f"xattr name {name!r} is not valid on ext4")
                 out.append(Xattr(index, suffix, value))
                 break
         else:
-            raise Oci2vmError(f"{path}: xattr {name!r} has a namespace ext4 cannot store")
+            raise Oci2vmError(f"xattr {name!r} has a namespace ext4 cannot store")
     out.sort(key=lambda x: (x.index, len(x.name), x.name))
     return out
 
