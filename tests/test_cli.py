@@ -215,3 +215,23 @@ def test_progress_shows_layers_on_a_terminal_and_not_with_quiet(tmp_path: Path) 
     code, shown = _stderr_on_a_terminal(["build", source, "-q", "-o", str(tmp_path / "q.ext4")])
     assert code == 0
     assert shown == ""
+
+
+def test_reporter_writes_text_as_it_is(capsys: pytest.CaptureFixture[str]) -> None:
+    """Notes and warnings on stderr, the result on stdout, nothing reinterpreted (no
+    markup, no :emoji: codes); -q keeps warnings only."""
+    from oci2vm.report import Reporter
+
+    reporter = Reporter()
+    reporter.note("layer [b]1[/b] :smile:")
+    reporter.warn("nobody can log in")
+    reporter.result({"a": 1}, "Wrote disk.img :x:\n")
+    out, err = capsys.readouterr()
+    assert out == "Wrote disk.img :x:\n"
+    assert err == "layer [b]1[/b] :smile:\nwarning: nobody can log in\n"
+    quiet = Reporter(quiet=True, json_output=True)
+    quiet.note("hidden")
+    quiet.warn("shown")
+    quiet.result({"a": 1}, "not shown")
+    out, err = capsys.readouterr()
+    assert (json.loads(out), err) == ({"a": 1}, "warning: shown\n")
