@@ -96,3 +96,11 @@ def test_short_file_data_is_an_error(tmp_path: Path) -> None:
         writer = _writer(out)
         with pytest.raises(Oci2vmError, match="ended before"):
             writer.write_file(node, BytesReader(b"01234"))
+
+
+def test_a_directory_at_two_paths_is_an_error_naming_the_second(tmp_path: Path) -> None:
+    root, shared = new_dir(), new_dir()
+    assert root.children is not None
+    root.children["a"] = root.children["b"] = shared
+    with pytest.raises(Oci2vmError, match=r"^/b: a directory cannot be hardlinked$"):
+        build(root, tmp_path / "dirlink.ext4")

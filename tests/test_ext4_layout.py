@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from oci2vm.entry import BytesData, Inode, Kind, new_dir
+from oci2vm.entry import BytesData, Inode, Kind, LayerData, new_dir
 from oci2vm.errors import Oci2vmError
 from oci2vm.fs.ext4 import Ext4Writer, default_size, required_size
 from oci2vm.fs.ext4.inode import Extent, build_extent_tree, extent_tree_blocks
@@ -209,3 +209,37 @@ def test_extent_tree_blocks_counts_what_build_extent_tree_allocates(count: int) 
     blocks = iter(range(10_000_000, 20_000_000))
     tree = build_extent_tree(extents, lambda: next(blocks), 0)
     assert extent_tree_blocks(count) == len(tree.blocks)
+
+
+class _Repeat:
+    """A DataReader of `size` bytes of one repeated pattern, without holding them."""
+
+    def __init__(self, size: int) -> None:
+        self._left = size
+        self._piece = memoryview(b"\7" * (1 << 20))
+
+    def view(self, size: int) -> memoryview:
+        piece = self._piece[: min(size, self._left)]
+        self._left -= len(piece)
+        return piece
+
+
+@pytest.mark.parametrize("data_blocks", [59_000, 60_000, 60_250])
+def test_a_given_size_counts_blocks_that_inodes_allocate_late(
+    tmp_path: Path, data_blocks: int
+) -> None:
+    """Slow symlinks' blocks are allocated after the inode tables are placed: a size that
+    holds them with fewer inodes must get fewer inodes, not fail."""
+    root = new_dir()
+    assert root.children is not None
+    big = Inode(Kind.FILE, size=data_blocks * 4096, data=LayerData(0, 0, data_blocks * 4096))
+    root.children["big"] = big
+    for i in range(600):
+        root.children[f"l{i:04d}"] = Inode(Kind.SYMLINK, target=b"/" + b"x" * 99, size=100)
+    image = tmp_path / "late.ext4"
+    with image.open("wb") as out:
+        writer = Ext4Writer(out, size=256 * MIB, uuid=FS_UUID, hash_seed=HASH_SEED, fs_time=FS_TIME)
+        writer.write_file(big, _Repeat(data_blocks * 4096))
+        result = writer.finish(root)
+    assert result.size <= 256 * MIB
+    fsck(image)

@@ -250,6 +250,28 @@ class BlockAllocator:
                 self.allocated.append((start, count))
             return start
 
+    def end_after(self, count: int) -> int:
+        """Where the next `count` blocks would end (exclusive), as alloc() would hand them
+        out, stepping over reserved areas; nothing is allocated."""
+        pos = self.next
+        while count > 0:
+            group, index = divmod(pos, BLOCKS_PER_GROUP)
+            if index < 1 + self.reserved_gdt and is_backup_group(group):
+                pos = group * BLOCKS_PER_GROUP + 1 + self.reserved_gdt
+                continue
+            take = min(count, BLOCKS_PER_GROUP - index)
+            pos += take
+            count -= take
+        return pos
+
+    def check_fits(self, end: int) -> None:
+        """Raise the size error unless blocks up to `end` (exclusive) fit the limit."""
+        if self.limit is not None and end > self.limit:
+            raise Oci2vmError(
+                f"the image does not fit in {self.limit * BLOCK_SIZE} bytes: "
+                "pass a larger --size or leave it out"
+            )
+
     def _check_limit(self) -> None:
         if self.limit is not None and self.next > self.limit:
             raise Oci2vmError(

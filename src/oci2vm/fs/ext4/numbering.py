@@ -45,7 +45,7 @@ class InodeNumbering:
         while stack:
             directory, dir_ino = stack.pop()
             subdirs: list[tuple[Inode, int]] = []
-            for _name, child in self.children(directory):
+            for name, child in self.children(directory):
                 ino = self.ino_of.get(id(child))
                 if ino is None:
                     ino = len(self.inodes)
@@ -56,7 +56,9 @@ class InodeNumbering:
                 links[ino] += 1
                 if child.kind is Kind.DIR:
                     if ino in seen_dirs:
-                        raise Oci2vmError(f"{self.path(ino)}: a directory cannot be hardlinked")
+                        where = self.path(dir_ino).rstrip("/")
+                        text = name.decode("utf-8", "surrogateescape")
+                        raise Oci2vmError(f"{where}/{text}: a directory cannot be hardlinked")
                     seen_dirs.add(ino)
                     parent[ino] = dir_ino
                     links[ino] += 1  # its '.'

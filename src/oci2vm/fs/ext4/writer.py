@@ -569,6 +569,10 @@ class Ext4Writer:
                 alloc.alloc_contiguous(geo.itable_blocks) for _ in range(geo.groups)
             ]
             self._inodes_per_group = geo.inodes_per_group
+            # What inodes allocate later (and the journal's own index blocks) must fit too,
+            # so that a given size falls back to fewer inodes here rather than fail later.
+            self._tail_end = alloc.end_after(to_come + extent_tree_blocks(len(journal)))
+            alloc.check_fits(self._tail_end)
             return journal
 
         if self._fixed_blocks is not None:
@@ -582,7 +586,7 @@ class Ext4Writer:
         while True:
             geo = geometry(total, used_inodes)
             journal = place(geo)
-            used = alloc.next + to_come
+            used = self._tail_end
             need = round_blocks(used + headroom_blocks(used))
             if need <= total:
                 return geo, journal
