@@ -165,6 +165,32 @@ def test_hardlink_whose_same_layer_target_is_shadowed_reads_layer_again(tmp_path
     assert content(tree, data, "/perl5") == b"interpreter"
 
 
+def test_upper_hardlink_path_stays_claimed_after_its_lower_target_arrives(
+    tmp_path: Path,
+) -> None:
+    """/b links down to the lower layer's /a; that layer's own /b (after /a) is shadowed
+    by the link, though the inode now at /b was made by the lower layer."""
+    tree, data = build(
+        tmp_path,
+        [file("a", b"target"), file("b", b"lower b"), hardlink("c", "b")],
+        [hardlink("b", "a")],
+    )
+    a, b, c = (lookup(tree.root, p) for p in ("/a", "/b", "/c"))
+    assert a is b and a is not None and c is not None and c is not a
+    assert data[id(a)] == b"target"
+    assert data[id(c)] == b"lower b"  # the lower /c links to the lower layer's own /b
+
+
+def test_hardlink_to_a_same_layer_file_hidden_by_an_upper_layer(tmp_path: Path) -> None:
+    tree, data = build(
+        tmp_path,
+        [directory("d"), file("d/x", b"hidden x"), hardlink("y", "d/x")],
+        [whiteout("d")],
+    )
+    assert paths(tree) == {"/", "/y"}
+    assert content(tree, data, "/y") == b"hidden x"
+
+
 def test_hardlink_to_nothing_is_an_error(tmp_path: Path) -> None:
     with pytest.raises(
         Oci2vmError, match=r"hardlink '/b' points to '/missing', which does not exist"

@@ -148,6 +148,9 @@ class Inode:
     rdev_minor: int = 0
     data: DataRef | None = None  # regular files with content
     children: dict[str, Inode] | None = None  # directories: name -> Inode, unsorted
+    # The layer (0 = bottom) whose entry gave this inode its metadata; -1 for one no entry
+    # did (a directory a layer leaves implicit, or one oci2vm made).
+    layer: int = -1
 
     @property
     def st_mode(self) -> int:

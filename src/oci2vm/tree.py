@@ -98,6 +98,7 @@ def _inode_for(member: Member, layer: int) -> Inode:
         atime_ns=member.atime_ns,
         ctime_ns=member.ctime_ns,
         xattrs=member.xattrs or NO_XATTRS,
+        layer=layer,
     )
     kind = member.type
     if member.isdir():
@@ -135,6 +136,7 @@ def _adopt(target: Inode, source: Inode) -> None:
         source.ctime_ns,
     )
     target.xattrs = source.xattrs
+    target.layer = source.layer
 
 
 class _Slice:
@@ -173,9 +175,12 @@ class _Flattener:
         self.progress = progress
         self.tree = Tree(new_dir(mtime_ns=implicit_mtime_ns))
         self.root_claimed = False
-        # Paths claimed by an entry, with the layer that claimed them (implicit parent
-        # directories are not claimed: a lower layer's entry may still set their metadata).
-        self.claimed: dict[str, int] = {}
+        # A path is claimed by the layer whose entry is there: the inode's own `layer`
+        # (an implicit directory, layer -1, is unclaimed: a lower layer's entry may still
+        # set its metadata). Kept on the inodes, not in a dict of paths, as the tree holds
+        # every entry. The exception: a hardlink whose target a lower layer provides holds
+        # that layer's inode; its path is claimed by the link's layer, noted here.
+        self.link_claims: dict[str, int] = {}
         self.hidden: set[str] = set()  # whiteouts of upper layers
         self.opaque: set[str] = set()  # opaque directories of upper layers
         # Hardlink targets not seen yet: target path -> (placeholder, paths it stands at).
@@ -202,7 +207,8 @@ class _Flattener:
                 child = new_dir(mtime_ns=self.implicit_mtime_ns)
                 node.children[part] = child
             elif child.kind is not Kind.DIR:
-                if self.claimed.get(ancestor, layer) == layer:
+                claim = self._claim(child, ancestor)
+                if claim is None or claim == layer:
                     raise Oci2vmError(
                         f"{what}: entry {path!r} passes through {child.kind} {ancestor!r}"
                     )
@@ -210,10 +216,19 @@ class _Flattener:
             node = child
         return node
 
-    def _visible(self, path: str, layer: int) -> bool:
+    def _claim(self, node: Inode | None, path: str) -> int | None:
+        """The layer that claimed `path`, where `node` is; None if nothing did."""
+        if self.link_claims:
+            claim = self.link_claims.get(path)
+            if claim is not None:
+                return claim
+        return None if node is None or node.layer < 0 else node.layer
+
+    def _visible(self, parent: Inode, name: str, path: str, layer: int) -> bool:
         if path in self.hidden:
             return False
-        claim = self.claimed.get(path)
+        assert parent.children is not None
+        claim = self._claim(parent.children.get(name), path)
         return claim is None or claim == layer
 
     def _place(
@@ -223,20 +238,21 @@ class _Flattener:
         assert parent.children is not None
         existing = parent.children.get(name)
         if existing is not None and existing.kind is Kind.DIR:
+            implicit = existing.layer < 0
             if inode.kind is Kind.DIR:
                 _adopt(existing, inode)  # merge: lower or implicit children stay
-                self.claimed[path] = layer
                 return
-            if path not in self.claimed and inode.kind is Kind.SYMLINK:
+            if implicit and inode.kind is Kind.SYMLINK:
                 # An upper layer wrote below this path, so here it must be a directory.
                 raise Oci2vmError(
                     f"{what}: upper layers write below {path!r}, which this layer makes a "
                     "symlink: paths through symlinks are not supported"
                 )
-            if path not in self.claimed:
+            if implicit:
                 return  # an upper layer's directory hides a lower non-directory
         parent.children[name] = inode
-        self.claimed[path] = layer
+        if self.link_claims:
+            self.link_claims.pop(path, None)  # this layer's entry replaces a link
 
     # --- layers ----------------------------------------------------------------------
 
@@ -268,13 +284,15 @@ class _Flattener:
             compressed, layer.media_type, what, layer.diff_id, hash_stream=not known
         )
         self.deferred = []
-        layer_inodes: dict[str, Inode] = {}
+        # This layer's entries that are not in the tree (hidden by upper layers), for
+        # hardlinks of this layer that name them; visible ones are found in the tree.
+        layer_hidden: dict[str, Inode] = {}
         whiteouts: set[str] = set()
         opaques: set[str] = set()
         try:
             tar = TarReader(stream, what)
             for member in tar:
-                self._member(tar, member, index, what, layer_inodes, whiteouts, opaques)
+                self._member(tar, member, index, what, layer_hidden, whiteouts, opaques)
             stream.finish()
         except BaseException:
             stream.abort()
@@ -302,7 +320,7 @@ class _Flattener:
         member: Member,
         layer: int,
         what: str,
-        layer_inodes: dict[str, Inode],
+        layer_hidden: dict[str, Inode],
         whiteouts: set[str],
         opaques: set[str],
     ) -> None:
@@ -322,11 +340,9 @@ class _Flattener:
         path = _join(parts)
         is_link = member.type == tarstream.HARDLINK
         if is_link:
-            inode = self._hardlink(member, layer, what, layer_inodes)
+            inode = self._hardlink(member, layer, what, layer_hidden)
         else:
             inode = _inode_for(member, layer)
-        if inode.kind is not Kind.DIR:
-            layer_inodes[path] = inode
 
         wanted = self.pending.pop(path, None)
         if wanted is not None:
@@ -336,11 +352,16 @@ class _Flattener:
                 self._repoint(link_path, wanted[0], inode)
 
         parent = self._parent(parts, path, layer, what)
-        visible = parent is not None and self._visible(path, layer)
+        visible = parent is not None and self._visible(parent, base, path, layer)
         if parent is not None and visible:
             self._place(parent, base, path, inode, layer, what)
             assert parent.children is not None
             visible = parent.children.get(base) is inode or inode.kind is Kind.DIR
+        if inode.kind is not Kind.DIR:
+            if visible:
+                layer_hidden.pop(path, None)
+            else:
+                layer_hidden[path] = inode
 
         if inode.kind is not Kind.FILE or not (visible or wanted):
             return
@@ -373,17 +394,23 @@ class _Flattener:
         parent = self._at(parts[:-1])
         if parent is not None and parent.children and parent.children.get(parts[-1]) is placeholder:
             parent.children[parts[-1]] = inode
+            self.link_claims[path] = placeholder.layer
 
     def _hardlink(
-        self, member: Member, layer: int, what: str, layer_inodes: dict[str, Inode]
+        self, member: Member, layer: int, what: str, layer_hidden: dict[str, Inode]
     ) -> Inode:
-        target = _join(split_path(member.linkname, what))
-        same_layer = layer_inodes.get(target)
+        parts = split_path(member.linkname, what)
+        target = _join(parts)
+        # The target is an earlier entry of this layer: in the tree, or hidden.
+        node = self._at(parts)
+        if node is not None and node.kind is not Kind.DIR and self._claim(node, target) == layer:
+            return node
+        same_layer = layer_hidden.get(target)
         if same_layer is not None:
             return same_layer
         pending = self.pending.get(target)
         if pending is None:
-            placeholder = Inode(Kind.FILE)
+            placeholder = Inode(Kind.FILE, layer=layer)
             pending = (placeholder, [])
             self.pending[target] = pending
         pending[1].append(_join(split_path(member.name, what)))
