@@ -106,10 +106,8 @@ class Ext4Result:
 
 
 # Where a file's data went: (logical block, physical block, length) runs as packed u64
-# triples (one bytes object, not a list of objects: the writer holds one per file), with
-# the inode itself, so that its id() stays unique while we hold it.
+# triples, one bytes object per file (not a list of objects: the writer holds one per file).
 _RUN = struct.Struct("<QQQ")
-_FileBlocks = tuple[Inode, bytes]
 
 
 def _unpack_runs(packed: bytes) -> list[tuple[int, int, int]]:
@@ -246,7 +244,8 @@ class Ext4Writer:
             estimate = default_size(data_size_hint, inode_count_hint) // BLOCK_SIZE
             reserve = max(2 * gdt_blocks_for(ceil_div(estimate, BLOCKS_PER_GROUP)), 16)
         self._alloc = BlockAllocator(reserve, self._fixed_blocks)
-        self._files: dict[int, _FileBlocks] = {}
+        self._files: dict[int, bytes] = {}  # id(inode) -> its packed runs
+        self._written: list[Inode] = []  # those inodes, kept so that their ids stay unique
         self._fd: int | None = None
         try:
             self._fd = out.fileno()
@@ -341,7 +340,8 @@ class Ext4Writer:
                 self._copy(data, physical * BLOCK_SIZE + within, span)
                 pos += span
                 remaining -= span
-        self._files[id(inode)] = (inode, b"".join(_RUN.pack(*p) for p in pieces))
+        self._files[id(inode)] = b"".join(_RUN.pack(*p) for p in pieces)
+        self._written.append(inode)
 
     # -- metadata ----------------------------------------------------------------------
 
@@ -442,7 +442,7 @@ class Ext4Writer:
             if inode.kind is Kind.SYMLINK and inode.target and len(inode.target) >= 60:
                 count += 1
             elif inode.kind is Kind.FILE:
-                runs = _unpack_runs(self._files[id(inode)][1])
+                runs = _unpack_runs(self._files[id(inode)])
                 count += extent_tree_blocks(len(split_extents(runs)))
         return count
 
@@ -494,7 +494,7 @@ class Ext4Writer:
         size = 0
         i_block = bytes(60)
         if inode.kind is Kind.FILE:
-            runs = _unpack_runs(self._files[id(inode)][1])
+            runs = _unpack_runs(self._files[id(inode)])
             extent_tree = self._tree(split_extents(runs), ino_seed)
             i_block, flags, size = extent_tree.i_block, FL_EXTENTS, inode.size
             blocks += sum(run[2] for run in runs) + len(extent_tree.blocks)
@@ -640,7 +640,7 @@ class Ext4Writer:
                 mark_used(group * BLOCKS_PER_GROUP, 1 + geo.gdt_blocks)
         for inode in tree.inodes:
             if inode is not None and inode.kind is Kind.FILE:
-                for _logical, physical, length in _unpack_runs(self._files[id(inode)][1]):
+                for _logical, physical, length in _unpack_runs(self._files[id(inode)]):
                     mark_used(physical, length)
         for start, length in self._alloc.allocated:
             mark_used(start, length)
