@@ -14,7 +14,16 @@ import pytest
 from oci2vm.entry import BytesData, Inode, Kind, LayerData, new_dir
 from oci2vm.errors import Oci2vmError
 from oci2vm.fs.ext4 import Ext4Writer, default_size, required_size
-from oci2vm.fs.ext4.inode import Extent, build_extent_tree, extent_tree_blocks
+from oci2vm.fs.ext4.inode import (
+    Extent,
+    build_extent_tree,
+    extent_tree_blocks,
+    leaves_length,
+    leaves_tree,
+    pack_leaves,
+    split_extents,
+    unpack_leaves,
+)
 from oci2vm.tools import have_program
 from test_ext4 import (
     FS_TIME,
@@ -243,3 +252,26 @@ def test_a_given_size_counts_blocks_that_inodes_allocate_late(
         result = writer.finish(root)
     assert result.size <= 256 * MIB
     fsck(image)
+
+
+@pytest.mark.parametrize(
+    "runs",
+    [
+        [],
+        [(0, 5000, 7)],
+        [(0, 5000, 70_000)],  # split into 32768-block extents
+        [(0, 1 << 33, 3), (10, (1 << 33) + 100, 2)],  # physical blocks past 32 bits
+        [(i * 3, 1000 + i * 5, 2) for i in range(700)],  # needs index blocks
+    ],
+)
+def test_packed_leaves_make_the_same_tree_as_extents(runs: list[tuple[int, int, int]]) -> None:
+    """The writer keeps each file's extents as packed leaf entries; the inode built from
+    them must equal the one built from Extent objects."""
+    packed = pack_leaves(runs)
+    extents = split_extents(runs)
+    assert unpack_leaves(packed) == extents
+    assert leaves_length(packed) == sum(e.length for e in extents)
+    blocks_a, blocks_b = iter(range(1 << 20, 1 << 21)), iter(range(1 << 20, 1 << 21))
+    from_leaves = leaves_tree(packed, lambda: next(blocks_a), 7)
+    from_extents = build_extent_tree(extents, lambda: next(blocks_b), 7)
+    assert (from_leaves.i_block, from_leaves.blocks) == (from_extents.i_block, from_extents.blocks)

@@ -10,8 +10,9 @@ live in blocks of 340 entries followed by a crc32c tail.
 
 from __future__ import annotations
 
+import functools
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from oci2vm.fs.ext4.layout import BLOCK_SIZE, EXTRA_ISIZE, INODE_SIZE, MASK32, crc32c
@@ -48,6 +49,9 @@ def encode_time(ns: int) -> tuple[int, int]:
     signed_low = low - (1 << 32) if low >= 1 << 31 else low
     epoch = ((sec - signed_low) >> 32) & 3
     return low, epoch | (nsec << 2)
+
+
+_encode_time_cached = functools.lru_cache(maxsize=4)(encode_time)
 
 
 def decode_time(low: int, extra: int) -> int:
@@ -99,6 +103,33 @@ def _index(logical: int, block: int) -> bytes:
     return struct.pack("<IIHH", logical, block & MASK32, block >> 32, 0)
 
 
+# An extent leaf entry: ee_block, ee_len, ee_start_hi, ee_start_lo.
+LEAF = struct.Struct("<IHHI")
+
+
+def pack_leaves(runs: Iterable[tuple[int, int, int]]) -> bytes:
+    """(logical, physical, length) runs as on-disk extent leaf entries, split at
+    MAX_EXTENT_LEN: the compact form a writer keeps per file until its inode is packed."""
+    out = bytearray()
+    for logical, physical, length in runs:
+        done = 0
+        while done < length:
+            n = min(MAX_EXTENT_LEN, length - done)
+            start = physical + done
+            out += LEAF.pack(logical + done, n, start >> 32, start & MASK32)
+            done += n
+    return bytes(out)
+
+
+def unpack_leaves(packed: bytes) -> list[Extent]:
+    return [Extent(lg, (hi << 32) | lo, n) for lg, n, hi, lo in LEAF.iter_unpack(packed)]
+
+
+def leaves_length(packed: bytes) -> int:
+    """The blocks the packed leaf entries map."""
+    return sum(n for _lg, n, _hi, _lo in LEAF.iter_unpack(packed))
+
+
 @dataclass(slots=True)
 class ExtentTree:
     i_block: bytes  # 60 bytes
@@ -113,6 +144,15 @@ def extent_tree_blocks(extents: int) -> int:
         level = -(-level // BLOCK_ENTRIES)
         blocks += level
     return blocks
+
+
+def leaves_tree(packed: bytes, alloc_block: Callable[[], int], ino_seed: int) -> ExtentTree:
+    """build_extent_tree() for extents packed by pack_leaves(); those that fit the inode
+    (nearly every file) go there as they are."""
+    count = len(packed) // LEAF.size
+    if count <= ROOT_ENTRIES:
+        return ExtentTree((_header(count, ROOT_ENTRIES, 0) + packed).ljust(60, b"\0"), [])
+    return build_extent_tree(unpack_leaves(packed), alloc_block, ino_seed)
 
 
 def build_extent_tree(
@@ -170,10 +210,11 @@ _INODE = struct.Struct("<HHIIIIIHHIII60sIIIIHHHHHHHHIIIII")
 def pack_inode(f: InodeFields, ino_seed: int) -> bytes:
     """The 256-byte on-disk inode with its crc32c (seeded with the inode number and
     generation, computed with both checksum halves zero)."""
-    atime, atime_x = encode_time(f.atime_ns)
-    ctime, ctime_x = encode_time(f.ctime_ns)
+    # Most inodes share one time for three fields, and every one the same crtime.
     mtime, mtime_x = encode_time(f.mtime_ns)
-    crtime, crtime_x = encode_time(f.crtime_ns)
+    atime, atime_x = (mtime, mtime_x) if f.atime_ns == f.mtime_ns else encode_time(f.atime_ns)
+    ctime, ctime_x = (mtime, mtime_x) if f.ctime_ns == f.mtime_ns else encode_time(f.ctime_ns)
+    crtime, crtime_x = _encode_time_cached(f.crtime_ns)
     raw = bytearray(INODE_SIZE)
     _INODE.pack_into(
         raw,

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import os
 import queue
-import struct
 import threading
 import uuid as uuidlib
 from dataclasses import dataclass
@@ -30,13 +29,17 @@ from oci2vm.fs.ext4.dirs import FILE_TYPES, DirEntry, build_dir, hash_seed_words
 from oci2vm.fs.ext4.inode import (
     FL_EXTENTS,
     FL_INDEX,
+    LEAF,
     Extent,
     ExtentTree,
     InodeFields,
     build_extent_tree,
     encode_rdev,
     extent_tree_blocks,
+    leaves_length,
+    leaves_tree,
     pack_inode,
+    pack_leaves,
     split_extents,
 )
 from oci2vm.fs.ext4.journal import journal_superblock
@@ -103,15 +106,6 @@ class Ext4Result:
     inodes_count: int
     free_inodes: int
     uuid: uuidlib.UUID
-
-
-# Where a file's data went: (logical block, physical block, length) runs as packed u64
-# triples, one bytes object per file (not a list of objects: the writer holds one per file).
-_RUN = struct.Struct("<QQQ")
-
-
-def _unpack_runs(packed: bytes) -> list[tuple[int, int, int]]:
-    return [(logical, physical, length) for logical, physical, length in _RUN.iter_unpack(packed)]
 
 
 def _logical_runs(regions: tuple[tuple[int, int], ...], size: int) -> list[tuple[int, int]]:
@@ -244,7 +238,9 @@ class Ext4Writer:
             estimate = default_size(data_size_hint, inode_count_hint) // BLOCK_SIZE
             reserve = max(2 * gdt_blocks_for(ceil_div(estimate, BLOCKS_PER_GROUP)), 16)
         self._alloc = BlockAllocator(reserve, self._fixed_blocks)
-        self._files: dict[int, bytes] = {}  # id(inode) -> its packed runs
+        # id(inode) -> where its data went, as extent leaf entries (pack_leaves): one bytes
+        # object per file, made while layers stream, ready for the inode.
+        self._files: dict[int, bytes] = {}
         self._written: list[Inode] = []  # those inodes, kept so that their ids stay unique
         self._fd: int | None = None
         try:
@@ -340,7 +336,7 @@ class Ext4Writer:
                 self._copy(data, physical * BLOCK_SIZE + within, span)
                 pos += span
                 remaining -= span
-        self._files[id(inode)] = b"".join(_RUN.pack(*p) for p in pieces)
+        self._files[id(inode)] = pack_leaves(pieces)
         self._written.append(inode)
 
     # -- metadata ----------------------------------------------------------------------
@@ -393,9 +389,12 @@ class Ext4Writer:
 
     def _tree(self, extents: list[Extent], ino_seed: int) -> ExtentTree:
         tree = build_extent_tree(extents, self._alloc.alloc_one, ino_seed)
+        self._write_tree_blocks(tree)
+        return tree
+
+    def _write_tree_blocks(self, tree: ExtentTree) -> None:
         for block, content in tree.blocks:
             self._write_at(block * BLOCK_SIZE, content)
-        return tree
 
     def _directories(self, tree: InodeNumbering) -> dict[int, _Dir]:
         """Build and write every directory's blocks (and extent tree)."""
@@ -442,8 +441,7 @@ class Ext4Writer:
             if inode.kind is Kind.SYMLINK and inode.target and len(inode.target) >= 60:
                 count += 1
             elif inode.kind is Kind.FILE:
-                runs = _unpack_runs(self._files[id(inode)])
-                count += extent_tree_blocks(len(split_extents(runs)))
+                count += extent_tree_blocks(len(self._files[id(inode)]) // LEAF.size)
         return count
 
     def _xattrs(
@@ -494,10 +492,11 @@ class Ext4Writer:
         size = 0
         i_block = bytes(60)
         if inode.kind is Kind.FILE:
-            runs = _unpack_runs(self._files[id(inode)])
-            extent_tree = self._tree(split_extents(runs), ino_seed)
+            packed = self._files[id(inode)]
+            extent_tree = leaves_tree(packed, self._alloc.alloc_one, ino_seed)
+            self._write_tree_blocks(extent_tree)
             i_block, flags, size = extent_tree.i_block, FL_EXTENTS, inode.size
-            blocks += sum(run[2] for run in runs) + len(extent_tree.blocks)
+            blocks += leaves_length(packed) + len(extent_tree.blocks)
         elif inode.kind is Kind.DIR:
             built = dirs[ino]
             i_block, flags, size = built.i_block, built.flags, built.size
@@ -640,8 +639,8 @@ class Ext4Writer:
                 mark_used(group * BLOCKS_PER_GROUP, 1 + geo.gdt_blocks)
         for inode in tree.inodes:
             if inode is not None and inode.kind is Kind.FILE:
-                for _logical, physical, length in _unpack_runs(self._files[id(inode)]):
-                    mark_used(physical, length)
+                for _logical, length, hi, lo in LEAF.iter_unpack(self._files[id(inode)]):
+                    mark_used((hi << 32) | lo, length)
         for start, length in self._alloc.allocated:
             mark_used(start, length)
         last = geo.group_blocks(geo.groups - 1)
