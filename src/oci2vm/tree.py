@@ -251,8 +251,6 @@ class _Flattener:
             if implicit:
                 return  # an upper layer's directory hides a lower non-directory
         parent.children[name] = inode
-        if self.link_claims:
-            self.link_claims.pop(path, None)  # this layer's entry replaces a link
 
     # --- layers ----------------------------------------------------------------------
 
