@@ -107,13 +107,31 @@ def _build_options(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--size", type=_size, help="filesystem or disk size, e.g. 10G (sparse)")
     p.add_argument("--uuid", dest="fs_uuid", help="root filesystem UUID (default: from the image)")
-    p.add_argument("--boot", type=BootMode, choices=list(BootMode), default=BootMode.HYBRID)
     p.add_argument(
-        "--table", type=PartitionTable, choices=list(PartitionTable), default=PartitionTable.GPT
+        "--boot",
+        type=BootMode,
+        choices=list(BootMode),
+        default=BootMode.HYBRID,
+        help="firmware the disk boots on (default: hybrid, both BIOS and UEFI)",
+    )
+    p.add_argument(
+        "--table",
+        type=PartitionTable,
+        choices=list(PartitionTable),
+        default=PartitionTable.GPT,
+        help="partition table (default: gpt; mbr for old BIOS platforms)",
     )
     p.add_argument("--compress", action="store_true", help="compress qcow2 output")
     p.add_argument("--hostname", help="hostname (default: from the image name)")
-    p.add_argument("--root-password", help="root password (stored hashed, SHA-512 crypt)")
+    password = p.add_mutually_exclusive_group()
+    password.add_argument("--root-password", help="root password (stored hashed, SHA-512 crypt)")
+    password.add_argument(
+        "--root-password-file",
+        type=Path,
+        metavar="FILE",
+        help="read the root password from the first line of FILE ('-': standard input), "
+        "which keeps it out of the process list",
+    )
     p.add_argument(
         "--ssh-key",
         dest="ssh_keys",
@@ -126,10 +144,29 @@ def _build_options(p: argparse.ArgumentParser) -> None:
 
 
 def _vm_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--firmware", type=Firmware, choices=list(Firmware), default=Firmware.BIOS)
-    p.add_argument("--memory", dest="memory_mib", type=int, default=1024, metavar="MIB")
-    p.add_argument("--cpus", type=int, default=2)
-    p.add_argument("--accel", type=Accel, choices=list(Accel), default=Accel.AUTO)
+    p.add_argument(
+        "--firmware",
+        type=Firmware,
+        choices=list(Firmware),
+        default=Firmware.BIOS,
+        help="firmware to boot with (default: bios, SeaBIOS; uefi: OVMF)",
+    )
+    p.add_argument(
+        "--memory",
+        dest="memory_mib",
+        type=int,
+        default=1024,
+        metavar="MIB",
+        help="guest memory in MiB (default: 1024)",
+    )
+    p.add_argument("--cpus", type=int, default=2, help="guest CPUs (default: 2)")
+    p.add_argument(
+        "--accel",
+        type=Accel,
+        choices=list(Accel),
+        default=Accel.AUTO,
+        help="auto (default) uses KVM where it works, else TCG emulation",
+    )
     p.add_argument("--bus", type=Bus, choices=list(Bus), default=Bus.VIRTIO, help="disk bus")
 
 
@@ -144,13 +181,20 @@ def parser() -> argparse.ArgumentParser:
     sub = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("inspect", help="describe an image and what its layers hold")
-    p.add_argument("source")
+    p.add_argument("source", help="the image (see the sources in oci2vm --help)")
     _source_options(p)
     _common(p)
 
     p = sub.add_parser("build", help="build a root filesystem or a bootable disk")
-    p.add_argument("source")
-    p.add_argument("-o", "--output", type=Path, required=True)
+    p.add_argument("source", help="the image (see the sources in oci2vm --help)")
+    p.add_argument(
+        "-o",
+        "--output",
+        type=Path,
+        required=True,
+        help="the file to write; its extension picks the format (.ext4, .img/.raw, .qcow2, "
+        ".vmdk, .vdi, .vhdx) unless --format says",
+    )
     _source_options(p)
     _build_options(p)
     _common(p)
@@ -177,7 +221,26 @@ def config_from(args: argparse.Namespace) -> Config:
     fields = {k: v for k, v in vars(args).items() if k in Config.__dataclass_fields__}
     if "ssh_keys" in fields:
         fields["ssh_keys"] = tuple(fields["ssh_keys"])
+    password_file: Path | None = getattr(args, "root_password_file", None)
+    if password_file is not None:
+        fields["root_password"] = read_password(password_file)
     return Config(**fields)
+
+
+def read_password(path: Path) -> str:
+    """The first line of `path` ('-': standard input), without its line ending."""
+    try:
+        if str(path) == "-":
+            line = sys.stdin.readline()
+        else:
+            with path.open(encoding="utf-8") as f:
+                line = f.readline()
+    except (OSError, UnicodeDecodeError) as e:
+        raise Oci2vmError(f"cannot read the root password from {path}: {e}") from None
+    password = line.rstrip("\r\n")
+    if not password:
+        raise Oci2vmError(f"{path}: the root password is empty")
+    return password
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -187,7 +250,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="oci2vm: %(message)s",
         stream=sys.stderr,
     )
-    config = config_from(args)
+    try:
+        config = config_from(args)
+    except Oci2vmError as e:
+        print(f"oci2vm: error: {e}", file=sys.stderr)
+        return 1
     reporter = Reporter(quiet=config.quiet, json_output=config.json)
     try:
         if args.command == "inspect":
