@@ -468,3 +468,55 @@ def test_gil_handoffs_are_prompter_while_streaming_and_restored_by_the_last_user
             pass
         assert sys.getswitchinterval() == inside  # the inner user does not restore it
     assert sys.getswitchinterval() == before
+
+
+class _Raw:
+    """A blob reader over bytes, in small reads (so members and padding straddle them)."""
+
+    def __init__(self, data: bytes, step: int = 1000) -> None:
+        self._data, self._at, self._step = data, 0, step
+
+    def read(self, size: int = -1) -> bytes:
+        n = min(size if size >= 0 else len(self._data), self._step)
+        piece = self._data[self._at : self._at + n]
+        self._at += len(piece)
+        return piece
+
+    def close(self) -> None:
+        pass
+
+
+def _inflate(blob: bytes, step: int = 1000) -> list[bytes]:
+    stream = decompress.decompressed(_Raw(blob, step), hash_stream=False)
+    with stream:
+        chunks = []
+        while piece := stream.view(1 << 30):
+            chunks.append(bytes(piece))
+        return chunks
+
+
+def test_gzip_members_back_to_back_and_zero_padding_inflate_as_one_stream() -> None:
+    first, second = bytes(range(256)) * 300, b"second member " * 5000
+    blob = gzip.compress(first) + gzip.compress(second) + bytes(3000)
+    assert b"".join(_inflate(blob)) == first + second
+    assert b"".join(_inflate(blob, step=7)) == first + second
+
+
+def test_gzip_output_comes_in_bounded_pieces() -> None:
+    """20 MB of zeros compress to a few KiB: the inflater must not hand it out at once."""
+    chunks = _inflate(gzip.compress(bytes(20 << 20)), step=1 << 20)
+    assert sum(map(len, chunks)) == 20 << 20
+    assert max(map(len, chunks)) <= decompress.OUT_CHUNK
+
+
+@pytest.mark.parametrize(
+    ("blob", "message"),
+    [
+        (gzip.compress(b"x" * 5000)[:-3], "truncated gzip"),
+        (gzip.compress(b"x" * 5000) + bytes(10) + b"garbage after padding", "corrupt gzip"),
+        (gzip.compress(b"x" * 5000)[:-8] + b"\0\0\0\0" + gzip.compress(b"x")[-4:], "corrupt"),
+    ],
+)
+def test_damaged_gzip_is_a_one_line_error(blob: bytes, message: str) -> None:
+    with pytest.raises(Oci2vmError, match=message):
+        _inflate(blob)

@@ -14,7 +14,7 @@ import zlib
 from collections.abc import Callable, Iterator
 from typing import Any, Protocol
 
-from isal import isal_zlib
+from isal import igzip_lib, isal_zlib
 
 from oci2vm.errors import Oci2vmError
 
@@ -53,33 +53,32 @@ def detect_compression(head: bytes, media_type: str = "") -> str:
 def _gzip_chunks(raw: Blob, head: bytes) -> Iterator[bytes]:
     """Inflate one or more concatenated gzip members; zero padding after the last one
     is tolerated, as gzip(1) does. Output comes in pieces of at most OUT_CHUNK bytes, so
-    a small blob that inflates hugely cannot take memory."""
-    inflater: Any = None
+    a small blob that inflates hugely cannot take memory. ISA-L's IgzipDecompressor keeps
+    input it has not used yet (zlib's decompressobj hands it back as a copy, which cost
+    about 5 % of inflating here)."""
+    decompressor: Any = None
     data = head
     while True:
-        while data:
-            if inflater is None:
-                if not data.strip(b"\0"):
-                    data = b""
-                    break
-                inflater = isal_zlib.decompressobj(31)
-            out = inflater.decompress(data, OUT_CHUNK)
-            if out:
-                yield out
-            if inflater.eof:
-                data = inflater.unused_data
-                inflater = None
-            else:
-                data = inflater.unconsumed_tail
-        data = raw.read(CHUNK)
-        if not data:
-            break
-    if inflater is not None:
-        # Output the inflater still holds, then the end-of-stream check.
-        while out := inflater.decompress(b"", OUT_CHUNK):
+        if decompressor is None:
+            if not data:
+                data = raw.read(CHUNK)
+                if not data:
+                    return
+            if not data.strip(b"\0"):  # padding after the last member
+                data = b""
+                continue
+            decompressor = igzip_lib.IgzipDecompressor(flag=igzip_lib.DECOMP_GZIP)
+        out = decompressor.decompress(data, OUT_CHUNK)
+        data = b""
+        if out:
             yield out
-        if not inflater.eof:
-            raise EOFError("compressed stream ended before its end-of-stream marker")
+        if decompressor.eof:
+            data = decompressor.unused_data  # the next member, or padding
+            decompressor = None
+        elif decompressor.needs_input:
+            data = raw.read(CHUNK)
+            if not data:
+                raise EOFError("compressed stream ended before its end-of-stream marker")
 
 
 def _zstd_chunks(raw: Blob, head: bytes) -> Iterator[bytes]:
