@@ -128,27 +128,43 @@ class VerifyingReader(io.RawIOBase):
     def readable(self) -> bool:
         return True
 
+    def read(self, size: int = -1, /) -> bytes:
+        """Up to `size` bytes, read straight into a new bytes object (RawIOBase's read()
+        would read into a bytearray and copy it: a second copy of every layer byte)."""
+        if size < 0:
+            return self.readall()
+        if size == 0:
+            return b""
+        want = size if self._left is None else min(size, self._left)
+        data: bytes = self._raw.read(want) if want else b""
+        self._took(data)
+        return data
+
     def readinto(self, buffer: memoryview | bytearray) -> int:  # type: ignore[override]
         want = len(buffer)
+        if not want:
+            return 0
         if self._left is not None:
             want = min(want, self._left)
-        if want == 0:
-            self._finish()
-            return 0
         view = memoryview(buffer)[:want]
-        n = self._raw.readinto(view)  # type: ignore[attr-defined]
-        if not n:
+        n = self._raw.readinto(view) if want else 0  # type: ignore[attr-defined]
+        self._took(view[:n])
+        return int(n)
+
+    def _took(self, data: bytes | memoryview) -> None:
+        """Account for bytes just read: hash them; at the end, check the size and digest."""
+        if not data:
             if self._left:
                 raise Oci2vmError(f"{self._what}: truncated: {self._left} bytes missing at the end")
             self._finish()
-            return 0
-        self._hash.update(view[:n])
+            return
+        n = len(data)
+        self._hash.update(data)
         self.total += n
         if self._left is not None:
             self._left -= n
         if self._progress is not None:
             self._progress(n)
-        return int(n)
 
     def _finish(self) -> None:
         if self._done:
