@@ -6,6 +6,7 @@ import argparse
 import logging
 import sys
 from collections.abc import Sequence
+from enum import StrEnum
 from pathlib import Path
 
 from oci2vm import __version__
@@ -63,6 +64,13 @@ def _size(text: str) -> int:
         raise argparse.ArgumentTypeError(str(e)) from e
 
 
+def _choice(
+    p: argparse.ArgumentParser, flag: str, kind: type[StrEnum], default: StrEnum | None, text: str
+) -> None:
+    """An option whose values are a StrEnum's."""
+    p.add_argument(flag, type=kind, choices=list(kind), default=default, help=text)
+
+
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("-q", "--quiet", action="store_true", help="no progress, no notes")
     p.add_argument("-v", "--verbose", action="store_true", help="log every external command")
@@ -99,28 +107,13 @@ def _source_options(p: argparse.ArgumentParser) -> None:
 
 
 def _build_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--format",
-        type=OutputFormat,
-        choices=list(OutputFormat),
-        help="output format (default: from the -o extension)",
-    )
+    _choice(p, "--format", OutputFormat, None, "output format (default: from the -o extension)")
     p.add_argument("--size", type=_size, help="filesystem or disk size, e.g. 10G (sparse)")
     p.add_argument("--uuid", dest="fs_uuid", help="root filesystem UUID (default: from the image)")
-    p.add_argument(
-        "--boot",
-        type=BootMode,
-        choices=list(BootMode),
-        default=BootMode.HYBRID,
-        help="firmware the disk boots on (default: hybrid, both BIOS and UEFI)",
-    )
-    p.add_argument(
-        "--table",
-        type=PartitionTable,
-        choices=list(PartitionTable),
-        default=PartitionTable.GPT,
-        help="partition table (default: gpt; mbr for old BIOS platforms)",
-    )
+    _choice(p, "--boot", BootMode, BootMode.HYBRID,
+            "firmware the disk boots on (default: hybrid, both BIOS and UEFI)")  # fmt: skip
+    _choice(p, "--table", PartitionTable, PartitionTable.GPT,
+            "partition table (default: gpt; mbr for old BIOS platforms)")  # fmt: skip
     p.add_argument("--compress", action="store_true", help="compress qcow2 output")
     p.add_argument("--hostname", help="hostname (default: from the image name)")
     password = p.add_mutually_exclusive_group()
@@ -144,13 +137,8 @@ def _build_options(p: argparse.ArgumentParser) -> None:
 
 
 def _vm_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--firmware",
-        type=Firmware,
-        choices=list(Firmware),
-        default=Firmware.BIOS,
-        help="firmware to boot with (default: bios, SeaBIOS; uefi: OVMF)",
-    )
+    _choice(p, "--firmware", Firmware, Firmware.BIOS,
+            "firmware to boot with (default: bios, SeaBIOS; uefi: OVMF)")  # fmt: skip
     p.add_argument(
         "--memory",
         dest="memory_mib",
@@ -160,14 +148,9 @@ def _vm_options(p: argparse.ArgumentParser) -> None:
         help="guest memory in MiB (default: 1024)",
     )
     p.add_argument("--cpus", type=int, default=2, help="guest CPUs (default: 2)")
-    p.add_argument(
-        "--accel",
-        type=Accel,
-        choices=list(Accel),
-        default=Accel.AUTO,
-        help="auto (default) uses KVM where it works, else TCG emulation",
-    )
-    p.add_argument("--bus", type=Bus, choices=list(Bus), default=Bus.VIRTIO, help="disk bus")
+    _choice(p, "--accel", Accel, Accel.AUTO,
+            "auto (default) uses KVM where it works, else TCG emulation")  # fmt: skip
+    _choice(p, "--bus", Bus, Bus.VIRTIO, "disk bus (default: virtio)")
 
 
 def parser() -> argparse.ArgumentParser:
