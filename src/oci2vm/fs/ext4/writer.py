@@ -10,8 +10,8 @@ symlinks and extent index blocks, allocated as each inode is packed and written 
 Holes are never written: the output must read as zeros where the filesystem goes (a new or
 freshly truncated file), and it is extended to the final size.
 
-Memory: the writer keeps, per file, only its data runs packed in one bytes object; finish()
-adds flat per-inode arrays (numbering.py), never all packed inodes at once.
+Memory: the writer keeps, per file, only its extents, packed as leaf entries in one bytes
+object; finish() adds flat per-inode arrays (numbering.py), never all packed inodes at once.
 """
 
 from __future__ import annotations
@@ -85,7 +85,7 @@ MIN_LAST_GROUP = 64  # a shorter tail of the size is left out of the filesystem
 
 
 class _InodeError(Oci2vmError):
-    """A problem with one inode, raised without its path (see Ext4Writer._metadata)."""
+    """A problem with one inode, raised without its path (Ext4Writer._inodes adds it)."""
 
 
 @dataclass(frozen=True, slots=True)
