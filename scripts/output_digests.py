@@ -5,8 +5,8 @@ meant to keep behaviour (a refactoring) can prove its outputs byte-identical.
     python scripts/output_digests.py record before.json   # on the old code
     python scripts/output_digests.py check before.json    # on the new code: exit 1 on any change
 
-Each case runs `oci2vm build` as the command line does (the installed console script of the
-interpreter running this script) with SOURCE_DATE_EPOCH fixed, from the fixtures that
+Each case runs `python -m oci2vm.cli build` with the interpreter running this script (so
+PYTHONPATH=OTHER/src measures another checkout) with SOURCE_DATE_EPOCH fixed, from the fixtures that
 scripts/build_fixtures.py caches. Disks are hashed as raw images: qemu-img's own formats
 are a conversion of those bytes.
 """
@@ -57,10 +57,6 @@ def source_for(fixture: str, form: str) -> str:
     return f"tar:{fx.rootfs_tar}"
 
 
-def oci2vm() -> str:
-    return str(Path(sys.executable).with_name("oci2vm"))
-
-
 def digest(path: Path) -> str:
     h = hashlib.sha256()
     with path.open("rb") as f:
@@ -77,7 +73,7 @@ def run_cases(names: list[str]) -> dict[str, str]:
         for name in names:
             fixture, form, extra, ext = CASES[name]
             out = Path(tmp, name + ext)
-            argv = [oci2vm(), "build", "-q", source_for(fixture, form), "-o", str(out)]
+            argv = [sys.executable, "-m", "oci2vm.cli", "build", "-q", source_for(fixture, form), "-o", str(out)]
             argv += ["--cache-dir", str(cache), *extra]
             subprocess.run(argv, check=True, env=env)
             results[name] = digest(out)
