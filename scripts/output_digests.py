@@ -23,7 +23,7 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from fixture_images import busybox_fixture, debian_fixture  # noqa: E402
+from fixture_images import busybox_fixture, debian_fixture
 
 EPOCH = "1700000000"
 SYSTEM = ["--root-password", "secret", "--hostname", "digest-check"]
@@ -73,7 +73,16 @@ def run_cases(names: list[str]) -> dict[str, str]:
         for name in names:
             fixture, form, extra, ext = CASES[name]
             out = Path(tmp, name + ext)
-            argv = [sys.executable, "-m", "oci2vm.cli", "build", "-q", source_for(fixture, form), "-o", str(out)]
+            argv = [
+                sys.executable,
+                "-m",
+                "oci2vm.cli",
+                "build",
+                "-q",
+                source_for(fixture, form),
+                "-o",
+                str(out),
+            ]
             argv += ["--cache-dir", str(cache), *extra]
             subprocess.run(argv, check=True, env=env)
             results[name] = digest(out)

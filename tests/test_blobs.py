@@ -8,8 +8,8 @@ import io
 
 import pytest
 
-from oci2vm.blobs import VerifyingReader
 from oci2vm.errors import Oci2vmError
+from oci2vm.image.blobs import VerifyingReader
 
 DATA = bytes(range(256)) * 1000
 DIGEST = "sha256:" + hashlib.sha256(DATA).hexdigest()

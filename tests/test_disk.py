@@ -21,7 +21,7 @@ from layouts import Built, Member, directory, file, symlink, write_layout
 from oci2vm import vm
 from oci2vm.boot import grub
 from oci2vm.cli import main
-from oci2vm.tools import have_program, run
+from oci2vm.util.tools import have_program, run
 
 SECTOR = 512
 MIB = 1 << 20
@@ -470,7 +470,7 @@ def test_root_password_and_ssh_key_reach_the_disk(layout: Layout, tmp_path: Path
     shadow = debugfs(root, "cat /etc/shadow").decode().splitlines()
     hashed = shadow[0].split(":")[1]
     assert hashed.startswith("$6$")
-    from oci2vm.osprep.passwords import sha512_crypt
+    from oci2vm.prepare.passwords import sha512_crypt
 
     assert sha512_crypt("Sw0rdfish!", hashed.split("$")[2]) == hashed
     assert shadow[1:] == ["nobody:*:19000:0:99999:7:::"]

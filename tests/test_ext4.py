@@ -17,13 +17,13 @@ from pathlib import Path
 
 import pytest
 
-from oci2vm.entry import BytesData, BytesReader, Inode, Kind, link_counts, new_dir, walk
 from oci2vm.errors import Oci2vmError
 from oci2vm.fs.ext4 import Ext4Result, Ext4Writer
 from oci2vm.fs.ext4.dirs import hash_seed_words, name_hash
 from oci2vm.fs.ext4.inode import decode_time, encode_time
 from oci2vm.fs.ext4.xattr import acl_to_ext4
-from oci2vm.tools import have_program
+from oci2vm.tree.model import BytesData, BytesReader, Inode, Kind, link_counts, new_dir, walk
+from oci2vm.util.tools import have_program
 
 pytestmark = pytest.mark.skipif(
     not (have_program("e2fsck") and have_program("debugfs")), reason="needs e2fsprogs"

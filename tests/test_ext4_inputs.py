@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from oci2vm.entry import BytesData, BytesReader, Inode, Kind, new_dir
 from oci2vm.errors import Oci2vmError
 from oci2vm.fs.ext4 import Ext4Writer
-from oci2vm.tools import have_program
+from oci2vm.tree.model import BytesData, BytesReader, Inode, Kind, new_dir
+from oci2vm.util.tools import have_program
 from test_ext4 import FS_TIME, FS_UUID, HASH_SEED, assert_reads_back, build, fsck
 
 pytestmark = pytest.mark.skipif(

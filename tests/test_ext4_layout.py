@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 
-from oci2vm.entry import BytesData, Inode, Kind, LayerData, new_dir
 from oci2vm.errors import Oci2vmError
 from oci2vm.fs.ext4 import Ext4Writer, default_size, required_size
 from oci2vm.fs.ext4.inode import (
@@ -24,7 +23,8 @@ from oci2vm.fs.ext4.inode import (
     split_extents,
     unpack_leaves,
 )
-from oci2vm.tools import have_program
+from oci2vm.tree.model import BytesData, Inode, Kind, LayerData, new_dir
+from oci2vm.util.tools import have_program
 from test_ext4 import (
     FS_TIME,
     FS_UUID,

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 
-from oci2vm.entry import BytesData, Inode, Kind
+from oci2vm.tree.model import BytesData, Inode, Kind
 from test_ext4 import (
     COLLIDING,
     Seen,

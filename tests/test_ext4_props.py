@@ -15,8 +15,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from oci2vm.entry import BytesData, Inode, Kind, new_dir
-from oci2vm.tools import have_program
+from oci2vm.tree.model import BytesData, Inode, Kind, new_dir
+from oci2vm.util.tools import have_program
 from test_ext4 import assert_reads_back, build
 
 pytestmark = pytest.mark.skipif(

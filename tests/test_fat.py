@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from oci2vm.errors import Oci2vmError
 from oci2vm.fs.fat import MIN_ESP_SIZE, fat_size_for, write_fat
-from oci2vm.tools import have_program, run
+from oci2vm.util.tools import have_program, run
 
 pytestmark = pytest.mark.skipif(
     not (have_program("fsck.vfat") and have_program("mcopy")),

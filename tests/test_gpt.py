@@ -26,7 +26,7 @@ from oci2vm.disk.gpt import (
 )
 from oci2vm.errors import Oci2vmError
 from oci2vm.fs.fat import write_fat
-from oci2vm.tools import have_program, run
+from oci2vm.util.tools import have_program, run
 
 pytestmark = pytest.mark.skipif(
     not (have_program("sgdisk") and have_program("sfdisk")), reason="needs gdisk and fdisk"

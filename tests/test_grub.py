@@ -17,7 +17,7 @@ from oci2vm.boot.grub import BootEntry
 from oci2vm.disk import gpt
 from oci2vm.errors import Oci2vmError
 from oci2vm.fs import fat
-from oci2vm.tools import have_program, run
+from oci2vm.util.tools import have_program, run
 
 SECTOR = 512
 BOOT_FS_UUID = "0ccd2b3c-7b0e-4f4c-9d8f-1a2b3c4d5e6f"

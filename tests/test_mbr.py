@@ -17,7 +17,7 @@ from oci2vm.disk.mbr import (
     write_mbr,
 )
 from oci2vm.errors import Oci2vmError
-from oci2vm.tools import have_program, run
+from oci2vm.util.tools import have_program, run
 
 pytestmark = pytest.mark.skipif(not have_program("sfdisk"), reason="needs fdisk")
 

@@ -9,12 +9,10 @@ from pathlib import Path
 import pytest
 
 from layouts import Member, directory, file, hardlink, symlink, write_layout
-from oci2vm.entry import BytesData, Inode, Kind, lookup, walk
 from oci2vm.errors import Oci2vmError
-from oci2vm.osinfo import describe
-from oci2vm.osprep.files import TreeEditor
-from oci2vm.osprep.passwords import derived_salt, sha512_crypt
-from oci2vm.osprep.system import (
+from oci2vm.layers.flatten import flatten
+from oci2vm.prepare.passwords import derived_salt, sha512_crypt
+from oci2vm.prepare.system import (
     SystemOptions,
     check_hostname,
     hostname_from,
@@ -22,7 +20,9 @@ from oci2vm.osprep.system import (
     read_ssh_keys,
 )
 from oci2vm.sources import Fetch, resolve
-from oci2vm.tree import Tree, flatten
+from oci2vm.tree.editor import TreeEditor
+from oci2vm.tree.model import BytesData, Inode, Kind, Tree, lookup, walk
+from oci2vm.tree.osinfo import describe
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)
@@ -63,11 +63,9 @@ def content(tree: Tree, path: str) -> bytes:
     """A file's bytes as preparation left them (only prepared or captured files)."""
     inode = lookup(tree.root, path)
     assert inode is not None and inode.kind is Kind.FILE, path
-    if isinstance(inode.data, BytesData):
-        return inode.data.content
-    captured = tree.captured.get(path)
-    assert captured is not None or inode.size == 0, path
-    return captured or b""
+    data = tree.content(inode)
+    assert data is not None, path
+    return data
 
 
 def entry(tree: Tree, path: str) -> Inode:
@@ -182,7 +180,7 @@ def test_write_replacing_a_file_keeps_owner_mode_and_xattrs(tmp_path: Path) -> N
     assert inode.size == len(b"new content\n")
     assert inode.data == BytesData(b"new content\n")
     assert edit.read("/etc/shadow") == b"new content\n"
-    assert tree.captured["/etc/shadow"] == b"new content\n"
+    assert tree.read("/etc/shadow") == b"new content\n"
 
 
 def test_write_with_given_mode_and_owner_overrides_the_replaced_file(tmp_path: Path) -> None:
@@ -313,13 +311,13 @@ def test_symlink_creates_or_replaces(tmp_path: Path) -> None:
         assert inode.mtime_ns == FS_TIME * 1_000_000_000
 
 
-def test_remove_drops_the_entry_and_its_captured_bytes(tmp_path: Path) -> None:
+def test_remove_drops_the_entry(tmp_path: Path) -> None:
     tree = flattened(tmp_path, [directory("etc"), file("etc/motd", b"hi"), file(".dockerenv")])
     edit = TreeEditor(tree, FS_TIME)
-    assert tree.captured["/etc/motd"] == b"hi"
+    assert edit.read("/etc/motd") == b"hi"
     assert edit.remove("/etc/motd") is True
     assert edit.remove("/.dockerenv") is True
-    assert "/etc/motd" not in tree.captured
+    assert edit.read("/etc/motd") is None
     assert sorted(entry(tree, "/").children or {}) == ["etc"]
     assert entry(tree, "/etc").children == {}
     assert edit.remove("/etc/motd") is False
@@ -586,8 +584,8 @@ def test_clear_text_password_is_in_no_file_of_the_tree(tmp_path: Path) -> None:
         if isinstance(inode.data, BytesData):
             assert needle not in inode.data.content, path
             seen += 1
-    for path, data in tree.captured.items():
-        assert needle not in data, path
+    for inode, data in tree.captured.items():
+        assert needle not in data, inode
     assert seen == 5  # fstab, hostname, hosts, shadow, authorized_keys
 
 

@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 
 from oci2vm import sources
-from oci2vm.blobs import BlobStore, ProgressFn
 from oci2vm.cli import main
 from oci2vm.errors import Oci2vmError
-from oci2vm.image import Image, Platform
+from oci2vm.image.blobs import BlobStore, ProgressFn
+from oci2vm.image.model import Image, Platform
 from oci2vm.sources import registry
 from oci2vm.sources.auth import (
     Authenticator,

@@ -9,7 +9,7 @@ import tarfile
 import pytest
 
 from oci2vm.errors import Oci2vmError
-from oci2vm.tarstream import Member, TarReader
+from oci2vm.layers.tarstream import Member, TarReader
 
 
 def read_all(archive: bytes) -> list[tuple[Member, bytes]]:
@@ -222,7 +222,7 @@ def test_headers_and_data_that_straddle_the_inflaters_chunks() -> None:
     import hashlib
     import random
 
-    from oci2vm.decompress import LayerStream
+    from oci2vm.layers.decompress import LayerStream
 
     files = [(f"dir/file{i}", bytes(random.Random(i).randbytes(i * 37 % 3000))) for i in range(60)]
     long_name = "deep/" + "x" * 150 + "/name"

@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from oci2vm import tools, vm
+from oci2vm import vm
 from oci2vm.errors import Oci2vmError
+from oci2vm.util import tools
 from test_grub import (
     gpt_bios_disk,
     have_grub_pc,

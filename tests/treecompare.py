@@ -10,8 +10,8 @@ import stat
 from pathlib import Path
 from typing import Any
 
-from oci2vm.entry import BytesData, DataReader, Inode, Kind, walk
-from oci2vm.tree import Tree, flatten
+from oci2vm.layers.flatten import flatten
+from oci2vm.tree.model import BytesData, DataReader, Inode, Kind, Tree, walk
 
 Record = dict[str, Any]
 

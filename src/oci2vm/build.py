@@ -18,17 +18,17 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from oci2vm.blobs import BlobStore, uncompressed_size_hint
 from oci2vm.config import Config, OutputFormat
-from oci2vm.decompress import prompt_handoffs
-from oci2vm.entry import FileSink
 from oci2vm.errors import Oci2vmError
 from oci2vm.fs.ext4 import Ext4Result, Ext4Writer
-from oci2vm.image import Image
+from oci2vm.image.blobs import BlobStore, uncompressed_size_hint
+from oci2vm.image.model import Image
 from oci2vm.inspect import blob_store, fetch_options, layer_progress
+from oci2vm.layers.decompress import prompt_handoffs
+from oci2vm.layers.flatten import flatten
 from oci2vm.report import Reporter
 from oci2vm.sources import resolve
-from oci2vm.tree import Tree, flatten
+from oci2vm.tree.model import FileSink, Tree
 
 # Namespace for the UUIDs derived from an image's identity (random, fixed forever).
 UUID_NAMESPACE = uuid.UUID("5f0f6c43-1b7e-4c55-9d0e-3f6f3c8a3a21")

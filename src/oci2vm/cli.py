@@ -21,7 +21,7 @@ from oci2vm.config import (
     parse_size,
 )
 from oci2vm.errors import Oci2vmError
-from oci2vm.image import Platform
+from oci2vm.image.model import Platform
 from oci2vm.report import Reporter
 
 EXAMPLES = """\

@@ -8,7 +8,7 @@ from enum import StrEnum
 from pathlib import Path
 
 from oci2vm.errors import Oci2vmError
-from oci2vm.image import Platform
+from oci2vm.image.model import Platform
 
 
 class OutputFormat(StrEnum):

@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from oci2vm import tools
 from oci2vm.boot import grub
 from oci2vm.build import Identity, RootFs, atomic_output, data_size_hint, write_rootfs
 from oci2vm.config import BootMode, Config, OutputFormat, PartitionTable
@@ -24,11 +23,9 @@ from oci2vm.disk import gpt, mbr
 from oci2vm.errors import Oci2vmError
 from oci2vm.fs import fat
 from oci2vm.fs.ext4 import required_size
-from oci2vm.image import Image
+from oci2vm.image.model import Image
 from oci2vm.inspect import blob_store
-from oci2vm.osinfo import describe
-from oci2vm.osprep.files import TreeEditor
-from oci2vm.osprep.system import (
+from oci2vm.prepare.system import (
     SystemOptions,
     check_hostname,
     hostname_from,
@@ -36,7 +33,10 @@ from oci2vm.osprep.system import (
     read_ssh_keys,
 )
 from oci2vm.report import Reporter
-from oci2vm.tree import Tree
+from oci2vm.tree.editor import TreeEditor
+from oci2vm.tree.model import Tree
+from oci2vm.tree.osinfo import describe
+from oci2vm.util import tools
 
 MIB = 1 << 20
 SECTOR = 512

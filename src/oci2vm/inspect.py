@@ -5,14 +5,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from oci2vm.blobs import BlobStore, ProgressFn
 from oci2vm.config import Config
-from oci2vm.entry import Kind, walk
-from oci2vm.image import Image, Layer
-from oci2vm.osinfo import OsInfo, describe
+from oci2vm.image.blobs import BlobStore, ProgressFn
+from oci2vm.image.model import Image, Layer
+from oci2vm.layers.flatten import flatten
 from oci2vm.report import Reporter
 from oci2vm.sources import Fetch, resolve
-from oci2vm.tree import Tree, flatten
+from oci2vm.tree.model import Kind, Tree, walk
+from oci2vm.tree.osinfo import OsInfo, describe
 
 
 def blob_store(config: Config) -> BlobStore:

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, TextIO
 
-from oci2vm.blobs import ProgressFn
+from oci2vm.image.blobs import ProgressFn
 
 if TYPE_CHECKING:
     from rich.progress import Progress

@@ -25,8 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from oci2vm import tools
 from oci2vm.errors import Oci2vmError
+from oci2vm.util import tools
 
 log = logging.getLogger(__name__)
 

@@ -36,9 +36,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Literal
 
-from oci2vm import tools
 from oci2vm.errors import Oci2vmError
-from oci2vm.osinfo import version_key
+from oci2vm.tree.osinfo import version_key
+from oci2vm.util import tools
 
 SECTOR_SIZE = 512
 

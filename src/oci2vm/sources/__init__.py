@@ -15,7 +15,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from oci2vm.errors import Oci2vmError
-from oci2vm.image import Image, check_platform
+from oci2vm.image.model import Image, check_platform
 from oci2vm.sources import daemon, docker_archive, oci_layout, rootfs_tar
 from oci2vm.sources.base import Fetch
 from oci2vm.sources.reference import looks_like_reference, parse_reference

@@ -18,9 +18,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
-from oci2vm import tools
 from oci2vm.errors import Oci2vmError
-from oci2vm.image import load_json
+from oci2vm.image.model import load_json
+from oci2vm.util import tools
 
 log = logging.getLogger(__name__)
 

@@ -7,8 +7,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from oci2vm.blobs import BlobStore, ProgressFn
-from oci2vm.image import Platform
+from oci2vm.image.blobs import BlobStore, ProgressFn
+from oci2vm.image.model import Platform
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,9 +12,9 @@ import posixpath
 import tarfile
 from pathlib import Path
 
-from oci2vm.blobs import BlobRef
-from oci2vm.decompress import GZIP_MAGIC, ZSTD_MAGIC
 from oci2vm.errors import Oci2vmError
+from oci2vm.image.blobs import BlobRef
+from oci2vm.layers.decompress import GZIP_MAGIC, ZSTD_MAGIC
 
 MAX_SMALL = 16 << 20  # manifests, configs and index files are never this big
 

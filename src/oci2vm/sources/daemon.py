@@ -10,11 +10,11 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from oci2vm import tools
-from oci2vm.blobs import BlobStore
 from oci2vm.errors import Oci2vmError
-from oci2vm.image import Image
+from oci2vm.image.blobs import BlobStore
+from oci2vm.image.model import Image
 from oci2vm.sources import docker_archive
+from oci2vm.util import tools
 
 if TYPE_CHECKING:
     from oci2vm.sources.base import Fetch

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from oci2vm.errors import Oci2vmError
-from oci2vm.image import Image, Layer, index_entries, load_json, load_json_list, parse_config
+from oci2vm.image.model import Image, Layer, index_entries, load_json, load_json_list, parse_config
 from oci2vm.sources import oci_layout
 from oci2vm.sources.container import Container
 from oci2vm.sources.reference import parse_reference

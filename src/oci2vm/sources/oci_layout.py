@@ -9,9 +9,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from oci2vm.blobs import BlobRef
 from oci2vm.errors import Oci2vmError
-from oci2vm.image import (
+from oci2vm.image.blobs import BlobRef
+from oci2vm.image.model import (
     MANIFEST_TYPES,
     Descriptor,
     Image,

@@ -34,9 +34,9 @@ from urllib3.exceptions import (
 )
 from urllib3.util.retry import Retry
 
-from oci2vm.blobs import BlobRef, BlobStore, ProgressFn, check_digest, short
 from oci2vm.errors import Oci2vmError
-from oci2vm.image import (
+from oci2vm.image.blobs import BlobRef, BlobStore, ProgressFn, check_digest, short
+from oci2vm.image.model import (
     DOCKER_CONFIG,
     DOCKER_LIST,
     DOCKER_MANIFEST,

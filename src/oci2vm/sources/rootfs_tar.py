@@ -7,9 +7,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from oci2vm.blobs import BlobRef
 from oci2vm.errors import Oci2vmError
-from oci2vm.image import Image, Layer, empty_config
+from oci2vm.image.blobs import BlobRef
+from oci2vm.image.model import Image, Layer, empty_config
 
 if TYPE_CHECKING:
     from oci2vm.sources.base import Fetch

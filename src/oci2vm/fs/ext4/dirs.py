@@ -17,8 +17,8 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
-from oci2vm.entry import Kind
 from oci2vm.fs.ext4.layout import BLOCK_SIZE, HASH_HALF_MD4, MASK32, crc32c
+from oci2vm.tree.model import Kind
 
 FILE_TYPES: dict[Kind, int] = {
     Kind.FILE: 1,

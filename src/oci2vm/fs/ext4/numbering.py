@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from array import array
 
-from oci2vm.entry import Inode, Kind, name_bytes, new_dir
 from oci2vm.errors import Oci2vmError
 from oci2vm.fs.ext4.layout import LOST_FOUND_INO, ROOT_INO
+from oci2vm.tree.model import Inode, Kind, name_bytes, new_dir
 
 
 class InodeNumbering:

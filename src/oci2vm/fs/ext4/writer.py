@@ -23,7 +23,6 @@ import uuid as uuidlib
 from dataclasses import dataclass
 from typing import BinaryIO
 
-from oci2vm.entry import BytesData, BytesReader, DataReader, Inode, Kind, LayerData
 from oci2vm.errors import Oci2vmError
 from oci2vm.fs.ext4.dirs import FILE_TYPES, DirEntry, build_dir, hash_seed_words
 from oci2vm.fs.ext4.inode import (
@@ -71,6 +70,7 @@ from oci2vm.fs.ext4.layout import (
 )
 from oci2vm.fs.ext4.numbering import InodeNumbering
 from oci2vm.fs.ext4.xattr import Xattr, pack_block, pack_ibody, split_xattrs, to_ext4_xattrs
+from oci2vm.tree.model import BytesData, BytesReader, DataReader, Inode, Kind, LayerData
 
 COPY_CHUNK = 1 << 20
 GATHER_LIMIT = 4 << 20

@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from oci2vm.decompress import GZIP_MAGIC, ZSTD_MAGIC
 from oci2vm.errors import Oci2vmError
+from oci2vm.layers.decompress import GZIP_MAGIC, ZSTD_MAGIC
 
 CHUNK = 1 << 20
 log = logging.getLogger(__name__)

@@ -1,12 +1,10 @@
 """Adding, replacing and removing entries of a flattened tree, and reading the small
-files that flattening captured."""
+files that flattening captured: what preparation steps use to edit the tree."""
 
 from __future__ import annotations
 
-from oci2vm.entry import BytesData, Inode, Kind, new_dir
 from oci2vm.errors import Oci2vmError
-from oci2vm.osinfo import resolve_link
-from oci2vm.tree import Tree
+from oci2vm.tree.model import BytesData, Inode, Kind, Tree, new_dir, resolve_link
 
 
 class TreeEditor:
@@ -32,7 +30,7 @@ class TreeEditor:
                 child = new_dir(mtime_ns=self.mtime_ns)
                 node.children[part] = child
             if child.kind is Kind.SYMLINK:
-                found = resolve_link(self.tree, "/" + "/".join(parts[: i + 1]))
+                found = resolve_link(self.tree.root, "/" + "/".join(parts[: i + 1]))
                 if found is None:
                     if not create:
                         return None
@@ -54,13 +52,7 @@ class TreeEditor:
     def read(self, path: str) -> bytes | None:
         """The content of a small file captured while flattening, or None."""
         inode = self.get(path)
-        if inode is None or inode.kind is not Kind.FILE:
-            return None
-        if isinstance(inode.data, BytesData):
-            return inode.data.content
-        # Flattening captured it under its real path, which a symlinked parent hides.
-        real = resolve_link(self.tree, path)
-        return self.tree.captured.get(real[0] if real is not None else path)
+        return None if inode is None else self.tree.content(inode)
 
     def write(
         self,
@@ -90,7 +82,6 @@ class TreeEditor:
             data=BytesData(content) if content else None,
         )
         parent.children[name] = inode
-        self.tree.captured[path] = content
         return inode
 
     def symlink(self, path: str, target: str) -> None:
@@ -120,5 +111,4 @@ class TreeEditor:
         found = self._parent(path, create=False)
         if found is None or found[0].children is None:
             return False
-        self.tree.captured.pop(path, None)
         return found[0].children.pop(found[1], None) is not None

@@ -1,5 +1,5 @@
-"""The filesystem tree model shared by flattening (tree.py), OS preparation (osprep/)
-and the filesystem writers (fs/).
+"""The filesystem tree model shared by flattening (layers/flatten.py), OS preparation
+(prepare/) and the filesystem writers (fs/).
 
 A Tree is a root directory Inode. A directory maps names to Inodes; a hardlink group
 is one Inode reached from several directory entries (its link count is derived, never
@@ -10,6 +10,7 @@ that preparation wrote), so a 10 GB image needs no more memory than a 100 MB one
 
 from __future__ import annotations
 
+import posixpath
 import stat
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -226,3 +227,68 @@ def lookup(root: Inode, path: str) -> Inode | None:
             return None
         node = nxt
     return node
+
+
+@dataclass
+class Tree:
+    """A flattened image: its root, what reading the layers computed, and the content of the
+    small files flattening kept (see layers.flatten's `capture`), by inode."""
+
+    root: Inode
+    diff_ids: list[str] = field(default_factory=list)  # computed while reading
+    layer_digests: list[str] = field(default_factory=list)  # of the blobs as stored
+    captured: dict[Inode, bytes] = field(default_factory=dict)
+
+    @property
+    def entries(self) -> int:
+        """Directory entries in the tree as it is now, the root excluded."""
+        return count_entries(self.root)
+
+    def content(self, inode: Inode) -> bytes | None:
+        """A regular file's bytes, when they are in memory: written by oci2vm, captured
+        while flattening, or no data at all (an empty or all-hole file); else None."""
+        if inode.kind is not Kind.FILE:
+            return None
+        if isinstance(inode.data, BytesData):
+            if inode.data.sparse is not None:
+                return None
+            return inode.data.content
+        if inode.data is None:
+            return bytes(inode.size)
+        return self.captured.get(inode)
+
+    def read(self, path: str) -> bytes | None:
+        """The bytes of the file at `path` (symlinks followed inside the tree), when in
+        memory; see content()."""
+        found = resolve_link(self.root, path)
+        return None if found is None else self.content(found[1])
+
+
+SYMLINK_DEPTH = 40  # as Linux's MAXSYMLINKS
+
+
+def resolve_link(root: Inode, path: str, depth: int = 0) -> tuple[str, Inode] | None:
+    """Follow symlinks inside the tree (never outside it: '..' stops at the root) to a
+    non-link entry; returns its real path and inode, or None if there is none."""
+    while depth <= SYMLINK_DEPTH:
+        node = root
+        parts = [p for p in path.split("/") if p]
+        current = "/"
+        for i, part in enumerate(parts):
+            if node.children is None:
+                return None
+            child = node.children.get(part)
+            if child is None:
+                return None
+            current = posixpath.join(current, part)
+            if child.kind is Kind.SYMLINK and child.target is not None:
+                target = child.target.decode("utf-8", "surrogateescape")
+                base = "/" if target.startswith("/") else posixpath.dirname(current)
+                rest = "/".join(parts[i + 1 :])
+                path = posixpath.normpath(posixpath.join(base, target, rest))
+                depth += 1
+                break
+            node = child
+        else:
+            return current, node
+    return None

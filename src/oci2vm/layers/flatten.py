@@ -17,24 +17,23 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
-from oci2vm import tarstream
-from oci2vm.blobs import BlobStore, ProgressFn, short
-from oci2vm.decompress import LayerStream, decompressed
-from oci2vm.entry import (
+from oci2vm.errors import Oci2vmError
+from oci2vm.image.blobs import BlobStore, ProgressFn, short
+from oci2vm.image.model import Image, Layer
+from oci2vm.layers import tarstream
+from oci2vm.layers.decompress import LayerStream, decompressed
+from oci2vm.layers.tarstream import Member, TarReader
+from oci2vm.tree.model import (
     NO_XATTRS,
     BytesReader,
     FileSink,
     Inode,
     Kind,
     LayerData,
-    count_entries,
+    Tree,
     new_dir,
 )
-from oci2vm.errors import Oci2vmError
-from oci2vm.image import Image, Layer
-from oci2vm.tarstream import Member, TarReader
 
 log = logging.getLogger(__name__)
 
@@ -48,22 +47,6 @@ CaptureFn = Callable[[str], bool]
 
 def default_capture(path: str) -> bool:
     return path.startswith("/etc/") or path in ("/usr/lib/os-release", "/lib/os-release")
-
-
-@dataclass
-class Tree:
-    root: Inode
-    diff_ids: list[str] = field(default_factory=list)  # computed while reading
-    layer_digests: list[str] = field(default_factory=list)  # of the blobs as stored
-    captured: dict[str, bytes] = field(default_factory=dict)  # path -> content
-
-    @property
-    def entries(self) -> int:
-        """Directory entries in the tree as it is now, the root excluded."""
-        return count_entries(self.root)
-
-    def read_captured(self, path: str) -> bytes | None:
-        return self.captured.get(path)
 
 
 def split_path(name: str, what: str) -> list[str]:
@@ -187,7 +170,6 @@ class _Flattener:
         self.pending: dict[str, tuple[Inode, list[str]]] = {}
         self.delivered: set[int] = set()  # id() of inodes whose data reached the sink
         self.deferred: list[Inode] = []  # this layer: data needed after it streamed by
-        self._captured_inode: dict[str, Inode] = {}
 
     # --- the tree ------------------------------------------------------------------
 
@@ -366,11 +348,6 @@ class _Flattener:
         if not is_link:
             self._data(tar, inode, path if visible else None)
             return
-        if visible and self.capture(path):
-            for other, content in list(self.tree.captured.items()):
-                if self._captured_inode.get(other) is inode:
-                    self.tree.captured[path] = content
-                    break
         if (
             inode.data is not None
             and id(inode) not in self.delivered
@@ -418,14 +395,11 @@ class _Flattener:
         """The member's stored data is next in the stream: capture and/or sink it."""
         data = inode.data
         if data is None:
-            if path is not None and self.capture(path):
-                self.tree.captured[path] = b""
             return
         if path is not None and self.capture(path) and data.stored_size <= CAPTURE_LIMIT:
             content = tar.read_data(data.stored_size)
             if inode.data is not None and len(inode.data.regions) <= 1:
-                self.tree.captured[path] = content
-                self._captured_inode[path] = inode
+                self.tree.captured[inode] = content
             if self.sink is not None:
                 self.sink(inode, BytesReader(content))
                 self.delivered.add(id(inode))

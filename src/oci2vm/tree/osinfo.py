@@ -12,8 +12,7 @@ import re
 import shlex
 from dataclasses import dataclass
 
-from oci2vm.entry import Inode, Kind, lookup
-from oci2vm.tree import Tree
+from oci2vm.tree.model import Inode, Kind, Tree, lookup, resolve_link
 
 _VERSION_RE = re.compile(r"(\d+|[a-z]+)")
 
@@ -65,32 +64,8 @@ def version_key(version: str) -> tuple[tuple[int, int | str], ...]:
     )
 
 
-def resolve_link(tree: Tree, path: str, depth: int = 0) -> tuple[str, Inode] | None:
-    """Follow symlinks inside the tree (never outside it) to a non-link entry."""
-    if depth > 16:
-        return None
-    node = tree.root
-    parts = [p for p in path.split("/") if p]
-    current = "/"
-    for i, part in enumerate(parts):
-        if node.children is None:
-            return None
-        child = node.children.get(part)
-        if child is None:
-            return None
-        current = posixpath.join(current, part)
-        if child.kind is Kind.SYMLINK and child.target is not None:
-            target = child.target.decode("utf-8", "surrogateescape")
-            base = "/" if target.startswith("/") else posixpath.dirname(current)
-            rest = "/".join(parts[i + 1 :])
-            joined = posixpath.normpath(posixpath.join(base, target, rest))
-            return resolve_link(tree, joined, depth + 1)
-        node = child
-    return current, node
-
-
 def _children(tree: Tree, path: str) -> dict[str, Inode]:
-    found = resolve_link(tree, path)
+    found = resolve_link(tree.root, path)
     if found is None or found[1].children is None:
         return {}
     return found[1].children
@@ -134,9 +109,9 @@ def find_kernels(tree: Tree) -> tuple[Kernel, ...]:
             ("/vmlinuz", "/initrd.img"),
             ("/boot/vmlinuz", "/boot/initrd.img"),
         ):
-            target = resolve_link(tree, link)
+            target = resolve_link(tree.root, link)
             if target is not None and target[1].kind is Kind.FILE:
-                initrd = resolve_link(tree, initrd_link)
+                initrd = resolve_link(tree.root, initrd_link)
                 found[target[0]] = Kernel(
                     posixpath.basename(target[0]).removeprefix("vmlinuz-") or "default",
                     target[0],
@@ -147,14 +122,14 @@ def find_kernels(tree: Tree) -> tuple[Kernel, ...]:
 
 
 def _is_file(tree: Tree, path: str) -> bool:
-    found = resolve_link(tree, path)
+    found = resolve_link(tree.root, path)
     return found is not None and found[1].kind is Kind.FILE
 
 
 def detect_init(tree: Tree) -> tuple[str, str | None]:
     """Which init /sbin/init (or the usual alternatives) would run."""
     for candidate in ("/sbin/init", "/usr/sbin/init", "/bin/init"):
-        found = resolve_link(tree, candidate)
+        found = resolve_link(tree.root, candidate)
         if found is None or found[1].kind is not Kind.FILE:
             continue
         real = found[0]
@@ -177,13 +152,9 @@ def detect_init(tree: Tree) -> tuple[str, str | None]:
 
 
 def describe(tree: Tree) -> OsInfo:
-    text = tree.read_captured("/etc/os-release")
+    text = tree.read("/etc/os-release")
     if text is None:
-        text = tree.read_captured("/usr/lib/os-release")
-    if text is None:
-        found = resolve_link(tree, "/etc/os-release")
-        if found is not None:
-            text = tree.read_captured(found[0])
+        text = tree.read("/usr/lib/os-release")
     release = parse_os_release(text.decode("utf-8", "replace")) if text else {}
     init, init_path = detect_init(tree)
     return OsInfo(release, find_kernels(tree), init, init_path)

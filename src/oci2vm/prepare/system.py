@@ -9,9 +9,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from oci2vm.errors import Oci2vmError
-from oci2vm.osinfo import OsInfo
-from oci2vm.osprep.files import TreeEditor
-from oci2vm.osprep.passwords import derived_salt, sha512_crypt
+from oci2vm.prepare.passwords import derived_salt, sha512_crypt
+from oci2vm.tree.editor import TreeEditor
+from oci2vm.tree.osinfo import OsInfo
 
 SERIAL = "ttyS0"
 BAUD = 115200

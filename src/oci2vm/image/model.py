@@ -11,8 +11,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from oci2vm.blobs import BlobRef, check_digest
 from oci2vm.errors import Oci2vmError
+from oci2vm.image.blobs import BlobRef, check_digest
 
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"

@@ -1,0 +1,1 @@
+"""What an image is: records (manifest, config, layers), blobs, digests and the cache."""

@@ -1,0 +1,1 @@
+"""Helpers every stage may use: running external programs, atomic outputs, units."""
