@@ -18,11 +18,11 @@ from oci2vm.config import (
     Firmware,
     OutputFormat,
     PartitionTable,
-    parse_size,
 )
 from oci2vm.errors import Oci2vmError
 from oci2vm.image.model import Platform
 from oci2vm.report import Reporter
+from oci2vm.util.units import parse_size
 
 EXAMPLES = """\
 sources (skopeo syntax):

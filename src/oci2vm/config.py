@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -105,16 +104,3 @@ class Config:
                 "use --format " + "|".join(f.value for f in OutputFormat)
             )
         return fmt
-
-
-_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgtKMGT]?)(i?[bB]?)\s*$")
-
-
-def parse_size(text: str) -> int:
-    """10G, 512M, 1.5GiB, 1073741824 -> bytes (binary units, as qemu-img and truncate)."""
-    m = _SIZE_RE.match(text)
-    if not m:
-        raise Oci2vmError(f"malformed size {text!r}: use a number with K, M, G or T")
-    number, unit = float(m[1]), m[2].upper()
-    scale = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}[unit]
-    return int(number * scale)
