@@ -83,7 +83,7 @@ def _source_options(p: argparse.ArgumentParser) -> None:
         type=_platform,
         default=Platform(),
         metavar="OS/ARCH[/VARIANT]",
-        help="platform to pick from a multi-platform image (default: linux/amd64)",
+        help=f"platform to pick from a multi-platform image (default: {Platform()})",
     )
     p.add_argument("--creds", metavar="USER:PASS", help="registry credentials")
     p.add_argument(
@@ -240,14 +240,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     reporter = Reporter(quiet=config.quiet, json_output=config.json)
     try:
-        if args.command == "inspect":
-            from oci2vm.inspect import inspect
+        from oci2vm.commands import command
 
-            inspect(config, reporter)
-            return 0
-        from oci2vm import commands
-
-        return commands.dispatch(args.command, config, reporter)
+        return command(args.command)(config, reporter)
     except Oci2vmError as e:
         print(f"oci2vm: error: {e}", file=sys.stderr)
         return 1

@@ -12,12 +12,20 @@ import json
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, Any, Protocol, TextIO
 
 from oci2vm.image.blobs import ProgressFn
 
 if TYPE_CHECKING:
     from rich.progress import Progress
+
+
+class Report(Protocol):
+    """A command's result (see reports.py): one JSON form and one human form."""
+
+    def to_json(self) -> dict[str, Any]: ...
+
+    def human(self) -> str: ...
 
 
 class Reporter:
@@ -83,12 +91,14 @@ class Reporter:
         """Something the user must know even with -q (but not in --json output)."""
         self._line(sys.stderr, f"warning: {message}")
 
-    def result(self, data: dict[str, Any], human: str) -> None:
+    def result(self, report: Report) -> None:
         """The command's result: JSON with --json, else the human text."""
         if self.json_output:
-            sys.stdout.write(json.dumps(data, indent=2, sort_keys=False) + "\n")
-        elif human:
-            self._line(sys.stdout, human)
+            sys.stdout.write(json.dumps(report.to_json(), indent=2, sort_keys=False) + "\n")
+        else:
+            text = report.human()
+            if text:
+                self._line(sys.stdout, text)
 
     def _line(self, stream: TextIO, text: str) -> None:
         """Text as it is; above the progress bars while they are shown."""

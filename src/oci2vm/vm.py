@@ -25,20 +25,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from oci2vm.arch import Arch
+from oci2vm.config import Accel, Bus, Firmware
 from oci2vm.errors import Oci2vmError
 from oci2vm.util import tools
 
 log = logging.getLogger(__name__)
 
-Firmware = Literal["bios", "uefi"]
-Accel = Literal["auto", "kvm", "tcg"]
-Bus = Literal["virtio", "sata", "ide", "nvme"]
-
-QEMU = "qemu-system-x86_64"
+# The KVM probe is a PC boot sector: it runs on the PC architecture's emulator.
+PROBE_ARCH = Arch.AMD64
 KVM_DEVICE = Path("/dev/kvm")
-OVMF_CODE = Path("/usr/share/OVMF/OVMF_CODE_4M.fd")
-OVMF_VARS = Path("/usr/share/OVMF/OVMF_VARS_4M.fd")
-OVMF_PACKAGE = "ovmf"
 
 TAIL_CHARS = 4000  # how much console output a CheckResult keeps
 
@@ -101,12 +97,13 @@ def kvm_works() -> bool:
     if not kvm_device_usable():
         log.info("KVM: %s is not usable; using TCG", KVM_DEVICE)
         return False
-    tools.find_program(QEMU)  # a missing QEMU is an error, not a failed probe
+    qemu = PROBE_ARCH.facts.qemu_binary
+    tools.find_program(qemu, PROBE_ARCH.facts.qemu_package)  # an error, not a failed probe
     with tempfile.TemporaryDirectory(prefix="oci2vm-kvm-probe-") as tmp:
         image = Path(tmp, "probe.img")
         image.write_bytes(kvm_probe_image())
         argv = [
-            QEMU,
+            qemu,
             *_accel_args("kvm"),
             "-machine",
             "pc",
@@ -126,7 +123,13 @@ def kvm_works() -> bool:
         ]
         started = time.monotonic()
         try:
-            proc = tools.run(argv, input=b"", check=False, timeout=KVM_PROBE_TIMEOUT)
+            proc = tools.run(
+                argv,
+                input=b"",
+                check=False,
+                timeout=KVM_PROBE_TIMEOUT,
+                package=PROBE_ARCH.facts.qemu_package,
+            )
         except Oci2vmError:
             log.info("KVM: the probe did not finish in %g s; using TCG", KVM_PROBE_TIMEOUT)
             return False
@@ -140,10 +143,11 @@ def kvm_works() -> bool:
     return False
 
 
-def resolve_accel(accel: Accel) -> Literal["kvm", "tcg"]:
-    if accel == "tcg":
+def resolve_accel(accel: Accel | str) -> Literal["kvm", "tcg"]:
+    accel = Accel(accel)
+    if accel is Accel.TCG:
         return "tcg"
-    if accel == "kvm":
+    if accel is Accel.KVM:
         if not kvm_device_usable():
             raise Oci2vmError(
                 f"KVM was asked for but {KVM_DEVICE} cannot be opened: add yourself to the "
@@ -162,15 +166,16 @@ def _accel_args(accel: Literal["kvm", "tcg"]) -> list[str]:
 # -- command lines -------------------------------------------------------------------------
 
 
-def copy_efi_vars(directory: Path) -> Path:
-    """A writable copy of OVMF's variable store template, for one VM run."""
-    if not OVMF_VARS.is_file() or not OVMF_CODE.is_file():
+def copy_efi_vars(directory: Path, arch: Arch = Arch.AMD64) -> Path:
+    """A writable copy of the UEFI firmware's variable store template, for one VM run."""
+    f = arch.facts
+    if not f.efi_vars.is_file() or not f.efi_code.is_file():
         raise Oci2vmError(
-            f"OVMF not found in {OVMF_CODE.parent}: install it with "
-            f"'apt-get install {OVMF_PACKAGE}'"
+            f"UEFI firmware not found in {f.efi_code.parent}: install it with "
+            f"'apt-get install {f.efi_package}'"
         )
-    target = directory / "OVMF_VARS.fd"
-    shutil.copyfile(OVMF_VARS, target)
+    target = directory / f.efi_vars.name
+    shutil.copyfile(f.efi_vars, target)
     return target
 
 
@@ -181,31 +186,28 @@ def disk_format(disk: Path) -> str:
 def qemu_command(
     disk: Path,
     *,
-    firmware: Firmware = "bios",
+    arch: Arch = Arch.AMD64,
+    firmware: Firmware | str = Firmware.BIOS,
     memory_mib: int = 1024,
     cpus: int = 2,
-    accel: Accel = "auto",
-    bus: Bus = "virtio",
+    accel: Accel | str = Accel.AUTO,
+    bus: Bus | str = Bus.VIRTIO,
     serial: str | Path = "stdio",
     snapshot: bool = False,
     efi_vars: Path | None = None,
     network: bool = False,
 ) -> list[str]:
-    """The qemu-system-x86_64 command line that boots `disk` with its console on a serial port.
+    """The QEMU command line that boots `disk` with its console on a serial port.
 
     `serial` is "stdio" (the serial port and, behind Ctrl-A C, the monitor on QEMU's stdin
     and stdout), a QEMU chardev spec such as "unix:/run/s,server=on,wait=off", or a Path
     (output written to that file). UEFI needs `efi_vars`, a copy_efi_vars() result.
     `snapshot` discards the guest's writes to the disk.
     """
-    if firmware not in ("bios", "uefi"):
-        raise ValueError(f"firmware must be 'bios' or 'uefi', not {firmware!r}")
-    if bus not in ("virtio", "sata", "ide", "nvme"):
-        raise ValueError(f"bus must be virtio, sata, ide or nvme, not {bus!r}")
-    # IDE means the i440FX's PIIX controller; q35 has AHCI (SATA) only. OVMF runs on both.
-    machine = "pc" if bus == "ide" else ("q35" if bus == "sata" or firmware == "uefi" else "pc")
+    firmware, bus = Firmware(firmware), Bus(bus)
+    machine = _machine(arch, firmware, bus)
     argv = [
-        QEMU,
+        arch.facts.qemu_binary,
         "-machine",
         machine,
         *_accel_args(resolve_accel(accel)),
@@ -216,12 +218,12 @@ def qemu_command(
         "-nographic",
         "-no-reboot",
     ]
-    if firmware == "uefi":
+    if firmware is Firmware.UEFI:
         if efi_vars is None:
             raise ValueError("firmware='uefi' needs efi_vars: pass copy_efi_vars(tmpdir)")
         argv += [
             "-drive",
-            f"if=pflash,format=raw,unit=0,readonly=on,file={OVMF_CODE}",
+            f"if=pflash,format=raw,unit=0,readonly=on,file={arch.facts.efi_code}",
             "-drive",
             f"if=pflash,format=raw,unit=1,file={efi_vars}",
         ]
@@ -243,10 +245,19 @@ def qemu_command(
     return argv
 
 
+def _machine(arch: Arch, firmware: Firmware, bus: Bus) -> str:
+    if arch is not PROBE_ARCH:
+        return arch.facts.qemu_machine
+    # IDE means the i440FX's PIIX controller; q35 has AHCI (SATA) only. OVMF runs on both.
+    if bus is Bus.IDE:
+        return "pc"
+    return "q35" if bus is Bus.SATA or firmware is Firmware.UEFI else "pc"
+
+
 def _disk_device_args(bus: Bus) -> list[str]:
-    if bus == "virtio":
+    if bus is Bus.VIRTIO:
         return ["-device", "virtio-blk-pci,drive=disk0,bootindex=0"]
-    if bus == "nvme":
+    if bus is Bus.NVME:
         return ["-device", "nvme,drive=disk0,serial=oci2vm-disk0,bootindex=0"]
     # pc: ide.0 is the PIIX primary channel; q35: ide.0 is the first AHCI port.
     return ["-device", "ide-hd,drive=disk0,bus=ide.0,bootindex=0"]
@@ -258,11 +269,12 @@ def _disk_device_args(bus: Bus) -> list[str]:
 def run_vm(
     disk: Path,
     *,
-    firmware: Firmware = "bios",
+    arch: Arch = Arch.AMD64,
+    firmware: Firmware | str = Firmware.BIOS,
     memory_mib: int = 1024,
     cpus: int = 2,
-    accel: Accel = "auto",
-    bus: Bus = "virtio",
+    accel: Accel | str = Accel.AUTO,
+    bus: Bus | str = Bus.VIRTIO,
     snapshot: bool = False,
     network: bool = True,
 ) -> int:
@@ -271,9 +283,10 @@ def run_vm(
     Ctrl-A X quits QEMU; the guest powering off ends it too.
     """
     with tempfile.TemporaryDirectory(prefix="oci2vm-vm-") as tmp:
-        efi_vars = copy_efi_vars(Path(tmp)) if firmware == "uefi" else None
+        efi_vars = copy_efi_vars(Path(tmp), arch) if firmware == Firmware.UEFI else None
         argv = qemu_command(
             disk,
+            arch=arch,
             firmware=firmware,
             memory_mib=memory_mib,
             cpus=cpus,
@@ -284,7 +297,9 @@ def run_vm(
             efi_vars=efi_vars,
             network=network,
         )
-        return tools.run(argv, check=False, capture=False).returncode
+        return tools.run(
+            argv, check=False, capture=False, package=arch.facts.qemu_package
+        ).returncode
 
 
 # Terminal control the firmware, GRUB and the kernel print: CSI (ESC [ ... final byte), OSC
@@ -334,9 +349,10 @@ def check_boot(
     *,
     expect: str = r"login:",
     timeout: float = 120.0,
-    firmware: Firmware = "bios",
-    bus: Bus = "virtio",
-    accel: Accel = "auto",
+    arch: Arch = Arch.AMD64,
+    firmware: Firmware | str = Firmware.BIOS,
+    bus: Bus | str = Bus.VIRTIO,
+    accel: Accel | str = Accel.AUTO,
     memory_mib: int = 1024,
     cpus: int = 2,
     script: Sequence[tuple[str, str | None]] = (),
@@ -353,9 +369,10 @@ def check_boot(
     steps += [(re.compile(pattern), line) for pattern, line in script]
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="oci2vm-check-") as tmp:
-        efi_vars = copy_efi_vars(Path(tmp)) if firmware == "uefi" else None
+        efi_vars = copy_efi_vars(Path(tmp), arch) if firmware == Firmware.UEFI else None
         argv = qemu_command(
             disk,
+            arch=arch,
             firmware=firmware,
             memory_mib=memory_mib,
             cpus=cpus,
@@ -368,6 +385,7 @@ def check_boot(
         with open(Path(tmp, "qemu.stderr"), "w+b") as stderr:
             proc = tools.popen(
                 argv,
+                package=arch.facts.qemu_package,
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=stderr,

@@ -1,8 +1,9 @@
-"""Install GRUB 2 into a disk image file: BIOS (boot.img + core.img) and UEFI (BOOTX64.EFI).
+"""Install GRUB 2 into a disk image file: BIOS (boot.img + core.img) and UEFI (the EFI
+application the firmware finds in \\EFI\\BOOT), for the platforms an Arch names.
 
 grub-install cannot serve: it needs root, a block device and the target mounted (it runs
 grub-probe on the live filesystem). The images themselves need none of that: grub-mkimage
-builds core.img / BOOTX64.EFI as an ordinary user, and the rest is a few byte patches that
+builds core.img and the EFI application as an ordinary user, and the rest is a few byte patches that
 grub-bios-setup (util/setup.c) makes. The facts below are GRUB 2.06's, from
 grub-core/boot/i386/pc/boot.S, diskboot.S, include/grub/i386/pc/boot.h, include/grub/offsets.h
 and util/setup.c:
@@ -34,17 +35,17 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Literal
+from typing import BinaryIO
 
+from oci2vm.arch import Arch
+from oci2vm.disk import gpt, mbr
 from oci2vm.errors import Oci2vmError
 from oci2vm.tree.osinfo import version_key
 from oci2vm.util import tools
+from oci2vm.util.units import SECTOR as SECTOR_SIZE
+from oci2vm.util.units import ceil_div
 
-SECTOR_SIZE = 512
-
-I386_PC_DIR = Path("/usr/lib/grub/i386-pc")
-X86_64_EFI_DIR = Path("/usr/lib/grub/x86_64-efi")
-PLATFORM_PACKAGES = {"i386-pc": "grub-pc-bin", "x86_64-efi": "grub-efi-amd64-bin"}
+GRUB_LIB_DIR = Path("/usr/lib/grub")  # one directory of modules per GRUB platform
 
 # boot.img (include/grub/i386/pc/boot.h)
 BOOT_MACHINE_KERNEL_SECTOR = 0x5C  # u64 LE: LBA of core.img's first sector
@@ -58,6 +59,7 @@ NOP_NOP = b"\x90\x90"
 
 # diskboot.img, the first sector of core.img (diskboot.S)
 BLOCKLIST = struct.Struct("<QHH")  # start LBA, sector count, load segment
+assert BLOCKLIST.size == 12  # diskboot.S: blocklist entries are 12 bytes
 BLOCKLIST_FIRST = SECTOR_SIZE - BLOCKLIST.size  # 0x1F4
 BLOCKLIST_TERMINATOR = BLOCKLIST_FIRST - BLOCKLIST.size  # 0x1E8
 CORE_LOAD_SEGMENT = 0x800 + SECTOR_SIZE // 16  # where core's second sector is loaded
@@ -68,14 +70,6 @@ CORE_MEMORY_END = 0x78000  # setup.c: core must fit below this address
 MAX_CORE_SECTORS = (CORE_MEMORY_END - KERNEL_I386_PC_LINK_ADDR) // SECTOR_SIZE  # 888
 KERNEL_I386_PC_REED_SOLOMON_REDUNDANCY = 0x10
 KERNEL_I386_PC_NO_REED_SOLOMON_LENGTH = 0x14
-
-# Partition tables, read to check that core.img fits where it is written.
-GPT_SIGNATURE = b"EFI PART"
-GPT_HEADER = struct.Struct("<8s4sII4xQQQQ16sQII")
-GPT_ENTRY_HEAD = struct.Struct("<16s16sQQ")  # type GUID, unique GUID, first LBA, last LBA
-BIOS_BOOT_TYPE = uuid.UUID("21686148-6449-6e6f-744e-656564454649")
-MBR_ENTRY = struct.Struct("<B3sB3sII")  # status, CHS, type, CHS, first LBA, sectors
-MBR_TYPE_PROTECTIVE = 0xEE
 
 # Every module core needs, embedded so no module directory has to exist on the disk.
 COMMON_MODULES = (
@@ -115,11 +109,11 @@ class BootEntry:
 # -- building images -----------------------------------------------------------------------
 
 
-def module_dir(platform: Literal["i386-pc", "x86_64-efi"]) -> Path:
+def module_dir(platform: str, arch: Arch = Arch.AMD64) -> Path:
     """The directory of GRUB's modules for `platform`, or an error naming the package."""
-    directory = I386_PC_DIR if platform == "i386-pc" else X86_64_EFI_DIR
+    directory = GRUB_LIB_DIR / platform
     if not (directory / "moddep.lst").is_file():
-        package = PLATFORM_PACKAGES[platform]
+        package = arch.grub_package(platform)
         raise Oci2vmError(
             f"GRUB {platform} modules not found in {directory}: "
             f"install them with 'apt-get install {package}'"
@@ -143,39 +137,49 @@ def early_config(fs_uuid: str, grub_dir: str = DEFAULT_GRUB_DIR) -> str:
 
 
 def build_bios_core(
-    fs_uuid: str, table: Literal["gpt", "mbr"], *, grub_dir: str = DEFAULT_GRUB_DIR
+    fs_uuid: str,
+    table: str,
+    *,
+    arch: Arch = Arch.AMD64,
+    grub_dir: str = DEFAULT_GRUB_DIR,
 ) -> bytes:
-    """Build core.img for BIOS boot from a disk with a `table` partition table."""
+    """Build core.img for BIOS boot from a disk with a `table` ("gpt" or "mbr") partition
+    table."""
     if table not in BIOS_TABLE_MODULES:
         raise ValueError(f"table must be 'gpt' or 'mbr', not {table!r}")
+    platform = arch.facts.grub_bios
+    if platform is None:
+        raise Oci2vmError(f"{arch} machines have no BIOS: build the disk with --boot uefi")
     modules = (*BIOS_MODULES, BIOS_TABLE_MODULES[table], *COMMON_MODULES)
-    core = _mkimage("i386-pc", modules, early_config(fs_uuid, grub_dir), grub_dir)
+    core = _mkimage(arch, platform, modules, early_config(fs_uuid, grub_dir), grub_dir)
     if len(core) < 2 * SECTOR_SIZE:
         raise Oci2vmError(f"grub-mkimage wrote a core.img of only {len(core)} bytes")
     return core
 
 
-def build_efi(fs_uuid: str, *, grub_dir: str = DEFAULT_GRUB_DIR) -> bytes:
-    """Build the GRUB EFI application, to be stored as \\EFI\\BOOT\\BOOTX64.EFI on the ESP."""
+def build_efi(fs_uuid: str, *, arch: Arch = Arch.AMD64, grub_dir: str = DEFAULT_GRUB_DIR) -> bytes:
+    """Build the GRUB EFI application, to be stored on the ESP at arch.efi_boot_path."""
     modules = (*EFI_MODULES, *COMMON_MODULES)
-    image = _mkimage("x86_64-efi", modules, early_config(fs_uuid, grub_dir), grub_dir)
+    platform = arch.facts.grub_efi
+    image = _mkimage(arch, platform, modules, early_config(fs_uuid, grub_dir), grub_dir)
     if image[:2] != b"MZ":
-        raise Oci2vmError("grub-mkimage did not write a PE image for x86_64-efi")
+        raise Oci2vmError(f"grub-mkimage did not write a PE image for {platform}")
     return image
 
 
 def _mkimage(
-    platform: Literal["i386-pc", "x86_64-efi"],
+    arch: Arch,
+    platform: str,
     modules: Sequence[str],
     config: str,
     grub_dir: str,
 ) -> bytes:
-    directory = module_dir(platform)
+    directory = module_dir(platform, arch)
     tools.find_program("grub-mkimage", "grub-common")
     with tempfile.TemporaryDirectory(prefix="oci2vm-grub-") as tmp:
         config_path = Path(tmp, "early.cfg")
         config_path.write_text(config)
-        output = Path(tmp, "core.img" if platform == "i386-pc" else "BOOTX64.EFI")
+        output = Path(tmp, "grub.img")
         tools.run(
             [
                 "grub-mkimage",
@@ -201,9 +205,12 @@ def _mkimage(
 
 def boot_image() -> bytes:
     """GRUB's boot.img, the 512-byte first stage."""
-    boot_img = (module_dir("i386-pc") / "boot.img").read_bytes()
+    platform = Arch.AMD64.facts.grub_bios
+    assert platform is not None
+    path = module_dir(platform) / "boot.img"
+    boot_img = path.read_bytes()
     if len(boot_img) != SECTOR_SIZE or boot_img[BOOT_MACHINE_PART_END:] != BOOT_SIGNATURE:
-        raise Oci2vmError(f"{I386_PC_DIR / 'boot.img'} is not a GRUB boot sector")
+        raise Oci2vmError(f"{path} is not a GRUB boot sector")
     return boot_img
 
 
@@ -222,7 +229,7 @@ def patch_boot_sector(sector0: bytes, boot_img: bytes, core_lba: int) -> bytes:
 
 def patch_core(core: bytes, core_lba: int) -> bytes:
     """Return core.img padded to whole sectors, its blocklist pointing at core_lba + 1."""
-    sectors = -(-len(core) // SECTOR_SIZE)
+    sectors = ceil_div(len(core), SECTOR_SIZE)
     if sectors < 2:
         raise ValueError("core.img must span at least two sectors")
     if sectors > MAX_CORE_SECTORS:
@@ -248,8 +255,8 @@ def embedding_space(disk: BinaryIO, core_lba: int) -> int:
     sector0 = _read_sector(disk, 0)
     if sector0[BOOT_MACHINE_PART_END:] != BOOT_SIGNATURE:
         raise Oci2vmError("sector 0 holds no partition table: write the GPT or MBR first")
-    partitions = _mbr_partitions(sector0)
-    if any(ptype == MBR_TYPE_PROTECTIVE for ptype, _first, _count in partitions):
+    partitions = mbr.read_partitions(sector0)
+    if any(ptype == mbr.TYPE_GPT_PROTECTIVE for ptype, _first, _count in partitions):
         return _gpt_bios_boot_space(disk, core_lba)
     if core_lba < 1:
         raise Oci2vmError("core.img cannot go to sector 0")
@@ -262,40 +269,22 @@ def embedding_space(disk: BinaryIO, core_lba: int) -> int:
     return min(following) - core_lba
 
 
-def _mbr_partitions(sector0: bytes) -> list[tuple[int, int, int]]:
-    """(type, first LBA, sector count) of each used MBR entry."""
-    partitions = []
-    for index in range(4):
-        offset = BOOT_MACHINE_PART_START + index * MBR_ENTRY.size
-        _status, _chs, ptype, _chs_end, first, count = MBR_ENTRY.unpack_from(sector0, offset)
-        if ptype != 0:
-            partitions.append((int(ptype), int(first), int(count)))
-    return partitions
-
-
 def _gpt_bios_boot_space(disk: BinaryIO, core_lba: int) -> int:
-    header = GPT_HEADER.unpack_from(_read_sector(disk, 1))
-    signature, _rev, _hsize, _crc, _cur, _backup, _first, _last, _guid, table_lba = header[:10]
-    entry_count, entry_size = header[10], header[11]
-    if signature != GPT_SIGNATURE or entry_size < GPT_ENTRY_HEAD.size:
-        raise Oci2vmError("the protective MBR is not followed by a GPT header")
-    disk.seek(table_lba * SECTOR_SIZE)
-    table = disk.read(entry_count * entry_size)
-    for index in range(len(table) // entry_size):
-        type_guid: bytes
-        first: int
-        last: int
-        type_guid, _unique, first, last = GPT_ENTRY_HEAD.unpack_from(table, index * entry_size)
+    try:
+        entries = gpt.read_entries(disk)
+    except ValueError:
+        raise Oci2vmError("the protective MBR is not followed by a GPT header") from None
+    for type_guid, first, last in entries:
         if first == core_lba and last >= first:
-            if uuid.UUID(bytes_le=type_guid) != BIOS_BOOT_TYPE:
+            if type_guid != gpt.BIOS_BOOT:
                 raise Oci2vmError(
                     f"the GPT partition at sector {core_lba} is not a BIOS boot partition "
-                    f"(type {BIOS_BOOT_TYPE})"
+                    f"(type {gpt.BIOS_BOOT})"
                 )
             return last - first + 1
     raise Oci2vmError(
         f"no GPT partition starts at sector {core_lba}: BIOS GRUB on GPT needs a "
-        f"BIOS boot partition (type {BIOS_BOOT_TYPE}) there"
+        f"BIOS boot partition (type {gpt.BIOS_BOOT}) there"
     )
 
 
@@ -351,6 +340,7 @@ def grub_cfg(
     kernels: Sequence[BootEntry],
     root_uuid: str,
     *,
+    serial_console: str = Arch.AMD64.facts.serial_console,
     cmdline_extra: str = "",
     timeout: int = 1,
     read_only: bool = True,
@@ -359,7 +349,8 @@ def grub_cfg(
     """One grub.cfg for BIOS and UEFI GRUB: serial and screen consoles, newest kernel first.
 
     The kernel finds its root filesystem by UUID, which holds whatever the disk's bus
-    (sda, vda, nvme0n1). Console output goes to both the screen and the first serial port.
+    (sda, vda, nvme0n1). Console output goes to both the screen and the first serial port
+    (`serial_console`, the kernel's name for it).
 
     BIOS GRUB boots with linux16/initrd16, the kernel's 16-bit entry (as syslinux does),
     not its 32-bit `linux`: that loader reserves the kernel's whole init_size (66 MiB for
@@ -376,7 +367,7 @@ def grub_cfg(
         f"root=UUID={root_uuid}",
         "ro" if read_only else "rw",
         "console=tty0",
-        "console=ttyS0,115200",
+        f"console={serial_console},115200",
         *cmdline_extra.split(),
     ]
     cmdline = " ".join(grub_quote(arg) for arg in args)

@@ -1,7 +1,8 @@
 """Writes a GUID Partition Table (protective MBR, primary and backup headers and entry
 arrays) straight into a disk image file, with deterministic GUIDs so that the same inputs
-give the same bytes. sgdisk and sfdisk want a device and invent random GUIDs; this follows
-UEFI 2.10 chapter 5.3 and the Discoverable Partitions Specification's type GUIDs.
+give the same bytes, and reads the entries back. sgdisk and sfdisk want a device and invent
+random GUIDs; this follows UEFI 2.10 chapter 5.3. The root partition's type GUID, which
+depends on the architecture, is the Arch's.
 """
 
 from __future__ import annotations
@@ -17,18 +18,16 @@ from typing import BinaryIO
 from oci2vm.disk.mbr import (
     CHS_OVERFLOW_UEFI,
     MAX_LBA32,
-    SECTOR,
     TYPE_GPT_PROTECTIVE,
     partition_record,
-    place_partitions,
     write_sector0_tail,
 )
+from oci2vm.disk.placement import place_partitions
 from oci2vm.errors import Oci2vmError
+from oci2vm.util.units import SECTOR
 
 BIOS_BOOT = uuid.UUID("21686148-6449-6e6f-744e-656564454649")
 ESP = uuid.UUID("c12a7328-f81f-11d2-ba4b-00a0c93ec93b")
-ROOT_X86_64 = uuid.UUID("4f68bce3-e8cd-4db1-96e7-fbcaf984b709")
-ROOT_ARM64 = uuid.UUID("b921b045-1df0-41c3-af44-4c6f280d3fae")
 LINUX_DATA = uuid.UUID("0fc63daf-8483-4772-8e79-3d69d8477de4")
 
 # Attribute bits (UEFI table 5-9 and the Discoverable Partitions Specification).
@@ -52,8 +51,10 @@ TAIL_SECTORS = ENTRY_ARRAY_SECTORS + 1
 # FirstUsableLBA, LastUsableLBA, DiskGUID, PartitionEntryLBA, NumberOfPartitionEntries,
 # SizeOfPartitionEntry, PartitionEntryArrayCRC32
 _HEADER = struct.Struct("<8sIIIIQQQQ16sQIII")
+assert _HEADER.size == HEADER_SIZE  # UEFI 2.10 table 5-5: the header's fields end at 92
 # PartitionTypeGUID, UniquePartitionGUID, StartingLBA, EndingLBA, Attributes, PartitionName
 _ENTRY = struct.Struct("<16s16sQQQ72s")
+assert _ENTRY.size == ENTRY_SIZE  # UEFI 2.10 table 5-6: an entry is 128 bytes
 
 # Namespace of the GUIDs derive_guid() makes; fixed forever so images stay reproducible.
 GUID_NAMESPACE = uuid.UUID("e9ef1af8-35ec-484c-a059-aa111dd094fd")
@@ -231,3 +232,25 @@ def write_gpt(
     out.write(primary + entries)
     out.seek(backup_entries_lba * SECTOR)
     out.write(entries + backup)
+
+
+def read_entries(disk: BinaryIO) -> list[tuple[uuid.UUID, int, int]]:
+    """(type GUID, first LBA, last LBA) of each used entry of the primary GPT of `disk`."""
+    disk.seek(SECTOR)
+    header = disk.read(SECTOR)
+    if len(header) < _HEADER.size:
+        raise ValueError("the disk ends before the GPT header")
+    fields = _HEADER.unpack_from(header)
+    signature, entries_lba, entry_count, entry_size = fields[0], fields[10], fields[11], fields[12]
+    if signature != SIGNATURE or entry_size < _ENTRY.size:
+        raise ValueError("sector 1 holds no GPT header")
+    disk.seek(entries_lba * SECTOR)
+    table = disk.read(entry_count * entry_size)
+    found = []
+    for index in range(len(table) // entry_size):
+        type_guid, _unique, first, last, _attributes, _name = _ENTRY.unpack_from(
+            table, index * entry_size
+        )
+        if type_guid != bytes(16):
+            found.append((uuid.UUID(bytes_le=type_guid), int(first), int(last)))
+    return found

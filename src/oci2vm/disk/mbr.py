@@ -1,5 +1,6 @@
 """Writes a classic MBR partition table (and the pieces the GPT writer shares with it: the
-16-byte partition record, CHS encoding, 1 MiB alignment) straight into a disk image file.
+16-byte partition record, CHS encoding) straight into a disk image file, and reads the
+records back.
 No library writes one into a plain file without a block device; this follows the
 IBM PC MBR layout as UEFI 2.10 section 5.2.1 restates it, with Linux fdisk's CHS conventions.
 """
@@ -13,11 +14,7 @@ from dataclasses import dataclass
 from itertools import pairwise
 from typing import BinaryIO
 
-from oci2vm.errors import Oci2vmError
-
-SECTOR = 512
-MIB = 1024 * 1024
-ALIGN_SECTORS = MIB // SECTOR  # every partition starts on a 1 MiB boundary
+from oci2vm.util.units import SECTOR
 
 BOOT_CODE_SIZE = 440  # bytes 0..439 belong to a bootloader (GRUB's boot.img), never to us
 DISK_SIGNATURE_OFFSET = 0x1B8  # UniqueMBRDiskSignature, u32 LE
@@ -44,6 +41,7 @@ MAX_LBA32 = 0xFFFFFFFF
 
 # BootIndicator, StartingCHS[3], OSType, EndingCHS[3], StartingLBA u32, SizeInLBA u32
 _RECORD = struct.Struct("<B3sB3sII")
+assert _RECORD.size == 16  # UEFI 2.10 table 5-2: a partition record is 16 bytes
 
 
 @dataclass(frozen=True)
@@ -112,8 +110,8 @@ def write_sector0_tail(
     tail = bytearray(SECTOR - BOOT_CODE_SIZE)
     struct.pack_into("<I", tail, DISK_SIGNATURE_OFFSET - BOOT_CODE_SIZE, disk_signature)
     for index, record in enumerate(records):
-        start = PARTITION_RECORD_OFFSET - BOOT_CODE_SIZE + 16 * index
-        tail[start : start + 16] = record
+        start = PARTITION_RECORD_OFFSET - BOOT_CODE_SIZE + _RECORD.size * index
+        tail[start : start + _RECORD.size] = record
     tail[-2:] = BOOT_SIGNATURE
     if keep_boot_code:
         out.seek(BOOT_CODE_SIZE)
@@ -148,49 +146,14 @@ def disk_signature_from_seed(seed: bytes) -> int:
     return int.from_bytes(digest[:4], "little") or 1
 
 
-def align_up(value: int, alignment: int) -> int:
-    return -(-value // alignment) * alignment
-
-
-def place_partitions(
-    sizes: Sequence[int | None],
-    *,
-    disk_size: int | None = None,
-    reserved_tail_sectors: int = 0,
-) -> tuple[int, list[tuple[int, int]]]:
-    """Place partitions one after another, each starting on a 1 MiB boundary (the first
-    at 1 MiB), each `size` bytes rounded up to whole MiB. The last size may be None: that
-    partition takes the rest of the disk in whole MiB. `reserved_tail_sectors` stay free at the end
-    (the backup GPT). Without `disk_size` the disk is the smallest whole number of MiB
-    that fits. Returns (disk_size, [(first_lba, last_lba), ...])."""
-    if any(size is None for size in sizes[:-1]):
-        raise ValueError("only the last partition can take the rest of the disk")
-    if disk_size is not None and (disk_size <= 0 or disk_size % SECTOR):
-        raise Oci2vmError(f"disk size {disk_size} is not a positive multiple of {SECTOR} bytes")
-    fill = bool(sizes) and sizes[-1] is None
-    if fill and disk_size is None:
-        raise ValueError("a partition that takes the rest of the disk needs a disk size")
-    lba = ALIGN_SECTORS
-    extents: list[tuple[int, int]] = []
-    for size in sizes:
-        if size is None:
-            break
-        if size <= 0:
-            raise Oci2vmError(f"partition size {size} must be positive")
-        count = align_up(size, MIB) // SECTOR
-        extents.append((lba, lba + count - 1))
-        lba += count
-    # a partition that takes the rest of the disk gets at least 1 MiB
-    needed = (lba + (ALIGN_SECTORS if fill else 0) + reserved_tail_sectors) * SECTOR
-    if disk_size is None:
-        disk_size = align_up(needed, MIB)
-    elif disk_size < needed:
-        raise Oci2vmError(
-            f"a {disk_size / MIB:g} MiB disk cannot hold these partitions: "
-            f"make it at least {align_up(needed, MIB) // MIB} MiB"
-        )
-    if fill:
-        # whole MiB, so that a disk grown later leaves no odd sectors behind the partition
-        free = disk_size // SECTOR - reserved_tail_sectors - lba
-        extents.append((lba, lba + free // ALIGN_SECTORS * ALIGN_SECTORS - 1))
-    return disk_size, extents
+def read_partitions(sector0: bytes) -> list[tuple[int, int, int]]:
+    """(OSType, first LBA, sector count) of each used record of an MBR, in record order."""
+    if len(sector0) < SECTOR or sector0[SECTOR - 2 : SECTOR] != BOOT_SIGNATURE:
+        raise ValueError("sector 0 holds no MBR (no 0x55AA signature)")
+    partitions = []
+    for index in range(4):
+        offset = PARTITION_RECORD_OFFSET + index * _RECORD.size
+        _status, _chs, os_type, _chs_end, first, count = _RECORD.unpack_from(sector0, offset)
+        if os_type != 0:
+            partitions.append((int(os_type), int(first), int(count)))
+    return partitions

@@ -482,7 +482,7 @@ def write_fat(
     label: str = "ESP",
     mtime: int = 0,
 ) -> None:
-    """Write a FAT volume of `size` bytes holding `files` ("EFI/BOOT/BOOTX64.EFI" ->
+    """Write a FAT volume of `size` bytes holding `files` ("EFI/BOOT/NAME.EFI" ->
     contents; directories are implied) at byte `offset` of `out`.
 
     The type follows from the size: FAT32 from about 33 MiB, FAT16 from about 4 MiB,

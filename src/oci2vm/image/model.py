@@ -11,6 +11,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from oci2vm.arch import Arch
 from oci2vm.errors import Oci2vmError
 from oci2vm.image.blobs import BlobRef, check_digest
 
@@ -42,8 +43,11 @@ LAYER_TYPES = (
 
 @dataclass(frozen=True, slots=True)
 class Platform:
+    """An OCI platform as images name it: any architecture an image may be built for (a
+    build turns the architecture into an Arch, which says whether a disk can boot it)."""
+
     os: str = "linux"
-    architecture: str = "amd64"
+    architecture: str = Arch.default().value
     variant: str = ""
 
     @classmethod
@@ -253,7 +257,7 @@ def parse_config(data: bytes, what: str = "image config") -> ImageConfig:
     return ImageConfig(
         platform=Platform(
             str(doc.get("os", "linux")),
-            str(doc.get("architecture", "amd64")),
+            str(doc.get("architecture", Arch.default().value)),
             str(doc.get("variant", "")),
         ),
         entrypoint=_strings(cfg.get("Entrypoint"), "Entrypoint", what),

@@ -4,15 +4,30 @@ files that flattening captured: what preparation steps use to edit the tree."""
 from __future__ import annotations
 
 from oci2vm.errors import Oci2vmError
-from oci2vm.tree.model import BytesData, Inode, Kind, Tree, new_dir, resolve_link
+from oci2vm.tree.model import (
+    BytesData,
+    DataReader,
+    FileSink,
+    Inode,
+    Kind,
+    StreamedData,
+    Tree,
+    new_dir,
+    resolve_link,
+)
 
 
 class TreeEditor:
-    """Edits a tree on behalf of preparation steps; every new entry gets `mtime`."""
+    """Edits a tree on behalf of preparation steps; every new entry gets `mtime`.
 
-    def __init__(self, tree: Tree, mtime_s: int) -> None:
+    Small files are written from bytes in memory; large ones (injected content) are
+    streamed to `sink`, the filesystem writer's FileSink, as layer data is.
+    """
+
+    def __init__(self, tree: Tree, mtime_s: int, sink: FileSink | None = None) -> None:
         self.tree = tree
         self.mtime_ns = mtime_s * 1_000_000_000
+        self.sink = sink
 
     def _parent(self, path: str, create: bool = True) -> tuple[Inode, str] | None:
         """The directory holding `path` and the last name; parents that are symlinks are
@@ -65,6 +80,37 @@ class TreeEditor:
     ) -> Inode:
         """Create or replace a regular file. A replaced file keeps its owner and mode
         unless others are given (and stops being a hardlink of anything)."""
+        data = BytesData(content) if content else None
+        return self._place_file(path, len(content), data, mode, uid, gid)
+
+    def stream(
+        self,
+        path: str,
+        data: DataReader,
+        size: int,
+        *,
+        mode: int | None = None,
+        uid: int | None = None,
+        gid: int | None = None,
+    ) -> Inode:
+        """Create or replace a regular file whose `size` bytes `data` gives, handing them
+        to the sink now (as write() does, but never holding them)."""
+        if self.sink is None:
+            raise ValueError("this TreeEditor has no sink to stream file data to")
+        stored = StreamedData(size) if size else None
+        inode = self._place_file(path, size, stored, mode, uid, gid)
+        self.sink(inode, data)
+        return inode
+
+    def _place_file(
+        self,
+        path: str,
+        size: int,
+        data: BytesData | StreamedData | None,
+        mode: int | None,
+        uid: int | None,
+        gid: int | None,
+    ) -> Inode:
         parent, name = self._parent(path)  # type: ignore[misc]
         assert parent.children is not None
         old = parent.children.get(name)
@@ -77,9 +123,9 @@ class TreeEditor:
             uid=uid if uid is not None else (keep.uid if keep else 0),
             gid=gid if gid is not None else (keep.gid if keep else 0),
             mtime_ns=self.mtime_ns,
-            size=len(content),
+            size=size,
             xattrs=dict(keep.xattrs) if keep else {},
-            data=BytesData(content) if content else None,
+            data=data,
         )
         parent.children[name] = inode
         return inode

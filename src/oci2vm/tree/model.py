@@ -91,7 +91,20 @@ class BytesData:
         return ((0, len(self.content)),) if self.content else ()
 
 
-DataRef = LayerData | BytesData
+@dataclass(frozen=True, slots=True)
+class StreamedData:
+    """File bytes oci2vm itself handed to the FileSink after the layers (content a
+    preparation step injects, such as a kernel's modules): never held in memory.
+    `stored_size` bytes, dense."""
+
+    stored_size: int
+
+    @property
+    def regions(self) -> tuple[tuple[int, int], ...]:
+        return ((0, self.stored_size),) if self.stored_size else ()
+
+
+DataRef = LayerData | BytesData | StreamedData
 
 
 class DataReader(Protocol):

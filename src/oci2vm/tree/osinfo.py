@@ -11,10 +11,21 @@ import posixpath
 import re
 import shlex
 from dataclasses import dataclass
+from enum import StrEnum
 
 from oci2vm.tree.model import Inode, Kind, Tree, lookup, resolve_link
 
 _VERSION_RE = re.compile(r"(\d+|[a-z]+)")
+
+
+class InitSystem(StrEnum):
+    """Which init /sbin/init would run."""
+
+    SYSTEMD = "systemd"
+    SYSVINIT = "sysvinit"
+    OPENRC = "openrc"
+    BUSYBOX = "busybox"
+    NONE = "none"
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,7 +39,7 @@ class Kernel:
 class OsInfo:
     os_release: dict[str, str]
     kernels: tuple[Kernel, ...]  # newest first
-    init: str  # systemd, sysvinit, openrc, busybox, none
+    init: InitSystem
     init_path: str | None
 
     @property
@@ -126,7 +137,7 @@ def _is_file(tree: Tree, path: str) -> bool:
     return found is not None and found[1].kind is Kind.FILE
 
 
-def detect_init(tree: Tree) -> tuple[str, str | None]:
+def detect_init(tree: Tree) -> tuple[InitSystem, str | None]:
     """Which init /sbin/init (or the usual alternatives) would run."""
     for candidate in ("/sbin/init", "/usr/sbin/init", "/bin/init"):
         found = resolve_link(tree.root, candidate)
@@ -135,20 +146,20 @@ def detect_init(tree: Tree) -> tuple[str, str | None]:
         real = found[0]
         name = posixpath.basename(real)
         if name == "systemd" or "/systemd/" in real:
-            return "systemd", real
+            return InitSystem.SYSTEMD, real
         if name in ("busybox", "busybox.static"):
-            return "busybox", real
+            return InitSystem.BUSYBOX, real
         if (
             name == "openrc-init"
             or lookup(tree.root, "/sbin/openrc")
             or lookup(tree.root, "/usr/sbin/openrc")
         ):
-            return "openrc", real
-        return "sysvinit", real
+            return InitSystem.OPENRC, real
+        return InitSystem.SYSVINIT, real
     for path in ("/lib/systemd/systemd", "/usr/lib/systemd/systemd"):
         if _is_file(tree, path):
-            return "systemd", path
-    return "none", None
+            return InitSystem.SYSTEMD, path
+    return InitSystem.NONE, None
 
 
 def describe(tree: Tree) -> OsInfo:

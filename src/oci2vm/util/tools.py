@@ -17,28 +17,13 @@ from oci2vm.errors import Oci2vmError
 
 log = logging.getLogger(__name__)
 
-# program -> Debian package that ships it
+# program -> Debian package that ships it, for the programs oci2vm itself runs. QEMU's
+# system emulators and the UEFI firmware are named per architecture (arch.py).
 PACKAGES: dict[str, str] = {
     "qemu-img": "qemu-utils",
-    "qemu-system-x86_64": "qemu-system-x86",
-    "qemu-system-aarch64": "qemu-system-arm",
     "grub-mkimage": "grub-common",
-    "e2fsck": "e2fsprogs",
-    "debugfs": "e2fsprogs",
-    "mke2fs": "e2fsprogs",
     "docker": "docker.io",
     "podman": "podman",
-    "umoci": "umoci",
-    "skopeo": "skopeo",
-    "sfdisk": "fdisk",
-    "sgdisk": "gdisk",
-    "fsck.vfat": "dosfstools",
-    "mdir": "mtools",
-    "mcopy": "mtools",
-    "debootstrap": "debootstrap",
-    "registry": "docker-registry",
-    "docker-registry": "docker-registry",
-    "htpasswd": "apache2-utils",
 }
 
 

@@ -1,0 +1,80 @@
+"""`oci2vm inspect`: what an image is and what its flattened tree holds."""
+
+from __future__ import annotations
+
+from oci2vm.config import Config
+from oci2vm.image.model import Image
+from oci2vm.layers.flatten import flatten
+from oci2vm.pipeline import layer_progress, resolve_source
+from oci2vm.report import Reporter
+from oci2vm.reports import InspectReport, KernelReport, LayerReport
+from oci2vm.tree.model import Kind, Tree, walk
+from oci2vm.tree.osinfo import OsInfo, describe
+
+
+def inspect_command(config: Config, reporter: Reporter) -> int:
+    reporter.result(inspect(config, reporter))
+    return 0
+
+
+def inspect(config: Config, reporter: Reporter) -> InspectReport:
+    with reporter.progress():
+        image, store = resolve_source(config, reporter)
+        tree = flatten(image, progress=layer_progress(reporter, image), store=store)
+    return image_report(image, tree, describe(tree))
+
+
+def entry_counts(tree: Tree) -> dict[str, int]:
+    counts = {kind.value: 0 for kind in Kind}
+    seen: dict[int, int] = {}
+    for path, inode in walk(tree.root):
+        if path == "/":
+            continue
+        if inode.kind is not Kind.DIR:
+            seen[id(inode)] = seen.get(id(inode), 0) + 1
+            if seen[id(inode)] > 1:
+                continue
+        counts[inode.kind.value] += 1
+    counts["hardlink_groups"] = sum(1 for n in seen.values() if n > 1)
+    counts["total"] = tree.entries
+    return counts
+
+
+def image_report(image: Image, tree: Tree, info: OsInfo) -> InspectReport:
+    cfg = image.config
+    return InspectReport(
+        source=image.source,
+        name=image.name,
+        manifest_digest=image.manifest_digest,
+        manifest_media_type=image.manifest_media_type,
+        image_id=image.config_digest,
+        platform=str(cfg.platform),
+        created=cfg.created or None,
+        layers=tuple(
+            LayerReport(
+                digest=layer.digest or tree.layer_digests[i],
+                size=layer.size,
+                media_type=layer.media_type or None,
+                diff_id=tree.diff_ids[i],
+            )
+            for i, layer in enumerate(image.layers)
+        ),
+        config={
+            "Entrypoint": list(cfg.entrypoint) if cfg.entrypoint is not None else None,
+            "Cmd": list(cfg.cmd) if cfg.cmd is not None else None,
+            "Env": list(cfg.env),
+            "WorkingDir": cfg.working_dir,
+            "User": cfg.user,
+            "Labels": cfg.labels,
+            "ExposedPorts": list(cfg.exposed_ports),
+        },
+        entries=entry_counts(tree),
+        os={
+            "pretty_name": info.pretty_name,
+            "id": info.os_release.get("ID"),
+            "version_id": info.os_release.get("VERSION_ID"),
+        },
+        kernels=tuple(KernelReport(k.version, k.path, k.initrd) for k in info.kernels),
+        init=info.init.value,
+        init_path=info.init_path,
+    )

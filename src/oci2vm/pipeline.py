@@ -1,0 +1,322 @@
+"""The build, top to bottom. Each phase takes what the ones before it made:
+
+1. resolve   the source becomes an Image (manifest, config, layers located and verified)
+             and an Identity (what makes the output deterministic);
+2. plan      everything that needs no layer data: options checked, boot images built, the
+             disk plan fixed, so the root filesystem can stream to its final offset;
+3. stream    the layers, flattened straight into the filesystem writer;
+4. prepare   the preparation steps edit the tree (prepare/steps.py);
+5. finish    the filesystem's metadata is written;
+6. assemble  the partition table, the ESP and the boot code around the root;
+7. convert   qemu-img turns the raw disk into the output format.
+
+The output appears only when it is complete (util/atomic.py).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+from oci2vm.arch import Arch
+from oci2vm.boot import grub
+from oci2vm.config import Config, OutputFormat
+from oci2vm.disk.assemble import BootFiles, assemble_disk
+from oci2vm.disk.convert import convert
+from oci2vm.disk.plan import DiskPlan, plan_disk
+from oci2vm.errors import Oci2vmError
+from oci2vm.fs import fat
+from oci2vm.fs.ext4 import Ext4Result, Ext4Writer, required_size
+from oci2vm.identity import Identity, image_identity
+from oci2vm.image.blobs import BlobStore, ProgressFn, uncompressed_size_hint
+from oci2vm.image.model import Image, Layer
+from oci2vm.layers.decompress import prompt_handoffs
+from oci2vm.layers.flatten import flatten
+from oci2vm.prepare import steps
+from oci2vm.prepare.hostname import check_hostname, hostname_from
+from oci2vm.prepare.ssh import read_ssh_keys
+from oci2vm.prepare.step import Step, Target
+from oci2vm.report import Reporter
+from oci2vm.reports import BuildReport, DiskReport, FilesystemReport, SystemReport
+from oci2vm.sources import Fetch, resolve
+from oci2vm.tree.editor import TreeEditor
+from oci2vm.tree.model import FileSink, Tree
+from oci2vm.tree.osinfo import OsInfo, describe
+from oci2vm.util.atomic import atomic_output, scratch_beside
+
+
+@dataclass(frozen=True, slots=True)
+class BuildContext:
+    """What every phase after `resolve` reads."""
+
+    config: Config
+    reporter: Reporter
+    image: Image
+    identity: Identity
+    store: BlobStore
+
+
+@dataclass(frozen=True, slots=True)
+class SystemOptions:
+    """What the disk's system will be, decided and checked before any byte is written."""
+
+    arch: Arch
+    hostname: str
+    root_password: str | None
+    ssh_keys: tuple[bytes, ...]
+    steps: tuple[Step, ...]
+    extra_data: int  # bytes of file data the steps add (see Step.data_bytes)
+
+
+@dataclass(frozen=True, slots=True)
+class RootFs:
+    """A root filesystem written into a file, and what preparation made of it."""
+
+    tree: Tree
+    ext4: Ext4Result
+    system: SystemOptions | None = None  # None: not prepared (a bare filesystem)
+    os: OsInfo | None = None
+    notes: tuple[str, ...] = ()
+
+
+# -- 1. resolve ----------------------------------------------------------------------------
+
+
+def blob_store(config: Config) -> BlobStore:
+    return BlobStore(config.cache_dir or BlobStore.default_root())
+
+
+def fetch_options(config: Config, reporter: Reporter, store: BlobStore) -> Fetch:
+    return Fetch(
+        platform=config.platform,
+        store=store,
+        creds=config.creds,
+        auth_file=config.auth_file,
+        tls_verify=config.tls_verify,
+        quiet=config.quiet,
+        on_blob=reporter.task if reporter.interactive else None,
+    )
+
+
+def resolve_source(config: Config, reporter: Reporter) -> tuple[Image, BlobStore]:
+    store = blob_store(config)
+    return resolve(config.source, fetch_options(config, reporter, store)), store
+
+
+def layer_progress(reporter: Reporter, image: Image) -> Callable[[int, Layer], ProgressFn]:
+    """A progress bar per layer, sized in compressed bytes read."""
+
+    def start(index: int, layer: Layer) -> ProgressFn:
+        return reporter.task(f"layer {index + 1}/{len(image.layers)}", layer.size)
+
+    return start
+
+
+# -- the build -----------------------------------------------------------------------------
+
+
+def build(config: Config, reporter: Reporter) -> BuildReport:
+    """Build config.source into config.output; returns the report (not yet printed)."""
+    if config.output is None:
+        raise Oci2vmError("build needs -o OUTPUT")
+    fmt = config.output_format()
+    if config.compress and fmt is not OutputFormat.QCOW2:
+        raise Oci2vmError("--compress is only for qcow2 output")
+    started = time.monotonic()
+    with reporter.progress():
+        image, store = resolve_source(config, reporter)
+        ctx = BuildContext(config, reporter, image, image_identity(image, config.fs_uuid), store)
+        if fmt is OutputFormat.EXT4:
+            rootfs, disk = build_filesystem(ctx, config.output), None
+        else:
+            rootfs, disk = build_disk(ctx, config.output, fmt)
+    for note in rootfs.notes:
+        reporter.warn(note)
+    return build_report(ctx, fmt, rootfs, disk, time.monotonic() - started)
+
+
+def build_filesystem(ctx: BuildContext, output: Path) -> RootFs:
+    """The bare root filesystem: phases 1, 3 and 5."""
+    with atomic_output(output) as tmp, open(tmp, "r+b") as out:
+        return write_rootfs(ctx, out, offset=0, size=ctx.config.size)
+
+
+def build_disk(ctx: BuildContext, output: Path, fmt: OutputFormat) -> tuple[RootFs, DiskReport]:
+    """A bootable disk: every phase."""
+    system = system_options(ctx.config, ctx.image)
+    plan, boot = plan_phase(ctx, system)
+    with atomic_output(output) as final, raw_disk(final, fmt) as raw:
+        with open(raw, "r+b") as disk:
+            rootfs = write_rootfs(
+                ctx, disk, offset=plan.root_offset, size=plan.root_size, system=system
+            )
+            root_size = plan.root_size or rootfs.ext4.size
+            disk_size = assemble_disk(disk, plan, root_size, ctx.identity, boot)
+        if fmt is not OutputFormat.RAW:
+            convert(raw, final, fmt, compress=ctx.config.compress)
+    report = DiskReport(
+        size=disk_size,
+        table=plan.table.value,
+        boot=ctx.config.boot.value,
+        root_offset=plan.root_offset,
+        arch=plan.arch.value,
+    )
+    return rootfs, report
+
+
+# -- 2. plan -------------------------------------------------------------------------------
+
+
+def system_options(config: Config, image: Image) -> SystemOptions:
+    arch = Arch.from_name(image.config.platform.architecture)
+    hostname = check_hostname(config.hostname) if config.hostname else hostname_from(image.name)
+    keys = read_ssh_keys(config.ssh_keys)
+    chosen = steps.SYSTEM_STEPS
+    extra = steps.data_bytes(chosen, config)
+    return SystemOptions(arch, hostname, config.root_password, keys, chosen, extra)
+
+
+def plan_phase(ctx: BuildContext, system: SystemOptions) -> tuple[DiskPlan, BootFiles]:
+    """The boot images, then the disk plan that has room for them and the root."""
+    config = ctx.config
+    arch = system.arch
+    plan = plan_disk(arch, config.table, config.boot, esp_size=0)
+    boot = boot_files(arch, plan, str(ctx.identity.fs_uuid))
+    # The root filesystem's own minimum, so that a small --size names the disk's minimum
+    # rather than the root partition's.
+    root_need = required_size(data_size_hint(ctx.image, system), 0)
+    esp_size = fat.fat_size_for(boot.esp_files) if plan.uefi else 0
+    plan = plan_disk(
+        arch, config.table, config.boot, esp_size=esp_size, disk_size=config.size,
+        root_need=root_need,
+    )  # fmt: skip
+    return plan, boot
+
+
+def boot_files(arch: Arch, plan: DiskPlan, fs_uuid: str) -> BootFiles:
+    core = grub.build_bios_core(fs_uuid, plan.table.value, arch=arch) if plan.bios else b""
+    esp_files = {}
+    if plan.uefi:
+        esp_files[arch.efi_boot_path] = grub.build_efi(fs_uuid, arch=arch)
+    return BootFiles(core, esp_files)
+
+
+def data_size_hint(image: Image, system: SystemOptions | None = None) -> int:
+    """An upper bound of the file data: the layers' and what the steps will add."""
+    hint = sum(uncompressed_size_hint(layer.blob, layer.media_type) for layer in image.layers)
+    return hint + (system.extra_data if system else 0)
+
+
+@contextmanager
+def raw_disk(final: Path, fmt: OutputFormat) -> Iterator[Path]:
+    """Where the raw disk is written: the output itself, or a scratch file to convert."""
+    if fmt is OutputFormat.RAW:
+        yield final
+        return
+    with scratch_beside(final, ".raw") as scratch:
+        yield scratch
+
+
+# -- 3-5. stream, prepare, finish ----------------------------------------------------------
+
+
+def write_rootfs(
+    ctx: BuildContext,
+    out: BinaryIO,
+    *,
+    offset: int,
+    size: int | None,
+    system: SystemOptions | None = None,
+) -> RootFs:
+    """Flatten the image straight into an ext4 filesystem at `offset` of `out`, prepare
+    the tree as a system when `system` is given, then write the metadata."""
+    writer = Ext4Writer(
+        out,
+        offset=offset,
+        size=size,
+        data_size_hint=data_size_hint(ctx.image, system),
+        uuid=ctx.identity.fs_uuid,
+        hash_seed=ctx.identity.hash_seed,
+        fs_time=ctx.identity.fs_time,
+    )
+    try:
+        with prompt_handoffs():
+            tree = flatten(
+                ctx.image,
+                sink=writer.write_file,
+                progress=layer_progress(ctx.reporter, ctx.image),
+                store=ctx.store,
+                implicit_mtime_ns=ctx.identity.fs_time * 1_000_000_000,
+            )
+            info: OsInfo | None = None
+            notes: tuple[str, ...] = ()
+            if system is not None:
+                info, notes = prepare_tree(ctx, tree, writer.write_file, system)
+            ext4 = writer.finish(tree.root)
+    except BaseException:
+        with contextlib.suppress(Exception):
+            writer.close()  # the first error is the one to report
+        raise
+    return RootFs(tree, ext4, system, info, notes)
+
+
+def prepare_tree(
+    ctx: BuildContext, tree: Tree, sink: FileSink, system: SystemOptions
+) -> tuple[OsInfo, tuple[str, ...]]:
+    """Phase 4: run the steps over the streamed tree."""
+    info = describe(tree)
+    target = Target(
+        os=info,
+        arch=system.arch,
+        source=ctx.image.source,
+        identity=ctx.identity.digest,
+        root_uuid=str(ctx.identity.fs_uuid),
+        hostname=system.hostname,
+        root_password=system.root_password,
+        ssh_keys=system.ssh_keys,
+    )
+    edit = TreeEditor(tree, ctx.identity.fs_time, sink=sink)
+    return info, tuple(steps.run_steps(system.steps, edit, target))
+
+
+# -- the report ----------------------------------------------------------------------------
+
+
+def build_report(
+    ctx: BuildContext,
+    fmt: OutputFormat,
+    rootfs: RootFs,
+    disk: DiskReport | None,
+    seconds: float,
+) -> BuildReport:
+    ext4 = rootfs.ext4
+    system = None
+    if rootfs.system is not None and rootfs.os is not None:
+        kernels = tuple(k.version for k in rootfs.os.kernels)
+        system = SystemReport(rootfs.system.hostname, kernels, rootfs.os.init.value)
+    return BuildReport(
+        output=str(ctx.config.output),
+        format=fmt.value,
+        image_id=ctx.image.config_digest,
+        manifest_digest=ctx.image.manifest_digest,
+        source_digest=ctx.identity.digest,
+        filesystem=FilesystemReport(
+            type="ext4",
+            uuid=str(ext4.uuid),
+            size=ext4.size,
+            blocks=ext4.blocks_count,
+            free_blocks=ext4.free_blocks,
+            inodes=ext4.inodes_count,
+            free_inodes=ext4.free_inodes,
+        ),
+        entries=rootfs.tree.entries,
+        seconds=seconds,
+        disk=disk,
+        system=system,
+        notes=rootfs.notes,
+    )

@@ -1,0 +1,51 @@
+"""Root's password, stored hashed (SHA-512 crypt) in /etc/shadow, never in clear; and a
+note when the build gives nobody a way to log in."""
+
+from __future__ import annotations
+
+import re
+
+from oci2vm.prepare.passwords import derived_salt, sha512_crypt
+from oci2vm.prepare.step import Step, Target
+from oci2vm.tree.editor import TreeEditor
+
+
+def apply(edit: TreeEditor, target: Target) -> list[str]:
+    if target.root_password is not None:
+        set_root_password(edit, target.root_password, target.identity)
+        return []
+    if not target.ssh_keys:
+        return [
+            "nobody can log in: no --root-password or --ssh-key was given "
+            "(the image's own accounts are unchanged)"
+        ]
+    return []
+
+
+def set_root_password(edit: TreeEditor, password: str, identity: str) -> None:
+    """Store root's password hashed in /etc/shadow, pointing /etc/passwd there."""
+    hashed = sha512_crypt(password, derived_salt(password, identity))
+    passwd = (edit.read("/etc/passwd") or b"").decode("utf-8", "replace")
+    if not re.search(r"^root:", passwd, re.M):
+        passwd = "root:x:0:0:root:/root:/bin/sh\n" + passwd
+        edit.write("/etc/passwd", passwd.encode(), mode=0o644, uid=0, gid=0)
+    elif re.search(r"^root:(?!x:)", passwd, re.M):
+        # A hash in passwd itself would win over shadow, and an empty field means no
+        # password at all: anything but 'x' points it there.
+        passwd = re.sub(r"^root:[^:]*:", "root:x:", passwd, count=1, flags=re.M)
+        edit.write("/etc/passwd", passwd.encode())
+    shadow_inode = edit.get("/etc/shadow")
+    shadow = (edit.read("/etc/shadow") or b"").decode("utf-8", "replace")
+    line_re = re.compile(r"^root:[^:]*:(.*)$", re.M)
+    if line_re.search(shadow):
+        shadow = line_re.sub(lambda m: f"root:{hashed}:{m[1]}", shadow, count=1)
+    else:
+        # The last-change field stays empty: 0 would force a new password at first login.
+        shadow = f"root:{hashed}::0:99999:7:::\n" + shadow
+    if shadow_inode is None:
+        edit.write("/etc/shadow", shadow.encode(), mode=0o600, uid=0, gid=0)
+    else:
+        edit.write("/etc/shadow", shadow.encode())
+
+
+STEP = Step("accounts", apply)
