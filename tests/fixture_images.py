@@ -11,7 +11,7 @@ writable, else ~/.cache/oci2vm-fixtures). Independent of the oci2vm package on p
 from __future__ import annotations
 
 import functools
-import importlib.util
+import importlib
 import json
 import sys
 from dataclasses import dataclass
@@ -19,18 +19,16 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "build_fixtures.py"
+SCRIPTS = Path(__file__).resolve().parent.parent / "scripts"
+SCRIPT = SCRIPTS / "build_fixtures.py"  # the command line over the package below
 
 
 @functools.cache
 def builder() -> ModuleType:
-    """scripts/build_fixtures.py as a module (scripts/ is not a package)."""
-    spec = importlib.util.spec_from_file_location("oci2vm_build_fixtures", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while it executes
-    spec.loader.exec_module(module)
-    return module
+    """The package scripts/oci2vm_fixtures (what SCRIPT runs), imported from scripts/."""
+    if str(SCRIPTS) not in sys.path:
+        sys.path.insert(0, str(SCRIPTS))
+    return importlib.import_module("oci2vm_fixtures")
 
 
 @dataclass(frozen=True)
