@@ -1,0 +1,113 @@
+"""Helpers for the tree editor's and the preparation steps' tests: small images flattened
+into trees, and the steps run over them as a disk build runs them."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+from layouts import Member, directory, file, symlink, write_layout
+from oci2vm.arch import Arch
+from oci2vm.layers.flatten import flatten
+from oci2vm.prepare.step import Target
+from oci2vm.prepare.steps import SYSTEM_STEPS, run_steps
+from oci2vm.sources import Fetch, resolve
+from oci2vm.tree.editor import TreeEditor
+from oci2vm.tree.model import Inode, Kind, Tree, lookup
+from oci2vm.tree.osinfo import describe
+
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore", DeprecationWarning)
+    import crypt  # deprecated since 3.11, gone in 3.13: the reference for these tests
+
+FS_TIME = 1_700_000_000
+ROOT_UUID = "0ccd2b3c-7b0e-4f4c-9d8f-1a2b3c4d5e6f"
+IDENTITY = "sha256:" + "ab" * 32
+NOBODY_NOTE = (
+    "nobody can log in: no --root-password or --ssh-key was given "
+    "(the image's own accounts are unchanged)"
+)
+NO_SSHD_NOTE = "the image has no SSH server: the key only helps once one is installed"
+FSTAB = (
+    "# Written by oci2vm.\n"
+    "# <file system>  <mount point>  <type>  <options>  <dump>  <pass>\n"
+    f"UUID={ROOT_UUID}  /  ext4  rw,errors=remount-ro  0  1\n"
+).encode()
+DEBIAN_PASSWD = (
+    b"root:x:0:0:root:/root:/bin/bash\ndaemon:x:1:1:daemon:/usr/sbin:/usr/sbin/nologin\n"
+)
+DEBIAN_SHADOW = b"root:*:19000:0:99999:7:::\ndaemon:*:19000:0:99999:7:::\n"
+# The steps that edit a system's files (the kernel check and grub.cfg need a kernel).
+FILE_STEPS = tuple(step for step in SYSTEM_STEPS if step.name not in ("kernel", "bootcfg"))
+
+
+def libc_crypt(password: str, setting: str) -> str:
+    result = crypt.crypt(password, setting)
+    assert result is not None and result.startswith("$6$"), (setting, result)
+    return result
+
+
+def flattened(tmp_path: Path, members: list[Member]) -> Tree:
+    write_layout(tmp_path / "img", [members])
+    return flatten(resolve(f"oci:{tmp_path / 'img'}", Fetch()))
+
+
+def content(tree: Tree, path: str) -> bytes:
+    """A file's bytes as preparation left them (only prepared or captured files)."""
+    inode = lookup(tree.root, path)
+    assert inode is not None and inode.kind is Kind.FILE, path
+    data = tree.content(inode)
+    assert data is not None, path
+    return data
+
+
+def entry(tree: Tree, path: str) -> Inode:
+    inode = lookup(tree.root, path)
+    assert inode is not None, path
+    return inode
+
+
+def options(
+    *, password: str | None = None, keys: tuple[bytes, ...] = (), hostname: str = "vm1"
+) -> dict[str, object]:
+    return {"root_password": password, "ssh_keys": keys, "hostname": hostname}
+
+
+def prepare(tree: Tree, opts: dict[str, object]) -> list[str]:
+    target = Target(
+        os=describe(tree),
+        arch=Arch.default(),
+        source="test",
+        identity=IDENTITY,
+        root_uuid=ROOT_UUID,
+        **opts,  # type: ignore[arg-type]
+    )
+    return run_steps(FILE_STEPS, TreeEditor(tree, FS_TIME), target)
+
+
+def systemd_members(*, merged_usr: bool = False) -> list[Member]:
+    lib = "usr/lib" if merged_usr else "lib"
+    members = [
+        directory("usr"),
+        directory("usr/lib"),
+        directory("sbin"),
+        directory("etc"),
+        file("etc/passwd", DEBIAN_PASSWD),
+        file("etc/shadow", DEBIAN_SHADOW, mode=0o640, gid=42),
+        file("etc/hostname", b"buildkitsandbox\n"),
+        file(".dockerenv"),
+        directory("run"),
+        file("run/.containerenv", b'engine="podman"\n'),
+    ]
+    if merged_usr:
+        members.append(symlink("lib", "usr/lib"))
+    else:
+        members.append(directory("lib"))
+    members += [
+        directory(f"{lib}/systemd"),
+        file(f"{lib}/systemd/systemd", b"\x7fELF", mode=0o755),
+        directory(f"{lib}/systemd/system"),
+        file(f"{lib}/systemd/system/serial-getty@.service", b"[Unit]\n"),
+        symlink("sbin/init", "/lib/systemd/systemd"),
+    ]
+    return members
