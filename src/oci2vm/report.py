@@ -2,7 +2,7 @@
 
 Progress goes to stderr and only when stderr is a terminal, so pipes and CI logs stay
 clean; the final report goes to stdout. rich is imported only when a progress display is
-shown (its import costs about 70 ms, a noticeable part of a short command); text is written
+shown (its import is a noticeable part of a short command's start-up); text is written
 plainly otherwise.
 """
 

@@ -42,10 +42,9 @@ TAIL_CHARS = 4000  # how much console output a CheckResult keeps
 # A boot sector in 16-bit real mode, where broken nested KVM is at its worst. It spins ~1M
 # loop iterations (a millisecond on working KVM, seconds where real mode is emulated), prints
 # a marker on COM1, and ends QEMU by writing 0 to the isa-debug-exit port (exit status 1).
-# It runs with the CPU options real boots use. Measured on the project's build machine
-# (nested KVM): with "-cpu host" QEMU aborts at once ("failed to set MSR 0x10a"); with the
-# default CPU the probe takes ~5 s (SeaBIOS alone ~3 s), GRUB's BIOS stage ~50 s; under
-# TCG the probe takes 0.15 s and GRUB 0.7 s.
+# It runs with the CPU options real boots use: on nested KVM that emulates real mode, the
+# probe takes seconds (where TCG needs a fraction of one) or QEMU fails outright ("-cpu
+# host" can abort with "failed to set MSR"), and either way the probe's deadline says TCG.
 KVM_PROBE_MARKER = b"OCI2VM-KVM-PROBE-OK"
 _PROBE_LOAD_ADDRESS = 0x7C00
 _PROBE_CODE = bytes.fromhex(

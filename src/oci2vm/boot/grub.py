@@ -355,7 +355,7 @@ def grub_cfg(
     BIOS GRUB boots with linux16/initrd16, the kernel's 16-bit entry (as syslinux does),
     not its 32-bit `linux`: that loader reserves the kernel's whole init_size (66 MiB for
     Debian 12's) at the preferred address, and when GRUB's heap is in the way, its
-    relocator moves all of it byte by byte (`rep movsb`) at boot, 3.6 s under emulation.
+    relocator moves all of it byte by byte (`rep movsb`) at boot, seconds under emulation.
     linux16 loads the kernel at 1 MiB where it is, and its setup code asks the BIOS for
     the memory map itself. UEFI GRUB keeps `linux` (the EFI handover).
     """

@@ -13,9 +13,8 @@ from dataclasses import dataclass, field
 from typing import BinaryIO
 
 from oci2vm.errors import Oci2vmError
+from oci2vm.util.units import MIB, SECTOR, align_up, ceil_div
 
-SECTOR = 512
-MIB = 1024 * 1024
 DIR_ENTRY_SIZE = 32
 NUM_FATS = 2
 MEDIA_FIXED_DISK = 0xF8
@@ -64,16 +63,21 @@ NOT_BOOTABLE_CODE = b"\xcd\x18\xf4\xeb\xfd"
 # BPB_RootEntCnt, BPB_TotSec16, BPB_Media, BPB_FATSz16, BPB_SecPerTrk, BPB_NumHeads,
 # BPB_HiddSec, BPB_TotSec32
 _BPB = struct.Struct("<3s8sHBHBHHBHHHII")
+assert _BPB.size == 36  # fatgen103: BPB_TotSec32 ends at offset 36
 # BS_DrvNum, BS_Reserved1, BS_BootSig, BS_VolID, BS_VolLab, BS_FilSysType
 _EBPB = struct.Struct("<BBBI11s8s")
+assert _EBPB.size == 26  # fatgen103: from BS_DrvNum (36, or 64 on FAT32) to BS_FilSysType's end
 # BPB_FATSz32, BPB_ExtFlags, BPB_FSVer, BPB_RootClus, BPB_FSInfo, BPB_BkBootSec, BPB_Reserved
 _FAT32_BPB = struct.Struct("<IHHIHH12s")
+assert _FAT32_BPB.size == 28  # fatgen103: offsets 36 to 64
 # DIR_Name, DIR_Attr, DIR_NTRes, DIR_CrtTimeTenth, DIR_CrtTime, DIR_CrtDate, DIR_LstAccDate,
 # DIR_FstClusHI, DIR_WrtTime, DIR_WrtDate, DIR_FstClusLO, DIR_FileSize
 _DIRENT = struct.Struct("<11sBBBHHHHHHHI")
+assert _DIRENT.size == DIR_ENTRY_SIZE
 # LDIR_Ord, LDIR_Name1, LDIR_Attr, LDIR_Type, LDIR_Chksum, LDIR_Name2, LDIR_FstClusLO,
 # LDIR_Name3
 _LFN = struct.Struct("<B10sBBB12sH4s")
+assert _LFN.size == DIR_ENTRY_SIZE  # a long-name entry takes a directory entry's place
 OEM_NAME = b"MSWIN4.1"  # what fatgen103 recommends for the widest driver compatibility
 DRIVE_NUMBER = 0x80
 EXTENDED_BOOT_SIGNATURE = 0x29
@@ -97,7 +101,7 @@ class _Geometry:
 
     @property
     def root_dir_sectors(self) -> int:
-        return -(-self.root_entries * DIR_ENTRY_SIZE // SECTOR)
+        return ceil_div(self.root_entries * DIR_ENTRY_SIZE, SECTOR)
 
     @property
     def data_sector(self) -> int:
@@ -121,12 +125,12 @@ class _Node:
 
 def _fit(fat_bits: int, total: int, per_cluster: int, reserved: int, root: int) -> _Geometry:
     """Grow the FAT until it has an entry for every cluster the rest of the volume holds."""
-    root_sectors = -(-root * DIR_ENTRY_SIZE // SECTOR)
+    root_sectors = ceil_div(root * DIR_ENTRY_SIZE, SECTOR)
     fat_sectors = 1
     while True:
         data_sectors = total - reserved - root_sectors - NUM_FATS * fat_sectors
         clusters = max(data_sectors, 0) // per_cluster
-        needed = -(-((clusters + 2) * fat_bits) // (8 * SECTOR))
+        needed = ceil_div((clusters + 2) * fat_bits, 8 * SECTOR)
         if needed <= fat_sectors:
             return _Geometry(fat_bits, total, per_cluster, reserved, fat_sectors, root, clusters)
         fat_sectors = needed
@@ -257,7 +261,7 @@ def _assign_short_names(directory: _Node) -> None:
 def _long_entry_count(node: _Node) -> int:
     if not node.needs_long_name:
         return 0
-    return -(-len(node.name.encode("utf-16-le")) // 2 // LFN_UNITS_PER_ENTRY)
+    return ceil_div(len(node.name.encode("utf-16-le")) // 2, LFN_UNITS_PER_ENTRY)
 
 
 def _directory_entries(directory: _Node, *, is_root: bool, has_label: bool) -> int:
@@ -297,12 +301,12 @@ def _allocate(root: _Node, geometry: _Geometry, has_label: bool) -> int:
                 )
         else:
             directory.first_cluster = next_cluster
-            directory.cluster_count = max(1, -(-entries * DIR_ENTRY_SIZE // cluster_bytes))
+            directory.cluster_count = max(1, ceil_div(entries * DIR_ENTRY_SIZE, cluster_bytes))
             next_cluster += directory.cluster_count
         for child in _ordered(directory):
             if child.data:  # a file with contents; empty files own no cluster
                 child.first_cluster = next_cluster
-                child.cluster_count = -(-len(child.data) // cluster_bytes)
+                child.cluster_count = ceil_div(len(child.data), cluster_bytes)
                 next_cluster += child.cluster_count
     return next_cluster
 
@@ -388,7 +392,7 @@ def _fat_bytes(geometry: _Geometry, chains: list[tuple[int, int]], end: int) -> 
     elif bits == 16:
         packed = bytearray(struct.pack(f"<{end}H", *entries))
     else:
-        packed = bytearray(-(-end * 3 // 2))
+        packed = bytearray(ceil_div(end * 3, 2))
         for cluster, value in enumerate(entries):
             offset = cluster * 3 // 2
             if cluster % 2 == 0:  # low 12 bits of the little-endian pair
@@ -397,7 +401,7 @@ def _fat_bytes(geometry: _Geometry, chains: list[tuple[int, int]], end: int) -> 
             else:  # high 12 bits
                 packed[offset] = (packed[offset] & 0x0F) | ((value & 0x0F) << 4)
                 packed[offset + 1] = value >> 4
-    return bytes(packed.ljust(-(-len(packed) // SECTOR) * SECTOR, b"\0"))
+    return bytes(packed.ljust(align_up(len(packed), SECTOR), b"\0"))
 
 
 def _boot_sector(geometry: _Geometry, hidden: int, volume_id: int, label: bytes) -> bytes:
@@ -565,10 +569,10 @@ def fat_size_for(files: Mapping[str, bytes]) -> int:
     FAT32), and half as much free space again as the files and directories take."""
     root = _tree(files)
     payload = sum(
-        -(-len(node.data) // 4096) * 4096 for node in _all_nodes(root) if node.data is not None
+        align_up(len(node.data), 4096) for node in _all_nodes(root) if node.data is not None
     )
     payload += sum(4096 for node in _all_nodes(root) if node.data is None)
-    size = max(MIN_ESP_SIZE, -(-(payload * 3 // 2 + MIB) // MIB) * MIB)
+    size = max(MIN_ESP_SIZE, align_up(payload * 3 // 2 + MIB, MIB))
     while True:
         _, geometry, end = _plan(files, size, has_label=True)
         if end - 2 <= geometry.clusters:

@@ -143,8 +143,8 @@ _HANDOFFS = _Handoffs()
 def prompt_handoffs() -> Iterator[None]:
     """While layers stream, hand the GIL over sooner than CPython's 5 ms: the inflating,
     hashing and writing threads each need it for a moment per chunk, and by default they
-    wait behind the parsing thread for most of that interval (measured: 0.3-0.5 s of a
-    4 s build). The interval is restored when the last overlapping user is done."""
+    wait behind the parsing thread for most of that interval, a visible share of a build.
+    The interval is restored when the last overlapping user is done."""
     state = _HANDOFFS
     with state.lock:
         if state.users == 0:
