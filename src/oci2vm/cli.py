@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from enum import StrEnum
 from pathlib import Path
 
@@ -19,7 +21,7 @@ from oci2vm.config import (
     OutputFormat,
     PartitionTable,
 )
-from oci2vm.errors import Oci2vmError
+from oci2vm.errors import Oci2vmError, Terminated
 from oci2vm.image.model import Platform
 from oci2vm.report import Reporter
 from oci2vm.util.units import parse_size
@@ -240,15 +242,46 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     reporter = Reporter(quiet=config.quiet, json_output=config.json)
     try:
-        from oci2vm.commands import command
+        with signals_unwind():
+            from oci2vm.commands import command
 
-        return command(args.command)(config, reporter)
+            return command(args.command)(config, reporter)
     except Oci2vmError as e:
         print(f"oci2vm: error: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("oci2vm: interrupted", file=sys.stderr)
-        return 130
+        return 128 + signal.SIGINT
+    except Terminated as e:
+        print(f"oci2vm: stopped by {signal.Signals(e.signum).name}", file=sys.stderr)
+        return 128 + e.signum
+
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+@contextmanager
+def signals_unwind() -> Iterator[None]:
+    """Turn the signals a user or a CI runner stops a command with into exceptions, so the
+    command unwinds and removes its temporary outputs; while it unwinds, further signals
+    are ignored (a second Ctrl-C must not leave a half-removed output behind)."""
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        yield  # started in the background with SIGINT ignored: leave that as it is
+        return
+
+    def stop(signum: int, _frame: object) -> None:
+        for other in STOP_SIGNALS:
+            signal.signal(other, signal.SIG_IGN)
+        if signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        raise Terminated(signum)
+
+    previous = {signum: signal.signal(signum, stop) for signum in STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 if __name__ == "__main__":

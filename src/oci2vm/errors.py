@@ -4,3 +4,12 @@ anything else that escapes is a bug and keeps its traceback."""
 
 class Oci2vmError(Exception):
     """A problem with the user's input or environment, reported as one line."""
+
+
+class Terminated(BaseException):
+    """A stop signal (SIGTERM, SIGHUP) arrived: unwinds the way Ctrl-C does, so that every
+    temporary output is removed, and the process exits with 128 + the signal's number."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum

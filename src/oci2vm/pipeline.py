@@ -16,6 +16,7 @@ The output appears only when it is complete (util/atomic.py).
 from __future__ import annotations
 
 import contextlib
+import errno
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -128,7 +129,7 @@ def build(config: Config, reporter: Reporter) -> BuildReport:
     if config.compress and fmt is not OutputFormat.QCOW2:
         raise Oci2vmError("--compress is only for qcow2 output")
     started = time.monotonic()
-    with reporter.progress():
+    with reporter.progress(), no_space_is_an_error(config.output):
         image, store = resolve_source(config, reporter)
         ctx = BuildContext(config, reporter, image, image_identity(image, config.fs_uuid), store)
         if fmt is OutputFormat.EXT4:
@@ -138,6 +139,24 @@ def build(config: Config, reporter: Reporter) -> BuildReport:
     for note in rootfs.notes:
         reporter.warn(note)
     return build_report(ctx, fmt, rootfs, disk, time.monotonic() - started)
+
+
+NO_SPACE = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+
+
+@contextmanager
+def no_space_is_an_error(output: Path) -> Iterator[None]:
+    """A full disk or quota is the user's to fix, not a bug: one line naming the fix."""
+    try:
+        yield
+    except OSError as e:
+        if e.errno not in NO_SPACE:
+            raise
+        where = e.filename or output
+        raise Oci2vmError(
+            f"{where}: {e.strerror}: free some space there, or choose another -o "
+            "(or --cache-dir, if the cache is where it ran out)"
+        ) from None
 
 
 def build_filesystem(ctx: BuildContext, output: Path) -> RootFs:

@@ -4,6 +4,7 @@ into place at the end and removed on any error, and scratch files beside it."""
 from __future__ import annotations
 
 import os
+import stat
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -16,8 +17,7 @@ from oci2vm.errors import Oci2vmError
 def atomic_output(path: Path) -> Iterator[Path]:
     """A temporary file beside `path`, renamed to it on success, removed on failure."""
     path = path.absolute()
-    if path.is_dir():
-        raise Oci2vmError(f"{path}: is a directory")
+    check_replaceable(path)
     if not path.parent.is_dir():
         raise Oci2vmError(f"{path.parent}: no such directory")
     try:
@@ -35,6 +35,32 @@ def atomic_output(path: Path) -> Iterator[Path]:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def check_replaceable(path: Path) -> None:
+    """Only a regular file (or a symlink to one) or a missing path may become the output:
+    replacing a device, a FIFO or a socket (-o /dev/null as root) would destroy it."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return  # missing, or a dangling symlink (replaced, like any symlink)
+    except OSError as e:
+        raise Oci2vmError(f"{path}: {e.strerror}: choose another -o") from None
+    if stat.S_ISDIR(mode):
+        raise Oci2vmError(f"{path}: is a directory")
+    if not stat.S_ISREG(mode):
+        kind = _KINDS.get(stat.S_IFMT(mode), "special file")
+        raise Oci2vmError(
+            f"{path}: is a {kind}, and oci2vm replaces only regular files: choose another -o"
+        )
+
+
+_KINDS = {
+    stat.S_IFCHR: "character device",
+    stat.S_IFBLK: "block device",
+    stat.S_IFIFO: "FIFO",
+    stat.S_IFSOCK: "socket",
+}
 
 
 @contextmanager
