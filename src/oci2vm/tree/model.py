@@ -187,25 +187,40 @@ def name_bytes(name: str) -> bytes:
 def walk(root: Inode, prefix: str = "") -> Iterator[tuple[str, Inode]]:
     """Yield (path, inode) for every directory entry below root, in sorted name order,
     parents before children; paths are '/'-joined and begin with '/'. The root itself
-    is yielded first as '/'. A hardlinked inode is yielded once per path."""
+    is yielded first as '/'. A hardlinked inode is yielded once per path. Iterative: a
+    tree's depth is the image's to choose, and no recursion limit applies to it."""
     if not prefix:
         yield "/", root
     assert root.children is not None
-    for name in sorted(root.children, key=name_bytes):
-        child = root.children[name]
-        path = f"{prefix}/{name}"
+    stack = [(prefix, _sorted_children(root))]
+    while stack:
+        base, pending = stack[-1]
+        if not pending:
+            stack.pop()
+            continue
+        name, child = pending.pop()
+        path = f"{base}/{name}"
         yield path, child
         if child.children is not None:
-            yield from walk(child, path)
+            stack.append((path, _sorted_children(child)))
+
+
+def _sorted_children(directory: Inode) -> list[tuple[str, Inode]]:
+    """A directory's entries in reverse name order, to be popped in name order."""
+    assert directory.children is not None
+    names = sorted(directory.children, key=name_bytes, reverse=True)
+    return [(name, directory.children[name]) for name in names]
 
 
 def count_entries(root: Inode) -> int:
     """Directory entries below root (a hardlinked inode counts once per name)."""
-    assert root.children is not None
-    total = len(root.children)
-    for child in root.children.values():
-        if child.children is not None:
-            total += count_entries(child)
+    total = 0
+    stack = [root]
+    while stack:
+        directory = stack.pop()
+        assert directory.children is not None
+        total += len(directory.children)
+        stack.extend(c for c in directory.children.values() if c.children is not None)
     return total
 
 
