@@ -54,15 +54,17 @@ def resolve(source: str, fetch: Fetch) -> Image:
 
 def _resolve(source: str, fetch: Fetch) -> Image:
     transport, sep, rest = source.partition(":")
+    if sep and transport in SKOPEO_ONLY:
+        # skopeo's transports are always transports, even where the rest could pass for
+        # a tag (dir:image is a directory, never docker.io/library/dir:image).
+        raise Oci2vmError(
+            f"transport {transport}: is not supported: use one of "
+            + ", ".join(f"{t}:" for t in TRANSPORTS)
+        )
     if not sep or transport not in TRANSPORTS:
         # A bare reference (debian:12, localhost:5000/app:1) goes to a registry; an
-        # unknown transport (ftp://x, dir:/tmp/x) is reported as such.
+        # unknown transport (ftp://x) is reported as such.
         if rest.startswith("//") or not looks_like_reference(source):
-            if transport in SKOPEO_ONLY:
-                raise Oci2vmError(
-                    f"transport {transport}: is not supported: use one of "
-                    + ", ".join(f"{t}:" for t in TRANSPORTS)
-                )
             raise Oci2vmError(
                 f"unknown transport {transport!r} in {source!r}: use one of "
                 + ", ".join(f"{t}:" for t in TRANSPORTS)

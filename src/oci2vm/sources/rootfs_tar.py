@@ -18,7 +18,10 @@ if TYPE_CHECKING:
 def resolve(source: str, path: Path, fetch: Fetch) -> Image:
     if not path.is_file():
         raise Oci2vmError(f"{path}: no such file" if not path.exists() else f"{path}: not a file")
-    blob = BlobRef(path, 0, path.stat().st_size, None)
+    size = path.stat().st_size
+    if size == 0:
+        raise Oci2vmError(f"{path}: is empty, not a root filesystem tarball")
+    blob = BlobRef(path, 0, size, None)
     name = path.name
     for suffix in (".gz", ".tgz", ".zst", ".tar"):
         name = name.removesuffix(suffix)
