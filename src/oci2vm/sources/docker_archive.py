@@ -119,8 +119,14 @@ class _NoLayoutMatchError(Exception):
 def _layout_tag(container: Container, entry: dict[str, Any]) -> str:
     """Find the index.json entry for this manifest.json entry: Docker annotates it with
     the image name, else match it by its config digest."""
-    index = load_json(container.read("index.json"), f"{container.path}: index.json")
-    entries = index_entries(index, f"{container.path}: index.json")
+    try:
+        index = load_json(container.read("index.json"), f"{container.path}: index.json")
+        # Docker 25 can write "manifests": null; skopeo reads manifest.json alone anyway.
+        if not index.get("manifests"):
+            raise _NoLayoutMatchError
+        entries = index_entries(index, f"{container.path}: index.json")
+    except Oci2vmError:
+        raise _NoLayoutMatchError from None
     config_digest = _digest_of_path(str(entry.get("Config", "")))
     for d in entries:
         if len(entries) == 1:
