@@ -16,14 +16,12 @@ object; finish() adds flat per-inode arrays (numbering.py), never all packed ino
 
 from __future__ import annotations
 
-import os
-import queue
-import threading
 import uuid as uuidlib
 from dataclasses import dataclass
 from typing import BinaryIO
 
 from oci2vm.errors import Oci2vmError
+from oci2vm.fs.blockio import BlockWriter
 from oci2vm.fs.ext4.dirs import FILE_TYPES, DirEntry, build_dir, hash_seed_words
 from oci2vm.fs.ext4.inode import (
     FL_EXTENTS,
@@ -72,12 +70,6 @@ from oci2vm.fs.ext4.numbering import InodeNumbering
 from oci2vm.fs.ext4.xattr import Xattr, pack_block, pack_ibody, split_xattrs, to_ext4_xattrs
 from oci2vm.tree.model import BytesData, BytesReader, DataReader, Inode, Kind, LayerData
 
-COPY_CHUNK = 1 << 20
-GATHER_LIMIT = 4 << 20
-WRITES_AHEAD = 4  # gathered writes queued for the write-behind thread
-IOV_LIMIT = 1000  # pieces per pwritev(), below IOV_MAX (1024)
-_ZERO_CHUNK = bytes(COPY_CHUNK)
-_ZERO_VIEW = memoryview(_ZERO_CHUNK)
 _NO_XATTRS: tuple[list[Xattr], list[Xattr]] = ([], [])  # (in the inode, in a block); read only
 MAX_LINKS = 65000  # EXT4_LINK_MAX
 MAX_FILE_SIZE = (1 << 32) * BLOCK_SIZE - BLOCK_SIZE  # logical block numbers are 32 bits
@@ -142,55 +134,6 @@ def _set_bits(bitmap: bytearray, first: int, count: int) -> None:
         first += 1
 
 
-def _pwritev_all(fd: int, pieces: list[bytes | memoryview], pos: int) -> None:
-    total = sum(len(piece) for piece in pieces)
-    written = os.pwritev(fd, pieces, pos)
-    if written < total:  # a short write: go on plainly
-        rest = memoryview(b"".join(pieces))[written:]
-        pos += written
-        while rest:
-            n = os.pwrite(fd, rest, pos)
-            rest, pos = rest[n:], pos + n
-
-
-class _WriteBehind:
-    """Positional writes made by a thread of their own: the kernel's copy into the page
-    cache (about 0.5 s of CPU for the Debian fixture's 618 MB) overlaps with parsing the
-    entries that follow. At most WRITES_AHEAD writes wait, which bounds the memory their
-    pieces pin. The first error is raised by the next submit() or by close()."""
-
-    def __init__(self, fd: int) -> None:
-        self._fd = fd
-        self._queue: queue.Queue[tuple[list[bytes | memoryview], int] | None] = queue.Queue(
-            WRITES_AHEAD
-        )
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, name="ext4-write", daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while (item := self._queue.get()) is not None:
-            if self._error is None:
-                try:
-                    _pwritev_all(self._fd, *item)
-                except BaseException as e:  # raised in the submitting thread
-                    self._error = e
-
-    def _raise(self) -> None:
-        if self._error is not None:
-            error, self._error = self._error, None
-            raise error
-
-    def submit(self, pieces: list[bytes | memoryview], pos: int) -> None:
-        self._raise()
-        self._queue.put((pieces, pos))
-
-    def close(self) -> None:
-        self._queue.put(None)
-        self._thread.join()
-        self._raise()
-
-
 class Ext4Writer:
     """Write an ext4 filesystem into `out` at byte `offset`.
 
@@ -214,8 +157,6 @@ class Ext4Writer:
         fs_time: int,
         label: str = "",
     ) -> None:
-        self._out = out
-        self._offset = offset
         self._size = size
         self._uuid = uuid
         self._hash_seed = hash_seed
@@ -242,71 +183,14 @@ class Ext4Writer:
         # object per file, made while layers stream, ready for the inode.
         self._files: dict[int, bytes] = {}
         self._written: list[Inode] = []  # those inodes, kept so that their ids stay unique
-        self._fd: int | None = None
-        try:
-            self._fd = out.fileno()
-            out.flush()  # from here on we write with pwrite(), past the buffer
-        except (AttributeError, OSError):
-            self._fd = None
-        self._behind: _WriteBehind | None = None
-        self._pending: list[bytes | memoryview] = []  # gathered writes, from _pending_at
-        self._pending_at = 0
-        self._pending_end = 0
+        # Every write goes through here: positions count from the filesystem's start.
+        self._io = BlockWriter(out, base=offset, block_size=BLOCK_SIZE, name="ext4-write")
         self._finished = False
-
-    # -- output ------------------------------------------------------------------------
-
-    def _write_at(self, pos: int, data: bytes | memoryview) -> None:
-        """Write at `pos` (bytes from the filesystem's start). Writes that follow on from
-        the pending ones, or start later in their last block (the rest of that block is
-        slack or a hole inside it, so zeros), are gathered into one pwritev() of the
-        pieces as they are, never copied: small files then cost one system call per few
-        MiB instead of one each, and the file data of a layer goes from the inflater's
-        output to the kernel untouched. Pieces must not change while pending."""
-        end = self._pending_end
-        if self._pending and end <= pos <= ceil_div(end, BLOCK_SIZE) * BLOCK_SIZE:
-            if pos > end:
-                self._pending.append(_ZERO_VIEW[: pos - end])
-        else:
-            self._flush()
-            self._pending_at = pos
-        self._pending.append(data)
-        self._pending_end = pos + len(data)
-        if self._pending_end - self._pending_at >= GATHER_LIMIT or len(self._pending) >= IOV_LIMIT:
-            self._flush()
-
-    def _flush(self) -> None:
-        if not self._pending:
-            return
-        pos = self._offset + self._pending_at
-        pieces, self._pending = self._pending, []
-        if self._fd is None:
-            self._out.seek(pos)
-            for piece in pieces:
-                self._out.write(piece)
-        else:
-            if self._behind is None:
-                self._behind = _WriteBehind(self._fd)
-            self._behind.submit(pieces, pos)
 
     def close(self) -> None:
         """Wait for the writes handed to the write-behind thread, and stop it (finish()
         does this; call it when giving up before finish())."""
-        behind, self._behind = self._behind, None
-        if behind is not None:
-            behind.close()
-
-    def _copy(self, data: DataReader, pos: int, length: int) -> None:
-        while length > 0:
-            piece = data.view(min(length, COPY_CHUNK))
-            n = len(piece)
-            if not n:
-                raise Oci2vmError("a file's data ended before its recorded size")
-            # All-zero pieces are left as holes (the output reads as zeros already).
-            if piece[0] or piece[n - 1] or not _ZERO_CHUNK.startswith(piece):
-                self._write_at(pos, piece)
-            pos += n
-            length -= n
+        self._io.close()
 
     # -- file data ---------------------------------------------------------------------
 
@@ -333,7 +217,7 @@ class Ext4Writer:
                 logical, physical, run = pieces[at]
                 within = pos - logical * BLOCK_SIZE
                 span = min(remaining, run * BLOCK_SIZE - within)
-                self._copy(data, physical * BLOCK_SIZE + within, span)
+                self._io.copy(physical * BLOCK_SIZE + within, data, span)
                 pos += span
                 remaining -= span
         self._files[id(inode)] = pack_leaves(pieces)
@@ -369,14 +253,9 @@ class Ext4Writer:
         self._write_tail(tree, geo, journal)
         if self._alloc.next > geo.blocks_count:
             raise RuntimeError("ext4 metadata overran the filesystem's blocks")
-        self._flush()
-        self.close()
-        fs_end = self._offset + geo.blocks_count * BLOCK_SIZE
-        end = max(fs_end, self._offset + (self._size or 0))
-        self._out.seek(0, 2)
-        if self._out.tell() < end:
-            self._out.truncate(end)
-        self._out.flush()
+        self._io.flush()
+        self._io.close()
+        self._io.extend_to(max(geo.blocks_count * BLOCK_SIZE, self._size or 0))
         return self._result
 
     def _alloc_blocks(self, count: int) -> list[Extent]:
@@ -394,7 +273,7 @@ class Ext4Writer:
 
     def _write_tree_blocks(self, tree: ExtentTree) -> None:
         for block, content in tree.blocks:
-            self._write_at(block * BLOCK_SIZE, content)
+            self._io.write_at(block * BLOCK_SIZE, content)
 
     def _directories(self, tree: InodeNumbering) -> dict[int, _Dir]:
         """Build and write every directory's blocks (and extent tree)."""
@@ -419,7 +298,7 @@ class Ext4Writer:
             extents = self._alloc_blocks(len(built.blocks))
             for e in extents:
                 run = b"".join(built.blocks[e.logical : e.logical + e.length])
-                self._write_at(e.physical * BLOCK_SIZE, run)
+                self._io.write_at(e.physical * BLOCK_SIZE, run)
             extent_tree = self._tree(extents, ino_seed)
             out[ino] = _Dir(
                 extent_tree.i_block,
@@ -463,7 +342,7 @@ class Ext4Writer:
                 packed = self._inode(tree, ino, inode, dirs, crtime_ns)
             except _InodeError as error:
                 raise Oci2vmError(f"{tree.path(ino)}: {error}") from None
-            self._write_at(self._inode_pos(ino), packed)
+            self._io.write_at(self._inode_pos(ino), packed)
 
     def _inode_pos(self, ino: int) -> int:
         group, index = divmod(ino - 1, self._inodes_per_group)
@@ -486,7 +365,7 @@ class Ext4Writer:
         file_acl = 0
         if in_block:
             file_acl = self._alloc.alloc_one()
-            self._write_at(file_acl * BLOCK_SIZE, pack_block(in_block, file_acl, self._fs_seed))
+            self._io.write_at(file_acl * BLOCK_SIZE, pack_block(in_block, file_acl, self._fs_seed))
         blocks = 1 if file_acl else 0
         flags = 0
         size = 0
@@ -510,7 +389,7 @@ class Ext4Writer:
                 i_block = target.ljust(60, b"\0")  # fast symlink
             else:
                 extents = self._alloc_blocks(1)
-                self._write_at(extents[0].physical * BLOCK_SIZE, target)
+                self._io.write_at(extents[0].physical * BLOCK_SIZE, target)
                 extent_tree = self._tree(extents, ino_seed)
                 i_block, flags = extent_tree.i_block, FL_EXTENTS
                 blocks += 1
@@ -602,7 +481,7 @@ class Ext4Writer:
         jseed = inode_csum_seed(fs_seed, JOURNAL_INO)
         jtree = self._tree(journal, jseed)
         jblocks = sum(e.length for e in journal)
-        self._write_at(journal[0].physical * BLOCK_SIZE, journal_superblock(jblocks, self._uuid))
+        self._io.write_at(journal[0].physical * BLOCK_SIZE, journal_superblock(jblocks, self._uuid))
         jtime = self._fs_time * 1_000_000_000
         jsize = jblocks * BLOCK_SIZE
         journal_inode = pack_inode(
@@ -622,7 +501,7 @@ class Ext4Writer:
             ),
             jseed,
         )
-        self._write_at(self._inode_pos(JOURNAL_INO), journal_inode)
+        self._io.write_at(self._inode_pos(JOURNAL_INO), journal_inode)
         # Block bitmaps: superblock copies, reachable file data, everything since finish().
         bitmaps = [bytearray(BLOCK_SIZE) for _ in range(geo.groups)]
 
@@ -670,7 +549,7 @@ class Ext4Writer:
             inode_bitmap = self._bitmap_blocks[geo.groups + group]
             for where, content in ((block_bitmap, bitmap), (inode_bitmap, ibitmap)):
                 if any(content):
-                    self._write_at(where * BLOCK_SIZE, bytes(content))
+                    self._io.write_at(where * BLOCK_SIZE, bytes(content))
             desc = GroupDesc(
                 block_bitmap=block_bitmap,
                 inode_bitmap=inode_bitmap,
@@ -703,8 +582,8 @@ class Ext4Writer:
                 continue
             base = group * BLOCKS_PER_GROUP * BLOCK_SIZE
             sb = pack_superblock(info, group)
-            self._write_at(base + (1024 if group == 0 else 0), sb)
-            self._write_at(base + BLOCK_SIZE, gdt)
+            self._io.write_at(base + (1024 if group == 0 else 0), sb)
+            self._io.write_at(base + BLOCK_SIZE, gdt)
         self._result = Ext4Result(
             size=geo.blocks_count * BLOCK_SIZE,
             blocks_count=geo.blocks_count,
