@@ -91,6 +91,23 @@ class _Dir:
 
 
 @dataclass(frozen=True, slots=True)
+class _Tail:
+    """Where finish() put the journal, the bitmaps and the inode tables for the final
+    geometry."""
+
+    geo: Geometry
+    journal: list[Extent]
+    bitmap_blocks: list[int]  # every group's block bitmap, then every group's inode bitmap
+    itables_at: list[int]  # first block of each group's inode table
+    end: int  # where the blocks the inodes allocate afterwards will end (exclusive)
+
+    def inode_pos(self, ino: int) -> int:
+        """Where inode `ino` goes in its group's table (bytes from the filesystem's start)."""
+        group, index = divmod(ino - 1, self.geo.inodes_per_group)
+        return self.itables_at[group] * BLOCK_SIZE + index * INODE_SIZE
+
+
+@dataclass(frozen=True, slots=True)
 class Ext4Result:
     size: int  # bytes the filesystem spans (blocks_count * 4096)
     blocks_count: int
@@ -132,6 +149,31 @@ def _set_bits(bitmap: bytearray, first: int, count: int) -> None:
     while first < end:
         bitmap[first >> 3] |= 1 << (first & 7)
         first += 1
+
+
+def _mark_used(bitmaps: list[bytearray], start: int, length: int) -> None:
+    """Set the bits of blocks [start, start + length) in the groups' block bitmaps."""
+    while length > 0:
+        group, index = divmod(start, BLOCKS_PER_GROUP)
+        n = min(length, BLOCKS_PER_GROUP - index)
+        _set_bits(bitmaps[group], index, n)
+        start += n
+        length -= n
+
+
+def _inode_bitmap(in_use: int, inodes_per_group: int) -> bytearray:
+    """A group's inode bitmap: its first `in_use` inodes, and the padding past the table."""
+    bitmap = bytearray(BLOCK_SIZE)
+    _set_bits(bitmap, 0, in_use)
+    _set_bits(bitmap, inodes_per_group, MAX_INODES_PER_GROUP - inodes_per_group)
+    return bitmap
+
+
+def _journal_backup(i_block: bytes, size: int) -> tuple[int, ...]:
+    """s_jnl_blocks: the journal inode's i_block words, then i_size_high and i_size."""
+    words = i_block + (size >> 32).to_bytes(4, "little")
+    words += (size & 0xFFFFFFFF).to_bytes(4, "little")
+    return tuple(int.from_bytes(words[i : i + 4], "little") for i in range(0, 68, 4))
 
 
 class Ext4Writer:
@@ -248,15 +290,15 @@ class Ext4Writer:
         # held for the whole tree. The blocks the inodes still allocate (xattr blocks, slow
         # symlinks, extent index blocks) are counted beforehand, so the geometry has room.
         dirs = self._directories(tree)
-        geo, journal = self._place_tail(len(tree.inodes) - 1, self._blocks_to_come(tree))
-        self._inodes(tree, dirs)
-        self._write_tail(tree, geo, journal)
-        if self._alloc.next > geo.blocks_count:
+        tail = self._place_tail(len(tree.inodes) - 1, self._blocks_to_come(tree))
+        self._inodes(tree, dirs, tail)
+        result = self._write_tail(tree, tail)
+        if self._alloc.next > result.blocks_count:
             raise RuntimeError("ext4 metadata overran the filesystem's blocks")
         self._io.flush()
         self._io.close()
-        self._io.extend_to(max(geo.blocks_count * BLOCK_SIZE, self._size or 0))
-        return self._result
+        self._io.extend_to(max(result.size, self._size or 0))
+        return result
 
     def _alloc_blocks(self, count: int) -> list[Extent]:
         extents: list[tuple[int, int, int]] = []
@@ -332,7 +374,7 @@ class Ext4Writer:
         except Oci2vmError as error:
             raise Oci2vmError(f"{tree.path(ino)}: {error}") from None
 
-    def _inodes(self, tree: InodeNumbering, dirs: dict[int, _Dir]) -> None:
+    def _inodes(self, tree: InodeNumbering, dirs: dict[int, _Dir], tail: _Tail) -> None:
         """Pack every inode, writing its remaining blocks, and write it into its table."""
         crtime_ns = self._fs_time * 1_000_000_000
         for ino, inode in enumerate(tree.inodes):
@@ -342,11 +384,7 @@ class Ext4Writer:
                 packed = self._inode(tree, ino, inode, dirs, crtime_ns)
             except _InodeError as error:
                 raise Oci2vmError(f"{tree.path(ino)}: {error}") from None
-            self._io.write_at(self._inode_pos(ino), packed)
-
-    def _inode_pos(self, ino: int) -> int:
-        group, index = divmod(ino - 1, self._inodes_per_group)
-        return self._itables_at[group] * BLOCK_SIZE + index * INODE_SIZE
+            self._io.write_at(tail.inode_pos(ino), packed)
 
     def _inode(
         self,
@@ -423,62 +461,80 @@ class Ext4Writer:
         )
         return pack_inode(fields, ino_seed)
 
-    def _place_tail(self, used_inodes: int, to_come: int) -> tuple[Geometry, list[Extent]]:
+    def _place_tail(self, used_inodes: int, to_come: int) -> _Tail:
         """Allocate the journal, bitmaps and inode tables for the final geometry: the given
         size (with one inode per 16 KiB if that fits, else just enough inodes plus room), or
         the default rule (grown until the headroom and inode room hold, counting `to_come`
         blocks that are allocated after the tail)."""
-        alloc = self._alloc
-        start, start_count = alloc.next, len(alloc.allocated)
-
-        def place(geo: Geometry) -> list[Extent]:
-            alloc.next = start
-            del alloc.allocated[start_count:]
-            if geo.gdt_blocks > alloc.reserved_gdt:
-                raise Oci2vmError(
-                    f"the file data far exceeds the size hint; pass a data_size_hint of at "
-                    f"least {ceil_div(start * BLOCK_SIZE, MIB)} MiB"
-                )
-            journal = self._alloc_blocks(default_journal_blocks(geo.blocks_count))
-            self._bitmap_blocks = [
-                first + i for first, length in alloc.alloc(2 * geo.groups) for i in range(length)
-            ]
-            self._itables_at = [
-                alloc.alloc_contiguous(geo.itable_blocks) for _ in range(geo.groups)
-            ]
-            self._inodes_per_group = geo.inodes_per_group
-            # What inodes allocate later (and the journal's own index blocks) must fit too,
-            # so that a given size falls back to fewer inodes here rather than fail later.
-            self._tail_end = alloc.end_after(to_come + extent_tree_blocks(len(journal)))
-            alloc.check_fits(self._tail_end)
-            return journal
-
-        if self._fixed_blocks is not None:
+        start = (self._alloc.next, len(self._alloc.allocated))
+        fixed_blocks = self._alloc.limit  # the given size in blocks, if one was given
+        if fixed_blocks is not None:
             try:
-                geo = geometry(self._fixed_blocks, used_inodes)
-                return geo, place(geo)
+                return self._place_tail_in(geometry(fixed_blocks, used_inodes), start, to_come)
             except Oci2vmError:
-                geo = geometry(self._fixed_blocks, used_inodes, by_ratio=False)
-                return geo, place(geo)
-        total = round_blocks(start + to_come + headroom_blocks(start + to_come))
+                geo = geometry(fixed_blocks, used_inodes, by_ratio=False)
+                return self._place_tail_in(geo, start, to_come)
+        total = round_blocks(start[0] + to_come + headroom_blocks(start[0] + to_come))
         while True:
-            geo = geometry(total, used_inodes)
-            journal = place(geo)
-            used = self._tail_end
-            need = round_blocks(used + headroom_blocks(used))
+            tail = self._place_tail_in(geometry(total, used_inodes), start, to_come)
+            need = round_blocks(tail.end + headroom_blocks(tail.end))
             if need <= total:
-                return geo, journal
+                return tail
             total = need
 
-    def _write_tail(
-        self,
-        tree: InodeNumbering,
-        geo: Geometry,
-        journal: list[Extent],
-    ) -> None:
-        fs_seed = self._fs_seed
-        # The journal: inode 8, its superblock in its first block, the rest holes.
-        jseed = inode_csum_seed(fs_seed, JOURNAL_INO)
+    def _place_tail_in(self, geo: Geometry, start: tuple[int, int], to_come: int) -> _Tail:
+        """Allocate the tail for `geo`, from `start` (the allocator's next block and the
+        length of its record, both as before any earlier try)."""
+        alloc = self._alloc
+        alloc.next = start[0]
+        del alloc.allocated[start[1] :]
+        if geo.gdt_blocks > alloc.reserved_gdt:
+            raise Oci2vmError(
+                f"the file data far exceeds the size hint; pass a data_size_hint of at "
+                f"least {ceil_div(start[0] * BLOCK_SIZE, MIB)} MiB"
+            )
+        journal = self._alloc_blocks(default_journal_blocks(geo.blocks_count))
+        bitmap_blocks = [
+            first + i for first, length in alloc.alloc(2 * geo.groups) for i in range(length)
+        ]
+        itables_at = [alloc.alloc_contiguous(geo.itable_blocks) for _ in range(geo.groups)]
+        # What inodes allocate later (and the journal's own index blocks) must fit too,
+        # so that a given size falls back to fewer inodes here rather than fail later.
+        end = alloc.end_after(to_come + extent_tree_blocks(len(journal)))
+        alloc.check_fits(end)
+        return _Tail(geo, journal, bitmap_blocks, itables_at, end)
+
+    def _write_tail(self, tree: InodeNumbering, tail: _Tail) -> Ext4Result:
+        """Write the journal, the bitmaps, the group descriptors and the superblocks."""
+        geo = tail.geo
+        journal_backup = self._write_journal(tail)
+        bitmaps = self._block_bitmaps(tree, geo)
+        gdt, free_blocks = self._write_groups(tree, tail, bitmaps)
+        info = SuperblockInfo(
+            geometry=geo,
+            free_blocks=free_blocks,
+            free_inodes=geo.inodes_count - (len(tree.inodes) - 1),
+            uuid=self._uuid,
+            hash_seed=self._hash_seed,
+            fs_time=self._fs_time,
+            label=self._label,
+            journal_blocks=journal_backup,
+        )
+        self._write_superblocks(info, gdt)
+        return Ext4Result(
+            size=geo.blocks_count * BLOCK_SIZE,
+            blocks_count=geo.blocks_count,
+            free_blocks=free_blocks,
+            inodes_count=geo.inodes_count,
+            free_inodes=info.free_inodes,
+            uuid=self._uuid,
+        )
+
+    def _write_journal(self, tail: _Tail) -> tuple[int, ...]:
+        """Write the journal: inode 8, its superblock in its first block, the rest holes.
+        Return the superblock's backup of the journal inode (s_jnl_blocks)."""
+        journal = tail.journal
+        jseed = inode_csum_seed(self._fs_seed, JOURNAL_INO)
         jtree = self._tree(journal, jseed)
         jblocks = sum(e.length for e in journal)
         self._io.write_at(journal[0].physical * BLOCK_SIZE, journal_superblock(jblocks, self._uuid))
@@ -501,94 +557,75 @@ class Ext4Writer:
             ),
             jseed,
         )
-        self._io.write_at(self._inode_pos(JOURNAL_INO), journal_inode)
-        # Block bitmaps: superblock copies, reachable file data, everything since finish().
+        self._io.write_at(tail.inode_pos(JOURNAL_INO), journal_inode)
+        return _journal_backup(jtree.i_block, jsize)
+
+    def _block_bitmaps(self, tree: InodeNumbering, geo: Geometry) -> list[bytearray]:
+        """Every group's block bitmap: superblock copies, reachable file data, everything
+        allocated since finish() began, and the padding past the last block."""
         bitmaps = [bytearray(BLOCK_SIZE) for _ in range(geo.groups)]
-
-        def mark_used(start: int, length: int) -> None:
-            while length > 0:
-                group, index = divmod(start, BLOCKS_PER_GROUP)
-                n = min(length, BLOCKS_PER_GROUP - index)
-                _set_bits(bitmaps[group], index, n)
-                start += n
-                length -= n
-
         for group in range(geo.groups):
             if is_backup_group(group):
-                mark_used(group * BLOCKS_PER_GROUP, 1 + geo.gdt_blocks)
+                _mark_used(bitmaps, group * BLOCKS_PER_GROUP, 1 + geo.gdt_blocks)
         for inode in tree.inodes:
             if inode is not None and inode.kind is Kind.FILE:
                 for _logical, length, hi, lo in LEAF.iter_unpack(self._files[id(inode)]):
-                    mark_used((hi << 32) | lo, length)
+                    _mark_used(bitmaps, (hi << 32) | lo, length)
         for start, length in self._alloc.allocated:
-            mark_used(start, length)
+            _mark_used(bitmaps, start, length)
         last = geo.group_blocks(geo.groups - 1)
         if last < BLOCKS_PER_GROUP:
             _set_bits(bitmaps[-1], last, BLOCKS_PER_GROUP - last)  # padding past the end
+        return bitmaps
 
+    def _write_groups(
+        self, tree: InodeNumbering, tail: _Tail, bitmaps: list[bytearray]
+    ) -> tuple[bytes, int]:
+        """Write each group's block and inode bitmaps (those not all zeros); return the
+        group descriptor table and the count of free blocks."""
+        geo = tail.geo
         ipg = geo.inodes_per_group
         used_inodes = len(tree.inodes) - 1
         descs: list[bytes] = []
         free_blocks = 0
         for group in range(geo.groups):
             bitmap = bitmaps[group]
-            used_bits = int.from_bytes(bitmap, "little").bit_count()
-            free = BLOCKS_PER_GROUP - used_bits
+            free = BLOCKS_PER_GROUP - int.from_bytes(bitmap, "little").bit_count()
             free_blocks += free
             in_use = max(0, min(ipg, used_inodes - group * ipg))
-            ibitmap = bytearray(BLOCK_SIZE)
-            _set_bits(ibitmap, 0, in_use)
-            _set_bits(ibitmap, ipg, MAX_INODES_PER_GROUP - ipg)
+            ibitmap = _inode_bitmap(in_use, ipg)
             first = group * ipg + 1
             dirs = sum(
                 1
                 for inode in tree.inodes[first : first + in_use]
                 if inode is not None and inode.kind is Kind.DIR
             )
-            block_bitmap = self._bitmap_blocks[group]
-            inode_bitmap = self._bitmap_blocks[geo.groups + group]
+            block_bitmap = tail.bitmap_blocks[group]
+            inode_bitmap = tail.bitmap_blocks[geo.groups + group]
             for where, content in ((block_bitmap, bitmap), (inode_bitmap, ibitmap)):
                 if any(content):
                     self._io.write_at(where * BLOCK_SIZE, bytes(content))
             desc = GroupDesc(
                 block_bitmap=block_bitmap,
                 inode_bitmap=inode_bitmap,
-                inode_table=self._itables_at[group],
+                inode_table=tail.itables_at[group],
                 free_blocks=free,
                 free_inodes=ipg - in_use,
                 used_dirs=dirs,
                 itable_unused=ipg - in_use,
-                block_bitmap_csum=crc32c(fs_seed, bytes(bitmap)),
-                inode_bitmap_csum=crc32c(fs_seed, bytes(ibitmap[: ipg // 8])),
+                block_bitmap_csum=crc32c(self._fs_seed, bytes(bitmap)),
+                inode_bitmap_csum=crc32c(self._fs_seed, bytes(ibitmap[: ipg // 8])),
             )
-            descs.append(pack_group_desc(desc, group, fs_seed))
-        gdt = b"".join(descs)
-        jwords = jtree.i_block + (jsize >> 32).to_bytes(4, "little")
-        jwords += (jsize & 0xFFFFFFFF).to_bytes(4, "little")
-        info = SuperblockInfo(
-            geometry=geo,
-            free_blocks=free_blocks,
-            free_inodes=geo.inodes_count - used_inodes,
-            uuid=self._uuid,
-            hash_seed=self._hash_seed,
-            fs_time=self._fs_time,
-            label=self._label,
-            journal_blocks=tuple(
-                int.from_bytes(jwords[i : i + 4], "little") for i in range(0, 68, 4)
-            ),
-        )
-        for group in range(geo.groups):
+            descs.append(pack_group_desc(desc, group, self._fs_seed))
+        return b"".join(descs), free_blocks
+
+    def _write_superblocks(self, info: SuperblockInfo, gdt: bytes) -> None:
+        """The superblock and the descriptor table, in group 0 and every sparse_super backup
+        group."""
+        for group in range(info.geometry.groups):
             if not is_backup_group(group):
                 continue
             base = group * BLOCKS_PER_GROUP * BLOCK_SIZE
             sb = pack_superblock(info, group)
             self._io.write_at(base + (1024 if group == 0 else 0), sb)
             self._io.write_at(base + BLOCK_SIZE, gdt)
-        self._result = Ext4Result(
-            size=geo.blocks_count * BLOCK_SIZE,
-            blocks_count=geo.blocks_count,
-            free_blocks=free_blocks,
-            inodes_count=geo.inodes_count,
-            free_inodes=info.free_inodes,
-            uuid=self._uuid,
-        )
