@@ -71,6 +71,7 @@ from oci2vm.fs.ext4.xattr import Xattr, pack_block, pack_ibody, split_xattrs, to
 from oci2vm.tree.model import BytesData, BytesReader, DataReader, Inode, Kind, LayerData
 
 _NO_XATTRS: tuple[list[Xattr], list[Xattr]] = ([], [])  # (in the inode, in a block); read only
+_EMPTY_I_BLOCK = bytes(60)  # i_block of an inode with no blocks and no device number
 MAX_LINKS = 65000  # EXT4_LINK_MAX
 MAX_FILE_SIZE = (1 << 32) * BLOCK_SIZE - BLOCK_SIZE  # logical block numbers are 32 bits
 MIN_LAST_GROUP = 64  # a shorter tail of the size is left out of the filesystem
@@ -88,6 +89,17 @@ class _Dir:
     flags: int
     size: int
     blocks: int  # directory and extent index blocks
+
+
+@dataclass(frozen=True, slots=True)
+class _Identity:
+    """What names the filesystem and seeds its hashes and checksums."""
+
+    uuid: uuidlib.UUID
+    hash_seed: uuidlib.UUID  # s_hash_seed, for directory name hashes
+    fs_time: int  # seconds: creation, mount and check times, and every crtime
+    label: bytes  # s_volume_name, at most 16 bytes
+    fs_seed: int  # crc32c seed of the metadata checksums, from the uuid
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,6 +188,42 @@ def _journal_backup(i_block: bytes, size: int) -> tuple[int, ...]:
     return tuple(int.from_bytes(words[i : i + 4], "little") for i in range(0, 68, 4))
 
 
+def _device_i_block(major: int, minor: int) -> bytes:
+    """i_block of a character or block device, checked against Linux's numbers."""
+    if not (0 <= major < 1 << 12 and 0 <= minor < 1 << 20):
+        raise _InodeError(
+            f"device {major}:{minor} is beyond Linux's 12-bit major and 20-bit minor numbers"
+        )
+    return encode_rdev(major, minor)
+
+
+def _links(links: int, kind: Kind) -> int:
+    """i_links_count: a directory with more links than ext4 counts gets 1 (dir_nlink:
+    "many"); anything else is an error."""
+    if links > MAX_LINKS:
+        if kind is not Kind.DIR:
+            raise _InodeError(f"{links} hard links, ext4 allows {MAX_LINKS}")
+        return 1
+    return links
+
+
+def _allocator(size: int | None, data_size_hint: int, inode_count_hint: int) -> BlockAllocator:
+    """The allocator for a filesystem of `size` bytes (its limit: whole blocks, less a last
+    group too short to hold anything), or of the default size when `size` is None. The
+    blocks kept for the descriptor table fit the largest table the size hints allow."""
+    if size is not None:
+        check_size(size, data_size_hint, inode_count_hint)
+        blocks = size // BLOCK_SIZE
+        groups = ceil_div(blocks, BLOCKS_PER_GROUP)
+        tail = blocks % BLOCKS_PER_GROUP
+        if tail and tail < MIN_LAST_GROUP + 1 + gdt_blocks_for(groups):
+            blocks -= tail
+        return BlockAllocator(gdt_blocks_for(ceil_div(blocks, BLOCKS_PER_GROUP)), blocks)
+    estimate = default_size(data_size_hint, inode_count_hint) // BLOCK_SIZE
+    reserve = max(2 * gdt_blocks_for(ceil_div(estimate, BLOCKS_PER_GROUP)), 16)
+    return BlockAllocator(reserve, None)
+
+
 class Ext4Writer:
     """Write an ext4 filesystem into `out` at byte `offset`.
 
@@ -199,28 +247,12 @@ class Ext4Writer:
         fs_time: int,
         label: str = "",
     ) -> None:
-        self._size = size
-        self._uuid = uuid
-        self._hash_seed = hash_seed
-        self._fs_time = fs_time
-        self._label = label.encode()
-        if len(self._label) > 16:
+        encoded_label = label.encode()
+        if len(encoded_label) > 16:
             raise Oci2vmError(f"filesystem label {label!r} is longer than 16 bytes")
-        self._fs_seed = fs_csum_seed(uuid)
-        if size is not None:
-            check_size(size, data_size_hint, inode_count_hint)
-            blocks = size // BLOCK_SIZE
-            groups = ceil_div(blocks, BLOCKS_PER_GROUP)
-            tail = blocks % BLOCKS_PER_GROUP
-            if tail and tail < MIN_LAST_GROUP + 1 + gdt_blocks_for(groups):
-                blocks -= tail
-            self._fixed_blocks: int | None = blocks
-            reserve = gdt_blocks_for(ceil_div(blocks, BLOCKS_PER_GROUP))
-        else:
-            self._fixed_blocks = None
-            estimate = default_size(data_size_hint, inode_count_hint) // BLOCK_SIZE
-            reserve = max(2 * gdt_blocks_for(ceil_div(estimate, BLOCKS_PER_GROUP)), 16)
-        self._alloc = BlockAllocator(reserve, self._fixed_blocks)
+        self._id = _Identity(uuid, hash_seed, fs_time, encoded_label, fs_csum_seed(uuid))
+        self._size = size
+        self._alloc = _allocator(size, data_size_hint, inode_count_hint)
         # id(inode) -> where its data went, as extent leaf entries (pack_leaves): one bytes
         # object per file, made while layers stream, ready for the inode.
         self._files: dict[int, bytes] = {}
@@ -277,14 +309,8 @@ class Ext4Writer:
         # From here on the allocator lists what it hands out, for the block bitmaps (file
         # data is in self._files).
         self._alloc.recording = True
-        tree = InodeNumbering(root, self._fs_time)
-        for ino, inode in enumerate(tree.inodes):
-            if inode is None or inode.kind is not Kind.FILE or id(inode) in self._files:
-                continue
-            if isinstance(inode.data, LayerData):
-                raise RuntimeError(f"inode {ino}: layer data was never passed to write_file()")
-            content = inode.data.content if isinstance(inode.data, BytesData) else b""
-            self.write_file(inode, BytesReader(content))
+        tree = InodeNumbering(root, self._id.fs_time)
+        self._write_held_files(tree)
         # Directories first, then the inode tables (their place fixes the geometry), then
         # each inode packed and written into its table at once: packed inodes are never
         # held for the whole tree. The blocks the inodes still allocate (xattr blocks, slow
@@ -299,6 +325,17 @@ class Ext4Writer:
         self._io.close()
         self._io.extend_to(max(result.size, self._size or 0))
         return result
+
+    def _write_held_files(self, tree: InodeNumbering) -> None:
+        """Write the files whose data is held in memory (or empty) rather than streamed from
+        a layer: those added to the tree after the layers, and files without data."""
+        for ino, inode in enumerate(tree.inodes):
+            if inode is None or inode.kind is not Kind.FILE or id(inode) in self._files:
+                continue
+            if isinstance(inode.data, LayerData):
+                raise RuntimeError(f"inode {ino}: layer data was never passed to write_file()")
+            content = inode.data.content if isinstance(inode.data, BytesData) else b""
+            self.write_file(inode, BytesReader(content))
 
     def _alloc_blocks(self, count: int) -> list[Extent]:
         extents: list[tuple[int, int, int]] = []
@@ -319,12 +356,12 @@ class Ext4Writer:
 
     def _directories(self, tree: InodeNumbering) -> dict[int, _Dir]:
         """Build and write every directory's blocks (and extent tree)."""
-        seed = hash_seed_words(self._hash_seed.bytes)
+        seed = hash_seed_words(self._id.hash_seed.bytes)
         out: dict[int, _Dir] = {}
         for ino, inode in enumerate(tree.inodes):
             if inode is None or inode.kind is not Kind.DIR:
                 continue
-            ino_seed = inode_csum_seed(self._fs_seed, ino)
+            ino_seed = inode_csum_seed(self._id.fs_seed, ino)
             entries = [
                 DirEntry(name, tree.ino_of[id(child)], FILE_TYPES[child.kind])
                 for name, child in tree.children(inode)
@@ -376,7 +413,7 @@ class Ext4Writer:
 
     def _inodes(self, tree: InodeNumbering, dirs: dict[int, _Dir], tail: _Tail) -> None:
         """Pack every inode, writing its remaining blocks, and write it into its table."""
-        crtime_ns = self._fs_time * 1_000_000_000
+        crtime_ns = self._id.fs_time * 1_000_000_000
         for ino, inode in enumerate(tree.inodes):
             if inode is None:
                 continue
@@ -394,62 +431,25 @@ class Ext4Writer:
         dirs: dict[int, _Dir],
         crtime_ns: int,
     ) -> bytes:
-        """Write an inode's symlink, xattr and extent index blocks; return it packed.
+        """Write an inode's xattr, symlink and extent index blocks; return it packed.
         Errors about the inode itself are _InodeErrors, which the caller gives its path."""
-        ino_seed = inode_csum_seed(self._fs_seed, ino)
+        ino_seed = inode_csum_seed(self._id.fs_seed, ino)
         if not (0 <= inode.uid < 1 << 32 and 0 <= inode.gid < 1 << 32):
             raise _InodeError(f"owner {inode.uid}:{inode.gid} exceeds 32 bits")
         ibody, in_block = self._xattrs(inode, tree, ino) if inode.xattrs else _NO_XATTRS
         file_acl = 0
         if in_block:
             file_acl = self._alloc.alloc_one()
-            self._io.write_at(file_acl * BLOCK_SIZE, pack_block(in_block, file_acl, self._fs_seed))
-        blocks = 1 if file_acl else 0
-        flags = 0
-        size = 0
-        i_block = bytes(60)
-        if inode.kind is Kind.FILE:
-            packed = self._files[id(inode)]
-            extent_tree = leaves_tree(packed, self._alloc.alloc_one, ino_seed)
-            self._write_tree_blocks(extent_tree)
-            i_block, flags, size = extent_tree.i_block, FL_EXTENTS, inode.size
-            blocks += leaves_length(packed) + len(extent_tree.blocks)
-        elif inode.kind is Kind.DIR:
-            built = dirs[ino]
-            i_block, flags, size = built.i_block, built.flags, built.size
-            blocks += built.blocks
-        elif inode.kind is Kind.SYMLINK:
-            target = inode.target or b""
-            size = len(target)
-            if not target or len(target) >= BLOCK_SIZE or b"\0" in target:
-                raise _InodeError(f"symlink target of {size} bytes is not valid")
-            if len(target) < 60:
-                i_block = target.ljust(60, b"\0")  # fast symlink
-            else:
-                extents = self._alloc_blocks(1)
-                self._io.write_at(extents[0].physical * BLOCK_SIZE, target)
-                extent_tree = self._tree(extents, ino_seed)
-                i_block, flags = extent_tree.i_block, FL_EXTENTS
-                blocks += 1
-        elif inode.kind in (Kind.CHAR, Kind.BLOCK):
-            if not (0 <= inode.rdev_major < 1 << 12 and 0 <= inode.rdev_minor < 1 << 20):
-                raise _InodeError(
-                    f"device {inode.rdev_major}:{inode.rdev_minor} is beyond "
-                    "Linux's 12-bit major and 20-bit minor numbers"
-                )
-            i_block = encode_rdev(inode.rdev_major, inode.rdev_minor)
-        links = tree.links[ino]
-        if links > MAX_LINKS:
-            if inode.kind is not Kind.DIR:
-                raise _InodeError(f"{links} hard links, ext4 allows {MAX_LINKS}")
-            links = 1  # dir_nlink: "many"
+            block = pack_block(in_block, file_acl, self._id.fs_seed)
+            self._io.write_at(file_acl * BLOCK_SIZE, block)
+        i_block, flags, size, blocks = self._contents(ino, inode, dirs, ino_seed)
         fields = InodeFields(
             mode=inode.st_mode,
             uid=inode.uid,
             gid=inode.gid,
             size=size,
-            links=links,
-            blocks_512=blocks * (BLOCK_SIZE // 512),
+            links=_links(tree.links[ino], inode.kind),
+            blocks_512=(blocks + (1 if file_acl else 0)) * (BLOCK_SIZE // 512),
             flags=flags,
             i_block=i_block,
             atime_ns=inode.mtime_ns if inode.atime_ns is None else inode.atime_ns,
@@ -460,6 +460,40 @@ class Ext4Writer:
             ibody_xattrs=pack_ibody(ibody),
         )
         return pack_inode(fields, ino_seed)
+
+    def _contents(
+        self, ino: int, inode: Inode, dirs: dict[int, _Dir], ino_seed: int
+    ) -> tuple[bytes, int, int, int]:
+        """(i_block, i_flags, i_size, blocks owned besides an xattr block) for the inode's
+        kind, writing a file's extent index blocks or a slow symlink's block."""
+        kind = inode.kind
+        if kind is Kind.FILE:
+            packed = self._files[id(inode)]
+            extent_tree = leaves_tree(packed, self._alloc.alloc_one, ino_seed)
+            self._write_tree_blocks(extent_tree)
+            blocks = leaves_length(packed) + len(extent_tree.blocks)
+            return extent_tree.i_block, FL_EXTENTS, inode.size, blocks
+        if kind is Kind.DIR:
+            built = dirs[ino]
+            return built.i_block, built.flags, built.size, built.blocks
+        if kind is Kind.SYMLINK:
+            return self._symlink(inode.target or b"", ino_seed)
+        if kind in (Kind.CHAR, Kind.BLOCK):
+            return _device_i_block(inode.rdev_major, inode.rdev_minor), 0, 0, 0
+        return _EMPTY_I_BLOCK, 0, 0, 0
+
+    def _symlink(self, target: bytes, ino_seed: int) -> tuple[bytes, int, int, int]:
+        """A symlink's (i_block, i_flags, i_size, blocks): the target in i_block when it is
+        shorter than 60 bytes (a fast symlink), else written into a block of its own."""
+        size = len(target)
+        if not target or len(target) >= BLOCK_SIZE or b"\0" in target:
+            raise _InodeError(f"symlink target of {size} bytes is not valid")
+        if len(target) < 60:
+            return target.ljust(60, b"\0"), 0, size, 0
+        extents = self._alloc_blocks(1)
+        self._io.write_at(extents[0].physical * BLOCK_SIZE, target)
+        extent_tree = self._tree(extents, ino_seed)
+        return extent_tree.i_block, FL_EXTENTS, size, 1
 
     def _place_tail(self, used_inodes: int, to_come: int) -> _Tail:
         """Allocate the journal, bitmaps and inode tables for the final geometry: the given
@@ -514,10 +548,10 @@ class Ext4Writer:
             geometry=geo,
             free_blocks=free_blocks,
             free_inodes=geo.inodes_count - (len(tree.inodes) - 1),
-            uuid=self._uuid,
-            hash_seed=self._hash_seed,
-            fs_time=self._fs_time,
-            label=self._label,
+            uuid=self._id.uuid,
+            hash_seed=self._id.hash_seed,
+            fs_time=self._id.fs_time,
+            label=self._id.label,
             journal_blocks=journal_backup,
         )
         self._write_superblocks(info, gdt)
@@ -527,18 +561,20 @@ class Ext4Writer:
             free_blocks=free_blocks,
             inodes_count=geo.inodes_count,
             free_inodes=info.free_inodes,
-            uuid=self._uuid,
+            uuid=self._id.uuid,
         )
 
     def _write_journal(self, tail: _Tail) -> tuple[int, ...]:
         """Write the journal: inode 8, its superblock in its first block, the rest holes.
         Return the superblock's backup of the journal inode (s_jnl_blocks)."""
         journal = tail.journal
-        jseed = inode_csum_seed(self._fs_seed, JOURNAL_INO)
+        jseed = inode_csum_seed(self._id.fs_seed, JOURNAL_INO)
         jtree = self._tree(journal, jseed)
         jblocks = sum(e.length for e in journal)
-        self._io.write_at(journal[0].physical * BLOCK_SIZE, journal_superblock(jblocks, self._uuid))
-        jtime = self._fs_time * 1_000_000_000
+        self._io.write_at(
+            journal[0].physical * BLOCK_SIZE, journal_superblock(jblocks, self._id.uuid)
+        )
+        jtime = self._id.fs_time * 1_000_000_000
         jsize = jblocks * BLOCK_SIZE
         journal_inode = pack_inode(
             InodeFields(
@@ -613,10 +649,10 @@ class Ext4Writer:
                 free_inodes=ipg - in_use,
                 used_dirs=dirs,
                 itable_unused=ipg - in_use,
-                block_bitmap_csum=crc32c(self._fs_seed, bytes(bitmap)),
-                inode_bitmap_csum=crc32c(self._fs_seed, bytes(ibitmap[: ipg // 8])),
+                block_bitmap_csum=crc32c(self._id.fs_seed, bytes(bitmap)),
+                inode_bitmap_csum=crc32c(self._id.fs_seed, bytes(ibitmap[: ipg // 8])),
             )
-            descs.append(pack_group_desc(desc, group, self._fs_seed))
+            descs.append(pack_group_desc(desc, group, self._id.fs_seed))
         return b"".join(descs), free_blocks
 
     def _write_superblocks(self, info: SuperblockInfo, gdt: bytes) -> None:
