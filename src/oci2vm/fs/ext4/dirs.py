@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 from oci2vm.fs.ext4.layout import BLOCK_SIZE, HASH_HALF_MD4, MASK32, crc32c
 from oci2vm.tree.model import Kind
+from oci2vm.util.units import ceil_div
 
 FILE_TYPES: dict[Kind, int] = {
     Kind.FILE: 1,
@@ -248,7 +249,7 @@ def _build_htree(
         nodes: list[bytes] = []
     else:
         levels = 1
-        node_count = -(-len(leaves) // NODE_LIMIT)
+        node_count = ceil_div(len(leaves), NODE_LIMIT)
         if node_count > ROOT_LIMIT:
             raise ValueError("directory too large for a two-level htree")
         first_leaf = 1 + node_count

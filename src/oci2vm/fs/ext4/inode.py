@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from oci2vm.fs.ext4.layout import BLOCK_SIZE, EXTRA_ISIZE, INODE_SIZE, MASK32, crc32c
+from oci2vm.util.units import ceil_div
 
 EXTENT_MAGIC = 0xF30A
 MAX_EXTENT_LEN = 32768  # longest initialized extent
@@ -141,7 +142,7 @@ def extent_tree_blocks(extents: int) -> int:
     blocks = 0
     level = extents
     while level > ROOT_ENTRIES:
-        level = -(-level // BLOCK_ENTRIES)
+        level = ceil_div(level, BLOCK_ENTRIES)
         blocks += level
     return blocks
 

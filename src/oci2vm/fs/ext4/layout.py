@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import crc32c as _crc32c
 
 from oci2vm.errors import Oci2vmError
+from oci2vm.util.units import MIB, align_up, ceil_div
 
 BLOCK_SIZE = 4096
 BLOCKS_PER_GROUP = 8 * BLOCK_SIZE  # one bitmap block covers a group
@@ -32,8 +33,7 @@ ROOT_INO = 2
 JOURNAL_INO = 8
 LOST_FOUND_INO = 11
 INODE_RATIO = 16384  # bytes per inode, as mke2fs's default for ext4
-MIN_FREE_BYTES = 256 << 20
-MIB = 1 << 20
+MIN_FREE_BYTES = 256 * MIB
 MIN_BLOCKS = 2048  # 8 MiB: mke2fs gives smaller filesystems no journal; we always have one
 
 # s_feature_compat / incompat / ro_compat bits
@@ -86,10 +86,6 @@ def inode_csum_seed(fs_seed: int, ino: int, generation: int = 0) -> int:
     return crc32c(fs_seed, struct.pack("<II", ino, generation))
 
 
-def ceil_div(a: int, b: int) -> int:
-    return -(-a // b)
-
-
 def is_backup_group(group: int) -> bool:
     """sparse_super: group 0 and 1 and powers of 3, 5, 7 carry a superblock copy."""
     if group <= 1:
@@ -128,7 +124,7 @@ def default_journal_blocks(blocks_count: int) -> int:
 def inodes_per_group_for(wanted_inodes: int, groups: int) -> int:
     """Inodes per group: enough for `wanted_inodes`, whole inode-table blocks."""
     per_group = ceil_div(max(wanted_inodes, 1), groups)
-    return ceil_div(per_group, INODES_PER_BLOCK) * INODES_PER_BLOCK
+    return align_up(per_group, INODES_PER_BLOCK)
 
 
 def wanted_inodes(blocks_count: int, used_inodes: int, by_ratio: bool = True) -> int:
@@ -143,8 +139,7 @@ def headroom_blocks(used_blocks: int) -> int:
 
 def round_blocks(blocks: int) -> int:
     """Round a block count up to whole MiB."""
-    per_mib = MIB // BLOCK_SIZE
-    return ceil_div(blocks, per_mib) * per_mib
+    return align_up(blocks, MIB // BLOCK_SIZE)
 
 
 def _estimate_used_blocks(data_size: int, inode_count: int, blocks_count: int) -> int:

@@ -46,12 +46,10 @@ from oci2vm.fs.ext4.layout import (
     INODE_SIZE,
     JOURNAL_INO,
     MAX_INODES_PER_GROUP,
-    MIB,
     BlockAllocator,
     Geometry,
     GroupDesc,
     SuperblockInfo,
-    ceil_div,
     check_size,
     crc32c,
     default_journal_blocks,
@@ -69,6 +67,7 @@ from oci2vm.fs.ext4.layout import (
 from oci2vm.fs.ext4.numbering import InodeNumbering
 from oci2vm.fs.ext4.xattr import Xattr, pack_block, pack_ibody, split_xattrs, to_ext4_xattrs
 from oci2vm.tree.model import BytesData, BytesReader, DataReader, Inode, Kind, LayerData
+from oci2vm.util.units import MIB, ceil_div
 
 _NO_XATTRS: tuple[list[Xattr], list[Xattr]] = ([], [])  # (in the inode, in a block); read only
 _EMPTY_I_BLOCK = bytes(60)  # i_block of an inode with no blocks and no device number
