@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 from oci2vm.fs.ext4.layout import BLOCK_SIZE, HASH_HALF_MD4, MASK32, crc32c
 from oci2vm.tree.model import Kind
+from oci2vm.util.units import ceil_div
 
 FILE_TYPES: dict[Kind, int] = {
     Kind.FILE: 1,
@@ -33,6 +34,26 @@ FILE_TYPES: dict[Kind, int] = {
 TAIL_SIZE = 12
 LEAF_SPACE = BLOCK_SIZE - TAIL_SIZE
 DX_TAIL_SIZE = 8
+
+# The records of directory.rst, with the sizes it gives.
+_DIRENT_HEAD = "<IHBB"  # ext4_dir_entry_2 before the name: inode, rec_len, name_len, file_type
+assert struct.calcsize(_DIRENT_HEAD) == 8
+# ext4_dir_entry_tail: det_reserved_zero1, det_rec_len, det_reserved_zero2, det_reserved_ft,
+# det_checksum
+_DIRENT_TAIL = "<IHBBI"
+assert struct.calcsize(_DIRENT_TAIL) == TAIL_SIZE == 12
+# dx_root_info: reserved_zero, hash_version, info_length, indirect_levels, unused_flags
+_DX_ROOT_INFO = "<IBBBB"
+assert struct.calcsize(_DX_ROOT_INFO) == 8
+# dx_countlimit (limit, count) in the place of the first dx_entry's hash, then its block
+_DX_COUNTLIMIT = "<HHI"
+assert struct.calcsize(_DX_COUNTLIMIT) == 8
+_DX_ENTRY = "<II"  # dx_entry: hash, block
+assert struct.calcsize(_DX_ENTRY) == 8
+_DX_TAIL = "<II"  # dx_tail: dt_reserved, dt_checksum
+assert struct.calcsize(_DX_TAIL) == DX_TAIL_SIZE == 8
+_HASH_SEED = "<4I"  # s_hash_seed: four le32 words (super.rst)
+assert struct.calcsize(_HASH_SEED) == 16
 ROOT_LIMIT = (BLOCK_SIZE - 12 - 12 - 8 - DX_TAIL_SIZE) // 8  # 507
 NODE_LIMIT = (BLOCK_SIZE - 8 - DX_TAIL_SIZE) // 8  # 510
 
@@ -131,7 +152,7 @@ def name_hash(name: bytes, seed: tuple[int, int, int, int]) -> tuple[int, int]:
 
 
 def hash_seed_words(seed: bytes) -> tuple[int, int, int, int]:
-    a, b, c, d = struct.unpack("<4I", seed)
+    a, b, c, d = struct.unpack(_HASH_SEED, seed)
     return a, b, c, d
 
 
@@ -147,14 +168,14 @@ def _rec_len(name_len: int) -> int:
 
 
 def _dirent(ino: int, rec_len: int, name: bytes, file_type: int) -> bytes:
-    head = struct.pack("<IHBB", ino, rec_len, len(name), file_type)
+    head = struct.pack(_DIRENT_HEAD, ino, rec_len, len(name), file_type)
     return (head + name).ljust(_rec_len(len(name)), b"\0")
 
 
 def _seal_leaf(body: bytearray, ino_seed: int) -> bytes:
     """Append the checksum tail (ext4_dir_entry_tail) to a leaf of LEAF_SPACE bytes."""
     csum = crc32c(ino_seed, bytes(body))
-    return bytes(body) + struct.pack("<IHBBI", 0, TAIL_SIZE, 0, 0xDE, csum)
+    return bytes(body) + struct.pack(_DIRENT_TAIL, 0, TAIL_SIZE, 0, 0xDE, csum)
 
 
 def _pack_leaves(entries: list[DirEntry], first: bytes = b"") -> list[bytearray]:
@@ -180,7 +201,7 @@ def _pack_leaves(entries: list[DirEntry], first: bytes = b"") -> list[bytearray]
 def _stretch(body: bytearray, last_at: int) -> bytearray:
     """Make the last entry's rec_len reach the tail; an empty block gets one unused entry."""
     if last_at < 0:
-        return bytearray(struct.pack("<IHBB", 0, LEAF_SPACE, 0, 0).ljust(LEAF_SPACE, b"\0"))
+        return bytearray(struct.pack(_DIRENT_HEAD, 0, LEAF_SPACE, 0, 0).ljust(LEAF_SPACE, b"\0"))
     rec = LEAF_SPACE - last_at
     struct.pack_into("<H", body, last_at + 4, rec)
     return body.ljust(LEAF_SPACE, b"\0")
@@ -248,7 +269,7 @@ def _build_htree(
         nodes: list[bytes] = []
     else:
         levels = 1
-        node_count = -(-len(leaves) // NODE_LIMIT)
+        node_count = ceil_div(len(leaves), NODE_LIMIT)
         if node_count > ROOT_LIMIT:
             raise ValueError("directory too large for a two-level htree")
         first_leaf = 1 + node_count
@@ -258,15 +279,15 @@ def _build_htree(
             lo, hi = n * NODE_LIMIT, min(len(leaves), (n + 1) * NODE_LIMIT)
             targets = [(leaf_hashes[i], first_leaf + i) for i in range(lo, hi)]
             root_targets.append((leaf_hashes[lo], 1 + n))
-            head = struct.pack("<IHBB", 0, BLOCK_SIZE, 0, 0)  # fake empty entry
+            head = struct.pack(_DIRENT_HEAD, 0, BLOCK_SIZE, 0, 0)  # fake empty entry
             nodes.append(_dx_block(head, NODE_LIMIT, targets, ino_seed))
 
     root_head = (
         _dirent(self_ino, 12, b".", 2)
-        + struct.pack("<IHBB", parent_ino, BLOCK_SIZE - 12, 2, 2)
+        + struct.pack(_DIRENT_HEAD, parent_ino, BLOCK_SIZE - 12, 2, 2)
         + b"..\0\0"
         # dx_root_info: reserved_zero, hash_version, info_length, indirect_levels, flags
-        + struct.pack("<IBBBB", 0, HASH_HALF_MD4, 8, levels, 0)
+        + struct.pack(_DX_ROOT_INFO, 0, HASH_HALF_MD4, 8, levels, 0)
     )
     root = _dx_block(root_head, ROOT_LIMIT, root_targets, ino_seed)
     sealed = [_seal_leaf(leaf, ino_seed) for leaf in leaves]
@@ -279,12 +300,12 @@ def _dx_block(head: bytes, limit: int, targets: list[tuple[int, int]], ino_seed:
     block = bytearray(BLOCK_SIZE)
     block[: len(head)] = head
     at = len(head)
-    struct.pack_into("<HHI", block, at, limit, len(targets), targets[0][1])
+    struct.pack_into(_DX_COUNTLIMIT, block, at, limit, len(targets), targets[0][1])
     for i, (h, blk) in enumerate(targets[1:], start=1):
-        struct.pack_into("<II", block, at + 8 * i, h, blk)
+        struct.pack_into(_DX_ENTRY, block, at + 8 * i, h, blk)
     used = at + 8 * len(targets)
     csum = crc32c(ino_seed, bytes(block[:used]))
     csum = crc32c(csum, bytes(DX_TAIL_SIZE))  # dt_reserved, then dt_checksum as zero
     tail_at = at + 8 * limit
-    struct.pack_into("<II", block, tail_at, 0, csum)
+    struct.pack_into(_DX_TAIL, block, tail_at, 0, csum)
     return bytes(block)

@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from oci2vm.fs.ext4.layout import BLOCK_SIZE, EXTRA_ISIZE, INODE_SIZE, MASK32, crc32c
+from oci2vm.util.units import ceil_div
 
 EXTENT_MAGIC = 0xF30A
 MAX_EXTENT_LEN = 32768  # longest initialized extent
@@ -88,23 +89,33 @@ def split_extents(runs: list[tuple[int, int, int]]) -> list[Extent]:
     return out
 
 
+# The extent tree's records (ifork.rst): struct ext4_extent_header, ext4_extent and
+# ext4_extent_idx are 12 bytes each, ext4_extent_tail 4.
+_EXTENT_HEADER = "<HHHHI"  # eh_magic, eh_entries, eh_max, eh_depth, eh_generation
+assert struct.calcsize(_EXTENT_HEADER) == 12
+_EXTENT = "<IHHI"  # ee_block, ee_len, ee_start_hi, ee_start_lo
+assert struct.calcsize(_EXTENT) == 12
+_EXTENT_IDX = "<IIHH"  # ei_block, ei_leaf_lo, ei_leaf_hi, ei_unused
+assert struct.calcsize(_EXTENT_IDX) == 12
+_EXTENT_TAIL = "<I"  # et_checksum
+assert struct.calcsize(_EXTENT_TAIL) == 4
+
+
 def _header(entries: int, max_entries: int, depth: int) -> bytes:
-    # eh_magic, eh_entries, eh_max, eh_depth, eh_generation
-    return struct.pack("<HHHHI", EXTENT_MAGIC, entries, max_entries, depth, 0)
+    return struct.pack(_EXTENT_HEADER, EXTENT_MAGIC, entries, max_entries, depth, 0)
 
 
 def _leaf(e: Extent) -> bytes:
-    # ee_block, ee_len, ee_start_hi, ee_start_lo
-    return struct.pack("<IHHI", e.logical, e.length, e.physical >> 32, e.physical & MASK32)
+    return struct.pack(_EXTENT, e.logical, e.length, e.physical >> 32, e.physical & MASK32)
 
 
 def _index(logical: int, block: int) -> bytes:
-    # ei_block, ei_leaf_lo, ei_leaf_hi, ei_unused
-    return struct.pack("<IIHH", logical, block & MASK32, block >> 32, 0)
+    return struct.pack(_EXTENT_IDX, logical, block & MASK32, block >> 32, 0)
 
 
 # An extent leaf entry: ee_block, ee_len, ee_start_hi, ee_start_lo.
-LEAF = struct.Struct("<IHHI")
+LEAF = struct.Struct(_EXTENT)
+assert LEAF.size == 12  # struct ext4_extent
 
 
 def pack_leaves(runs: Iterable[tuple[int, int, int]]) -> bytes:
@@ -141,7 +152,7 @@ def extent_tree_blocks(extents: int) -> int:
     blocks = 0
     level = extents
     while level > ROOT_ENTRIES:
-        level = -(-level // BLOCK_ENTRIES)
+        level = ceil_div(level, BLOCK_ENTRIES)
         blocks += level
     return blocks
 
@@ -175,7 +186,7 @@ def build_extent_tree(
             body = b"".join(entry for _, entry in chunk)
             node[12 : 12 + len(body)] = body
             csum = crc32c(ino_seed, bytes(node[:EXTENT_TAIL_OFFSET]))
-            struct.pack_into("<I", node, EXTENT_TAIL_OFFSET, csum)  # ext4_extent_tail
+            struct.pack_into(_EXTENT_TAIL, node, EXTENT_TAIL_OFFSET, csum)
             block = alloc_block()
             blocks.append((block, bytes(node)))
             upper.append((chunk[0][0], _index(chunk[0][0], block)))
@@ -205,6 +216,8 @@ class InodeFields:
 
 # The fixed part of an inode up to i_crtime_extra (0x00-0x98), one struct.
 _INODE = struct.Struct("<HHIIIIIHHIII60sIIIIHHHHHHHHIIIII")
+# inodes.rst: i_crtime_extra is the le32 at 0x94, i_version_hi follows at 0x98.
+assert _INODE.size == 0x98 <= 128 + EXTRA_ISIZE <= INODE_SIZE
 
 
 def pack_inode(f: InodeFields, ino_seed: int) -> bytes:

@@ -17,12 +17,19 @@ from oci2vm.fs.ext4.layout import BLOCK_SIZE
 JBD2_MAGIC = 0xC03B3998
 JBD2_SUPERBLOCK_V2 = 4
 
+# journal_superblock_t (jbd2.h): the 12-byte journal_header_t (h_magic, h_blocktype,
+# h_sequence), then s_blocksize .. s_feature_ro_compat, then s_uuid at 0x30; s_nr_users is
+# the be32 at 0x40, and what follows it (from s_dynsuper, 0x44) stays zero.
+_JSB_HEAD = ">IIIIIIIIIIII"  # h_magic (0x0) .. s_feature_ro_compat (0x2C)
+assert struct.calcsize(_JSB_HEAD) == 0x30  # s_uuid
+_JSB_USED = 0x44  # bytes written: up to s_dynsuper
+
 
 def journal_superblock(journal_blocks: int, fs_uuid: uuidlib.UUID) -> bytes:
     """The first block of the journal, trailing zeros stripped (they stay holes)."""
-    sb = bytearray(0x44)
+    sb = bytearray(_JSB_USED)
     struct.pack_into(
-        ">IIIIIIIIIIII",
+        _JSB_HEAD,
         sb,
         0x0,
         JBD2_MAGIC,  # h_magic

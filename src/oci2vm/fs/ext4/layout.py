@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import crc32c as _crc32c
 
 from oci2vm.errors import Oci2vmError
+from oci2vm.util.units import MIB, align_up, ceil_div
 
 BLOCK_SIZE = 4096
 BLOCKS_PER_GROUP = 8 * BLOCK_SIZE  # one bitmap block covers a group
@@ -32,8 +33,7 @@ ROOT_INO = 2
 JOURNAL_INO = 8
 LOST_FOUND_INO = 11
 INODE_RATIO = 16384  # bytes per inode, as mke2fs's default for ext4
-MIN_FREE_BYTES = 256 << 20
-MIB = 1 << 20
+MIN_FREE_BYTES = 256 * MIB
 MIN_BLOCKS = 2048  # 8 MiB: mke2fs gives smaller filesystems no journal; we always have one
 
 # s_feature_compat / incompat / ro_compat bits
@@ -86,10 +86,6 @@ def inode_csum_seed(fs_seed: int, ino: int, generation: int = 0) -> int:
     return crc32c(fs_seed, struct.pack("<II", ino, generation))
 
 
-def ceil_div(a: int, b: int) -> int:
-    return -(-a // b)
-
-
 def is_backup_group(group: int) -> bool:
     """sparse_super: group 0 and 1 and powers of 3, 5, 7 carry a superblock copy."""
     if group <= 1:
@@ -128,7 +124,7 @@ def default_journal_blocks(blocks_count: int) -> int:
 def inodes_per_group_for(wanted_inodes: int, groups: int) -> int:
     """Inodes per group: enough for `wanted_inodes`, whole inode-table blocks."""
     per_group = ceil_div(max(wanted_inodes, 1), groups)
-    return ceil_div(per_group, INODES_PER_BLOCK) * INODES_PER_BLOCK
+    return align_up(per_group, INODES_PER_BLOCK)
 
 
 def wanted_inodes(blocks_count: int, used_inodes: int, by_ratio: bool = True) -> int:
@@ -143,8 +139,7 @@ def headroom_blocks(used_blocks: int) -> int:
 
 def round_blocks(blocks: int) -> int:
     """Round a block count up to whole MiB."""
-    per_mib = MIB // BLOCK_SIZE
-    return ceil_div(blocks, per_mib) * per_mib
+    return align_up(blocks, MIB // BLOCK_SIZE)
 
 
 def _estimate_used_blocks(data_size: int, inode_count: int, blocks_count: int) -> int:
@@ -315,6 +310,23 @@ def geometry(blocks_count: int, used_inodes: int, by_ratio: bool = True) -> Geom
     return Geometry(blocks_count, groups, ipg, gdt_blocks_for(groups))
 
 
+# struct ext4_super_block (super.rst) is 1024 bytes; pack_superblock() fills it in runs of
+# adjacent fields, each asserted to end where the spec puts the field that follows it.
+SUPERBLOCK_SIZE = 1024
+_SB_BASE = "<13IHhHHHHIIIIHH"  # s_inodes_count (0x0) .. s_def_resgid (0x52)
+assert struct.calcsize(_SB_BASE) == 0x54  # s_first_ino
+_SB_DYNAMIC = "<IHHIII"  # s_first_ino (0x54) .. s_feature_ro_compat (0x64)
+assert 0x54 + struct.calcsize(_SB_DYNAMIC) == 0x68  # s_uuid
+_SB_HASH = "<BBHII"  # s_def_hash_version (0xFC) .. s_first_meta_bg (0x104)
+assert 0xFC + struct.calcsize(_SB_HASH) == 0x108  # s_mkfs_time
+_SB_JNL_BLOCKS = "<17I"  # s_jnl_blocks[17] (0x10C)
+assert 0x10C + struct.calcsize(_SB_JNL_BLOCKS) == 0x150  # s_blocks_count_hi
+_SB_64BIT = "<IIIHHI"  # s_blocks_count_hi (0x150) .. s_flags (0x160)
+assert 0x150 + struct.calcsize(_SB_64BIT) == 0x164  # s_raid_stride
+_SB_FLEX = "<BB"  # s_log_groups_per_flex (0x174), s_checksum_type (0x175)
+assert 0x174 + struct.calcsize(_SB_FLEX) == 0x176  # a pad byte (s_encryption_level of late)
+
+
 @dataclass(slots=True)
 class SuperblockInfo:
     geometry: Geometry
@@ -330,10 +342,10 @@ class SuperblockInfo:
 def pack_superblock(info: SuperblockInfo, group: int) -> bytes:
     """The 1024-byte superblock (its copy in `group` differs only in s_block_group_nr)."""
     geo = info.geometry
-    sb = bytearray(1024)
+    sb = bytearray(SUPERBLOCK_SIZE)
     fs_time = info.fs_time & MASK32
     struct.pack_into(
-        "<13IHhHHHHIIIIHH",
+        _SB_BASE,
         sb,
         0x0,
         geo.inodes_count,  # s_inodes_count
@@ -363,7 +375,7 @@ def pack_superblock(info: SuperblockInfo, group: int) -> bytes:
         0,  # s_def_resgid
     )
     struct.pack_into(
-        "<IHHIII",
+        _SB_DYNAMIC,
         sb,
         0x54,
         FIRST_INO,  # s_first_ino
@@ -378,7 +390,7 @@ def pack_superblock(info: SuperblockInfo, group: int) -> bytes:
     struct.pack_into("<I", sb, 0xE0, JOURNAL_INO)  # s_journal_inum
     sb[0xEC:0xFC] = info.hash_seed.bytes  # s_hash_seed, four le32 words
     struct.pack_into(
-        "<BBHII",
+        _SB_HASH,
         sb,
         0xFC,
         HASH_HALF_MD4,  # s_def_hash_version
@@ -388,9 +400,9 @@ def pack_superblock(info: SuperblockInfo, group: int) -> bytes:
         0,  # s_first_meta_bg
     )
     struct.pack_into("<I", sb, 0x108, fs_time)  # s_mkfs_time
-    struct.pack_into("<17I", sb, 0x10C, *info.journal_blocks)  # s_jnl_blocks
+    struct.pack_into(_SB_JNL_BLOCKS, sb, 0x10C, *info.journal_blocks)  # s_jnl_blocks
     struct.pack_into(
-        "<IIIHHI",
+        _SB_64BIT,
         sb,
         0x150,
         geo.blocks_count >> 32,  # s_blocks_count_hi
@@ -400,9 +412,18 @@ def pack_superblock(info: SuperblockInfo, group: int) -> bytes:
         EXTRA_ISIZE,  # s_want_extra_isize
         FLAGS_UNSIGNED_HASH,  # s_flags
     )
-    struct.pack_into("<BB", sb, 0x174, LOG_GROUPS_PER_FLEX, 1)  # s_checksum_type: crc32c
+    struct.pack_into(_SB_FLEX, sb, 0x174, LOG_GROUPS_PER_FLEX, 1)  # s_checksum_type: crc32c
     struct.pack_into("<I", sb, 0x3FC, crc32c(MASK32, bytes(sb[:0x3FC])))  # s_checksum
     return bytes(sb)
+
+
+# struct ext4_group_desc (group_descr.rst) is DESC_SIZE = 64 bytes with 64bit: the 32-byte
+# classic descriptor, then the high halves up to bg_reserved (0x3C, padding to 0x40).
+_GD_LO = "<IIIHHHHIHHHH"  # bg_block_bitmap_lo (0x0) .. bg_checksum (0x1E)
+assert struct.calcsize(_GD_LO) == 0x20  # bg_block_bitmap_hi
+_GD_HI = "<IIIHHHHIHH"  # bg_block_bitmap_hi (0x20) .. bg_inode_bitmap_csum_hi (0x3A)
+assert 0x20 + struct.calcsize(_GD_HI) == 0x3C  # bg_reserved
+assert DESC_SIZE == 0x40
 
 
 @dataclass(slots=True)
@@ -421,7 +442,7 @@ class GroupDesc:
 def pack_group_desc(desc: GroupDesc, group: int, fs_seed: int) -> bytes:
     raw = bytearray(DESC_SIZE)
     struct.pack_into(
-        "<IIIHHHHIHHHH",
+        _GD_LO,
         raw,
         0x0,
         desc.block_bitmap & MASK32,  # bg_block_bitmap_lo
@@ -438,7 +459,7 @@ def pack_group_desc(desc: GroupDesc, group: int, fs_seed: int) -> bytes:
         0,  # bg_checksum, below
     )
     struct.pack_into(
-        "<IIIHHHHIHH",
+        _GD_HI,
         raw,
         0x20,
         desc.block_bitmap >> 32,

@@ -16,14 +16,12 @@ object; finish() adds flat per-inode arrays (numbering.py), never all packed ino
 
 from __future__ import annotations
 
-import os
-import queue
-import threading
 import uuid as uuidlib
 from dataclasses import dataclass
 from typing import BinaryIO
 
 from oci2vm.errors import Oci2vmError
+from oci2vm.fs.blockio import BlockWriter
 from oci2vm.fs.ext4.dirs import FILE_TYPES, DirEntry, build_dir, hash_seed_words
 from oci2vm.fs.ext4.inode import (
     FL_EXTENTS,
@@ -48,12 +46,10 @@ from oci2vm.fs.ext4.layout import (
     INODE_SIZE,
     JOURNAL_INO,
     MAX_INODES_PER_GROUP,
-    MIB,
     BlockAllocator,
     Geometry,
     GroupDesc,
     SuperblockInfo,
-    ceil_div,
     check_size,
     crc32c,
     default_journal_blocks,
@@ -71,14 +67,10 @@ from oci2vm.fs.ext4.layout import (
 from oci2vm.fs.ext4.numbering import InodeNumbering
 from oci2vm.fs.ext4.xattr import Xattr, pack_block, pack_ibody, split_xattrs, to_ext4_xattrs
 from oci2vm.tree.model import BytesData, BytesReader, DataReader, Inode, Kind, LayerData
+from oci2vm.util.units import MIB, ceil_div
 
-COPY_CHUNK = 1 << 20
-GATHER_LIMIT = 4 << 20
-WRITES_AHEAD = 4  # gathered writes queued for the write-behind thread
-IOV_LIMIT = 1000  # pieces per pwritev(), below IOV_MAX (1024)
-_ZERO_CHUNK = bytes(COPY_CHUNK)
-_ZERO_VIEW = memoryview(_ZERO_CHUNK)
 _NO_XATTRS: tuple[list[Xattr], list[Xattr]] = ([], [])  # (in the inode, in a block); read only
+_EMPTY_I_BLOCK = bytes(60)  # i_block of an inode with no blocks and no device number
 MAX_LINKS = 65000  # EXT4_LINK_MAX
 MAX_FILE_SIZE = (1 << 32) * BLOCK_SIZE - BLOCK_SIZE  # logical block numbers are 32 bits
 MIN_LAST_GROUP = 64  # a shorter tail of the size is left out of the filesystem
@@ -96,6 +88,34 @@ class _Dir:
     flags: int
     size: int
     blocks: int  # directory and extent index blocks
+
+
+@dataclass(frozen=True, slots=True)
+class _Identity:
+    """What names the filesystem and seeds its hashes and checksums."""
+
+    uuid: uuidlib.UUID
+    hash_seed: uuidlib.UUID  # s_hash_seed, for directory name hashes
+    fs_time: int  # seconds: creation, mount and check times, and every crtime
+    label: bytes  # s_volume_name, at most 16 bytes
+    fs_seed: int  # crc32c seed of the metadata checksums, from the uuid
+
+
+@dataclass(frozen=True, slots=True)
+class _Tail:
+    """Where finish() put the journal, the bitmaps and the inode tables for the final
+    geometry."""
+
+    geo: Geometry
+    journal: list[Extent]
+    bitmap_blocks: list[int]  # every group's block bitmap, then every group's inode bitmap
+    itables_at: list[int]  # first block of each group's inode table
+    end: int  # where the blocks the inodes allocate afterwards will end (exclusive)
+
+    def inode_pos(self, ino: int) -> int:
+        """Where inode `ino` goes in its group's table (bytes from the filesystem's start)."""
+        group, index = divmod(ino - 1, self.geo.inodes_per_group)
+        return self.itables_at[group] * BLOCK_SIZE + index * INODE_SIZE
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,53 +162,65 @@ def _set_bits(bitmap: bytearray, first: int, count: int) -> None:
         first += 1
 
 
-def _pwritev_all(fd: int, pieces: list[bytes | memoryview], pos: int) -> None:
-    total = sum(len(piece) for piece in pieces)
-    written = os.pwritev(fd, pieces, pos)
-    if written < total:  # a short write: go on plainly
-        rest = memoryview(b"".join(pieces))[written:]
-        pos += written
-        while rest:
-            n = os.pwrite(fd, rest, pos)
-            rest, pos = rest[n:], pos + n
+def _mark_used(bitmaps: list[bytearray], start: int, length: int) -> None:
+    """Set the bits of blocks [start, start + length) in the groups' block bitmaps."""
+    while length > 0:
+        group, index = divmod(start, BLOCKS_PER_GROUP)
+        n = min(length, BLOCKS_PER_GROUP - index)
+        _set_bits(bitmaps[group], index, n)
+        start += n
+        length -= n
 
 
-class _WriteBehind:
-    """Positional writes made by a thread of their own: the kernel's copy into the page
-    cache (about 0.5 s of CPU for the Debian fixture's 618 MB) overlaps with parsing the
-    entries that follow. At most WRITES_AHEAD writes wait, which bounds the memory their
-    pieces pin. The first error is raised by the next submit() or by close()."""
+def _inode_bitmap(in_use: int, inodes_per_group: int) -> bytearray:
+    """A group's inode bitmap: its first `in_use` inodes, and the padding past the table."""
+    bitmap = bytearray(BLOCK_SIZE)
+    _set_bits(bitmap, 0, in_use)
+    _set_bits(bitmap, inodes_per_group, MAX_INODES_PER_GROUP - inodes_per_group)
+    return bitmap
 
-    def __init__(self, fd: int) -> None:
-        self._fd = fd
-        self._queue: queue.Queue[tuple[list[bytes | memoryview], int] | None] = queue.Queue(
-            WRITES_AHEAD
+
+def _journal_backup(i_block: bytes, size: int) -> tuple[int, ...]:
+    """s_jnl_blocks: the journal inode's i_block words, then i_size_high and i_size."""
+    words = i_block + (size >> 32).to_bytes(4, "little")
+    words += (size & 0xFFFFFFFF).to_bytes(4, "little")
+    return tuple(int.from_bytes(words[i : i + 4], "little") for i in range(0, 68, 4))
+
+
+def _device_i_block(major: int, minor: int) -> bytes:
+    """i_block of a character or block device, checked against Linux's numbers."""
+    if not (0 <= major < 1 << 12 and 0 <= minor < 1 << 20):
+        raise _InodeError(
+            f"device {major}:{minor} is beyond Linux's 12-bit major and 20-bit minor numbers"
         )
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, name="ext4-write", daemon=True)
-        self._thread.start()
+    return encode_rdev(major, minor)
 
-    def _run(self) -> None:
-        while (item := self._queue.get()) is not None:
-            if self._error is None:
-                try:
-                    _pwritev_all(self._fd, *item)
-                except BaseException as e:  # raised in the submitting thread
-                    self._error = e
 
-    def _raise(self) -> None:
-        if self._error is not None:
-            error, self._error = self._error, None
-            raise error
+def _links(links: int, kind: Kind) -> int:
+    """i_links_count: a directory with more links than ext4 counts gets 1 (dir_nlink:
+    "many"); anything else is an error."""
+    if links > MAX_LINKS:
+        if kind is not Kind.DIR:
+            raise _InodeError(f"{links} hard links, ext4 allows {MAX_LINKS}")
+        return 1
+    return links
 
-    def submit(self, pieces: list[bytes | memoryview], pos: int) -> None:
-        self._raise()
-        self._queue.put((pieces, pos))
 
-    def close(self) -> None:
-        self._queue.put(None)
-        self._thread.join()
-        self._raise()
+def _allocator(size: int | None, data_size_hint: int, inode_count_hint: int) -> BlockAllocator:
+    """The allocator for a filesystem of `size` bytes (its limit: whole blocks, less a last
+    group too short to hold anything), or of the default size when `size` is None. The
+    blocks kept for the descriptor table fit the largest table the size hints allow."""
+    if size is not None:
+        check_size(size, data_size_hint, inode_count_hint)
+        blocks = size // BLOCK_SIZE
+        groups = ceil_div(blocks, BLOCKS_PER_GROUP)
+        tail = blocks % BLOCKS_PER_GROUP
+        if tail and tail < MIN_LAST_GROUP + 1 + gdt_blocks_for(groups):
+            blocks -= tail
+        return BlockAllocator(gdt_blocks_for(ceil_div(blocks, BLOCKS_PER_GROUP)), blocks)
+    estimate = default_size(data_size_hint, inode_count_hint) // BLOCK_SIZE
+    reserve = max(2 * gdt_blocks_for(ceil_div(estimate, BLOCKS_PER_GROUP)), 16)
+    return BlockAllocator(reserve, None)
 
 
 class Ext4Writer:
@@ -214,99 +246,24 @@ class Ext4Writer:
         fs_time: int,
         label: str = "",
     ) -> None:
-        self._out = out
-        self._offset = offset
-        self._size = size
-        self._uuid = uuid
-        self._hash_seed = hash_seed
-        self._fs_time = fs_time
-        self._label = label.encode()
-        if len(self._label) > 16:
+        encoded_label = label.encode()
+        if len(encoded_label) > 16:
             raise Oci2vmError(f"filesystem label {label!r} is longer than 16 bytes")
-        self._fs_seed = fs_csum_seed(uuid)
-        if size is not None:
-            check_size(size, data_size_hint, inode_count_hint)
-            blocks = size // BLOCK_SIZE
-            groups = ceil_div(blocks, BLOCKS_PER_GROUP)
-            tail = blocks % BLOCKS_PER_GROUP
-            if tail and tail < MIN_LAST_GROUP + 1 + gdt_blocks_for(groups):
-                blocks -= tail
-            self._fixed_blocks: int | None = blocks
-            reserve = gdt_blocks_for(ceil_div(blocks, BLOCKS_PER_GROUP))
-        else:
-            self._fixed_blocks = None
-            estimate = default_size(data_size_hint, inode_count_hint) // BLOCK_SIZE
-            reserve = max(2 * gdt_blocks_for(ceil_div(estimate, BLOCKS_PER_GROUP)), 16)
-        self._alloc = BlockAllocator(reserve, self._fixed_blocks)
+        self._id = _Identity(uuid, hash_seed, fs_time, encoded_label, fs_csum_seed(uuid))
+        self._size = size
+        self._alloc = _allocator(size, data_size_hint, inode_count_hint)
         # id(inode) -> where its data went, as extent leaf entries (pack_leaves): one bytes
         # object per file, made while layers stream, ready for the inode.
         self._files: dict[int, bytes] = {}
         self._written: list[Inode] = []  # those inodes, kept so that their ids stay unique
-        self._fd: int | None = None
-        try:
-            self._fd = out.fileno()
-            out.flush()  # from here on we write with pwrite(), past the buffer
-        except (AttributeError, OSError):
-            self._fd = None
-        self._behind: _WriteBehind | None = None
-        self._pending: list[bytes | memoryview] = []  # gathered writes, from _pending_at
-        self._pending_at = 0
-        self._pending_end = 0
+        # Every write goes through here: positions count from the filesystem's start.
+        self._io = BlockWriter(out, base=offset, block_size=BLOCK_SIZE, name="ext4-write")
         self._finished = False
-
-    # -- output ------------------------------------------------------------------------
-
-    def _write_at(self, pos: int, data: bytes | memoryview) -> None:
-        """Write at `pos` (bytes from the filesystem's start). Writes that follow on from
-        the pending ones, or start later in their last block (the rest of that block is
-        slack or a hole inside it, so zeros), are gathered into one pwritev() of the
-        pieces as they are, never copied: small files then cost one system call per few
-        MiB instead of one each, and the file data of a layer goes from the inflater's
-        output to the kernel untouched. Pieces must not change while pending."""
-        end = self._pending_end
-        if self._pending and end <= pos <= ceil_div(end, BLOCK_SIZE) * BLOCK_SIZE:
-            if pos > end:
-                self._pending.append(_ZERO_VIEW[: pos - end])
-        else:
-            self._flush()
-            self._pending_at = pos
-        self._pending.append(data)
-        self._pending_end = pos + len(data)
-        if self._pending_end - self._pending_at >= GATHER_LIMIT or len(self._pending) >= IOV_LIMIT:
-            self._flush()
-
-    def _flush(self) -> None:
-        if not self._pending:
-            return
-        pos = self._offset + self._pending_at
-        pieces, self._pending = self._pending, []
-        if self._fd is None:
-            self._out.seek(pos)
-            for piece in pieces:
-                self._out.write(piece)
-        else:
-            if self._behind is None:
-                self._behind = _WriteBehind(self._fd)
-            self._behind.submit(pieces, pos)
 
     def close(self) -> None:
         """Wait for the writes handed to the write-behind thread, and stop it (finish()
         does this; call it when giving up before finish())."""
-        behind, self._behind = self._behind, None
-        if behind is not None:
-            behind.close()
-
-    def _copy(self, data: DataReader, pos: int, length: int) -> None:
-        while length > 0:
-            piece = data.view(min(length, COPY_CHUNK))
-            n = len(piece)
-            if not n:
-                raise Oci2vmError("a file's data ended before its recorded size")
-            # All-zero pieces are left as holes (the output reads as zeros already).
-            if piece[0] or piece[n - 1] or not _ZERO_CHUNK.startswith(piece):
-                self._write_at(pos, piece)
-            pos += n
-            length -= n
+        self._io.close()
 
     # -- file data ---------------------------------------------------------------------
 
@@ -333,7 +290,7 @@ class Ext4Writer:
                 logical, physical, run = pieces[at]
                 within = pos - logical * BLOCK_SIZE
                 span = min(remaining, run * BLOCK_SIZE - within)
-                self._copy(data, physical * BLOCK_SIZE + within, span)
+                self._io.copy(physical * BLOCK_SIZE + within, data, span)
                 pos += span
                 remaining -= span
         self._files[id(inode)] = pack_leaves(pieces)
@@ -351,7 +308,26 @@ class Ext4Writer:
         # From here on the allocator lists what it hands out, for the block bitmaps (file
         # data is in self._files).
         self._alloc.recording = True
-        tree = InodeNumbering(root, self._fs_time)
+        tree = InodeNumbering(root, self._id.fs_time)
+        self._write_held_files(tree)
+        # Directories first, then the inode tables (their place fixes the geometry), then
+        # each inode packed and written into its table at once: packed inodes are never
+        # held for the whole tree. The blocks the inodes still allocate (xattr blocks, slow
+        # symlinks, extent index blocks) are counted beforehand, so the geometry has room.
+        dirs = self._directories(tree)
+        tail = self._place_tail(len(tree.inodes) - 1, self._blocks_to_come(tree))
+        self._inodes(tree, dirs, tail)
+        result = self._write_tail(tree, tail)
+        if self._alloc.next > result.blocks_count:
+            raise RuntimeError("ext4 metadata overran the filesystem's blocks")
+        self._io.flush()
+        self._io.close()
+        self._io.extend_to(max(result.size, self._size or 0))
+        return result
+
+    def _write_held_files(self, tree: InodeNumbering) -> None:
+        """Write the files whose data is held in memory (or empty) rather than streamed from
+        a layer: those added to the tree after the layers, and files without data."""
         for ino, inode in enumerate(tree.inodes):
             if inode is None or inode.kind is not Kind.FILE or id(inode) in self._files:
                 continue
@@ -359,25 +335,6 @@ class Ext4Writer:
                 raise RuntimeError(f"inode {ino}: layer data was never passed to write_file()")
             content = inode.data.content if isinstance(inode.data, BytesData) else b""
             self.write_file(inode, BytesReader(content))
-        # Directories first, then the inode tables (their place fixes the geometry), then
-        # each inode packed and written into its table at once: packed inodes are never
-        # held for the whole tree. The blocks the inodes still allocate (xattr blocks, slow
-        # symlinks, extent index blocks) are counted beforehand, so the geometry has room.
-        dirs = self._directories(tree)
-        geo, journal = self._place_tail(len(tree.inodes) - 1, self._blocks_to_come(tree))
-        self._inodes(tree, dirs)
-        self._write_tail(tree, geo, journal)
-        if self._alloc.next > geo.blocks_count:
-            raise RuntimeError("ext4 metadata overran the filesystem's blocks")
-        self._flush()
-        self.close()
-        fs_end = self._offset + geo.blocks_count * BLOCK_SIZE
-        end = max(fs_end, self._offset + (self._size or 0))
-        self._out.seek(0, 2)
-        if self._out.tell() < end:
-            self._out.truncate(end)
-        self._out.flush()
-        return self._result
 
     def _alloc_blocks(self, count: int) -> list[Extent]:
         extents: list[tuple[int, int, int]] = []
@@ -394,16 +351,16 @@ class Ext4Writer:
 
     def _write_tree_blocks(self, tree: ExtentTree) -> None:
         for block, content in tree.blocks:
-            self._write_at(block * BLOCK_SIZE, content)
+            self._io.write_at(block * BLOCK_SIZE, content)
 
     def _directories(self, tree: InodeNumbering) -> dict[int, _Dir]:
         """Build and write every directory's blocks (and extent tree)."""
-        seed = hash_seed_words(self._hash_seed.bytes)
+        seed = hash_seed_words(self._id.hash_seed.bytes)
         out: dict[int, _Dir] = {}
         for ino, inode in enumerate(tree.inodes):
             if inode is None or inode.kind is not Kind.DIR:
                 continue
-            ino_seed = inode_csum_seed(self._fs_seed, ino)
+            ino_seed = inode_csum_seed(self._id.fs_seed, ino)
             entries = [
                 DirEntry(name, tree.ino_of[id(child)], FILE_TYPES[child.kind])
                 for name, child in tree.children(inode)
@@ -419,7 +376,7 @@ class Ext4Writer:
             extents = self._alloc_blocks(len(built.blocks))
             for e in extents:
                 run = b"".join(built.blocks[e.logical : e.logical + e.length])
-                self._write_at(e.physical * BLOCK_SIZE, run)
+                self._io.write_at(e.physical * BLOCK_SIZE, run)
             extent_tree = self._tree(extents, ino_seed)
             out[ino] = _Dir(
                 extent_tree.i_block,
@@ -453,9 +410,9 @@ class Ext4Writer:
         except Oci2vmError as error:
             raise Oci2vmError(f"{tree.path(ino)}: {error}") from None
 
-    def _inodes(self, tree: InodeNumbering, dirs: dict[int, _Dir]) -> None:
+    def _inodes(self, tree: InodeNumbering, dirs: dict[int, _Dir], tail: _Tail) -> None:
         """Pack every inode, writing its remaining blocks, and write it into its table."""
-        crtime_ns = self._fs_time * 1_000_000_000
+        crtime_ns = self._id.fs_time * 1_000_000_000
         for ino, inode in enumerate(tree.inodes):
             if inode is None:
                 continue
@@ -463,11 +420,7 @@ class Ext4Writer:
                 packed = self._inode(tree, ino, inode, dirs, crtime_ns)
             except _InodeError as error:
                 raise Oci2vmError(f"{tree.path(ino)}: {error}") from None
-            self._write_at(self._inode_pos(ino), packed)
-
-    def _inode_pos(self, ino: int) -> int:
-        group, index = divmod(ino - 1, self._inodes_per_group)
-        return self._itables_at[group] * BLOCK_SIZE + index * INODE_SIZE
+            self._io.write_at(tail.inode_pos(ino), packed)
 
     def _inode(
         self,
@@ -477,62 +430,25 @@ class Ext4Writer:
         dirs: dict[int, _Dir],
         crtime_ns: int,
     ) -> bytes:
-        """Write an inode's symlink, xattr and extent index blocks; return it packed.
+        """Write an inode's xattr, symlink and extent index blocks; return it packed.
         Errors about the inode itself are _InodeErrors, which the caller gives its path."""
-        ino_seed = inode_csum_seed(self._fs_seed, ino)
+        ino_seed = inode_csum_seed(self._id.fs_seed, ino)
         if not (0 <= inode.uid < 1 << 32 and 0 <= inode.gid < 1 << 32):
             raise _InodeError(f"owner {inode.uid}:{inode.gid} exceeds 32 bits")
         ibody, in_block = self._xattrs(inode, tree, ino) if inode.xattrs else _NO_XATTRS
         file_acl = 0
         if in_block:
             file_acl = self._alloc.alloc_one()
-            self._write_at(file_acl * BLOCK_SIZE, pack_block(in_block, file_acl, self._fs_seed))
-        blocks = 1 if file_acl else 0
-        flags = 0
-        size = 0
-        i_block = bytes(60)
-        if inode.kind is Kind.FILE:
-            packed = self._files[id(inode)]
-            extent_tree = leaves_tree(packed, self._alloc.alloc_one, ino_seed)
-            self._write_tree_blocks(extent_tree)
-            i_block, flags, size = extent_tree.i_block, FL_EXTENTS, inode.size
-            blocks += leaves_length(packed) + len(extent_tree.blocks)
-        elif inode.kind is Kind.DIR:
-            built = dirs[ino]
-            i_block, flags, size = built.i_block, built.flags, built.size
-            blocks += built.blocks
-        elif inode.kind is Kind.SYMLINK:
-            target = inode.target or b""
-            size = len(target)
-            if not target or len(target) >= BLOCK_SIZE or b"\0" in target:
-                raise _InodeError(f"symlink target of {size} bytes is not valid")
-            if len(target) < 60:
-                i_block = target.ljust(60, b"\0")  # fast symlink
-            else:
-                extents = self._alloc_blocks(1)
-                self._write_at(extents[0].physical * BLOCK_SIZE, target)
-                extent_tree = self._tree(extents, ino_seed)
-                i_block, flags = extent_tree.i_block, FL_EXTENTS
-                blocks += 1
-        elif inode.kind in (Kind.CHAR, Kind.BLOCK):
-            if not (0 <= inode.rdev_major < 1 << 12 and 0 <= inode.rdev_minor < 1 << 20):
-                raise _InodeError(
-                    f"device {inode.rdev_major}:{inode.rdev_minor} is beyond "
-                    "Linux's 12-bit major and 20-bit minor numbers"
-                )
-            i_block = encode_rdev(inode.rdev_major, inode.rdev_minor)
-        links = tree.links[ino]
-        if links > MAX_LINKS:
-            if inode.kind is not Kind.DIR:
-                raise _InodeError(f"{links} hard links, ext4 allows {MAX_LINKS}")
-            links = 1  # dir_nlink: "many"
+            block = pack_block(in_block, file_acl, self._id.fs_seed)
+            self._io.write_at(file_acl * BLOCK_SIZE, block)
+        i_block, flags, size, blocks = self._contents(ino, inode, dirs, ino_seed)
         fields = InodeFields(
             mode=inode.st_mode,
             uid=inode.uid,
             gid=inode.gid,
             size=size,
-            links=links,
-            blocks_512=blocks * (BLOCK_SIZE // 512),
+            links=_links(tree.links[ino], inode.kind),
+            blocks_512=(blocks + (1 if file_acl else 0)) * (BLOCK_SIZE // 512),
             flags=flags,
             i_block=i_block,
             atime_ns=inode.mtime_ns if inode.atime_ns is None else inode.atime_ns,
@@ -544,66 +460,120 @@ class Ext4Writer:
         )
         return pack_inode(fields, ino_seed)
 
-    def _place_tail(self, used_inodes: int, to_come: int) -> tuple[Geometry, list[Extent]]:
+    def _contents(
+        self, ino: int, inode: Inode, dirs: dict[int, _Dir], ino_seed: int
+    ) -> tuple[bytes, int, int, int]:
+        """(i_block, i_flags, i_size, blocks owned besides an xattr block) for the inode's
+        kind, writing a file's extent index blocks or a slow symlink's block."""
+        kind = inode.kind
+        if kind is Kind.FILE:
+            packed = self._files[id(inode)]
+            extent_tree = leaves_tree(packed, self._alloc.alloc_one, ino_seed)
+            self._write_tree_blocks(extent_tree)
+            blocks = leaves_length(packed) + len(extent_tree.blocks)
+            return extent_tree.i_block, FL_EXTENTS, inode.size, blocks
+        if kind is Kind.DIR:
+            built = dirs[ino]
+            return built.i_block, built.flags, built.size, built.blocks
+        if kind is Kind.SYMLINK:
+            return self._symlink(inode.target or b"", ino_seed)
+        if kind in (Kind.CHAR, Kind.BLOCK):
+            return _device_i_block(inode.rdev_major, inode.rdev_minor), 0, 0, 0
+        return _EMPTY_I_BLOCK, 0, 0, 0
+
+    def _symlink(self, target: bytes, ino_seed: int) -> tuple[bytes, int, int, int]:
+        """A symlink's (i_block, i_flags, i_size, blocks): the target in i_block when it is
+        shorter than 60 bytes (a fast symlink), else written into a block of its own."""
+        size = len(target)
+        if not target or len(target) >= BLOCK_SIZE or b"\0" in target:
+            raise _InodeError(f"symlink target of {size} bytes is not valid")
+        if len(target) < 60:
+            return target.ljust(60, b"\0"), 0, size, 0
+        extents = self._alloc_blocks(1)
+        self._io.write_at(extents[0].physical * BLOCK_SIZE, target)
+        extent_tree = self._tree(extents, ino_seed)
+        return extent_tree.i_block, FL_EXTENTS, size, 1
+
+    def _place_tail(self, used_inodes: int, to_come: int) -> _Tail:
         """Allocate the journal, bitmaps and inode tables for the final geometry: the given
         size (with one inode per 16 KiB if that fits, else just enough inodes plus room), or
         the default rule (grown until the headroom and inode room hold, counting `to_come`
         blocks that are allocated after the tail)."""
-        alloc = self._alloc
-        start, start_count = alloc.next, len(alloc.allocated)
-
-        def place(geo: Geometry) -> list[Extent]:
-            alloc.next = start
-            del alloc.allocated[start_count:]
-            if geo.gdt_blocks > alloc.reserved_gdt:
-                raise Oci2vmError(
-                    f"the file data far exceeds the size hint; pass a data_size_hint of at "
-                    f"least {ceil_div(start * BLOCK_SIZE, MIB)} MiB"
-                )
-            journal = self._alloc_blocks(default_journal_blocks(geo.blocks_count))
-            self._bitmap_blocks = [
-                first + i for first, length in alloc.alloc(2 * geo.groups) for i in range(length)
-            ]
-            self._itables_at = [
-                alloc.alloc_contiguous(geo.itable_blocks) for _ in range(geo.groups)
-            ]
-            self._inodes_per_group = geo.inodes_per_group
-            # What inodes allocate later (and the journal's own index blocks) must fit too,
-            # so that a given size falls back to fewer inodes here rather than fail later.
-            self._tail_end = alloc.end_after(to_come + extent_tree_blocks(len(journal)))
-            alloc.check_fits(self._tail_end)
-            return journal
-
-        if self._fixed_blocks is not None:
+        start = (self._alloc.next, len(self._alloc.allocated))
+        fixed_blocks = self._alloc.limit  # the given size in blocks, if one was given
+        if fixed_blocks is not None:
             try:
-                geo = geometry(self._fixed_blocks, used_inodes)
-                return geo, place(geo)
+                return self._place_tail_in(geometry(fixed_blocks, used_inodes), start, to_come)
             except Oci2vmError:
-                geo = geometry(self._fixed_blocks, used_inodes, by_ratio=False)
-                return geo, place(geo)
-        total = round_blocks(start + to_come + headroom_blocks(start + to_come))
+                geo = geometry(fixed_blocks, used_inodes, by_ratio=False)
+                return self._place_tail_in(geo, start, to_come)
+        total = round_blocks(start[0] + to_come + headroom_blocks(start[0] + to_come))
         while True:
-            geo = geometry(total, used_inodes)
-            journal = place(geo)
-            used = self._tail_end
-            need = round_blocks(used + headroom_blocks(used))
+            tail = self._place_tail_in(geometry(total, used_inodes), start, to_come)
+            need = round_blocks(tail.end + headroom_blocks(tail.end))
             if need <= total:
-                return geo, journal
+                return tail
             total = need
 
-    def _write_tail(
-        self,
-        tree: InodeNumbering,
-        geo: Geometry,
-        journal: list[Extent],
-    ) -> None:
-        fs_seed = self._fs_seed
-        # The journal: inode 8, its superblock in its first block, the rest holes.
-        jseed = inode_csum_seed(fs_seed, JOURNAL_INO)
+    def _place_tail_in(self, geo: Geometry, start: tuple[int, int], to_come: int) -> _Tail:
+        """Allocate the tail for `geo`, from `start` (the allocator's next block and the
+        length of its record, both as before any earlier try)."""
+        alloc = self._alloc
+        alloc.next = start[0]
+        del alloc.allocated[start[1] :]
+        if geo.gdt_blocks > alloc.reserved_gdt:
+            raise Oci2vmError(
+                f"the file data far exceeds the size hint; pass a data_size_hint of at "
+                f"least {ceil_div(start[0] * BLOCK_SIZE, MIB)} MiB"
+            )
+        journal = self._alloc_blocks(default_journal_blocks(geo.blocks_count))
+        bitmap_blocks = [
+            first + i for first, length in alloc.alloc(2 * geo.groups) for i in range(length)
+        ]
+        itables_at = [alloc.alloc_contiguous(geo.itable_blocks) for _ in range(geo.groups)]
+        # What inodes allocate later (and the journal's own index blocks) must fit too,
+        # so that a given size falls back to fewer inodes here rather than fail later.
+        end = alloc.end_after(to_come + extent_tree_blocks(len(journal)))
+        alloc.check_fits(end)
+        return _Tail(geo, journal, bitmap_blocks, itables_at, end)
+
+    def _write_tail(self, tree: InodeNumbering, tail: _Tail) -> Ext4Result:
+        """Write the journal, the bitmaps, the group descriptors and the superblocks."""
+        geo = tail.geo
+        journal_backup = self._write_journal(tail)
+        bitmaps = self._block_bitmaps(tree, geo)
+        gdt, free_blocks = self._write_groups(tree, tail, bitmaps)
+        info = SuperblockInfo(
+            geometry=geo,
+            free_blocks=free_blocks,
+            free_inodes=geo.inodes_count - (len(tree.inodes) - 1),
+            uuid=self._id.uuid,
+            hash_seed=self._id.hash_seed,
+            fs_time=self._id.fs_time,
+            label=self._id.label,
+            journal_blocks=journal_backup,
+        )
+        self._write_superblocks(info, gdt)
+        return Ext4Result(
+            size=geo.blocks_count * BLOCK_SIZE,
+            blocks_count=geo.blocks_count,
+            free_blocks=free_blocks,
+            inodes_count=geo.inodes_count,
+            free_inodes=info.free_inodes,
+            uuid=self._id.uuid,
+        )
+
+    def _write_journal(self, tail: _Tail) -> tuple[int, ...]:
+        """Write the journal: inode 8, its superblock in its first block, the rest holes.
+        Return the superblock's backup of the journal inode (s_jnl_blocks)."""
+        journal = tail.journal
+        jseed = inode_csum_seed(self._id.fs_seed, JOURNAL_INO)
         jtree = self._tree(journal, jseed)
         jblocks = sum(e.length for e in journal)
-        self._write_at(journal[0].physical * BLOCK_SIZE, journal_superblock(jblocks, self._uuid))
-        jtime = self._fs_time * 1_000_000_000
+        self._io.write_at(
+            journal[0].physical * BLOCK_SIZE, journal_superblock(jblocks, self._id.uuid)
+        )
+        jtime = self._id.fs_time * 1_000_000_000
         jsize = jblocks * BLOCK_SIZE
         journal_inode = pack_inode(
             InodeFields(
@@ -622,94 +592,75 @@ class Ext4Writer:
             ),
             jseed,
         )
-        self._write_at(self._inode_pos(JOURNAL_INO), journal_inode)
-        # Block bitmaps: superblock copies, reachable file data, everything since finish().
+        self._io.write_at(tail.inode_pos(JOURNAL_INO), journal_inode)
+        return _journal_backup(jtree.i_block, jsize)
+
+    def _block_bitmaps(self, tree: InodeNumbering, geo: Geometry) -> list[bytearray]:
+        """Every group's block bitmap: superblock copies, reachable file data, everything
+        allocated since finish() began, and the padding past the last block."""
         bitmaps = [bytearray(BLOCK_SIZE) for _ in range(geo.groups)]
-
-        def mark_used(start: int, length: int) -> None:
-            while length > 0:
-                group, index = divmod(start, BLOCKS_PER_GROUP)
-                n = min(length, BLOCKS_PER_GROUP - index)
-                _set_bits(bitmaps[group], index, n)
-                start += n
-                length -= n
-
         for group in range(geo.groups):
             if is_backup_group(group):
-                mark_used(group * BLOCKS_PER_GROUP, 1 + geo.gdt_blocks)
+                _mark_used(bitmaps, group * BLOCKS_PER_GROUP, 1 + geo.gdt_blocks)
         for inode in tree.inodes:
             if inode is not None and inode.kind is Kind.FILE:
                 for _logical, length, hi, lo in LEAF.iter_unpack(self._files[id(inode)]):
-                    mark_used((hi << 32) | lo, length)
+                    _mark_used(bitmaps, (hi << 32) | lo, length)
         for start, length in self._alloc.allocated:
-            mark_used(start, length)
+            _mark_used(bitmaps, start, length)
         last = geo.group_blocks(geo.groups - 1)
         if last < BLOCKS_PER_GROUP:
             _set_bits(bitmaps[-1], last, BLOCKS_PER_GROUP - last)  # padding past the end
+        return bitmaps
 
+    def _write_groups(
+        self, tree: InodeNumbering, tail: _Tail, bitmaps: list[bytearray]
+    ) -> tuple[bytes, int]:
+        """Write each group's block and inode bitmaps (those not all zeros); return the
+        group descriptor table and the count of free blocks."""
+        geo = tail.geo
         ipg = geo.inodes_per_group
         used_inodes = len(tree.inodes) - 1
         descs: list[bytes] = []
         free_blocks = 0
         for group in range(geo.groups):
             bitmap = bitmaps[group]
-            used_bits = int.from_bytes(bitmap, "little").bit_count()
-            free = BLOCKS_PER_GROUP - used_bits
+            free = BLOCKS_PER_GROUP - int.from_bytes(bitmap, "little").bit_count()
             free_blocks += free
             in_use = max(0, min(ipg, used_inodes - group * ipg))
-            ibitmap = bytearray(BLOCK_SIZE)
-            _set_bits(ibitmap, 0, in_use)
-            _set_bits(ibitmap, ipg, MAX_INODES_PER_GROUP - ipg)
+            ibitmap = _inode_bitmap(in_use, ipg)
             first = group * ipg + 1
             dirs = sum(
                 1
                 for inode in tree.inodes[first : first + in_use]
                 if inode is not None and inode.kind is Kind.DIR
             )
-            block_bitmap = self._bitmap_blocks[group]
-            inode_bitmap = self._bitmap_blocks[geo.groups + group]
+            block_bitmap = tail.bitmap_blocks[group]
+            inode_bitmap = tail.bitmap_blocks[geo.groups + group]
             for where, content in ((block_bitmap, bitmap), (inode_bitmap, ibitmap)):
                 if any(content):
-                    self._write_at(where * BLOCK_SIZE, bytes(content))
+                    self._io.write_at(where * BLOCK_SIZE, bytes(content))
             desc = GroupDesc(
                 block_bitmap=block_bitmap,
                 inode_bitmap=inode_bitmap,
-                inode_table=self._itables_at[group],
+                inode_table=tail.itables_at[group],
                 free_blocks=free,
                 free_inodes=ipg - in_use,
                 used_dirs=dirs,
                 itable_unused=ipg - in_use,
-                block_bitmap_csum=crc32c(fs_seed, bytes(bitmap)),
-                inode_bitmap_csum=crc32c(fs_seed, bytes(ibitmap[: ipg // 8])),
+                block_bitmap_csum=crc32c(self._id.fs_seed, bytes(bitmap)),
+                inode_bitmap_csum=crc32c(self._id.fs_seed, bytes(ibitmap[: ipg // 8])),
             )
-            descs.append(pack_group_desc(desc, group, fs_seed))
-        gdt = b"".join(descs)
-        jwords = jtree.i_block + (jsize >> 32).to_bytes(4, "little")
-        jwords += (jsize & 0xFFFFFFFF).to_bytes(4, "little")
-        info = SuperblockInfo(
-            geometry=geo,
-            free_blocks=free_blocks,
-            free_inodes=geo.inodes_count - used_inodes,
-            uuid=self._uuid,
-            hash_seed=self._hash_seed,
-            fs_time=self._fs_time,
-            label=self._label,
-            journal_blocks=tuple(
-                int.from_bytes(jwords[i : i + 4], "little") for i in range(0, 68, 4)
-            ),
-        )
-        for group in range(geo.groups):
+            descs.append(pack_group_desc(desc, group, self._id.fs_seed))
+        return b"".join(descs), free_blocks
+
+    def _write_superblocks(self, info: SuperblockInfo, gdt: bytes) -> None:
+        """The superblock and the descriptor table, in group 0 and every sparse_super backup
+        group."""
+        for group in range(info.geometry.groups):
             if not is_backup_group(group):
                 continue
             base = group * BLOCKS_PER_GROUP * BLOCK_SIZE
             sb = pack_superblock(info, group)
-            self._write_at(base + (1024 if group == 0 else 0), sb)
-            self._write_at(base + BLOCK_SIZE, gdt)
-        self._result = Ext4Result(
-            size=geo.blocks_count * BLOCK_SIZE,
-            blocks_count=geo.blocks_count,
-            free_blocks=free_blocks,
-            inodes_count=geo.inodes_count,
-            free_inodes=info.free_inodes,
-            uuid=self._uuid,
-        )
+            self._io.write_at(base + (1024 if group == 0 else 0), sb)
+            self._io.write_at(base + BLOCK_SIZE, gdt)

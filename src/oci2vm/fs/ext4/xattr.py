@@ -24,6 +24,26 @@ XATTR_MAGIC = 0xEA020000
 IBODY_SPACE = INODE_SIZE - 128 - EXTRA_ISIZE  # 96 bytes, magic included
 BLOCK_HEADER = 32
 
+# The records of attributes.rst, with the sizes it gives.
+_IBODY_HEADER = "<I"  # ext4_xattr_ibody_header: h_magic
+assert struct.calcsize(_IBODY_HEADER) == 4
+_BLOCK_HEADER = "<IIIII"  # ext4_xattr_header: h_magic, h_refcount, h_blocks, h_hash, h_checksum
+assert struct.calcsize(_BLOCK_HEADER) == 0x14  # h_reserved[3] follows, up to BLOCK_HEADER
+assert BLOCK_HEADER == 0x20
+# ext4_xattr_entry before e_name: e_name_len, e_name_index, e_value_offs, e_value_inum,
+# e_value_size, e_hash
+_ENTRY_HEAD = "<BBHIII"
+assert struct.calcsize(_ENTRY_HEAD) == 0x10  # e_name
+# POSIX ACLs (fs/ext4/acl.h, include/uapi/linux/posix_acl_xattr.h): a 4-byte a_version
+# header in both forms; entries of e_tag, e_perm and e_id (8 bytes, ext4_acl_entry and
+# posix_acl_xattr_entry) or of e_tag and e_perm alone (4 bytes, ext4_acl_entry_short).
+_ACL_HEADER = "<I"
+assert struct.calcsize(_ACL_HEADER) == 4
+_ACL_ENTRY = "<HHI"
+assert struct.calcsize(_ACL_ENTRY) == 8
+_ACL_ENTRY_SHORT = "<HH"
+assert struct.calcsize(_ACL_ENTRY_SHORT) == 4
+
 _PREFIXES = (  # longest first so "system.posix_acl_access" wins over "system."
     ("system.posix_acl_access", 2),
     ("system.posix_acl_default", 3),
@@ -58,18 +78,18 @@ def acl_to_ext4(value: bytes, what: str) -> bytes:
     """Convert a POSIX ACL from the VFS xattr form to ext4's on-disk form."""
     if len(value) < 4 or (len(value) - 4) % 8:
         raise Oci2vmError(f"{what}: malformed POSIX ACL ({len(value)} bytes)")
-    (version,) = struct.unpack_from("<I", value, 0)
+    (version,) = struct.unpack_from(_ACL_HEADER, value, 0)
     if version != ACL_VFS_VERSION:
         raise Oci2vmError(f"{what}: POSIX ACL version {version}, expected 2")
-    out = bytearray(struct.pack("<I", ACL_EXT4_VERSION))
+    out = bytearray(struct.pack(_ACL_HEADER, ACL_EXT4_VERSION))
     for at in range(4, len(value), 8):
-        tag, perm, ident = struct.unpack_from("<HHI", value, at)
+        tag, perm, ident = struct.unpack_from(_ACL_ENTRY, value, at)
         if tag not in _ACL_TAGS:
             raise Oci2vmError(f"{what}: unknown POSIX ACL tag {tag:#x}")
         if tag in (ACL_USER, ACL_GROUP):
-            out += struct.pack("<HHI", tag, perm, ident)
+            out += struct.pack(_ACL_ENTRY, tag, perm, ident)
         else:
-            out += struct.pack("<HH", tag, perm)
+            out += struct.pack(_ACL_ENTRY_SHORT, tag, perm)
     return bytes(out)
 
 
@@ -108,7 +128,7 @@ def entry_hash(x: Xattr) -> int:
 
 def _entry(x: Xattr, value_offs: int, with_hash: bool = True) -> bytes:
     head = struct.pack(
-        "<BBHIII",
+        _ENTRY_HEAD,
         len(x.name),  # e_name_len
         x.index,  # e_name_index
         value_offs if x.value else 0,  # e_value_offs
@@ -146,7 +166,7 @@ def pack_ibody(attrs: list[Xattr]) -> bytes:
     if not attrs:
         return b""
     area = bytearray(IBODY_SPACE)
-    struct.pack_into("<I", area, 0, XATTR_MAGIC)
+    struct.pack_into(_IBODY_HEADER, area, 0, XATTR_MAGIC)
     entries_at = 4
     value_end = IBODY_SPACE
     for x in attrs:
@@ -178,7 +198,7 @@ def pack_block(attrs: list[Xattr], block_nr: int, fs_seed: int) -> bytes:
     if zero_hash:
         block_hash = 0
     # h_magic, h_refcount, h_blocks, h_hash, h_checksum (below, computed as zero)
-    struct.pack_into("<IIIII", block, 0, XATTR_MAGIC, 1, 1, block_hash, 0)
+    struct.pack_into(_BLOCK_HEADER, block, 0, XATTR_MAGIC, 1, 1, block_hash, 0)
     csum = crc32c(crc32c(fs_seed, struct.pack("<Q", block_nr)), bytes(block))
     struct.pack_into("<I", block, 16, csum)
     return bytes(block)
