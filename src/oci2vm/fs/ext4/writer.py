@@ -66,7 +66,15 @@ from oci2vm.fs.ext4.layout import (
 )
 from oci2vm.fs.ext4.numbering import InodeNumbering
 from oci2vm.fs.ext4.xattr import Xattr, pack_block, pack_ibody, split_xattrs, to_ext4_xattrs
-from oci2vm.tree.model import BytesData, BytesReader, DataReader, Inode, Kind, LayerData
+from oci2vm.tree.model import (
+    BytesData,
+    BytesReader,
+    DataReader,
+    Inode,
+    Kind,
+    LayerData,
+    StreamedData,
+)
 from oci2vm.util.units import MIB, ceil_div
 
 _NO_XATTRS: tuple[list[Xattr], list[Xattr]] = ([], [])  # (in the inode, in a block); read only
@@ -331,8 +339,8 @@ class Ext4Writer:
         for ino, inode in enumerate(tree.inodes):
             if inode is None or inode.kind is not Kind.FILE or id(inode) in self._files:
                 continue
-            if isinstance(inode.data, LayerData):
-                raise RuntimeError(f"inode {ino}: layer data was never passed to write_file()")
+            if isinstance(inode.data, LayerData | StreamedData):
+                raise RuntimeError(f"inode {ino}: its streamed data never reached write_file()")
             content = inode.data.content if isinstance(inode.data, BytesData) else b""
             self.write_file(inode, BytesReader(content))
 
