@@ -1,6 +1,7 @@
-"""Where the ext4 writer puts things and how big it makes them: the size rule, a given
-size (exact, sparse, too small), writing at an offset into a larger disk, stepping over the
-superblock copies, and GRUB's own driver reading the result."""
+"""Where the ext4 writer puts things and how big it makes them, read back by e2fsck and
+debugfs: a given size (exact, sparse, tight), writing at an offset into a larger disk,
+stepping over the superblock copies, a file beyond 4 GiB, and GRUB's own driver reading
+the result."""
 
 from __future__ import annotations
 
@@ -13,35 +14,22 @@ import pytest
 
 from oci2vm.errors import Oci2vmError
 from oci2vm.fs.ext4 import Ext4Writer, default_size, required_size
-from oci2vm.fs.ext4.inode import (
-    Extent,
-    build_extent_tree,
-    extent_tree_blocks,
-    leaves_length,
-    leaves_tree,
-    pack_leaves,
-    split_extents,
-    unpack_leaves,
-)
 from oci2vm.tree.model import BytesData, Inode, Kind, LayerData, new_dir
-from oci2vm.util.tools import have_program
-from test_ext4 import (
+from support.ext4check import (
     FS_TIME,
     FS_UUID,
     HASH_SEED,
     MIB,
     assert_reads_back,
-    big_directory_tree,
     build,
-    every_case_tree,
     file_bytes,
     fsck,
     read_back,
 )
+from support.ext4trees import big_directory_tree, every_case_tree
+from support.programs import requires
 
-pytestmark = pytest.mark.skipif(
-    not (have_program("e2fsck") and have_program("debugfs")), reason="needs e2fsprogs"
-)
+pytestmark = requires("e2fsck", "debugfs")
 
 
 def test_given_size_is_exact_and_sparse(tmp_path: Path) -> None:
@@ -53,32 +41,6 @@ def test_given_size_is_exact_and_sparse(tmp_path: Path) -> None:
     fsck(image)
     dump = subprocess.run(["dumpe2fs", "-h", str(image)], capture_output=True, check=True).stdout
     assert b"Total journal size:       64M" in dump  # as mke2fs for 3 GiB
-
-
-def test_default_size_leaves_a_quarter_free_and_at_least_256_mib(tmp_path: Path) -> None:
-    image = tmp_path / "default.ext4"
-    root = every_case_tree()
-    result = build(root, image)
-    assert result.free_blocks * 4096 >= 256 * MIB
-    assert result.free_inodes >= 256
-    used = result.blocks_count - result.free_blocks
-    assert result.free_blocks >= used // 4
-    assert result.size < 300 * MIB
-
-
-def test_too_small_size_fails_before_anything_is_written(tmp_path: Path) -> None:
-    image = tmp_path / "small.ext4"
-    with image.open("wb") as out, pytest.raises(Oci2vmError, match="too small"):
-        Ext4Writer(
-            out,
-            size=64 * MIB,
-            data_size_hint=100 * MIB,
-            inode_count_hint=1000,
-            uuid=FS_UUID,
-            hash_seed=HASH_SEED,
-            fs_time=FS_TIME,
-        )
-    assert image.stat().st_size == 0
 
 
 def test_size_helpers_agree_with_the_writer(tmp_path: Path) -> None:
@@ -94,15 +56,6 @@ def test_size_helpers_agree_with_the_writer(tmp_path: Path) -> None:
     assert result.size <= need
     fsck(image)
     assert default_size(data, 101) >= need + 256 * MIB
-
-
-def test_data_beyond_a_given_size_is_an_error(tmp_path: Path) -> None:
-    root = new_dir()
-    assert root.children is not None
-    blob = b"\1" * (40 * MIB)
-    root.children["big"] = Inode(Kind.FILE, size=len(blob), data=BytesData(blob))
-    with pytest.raises(Oci2vmError, match="larger --size"):
-        build(root, tmp_path / "overflow.ext4", size=32 * MIB)
 
 
 def test_offset_writes_into_a_partition_of_a_larger_disk(tmp_path: Path) -> None:
@@ -134,7 +87,7 @@ def test_superblock_backups_are_skipped_by_large_files(tmp_path: Path) -> None:
     assert got["/big"].sha256 == hashlib.sha256(blob).hexdigest()
 
 
-@pytest.mark.skipif(not have_program("grub-fstest"), reason="needs grub-common")
+@requires("grub-fstest")
 def test_grub_reads_the_filesystem(tmp_path: Path) -> None:
     """GRUB's own ext2/3/4 driver (grub-fstest runs it in user space) lists and reads files,
     including one whose extent tree has an index block, and a hashed directory."""
@@ -211,15 +164,6 @@ def test_tight_size_trades_spare_inodes_for_data(tmp_path: Path) -> None:
     fsck(image)
 
 
-@pytest.mark.parametrize("count", [0, 1, 4, 5, 340, 341, 1360, 1361, 340 * 340 * 4 + 1])
-def test_extent_tree_blocks_counts_what_build_extent_tree_allocates(count: int) -> None:
-    """The writer sizes the filesystem before packing inodes with this count."""
-    extents = [Extent(i, 1000 + 2 * i, 1) for i in range(count)]
-    blocks = iter(range(10_000_000, 20_000_000))
-    tree = build_extent_tree(extents, lambda: next(blocks), 0)
-    assert extent_tree_blocks(count) == len(tree.blocks)
-
-
 class _Repeat:
     """A DataReader of `size` bytes of one repeated pattern, without holding them."""
 
@@ -252,26 +196,3 @@ def test_a_given_size_counts_blocks_that_inodes_allocate_late(
         result = writer.finish(root)
     assert result.size <= 256 * MIB
     fsck(image)
-
-
-@pytest.mark.parametrize(
-    "runs",
-    [
-        [],
-        [(0, 5000, 7)],
-        [(0, 5000, 70_000)],  # split into 32768-block extents
-        [(0, 1 << 33, 3), (10, (1 << 33) + 100, 2)],  # physical blocks past 32 bits
-        [(i * 3, 1000 + i * 5, 2) for i in range(700)],  # needs index blocks
-    ],
-)
-def test_packed_leaves_make_the_same_tree_as_extents(runs: list[tuple[int, int, int]]) -> None:
-    """The writer keeps each file's extents as packed leaf entries; the inode built from
-    them must equal the one built from Extent objects."""
-    packed = pack_leaves(runs)
-    extents = split_extents(runs)
-    assert unpack_leaves(packed) == extents
-    assert leaves_length(packed) == sum(e.length for e in extents)
-    blocks_a, blocks_b = iter(range(1 << 20, 1 << 21)), iter(range(1 << 20, 1 << 21))
-    from_leaves = leaves_tree(packed, lambda: next(blocks_a), 7)
-    from_extents = build_extent_tree(extents, lambda: next(blocks_b), 7)
-    assert (from_leaves.i_block, from_leaves.blocks) == (from_extents.i_block, from_extents.blocks)

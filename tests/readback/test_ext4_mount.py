@@ -19,24 +19,18 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 
 from oci2vm.tree.model import BytesData, Inode, Kind
-from test_ext4 import (
+from support.ext4check import Seen, build, expected, fsck, normalize_xattrs
+from support.ext4trees import (
     COLLIDING,
-    Seen,
     big_directory_tree,
-    build,
     colliding_directory_tree,
     every_case_tree,
-    expected,
-    fsck,
-    normalize_xattrs,
+    trees,
     two_level_tree,
 )
-from test_ext4_props import trees
+from support.programs import requires
 
-pytestmark = [
-    pytest.mark.root,
-    pytest.mark.skipif(os.geteuid() != 0, reason="loop mounts need root"),
-]
+pytestmark = [pytest.mark.root, requires("e2fsck", "dumpe2fs", "mount", "umount")]
 
 _KINDS = {
     stat.S_IFREG: Kind.FILE,
