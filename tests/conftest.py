@@ -13,6 +13,7 @@ Markers (declared in pyproject.toml):
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -21,6 +22,7 @@ import pytest
 if TYPE_CHECKING:
     from oci2vm.image.blobs import BlobStore
     from support.disks import Disk, Layout
+    from support.registries import PushedImages, Registry
 
 # Helpers in support/ assert too: rewrite them like test modules, for readable failures.
 # (Hence support is imported inside the functions below, after this line.)
@@ -57,6 +59,70 @@ def store(tmp_path: Path) -> BlobStore:
     from oci2vm.image.blobs import BlobStore
 
     return BlobStore(tmp_path / "cache")
+
+
+@pytest.fixture(scope="session")
+def pushed_images(tmp_path_factory: pytest.TempPathFactory) -> PushedImages:
+    from support.registries import pushed_images
+
+    return pushed_images(tmp_path_factory.mktemp("layout"))
+
+
+@pytest.fixture(scope="session")
+def registry_anonymous(
+    tmp_path_factory: pytest.TempPathFactory, pushed_images: PushedImages
+) -> Iterator[Registry]:
+    from support.programs import need
+    from support.registries import push_all, running_registry
+
+    need("docker-registry", "skopeo")
+    with running_registry(tmp_path_factory.mktemp("registry-anonymous")) as registry:
+        yield push_all(registry, pushed_images)
+
+
+@pytest.fixture(scope="session")
+def registry_basic(
+    tmp_path_factory: pytest.TempPathFactory, pushed_images: PushedImages
+) -> Iterator[Registry]:
+    from support.programs import need
+    from support.registries import PASSWORD, USER, push_all, running_registry
+
+    need("docker-registry", "skopeo", "htpasswd")
+    directory = tmp_path_factory.mktemp("registry-basic")
+    with running_registry(directory, basic=(USER, PASSWORD)) as registry:
+        yield push_all(registry, pushed_images)
+
+
+@pytest.fixture(scope="session")
+def registry_token(
+    tmp_path_factory: pytest.TempPathFactory, pushed_images: PushedImages
+) -> Iterator[Registry]:
+    from support.programs import need
+    from support.registries import PASSWORD, USER, push_all, running_registry
+    from support.tokens import token_server
+
+    need("docker-registry", "skopeo")
+    directory = tmp_path_factory.mktemp("registry-token")
+    with (
+        token_server(directory, {USER: PASSWORD}) as tokens,
+        running_registry(directory, tokens=tokens) as registry,
+    ):
+        registry.user, registry.password = USER, PASSWORD  # for pushing
+        push_all(registry, pushed_images)
+        tokens.requests.clear()
+        yield registry
+
+
+@pytest.fixture(scope="session")
+def registry_tls(
+    tmp_path_factory: pytest.TempPathFactory, pushed_images: PushedImages
+) -> Iterator[Registry]:
+    from support.programs import need
+    from support.registries import push_all, running_registry
+
+    need("docker-registry", "skopeo")
+    with running_registry(tmp_path_factory.mktemp("registry-tls"), tls=True) as registry:
+        yield push_all(registry, pushed_images)
 
 
 # --- bootable disks built through the CLI (tests/readback/test_disk_*.py) ----------------

@@ -19,8 +19,9 @@ import pytest
 from fixture_images import FixtureSet, debian_fixture
 from oci2vm import vm
 from oci2vm.cli import main
+from support.programs import requires
 
-pytestmark = [pytest.mark.qemu, pytest.mark.fixture]
+pytestmark = [pytest.mark.qemu, pytest.mark.fixture, requires("qemu-system-x86_64")]
 
 PASSWORD = "oci2vm-Test-pw"
 BOOT_TIMEOUT = 420.0  # TCG on two shared cores: ~25 s idle, far more under load
@@ -189,6 +190,7 @@ def _interpreter_for(user: str) -> str:
     pytest.skip(f"no Python {sys.version_info[:2]} that {user} may run")
 
 
+@requires("runuser", "useradd")
 def test_unprivileged_user_builds_a_disk_that_boots(
     debian: FixtureSet, unprivileged_user: str, user_dir: Path
 ) -> None:
@@ -223,8 +225,9 @@ def test_unprivileged_user_builds_a_disk_that_boots(
 
 
 @pytest.mark.registry
+@requires("docker-registry", "skopeo")
 def test_image_pulled_from_local_registry_boots(debian: FixtureSet, tmp_path: Path) -> None:
-    from registry_support import running_registry
+    from support.registries import running_registry
 
     with running_registry(tmp_path / "registry") as registry:
         registry.push(debian.oci_layout, debian.tag, "debian:bookworm")
