@@ -29,6 +29,7 @@ from fixture_images import (
     expected_tree,
     fixture_is_cached,
 )
+from support.programs import requires
 
 pytestmark = pytest.mark.fixture
 
@@ -84,6 +85,7 @@ def layout_layers(image: FixtureSet) -> Iterator[tuple[Path, str]]:
         yield blobs / digest.removeprefix("sha256:"), media_type
 
 
+@requires("skopeo")
 def test_skopeo_reads_the_oci_layout(image: FixtureSet) -> None:
     ref = f"oci:{image.oci_layout}:{image.tag}"
     assert raw_digest("skopeo", "inspect", "--raw", ref) == image.manifest_digest
@@ -93,18 +95,21 @@ def test_skopeo_reads_the_oci_layout(image: FixtureSet) -> None:
     assert info["Env"] == list(image.env)
 
 
+@requires("umoci")
 def test_umoci_stat_reads_the_oci_layout(image: FixtureSet) -> None:
     stat = run_json("umoci", "stat", "--json", "--image", f"{image.oci_layout}:{image.tag}")
     layers = [h["layer"]["digest"] for h in stat["history"] if h.get("layer")]
     assert layers == list(image.layer_digests)
 
 
+@requires("skopeo")
 def test_skopeo_reads_the_oci_archive(busybox: FixtureSet) -> None:
     assert busybox.oci_archive is not None
     ref = f"oci-archive:{busybox.oci_archive}:{busybox.tag}"
     assert raw_digest("skopeo", "inspect", "--raw", ref) == busybox.manifest_digest
 
 
+@requires("skopeo")
 @pytest.mark.parametrize("form", ["docker_archive", "docker_oci_archive"])
 def test_skopeo_reads_the_docker_archives(image: FixtureSet, form: str) -> None:
     ref = f"docker-archive:{getattr(image, form)}"
@@ -160,6 +165,7 @@ def test_docker_archive_members_name_their_bytes(image: FixtureSet, form: str) -
             assert index["manifests"][0]["digest"] == image.docker_oci_manifest_digest
 
 
+@requires("tar")
 def test_gnu_tar_lists_every_layer(image: FixtureSet) -> None:
     for blob, media_type in layout_layers(image):
         with decompressed(blob, media_type) as stream:

@@ -8,7 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from layouts import (
+from oci2vm.errors import Oci2vmError
+from oci2vm.image.blobs import BlobStore
+from oci2vm.layers import decompress
+from oci2vm.layers.flatten import flatten
+from oci2vm.sources import Fetch, resolve
+from oci2vm.tree.model import DataReader, Inode, Kind, Tree, link_counts, lookup, walk
+from support.layouts import (
     Member,
     directory,
     file,
@@ -19,12 +25,6 @@ from layouts import (
     whiteout,
     write_layout,
 )
-from oci2vm.errors import Oci2vmError
-from oci2vm.image.blobs import BlobStore
-from oci2vm.layers import decompress
-from oci2vm.layers.flatten import flatten
-from oci2vm.sources import Fetch, resolve
-from oci2vm.tree.model import DataReader, Inode, Kind, Tree, link_counts, lookup, walk
 
 
 def build(

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from layouts import directory, file, write_layout
 from oci2vm.cli import main
+from support.layouts import directory, file, write_layout
 
 pytestmark = pytest.mark.skipif(shutil.which("podman") is None, reason="needs podman")
 

@@ -7,7 +7,6 @@ byte-identical."""
 from __future__ import annotations
 
 import hashlib
-import os
 import shutil
 import subprocess
 from collections.abc import Iterator
@@ -18,8 +17,8 @@ import pytest
 
 from fixture_images import FixtureSet, busybox_fixture, debian_fixture
 from oci2vm.cli import main
-from test_fixture_sources import expected_records
-from treecompare import Record, differences, directory_records
+from support.programs import requires
+from support.treecompare import Record, differences, directory_records, expected_records
 
 pytestmark = pytest.mark.fixture
 
@@ -52,14 +51,9 @@ def comparable(records: dict[str, Record]) -> dict[str, Record]:
     return {p: r for p, r in records.items() if p not in ("/", "/lost+found")}
 
 
-def needs_root() -> None:
-    if os.geteuid() != 0:
-        pytest.skip("loop mounts need root")
-
-
 @pytest.mark.root
+@requires("e2fsck", "mount", "umount")
 def test_busybox_ext4_through_the_kernel_equals_expected_tree(tmp_path: Path) -> None:
-    needs_root()
     fx: FixtureSet = busybox_fixture()
     image = build_ext4(f"oci:{fx.oci_layout}:{fx.tag}", tmp_path / "busybox.ext4")
     e2fsck_clean(image)
@@ -71,8 +65,8 @@ def test_busybox_ext4_through_the_kernel_equals_expected_tree(tmp_path: Path) ->
 
 
 @pytest.mark.root
+@requires("e2fsck", "mount", "umount", "umoci")
 def test_debian_ext4_through_the_kernel_equals_umoci(tmp_path: Path) -> None:
-    needs_root()
     fx = debian_fixture()
     image = build_ext4(f"oci:{fx.oci_layout}:{fx.tag}", tmp_path / "debian.ext4")
     e2fsck_clean(image)

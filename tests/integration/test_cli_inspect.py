@@ -1,5 +1,6 @@
-"""The command line: inspect's report, and one-line errors with a non-zero exit for every
-kind of bad input."""
+"""The command line end to end on layouts built in the test: inspect's report, one-line
+errors with a non-zero exit for every kind of bad input, the console script, and progress
+on a terminal."""
 
 from __future__ import annotations
 
@@ -11,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from layouts import directory, file, hardlink, layer_tar, symlink, write_layout
 from oci2vm.cli import main
+from support.layouts import directory, file, hardlink, layer_tar, symlink, write_layout
 
 
 def run_cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
@@ -111,7 +112,7 @@ def _bad_layouts(tmp_path: Path) -> dict[str, str]:
     sources["escape"] = f"oci:{escape.path}"
     dangling = write_layout(tmp_path / "dangling", [[hardlink("b", "nowhere")]])
     sources["dangling"] = f"oci:{dangling.path}"
-    arm = write_layout(tmp_path / "arm", [[file("a")]], platform=("linux", "arm64"))
+    arm = write_layout(tmp_path / "arm", [[file("a")]], platform="linux/arm64")
     sources["arm-only"] = f"oci:{arm.path}"
     return sources
 
@@ -215,47 +216,3 @@ def test_progress_shows_layers_on_a_terminal_and_not_with_quiet(tmp_path: Path) 
     code, shown = _stderr_on_a_terminal(["build", source, "-q", "-o", str(tmp_path / "q.ext4")])
     assert code == 0
     assert shown == ""
-
-
-def test_reporter_writes_text_as_it_is(capsys: pytest.CaptureFixture[str]) -> None:
-    """Notes and warnings on stderr, the result on stdout, nothing reinterpreted (no
-    markup, no :emoji: codes); -q keeps warnings only."""
-    from oci2vm.report import Reporter
-
-    reporter = Reporter()
-    reporter.note("layer [b]1[/b] :smile:")
-    reporter.warn("nobody can log in")
-    reporter.result({"a": 1}, "Wrote disk.img :x:\n")
-    out, err = capsys.readouterr()
-    assert out == "Wrote disk.img :x:\n"
-    assert err == "layer [b]1[/b] :smile:\nwarning: nobody can log in\n"
-    quiet = Reporter(quiet=True, json_output=True)
-    quiet.note("hidden")
-    quiet.warn("shown")
-    quiet.result({"a": 1}, "not shown")
-    out, err = capsys.readouterr()
-    assert (json.loads(out), err) == ({"a": 1}, "warning: shown\n")
-
-
-def test_root_password_file_keeps_the_password_off_the_command_line(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
-    import io
-
-    from oci2vm.cli import config_from, parser
-
-    secret = tmp_path / "pw"
-    secret.write_text("s3cret word\nsecond line\n")
-    args = ["build", "oci:x", "-o", "d.img", "--root-password-file"]
-    assert config_from(parser().parse_args([*args, str(secret)])).root_password == "s3cret word"
-    monkeypatch.setattr("sys.stdin", io.StringIO("from stdin\r\n"))
-    assert config_from(parser().parse_args([*args, "-"])).root_password == "from stdin"
-    with pytest.raises(SystemExit) as exit_info:  # one or the other
-        parser().parse_args([*args, str(secret), "--root-password", "x"])
-    assert exit_info.value.code == 2
-    capsys.readouterr()
-    (tmp_path / "empty").write_text("\n")
-    for bad, message in ((tmp_path / "missing", "cannot read"), (tmp_path / "empty", "empty")):
-        assert main([*args, str(bad)]) == 1
-        _out, err = capsys.readouterr()
-        assert message in err and err.count("\n") == 1

@@ -17,11 +17,17 @@ from fixture_images import (
     FixtureSet,
     busybox_fixture,
     debian_fixture,
-    expected_tree,
 )
 from oci2vm.cli import main
 from oci2vm.sources import Fetch, resolve
-from treecompare import Record, differences, directory_records, flatten_records
+from support.programs import requires
+from support.treecompare import (
+    Record,
+    differences,
+    directory_records,
+    expected_records,
+    flatten_records,
+)
 
 pytestmark = pytest.mark.fixture
 
@@ -80,41 +86,6 @@ def test_busybox_every_form_reports_same_identity(
         assert [layer["digest"] for layer in report["layers"]] == list(busybox.layer_digests)
 
 
-def expected_records(fx: FixtureSet) -> dict[str, Record]:
-    """The fixture's expected tree (written by the fixture script, independently of
-    oci2vm) in the comparison format."""
-    records: dict[str, Record] = {}
-    groups: dict[str, list[str]] = {}
-    raw = expected_tree(fx)
-    for path, rec in raw.items():
-        first = rec["linkname"] if rec["kind"] == "hardlink" else path
-        target = raw[first]
-        out: Record = {
-            "kind": target["kind"],
-            "mode": target["mode"],
-            "uid": target["uid"],
-            "gid": target["gid"],
-            "mtime_ns": target["mtime_ns"],
-            "xattrs": dict(sorted(target.get("xattrs", {}).items())),
-        }
-        if target["kind"] == "file":
-            out["size"] = target["size"]
-            out["sha256"] = target["sha256"]
-        elif target["kind"] == "symlink":
-            out["target"] = target["linkname"]
-        elif target["kind"] in ("char", "block"):
-            out["rdev"] = list(target["rdev"])
-        records["/" + path] = out
-        if rec["kind"] == "hardlink" or any(
-            r.get("linkname") == path and r["kind"] == "hardlink" for r in ()
-        ):
-            groups.setdefault("/" + first, ["/" + first]).append("/" + path)
-    for members in groups.values():
-        for p in members:
-            records[p]["links"] = sorted(members)
-    return records
-
-
 def _without_root(records: dict[str, Record]) -> dict[str, Record]:
     return {p: r for p, r in records.items() if p != "/"}
 
@@ -138,6 +109,7 @@ def test_busybox_other_forms_flatten_identically(busybox: FixtureSet, form: str)
 
 
 @pytest.mark.root
+@requires("umoci")
 def test_debian_flattening_equals_umoci_raw_unpack(debian: FixtureSet, tmp_path: Path) -> None:
     rootfs = tmp_path / "umoci"
     subprocess.run(
