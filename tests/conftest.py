@@ -35,7 +35,7 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
 
     needs = [name for mark in item.iter_markers("requires") for name in mark.args]
     if needs:
-        need(*needs)
+        need(*needs, at_item=True)
     if item.get_closest_marker("root") is not None and os.geteuid() != 0:
         pytest.skip("needs root")
 

@@ -94,14 +94,15 @@ def strict() -> bool:
     return os.environ.get("CI", "").lower() not in ("", "0", "false", "no")
 
 
-def need(*needs: str) -> None:
+def need(*needs: str, at_item: bool = False) -> None:
     """Skip the running test unless the programs or files are here (fail instead under
-    CI): what the requires marker does, for fixtures and helpers to call."""
+    CI): what the requires marker does, for fixtures and helpers to call. at_item:
+    report the skip at the test, as pytest's own skip marks do (for the marker's hook)."""
     problem = missing(needs)
     if problem is not None:
         if strict():
             pytest.fail(f"{problem} (CI is set: a missing requirement fails)", pytrace=False)
-        pytest.skip(problem)
+        raise pytest.skip.Exception(problem, _use_item_location=at_item)
 
 
 def requires(*needs: str) -> pytest.MarkDecorator:
