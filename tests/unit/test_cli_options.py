@@ -1,0 +1,56 @@
+"""The command line's parts alone: option parsing (--root-password-file) and the reporter
+that writes notes, warnings and results. (tests/integration/test_cli_inspect.py runs the
+CLI end to end.)"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from oci2vm.cli import main
+
+
+def test_reporter_writes_text_as_it_is(capsys: pytest.CaptureFixture[str]) -> None:
+    """Notes and warnings on stderr, the result on stdout, nothing reinterpreted (no
+    markup, no :emoji: codes); -q keeps warnings only."""
+    from oci2vm.report import Reporter
+
+    reporter = Reporter()
+    reporter.note("layer [b]1[/b] :smile:")
+    reporter.warn("nobody can log in")
+    reporter.result({"a": 1}, "Wrote disk.img :x:\n")
+    out, err = capsys.readouterr()
+    assert out == "Wrote disk.img :x:\n"
+    assert err == "layer [b]1[/b] :smile:\nwarning: nobody can log in\n"
+    quiet = Reporter(quiet=True, json_output=True)
+    quiet.note("hidden")
+    quiet.warn("shown")
+    quiet.result({"a": 1}, "not shown")
+    out, err = capsys.readouterr()
+    assert (json.loads(out), err) == ({"a": 1}, "warning: shown\n")
+
+
+def test_root_password_file_keeps_the_password_off_the_command_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import io
+
+    from oci2vm.cli import config_from, parser
+
+    secret = tmp_path / "pw"
+    secret.write_text("s3cret word\nsecond line\n")
+    args = ["build", "oci:x", "-o", "d.img", "--root-password-file"]
+    assert config_from(parser().parse_args([*args, str(secret)])).root_password == "s3cret word"
+    monkeypatch.setattr("sys.stdin", io.StringIO("from stdin\r\n"))
+    assert config_from(parser().parse_args([*args, "-"])).root_password == "from stdin"
+    with pytest.raises(SystemExit) as exit_info:  # one or the other
+        parser().parse_args([*args, str(secret), "--root-password", "x"])
+    assert exit_info.value.code == 2
+    capsys.readouterr()
+    (tmp_path / "empty").write_text("\n")
+    for bad, message in ((tmp_path / "missing", "cannot read"), (tmp_path / "empty", "empty")):
+        assert main([*args, str(bad)]) == 1
+        _out, err = capsys.readouterr()
+        assert message in err and err.count("\n") == 1

@@ -1,0 +1,152 @@
+"""QEMU without running it: the command lines for each firmware and bus, the KVM probe's
+boot sector and its verdict when /dev/kvm is unusable, and the console text filter.
+(tests/boot/test_vm_check.py runs QEMU.)"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from oci2vm import vm
+from oci2vm.errors import Oci2vmError
+from oci2vm.util import tools
+from support.programs import requires
+
+needs_qemu = requires("qemu-system-x86_64")
+needs_grub_pc = requires("grub-pc-modules", "grub-mkimage")
+needs_disk_tools = requires("sgdisk", "sfdisk", "mke2fs")
+
+
+@pytest.fixture
+def fresh_kvm_probe() -> Iterator[None]:
+    """kvm_works() caches its answer per process; these tests want to ask again."""
+    vm.kvm_works.cache_clear()
+    yield
+    vm.kvm_works.cache_clear()
+
+
+# -- command lines -------------------------------------------------------------------------
+
+
+def test_bios_virtio_command_line() -> None:
+    argv = vm.qemu_command(Path("/d/disk.img"), accel="tcg", memory_mib=512, cpus=1)
+    assert argv == [
+        "qemu-system-x86_64",
+        "-machine", "pc",
+        "-accel", "tcg", "-cpu", "max",
+        "-m", "512",
+        "-smp", "1",
+        "-nographic",
+        "-no-reboot",
+        "-drive", "file=/d/disk.img,format=raw,if=none,id=disk0",
+        "-device", "virtio-blk-pci,drive=disk0,bootindex=0",
+        "-serial", "mon:stdio",
+        "-nic", "none",
+    ]  # fmt: skip
+
+
+def test_uefi_sata_command_line_uses_q35_and_ovmf_flash(tmp_path: Path) -> None:
+    vars_copy = tmp_path / "vars.fd"
+    argv = vm.qemu_command(
+        Path("/d/disk.qcow2"), firmware="uefi", bus="sata", accel="tcg", efi_vars=vars_copy,
+        serial=tmp_path / "console.log", snapshot=True, network=True,
+    )  # fmt: skip
+    assert argv == [
+        "qemu-system-x86_64",
+        "-machine", "q35",
+        "-accel", "tcg", "-cpu", "max",
+        "-m", "1024",
+        "-smp", "2",
+        "-nographic",
+        "-no-reboot",
+        "-drive", f"if=pflash,format=raw,unit=0,readonly=on,file={vm.OVMF_CODE}",
+        "-drive", f"if=pflash,format=raw,unit=1,file={vars_copy}",
+        "-drive", "file=/d/disk.qcow2,format=qcow2,if=none,id=disk0,snapshot=on,cache=unsafe",
+        "-device", "ide-hd,drive=disk0,bus=ide.0,bootindex=0",
+        "-monitor", "none", "-serial", f"file:{tmp_path / 'console.log'}",
+        "-nic", "user,model=virtio-net-pci",
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("bus", "firmware", "machine", "device"),
+    [
+        ("ide", "bios", "pc", "ide-hd,drive=disk0,bus=ide.0,bootindex=0"),
+        ("ide", "uefi", "pc", "ide-hd,drive=disk0,bus=ide.0,bootindex=0"),
+        ("nvme", "bios", "pc", "nvme,drive=disk0,serial=oci2vm-disk0,bootindex=0"),
+        ("virtio", "uefi", "q35", "virtio-blk-pci,drive=disk0,bootindex=0"),
+        ("sata", "bios", "q35", "ide-hd,drive=disk0,bus=ide.0,bootindex=0"),
+    ],
+)
+def test_bus_picks_machine_and_device(
+    bus: vm.Bus, firmware: vm.Firmware, machine: str, device: str
+) -> None:
+    argv = vm.qemu_command(
+        Path("d.img"), bus=bus, firmware=firmware, accel="tcg", efi_vars=Path("v.fd"),
+        serial="unix:/tmp/s,server=on,wait=off",
+    )  # fmt: skip
+    assert argv[argv.index("-machine") + 1] == machine
+    assert argv[argv.index("-device") + 1] == device
+    assert argv[argv.index("-serial") + 1] == "unix:/tmp/s,server=on,wait=off"
+    assert argv[argv.index("-monitor") + 1] == "none"
+
+
+def test_uefi_without_a_vars_copy_is_a_bug() -> None:
+    with pytest.raises(ValueError, match="efi_vars"):
+        vm.qemu_command(Path("d.img"), firmware="uefi", accel="tcg")
+
+
+def test_missing_ovmf_names_the_package(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(vm, "OVMF_VARS", tmp_path / "nope.fd")
+    with pytest.raises(Oci2vmError, match="apt-get install ovmf"):
+        vm.copy_efi_vars(tmp_path)
+
+
+# -- the KVM probe -------------------------------------------------------------------------
+
+
+def test_probe_boot_sector_layout() -> None:
+    image = vm.kvm_probe_image()
+    assert len(image) == 512
+    assert image[510:] == b"\x55\xaa"
+    # "mov si, imm16" (0xBE) loads the address where the marker text begins
+    mov_si = image.index(b"\xbe")
+    address = int.from_bytes(image[mov_si + 1 : mov_si + 3], "little")
+    marker = vm.KVM_PROBE_MARKER + b"\n\0"
+    assert image[address - 0x7C00 : address - 0x7C00 + len(marker)] == marker
+
+
+def test_unusable_kvm_device_means_tcg_without_running_qemu(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fresh_kvm_probe: None
+) -> None:
+    monkeypatch.setattr(vm, "KVM_DEVICE", tmp_path / "kvm")
+
+    def no_qemu(*args: object, **kwargs: object) -> object:
+        raise AssertionError("the probe must not run without /dev/kvm")
+
+    monkeypatch.setattr(tools, "run", no_qemu)
+    assert vm.kvm_works() is False
+    assert vm.resolve_accel("auto") == "tcg"
+    with pytest.raises(Oci2vmError, match="cannot be opened"):
+        vm.resolve_accel("kvm")
+
+
+# -- check_boot's console ------------------------------------------------------------------
+
+
+def test_console_text_drops_terminal_control_even_when_split_across_reads() -> None:
+    console = vm.ConsoleText()
+    reads = [
+        b"\x1bc\x1b[?7l\x1b[2J\x1b[0mSeaBIOS\r\n",  # reset, CSI with private parameters
+        b"GRUB\x1b[1;",  # a CSI cut in two
+        b"1H\x1b(B[\x1b[0;32m  OK  \x1b[0m] Rea",  # charset selection, colours
+        b"ched \xe2\x94",  # a UTF-8 character cut in two
+        b"\x80 \x1b]0;title\x07login: \x08\x1b",  # OSC, backspace, a lone ESC at the end
+    ]
+    for data in reads:
+        console.feed(data)
+    assert console.text == "SeaBIOS\nGRUB[  OK  ] Reached \u2500 login: "
+    console.feed(b"", final=True)
+    assert console.text == "SeaBIOS\nGRUB[  OK  ] Reached \u2500 login: "
