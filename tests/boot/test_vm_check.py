@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from oci2vm import vm
+from oci2vm.arch import Arch
 from oci2vm.util import tools
 from support.grubdisks import gpt_bios_disk, marker_cfg
 from support.programs import requires
@@ -20,6 +21,8 @@ from support.programs import requires
 needs_qemu = requires("qemu-system-x86_64")
 needs_grub_pc = requires("grub-pc-modules", "grub-mkimage")
 needs_disk_tools = requires("sgdisk", "sfdisk", "mke2fs")
+
+QEMU = Arch.AMD64.facts.qemu_binary
 
 
 @pytest.fixture
@@ -51,7 +54,7 @@ def processes_using(path: Path) -> list[int]:
 def test_efi_vars_copy_is_the_ovmf_template(tmp_path: Path) -> None:
     copy = vm.copy_efi_vars(tmp_path)
     assert copy.parent == tmp_path
-    assert copy.read_bytes() == vm.OVMF_VARS.read_bytes()
+    assert copy.read_bytes() == Arch.AMD64.facts.efi_vars.read_bytes()
 
 
 # -- the KVM probe -------------------------------------------------------------------------
@@ -63,7 +66,7 @@ def test_probe_boot_sector_prints_its_marker_under_tcg(tmp_path: Path) -> None:
     image = tmp_path / "probe.img"
     image.write_bytes(vm.kvm_probe_image())
     proc = tools.run(
-        [vm.QEMU, "-accel", "tcg", "-machine", "pc", "-m", "16", "-display", "none",
+        [QEMU, "-accel", "tcg", "-machine", "pc", "-m", "16", "-display", "none",
          "-nodefaults", "-serial", "stdio", "-device", "isa-debug-exit,iobase=0xf4,iosize=0x04",
          "-drive", f"file={image},format=raw,if=ide", "-no-reboot"],
         input=b"", check=False, timeout=30,
@@ -88,7 +91,7 @@ def test_probe_verdict_matches_how_kvm_really_runs_it(
     image.write_bytes(vm.kvm_probe_image())
     started = time.monotonic()
     proc = tools.run(
-        [vm.QEMU, "-accel", "kvm", "-cpu", "host", "-machine", "pc", "-m", "16",
+        [QEMU, "-accel", "kvm", "-cpu", "host", "-machine", "pc", "-m", "16",
          "-display", "none", "-nodefaults", "-serial", "stdio",
          "-device", "isa-debug-exit,iobase=0xf4,iosize=0x04",
          "-drive", f"file={image},format=raw,if=ide", "-no-reboot"],

@@ -106,7 +106,7 @@ def test_too_small_size_names_a_minimum_that_is_not_too_small(
     below = build(layout.source, "-o", str(out), "--size", f"{minimum - 1}M", *table_args)
     assert below.code == 1 and minimum_size(below) == minimum
     report = build_ok(layout.source, "-o", str(out), "--size", f"{minimum}M", *table_args)
-    assert report["disk_size"] == out.stat().st_size == minimum * MIB
+    assert report["disk"]["size"] == out.stat().st_size == minimum * MIB
 
 
 @pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs /proc")

@@ -49,21 +49,21 @@ pytestmark = requires(*DISK_TOOLS)
 def test_hybrid_gpt_layout_as_sfdisk_reads_it(hybrid: Disk) -> None:
     table = sfdisk(hybrid.path)
     size = hybrid.path.stat().st_size
-    assert size == hybrid.report["disk_size"]
+    assert size == hybrid.report["disk"]["size"]
     assert size % MIB == 0
     assert (table["label"], table["unit"], table["sectorsize"]) == ("gpt", "sectors", 512)
     assert (table["firstlba"], table["lastlba"]) == (34, size // SECTOR - 34)
     parts = partitions(hybrid.path)
     esp_sectors = parts[1]["size"]
     root_start = 4096 + esp_sectors
-    root_sectors = -(-hybrid.report["root"]["size"] // MIB) * MIB // SECTOR
+    root_sectors = -(-hybrid.report["filesystem"]["size"] // MIB) * MIB // SECTOR
     assert [(p["start"], p["size"], p["type"], p["name"]) for p in parts] == [
         (2048, 2048, BIOS_BOOT_TYPE, "BIOS boot"),
         (4096, esp_sectors, ESP_TYPE, "EFI System Partition"),
         (root_start, root_sectors, ROOT_X86_64_TYPE, "root"),
     ]
     assert esp_sectors * SECTOR >= 64 * MIB and esp_sectors % 2048 == 0
-    assert root_start * SECTOR == hybrid.report["root"]["offset"]
+    assert root_start * SECTOR == hybrid.report["disk"]["root_offset"]
     # The disk ends at the next MiB after the root partition and the backup GPT.
     assert size == -(-((root_start + root_sectors + 33) * SECTOR) // MIB) * MIB
     guids = {p["uuid"] for p in parts} | {table["id"]}
@@ -81,18 +81,26 @@ def test_hybrid_gpt_passes_sgdisk_verify(hybrid: Disk) -> None:
 def test_root_partition_is_clean_ext4_with_fstab_by_uuid(hybrid: Disk, tmp_path: Path) -> None:
     root = part(hybrid.path, 3, tmp_path / "root.ext4")
     e2fsck_clean(root)
-    fs_uuid = hybrid.report["root"]["uuid"]
+    fs_uuid = hybrid.report["filesystem"]["uuid"]
     sb = superblock(root)
     assert sb["Filesystem UUID"] == fs_uuid
     assert sb["Filesystem state"] == "clean"
-    assert int(sb["Block count"]) * 4096 == hybrid.report["root"]["size"]
-    assert int(sb["Inode count"]) == hybrid.report["root"]["inodes"]
-    assert int(sb["Free blocks"]) == hybrid.report["root"]["free_blocks"]
+    assert int(sb["Block count"]) * 4096 == hybrid.report["filesystem"]["size"]
+    assert int(sb["Inode count"]) == hybrid.report["filesystem"]["inodes"]
+    assert int(sb["Free blocks"]) == hybrid.report["filesystem"]["free_blocks"]
     probe = run(["blkid", "-p", "-o", "export", root]).stdout.decode()
     assert f"UUID={fs_uuid}\n" in probe
     assert "TYPE=ext4\n" in probe
     probe_in_place = run(
-        ["blkid", "-p", "-o", "export", "-O", str(hybrid.report["root"]["offset"]), hybrid.path]
+        [
+            "blkid",
+            "-p",
+            "-o",
+            "export",
+            "-O",
+            str(hybrid.report["disk"]["root_offset"]),
+            hybrid.path,
+        ]
     ).stdout.decode()
     assert f"UUID={fs_uuid}\n" in probe_in_place
     assert debugfs(root, "cat /etc/fstab") == expected_fstab(fs_uuid)
@@ -100,7 +108,7 @@ def test_root_partition_is_clean_ext4_with_fstab_by_uuid(hybrid: Disk, tmp_path:
 
 def test_root_filesystem_holds_the_prepared_system(hybrid: Disk, tmp_path: Path) -> None:
     root = part(hybrid.path, 3, tmp_path / "root.ext4")
-    fs_uuid = hybrid.report["root"]["uuid"]
+    fs_uuid = hybrid.report["filesystem"]["uuid"]
     assert debugfs(root, "cat /boot/grub/grub.cfg").decode() == expected_grub_cfg(fs_uuid)
     assert debugfs(root, "cat /boot/vmlinuz-6.1.0-9-amd64") == KERNEL
     assert debugfs(root, "cat /boot/initrd.img-6.1.0-9-amd64") == INITRD
@@ -128,7 +136,7 @@ def test_esp_is_clean_fat_with_grub_efi(hybrid: Disk, tmp_path: Path) -> None:
     run(["mcopy", "-i", where, "::/EFI/BOOT/BOOTX64.EFI", copied])
     efi = copied.read_bytes()
     assert efi[:2] == b"MZ"
-    assert efi == grub.build_efi(hybrid.report["root"]["uuid"])
+    assert efi == grub.build_efi(hybrid.report["filesystem"]["uuid"])
     assert run(["mtype", "-i", where, "::/EFI/BOOT/BOOTX64.EFI"]).stdout == efi
 
 
@@ -137,7 +145,7 @@ def test_hybrid_sector0_is_grub_boot_img_pointing_at_bios_boot(hybrid: Disk) -> 
     # The protective MBR record stays behind the boot code.
     sector0 = sector(hybrid.path, 0)
     assert sector0[0x1BE + 4] == 0xEE
-    assert_core_img(hybrid.path, 2048, hybrid.report["root"]["uuid"], "gpt")
+    assert_core_img(hybrid.path, 2048, hybrid.report["filesystem"]["uuid"], "gpt")
 
 
 def test_json_report_describes_the_disk(hybrid: Disk, layout: Layout, tmp_path: Path) -> None:
@@ -153,19 +161,23 @@ def test_json_report_describes_the_disk(hybrid: Disk, layout: Layout, tmp_path: 
         "image_id": layout.built.config_digest,
         "manifest_digest": layout.built.manifest_digest,
         "source_digest": layout.built.config_digest,
-        "disk_size": hybrid.path.stat().st_size,
-        "table": "gpt",
-        "boot": "hybrid",
-        "root": {
+        "filesystem": {
             "type": "ext4",
             "uuid": sb["Filesystem UUID"],
-            "offset": sfdisk(hybrid.path)["partitions"][2]["start"] * SECTOR,
             "size": int(sb["Block count"]) * 4096,
+            "blocks": int(sb["Block count"]),
             "free_blocks": int(sb["Free blocks"]),
             "inodes": int(sb["Inode count"]),
+            "free_inodes": int(sb["Free inodes"]),
         },
-        "kernels": ["6.1.0-9-amd64"],
-        "hostname": "debian",
+        "disk": {
+            "size": hybrid.path.stat().st_size,
+            "table": "gpt",
+            "boot": "hybrid",
+            "root_offset": sfdisk(hybrid.path)["partitions"][2]["start"] * SECTOR,
+            "arch": "amd64",
+        },
+        "system": {"hostname": "debian", "kernels": ["6.1.0-9-amd64"], "init": "systemd"},
         # Every inode but the 10 reserved ones (the root is number 2) and lost+found.
         "entries": used_inodes - 11,
         "notes": [NOBODY_NOTE],
@@ -215,7 +227,7 @@ def test_root_password_and_ssh_key_reach_the_disk(layout: Layout, tmp_path: Path
     assert report["notes"] == [
         "the image has no SSH server: the key only helps once one is installed"
     ]
-    assert report["hostname"] == "vm7"
+    assert report["system"]["hostname"] == "vm7"
     root = part(out, 3, tmp_path / "root.ext4")
     e2fsck_clean(root)
     shadow = debugfs(root, "cat /etc/shadow").decode().splitlines()
@@ -238,7 +250,7 @@ def test_given_uuid_names_the_root_everywhere(layout: Layout, tmp_path: Path) ->
     fs_uuid = "12345678-9abc-4def-8123-456789abcdef"
     out = tmp_path / "disk.img"
     report = build_ok(layout.source, "-o", str(out), "--uuid", fs_uuid.upper())
-    assert report["root"]["uuid"] == fs_uuid
+    assert report["filesystem"]["uuid"] == fs_uuid
     root = part(out, 3, tmp_path / "root.ext4")
     assert superblock(root)["Filesystem UUID"] == fs_uuid
     assert debugfs(root, "cat /etc/fstab") == expected_fstab(fs_uuid)
@@ -261,7 +273,7 @@ def test_several_kernels_newest_boots_by_default(tmp_path: Path) -> None:
     )
     out = tmp_path / "disk.img"
     report = build_ok(f"oci:{source}", "-o", str(out), "--boot", "bios")
-    assert report["kernels"] == ["6.1.0-10-amd64", "6.1.0-9-amd64", "5.10.0-28-amd64"]
+    assert report["system"]["kernels"] == ["6.1.0-10-amd64", "6.1.0-9-amd64", "5.10.0-28-amd64"]
     cfg = debugfs(part(out, 2, tmp_path / "root.ext4"), "cat /boot/grub/grub.cfg").decode()
     entries = re.findall(
         r"menuentry '([^']+)' \{\n.*\n\t\tlinux16 (\S+) .*\n(?:\t\tinitrd16 (\S+)\n)?", cfg
@@ -294,7 +306,7 @@ def test_fedora_kernel_layout_without_init_boots_its_kernel_and_says_no_init(
     )
     out = tmp_path / "disk.img"
     report = build_ok(f"oci:{source}", "-o", str(out), "--boot", "uefi")
-    assert report["kernels"] == [version]
+    assert report["system"]["kernels"] == [version]
     assert report["notes"] == [
         "no init system found (/sbin/init): the kernel will have nothing to run",
         NOBODY_NOTE,

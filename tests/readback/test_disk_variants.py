@@ -44,16 +44,16 @@ def test_mbr_bios_disk_boots_from_the_gap(mbr_bios: Disk, tmp_path: Path) -> Non
     table = sfdisk(mbr_bios.path)
     assert table["label"] == "dos"
     parts = partitions(mbr_bios.path)
-    root_sectors = -(-mbr_bios.report["root"]["size"] // MIB) * MIB // SECTOR
+    root_sectors = -(-mbr_bios.report["filesystem"]["size"] // MIB) * MIB // SECTOR
     assert parts == [{"start": 2048, "size": root_sectors, "type": "83", "bootable": True}]
     assert mbr_bios.path.stat().st_size == (2048 + root_sectors) * SECTOR
     assert table["id"] == f"0x{struct.unpack_from('<I', sector(mbr_bios.path, 0), 0x1B8)[0]:08x}"
-    assert mbr_bios.report["table"] == "mbr" and mbr_bios.report["boot"] == "bios"
+    assert mbr_bios.report["disk"]["table"] == "mbr" and mbr_bios.report["disk"]["boot"] == "bios"
     assert_grub_boot_sector(mbr_bios.path, 1)
-    assert_core_img(mbr_bios.path, 1, mbr_bios.report["root"]["uuid"], "mbr")
+    assert_core_img(mbr_bios.path, 1, mbr_bios.report["filesystem"]["uuid"], "mbr")
     root = part(mbr_bios.path, 1, tmp_path / "root.ext4")
     e2fsck_clean(root)
-    assert debugfs(root, "cat /etc/fstab") == expected_fstab(mbr_bios.report["root"]["uuid"])
+    assert debugfs(root, "cat /etc/fstab") == expected_fstab(mbr_bios.report["filesystem"]["uuid"])
 
 
 def test_mbr_hybrid_disk_has_an_esp_before_the_bootable_root(
@@ -67,7 +67,7 @@ def test_mbr_hybrid_disk_has_an_esp_before_the_bootable_root(
         (2048, "ef", False),
         (2048 + esp_sectors, "83", True),
     ]
-    assert parts[1]["start"] * SECTOR == report["root"]["offset"]
+    assert parts[1]["start"] * SECTOR == report["disk"]["root_offset"]
     assert_grub_boot_sector(out, 1)
     proc = run(["fsck.vfat", "-n", part(out, 1, tmp_path / "esp.fat")], check=False)
     assert proc.returncode == 0, proc.stdout.decode()
@@ -84,7 +84,7 @@ def test_uefi_only_disk_has_no_bios_boot_partition_or_boot_code(
         (2048, ESP_TYPE),
         (2048 + parts[0]["size"], ROOT_X86_64_TYPE),
     ]
-    assert report["boot"] == "uefi"
+    assert report["disk"]["boot"] == "uefi"
     assert sector(out, 0)[:440] == bytes(440)
     assert run(["sgdisk", "-v", out]).stdout.decode().count("No problems found.") == 1
     e2fsck_clean(part(out, 2, tmp_path / "root.ext4"))
@@ -100,7 +100,7 @@ def test_bios_only_gpt_disk_has_no_esp(layout: Layout, tmp_path: Path) -> None:
         (2048, 2048, BIOS_BOOT_TYPE),
         (4096, parts[1]["size"], ROOT_X86_64_TYPE),
     ]
-    assert report["root"]["offset"] == 4096 * SECTOR
+    assert report["disk"]["root_offset"] == 4096 * SECTOR
     assert_grub_boot_sector(out, 2048)
     e2fsck_clean(part(out, 2, tmp_path / "root.ext4"))
 
@@ -109,7 +109,7 @@ def test_size_makes_a_sparse_disk_whose_root_fills_it(layout: Layout, tmp_path: 
     out = tmp_path / "disk.img"
     report = build_ok(layout.source, "-o", str(out), "--size", "10G")
     st = out.stat()
-    assert st.st_size == 10 << 30 == report["disk_size"]
+    assert st.st_size == 10 << 30 == report["disk"]["size"]
     assert st.st_blocks * 512 < 64 * MIB, st.st_blocks
     table = sfdisk(out)
     root = table["partitions"][2]
@@ -121,7 +121,7 @@ def test_size_makes_a_sparse_disk_whose_root_fills_it(layout: Layout, tmp_path: 
     e2fsck_clean(copy)
     blocks = int(superblock(copy)["Block count"])
     assert root["size"] * SECTOR - 128 * MIB < blocks * 4096 <= root["size"] * SECTOR
-    assert report["root"]["size"] == blocks * 4096
+    assert report["filesystem"]["size"] == blocks * 4096
 
 
 @pytest.mark.parametrize("table", ["gpt", "mbr"])
@@ -130,7 +130,7 @@ def test_size_is_never_exceeded(layout: Layout, tmp_path: Path, table: str, size
     """A --size that is no whole number of MiB gives the whole MiB below it."""
     out = tmp_path / "disk.img"
     report = build_ok(layout.source, "-o", str(out), "--size", size, "--table", table)
-    assert report["disk_size"] == out.stat().st_size == 100 * MIB
+    assert report["disk"]["size"] == out.stat().st_size == 100 * MIB
     last = sfdisk(out)["partitions"][-1]
     assert (last["start"] + last["size"]) * SECTOR == 100 * MIB - (MIB if table == "gpt" else 0)
 
@@ -155,7 +155,7 @@ def test_converted_formats_hold_the_raw_disk(
     assert report["format"] == qemu_format
     info = json.loads(run(["qemu-img", "info", "--output=json", out]).stdout)
     assert info["format"] == qemu_format
-    assert info["virtual-size"] == hybrid.report["disk_size"] == report["disk_size"]
+    assert info["virtual-size"] == hybrid.report["disk"]["size"] == report["disk"]["size"]
     assert run(["qemu-img", "check", "-f", qemu_format, out]).returncode == 0
     compared = run(["qemu-img", "compare", "-f", "raw", "-F", qemu_format, hybrid.path, out])
     assert compared.stdout.decode().strip() == "Images are identical."

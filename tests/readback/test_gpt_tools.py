@@ -10,13 +10,13 @@ import re
 import uuid
 from pathlib import Path
 
+from oci2vm.arch import Arch
 from oci2vm.disk.gpt import (
     ATTR_LEGACY_BIOS_BOOTABLE,
     BIOS_BOOT,
     ESP,
     LINUX_DATA,
     ROOT_ARM64,
-    ROOT_X86_64,
     Partition,
     PartitionSpec,
     layout,
@@ -27,6 +27,8 @@ from oci2vm.util.tools import run
 from support.programs import requires
 
 pytestmark = requires("sgdisk", "sfdisk")
+
+ROOT_X86_64 = Arch.AMD64.facts.root_partition_type
 
 
 MIB = 1024 * 1024

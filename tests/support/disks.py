@@ -242,7 +242,7 @@ def expected_fstab(fs_uuid: str) -> bytes:
 
 def assert_grub_boot_sector(disk: Path, core_lba: int) -> None:
     """Sector 0 is boot.img's code with grub-bios-setup's patches, the table untouched."""
-    boot_img = (grub.I386_PC_DIR / "boot.img").read_bytes()
+    boot_img = (grub.GRUB_LIB_DIR / "i386-pc" / "boot.img").read_bytes()
     sector0 = sector(disk, 0)
     assert sector0[:0x5C] == boot_img[:0x5C]
     assert struct.unpack_from("<Q", sector0, 0x5C)[0] == core_lba  # kernel_sector

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from oci2vm import vm
+from oci2vm.arch import Arch
 from oci2vm.boot import grub
 
 # program -> Debian package that ships it
@@ -54,10 +54,10 @@ PACKAGES: dict[str, str] = {
 
 # requirement name -> (file that must exist, Debian package that ships it)
 FILES: dict[str, tuple[Path, str]] = {
-    "grub-pc-modules": (grub.I386_PC_DIR / "moddep.lst", "grub-pc-bin"),
-    "grub-efi-modules": (grub.X86_64_EFI_DIR / "moddep.lst", "grub-efi-amd64-bin"),
-    "ovmf-code": (vm.OVMF_CODE, "ovmf"),
-    "ovmf-vars": (vm.OVMF_VARS, "ovmf"),
+    "grub-pc-modules": (grub.GRUB_LIB_DIR / "i386-pc" / "moddep.lst", "grub-pc-bin"),
+    "grub-efi-modules": (grub.GRUB_LIB_DIR / "x86_64-efi" / "moddep.lst", "grub-efi-amd64-bin"),
+    "ovmf-code": (Arch.AMD64.facts.efi_code, "ovmf"),
+    "ovmf-vars": (Arch.AMD64.facts.efi_vars, "ovmf"),
 }
 
 # What building and reading back a bootable disk takes (tests/readback/test_disk_*.py).

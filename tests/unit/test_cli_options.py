@@ -5,11 +5,27 @@ CLI end to end.)"""
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from oci2vm.cli import main
+
+
+@dataclass(frozen=True)
+class Result:
+    """A report as commands make them (reports.py): one JSON form, one human form."""
+
+    data: dict[str, Any]
+    text: str
+
+    def to_json(self) -> dict[str, Any]:
+        return self.data
+
+    def human(self) -> str:
+        return self.text
 
 
 def test_reporter_writes_text_as_it_is(capsys: pytest.CaptureFixture[str]) -> None:
@@ -20,14 +36,14 @@ def test_reporter_writes_text_as_it_is(capsys: pytest.CaptureFixture[str]) -> No
     reporter = Reporter()
     reporter.note("layer [b]1[/b] :smile:")
     reporter.warn("nobody can log in")
-    reporter.result({"a": 1}, "Wrote disk.img :x:\n")
+    reporter.result(Result({"a": 1}, "Wrote disk.img :x:\n"))
     out, err = capsys.readouterr()
     assert out == "Wrote disk.img :x:\n"
     assert err == "layer [b]1[/b] :smile:\nwarning: nobody can log in\n"
     quiet = Reporter(quiet=True, json_output=True)
     quiet.note("hidden")
     quiet.warn("shown")
-    quiet.result({"a": 1}, "not shown")
+    quiet.result(Result({"a": 1}, "not shown"))
     out, err = capsys.readouterr()
     assert (json.loads(out), err) == ({"a": 1}, "warning: shown\n")
 

@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 
+from oci2vm.arch import Arch
 from oci2vm.disk.gpt import (
     ATTR_LEGACY_BIOS_BOOTABLE,
     BIOS_BOOT,
     ESP,
     LINUX_DATA,
-    ROOT_X86_64,
     Partition,
     PartitionSpec,
     derive_guid,
@@ -25,6 +25,8 @@ from oci2vm.disk.gpt import (
 from oci2vm.errors import Oci2vmError
 
 MIB = 1024 * 1024
+
+ROOT_X86_64 = Arch.AMD64.facts.root_partition_type
 
 
 GIB = 1024 * MIB

@@ -157,8 +157,7 @@ def test_early_config_finds_boot_filesystem_by_uuid() -> None:
 def test_missing_grub_modules_name_the_package(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(grub, "I386_PC_DIR", tmp_path / "i386-pc")
-    monkeypatch.setattr(grub, "X86_64_EFI_DIR", tmp_path / "x86_64-efi")
+    monkeypatch.setattr(grub, "GRUB_LIB_DIR", tmp_path)
     with pytest.raises(Oci2vmError, match="apt-get install grub-pc-bin"):
         grub.build_bios_core(BOOT_FS_UUID, "gpt")
     with pytest.raises(Oci2vmError, match="apt-get install grub-efi-amd64-bin"):

@@ -14,9 +14,9 @@ from oci2vm.disk.mbr import (
     MbrPartition,
     chs,
     disk_signature_from_seed,
-    place_partitions,
     write_mbr,
 )
+from oci2vm.disk.placement import place_partitions
 from oci2vm.errors import Oci2vmError
 
 MIB = 1024 * 1024

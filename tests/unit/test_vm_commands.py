@@ -4,12 +4,14 @@ boot sector and its verdict when /dev/kvm is unusable, and the console text filt
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from oci2vm import vm
+from oci2vm import arch, vm
+from oci2vm.arch import Arch
 from oci2vm.errors import Oci2vmError
 from oci2vm.util import tools
 from support.programs import requires
@@ -61,7 +63,7 @@ def test_uefi_sata_command_line_uses_q35_and_ovmf_flash(tmp_path: Path) -> None:
         "-smp", "2",
         "-nographic",
         "-no-reboot",
-        "-drive", f"if=pflash,format=raw,unit=0,readonly=on,file={vm.OVMF_CODE}",
+        "-drive", f"if=pflash,format=raw,unit=0,readonly=on,file={Arch.AMD64.facts.efi_code}",
         "-drive", f"if=pflash,format=raw,unit=1,file={vars_copy}",
         "-drive", "file=/d/disk.qcow2,format=qcow2,if=none,id=disk0,snapshot=on,cache=unsafe",
         "-device", "ide-hd,drive=disk0,bus=ide.0,bootindex=0",
@@ -99,7 +101,8 @@ def test_uefi_without_a_vars_copy_is_a_bug() -> None:
 
 
 def test_missing_ovmf_names_the_package(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(vm, "OVMF_VARS", tmp_path / "nope.fd")
+    missing = dataclasses.replace(Arch.AMD64.facts, efi_vars=tmp_path / "nope.fd")
+    monkeypatch.setitem(arch._FACTS, Arch.AMD64, missing)
     with pytest.raises(Oci2vmError, match="apt-get install ovmf"):
         vm.copy_efi_vars(tmp_path)
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import warnings
 from pathlib import Path
 
-from layouts import Member, directory, file, symlink, write_layout
 from oci2vm.arch import Arch
 from oci2vm.layers.flatten import flatten
 from oci2vm.prepare.step import Target
@@ -15,6 +14,7 @@ from oci2vm.sources import Fetch, resolve
 from oci2vm.tree.editor import TreeEditor
 from oci2vm.tree.model import Inode, Kind, Tree, lookup
 from oci2vm.tree.osinfo import describe
+from support.layouts import Member, directory, file, symlink, write_layout
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)

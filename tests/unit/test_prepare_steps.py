@@ -6,14 +6,14 @@ from pathlib import Path
 
 import pytest
 
-from layouts import Member, directory, file, symlink
 from oci2vm.errors import Oci2vmError
 from oci2vm.prepare.hostname import check_hostname, hostname_from
 from oci2vm.prepare.passwords import derived_salt, sha512_crypt
 from oci2vm.prepare.ssh import read_ssh_keys
 from oci2vm.tree.model import BytesData, Kind, lookup, walk
 from oci2vm.tree.osinfo import describe
-from prepared import (
+from support.layouts import Member, directory, file, symlink
+from support.prepared import (
     DEBIAN_PASSWD,
     DEBIAN_SHADOW,
     FSTAB,

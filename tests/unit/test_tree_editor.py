@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from layouts import Member, directory, file, hardlink, symlink
 from oci2vm.errors import Oci2vmError
 from oci2vm.tree.editor import TreeEditor
 from oci2vm.tree.model import BytesData, Kind, walk
-from prepared import FS_TIME, content, entry, flattened
+from support.layouts import Member, directory, file, hardlink, symlink
+from support.prepared import FS_TIME, content, entry, flattened
 
 # -- the tree editor -------------------------------------------------------------------------
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from oci2vm.prepare.passwords import derived_salt, sha512_crypt
-from prepared import IDENTITY, libc_crypt
+from support.prepared import IDENTITY, libc_crypt
 
 CRYPT_ALPHABET = set("./0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
 
