@@ -16,7 +16,6 @@ from oci2vm.disk.gpt import (
     BIOS_BOOT,
     ESP,
     LINUX_DATA,
-    ROOT_ARM64,
     Partition,
     PartitionSpec,
     layout,
@@ -29,6 +28,7 @@ from support.programs import requires
 pytestmark = requires("sgdisk", "sfdisk")
 
 ROOT_X86_64 = Arch.AMD64.facts.root_partition_type
+ROOT_ARM64 = Arch.ARM64.facts.root_partition_type
 
 
 MIB = 1024 * 1024

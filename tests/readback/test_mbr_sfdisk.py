@@ -10,9 +10,9 @@ from oci2vm.disk.mbr import (
     TYPE_LINUX,
     MbrPartition,
     disk_signature_from_seed,
-    place_partitions,
     write_mbr,
 )
+from oci2vm.disk.placement import place_partitions
 from oci2vm.util.tools import run
 from support.programs import requires
 

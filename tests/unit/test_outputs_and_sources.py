@@ -1,0 +1,132 @@
+"""What a build refuses before it writes anything, and how sources are named: outputs
+that are not regular files, skopeo's transports, empty root filesystem tarballs, a
+Docker 25 archive whose index.json lists no manifests, whiteouts in a tar: source."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from oci2vm.errors import Oci2vmError
+from oci2vm.sources import Fetch, resolve
+from support.disks import build
+from support.layouts import directory, file, layer_tar, sha256, write_layout
+
+
+def small_layout(tmp_path: Path) -> str:
+    write_layout(tmp_path / "img", [[directory("etc"), file("etc/hostname", b"x\n")]])
+    return f"oci:{tmp_path / 'img'}"
+
+
+@pytest.mark.parametrize("kind", ["fifo", "socket", "symlink-to-fifo"])
+def test_output_that_is_no_regular_file_is_refused_and_left_alone(
+    tmp_path: Path, kind: str
+) -> None:
+    target = tmp_path / "special.ext4"
+    if kind == "socket":
+        import socket
+
+        sock = socket.socket(socket.AF_UNIX)
+        sock.bind(str(target))
+    else:
+        os.mkfifo(tmp_path / "fifo")
+        if kind == "fifo":
+            os.replace(tmp_path / "fifo", target)
+        else:
+            target.symlink_to(tmp_path / "fifo")
+    before = sorted(p.name for p in tmp_path.iterdir())
+    result = build(small_layout(tmp_path), "-o", str(target))
+    assert result.code == 1
+    assert "oci2vm replaces only regular files: choose another -o" in result.err
+    assert len(result.err.strip().splitlines()) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([*before, "img"])
+
+
+def test_output_over_a_character_device_with_a_good_source_is_refused(tmp_path: Path) -> None:
+    result = build(small_layout(tmp_path), "-o", "/dev/null", "--format", "ext4")
+    assert result.code == 1
+    assert "/dev/null: is a character device" in result.err
+
+
+@pytest.mark.parametrize("transport", ["dir", "sif", "containers-storage", "ostree", "atomic"])
+def test_skopeo_transports_are_never_registry_references(transport: str) -> None:
+    with pytest.raises(Oci2vmError, match=f"transport {transport}: is not supported"):
+        resolve(f"{transport}:image", Fetch())
+
+
+def test_an_empty_rootfs_tarball_is_refused(tmp_path: Path) -> None:
+    empty = tmp_path / "rootfs.tar"
+    empty.write_bytes(b"")
+    with pytest.raises(Oci2vmError, match="is empty, not a root filesystem tarball"):
+        resolve(f"tar:{empty}", Fetch())
+
+
+def test_whiteouts_in_a_rootfs_tarball_hide_nothing_and_are_dropped(tmp_path: Path) -> None:
+    """A tar: source is one layer, as `docker import` and `podman import` read it: its
+    whiteouts have nothing below them to hide, so they leave no entry behind."""
+    tarball = tmp_path / "rootfs.tar"
+    tarball.write_bytes(
+        layer_tar(
+            [
+                directory("etc"),
+                file("etc/a", b"a\n"),
+                file("etc/.wh.b"),
+                file(".wh..wh..opq"),
+                directory("srv"),
+                file("srv/.wh..wh..opq"),
+            ]
+        )
+    )
+    out = tmp_path / "root.ext4"
+    result = build(f"tar:{tarball}", "-o", str(out), "--json")
+    assert result.code == 0, result.err
+    assert json.loads(result.out)["entries"] == 3  # /etc, /etc/a, /srv
+
+
+def docker25_archive(path: Path, manifests: object) -> None:
+    """`docker save` of Docker >= 25: manifest.json beside an OCI layout's files."""
+    layer = layer_tar([directory("etc"), file("etc/motd", b"hello\n")])
+    config = json.dumps(
+        {
+            "architecture": "amd64",
+            "os": "linux",
+            "rootfs": {"type": "layers", "diff_ids": [sha256(layer)]},
+            "config": {},
+        }
+    ).encode()
+    members = {
+        f"blobs/sha256/{sha256(config)[7:]}": config,
+        f"blobs/sha256/{sha256(layer)[7:]}": layer,
+        "manifest.json": json.dumps(
+            [
+                {
+                    "Config": f"blobs/sha256/{sha256(config)[7:]}",
+                    "RepoTags": ["app:1"],
+                    "Layers": [f"blobs/sha256/{sha256(layer)[7:]}"],
+                }
+            ]
+        ).encode(),
+        "index.json": json.dumps({"schemaVersion": 2, "manifests": manifests}).encode(),
+        "oci-layout": b'{"imageLayoutVersion": "1.0.0"}',
+    }
+    with tarfile.open(path, "w") as tar:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+
+
+@pytest.mark.parametrize("manifests", [None, [], "garbage"])
+def test_docker_archive_without_usable_index_manifests_is_read_from_manifest_json(
+    tmp_path: Path, manifests: object
+) -> None:
+    archive = tmp_path / "app.tar"
+    docker25_archive(archive, manifests)
+    image = resolve(f"docker-archive:{archive}", Fetch())
+    assert image.name == "app:1"
+    assert len(image.layers) == 1
