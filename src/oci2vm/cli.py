@@ -212,17 +212,25 @@ def config_from(args: argparse.Namespace) -> Config:
     return Config(**fields)
 
 
+PASSWORD_LIMIT = 4096  # bytes of a password file's first line
+
+
 def read_password(path: Path) -> str:
     """The first line of `path` ('-': standard input), without its line ending."""
     try:
         if str(path) == "-":
-            line = sys.stdin.readline()
+            line = sys.stdin.readline(PASSWORD_LIMIT + 1)
         else:
             with path.open(encoding="utf-8") as f:
-                line = f.readline()
+                line = f.readline(PASSWORD_LIMIT + 1)
     except (OSError, UnicodeDecodeError) as e:
         raise Oci2vmError(f"cannot read the root password from {path}: {e}") from None
     password = line.rstrip("\r\n")
+    if len(password) > PASSWORD_LIMIT:
+        raise Oci2vmError(
+            f"{path}: the first line is longer than {PASSWORD_LIMIT} characters: "
+            "is it the password file?"
+        )
     if not password:
         raise Oci2vmError(f"{path}: the root password is empty")
     return password

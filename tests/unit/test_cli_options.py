@@ -70,3 +70,21 @@ def test_root_password_file_keeps_the_password_off_the_command_line(
         assert main([*args, str(bad)]) == 1
         _out, err = capsys.readouterr()
         assert message in err and err.count("\n") == 1
+
+
+def test_password_and_key_files_are_read_with_a_size_cap(tmp_path: Path) -> None:
+    """/dev/zero given by mistake is a one-line error, not memory exhausted."""
+    from oci2vm.cli import read_password
+    from oci2vm.errors import Oci2vmError
+    from oci2vm.prepare.ssh import read_ssh_keys
+
+    with pytest.raises(Oci2vmError, match="longer than 4096 characters"):
+        read_password(Path("/dev/zero"))
+    with pytest.raises(Oci2vmError, match=r"--ssh-key /dev/zero: larger than 256 KiB"):
+        read_ssh_keys((Path("/dev/zero"),))
+    long_line = tmp_path / "pw"
+    long_line.write_text("x" * 4097 + "\n")
+    with pytest.raises(Oci2vmError, match="longer than 4096"):
+        read_password(long_line)
+    long_line.write_text("x" * 4096 + "\n")
+    assert read_password(long_line) == "x" * 4096

@@ -162,3 +162,17 @@ def test_missing_grub_modules_name_the_package(
         grub.build_bios_core(BOOT_FS_UUID, "gpt")
     with pytest.raises(Oci2vmError, match="apt-get install grub-efi-amd64-bin"):
         grub.build_efi(BOOT_FS_UUID)
+
+
+@pytest.mark.parametrize(
+    ("kernel", "message"),
+    [
+        (b"/boot/vmlinuz-6.1-\xff".decode("utf-8", "surrogateescape"), "is not UTF-8"),
+        ("/boot/vmlinuz-6.1\nmenuentry x", "control characters"),
+    ],
+)
+def test_grub_cfg_refuses_kernel_names_it_cannot_hold(kernel: str, message: str) -> None:
+    with pytest.raises(Oci2vmError, match=message):
+        grub.grub_cfg([grub.BootEntry("6.1", kernel)], BOOT_FS_UUID)
+    with pytest.raises(Oci2vmError, match=message):
+        grub.grub_cfg([grub.BootEntry("6.1", "/boot/vmlinuz-6.1", kernel)], BOOT_FS_UUID)

@@ -385,6 +385,9 @@ def grub_cfg(
         "",
     ]
     for entry in ordered:
+        for path in (entry.kernel, entry.initrd):
+            if path is not None:
+                check_config_text(path)
         lines.append(f"menuentry {grub_quote('Linux ' + entry.version)} {{")
         for branch, suffix in (('if [ "$grub_platform" = pc ]; then', "16"), ("else", "")):
             lines.append(f"\t{branch}")
@@ -394,6 +397,26 @@ def grub_cfg(
         lines.append("\tfi")
         lines.append("}")
     return "\n".join(lines) + "\n"
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def check_config_text(path: str) -> None:
+    """A path grub.cfg can name: UTF-8 text (tree names keep undecodable bytes as
+    surrogates) without control characters, which GRUB's script would split or mangle."""
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        shown = path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+        raise Oci2vmError(
+            f"{shown}: its name is not UTF-8, which grub.cfg cannot name: rename it in the image"
+        ) from None
+    if _CONTROL.search(path):
+        raise Oci2vmError(
+            f"{path!r}: its name holds control characters, which grub.cfg cannot name: "
+            "rename it in the image"
+        )
 
 
 def _canonical_uuid(value: str) -> str:

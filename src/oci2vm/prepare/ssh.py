@@ -7,17 +7,17 @@ from pathlib import Path
 from oci2vm.errors import Oci2vmError
 from oci2vm.prepare.step import Step, Target
 from oci2vm.tree.editor import TreeEditor
+from oci2vm.util.smallfiles import read_small
+from oci2vm.util.units import KIB
 
 SSH_SERVERS = ("/usr/sbin/sshd", "/usr/sbin/dropbear")
+KEYS_LIMIT = 256 * KIB  # an authorized_keys file of a thousand keys fits
 
 
 def read_ssh_keys(paths: tuple[Path, ...]) -> tuple[bytes, ...]:
     keys = []
     for path in paths:
-        try:
-            text = path.read_bytes()
-        except OSError as e:
-            raise Oci2vmError(f"--ssh-key {path}: {e.strerror}") from e
+        text = read_small(path, KEYS_LIMIT, "--ssh-key")
         lines = [line.strip() for line in text.splitlines() if line.strip()]
         if not lines or not all(b" " in line and not line.startswith(b"-----") for line in lines):
             raise Oci2vmError(f"--ssh-key {path}: not a public key (expected 'TYPE KEY [COMMENT]')")
