@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import tarfile
 from pathlib import Path
@@ -15,8 +14,9 @@ import pytest
 
 from oci2vm.cli import main
 from support.layouts import directory, file, write_layout
+from support.programs import requires
 
-pytestmark = pytest.mark.skipif(shutil.which("podman") is None, reason="needs podman")
+pytestmark = requires("podman")
 
 
 def test_image_from_podman_storage(

@@ -50,6 +50,13 @@ def busybox() -> FixtureSet:
     return busybox_fixture()
 
 
+@pytest.fixture(scope="module")
+def debian() -> FixtureSet:
+    if not fixture_is_cached("debian") and os.geteuid() != 0:
+        pytest.skip("building the debian fixture needs root (debootstrap, chroot)")
+    return debian_fixture()
+
+
 def run_json(*argv: str) -> Any:
     proc = subprocess.run(argv, capture_output=True, text=True, check=False)
     assert proc.returncode == 0, proc.stderr
@@ -244,9 +251,8 @@ def test_busybox_sh_runs(busybox: FixtureSet, tmp_path: Path) -> None:
     assert proc.stdout == "hello\n"
 
 
-def test_debian_fixture_looks_like_the_article(image: FixtureSet) -> None:
-    if image.name != "debian":
-        pytest.skip("debian only")
+def test_debian_fixture_looks_like_the_article(debian: FixtureSet) -> None:
+    image = debian
     tree = expected_tree(image)
     assert 11_000 < image.entries < 16_000
     assert image.layer_media_types == (MT_TAR + "+gzip",) * 2
@@ -292,7 +298,7 @@ def _tree_of_tar(path: Path) -> dict[str, tuple[object, ...]]:
     return tree
 
 
-@pytest.mark.skipif(shutil.which("podman") is None, reason="needs podman")
+@requires("podman")
 def test_podman_flattens_busybox_to_the_same_tree(busybox: FixtureSet, tmp_path: Path) -> None:
     """containers/storage is an independent flattener: `podman export` of a container made
     from the oci-archive must match rootfs.tar, except what podman's vfs driver and export
