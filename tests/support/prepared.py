@@ -8,7 +8,7 @@ from pathlib import Path
 
 from oci2vm.arch import Arch
 from oci2vm.layers.flatten import flatten
-from oci2vm.prepare.step import Target
+from oci2vm.prepare.step import Step, Target
 from oci2vm.prepare.steps import SYSTEM_STEPS, run_steps
 from oci2vm.sources import Fetch, resolve
 from oci2vm.tree.editor import TreeEditor
@@ -73,16 +73,28 @@ def options(
     return {"root_password": password, "ssh_keys": keys, "hostname": hostname}
 
 
-def prepare(tree: Tree, opts: dict[str, object]) -> list[str]:
-    target = Target(
+def target(tree: Tree, opts: dict[str, object], arch: Arch = Arch.AMD64) -> Target:
+    return Target(
         os=describe(tree),
-        arch=Arch.default(),
+        arch=arch,
         source="test",
         identity=IDENTITY,
         root_uuid=ROOT_UUID,
         **opts,  # type: ignore[arg-type]
     )
-    return run_steps(FILE_STEPS, TreeEditor(tree, FS_TIME), target)
+
+
+def prepare(tree: Tree, opts: dict[str, object]) -> list[str]:
+    """The steps that edit a system's files, in order, as a disk build runs them."""
+    return run_steps(FILE_STEPS, TreeEditor(tree, FS_TIME), target(tree, opts))
+
+
+def run_step(
+    tree: Tree, step: Step, opts: dict[str, object] | None = None, arch: Arch = Arch.AMD64
+) -> list[str]:
+    """One step alone, as the runner would run it (nothing if it does not apply)."""
+    goal = target(tree, opts or options(), arch)
+    return step.apply(TreeEditor(tree, FS_TIME), goal) if step.applies(goal) else []
 
 
 def systemd_members(*, merged_usr: bool = False) -> list[Member]:

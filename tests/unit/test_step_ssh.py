@@ -1,0 +1,55 @@
+"""The ssh step: keys for root's authorized_keys, read and checked first."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from oci2vm.errors import Oci2vmError
+from oci2vm.prepare.ssh import read_ssh_keys
+from oci2vm.tree.model import Kind
+from support.layouts import directory, file
+from support.prepared import (
+    DEBIAN_SHADOW,
+    NO_SSHD_NOTE,
+    content,
+    entry,
+    flattened,
+    options,
+    prepare,
+    systemd_members,
+)
+
+
+def test_ssh_keys_go_to_roots_authorized_keys(tmp_path: Path) -> None:
+    tree = flattened(tmp_path, [*systemd_members(), directory("usr/sbin"), file("usr/sbin/sshd")])
+    keys = (b"ssh-ed25519 AAAAC3Nza one@host", b"ssh-rsa AAAAB3Nza two")
+    notes = prepare(tree, options(keys=keys))
+    assert notes == []
+    for path in ("/root", "/root/.ssh"):
+        inode = entry(tree, path)
+        assert (inode.kind, inode.mode, inode.uid, inode.gid) == (Kind.DIR, 0o700, 0, 0)
+    keys_file = entry(tree, "/root/.ssh/authorized_keys")
+    assert (keys_file.mode, keys_file.uid, keys_file.gid) == (0o600, 0, 0)
+    assert content(tree, "/root/.ssh/authorized_keys") == (
+        b"ssh-ed25519 AAAAC3Nza one@host\nssh-rsa AAAAB3Nza two\n"
+    )
+    assert content(tree, "/etc/shadow") == DEBIAN_SHADOW
+
+
+def test_ssh_key_without_an_ssh_server_says_so(tmp_path: Path) -> None:
+    tree = flattened(tmp_path, systemd_members())
+    assert prepare(tree, options(keys=(b"ssh-ed25519 AAAA k",))) == [NO_SSHD_NOTE]
+
+
+def test_read_ssh_keys_takes_public_keys_only(tmp_path: Path) -> None:
+    good = tmp_path / "id.pub"
+    good.write_bytes(b"ssh-ed25519 AAAAC3 me@host\n\n  ssh-rsa AAAAB3 other  \n")
+    assert read_ssh_keys((good,)) == (b"ssh-ed25519 AAAAC3 me@host", b"ssh-rsa AAAAB3 other")
+    private = tmp_path / "id"
+    private.write_bytes(b"-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXk=\n")
+    with pytest.raises(Oci2vmError, match=r"id: not a public key"):
+        read_ssh_keys((private,))
+    with pytest.raises(Oci2vmError, match=r"^--ssh-key .*/missing: No such file"):
+        read_ssh_keys((tmp_path / "missing",))
