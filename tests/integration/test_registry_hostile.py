@@ -108,7 +108,8 @@ def test_redirects_to_plain_http_or_other_schemes_are_not_followed(
             storage.routes[f"/s/{digest}"] = Reply(body=data)
             where = f"https://{storage.host}/s/{digest}"
             fake.routes[f"/v2/app/blobs/{digest}"] = Reply(308, headers={"Location": where})
-        assert_is(pull(fake.host, "app:1", store, tls_verify=True, creds="bob:pw"), app, store)
+        fresh = BlobStore(store.root.with_name("fresh"))
+        assert_is(pull(fake.host, "app:1", fresh, tls_verify=True, creds="bob:pw"), app, fresh)
         assert len(storage.seen) == 3
         assert not any("Authorization" in s.headers for s in storage.seen)
 
