@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import signal
 import sys
 from collections.abc import Iterator, Sequence
@@ -50,6 +51,16 @@ def _bool(text: str) -> bool:
     if value in ("false", "0", "no", "off"):
         return False
     raise argparse.ArgumentTypeError(f"expected true or false, not {text!r}")
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (0 < value < math.inf):
+        raise argparse.ArgumentTypeError(f"expected a number of seconds above 0, not {text!r}")
+    return value
 
 
 def _platform(text: str) -> Platform:
@@ -103,7 +114,24 @@ def _source_options(p: argparse.ArgumentParser) -> None:
         const=True,
         default=True,
         metavar="BOOL",
-        help="verify TLS (default true; --tls-verify=false also allows plain HTTP)",
+        help="verify TLS (default true; --tls-verify=false also allows plain HTTP, both "
+        "for the source's registry host only)",
+    )
+    p.add_argument(
+        "--insecure-host",
+        dest="insecure_hosts",
+        action="append",
+        default=[],
+        metavar="HOST",
+        help="another host (a token server, a blob store) whose TLS is not verified and that "
+        "may be spoken to over plain HTTP (repeatable)",
+    )
+    p.add_argument(
+        "--network-timeout",
+        type=_seconds,
+        default=60.0,
+        metavar="SECONDS",
+        help="give up on a registry response that brings less than 64 KiB in SECONDS (default: 60)",
     )
     p.add_argument("--cache-dir", type=Path, help="blob cache (default: $XDG_CACHE_HOME/oci2vm)")
 
@@ -206,6 +234,8 @@ def config_from(args: argparse.Namespace) -> Config:
     fields = {k: v for k, v in vars(args).items() if k in Config.__dataclass_fields__}
     if "ssh_keys" in fields:
         fields["ssh_keys"] = tuple(fields["ssh_keys"])
+    if "insecure_hosts" in fields:
+        fields["insecure_hosts"] = tuple(fields["insecure_hosts"])
     password_file: Path | None = getattr(args, "root_password_file", None)
     if password_file is not None:
         fields["root_password"] = read_password(password_file)

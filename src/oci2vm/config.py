@@ -69,7 +69,9 @@ class Config:
     cache_dir: Path | None = None
     creds: str | None = None
     auth_file: Path | None = None
-    tls_verify: bool = True
+    tls_verify: bool = True  # False covers the source's registry host only
+    insecure_hosts: tuple[str, ...] = ()  # more hosts: TLS not verified, plain HTTP allowed
+    network_timeout: float = 60.0  # seconds a registry response may go without progress
     # the filesystem and disk
     size: int | None = None  # bytes; None = content + headroom
     fs_uuid: str | None = None  # None = derived from the image digest

@@ -99,6 +99,8 @@ def fetch_options(config: Config, reporter: Reporter, store: BlobStore) -> Fetch
         creds=config.creds,
         auth_file=config.auth_file,
         tls_verify=config.tls_verify,
+        insecure_hosts=config.insecure_hosts,
+        network_timeout=config.network_timeout,
         quiet=config.quiet,
         on_blob=reporter.task if reporter.interactive else None,
     )
@@ -226,7 +228,8 @@ def boot_files(arch: Arch, plan: DiskPlan, fs_uuid: str) -> BootFiles:
 
 
 def data_size_hint(image: Image, system: SystemOptions | None = None) -> int:
-    """An upper bound of the file data: the layers' and what the steps will add."""
+    """An estimate of the file data, the layers' and what the steps will add, used to size
+    reservations (see uncompressed_size_hint for what it can and cannot know)."""
     hint = sum(uncompressed_size_hint(layer.blob, layer.media_type) for layer in image.layers)
     return hint + (system.extra_data if system else 0)
 

@@ -280,6 +280,7 @@ class Reply:
     # Announce the whole body, send only this many bytes, then drop the connection.
     drop_after: int | None = None
     delay: float = 0.0  # seconds to wait before answering
+    trickle: float | None = None  # send the whole reply a byte at a time, this far apart
 
 
 @dataclass
@@ -350,7 +351,9 @@ class FakeRegistry:
 
 
 @contextlib.contextmanager
-def fake_registry(basic: tuple[str, str] | None = None) -> Iterator[FakeRegistry]:
+def fake_registry(
+    basic: tuple[str, str] | None = None, tls: KeyPair | None = None
+) -> Iterator[FakeRegistry]:
     state = FakeRegistry(basic=basic)
 
     class Handler(BaseHTTPRequestHandler):
@@ -370,6 +373,9 @@ def fake_registry(basic: tuple[str, str] | None = None) -> Iterator[FakeRegistry
                     state.blob_ended()
 
         def _answer(self, reply: Reply) -> None:
+            if reply.trickle is not None:
+                self._trickle(reply, reply.trickle)
+                return
             self.send_response(reply.status)
             for name, value in reply.headers.items():
                 self.send_header(name, value)
@@ -382,10 +388,20 @@ def fake_registry(basic: tuple[str, str] | None = None) -> Iterator[FakeRegistry
                 return
             self.wfile.write(reply.body)
 
+        def _trickle(self, reply: Reply, pause: float) -> None:
+            head = f"HTTP/1.1 {reply.status} X\r\nContent-Length: {len(reply.body)}\r\n"
+            head += "".join(f"{k}: {v}\r\n" for k, v in reply.headers.items())
+            with contextlib.suppress(OSError):
+                for byte in (head + "\r\n").encode() + reply.body:
+                    self.wfile.write(bytes([byte]))
+                    self.wfile.flush()
+                    time.sleep(pause)
+            self.close_connection = True
+
         def log_message(self, format: str, *args: Any) -> None:
             pass
 
-    with serve(Handler) as port:
+    with serve(Handler, tls) as port:
         state.port = port
         yield state
 

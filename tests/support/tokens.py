@@ -10,6 +10,7 @@ import datetime
 import ipaddress
 import json
 import secrets
+import ssl
 import threading
 import time
 import urllib.parse
@@ -202,10 +203,14 @@ def token_server(directory: Path, users: dict[str, str]) -> Iterator[TokenServer
 
 
 @contextlib.contextmanager
-def serve(handler: type[BaseHTTPRequestHandler]) -> Iterator[int]:
-    """Serve `handler` on 127.0.0.1 in a thread; yield the port."""
+def serve(handler: type[BaseHTTPRequestHandler], tls: KeyPair | None = None) -> Iterator[int]:
+    """Serve `handler` on 127.0.0.1 in a thread (over TLS with `tls`); yield the port."""
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     server.daemon_threads = True
+    if tls is not None:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(tls.cert_path, tls.key_path)
+        server.socket = context.wrap_socket(server.socket, server_side=True)
     thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
     thread.start()
     try:

@@ -88,3 +88,20 @@ def test_password_and_key_files_are_read_with_a_size_cap(tmp_path: Path) -> None
         read_password(long_line)
     long_line.write_text("x" * 4096 + "\n")
     assert read_password(long_line) == "x" * 4096
+
+
+def test_network_timeout_and_insecure_hosts_reach_the_config(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from oci2vm.cli import config_from, parser
+
+    args = ["inspect", "r.example/app:1"]
+    default = config_from(parser().parse_args(args))
+    assert (default.network_timeout, default.insecure_hosts) == (60.0, ())
+    options = ["--network-timeout", "5", "--insecure-host", "a.example", "--insecure-host", "b"]
+    config = config_from(parser().parse_args([*args, *options]))
+    assert (config.network_timeout, config.insecure_hosts) == (5.0, ("a.example", "b"))
+    for bad in ("0", "-1", "nan", "inf", "x"):
+        with pytest.raises(SystemExit):
+            parser().parse_args([*args, "--network-timeout", bad])
+        assert "--network-timeout: expected a number of seconds above 0" in capsys.readouterr().err

@@ -22,6 +22,7 @@ from oci2vm.sources.auth import (
     parse_www_authenticate,
 )
 from support.authfiles import b64, make_helper, write_json
+from support.deadline import within
 from support.registries import (
     error_of,
 )
@@ -300,3 +301,42 @@ def test_token_server_refusal_and_odd_answers() -> None:
     assert error_of(lambda: basic.authorization(no_realm, "s", fresh=False)) == (
         "authentication to r.example failed: the Bearer challenge names no usable token realm ('')"
     )
+
+
+# --- what is read from files and helpers is bounded -------------------------------------------
+
+
+def test_auth_files_that_are_no_regular_files_are_refused_without_blocking(
+    tmp_path: Path,
+) -> None:
+    fifo = tmp_path / "auth.json"
+    os.mkfifo(fifo)
+    with within(5):
+        assert error_of(lambda: credentials_from_file(fifo, "r.example")) == (
+            f"auth file {fifo}: is a FIFO, not a regular file"
+        )
+        assert error_of(lambda: credentials_from_file(Path("/dev/zero"), "r.example")) == (
+            "auth file /dev/zero: is a character device, not a regular file"
+        )
+
+
+def test_an_oversized_auth_file_is_refused_unread(tmp_path: Path) -> None:
+    big = tmp_path / "auth.json"
+    with open(big, "wb") as f:
+        f.truncate(1 << 30)
+    assert error_of(lambda: credentials_from_file(big, "r.example")) == (
+        f"auth file {big} is larger than {4 << 20} bytes"
+    )
+
+
+def test_a_helper_that_prints_without_end_is_stopped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bin_dir = tmp_path / "bin"
+    make_helper(bin_dir, "flood", "exec yes '{}'")
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    config = write_json(tmp_path / "config.json", {"credsStore": "flood"})
+    with within(20):
+        assert error_of(lambda: credentials_from_file(config, "r.example")) == (
+            f"docker-credential-flood get printed more than {1 << 20} bytes for r.example"
+        )

@@ -1,9 +1,11 @@
 """Blobs: digests, where a blob's bytes live, the content-addressed cache, and layer
 decompression.
 
-Every blob is checked against its digest as it is read; a mismatch raises, never warns.
-The cache stores each blob under blobs/<algorithm>/<hex>, written to a temporary file
-and renamed into place only after its digest matched, so two builds can share it.
+Every blob is checked against its digest as it is read, cache entries included; a
+mismatch raises, never warns. The cache stores each blob under blobs/<algorithm>/<hex>,
+written to a temporary file and renamed into place only after its digest matched, so two
+builds can share it; an entry changed afterwards fails its digest when next read.
+Only regular files are read as blobs: a FIFO or a device would block or never end.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import io
 import logging
 import os
 import re
+import stat
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -46,6 +49,50 @@ def sha256_digest(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
+_FILE_KINDS = {
+    stat.S_IFDIR: "a directory",
+    stat.S_IFIFO: "a FIFO",
+    stat.S_IFSOCK: "a socket",
+    stat.S_IFCHR: "a character device",
+    stat.S_IFBLK: "a block device",
+}
+
+
+def regular_file_size(path: Path, what: str = "") -> int:
+    """The size of `path` (symlinks followed) if it is a regular file; otherwise, or when
+    it cannot be examined, a one-line Oci2vmError. `what` names it in messages."""
+    try:
+        st = path.stat()
+    except OSError as e:
+        raise Oci2vmError(f"cannot read {what or path}: {e.strerror or e}") from None
+    _check_regular(path, st.st_mode, what)
+    return st.st_size
+
+
+def _check_regular(path: Path, mode: int, what: str) -> None:
+    if not stat.S_ISREG(mode):
+        kind = _FILE_KINDS.get(stat.S_IFMT(mode), "not a file")
+        raise Oci2vmError(f"{what or path}: is {kind}, not a regular file")
+
+
+def open_regular(path: Path, what: str = "") -> BinaryIO:
+    """Open `path` for reading if it is a regular file (symlinks followed); a FIFO, a
+    device, a directory or an unreadable file is a one-line Oci2vmError, never a wait."""
+    regular_file_size(path, what)
+    try:
+        # O_NONBLOCK: a FIFO swapped in after the check must not block the open.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as e:
+        raise Oci2vmError(f"cannot read {what or path}: {e.strerror or e}") from None
+    try:
+        _check_regular(path, os.fstat(fd).st_mode, what)
+        os.set_blocking(fd, True)
+    except BaseException:
+        os.close(fd)
+        raise
+    return os.fdopen(fd, "rb")
+
+
 def short(digest: str) -> str:
     """sha256:abcdef0123456789... -> abcdef012345 (for messages)."""
     return digest.split(":", 1)[-1][:12]
@@ -57,33 +104,32 @@ class BlobRef:
     OCI layout, a member of a tar archive, or a cache entry).
 
     `digest` is what the bytes must hash to; None for a rootfs tarball, which comes with
-    no digest (its digest is computed while it is read). `trusted` marks cache entries,
-    which were verified when stored and are not hashed again.
+    no digest (its digest is computed while it is read). `cached` marks cache entries:
+    they are verified like any blob, and a mismatch says the cache entry was changed.
     """
 
     path: Path
     offset: int
     size: int
     digest: str | None
-    trusted: bool = False
+    cached: bool = False
 
     def open(self, progress: ProgressFn | None = None) -> VerifyingReader:
         """A reader of the blob's bytes that verifies the digest when it reaches the end."""
-        f = open(self.path, "rb")  # noqa: SIM115 - owned by the returned reader
+        f = open_regular(self.path)
         try:
             f.seek(self.offset)
         except OSError:
             f.close()
             raise
-        digest = None if self.trusted else self.digest
-        # Unbuffered: readers take large chunks, and abort() stays reachable.
-        return VerifyingReader(f, self.size, digest, progress, what=str(self.path))
+        remedy = CACHE_REMEDY if self.cached else ""
+        return VerifyingReader(
+            f, self.size, self.digest, progress, what=str(self.path), remedy=remedy
+        )
 
     def compute_digest(self) -> str:
         """Read the whole blob and return its sha256 digest (verified if one is known)."""
-        f = open(self.path, "rb")  # noqa: SIM115 - owned by the reader
-        f.seek(self.offset)
-        reader = VerifyingReader(f, self.size, None if self.trusted else self.digest)
+        reader = self.open()
         try:
             reader.drain()
         finally:
@@ -96,6 +142,9 @@ class BlobRef:
             raise Oci2vmError(f"{self.path}: blob of {self.size} bytes is too large here")
         with self.open() as r:
             return r.read()
+
+
+CACHE_REMEDY = "the cache entry changed after it was stored: delete it and retry"
 
 
 class VerifyingReader(io.RawIOBase):
@@ -114,9 +163,11 @@ class VerifyingReader(io.RawIOBase):
         progress: ProgressFn | None = None,
         *,
         what: str = "blob",
+        remedy: str = "",
     ) -> None:
         super().__init__()
         self._raw = raw
+        self._remedy = f": {remedy}" if remedy else ""
         self._left = size
         self._digest = digest
         self._hash = hashlib.sha256() if digest is None else new_hash(digest)
@@ -155,7 +206,9 @@ class VerifyingReader(io.RawIOBase):
         """Account for bytes just read: hash them; at the end, check the size and digest."""
         if not data:
             if self._left:
-                raise Oci2vmError(f"{self._what}: truncated: {self._left} bytes missing at the end")
+                raise Oci2vmError(
+                    f"{self._what}: truncated: {self._left} bytes missing at the end" + self._remedy
+                )
             self._finish()
             return
         n = len(data)
@@ -176,6 +229,7 @@ class VerifyingReader(io.RawIOBase):
             if got != self._digest:
                 raise Oci2vmError(
                     f"{self._what}: digest mismatch: expected {self._digest}, got {got}"
+                    + self._remedy
                 )
 
     @property
@@ -216,20 +270,44 @@ class BlobStore:
 
     @staticmethod
     def default_root() -> Path:
-        base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-        return Path(base) / "oci2vm"
+        """$XDG_CACHE_HOME/oci2vm, else ~/.cache/oci2vm; for a user without a usable home
+        directory (such as nobody), a private directory in the temporary directory."""
+        xdg = os.environ.get("XDG_CACHE_HOME")
+        if xdg:
+            return Path(xdg) / "oci2vm"
+        home = _usable_home()
+        if home is not None:
+            return home / ".cache" / "oci2vm"
+        fallback = Path(tempfile.gettempdir()) / f"oci2vm-cache-{os.geteuid()}"
+        log.debug("no usable home directory: caching blobs in %s", fallback)
+        return _private_dir(fallback)
 
     def path(self, digest: str) -> Path:
         algorithm, hexdigest = check_digest(digest).split(":", 1)
         return self.root / "blobs" / algorithm / hexdigest
 
     def get(self, digest: str) -> BlobRef | None:
+        """The cache entry for `digest`, or None. Entries are verified as they are read."""
         p = self.path(digest)
         try:
-            size = p.stat().st_size
-        except FileNotFoundError:
-            return None
-        return BlobRef(p, 0, size, digest, trusted=True)
+            size = regular_file_size(p)
+        except Oci2vmError:
+            if not os.path.lexists(p):
+                return None
+            raise
+        return BlobRef(p, 0, size, digest, cached=True)
+
+    def _directory(self, directory: Path) -> None:
+        """Create `directory` under the cache root, or say why the cache is unusable."""
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            reason = e.strerror or str(e)
+            if isinstance(e, FileExistsError | NotADirectoryError):
+                reason = "it is not a directory"
+            raise Oci2vmError(
+                f"cannot use {self.root} as the blob cache: {reason}: pass --cache-dir DIR"
+            ) from None
 
     def put(
         self,
@@ -246,21 +324,30 @@ class BlobStore:
         writers of the same blob both succeed.
         """
         final = self.path(digest)
-        final.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=final.parent)
+        self._directory(final.parent)
+        try:
+            fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=final.parent)
+        except OSError as e:
+            raise Oci2vmError(
+                f"cannot use {self.root} as the blob cache: {e.strerror or e}: pass --cache-dir DIR"
+            ) from None
         try:
             reader = VerifyingReader(stream, size, digest, progress, what=what)
             with os.fdopen(fd, "wb") as out:
                 buf = bytearray(CHUNK)
                 while n := reader.readinto(buf):
                     out.write(memoryview(buf)[:n])
-            if size is None and reader.total == 0:
-                pass
             os.replace(tmp, final)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
-        return BlobRef(final, 0, final.stat().st_size, digest, trusted=True)
+        return BlobRef(final, 0, final.stat().st_size, digest, cached=True)
+
+    def scratch_dir(self) -> Path:
+        """A directory in the cache for temporary files of the same size as blobs."""
+        directory = self.root / "tmp"
+        self._directory(directory)
+        return directory
 
     def put_bytes(self, digest: str, data: bytes) -> BlobRef:
         return self.put(digest, io.BytesIO(data), len(data))
@@ -300,19 +387,72 @@ class BlobStore:
             log.debug("cannot record the diff_id of %s: %s", blob_digest, e)
 
 
+def _usable_home() -> Path | None:
+    """The home directory, if it exists and ~/.cache exists or can be made in it."""
+    try:
+        home = Path.home()
+    except (RuntimeError, KeyError):
+        return None
+    if not home.is_dir():
+        return None
+    if (home / ".cache").is_dir() or os.access(home, os.W_OK | os.X_OK):
+        return home
+    return None
+
+
+def _private_dir(path: Path) -> Path:
+    """`path` as a directory only this user can write to: made so if absent; an existing
+    one (in a shared temporary directory, anyone may have made it) must be so already."""
+    fix = "set XDG_CACHE_HOME or pass --cache-dir DIR"
+    try:
+        path.mkdir(mode=0o700, exist_ok=True)
+        st = path.lstat()
+    except OSError as e:
+        raise Oci2vmError(f"cannot use {path} as the blob cache: {e.strerror}: {fix}") from None
+    if not stat.S_ISDIR(st.st_mode):
+        raise Oci2vmError(f"cannot use {path} as the blob cache: it is not a directory: {fix}")
+    if st.st_uid != os.geteuid():
+        raise Oci2vmError(f"cannot use {path} as the blob cache: it belongs to another user: {fix}")
+    if st.st_mode & 0o022:
+        raise Oci2vmError(f"cannot use {path} as the blob cache: others may write to it: {fix}")
+    return path
+
+
+# Deflate's stored blocks (for data that does not compress) add 5 bytes per 65,535, and
+# gzip a header and a trailer: no gzip member is smaller than this share of its blob.
+_GZIP_STORED_BLOCK = 65535
+_GZIP_STORED_OVERHEAD = 5
+_GZIP_FRAMING = 18
+
+
+def _gzip_least_size(blob_size: int, isize: int) -> int:
+    """The least uncompressed size a one-member gzip blob of `blob_size` bytes whose
+    trailer says `isize` (the size mod 2**32) can have."""
+    payload = max(blob_size - _GZIP_FRAMING, 0)
+    floor = payload * _GZIP_STORED_BLOCK // (_GZIP_STORED_BLOCK + _GZIP_STORED_OVERHEAD)
+    size = isize
+    if size < floor:
+        size += (floor - size + (1 << 32) - 1) >> 32 << 32
+    return size
+
+
 def uncompressed_size_hint(blob: BlobRef, media_type: str = "") -> int:
-    """An estimate of a layer's uncompressed size, without decompressing it: gzip's
-    trailer (ISIZE, the size mod 2**32), zstd's frame header, or the blob size itself.
-    Used only to size reservations; a wrong guess costs space, never correctness."""
-    with open(blob.path, "rb") as f:
+    """An estimate of a layer's uncompressed size, without decompressing it.
+
+    gzip: its trailer holds the size mod 2**32 only, so the estimate is the least size the
+    trailer allows for a blob of this size; data over 4 GiB that compresses well more than
+    4 GiB's worth is underestimated by multiples of 4 GiB (as is a blob of several gzip
+    members, whose trailer counts only the last). zstd: the frame header's content size,
+    when it has one; otherwise, and for other blobs, a multiple of the blob's size.
+    Used only to size reservations and to reject a --size early: the writer still stops
+    with its own size error when the data does not fit."""
+    with open_regular(blob.path) as f:
         f.seek(blob.offset)
         head = f.read(18)
-        if head.startswith(GZIP_MAGIC) and blob.size >= 18:
+        if head.startswith(GZIP_MAGIC) and blob.size >= _GZIP_FRAMING:
             f.seek(blob.offset + blob.size - 4)
             isize = int.from_bytes(f.read(4), "little")
-            while isize < blob.size:  # > 4 GiB wrapped, or several members
-                isize += 1 << 32
-            return isize
+            return _gzip_least_size(blob.size, isize)
         if head.startswith(ZSTD_MAGIC):
             import zstandard
 

@@ -11,6 +11,8 @@ import json
 import logging
 import os
 import re
+import selectors
+import subprocess
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -19,6 +21,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 from oci2vm.errors import Oci2vmError
+from oci2vm.image.blobs import open_regular
 from oci2vm.image.model import load_json
 from oci2vm.util import tools
 
@@ -30,6 +33,11 @@ DOCKER_HUB_KEY = "https://index.docker.io/v1/"
 _HUB_ALIASES = ("docker.io", "index.docker.io", "registry-1.docker.io")
 # A token without expires_in lasts 60 s (distribution token spec).
 DEFAULT_TOKEN_LIFETIME = 60
+# What is read of an auth file and of a credential helper's output: an auth file with
+# hundreds of registries is a few KiB.
+MAX_AUTH_FILE = 4 << 20
+MAX_HELPER_OUTPUT = 1 << 20
+HELPER_TIMEOUT = 60.0
 
 # --- the WWW-Authenticate header ------------------------------------------------------
 
@@ -173,12 +181,21 @@ def find_credentials(
 
 
 def _load_auth_file(path: Path) -> dict[str, Any] | None:
+    """The parsed file, or None when there is none; one that is not a regular file, or
+    larger than MAX_AUTH_FILE, is an error (never waited for, never read whole)."""
     try:
-        data = path.read_bytes()
+        os.stat(path)
     except FileNotFoundError:
         return None
+    except OSError:
+        pass  # open_regular says what is wrong
+    try:
+        with open_regular(path, f"auth file {path}") as f:
+            data = f.read(MAX_AUTH_FILE + 1)
     except OSError as e:
         raise Oci2vmError(f"cannot read auth file {path}: {e.strerror}") from e
+    if len(data) > MAX_AUTH_FILE:
+        raise Oci2vmError(f"auth file {path} is larger than {MAX_AUTH_FILE} bytes")
     return load_json(data, f"auth file {path}")
 
 
@@ -237,13 +254,13 @@ def credential_helper(name: str, server: str) -> Credentials | None:
     if not tools.have_program(program):
         log.warning("%s not found: pulling from %s anonymously", program, server)
         return None
-    proc = tools.run([program, "get"], input=server.encode(), check=False, timeout=60)
-    out = proc.stdout.decode(errors="replace").strip()
-    if proc.returncode != 0:
-        err = (out + "\n" + proc.stderr.decode(errors="replace")).strip()
+    returncode, stdout, stderr = _run_helper(program, server)
+    out = stdout.decode(errors="replace").strip()
+    if returncode != 0:
+        err = (out + "\n" + stderr.decode(errors="replace")).strip()
         if "credentials not found" in err.lower():
             return None
-        detail = err.splitlines()[-1] if err else f"exit status {proc.returncode}"
+        detail = err.splitlines()[-1] if err else f"exit status {returncode}"
         raise Oci2vmError(f"{program} get failed for {server}: {detail}")
     try:
         doc = json.loads(out)
@@ -258,6 +275,55 @@ def credential_helper(name: str, server: str) -> Credentials | None:
     if user == IDENTITY_TOKEN_USER:
         return Credentials("", "", program, identity_token=secret)
     return Credentials(user, secret, program)
+
+
+def _run_helper(program: str, server: str) -> tuple[int, bytes, bytes]:
+    """Run `program get` for `server`: (exit status, stdout, stderr), each output at
+    most MAX_HELPER_OUTPUT bytes, within HELPER_TIMEOUT, or a one-line error."""
+    proc = tools.popen(
+        [program, "get"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        outputs = _read_bounded(proc, server.encode(), f"{program} get", server)
+        return proc.wait(), outputs[0], outputs[1]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def _read_bounded(
+    proc: subprocess.Popen[bytes], data: bytes, what: str, server: str
+) -> tuple[bytes, bytes]:
+    assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
+    try:
+        proc.stdin.write(data)
+        proc.stdin.close()
+    except BrokenPipeError:
+        pass  # it did not want to read: its answer says why
+    outputs = {proc.stdout.fileno(): bytearray(), proc.stderr.fileno(): bytearray()}
+    deadline = time.monotonic() + HELPER_TIMEOUT
+    with selectors.DefaultSelector() as selector:
+        for stream in (proc.stdout, proc.stderr):
+            selector.register(stream, selectors.EVENT_READ)
+        while selector.get_map():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise Oci2vmError(f"{what} did not finish within {HELPER_TIMEOUT:g} s")
+            for key, _events in selector.select(left):
+                chunk = os.read(key.fd, 65536)
+                if not chunk:
+                    selector.unregister(key.fileobj)
+                    continue
+                outputs[key.fd] += chunk
+                if len(outputs[key.fd]) > MAX_HELPER_OUTPUT:
+                    raise Oci2vmError(
+                        f"{what} printed more than {MAX_HELPER_OUTPUT} bytes for {server}"
+                    )
+    return bytes(outputs[proc.stdout.fileno()]), bytes(outputs[proc.stderr.fileno()])
 
 
 # --- answering a challenge --------------------------------------------------------------

@@ -18,7 +18,9 @@ class Fetch:
     platform: Platform = field(default_factory=Platform)
     store: BlobStore | None = None
     creds: str | None = None  # USER:PASS
-    tls_verify: bool = True
+    tls_verify: bool = True  # false: not for the source's registry (its host)
+    insecure_hosts: tuple[str, ...] = ()  # other hosts with TLS unverified, plain HTTP allowed
+    network_timeout: float = 60.0  # seconds a response may go without progress
     auth_file: Path | None = None
     quiet: bool = True
     # Called as (what, total bytes or None) when a blob download starts; returns the

@@ -8,26 +8,69 @@ the archive.
 
 from __future__ import annotations
 
+import io
+import os
 import posixpath
 import tarfile
 from pathlib import Path
+from typing import BinaryIO, cast
 
 from oci2vm.errors import Oci2vmError
-from oci2vm.image.blobs import BlobRef
+from oci2vm.image.blobs import BlobRef, open_regular, regular_file_size
 from oci2vm.layers.decompress import GZIP_MAGIC, ZSTD_MAGIC
 
 MAX_SMALL = 16 << 20  # manifests, configs and index files are never this big
+# What an image archive may hold: a handful of files per layer, and tar metadata (pax
+# records, long names) of a few KiB. tarfile reads such metadata whole and keeps a
+# record of every member, so both are capped before they can fill memory.
+MAX_MEMBERS = 100_000
+MAX_TAR_METADATA = 1 << 20
+
+
+class _MetadataTooLargeError(Exception):
+    pass
+
+
+class _CappedReads(io.RawIOBase):
+    """A seekable file whose single reads (tarfile reads a pax header or a long name in
+    one) may not exceed MAX_TAR_METADATA bytes."""
+
+    def __init__(self, f: BinaryIO) -> None:
+        super().__init__()
+        self._f = f
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1, /) -> bytes:
+        if size < 0 or size > MAX_TAR_METADATA:
+            raise _MetadataTooLargeError(size)
+        return self._f.read(size)
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET, /) -> int:
+        return self._f.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self._f.tell()
 
 
 class Container:
-    """A directory or an uncompressed tar archive of named files."""
+    """A directory or an uncompressed tar archive of named files; the files it names
+    must be regular files (a FIFO or a device is refused, never read)."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self._members: dict[str, tuple[int, int]] | None = None
-        if not path.exists():
+        if not os.path.lexists(path):
             raise Oci2vmError(f"{path}: no such file or directory")
-        if not path.is_dir():
+        try:
+            is_dir = path.is_dir()
+        except OSError as e:  # Python < 3.12 lets ELOOP through
+            raise Oci2vmError(f"cannot read {path}: {e.strerror}") from None
+        if not is_dir:
             self._members = _scan_tar(path)
 
     @property
@@ -38,7 +81,8 @@ class Container:
         name = _clean(name)
         if self._members is not None:
             return name in self._members
-        return (self.path / name).is_file()
+        # Present at all: what is there but unreadable is reported when it is read.
+        return os.path.lexists(self.path / name)
 
     def ref(self, name: str, digest: str | None = None) -> BlobRef:
         """A BlobRef for a member (or file), raising if it is absent."""
@@ -50,11 +94,9 @@ class Container:
                 raise Oci2vmError(f"{self.path}: {name} is missing from the archive") from None
             return BlobRef(self.path, offset, size, digest)
         file = self.path / name
-        try:
-            size = file.stat().st_size
-        except FileNotFoundError:
-            raise Oci2vmError(f"{self.path}: {name} is missing") from None
-        return BlobRef(file, 0, size, digest)
+        if not os.path.lexists(file):
+            raise Oci2vmError(f"{self.path}: {name} is missing")
+        return BlobRef(file, 0, regular_file_size(file), digest)
 
     def read(self, name: str) -> bytes:
         return self.ref(name).read_all(MAX_SMALL)
@@ -68,17 +110,32 @@ def _clean(name: str) -> str:
 def _scan_tar(path: Path) -> dict[str, tuple[int, int]]:
     """Map member name -> (data offset, size), following in-archive links (docker save
     links repeated layers to their first copy)."""
-    with open(path, "rb") as f:
+    with open_regular(path) as f:
         head = f.read(4)
-    if head.startswith(GZIP_MAGIC) or head.startswith(ZSTD_MAGIC):
-        raise Oci2vmError(
-            f"{path}: compressed archive: decompress it first (e.g. gunzip or zstd -d)"
-        )
+        if head.startswith(GZIP_MAGIC) or head.startswith(ZSTD_MAGIC):
+            raise Oci2vmError(
+                f"{path}: compressed archive: decompress it first (e.g. gunzip or zstd -d)"
+            )
+        f.seek(0)
+        try:
+            return _members(path, cast(BinaryIO, _CappedReads(f)))
+        except _MetadataTooLargeError as e:
+            raise Oci2vmError(
+                f"{path}: a tar header claims {e.args[0]} bytes of metadata (more than "
+                f"{MAX_TAR_METADATA}): not an image archive"
+            ) from None
+
+
+def _members(path: Path, f: BinaryIO) -> dict[str, tuple[int, int]]:
     members: dict[str, tuple[int, int]] = {}
     links: dict[str, str] = {}
     try:
-        with tarfile.open(path, "r:") as tar:
-            for m in tar:
+        with tarfile.open(fileobj=f, mode="r:") as tar:
+            for count, m in enumerate(tar):
+                if count == MAX_MEMBERS:
+                    raise Oci2vmError(
+                        f"{path}: holds more than {MAX_MEMBERS} files: not an image archive"
+                    )
                 name = _clean(m.name)
                 if m.isfile():
                     members[name] = (m.offset_data, m.size)

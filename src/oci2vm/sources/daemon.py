@@ -31,9 +31,7 @@ def resolve(source: str, ref: str, fetch: Fetch) -> Image:
     if not savers:
         raise Oci2vmError("docker-daemon: needs docker or podman: install 'docker.io' or 'podman'")
     store = fetch.store or BlobStore(BlobStore.default_root())
-    tmpdir = store.root / "tmp"
-    tmpdir.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix="daemon-", suffix=".tar", dir=tmpdir)
+    fd, name = tempfile.mkstemp(prefix="daemon-", suffix=".tar", dir=store.scratch_dir())
     os.close(fd)
     archive = Path(name)
     atexit.register(archive.unlink, missing_ok=True)

@@ -2,13 +2,14 @@
 
 GET /v2/<name>/manifests/<reference> for OCI and Docker v2 manifests and indexes, then
 GET /v2/<name>/blobs/<digest> for the config and layers, each verified by digest into the
-content-addressed cache. urllib3 retries 5xx, 429 and dropped connections with backoff.
+content-addressed cache. urllib3 retries 5xx, 429 and dropped connections with backoff;
+sources/transport.py decides which hosts may be spoken to in clear and bounds the time
+a response may go without progress.
 """
 
 from __future__ import annotations
 
 import hashlib
-import importlib
 import json
 import logging
 import ssl
@@ -32,7 +33,6 @@ from urllib3.exceptions import (
     ResponseError,
     SSLError,
 )
-from urllib3.util.retry import Retry
 
 from oci2vm.errors import Oci2vmError
 from oci2vm.image.blobs import BlobRef, BlobStore, ProgressFn, check_digest, short
@@ -57,6 +57,15 @@ from oci2vm.image.model import (
 from oci2vm.sources.auth import Authenticator, find_credentials, parse_www_authenticate
 from oci2vm.sources.base import Fetch
 from oci2vm.sources.reference import Reference
+from oci2vm.sources.transport import (
+    CONNECT_TIMEOUT,
+    PROGRESS_BYTES,
+    RETRIES,
+    Transport,
+    host_of,
+)
+
+__all__ = ["BLOB_ATTEMPTS", "PARALLEL_DOWNLOADS", "RETRIES", "resolve"]
 
 log = logging.getLogger(__name__)
 
@@ -65,61 +74,10 @@ KNOWN_MANIFEST_TYPES = (*INDEX_TYPES, *MANIFEST_TYPES, *DOCKER_SCHEMA1)
 MAX_MANIFEST_SIZE = 4 << 20  # as containers/image: a manifest is small
 MAX_INDEX_DEPTH = 4
 MAX_TAGS_SHOWN = 10  # in the message for an unknown tag
-# Retries of one request, after 0, 2·BACKOFF, 4·BACKOFF … s (at most BACKOFF_MAX); a
-# Retry-After header is obeyed up to RETRY_AFTER_MAX s. With the timeouts below, this
-# bounds the time one request can take.
-RETRIES = 3
-BACKOFF = 0.25
-BACKOFF_MAX = 8.0
-RETRY_AFTER_MAX = 10.0
-RETRY_STATUSES = (429, 500, 502, 503, 504)
-MAX_REDIRECTS = 5
-CONNECT_TIMEOUT = 15.0
-READ_TIMEOUT = 60.0
+MAX_TOKEN_RESPONSE = 1 << 20
 # Whole-download attempts of a blob whose body broke off after the response began.
 BLOB_ATTEMPTS = 3
 PARALLEL_DOWNLOADS = 3  # Docker's default max-concurrent-downloads
-
-
-class _Retry(Retry):
-    def parse_retry_after(self, retry_after: str) -> float:
-        return min(super().parse_retry_after(retry_after), RETRY_AFTER_MAX)
-
-
-def _retry() -> Retry:
-    return _Retry(
-        total=RETRIES + MAX_REDIRECTS,
-        connect=RETRIES,
-        read=RETRIES,
-        status=RETRIES,
-        other=0,  # TLS failures do not heal by themselves
-        redirect=MAX_REDIRECTS,
-        allowed_methods=frozenset({"GET"}),
-        status_forcelist=RETRY_STATUSES,
-        backoff_factor=BACKOFF,
-        backoff_max=BACKOFF_MAX,
-        raise_on_status=False,
-    )
-
-
-def _ssl_context(verify: bool) -> ssl.SSLContext:
-    """The system's CA bundle (or certifi's, where the system has none), or no
-    verification at all for --tls-verify=false."""
-    if not verify:
-        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-        ctx.check_hostname = False
-        ctx.verify_mode = ssl.CERT_NONE
-        return ctx
-    ctx = ssl.create_default_context()
-    paths = ssl.get_default_verify_paths()
-    if not (paths.cafile or paths.capath):
-        try:
-            certifi = importlib.import_module("certifi")
-        except ImportError:
-            pass
-        else:
-            ctx.load_verify_locations(cafile=certifi.where())
-    return ctx
 
 
 def _one_line(text: object) -> str:
@@ -135,9 +93,15 @@ def _causes(err: BaseException) -> list[BaseException]:
     return chain
 
 
-def _transport_error(peer: str, err: BaseException) -> Oci2vmError:
+def _transport_error(
+    peer: str,
+    err: BaseException,
+    *,
+    timeout: float,
+    tls_fix: str = "if you trust this registry, use --tls-verify=false",
+) -> Oci2vmError:
     """One line for a request that got no HTTP answer; `peer` is "registry HOST" or
-    "token server HOST"."""
+    "token server HOST"; `tls_fix` says how to trust its certificate anyway."""
     reason: BaseException = err
     if isinstance(err, MaxRetryError) and err.reason is not None:
         reason = err.reason
@@ -151,10 +115,7 @@ def _transport_error(peer: str, err: BaseException) -> Oci2vmError:
             if isinstance(c, ssl.CertificateError):
                 detail = _one_line(c)
                 break
-        return Oci2vmError(
-            f"TLS connection to {peer} failed: {detail}: if you trust this registry, "
-            "use --tls-verify=false"
-        )
+        return Oci2vmError(f"TLS connection to {peer} failed: {detail}: {tls_fix}")
     if isinstance(reason, NameResolutionError):
         return Oci2vmError(f"cannot connect to {peer}: host name not found")
     if isinstance(reason, NewConnectionError):
@@ -163,7 +124,9 @@ def _transport_error(peer: str, err: BaseException) -> Oci2vmError:
     if isinstance(reason, ConnectTimeoutError):
         return Oci2vmError(f"cannot connect to {peer}: no answer within {CONNECT_TIMEOUT:g} s")
     if isinstance(reason, ReadTimeoutError):
-        return Oci2vmError(f"{peer} did not answer within {READ_TIMEOUT:g} s")
+        return Oci2vmError(
+            f"{peer} did not answer within {timeout:g} s: retry, or raise --network-timeout"
+        )
     if isinstance(reason, ResponseError):
         return Oci2vmError(f"{peer}: {_one_line(reason)}")
     if isinstance(reason, ProtocolError) and reason.args:
@@ -184,17 +147,6 @@ def _registry_errors(body: bytes) -> tuple[list[str], str]:
     codes = [str(e.get("code")) for e in errors if isinstance(e, dict)]
     messages = [str(e.get("message")) for e in errors if isinstance(e, dict) and e.get("message")]
     return codes, _one_line(messages[0]) if messages else ""
-
-
-def _release(resp: urllib3.BaseHTTPResponse, *, drain: bool = True) -> None:
-    """Give the connection back for the next request, reading what is left of the
-    body first (a connection with unread bytes would garble the next response), or
-    closing it when the rest is not worth reading (a blob download that failed)."""
-    if drain:
-        resp.drain_conn()
-    else:
-        resp.close()
-    resp.release_conn()
 
 
 class _HighWater:
@@ -224,13 +176,14 @@ class _Session:
         self.registry = ref.registry
         self.host = ref.api_host
         self.tls_verify = fetch.tls_verify
-        self.http = urllib3.PoolManager(
-            num_pools=4,
-            maxsize=PARALLEL_DOWNLOADS,  # connections kept per host
-            retries=_retry(),
-            timeout=urllib3.Timeout(connect=CONNECT_TIMEOUT, read=READ_TIMEOUT),
-            ssl_context=_ssl_context(fetch.tls_verify),
-            cert_reqs="CERT_REQUIRED" if fetch.tls_verify else "CERT_NONE",
+        # --tls-verify=false names the source's registry, as skopeo's does; other hosts
+        # (a token server, a blob store) only by --insecure-host.
+        insecure = [] if fetch.tls_verify else [ref.api_host, ref.registry]
+        self.timeout = fetch.network_timeout
+        self.http = Transport(
+            [*insecure, *fetch.insecure_hosts],
+            network_timeout=fetch.network_timeout,
+            connections=PARALLEL_DOWNLOADS,
         )
         self.base = ""
         self.scope = f"repository:{ref.repository}:pull"
@@ -245,7 +198,24 @@ class _Session:
         self._auth_lock = threading.Lock()  # one thread answers a challenge at a time
 
     def close(self) -> None:
-        self.http.clear()
+        self.http.close()
+
+    def _error(
+        self, peer: str, err: BaseException, resp: urllib3.BaseHTTPResponse | None = None
+    ) -> Oci2vmError:
+        """The one-line error for a request or a body that failed."""
+        if self.http.expired(resp):
+            return Oci2vmError(
+                f"{peer} sent less than {PROGRESS_BYTES >> 10} KiB in {self.timeout:g} s: "
+                "retry, or raise --network-timeout"
+            )
+        host = peer.rsplit(maxsplit=1)[-1]
+        fix = (
+            "if you trust this registry, use --tls-verify=false"
+            if host_of(host) == host_of(self.host)
+            else f"if you trust this host, pass --insecure-host {host_of(host)}"
+        )
+        return _transport_error(peer, err, timeout=self.timeout, tls_fix=fix)
 
     def _open(
         self,
@@ -257,17 +227,9 @@ class _Session:
         body: bytes | None = None,
     ) -> urllib3.BaseHTTPResponse:
         try:
-            return self.http.request(
-                method,
-                url,
-                body=body,
-                headers=dict(headers),
-                preload_content=False,
-                decode_content=False,  # digests are of the bytes as stored
-                redirect=True,
-            )
+            return self.http.open(method, url, headers, peer, body)
         except HTTPError as e:
-            raise _transport_error(peer, e) from e
+            raise self._error(peer, e) from e
 
     def _token_request(
         self, method: str, url: str, headers: Mapping[str, str], body: bytes | None
@@ -275,16 +237,16 @@ class _Session:
         peer = f"token server {urllib.parse.urlsplit(url).netloc}"
         resp = self._open(url, headers, peer, method=method, body=body)
         try:
-            return resp.status, self._read(resp, MAX_MANIFEST_SIZE, "token response", peer)
+            return resp.status, self._read(resp, MAX_TOKEN_RESPONSE, "token response", peer)
         finally:
-            _release(resp)
+            self.http.release(resp)
 
     def _read(self, resp: urllib3.BaseHTTPResponse, limit: int, what: str, peer: str) -> bytes:
         try:
-            data = resp.read(limit + 1)
+            data = self.http.read(resp, limit)
         except HTTPError as e:
-            raise _transport_error(peer, e) from e
-        if len(data) > limit:
+            raise self._error(peer, e, resp) from e
+        if data is None:
             raise Oci2vmError(f"{what} from {peer} is larger than {limit} bytes")
         return data
 
@@ -311,7 +273,7 @@ class _Session:
                         challenges, self.scope, fresh=False
                     )
         finally:
-            _release(resp)
+            self.http.release(resp)
 
     def get(self, path: str, headers: Mapping[str, str]) -> urllib3.BaseHTTPResponse:
         """GET an API path, answering at most one 401 challenge (the first request of
@@ -332,7 +294,7 @@ class _Session:
                     self._read(resp, MAX_MANIFEST_SIZE, "error", peer)
                 )
             finally:
-                _release(resp)
+                self.http.release(resp)
             with self._auth_lock:
                 if self.authorization != sent:
                     continue  # another download answered the challenge meanwhile
@@ -381,7 +343,7 @@ class _Session:
         try:
             body = self._read(resp, MAX_MANIFEST_SIZE, "tag list", f"registry {self.host}")
         finally:
-            _release(resp)
+            self.http.release(resp)
         if resp.status == 404 and "NAME_UNKNOWN" in _registry_errors(body)[0]:
             return f"no repository {self.ref.repository}"
         try:
@@ -404,11 +366,17 @@ class _Session:
                 self.fail(resp, path, lambda: self.missing_manifest(reference, not expected))
             data = self._read(resp, MAX_MANIFEST_SIZE, f"manifest {reference}", self.registry)
         finally:
-            _release(resp)
+            self.http.release(resp)
         # A registry that serves application/json (or nothing) leaves the kind of
         # document to its mediaType field or its shape.
         content_type = resp.headers.get("Content-Type", "").split(";")[0].strip()
         media_type = content_type if content_type in KNOWN_MANIFEST_TYPES else None
+        if content_type in DOCKER_SCHEMA1 or _schema_version(data) == 1:
+            # Its digest is of the payload without the signatures: no use checking it.
+            raise Oci2vmError(
+                f"manifest {reference} of {self.ref} is a Docker schema 1 manifest, which "
+                "is not supported: push the image again with a current docker or skopeo"
+            )
         claims = [(expected, "asked for")]
         header = resp.headers.get("Docker-Content-Digest")
         if header:
@@ -432,7 +400,7 @@ class _Session:
         does): over a network, one stream rarely fills the line. The first error is
         raised once the downloads under way have stopped; blobs already complete stay
         cached, verified, and no partial file is left."""
-        missing = [d for d in descs if store.get(d.digest) is None]
+        missing = [d for d in descs if getattr(store.get(d.digest), "size", None) != d.size]
         if len(missing) < 2:
             return
         with ThreadPoolExecutor(PARALLEL_DOWNLOADS, thread_name_prefix="download") as pool:
@@ -444,9 +412,10 @@ class _Session:
                 failed[0].result()
 
     def blob(self, desc: Descriptor, store: BlobStore, fetch: Fetch) -> BlobRef:
-        """The blob from the cache, or downloaded into it once, verified."""
+        """The blob from the cache (verified as it is read), or downloaded into it once,
+        verified. A cache entry of the wrong size is downloaded again."""
         cached = store.get(desc.digest)
-        if cached is not None:
+        if cached is not None and cached.size == desc.size:
             return cached
         path = f"/v2/{self.ref.repository}/blobs/{desc.digest}"
         what = f"blob {desc.digest} of {self.registry}/{self.ref.repository}"
@@ -464,20 +433,28 @@ class _Session:
             try:
                 if resp.status != 200:
                     self.fail(resp, path, lambda: f"no blob {desc.digest}")
-                # urllib3's response is an io.IOBase with readinto(), all put() needs.
-                body = cast(BinaryIO, resp)
+                body = cast(BinaryIO, self.http.body(resp))  # readinto(), all put() needs
                 stored = store.put(desc.digest, body, desc.size, progress, what=what)
                 complete = True
                 return stored
             except HTTPError as e:
                 # The body broke off; the partial file is gone (BlobStore.put).
-                err = _transport_error(f"registry {self.host}", e)
+                err = self._error(f"registry {self.host}", e, resp)
                 if attempt == BLOB_ATTEMPTS:
                     raise Oci2vmError(f"download of {what} failed: {err}") from e
                 log.warning("download of %s failed (%s): trying again", what, err)
             finally:
-                _release(resp, drain=complete)
+                self.http.release(resp, drain=complete)
         raise AssertionError("unreachable")
+
+
+def _schema_version(data: bytes) -> object:
+    """The schemaVersion of a JSON document, or None (parse errors are reported later)."""
+    try:
+        doc = json.loads(data)
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+        return None
+    return doc.get("schemaVersion") if isinstance(doc, dict) else None
 
 
 def resolve(source: str, ref: Reference, fetch: Fetch) -> Image:

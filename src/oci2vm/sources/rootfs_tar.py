@@ -4,11 +4,12 @@ computed while it is read and reported."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from oci2vm.errors import Oci2vmError
-from oci2vm.image.blobs import BlobRef
+from oci2vm.image.blobs import BlobRef, regular_file_size
 from oci2vm.image.model import Image, Layer, empty_config
 
 if TYPE_CHECKING:
@@ -16,9 +17,9 @@ if TYPE_CHECKING:
 
 
 def resolve(source: str, path: Path, fetch: Fetch) -> Image:
-    if not path.is_file():
-        raise Oci2vmError(f"{path}: no such file" if not path.exists() else f"{path}: not a file")
-    size = path.stat().st_size
+    if not os.path.lexists(path):
+        raise Oci2vmError(f"{path}: no such file")
+    size = regular_file_size(path)
     if size == 0:
         raise Oci2vmError(f"{path}: is empty, not a root filesystem tarball")
     blob = BlobRef(path, 0, size, None)

@@ -1,0 +1,169 @@
+"""The registry source against registries that try to get credentials in clear, send us
+elsewhere, stall, or serve what is not supported: plain HTTP only to hosts the user
+named, redirects checked at every hop, a deadline on progress, one-line errors."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from oci2vm.image.blobs import BlobStore
+from support.deadline import within
+from support.registries import (
+    Reply,
+    assert_is,
+    error_of,
+    fake_registry,
+    pull,
+    sample_image,
+)
+from support.tokens import KeyPair, self_signed
+
+pytestmark = [pytest.mark.registry, pytest.mark.usefixtures("no_host_credentials")]
+
+
+@pytest.fixture
+def tls(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[KeyPair]:
+    """A certificate for 127.0.0.1 that the process trusts."""
+    keys = self_signed(tmp_path / "tls", "fake-registry")
+    monkeypatch.setenv("SSL_CERT_FILE", str(keys.cert_path))
+    yield keys
+
+
+def _bearer(realm: str) -> Reply:
+    return Reply(401, b"{}", {"WWW-Authenticate": f'Bearer realm="{realm}",service="fake"'})
+
+
+def test_a_token_realm_on_plain_http_gets_no_credentials(store: BlobStore, tls: KeyPair) -> None:
+    with fake_registry(tls=tls) as fake, fake_registry() as realm:
+        fake.add_image("app", "1", sample_image())
+        fake.once["/v2/"] = [_bearer(f"http://{realm.host}/token")]
+        message = error_of(lambda: pull(fake.host, "app:1", store, tls_verify=True, creds="u:pw"))
+        assert message == (
+            f"token server {realm.host} is at http://{realm.host}/token, plain HTTP: "
+            "credentials and tokens would travel in clear; if you trust the network to "
+            "127.0.0.1, pass --insecure-host 127.0.0.1"
+        )
+        assert realm.seen == []
+
+
+def test_tls_verify_false_allows_plain_http_for_the_registry_host_only(
+    store: BlobStore, tls: KeyPair
+) -> None:
+    with fake_registry(tls=tls) as fake, fake_registry() as realm:
+        fake.add_image("app", "1", sample_image())
+        other_host = f"localhost:{realm.port}"
+        fake.once["/v2/"] = [_bearer(f"http://{other_host}/token")] * 2
+        message = error_of(lambda: pull(fake.host, "app:1", store, tls_verify=False, creds="u:pw"))
+        assert message.startswith(
+            f"token server {other_host} is at http://{other_host}/token, plain HTTP"
+        )
+        assert message.endswith("pass --insecure-host localhost")
+        assert realm.seen == []
+        # Named, it is asked (and answers 404 here).
+        message = error_of(
+            lambda: pull(
+                fake.host,
+                "app:1",
+                store,
+                tls_verify=False,
+                creds="u:pw",
+                insecure_hosts=("localhost",),
+            )
+        )
+        assert message.endswith(f"token server http://{other_host}/token answered HTTP 404")
+        assert [s.path.split("?")[0] for s in realm.seen] == ["/token"]
+
+
+def test_redirects_to_plain_http_or_other_schemes_are_not_followed(
+    store: BlobStore, tls: KeyPair
+) -> None:
+    app = sample_image()
+    layer = f"/v2/app/blobs/{app.layer_digests[0]}"
+    with fake_registry(basic=("bob", "pw"), tls=tls) as fake, fake_registry() as storage:
+        fake.add_image("app", "1", app)
+        location = f"http://{storage.host}/storage?X-Amz-Signature=secret"
+        fake.routes[layer] = Reply(307, headers={"Location": location})
+        message = error_of(lambda: pull(fake.host, "app:1", store, tls_verify=True, creds="bob:pw"))
+        assert message == (
+            f"registry {fake.host} redirected us to http://{storage.host}/storage, which is "
+            "plain HTTP: credentials and tokens would travel in clear; if you trust the "
+            "network to 127.0.0.1, pass --insecure-host 127.0.0.1"
+        )
+        assert storage.seen == []
+        fake.routes[layer] = Reply(302, headers={"Location": "file:///etc/passwd"})
+        message = error_of(lambda: pull(fake.host, "app:1", store, tls_verify=True, creds="bob:pw"))
+        assert message == (
+            f"registry {fake.host} redirected us to file:///etc/passwd: only https:// and "
+            "http:// are followed"
+        )
+    # Over TLS, to another origin (port): followed, without the credentials.
+    with fake_registry(basic=("bob", "pw"), tls=tls) as fake, fake_registry(tls=tls) as storage:
+        fake.add_image("app", "1", app)
+        for digest, data in app.blobs.items():
+            storage.routes[f"/s/{digest}"] = Reply(body=data)
+            where = f"https://{storage.host}/s/{digest}"
+            fake.routes[f"/v2/app/blobs/{digest}"] = Reply(308, headers={"Location": where})
+        fresh = BlobStore(store.root.with_name("fresh"))
+        assert_is(pull(fake.host, "app:1", fresh, tls_verify=True, creds="bob:pw"), app, fresh)
+        assert len(storage.seen) == 3
+        assert not any("Authorization" in s.headers for s in storage.seen)
+
+
+@pytest.mark.parametrize("what", ["manifest", "blob", "token"])
+def test_a_registry_that_trickles_is_given_up_on(store: BlobStore, what: str) -> None:
+    app = sample_image()
+    with fake_registry() as fake:
+        fake.add_image("app", "1", app)
+        path = {
+            "manifest": "/v2/app/manifests/1",
+            "blob": f"/v2/app/blobs/{app.layer_digests[1]}",
+            "token": "/token?service=fake&scope=repository%3Aapp%3Apull",
+        }[what]
+        honest = fake.routes.get(path, Reply(body=b'{"token": "t"}'))
+        fake.once[path] = [Reply(honest.status, honest.body, honest.headers, trickle=0.2)] * 5
+        if what == "token":
+            fake.once["/v2/"] = [_bearer(f"http://{fake.host}/token")]
+        started = time.monotonic()
+        with within(30):
+            message = error_of(lambda: pull(fake.host, "app:1", store, network_timeout=1.0))
+        peer = f"token server {fake.host}" if what == "token" else f"registry {fake.host}"
+        assert message.endswith(
+            f"{peer} sent less than 64 KiB in 1 s: retry, or raise --network-timeout"
+        )
+        assert time.monotonic() - started < 15
+
+
+def test_a_schema_1_manifest_is_named_as_such(store: BlobStore) -> None:
+    signed = {"schemaVersion": 1, "name": "app", "tag": "1", "fsLayers": [], "signatures": []}
+    body = json.dumps(signed, indent=3).encode()
+    for content_type in (
+        "application/vnd.docker.distribution.manifest.v1+prettyjws",
+        "application/json",
+    ):
+        with fake_registry() as fake:
+            fake.routes["/v2/app/manifests/1"] = Reply(
+                body=body,
+                headers={
+                    "Content-Type": content_type,
+                    "Docker-Content-Digest": "sha256:" + "0" * 64,
+                },
+            )
+            assert error_of(lambda: pull(fake.host, "app:1", store)) == (
+                f"manifest 1 of {fake.host}/app:1 is a Docker schema 1 manifest, which is not "
+                "supported: push the image again with a current docker or skopeo"
+            )
+
+
+def test_a_cached_blob_of_the_wrong_size_is_downloaded_again(store: BlobStore) -> None:
+    app = sample_image()
+    with fake_registry() as fake:
+        fake.add_image("app", "1", app)
+        pull(fake.host, "app:1", store)
+        cached = store.path(app.layer_digests[0])
+        cached.write_bytes(cached.read_bytes()[:-1])
+        assert_is(pull(fake.host, "app:1", store), app, store)
