@@ -14,6 +14,7 @@ import hashlib
 import io
 import lzma
 import os
+import shutil
 import subprocess
 import tarfile
 from collections.abc import Callable, Mapping, Sequence
@@ -22,9 +23,11 @@ from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from pathlib import Path
 
+import pytest
 import zstandard
 
 from oci2vm.errors import Oci2vmError
+from oci2vm.image.blobs import BlobStore
 
 ARCH = "amd64"  # Debian's name of oci2vm.arch.Arch.AMD64, the tests' architecture
 SUITE = "bookworm"
@@ -161,11 +164,9 @@ def fake_sign(text: bytes) -> bytes:
 
 def fake_verify(data: bytes, what: str) -> bytes:
     """Accepts what fake_sign made, unchanged; refuses anything else, as gpgv would."""
-    head, _, rest = data.partition(b"\n\n")
+    _head, _, rest = data.partition(b"\n\n")
     body, _, signature = rest.partition(b"-----BEGIN PGP SIGNATURE-----\n\n")
-    text = b"".join(
-        line[2:] if line.startswith(b"- ") else line for line in body.splitlines(True)
-    )
+    text = b"".join(line[2:] if line.startswith(b"- ") else line for line in body.splitlines(True))
     if signature.split(b"\n", 1)[0] != hashlib.sha256(text).hexdigest().encode():
         raise Oci2vmError(f"{what}: BAD signature (fake)")
     return text
@@ -264,3 +265,42 @@ class GpgKey:
 
 def later(days: float) -> datetime:
     return NOW + timedelta(days=days)
+
+
+def need_gpg() -> None:
+    """Skip unless gpg (to sign) and gpgv (to verify) are here; under CI, fail instead."""
+    from support.programs import strict
+
+    absent = [f"{p} (apt-get install {p})" for p in ("gpg", "gpgv") if shutil.which(p) is None]
+    if absent:
+        problem = "needs " + ", ".join(absent)
+        if strict():
+            pytest.fail(f"{problem} (CI is set: a missing requirement fails)", pytrace=False)
+        pytest.skip(problem)
+
+
+def configured_mirror(sources: Path = Path("/etc/apt/sources.list.d/debian.sources")) -> str:
+    """The machine's apt mirror for Debian (the first URIs of its deb822 sources that
+    carries Debian's main archive), else Debian's official archive."""
+    from oci2vm.debian.transport import DEFAULT_MIRROR
+
+    try:
+        text = sources.read_text()
+    except OSError:
+        return DEFAULT_MIRROR
+    for line in text.splitlines():
+        if line.startswith("URIs:"):
+            uris = line.split(":", 1)[1].split()
+            found = [u for u in uris if u.rstrip("/").endswith("/debian")]
+            if found:
+                return found[0]
+    return DEFAULT_MIRROR
+
+
+def fixture_store() -> BlobStore:
+    """The blob cache the real-mirror tests keep what they download in, under the fixture
+    cache ($OCI2VM_FIXTURE_CACHE, else /var/cache/oci2vm-fixtures, else ~/.cache/...), so
+    that a rerun needs the network only for the InRelease files."""
+    from fixture_images import builder
+
+    return BlobStore(builder().cache.default_cache() / "debian-archive")

@@ -9,14 +9,15 @@ import hashlib
 from pathlib import Path
 
 import pytest
-from support.debarchives import NOW, SUITE, MirrorTree, Pkg, kernel_pkgs, later, write_mirror
-from support.debarchives import fake_verify as verify
 
 from oci2vm.arch import Arch
 from oci2vm.debian.archive import Archive
+from oci2vm.debian.kernel import kernel_package
 from oci2vm.debian.transport import Mirror, UnreachableError
 from oci2vm.errors import Oci2vmError
 from oci2vm.image.blobs import BlobStore
+from support.debarchives import NOW, SUITE, MirrorTree, Pkg, kernel_pkgs, later, write_mirror
+from support.debarchives import fake_verify as verify
 
 
 class OfflineMirror(Mirror):
@@ -233,3 +234,19 @@ def test_the_highest_version_of_a_package_listed_twice_wins(
     pkgs = [Pkg("tool", "1.9-1"), Pkg("tool", "1.10-1"), Pkg("tool", "1.10~rc1-1")]
     mirror = write_mirror(tmp_path, pkgs)
     assert archive(mirror, store).package("tool").version == "1.10-1"
+
+
+def test_the_kernel_of_a_flavour_is_its_pinned_package(
+    mirror: MirrorTree, store: BlobStore
+) -> None:
+    assert kernel_package(archive(mirror, store), "test").name == "linux-image-6.1.0-9-test"
+
+
+def test_an_unknown_kernel_flavour_names_the_known_ones(
+    mirror: MirrorTree, store: BlobStore
+) -> None:
+    with pytest.raises(
+        Oci2vmError,
+        match=r"^unknown kernel flavour 'cloud' in bookworm for amd64: name one of test$",
+    ):
+        kernel_package(archive(mirror, store), "cloud")

@@ -139,6 +139,17 @@ class PackageIndex:
         self.lookup([name])
         return list(self._providers.get(name, []))
 
+    def names(self, prefix: str) -> list[str]:
+        """The names of the index's packages that start with `prefix`, sorted (one pass)."""
+        key = f"Package: {prefix}".encode()
+        with self._open() as stream:
+            found = {
+                p.split(b"\n", 1)[0][9:].decode("utf-8", "replace")
+                for p in paragraphs(stream, self.what)
+                if p.startswith(key)
+            }
+        return sorted(found)
+
     def get(self, name: str) -> Package:
         found = self.lookup([name]).get(name)
         if found is None:
