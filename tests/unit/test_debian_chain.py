@@ -250,3 +250,11 @@ def test_an_unknown_kernel_flavour_names_the_known_ones(
         match=r"^unknown kernel flavour 'cloud' in bookworm for amd64: name one of test$",
     ):
         kernel_package(archive(mirror, store), "cloud")
+
+
+def test_a_cache_that_cannot_be_written_still_verifies_the_release(
+    mirror: MirrorTree, tmp_path: Path
+) -> None:
+    (tmp_path / "not-a-dir").write_bytes(b"")  # fails even for root, unlike a chmod
+    store = BlobStore(tmp_path / "not-a-dir")
+    assert archive(mirror, store).release().codename == SUITE

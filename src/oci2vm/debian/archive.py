@@ -184,13 +184,18 @@ class Archive:
             )
 
     def _remember(self, data: bytes) -> None:
+        """Cache the verified InRelease and point the ref at it (best effort: a read-only
+        cache only costs the offline fallback)."""
         digest = sha256_digest(data)
-        self.store.put_bytes(digest, data)
         ref = self._ref()
-        ref.parent.mkdir(parents=True, exist_ok=True)
-        tmp = ref.with_name(f".{ref.name}.tmp")
-        tmp.write_text(digest + "\n")
-        tmp.replace(ref)
+        try:
+            self.store.put_bytes(digest, data)
+            ref.parent.mkdir(parents=True, exist_ok=True)
+            tmp = ref.with_name(f".{ref.name}.tmp")
+            tmp.write_text(digest + "\n")
+            tmp.replace(ref)
+        except OSError as e:
+            log.debug("cannot cache the Release of %s: %s", self.what, e)
 
     @property
     def arch_name(self) -> str:
@@ -281,8 +286,13 @@ class Archive:
         try:
             with stream:
                 return self.store.put(digest, stream, size, what=url)
-        except (HTTPError, OSError) as e:
+        except HTTPError as e:
             raise Oci2vmError(f"{url}: download broke off ({e}): retry") from e
+        except OSError as e:
+            raise Oci2vmError(
+                f"cannot store {what} in the cache {self.store.root} ({e.strerror}): "
+                "free space there, or choose another cache directory"
+            ) from e
         except Oci2vmError as e:
             raise Oci2vmError(
                 f"{e}: the mirror serves other bytes than its signed index lists: "
