@@ -24,6 +24,7 @@ PACKAGES: dict[str, str] = {
     "grub-mkimage": "grub-common",
     "docker": "docker.io",
     "podman": "podman",
+    "gpgv": "gpgv",
 }
 
 

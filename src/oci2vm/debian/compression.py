@@ -1,0 +1,112 @@
+"""Decompressing the streams Debian archives hold: xz (Python's lzma), gzip and zstd (the
+layer decompressors of oci2vm.layers.decompress), or none. A stream is produced a few chunks
+ahead in a background thread (a LayerStream), so it can be read as a tar stream or scanned
+as an index without ever being held whole."""
+
+from __future__ import annotations
+
+import lzma
+from collections.abc import Iterator
+
+from oci2vm.errors import Oci2vmError
+from oci2vm.layers.decompress import (
+    CHUNK,
+    GZIP_MAGIC,
+    OUT_CHUNK,
+    ZSTD_MAGIC,
+    Blob,
+    LayerStream,
+    decompressed,
+)
+
+XZ_MAGIC = b"\xfd7zXZ\x00"
+# Enough for any preset of xz(1) (-9e needs 64 MiB); a stream asking more is refused.
+XZ_MEMLIMIT = 256 << 20
+SUFFIXES = {".xz": "xz", ".gz": "gzip", ".zst": "zstd"}
+UNSUPPORTED = (".bz2", ".lzma", ".lz4", ".Z")
+MAGIC = {"xz": XZ_MAGIC, "gzip": GZIP_MAGIC, "zstd": ZSTD_MAGIC}
+
+
+def _kind_of(head: bytes) -> str:
+    return next((kind for kind, magic in MAGIC.items() if head.startswith(magic)), "none")
+
+
+def compression_of(name: str) -> str | None:
+    """'xz', 'gzip', 'zstd' or 'none' for a file name's suffix; None if unsupported."""
+    for suffix, kind in SUFFIXES.items():
+        if name.endswith(suffix):
+            return kind
+    return None if name.endswith(UNSUPPORTED) else "none"
+
+
+def _xz_chunks(raw: Blob, head: bytes, what: str) -> Iterator[bytes]:
+    """Inflate one or more concatenated xz streams, in pieces of at most OUT_CHUNK bytes;
+    zero padding after the last one is tolerated, as xz(1) does."""
+    decompressor: lzma.LZMADecompressor | None = None
+    data = head
+    while True:
+        if decompressor is None:
+            if not data:
+                data = raw.read(CHUNK)
+                if not data:
+                    return
+            if not data.strip(b"\0"):
+                data = b""
+                continue
+            decompressor = lzma.LZMADecompressor(lzma.FORMAT_XZ, memlimit=XZ_MEMLIMIT)
+        try:
+            out = decompressor.decompress(data, OUT_CHUNK)
+        except lzma.LZMAError as e:
+            raise Oci2vmError(f"{what}: corrupt xz stream ({e})") from e
+        data = b""
+        if out:
+            yield out
+        if decompressor.eof:
+            data = decompressor.unused_data
+            decompressor = None
+        elif decompressor.needs_input:
+            data = raw.read(CHUNK)
+            if not data:
+                raise Oci2vmError(f"{what}: truncated xz stream")
+
+
+def open_stream(raw: Blob, kind: str, what: str) -> LayerStream:
+    """The decompressed bytes of `raw` (compressed as `kind`, which its magic bytes must
+    confirm), read ahead in a background thread. Closing the stream closes `raw`. A corrupt
+    or truncated stream raises Oci2vmError naming `what` when it is read."""
+    head = raw.read(len(XZ_MAGIC))
+    if _kind_of(head) != kind:
+        getattr(raw, "abort", raw.close)()
+        raise Oci2vmError(f"{what}: its bytes are not {kind}-compressed, as its name says")
+    if kind != "xz":
+        return decompressed(_Prefixed(head, raw), what=what, hash_stream=False)
+
+    def produce() -> Iterator[bytes]:
+        yield from _xz_chunks(raw, head, what)
+        while raw.read(CHUNK):  # the whole blob is read, so that its digest is checked
+            pass
+
+    return LayerStream(produce, getattr(raw, "abort", raw.close), lambda: "")
+
+
+class _Prefixed:
+    """`raw` with bytes already read from it put back in front."""
+
+    def __init__(self, head: bytes, raw: Blob) -> None:
+        self._head = head
+        self._raw = raw
+
+    def read(self, size: int = -1, /) -> bytes:
+        if self._head:
+            if size < 0:
+                data, self._head = self._head + self._raw.read(), b""
+                return data
+            data, self._head = self._head[:size], self._head[size:]
+            return data
+        return self._raw.read(size)
+
+    def close(self) -> None:
+        self._raw.close()
+
+    def abort(self) -> None:
+        getattr(self._raw, "abort", self._raw.close)()
