@@ -34,6 +34,7 @@ class ArchFacts:
     efi_vars: Path
     efi_package: str
     serial_console: str  # the kernel's name for the first serial port
+    debian: str  # Debian's name for the architecture (dpkg --print-architecture)
     debian_kernel: str  # Debian's kernel metapackage
 
 
@@ -96,6 +97,7 @@ _FACTS: dict[Arch, ArchFacts] = {
         efi_vars=Path("/usr/share/OVMF/OVMF_VARS_4M.fd"),
         efi_package="ovmf",
         serial_console="ttyS0",
+        debian="amd64",
         debian_kernel="linux-image-amd64",
     ),
     Arch.ARM64: ArchFacts(
@@ -113,6 +115,7 @@ _FACTS: dict[Arch, ArchFacts] = {
         efi_vars=Path("/usr/share/AAVMF/AAVMF_VARS.fd"),
         efi_package="qemu-efi-aarch64",
         serial_console="ttyAMA0",
+        debian="arm64",
         debian_kernel="linux-image-arm64",
     ),
 }

@@ -14,7 +14,6 @@ import hashlib
 import io
 import lzma
 import os
-import shutil
 import subprocess
 import tarfile
 from collections.abc import Callable, Mapping, Sequence
@@ -23,7 +22,6 @@ from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from pathlib import Path
 
-import pytest
 import zstandard
 
 from oci2vm.errors import Oci2vmError
@@ -269,14 +267,9 @@ def later(days: float) -> datetime:
 
 def need_gpg() -> None:
     """Skip unless gpg (to sign) and gpgv (to verify) are here; under CI, fail instead."""
-    from support.programs import strict
+    from support.programs import need
 
-    absent = [f"{p} (apt-get install {p})" for p in ("gpg", "gpgv") if shutil.which(p) is None]
-    if absent:
-        problem = "needs " + ", ".join(absent)
-        if strict():
-            pytest.fail(f"{problem} (CI is set: a missing requirement fails)", pytrace=False)
-        pytest.skip(problem)
+    need("gpg", "gpgv")
 
 
 def configured_mirror(sources: Path = Path("/etc/apt/sources.list.d/debian.sources")) -> str:

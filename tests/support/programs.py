@@ -50,6 +50,8 @@ PACKAGES: dict[str, str] = {
     "htpasswd": "apache2-utils",
     "debootstrap": "debootstrap",
     "podman": "podman",
+    "gpg": "gpg",
+    "gpgv": "gpgv",
 }
 
 # requirement name -> (file that must exist, Debian package that ships it)

@@ -52,10 +52,8 @@ Verifier = Callable[[bytes, str], bytes]
 
 
 def debian_architecture(arch: Arch) -> str:
-    """Debian's name for `arch` (dpkg --print-architecture). It equals the OCI name for every
-    architecture oci2vm builds for; arch.py is the place for a fact of its own if one ever
-    differs (OCI's 386 and ppc64le are Debian's i386 and ppc64el)."""
-    return arch.facts.oci
+    """Debian's name for `arch` (dpkg --print-architecture), a fact of arch.py's."""
+    return arch.facts.debian
 
 
 class Archive:
