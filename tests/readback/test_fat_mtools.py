@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import random
 import re
 import shutil
 from pathlib import Path
@@ -16,6 +15,7 @@ from oci2vm.errors import Oci2vmError
 from oci2vm.fs.fat import MIN_ESP_SIZE, fat_size_for, write_fat
 from oci2vm.util.tools import run
 from support.programs import requires
+from support.tables import MTIME, fat_files, write_fat_volume
 
 pytestmark = requires("fsck.vfat", "mcopy", "mdir")
 
@@ -25,45 +25,6 @@ MIB = 1024 * 1024
 
 # mtools prints and creates non-ASCII long names only in a UTF-8 locale
 MTOOLS_ENV = {**os.environ, "MTOOLS_SKIP_CHECK": "1", "LC_ALL": "C.UTF-8"}
-
-
-MTIME = 1700000000  # 2023-11-14T22:13:20Z
-
-
-def _files() -> dict[str, bytes]:
-    rng = random.Random(7)
-    files = {
-        "EFI/BOOT/BOOTX64.EFI": rng.randbytes(300_001),
-        "EFI/BOOT/grub.cfg": b"search --label root\nconfigfile /boot/grub/grub.cfg\n",
-        "EFI/debian/README": b"exact 8.3 upper-case name\n",
-        "loader/entries/a very long name, with spaces.conf": rng.randbytes(5000),
-        "EMPTY": b"",
-        "Ünïcode-ñame.txt": "ünïcode\n".encode(),
-        "abcdefghijk.txt": b"first of two names sharing a basis\n",
-        "abcdefghijz.txt": b"second of two names sharing a basis\n",
-        "exactly13char": b"a long name filling its entry with no terminator\n",
-        "MixedCase.Txt": b"mixed\n",
-        "deep/er/still/deeper/leaf.bin": rng.randbytes(4096),
-        "deep/er/half.bin": rng.randbytes(2048),
-    }
-    # enough long-named entries that a FAT32 directory spans several 512-byte clusters
-    files.update({f"many/file-{n:02}.txt": f"{n}\n".encode() for n in range(40)})
-    return files
-
-
-def _write(
-    path: Path,
-    size: int,
-    files: dict[str, bytes],
-    offset: int = 0,
-    *,
-    mtime: int = 0,
-    volume_id: int = 0x1234ABCD,
-) -> Path:
-    with path.open("wb") as out:
-        out.truncate(offset + size)
-        write_fat(out, offset, size, files, volume_id=volume_id, mtime=mtime)
-    return path
 
 
 def _fsck(image: Path) -> str:
@@ -99,7 +60,7 @@ def _mdir(image: Path, offset: int, directory: str) -> list[str]:
     ],
 )
 def test_fat_type_follows_the_cluster_count(tmp_path: Path, size: int, fat_bits: int) -> None:
-    image = _write(tmp_path / "fat.img", size, {"EFI/BOOT/BOOTX64.EFI": b"MZ"})
+    image = write_fat_volume(tmp_path / "fat.img", size, {"EFI/BOOT/BOOTX64.EFI": b"MZ"})
     report = _fsck(image)
     assert f"2 FATs, {fat_bits} bit entries" in report
     used, clusters = map(int, re.findall(r"(\d+)/(\d+) clusters", report)[0])
@@ -114,10 +75,10 @@ def test_fat_type_follows_the_cluster_count(tmp_path: Path, size: int, fat_bits:
 
 @pytest.mark.parametrize("size", [2 * MIB, 16 * MIB, 64 * MIB], ids=["fat12", "fat16", "fat32"])
 def test_every_file_reads_back_byte_exact(tmp_path: Path, size: int) -> None:
-    files = _files()
-    standalone = _write(tmp_path / "alone.img", size, files, mtime=MTIME)
+    files = fat_files()
+    standalone = write_fat_volume(tmp_path / "alone.img", size, files, mtime=MTIME)
     _fsck(standalone)
-    disk = _write(tmp_path / "disk.img", size, files, offset=3 * MIB, mtime=MTIME)
+    disk = write_fat_volume(tmp_path / "disk.img", size, files, offset=3 * MIB, mtime=MTIME)
     assert _read_back(disk, 3 * MIB, tmp_path / "out") == files
 
 
@@ -143,7 +104,7 @@ _TREE = st.dictionaries(
 @given(files=_TREE, size=st.sampled_from([2 * MIB, 5 * MIB, 33 * MIB]))
 def test_any_tree_reads_back_byte_exact(tmp_path: Path, files: dict[str, bytes], size: int) -> None:
     try:
-        image = _write(tmp_path / "fat.img", size, files, mtime=MTIME)
+        image = write_fat_volume(tmp_path / "fat.img", size, files, mtime=MTIME)
     except Oci2vmError as error:  # a path that is both a file and a directory, or a case clash
         assert "FAT names ignore case" in str(error)
         return
@@ -155,7 +116,7 @@ def test_any_tree_reads_back_byte_exact(tmp_path: Path, files: dict[str, bytes],
 
 
 def test_names_are_upper_case_8_3_with_long_names_where_needed(tmp_path: Path) -> None:
-    image = _write(tmp_path / "fat.img", 64 * MIB, _files(), offset=MIB, mtime=MTIME)
+    image = write_fat_volume(tmp_path / "fat.img", 64 * MIB, fat_files(), offset=MIB, mtime=MTIME)
     assert _mdir(image, MIB, "/") == [
         " Volume in drive : is ESP",
         " Volume Serial Number is 1234-ABCD",
@@ -191,7 +152,7 @@ def test_names_are_upper_case_8_3_with_long_names_where_needed(tmp_path: Path) -
 
 
 def test_timestamps_before_1980_are_clamped_to_the_fat_epoch(tmp_path: Path) -> None:
-    image = _write(tmp_path / "fat.img", 2 * MIB, {"A.TXT": b"a"}, mtime=0)
+    image = write_fat_volume(tmp_path / "fat.img", 2 * MIB, {"A.TXT": b"a"}, mtime=0)
     assert "A        TXT         1 1980-01-01   0:00" in _mdir(image, 0, "/")
 
 
@@ -204,14 +165,14 @@ def test_unused_space_stays_sparse_and_nothing_outside_is_touched(tmp_path: Path
         out.write(b"keep")
         out.seek(offset + size)
         out.write(b"keep")
-        write_fat(out, offset, size, _files(), volume_id=1, mtime=MTIME)
+        write_fat(out, offset, size, fat_files(), volume_id=1, mtime=MTIME)
     assert path.stat().st_blocks * 512 < 2 * MIB
     with path.open("rb") as image:
         image.seek(offset - 4)
         assert image.read(4) == b"keep"
         image.seek(offset + size)
         assert image.read(4) == b"keep"
-    assert _read_back(path, offset, tmp_path / "out") == _files()
+    assert _read_back(path, offset, tmp_path / "out") == fat_files()
 
 
 def test_fat_size_for_is_whole_mib_fat32_with_headroom(tmp_path: Path) -> None:
@@ -220,6 +181,6 @@ def test_fat_size_for_is_whole_mib_fat32_with_headroom(tmp_path: Path) -> None:
     size = fat_size_for(files)
     # 80 MiB of files + 3 directories at 4 KiB + one 4 KiB cluster, half again, plus 1 MiB
     assert size == 122 * MIB
-    image = _write(tmp_path / "fat.img", size, files)
+    image = write_fat_volume(tmp_path / "fat.img", size, files)
     report = _fsck(image)
     assert "32 bit entries" in report

@@ -7,16 +7,13 @@ from __future__ import annotations
 import json
 import os
 import re
-import uuid
 from pathlib import Path
 
 from oci2vm.arch import Arch
 from oci2vm.disk.gpt import (
-    ATTR_LEGACY_BIOS_BOOTABLE,
     BIOS_BOOT,
     ESP,
     LINUX_DATA,
-    Partition,
     PartitionSpec,
     layout,
     write_gpt,
@@ -24,40 +21,17 @@ from oci2vm.disk.gpt import (
 from oci2vm.fs.fat import write_fat
 from oci2vm.util.tools import run
 from support.programs import requires
+from support.tables import GIB, GPT_SPECS, ROOT_X86_64, gpt_disk, write_gpt_disk
 
 pytestmark = requires("sgdisk", "sfdisk")
 
-ROOT_X86_64 = Arch.AMD64.facts.root_partition_type
 ROOT_ARM64 = Arch.ARM64.facts.root_partition_type
-
 
 MIB = 1024 * 1024
 
 
-GIB = 1024 * MIB
-
-
-SPECS = [
-    PartitionSpec(BIOS_BOOT, "BIOS boot", 1 * MIB),
-    PartitionSpec(ESP, "EFI System", 64 * MIB, ATTR_LEGACY_BIOS_BOOTABLE),
-    PartitionSpec(ROOT_X86_64, "root-x86-64 ✓", None),
-]
-
-
-def _write(path: Path, disk_size: int, partitions: tuple[Partition, ...], guid: uuid.UUID) -> Path:
-    with path.open("wb") as out:
-        out.truncate(disk_size)
-        write_gpt(out, disk_size, partitions, disk_guid=guid)
-    return path
-
-
-def _disk(path: Path, seed: bytes = b"seed", disk_size: int = GIB) -> Path:
-    disk = layout(SPECS, seed=seed, disk_size=disk_size)
-    return _write(path, disk.disk_size, disk.partitions, disk.disk_guid)
-
-
 def test_sgdisk_verifies_the_table(tmp_path: Path) -> None:
-    image = _disk(tmp_path / "disk.img")
+    image = gpt_disk(tmp_path / "disk.img")
     proc = run(["sgdisk", "-v", image])
     output = proc.stdout.decode()
     assert "No problems found." in output
@@ -65,8 +39,8 @@ def test_sgdisk_verifies_the_table(tmp_path: Path) -> None:
 
 
 def test_sgdisk_shows_types_guids_names_attributes_and_bounds(tmp_path: Path) -> None:
-    image = _disk(tmp_path / "disk.img")
-    disk = layout(SPECS, seed=b"seed", disk_size=GIB)
+    image = gpt_disk(tmp_path / "disk.img")
+    disk = layout(GPT_SPECS, seed=b"seed", disk_size=GIB)
     expected = [
         (BIOS_BOOT, "BIOS boot partition", 2048, "1024.0 KiB", 4095, "2.0 MiB", "1024.0 KiB"),
         (ESP, "EFI system partition", 4096, "2.0 MiB", 135167, "66.0 MiB", "64.0 MiB"),
@@ -92,8 +66,8 @@ def test_sgdisk_shows_types_guids_names_attributes_and_bounds(tmp_path: Path) ->
 
 
 def test_sfdisk_reads_the_same_table(tmp_path: Path) -> None:
-    image = _disk(tmp_path / "disk.img")
-    disk = layout(SPECS, seed=b"seed", disk_size=GIB)
+    image = gpt_disk(tmp_path / "disk.img")
+    disk = layout(GPT_SPECS, seed=b"seed", disk_size=GIB)
     table = json.loads(run(["sfdisk", "--json", image]).stdout)
     parts = disk.partitions
     assert table == {
@@ -139,7 +113,7 @@ def test_sfdisk_reads_the_same_table(tmp_path: Path) -> None:
 def test_protective_mbr_of_a_disk_beyond_2_tib_covers_what_it_can(tmp_path: Path) -> None:
     size = 3 * 1024 * GIB
     disk = layout([PartitionSpec(LINUX_DATA, "data", None)], seed=b"s", disk_size=size)
-    image = _write(tmp_path / "huge.img", size, disk.partitions, disk.disk_guid)
+    image = write_gpt_disk(tmp_path / "huge.img", size, disk.partitions, disk.disk_guid)
     with image.open("rb") as data:
         sector0 = data.read(512)
     assert sector0[446:462] == bytes.fromhex("00 000200 ee ffffff 01000000 ffffffff")
@@ -148,7 +122,7 @@ def test_protective_mbr_of_a_disk_beyond_2_tib_covers_what_it_can(tmp_path: Path
 
 def test_arm64_root_type_is_recognised(tmp_path: Path) -> None:
     disk = layout([PartitionSpec(ROOT_ARM64, "root-arm64", 8 * MIB)], seed=b"s")
-    image = _write(tmp_path / "disk.img", disk.disk_size, disk.partitions, disk.disk_guid)
+    image = write_gpt_disk(tmp_path / "disk.img", disk.disk_size, disk.partitions, disk.disk_guid)
     first_line = run(["sgdisk", "-i", "1", image]).stdout.decode().splitlines()[0]
     assert first_line == (
         "Partition GUID code: B921B045-1DF0-41C3-AF44-4C6F280D3FAE (Linux ARM64 root (/))"
@@ -159,7 +133,7 @@ def test_arm64_root_type_is_recognised(tmp_path: Path) -> None:
 def test_esp_on_a_large_disk_keeps_the_file_sparse(tmp_path: Path) -> None:
     path = tmp_path / "disk.img"
     size = 16 * GIB
-    disk = layout(SPECS, seed=b"seed", disk_size=size)
+    disk = layout(GPT_SPECS, seed=b"seed", disk_size=size)
     esp = disk.partitions[1]
     files = {"EFI/BOOT/BOOTX64.EFI": bytes(range(256)) * 4096}
     with path.open("wb") as out:

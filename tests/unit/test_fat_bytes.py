@@ -5,7 +5,6 @@ both FATs, reproducibility, and the one-line errors for what FAT cannot hold.
 from __future__ import annotations
 
 import hashlib
-import random
 import re
 import struct
 from pathlib import Path
@@ -13,63 +12,24 @@ from pathlib import Path
 import pytest
 
 from oci2vm.errors import Oci2vmError
-from oci2vm.fs.fat import write_fat
+from support.tables import MTIME, fat_files, write_fat_volume
 
 MIB = 1024 * 1024
 
 
-MTIME = 1700000000  # 2023-11-14T22:13:20Z
-
-
-def _files() -> dict[str, bytes]:
-    rng = random.Random(7)
-    files = {
-        "EFI/BOOT/BOOTX64.EFI": rng.randbytes(300_001),
-        "EFI/BOOT/grub.cfg": b"search --label root\nconfigfile /boot/grub/grub.cfg\n",
-        "EFI/debian/README": b"exact 8.3 upper-case name\n",
-        "loader/entries/a very long name, with spaces.conf": rng.randbytes(5000),
-        "EMPTY": b"",
-        "Ünïcode-ñame.txt": "ünïcode\n".encode(),
-        "abcdefghijk.txt": b"first of two names sharing a basis\n",
-        "abcdefghijz.txt": b"second of two names sharing a basis\n",
-        "exactly13char": b"a long name filling its entry with no terminator\n",
-        "MixedCase.Txt": b"mixed\n",
-        "deep/er/still/deeper/leaf.bin": rng.randbytes(4096),
-        "deep/er/half.bin": rng.randbytes(2048),
-    }
-    # enough long-named entries that a FAT32 directory spans several 512-byte clusters
-    files.update({f"many/file-{n:02}.txt": f"{n}\n".encode() for n in range(40)})
-    return files
-
-
-def _write(
-    path: Path,
-    size: int,
-    files: dict[str, bytes],
-    offset: int = 0,
-    *,
-    mtime: int = 0,
-    volume_id: int = 0x1234ABCD,
-) -> Path:
-    with path.open("wb") as out:
-        out.truncate(offset + size)
-        write_fat(out, offset, size, files, volume_id=volume_id, mtime=mtime)
-    return path
-
-
 def test_same_inputs_give_identical_bytes(tmp_path: Path) -> None:
-    files = _files()
+    files = fat_files()
     reordered = dict(reversed(list(files.items())))
-    first = _write(tmp_path / "a.img", 64 * MIB, files, offset=MIB, mtime=MTIME)
-    second = _write(tmp_path / "b.img", 64 * MIB, reordered, offset=MIB, mtime=MTIME)
-    later = _write(tmp_path / "c.img", 64 * MIB, files, offset=MIB, mtime=MTIME + 2)
+    first = write_fat_volume(tmp_path / "a.img", 64 * MIB, files, offset=MIB, mtime=MTIME)
+    second = write_fat_volume(tmp_path / "b.img", 64 * MIB, reordered, offset=MIB, mtime=MTIME)
+    later = write_fat_volume(tmp_path / "c.img", 64 * MIB, files, offset=MIB, mtime=MTIME + 2)
     digests = [hashlib.sha256(p.read_bytes()).hexdigest() for p in (first, second, later)]
     assert digests[0] == digests[1]
     assert digests[0] != digests[2]
 
 
 def test_fat32_has_fsinfo_and_a_backup_boot_sector(tmp_path: Path) -> None:
-    image = _write(tmp_path / "fat.img", 64 * MIB, {"EFI/BOOT/BOOTX64.EFI": b"x" * 1000})
+    image = write_fat_volume(tmp_path / "fat.img", 64 * MIB, {"EFI/BOOT/BOOTX64.EFI": b"x" * 1000})
     data = image.read_bytes()
     assert data[6 * 512 : 7 * 512] == data[:512]
     assert data[7 * 512 : 8 * 512] == data[512:1024]
@@ -82,7 +42,7 @@ def test_fat32_has_fsinfo_and_a_backup_boot_sector(tmp_path: Path) -> None:
 
 
 def test_both_fats_are_written(tmp_path: Path) -> None:
-    image = _write(tmp_path / "fat.img", 16 * MIB, _files())
+    image = write_fat_volume(tmp_path / "fat.img", 16 * MIB, fat_files())
     data = image.read_bytes()
     reserved, fat_sectors = (
         struct.unpack_from("<H", data, 14)[0],
@@ -98,12 +58,12 @@ def test_files_too_big_for_the_volume_name_the_size_needed(tmp_path: Path) -> No
     with pytest.raises(
         Oci2vmError, match=r"a 2 MiB ESP cannot hold these files: make it at least 64 MiB"
     ):
-        _write(tmp_path / "fat.img", 2 * MIB, {"big": bytes(3 * MIB)})
+        write_fat_volume(tmp_path / "fat.img", 2 * MIB, {"big": bytes(3 * MIB)})
 
 
 def test_names_that_differ_only_in_case_clash(tmp_path: Path) -> None:
     with pytest.raises(Oci2vmError, match="FAT names ignore case"):
-        _write(tmp_path / "fat.img", 2 * MIB, {"EFI/boot/a": b"", "EFI/BOOT/b": b""})
+        write_fat_volume(tmp_path / "fat.img", 2 * MIB, {"EFI/boot/a": b"", "EFI/BOOT/b": b""})
 
 
 @pytest.mark.parametrize(
@@ -118,10 +78,10 @@ def test_names_that_differ_only_in_case_clash(tmp_path: Path) -> None:
 )
 def test_names_fat_cannot_store_are_rejected(tmp_path: Path, name: str, message: str) -> None:
     with pytest.raises(Oci2vmError, match=re.escape(message)):
-        _write(tmp_path / "fat.img", 2 * MIB, {name: b""})
+        write_fat_volume(tmp_path / "fat.img", 2 * MIB, {name: b""})
 
 
 def test_fat12_root_directory_overflow_is_reported(tmp_path: Path) -> None:
     files = {f"file-{n:03}.txt": b"" for n in range(300)}  # 2 entries each, 512 slots
     with pytest.raises(Oci2vmError, match="root directory holds 512 entries on FAT12"):
-        _write(tmp_path / "fat.img", 2 * MIB, files)
+        write_fat_volume(tmp_path / "fat.img", 2 * MIB, files)

@@ -5,14 +5,11 @@ the bytes of entries and of the protective MBR, and what it refuses.
 from __future__ import annotations
 
 import hashlib
-import uuid
 from pathlib import Path
 
 import pytest
 
-from oci2vm.arch import Arch
 from oci2vm.disk.gpt import (
-    ATTR_LEGACY_BIOS_BOOTABLE,
     BIOS_BOOT,
     ESP,
     LINUX_DATA,
@@ -23,36 +20,13 @@ from oci2vm.disk.gpt import (
     write_gpt,
 )
 from oci2vm.errors import Oci2vmError
+from support.tables import GIB, GPT_SPECS, ROOT_X86_64, gpt_disk, write_gpt_disk
 
 MIB = 1024 * 1024
 
-ROOT_X86_64 = Arch.AMD64.facts.root_partition_type
-
-
-GIB = 1024 * MIB
-
-
-SPECS = [
-    PartitionSpec(BIOS_BOOT, "BIOS boot", 1 * MIB),
-    PartitionSpec(ESP, "EFI System", 64 * MIB, ATTR_LEGACY_BIOS_BOOTABLE),
-    PartitionSpec(ROOT_X86_64, "root-x86-64 ✓", None),
-]
-
-
-def _write(path: Path, disk_size: int, partitions: tuple[Partition, ...], guid: uuid.UUID) -> Path:
-    with path.open("wb") as out:
-        out.truncate(disk_size)
-        write_gpt(out, disk_size, partitions, disk_guid=guid)
-    return path
-
-
-def _disk(path: Path, seed: bytes = b"seed", disk_size: int = GIB) -> Path:
-    disk = layout(SPECS, seed=seed, disk_size=disk_size)
-    return _write(path, disk.disk_size, disk.partitions, disk.disk_guid)
-
 
 def test_layout_starts_at_1_mib_and_aligns_every_partition() -> None:
-    disk = layout(SPECS, seed=b"seed", disk_size=GIB)
+    disk = layout(GPT_SPECS, seed=b"seed", disk_size=GIB)
     assert disk.disk_size == GIB
     # the last partition ends on a MiB boundary before the 33 sectors of backup GPT
     assert [(p.first_lba, p.last_lba) for p in disk.partitions] == [
@@ -81,11 +55,11 @@ def test_layout_without_a_disk_size_fits_partitions_and_backup_gpt() -> None:
 
 def test_layout_on_a_too_small_disk_names_the_size_needed() -> None:
     with pytest.raises(Oci2vmError, match=r"a 64 MiB disk cannot .* at least 68 MiB"):
-        layout(SPECS, seed=b"s", disk_size=64 * MIB)
+        layout(GPT_SPECS, seed=b"s", disk_size=64 * MIB)
 
 
 def test_guids_are_derived_from_the_seed() -> None:
-    first, again, other = (layout(SPECS, seed=s, disk_size=GIB) for s in (b"a", b"a", b"b"))
+    first, again, other = (layout(GPT_SPECS, seed=s, disk_size=GIB) for s in (b"a", b"a", b"b"))
     assert first == again
     guids = [first.disk_guid, *(p.guid for p in first.partitions)]
     assert len(set(guids)) == 4
@@ -96,7 +70,7 @@ def test_guids_are_derived_from_the_seed() -> None:
 
 
 def test_type_guids_are_stored_mixed_endian(tmp_path: Path) -> None:
-    with _disk(tmp_path / "disk.img").open("rb") as image:
+    with gpt_disk(tmp_path / "disk.img").open("rb") as image:
         first_entry = image.read(3 * 512)[2 * 512 : 2 * 512 + 128]
     # 21686148-6449-6E6F-744E-656564454649 is the ASCII "Hah!IdontNeedEFI" on disk
     assert first_entry[:16] == b"Hah!IdontNeedEFI"
@@ -105,7 +79,7 @@ def test_type_guids_are_stored_mixed_endian(tmp_path: Path) -> None:
 
 def test_same_inputs_give_identical_bytes(tmp_path: Path) -> None:
     digests = [
-        hashlib.sha256(_disk(tmp_path / name, seed, 72 * MIB).read_bytes()).hexdigest()
+        hashlib.sha256(gpt_disk(tmp_path / name, seed, 72 * MIB).read_bytes()).hexdigest()
         for name, seed in (("a.img", b"x"), ("b.img", b"x"), ("c.img", b"y"))
     ]
     assert digests[0] == digests[1] != digests[2]
@@ -114,7 +88,7 @@ def test_same_inputs_give_identical_bytes(tmp_path: Path) -> None:
 def test_protective_mbr_leaves_boot_code_alone(tmp_path: Path) -> None:
     path = tmp_path / "disk.img"
     boot_code = bytes(range(256)) + bytes(range(184))
-    disk = layout(SPECS, seed=b"seed", disk_size=GIB)
+    disk = layout(GPT_SPECS, seed=b"seed", disk_size=GIB)
     with path.open("wb") as out:
         out.truncate(GIB)
         out.write(boot_code)
@@ -139,14 +113,14 @@ def _sector0(path: Path) -> bytes:
 def test_a_name_longer_than_36_units_is_an_error(tmp_path: Path) -> None:
     disk = layout([PartitionSpec(ESP, "x" * 37, MIB)], seed=b"s")
     with pytest.raises(Oci2vmError, match="longer than 36 UTF-16 units"):
-        _write(tmp_path / "disk.img", disk.disk_size, disk.partitions, disk.disk_guid)
+        write_gpt_disk(tmp_path / "disk.img", disk.disk_size, disk.partitions, disk.disk_guid)
 
 
 def test_overlapping_or_out_of_range_partitions_are_rejected(tmp_path: Path) -> None:
     a = Partition(ESP, derive_guid(b"", "a"), 2048, 4095, "a")
     b = Partition(LINUX_DATA, derive_guid(b"", "b"), 4095, 6143, "b")
     with pytest.raises(ValueError, match="'a' and 'b' overlap"):
-        _write(tmp_path / "disk.img", 8 * MIB, (a, b), derive_guid(b"", "disk"))
+        write_gpt_disk(tmp_path / "disk.img", 8 * MIB, (a, b), derive_guid(b"", "disk"))
     tail = Partition(LINUX_DATA, derive_guid(b"", "t"), 2048, 16351, "t")  # into backup GPT
     with pytest.raises(ValueError, match=r"outside the usable sectors 34\.\.16350"):
-        _write(tmp_path / "disk.img", 8 * MIB, (tail,), derive_guid(b"", "disk"))
+        write_gpt_disk(tmp_path / "disk.img", 8 * MIB, (tail,), derive_guid(b"", "disk"))

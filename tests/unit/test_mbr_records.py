@@ -18,37 +18,14 @@ from oci2vm.disk.mbr import (
 )
 from oci2vm.disk.placement import place_partitions
 from oci2vm.errors import Oci2vmError
+from support.tables import GIB, mbr_partitions, read_sector0, write_mbr_disk
 
 MIB = 1024 * 1024
 
 
-GIB = 1024 * MIB
-
-
-def _partitions(disk_size: int) -> list[MbrPartition]:
-    _, extents = place_partitions([100 * MIB, None], disk_size=disk_size)
-    (esp_first, esp_last), (root_first, root_last) = extents
-    return [
-        MbrPartition(TYPE_ESP, esp_first, esp_last - esp_first + 1, bootable=True),
-        MbrPartition(TYPE_LINUX, root_first, root_last - root_first + 1),
-    ]
-
-
-def _write(path: Path, disk_size: int, partitions: list[MbrPartition], seed: bytes) -> Path:
-    with path.open("wb") as out:
-        out.truncate(disk_size)
-        write_mbr(out, partitions, disk_signature=disk_signature_from_seed(seed))
-    return path
-
-
-def _sector0(path: Path) -> bytes:
-    with path.open("rb") as image:
-        return image.read(512)
-
-
 def test_records_carry_conventional_chs_fields(tmp_path: Path) -> None:
-    image = _write(tmp_path / "disk.img", 10 * GIB, _partitions(10 * GIB), b"seed")
-    records = _sector0(image)[446:510]
+    image = write_mbr_disk(tmp_path / "disk.img", 10 * GIB, mbr_partitions(10 * GIB), b"seed")
+    records = read_sector0(image)[446:510]
     # LBA 2048 = C0/H32/S33, LBA 206847 = C12/H223/S19; 206848 = C12/H223/S20;
     # the disk end lies beyond cylinder 1023, so fdisk's FE FF FF
     assert records == (
@@ -79,20 +56,20 @@ def test_signature_and_boot_code_bytes(tmp_path: Path) -> None:
     with path.open("wb") as out:
         out.truncate(GIB)
         out.write(boot_code)
-        write_mbr(out, _partitions(GIB), disk_signature=0x12345678)
-    sector0 = _sector0(path)
+        write_mbr(out, mbr_partitions(GIB), disk_signature=0x12345678)
+    sector0 = read_sector0(path)
     assert sector0[:440] == boot_code
     assert sector0[440:446] == bytes.fromhex("78563412 0000")
     assert sector0[510:] == b"\x55\xaa"
     with path.open("r+b") as out:
-        write_mbr(out, _partitions(GIB), disk_signature=0x12345678, keep_boot_code=False)
-    assert _sector0(path)[:440] == bytes(440)
+        write_mbr(out, mbr_partitions(GIB), disk_signature=0x12345678, keep_boot_code=False)
+    assert read_sector0(path)[:440] == bytes(440)
 
 
 def test_disk_signature_is_deterministic_and_seeded(tmp_path: Path) -> None:
-    first = _sector0(_write(tmp_path / "a.img", GIB, _partitions(GIB), b"x"))
-    again = _sector0(_write(tmp_path / "b.img", GIB, _partitions(GIB), b"x"))
-    other = _sector0(_write(tmp_path / "c.img", GIB, _partitions(GIB), b"y"))
+    first = read_sector0(write_mbr_disk(tmp_path / "a.img", GIB, mbr_partitions(GIB), b"x"))
+    again = read_sector0(write_mbr_disk(tmp_path / "b.img", GIB, mbr_partitions(GIB), b"x"))
+    other = read_sector0(write_mbr_disk(tmp_path / "c.img", GIB, mbr_partitions(GIB), b"y"))
     assert first == again
     assert first[440:444] != other[440:444]
     assert first[444:] == other[444:]
@@ -106,16 +83,16 @@ def test_place_partitions_sizes_the_disk_when_asked() -> None:
 def test_a_fifth_partition_or_an_overlap_is_rejected(tmp_path: Path) -> None:
     fifth = [MbrPartition(TYPE_LINUX, 2048 * n, 2048) for n in range(1, 6)]
     with pytest.raises(ValueError, match="4 partition records, not 5"):
-        _write(tmp_path / "disk.img", 16 * MIB, fifth, b"")
+        write_mbr_disk(tmp_path / "disk.img", 16 * MIB, fifth, b"")
     overlap = [MbrPartition(TYPE_LINUX, 2048, 2048), MbrPartition(TYPE_ESP, 4095, 2048)]
     with pytest.raises(ValueError, match="overlap"):
-        _write(tmp_path / "disk.img", 16 * MIB, overlap, b"")
+        write_mbr_disk(tmp_path / "disk.img", 16 * MIB, overlap, b"")
 
 
 def test_partitions_past_2_tib_do_not_fit_an_mbr(tmp_path: Path) -> None:
     beyond = [MbrPartition(TYPE_LINUX, 2048, 2**32)]
     with pytest.raises(ValueError, match="outside 32-bit LBA"):
-        _write(tmp_path / "disk.img", 16 * MIB, beyond, b"")
+        write_mbr_disk(tmp_path / "disk.img", 16 * MIB, beyond, b"")
 
 
 def test_too_small_disk_names_the_size_needed() -> None:
