@@ -52,6 +52,7 @@ def header(
     if isinstance(size, bytes):
         block[124:136] = size.ljust(12, b"\0")[:12]
     else:
+        size = min(size, 256**11 - 1)  # the largest base-256 field
         block[124:136] = octal(size, 12) if size < 8**11 else base256(size, 12)
     block[136:148] = octal(1_700_000_000, 12)
     block[156:157] = kind

@@ -6,6 +6,7 @@ v2 schema 2 manifest and manifest list, which differ only in media types.
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 from collections.abc import Callable, Sequence
@@ -35,8 +36,9 @@ MAX_MANIFEST_SIZE = 4 << 20
 MAX_CONFIG_SIZE = 8 << 20
 MAX_JSON_DEPTH = 100
 MAX_PLATFORMS_SHOWN = 10  # in the message for a platform an index lacks
-_JSON_STRING = re.compile(r'"[^"\\]*+(?:\\.[^"\\]*+)*+"', re.DOTALL)
-_NOT_BRACKETS = re.compile(r"[^\[\]{}]+")
+_JSON_ESCAPE = re.compile(r"\\.", re.DOTALL)  # in a string: \" does not end it
+_BRACKET_STEP = {"[": 1, "{": 1, "]": -1, "}": -1}
+_NOT_BRACKETS = {c: None for c in range(128) if chr(c) not in "[]{}"}  # for str.translate
 INDEX_TYPES = (OCI_INDEX, DOCKER_LIST)
 MANIFEST_TYPES = (OCI_MANIFEST, DOCKER_MANIFEST)
 LAYER_TYPES = (
@@ -157,15 +159,13 @@ def _quote(value: object) -> str:
 
 def _check_depth(text: str, what: str) -> None:
     """Refuse JSON nested deeper than MAX_JSON_DEPTH, before a parser recurses into it:
-    strings are dropped, then the brackets left are counted."""
-    brackets = _NOT_BRACKETS.sub("", _JSON_STRING.sub("", text))
-    if brackets.count("[") + brackets.count("{") <= MAX_JSON_DEPTH:
-        return
-    depth = 0
-    for c in brackets:
-        depth += 1 if c in "[{" else -1
-        if depth > MAX_JSON_DEPTH:
-            raise Oci2vmError(f"malformed {what}: JSON nested deeper than {MAX_JSON_DEPTH} levels")
+    escapes and strings are dropped, then the brackets left are counted."""
+    if text.count("[") + text.count("{") <= MAX_JSON_DEPTH:
+        return  # the common case: too few brackets to nest that deep
+    outside = "".join(_JSON_ESCAPE.sub("", text).split('"')[::2])  # even pieces: not strings
+    steps = map(_BRACKET_STEP.get, outside.translate(_NOT_BRACKETS), itertools.repeat(0))
+    if max(itertools.accumulate(steps), default=0) > MAX_JSON_DEPTH:
+        raise Oci2vmError(f"malformed {what}: JSON nested deeper than {MAX_JSON_DEPTH} levels")
 
 
 def _load(data: bytes, what: str, kind: type[Any], kind_name: str, limit: int) -> Any:
