@@ -6,7 +6,9 @@ v2 schema 2 manifest and manifest list, which differ only in media types.
 
 from __future__ import annotations
 
+import itertools
 import json
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,6 +27,18 @@ DOCKER_SCHEMA1 = (
     "application/vnd.docker.distribution.manifest.v1+json",
     "application/vnd.docker.distribution.manifest.v1+prettyjws",
 )
+# Documents are read whole, so their size is capped. Registries refuse manifests (and
+# indexes) over 4 MiB (the OCI distribution spec's floor, distribution's and
+# containers/image's limit); containers/image also caps configs at 4 MiB, and this
+# allows twice that. Nesting is capped so that no parser or message recurses deeply:
+# OCI documents nest five levels or so.
+MAX_MANIFEST_SIZE = 4 << 20
+MAX_CONFIG_SIZE = 8 << 20
+MAX_JSON_DEPTH = 100
+MAX_PLATFORMS_SHOWN = 10  # in the message for a platform an index lacks
+_JSON_ESCAPE = re.compile(r"\\.", re.DOTALL)  # in a string: \" does not end it
+_BRACKET_STEP = {"[": 1, "{": 1, "]": -1, "}": -1}
+_NOT_BRACKETS = {c: None for c in range(128) if chr(c) not in "[]{}"}  # for str.translate
 INDEX_TYPES = (OCI_INDEX, DOCKER_LIST)
 MANIFEST_TYPES = (OCI_MANIFEST, DOCKER_MANIFEST)
 LAYER_TYPES = (
@@ -123,25 +137,61 @@ class Image:
     layers: tuple[Layer, ...]
 
 
-def _load(data: bytes, what: str, kind: type[Any], kind_name: str) -> Any:
+def _size_text(size: int) -> str:
+    for unit, shift in (("GiB", 30), ("MiB", 20), ("KiB", 10)):
+        if size >= 1 << shift and size % (1 << shift) == 0:
+            return f"{size >> shift} {unit}"
+    return f"{size} bytes"
+
+
+def _too_large(what: str, size: int, limit: int) -> Oci2vmError:
+    return Oci2vmError(
+        f"{what} is too large: {_size_text(size)}, over {_size_text(limit)} (registries and "
+        "container tools refuse such documents too)"
+    )
+
+
+def _quote(value: object) -> str:
+    """A value from the input, for a one-line message of bounded length."""
+    text = repr(value[:81] if isinstance(value, str) else value)
+    return text if len(text) <= 80 else text[:80] + "…"
+
+
+def _check_depth(text: str, what: str) -> None:
+    """Refuse JSON nested deeper than MAX_JSON_DEPTH, before a parser recurses into it:
+    escapes and strings are dropped, then the brackets left are counted."""
+    if text.count("[") + text.count("{") <= MAX_JSON_DEPTH:
+        return  # the common case: too few brackets to nest that deep
+    outside = "".join(_JSON_ESCAPE.sub("", text).split('"')[::2])  # even pieces: not strings
+    steps = map(_BRACKET_STEP.get, outside.translate(_NOT_BRACKETS), itertools.repeat(0))
+    if max(itertools.accumulate(steps), default=0) > MAX_JSON_DEPTH:
+        raise Oci2vmError(f"malformed {what}: JSON nested deeper than {MAX_JSON_DEPTH} levels")
+
+
+def _load(data: bytes, what: str, kind: type[Any], kind_name: str, limit: int) -> Any:
+    if len(data) > limit:
+        raise _too_large(what, len(data), limit)
     try:
-        doc = json.loads(data)
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        text = data.decode(json.detect_encoding(data), "surrogatepass")
+        _check_depth(text, what)
+        doc = json.loads(text)
+    except (ValueError, RecursionError) as e:  # JSONDecodeError, UnicodeDecodeError, digits
         raise Oci2vmError(f"malformed {what}: not valid JSON ({e})") from e
     if not isinstance(doc, kind):
         raise Oci2vmError(f"malformed {what}: expected a JSON {kind_name}")
     return doc
 
 
-def load_json(data: bytes, what: str) -> dict[str, Any]:
-    """A JSON object, or a one-line error naming `what`."""
-    doc: dict[str, Any] = _load(data, what, dict, "object")
+def load_json(data: bytes, what: str, limit: int = MAX_MANIFEST_SIZE) -> dict[str, Any]:
+    """A JSON object of at most `limit` bytes, nested at most MAX_JSON_DEPTH levels, or
+    a one-line error naming `what`."""
+    doc: dict[str, Any] = _load(data, what, dict, "object", limit)
     return doc
 
 
-def load_json_list(data: bytes, what: str) -> list[Any]:
-    """A JSON list, or a one-line error naming `what`."""
-    doc: list[Any] = _load(data, what, list, "list")
+def load_json_list(data: bytes, what: str, limit: int = MAX_MANIFEST_SIZE) -> list[Any]:
+    """A JSON list, under the same limits as load_json, or a one-line error naming `what`."""
+    doc: list[Any] = _load(data, what, list, "list", limit)
     return doc
 
 
@@ -150,6 +200,24 @@ def _str(doc: dict[str, Any], key: str, what: str, default: str | None = None) -
     if not isinstance(value, str):
         raise Oci2vmError(f"malformed {what}: {key!r} must be a string")
     return value
+
+
+def _platform_field(doc: dict[str, Any], key: str, what: str, default: str = "") -> str:
+    """A platform's os, architecture or variant: a string; absent gives `default`, null
+    gives "" (as Go's decoder, which every registry client uses, reads it)."""
+    value = doc.get(key, default)
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise Oci2vmError(f"malformed {what}: platform {key} must be a string")
+    return value
+
+
+def _digest(doc: dict[str, Any], what: str) -> str:
+    digest = _str(doc, "digest", what)
+    if len(digest) > 200:  # sha512 takes 135 characters
+        raise Oci2vmError(f"malformed {what} digest: {_quote(digest)}")
+    return check_digest(digest, f"{what} digest")
 
 
 def parse_descriptor(doc: Any, what: str) -> Descriptor:
@@ -162,17 +230,21 @@ def parse_descriptor(doc: Any, what: str) -> Descriptor:
     p = doc.get("platform")
     if isinstance(p, dict):
         platform = Platform(
-            str(p.get("os", "")), str(p.get("architecture", "")), str(p.get("variant", ""))
+            _platform_field(p, "os", what),
+            _platform_field(p, "architecture", what),
+            _platform_field(p, "variant", what),
         )
     annotations = doc.get("annotations") or {}
-    if not isinstance(annotations, dict):
-        raise Oci2vmError(f"malformed {what}: annotations must be an object")
+    if not isinstance(annotations, dict) or not all(
+        isinstance(v, str) for v in annotations.values()
+    ):
+        raise Oci2vmError(f"malformed {what}: annotations must map strings to strings")
     return Descriptor(
         media_type=_str(doc, "mediaType", what, ""),
-        digest=check_digest(_str(doc, "digest", what), f"{what} digest"),
+        digest=_digest(doc, what),
         size=size,
         platform=platform,
-        annotations={str(k): str(v) for k, v in annotations.items()},
+        annotations=annotations,
     )
 
 
@@ -180,6 +252,10 @@ def manifest_kind(doc: dict[str, Any], declared: str | None = None) -> str:
     """'index' or 'manifest', from the mediaType field, the declared content type, or
     the shape of the document."""
     media_type = doc.get("mediaType") or declared or ""
+    if not isinstance(media_type, str):
+        raise Oci2vmError(
+            f"malformed manifest: mediaType must be a string, not {_quote(media_type)}"
+        )
     if media_type in DOCKER_SCHEMA1 or doc.get("schemaVersion") == 1:
         raise Oci2vmError(
             "Docker schema 1 manifests are not supported (deprecated since 2017): "
@@ -189,7 +265,7 @@ def manifest_kind(doc: dict[str, Any], declared: str | None = None) -> str:
         return "index"
     if media_type in MANIFEST_TYPES or (not media_type and "layers" in doc):
         return "manifest"
-    raise Oci2vmError(f"unsupported manifest media type {media_type!r}")
+    raise Oci2vmError(f"unsupported manifest media type {_quote(media_type)}")
 
 
 def index_entries(doc: dict[str, Any], what: str = "index") -> list[Descriptor]:
@@ -212,9 +288,11 @@ def select_platform(entries: Sequence[Descriptor], platform: Platform, what: str
     if len(bare) == 1 and len(entries) == 1:
         return bare[0]
     have = sorted({str(d.platform) for d in entries if d.platform} - {"unknown/unknown"})
+    shown = ", ".join(_quote(p)[1:-1] for p in have[:MAX_PLATFORMS_SHOWN])
+    if len(have) > MAX_PLATFORMS_SHOWN:
+        shown += f" and {len(have) - MAX_PLATFORMS_SHOWN} more"
     raise Oci2vmError(
-        f"{what} has no manifest for platform {platform}"
-        + (f" (it has: {', '.join(have)})" if have else "")
+        f"{what} has no manifest for platform {platform}" + (f" (it has: {shown})" if have else "")
     )
 
 
@@ -229,7 +307,7 @@ def parse_manifest(
     descs = [parse_descriptor(layer, f"{what} layer") for layer in layers]
     for d in descs:
         if d.media_type and d.media_type not in LAYER_TYPES:
-            raise Oci2vmError(f"unsupported layer media type {d.media_type!r} in {what}")
+            raise Oci2vmError(f"unsupported layer media type {_quote(d.media_type)} in {what}")
     return config, descs
 
 
@@ -242,7 +320,7 @@ def _strings(value: Any, key: str, what: str) -> tuple[str, ...] | None:
 
 
 def parse_config(data: bytes, what: str = "image config") -> ImageConfig:
-    doc = load_json(data, what)
+    doc = load_json(data, what, MAX_CONFIG_SIZE)
     cfg = doc.get("config") or {}
     if not isinstance(cfg, dict):
         raise Oci2vmError(f"malformed {what}: 'config' must be an object")
@@ -256,9 +334,9 @@ def parse_config(data: bytes, what: str = "image config") -> ImageConfig:
     ports = cfg.get("ExposedPorts") or {}
     return ImageConfig(
         platform=Platform(
-            str(doc.get("os", "linux")),
-            str(doc.get("architecture", Arch.default().value)),
-            str(doc.get("variant", "")),
+            _platform_field(doc, "os", what, "linux"),
+            _platform_field(doc, "architecture", what, Arch.default().value),
+            _platform_field(doc, "variant", what),
         ),
         entrypoint=_strings(cfg.get("Entrypoint"), "Entrypoint", what),
         cmd=_strings(cfg.get("Cmd"), "Cmd", what),
@@ -308,7 +386,9 @@ def assemble(
     concurrently), once the config has shown that the image is the one wanted."""
     doc = load_json(manifest_bytes, what)
     config_desc, layer_descs = parse_manifest(doc, what)
-    config_bytes = blob(config_desc).read_all()
+    if config_desc.size > MAX_CONFIG_SIZE:  # before anything is downloaded
+        raise _too_large(f"image config of {what}", config_desc.size, MAX_CONFIG_SIZE)
+    config_bytes = blob(config_desc).read_all(MAX_CONFIG_SIZE)
     config = parse_config(config_bytes, f"image config of {what}")
     if platform is not None:  # before any layer is fetched
         check_platform(source, config.platform, platform)

@@ -21,6 +21,10 @@ from oci2vm.errors import Oci2vmError
 CHUNK = 4 << 20
 GZIP_MAGIC = b"\x1f\x8b"
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+# RFC 8878: a zstd stream is frames back to back; skippable frames (magic 0x184D2A50 to
+# 0x184D2A5F, then a 4-byte size) carry metadata that decoders pass over.
+ZSTD_FRAME = 0xFD2FB528
+ZSTD_SKIPPABLE = 0x184D2A50
 OUT_CHUNK = 4 << 20  # the largest piece of decompressed output
 QUEUE_CHUNKS = 4  # pieces in flight: bounds memory at a few tens of MiB
 # isal's stubs declare its error as an instance; it is the exception class.
@@ -40,8 +44,12 @@ def detect_compression(head: bytes, media_type: str = "") -> str:
     what it claims (a mismatch is resolved in favour of the bytes)."""
     if head.startswith(GZIP_MAGIC):
         return "gzip"
-    if head.startswith(ZSTD_MAGIC):
+    if head.startswith(ZSTD_MAGIC) or _is_skippable(head):
         return "zstd"
+    if len(head) < 4 and head and (GZIP_MAGIC.startswith(head) or ZSTD_MAGIC.startswith(head)):
+        # A blob of a few bytes that begin a magic: a compressed stream cut short (no tar
+        # is this short), which its decompressor reports as truncated.
+        return "gzip" if GZIP_MAGIC.startswith(head) else "zstd"
     if head[:3] == b"BZh" or head.startswith(b"\xfd7zXZ"):
         raise Oci2vmError(
             f"unsupported layer compression ({'bzip2' if head.startswith(b'BZh') else 'xz'})"
@@ -81,16 +89,106 @@ def _gzip_chunks(raw: Blob, head: bytes) -> Iterator[bytes]:
                 raise EOFError("compressed stream ended before its end-of-stream marker")
 
 
+def _is_skippable(head: bytes) -> bool:
+    return len(head) >= 4 and int.from_bytes(head[:4], "little") & ~0xF == ZSTD_SKIPPABLE
+
+
 def _zstd_chunks(raw: Blob, head: bytes) -> Iterator[bytes]:
+    """Decode every frame, skippable ones passed over, as `zstd -dc` does. The
+    decompressor ends quietly when its input ends inside a frame, so the frames are
+    followed as the input goes by, to tell a complete stream from a truncated one."""
     import zstandard
 
+    frames = _ZstdFrames()
     reader = zstandard.ZstdDecompressor().stream_reader(
-        _Prepend(head, raw),  # type: ignore[arg-type]
+        _Prepend(head, raw, frames.feed),  # type: ignore[arg-type]
         read_size=CHUNK,
         read_across_frames=True,
     )
     while chunk := reader.read(OUT_CHUNK):
         yield chunk
+    if not frames.complete:
+        raise EOFError("compressed stream ended inside a frame")
+
+
+class _ZstdFrames:
+    """Follows the frame structure of a zstd stream (RFC 8878 section 3.1: frame header,
+    block headers, optional checksum; skippable frames) without decoding it: reads the
+    few header bytes and counts the rest. Bytes that are no frame stop the following:
+    the decompressor reports those."""
+
+    def __init__(self) -> None:
+        self._skip = 0  # bytes to pass over: block contents, a skippable frame, a checksum
+        self._header = b""  # the header being gathered
+        self._want = 4  # its length so far as known
+        self._in_frame = False  # gathering block headers, not a frame header
+        self._checksum = False
+        self._lost = False
+
+    @property
+    def complete(self) -> bool:
+        """Whether the input so far ends between frames."""
+        return self._lost or (not self._in_frame and not self._header and not self._skip)
+
+    def feed(self, data: bytes | memoryview) -> None:
+        pos, end = 0, len(data)
+        while pos < end and not self._lost:
+            if self._skip:
+                step = min(self._skip, end - pos)
+                self._skip -= step
+                pos += step
+                continue
+            take = min(self._want - len(self._header), end - pos)
+            self._header += bytes(data[pos : pos + take])
+            pos += take
+            if len(self._header) == self._want:
+                self._parse()
+
+    def _parse(self) -> None:
+        if self._in_frame:
+            self._block_header()
+            return
+        head = self._header
+        magic = int.from_bytes(head[:4], "little")
+        if magic & ~0xF == ZSTD_SKIPPABLE:
+            if len(head) < 8:
+                self._want = 8
+                return
+            self._skip = int.from_bytes(head[4:8], "little")
+            self._want = 4
+        elif magic != ZSTD_FRAME:
+            self._lost = True
+            return
+        else:
+            if len(head) < 5:
+                self._want = 5
+                return
+            descriptor = head[4]  # Frame_Header_Descriptor
+            single_segment = descriptor >> 5 & 1
+            content_size = (single_segment, 2, 4, 8)[descriptor >> 6]
+            dictionary_id = (0, 1, 2, 4)[descriptor & 3]
+            want = 5 + (1 - single_segment) + dictionary_id + content_size
+            if len(head) < want:
+                self._want = want
+                return
+            self._checksum = bool(descriptor >> 2 & 1)
+            self._in_frame = True
+            self._want = 3
+        self._header = b""
+
+    def _block_header(self) -> None:
+        """Block_Header: Last_Block (1 bit), Block_Type (2), Block_Size (21)."""
+        value = int.from_bytes(self._header, "little")
+        last, block_type, size = value & 1, value >> 1 & 3, value >> 3
+        self._header = b""
+        if block_type == 3:  # reserved: corrupt, as the decompressor will say
+            self._lost = True
+            return
+        self._skip = 1 if block_type == 1 else size  # an RLE block holds one byte
+        if last:
+            self._skip += 4 if self._checksum else 0
+            self._in_frame = False
+            self._want = 4
 
 
 def _plain_chunks(raw: Blob, head: bytes) -> Iterator[bytes]:
@@ -103,10 +201,13 @@ def _plain_chunks(raw: Blob, head: bytes) -> Iterator[bytes]:
 class _Prepend(io.RawIOBase):
     """Puts already-read bytes back in front of a stream."""
 
-    def __init__(self, head: bytes, raw: Blob) -> None:
+    def __init__(
+        self, head: bytes, raw: Blob, observe: Callable[[bytes], None] | None = None
+    ) -> None:
         super().__init__()
         self._head = head
         self._raw = raw
+        self._observe = observe
 
     def readable(self) -> bool:
         return True
@@ -114,11 +215,13 @@ class _Prepend(io.RawIOBase):
     def readinto(self, buffer: memoryview | bytearray) -> int:  # type: ignore[override]
         if self._head:
             n = min(len(buffer), len(self._head))
-            buffer[:n] = self._head[:n]
+            data = self._head[:n]
             self._head = self._head[n:]
-            return n
-        data = self._raw.read(len(buffer))
+        else:
+            data = self._raw.read(len(buffer))
         buffer[: len(data)] = data
+        if self._observe is not None:
+            self._observe(data)
         return len(data)
 
 

@@ -11,6 +11,8 @@ Interchange Format"), ustar, and GNU tar's extensions (long names 'L'/'K', old s
 from __future__ import annotations
 
 import base64
+import binascii
+import re
 import urllib.parse
 import zlib
 from collections.abc import Iterator
@@ -21,6 +23,22 @@ from oci2vm.errors import Oci2vmError
 
 BLOCK = 512
 _SKIP_CHUNK = 1 << 20
+
+# Metadata that must be held in memory whole is capped before it is read. Go's
+# archive/tar, which Docker, containerd and buildkit use, allows 1 MiB for a pax header
+# and a GNU long name ("maxSpecialFileSize"); sparse maps get as much.
+MAX_PAX_HEADER = 1 << 20  # the pax extended headers ('x') of one entry, together
+MAX_LONG_NAME = 1 << 20  # a GNU long name or long link name ('L', 'K'), a volume header
+MAX_SPARSE_MAP = 1 << 20  # a GNU sparse map: 1.0's text, or old GNU's extension blocks
+# The global records ('g') in force apply to every later entry, so they are kept small:
+# real archives carry a few (git archive: a commit id); Go ignores them altogether.
+MAX_PAX_GLOBAL = 16 << 10
+_DECIMAL = re.compile(rb"[0-9]{1,30}")  # a pax count: 2**64 has 20 digits
+_TIME = re.compile(rb"([+-]?)([0-9]{0,30})(?:\.([0-9]*))?")  # a pax time, "-1.5"
+# The pax keys a global header may set for later entries: ownership, times and xattrs.
+# (A path, size or sparse map describes one file, never all of them.)
+_GLOBAL_KEYS = ("uid", "gid", "mtime", "atime", "ctime")
+_GLOBAL_PREFIXES = ("SCHILY.xattr.", "LIBARCHIVE.xattr.")
 
 REGULAR = (b"0", b"\0", b"7")
 HARDLINK = b"1"
@@ -71,13 +89,23 @@ def _text(raw: bytes) -> str:
     return raw.decode("utf-8", "surrogateescape")
 
 
+def _show(raw: bytes) -> str:
+    """A field's value for a one-line message: quoted, escaped, shortened."""
+    shown = repr(raw[:40].decode("utf-8", "replace"))
+    return shown + ("…" if len(raw) > 40 else "")
+
+
+def _size_text(limit: int) -> str:
+    return f"{limit >> 20} MiB" if limit >= 1 << 20 else f"{limit >> 10} KiB"
+
+
 def _field(header: bytes, start: int, length: int) -> bytes:
     raw = header[start : start + length]
     end = raw.find(b"\0")
     return raw if end < 0 else raw[:end]
 
 
-def _number(header: bytes, start: int, length: int) -> int:
+def _number(header: bytes, start: int, length: int, what: str) -> int:
     """A numeric field: octal ASCII, or GNU's base-256 (first byte 0x80, or 0xff for
     negative numbers, as GNU tar writes times before 1970)."""
     raw = header[start : start + length]
@@ -95,7 +123,7 @@ def _number(header: bytes, start: int, length: int) -> int:
     try:
         return int(digits, 8) if digits else 0
     except ValueError:
-        raise Oci2vmError(f"malformed tar header: bad number {raw!r}") from None
+        raise Oci2vmError(f"{what}: malformed tar header: bad number {raw!r}") from None
 
 
 def _byte_sum(data: bytes) -> int:
@@ -105,7 +133,10 @@ def _byte_sum(data: bytes) -> int:
 
 
 def _checksum_ok(header: bytes) -> bool:
-    stored = _number(header, 148, 8)
+    try:
+        stored = _number(header, 148, 8, "")
+    except Oci2vmError:
+        return False
     # The checksum field itself counts as eight spaces.
     unsigned = _byte_sum(header[:148]) + 256 + _byte_sum(header[156:384]) + _byte_sum(header[384:])
     if stored == unsigned:
@@ -114,39 +145,115 @@ def _checksum_ok(header: bytes) -> bool:
     return stored == signed
 
 
-def _time_ns(value: str) -> int:
+def _count(key: str, value: bytes, what: str) -> int:
+    """A pax count (size, uid, a sparse offset...): decimal digits only."""
+    if _DECIMAL.fullmatch(value):
+        return int(value)
+    negative = value.startswith(b"-") and _DECIMAL.fullmatch(value[1:])
+    problem = "is negative" if negative else "is not a decimal number"
+    raise Oci2vmError(f"{what}: malformed pax header: {key} {_show(value)} {problem}")
+
+
+def _time_ns(key: str, value: bytes, what: str) -> int:
     """A pax time ("1700000000.123456789", "-1.5") as exact integer nanoseconds."""
-    sign = -1 if value.startswith("-") else 1
-    whole, _, frac = value.lstrip("+-").partition(".")
-    try:
-        seconds = int(whole or "0")
-        nanos = int((frac + "000000000")[:9]) if frac else 0
-    except ValueError:
-        raise Oci2vmError(f"malformed pax time {value!r}") from None
-    return sign * (seconds * 1_000_000_000 + nanos)
+    match = _TIME.fullmatch(value)
+    if match is None or not (match[2] or match[3]):
+        raise Oci2vmError(f"{what}: malformed pax header: {key} {_show(value)} is not a time")
+    sign = -1 if match[1] == b"-" else 1
+    nanos = int((match[3] or b"")[:9].ljust(9, b"0"))
+    return sign * (int(match[2] or b"0") * 1_000_000_000 + nanos)
 
 
-def _pax_records(data: bytes) -> list[tuple[str, bytes]]:
+def _pax_records(data: bytes, what: str) -> list[tuple[str, bytes]]:
     """'LEN KEY=VALUE\\n' records, in order (GNU sparse 0.0 repeats keys)."""
     records: list[tuple[str, bytes]] = []
     pos = 0
     while pos < len(data):
         if data[pos] == 0:  # padding after the last record
             break
-        space = data.find(b" ", pos)
-        try:
-            length = int(data[pos:space])
-        except ValueError:
-            raise Oci2vmError("malformed pax header: bad record length") from None
-        if space < 0 or length <= 0 or pos + length > len(data):
-            raise Oci2vmError("malformed pax header: record overruns the header")
+        space = data.find(b" ", pos, pos + 32)
+        if space < 0 or not _DECIMAL.fullmatch(data[pos:space]):
+            raise Oci2vmError(f"{what}: malformed pax header: bad record length")
+        length = int(data[pos:space])
+        if pos + length > len(data) or space >= pos + length:
+            raise Oci2vmError(f"{what}: malformed pax header: record overruns the header")
         record = data[space + 1 : pos + length]
         key, sep, value = record.partition(b"=")
         if not sep or not record.endswith(b"\n"):
-            raise Oci2vmError("malformed pax header: record without key=value")
+            raise Oci2vmError(f"{what}: malformed pax header: record without key=value")
         records.append((key.decode("utf-8", "surrogateescape"), value[:-1]))
         pos += length
     return records
+
+
+def _xattr_from_base64(key: str, value: bytes, what: str) -> bytes:
+    """libarchive's xattr record: the value in base64, its padding left out."""
+    try:
+        return base64.b64decode(value + b"=" * (-len(value) % 4))
+    except (binascii.Error, ValueError):
+        raise Oci2vmError(f"{what}: malformed pax header: {key} is not base64") from None
+
+
+@dataclass(slots=True)
+class _SparseRecords:
+    """The GNU.sparse.* pax records of one entry (formats 0.0, 0.1 and 1.0)."""
+
+    major: bytes | None = None
+    name: bytes | None = None
+    real_size: int | None = None
+    offsets: list[int] = field(default_factory=list)
+    sizes: list[int] = field(default_factory=list)
+    seen: bool = False  # any record at all
+
+    def add(self, key: str, value: bytes, what: str) -> None:
+        self.seen = True
+        if key == "GNU.sparse.major":
+            self.major = value
+        elif key == "GNU.sparse.name":
+            self.name = value
+        elif key in ("GNU.sparse.size", "GNU.sparse.realsize"):
+            self.real_size = _count(key, value, what)
+        elif key == "GNU.sparse.offset":
+            self.offsets.append(_count(key, value, what))
+        elif key == "GNU.sparse.numbytes":
+            self.sizes.append(_count(key, value, what))
+        elif key == "GNU.sparse.map":
+            numbers = [_count(key, n, what) for n in value.split(b",") if n]
+            if len(numbers) % 2:
+                raise Oci2vmError(
+                    f"{what}: malformed GNU sparse map: {len(numbers)} numbers, not pairs"
+                )
+            self.offsets, self.sizes = numbers[::2], numbers[1::2]
+
+    def regions(self, what: str) -> list[tuple[int, int]] | None:
+        """The map given in the records (formats 0.0 and 0.1), if any."""
+        if len(self.offsets) != len(self.sizes):
+            raise Oci2vmError(
+                f"{what}: malformed GNU sparse map: {len(self.offsets)} offsets "
+                f"but {len(self.sizes)} sizes"
+            )
+        return list(zip(self.offsets, self.sizes, strict=True)) if self.offsets else None
+
+
+def _check_sparse(member: Member, what: str) -> None:
+    """A sparse map's regions come in order, within the file, and cover exactly the
+    data stored in the archive."""
+    assert member.sparse is not None
+    end = 0
+    for offset, length in member.sparse:
+        if offset < end or offset + length > member.size:
+            raise Oci2vmError(
+                f"{what}: malformed GNU sparse map of {member.name!r}: region "
+                f"({offset}, {length}) overlaps another or lies beyond the file's "
+                f"{member.size} bytes"
+            )
+        end = offset + length
+    covered = sum(length for _offset, length in member.sparse)
+    if covered != member.stored:
+        raise Oci2vmError(
+            f"{what}: malformed GNU sparse map of {member.name!r}: it maps {covered} "
+            f"bytes of data but {member.stored} are stored"
+        )
 
 
 class _FileSource:
@@ -191,7 +298,8 @@ class TarReader:
         self._pos = 0
         self._data_end = 0  # end of the current member's data, padding excluded
         self._next_header = 0
-        self._global: list[tuple[str, bytes]] = []
+        # The global pax records in force, by key (a later one replaces an earlier one).
+        self._global: dict[str, bytes] = {}
 
     # -- the stream -----------------------------------------------------------------
 
@@ -231,11 +339,20 @@ class TarReader:
             raise Oci2vmError(f"{self._what}: tar stream ends inside a file (truncated)")
         return data
 
-    def _block_data(self, size: int) -> bytes:
-        """The data of an extension header, and its padding."""
+    def _block_data(self, size: int, what: str, limit: int) -> bytes:
+        """The data of an extension header, and its padding: at most `limit` bytes,
+        refused before anything is read when the header claims more."""
+        if size > limit:
+            raise self._too_large(f"{what} of {size} bytes exceeds", limit)
         data = self._read(size)
         self._read(-size % BLOCK)
         return data
+
+    def _too_large(self, what: str, limit: int) -> Oci2vmError:
+        return Oci2vmError(
+            f"{self._what}: {what} the limit of {_size_text(limit)} (the layer is corrupt "
+            "or hostile: container runtimes refuse it too)"
+        )
 
     # -- entries ----------------------------------------------------------------------
 
@@ -258,6 +375,7 @@ class TarReader:
 
     def _next(self) -> Member | None:
         pax: list[tuple[str, bytes]] = []
+        pax_size = 0
         long_name: bytes | None = None
         long_link: bytes | None = None
         while True:
@@ -265,23 +383,50 @@ class TarReader:
             if header is None:
                 return None
             kind = header[156:157]
-            size = _number(header, 124, 12)
+            size = _number(header, 124, 12, self._what)
+            if size < 0:
+                raise Oci2vmError(f"{self._what}: malformed tar header: negative size {size}")
             if kind in PAX_FILE:
-                pax.extend(_pax_records(self._block_data(size)))
+                pax_size += size
+                if pax_size > MAX_PAX_HEADER and size <= MAX_PAX_HEADER:
+                    raise self._too_large(
+                        f"pax extended headers of one entry total {pax_size} bytes, which exceeds",
+                        MAX_PAX_HEADER,
+                    )
+                data = self._block_data(size, "pax extended header", MAX_PAX_HEADER)
+                pax.extend(_pax_records(data, self._what))
             elif kind == PAX_GLOBAL:
-                self._global.extend(_pax_records(self._block_data(size)))
+                data = self._block_data(size, "pax global header", MAX_PAX_HEADER)
+                self._set_global(_pax_records(data, self._what))
             elif kind == GNU_LONGNAME:
-                long_name = self._block_data(size).split(b"\0", 1)[0]
+                long_name = self._block_data(size, "GNU long name", MAX_LONG_NAME)
+                long_name = long_name.split(b"\0", 1)[0]
             elif kind == GNU_LONGLINK:
-                long_link = self._block_data(size).split(b"\0", 1)[0]
+                long_link = self._block_data(size, "GNU long link name", MAX_LONG_NAME)
+                long_link = long_link.split(b"\0", 1)[0]
             elif kind == GNU_VOLUME:
-                self._block_data(size)
+                self._block_data(size, "GNU volume header", MAX_LONG_NAME)
             elif kind in ENTRY_TYPES or kind == GNU_SPARSE:
-                return self._member(header, kind, size, self._global + pax, long_name, long_link)
+                return self._member(header, kind, size, pax, long_name, long_link)
             else:
                 raise Oci2vmError(
                     f"{self._what}: unsupported tar entry type {kind.decode('latin-1')!r}"
                 )
+
+    def _set_global(self, records: list[tuple[str, bytes]]) -> None:
+        """Keep the global records that apply to later entries; an empty value deletes
+        a record (POSIX)."""
+        for key, value in records:
+            if key in _GLOBAL_KEYS or key.startswith(_GLOBAL_PREFIXES):
+                if value:
+                    self._global[key] = value
+                else:
+                    self._global.pop(key, None)
+        total = sum(len(k) + len(v) for k, v in self._global.items())
+        if total > MAX_PAX_GLOBAL:
+            raise self._too_large(
+                f"pax global headers in force total {total} bytes, which exceeds", MAX_PAX_GLOBAL
+            )
 
     def _member(
         self,
@@ -300,106 +445,120 @@ class TarReader:
                 name = prefix + b"/" + name
         if long_name is not None:
             name = long_name
+        what = self._what
         member = Member(
             name=_text(name),
             type=b"0" if kind in (b"7", b"\0", GNU_SPARSE) else kind,
-            mode=_number(header, 100, 8) & 0o7777,
-            uid=_number(header, 108, 8),
-            gid=_number(header, 116, 8),
-            mtime_ns=_number(header, 136, 12) * 1_000_000_000,
+            mode=_number(header, 100, 8, what) & 0o7777,
+            uid=_number(header, 108, 8, what),
+            gid=_number(header, 116, 8, what),
+            mtime_ns=_number(header, 136, 12, what) * 1_000_000_000,
             size=size,
             stored=size,
             linkname=_text(long_link if long_link is not None else _field(header, 157, 100)),
-            devmajor=_number(header, 329, 8) if kind in (CHAR, BLOCKDEV) else 0,
-            devminor=_number(header, 337, 8) if kind in (CHAR, BLOCKDEV) else 0,
+            devmajor=_number(header, 329, 8, what) if kind in (CHAR, BLOCKDEV) else 0,
+            devminor=_number(header, 337, 8, what) if kind in (CHAR, BLOCKDEV) else 0,
         )
         if kind == GNU_SPARSE:
             self._old_gnu_sparse(header, member)
         sparse_major = self._apply_pax(member, pax)
+        self._place_data(member, kind, sparse_major)
+        return member
+
+    def _place_data(self, member: Member, kind: bytes, sparse_major: bytes | None) -> None:
+        """Where the member's data starts and ends, and where the next header is; the
+        sparse map of a GNU 1.0 sparse file is read from the start of its data."""
         data_start = member.offset_data = self._pos
         # Only regular files (and GNU dump directories) have a data area, as in tarfile.
         area = member.stored if member.type in REGULAR or kind == GNU_DUMPDIR else 0
         if member.type in REGULAR:
-            if sparse_major == "1":
-                self._sparse_map_in_data(member)
+            if sparse_major == b"1":
+                self._sparse_map_in_data(member, area)
                 member.stored = area - (self._pos - data_start)
+            if member.sparse is not None:
+                _check_sparse(member, self._what)
             self._data_end = member.offset_data + member.stored
         else:
             member.stored = 0
             self._data_end = data_start
         self._next_header = data_start + area + (-area % BLOCK)
-        return member
 
-    def _apply_pax(self, member: Member, pax: list[tuple[str, bytes]]) -> str | None:
-        """Apply pax records to a member; returns the GNU sparse major version if any."""
-        sparse_major = None
-        sparse_offsets: list[int] = []
-        sparse_sizes: list[int] = []
-        sparse_name: bytes | None = None
-        real_size: int | None = None
-        for key, value in pax:
-            if key == "path":
-                member.name = _text(value)
-            elif key == "linkpath":
-                member.linkname = _text(value)
-            elif key == "size":
-                member.size = member.stored = int(value)
-            elif key == "uid":
-                member.uid = int(value)
-            elif key == "gid":
-                member.gid = int(value)
-            elif key == "mtime":
-                member.mtime_ns = _time_ns(value.decode())
-            elif key == "atime":
-                member.atime_ns = _time_ns(value.decode())
-            elif key == "ctime":
-                member.ctime_ns = _time_ns(value.decode())
-            elif key.startswith("SCHILY.xattr."):
-                member.xattrs[key[13:]] = value
-            elif key.startswith("LIBARCHIVE.xattr."):
-                name = urllib.parse.unquote(key[17:])
-                member.xattrs[name] = base64.b64decode(value + b"=" * (-len(value) % 4))
-            elif key == "GNU.sparse.major":
-                sparse_major = value.decode()
-            elif key == "GNU.sparse.name":
-                sparse_name = value
-            elif key in ("GNU.sparse.size", "GNU.sparse.realsize"):
-                real_size = int(value)
-            elif key == "GNU.sparse.offset":
-                sparse_offsets.append(int(value))
-            elif key == "GNU.sparse.numbytes":
-                sparse_sizes.append(int(value))
-            elif key == "GNU.sparse.map":
-                numbers = [int(n) for n in value.split(b",") if n]
-                sparse_offsets, sparse_sizes = numbers[::2], numbers[1::2]
-        if sparse_name is not None:
-            member.name = _text(sparse_name)
-        if sparse_offsets or sparse_major is not None or real_size is not None:
-            if sparse_offsets:  # formats 0.0 and 0.1: the map was in the pax header
-                member.sparse = list(zip(sparse_offsets, sparse_sizes, strict=True))
-            if real_size is not None:
-                member.size = real_size
-        if sparse_major is not None and sparse_major != "1":
-            raise Oci2vmError(f"{self._what}: unsupported GNU sparse format {sparse_major}")
-        return sparse_major
+    def _apply_pax(self, member: Member, pax: list[tuple[str, bytes]]) -> bytes | None:
+        """Apply the global records in force, then the entry's own pax records; returns
+        the GNU sparse major version if any."""
+        sparse = _SparseRecords()
+        for key, value in (*self._global.items(), *pax):
+            if key.startswith("GNU.sparse."):
+                sparse.add(key, value, self._what)
+            else:
+                self._apply_record(member, key, value)
+        if sparse.name is not None:
+            member.name = _text(sparse.name)
+        regions = sparse.regions(self._what)
+        if regions is not None:  # formats 0.0 and 0.1: the map was in the pax header
+            member.sparse = regions
+        if sparse.real_size is not None:
+            member.size = sparse.real_size
+        if sparse.major is not None and sparse.major != b"1":
+            raise Oci2vmError(f"{self._what}: unsupported GNU sparse format {_show(sparse.major)}")
+        return sparse.major
 
-    def _sparse_map_in_data(self, member: Member) -> None:
+    def _apply_record(self, member: Member, key: str, value: bytes) -> None:
+        """One pax record. An empty value leaves the header's field as it is (POSIX:
+        it deletes the record); an xattr may be empty."""
+        what = self._what
+        if key.startswith("SCHILY.xattr."):
+            member.xattrs[key[13:]] = value
+        elif key.startswith("LIBARCHIVE.xattr."):
+            name = urllib.parse.unquote(key[17:], errors="surrogateescape")
+            member.xattrs[name] = _xattr_from_base64(key, value, what)
+        elif not value:
+            return
+        elif key == "path":
+            member.name = _text(value)
+        elif key == "linkpath":
+            member.linkname = _text(value)
+        elif key == "size":
+            member.size = member.stored = _count(key, value, what)
+        elif key == "uid":
+            member.uid = _count(key, value, what)
+        elif key == "gid":
+            member.gid = _count(key, value, what)
+        elif key == "mtime":
+            member.mtime_ns = _time_ns(key, value, what)
+        elif key == "atime":
+            member.atime_ns = _time_ns(key, value, what)
+        elif key == "ctime":
+            member.ctime_ns = _time_ns(key, value, what)
+
+    def _sparse_map_in_data(self, member: Member, area: int) -> None:
         """GNU sparse 1.0: the map opens the data, decimal numbers one a line, padded to
         a block: the count of regions, then an offset and a length for each."""
-        buffer = self._read(BLOCK)
         numbers: list[int] = []
         count: int | None = None
-        while True:
-            lines = buffer.split(b"\n")
-            complete, buffer = lines[:-1], lines[-1]
-            for line in complete:
+        pending = b""  # an unfinished line
+        read = 0
+        while count is None or len(numbers) < 2 * count:
+            if read + BLOCK > min(area, MAX_SPARSE_MAP):
+                if read + BLOCK > MAX_SPARSE_MAP:
+                    raise self._too_large(
+                        f"GNU sparse map of over {MAX_SPARSE_MAP} bytes exceeds", MAX_SPARSE_MAP
+                    )
+                raise Oci2vmError(f"{self._what}: GNU sparse map runs past the file's data")
+            *lines, pending = (pending + self._read(BLOCK)).split(b"\n")
+            read += BLOCK
+            for line in lines:
                 if count is None:
-                    count = int(line)
+                    count = _count("GNU sparse map size", line, self._what)
+                    if 4 * count > MAX_SPARSE_MAP:  # each region takes four bytes or more
+                        raise self._too_large(
+                            f"GNU sparse map of {count} regions exceeds", MAX_SPARSE_MAP
+                        )
                 else:
-                    numbers.append(int(line))
-            if count is not None and len(numbers) >= 2 * count:
-                break
-            buffer += self._read(BLOCK)
+                    numbers.append(_count("GNU sparse map", line, self._what))
+            if len(pending) > 30 and (count is None or len(numbers) < 2 * count):
+                raise Oci2vmError(f"{self._what}: malformed GNU sparse map: a line too long")
+        assert count is not None
         pairs = numbers[: 2 * count]
         member.sparse = list(zip(pairs[::2], pairs[1::2], strict=True))
         member.offset_data = self._pos
@@ -412,15 +571,24 @@ class TarReader:
         def collect(block: bytes, start: int, count: int) -> None:
             for i in range(count):
                 at = start + 24 * i
-                offset, length = _number(block, at, 12), _number(block, at + 12, 12)
+                offset = _number(block, at, 12, self._what)
+                length = _number(block, at + 12, 12, self._what)
+                if offset < 0 or length < 0:
+                    raise Oci2vmError(f"{self._what}: malformed GNU sparse map: negative number")
                 if offset or length:
                     regions.append((offset, length))
 
         collect(header, 386, 4)
         extended = header[482]
+        blocks = 0
         while extended:
+            blocks += 1
+            if blocks * BLOCK > MAX_SPARSE_MAP:
+                raise self._too_large(
+                    f"GNU sparse map of over {MAX_SPARSE_MAP} bytes exceeds", MAX_SPARSE_MAP
+                )
             block = self._read(BLOCK)
             collect(block, 0, 21)
             extended = block[504]
-        member.size = _number(header, 483, 12)
+        member.size = _number(header, 483, 12, self._what)
         member.sparse = regions
