@@ -15,7 +15,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from oci2vm.errors import Oci2vmError
-from oci2vm.image.model import Image, Layer, index_entries, load_json, load_json_list, parse_config
+from oci2vm.image.model import (
+    MAX_CONFIG_SIZE,
+    MAX_MANIFEST_SIZE,
+    Image,
+    Layer,
+    index_entries,
+    load_json,
+    load_json_list,
+    parse_config,
+)
 from oci2vm.sources import oci_layout
 from oci2vm.sources.container import Container
 from oci2vm.sources.reference import parse_reference
@@ -90,7 +99,7 @@ def resolve(source: str, path: Path, ref: str, fetch: Fetch) -> Image:
     if not isinstance(config_name, str) or not isinstance(layer_names, list):
         raise Oci2vmError(f"{path}: malformed manifest.json: needs Config and Layers")
     config_digest = _digest_of_path(config_name)
-    config_bytes = container.ref(config_name, config_digest).read_all()
+    config_bytes = container.ref(config_name, config_digest).read_all(MAX_CONFIG_SIZE)
     config = parse_config(config_bytes, f"{path}: {config_name}")
     if len(config.diff_ids) != len(layer_names):
         raise Oci2vmError(
@@ -131,7 +140,7 @@ def _layout_tag(container: Container, entry: dict[str, Any]) -> str:
     for d in entries:
         if len(entries) == 1:
             return d.digest
-        blob = oci_layout.blob_ref(container, d).read_all()
+        blob = oci_layout.blob_ref(container, d).read_all(MAX_MANIFEST_SIZE)
         manifest = load_json(blob, f"manifest {d.digest}")
         cfg = manifest.get("config")
         if isinstance(cfg, dict) and cfg.get("digest") == config_digest:

@@ -13,6 +13,7 @@ from oci2vm.errors import Oci2vmError
 from oci2vm.image.blobs import BlobRef
 from oci2vm.image.model import (
     MANIFEST_TYPES,
+    MAX_MANIFEST_SIZE,
     Descriptor,
     Image,
     assemble,
@@ -82,7 +83,7 @@ def resolve_in(source: str, container: Container, tag: str, fetch: Fetch, *, nam
     else:
         desc = entries[0]
     for _depth in range(4):
-        data = blob_ref(container, desc).read_all()
+        data = blob_ref(container, desc).read_all(MAX_MANIFEST_SIZE)
         doc = load_json(data, f"manifest {desc.digest}")
         if manifest_kind(doc, desc.media_type) == "manifest":
             return assemble(

@@ -43,6 +43,7 @@ from oci2vm.image.model import (
     DOCKER_SCHEMA1,
     INDEX_TYPES,
     MANIFEST_TYPES,
+    MAX_MANIFEST_SIZE,
     OCI_CONFIG,
     OCI_INDEX,
     OCI_MANIFEST,
@@ -71,7 +72,6 @@ log = logging.getLogger(__name__)
 
 ACCEPT = ", ".join((OCI_MANIFEST, OCI_INDEX, DOCKER_MANIFEST, DOCKER_LIST))
 KNOWN_MANIFEST_TYPES = (*INDEX_TYPES, *MANIFEST_TYPES, *DOCKER_SCHEMA1)
-MAX_MANIFEST_SIZE = 4 << 20  # as containers/image: a manifest is small
 MAX_INDEX_DEPTH = 4
 MAX_TAGS_SHOWN = 10  # in the message for an unknown tag
 MAX_TOKEN_RESPONSE = 1 << 20
