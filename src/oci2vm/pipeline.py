@@ -32,7 +32,7 @@ from oci2vm.disk.convert import convert
 from oci2vm.disk.plan import DiskPlan, plan_disk
 from oci2vm.errors import Oci2vmError
 from oci2vm.fs import fat
-from oci2vm.fs.ext4 import Ext4Result, Ext4Writer, required_size
+from oci2vm.fs.ext4 import MAX_SIZE, Ext4Result, Ext4Writer, required_size
 from oci2vm.identity import Identity, image_identity
 from oci2vm.image.blobs import BlobStore, ProgressFn, uncompressed_size_hint
 from oci2vm.image.model import Image, Layer
@@ -216,6 +216,14 @@ def plan_phase(ctx: BuildContext, system: SystemOptions) -> tuple[DiskPlan, Boot
         arch, config.table, config.boot, esp_size=esp_size, disk_size=config.size,
         root_need=root_need,
     )  # fmt: skip
+    if config.size is not None and plan.root_size is not None and plan.root_size > MAX_SIZE:
+        # Named here, in the disk's terms: the writer would name the root's size as --size.
+        most = config.size - (plan.root_size - MAX_SIZE)  # the root then gets MAX_SIZE
+        raise Oci2vmError(
+            f"--size {config.size} bytes leaves {plan.root_size} bytes for the root "
+            f"filesystem, beyond what oci2vm's ext4 holds (16 TiB): pass a --size of at "
+            f"most {most} bytes"
+        )
     return plan, boot
 
 

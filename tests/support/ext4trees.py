@@ -1,9 +1,11 @@
 """Trees for the ext4 tests: one with every case an image can hold, big and hashed
-directories, names whose hashes collide across leaves, and a Hypothesis strategy for
-random trees (`trees`)."""
+directories, names whose hashes collide across leaves, many small files, deep chains of
+directories, and a Hypothesis strategy for random trees (`trees`); and an output that
+discards what is written (DiscardingOutput), for filesystems too big to keep."""
 
 from __future__ import annotations
 
+import io
 import random
 import struct
 
@@ -101,6 +103,61 @@ def every_case_tree() -> Inode:
         },
     )
     return root
+
+
+class DiscardingOutput(io.BytesIO):
+    """An output with no file descriptor that keeps nothing: it counts the bytes written
+    (`written`) and remembers the size the output was made to span (`size`)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.pos = 0
+        self.size = 0
+        self.written = 0
+
+    def seek(self, pos: int, whence: int = 0) -> int:
+        self.pos = pos if whence == 0 else (self.size + pos if whence == 2 else self.pos + pos)
+        return self.pos
+
+    def tell(self) -> int:
+        return self.pos
+
+    def write(self, data: object) -> int:
+        n = memoryview(data).nbytes  # type: ignore[arg-type]
+        self.pos += n
+        self.size = max(self.size, self.pos)
+        self.written += n
+        return n
+
+    def truncate(self, size: int | None = None) -> int:
+        self.size = self.pos if size is None else size
+        return self.size
+
+
+def small_files_tree(count: int, content: bytes = b"") -> Inode:
+    """`count` files holding `content` (empty: an inode but no data block), a thousand to
+    a directory."""
+    root = new_dir()
+    assert root.children is not None
+    for i in range(count):
+        group = f"g{i // 1000:04d}"
+        if group not in root.children:
+            root.children[group] = new_dir()
+        folder = root.children[group].children
+        assert folder is not None
+        folder[f"f{i:06d}"] = Inode(Kind.FILE, size=len(content), data=BytesData(content))
+    return root
+
+
+def deep_tree(depth: int) -> tuple[Inode, str]:
+    """A chain of `depth` directories named d with a file at its bottom; and its path."""
+    root = directory = new_dir()
+    for _ in range(depth):
+        assert directory.children is not None
+        directory.children["d"] = directory = new_dir()
+    assert directory.children is not None
+    directory.children["bottom"] = Inode(Kind.FILE, size=6, data=BytesData(b"found\n"))
+    return root, "/d" * depth + "/bottom"
 
 
 def big_directory_tree(count: int) -> Inode:

@@ -6,7 +6,7 @@ compactext4 is Go and lacks metadata_csum, htree and a journal. So the on-disk s
 written here, from the kernel's Documentation/filesystems/ext4/ and e2fsprogs' headers.
 """
 
-from oci2vm.fs.ext4.layout import default_size, required_size
+from oci2vm.fs.ext4.layout import MAX_SIZE, default_size, required_size
 from oci2vm.fs.ext4.writer import Ext4Result, Ext4Writer
 
-__all__ = ["Ext4Result", "Ext4Writer", "default_size", "required_size"]
+__all__ = ["MAX_SIZE", "Ext4Result", "Ext4Writer", "default_size", "required_size"]

@@ -35,6 +35,15 @@ LOST_FOUND_INO = 11
 INODE_RATIO = 16384  # bytes per inode, as mke2fs's default for ext4
 MIN_FREE_BYTES = 256 * MIB
 MIN_BLOCKS = 2048  # 8 MiB: mke2fs gives smaller filesystems no journal; we always have one
+# The largest filesystem written: 2**32 blocks, 16 TiB. A limit of ours, not of ext4 (64bit
+# addresses 2**64 blocks): a host's ext4 cannot hold a larger image file (its files end at
+# 16 TiB - 4 KiB), and beyond it the descriptor table copied after every superblock copy,
+# which holds no meta_bg, grows past its 2,048 blocks here. Every count below fits its field
+# up to it (s_inodes_count capped at 2**32 - 1, see geometry()).
+MAX_BLOCKS = 1 << 32
+MAX_SIZE = MAX_BLOCKS * BLOCK_SIZE
+MAX_INODES = (1 << 32) - 1  # s_inodes_count is 32 bits
+MAX_GROUP_NR = 0xFFFF  # s_block_group_nr is 16 bits: later copies say 65535, as e2fsprogs'
 
 # s_feature_compat / incompat / ro_compat bits
 COMPAT_HAS_JOURNAL = 0x4
@@ -99,8 +108,28 @@ def is_backup_group(group: int) -> bool:
     return False
 
 
+def backup_groups(groups: int) -> list[int]:
+    """Those of groups 0 .. groups-1 that carry a superblock copy, ascending (found without
+    visiting every group)."""
+    found = {g for g in (0, 1) if g < groups}
+    for base in (3, 5, 7):
+        power = base
+        while power < groups:
+            found.add(power)
+            power *= base
+    return sorted(found)
+
+
 def gdt_blocks_for(groups: int) -> int:
     return ceil_div(groups, DESCS_PER_BLOCK)
+
+
+def size_text(size: int) -> str:
+    """A size for messages: whole MiB, GiB or TiB when it is one, else bytes."""
+    for unit, name in ((1 << 40, "TiB"), (1 << 30, "GiB"), (MIB, "MiB")):
+        if size >= unit and size % unit == 0:
+            return f"{size // unit} {name}"
+    return f"{size} bytes"
 
 
 def default_journal_blocks(blocks_count: int) -> int:
@@ -142,18 +171,27 @@ def round_blocks(blocks: int) -> int:
     return align_up(blocks, MIB // BLOCK_SIZE)
 
 
+def blocks_for_inodes(inodes: int) -> int:
+    """The fewest blocks whose groups can number `inodes` inodes (MAX_INODES_PER_GROUP
+    each; the last group may be short), whole MiB."""
+    groups = ceil_div(inodes, MAX_INODES_PER_GROUP)
+    return round_blocks((groups - 1) * BLOCKS_PER_GROUP + 1)
+
+
 def _estimate_used_blocks(data_size: int, inode_count: int, blocks_count: int) -> int:
     """A generous estimate of the blocks a tree of this shape uses in a filesystem of
     `blocks_count` blocks: data rounded up per file, directories, inode tables (as few as
-    a tight size gets), bitmaps, descriptor tables and their backups, the journal."""
+    a tight size gets), bitmaps, descriptor tables and their backups, the journal; and
+    never fewer than the groups its inodes need."""
     inodes = inode_count + FIRST_INO + 1
-    groups = ceil_div(blocks_count, BLOCKS_PER_GROUP)
-    ipg = inodes_per_group_for(wanted_inodes(blocks_count, inodes, by_ratio=False), groups)
-    backups = sum(1 for g in range(groups) if is_backup_group(g))
+    room = wanted_inodes(blocks_count, inodes, by_ratio=False)
+    groups = max(ceil_div(blocks_count, BLOCKS_PER_GROUP), ceil_div(room, MAX_INODES_PER_GROUP))
+    ipg = inodes_per_group_for(room, groups)
+    backups = len(backup_groups(groups))
     data = ceil_div(data_size, BLOCK_SIZE) + inode_count
     dirs = ceil_div(inode_count * 64, BLOCK_SIZE) + inode_count // 8
     itables = groups * ipg // INODES_PER_BLOCK
-    return (
+    used = (
         data
         + dirs
         + itables
@@ -162,6 +200,7 @@ def _estimate_used_blocks(data_size: int, inode_count: int, blocks_count: int) -
         + default_journal_blocks(blocks_count)
         + 64
     )
+    return max(used, blocks_for_inodes(room))
 
 
 def required_size(data_size: int, inode_count: int) -> int:
@@ -184,8 +223,19 @@ def default_size(data_size: int, inode_count: int) -> int:
     return round_blocks(used + headroom_blocks(used)) * BLOCK_SIZE
 
 
+def check_max_size(size: int) -> None:
+    """Raise a one-line error when `size` is beyond the largest filesystem written."""
+    if size > MAX_SIZE:
+        raise Oci2vmError(
+            f"--size {size} bytes is beyond what oci2vm's ext4 holds: at most "
+            f"{size_text(MAX_SIZE)} ({MAX_SIZE} bytes); pass a smaller --size"
+        )
+
+
 def check_size(size: int, data_size: int, inode_count: int) -> None:
-    """Raise a one-line error when `size` cannot hold the expected content."""
+    """Raise a one-line error when `size` is beyond the largest filesystem written or
+    cannot hold the expected content."""
+    check_max_size(size)
     need = required_size(data_size, inode_count)
     if size < need:
         raise Oci2vmError(
@@ -194,17 +244,42 @@ def check_size(size: int, data_size: int, inode_count: int) -> None:
         )
 
 
+Mark = tuple[int, int, tuple[int, int] | None]  # BlockAllocator.mark()
+
+
 class BlockAllocator:
     """Hands out blocks in ascending order, stepping over each sparse_super group's
     superblock and descriptor-table copy (`reserved_gdt` blocks are kept free after every
-    superblock, enough for the largest descriptor table the filesystem may get)."""
+    superblock, enough for the largest descriptor table the filesystem may get), up to
+    `limit`: the given size (`given`), else the largest filesystem written."""
 
-    def __init__(self, reserved_gdt: int, limit: int | None) -> None:
+    def __init__(self, reserved_gdt: int, limit: int, *, given: bool) -> None:
         self.reserved_gdt = reserved_gdt
         self.limit = limit
+        self.given = given
         self.next = 1 + reserved_gdt
-        self.recording = False  # when set, list every run handed out in `allocated`
+        # When set, every run handed out is recorded in `allocated`, ascending, adjacent
+        # runs merged (so the inode tables of every group take one entry, not one each).
+        self.recording = False
         self.allocated: list[tuple[int, int]] = []
+
+    def _record(self, start: int, length: int) -> None:
+        allocated = self.allocated
+        if allocated and allocated[-1][0] + allocated[-1][1] == start:
+            allocated[-1] = (allocated[-1][0], allocated[-1][1] + length)
+        else:
+            allocated.append((start, length))
+
+    def mark(self) -> Mark:
+        """Where allocation stands, for rewind()."""
+        return self.next, len(self.allocated), self.allocated[-1] if self.allocated else None
+
+    def rewind(self, mark: Mark) -> None:
+        """Give back everything handed out since mark() returned `mark`."""
+        self.next, length, last = mark
+        del self.allocated[length:]
+        if last is not None:
+            self.allocated[-1] = last
 
     def alloc(self, count: int) -> list[tuple[int, int]]:
         """Return `count` blocks as (start, length) runs, contiguous where possible."""
@@ -223,7 +298,8 @@ class BlockAllocator:
             count -= take
         self._check_limit()
         if self.recording:
-            self.allocated.extend(runs)
+            for start, length in runs:
+                self._record(start, length)
         return runs
 
     def alloc_contiguous(self, count: int) -> int:
@@ -242,7 +318,7 @@ class BlockAllocator:
             self.next += count
             self._check_limit()
             if self.recording:
-                self.allocated.append((start, count))
+                self._record(start, count)
             return start
 
     def end_after(self, count: int) -> int:
@@ -261,18 +337,23 @@ class BlockAllocator:
 
     def check_fits(self, end: int) -> None:
         """Raise the size error unless blocks up to `end` (exclusive) fit the limit."""
-        if self.limit is not None and end > self.limit:
-            raise Oci2vmError(
+        if end > self.limit:
+            raise self.too_big()
+
+    def too_big(self) -> Oci2vmError:
+        if self.given:
+            return Oci2vmError(
                 f"the image does not fit in {self.limit * BLOCK_SIZE} bytes: "
                 "pass a larger --size or leave it out"
             )
+        return Oci2vmError(
+            f"the image needs more than {size_text(self.limit * BLOCK_SIZE)}, the most "
+            "oci2vm's ext4 holds: make the image smaller"
+        )
 
     def _check_limit(self) -> None:
-        if self.limit is not None and self.next > self.limit:
-            raise Oci2vmError(
-                f"the image does not fit in {self.limit * BLOCK_SIZE} bytes: "
-                "pass a larger --size or leave it out"
-            )
+        if self.next > self.limit:
+            raise self.too_big()
 
     def alloc_one(self) -> int:
         return self.alloc(1)[0][0]
@@ -298,14 +379,19 @@ class Geometry:
 
 
 def geometry(blocks_count: int, used_inodes: int, by_ratio: bool = True) -> Geometry:
+    """The groups of `blocks_count` blocks with inodes for `used_inodes` and room (one per
+    INODE_RATIO bytes if `by_ratio`), within what a group and s_inodes_count can number."""
     groups = ceil_div(blocks_count, BLOCKS_PER_GROUP)
     ipg = inodes_per_group_for(wanted_inodes(blocks_count, used_inodes, by_ratio), groups)
-    if ipg > MAX_INODES_PER_GROUP:
-        ipg = MAX_INODES_PER_GROUP
+    most = min(MAX_INODES_PER_GROUP, MAX_INODES // groups // INODES_PER_BLOCK * INODES_PER_BLOCK)
+    if ipg > most:
+        ipg = most
         if ipg * groups < used_inodes:
+            need = blocks_for_inodes(used_inodes) * BLOCK_SIZE
             raise Oci2vmError(
-                f"{used_inodes} inodes do not fit in {blocks_count * BLOCK_SIZE} bytes: "
-                "pass a larger --size or leave it out"
+                f"{used_inodes} inodes do not fit in {blocks_count * BLOCK_SIZE} bytes of "
+                f"ext4: they need at least {size_text(need)}; pass a larger --size or leave "
+                "it out"
             )
     return Geometry(blocks_count, groups, ipg, gdt_blocks_for(groups))
 
@@ -380,7 +466,7 @@ def pack_superblock(info: SuperblockInfo, group: int) -> bytes:
         0x54,
         FIRST_INO,  # s_first_ino
         INODE_SIZE,  # s_inode_size
-        group,  # s_block_group_nr
+        min(group, MAX_GROUP_NR),  # s_block_group_nr
         FEATURE_COMPAT,
         FEATURE_INCOMPAT,
         FEATURE_RO_COMPAT,

@@ -18,7 +18,12 @@ class InodeNumbering:
     """Inode numbers in a deterministic order: root 2, lost+found 11, then every other
     inode in depth-first order of names sorted as bytes (a hardlinked inode at its first
     path). Also the link counts and, per inode, the directory of its first path (for a
-    directory, its parent)."""
+    directory, its parent).
+
+    The tree's own /lost+found is kept as it is: a directory (empty or not) is inode 11;
+    anything else is numbered like any other entry, from 11 on, and the filesystem has no
+    lost+found directory (e2fsck makes one when it needs it). Every inode number from 1
+    to the last is then in use, as the inode bitmaps say."""
 
     def __init__(self, root: Inode, fs_time: int) -> None:
         assert root.children is not None
@@ -28,11 +33,13 @@ class InodeNumbering:
         if lost_found is None:
             lost_found = new_dir(0o700, mtime_ns=fs_time * 1_000_000_000)
             self._extra.append((b"lost+found", lost_found))
-        self.inodes: list[Inode | None] = [None] * (LOST_FOUND_INO + 1)
+        # Inodes 1 .. 10 are reserved; 11 is lost+found's when it is a directory.
+        first = LOST_FOUND_INO + 1 if lost_found.kind is Kind.DIR else LOST_FOUND_INO
+        self.inodes: list[Inode | None] = [None] * first
         self.inodes[ROOT_INO] = root
         self.ino_of: dict[int, int] = {id(root): ROOT_INO}
-        parent = array("I", bytes(4 * (LOST_FOUND_INO + 1)))
-        links = array("I", bytes(4 * (LOST_FOUND_INO + 1)))
+        parent = array("I", bytes(4 * first))
+        links = array("I", bytes(4 * first))
         parent[ROOT_INO] = ROOT_INO
         links[ROOT_INO] = 2  # '.' and the root's own '..'
         self.lost_found = 0

@@ -16,13 +16,22 @@ object; finish() adds flat per-inode arrays (numbering.py), never all packed ino
 
 from __future__ import annotations
 
+import itertools
 import uuid as uuidlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import BinaryIO
 
 from oci2vm.errors import Oci2vmError
 from oci2vm.fs.blockio import BlockWriter
 from oci2vm.fs.ext4.dirs import FILE_TYPES, DirEntry, build_dir, hash_seed_words
+from oci2vm.fs.ext4.groups import (
+    Placed,
+    Tail,
+    write_descriptors,
+    write_inode_bitmaps,
+    write_superblocks,
+)
 from oci2vm.fs.ext4.inode import (
     FL_EXTENTS,
     FL_INDEX,
@@ -43,15 +52,14 @@ from oci2vm.fs.ext4.journal import journal_superblock
 from oci2vm.fs.ext4.layout import (
     BLOCK_SIZE,
     BLOCKS_PER_GROUP,
-    INODE_SIZE,
     JOURNAL_INO,
-    MAX_INODES_PER_GROUP,
+    MAX_BLOCKS,
     BlockAllocator,
     Geometry,
-    GroupDesc,
+    Mark,
     SuperblockInfo,
+    blocks_for_inodes,
     check_size,
-    crc32c,
     default_journal_blocks,
     default_size,
     fs_csum_seed,
@@ -59,10 +67,9 @@ from oci2vm.fs.ext4.layout import (
     geometry,
     headroom_blocks,
     inode_csum_seed,
-    is_backup_group,
-    pack_group_desc,
-    pack_superblock,
     round_blocks,
+    size_text,
+    wanted_inodes,
 )
 from oci2vm.fs.ext4.numbering import InodeNumbering
 from oci2vm.fs.ext4.xattr import Xattr, pack_block, pack_ibody, split_xattrs, to_ext4_xattrs
@@ -75,7 +82,7 @@ from oci2vm.tree.model import (
     LayerData,
     StreamedData,
 )
-from oci2vm.util.units import MIB, ceil_div
+from oci2vm.util.units import ceil_div
 
 _NO_XATTRS: tuple[list[Xattr], list[Xattr]] = ([], [])  # (in the inode, in a block); read only
 _EMPTY_I_BLOCK = bytes(60)  # i_block of an inode with no blocks and no device number
@@ -110,23 +117,6 @@ class _Identity:
 
 
 @dataclass(frozen=True, slots=True)
-class _Tail:
-    """Where finish() put the journal, the bitmaps and the inode tables for the final
-    geometry."""
-
-    geo: Geometry
-    journal: list[Extent]
-    bitmap_blocks: list[int]  # every group's block bitmap, then every group's inode bitmap
-    itables_at: list[int]  # first block of each group's inode table
-    end: int  # where the blocks the inodes allocate afterwards will end (exclusive)
-
-    def inode_pos(self, ino: int) -> int:
-        """Where inode `ino` goes in its group's table (bytes from the filesystem's start)."""
-        group, index = divmod(ino - 1, self.geo.inodes_per_group)
-        return self.itables_at[group] * BLOCK_SIZE + index * INODE_SIZE
-
-
-@dataclass(frozen=True, slots=True)
 class Ext4Result:
     size: int  # bytes the filesystem spans (blocks_count * 4096)
     blocks_count: int
@@ -154,38 +144,6 @@ def _logical_runs(regions: tuple[tuple[int, int], ...], size: int) -> list[tuple
         else:
             runs.append((first, end))
     return runs
-
-
-def _set_bits(bitmap: bytearray, first: int, count: int) -> None:
-    end = first + count
-    while first < end and first % 8:
-        bitmap[first >> 3] |= 1 << (first & 7)
-        first += 1
-    full = (end - first) // 8
-    if full:
-        bitmap[first >> 3 : (first >> 3) + full] = b"\xff" * full
-        first += full * 8
-    while first < end:
-        bitmap[first >> 3] |= 1 << (first & 7)
-        first += 1
-
-
-def _mark_used(bitmaps: list[bytearray], start: int, length: int) -> None:
-    """Set the bits of blocks [start, start + length) in the groups' block bitmaps."""
-    while length > 0:
-        group, index = divmod(start, BLOCKS_PER_GROUP)
-        n = min(length, BLOCKS_PER_GROUP - index)
-        _set_bits(bitmaps[group], index, n)
-        start += n
-        length -= n
-
-
-def _inode_bitmap(in_use: int, inodes_per_group: int) -> bytearray:
-    """A group's inode bitmap: its first `in_use` inodes, and the padding past the table."""
-    bitmap = bytearray(BLOCK_SIZE)
-    _set_bits(bitmap, 0, in_use)
-    _set_bits(bitmap, inodes_per_group, MAX_INODES_PER_GROUP - inodes_per_group)
-    return bitmap
 
 
 def _journal_backup(i_block: bytes, size: int) -> tuple[int, ...]:
@@ -216,8 +174,9 @@ def _links(links: int, kind: Kind) -> int:
 
 def _allocator(size: int | None, data_size_hint: int, inode_count_hint: int) -> BlockAllocator:
     """The allocator for a filesystem of `size` bytes (its limit: whole blocks, less a last
-    group too short to hold anything), or of the default size when `size` is None. The
-    blocks kept for the descriptor table fit the largest table the size hints allow."""
+    group too short to hold anything), or of the default size when `size` is None (its
+    limit: the largest filesystem written). The blocks kept for the descriptor table fit
+    the largest table the size hints allow, and never more than the largest size's."""
     if size is not None:
         check_size(size, data_size_hint, inode_count_hint)
         blocks = size // BLOCK_SIZE
@@ -225,10 +184,20 @@ def _allocator(size: int | None, data_size_hint: int, inode_count_hint: int) -> 
         tail = blocks % BLOCKS_PER_GROUP
         if tail and tail < MIN_LAST_GROUP + 1 + gdt_blocks_for(groups):
             blocks -= tail
-        return BlockAllocator(gdt_blocks_for(ceil_div(blocks, BLOCKS_PER_GROUP)), blocks)
-    estimate = default_size(data_size_hint, inode_count_hint) // BLOCK_SIZE
+        reserve = gdt_blocks_for(ceil_div(blocks, BLOCKS_PER_GROUP))
+        return BlockAllocator(reserve, blocks, given=True)
+    estimate = min(default_size(data_size_hint, inode_count_hint) // BLOCK_SIZE, MAX_BLOCKS)
     reserve = max(2 * gdt_blocks_for(ceil_div(estimate, BLOCKS_PER_GROUP)), 16)
-    return BlockAllocator(reserve, None)
+    most = gdt_blocks_for(ceil_div(MAX_BLOCKS, BLOCKS_PER_GROUP))
+    return BlockAllocator(min(reserve, most), MAX_BLOCKS, given=False)
+
+
+def _whole_last_group(blocks: int) -> int:
+    """`blocks` (whole MiB), grown where needed so that a short last group holds more than
+    its superblock copy and descriptor table."""
+    short = blocks % BLOCKS_PER_GROUP
+    least = MIN_LAST_GROUP + 1 + gdt_blocks_for(ceil_div(blocks, BLOCKS_PER_GROUP))
+    return round_blocks(blocks - short + least) if 0 < short < least else blocks
 
 
 class Ext4Writer:
@@ -267,6 +236,7 @@ class Ext4Writer:
         # Every write goes through here: positions count from the filesystem's start.
         self._io = BlockWriter(out, base=offset, block_size=BLOCK_SIZE, name="ext4-write")
         self._finished = False
+        self._streamed = 0
 
     def close(self) -> None:
         """Wait for the writes handed to the write-behind thread, and stop it (finish()
@@ -316,6 +286,7 @@ class Ext4Writer:
         # From here on the allocator lists what it hands out, for the block bitmaps (file
         # data is in self._files).
         self._alloc.recording = True
+        self._streamed = len(self._files)  # files placed before recording began
         tree = InodeNumbering(root, self._id.fs_time)
         self._write_held_files(tree)
         # Directories first, then the inode tables (their place fixes the geometry), then
@@ -418,7 +389,7 @@ class Ext4Writer:
         except Oci2vmError as error:
             raise Oci2vmError(f"{tree.path(ino)}: {error}") from None
 
-    def _inodes(self, tree: InodeNumbering, dirs: dict[int, _Dir], tail: _Tail) -> None:
+    def _inodes(self, tree: InodeNumbering, dirs: dict[int, _Dir], tail: Tail) -> None:
         """Pack every inode, writing its remaining blocks, and write it into its table."""
         crtime_ns = self._id.fs_time * 1_000_000_000
         for ino, inode in enumerate(tree.inodes):
@@ -502,55 +473,67 @@ class Ext4Writer:
         extent_tree = self._tree(extents, ino_seed)
         return extent_tree.i_block, FL_EXTENTS, size, 1
 
-    def _place_tail(self, used_inodes: int, to_come: int) -> _Tail:
+    def _place_tail(self, used_inodes: int, to_come: int) -> Tail:
         """Allocate the journal, bitmaps and inode tables for the final geometry: the given
         size (with one inode per 16 KiB if that fits, else just enough inodes plus room), or
         the default rule (grown until the headroom and inode room hold, counting `to_come`
         blocks that are allocated after the tail)."""
-        start = (self._alloc.next, len(self._alloc.allocated))
-        fixed_blocks = self._alloc.limit  # the given size in blocks, if one was given
-        if fixed_blocks is not None:
+        alloc = self._alloc
+        mark = alloc.mark()
+        if alloc.given:
             try:
-                return self._place_tail_in(geometry(fixed_blocks, used_inodes), start, to_come)
+                return self._place_tail_in(geometry(alloc.limit, used_inodes), mark, to_come)
             except Oci2vmError:
-                geo = geometry(fixed_blocks, used_inodes, by_ratio=False)
-                return self._place_tail_in(geo, start, to_come)
-        total = round_blocks(start[0] + to_come + headroom_blocks(start[0] + to_come))
+                geo = geometry(alloc.limit, used_inodes, by_ratio=False)
+                return self._place_tail_in(geo, mark, to_come)
+        start = mark[0]
+        total = round_blocks(start + to_come + headroom_blocks(start + to_come))
+        total = max(total, blocks_for_inodes(wanted_inodes(0, used_inodes, by_ratio=False)))
         while True:
-            tail = self._place_tail_in(geometry(total, used_inodes), start, to_come)
+            total = _whole_last_group(total)
+            if total > alloc.limit:
+                raise alloc.too_big()
+            tail = self._place_tail_in(geometry(total, used_inodes), mark, to_come)
             need = round_blocks(tail.end + headroom_blocks(tail.end))
             if need <= total:
                 return tail
             total = need
 
-    def _place_tail_in(self, geo: Geometry, start: tuple[int, int], to_come: int) -> _Tail:
-        """Allocate the tail for `geo`, from `start` (the allocator's next block and the
-        length of its record, both as before any earlier try)."""
+    def _place_tail_in(self, geo: Geometry, mark: Mark, to_come: int) -> Tail:
+        """Allocate the tail for `geo`, from `mark` (where allocation stood before any
+        earlier try)."""
         alloc = self._alloc
-        alloc.next = start[0]
-        del alloc.allocated[start[1] :]
+        alloc.rewind(mark)
         if geo.gdt_blocks > alloc.reserved_gdt:
+            need = size_text(geo.blocks_count * BLOCK_SIZE)
             raise Oci2vmError(
-                f"the file data far exceeds the size hint; pass a data_size_hint of at "
-                f"least {ceil_div(start[0] * BLOCK_SIZE, MIB)} MiB"
+                f"this image needs {need} or more of ext4, beyond the room its layers' "
+                f"sizes suggested: pass a --size larger than {need}"
             )
         journal = self._alloc_blocks(default_journal_blocks(geo.blocks_count))
-        bitmap_blocks = [
-            first + i for first, length in alloc.alloc(2 * geo.groups) for i in range(length)
-        ]
-        itables_at = [alloc.alloc_contiguous(geo.itable_blocks) for _ in range(geo.groups)]
+        block_bitmaps, inode_bitmaps = Placed(1), Placed(1)
+        left = geo.groups  # block bitmaps still to place; the inode bitmaps follow them
+        for first, length in alloc.alloc(2 * geo.groups):
+            take = min(left, length)
+            block_bitmaps.add(first, take)
+            inode_bitmaps.add(first + take, length - take)
+            left -= take
+        itables = Placed(geo.itable_blocks)
+        for _ in range(geo.groups):
+            itables.add(alloc.alloc_contiguous(geo.itable_blocks))
         # What inodes allocate later (and the journal's own index blocks) must fit too,
         # so that a given size falls back to fewer inodes here rather than fail later.
         end = alloc.end_after(to_come + extent_tree_blocks(len(journal)))
         alloc.check_fits(end)
-        return _Tail(geo, journal, bitmap_blocks, itables_at, end)
+        return Tail(geo, journal, block_bitmaps, inode_bitmaps, itables, end)
 
-    def _write_tail(self, tree: InodeNumbering, tail: _Tail) -> Ext4Result:
+    def _write_tail(self, tree: InodeNumbering, tail: Tail) -> Ext4Result:
         """Write the journal, the bitmaps, the group descriptors and the superblocks."""
         geo = tail.geo
         journal_backup = self._write_journal(tail)
-        bitmaps = self._block_bitmaps(tree, geo)
-        gdt, free_blocks = self._write_groups(tree, tail, bitmaps)
+        write_inode_bitmaps(self._io, tail, len(tree.inodes) - 1)
+        used = self._used_runs(tree)
+        free_blocks = write_descriptors(self._io, tail, tree.inodes, used, self._id.fs_seed)
         info = SuperblockInfo(
             geometry=geo,
             free_blocks=free_blocks,
@@ -561,7 +544,7 @@ class Ext4Writer:
             label=self._id.label,
             journal_blocks=journal_backup,
         )
-        self._write_superblocks(info, gdt)
+        write_superblocks(self._io, info)
         return Ext4Result(
             size=geo.blocks_count * BLOCK_SIZE,
             blocks_count=geo.blocks_count,
@@ -571,7 +554,7 @@ class Ext4Writer:
             uuid=self._id.uuid,
         )
 
-    def _write_journal(self, tail: _Tail) -> tuple[int, ...]:
+    def _write_journal(self, tail: Tail) -> tuple[int, ...]:
         """Write the journal: inode 8, its superblock in its first block, the rest holes.
         Return the superblock's backup of the journal inode (s_jnl_blocks)."""
         journal = tail.journal
@@ -603,72 +586,13 @@ class Ext4Writer:
         self._io.write_at(tail.inode_pos(JOURNAL_INO), journal_inode)
         return _journal_backup(jtree.i_block, jsize)
 
-    def _block_bitmaps(self, tree: InodeNumbering, geo: Geometry) -> list[bytearray]:
-        """Every group's block bitmap: superblock copies, reachable file data, everything
-        allocated since finish() began, and the padding past the last block."""
-        bitmaps = [bytearray(BLOCK_SIZE) for _ in range(geo.groups)]
-        for group in range(geo.groups):
-            if is_backup_group(group):
-                _mark_used(bitmaps, group * BLOCKS_PER_GROUP, 1 + geo.gdt_blocks)
-        for inode in tree.inodes:
-            if inode is not None and inode.kind is Kind.FILE:
-                for _logical, length, hi, lo in LEAF.iter_unpack(self._files[id(inode)]):
-                    _mark_used(bitmaps, (hi << 32) | lo, length)
-        for start, length in self._alloc.allocated:
-            _mark_used(bitmaps, start, length)
-        last = geo.group_blocks(geo.groups - 1)
-        if last < BLOCKS_PER_GROUP:
-            _set_bits(bitmaps[-1], last, BLOCKS_PER_GROUP - last)  # padding past the end
-        return bitmaps
-
-    def _write_groups(
-        self, tree: InodeNumbering, tail: _Tail, bitmaps: list[bytearray]
-    ) -> tuple[bytes, int]:
-        """Write each group's block and inode bitmaps (those not all zeros); return the
-        group descriptor table and the count of free blocks."""
-        geo = tail.geo
-        ipg = geo.inodes_per_group
-        used_inodes = len(tree.inodes) - 1
-        descs: list[bytes] = []
-        free_blocks = 0
-        for group in range(geo.groups):
-            bitmap = bitmaps[group]
-            free = BLOCKS_PER_GROUP - int.from_bytes(bitmap, "little").bit_count()
-            free_blocks += free
-            in_use = max(0, min(ipg, used_inodes - group * ipg))
-            ibitmap = _inode_bitmap(in_use, ipg)
-            first = group * ipg + 1
-            dirs = sum(
-                1
-                for inode in tree.inodes[first : first + in_use]
-                if inode is not None and inode.kind is Kind.DIR
-            )
-            block_bitmap = tail.bitmap_blocks[group]
-            inode_bitmap = tail.bitmap_blocks[geo.groups + group]
-            for where, content in ((block_bitmap, bitmap), (inode_bitmap, ibitmap)):
-                if any(content):
-                    self._io.write_at(where * BLOCK_SIZE, bytes(content))
-            desc = GroupDesc(
-                block_bitmap=block_bitmap,
-                inode_bitmap=inode_bitmap,
-                inode_table=tail.itables_at[group],
-                free_blocks=free,
-                free_inodes=ipg - in_use,
-                used_dirs=dirs,
-                itable_unused=ipg - in_use,
-                block_bitmap_csum=crc32c(self._id.fs_seed, bytes(bitmap)),
-                inode_bitmap_csum=crc32c(self._id.fs_seed, bytes(ibitmap[: ipg // 8])),
-            )
-            descs.append(pack_group_desc(desc, group, self._id.fs_seed))
-        return b"".join(descs), free_blocks
-
-    def _write_superblocks(self, info: SuperblockInfo, gdt: bytes) -> None:
-        """The superblock and the descriptor table, in group 0 and every sparse_super backup
-        group."""
-        for group in range(info.geometry.groups):
-            if not is_backup_group(group):
-                continue
-            base = group * BLOCKS_PER_GROUP * BLOCK_SIZE
-            sb = pack_superblock(info, group)
-            self._io.write_at(base + (1024 if group == 0 else 0), sb)
-            self._io.write_at(base + BLOCK_SIZE, gdt)
+    def _used_runs(self, tree: InodeNumbering) -> Iterator[tuple[int, int]]:
+        """Every block in use but the superblock copies, as (start, length) runs in
+        ascending order: those of the tree's files placed before finish() began (in the
+        order they were, which is ascending; a file no longer in the tree leaves its blocks
+        free), then what the allocator recorded since."""
+        for key, packed in itertools.islice(self._files.items(), self._streamed):
+            if key in tree.ino_of:
+                for _logical, length, hi, lo in LEAF.iter_unpack(packed):
+                    yield (hi << 32) | lo, length
+        yield from self._alloc.allocated

@@ -1,0 +1,128 @@
+"""The ext4 writer at the edges of what it can address, without reading images back: sizes
+beyond its maximum refused at once, an empty filesystem of the largest size built in bounded
+memory, backup superblocks past group 65535, and default sizes that count inodes as well as
+bytes. (tests/readback/test_ext4_hostile.py reads such images back with e2fsck.)"""
+
+from __future__ import annotations
+
+import re
+import signal
+import time
+import tracemalloc
+from collections.abc import Iterator
+from contextlib import contextmanager
+from types import FrameType
+
+import pytest
+
+from oci2vm.errors import Oci2vmError
+from oci2vm.fs.ext4 import Ext4Result, Ext4Writer, required_size
+from oci2vm.fs.ext4.layout import (
+    BLOCK_SIZE,
+    MAX_SIZE,
+    SuperblockInfo,
+    geometry,
+    pack_superblock,
+)
+from oci2vm.tree.model import BytesData, Inode, Kind, new_dir
+from support.ext4check import FS_TIME, FS_UUID, HASH_SEED, MIB
+from support.ext4trees import DiscardingOutput, small_files_tree
+
+TIB = 1 << 40
+
+
+@contextmanager
+def deadline(seconds: float) -> Iterator[None]:
+    """Fail (rather than hang) when the body runs longer than `seconds`."""
+
+    def expire(_signum: int, _frame: FrameType | None) -> None:
+        raise TimeoutError(f"still running after {seconds} s")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def _build(root: Inode, size: int | None, out: DiscardingOutput) -> Ext4Result:
+    writer = Ext4Writer(out, size=size, uuid=FS_UUID, hash_seed=HASH_SEED, fs_time=FS_TIME)
+    return writer.finish(root)
+
+
+def _one_file() -> Inode:
+    root = new_dir()
+    assert root.children is not None
+    root.children["f"] = Inode(Kind.FILE, size=3, data=BytesData(b"abc"))
+    return root
+
+
+@pytest.mark.parametrize("size", [16 * TIB + MIB, 16 * TIB + BLOCK_SIZE, 64 * TIB, 1 << 70, 10**30])
+def test_a_size_beyond_16_tib_is_refused_at_once(size: int) -> None:
+    out = DiscardingOutput()
+    assert MAX_SIZE == 16 * TIB == (1 << 32) * BLOCK_SIZE
+    with deadline(5), pytest.raises(Oci2vmError) as error:
+        _build(_one_file(), size, out)
+    message = str(error.value)
+    assert "\n" not in message
+    assert f"--size {size} bytes" in message and "at most 16 TiB" in message
+    assert "smaller --size" in message
+    assert out.written == 0
+
+
+def test_an_empty_filesystem_of_16_tib_costs_no_more_memory_than_one_of_1_gib() -> None:
+    peaks = {}
+    for size in (1 << 30, 16 * TIB):
+        out = DiscardingOutput()
+        tracemalloc.start()
+        try:
+            started = time.monotonic()
+            result = _build(_one_file(), size, out)
+            seconds = time.monotonic() - started
+            peaks[size] = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        assert result.size == size and out.size == size
+        assert seconds < 60
+    assert peaks[16 * TIB] < peaks[1 << 30] + 16 * MIB, peaks
+
+
+def test_backup_superblocks_past_group_65535_say_65535() -> None:
+    """s_block_group_nr is 16 bits: e2fsprogs writes 65535 for later groups, and so do we
+    (a 16 TiB filesystem has backups in groups 78125 and 117649)."""
+    info = SuperblockInfo(
+        geometry=geometry(1 << 32, 100),
+        free_blocks=0,
+        free_inodes=0,
+        uuid=FS_UUID,
+        hash_seed=HASH_SEED,
+        fs_time=FS_TIME,
+        label=b"",
+        journal_blocks=(0,) * 17,
+    )
+    for group, recorded in ((3, 3), (65535, 65535), (78125, 65535), (117649, 65535)):
+        packed = pack_superblock(info, group)
+        assert int.from_bytes(packed[0x5A:0x5C], "little") == recorded
+
+
+def test_a_default_size_holds_100000_empty_files() -> None:
+    """Far more inodes than one per 16 KiB of the size the bytes alone would give: the
+    default size grows until they fit."""
+    result = _build(small_files_tree(100_000), None, DiscardingOutput())
+    assert result.inodes_count - result.free_inodes == 11 + 100 + 100_000  # reserved, dirs
+
+
+def test_a_given_size_too_small_for_the_inodes_names_the_size_they_need() -> None:
+    with pytest.raises(Oci2vmError) as error:
+        _build(small_files_tree(100_000), 64 * MIB, DiscardingOutput())
+    message = str(error.value)
+    assert "\n" not in message
+    assert re.search(r"need at least \d+ MiB", message), message
+    assert message.endswith("pass a larger --size or leave it out")
+
+
+def test_required_size_of_an_absurd_hint_is_quick() -> None:
+    with deadline(5):
+        assert required_size(1 << 80, 1 << 40) > MAX_SIZE
