@@ -155,6 +155,11 @@ def no_space_is_an_error(output: Path) -> Iterator[None]:
         if e.errno not in NO_SPACE:
             raise
         where = e.filename or output
+        if e.errno == errno.EFBIG:
+            raise Oci2vmError(
+                f"{where}: {e.strerror}: the filesystem there cannot hold a file this large; "
+                "choose another -o or a smaller --size"
+            ) from None
         raise Oci2vmError(
             f"{where}: {e.strerror}: free some space there, or choose another -o "
             "(or --cache-dir, if the cache is where it ran out)"

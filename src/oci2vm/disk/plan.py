@@ -12,12 +12,13 @@ from dataclasses import dataclass
 
 from oci2vm.arch import Arch
 from oci2vm.config import BootMode, PartitionTable
-from oci2vm.disk import gpt
+from oci2vm.disk import gpt, mbr
 from oci2vm.errors import Oci2vmError
 from oci2vm.util.units import MIB, SECTOR, ceil_div
 
 BIOS_BOOT_SIZE = MIB
 GPT_TAIL = gpt.TAIL_SECTORS * SECTOR
+MBR_MAX_DISK = (mbr.MAX_LBA32 + 1) * SECTOR  # 32-bit sector numbers: 2 TiB
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,4 +79,9 @@ def plan_disk(
                 f"--size {disk_size} bytes is too small for this disk: it needs at least "
                 f"{need} MiB; pass a larger --size or leave it out"
             )
+    if table is PartitionTable.MBR and disk_size is not None and disk_size > MBR_MAX_DISK:
+        raise Oci2vmError(
+            f"--size {disk_size} bytes is beyond what an MBR addresses (2 TiB): "
+            "use --table gpt or a smaller --size"
+        )
     return DiskPlan(arch, table, bios, uefi, esp_size if uefi else 0, offset, root_size)

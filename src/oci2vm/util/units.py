@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from fractions import Fraction
 
 from oci2vm.errors import Oci2vmError
 
@@ -32,4 +33,5 @@ def parse_size(text: str) -> int:
     m = _SIZE_RE.match(text)
     if not m:
         raise Oci2vmError(f"malformed size {text!r}: use a number with K, M, G or T")
-    return int(float(m[1]) * _SCALE[m[2].upper()])
+    # Exact arithmetic: a float would round large sizes (1000000000000T) to other numbers.
+    return int(Fraction(m[1]) * _SCALE[m[2].upper()])
