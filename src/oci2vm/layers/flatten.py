@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass, field
 
 from oci2vm.errors import Oci2vmError
 from oci2vm.image.blobs import BlobStore, ProgressFn, short
@@ -89,6 +90,7 @@ def _inode_for(member: Member, layer: int) -> Inode:
         inode.children = {}
     elif kind == tarstream.SYMLINK:
         inode.kind = Kind.SYMLINK
+        inode.mode = 0o777  # as the kernel gives every symlink, whatever the header says
         inode.target = member.linkname.encode("utf-8", "surrogateescape")
         inode.size = len(inode.target)
     elif kind in (tarstream.CHAR, tarstream.BLOCKDEV):
@@ -140,6 +142,36 @@ class _Slice:
         return piece
 
 
+@dataclass(slots=True)
+class _Pass:
+    """The reading of one layer: what it needs beyond the tree, and what it leaves for the
+    layers below it."""
+
+    index: int
+    what: str
+    # This layer's entries that are not in the tree (hidden by upper layers), for this
+    # layer's hardlinks that name them; visible ones are found in the tree.
+    hidden: dict[str, Inode] = field(default_factory=dict)
+    # Paths whose whole subtree the layers below lose: whiteouts, and non-directories
+    # that are not in the tree (an upper layer's directory or this layer's own later
+    # directory replaced them; a visible non-directory blocks what is below it by itself).
+    masks: set[str] = field(default_factory=set)
+    whiteouts: list[tuple[str, str]] = field(default_factory=list)  # (path, entry name)
+    opaques: dict[str, str] = field(default_factory=dict)  # directory -> entry name
+    # Hardlinks to a path this layer had not listed before them: the layers below
+    # provide the target (as a runtime links to what is there when it reaches the link).
+    forward: dict[str, Inode] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class _Waiting:
+    """A placeholder inode that stands for a hardlink target not read yet."""
+
+    target: str
+    link: str  # the first hardlink that named it, for messages
+    paths: list[str] = field(default_factory=list)  # where it stands in the tree
+
+
 class _Flattener:
     def __init__(
         self,
@@ -157,17 +189,23 @@ class _Flattener:
         self.capture = capture
         self.progress = progress
         self.tree = Tree(new_dir(mtime_ns=implicit_mtime_ns))
-        self.root_claimed = False
+        self.root_layer: int | None = None  # the layer whose entry for '/' applies
         # A path is claimed by the layer whose entry is there: the inode's own `layer`
         # (an implicit directory, layer -1, is unclaimed: a lower layer's entry may still
         # set its metadata). Kept on the inodes, not in a dict of paths, as the tree holds
         # every entry. The exception: a hardlink whose target a lower layer provides holds
         # that layer's inode; its path is claimed by the link's layer, noted here.
         self.link_claims: dict[str, int] = {}
-        self.hidden: set[str] = set()  # whiteouts of upper layers
-        self.opaque: set[str] = set()  # opaque directories of upper layers
-        # Hardlink targets not seen yet: target path -> (placeholder, paths it stands at).
-        self.pending: dict[str, tuple[Inode, list[str]]] = {}
+        # What upper layers hide from lower ones, with the lowest layer that hides it:
+        # subtrees (whiteouts, replaced non-directories) and opaque directories' contents.
+        self.hidden: dict[str, int] = {}
+        self.opaque: dict[str, int] = {}
+        # Directories that an upper layer's whiteout reaches through, not yet settled by
+        # a lower entry: path -> (layer, its name, the whiteout's name).
+        self.open: dict[str, tuple[int, str, str]] = {}
+        # Hardlink targets that upper layers wait for: target path -> placeholder.
+        self.pending: dict[str, Inode] = {}
+        self.waiting: dict[int, _Waiting] = {}  # id(placeholder) -> what it stands for
         self.delivered: set[int] = set()  # id() of inodes whose data reached the sink
         self.deferred: list[Inode] = []  # this layer: data needed after it streamed by
 
@@ -175,8 +213,10 @@ class _Flattener:
 
     def _parent(self, parts: list[str], path: str, layer: int, what: str) -> Inode | None:
         """The directory that holds parts[-1] (whose path is `path`), creating implicit
-        parents; None when an ancestor hides the entry."""
+        parents; None when an upper layer hides the entry's directory."""
         node = self.tree.root
+        if "/" in self.opaque:
+            return None
         masks = self.hidden or self.opaque  # empty for the top layer
         ancestor = ""
         for part in parts[:-1]:
@@ -213,9 +253,7 @@ class _Flattener:
         claim = self._claim(parent.children.get(name), path)
         return claim is None or claim == layer
 
-    def _place(
-        self, parent: Inode, name: str, path: str, inode: Inode, layer: int, what: str
-    ) -> None:
+    def _place(self, parent: Inode, name: str, path: str, inode: Inode, p: _Pass) -> None:
         """Put inode at path, named `name` in `parent` (the entry is visible)."""
         assert parent.children is not None
         existing = parent.children.get(name)
@@ -227,12 +265,50 @@ class _Flattener:
             if implicit and inode.kind is Kind.SYMLINK:
                 # An upper layer wrote below this path, so here it must be a directory.
                 raise Oci2vmError(
-                    f"{what}: upper layers write below {path!r}, which this layer makes a "
+                    f"{p.what}: upper layers write below {path!r}, which this layer makes a "
                     "symlink: paths through symlinks are not supported"
                 )
             if implicit:
                 return  # an upper layer's directory hides a lower non-directory
+        elif existing is not None and inode.kind is Kind.DIR:
+            p.masks.add(path)  # this layer's own non-directory, listed before, hides below
         parent.children[name] = inode
+
+    def _at(self, parts: list[str]) -> Inode | None:
+        node: Inode | None = self.tree.root
+        for part in parts:
+            if node is None or node.children is None:
+                return None
+            node = node.children.get(part)
+        return node
+
+    def _same_layer(self, parts: list[str], path: str, p: _Pass) -> Inode | None:
+        """The entry this layer has listed so far at `path`, if any."""
+        node = self._at(parts)
+        if node is not None and self._claim(node, path) == p.index:
+            return node
+        return p.hidden.get(path)
+
+    def _deleted(self, parts: list[str], p: _Pass) -> bool:
+        """Whether what this layer has read so far deletes the path (for what is below)."""
+        if "/" in p.opaques:
+            return True
+        node: Inode | None = self.tree.root
+        ancestor = ""
+        for i, part in enumerate(parts):
+            ancestor = f"{ancestor}/{part}"
+            if ancestor in p.masks or (i < len(parts) - 1 and ancestor in p.opaques):
+                return True
+            if node is not None and node.children is not None:
+                node = node.children.get(part)
+                if (
+                    i < len(parts) - 1
+                    and node is not None
+                    and node.kind is not Kind.DIR
+                    and self._claim(node, ancestor) == p.index
+                ):
+                    return True  # this layer made a parent a non-directory
+        return False
 
     # --- layers ----------------------------------------------------------------------
 
@@ -241,8 +317,9 @@ class _Flattener:
         for index in reversed(range(len(layers))):
             self._layer(index, layers[index])
         if self.pending:
-            target, (_inode, paths) = next(iter(self.pending.items()))
-            raise Oci2vmError(f"hardlink {paths[0]!r} points to {target!r}, which does not exist")
+            target, placeholder = next(iter(self.pending.items()))
+            link = self.waiting[id(placeholder)].link
+            raise Oci2vmError(f"hardlink {link!r} points to {target!r}, which does not exist")
         self.tree.diff_ids.reverse()
         self.tree.layer_digests.reverse()
         return self.tree
@@ -264,15 +341,11 @@ class _Flattener:
             compressed, layer.media_type, what, layer.diff_id, hash_stream=not known
         )
         self.deferred = []
-        # This layer's entries that are not in the tree (hidden by upper layers), for
-        # hardlinks of this layer that name them; visible ones are found in the tree.
-        layer_hidden: dict[str, Inode] = {}
-        whiteouts: set[str] = set()
-        opaques: set[str] = set()
+        p = _Pass(index, what)
         try:
             tar = TarReader(stream, what)
             for member in tar:
-                self._member(tar, member, index, what, layer_hidden, whiteouts, opaques)
+                self._member(tar, member, p)
             stream.finish()
         except BaseException:
             stream.abort()
@@ -281,68 +354,78 @@ class _Flattener:
         self.tree.layer_digests.append(layer.digest or compressed.computed_digest)
         if not known and self.store is not None and layer.digest and layer.diff_id:
             self.store.remember_uncompressed(layer.digest, stream.digest)
-        for target, (_inode, paths) in self.pending.items():
-            parts = split_path(target, what)
-            if target in whiteouts or any(
-                _join(parts[:i]) in whiteouts | opaques for i in range(1, len(parts))
-            ):
-                raise Oci2vmError(
-                    f"hardlink {paths[0]!r} points to {target!r}, which {what} deletes"
-                )
-        self.hidden |= whiteouts
-        self.opaque |= opaques
+        self._leave(p)
         if self.deferred:
             self._reread(index, layer, what)
 
-    def _member(
-        self,
-        tar: TarReader,
-        member: Member,
-        layer: int,
-        what: str,
-        layer_hidden: dict[str, Inode],
-        whiteouts: set[str],
-        opaques: set[str],
-    ) -> None:
-        parts = split_path(member.name, what)
-        if not parts:  # the root directory itself
-            if member.isdir() and not self.root_claimed:
-                _adopt(self.tree.root, _inode_for(member, layer))
-                self.root_claimed = True
+    def _leave(self, p: _Pass) -> None:
+        """Hand what this layer hides and the links it waits for to the layers below."""
+        for target, placeholder in self.pending.items():
+            if self._deleted(split_path(target, p.what), p):
+                link = self.waiting[id(placeholder)].link
+                raise Oci2vmError(f"hardlink {link!r} points to {target!r}, which {p.what} deletes")
+        for target, placeholder in p.forward.items():
+            upper = self.pending.get(target)
+            if upper is None:
+                self.pending[target] = placeholder
+            else:  # an upper layer's link waits for the same file
+                self._resolve(placeholder, upper)
+        for path, name in p.whiteouts:
+            self._open(split_path(path, p.what)[:-1], name, p)
+        for path, name in p.opaques.items():
+            self._open(split_path(path, p.what), name, p)
+        for path in p.masks:
+            self.hidden[path] = p.index
+        for path in p.opaques:
+            self.opaque[path] = p.index
+
+    def _open(self, parents: list[str], name: str, p: _Pass) -> None:
+        """Note the directories a whiteout of this layer reaches through (see _settle)."""
+        for depth in range(len(parents), 0, -1):
+            path = _join(parents[:depth])
+            if self._same_layer(parents[:depth], path, p) is None:
+                self.open[path] = (p.index, p.what, name)
+
+    def _settle(self, path: str, inode: Inode) -> None:
+        """An entry at `path` decides what an upper whiteout below it reached through:
+        a symlink here would have taken it elsewhere, unless a layer between the two
+        hid this path."""
+        above, what, name = self.open.pop(path)
+        if inode.kind is not Kind.SYMLINK:
+            return
+        parts = split_path(path, what)
+        for depth in range(len(parts) + 1):
+            ancestor = _join(parts[:depth])
+            hidden = self.hidden.get(ancestor) if depth else None
+            opaque = self.opaque.get(ancestor) if depth < len(parts) else None
+            if (hidden is not None and hidden <= above) or (opaque is not None and opaque <= above):
+                return
+        raise Oci2vmError(
+            f"{what}: whiteout {name!r} reaches through symlink {path!r}: whiteouts "
+            "through symlinks are not supported"
+        )
+
+    def _member(self, tar: TarReader, member: Member, p: _Pass) -> None:
+        parts = split_path(member.name, p.what)
+        if not parts:
+            self._root_entry(member, p)
             return
         base = parts[-1]
         if base.startswith(WHITEOUT):
-            if base == OPAQUE:
-                opaques.add(_join(parts[:-1]))
-            elif not base.startswith(WHITEOUT + WHITEOUT):  # .wh..wh.* is aufs metadata
-                whiteouts.add(_join([*parts[:-1], base[len(WHITEOUT) :]]))
+            self._whiteout(member, parts, p)
             return
         path = _join(parts)
         is_link = member.type == tarstream.HARDLINK
-        if is_link:
-            inode = self._hardlink(member, layer, what, layer_hidden)
-        else:
-            inode = _inode_for(member, layer)
-
+        inode = self._hardlink(member, path, p) if is_link else _inode_for(member, p.index)
+        if self.open and path in self.open:
+            self._settle(path, inode)
         wanted = self.pending.pop(path, None)
         if wanted is not None:
             if inode.kind is Kind.DIR:
-                raise Oci2vmError(f"{what}: hardlink {wanted[1][0]!r} points to directory {path!r}")
-            for link_path in wanted[1]:
-                self._repoint(link_path, wanted[0], inode)
-
-        parent = self._parent(parts, path, layer, what)
-        visible = parent is not None and self._visible(parent, base, path, layer)
-        if parent is not None and visible:
-            self._place(parent, base, path, inode, layer, what)
-            assert parent.children is not None
-            visible = parent.children.get(base) is inode or inode.kind is Kind.DIR
-        if inode.kind is not Kind.DIR:
-            if visible:
-                layer_hidden.pop(path, None)
-            else:
-                layer_hidden[path] = inode
-
+                link = self.waiting[id(wanted)].link
+                raise Oci2vmError(f"{p.what}: hardlink {link!r} points to directory {path!r}")
+            self._resolve(wanted, inode)
+        visible = self._put(parts, path, inode, p)
         if inode.kind is not Kind.FILE or not (visible or wanted):
             return
         if not is_link:
@@ -356,40 +439,112 @@ class _Flattener:
             # A link to a file of this layer that was hidden when its data streamed by.
             self.deferred.append(inode)
 
-    def _at(self, parts: list[str]) -> Inode | None:
-        node: Inode | None = self.tree.root
-        for part in parts:
-            if node is None or node.children is None:
-                return None
-            node = node.children.get(part)
-        return node
+    def _put(self, parts: list[str], path: str, inode: Inode, p: _Pass) -> bool:
+        """Place an entry in the tree if upper layers leave it visible; say whether they did."""
+        parent = self._parent(parts, path, p.index, p.what)
+        visible = parent is not None and self._visible(parent, parts[-1], path, p.index)
+        if parent is not None and visible:
+            self._place(parent, parts[-1], path, inode, p)
+            assert parent.children is not None
+            visible = parent.children.get(parts[-1]) is inode or inode.kind is Kind.DIR
+        if visible:
+            p.hidden.pop(path, None)
+        else:
+            p.hidden[path] = inode
+            if inode.kind is not Kind.DIR and p.index:
+                p.masks.add(path)  # a non-directory, shadowed or not, ends what is below
+        return visible
 
-    def _repoint(self, path: str, placeholder: Inode, inode: Inode) -> None:
-        parts = path.strip("/").split("/")
-        parent = self._at(parts[:-1])
-        if parent is not None and parent.children and parent.children.get(parts[-1]) is placeholder:
-            parent.children[parts[-1]] = inode
-            self.link_claims[path] = placeholder.layer
+    def _root_entry(self, member: Member, p: _Pass) -> None:
+        """The root directory's own entry: its metadata, the newest layer's winning."""
+        if not member.isdir():
+            kind = "hardlink" if member.type == tarstream.HARDLINK else None
+            kind = kind or _inode_for(member, p.index).kind.value
+            raise Oci2vmError(
+                f"{p.what}: entry {member.name!r} would make the root directory a {kind}"
+            )
+        if self.root_layer is None or self.root_layer == p.index:
+            _adopt(self.tree.root, _inode_for(member, p.index))
+            self.root_layer = p.index
 
-    def _hardlink(
-        self, member: Member, layer: int, what: str, layer_hidden: dict[str, Inode]
-    ) -> Inode:
-        parts = split_path(member.linkname, what)
+    def _whiteout(self, member: Member, parts: list[str], p: _Pass) -> None:
+        base = parts[-1]
+        if base == OPAQUE:
+            p.opaques[_join(parts[:-1])] = member.name
+            return
+        if base.startswith(WHITEOUT + WHITEOUT):  # .wh..wh.* is aufs metadata
+            return
+        name = base[len(WHITEOUT) :]
+        if name in ("", ".", ".."):
+            raise Oci2vmError(f"{p.what}: whiteout {member.name!r} names no entry")
+        path = _join([*parts[:-1], name])
+        p.masks.add(path)
+        p.whiteouts.append((path, member.name))
+
+    # --- hardlinks ---------------------------------------------------------------------
+
+    def _hardlink(self, member: Member, path: str, p: _Pass) -> Inode:
+        """The inode a hardlink entry at `path` shares: the target as this layer's
+        entries so far leave it, or a placeholder for a lower layer's entry."""
+        parts = split_path(member.linkname, p.what)
         target = _join(parts)
-        # The target is an earlier entry of this layer: in the tree, or hidden.
-        node = self._at(parts)
-        if node is not None and node.kind is not Kind.DIR and self._claim(node, target) == layer:
+        if target == path:
+            raise Oci2vmError(f"{p.what}: hardlink {path!r} points to itself")
+        node = self._same_layer(parts, target, p)
+        if node is not None:
+            if node.kind is Kind.DIR:
+                raise Oci2vmError(f"{p.what}: hardlink {path!r} points to directory {target!r}")
+            waiting = self.waiting.get(id(node))
+            if waiting is not None:
+                self._no_cycle(path, node, p)
+                waiting.paths.append(path)
             return node
-        same_layer = layer_hidden.get(target)
-        if same_layer is not None:
-            return same_layer
-        pending = self.pending.get(target)
-        if pending is None:
-            placeholder = Inode(Kind.FILE, layer=layer)
-            pending = (placeholder, [])
-            self.pending[target] = pending
-        pending[1].append(_join(split_path(member.name, what)))
-        return pending[0]
+        if self._deleted(parts, p):
+            raise Oci2vmError(f"hardlink {path!r} points to {target!r}, which {p.what} deletes")
+        placeholder = p.forward.get(target)
+        if placeholder is None:
+            placeholder = Inode(Kind.FILE, layer=p.index)
+            p.forward[target] = placeholder
+            self.waiting[id(placeholder)] = _Waiting(target, path)
+        self.waiting[id(placeholder)].paths.append(path)
+        return placeholder
+
+    def _no_cycle(self, path: str, node: Inode, p: _Pass) -> None:
+        """Refuse a link at `path` to a placeholder of this layer that waits, through
+        this layer's links, for `path` itself."""
+        chain = [path]
+        seen: set[int] = set()
+        while (waiting := self.waiting.get(id(node))) is not None and id(node) not in seen:
+            seen.add(id(node))
+            chain.append(waiting.link)
+            if waiting.target == path:
+                names = ", ".join(repr(n) for n in sorted(set(chain)))
+                raise Oci2vmError(f"{p.what}: hardlinks {names} form a cycle")
+            found = self._same_layer(split_path(waiting.target, p.what), waiting.target, p)
+            if found is None:
+                return
+            node = found
+
+    def _resolve(self, placeholder: Inode, inode: Inode) -> None:
+        """The target a placeholder stood for has arrived: put it where the links are."""
+        waiting = self.waiting.pop(id(placeholder))
+        for path in waiting.paths:
+            parts = path.strip("/").split("/")
+            parent = self._at(parts[:-1])
+            if (
+                parent is not None
+                and parent.children
+                and parent.children.get(parts[-1]) is placeholder
+            ):
+                claim = self._claim(placeholder, path)
+                parent.children[parts[-1]] = inode
+                if claim is not None:
+                    self.link_claims[path] = claim
+        further = self.waiting.get(id(inode))
+        if further is not None:  # the target is itself a link to a lower file
+            further.paths.extend(waiting.paths)
+
+    # --- data ------------------------------------------------------------------------
 
     def _data(self, tar: TarReader, inode: Inode, path: str | None) -> None:
         """The member's stored data is next in the stream: capture and/or sink it."""
