@@ -252,3 +252,31 @@ def test_a_hardlink_to_a_symlink_shares_the_symlink(tmp_path: Path) -> None:
     tree, _ = flatten_layers(tmp_path, [symlink("s", "t")], [hardlink("h", "s")])
     assert at(tree, "/h") is at(tree, "/s")
     assert at(tree, "/h").kind is Kind.SYMLINK
+
+
+def test_an_upper_hardlink_links_the_last_of_two_lower_entries_of_its_target(
+    tmp_path: Path,
+) -> None:
+    tree, data = flatten_layers(
+        tmp_path,
+        [file("a", b"first", mode=0o600), file("a", b"second", mode=0o640)],
+        [hardlink("b", "a")],
+    )
+    assert at(tree, "/b") is at(tree, "/a")
+    assert content(tree, data, "/b") == b"second"
+    assert at(tree, "/b").mode == 0o640
+
+
+@pytest.mark.parametrize(
+    "entry",
+    [file("c", b"f"), symlink("c", "a"), hardlink("c", "a")],
+    ids=["file", "symlink", "link"],
+)
+def test_a_layer_that_writes_in_a_directory_then_replaces_it_keeps_the_replacement(
+    tmp_path: Path, entry: Member
+) -> None:
+    tree, _ = flatten_layers(
+        tmp_path, [directory("c"), file("c/old"), file("a")], [file("c/new"), entry]
+    )
+    assert paths(tree) == {"/", "/a", "/c"}
+    assert at(tree, "/c").kind is not Kind.DIR

@@ -161,6 +161,9 @@ class _Pass:
     # Hardlinks to a path this layer had not listed before them: the layers below
     # provide the target (as a runtime links to what is there when it reaches the link).
     forward: dict[str, Inode] = field(default_factory=dict)
+    # Entries at paths upper layers' hardlinks wait for: the last one is the target.
+    arrived: dict[str, Inode] = field(default_factory=dict)
+    implicit: set[int] = field(default_factory=set)  # id() of directories made for it
 
 
 @dataclass(slots=True)
@@ -211,7 +214,7 @@ class _Flattener:
 
     # --- the tree ------------------------------------------------------------------
 
-    def _parent(self, parts: list[str], path: str, layer: int, what: str) -> Inode | None:
+    def _parent(self, parts: list[str], path: str, p: _Pass) -> Inode | None:
         """The directory that holds parts[-1] (whose path is `path`), creating implicit
         parents; None when an upper layer hides the entry's directory."""
         node = self.tree.root
@@ -228,11 +231,12 @@ class _Flattener:
             if child is None:
                 child = new_dir(mtime_ns=self.implicit_mtime_ns)
                 node.children[part] = child
+                p.implicit.add(id(child))
             elif child.kind is not Kind.DIR:
                 claim = self._claim(child, ancestor)
-                if claim is None or claim == layer:
+                if claim is None or claim == p.index:
                     raise Oci2vmError(
-                        f"{what}: entry {path!r} passes through {child.kind} {ancestor!r}"
+                        f"{p.what}: entry {path!r} passes through {child.kind} {ancestor!r}"
                     )
                 return None  # an upper layer replaced the directory with a non-directory
             node = child
@@ -258,7 +262,9 @@ class _Flattener:
         assert parent.children is not None
         existing = parent.children.get(name)
         if existing is not None and existing.kind is Kind.DIR:
-            implicit = existing.layer < 0
+            # Implicit, made for an upper layer's entries (one made for this layer's own
+            # is replaced, as a runtime replaces the directory it has just written in).
+            implicit = existing.layer < 0 and id(existing) not in p.implicit
             if inode.kind is Kind.DIR:
                 _adopt(existing, inode)  # merge: lower or implicit children stay
                 return
@@ -360,6 +366,12 @@ class _Flattener:
 
     def _leave(self, p: _Pass) -> None:
         """Hand what this layer hides and the links it waits for to the layers below."""
+        for target, inode in p.arrived.items():
+            placeholder = self.pending.pop(target)
+            if inode.kind is Kind.DIR:
+                link = self.waiting[id(placeholder)].link
+                raise Oci2vmError(f"{p.what}: hardlink {link!r} points to directory {target!r}")
+            self._resolve(placeholder, inode)
         for target, placeholder in self.pending.items():
             if self._deleted(split_path(target, p.what), p):
                 link = self.waiting[id(placeholder)].link
@@ -419,12 +431,9 @@ class _Flattener:
         inode = self._hardlink(member, path, p) if is_link else _inode_for(member, p.index)
         if self.open and path in self.open:
             self._settle(path, inode)
-        wanted = self.pending.pop(path, None)
-        if wanted is not None:
-            if inode.kind is Kind.DIR:
-                link = self.waiting[id(wanted)].link
-                raise Oci2vmError(f"{p.what}: hardlink {link!r} points to directory {path!r}")
-            self._resolve(wanted, inode)
+        wanted = path in self.pending
+        if wanted:
+            p.arrived[path] = inode  # the layer's last entry at the path is the target
         visible = self._put(parts, path, inode, p)
         if inode.kind is not Kind.FILE or not (visible or wanted):
             return
@@ -441,7 +450,7 @@ class _Flattener:
 
     def _put(self, parts: list[str], path: str, inode: Inode, p: _Pass) -> bool:
         """Place an entry in the tree if upper layers leave it visible; say whether they did."""
-        parent = self._parent(parts, path, p.index, p.what)
+        parent = self._parent(parts, path, p)
         visible = parent is not None and self._visible(parent, parts[-1], path, p.index)
         if parent is not None and visible:
             self._place(parent, parts[-1], path, inode, p)
