@@ -280,3 +280,14 @@ def test_a_layer_that_writes_in_a_directory_then_replaces_it_keeps_the_replaceme
     )
     assert paths(tree) == {"/", "/a", "/c"}
     assert at(tree, "/c").kind is not Kind.DIR
+
+
+def test_what_a_layer_wrote_in_a_directory_it_then_replaces_stays_out_below_an_upper_one(
+    tmp_path: Path,
+) -> None:
+    tree, _ = flatten_layers(
+        tmp_path,
+        [directory("a"), file("a/x"), directory("a/sub"), file("a/sub/y"), symlink("a", "b")],
+        [directory("a"), file("a/new")],
+    )
+    assert paths(tree) == {"/", "/a", "/a/new"}

@@ -458,11 +458,34 @@ class _Flattener:
             visible = parent.children.get(parts[-1]) is inode or inode.kind is Kind.DIR
         if visible:
             p.hidden.pop(path, None)
-        else:
-            p.hidden[path] = inode
-            if inode.kind is not Kind.DIR and p.index:
+            return True
+        p.hidden[path] = inode
+        if inode.kind is not Kind.DIR:
+            if p.index:
                 p.masks.add(path)  # a non-directory, shadowed or not, ends what is below
-        return visible
+            assert parent is None or parent.children is not None
+            shadow = parent.children.get(parts[-1]) if parent is not None else None
+            if shadow is not None and shadow.children is not None:
+                self._prune(shadow, path, p)
+        return False
+
+    def _prune(self, directory: Inode, path: str, p: _Pass) -> None:
+        """Take out of an upper layer's directory what this layer wrote in it before
+        replacing it with a non-directory (which that directory shadows)."""
+        found: list[tuple[Inode, str, Inode, str]] = []  # parents before children
+        stack = [(directory, path)]
+        while stack:
+            node, base = stack.pop()
+            assert node.children is not None
+            for name, child in node.children.items():
+                found.append((node, name, child, f"{base}/{name}"))
+                if child.children is not None:
+                    stack.append((child, f"{base}/{name}"))
+        for node, name, child, child_path in reversed(found):
+            ours = self._claim(child, child_path) == p.index or id(child) in p.implicit
+            if ours and not child.children:  # (an upper layer's entries may be in it)
+                assert node.children is not None
+                del node.children[name]
 
     def _root_entry(self, member: Member, p: _Pass) -> None:
         """The root directory's own entry: its metadata, the newest layer's winning."""
