@@ -291,3 +291,17 @@ def test_what_a_layer_wrote_in_a_directory_it_then_replaces_stays_out_below_an_u
         [directory("a"), file("a/new")],
     )
     assert paths(tree) == {"/", "/a", "/a/new"}
+
+
+@pytest.mark.parametrize("last", ["directory", "file"])
+def test_a_layer_replacing_a_directory_an_upper_layer_writes_in_keeps_the_upper_entries(
+    tmp_path: Path, last: str
+) -> None:
+    ends = [directory("a", mode=0o750)] if last == "directory" else []
+    tree, _ = flatten_layers(
+        tmp_path,
+        [directory("a", mode=0o700), file("a/old"), file("a"), *ends],
+        [file("a/new")],  # its directory left implicit
+    )
+    assert paths(tree) == {"/", "/a", "/a/new"}
+    assert at(tree, "/a").mode == (0o750 if last == "directory" else 0o755)

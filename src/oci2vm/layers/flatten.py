@@ -164,6 +164,7 @@ class _Pass:
     # Entries at paths upper layers' hardlinks wait for: the last one is the target.
     arrived: dict[str, Inode] = field(default_factory=dict)
     implicit: set[int] = field(default_factory=set)  # id() of directories made for it
+    adopted: set[int] = field(default_factory=set)  # upper ones its entries gave metadata
 
 
 @dataclass(slots=True)
@@ -262,20 +263,28 @@ class _Flattener:
         assert parent.children is not None
         existing = parent.children.get(name)
         if existing is not None and existing.kind is Kind.DIR:
-            # Implicit, made for an upper layer's entries (one made for this layer's own
-            # is replaced, as a runtime replaces the directory it has just written in).
-            implicit = existing.layer < 0 and id(existing) not in p.implicit
+            # Made for an upper layer's entries (a directory made for this layer's own is
+            # replaced, as a runtime replaces the directory it has just written in), and
+            # maybe given its metadata by an entry of this layer listed before.
+            upper = id(existing) in p.adopted or (
+                existing.layer < 0 and id(existing) not in p.implicit
+            )
             if inode.kind is Kind.DIR:
+                if upper:
+                    p.adopted.add(id(existing))
                 _adopt(existing, inode)  # merge: lower or implicit children stay
                 return
-            if implicit and inode.kind is Kind.SYMLINK:
+            if upper and inode.kind is Kind.SYMLINK:
                 # An upper layer wrote below this path, so here it must be a directory.
                 raise Oci2vmError(
                     f"{p.what}: upper layers write below {path!r}, which this layer makes a "
                     "symlink: paths through symlinks are not supported"
                 )
-            if implicit:
-                return  # an upper layer's directory hides a lower non-directory
+            if upper:  # an upper layer's directory hides a lower non-directory
+                if id(existing) in p.adopted:  # and this layer's directory entry before it
+                    p.adopted.discard(id(existing))
+                    _adopt(existing, new_dir(mtime_ns=self.implicit_mtime_ns))
+                return
         elif existing is not None and inode.kind is Kind.DIR:
             p.masks.add(path)  # this layer's own non-directory, listed before, hides below
         parent.children[name] = inode
