@@ -305,3 +305,13 @@ def test_a_layer_replacing_a_directory_an_upper_layer_writes_in_keeps_the_upper_
     )
     assert paths(tree) == {"/", "/a", "/a/new"}
     assert at(tree, "/a").mode == (0o750 if last == "directory" else 0o755)
+
+
+def test_a_whiteout_below_a_path_whose_last_entry_is_no_symlink_applies(tmp_path: Path) -> None:
+    tree, _ = flatten_layers(
+        tmp_path,
+        [*SECRET, symlink("l", "d")],
+        [symlink("l", "d"), directory("l"), file("l/secret")],
+        [whiteout("l/secret")],
+    )
+    assert "/l/secret" not in paths(tree) and "/d/secret" in paths(tree)

@@ -165,6 +165,7 @@ class _Pass:
     arrived: dict[str, Inode] = field(default_factory=dict)
     implicit: set[int] = field(default_factory=set)  # id() of directories made for it
     adopted: set[int] = field(default_factory=set)  # upper ones its entries gave metadata
+    settling: dict[str, Inode] = field(default_factory=dict)  # at paths whiteouts pass
 
 
 @dataclass(slots=True)
@@ -375,6 +376,8 @@ class _Flattener:
 
     def _leave(self, p: _Pass) -> None:
         """Hand what this layer hides and the links it waits for to the layers below."""
+        for path, entry in p.settling.items():
+            self._settle(path, entry)
         for target, inode in p.arrived.items():
             placeholder = self.pending.pop(target)
             if inode.kind is Kind.DIR:
@@ -439,7 +442,7 @@ class _Flattener:
         is_link = member.type == tarstream.HARDLINK
         inode = self._hardlink(member, path, p) if is_link else _inode_for(member, p.index)
         if self.open and path in self.open:
-            self._settle(path, inode)
+            p.settling[path] = inode  # the layer's last entry there decides
         wanted = path in self.pending
         if wanted:
             p.arrived[path] = inode  # the layer's last entry at the path is the target
