@@ -18,10 +18,17 @@ from hypothesis import HealthCheck, given, settings
 
 from oci2vm.errors import Oci2vmError
 from oci2vm.sources import Fetch, resolve
-from support.layerstacks import Stack, comparable, layer_stacks, make_removable, umoci_unpack
+from support.layerstacks import (
+    Stack,
+    comparable,
+    layer_stacks,
+    make_removable,
+    oci2vm_records,
+    umoci_unpack,
+)
 from support.layouts import write_layout
 from support.programs import requires
-from support.treecompare import differences, flatten_records
+from support.treecompare import differences
 
 EXAMPLES = int(os.environ.get("OCI2VM_DIFF_EXAMPLES", "40"))
 
@@ -31,7 +38,7 @@ def _compare(stack: Stack, work: Path) -> list[str]:
     rootfs = work / "rootfs"
     theirs = umoci_unpack(f"{work / 'img'}:latest", rootfs)
     try:
-        _tree, ours = flatten_records(resolve(f"oci:{work / 'img'}", Fetch()))
+        ours = oci2vm_records(resolve(f"oci:{work / 'img'}", Fetch()))
     except Oci2vmError as e:
         return [] if isinstance(theirs, str) else [f"oci2vm refused what umoci unpacks: {e}"]
     finally:

@@ -28,8 +28,11 @@ from typing import Any
 
 from hypothesis import strategies as st
 
+from oci2vm.image.model import Image
+from oci2vm.layers.flatten import flatten
+from oci2vm.tree.model import DataReader, Inode
 from support.layouts import Member, directory, file, hardlink, symlink
-from support.treecompare import Record, directory_records
+from support.treecompare import Record, directory_records, logical_hash, tree_records
 
 NAMES = ("a", "b", "c")
 FILE_MODES = (0o644, 0o600, 0o755, 0o4755, 0o2711, 0o1777, 0o000)
@@ -206,6 +209,20 @@ def layer_stacks(draw: Any, min_layers: int = 3, max_layers: int = 5) -> Stack:
     return Stack(layers, root_listed)
 
 
+def oci2vm_records(image: Image) -> dict[str, Record]:
+    """Records of oci2vm's flattened tree. The sink keeps every inode it is handed: a
+    file a layer lists twice is dropped from the tree, and a dropped inode's id() (the
+    records' key for content) may be a new inode's."""
+    hashes: dict[int, str] = {}
+    kept: list[Inode] = []
+
+    def sink(inode: Inode, data: DataReader) -> None:
+        kept.append(inode)
+        hashes[id(inode)] = logical_hash(inode, data)
+
+    return tree_records(flatten(image, sink=sink), hashes)
+
+
 # --- the other side: umoci ---------------------------------------------------------------
 
 
@@ -252,8 +269,8 @@ def _varint(data: bytes, pos: int) -> tuple[int, int]:
 
 def comparable(records: dict[str, Record], root_listed: bool) -> dict[str, Record]:
     """What both sides can state: no owner for symlinks and FIFOs (rootless umoci keeps
-    owners in a user.* xattr, which Linux allows on files and directories only), no time for a root no layer lists (umoci's
-    is the time it made the directory)."""
+    owners in a user.* xattr, which Linux allows on files and directories only), no time
+    for a root no layer lists (umoci's is the time it made the directory)."""
     out = {}
     for path, record in records.items():
         record = dict(record)

@@ -163,8 +163,9 @@ class _Pass:
     forward: dict[str, Inode] = field(default_factory=dict)
     # Entries at paths upper layers' hardlinks wait for: the last one is the target.
     arrived: dict[str, Inode] = field(default_factory=dict)
-    implicit: set[int] = field(default_factory=set)  # id() of directories made for it
-    adopted: set[int] = field(default_factory=set)  # upper ones its entries gave metadata
+    # Inodes are kept, not their id()s, which a dropped inode would hand on to a new one.
+    implicit: set[Inode] = field(default_factory=set)  # directories made for it
+    adopted: set[Inode] = field(default_factory=set)  # upper ones its entries gave metadata
     settling: dict[str, Inode] = field(default_factory=dict)  # at paths whiteouts pass
 
 
@@ -210,8 +211,10 @@ class _Flattener:
         self.open: dict[str, tuple[int, str, str]] = {}
         # Hardlink targets that upper layers wait for: target path -> placeholder.
         self.pending: dict[str, Inode] = {}
-        self.waiting: dict[int, _Waiting] = {}  # id(placeholder) -> what it stands for
-        self.delivered: set[int] = set()  # id() of inodes whose data reached the sink
+        self.waiting: dict[Inode, _Waiting] = {}  # placeholder -> what it stands for
+        # Inodes whose data reached the sink (the inodes, not their id()s: one that a
+        # layer's later entry replaced may be dropped, and its id() reused).
+        self.delivered: set[Inode] = set()
         self.deferred: list[Inode] = []  # this layer: data needed after it streamed by
 
     # --- the tree ------------------------------------------------------------------
@@ -233,7 +236,7 @@ class _Flattener:
             if child is None:
                 child = new_dir(mtime_ns=self.implicit_mtime_ns)
                 node.children[part] = child
-                p.implicit.add(id(child))
+                p.implicit.add(child)
             elif child.kind is not Kind.DIR:
                 claim = self._claim(child, ancestor)
                 if claim is None or claim == p.index:
@@ -267,12 +270,10 @@ class _Flattener:
             # Made for an upper layer's entries (a directory made for this layer's own is
             # replaced, as a runtime replaces the directory it has just written in), and
             # maybe given its metadata by an entry of this layer listed before.
-            upper = id(existing) in p.adopted or (
-                existing.layer < 0 and id(existing) not in p.implicit
-            )
+            upper = existing in p.adopted or (existing.layer < 0 and existing not in p.implicit)
             if inode.kind is Kind.DIR:
                 if upper:
-                    p.adopted.add(id(existing))
+                    p.adopted.add(existing)
                 _adopt(existing, inode)  # merge: lower or implicit children stay
                 return
             if upper and inode.kind is Kind.SYMLINK:
@@ -282,8 +283,8 @@ class _Flattener:
                     "symlink: paths through symlinks are not supported"
                 )
             if upper:  # an upper layer's directory hides a lower non-directory
-                if id(existing) in p.adopted:  # and this layer's directory entry before it
-                    p.adopted.discard(id(existing))
+                if existing in p.adopted:  # and this layer's directory entry before it
+                    p.adopted.discard(existing)
                     _adopt(existing, new_dir(mtime_ns=self.implicit_mtime_ns))
                 return
         elif existing is not None and inode.kind is Kind.DIR:
@@ -334,7 +335,7 @@ class _Flattener:
             self._layer(index, layers[index])
         if self.pending:
             target, placeholder = next(iter(self.pending.items()))
-            link = self.waiting[id(placeholder)].link
+            link = self.waiting[placeholder].link
             raise Oci2vmError(f"hardlink {link!r} points to {target!r}, which does not exist")
         self.tree.diff_ids.reverse()
         self.tree.layer_digests.reverse()
@@ -381,12 +382,12 @@ class _Flattener:
         for target, inode in p.arrived.items():
             placeholder = self.pending.pop(target)
             if inode.kind is Kind.DIR:
-                link = self.waiting[id(placeholder)].link
+                link = self.waiting[placeholder].link
                 raise Oci2vmError(f"{p.what}: hardlink {link!r} points to directory {target!r}")
             self._resolve(placeholder, inode)
         for target, placeholder in self.pending.items():
             if self._deleted(split_path(target, p.what), p):
-                link = self.waiting[id(placeholder)].link
+                link = self.waiting[placeholder].link
                 raise Oci2vmError(f"hardlink {link!r} points to {target!r}, which {p.what} deletes")
         for target, placeholder in p.forward.items():
             upper = self.pending.get(target)
@@ -452,11 +453,7 @@ class _Flattener:
         if not is_link:
             self._data(tar, inode, path if visible else None)
             return
-        if (
-            inode.data is not None
-            and id(inode) not in self.delivered
-            and inode not in self.deferred
-        ):
+        if inode.data is not None and inode not in self.delivered and inode not in self.deferred:
             # A link to a file of this layer that was hidden when its data streamed by.
             self.deferred.append(inode)
 
@@ -475,8 +472,8 @@ class _Flattener:
         if inode.kind is not Kind.DIR:
             if p.index:
                 p.masks.add(path)  # a non-directory, shadowed or not, ends what is below
-            assert parent is None or parent.children is not None
-            shadow = parent.children.get(parts[-1]) if parent is not None else None
+            siblings = parent.children if parent is not None else None
+            shadow = siblings.get(parts[-1]) if siblings is not None else None
             if shadow is not None and shadow.children is not None:
                 self._prune(shadow, path, p)
         return False
@@ -494,7 +491,7 @@ class _Flattener:
                 if child.children is not None:
                     stack.append((child, f"{base}/{name}"))
         for node, name, child, child_path in reversed(found):
-            ours = self._claim(child, child_path) == p.index or id(child) in p.implicit
+            ours = self._claim(child, child_path) == p.index or child in p.implicit
             if ours and not child.children:  # (an upper layer's entries may be in it)
                 assert node.children is not None
                 del node.children[name]
@@ -538,7 +535,7 @@ class _Flattener:
         if node is not None:
             if node.kind is Kind.DIR:
                 raise Oci2vmError(f"{p.what}: hardlink {path!r} points to directory {target!r}")
-            waiting = self.waiting.get(id(node))
+            waiting = self.waiting.get(node)
             if waiting is not None:
                 self._no_cycle(path, node, p)
                 waiting.paths.append(path)
@@ -549,17 +546,17 @@ class _Flattener:
         if placeholder is None:
             placeholder = Inode(Kind.FILE, layer=p.index)
             p.forward[target] = placeholder
-            self.waiting[id(placeholder)] = _Waiting(target, path)
-        self.waiting[id(placeholder)].paths.append(path)
+            self.waiting[placeholder] = _Waiting(target, path)
+        self.waiting[placeholder].paths.append(path)
         return placeholder
 
     def _no_cycle(self, path: str, node: Inode, p: _Pass) -> None:
         """Refuse a link at `path` to a placeholder of this layer that waits, through
         this layer's links, for `path` itself."""
         chain = [path]
-        seen: set[int] = set()
-        while (waiting := self.waiting.get(id(node))) is not None and id(node) not in seen:
-            seen.add(id(node))
+        seen: set[Inode] = set()
+        while (waiting := self.waiting.get(node)) is not None and node not in seen:
+            seen.add(node)
             chain.append(waiting.link)
             if waiting.target == path:
                 names = ", ".join(repr(n) for n in sorted(set(chain)))
@@ -571,7 +568,7 @@ class _Flattener:
 
     def _resolve(self, placeholder: Inode, inode: Inode) -> None:
         """The target a placeholder stood for has arrived: put it where the links are."""
-        waiting = self.waiting.pop(id(placeholder))
+        waiting = self.waiting.pop(placeholder)
         for path in waiting.paths:
             parts = path.strip("/").split("/")
             parent = self._at(parts[:-1])
@@ -584,7 +581,7 @@ class _Flattener:
                 parent.children[parts[-1]] = inode
                 if claim is not None:
                     self.link_claims[path] = claim
-        further = self.waiting.get(id(inode))
+        further = self.waiting.get(inode)
         if further is not None:  # the target is itself a link to a lower file
             further.paths.extend(waiting.paths)
 
@@ -601,17 +598,17 @@ class _Flattener:
                 self.tree.captured[inode] = content
             if self.sink is not None:
                 self.sink(inode, BytesReader(content))
-                self.delivered.add(id(inode))
+                self.delivered.add(inode)
             return
         if self.sink is not None:
             self.sink(inode, tar)  # the member's data, read in place
-            self.delivered.add(id(inode))
+            self.delivered.add(inode)
 
     def _reread(self, index: int, layer: Layer, what: str) -> None:
         """Serve files that a later hardlink in the same layer made visible after their
         data had streamed by: read the layer again, up to the last of them."""
         todo = sorted(
-            (i for i in self.deferred if i.data is not None and id(i) not in self.delivered),
+            (i for i in self.deferred if i.data is not None and i not in self.delivered),
             key=lambda i: i.data.offset if isinstance(i.data, LayerData) else 0,
         )
         if not todo or self.sink is None:
@@ -624,7 +621,7 @@ class _Flattener:
                 if stream.skip(inode.data.offset - position) < inode.data.offset - position:
                     raise Oci2vmError("layer ended early while reading it again")
                 self.sink(inode, _Slice(stream, inode.data.stored_size))
-                self.delivered.add(id(inode))
+                self.delivered.add(inode)
                 position = inode.data.offset + inode.data.stored_size
 
 
