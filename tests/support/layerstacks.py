@@ -10,7 +10,12 @@ space where container tools agree on the result. What that leaves out, on purpos
   what it finds, or fails);
 - directories no entry lists (their time is the unpacking's in umoci);
 - a whiteout of a directory that the same layer left implicit while writing below it
-  (umoci keeps it with its old metadata, containerd deletes what the layer wrote);
+  (umoci keeps it with its old metadata, containerd deletes what the layer wrote), or
+  that the same layer listed before (umoci leaves on it the time it removed lower
+  entries, not the entry's);
+- a whiteout or opaque marker above a directory the same layer left implicit (umoci and
+  containerd give that directory the metadata of the one they hide; oci2vm gives it an
+  implicit directory's);
 - device nodes (rootless umoci makes them empty files);
 - empty xattr values (Go's archive/tar reads an empty pax value as no value).
 Paths come from a small pool of names so that layers collide often: type changes across
@@ -76,7 +81,8 @@ class _Layer:
     listed: set[str] = field(default_factory=set)
 
     def below(self, path: str) -> list[str]:
-        return [p for p in self.state if p == path or p.startswith(path + "/")]
+        prefix = path + "/" if path else ""
+        return [p for p in self.state if p == path or p.startswith(prefix)]
 
     def through_symlink(self, path: str) -> bool:
         parts = path.split("/")
@@ -92,6 +98,11 @@ class _Layer:
         self.listed.add(path)
         parts = path.split("/")
         self.upper.update("/".join(parts[:i]) for i in range(1, len(parts) + 1))
+
+    def implicit_below(self, path: str) -> bool:
+        """Whether this layer wrote below `path` through a directory it did not list."""
+        prefix = path + "/" if path else ""
+        return any(p.startswith(prefix) and p not in self.listed for p in self.upper)
 
     def delete(self, path: str, keep_self: bool) -> None:
         """A whiteout (or opaque marker) removes what this layer did not write."""
@@ -173,15 +184,19 @@ def _marker(draw: Any, layer: _Layer, op: str) -> None:
     """A whiteout or an opaque marker, where a runtime would not reach through a symlink."""
     if op == "whiteout":
         path = _path(draw)
-        if layer.through_symlink(path) or (path in layer.upper and path not in layer.listed):
+        if layer.through_symlink(path) or layer.implicit_below(path):
             return
+        if path in layer.upper and path not in layer.listed:
+            return
+        if path in layer.listed and layer.state.get(path) == "dir":
+            return  # umoci would leave the time of removing lower entries on it
         head, _, base = path.rpartition("/")
         layer.members.append(file(f"{head}/.wh.{base}" if head else f".wh.{base}", mode=0o600))
         layer.delete(path, keep_self=False)
         return
     dirs = sorted(p for p, kind in layer.state.items() if kind == "dir")
     path = draw(st.sampled_from(dirs))  # the root is always there
-    if layer.through_symlink(path + "/x"):
+    if layer.through_symlink(path + "/x") or layer.implicit_below(path):
         return
     layer.members.append(file(f"{path}/.wh..wh..opq" if path else ".wh..wh..opq", mode=0o600))
     layer.delete(path, keep_self=True)

@@ -315,3 +315,13 @@ def test_a_whiteout_below_a_path_whose_last_entry_is_no_symlink_applies(tmp_path
         [whiteout("l/secret")],
     )
     assert "/l/secret" not in paths(tree) and "/d/secret" in paths(tree)
+
+
+def test_a_symlink_a_layer_lists_then_replaces_by_a_directory_upper_layers_write_in_is_no_error(
+    tmp_path: Path,
+) -> None:
+    tree, _ = flatten_layers(
+        tmp_path, [symlink("c", "a"), directory("c", mode=0o700), file("c/x")], [file("c/y")]
+    )
+    assert paths(tree) == {"/", "/c", "/c/x", "/c/y"}
+    assert at(tree, "/c").mode == 0o700

@@ -167,6 +167,7 @@ class _Pass:
     implicit: set[Inode] = field(default_factory=set)  # directories made for it
     adopted: set[Inode] = field(default_factory=set)  # upper ones its entries gave metadata
     settling: dict[str, Inode] = field(default_factory=dict)  # at paths whiteouts pass
+    symlinked: set[str] = field(default_factory=set)  # upper directories it lists as symlinks
 
 
 @dataclass(slots=True)
@@ -265,6 +266,8 @@ class _Flattener:
     def _place(self, parent: Inode, name: str, path: str, inode: Inode, p: _Pass) -> None:
         """Put inode at path, named `name` in `parent` (the entry is visible)."""
         assert parent.children is not None
+        if p.symlinked and inode.kind is not Kind.SYMLINK:
+            p.symlinked.discard(path)
         existing = parent.children.get(name)
         if existing is not None and existing.kind is Kind.DIR:
             # Made for an upper layer's entries (a directory made for this layer's own is
@@ -277,11 +280,9 @@ class _Flattener:
                 _adopt(existing, inode)  # merge: lower or implicit children stay
                 return
             if upper and inode.kind is Kind.SYMLINK:
-                # An upper layer wrote below this path, so here it must be a directory.
-                raise Oci2vmError(
-                    f"{p.what}: upper layers write below {path!r}, which this layer makes a "
-                    "symlink: paths through symlinks are not supported"
-                )
+                # An upper layer wrote below this path, so here it must be a directory
+                # when this layer ends (a later entry of it may make it one again).
+                p.symlinked.add(path)
             if upper:  # an upper layer's directory hides a lower non-directory
                 if existing in p.adopted:  # and this layer's directory entry before it
                     p.adopted.discard(existing)
@@ -377,6 +378,11 @@ class _Flattener:
 
     def _leave(self, p: _Pass) -> None:
         """Hand what this layer hides and the links it waits for to the layers below."""
+        if p.symlinked:
+            raise Oci2vmError(
+                f"{p.what}: upper layers write below {min(p.symlinked)!r}, which this layer "
+                "makes a symlink: paths through symlinks are not supported"
+            )
         for path, entry in p.settling.items():
             self._settle(path, entry)
         for target, inode in p.arrived.items():
