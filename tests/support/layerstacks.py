@@ -11,8 +11,8 @@ space where container tools agree on the result. What that leaves out, on purpos
 - directories no entry lists (their time is the unpacking's in umoci);
 - a whiteout of a directory that the same layer left implicit while writing below it
   (umoci keeps it with its old metadata, containerd deletes what the layer wrote), or
-  that the same layer listed before (umoci leaves on it the time it removed lower
-  entries, not the entry's);
+  that the same layer listed before, or above such a directory, opaque markers too
+  (umoci leaves on it the time it removed lower entries, not the entry's);
 - a whiteout or opaque marker above a directory the same layer left implicit (umoci and
   containerd give that directory the metadata of the one they hide; oci2vm gives it an
   implicit directory's);
@@ -104,6 +104,13 @@ class _Layer:
         prefix = path + "/" if path else ""
         return any(p.startswith(prefix) and p not in self.listed for p in self.upper)
 
+    def listed_dir_below(self, path: str) -> bool:
+        """Whether this layer listed a directory strictly below `path`."""
+        prefix = path + "/" if path else ""
+        return any(
+            p.startswith(prefix) and p != path and self.state.get(p) == "dir" for p in self.listed
+        )
+
     def delete(self, path: str, keep_self: bool) -> None:
         """A whiteout (or opaque marker) removes what this layer did not write."""
         for gone in self.below(path):
@@ -188,7 +195,9 @@ def _marker(draw: Any, layer: _Layer, op: str) -> None:
             return
         if path in layer.upper and path not in layer.listed:
             return
-        if path in layer.listed and layer.state.get(path) == "dir":
+        if (path in layer.listed and layer.state.get(path) == "dir") or layer.listed_dir_below(
+            path
+        ):
             return  # umoci would leave the time of removing lower entries on it
         head, _, base = path.rpartition("/")
         layer.members.append(file(f"{head}/.wh.{base}" if head else f".wh.{base}", mode=0o600))
@@ -198,6 +207,8 @@ def _marker(draw: Any, layer: _Layer, op: str) -> None:
     path = draw(st.sampled_from(dirs))  # the root is always there
     if layer.through_symlink(path + "/x") or layer.implicit_below(path):
         return
+    if layer.listed_dir_below(path):
+        return  # as for whiteouts
     layer.members.append(file(f"{path}/.wh..wh..opq" if path else ".wh..wh..opq", mode=0o600))
     layer.delete(path, keep_self=True)
 

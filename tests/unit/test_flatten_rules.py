@@ -325,3 +325,12 @@ def test_a_symlink_a_layer_lists_then_replaces_by_a_directory_upper_layers_write
     )
     assert paths(tree) == {"/", "/c", "/c/x", "/c/y"}
     assert at(tree, "/c").mode == 0o700
+
+
+def test_hardlinks_to_each_other_over_a_lower_file_are_no_cycle(tmp_path: Path) -> None:
+    """As a runtime applies them: b links the lower a, then a links b (the same file)."""
+    tree, data = flatten_layers(
+        tmp_path, [file("a", b"lower a")], [hardlink("b", "a"), hardlink("a", "b")]
+    )
+    assert at(tree, "/a") is at(tree, "/b")
+    assert content(tree, data, "/a") == b"lower a"

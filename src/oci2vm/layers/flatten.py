@@ -176,6 +176,7 @@ class _Waiting:
 
     target: str
     link: str  # the first hardlink that named it, for messages
+    what: str  # its layer, for messages
     paths: list[str] = field(default_factory=list)  # where it stands in the tree
 
 
@@ -335,9 +336,7 @@ class _Flattener:
         for index in reversed(range(len(layers))):
             self._layer(index, layers[index])
         if self.pending:
-            target, placeholder = next(iter(self.pending.items()))
-            link = self.waiting[placeholder].link
-            raise Oci2vmError(f"hardlink {link!r} points to {target!r}, which does not exist")
+            self._missing(*next(iter(self.pending.items())))
         self.tree.diff_ids.reverse()
         self.tree.layer_digests.reverse()
         return self.tree
@@ -543,7 +542,6 @@ class _Flattener:
                 raise Oci2vmError(f"{p.what}: hardlink {path!r} points to directory {target!r}")
             waiting = self.waiting.get(node)
             if waiting is not None:
-                self._no_cycle(path, node, p)
                 waiting.paths.append(path)
             return node
         if self._deleted(parts, p):
@@ -552,25 +550,26 @@ class _Flattener:
         if placeholder is None:
             placeholder = Inode(Kind.FILE, layer=p.index)
             p.forward[target] = placeholder
-            self.waiting[placeholder] = _Waiting(target, path)
+            self.waiting[placeholder] = _Waiting(target, path, p.what)
         self.waiting[placeholder].paths.append(path)
         return placeholder
 
-    def _no_cycle(self, path: str, node: Inode, p: _Pass) -> None:
-        """Refuse a link at `path` to a placeholder of this layer that waits, through
-        this layer's links, for `path` itself."""
-        chain = [path]
-        seen: set[Inode] = set()
-        while (waiting := self.waiting.get(node)) is not None and node not in seen:
-            seen.add(node)
-            chain.append(waiting.link)
-            if waiting.target == path:
+    def _missing(self, target: str, placeholder: Inode) -> None:
+        """Refuse a hardlink whose target no layer holds, naming a cycle of links as one
+        (links that lead, through one another, back to where they started)."""
+        waiting = self.waiting[placeholder]
+        standing = {path: node for node, w in self.waiting.items() for path in w.paths}
+        chain: list[str] = []
+        node = placeholder
+        while (w := self.waiting.get(node)) is not None and w.link not in chain:
+            chain += [w.link, *w.paths]
+            if w.target == waiting.link or w.target in waiting.paths:
                 names = ", ".join(repr(n) for n in sorted(set(chain)))
-                raise Oci2vmError(f"{p.what}: hardlinks {names} form a cycle")
-            found = self._same_layer(split_path(waiting.target, p.what), waiting.target, p)
-            if found is None:
-                return
-            node = found
+                raise Oci2vmError(
+                    f"{w.what}: hardlinks {names} form a cycle, and no layer below holds a file for them"
+                )
+            node = standing.get(w.target, placeholder)
+        raise Oci2vmError(f"hardlink {waiting.link!r} points to {target!r}, which does not exist")
 
     def _resolve(self, placeholder: Inode, inode: Inode) -> None:
         """The target a placeholder stood for has arrived: put it where the links are."""
