@@ -334,3 +334,14 @@ def test_hardlinks_to_each_other_over_a_lower_file_are_no_cycle(tmp_path: Path) 
     )
     assert at(tree, "/a") is at(tree, "/b")
     assert content(tree, data, "/a") == b"lower a"
+
+
+def test_a_whiteout_below_a_symlink_whose_parent_its_layer_then_replaced_is_no_error(
+    tmp_path: Path,
+) -> None:
+    tree, _ = flatten_layers(
+        tmp_path,
+        [directory("a"), directory("b"), symlink("b/a", "/a"), file("b", b"file")],
+        [whiteout("b/a/x")],
+    )
+    assert paths(tree) == {"/", "/a", "/b"}

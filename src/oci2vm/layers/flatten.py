@@ -166,7 +166,11 @@ class _Pass:
     # Inodes are kept, not their id()s, which a dropped inode would hand on to a new one.
     implicit: set[Inode] = field(default_factory=set)  # directories made for it
     adopted: set[Inode] = field(default_factory=set)  # upper ones its entries gave metadata
-    settling: dict[str, Inode] = field(default_factory=dict)  # at paths whiteouts pass
+    # Its last entries at paths upper whiteouts pass (with their rank in the layer), and
+    # the rank of its last non-directory at each path (kept while whiteouts pass any).
+    settling: dict[str, tuple[int, Inode]] = field(default_factory=dict)
+    cleared: dict[str, int] = field(default_factory=dict)
+    rank: int = 0
     symlinked: set[str] = field(default_factory=set)  # upper directories it lists as symlinks
 
 
@@ -382,8 +386,8 @@ class _Flattener:
                 f"{p.what}: upper layers write below {min(p.symlinked)!r}, which this layer "
                 "makes a symlink: paths through symlinks are not supported"
             )
-        for path, entry in p.settling.items():
-            self._settle(path, entry)
+        for path, (rank, entry) in p.settling.items():
+            self._settle(path, rank, entry, p)
         for target, inode in p.arrived.items():
             placeholder = self.pending.pop(target)
             if inode.kind is Kind.DIR:
@@ -416,14 +420,16 @@ class _Flattener:
             if self._same_layer(parents[:depth], path, p) is None:
                 self.open[path] = (p.index, p.what, name)
 
-    def _settle(self, path: str, inode: Inode) -> None:
-        """An entry at `path` decides what an upper whiteout below it reached through:
-        a symlink here would have taken it elsewhere, unless a layer between the two
-        hid this path."""
+    def _settle(self, path: str, rank: int, inode: Inode, p: _Pass) -> None:
+        """A layer's last entry at `path` decides what an upper whiteout below it reached
+        through: a symlink here would have taken it elsewhere, unless a later entry of
+        the layer replaced a parent, or a layer between the two hid this path."""
         above, what, name = self.open.pop(path)
         if inode.kind is not Kind.SYMLINK:
             return
         parts = split_path(path, what)
+        if any(p.cleared.get(_join(parts[:depth]), -1) > rank for depth in range(1, len(parts))):
+            return
         for depth in range(len(parts) + 1):
             ancestor = _join(parts[:depth])
             hidden = self.hidden.get(ancestor) if depth else None
@@ -447,8 +453,12 @@ class _Flattener:
         path = _join(parts)
         is_link = member.type == tarstream.HARDLINK
         inode = self._hardlink(member, path, p) if is_link else _inode_for(member, p.index)
-        if self.open and path in self.open:
-            p.settling[path] = inode  # the layer's last entry there decides
+        if self.open:
+            p.rank += 1
+            if path in self.open:
+                p.settling[path] = (p.rank, inode)
+            if inode.kind is not Kind.DIR:
+                p.cleared[path] = p.rank
         wanted = path in self.pending
         if wanted:
             p.arrived[path] = inode  # the layer's last entry at the path is the target
@@ -566,7 +576,8 @@ class _Flattener:
             if w.target == waiting.link or w.target in waiting.paths:
                 names = ", ".join(repr(n) for n in sorted(set(chain)))
                 raise Oci2vmError(
-                    f"{w.what}: hardlinks {names} form a cycle, and no layer below holds a file for them"
+                    f"{w.what}: hardlinks {names} form a cycle, and no layer below holds "
+                    "a file for them"
                 )
             node = standing.get(w.target, placeholder)
         raise Oci2vmError(f"hardlink {waiting.link!r} points to {target!r}, which does not exist")
