@@ -30,7 +30,7 @@ from support.layouts import write_layout
 from support.programs import requires
 from support.treecompare import differences
 
-EXAMPLES = int(os.environ.get("OCI2VM_DIFF_EXAMPLES", "40"))
+EXAMPLES = int(os.environ.get("OCI2VM_DIFF_EXAMPLES", "50"))
 
 
 def _compare(stack: Stack, work: Path) -> list[str]:

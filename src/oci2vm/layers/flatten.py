@@ -1,16 +1,22 @@
 """Flattening: the layers of an image merged into one tree, as a container runtime sees it.
 
 Layers are read top-down, newest first, each decompressed once. An entry seen in an
-upper layer shadows the same path below; a whiteout (.wh.NAME) hides NAME in the layers
-below its own; an opaque marker (.wh..wh..opq) hides everything the layers below put in
-its directory. Read that way, the first visible entry for a path is final, so file data
-can go straight to its destination (a FileSink) as the stream passes, and data that a
-later layer replaces is never written. The tree keeps, for each file, where its bytes
-are (layer, offset), never the bytes themselves.
+upper layer shadows the same path below; a whiteout (.wh.NAME) hides NAME and all below
+it in the layers below its own; an opaque marker (.wh..wh..opq, at the root too) hides
+everything the layers below put in its directory; a non-directory hides everything the
+layers below put beneath its path, even when a higher layer makes it a directory again.
+Within a layer, entries apply in order, as a runtime applies them: the last entry at a
+path wins (the root's own entry too), a hardlink shares what is at its target when it is
+read, and whiteouts only touch the layers below. Read that way, the first visible entry
+for a path is final, so file data can go straight to its destination (a FileSink) as the
+stream passes, and data that a later layer replaces is never written. The tree keeps,
+for each file, where its bytes are (layer, offset), never the bytes themselves.
 
 Hardlinks name a path in the same layer or a lower one. One that points down is left as
 a placeholder until the lower entry arrives; one whose target an upper layer hid is
-served by reading its layer a second time, which only that rare case pays for.
+served by reading its layer a second time, which only that rare case pays for. A
+self-link, a cycle of links, a link to a directory, and a whiteout that would reach
+through a symlink (a runtime follows it, deleting elsewhere) are refused.
 """
 
 from __future__ import annotations
