@@ -1,22 +1,29 @@
 """Flattening: the layers of an image merged into one tree, as a container runtime sees it.
 
 Layers are read top-down, newest first, each decompressed once. An entry seen in an
-upper layer shadows the same path below; a whiteout (.wh.NAME) hides NAME in the layers
-below its own; an opaque marker (.wh..wh..opq) hides everything the layers below put in
-its directory. Read that way, the first visible entry for a path is final, so file data
-can go straight to its destination (a FileSink) as the stream passes, and data that a
-later layer replaces is never written. The tree keeps, for each file, where its bytes
-are (layer, offset), never the bytes themselves.
+upper layer shadows the same path below; a whiteout (.wh.NAME) hides NAME and all below
+it in the layers below its own; an opaque marker (.wh..wh..opq, at the root too) hides
+everything the layers below put in its directory; a non-directory hides everything the
+layers below put beneath its path, even when a higher layer makes it a directory again.
+Within a layer, entries apply in order, as a runtime applies them: the last entry at a
+path wins (the root's own entry too), a hardlink shares what is at its target when it is
+read, and whiteouts only touch the layers below. Read that way, the first visible entry
+for a path is final, so file data can go straight to its destination (a FileSink) as the
+stream passes, and data that a later layer replaces is never written. The tree keeps,
+for each file, where its bytes are (layer, offset), never the bytes themselves.
 
 Hardlinks name a path in the same layer or a lower one. One that points down is left as
 a placeholder until the lower entry arrives; one whose target an upper layer hid is
-served by reading its layer a second time, which only that rare case pays for.
+served by reading its layer a second time, which only that rare case pays for. A
+self-link, a cycle of links, a link to a directory, and a whiteout that would reach
+through a symlink (a runtime follows it, deleting elsewhere) are refused.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass, field
 
 from oci2vm.errors import Oci2vmError
 from oci2vm.image.blobs import BlobStore, ProgressFn, short
@@ -89,6 +96,7 @@ def _inode_for(member: Member, layer: int) -> Inode:
         inode.children = {}
     elif kind == tarstream.SYMLINK:
         inode.kind = Kind.SYMLINK
+        inode.mode = 0o777  # as the kernel gives every symlink, whatever the header says
         inode.target = member.linkname.encode("utf-8", "surrogateescape")
         inode.size = len(inode.target)
     elif kind in (tarstream.CHAR, tarstream.BLOCKDEV):
@@ -140,6 +148,48 @@ class _Slice:
         return piece
 
 
+@dataclass(slots=True)
+class _Pass:
+    """The reading of one layer: what it needs beyond the tree, and what it leaves for the
+    layers below it."""
+
+    index: int
+    what: str
+    # This layer's entries that are not in the tree (hidden by upper layers), for this
+    # layer's hardlinks that name them; visible ones are found in the tree.
+    hidden: dict[str, Inode] = field(default_factory=dict)
+    # Paths whose whole subtree the layers below lose: whiteouts, and non-directories
+    # that are not in the tree (an upper layer's directory or this layer's own later
+    # directory replaced them; a visible non-directory blocks what is below it by itself).
+    masks: set[str] = field(default_factory=set)
+    whiteouts: list[tuple[str, str]] = field(default_factory=list)  # (path, entry name)
+    opaques: dict[str, str] = field(default_factory=dict)  # directory -> entry name
+    # Hardlinks to a path this layer had not listed before them: the layers below
+    # provide the target (as a runtime links to what is there when it reaches the link).
+    forward: dict[str, Inode] = field(default_factory=dict)
+    # Entries at paths upper layers' hardlinks wait for: the last one is the target.
+    arrived: dict[str, Inode] = field(default_factory=dict)
+    # Inodes are kept, not their id()s, which a dropped inode would hand on to a new one.
+    implicit: set[Inode] = field(default_factory=set)  # directories made for it
+    adopted: set[Inode] = field(default_factory=set)  # upper ones its entries gave metadata
+    # Its last entries at paths upper whiteouts pass (with their rank in the layer), and
+    # the rank of its last non-directory at each path (kept while whiteouts pass any).
+    settling: dict[str, tuple[int, Inode]] = field(default_factory=dict)
+    cleared: dict[str, int] = field(default_factory=dict)
+    rank: int = 0
+    symlinked: set[str] = field(default_factory=set)  # upper directories it lists as symlinks
+
+
+@dataclass(slots=True)
+class _Waiting:
+    """A placeholder inode that stands for a hardlink target not read yet."""
+
+    target: str
+    link: str  # the first hardlink that named it, for messages
+    what: str  # its layer, for messages
+    paths: list[str] = field(default_factory=list)  # where it stands in the tree
+
+
 class _Flattener:
     def __init__(
         self,
@@ -157,26 +207,36 @@ class _Flattener:
         self.capture = capture
         self.progress = progress
         self.tree = Tree(new_dir(mtime_ns=implicit_mtime_ns))
-        self.root_claimed = False
+        self.root_layer: int | None = None  # the layer whose entry for '/' applies
         # A path is claimed by the layer whose entry is there: the inode's own `layer`
         # (an implicit directory, layer -1, is unclaimed: a lower layer's entry may still
         # set its metadata). Kept on the inodes, not in a dict of paths, as the tree holds
         # every entry. The exception: a hardlink whose target a lower layer provides holds
         # that layer's inode; its path is claimed by the link's layer, noted here.
         self.link_claims: dict[str, int] = {}
-        self.hidden: set[str] = set()  # whiteouts of upper layers
-        self.opaque: set[str] = set()  # opaque directories of upper layers
-        # Hardlink targets not seen yet: target path -> (placeholder, paths it stands at).
-        self.pending: dict[str, tuple[Inode, list[str]]] = {}
-        self.delivered: set[int] = set()  # id() of inodes whose data reached the sink
+        # What upper layers hide from lower ones, with the lowest layer that hides it:
+        # subtrees (whiteouts, replaced non-directories) and opaque directories' contents.
+        self.hidden: dict[str, int] = {}
+        self.opaque: dict[str, int] = {}
+        # Directories that an upper layer's whiteout reaches through, not yet settled by
+        # a lower entry: path -> (layer, its name, the whiteout's name).
+        self.open: dict[str, tuple[int, str, str]] = {}
+        # Hardlink targets that upper layers wait for: target path -> placeholder.
+        self.pending: dict[str, Inode] = {}
+        self.waiting: dict[Inode, _Waiting] = {}  # placeholder -> what it stands for
+        # Inodes whose data reached the sink (the inodes, not their id()s: one that a
+        # layer's later entry replaced may be dropped, and its id() reused).
+        self.delivered: set[Inode] = set()
         self.deferred: list[Inode] = []  # this layer: data needed after it streamed by
 
     # --- the tree ------------------------------------------------------------------
 
-    def _parent(self, parts: list[str], path: str, layer: int, what: str) -> Inode | None:
+    def _parent(self, parts: list[str], path: str, p: _Pass) -> Inode | None:
         """The directory that holds parts[-1] (whose path is `path`), creating implicit
-        parents; None when an ancestor hides the entry."""
+        parents; None when an upper layer hides the entry's directory."""
         node = self.tree.root
+        if "/" in self.opaque:
+            return None
         masks = self.hidden or self.opaque  # empty for the top layer
         ancestor = ""
         for part in parts[:-1]:
@@ -188,11 +248,12 @@ class _Flattener:
             if child is None:
                 child = new_dir(mtime_ns=self.implicit_mtime_ns)
                 node.children[part] = child
+                p.implicit.add(child)
             elif child.kind is not Kind.DIR:
                 claim = self._claim(child, ancestor)
-                if claim is None or claim == layer:
+                if claim is None or claim == p.index:
                     raise Oci2vmError(
-                        f"{what}: entry {path!r} passes through {child.kind} {ancestor!r}"
+                        f"{p.what}: entry {path!r} passes through {child.kind} {ancestor!r}"
                     )
                 return None  # an upper layer replaced the directory with a non-directory
             node = child
@@ -213,26 +274,70 @@ class _Flattener:
         claim = self._claim(parent.children.get(name), path)
         return claim is None or claim == layer
 
-    def _place(
-        self, parent: Inode, name: str, path: str, inode: Inode, layer: int, what: str
-    ) -> None:
+    def _place(self, parent: Inode, name: str, path: str, inode: Inode, p: _Pass) -> None:
         """Put inode at path, named `name` in `parent` (the entry is visible)."""
         assert parent.children is not None
+        if p.symlinked and inode.kind is not Kind.SYMLINK:
+            p.symlinked.discard(path)
         existing = parent.children.get(name)
         if existing is not None and existing.kind is Kind.DIR:
-            implicit = existing.layer < 0
+            # Made for an upper layer's entries (a directory made for this layer's own is
+            # replaced, as a runtime replaces the directory it has just written in), and
+            # maybe given its metadata by an entry of this layer listed before.
+            upper = existing in p.adopted or (existing.layer < 0 and existing not in p.implicit)
             if inode.kind is Kind.DIR:
+                if upper:
+                    p.adopted.add(existing)
                 _adopt(existing, inode)  # merge: lower or implicit children stay
                 return
-            if implicit and inode.kind is Kind.SYMLINK:
-                # An upper layer wrote below this path, so here it must be a directory.
-                raise Oci2vmError(
-                    f"{what}: upper layers write below {path!r}, which this layer makes a "
-                    "symlink: paths through symlinks are not supported"
-                )
-            if implicit:
-                return  # an upper layer's directory hides a lower non-directory
+            if upper and inode.kind is Kind.SYMLINK:
+                # An upper layer wrote below this path, so here it must be a directory
+                # when this layer ends (a later entry of it may make it one again).
+                p.symlinked.add(path)
+            if upper:  # an upper layer's directory hides a lower non-directory
+                if existing in p.adopted:  # and this layer's directory entry before it
+                    p.adopted.discard(existing)
+                    _adopt(existing, new_dir(mtime_ns=self.implicit_mtime_ns))
+                return
+        elif existing is not None and inode.kind is Kind.DIR:
+            p.masks.add(path)  # this layer's own non-directory, listed before, hides below
         parent.children[name] = inode
+
+    def _at(self, parts: list[str]) -> Inode | None:
+        node: Inode | None = self.tree.root
+        for part in parts:
+            if node is None or node.children is None:
+                return None
+            node = node.children.get(part)
+        return node
+
+    def _same_layer(self, parts: list[str], path: str, p: _Pass) -> Inode | None:
+        """The entry this layer has listed so far at `path`, if any."""
+        node = self._at(parts)
+        if node is not None and self._claim(node, path) == p.index:
+            return node
+        return p.hidden.get(path)
+
+    def _deleted(self, parts: list[str], p: _Pass) -> bool:
+        """Whether what this layer has read so far deletes the path (for what is below)."""
+        if "/" in p.opaques:
+            return True
+        node: Inode | None = self.tree.root
+        ancestor = ""
+        for i, part in enumerate(parts):
+            ancestor = f"{ancestor}/{part}"
+            if ancestor in p.masks or (i < len(parts) - 1 and ancestor in p.opaques):
+                return True
+            if node is not None and node.children is not None:
+                node = node.children.get(part)
+                if (
+                    i < len(parts) - 1
+                    and node is not None
+                    and node.kind is not Kind.DIR
+                    and self._claim(node, ancestor) == p.index
+                ):
+                    return True  # this layer made a parent a non-directory
+        return False
 
     # --- layers ----------------------------------------------------------------------
 
@@ -241,8 +346,7 @@ class _Flattener:
         for index in reversed(range(len(layers))):
             self._layer(index, layers[index])
         if self.pending:
-            target, (_inode, paths) = next(iter(self.pending.items()))
-            raise Oci2vmError(f"hardlink {paths[0]!r} points to {target!r}, which does not exist")
+            self._missing(*next(iter(self.pending.items())))
         self.tree.diff_ids.reverse()
         self.tree.layer_digests.reverse()
         return self.tree
@@ -264,15 +368,11 @@ class _Flattener:
             compressed, layer.media_type, what, layer.diff_id, hash_stream=not known
         )
         self.deferred = []
-        # This layer's entries that are not in the tree (hidden by upper layers), for
-        # hardlinks of this layer that name them; visible ones are found in the tree.
-        layer_hidden: dict[str, Inode] = {}
-        whiteouts: set[str] = set()
-        opaques: set[str] = set()
+        p = _Pass(index, what)
         try:
             tar = TarReader(stream, what)
             for member in tar:
-                self._member(tar, member, index, what, layer_hidden, whiteouts, opaques)
+                self._member(tar, member, p)
             stream.finish()
         except BaseException:
             stream.abort()
@@ -281,115 +381,233 @@ class _Flattener:
         self.tree.layer_digests.append(layer.digest or compressed.computed_digest)
         if not known and self.store is not None and layer.digest and layer.diff_id:
             self.store.remember_uncompressed(layer.digest, stream.digest)
-        for target, (_inode, paths) in self.pending.items():
-            parts = split_path(target, what)
-            if target in whiteouts or any(
-                _join(parts[:i]) in whiteouts | opaques for i in range(1, len(parts))
-            ):
-                raise Oci2vmError(
-                    f"hardlink {paths[0]!r} points to {target!r}, which {what} deletes"
-                )
-        self.hidden |= whiteouts
-        self.opaque |= opaques
+        self._leave(p)
         if self.deferred:
             self._reread(index, layer, what)
 
-    def _member(
-        self,
-        tar: TarReader,
-        member: Member,
-        layer: int,
-        what: str,
-        layer_hidden: dict[str, Inode],
-        whiteouts: set[str],
-        opaques: set[str],
-    ) -> None:
-        parts = split_path(member.name, what)
-        if not parts:  # the root directory itself
-            if member.isdir() and not self.root_claimed:
-                _adopt(self.tree.root, _inode_for(member, layer))
-                self.root_claimed = True
+    def _leave(self, p: _Pass) -> None:
+        """Hand what this layer hides and the links it waits for to the layers below."""
+        if p.symlinked:
+            raise Oci2vmError(
+                f"{p.what}: upper layers write below {min(p.symlinked)!r}, which this layer "
+                "makes a symlink: paths through symlinks are not supported"
+            )
+        for path, (rank, entry) in p.settling.items():
+            self._settle(path, rank, entry, p)
+        for target, inode in p.arrived.items():
+            placeholder = self.pending.pop(target)
+            if inode.kind is Kind.DIR:
+                link = self.waiting[placeholder].link
+                raise Oci2vmError(f"{p.what}: hardlink {link!r} points to directory {target!r}")
+            self._resolve(placeholder, inode)
+        for target, placeholder in self.pending.items():
+            if self._deleted(split_path(target, p.what), p):
+                link = self.waiting[placeholder].link
+                raise Oci2vmError(f"hardlink {link!r} points to {target!r}, which {p.what} deletes")
+        for target, placeholder in p.forward.items():
+            upper = self.pending.get(target)
+            if upper is None:
+                self.pending[target] = placeholder
+            else:  # an upper layer's link waits for the same file
+                self._resolve(placeholder, upper)
+        for path, name in p.whiteouts:
+            self._open(split_path(path, p.what)[:-1], name, p)
+        for path, name in p.opaques.items():
+            self._open(split_path(path, p.what), name, p)
+        for path in p.masks:
+            self.hidden[path] = p.index
+        for path in p.opaques:
+            self.opaque[path] = p.index
+
+    def _open(self, parents: list[str], name: str, p: _Pass) -> None:
+        """Note the directories a whiteout of this layer reaches through (see _settle)."""
+        for depth in range(len(parents), 0, -1):
+            path = _join(parents[:depth])
+            if self._same_layer(parents[:depth], path, p) is None:
+                self.open[path] = (p.index, p.what, name)
+
+    def _settle(self, path: str, rank: int, inode: Inode, p: _Pass) -> None:
+        """A layer's last entry at `path` decides what an upper whiteout below it reached
+        through: a symlink here would have taken it elsewhere, unless a later entry of
+        the layer replaced a parent, or a layer between the two hid this path."""
+        above, what, name = self.open.pop(path)
+        if inode.kind is not Kind.SYMLINK:
+            return
+        parts = split_path(path, what)
+        if any(p.cleared.get(_join(parts[:depth]), -1) > rank for depth in range(1, len(parts))):
+            return
+        for depth in range(len(parts) + 1):
+            ancestor = _join(parts[:depth])
+            hidden = self.hidden.get(ancestor) if depth else None
+            opaque = self.opaque.get(ancestor) if depth < len(parts) else None
+            if (hidden is not None and hidden <= above) or (opaque is not None and opaque <= above):
+                return
+        raise Oci2vmError(
+            f"{what}: whiteout {name!r} reaches through symlink {path!r}: whiteouts "
+            "through symlinks are not supported"
+        )
+
+    def _member(self, tar: TarReader, member: Member, p: _Pass) -> None:
+        parts = split_path(member.name, p.what)
+        if not parts:
+            self._root_entry(member, p)
             return
         base = parts[-1]
         if base.startswith(WHITEOUT):
-            if base == OPAQUE:
-                opaques.add(_join(parts[:-1]))
-            elif not base.startswith(WHITEOUT + WHITEOUT):  # .wh..wh.* is aufs metadata
-                whiteouts.add(_join([*parts[:-1], base[len(WHITEOUT) :]]))
+            self._whiteout(member, parts, p)
             return
         path = _join(parts)
         is_link = member.type == tarstream.HARDLINK
-        if is_link:
-            inode = self._hardlink(member, layer, what, layer_hidden)
-        else:
-            inode = _inode_for(member, layer)
-
-        wanted = self.pending.pop(path, None)
-        if wanted is not None:
-            if inode.kind is Kind.DIR:
-                raise Oci2vmError(f"{what}: hardlink {wanted[1][0]!r} points to directory {path!r}")
-            for link_path in wanted[1]:
-                self._repoint(link_path, wanted[0], inode)
-
-        parent = self._parent(parts, path, layer, what)
-        visible = parent is not None and self._visible(parent, base, path, layer)
-        if parent is not None and visible:
-            self._place(parent, base, path, inode, layer, what)
-            assert parent.children is not None
-            visible = parent.children.get(base) is inode or inode.kind is Kind.DIR
-        if inode.kind is not Kind.DIR:
-            if visible:
-                layer_hidden.pop(path, None)
-            else:
-                layer_hidden[path] = inode
-
+        inode = self._hardlink(member, path, p) if is_link else _inode_for(member, p.index)
+        if self.open:
+            p.rank += 1
+            if path in self.open:
+                p.settling[path] = (p.rank, inode)
+            if inode.kind is not Kind.DIR:
+                p.cleared[path] = p.rank
+        wanted = path in self.pending
+        if wanted:
+            p.arrived[path] = inode  # the layer's last entry at the path is the target
+        visible = self._put(parts, path, inode, p)
         if inode.kind is not Kind.FILE or not (visible or wanted):
             return
         if not is_link:
             self._data(tar, inode, path if visible else None)
             return
-        if (
-            inode.data is not None
-            and id(inode) not in self.delivered
-            and inode not in self.deferred
-        ):
+        if inode.data is not None and inode not in self.delivered and inode not in self.deferred:
             # A link to a file of this layer that was hidden when its data streamed by.
             self.deferred.append(inode)
 
-    def _at(self, parts: list[str]) -> Inode | None:
-        node: Inode | None = self.tree.root
-        for part in parts:
-            if node is None or node.children is None:
-                return None
-            node = node.children.get(part)
-        return node
+    def _put(self, parts: list[str], path: str, inode: Inode, p: _Pass) -> bool:
+        """Place an entry in the tree if upper layers leave it visible; say whether they did."""
+        parent = self._parent(parts, path, p)
+        visible = parent is not None and self._visible(parent, parts[-1], path, p.index)
+        if parent is not None and visible:
+            self._place(parent, parts[-1], path, inode, p)
+            assert parent.children is not None
+            visible = parent.children.get(parts[-1]) is inode or inode.kind is Kind.DIR
+        if visible:
+            p.hidden.pop(path, None)
+            return True
+        p.hidden[path] = inode
+        if inode.kind is not Kind.DIR:
+            if p.index:
+                p.masks.add(path)  # a non-directory, shadowed or not, ends what is below
+            siblings = parent.children if parent is not None else None
+            shadow = siblings.get(parts[-1]) if siblings is not None else None
+            if shadow is not None and shadow.children is not None:
+                self._prune(shadow, path, p)
+        return False
 
-    def _repoint(self, path: str, placeholder: Inode, inode: Inode) -> None:
-        parts = path.strip("/").split("/")
-        parent = self._at(parts[:-1])
-        if parent is not None and parent.children and parent.children.get(parts[-1]) is placeholder:
-            parent.children[parts[-1]] = inode
-            self.link_claims[path] = placeholder.layer
+    def _prune(self, directory: Inode, path: str, p: _Pass) -> None:
+        """Take out of an upper layer's directory what this layer wrote in it before
+        replacing it with a non-directory (which that directory shadows)."""
+        found: list[tuple[Inode, str, Inode, str]] = []  # parents before children
+        stack = [(directory, path)]
+        while stack:
+            node, base = stack.pop()
+            assert node.children is not None
+            for name, child in node.children.items():
+                found.append((node, name, child, f"{base}/{name}"))
+                if child.children is not None:
+                    stack.append((child, f"{base}/{name}"))
+        for node, name, child, child_path in reversed(found):
+            ours = self._claim(child, child_path) == p.index or child in p.implicit
+            if ours and not child.children:  # (an upper layer's entries may be in it)
+                assert node.children is not None
+                del node.children[name]
 
-    def _hardlink(
-        self, member: Member, layer: int, what: str, layer_hidden: dict[str, Inode]
-    ) -> Inode:
-        parts = split_path(member.linkname, what)
+    def _root_entry(self, member: Member, p: _Pass) -> None:
+        """The root directory's own entry: its metadata, the newest layer's winning."""
+        if not member.isdir():
+            kind = "hardlink" if member.type == tarstream.HARDLINK else None
+            kind = kind or _inode_for(member, p.index).kind.value
+            raise Oci2vmError(
+                f"{p.what}: entry {member.name!r} would make the root directory a {kind}"
+            )
+        if self.root_layer is None or self.root_layer == p.index:
+            _adopt(self.tree.root, _inode_for(member, p.index))
+            self.root_layer = p.index
+
+    def _whiteout(self, member: Member, parts: list[str], p: _Pass) -> None:
+        base = parts[-1]
+        if base == OPAQUE:
+            p.opaques[_join(parts[:-1])] = member.name
+            return
+        if base.startswith(WHITEOUT + WHITEOUT):  # .wh..wh.* is aufs metadata
+            return
+        name = base[len(WHITEOUT) :]
+        if name in ("", ".", ".."):
+            raise Oci2vmError(f"{p.what}: whiteout {member.name!r} names no entry")
+        path = _join([*parts[:-1], name])
+        p.masks.add(path)
+        p.whiteouts.append((path, member.name))
+
+    # --- hardlinks ---------------------------------------------------------------------
+
+    def _hardlink(self, member: Member, path: str, p: _Pass) -> Inode:
+        """The inode a hardlink entry at `path` shares: the target as this layer's
+        entries so far leave it, or a placeholder for a lower layer's entry."""
+        parts = split_path(member.linkname, p.what)
         target = _join(parts)
-        # The target is an earlier entry of this layer: in the tree, or hidden.
-        node = self._at(parts)
-        if node is not None and node.kind is not Kind.DIR and self._claim(node, target) == layer:
+        if target == path:
+            raise Oci2vmError(f"{p.what}: hardlink {path!r} points to itself")
+        node = self._same_layer(parts, target, p)
+        if node is not None:
+            if node.kind is Kind.DIR:
+                raise Oci2vmError(f"{p.what}: hardlink {path!r} points to directory {target!r}")
+            waiting = self.waiting.get(node)
+            if waiting is not None:
+                waiting.paths.append(path)
             return node
-        same_layer = layer_hidden.get(target)
-        if same_layer is not None:
-            return same_layer
-        pending = self.pending.get(target)
-        if pending is None:
-            placeholder = Inode(Kind.FILE, layer=layer)
-            pending = (placeholder, [])
-            self.pending[target] = pending
-        pending[1].append(_join(split_path(member.name, what)))
-        return pending[0]
+        if self._deleted(parts, p):
+            raise Oci2vmError(f"hardlink {path!r} points to {target!r}, which {p.what} deletes")
+        placeholder = p.forward.get(target)
+        if placeholder is None:
+            placeholder = Inode(Kind.FILE, layer=p.index)
+            p.forward[target] = placeholder
+            self.waiting[placeholder] = _Waiting(target, path, p.what)
+        self.waiting[placeholder].paths.append(path)
+        return placeholder
+
+    def _missing(self, target: str, placeholder: Inode) -> None:
+        """Refuse a hardlink whose target no layer holds, naming a cycle of links as one
+        (links that lead, through one another, back to where they started)."""
+        waiting = self.waiting[placeholder]
+        standing = {path: node for node, w in self.waiting.items() for path in w.paths}
+        chain: list[str] = []
+        node = placeholder
+        while (w := self.waiting.get(node)) is not None and w.link not in chain:
+            chain += [w.link, *w.paths]
+            if w.target == waiting.link or w.target in waiting.paths:
+                names = ", ".join(repr(n) for n in sorted(set(chain)))
+                raise Oci2vmError(
+                    f"{w.what}: hardlinks {names} form a cycle, and no layer below holds "
+                    "a file for them"
+                )
+            node = standing.get(w.target, placeholder)
+        raise Oci2vmError(f"hardlink {waiting.link!r} points to {target!r}, which does not exist")
+
+    def _resolve(self, placeholder: Inode, inode: Inode) -> None:
+        """The target a placeholder stood for has arrived: put it where the links are."""
+        waiting = self.waiting.pop(placeholder)
+        for path in waiting.paths:
+            parts = path.strip("/").split("/")
+            parent = self._at(parts[:-1])
+            if (
+                parent is not None
+                and parent.children
+                and parent.children.get(parts[-1]) is placeholder
+            ):
+                claim = self._claim(placeholder, path)
+                parent.children[parts[-1]] = inode
+                if claim is not None:
+                    self.link_claims[path] = claim
+        further = self.waiting.get(inode)
+        if further is not None:  # the target is itself a link to a lower file
+            further.paths.extend(waiting.paths)
+
+    # --- data ------------------------------------------------------------------------
 
     def _data(self, tar: TarReader, inode: Inode, path: str | None) -> None:
         """The member's stored data is next in the stream: capture and/or sink it."""
@@ -402,17 +620,17 @@ class _Flattener:
                 self.tree.captured[inode] = content
             if self.sink is not None:
                 self.sink(inode, BytesReader(content))
-                self.delivered.add(id(inode))
+                self.delivered.add(inode)
             return
         if self.sink is not None:
             self.sink(inode, tar)  # the member's data, read in place
-            self.delivered.add(id(inode))
+            self.delivered.add(inode)
 
     def _reread(self, index: int, layer: Layer, what: str) -> None:
         """Serve files that a later hardlink in the same layer made visible after their
         data had streamed by: read the layer again, up to the last of them."""
         todo = sorted(
-            (i for i in self.deferred if i.data is not None and id(i) not in self.delivered),
+            (i for i in self.deferred if i.data is not None and i not in self.delivered),
             key=lambda i: i.data.offset if isinstance(i.data, LayerData) else 0,
         )
         if not todo or self.sink is None:
@@ -425,7 +643,7 @@ class _Flattener:
                 if stream.skip(inode.data.offset - position) < inode.data.offset - position:
                     raise Oci2vmError("layer ended early while reading it again")
                 self.sink(inode, _Slice(stream, inode.data.stored_size))
-                self.delivered.add(id(inode))
+                self.delivered.add(inode)
                 position = inode.data.offset + inode.data.stored_size
 
 

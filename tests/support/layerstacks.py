@@ -1,0 +1,319 @@
+"""Random stacks of layers for the differential test of flattening (hypothesis), and the
+other side of the comparison: `umoci raw unpack --rootless` of the same layout.
+
+Layers are drawn as a runtime would apply them: each entry is chosen against the state
+the entries before it leave (a small simulated filesystem), so that stacks stay in the
+space where container tools agree on the result. What that leaves out, on purpose:
+- entries, whiteouts and hardlink targets below a symlink (oci2vm refuses paths through
+  symlinks; umoci follows them inside the root);
+- hardlinks to a path not yet there, or forming a cycle (oci2vm refuses; umoci links to
+  what it finds, or fails);
+- directories no entry lists (their time is the unpacking's in umoci);
+- a whiteout of a directory that the same layer left implicit while writing below it
+  (umoci keeps it with its old metadata, containerd deletes what the layer wrote), or
+  that the same layer listed before, or above such a directory, opaque markers too
+  (umoci leaves on it the time it removed lower entries, not the entry's);
+- a whiteout or opaque marker above a directory the same layer left implicit (umoci and
+  containerd give that directory the metadata of the one they hide; oci2vm gives it an
+  implicit directory's);
+- device nodes (rootless umoci makes them empty files);
+- empty xattr values (Go's archive/tar reads an empty pax value as no value).
+Paths come from a small pool of names so that layers collide often: type changes across
+layers, at the root too, whiteouts and opaque directories that hide something.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hypothesis import strategies as st
+
+from oci2vm.image.model import Image
+from oci2vm.layers.flatten import flatten
+from oci2vm.tree.model import DataReader, Inode
+from support.layouts import Member, directory, file, hardlink, symlink
+from support.treecompare import Record, directory_records, logical_hash, tree_records
+
+NAMES = ("a", "b", "c")
+FILE_MODES = (0o644, 0o600, 0o755, 0o4755, 0o2711, 0o1777, 0o000)
+DIR_MODES = (0o755, 0o700, 0o1777, 0o2775, 0o555)
+OWNERS = (0, 1, 1000, 65534)
+TARGETS = ("a", "../b", "/c/a", "nowhere", "a/b/c", ".")
+CONTENTS = (b"", b"x", b"hello\n", b"secret", bytes(range(200)))
+OPS = ("file", "file", "dir", "dir", "symlink", "hardlink", "hardlink", "fifo")
+OPS += ("whiteout", "whiteout", "opaque", "root")
+
+
+@dataclass
+class Stack:
+    """Layers (bottom first) and whether any layer lists the root directory itself."""
+
+    layers: list[list[Member]]
+    root_listed: bool
+
+    def describe(self) -> str:
+        lines = []
+        for number, layer in enumerate(self.layers, 1):
+            names = [f"{m.info.name}{_suffix(m)}" for m in layer]
+            lines.append(f"layer {number}: " + ", ".join(names))
+        return "\n".join(lines)
+
+
+def _suffix(member: Member) -> str:
+    kind = {b"0": "", b"5": "/", b"2": " ->", b"1": " =>", b"6": " (fifo)"}[member.info.type]
+    return f"{kind} {member.info.linkname}" if member.info.linkname else kind
+
+
+@dataclass
+class _Layer:
+    """The simulated filesystem while one layer is drawn (paths without a leading '/';
+    '' is the root), with the paths this layer wrote and their ancestors (umoci's
+    upperPaths: a whiteout in the same layer leaves them)."""
+
+    state: dict[str, str]
+    members: list[Member] = field(default_factory=list)
+    upper: set[str] = field(default_factory=set)
+    listed: set[str] = field(default_factory=set)
+
+    def below(self, path: str) -> list[str]:
+        prefix = path + "/" if path else ""
+        return [p for p in self.state if p == path or p.startswith(prefix)]
+
+    def through_symlink(self, path: str) -> bool:
+        parts = path.split("/")
+        return any(self.state.get("/".join(parts[:i])) == "symlink" for i in range(1, len(parts)))
+
+    def put(self, path: str, kind: str, member: Member) -> None:
+        """An entry replaces what is at its path (a directory over a directory merges)."""
+        if not (kind == "dir" and self.state.get(path) == "dir"):
+            for gone in self.below(path):
+                del self.state[gone]
+        self.state[path] = kind
+        self.members.append(member)
+        self.listed.add(path)
+        parts = path.split("/")
+        self.upper.update("/".join(parts[:i]) for i in range(1, len(parts) + 1))
+
+    def implicit_below(self, path: str) -> bool:
+        """Whether this layer wrote below `path` through a directory it did not list."""
+        prefix = path + "/" if path else ""
+        return any(p.startswith(prefix) and p not in self.listed for p in self.upper)
+
+    def listed_dir_below(self, path: str) -> bool:
+        """Whether this layer listed a directory strictly below `path`."""
+        prefix = path + "/" if path else ""
+        return any(
+            p.startswith(prefix) and p != path and self.state.get(p) == "dir" for p in self.listed
+        )
+
+    def delete(self, path: str, keep_self: bool) -> None:
+        """A whiteout (or opaque marker) removes what this layer did not write."""
+        for gone in self.below(path):
+            if gone not in self.upper and not (keep_self and gone == path):
+                del self.state[gone]
+
+
+def _mtime(draw: Any) -> dict[str, object]:
+    seconds = draw(st.integers(0, 2_000_000_000))
+    if draw(st.booleans()):
+        return {"mtime": seconds}
+    nanos = draw(st.integers(1, 999_999_999))
+    return {"mtime": seconds, "pax": {"mtime": f"{seconds}.{nanos:09d}"}}
+
+
+def _meta(draw: Any, modes: tuple[int, ...], xattr: bool = True) -> dict[str, object]:
+    meta: dict[str, object] = {
+        "mode": draw(st.sampled_from(modes)),
+        "uid": draw(st.sampled_from(OWNERS)),
+        "gid": draw(st.sampled_from(OWNERS)),
+        **_mtime(draw),
+    }
+    if xattr and draw(st.integers(0, 3)) == 0:
+        pax = dict(meta.get("pax") or {})  # type: ignore[call-overload]
+        pax["SCHILY.xattr.user.k"] = draw(st.sampled_from(["v", "w"]))
+        meta["pax"] = pax
+    return meta
+
+
+def _path(draw: Any) -> str:
+    depth = draw(st.sampled_from((1, 1, 2, 2, 3)))
+    return "/".join(draw(st.sampled_from(NAMES)) for _ in range(depth))
+
+
+def _parents(draw: Any, layer: _Layer, path: str) -> None:
+    """List every parent that is not a directory now, as layer tools do."""
+    parts = path.split("/")
+    for i in range(1, len(parts)):
+        parent = "/".join(parts[:i])
+        if layer.state.get(parent) != "dir":
+            layer.put(parent, "dir", directory(parent, **_meta(draw, DIR_MODES)))
+
+
+def _entry(draw: Any, layer: _Layer, op: str) -> None:
+    path = _path(draw)
+    if op == "hardlink":
+        targets = sorted(
+            p
+            for p, kind in layer.state.items()
+            if kind != "dir" and p and not layer.through_symlink(p)
+        )
+        if not targets:
+            return
+        target = draw(st.sampled_from(targets))
+        if path == target or target.startswith(path + "/") or path.startswith(target + "/"):
+            return
+        _parents(draw, layer, path)
+        if layer.state.get(target) is None:  # a parent listed just now replaced it
+            return
+        layer.put(path, layer.state[target], hardlink(path, target))
+        return
+    _parents(draw, layer, path)
+    if op == "file":
+        member = file(path, draw(st.sampled_from(CONTENTS)), **_meta(draw, FILE_MODES))
+    elif op == "dir":
+        member = directory(path, **_meta(draw, DIR_MODES))
+    elif op == "fifo":
+        member = file(path, **_meta(draw, FILE_MODES, xattr=False))
+        member.info.type = b"6"
+    else:
+        owner = {"uid": draw(st.sampled_from(OWNERS)), **_mtime(draw)}
+        member = symlink(path, draw(st.sampled_from(TARGETS)), **owner)
+        member.info.mode = draw(st.sampled_from((0o777, 0o644, 0o4755)))
+    layer.put(path, {"file": "file", "dir": "dir", "fifo": "fifo"}.get(op, "symlink"), member)
+
+
+def _marker(draw: Any, layer: _Layer, op: str) -> None:
+    """A whiteout or an opaque marker, where a runtime would not reach through a symlink."""
+    if op == "whiteout":
+        path = _path(draw)
+        if layer.through_symlink(path) or layer.implicit_below(path):
+            return
+        if path in layer.upper and path not in layer.listed:
+            return
+        if (path in layer.listed and layer.state.get(path) == "dir") or layer.listed_dir_below(
+            path
+        ):
+            return  # umoci would leave the time of removing lower entries on it
+        head, _, base = path.rpartition("/")
+        layer.members.append(file(f"{head}/.wh.{base}" if head else f".wh.{base}", mode=0o600))
+        layer.delete(path, keep_self=False)
+        return
+    dirs = sorted(p for p, kind in layer.state.items() if kind == "dir")
+    path = draw(st.sampled_from(dirs))  # the root is always there
+    if layer.through_symlink(path + "/x") or layer.implicit_below(path):
+        return
+    if layer.listed_dir_below(path):
+        return  # as for whiteouts
+    layer.members.append(file(f"{path}/.wh..wh..opq" if path else ".wh..wh..opq", mode=0o600))
+    layer.delete(path, keep_self=True)
+
+
+@st.composite
+def layer_stacks(draw: Any, min_layers: int = 3, max_layers: int = 5) -> Stack:
+    """A stack of layers, bottom first, every entry valid where the runtime meets it."""
+    state: dict[str, str] = {"": "dir"}
+    layers: list[list[Member]] = []
+    root_listed = False
+    for _ in range(draw(st.integers(min_layers, max_layers))):
+        layer = _Layer(state)
+        for _ in range(draw(st.integers(1, 7))):
+            op = draw(st.sampled_from(OPS))
+            if op == "root":
+                name = draw(st.sampled_from(("./", ".", "/")))
+                layer.members.append(directory(name, **_meta(draw, DIR_MODES)))
+                root_listed = True
+            elif op in ("whiteout", "opaque"):
+                _marker(draw, layer, op)
+            else:
+                _entry(draw, layer, op)
+        layers.append(layer.members)
+    return Stack(layers, root_listed)
+
+
+def oci2vm_records(image: Image) -> dict[str, Record]:
+    """Records of oci2vm's flattened tree. The sink keeps every inode it is handed: a
+    file a layer lists twice is dropped from the tree, and a dropped inode's id() (the
+    records' key for content) may be a new inode's."""
+    hashes: dict[int, str] = {}
+    kept: list[Inode] = []
+
+    def sink(inode: Inode, data: DataReader) -> None:
+        kept.append(inode)
+        hashes[id(inode)] = logical_hash(inode, data)
+
+    return tree_records(flatten(image, sink=sink), hashes)
+
+
+# --- the other side: umoci ---------------------------------------------------------------
+
+
+def umoci_unpack(image: str, rootfs: Path) -> dict[str, Record] | str:
+    """Records of `umoci raw unpack --rootless` of `image` (PATH:TAG), owners read back
+    from its user.rootlesscontainers xattr; or umoci's error."""
+    done = subprocess.run(
+        ["umoci", "raw", "unpack", "--rootless", "--image", image, str(rootfs)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        return done.stderr.strip() or f"umoci exited with {done.returncode}"
+    records = directory_records(rootfs)
+    for record in records.values():
+        owner = record["xattrs"].pop("user.rootlesscontainers", None)
+        record["uid"], record["gid"] = _rootless_owner(bytes.fromhex(owner or ""))
+    return records
+
+
+def _rootless_owner(payload: bytes) -> tuple[int, int]:
+    """uid and gid of a rootlesscontainers.Resource protobuf: fields 1 and 2 (varints);
+    absent is 0 and NoopID (2**32 - 1) means the unpacking user, the container's root."""
+    ids = {1: 0, 2: 0}
+    pos = 0
+    while pos < len(payload):
+        key, pos = _varint(payload, pos)
+        value, pos = _varint(payload, pos)
+        ids[key >> 3] = 0 if value == 0xFFFFFFFF else value
+    return ids[1], ids[2]
+
+
+def _varint(data: bytes, pos: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        byte = data[pos]
+        pos += 1
+        value |= (byte & 0x7F) << shift
+        shift += 7
+        if not byte & 0x80:
+            return value, pos
+
+
+def comparable(records: dict[str, Record], root_listed: bool) -> dict[str, Record]:
+    """What both sides can state: no owner for symlinks and FIFOs (rootless umoci keeps
+    owners in a user.* xattr, which Linux allows on files and directories only), no time
+    for a root no layer lists (umoci's is the time it made the directory)."""
+    out = {}
+    for path, record in records.items():
+        record = dict(record)
+        if record["kind"] in ("symlink", "fifo"):
+            del record["uid"], record["gid"]
+        if path == "/" and not root_listed:
+            del record["mtime_ns"]
+        out[path] = record
+    return out
+
+
+def make_removable(root: Path) -> None:
+    """Give the owner access to every directory below root (modes such as 0555 in a
+    layer would stop an unprivileged rmtree)."""
+    os.chmod(root, os.lstat(root).st_mode & 0o7777 | stat.S_IRWXU)
+    for dirpath, dirnames, _files in os.walk(root):
+        for name in dirnames:
+            full = os.path.join(dirpath, name)
+            if not os.path.islink(full):
+                os.chmod(full, os.lstat(full).st_mode & 0o7777 | stat.S_IRWXU)

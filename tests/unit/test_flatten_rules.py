@@ -1,0 +1,347 @@
+"""Flattening as a container runtime shows the result: the cases where a layer hides
+what lower layers had (at the root, beneath a type change, in the same layer), the root
+directory's own entry, symlink modes, and hardlinks that cannot be made."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from oci2vm.errors import Oci2vmError
+from oci2vm.tree.model import Kind
+from support.flattened import at, content, flatten_layers, paths
+from support.layouts import Member, directory, file, hardlink, opaque, symlink, whiteout
+
+SECRET = [directory("d"), file("d/secret", b"s3cret"), directory("d/sub"), file("d/sub/x")]
+
+
+def test_opaque_whiteout_at_the_layer_root_hides_every_lower_entry(tmp_path: Path) -> None:
+    tree, data = flatten_layers(
+        tmp_path,
+        [*SECRET, file("top", b"old"), symlink("l", "d")],
+        [file("kept", b"k"), file(".wh..wh..opq", mode=0o600)],
+        [file("newest", b"n")],
+    )
+    assert paths(tree) == {"/", "/kept", "/newest"}
+    assert content(tree, data, "/kept") == b"k"
+
+
+def test_opaque_whiteout_at_the_root_written_with_a_dot_slash(tmp_path: Path) -> None:
+    tree, _ = flatten_layers(tmp_path, [file("a"), directory("b")], [file("./.wh..wh..opq")])
+    assert paths(tree) == {"/"}
+
+
+@pytest.mark.parametrize(
+    "middle",
+    [file("d", b"now a file"), symlink("d", "elsewhere"), hardlink("d", "f")],
+    ids=["file", "symlink", "hardlink"],
+)
+def test_a_path_a_middle_layer_made_a_non_directory_keeps_lower_entries_hidden(
+    tmp_path: Path, middle: Member
+) -> None:
+    tree, _ = flatten_layers(
+        tmp_path,
+        [*SECRET, file("f", b"f")],
+        [middle],
+        [directory("d", mode=0o700), file("d/new", b"n")],
+    )
+    assert paths(tree) == {"/", "/d", "/d/new", "/f"}
+    assert at(tree, "/d").mode == 0o700
+
+
+def test_a_non_directory_then_a_directory_of_one_name_in_one_layer_hide_lower_entries(
+    tmp_path: Path,
+) -> None:
+    tree, _ = flatten_layers(tmp_path, SECRET, [file("d", b"x"), directory("d"), file("d/y")])
+    assert paths(tree) == {"/", "/d", "/d/y"}
+
+
+def test_an_entry_listed_twice_in_one_layer_is_the_later_one(tmp_path: Path) -> None:
+    tree, data = flatten_layers(
+        tmp_path,
+        [file("a", b"lower")],
+        [file("a", b"first"), hardlink("keep", "a"), file("a", b"second", mode=0o600)],
+    )
+    assert content(tree, data, "/a") == b"second"
+    assert at(tree, "/a").mode == 0o600
+    assert content(tree, data, "/keep") == b"first"
+
+
+@pytest.mark.parametrize("order", ["whiteout first", "file first"])
+def test_a_whiteout_and_a_file_of_one_name_in_one_layer_keep_the_file(
+    tmp_path: Path, order: str
+) -> None:
+    pair = [whiteout("d"), file("d", b"new")]
+    tree, data = flatten_layers(tmp_path, SECRET, pair if order == "whiteout first" else pair[::-1])
+    assert paths(tree) == {"/", "/d"}
+    assert content(tree, data, "/d") == b"new"
+
+
+def test_symlinks_get_mode_0777_whatever_the_header_says(tmp_path: Path) -> None:
+    link = symlink("l", "target")
+    link.info.mode = 0o4640
+    tree, _ = flatten_layers(tmp_path, [link])
+    assert at(tree, "/l").mode == 0o777
+
+
+# --- the root directory's own entry --------------------------------------------------------
+
+
+def _root(name: str, mode: int, mtime: int, uid: int, value: str) -> Member:
+    return directory(
+        name,
+        mode=mode,
+        uid=uid,
+        gid=uid + 1,
+        pax={"mtime": f"{mtime}.5", "atime": f"{mtime + 1}", "SCHILY.xattr.user.v": value},
+    )
+
+
+def test_the_newest_layers_root_entry_sets_the_roots_metadata(tmp_path: Path) -> None:
+    tree, _ = flatten_layers(
+        tmp_path,
+        [_root("./", 0o700, 1000, 1, "bottom"), file("a")],
+        [_root("/", 0o750, 2000, 2, "middle")],
+        [file("b")],
+    )
+    root = tree.root
+    assert (root.mode, root.uid, root.gid) == (0o750, 2, 3)
+    assert (root.mtime_ns, root.atime_ns) == (2_000_500_000_000, 2_001_000_000_000)
+    assert root.xattrs == {"user.v": b"middle"}
+
+
+def test_of_two_root_entries_in_one_layer_the_later_wins(tmp_path: Path) -> None:
+    tree, _ = flatten_layers(
+        tmp_path, [_root("./", 0o700, 1000, 1, "a"), file("x"), _root(".", 0o711, 3000, 4, "b")]
+    )
+    assert (tree.root.mode, tree.root.uid, tree.root.mtime_ns) == (0o711, 4, 3_000_500_000_000)
+
+
+def test_a_root_entry_that_is_not_a_directory_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(
+        Oci2vmError, match=r"layer 1 .*'\./' would make the root directory a symlink"
+    ):
+        flatten_layers(tmp_path, [symlink("./", "/etc")])
+
+
+# --- whiteouts that cannot be applied --------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["d/.wh.", "d/.wh..", "d/.wh..."])
+def test_a_whiteout_without_a_usable_name_is_refused(tmp_path: Path, name: str) -> None:
+    with pytest.raises(Oci2vmError, match=r"layer 2 .*whiteout .* names no entry"):
+        flatten_layers(tmp_path, SECRET, [file(name)])
+
+
+@pytest.mark.parametrize(
+    "marker",
+    [whiteout("l/secret"), opaque("l"), opaque("l/sub")],
+    ids=["whiteout", "opaque", "opaque below"],
+)
+def test_a_whiteout_through_a_symlinked_directory_is_refused(
+    tmp_path: Path, marker: Member
+) -> None:
+    """A runtime follows the symlink and deletes in its target: keeping the target's
+    entries would resurrect what the layer deletes."""
+    with pytest.raises(Oci2vmError, match=r"through symlink '/l'"):
+        flatten_layers(tmp_path, [*SECRET, symlink("l", "d")], [marker])
+
+
+def test_a_whiteout_below_a_symlink_that_a_later_layer_replaced_applies(tmp_path: Path) -> None:
+    tree, _ = flatten_layers(
+        tmp_path,
+        [*SECRET, symlink("l", "d")],
+        [directory("l"), file("l/secret")],
+        [whiteout("l/secret")],
+    )
+    assert "/l/secret" not in paths(tree) and "/d/secret" in paths(tree)
+
+
+# --- hardlinks ---------------------------------------------------------------------------------
+
+
+def test_a_hardlink_to_itself_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(Oci2vmError, match=r"layer 2 .*hardlink '/a' points to itself"):
+        flatten_layers(tmp_path, [file("a", b"x")], [hardlink("a", "a")])
+
+
+@pytest.mark.parametrize(
+    "links",
+    [
+        [hardlink("a", "b"), hardlink("b", "a")],
+        [hardlink("a", "b"), hardlink("b", "c"), hardlink("c", "./a")],
+    ],
+    ids=["two", "three"],
+)
+def test_a_hardlink_cycle_is_refused(tmp_path: Path, links: list[Member]) -> None:
+    with pytest.raises(Oci2vmError, match=r"layer 1 .*hardlinks '/a'.* form a cycle"):
+        flatten_layers(tmp_path, links)
+
+
+@pytest.mark.parametrize(
+    "layers",
+    [
+        [[directory("d"), hardlink("h", "d")]],
+        [[directory("d")], [hardlink("h", "d")]],
+        [[directory("d"), hardlink("h", "d")], [whiteout("d")]],
+    ],
+    ids=["same layer", "lower layer", "same layer, hidden above"],
+)
+def test_a_hardlink_to_a_directory_is_named_as_such(
+    tmp_path: Path, layers: list[list[Member]]
+) -> None:
+    with pytest.raises(Oci2vmError, match=r"hardlink '/h' points to directory '/d'"):
+        flatten_layers(tmp_path, *layers)
+
+
+def test_hardlinks_chained_across_layers_share_the_bottom_file(tmp_path: Path) -> None:
+    tree, data = flatten_layers(
+        tmp_path,
+        [file("a", b"bottom")],
+        [hardlink("b", "a")],
+        [hardlink("c", "b"), hardlink("d", "c")],
+    )
+    a = at(tree, "/a")
+    assert at(tree, "/b") is a and at(tree, "/c") is a and at(tree, "/d") is a
+    assert data[id(a)] == b"bottom"
+
+
+def test_a_hardlink_listed_before_its_target_links_the_lower_file(tmp_path: Path) -> None:
+    """As a runtime applies entries in order: the link is made to what is there then."""
+    tree, data = flatten_layers(
+        tmp_path, [file("a", b"lower")], [hardlink("h", "a"), file("a", b"upper")]
+    )
+    assert content(tree, data, "/h") == b"lower"
+    assert content(tree, data, "/a") == b"upper"
+    assert at(tree, "/h") is not at(tree, "/a")
+
+
+def test_a_hardlink_made_before_its_layer_deletes_the_target_keeps_the_file(
+    tmp_path: Path,
+) -> None:
+    tree, data = flatten_layers(tmp_path, [file("a", b"kept")], [hardlink("h", "a"), whiteout("a")])
+    assert paths(tree) == {"/", "/h"}
+    assert content(tree, data, "/h") == b"kept"
+
+
+@pytest.mark.parametrize(
+    "layer",
+    [
+        [whiteout("d/secret"), hardlink("h", "d/secret")],
+        [opaque("d"), hardlink("h", "d/secret")],
+        [file("d"), hardlink("h", "d/secret")],
+    ],
+    ids=["whiteout", "opaque", "replaced parent"],
+)
+def test_a_hardlink_made_after_its_layer_deleted_the_target_is_refused(
+    tmp_path: Path, layer: list[Member]
+) -> None:
+    with pytest.raises(Oci2vmError, match=r"hardlink '/h' points to '/d/secret', which layer 2"):
+        flatten_layers(tmp_path, SECRET, layer)
+
+
+def test_a_hardlink_to_a_target_a_middle_layer_hid_beneath_a_file_is_refused(
+    tmp_path: Path,
+) -> None:
+    with pytest.raises(Oci2vmError, match=r"hardlink '/h' points to '/d/secret', which layer 2"):
+        flatten_layers(tmp_path, SECRET, [file("d")], [directory("d"), hardlink("h", "d/secret")])
+
+
+def test_a_hardlink_to_a_symlink_shares_the_symlink(tmp_path: Path) -> None:
+    tree, _ = flatten_layers(tmp_path, [symlink("s", "t")], [hardlink("h", "s")])
+    assert at(tree, "/h") is at(tree, "/s")
+    assert at(tree, "/h").kind is Kind.SYMLINK
+
+
+def test_an_upper_hardlink_links_the_last_of_two_lower_entries_of_its_target(
+    tmp_path: Path,
+) -> None:
+    tree, data = flatten_layers(
+        tmp_path,
+        [file("a", b"first", mode=0o600), file("a", b"second", mode=0o640)],
+        [hardlink("b", "a")],
+    )
+    assert at(tree, "/b") is at(tree, "/a")
+    assert content(tree, data, "/b") == b"second"
+    assert at(tree, "/b").mode == 0o640
+
+
+@pytest.mark.parametrize(
+    "entry",
+    [file("c", b"f"), symlink("c", "a"), hardlink("c", "a")],
+    ids=["file", "symlink", "link"],
+)
+def test_a_layer_that_writes_in_a_directory_then_replaces_it_keeps_the_replacement(
+    tmp_path: Path, entry: Member
+) -> None:
+    tree, _ = flatten_layers(
+        tmp_path, [directory("c"), file("c/old"), file("a")], [file("c/new"), entry]
+    )
+    assert paths(tree) == {"/", "/a", "/c"}
+    assert at(tree, "/c").kind is not Kind.DIR
+
+
+def test_what_a_layer_wrote_in_a_directory_it_then_replaces_stays_out_below_an_upper_one(
+    tmp_path: Path,
+) -> None:
+    tree, _ = flatten_layers(
+        tmp_path,
+        [directory("a"), file("a/x"), directory("a/sub"), file("a/sub/y"), symlink("a", "b")],
+        [directory("a"), file("a/new")],
+    )
+    assert paths(tree) == {"/", "/a", "/a/new"}
+
+
+@pytest.mark.parametrize("last", ["directory", "file"])
+def test_a_layer_replacing_a_directory_an_upper_layer_writes_in_keeps_the_upper_entries(
+    tmp_path: Path, last: str
+) -> None:
+    ends = [directory("a", mode=0o750)] if last == "directory" else []
+    tree, _ = flatten_layers(
+        tmp_path,
+        [directory("a", mode=0o700), file("a/old"), file("a"), *ends],
+        [file("a/new")],  # its directory left implicit
+    )
+    assert paths(tree) == {"/", "/a", "/a/new"}
+    assert at(tree, "/a").mode == (0o750 if last == "directory" else 0o755)
+
+
+def test_a_whiteout_below_a_path_whose_last_entry_is_no_symlink_applies(tmp_path: Path) -> None:
+    tree, _ = flatten_layers(
+        tmp_path,
+        [*SECRET, symlink("l", "d")],
+        [symlink("l", "d"), directory("l"), file("l/secret")],
+        [whiteout("l/secret")],
+    )
+    assert "/l/secret" not in paths(tree) and "/d/secret" in paths(tree)
+
+
+def test_a_symlink_a_layer_lists_then_replaces_by_a_directory_upper_layers_write_in_is_no_error(
+    tmp_path: Path,
+) -> None:
+    tree, _ = flatten_layers(
+        tmp_path, [symlink("c", "a"), directory("c", mode=0o700), file("c/x")], [file("c/y")]
+    )
+    assert paths(tree) == {"/", "/c", "/c/x", "/c/y"}
+    assert at(tree, "/c").mode == 0o700
+
+
+def test_hardlinks_to_each_other_over_a_lower_file_are_no_cycle(tmp_path: Path) -> None:
+    """As a runtime applies them: b links the lower a, then a links b (the same file)."""
+    tree, data = flatten_layers(
+        tmp_path, [file("a", b"lower a")], [hardlink("b", "a"), hardlink("a", "b")]
+    )
+    assert at(tree, "/a") is at(tree, "/b")
+    assert content(tree, data, "/a") == b"lower a"
+
+
+def test_a_whiteout_below_a_symlink_whose_parent_its_layer_then_replaced_is_no_error(
+    tmp_path: Path,
+) -> None:
+    tree, _ = flatten_layers(
+        tmp_path,
+        [directory("a"), directory("b"), symlink("b/a", "/a"), file("b", b"file")],
+        [whiteout("b/a/x")],
+    )
+    assert paths(tree) == {"/", "/a", "/b"}
