@@ -12,9 +12,11 @@ from oci2vm.tree.model import DataReader, Inode, Tree, lookup, walk
 from support.layouts import Layer, write_layout
 
 
-def flatten_layers(tmp_path: Path, *layers: Layer) -> tuple[Tree, dict[int, bytes]]:
+def flatten_layers(
+    tmp_path: Path, *layers: Layer, compression: str = "gzip"
+) -> tuple[Tree, dict[int, bytes]]:
     """The tree of `layers` (bottom first) and each delivered file's bytes by id(inode)."""
-    write_layout(tmp_path / "img", list(layers))
+    write_layout(tmp_path / "img", list(layers), compression=compression)
     image = resolve(f"oci:{tmp_path / 'img'}", Fetch())
     data: dict[int, bytes] = {}
 

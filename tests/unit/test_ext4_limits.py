@@ -6,12 +6,8 @@ bytes. (tests/readback/test_ext4_hostile.py reads such images back with e2fsck.)
 from __future__ import annotations
 
 import re
-import signal
 import time
 import tracemalloc
-from collections.abc import Iterator
-from contextlib import contextmanager
-from types import FrameType
 
 import pytest
 
@@ -25,26 +21,11 @@ from oci2vm.fs.ext4.layout import (
     pack_superblock,
 )
 from oci2vm.tree.model import BytesData, Inode, Kind, new_dir
+from support.deadline import within
 from support.ext4check import FS_TIME, FS_UUID, HASH_SEED, MIB
 from support.ext4trees import DiscardingOutput, small_files_tree
 
 TIB = 1 << 40
-
-
-@contextmanager
-def deadline(seconds: float) -> Iterator[None]:
-    """Fail (rather than hang) when the body runs longer than `seconds`."""
-
-    def expire(_signum: int, _frame: FrameType | None) -> None:
-        raise TimeoutError(f"still running after {seconds} s")
-
-    previous = signal.signal(signal.SIGALRM, expire)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
 
 
 def _build(root: Inode, size: int | None, out: DiscardingOutput) -> Ext4Result:
@@ -63,7 +44,7 @@ def _one_file() -> Inode:
 def test_a_size_beyond_16_tib_is_refused_at_once(size: int) -> None:
     out = DiscardingOutput()
     assert MAX_SIZE == 16 * TIB == (1 << 32) * BLOCK_SIZE
-    with deadline(5), pytest.raises(Oci2vmError) as error:
+    with within(5), pytest.raises(Oci2vmError) as error:
         _build(_one_file(), size, out)
     message = str(error.value)
     assert "\n" not in message
@@ -124,5 +105,5 @@ def test_a_given_size_too_small_for_the_inodes_names_the_size_they_need() -> Non
 
 
 def test_required_size_of_an_absurd_hint_is_quick() -> None:
-    with deadline(5):
+    with within(5):
         assert required_size(1 << 80, 1 << 40) > MAX_SIZE

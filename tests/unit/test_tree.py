@@ -13,7 +13,8 @@ from oci2vm.image.blobs import BlobStore
 from oci2vm.layers import decompress
 from oci2vm.layers.flatten import flatten
 from oci2vm.sources import Fetch, resolve
-from oci2vm.tree.model import DataReader, Inode, Kind, Tree, link_counts, lookup, walk
+from oci2vm.tree.model import Kind, Tree, link_counts, lookup, walk
+from support.flattened import flatten_layers
 from support.layouts import (
     Member,
     directory,
@@ -30,19 +31,7 @@ from support.layouts import (
 def build(
     tmp_path: Path, *layers: list[Member], compression: str = "gzip"
 ) -> tuple[Tree, dict[int, bytes]]:
-    write_layout(tmp_path / "img", list(layers), compression=compression)
-    image = resolve(f"oci:{tmp_path / 'img'}", Fetch())
-    data: dict[int, bytes] = {}
-
-    def sink(inode: Inode, stream: DataReader) -> None:
-        assert id(inode) not in data, "data delivered twice"
-        pieces = []
-        while piece := stream.view(1 << 20):
-            pieces.append(bytes(piece))
-        data[id(inode)] = b"".join(pieces)
-
-    tree = flatten(image, sink=sink)
-    return tree, data
+    return flatten_layers(tmp_path, *layers, compression=compression)
 
 
 def paths(tree: Tree) -> set[str]:
