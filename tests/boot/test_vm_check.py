@@ -77,31 +77,19 @@ def test_probe_boot_sector_prints_its_marker_under_tcg(tmp_path: Path) -> None:
 
 @pytest.mark.qemu
 @needs_qemu
-def test_probe_verdict_matches_how_kvm_really_runs_it(
-    tmp_path: Path, fresh_kvm_probe: None
-) -> None:
-    """Run the probe under KVM with all the time it wants: KVM is chosen exactly when it
-    finishes within the probe's budget. On this project's build machine (nested KVM that
-    emulates real mode) that is never, so the verdict is TCG."""
+def test_probe_verdict_matches_how_kvm_and_tcg_really_run_it(fresh_kvm_probe: None) -> None:
+    """KVM is chosen exactly when the probe finishes under KVM, and faster than under TCG.
+    On this project's build machine (nested KVM that emulates real mode) it is slower,
+    and real guests hang under it after the boot loader, so the verdict is TCG."""
     verdict = vm.kvm_works()
     if not vm.kvm_device_usable():
         assert verdict is False
         return
-    image = tmp_path / "probe.img"
-    image.write_bytes(vm.kvm_probe_image())
-    started = time.monotonic()
-    proc = tools.run(
-        [QEMU, "-accel", "kvm", "-cpu", "host", "-machine", "pc", "-m", "16",
-         "-display", "none", "-nodefaults", "-serial", "stdio",
-         "-device", "isa-debug-exit,iobase=0xf4,iosize=0x04",
-         "-drive", f"file={image},format=raw,if=ide", "-no-reboot"],
-        input=b"", check=False, timeout=60,
-    )  # fmt: skip
-    seconds = time.monotonic() - started
-    finished = vm.KVM_PROBE_MARKER in proc.stdout
-    if finished and seconds < vm.KVM_PROBE_TIMEOUT * 0.8:
+    kvm, tcg = vm.probe_seconds("kvm"), vm.probe_seconds("tcg")
+    assert tcg is not None  # TCG always runs it
+    if kvm is not None and kvm < tcg * 0.5:
         assert verdict is True
-    elif not finished or seconds > vm.KVM_PROBE_TIMEOUT * 1.2:
+    elif kvm is None or kvm > tcg * 2:
         assert verdict is False
     assert vm.kvm_works() is verdict  # cached
     assert vm.kvm_works.cache_info().hits >= 1
