@@ -26,10 +26,10 @@ from typing import BinaryIO
 
 from oci2vm.arch import Arch
 from oci2vm.boot import grub
-from oci2vm.config import Config, OutputFormat
+from oci2vm.config import Config, OutputFormat, PartitionTable
 from oci2vm.disk.assemble import BootFiles, assemble_disk
 from oci2vm.disk.convert import convert
-from oci2vm.disk.plan import DiskPlan, plan_disk
+from oci2vm.disk.plan import DiskPlan, boot_modes, plan_disk
 from oci2vm.errors import Oci2vmError
 from oci2vm.fs import fat
 from oci2vm.fs.ext4 import MAX_SIZE, Ext4Result, Ext4Writer, required_size
@@ -49,6 +49,7 @@ from oci2vm.tree.editor import TreeEditor
 from oci2vm.tree.model import FileSink, Tree
 from oci2vm.tree.osinfo import OsInfo, describe
 from oci2vm.util.atomic import atomic_output, scratch_beside
+from oci2vm.util.units import TIB
 
 
 @dataclass(frozen=True, slots=True)
@@ -211,12 +212,12 @@ def plan_phase(ctx: BuildContext, system: SystemOptions) -> tuple[DiskPlan, Boot
     """The boot images, then the disk plan that has room for them and the root."""
     config = ctx.config
     arch = system.arch
-    plan = plan_disk(arch, config.table, config.boot, esp_size=0)
-    boot = boot_files(arch, plan, str(ctx.identity.fs_uuid))
+    bios, uefi = boot_modes(config.boot)
+    boot = boot_files(arch, config.table, bios, uefi, str(ctx.identity.fs_uuid))
     # The root filesystem's own minimum, so that a small --size names the disk's minimum
     # rather than the root partition's.
     root_need = required_size(data_size_hint(ctx.image, system), 0)
-    esp_size = fat.fat_size_for(boot.esp_files) if plan.uefi else 0
+    esp_size = fat.fat_size_for(boot.esp_files) if uefi else 0
     plan = plan_disk(
         arch, config.table, config.boot, esp_size=esp_size, disk_size=config.size,
         root_need=root_need,
@@ -226,16 +227,18 @@ def plan_phase(ctx: BuildContext, system: SystemOptions) -> tuple[DiskPlan, Boot
         most = config.size - (plan.root_size - MAX_SIZE)  # the root then gets MAX_SIZE
         raise Oci2vmError(
             f"--size {config.size} bytes leaves {plan.root_size} bytes for the root "
-            f"filesystem, beyond what oci2vm's ext4 holds (16 TiB): pass a --size of at "
-            f"most {most} bytes"
+            f"filesystem, beyond what oci2vm's ext4 holds ({MAX_SIZE // TIB} TiB): pass a "
+            f"--size of at most {most} bytes"
         )
     return plan, boot
 
 
-def boot_files(arch: Arch, plan: DiskPlan, fs_uuid: str) -> BootFiles:
-    core = grub.build_bios_core(fs_uuid, plan.table.value, arch=arch) if plan.bios else b""
+def boot_files(
+    arch: Arch, table: PartitionTable, bios: bool, uefi: bool, fs_uuid: str
+) -> BootFiles:
+    core = grub.build_bios_core(fs_uuid, table.value, arch=arch) if bios else b""
     esp_files = {}
-    if plan.uefi:
+    if uefi:
         esp_files[arch.efi_boot_path] = grub.build_efi(fs_uuid, arch=arch)
     return BootFiles(core, esp_files)
 

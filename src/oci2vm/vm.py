@@ -251,7 +251,7 @@ def qemu_command(
 
 
 def _machine(arch: Arch, firmware: Firmware, bus: Bus) -> str:
-    if arch is not PROBE_ARCH:
+    if not arch.has_bios:  # the PC machines below are the BIOS architecture's
         return arch.facts.qemu_machine
     # IDE means the i440FX's PIIX controller; q35 has AHCI (SATA) only. OVMF runs on both.
     if bus is Bus.IDE:
