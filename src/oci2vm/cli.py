@@ -19,13 +19,18 @@ from oci2vm.config import (
     Bus,
     Config,
     Firmware,
+    InitMode,
+    InitrdChoice,
+    KernelChoice,
     OutputFormat,
     PartitionTable,
+    PortMapping,
+    Volume,
 )
 from oci2vm.errors import Oci2vmError, Terminated
 from oci2vm.image.model import Platform
 from oci2vm.report import Reporter
-from oci2vm.util.units import parse_size
+from oci2vm.util.units import MIB, parse_size
 
 EXAMPLES = """\
 sources (skopeo syntax):
@@ -84,9 +89,63 @@ def _choice(
     p.add_argument(flag, type=kind, choices=list(kind), default=default, help=text)
 
 
-def _common(p: argparse.ArgumentParser) -> None:
+def _kernel(text: str) -> KernelChoice:
+    try:
+        return KernelChoice.parse(text)
+    except Oci2vmError as e:
+        raise argparse.ArgumentTypeError(str(e)) from e
+
+
+def _memory(text: str) -> int:
+    """MiB: a plain number is MiB (as QEMU's -m), else a size with its unit (512M, 2G)."""
+    value = int(text) if text.isdigit() else _size(text) // MIB
+    if value < 16:
+        raise argparse.ArgumentTypeError(f"expected at least 16 MiB of memory, not {text!r}")
+    return value
+
+
+def _port(text: str, what: str) -> int:
+    if not text.isdigit() or not 0 < int(text) < 65536:
+        raise argparse.ArgumentTypeError(f"expected a {what} port of 1-65535, not {text!r}")
+    return int(text)
+
+
+def _publish(text: str) -> PortMapping:
+    """[HOST_IP:]HOST_PORT:GUEST_PORT[/tcp|/udp], as docker run -p."""
+    spec, _, protocol = text.partition("/")
+    protocol = protocol or "tcp"
+    if protocol not in ("tcp", "udp"):
+        raise argparse.ArgumentTypeError(f"-p {text}: the protocol is tcp or udp")
+    host_ip, sep, ports = spec.rpartition(":")
+    if not sep:
+        raise argparse.ArgumentTypeError(f"-p {text}: expected [HOST_IP:]HOST_PORT:GUEST_PORT")
+    host_ip, sep, host_port = host_ip.rpartition(":")
+    if not sep:
+        host_ip = "127.0.0.1"
+    host_ip = host_ip.strip("[]")
+    return PortMapping(_port(host_port, "host"), _port(ports, "guest"), host_ip, protocol)
+
+
+def _volume(text: str) -> Volume:
+    """HOSTDIR:GUESTDIR[:ro|:rw], as docker run -v (host directories only)."""
+    parts = text.split(":")
+    read_only = False
+    if len(parts) == 3 and parts[2] in ("ro", "rw"):
+        read_only = parts.pop() == "ro"
+    if len(parts) != 2 or not parts[0] or not parts[1].startswith("/"):
+        raise argparse.ArgumentTypeError(
+            f"-v {text}: expected HOSTDIR:GUESTDIR[:ro] with an absolute GUESTDIR"
+        )
+    host = Path(parts[0]).expanduser()
+    if not host.is_dir():
+        raise argparse.ArgumentTypeError(f"-v {text}: {host} is not a directory")
+    return Volume(host.resolve(), parts[1], read_only)
+
+
+def _common(p: argparse.ArgumentParser, verbose_short: bool = True) -> None:
     p.add_argument("-q", "--quiet", action="store_true", help="no progress, no notes")
-    p.add_argument("-v", "--verbose", action="store_true", help="log every external command")
+    flags = ("-v", "--verbose") if verbose_short else ("--verbose",)
+    p.add_argument(*flags, action="store_true", help="log every external command")
     p.add_argument("--json", action="store_true", help="print a machine-readable report")
 
 
@@ -166,16 +225,73 @@ def _build_options(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _system_options(p: argparse.ArgumentParser) -> None:
+    """Where the kernel, the initrd and PID 1 come from."""
+    p.add_argument(
+        "--kernel",
+        type=_kernel,
+        default=KernelChoice(),
+        metavar="auto|image|debian[:SUITE[:FLAVOUR]]|SOURCE|FILE.deb",
+        help="the kernel to boot (default: auto, the image's own, else Debian's, verified "
+        "through the archive's signatures)",
+    )
+    _choice(p, "--initrd", InitrdChoice, InitrdChoice.AUTO,
+            "the initramfs: the image's own or oci2vm's (default: auto)")  # fmt: skip
+    _choice(p, "--init", InitMode, InitMode.AUTO,
+            "system: the image's init runs as PID 1; app: the image's Entrypoint and Cmd "
+            "run as the VM's job (default: auto, app when the image has no init)")  # fmt: skip
+    p.add_argument(
+        "--mirror",
+        metavar="URL",
+        help="Debian mirror (default: $OCI2VM_DEBIAN_MIRROR, else deb.debian.org)",
+    )
+    p.add_argument(
+        "--keyring",
+        dest="keyrings",
+        type=Path,
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="OpenPGP keyring to check the Debian archive with (default: Debian's archive keys)",
+    )
+    p.add_argument(
+        "--allow-expired-release",
+        action="store_true",
+        help="accept a Debian Release past its Valid-Until (snapshot mirrors)",
+    )
+
+
+def _workload_options(p: argparse.ArgumentParser) -> None:
+    """docker run's options for the workload of an app image."""
+    p.add_argument("-e", "--env", action="append", default=[], metavar="KEY[=VALUE]",
+                   help="set an environment variable (KEY alone: its value here)")  # fmt: skip
+    p.add_argument("--env-file", action="append", default=[], type=Path, metavar="FILE",
+                   help="read KEY=VALUE lines from FILE")  # fmt: skip
+    p.add_argument("-w", "--workdir", metavar="DIR", help="working directory of the workload")
+    p.add_argument("-u", "--user", metavar="NAME|UID[:GROUP|GID]", help="user of the workload")
+    p.add_argument("--entrypoint", metavar="CMD", help="replace the image's Entrypoint")
+    p.add_argument("-p", "--publish", type=_publish, action="append", default=[],
+                   metavar="[HOST_IP:]HOST_PORT:GUEST_PORT",
+                   help="forward a host port to the guest (repeatable)")  # fmt: skip
+    p.add_argument("-v", "--volume", dest="volumes", type=_volume, action="append",
+                   default=[], metavar="HOSTDIR:GUESTDIR[:ro]",
+                   help="share a host directory with the guest (repeatable)")  # fmt: skip
+    p.add_argument("-i", "--interactive", action="store_true", help="keep stdin open")
+    p.add_argument("-t", "--tty", action="store_true", help="give the workload a terminal")
+    p.add_argument("command", nargs=argparse.REMAINDER, metavar="-- CMD ARG",
+                   help="replaces the image's Cmd")  # fmt: skip
+
+
 def _vm_options(p: argparse.ArgumentParser) -> None:
     _choice(p, "--firmware", Firmware, Firmware.BIOS,
             "firmware to boot with (default: bios, SeaBIOS; uefi: OVMF)")  # fmt: skip
     p.add_argument(
         "--memory",
         dest="memory_mib",
-        type=int,
+        type=_memory,
         default=1024,
-        metavar="MIB",
-        help="guest memory in MiB (default: 1024)",
+        metavar="MIB|SIZE",
+        help="guest memory in MiB, or a size such as 2G (default: 1024)",
     )
     p.add_argument("--cpus", type=int, default=2, help="guest CPUs (default: 2)")
     _choice(p, "--accel", Accel, Accel.AUTO,
@@ -196,6 +312,7 @@ def parser() -> argparse.ArgumentParser:
     p = sub.add_parser("inspect", help="describe an image and what its layers hold")
     p.add_argument("source", help="the image (see the sources in oci2vm --help)")
     _source_options(p)
+    _system_options(p)
     _common(p)
 
     p = sub.add_parser("build", help="build a root filesystem or a bootable disk")
@@ -210,14 +327,21 @@ def parser() -> argparse.ArgumentParser:
     )
     _source_options(p)
     _build_options(p)
+    _system_options(p)
     _common(p)
 
-    p = sub.add_parser("run", help="boot a disk (or a source, built first) in QEMU")
+    p = sub.add_parser(
+        "run",
+        help="boot a disk, or run a source like docker run (an app image's Entrypoint and "
+        "Cmd as the VM's job, its exit code as oci2vm's)",
+    )
     p.add_argument("source", metavar="DISK|SOURCE")
     _source_options(p)
     _build_options(p)
+    _system_options(p)
     _vm_options(p)
-    _common(p)
+    _common(p, verbose_short=False)
+    _workload_options(p)
 
     p = sub.add_parser("check", help="boot headless and wait for a login prompt or a marker")
     p.add_argument("source", metavar="DISK|SOURCE")
@@ -225,6 +349,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, default=300.0, metavar="SECONDS")
     _source_options(p)
     _build_options(p)
+    _system_options(p)
     _vm_options(p)
     _common(p)
     return top
@@ -234,8 +359,16 @@ def config_from(args: argparse.Namespace) -> Config:
     fields = {k: v for k, v in vars(args).items() if k in Config.__dataclass_fields__}
     if "ssh_keys" in fields:
         fields["ssh_keys"] = tuple(fields["ssh_keys"])
-    if "insecure_hosts" in fields:
-        fields["insecure_hosts"] = tuple(fields["insecure_hosts"])
+    for name in ("insecure_hosts", "keyrings", "publish", "volumes"):
+        if name in fields:
+            fields[name] = tuple(fields[name])
+    if "command" in fields:
+        command = list(fields["command"])
+        if command[:1] == ["--"]:
+            command = command[1:]
+        fields["command"] = tuple(command) if command else None
+    if "env" in fields:
+        fields["env"] = environment(getattr(args, "env_file", []), fields["env"])
     password_file: Path | None = getattr(args, "root_password_file", None)
     if password_file is not None:
         fields["root_password"] = read_password(password_file)
@@ -243,6 +376,42 @@ def config_from(args: argparse.Namespace) -> Config:
 
 
 PASSWORD_LIMIT = 4096  # bytes of a password file's first line
+ENV_FILE_LIMIT = 1 << 20
+
+
+def environment(files: Sequence[Path], options: Sequence[str]) -> tuple[str, ...]:
+    """KEY=VALUE settings from --env-file FILEs, then -e options, as docker run reads them:
+    blank lines and # comments skipped, a KEY alone takes its value from this environment
+    (and is left out when unset here)."""
+    import os
+
+    settings: list[str] = []
+    for path in files:
+        try:
+            text = read_small_text(path)
+        except (OSError, UnicodeDecodeError, Oci2vmError) as e:
+            raise Oci2vmError(f"--env-file {path}: {e}") from None
+        settings.extend(line for line in text.splitlines() if line.strip()
+                        and not line.lstrip().startswith("#"))  # fmt: skip
+    settings.extend(options)
+    out: list[str] = []
+    for setting in settings:
+        key, sep, _ = setting.partition("=")
+        if not key or any(c.isspace() for c in key):
+            raise Oci2vmError(f"environment setting {setting!r}: expected KEY=VALUE")
+        if sep:
+            out.append(setting)
+        elif key in os.environ:
+            out.append(f"{key}={os.environ[key]}")
+    return tuple(out)
+
+
+def read_small_text(path: Path) -> str:
+    with path.open("rb") as f:
+        data = f.read(ENV_FILE_LIMIT + 1)
+    if len(data) > ENV_FILE_LIMIT:
+        raise Oci2vmError(f"larger than {ENV_FILE_LIMIT} bytes")
+    return data.decode("utf-8")
 
 
 def read_password(path: Path) -> str:

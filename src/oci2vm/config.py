@@ -60,6 +60,72 @@ class Accel(StrEnum):
     TCG = "tcg"
 
 
+class InitMode(StrEnum):
+    AUTO = "auto"  # system when the image has an init, else app
+    SYSTEM = "system"  # the image's init takes over as PID 1
+    APP = "app"  # oci2vm's init stays PID 1 and runs Entrypoint + Cmd
+
+
+class InitrdChoice(StrEnum):
+    AUTO = "auto"  # see prepare/initrd.py for how it decides
+    IMAGE = "image"  # the image's own initrd (none: boot without one)
+    OWN = "own"  # oci2vm's initramfs
+
+
+class KernelKind(StrEnum):
+    AUTO = "auto"  # the image's kernel, else Debian's
+    IMAGE = "image"
+    DEBIAN = "debian"
+    DEB = "deb"  # a kernel package file
+    SOURCE = "source"  # an image source whose tree holds a kernel
+
+
+@dataclass(frozen=True, slots=True)
+class KernelChoice:
+    """--kernel: where the disk's kernel comes from."""
+
+    kind: KernelKind = KernelKind.AUTO
+    suite: str | None = None  # debian: None = the image's own release, else stable
+    flavour: str | None = None  # debian: None = the architecture's default flavour
+    location: str = ""  # deb: the file; source: the image source
+
+    @classmethod
+    def parse(cls, text: str) -> KernelChoice:
+        head, _, rest = text.partition(":")
+        if text in ("auto", "image"):
+            return cls(KernelKind(text))
+        if head == "debian":
+            suite, _, flavour = rest.partition(":")
+            if ":" in flavour:
+                raise Oci2vmError(f"--kernel {text!r}: expected debian[:SUITE[:FLAVOUR]]")
+            return cls(KernelKind.DEBIAN, suite=suite or None, flavour=flavour or None)
+        if text.endswith(".deb") and Path(text).is_file():
+            return cls(KernelKind.DEB, location=text)
+        if not text:
+            raise Oci2vmError("--kernel needs a value: auto, image, debian[:SUITE[:FLAVOUR]], "
+                              "an image source or a kernel .deb")  # fmt: skip
+        return cls(KernelKind.SOURCE, location=text)
+
+
+@dataclass(frozen=True, slots=True)
+class PortMapping:
+    """-p [HOST_IP:]HOST_PORT:GUEST_PORT[/tcp|udp]"""
+
+    host_port: int
+    guest_port: int
+    host_ip: str = "127.0.0.1"
+    protocol: str = "tcp"
+
+
+@dataclass(frozen=True, slots=True)
+class Volume:
+    """-v HOSTDIR:GUESTDIR[:ro]"""
+
+    host: Path
+    guest: str
+    read_only: bool = False
+
+
 @dataclass(frozen=True, slots=True)
 class Config:
     source: str = ""
@@ -82,6 +148,22 @@ class Config:
     hostname: str | None = None  # None = from the image name
     root_password: str | None = None
     ssh_keys: tuple[Path, ...] = ()
+    kernel: KernelChoice = field(default_factory=KernelChoice)
+    initrd: InitrdChoice = InitrdChoice.AUTO
+    init: InitMode = InitMode.AUTO
+    mirror: str | None = None  # Debian mirror; None: $OCI2VM_DEBIAN_MIRROR, else Debian's
+    keyrings: tuple[Path, ...] = ()  # OpenPGP keyrings for the Debian archive; () = Debian's
+    allow_expired_release: bool = False
+    # the workload of app mode (docker run's options); None: the image config's
+    command: tuple[str, ...] | None = None  # replaces Cmd
+    entrypoint: str | None = None  # replaces Entrypoint ("" clears it)
+    env: tuple[str, ...] = ()  # KEY=VALUE added to the config's Env, in order
+    workdir: str | None = None
+    user: str | None = None  # NAME|UID[:GROUP|GID]
+    publish: tuple[PortMapping, ...] = ()
+    volumes: tuple[Volume, ...] = ()
+    interactive: bool = False
+    tty: bool = False
     # running
     firmware: Firmware = Firmware.BIOS
     memory_mib: int = 1024
