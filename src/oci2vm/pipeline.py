@@ -16,6 +16,7 @@ The output appears only when it is complete (util/atomic.py).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
 import time
 from collections.abc import Callable, Iterator
@@ -26,7 +27,7 @@ from typing import BinaryIO
 
 from oci2vm.arch import Arch
 from oci2vm.boot import grub
-from oci2vm.config import Config, OutputFormat, PartitionTable
+from oci2vm.config import Config, InitMode, OutputFormat, PartitionTable
 from oci2vm.disk.assemble import BootFiles, assemble_disk
 from oci2vm.disk.convert import convert
 from oci2vm.disk.plan import DiskPlan, boot_modes, plan_disk
@@ -38,10 +39,10 @@ from oci2vm.image.blobs import BlobStore, ProgressFn, uncompressed_size_hint
 from oci2vm.image.model import Image, Layer
 from oci2vm.layers.decompress import prompt_handoffs
 from oci2vm.layers.flatten import flatten
-from oci2vm.prepare import steps
+from oci2vm.prepare import kernel, steps
 from oci2vm.prepare.hostname import check_hostname, hostname_from
 from oci2vm.prepare.ssh import read_ssh_keys
-from oci2vm.prepare.step import Step, Target
+from oci2vm.prepare.step import BootOutputs, Step, Target
 from oci2vm.report import Reporter
 from oci2vm.reports import BuildReport, DiskReport, FilesystemReport, SystemReport
 from oci2vm.sources import Fetch, resolve
@@ -84,6 +85,7 @@ class RootFs:
     system: SystemOptions | None = None  # None: not prepared (a bare filesystem)
     os: OsInfo | None = None
     notes: tuple[str, ...] = ()
+    mode: InitMode | None = None  # system or app; None: not prepared
 
 
 # -- 1. resolve ----------------------------------------------------------------------------
@@ -196,6 +198,19 @@ def build_disk(ctx: BuildContext, output: Path, fmt: OutputFormat) -> tuple[Root
     return rootfs, report
 
 
+def build_direct_root(ctx: BuildContext, output: Path) -> tuple[RootFs, BootOutputs]:
+    """A prepared root filesystem (no disk around it) and the kernel and initramfs to
+    boot it directly, as oci2vm run boots an image. When the image keeps its own kernel
+    (system mode, --kernel auto), the outputs stay empty: boot a disk instead."""
+    system = system_options(ctx.config, ctx.image)
+    direct = BootOutputs()
+    with atomic_output(output) as tmp, open(tmp, "r+b") as out:
+        rootfs = write_rootfs(
+            ctx, out, offset=0, size=ctx.config.size, system=system, boot_outputs=direct
+        )
+    return rootfs, direct
+
+
 # -- 2. plan -------------------------------------------------------------------------------
 
 
@@ -270,6 +285,7 @@ def write_rootfs(
     offset: int,
     size: int | None,
     system: SystemOptions | None = None,
+    boot_outputs: BootOutputs | None = None,
 ) -> RootFs:
     """Flatten the image straight into an ext4 filesystem at `offset` of `out`, prepare
     the tree as a system when `system` is given, then write the metadata."""
@@ -291,21 +307,26 @@ def write_rootfs(
                 store=ctx.store,
                 implicit_mtime_ns=ctx.identity.fs_time * 1_000_000_000,
             )
-            info: OsInfo | None = None
-            notes: tuple[str, ...] = ()
+            target: Target | None = None
             if system is not None:
-                info, notes = prepare_tree(ctx, tree, writer.write_file, system)
+                target, notes = prepare_tree(ctx, tree, writer.write_file, system, boot_outputs)
             ext4 = writer.finish(tree.root)
     except BaseException:
         with contextlib.suppress(Exception):
             writer.close()  # the first error is the one to report
         raise
-    return RootFs(tree, ext4, system, info, notes)
+    if target is None:
+        return RootFs(tree, ext4)
+    return RootFs(tree, ext4, system, target.os, notes, target.mode)
 
 
 def prepare_tree(
-    ctx: BuildContext, tree: Tree, sink: FileSink, system: SystemOptions
-) -> tuple[OsInfo, tuple[str, ...]]:
+    ctx: BuildContext,
+    tree: Tree,
+    sink: FileSink,
+    system: SystemOptions,
+    boot_outputs: BootOutputs | None = None,
+) -> tuple[Target, tuple[str, ...]]:
     """Phase 4: run the steps over the streamed tree."""
     info = describe(tree)
     target = Target(
@@ -317,9 +338,15 @@ def prepare_tree(
         hostname=system.hostname,
         root_password=system.root_password,
         ssh_keys=system.ssh_keys,
+        config=ctx.config,
+        store=ctx.store,
+        image_config=ctx.image.config,
+        boot_outputs=boot_outputs,
     )
+    target = dataclasses.replace(target, mode=kernel.mode_of(target))
     edit = TreeEditor(tree, ctx.identity.fs_time, sink=sink)
-    return info, tuple(steps.run_steps(system.steps, edit, target))
+    notes, target = steps.run_steps(system.steps, edit, target)
+    return target, tuple(notes)
 
 
 # -- the report ----------------------------------------------------------------------------
@@ -336,7 +363,8 @@ def build_report(
     system = None
     if rootfs.system is not None and rootfs.os is not None:
         kernels = tuple(k.version for k in rootfs.os.kernels)
-        system = SystemReport(rootfs.system.hostname, kernels, rootfs.os.init.value)
+        mode = rootfs.mode.value if rootfs.mode else "system"
+        system = SystemReport(rootfs.system.hostname, kernels, rootfs.os.init.value, mode)
     return BuildReport(
         output=str(ctx.config.output),
         format=fmt.value,

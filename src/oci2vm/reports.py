@@ -3,7 +3,7 @@ printed by --json; README lists the keys) and one human form (`human`)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 
@@ -59,9 +59,15 @@ class SystemReport:
     hostname: str
     kernels: tuple[str, ...]
     init: str
+    mode: str = "system"  # system: the image's init is PID 1; app: oci2vm's runs the workload
 
     def to_json(self) -> dict[str, Any]:
-        return {"hostname": self.hostname, "kernels": list(self.kernels), "init": self.init}
+        return {
+            "hostname": self.hostname,
+            "kernels": list(self.kernels),
+            "init": self.init,
+            "mode": self.mode,
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,6 +153,7 @@ class InspectReport:
     kernels: tuple[KernelReport, ...]
     init: str
     init_path: str | None = None
+    build: dict[str, str] = field(default_factory=dict)  # what a build would do, in words
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -163,6 +170,7 @@ class InspectReport:
             "os": self.os,
             "kernels": [k.to_json() for k in self.kernels],
             "init": {"system": self.init, "path": self.init_path},
+            "build": self.build,
         }
 
     def human(self) -> str:
@@ -191,6 +199,9 @@ class InspectReport:
         lines.append("Config:")
         for key in ("Entrypoint", "Cmd", "Env", "WorkingDir", "User"):
             lines.append(f"  {key}: {self.config[key]}")
+        if self.build:
+            lines.append("A build would:")
+            lines.extend(f"  {key}: {value}" for key, value in self.build.items())
         return "\n".join(lines)
 
 

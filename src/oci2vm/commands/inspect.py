@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from oci2vm.arch import Arch
 from oci2vm.config import Config
+from oci2vm.errors import Oci2vmError
 from oci2vm.image.model import Image
 from oci2vm.layers.flatten import flatten
 from oci2vm.pipeline import layer_progress, resolve_source
+from oci2vm.prepare import kernel
+from oci2vm.prepare.step import Target
 from oci2vm.report import Reporter
 from oci2vm.reports import InspectReport, KernelReport, LayerReport
 from oci2vm.tree.model import Kind, Tree, walk
@@ -21,7 +25,19 @@ def inspect(config: Config, reporter: Reporter) -> InspectReport:
     with reporter.progress():
         image, store = resolve_source(config, reporter)
         tree = flatten(image, progress=layer_progress(reporter, image), store=store)
-    return image_report(image, tree, describe(tree))
+    info = describe(tree)
+    return image_report(image, tree, info, build_plan(config, image, info))
+
+
+def build_plan(config: Config, image: Image, info: OsInfo) -> dict[str, str]:
+    """What `build` would make of the image with the same options."""
+    try:
+        arch = Arch.from_name(image.config.platform.architecture)
+    except Oci2vmError as e:
+        return {"error": str(e)}
+    target = Target(os=info, arch=arch, source=image.source, identity="", root_uuid="",
+                    hostname="", config=config, image_config=image.config)  # fmt: skip
+    return kernel.build_plan(target)
 
 
 def entry_counts(tree: Tree) -> dict[str, int]:
@@ -40,7 +56,9 @@ def entry_counts(tree: Tree) -> dict[str, int]:
     return counts
 
 
-def image_report(image: Image, tree: Tree, info: OsInfo) -> InspectReport:
+def image_report(
+    image: Image, tree: Tree, info: OsInfo, plan: dict[str, str] | None = None
+) -> InspectReport:
     cfg = image.config
     return InspectReport(
         source=image.source,
@@ -77,4 +95,5 @@ def image_report(image: Image, tree: Tree, info: OsInfo) -> InspectReport:
         kernels=tuple(KernelReport(k.version, k.path, k.initrd) for k in info.kernels),
         init=info.init.value,
         init_path=info.init_path,
+        build=plan or {},
     )

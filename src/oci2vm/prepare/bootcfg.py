@@ -19,4 +19,9 @@ def apply(edit: TreeEditor, target: Target) -> list[str]:
     return []
 
 
-STEP = Step("bootcfg", apply)
+def applies(target: Target) -> bool:
+    """Not when the kernel is booted directly (oci2vm run): no boot loader reads it."""
+    return target.boot_outputs is None
+
+
+STEP = Step("bootcfg", apply, applies)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 
-from oci2vm.prepare.step import Step, Target
+from oci2vm.prepare.step import Step, Target, system_mode
 from oci2vm.tree.editor import TreeEditor
 from oci2vm.tree.osinfo import InitSystem
 
@@ -74,4 +74,4 @@ def getty_command(edit: TreeEditor) -> str:
     return "/sbin/getty"
 
 
-STEP = Step("console", apply)
+STEP = Step("console", apply, applies=system_mode)

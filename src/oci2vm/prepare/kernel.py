@@ -1,21 +1,217 @@
-"""The kernel the disk boots: the image's own. An image without one is refused with the
-fix named (injecting a verified kernel is the next step's work)."""
+"""The kernel the disk boots, and the initramfs that mounts its root.
+
+- The image's own kernel (and its initrd) when it has one and nothing asks otherwise.
+- Else Debian's, fetched and verified through the archive's signed chain (debian/), or a
+  kernel package file the user names: its files stream into the tree (modules too, in
+  system mode), the module indexes are written as depmod would, and oci2vm's initramfs
+  (initramfs/) goes beside it as /boot/initrd.img-VERSION, with /vmlinuz and /initrd.img
+  links as Debian's kernel packages keep them.
+
+Which kernel, which initrd and which init (system or app) are decided here, after the
+layers streamed: what the image holds is known only then.
+"""
 
 from __future__ import annotations
 
+import dataclasses
+import posixpath
+from dataclasses import dataclass
+from pathlib import Path
+
+from oci2vm.config import InitMode, InitrdChoice, KernelKind
+from oci2vm.debian.archive import Archive
+from oci2vm.debian.kernel import kernel_package
 from oci2vm.errors import Oci2vmError
+from oci2vm.image.blobs import BlobRef
+from oci2vm.initramfs.build import INITRAMFS_MODULES, build_initramfs, busybox_from_deb
+from oci2vm.prepare.kernelpkg import KernelFiles, module_bytes, read_kernel_package
 from oci2vm.prepare.step import Step, Target
 from oci2vm.tree.editor import TreeEditor
+from oci2vm.tree.model import Kind
+
+# The suites a Debian image's VERSION_CODENAME names that the archive serves; any other
+# image takes the kernel of Debian's stable release.
+DEBIAN_SUITES = ("bookworm", "trixie", "forky", "sid")
+DEFAULT_SUITE = "stable"
 
 
-def apply(_edit: TreeEditor, target: Target) -> list[str]:
-    if not target.os.kernels:
+@dataclass(frozen=True, slots=True)
+class KernelSource:
+    """A kernel package to inject: verified, in the blob cache or the user's own file."""
+
+    deb: BlobRef
+    what: str
+    archive: Archive | None  # where busybox comes from too; None: a package file
+
+
+def debian_suite(target: Target) -> str:
+    """The suite of the kernel: --kernel debian:SUITE, else the image's own Debian
+    release, else stable."""
+    chosen = target.config.kernel.suite
+    if chosen:
+        return chosen
+    release = target.os.os_release
+    codename = release.get("VERSION_CODENAME", "")
+    if release.get("ID") == "debian" and codename in DEBIAN_SUITES:
+        return codename
+    return DEFAULT_SUITE
+
+
+def archive_for(target: Target, suite: str) -> Archive:
+    config = target.config
+    if target.store is None:
+        raise ValueError("a kernel from the Debian archive needs the blob store")
+    return Archive(
+        target.store,
+        suite,
+        target.arch,
+        mirror=config.mirror,
+        keyrings=config.keyrings,
+        allow_expired=config.allow_expired_release,
+    )
+
+
+def kernel_source(target: Target) -> KernelSource:
+    choice = target.config.kernel
+    if choice.kind is KernelKind.DEB:
+        path = Path(choice.location)
+        try:
+            size = path.stat().st_size
+        except OSError as e:
+            raise Oci2vmError(f"--kernel {path}: {e.strerror}") from None
+        return KernelSource(BlobRef(path, 0, size, None), str(path), None)
+    if choice.kind is KernelKind.SOURCE:
         raise Oci2vmError(
-            f"{target.source}: the image has no kernel (looked for /boot/vmlinuz-*, "
-            "/lib/modules/*/vmlinuz, /vmlinuz): install one in the image, e.g. "
-            f"{target.arch.facts.debian_kernel} on Debian"
+            f"--kernel {choice.location}: kernels from image sources are not supported yet: "
+            "use --kernel debian[:SUITE[:FLAVOUR]] or a kernel .deb"
         )
-    return []
+    archive = archive_for(target, debian_suite(target))
+    package = kernel_package(archive, choice.flavour)
+    return KernelSource(archive.download(package), str(package), archive)
 
 
-STEP = Step("kernel", apply)
+def mode_of(target: Target) -> InitMode:
+    """system or app: --init, else app exactly when the image has no init."""
+    chosen = target.config.init
+    has_init = target.os.init_path is not None
+    if chosen is InitMode.SYSTEM and not has_init:
+        raise Oci2vmError(
+            f"{target.source}: the image has no init (looked for /sbin/init, /usr/sbin/init, "
+            "/bin/init): run its Entrypoint and Cmd with --init app"
+        )
+    if chosen is InitMode.AUTO:
+        return InitMode.SYSTEM if has_init else InitMode.APP
+    return chosen
+
+
+def keeps_image_kernel(target: Target) -> bool:
+    """Whether the disk boots the image's own kernel and initrd, untouched."""
+    kind = target.config.kernel.kind
+    if kind is KernelKind.IMAGE:
+        if not target.os.kernels:
+            raise Oci2vmError(
+                f"{target.source}: the image has no kernel (looked for /boot/vmlinuz-*, "
+                "/lib/modules/*/vmlinuz, /vmlinuz): drop --kernel image to inject Debian's"
+            )
+        if target.mode is InitMode.APP or target.config.initrd is InitrdChoice.OWN:
+            raise Oci2vmError(
+                "oci2vm's initramfs (app mode, --initrd own) is built from the kernel "
+                "package oci2vm injects, not yet from an image's own kernel: use "
+                "--kernel debian"
+            )
+        return True
+    if kind is KernelKind.AUTO:
+        return bool(target.os.kernels) and target.mode is InitMode.SYSTEM and (
+            target.config.initrd is not InitrdChoice.OWN
+        )
+    return False
+
+
+def apply(edit: TreeEditor, target: Target) -> list[str]:
+    if keeps_image_kernel(target):
+        return []
+    if target.config.initrd is InitrdChoice.IMAGE:
+        raise Oci2vmError(
+            "--initrd image: the kernel oci2vm injects comes with oci2vm's initramfs only"
+        )
+    source = kernel_source(target)
+    system = target.mode is InitMode.SYSTEM
+    direct = target.boot_outputs
+    files = read_kernel_package(
+        source.deb, source.what, edit, modules_into_tree=system, kernel_into_tree=direct is None
+    )
+    if system:
+        for name, content in files.indices().items():
+            edit.write(f"/lib/modules/{files.version}/{name}", content, mode=0o644)
+    initrd_bytes = initramfs(edit, target, source, files)
+    if direct is not None:
+        direct.version, direct.kernel, direct.initrd = files.version, files.kernel, initrd_bytes
+    else:
+        initrd = f"/boot/initrd.img-{files.version}"
+        edit.write(initrd, initrd_bytes, mode=0o644, uid=0, gid=0)
+        _debian_links(edit, files.kernel_path, initrd)
+    notes = [f"injected {source.what} with oci2vm's initramfs ({target.mode.value} mode)"]
+    if target.os.kernels:
+        notes.append(f"{target.source}: the image's own kernel is kept but not booted")
+    return notes
+
+
+def initramfs(edit: TreeEditor, target: Target, source: KernelSource, files: KernelFiles) -> bytes:
+    closure = files.db.closure(INITRAMFS_MODULES)
+    modules = module_bytes(source.deb, source.what, closure)
+    archive = source.archive or archive_for(target, debian_suite(target))
+    busybox = busybox_from_deb(archive.download(archive.resolve("busybox-static")))
+    mtime = edit.mtime_ns // 1_000_000_000
+    return build_initramfs(busybox, files.version, modules, boot_spec(target), mtime=mtime)
+
+
+def boot_spec(target: Target) -> BootSpec:
+    """What oci2vm's init does at boot: mount the root, then hand over to the image's
+    init (system mode) or run the workload (app mode)."""
+    raise NotImplementedError
+
+
+def _debian_links(edit: TreeEditor, kernel: str, initrd: str) -> None:
+    """/vmlinuz and /initrd.img, as linux-update-symlinks keeps them (relative)."""
+    for link, path in (("/vmlinuz", kernel), ("/initrd.img", initrd)):
+        existing = edit.get(link)
+        if existing is None or existing.kind is Kind.SYMLINK:
+            edit.symlink(link, posixpath.relpath(path, "/"))
+
+
+STEP = Step("kernel", apply, refreshes_os=True)
+
+
+def build_plan(target: Target) -> dict[str, str]:
+    """What a build of `target` would boot, in words (for inspect; no network)."""
+    try:
+        mode = mode_of(target)
+        target = dataclasses.replace(target, mode=mode)
+        keep = keeps_image_kernel(target)
+    except Oci2vmError as e:
+        return {"error": str(e)}
+    plan = {"mode": mode.value}
+    if keep:
+        newest = target.os.kernels[0]
+        plan["kernel"] = f"the image's {newest.version} ({newest.path})"
+        plan["initrd"] = (
+            f"the image's {newest.initrd}" if newest.initrd else "none (the kernel mounts the root)"
+        )
+    else:
+        choice = target.config.kernel
+        if choice.kind is KernelKind.DEB:
+            plan["kernel"] = f"injected from {choice.location}"
+        else:
+            flavour = choice.flavour or target.arch.facts.debian_kernel.removeprefix(
+                "linux-image-"
+            )
+            plan["kernel"] = (
+                f"injected: Debian's linux-image-{flavour} from {debian_suite(target)}, "
+                "verified through the archive's signatures"
+            )
+        plan["initrd"] = "oci2vm's initramfs"
+    if mode is InitMode.APP:
+        plan["init"] = "oci2vm's init runs the image's Entrypoint and Cmd"
+    else:
+        plan["init"] = f"the image's {target.os.init.value} ({target.os.init_path})"
+    return plan

@@ -11,12 +11,24 @@ disk plan has room for them.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from oci2vm.arch import Arch
-from oci2vm.config import Config
+from oci2vm.config import Config, InitMode
+from oci2vm.image.blobs import BlobStore
+from oci2vm.image.model import ImageConfig
 from oci2vm.tree.editor import TreeEditor
 from oci2vm.tree.osinfo import OsInfo
+
+
+@dataclass(slots=True)
+class BootOutputs:
+    """Where the kernel step leaves the kernel and the initramfs when they are booted
+    directly (oci2vm run) instead of from the disk's /boot."""
+
+    version: str = ""
+    kernel: bytes = b""
+    initrd: bytes = b""
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,6 +43,11 @@ class Target:
     hostname: str
     root_password: str | None = None
     ssh_keys: tuple[bytes, ...] = ()
+    config: Config = field(default_factory=Config)
+    store: BlobStore | None = None  # the blob cache (Debian packages are cached there)
+    image_config: ImageConfig | None = None
+    mode: InitMode = InitMode.SYSTEM  # decided (prepare/kernel.mode_of): never AUTO here
+    boot_outputs: BootOutputs | None = None  # given: the kernel and initrd go there, not /boot
 
     @property
     def serial_console(self) -> str:
@@ -39,6 +56,14 @@ class Target:
 
 def always(_target: Target) -> bool:
     return True
+
+
+def system_mode(target: Target) -> bool:
+    return target.mode is InitMode.SYSTEM
+
+
+def app_mode(target: Target) -> bool:
+    return target.mode is InitMode.APP
 
 
 def no_data(_config: Config) -> int:
@@ -55,3 +80,4 @@ class Step:
     apply: Callable[[TreeEditor, Target], list[str]]
     applies: Callable[[Target], bool] = always
     data_bytes: Callable[[Config], int] = no_data
+    refreshes_os: bool = False  # what the tree holds changes (a kernel added): describe it anew

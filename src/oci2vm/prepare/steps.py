@@ -2,16 +2,29 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 
 from oci2vm.config import Config
-from oci2vm.prepare import accounts, bootcfg, cleanup, console, fstab, hostname, kernel, ssh
+from oci2vm.prepare import (
+    accounts,
+    appmode,
+    bootcfg,
+    cleanup,
+    console,
+    fstab,
+    hostname,
+    kernel,
+    ssh,
+)
 from oci2vm.prepare.step import Step, Target
 from oci2vm.tree.editor import TreeEditor
+from oci2vm.tree.osinfo import describe
 
 SYSTEM_STEPS: tuple[Step, ...] = (
     kernel.STEP,
     cleanup.STEP,
+    appmode.STEP,
     fstab.STEP,
     hostname.STEP,
     console.STEP,
@@ -21,13 +34,18 @@ SYSTEM_STEPS: tuple[Step, ...] = (
 )
 
 
-def run_steps(steps: Sequence[Step], edit: TreeEditor, target: Target) -> list[str]:
-    """Apply every step that applies, in order; returns their notes."""
+def run_steps(
+    steps: Sequence[Step], edit: TreeEditor, target: Target
+) -> tuple[list[str], Target]:
+    """Apply every step that applies, in order; returns their notes and the target as
+    the last step saw it (what the tree holds, described anew after a step changed it)."""
     notes: list[str] = []
     for step in steps:
         if step.applies(target):
             notes.extend(step.apply(edit, target))
-    return notes
+            if step.refreshes_os:
+                target = dataclasses.replace(target, os=describe(edit.tree))
+    return notes, target
 
 
 def data_bytes(steps: Sequence[Step], config: Config) -> int:

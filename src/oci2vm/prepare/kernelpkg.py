@@ -1,0 +1,145 @@
+"""A Debian kernel package (linux-image-*.deb) read into the tree, as dpkg would unpack it
+but without running it: its files stream to the filesystem writer, the modules' metadata
+is read on the way (oci2vm.kernel.modinfo), and what dpkg's postinst would have made is
+written by us: the module indexes depmod makes, and an initramfs (oci2vm's own).
+
+A package is read twice at most: once to stream its files and learn every module's
+dependencies, once more for the bytes of the few modules the initramfs needs (which
+those dependencies decide).
+"""
+
+from __future__ import annotations
+
+import posixpath
+import re
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+
+from oci2vm.debian.deb import open_deb
+from oci2vm.errors import Oci2vmError
+from oci2vm.image.blobs import BlobRef
+from oci2vm.kernel.depmod import ModuleDb
+from oci2vm.kernel.modinfo import decompress_module, read_modinfo
+from oci2vm.layers.tarstream import Member, TarReader
+from oci2vm.tree.editor import TreeEditor
+from oci2vm.tree.model import BytesReader
+
+MODULE_LIMIT = 256 << 20  # bytes of one module as stored in the package
+KERNEL_LIMIT = 256 << 20  # Debian's are ~8 MB
+SMALL_LIMIT = 64 << 20  # modules.builtin.modinfo is ~ 1 MB
+MODULE_RE = re.compile(r"^(?:usr/)?lib/modules/([^/]+)/(.+\.ko(?:\.xz|\.zst|\.gz)?)$")
+KERNEL_RE = re.compile(r"^boot/vmlinu[xz]-(.+)$")
+SMALL_FILES = ("modules.builtin", "modules.builtin.modinfo", "modules.order")
+
+
+@dataclass(slots=True)
+class KernelFiles:
+    """What reading a kernel package learned."""
+
+    version: str = ""
+    kernel_path: str = ""  # in the tree
+    db: ModuleDb = field(default_factory=ModuleDb)
+    small: dict[str, bytes] = field(default_factory=dict)  # SMALL_FILES by name
+    kernel: bytes = b""  # the kernel image, when kept to boot directly
+
+    def indices(self) -> dict[str, bytes]:
+        """The files depmod would write into /lib/modules/VERSION."""
+        return self.db.indices(self.version)
+
+
+def _name(member: Member) -> str:
+    return posixpath.normpath("/" + member.name).lstrip("/")
+
+
+def _members(deb: BlobRef, what: str) -> Iterator[tuple[str, Member, TarReader]]:
+    with open_deb(deb, what).data() as tar:
+        for member in tar:
+            name = _name(member)
+            if name:
+                yield name, member, tar
+
+
+def _read_limited(tar: TarReader, member: Member, what: str, limit: int) -> bytes:
+    """A member's bytes, read whole: only for files of known purpose and bounded size."""
+    if member.size > limit or member.sparse is not None:
+        raise Oci2vmError(
+            f"{what}: {member.name}: {member.size} bytes, more than oci2vm reads of such a "
+            f"file ({limit >> 20} MiB): is it a kernel package?"
+        )
+    return tar.read_data(member.size)
+
+
+def read_kernel_package(
+    deb: BlobRef,
+    what: str,
+    edit: TreeEditor | None,
+    *,
+    modules_into_tree: bool,
+    kernel_into_tree: bool = True,
+) -> KernelFiles:
+    """Read every module's metadata, and stream the package's files into the tree through
+    `edit` (nothing when it is None): the modules only with `modules_into_tree`, the
+    kernel image only with `kernel_into_tree` (else its bytes are kept, to boot it
+    directly)."""
+    found = KernelFiles()
+    for name, member, tar in _members(deb, what):
+        module = MODULE_RE.match(name)
+        kernel = KERNEL_RE.match(name)
+        is_module_tree = name.startswith(("lib/modules/", "usr/lib/modules/"))
+        into_tree = edit is not None and (modules_into_tree or not is_module_tree)
+        if kernel and member.isfile():
+            found.version, found.kernel_path = kernel.group(1), "/" + name
+            if not kernel_into_tree:
+                found.kernel = _read_limited(tar, member, what, KERNEL_LIMIT)
+                continue
+        if module and member.isfile():
+            raw = _read_limited(tar, member, what, MODULE_LIMIT)
+            found.db.add(module.group(2), read_modinfo(decompress_module(name, raw)))
+            if into_tree and edit is not None:
+                edit.stream("/" + name, BytesReader(raw), len(raw), mode=member.mode & 0o7777)
+        elif member.isfile() and is_module_tree and posixpath.basename(name) in SMALL_FILES:
+            data = _read_limited(tar, member, what, SMALL_LIMIT)
+            found.small[posixpath.basename(name)] = data
+            if into_tree and edit is not None:
+                edit.write("/" + name, data, mode=member.mode & 0o7777, uid=0, gid=0)
+        elif into_tree and edit is not None:
+            _place(edit, name, member, tar)
+    if not found.version:
+        raise Oci2vmError(f"{what}: holds no /boot/vmlinuz-VERSION: is it a kernel package?")
+    found.db.set_builtin(
+        found.small.get("modules.builtin", b""), found.small.get("modules.builtin.modinfo", b"")
+    )
+    return found
+
+
+def _place(edit: TreeEditor, name: str, member: Member, tar: TarReader) -> None:
+    """One non-module entry of the package, as dpkg would unpack it (root-owned)."""
+    path = "/" + name
+    mode = member.mode & 0o7777
+    if member.isdir():
+        edit.mkdir(path, mode=mode)
+    elif member.isfile():
+        edit.stream(path, tar, member.size, mode=mode, uid=0, gid=0)
+    elif member.type == b"2":
+        edit.symlink(path, member.linkname)
+    # Hard links and device nodes: Debian's kernel packages have none.
+
+
+def module_bytes(
+    deb: BlobRef, what: str, wanted: Sequence[str]
+) -> list[tuple[str, bytes]]:
+    """The uncompressed bytes of the modules `wanted` (paths under /lib/modules/VERSION),
+    in that order: the second read of the package."""
+    order = {rel: i for i, rel in enumerate(wanted)}
+    found: dict[str, bytes] = {}
+    for name, member, tar in _members(deb, what):
+        module = MODULE_RE.match(name)
+        if module and member.isfile() and module.group(2) in order:
+            raw = _read_limited(tar, member, what, MODULE_LIMIT)
+            found[module.group(2)] = decompress_module(name, raw)
+            if len(found) == len(order):
+                break
+    missing = [rel for rel in wanted if rel not in found]
+    if missing:
+        raise Oci2vmError(f"{what}: the modules {', '.join(missing)} are not in the package")
+    return [(rel, found[rel]) for rel in wanted]

@@ -1,0 +1,134 @@
+"""oci2vm run's cache: an image's root filesystem, built once, with the kernel and the
+initramfs that boot it directly, kept by image and by the options that shape them.
+
+Each run boots a throwaway copy-on-write overlay on the cached filesystem (QEMU's
+snapshot=on), so the cache never changes, and the workload's own arguments (command,
+environment, user...) travel in a small archive appended to the cached initramfs
+(initramfs.build.spec_archive): a second run of an image, whatever its arguments, starts
+without rebuilding.
+
+<cache>/run/<key>/  root.ext4  vmlinuz  initrd.img  run.json
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from oci2vm import pipeline
+from oci2vm.arch import Arch
+from oci2vm.config import Config, InitMode
+from oci2vm.errors import Oci2vmError
+from oci2vm.identity import image_identity
+from oci2vm.image.blobs import BlobStore
+from oci2vm.image.model import Image
+from oci2vm.report import Reporter
+
+log = logging.getLogger(__name__)
+
+RUN_CACHE_VERSION = 1  # bump when what a cached entry holds changes
+
+
+@dataclass(frozen=True, slots=True)
+class DirectBoot:
+    """A cached root filesystem and what boots it directly."""
+
+    directory: Path
+    mode: InitMode
+    version: str  # the kernel's
+
+    @property
+    def root(self) -> Path:
+        return self.directory / "root.ext4"
+
+    @property
+    def kernel(self) -> Path:
+        return self.directory / "vmlinuz"
+
+    @property
+    def initrd(self) -> Path:
+        return self.directory / "initrd.img"
+
+
+def run_key(config: Config, image: Image, identity_digest: str) -> str:
+    """What the cached entry depends on: the image and the build options (not the
+    workload's, which each run passes anew)."""
+    shaping = {
+        "version": RUN_CACHE_VERSION,
+        "image": identity_digest,
+        "platform": str(config.platform),
+        "kernel": dataclasses.asdict(config.kernel),
+        "init": config.init.value,
+        "initrd": config.initrd.value,
+        "mirror": config.mirror or os.environ.get("OCI2VM_DEBIAN_MIRROR", ""),
+        "keyrings": [str(p) for p in config.keyrings],
+        "allow_expired_release": config.allow_expired_release,
+        "size": config.size,
+        "fs_uuid": config.fs_uuid,
+        "hostname": config.hostname,
+        "root_password": hashlib.sha256((config.root_password or "").encode()).hexdigest(),
+        "ssh_keys": [str(p) for p in config.ssh_keys],
+    }
+    text = json.dumps(shaping, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+def cached(directory: Path) -> DirectBoot | None:
+    try:
+        facts = json.loads((directory / "run.json").read_text())
+        entry = DirectBoot(directory, InitMode(facts["mode"]), str(facts["version"]))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if all(p.is_file() for p in (entry.root, entry.kernel, entry.initrd)):
+        return entry
+    return None
+
+
+def direct_boot(
+    config: Config, reporter: Reporter, image: Image, store: BlobStore
+) -> DirectBoot | None:
+    """The cached entry for the image, built first when there is none; None when the
+    image boots its own kernel (a system image that has one): boot a disk then."""
+    identity = image_identity(image, config.fs_uuid)
+    directory = store.root / "run" / run_key(config, image, identity.digest)
+    found = cached(directory)
+    if found is not None:
+        log.debug("run cache hit: %s", directory)
+        return found
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(prefix=".build-", dir=directory.parent))
+    try:
+        ctx = pipeline.BuildContext(config, reporter, image, identity, store)
+        rootfs, outputs = pipeline.build_direct_root(ctx, scratch / "root.ext4")
+        if not outputs.kernel:
+            return None
+        (scratch / "vmlinuz").write_bytes(outputs.kernel)
+        (scratch / "initrd.img").write_bytes(outputs.initrd)
+        for note in rootfs.notes:
+            reporter.warn(note)
+        mode = rootfs.mode or InitMode.SYSTEM
+        facts = {"mode": mode.value, "version": outputs.version, "image": identity.digest}
+        (scratch / "run.json").write_text(json.dumps(facts))
+        try:
+            os.rename(scratch, directory)
+        except OSError:  # another run filled it meanwhile
+            found = cached(directory)
+            if found is None:
+                raise Oci2vmError(f"{directory}: cannot store the run cache there") from None
+            return found
+        scratch = directory
+        return DirectBoot(directory, mode, outputs.version)
+    finally:
+        if scratch != directory:
+            shutil.rmtree(scratch, ignore_errors=True)
+
+
+def image_arch(image: Image) -> Arch:
+    return Arch.from_name(image.config.platform.architecture)
