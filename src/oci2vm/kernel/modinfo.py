@@ -254,7 +254,7 @@ class _Elf:
         sparc = self.machine in (EM_SPARC, EM_SPARCV9)
         names: list[bytes] = []
         for name, info, shndx in entries:
-            if shndx != SHN_UNDEF or (sparc and info & 0xF == STT_REGISTER):
+            if shndx != SHN_UNDEF or (sparc and (info & 0xF) == STT_REGISTER):
                 continue
             if name >= len(strtab):
                 return ()  # kmod gives up on the whole list
