@@ -30,7 +30,8 @@ def build_module(
     strtab = bytearray(b"\0")
     symbols = [(0, 0, 0)]  # (name offset, info, shndx): the null symbol first
     for name, shndx in [(f"__crc_{e}", SHN_ABS) for e in exports] + [(u, 0) for u in undefined]:
-        symbols.append((len(strtab), STB_GLOBAL << 4, shndx))
+        kind = undefined_type if shndx == 0 else 0
+        symbols.append((len(strtab), STB_GLOBAL << 4 | kind, shndx))
         strtab += name.encode() + b"\0"
     sym = struct.Struct(order + ("IBBHQQ" if is64 else "IIIBBH"))
     symtab = b"".join(
