@@ -52,6 +52,7 @@ PACKAGES: dict[str, str] = {
     "podman": "podman",
     "gpg": "gpg",
     "gpgv": "gpgv",
+    "depmod": "kmod",
 }
 
 # requirement name -> (file that must exist, Debian package that ships it)
