@@ -52,6 +52,8 @@ PACKAGES: dict[str, str] = {
     "podman": "podman",
     "gpg": "gpg",
     "gpgv": "gpgv",
+    "cpio": "cpio",
+    "dpkg-deb": "dpkg",
 }
 
 # requirement name -> (file that must exist, Debian package that ships it)
