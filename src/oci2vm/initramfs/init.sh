@@ -40,10 +40,16 @@ mount_basics() {
 	mount -t devtmpfs devtmpfs /dev
 }
 
-load_modules() {
+# Modules in load order. Those of 9p are loaded only for volumes (ext4's and 9p's are the
+# largest, and each takes its time under emulation: signature check, relocation).
+load_modules() { # all|volumes
 	[ -f "$MODULES" ] || return 0
 	while read -r module; do
-		[ -n "$module" ] || continue
+		case "$module" in
+		"") continue ;;
+		*/9p.ko | */9pnet.ko | */9pnet_virtio.ko | */netfs.ko | */fscache.ko) [ "$1" = volumes ] || continue ;;
+		*) [ "$1" = all ] || continue ;;
+		esac
 		# A driver whose device is absent loads all the same; only a failure is told.
 		insmod "$module" 2>/dev/null || say "could not load $module"
 	done <"$MODULES"
@@ -92,6 +98,7 @@ hand_over() {
 	for fs in dev proc sys; do
 		if [ -d "$ROOT/$fs" ]; then mount -o move "/$fs" "$ROOT/$fs"; else umount -l "/$fs"; fi
 	done
+	load_modules volumes # system mode: the root's init may mount 9p shares
 	exec switch_root "$ROOT" "$init"
 }
 
@@ -145,6 +152,7 @@ setup_network() {
 
 mount_volumes() {
 	eval "set -- $SPEC_VOLUMES"
+	[ "$#" -ge 3 ] && load_modules volumes
 	while [ "$#" -ge 3 ]; do
 		options=trans=virtio,version=9p2000.L,msize=262144
 		[ "$3" = ro ] && options=$options,ro
@@ -263,7 +271,7 @@ run_app() {
 mount_basics
 [ -f "$SPEC" ] && . "$SPEC"
 SPEC_MODE=${SPEC_MODE:-system} SPEC_INIT=${SPEC_INIT:-/sbin/init}
-load_modules
+load_modules all
 read_cmdline
 find_root
 mount_root
