@@ -54,6 +54,8 @@ PACKAGES: dict[str, str] = {
     "gpgv": "gpgv",
     "cpio": "cpio",
     "dpkg-deb": "dpkg",
+    "busybox": "busybox",
+    "sh": "dash",
 }
 
 # requirement name -> (file that must exist, Debian package that ships it)
