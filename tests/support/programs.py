@@ -53,6 +53,10 @@ PACKAGES: dict[str, str] = {
     "gpg": "gpg",
     "gpgv": "gpgv",
     "depmod": "kmod",
+    "cpio": "cpio",
+    "dpkg-deb": "dpkg",
+    "busybox": "busybox",
+    "sh": "dash",
 }
 
 # requirement name -> (file that must exist, Debian package that ships it)

@@ -1,0 +1,281 @@
+#!/bin/sh
+# oci2vm's initramfs /init, run by a static busybox sh as PID 1.
+#
+# Loads the modules listed in /etc/oci2vm/modules, finds the root named by the kernel
+# command line's root= (UUID=, LABEL= or a device), mounts it on /newroot, then either
+# hands over to the root's init (system mode) or stays PID 1 and runs the workload that
+# /etc/oci2vm/spec describes (app mode). The spec is sh assignments written by
+# oci2vm.initramfs.spec.render(): every value single-quoted; lists are strings of quoted
+# words that are only ever expanded through `eval "set -- $LIST"`.
+#
+# App mode talks to the host over virtio-serial ports named org.oci2vm.* (stdin, stdout,
+# stderr, control; with a tty, hvc0 carries all three): the kernel's console stays apart.
+# Without them (a disk booted elsewhere) the workload gets the console.
+
+export PATH=/bin
+ROOT=/newroot
+SPEC=/etc/oci2vm/spec
+MODULES=/etc/oci2vm/modules
+ROOT_WAIT_TENTHS=100 # how long the root device may take to appear: 10 s
+CONTROL_FD_OPEN=0
+set -f # no globbing of anything read from files or the command line
+
+say() { echo "oci2vm-init: $*" >/dev/console; }
+
+halt() {
+	sync
+	poweroff -f
+	while :; do sleep 60; done # PID 1 must not exit
+}
+
+die() {
+	say "error: $*"
+	[ "$CONTROL_FD_OPEN" = 1 ] && echo "error $*" >&3
+	halt
+}
+
+mount_basics() {
+	mount -t proc proc /proc
+	mount -t sysfs sysfs /sys
+	mount -t devtmpfs devtmpfs /dev
+}
+
+# Modules in load order. Those of 9p are loaded only for volumes (ext4's and 9p's are the
+# largest, and each takes its time under emulation: signature check, relocation).
+load_modules() { # all|volumes
+	[ -f "$MODULES" ] || return 0
+	while read -r module; do
+		case "$module" in
+		"") continue ;;
+		*/9p.ko | */9pnet.ko | */9pnet_virtio.ko | */netfs.ko | */fscache.ko) [ "$1" = volumes ] || continue ;;
+		*) [ "$1" = all ] || continue ;;
+		esac
+		# A driver whose device is absent loads all the same; only a failure is told.
+		insmod "$module" 2>/dev/null || say "could not load $module"
+	done <"$MODULES"
+}
+
+read_cmdline() {
+	CMD_ROOT="" CMD_INIT="" CMD_RO=0
+	for arg in $(cat /proc/cmdline); do
+		case "$arg" in
+		root=*) CMD_ROOT=${arg#root=} ;;
+		init=*) CMD_INIT=${arg#init=} ;;
+		ro) CMD_RO=1 ;;
+		rw) CMD_RO=0 ;;
+		esac
+	done
+}
+
+find_root() {
+	[ -n "$CMD_ROOT" ] || die "no root= on the kernel command line"
+	tenths=0
+	while :; do
+		case "$CMD_ROOT" in
+		UUID=* | LABEL=*) ROOT_DEV=$(findfs "$CMD_ROOT" 2>/dev/null) ;;
+		*) ROOT_DEV=$CMD_ROOT ;;
+		esac
+		[ -n "$ROOT_DEV" ] && [ -b "$ROOT_DEV" ] && return 0
+		[ "$tenths" -ge "$ROOT_WAIT_TENTHS" ] && break
+		sleep 0.1
+		tenths=$((tenths + 1))
+	done
+	die "root device $CMD_ROOT not found after $((ROOT_WAIT_TENTHS / 10)) s (is its disk driver in /etc/oci2vm/modules?)"
+}
+
+mount_root() {
+	mkdir -p "$ROOT"
+	options=rw
+	[ "$CMD_RO" = 1 ] && [ "$SPEC_MODE" = system ] && options=ro
+	mount -t ext4 -o "$options" "$ROOT_DEV" "$ROOT" || die "cannot mount $ROOT_DEV on /"
+}
+
+# -- system mode ---------------------------------------------------------------------------
+
+hand_over() {
+	init=${CMD_INIT:-$SPEC_INIT}
+	[ -x "$ROOT$init" ] || [ -L "$ROOT$init" ] || die "no init $init on the root filesystem"
+	for fs in dev proc sys; do
+		if [ -d "$ROOT/$fs" ]; then mount -o move "/$fs" "$ROOT/$fs"; else umount -l "/$fs"; fi
+	done
+	load_modules volumes # system mode: the root's init may mount 9p shares
+	exec switch_root "$ROOT" "$init"
+}
+
+# -- app mode ------------------------------------------------------------------------------
+
+mount_api_filesystems() {
+	for dir in proc sys dev run tmp; do [ -d "$ROOT/$dir" ] || mkdir -p "$ROOT/$dir"; done
+	mount -t proc proc "$ROOT/proc"
+	mount -t sysfs sysfs "$ROOT/sys"
+	mount -t devtmpfs devtmpfs "$ROOT/dev"
+	mkdir -p "$ROOT/dev/pts" "$ROOT/dev/shm"
+	mount -t devpts -o newinstance,ptmxmode=0666,mode=0620 devpts "$ROOT/dev/pts"
+	mount -t tmpfs -o nosuid,nodev,mode=1777 shm "$ROOT/dev/shm"
+	mount -t tmpfs -o nosuid,nodev,mode=0755 run "$ROOT/run"
+	mount -t tmpfs -o nosuid,nodev,mode=1777 tmp "$ROOT/tmp"
+	for link in fd:/proc/self/fd stdin:/proc/self/fd/0 stdout:/proc/self/fd/1 stderr:/proc/self/fd/2; do
+		[ -e "/dev/${link%%:*}" ] || ln -s "${link#*:}" "/dev/${link%%:*}"
+	done
+}
+
+# Files the workload sees in place of the image's: written here (the initramfs is a tmpfs)
+# and bind-mounted, so the image's own are not edited.
+provide_file() { # NAME: /run/oci2vm/NAME over the root's /etc/NAME
+	target="$ROOT/etc/$1"
+	[ -d "$ROOT/etc" ] || mkdir -p "$ROOT/etc"
+	[ -e "$target" ] || [ -L "$target" ] || : >"$target"
+	mount -o bind "/run/oci2vm/$1" "$target" 2>/dev/null || say "could not provide /etc/$1"
+}
+
+setup_network() {
+	mkdir -p /run/oci2vm
+	hostname "$SPEC_HOSTNAME"
+	ip link set lo up
+	nic=""
+	for dev in $(ls /sys/class/net); do
+		[ "$dev" = lo ] || { nic=$dev; break; }
+	done
+	: >/run/oci2vm/resolv.conf
+	address=127.0.1.1
+	if [ -n "$nic" ]; then
+		# udhcpc.sh configures the NIC and writes /run/oci2vm/resolv.conf and address.
+		udhcpc -i "$nic" -f -q -n -t 4 -T 1 -s /etc/oci2vm/udhcpc.sh >/dev/null 2>&1 ||
+			say "no DHCP lease on $nic"
+		[ -s /run/oci2vm/address ] && address=$(cat /run/oci2vm/address)
+	fi
+	printf '%s\n' "$SPEC_HOSTNAME" >/run/oci2vm/hostname
+	printf '127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n%s\t%s\n' \
+		"$address" "$SPEC_HOSTNAME" >/run/oci2vm/hosts
+	for file in resolv.conf hosts hostname; do provide_file "$file"; done
+}
+
+mount_volumes() {
+	eval "set -- $SPEC_VOLUMES"
+	[ "$#" -ge 3 ] && load_modules volumes
+	while [ "$#" -ge 3 ]; do
+		options=trans=virtio,version=9p2000.L,msize=262144
+		[ "$3" = ro ] && options=$options,ro
+		mkdir -p "$ROOT$2"
+		mount -t 9p -o "$options" "$1" "$ROOT$2" || say "could not mount the volume at $2"
+		shift 3
+	done
+}
+
+port() { # the device of the virtio-serial port named $1, if there is one
+	for dir in $(ls /sys/class/virtio-ports 2>/dev/null); do
+		[ "$(cat "/sys/class/virtio-ports/$dir/name" 2>/dev/null)" = "$1" ] && echo "/dev/$dir"
+	done
+}
+
+open_channels() {
+	CONTROL=$(port org.oci2vm.control)
+	if [ -n "$CONTROL" ]; then
+		exec 3<>"$CONTROL"
+		CONTROL_FD_OPEN=1
+	else
+		exec 3>/dev/null
+	fi
+	if [ "$SPEC_TTY" = 1 ] && [ -c /dev/hvc0 ]; then
+		IN=/dev/hvc0 OUT=/dev/hvc0 ERR=/dev/hvc0
+		return
+	fi
+	OUT=$(port org.oci2vm.stdout)
+	ERR=$(port org.oci2vm.stderr)
+	IN=$(port org.oci2vm.stdin)
+	OUT=${OUT:-/dev/console} ERR=${ERR:-/dev/console}
+	if [ "$SPEC_INTERACTIVE" != 1 ]; then
+		IN=/dev/null
+	elif [ -z "$IN" ]; then
+		IN=/dev/console
+	fi
+}
+
+# docker's user rules: NAME or UID, optionally :GROUP or :GID; names from the root's
+# /etc/passwd and /etc/group; an unknown numeric id is taken as is (group 0, HOME /).
+resolve_user() {
+	user=${SPEC_USER%%:*} group=""
+	case "$SPEC_USER" in *:*) group=${SPEC_USER#*:} ;; esac
+	[ -n "$user" ] || user=0
+	entry=$(awk -F: -v u="$user" '$1 == u || $3 == u { print; exit }' "$ROOT/etc/passwd" 2>/dev/null)
+	if [ -n "$entry" ]; then
+		uid=$(echo "$entry" | awk -F: '{ print $3 }')
+		gid=$(echo "$entry" | awk -F: '{ print $4 }')
+		home=$(echo "$entry" | awk -F: '{ print $6 }')
+	else
+		case "$user" in *[!0-9]*) fail_start "unable to find user $user: no matching entries in passwd file" ;; esac
+		uid=$user gid=0 home=/
+	fi
+	[ -n "$group" ] || return 0
+	entry=$(awk -F: -v g="$group" '$1 == g || $3 == g { print $3; exit }' "$ROOT/etc/group" 2>/dev/null)
+	if [ -n "$entry" ]; then
+		gid=$entry
+	else
+		case "$group" in *[!0-9]*) fail_start "unable to find group $group: no matching entries in group file" ;; esac
+		gid=$group
+	fi
+}
+
+fail_start() { # like docker when the container cannot start: a message and status 127
+	echo "oci2vm: $*" >"$ERR"
+	finish 127
+}
+
+start_workload() {
+	mkdir -p "$ROOT$SPEC_WORKDIR"
+	eval "set -- $SPEC_ENV"
+	[ "$SPEC_HAS_HOME" = 1 ] || set -- "$@" "HOME=${home:-/}"
+	set -- env -i "$@" /bin/busybox nsenter -S "$uid" -G "$gid" -r"$ROOT" -w"$ROOT$SPEC_WORKDIR" -F --
+	eval "set -- \"\$@\" $SPEC_ARGV"
+	if [ "$IN" = /dev/hvc0 ]; then
+		setsid -c "$@" <"$IN" >"$OUT" 2>"$ERR" &
+	else
+		"$@" <"$IN" >"$OUT" 2>"$ERR" &
+	fi
+	WORKLOAD=$!
+	# The host asks for a stop on the control port: "stop" sends the stop signal.
+	(
+		while read -r request; do
+			case "$request" in
+			stop) kill "-$SPEC_STOP_SIGNAL" "$WORKLOAD" 2>/dev/null ;;
+			kill) kill -9 "$WORKLOAD" 2>/dev/null ;;
+			esac
+		done
+	) <&3 &
+	READER=$!
+}
+
+finish() { # STATUS: report it, stop everything, power off
+	echo "exit $1" >&3
+	[ "$CONTROL_FD_OPEN" = 1 ] || say "the workload exited with status $1"
+	kill -9 -1 2>/dev/null # every process but this one: what is left of the workload
+	sync
+	umount -r "$ROOT" 2>/dev/null
+	halt
+}
+
+run_app() {
+	mount_api_filesystems
+	setup_network
+	mount_volumes
+	open_channels
+	resolve_user
+	start_workload
+	# ash's wait reaps every child it is sent, the orphans re-parented to PID 1 included.
+	wait "$WORKLOAD"
+	status=$?
+	kill "$READER" 2>/dev/null
+	finish "$status"
+}
+
+mount_basics
+[ -f "$SPEC" ] && . "$SPEC"
+SPEC_MODE=${SPEC_MODE:-system} SPEC_INIT=${SPEC_INIT:-/sbin/init}
+load_modules all
+read_cmdline
+find_root
+mount_root
+case "$SPEC_MODE" in
+app) run_app ;;
+*) hand_over ;;
+esac

@@ -1,0 +1,188 @@
+"""What our init does at boot (BootSpec), how it is written for the init to read (a file of
+shell assignments, every value single-quoted), and docker run's rules for turning an image
+config and the command line's options into the workload of app mode.
+
+The root filesystem is not in the spec: the kernel command line's `root=` names it (GRUB's
+entries and `oci2vm run` both write it), so one initramfs serves any disk it is given.
+User names are resolved in the guest from the root's /etc/passwd and /etc/group, as docker
+resolves them when the container starts; HOME likewise, when the environment lacks it.
+"""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+
+from oci2vm.config import Config
+from oci2vm.errors import Oci2vmError
+from oci2vm.image.model import ImageConfig
+
+SPEC_PATH = "etc/oci2vm/spec"  # in the initramfs
+DEFAULT_INIT = "/sbin/init"
+# Docker's PATH when the image's Env has none (moby's oci.DefaultPathEnv on Linux).
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+DEFAULT_HOSTNAME = "oci2vm"
+# Docker's stop timeout: how long the workload has between the stop signal and SIGKILL.
+STOP_GRACE_SECONDS = 10.0
+
+
+class Mode(StrEnum):
+    SYSTEM = "system"  # the root's own init takes over as PID 1
+    APP = "app"  # our init stays PID 1 and runs the workload
+
+
+@dataclass(frozen=True, slots=True)
+class VolumeMount:
+    """A 9p share the host exports under `tag`, mounted at `path` in the guest."""
+
+    tag: str
+    path: str
+    read_only: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class BootSpec:
+    """Everything the init needs besides the root device (see the module's docstring)."""
+
+    mode: Mode = Mode.SYSTEM
+    init: str = DEFAULT_INIT  # system mode; the kernel command line's init= overrides it
+    argv: tuple[str, ...] = ()  # app mode: the workload, argv[0] looked up in its PATH
+    env: tuple[str, ...] = ()  # KEY=VALUE, complete but for HOME when the user's is meant
+    workdir: str = "/"
+    user: str = ""  # docker's NAME|UID[:GROUP|GID]; "" is root
+    hostname: str = DEFAULT_HOSTNAME
+    stop_signal: int = int(signal.SIGTERM)
+    tty: bool = False
+    interactive: bool = False
+    volumes: tuple[VolumeMount, ...] = ()
+
+    def __post_init__(self) -> None:
+        texts = (self.init, self.workdir, self.user, self.hostname, *self.argv, *self.env)
+        if any("\0" in t for t in texts + tuple(v.path for v in self.volumes)):
+            raise Oci2vmError("a NUL character cannot be passed to a program")
+        if self.mode is Mode.APP and not self.argv:
+            raise Oci2vmError("app mode needs a command to run")
+        for what, path in (("working directory", self.workdir), ("init", self.init)):
+            if not path.startswith("/"):
+                raise Oci2vmError(f"the {what} must be an absolute path, not {path!r}")
+        for entry in self.env:
+            if "=" not in entry or entry.startswith("="):
+                raise Oci2vmError(f"malformed environment entry {entry!r}: expected KEY=VALUE")
+        for volume in self.volumes:
+            if not volume.path.startswith("/") or not volume.tag.isidentifier():
+                raise Oci2vmError(f"malformed volume mount {volume.tag!r} -> {volume.path!r}")
+
+
+# -- the file the init reads ---------------------------------------------------------------
+
+
+def shell_quote(text: str) -> str:
+    """`text` as one single-quoted sh word: every byte but NUL survives (a quote inside
+    ends the quoting, is escaped, and starts it again)."""
+    return "'" + text.replace("'", "'\\''") + "'"
+
+
+def shell_words(words: Sequence[str]) -> str:
+    """Words as a string of quoted words, for the init's `eval "set -- $VAR"`."""
+    return " ".join(shell_quote(word) for word in words)
+
+
+def render(spec: BootSpec) -> bytes:
+    """The spec as sh assignments (the init sources it): lists are strings of quoted words,
+    so each value is quoted twice and the init's eval unquotes the inner layer."""
+    has_home = any(entry.startswith("HOME=") for entry in spec.env)
+    volumes = [w for v in spec.volumes for w in (v.tag, v.path, "ro" if v.read_only else "rw")]
+    values = {
+        "SPEC_MODE": spec.mode.value,
+        "SPEC_INIT": spec.init,
+        "SPEC_ARGV": shell_words(spec.argv),
+        "SPEC_ENV": shell_words(spec.env),
+        "SPEC_HAS_HOME": "1" if has_home else "0",
+        "SPEC_WORKDIR": spec.workdir,
+        "SPEC_USER": spec.user,
+        "SPEC_HOSTNAME": spec.hostname,
+        "SPEC_STOP_SIGNAL": str(spec.stop_signal),
+        "SPEC_TTY": "1" if spec.tty else "0",
+        "SPEC_INTERACTIVE": "1" if spec.interactive else "0",
+        "SPEC_VOLUMES": shell_words(volumes),
+    }
+    lines = ["# oci2vm boot spec, read by /init (sh assignments)"]
+    lines += [f"{key}={shell_quote(value)}" for key, value in values.items()]
+    return ("\n".join(lines) + "\n").encode("utf-8", "surrogateescape")
+
+
+# -- docker run's rules --------------------------------------------------------------------
+
+
+def parse_signal(text: str) -> int:
+    """A StopSignal as images write it: SIGTERM, TERM or 15 (moby's signal.ParseSignal)."""
+    if not text:
+        return int(signal.SIGTERM)
+    if text.isdigit():
+        number = int(text)
+        if not 0 < number < signal.NSIG:
+            raise Oci2vmError(f"invalid stop signal {text!r}")
+        return number
+    name = text.upper()
+    name = name if name.startswith("SIG") else "SIG" + name
+    try:
+        return int(signal.Signals[name])
+    except KeyError:
+        raise Oci2vmError(f"invalid stop signal {text!r}") from None
+
+
+def merge_env(*layers: Sequence[str]) -> tuple[str, ...]:
+    """KEY=VALUE lists merged in order: a later value replaces an earlier one in place."""
+    merged: dict[str, str] = {}
+    for layer in layers:
+        for entry in layer:
+            key, _, _ = entry.partition("=")
+            merged[key] = entry
+    return tuple(merged.values())
+
+
+def workload_argv(image: ImageConfig, config: Config) -> tuple[str, ...]:
+    """Entrypoint + Cmd as docker run computes them: --entrypoint replaces the Entrypoint
+    ("" clears it) and drops the image's Cmd; arguments after -- replace Cmd."""
+    entrypoint = image.entrypoint or ()
+    cmd = image.cmd or ()
+    if config.entrypoint is not None:
+        entrypoint = (config.entrypoint,) if config.entrypoint else ()
+        cmd = ()
+    if config.command is not None:
+        cmd = config.command
+    argv = tuple(entrypoint) + tuple(cmd)
+    if not argv:
+        raise Oci2vmError(
+            "no command to run: the image has no Entrypoint or Cmd; give one after '--' "
+            "(oci2vm run IMAGE -- COMMAND ARG...) or with --entrypoint"
+        )
+    return argv
+
+
+def workload(image: ImageConfig, config: Config, *, hostname: str | None = None) -> BootSpec:
+    """The app-mode BootSpec for `image` run with `config`'s docker run options.
+
+    `hostname` is used when config.hostname is None (then DEFAULT_HOSTNAME)."""
+    name = config.hostname or hostname or DEFAULT_HOSTNAME
+    env = merge_env([f"PATH={DEFAULT_PATH}", f"HOSTNAME={name}"], image.env, config.env)
+    if config.tty and not any(e.startswith("TERM=") for e in env):
+        env += ("TERM=xterm",)  # what docker run -t adds
+    volumes = tuple(
+        VolumeMount(f"vol{i}", v.guest, v.read_only) for i, v in enumerate(config.volumes)
+    )
+    workdir = config.workdir or image.working_dir or "/"
+    return BootSpec(
+        mode=Mode.APP,
+        argv=workload_argv(image, config),
+        env=env,
+        workdir=workdir if workdir.startswith("/") else "/" + workdir,
+        user=config.user if config.user is not None else image.user,
+        hostname=name,
+        stop_signal=parse_signal(image.stop_signal),
+        tty=config.tty,
+        interactive=config.interactive,
+        volumes=volumes,
+    )

@@ -1,0 +1,373 @@
+"""The host side of app mode: boot a kernel and our initramfs in QEMU on a root filesystem
+and behave like `docker run` while the workload runs.
+
+The channels are virtio-serial ports (the guest's virtio_console module), each backed by
+one end of a socketpair handed to QEMU as a file descriptor: org.oci2vm.stdout and
+.stderr carry the workload's output apart from each other, .stdin carries ours (-i; its
+end closed is the workload's EOF), and .control carries "exit STATUS" (or "error
+MESSAGE") from the guest's init and "stop" / "kill" to it. With -t a virtconsole (the
+guest's hvc0, a terminal with its line discipline) replaces the three streams. The kernel's
+console is the serial port, written to a log file, so kernel messages never mix in; the
+log's tail is shown when the guest ends without an exit status. Measured alternatives: ISA
+serial ports would need the guest's tty set raw and each byte is an emulated port write.
+
+Ctrl-C or SIGTERM asks the init to send the workload its stop signal; QEMU is killed if the
+workload has not ended STOP_GRACE_SECONDS later, or at a second signal.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import selectors
+import signal
+import socket
+import subprocess
+import tempfile
+import termios
+import time
+import tty
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from oci2vm import vm
+from oci2vm.arch import Arch
+from oci2vm.config import Config
+from oci2vm.errors import Oci2vmError
+from oci2vm.initramfs.spec import STOP_GRACE_SECONDS, BootSpec
+from oci2vm.util import tools
+
+ROOT_DEVICE = "/dev/vda"  # the root is the only virtio disk
+POWEROFF_SECONDS = 10.0  # how long QEMU may take to end after the exit status came
+CONSOLE_TAIL_LINES = 15
+PORT_PREFIX = "org.oci2vm."
+CHUNK = 65536
+
+
+def kernel_command_line(arch: Arch, root: str = ROOT_DEVICE) -> str:
+    """The kernel's arguments for app mode: the console on the serial port, quiet (warnings
+    and worse only, into the log), the root, and a panic that ends QEMU (-no-reboot)."""
+    return f"console={arch.facts.serial_console} root={root} rw quiet panic=-1"
+
+
+@dataclass(frozen=True, slots=True)
+class Channel:
+    """A virtio-serial port: QEMU's end `guest_fd`, ours `host`."""
+
+    name: str
+    host: socket.socket
+    guest_fd: int
+
+
+def open_channels(spec: BootSpec) -> dict[str, Channel]:
+    """A socketpair per channel the spec needs ("tty" replaces the three streams)."""
+    if spec.tty:
+        names: tuple[str, ...] = ("tty", "control")
+    else:
+        names = ("stdout", "stderr", "control") + (("stdin",) if spec.interactive else ())
+    channels = {}
+    for name in names:
+        host, guest = socket.socketpair()
+        guest_fd = guest.detach()
+        channels[name] = Channel(name, host, guest_fd)
+    return channels
+
+
+def qemu_command(
+    kernel: Path,
+    initrd: Path,
+    root: Path,
+    config: Config,
+    arch: Arch,
+    channels: dict[str, Channel],
+    console_log: Path,
+) -> list[str]:
+    """QEMU's command line: direct kernel boot, the root as a throwaway copy-on-write
+    overlay (snapshot=on: the file is never written), user networking with -p's forwards,
+    a 9p share per -v, and the channels."""
+    argv = [
+        arch.facts.qemu_binary, "-machine", arch.facts.qemu_machine,
+        *vm._accel_args(vm.resolve_accel(config.accel)),
+        "-m", str(config.memory_mib), "-smp", str(config.cpus),
+        "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
+        "-monitor", "none", "-serial", f"file:{console_log}",
+        "-kernel", str(kernel), "-initrd", str(initrd),
+        "-append", kernel_command_line(arch),
+        "-drive", f"file={root},format=raw,if=none,id=root,snapshot=on,cache=unsafe",
+        "-device", "virtio-blk-pci,drive=root",
+    ]  # fmt: skip
+    forwards = "".join(
+        f",hostfwd={p.protocol}:{p.host_ip}:{p.host_port}-:{p.guest_port}" for p in config.publish
+    )
+    argv += ["-nic", f"user,model=virtio-net-pci{forwards}"]
+    for index, volume in enumerate(config.volumes):
+        path = str(volume.host.resolve())
+        if "," in path:
+            raise Oci2vmError(f"-v {path}: QEMU cannot share a directory with ',' in its path")
+        readonly = ",readonly=on" if volume.read_only else ""
+        argv += [
+            "-fsdev", f"local,id=vol{index},path={path},security_model=none{readonly}",
+            "-device", f"virtio-9p-pci,fsdev=vol{index},mount_tag=vol{index}",
+        ]  # fmt: skip
+    argv += ["-device", "virtio-serial-pci,id=channels"]
+    for name, channel in channels.items():
+        device = "virtconsole" if name == "tty" else "virtserialport"
+        argv += [
+            "-chardev", f"socket,id={name},fd={channel.guest_fd}",
+            "-device", f"{device},bus=channels.0,chardev={name},name={PORT_PREFIX}{name}",
+        ]  # fmt: skip
+    return argv
+
+
+@dataclass
+class _Session:
+    """What the relay loop has learnt so far."""
+
+    status: int | None = None
+    error: str = ""
+    signal: int | None = None  # the first stop signal oci2vm received
+    kill_at: float | None = None  # when QEMU is killed
+    control_buffer: bytes = b""
+    open_outputs: set[str] = field(default_factory=set)
+
+
+def run_app(
+    kernel: Path,
+    initrd: Path,
+    root: Path,
+    spec: BootSpec,
+    config: Config,
+    arch: Arch,
+    *,
+    stdin_fd: int = 0,
+    stdout_fd: int = 1,
+    stderr_fd: int = 2,
+    console_log: Path | None = None,
+) -> int:
+    """Boot `kernel` + `initrd` (whose spec is `spec`) on the ext4 file `root` and relay the
+    workload's streams until it ends; return its exit status (128+N for a signal N), or
+    128 + the signal that stopped oci2vm when the workload never reported one.
+
+    `root` is never modified. `console_log`: where the kernel's console goes (default: a
+    temporary file, its tail shown if the guest fails before the workload ends)."""
+    channels = open_channels(spec)
+    with tempfile.TemporaryDirectory(prefix="oci2vm-run-") as tmp:
+        log = console_log or Path(tmp, "console.log")
+        argv = qemu_command(kernel, initrd, root, config, arch, channels, log)
+        with open(Path(tmp, "qemu.stderr"), "w+b") as qemu_stderr:
+            try:
+                proc = tools.popen(
+                    argv,
+                    package=arch.facts.qemu_package,
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.DEVNULL,
+                    stderr=qemu_stderr,
+                    pass_fds=[c.guest_fd for c in channels.values()],
+                    start_new_session=True,  # Ctrl-C reaches oci2vm alone
+                )
+            finally:
+                for channel in channels.values():
+                    os.close(channel.guest_fd)
+            fds = _Fds(stdin_fd, stdout_fd, stderr_fd)
+            with _host_terminal(spec.tty, stdin_fd), _signals() as wakeup:
+                session = _relay(proc, channels, fds, wakeup, spec)
+            vm._kill(proc)
+            for channel in channels.values():
+                channel.host.close()
+            return _outcome(session, proc, log, qemu_stderr)
+
+
+def _outcome(
+    session: _Session, proc: subprocess.Popen[bytes], log: Path, qemu_stderr: object
+) -> int:
+    if session.status is not None:
+        return session.status
+    if session.signal is not None:
+        return 128 + session.signal
+    detail = session.error or _last_line(qemu_stderr) or "the guest stopped"
+    tail = _tail(log)
+    raise Oci2vmError(
+        f"the VM ended before the workload reported an exit status: {detail}"
+        + (f"\n--- kernel console (last lines) ---\n{tail}" if tail else "")
+    )
+
+
+def _last_line(stream: object) -> str:
+    assert hasattr(stream, "seek") and hasattr(stream, "read")
+    stream.seek(0)
+    lines = stream.read().decode(errors="replace").strip().splitlines()
+    return lines[-1] if lines else ""
+
+
+def _tail(log: Path) -> str:
+    try:
+        text = log.read_bytes().decode(errors="replace")
+    except OSError:
+        return ""
+    text = vm._CONTROL.sub("", vm._ESCAPE.sub("", text))
+    return "\n".join(text.strip().splitlines()[-CONSOLE_TAIL_LINES:])
+
+
+@dataclass(frozen=True, slots=True)
+class _Fds:
+    stdin: int
+    stdout: int
+    stderr: int
+
+
+@contextlib.contextmanager
+def _host_terminal(raw: bool, fd: int) -> Iterator[None]:
+    """With -t, the host's terminal in raw mode while the workload runs (its keys, Ctrl-C
+    included, go to the guest's terminal), restored after."""
+    if not raw or not os.isatty(fd):
+        yield
+        return
+    saved = termios.tcgetattr(fd)
+    try:
+        tty.setraw(fd)
+        yield
+    finally:
+        termios.tcsetattr(fd, termios.TCSADRAIN, saved)
+
+
+@contextlib.contextmanager
+def _signals() -> Iterator[socket.socket]:
+    """SIGINT and SIGTERM turned into bytes (the signal numbers) on a socket to select on."""
+    reader, writer = socket.socketpair()
+    writer.setblocking(False)
+    reader.setblocking(False)
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    previous_fd = signal.set_wakeup_fd(writer.fileno(), warn_on_full_buffer=False)
+    try:
+        for signum in handlers:
+            signal.signal(signum, lambda *_: None)
+        yield reader
+    finally:
+        signal.set_wakeup_fd(previous_fd)
+        for signum, handler in handlers.items():
+            signal.signal(signum, handler)
+        reader.close()
+        writer.close()
+
+
+def _relay(
+    proc: subprocess.Popen[bytes],
+    channels: dict[str, Channel],
+    fds: _Fds,
+    wakeup: socket.socket,
+    spec: BootSpec,
+) -> _Session:
+    """Copy the streams until QEMU ends (or is to be killed); see the module docstring."""
+    session = _Session()
+    outputs = {"stdout": fds.stdout, "stderr": fds.stderr, "tty": fds.stdout}
+    control = channels["control"].host
+    with selectors.DefaultSelector() as selector:
+        for name, channel in channels.items():
+            if name in outputs or name == "control":
+                selector.register(channel.host, selectors.EVENT_READ, name)
+        selector.register(wakeup, selectors.EVENT_READ, "signal")
+        guest_input = channels.get("tty" if spec.tty else "stdin")
+        if spec.interactive and guest_input is not None:
+            selector.register(fds.stdin, selectors.EVENT_READ, "input")
+        while proc.poll() is None:
+            now = time.monotonic()
+            if session.kill_at is not None and now >= session.kill_at:
+                break
+            timeout = 0.5 if session.kill_at is None else min(0.5, session.kill_at - now)
+            for key, _ in selector.select(max(timeout, 0.0)):
+                name = key.data
+                if name == "signal":
+                    _on_signal(session, wakeup, control)
+                elif name == "input":
+                    _forward_input(selector, fds.stdin, guest_input, spec.tty)
+                elif name == "control":
+                    _on_control(session, control, selector)
+                else:
+                    data = _recv(channels[name].host)
+                    if data:
+                        _write_all(outputs[name], data)
+                    else:
+                        selector.unregister(channels[name].host)
+        _drain(channels, outputs)
+    return session
+
+
+def _recv(sock: socket.socket) -> bytes:
+    try:
+        return sock.recv(CHUNK)
+    except (ConnectionResetError, BlockingIOError):
+        return b""
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        try:
+            written = os.write(fd, view)
+        except BrokenPipeError:
+            return  # the reader went away (e.g. `| head`): the output is dropped
+        view = view[written:]
+
+
+def _drain(channels: dict[str, Channel], outputs: dict[str, int]) -> None:
+    """What QEMU wrote before it ended, not read yet."""
+    for name, channel in channels.items():
+        if name not in outputs:
+            continue
+        channel.host.setblocking(False)
+        while data := _recv(channel.host):
+            _write_all(outputs[name], data)
+
+
+def _on_signal(session: _Session, wakeup: socket.socket, control: socket.socket) -> None:
+    try:
+        received = wakeup.recv(64)
+    except BlockingIOError:
+        return
+    for signum in received:
+        if session.signal is None:
+            session.signal = signum
+            session.kill_at = time.monotonic() + STOP_GRACE_SECONDS
+            _send(control, b"stop\n")
+        else:  # a second Ctrl-C: no more waiting
+            session.kill_at = time.monotonic()
+
+
+def _send(sock: socket.socket, data: bytes) -> None:
+    with contextlib.suppress(OSError):
+        sock.sendall(data)
+
+
+def _forward_input(
+    selector: selectors.BaseSelector, fd: int, channel: Channel | None, raw: bool
+) -> None:
+    assert channel is not None
+    try:
+        data = os.read(fd, CHUNK)
+    except OSError:
+        data = b""
+    if data:
+        _send(channel.host, data)
+        return
+    selector.unregister(fd)
+    if not raw:  # end of our stdin: the workload's stdin ends too
+        with contextlib.suppress(OSError):
+            channel.host.shutdown(socket.SHUT_WR)
+
+
+def _on_control(session: _Session, control: socket.socket, selector: selectors.BaseSelector) -> None:
+    data = _recv(control)
+    if not data:
+        selector.unregister(control)
+        return
+    session.control_buffer += data
+    while b"\n" in session.control_buffer:
+        line, _, session.control_buffer = session.control_buffer.partition(b"\n")
+        word, _, rest = line.decode(errors="replace").partition(" ")
+        if word == "exit" and rest.strip().isdigit():
+            session.status = int(rest)
+            # The init powers off now; QEMU must end soon, whatever happens.
+            session.kill_at = time.monotonic() + POWEROFF_SECONDS
+        elif word == "error":
+            session.error = rest

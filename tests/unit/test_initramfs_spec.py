@@ -1,0 +1,183 @@
+"""docker run's workload rules (Entrypoint, Cmd, Env, WorkingDir, User, StopSignal), the
+BootSpec's checks, the spec file's quoting, and the app-mode QEMU command line."""
+
+from __future__ import annotations
+
+import signal
+from pathlib import Path
+
+import pytest
+
+from oci2vm import runtime
+from oci2vm.arch import Arch
+from oci2vm.boot.pvh import has_pvh_entry, pvh_kernel
+from oci2vm.config import Accel, Config, PortMapping, Volume
+from oci2vm.errors import Oci2vmError
+from oci2vm.image.model import ImageConfig, Platform
+from oci2vm.initramfs.spec import (
+    DEFAULT_PATH,
+    BootSpec,
+    Mode,
+    VolumeMount,
+    parse_signal,
+    render,
+    shell_quote,
+    workload,
+)
+
+
+def image(**fields: object) -> ImageConfig:
+    base: dict[str, object] = dict(
+        platform=Platform(), entrypoint=("/bin/sh", "-c"), cmd=("echo hello",),
+        env=("FOO=bar", "PATH=/bin"), working_dir="/app", user="1000:1000", labels={},
+        exposed_ports=(), stop_signal="", diff_ids=(), created="",
+    )  # fmt: skip
+    base.update(fields)
+    return ImageConfig(**base)  # type: ignore[arg-type]
+
+
+def test_image_entrypoint_and_cmd_run_as_configured() -> None:
+    spec = workload(image(), Config())
+    assert spec.mode is Mode.APP
+    assert spec.argv == ("/bin/sh", "-c", "echo hello")
+    assert (spec.workdir, spec.user, spec.stop_signal) == ("/app", "1000:1000", signal.SIGTERM)
+
+
+def test_arguments_after_dashes_replace_cmd() -> None:
+    spec = workload(image(), Config(command=("exit 7",)))
+    assert spec.argv == ("/bin/sh", "-c", "exit 7")
+
+
+def test_entrypoint_option_replaces_entrypoint_and_drops_cmd() -> None:
+    assert workload(image(), Config(entrypoint="/bin/true")).argv == ("/bin/true",)
+    both = workload(image(), Config(entrypoint="/bin/echo", command=("a", "b")))
+    assert both.argv == ("/bin/echo", "a", "b")
+
+
+def test_empty_entrypoint_clears_it() -> None:
+    assert workload(image(), Config(entrypoint="", command=("ls",))).argv == ("ls",)
+    with pytest.raises(Oci2vmError, match="no command to run"):
+        workload(image(), Config(entrypoint=""))
+
+
+def test_no_entrypoint_and_no_cmd_is_a_clear_error() -> None:
+    with pytest.raises(Oci2vmError, match="no command to run.*after '--'"):
+        workload(image(entrypoint=None, cmd=None), Config())
+
+
+def test_env_merges_config_then_options_later_wins_in_place() -> None:
+    spec = workload(image(), Config(env=("FOO=baz", "NEW=1"), hostname="box"))
+    assert spec.env == ("PATH=/bin", "HOSTNAME=box", "FOO=baz", "NEW=1")
+    assert spec.hostname == "box"
+
+
+def test_path_defaults_to_dockers_and_tty_adds_term() -> None:
+    spec = workload(image(env=()), Config(tty=True), hostname="h")
+    assert spec.env == (f"PATH={DEFAULT_PATH}", "HOSTNAME=h", "TERM=xterm")
+    assert spec.tty
+
+
+def test_workdir_user_and_volumes_from_options() -> None:
+    config = Config(
+        workdir="/srv", user="nobody", interactive=True,
+        volumes=(Volume(Path("/h"), "/data", True), Volume(Path("/i"), "/more")),
+    )  # fmt: skip
+    spec = workload(image(working_dir=""), config)
+    assert (spec.workdir, spec.user, spec.interactive) == ("/srv", "nobody", True)
+    assert spec.volumes == (VolumeMount("vol0", "/data", True), VolumeMount("vol1", "/more"))
+    assert workload(image(working_dir=""), Config()).workdir == "/"
+
+
+@pytest.mark.parametrize(
+    ("text", "number"),
+    [("", signal.SIGTERM), ("SIGQUIT", signal.SIGQUIT), ("int", signal.SIGINT), ("9", 9)],
+)
+def test_stop_signal_is_parsed_as_docker_does(text: str, number: int) -> None:
+    assert parse_signal(text) == number
+    assert workload(image(stop_signal=text), Config()).stop_signal == number
+
+
+@pytest.mark.parametrize("text", ["SIGNOPE", "0", "999"])
+def test_bad_stop_signal_is_refused(text: str) -> None:
+    with pytest.raises(Oci2vmError, match="invalid stop signal"):
+        parse_signal(text)
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"argv": ()},
+        {"argv": ("a\0b",)},
+        {"argv": ("x",), "workdir": "rel"},
+        {"argv": ("x",), "env": ("NOEQUALS",)},
+        {"argv": ("x",), "volumes": (VolumeMount("bad tag", "/x"),)},
+    ],
+)
+def test_malformed_specs_are_refused(fields: dict[str, object]) -> None:
+    with pytest.raises(Oci2vmError):
+        BootSpec(mode=Mode.APP, **fields)  # type: ignore[arg-type]
+
+
+def test_render_quotes_every_value_and_flags_home() -> None:
+    spec = BootSpec(mode=Mode.APP, argv=("it's",), env=("HOME=/h",), user="u:g")
+    text = render(spec).decode()
+    inner = "'it'\\''s'"  # the word, quoted
+    assert f"SPEC_ARGV={shell_quote(inner)}\n" in text  # the list, quoted again
+    assert "SPEC_HAS_HOME='1'\n" in text and "SPEC_USER='u:g'\n" in text
+    assert all(line.startswith(("#", "SPEC_")) for line in text.splitlines())
+
+
+def test_shell_quote_closes_and_reopens_around_quotes() -> None:
+    assert shell_quote("a'b") == "'a'\\''b'"
+    assert shell_quote("$(x)\n`y`") == "'$(x)\n`y`'"
+
+
+# -- QEMU's command line -------------------------------------------------------------------
+
+
+def test_qemu_command_boots_kernel_on_a_snapshot_with_forwards_volumes_and_ports(
+    tmp_path: Path,
+) -> None:
+    spec = BootSpec(mode=Mode.APP, argv=("x",), interactive=True)
+    channels = runtime.open_channels(spec)
+    config = Config(
+        accel=Accel.TCG, memory_mib=256, cpus=1,
+        publish=(PortMapping(8080, 80), PortMapping(53, 53, "0.0.0.0", "udp")),
+        volumes=(Volume(tmp_path, "/data", True),),
+    )  # fmt: skip
+    argv = runtime.qemu_command(
+        Path("/k"), Path("/i"), Path("/r.ext4"), config, Arch.AMD64, channels, Path("/log")
+    )
+    text = " ".join(argv)
+    assert argv[0] == Arch.AMD64.facts.qemu_binary
+    assert "-kernel /k -initrd /i" in text and "-m 256 -smp 1" in text
+    assert "file=/r.ext4,format=raw,if=none,id=root,snapshot=on" in text
+    assert "hostfwd=tcp:127.0.0.1:8080-:80,hostfwd=udp:0.0.0.0:53-:53" in text
+    assert f"local,id=vol0,path={tmp_path},security_model=none,readonly=on" in text
+    assert "virtio-9p-pci,fsdev=vol0,mount_tag=vol0" in text
+    assert f"-serial file:/log" in text
+    for name in ("stdin", "stdout", "stderr", "control"):
+        fd = channels[name].guest_fd
+        assert f"socket,id={name},fd={fd}" in text
+        assert f"virtserialport,bus=channels.0,chardev={name},name=org.oci2vm.{name}" in text
+    assert f"root={runtime.ROOT_DEVICE}" in argv[argv.index("-append") + 1]
+
+
+def test_tty_gets_a_virtconsole_and_no_stream_ports() -> None:
+    channels = runtime.open_channels(BootSpec(mode=Mode.APP, argv=("x",), tty=True))
+    assert sorted(channels) == ["control", "tty"]
+    argv = runtime.qemu_command(
+        Path("/k"), Path("/i"), Path("/r"), Config(accel=Accel.TCG), Arch.AMD64, channels, Path("/l")
+    )
+    assert "virtconsole,bus=channels.0,chardev=tty,name=org.oci2vm.tty" in argv
+
+
+def test_non_interactive_runs_have_no_stdin_port() -> None:
+    assert sorted(runtime.open_channels(BootSpec(mode=Mode.APP, argv=("x",)))) == [
+        "control", "stderr", "stdout",
+    ]  # fmt: skip
+
+
+def test_pvh_kernel_refuses_what_is_not_a_bzimage() -> None:
+    assert pvh_kernel(b"\0" * 4096) is None
+    assert not has_pvh_entry(b"\x7fELF" + b"\0" * 60)
