@@ -2,7 +2,8 @@
 then read from the cache ($OCI2VM_FIXTURE_CACHE, else /var/cache/oci2vm-fixtures when
 writable, else ~/.cache/oci2vm-fixtures). Independent of the oci2vm package on purpose.
 
-    fx = busybox_fixture()
+    fx = busybox_fixture()  # or busybox_app_fixture(), debian_fixture(),
+                            # debian_systemd_fixture(), debian_minbase_fixture()
     fx.oci_layout, fx.oci_archive, fx.docker_archive, fx.docker_oci_archive, fx.rootfs_tar
     fx.config_digest, fx.diff_ids, fx.manifest_digest, fx.cmd, ...
     expected_tree(fx)["bin/sh"]  -> {"kind": "hardlink", "linkname": "bin/ash", ...}
@@ -14,7 +15,7 @@ import functools
 import importlib
 import json
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -69,9 +70,13 @@ class FixtureSet:
     user: str
     entries: int  # members in rootfs.tar
     build_seconds: float  # how long the build took when it ran
+    # the image config's "config", whole (ExposedPorts, StopSignal, ...)
+    config: dict[str, Any] = field(hash=False)
 
 
 BUSYBOX_CASES: tuple[FixtureCase, ...] = tuple(FixtureCase(*row) for row in builder().CASES)
+BUSYBOX_APP_INDEX_HTML: str = builder().INDEX_HTML  # /www/index.html, what httpd serves
+BUSYBOX_APP_APPLETS: tuple[str, ...] = tuple(builder().APP_APPLETS)  # /bin/<applet> -> busybox
 
 
 def _optional_tuple(value: Any) -> tuple[str, ...] | None:
@@ -106,20 +111,18 @@ def _load(root: Path) -> FixtureSet:
         user=config.get("User", ""),
         entries=facts["entries"],
         build_seconds=facts["build_seconds"],
+        config=config,
     )
 
 
 def fixture(name: str, cache: Path | None = None) -> FixtureSet:
-    """Fixture `name` ("busybox" or "debian"), built first if the cache lacks it."""
+    """Fixture `name` (a key of the builder's FIXTURES), built first if the cache lacks it."""
     return _load(builder().ensure_fixture(name, cache))
 
 
 def fixture_is_cached(name: str, cache: Path | None = None) -> bool:
     """Whether fixture `name` at its current recipe version is ready without building."""
-    module = builder()
-    version = module.FIXTURES[name][0]
-    root = cache or module.default_cache()
-    return bool((root / f"{name}-v{version}" / "facts.json").exists())
+    return bool((builder().fixture_dir(name, cache) / "facts.json").exists())
 
 
 def busybox_fixture(cache: Path | None = None) -> FixtureSet:
@@ -131,6 +134,27 @@ def debian_fixture(cache: Path | None = None) -> FixtureSet:
     """bookworm minbase + linux-image-amd64 + systemd-sysv, 2 gzip layers. Building needs root
     and deb.debian.org (debootstrap + chroot), ~2-3 minutes the first time."""
     return fixture("debian", cache)
+
+
+def debian_systemd_fixture(cache: Path | None = None) -> FixtureSet:
+    """bookworm minbase + systemd-sysv (/sbin/init -> systemd) and no kernel (/boot empty, no
+    /lib/modules), root password unset; 2 gzip layers, the first debian's. Building needs
+    root and deb.debian.org, ~1 minute once the minbase stage is cached."""
+    return fixture("debian-systemd", cache)
+
+
+def debian_minbase_fixture(cache: Path | None = None) -> FixtureSet:
+    """bookworm debootstrap --variant=minbase alone: no init, no kernel; 1 gzip layer, the
+    first of debian and debian-systemd. Building needs root (debootstrap) when not cached."""
+    return fixture("debian-minbase", cache)
+
+
+def busybox_app_fixture(cache: Path | None = None) -> FixtureSet:
+    """An app image as `docker run` gets them: static busybox + applet symlinks
+    (BUSYBOX_APP_APPLETS), User "app" (1000:1000 in /etc/passwd, also in group extra 1001),
+    WorkingDir /app, Cmd httpd on 8080 serving /www (BUSYBOX_APP_INDEX_HTML), ExposedPorts,
+    StopSignal SIGTERM; no kernel, no init, no /dev /proc /sys /run. 1 gzip layer, < 1 s."""
+    return fixture("busybox-app", cache)
 
 
 def expected_tree(fixture_set: FixtureSet) -> dict[str, dict[str, Any]]:

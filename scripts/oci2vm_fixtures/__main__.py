@@ -1,4 +1,4 @@
-"""The command line: python scripts/build_fixtures.py [busybox|debian|all] [--cache DIR]
+"""The command line: python scripts/build_fixtures.py [NAME|all] [--cache DIR]
 (or python -m oci2vm_fixtures from scripts/) builds the named fixtures unless cached."""
 
 from __future__ import annotations
@@ -10,14 +10,12 @@ from pathlib import Path
 
 from . import FIXTURES, ensure_fixture
 
-DESCRIPTION = (
-    'Build the project-owned fixture images ("busybox", "debian") in every form oci2vm reads.'
-)
+DESCRIPTION = "Build the project-owned fixture images in every form oci2vm reads."
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=DESCRIPTION)
-    parser.add_argument("which", nargs="?", default="all", choices=["busybox", "debian", "all"])
+    parser.add_argument("which", nargs="?", default="all", choices=[*FIXTURES, "all"])
     parser.add_argument("--cache", type=Path, default=None, help="cache directory")
     args = parser.parse_args(argv)
     names = list(FIXTURES) if args.which == "all" else [args.which]

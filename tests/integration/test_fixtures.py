@@ -27,6 +27,7 @@ from fixture_images import (
     busybox_fixture,
     debian_fixture,
     expected_tree,
+    fixture,
     fixture_is_cached,
 )
 from support.programs import requires
@@ -36,13 +37,14 @@ pytestmark = pytest.mark.fixture
 MT_TAR = "application/vnd.oci.image.layer.v1.tar"
 
 
-@pytest.fixture(scope="module", params=["busybox", "debian"])
+@pytest.fixture(
+    scope="module", params=["busybox", "busybox-app", "debian", "debian-systemd", "debian-minbase"]
+)
 def image(request: pytest.FixtureRequest) -> FixtureSet:
-    if request.param == "busybox":
-        return busybox_fixture()
-    if not fixture_is_cached("debian") and os.geteuid() != 0:
-        pytest.skip("building the debian fixture needs root (debootstrap, chroot)")
-    return debian_fixture()
+    name = request.param
+    if name.startswith("debian") and not fixture_is_cached(name) and os.geteuid() != 0:
+        pytest.skip(f"building the {name} fixture needs root (debootstrap, chroot)")
+    return fixture(name)
 
 
 @pytest.fixture(scope="module")
@@ -110,10 +112,12 @@ def test_umoci_stat_reads_the_oci_layout(image: FixtureSet) -> None:
 
 
 @requires("skopeo")
-def test_skopeo_reads_the_oci_archive(busybox: FixtureSet) -> None:
-    assert busybox.oci_archive is not None
-    ref = f"oci-archive:{busybox.oci_archive}:{busybox.tag}"
-    assert raw_digest("skopeo", "inspect", "--raw", ref) == busybox.manifest_digest
+@pytest.mark.parametrize("name", ["busybox", "busybox-app"])
+def test_skopeo_reads_the_oci_archive(name: str) -> None:
+    image = fixture(name)
+    assert image.oci_archive is not None
+    ref = f"oci-archive:{image.oci_archive}:{image.tag}"
+    assert raw_digest("skopeo", "inspect", "--raw", ref) == image.manifest_digest
 
 
 @requires("skopeo")
