@@ -86,7 +86,7 @@ def target(tree: Tree, opts: dict[str, object], arch: Arch = Arch.AMD64) -> Targ
 
 def prepare(tree: Tree, opts: dict[str, object]) -> list[str]:
     """The steps that edit a system's files, in order, as a disk build runs them."""
-    return run_steps(FILE_STEPS, TreeEditor(tree, FS_TIME), target(tree, opts))
+    return run_steps(FILE_STEPS, TreeEditor(tree, FS_TIME), target(tree, opts))[0]
 
 
 def run_step(

@@ -72,7 +72,8 @@ def test_systemd_image_gets_serial_getty_fstab_hostname_and_loses_dockerenv(
 
 def test_the_runner_keeps_the_order_and_skips_steps_that_do_not_apply(tmp_path: Path) -> None:
     assert [step.name for step in SYSTEM_STEPS] == [
-        "kernel", "cleanup", "fstab", "hostname", "console", "accounts", "ssh", "bootcfg"
+        "kernel", "cleanup", "appmode", "fstab", "hostname", "console", "accounts", "ssh",
+        "bootcfg",
     ]  # fmt: skip
     ran: list[str] = []
 
@@ -85,8 +86,27 @@ def test_the_runner_keeps_the_order_and_skips_steps_that_do_not_apply(tmp_path: 
 
     tree = flattened(tmp_path, [file("x")])
     steps = (recording("first"), recording("skipped", applies=False), recording("second"))
-    notes = run_steps(steps, TreeEditor(tree, FS_TIME), target(tree, options()))
+    notes, _ = run_steps(steps, TreeEditor(tree, FS_TIME), target(tree, options()))
     assert (ran, notes) == (["first", "second"], ["first ran", "second ran"])
+
+
+def test_a_step_that_changes_the_system_has_it_described_anew(tmp_path: Path) -> None:
+    seen: list[int] = []
+
+    def add_kernel(edit: TreeEditor, _target: Target) -> list[str]:
+        edit.write("/boot/vmlinuz-9.9", b"k")
+        return []
+
+    def count(_edit: TreeEditor, goal: Target) -> list[str]:
+        seen.append(len(goal.os.kernels))
+        return []
+
+    tree = flattened(tmp_path, [file("x")])
+    steps = (Step("count", count), Step("kernel", add_kernel, refreshes_os=True),
+             Step("count", count))  # fmt: skip
+    _, final = run_steps(steps, TreeEditor(tree, FS_TIME), target(tree, options()))
+    assert seen == [0, 1]
+    assert [k.version for k in final.os.kernels] == ["9.9"]
 
 
 def test_the_plan_counts_the_file_data_steps_add() -> None:

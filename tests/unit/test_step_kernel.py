@@ -1,32 +1,219 @@
-"""The kernel step: a disk boots the image's own kernel; without one the build stops with
-the fix named, for the image's architecture."""
+"""The kernel step: which kernel a disk boots (the image's own, or one injected from a
+kernel package), which init takes over (system or app mode), and what an injection puts
+in the tree: the package's files, the module indexes depmod would write, oci2vm's
+initramfs with the modules it needs, and Debian's /vmlinuz links."""
 
 from __future__ import annotations
 
+import dataclasses
+import gzip
 from pathlib import Path
 
 import pytest
 
 from oci2vm.arch import Arch
+from oci2vm.config import Config, InitMode, InitrdChoice, KernelChoice, KernelKind
 from oci2vm.errors import Oci2vmError
+from oci2vm.image.model import ImageConfig, Platform
 from oci2vm.prepare import kernel
-from support.layouts import directory, file
-from support.prepared import flattened, run_step
+from oci2vm.prepare.step import BootOutputs, Target
+from oci2vm.tree.editor import TreeEditor
+from oci2vm.tree.model import Kind, StreamedData, lookup
+from support.debarchives import build_deb
+from support.elfmodules import build_module
+from support.layouts import directory, file, symlink
+from support.prepared import FS_TIME, content, entry, flattened, options, run_step, target
+
+VERSION = "6.1.0-99-amd64"
+BUSYBOX = b"\x7fELF fake busybox"
 
 
-def test_an_image_with_a_kernel_passes_without_notes(tmp_path: Path) -> None:
-    tree = flattened(tmp_path, [directory("boot"), file("boot/vmlinuz-6.1.0-9-amd64", b"k")])
+def module(name: str, needs: tuple[str, ...] = (), exports: tuple[str, ...] = ()) -> bytes:
+    info = [f"name={name}", f"vermagic={VERSION} SMP", "depends=" + ",".join(needs)]
+    return build_module(info, exports=exports, undefined=[f"{n}_sym" for n in needs])
+
+
+def kernel_deb(tmp_path: Path, *, with_ext4: bool = True) -> Path:
+    """A small linux-image package: vmlinuz, ext4 needing jbd2, an unrelated module."""
+    base = f"./lib/modules/{VERSION}"
+    files = {
+        f"./boot/vmlinuz-{VERSION}": b"MZ fake kernel",
+        f"./boot/config-{VERSION}": b"CONFIG_EXT4_FS=m\n",
+        f"{base}/kernel/fs/jbd2/jbd2.ko": module("jbd2", exports=("jbd2_sym",)),
+        f"{base}/kernel/sound/snd.ko": module("snd"),
+        f"{base}/modules.builtin": b"kernel/drivers/virtio/virtio.ko\n",
+        f"{base}/modules.builtin.modinfo": b"",
+        f"{base}/modules.order": b"kernel/fs/jbd2/jbd2.ko\nkernel/fs/ext4/ext4.ko\n",
+    }
+    if with_ext4:
+        files[f"{base}/kernel/fs/ext4/ext4.ko"] = module("ext4", needs=("jbd2",))
+    path = tmp_path / "linux-image.deb"
+    path.write_bytes(build_deb(f"linux-image-{VERSION}", "6.1.1-1", files))
+    return path
+
+
+def goal(tree_target: Target, **changes: object) -> Target:
+    config = dataclasses.replace(tree_target.config, **changes)  # type: ignore[arg-type]
+    return dataclasses.replace(tree_target, config=config, image_config=IMAGE_CONFIG)
+
+
+IMAGE_CONFIG = ImageConfig(
+    platform=Platform(), entrypoint=None, cmd=("cat", "/etc/os-release"), env=("A=b",),
+    working_dir="/srv", user="", labels={}, exposed_ports=(), stop_signal="",
+    diff_ids=(), created="",
+)  # fmt: skip
+
+
+@pytest.fixture(autouse=True)
+def no_archive(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(kernel, "busybox_binary", lambda _target, _source: BUSYBOX)
+
+
+def inject(tmp_path: Path, members: list[object], **changes: object) -> tuple[object, Target]:
+    tree = flattened(tmp_path, members)  # type: ignore[arg-type]
+    deb = kernel_deb(tmp_path)
+    base = goal(target(tree, options()), kernel=KernelChoice.parse(str(deb)), **changes)
+    base = dataclasses.replace(base, mode=kernel.mode_of(base))
+    streamed: dict[str, bytes] = {}
+
+    def sink(inode: object, data: object) -> None:
+        chunks = []
+        while piece := data.view(1 << 20):  # type: ignore[attr-defined]
+            chunks.append(bytes(piece))
+        streamed[str(id(inode))] = b"".join(chunks)
+
+    edit = TreeEditor(tree, FS_TIME, sink=sink)  # type: ignore[arg-type]
+    notes = kernel.STEP.apply(edit, base)
+    return (tree, notes, streamed), base
+
+
+def test_an_image_with_a_kernel_keeps_it_without_notes(tmp_path: Path) -> None:
+    tree = flattened(tmp_path, [directory("boot"), file("boot/vmlinuz-6.1.0-9-amd64", b"k"),
+                                file("sbin/init", b"")])  # fmt: skip
     assert run_step(tree, kernel.STEP) == []
+    assert lookup(tree.root, "/boot/initrd.img-6.1.0-9-amd64") is None
 
 
 @pytest.mark.parametrize("arch", list(Arch))
-def test_an_image_without_a_kernel_names_the_package_for_its_architecture(
-    tmp_path: Path, arch: Arch
-) -> None:
+def test_kernel_image_without_one_names_the_fix(tmp_path: Path, arch: Arch) -> None:
     tree = flattened(tmp_path, [directory("boot"), file("boot/config-6.1", b"")])
+    chosen = goal(target(tree, options(), arch), kernel=KernelChoice(KernelKind.IMAGE))
     with pytest.raises(Oci2vmError) as raised:
-        run_step(tree, kernel.STEP, arch=arch)
+        kernel.STEP.apply(TreeEditor(tree, FS_TIME), chosen)
     message = str(raised.value)
-    assert "the image has no kernel" in message
-    assert arch.facts.debian_kernel in message
+    assert "the image has no kernel" in message and "drop --kernel image" in message
     assert "\n" not in message
+
+
+def test_the_mode_is_app_exactly_when_the_image_has_no_init(tmp_path: Path) -> None:
+    bare = target(flattened(tmp_path / "a", [file("bin/sh")]), options())
+    assert kernel.mode_of(bare) is InitMode.APP
+    system = target(flattened(tmp_path / "b", [file("sbin/init")]), options())
+    assert kernel.mode_of(system) is InitMode.SYSTEM
+    assert kernel.mode_of(goal(system, init=InitMode.APP)) is InitMode.APP
+    with pytest.raises(Oci2vmError, match="has no init.*--init app"):
+        kernel.mode_of(goal(bare, init=InitMode.SYSTEM))
+
+
+def test_a_system_image_gets_the_package_indexes_initramfs_and_links(tmp_path: Path) -> None:
+    (tree, notes, streamed), base = inject(
+        tmp_path, [file("sbin/init"), directory("lib"), file("etc/os-release", b"ID=debian\n")]
+    )
+    assert base.mode is InitMode.SYSTEM
+    assert notes == [f"injected {tmp_path / 'linux-image.deb'} with oci2vm's initramfs "
+                     "(system mode)"]  # fmt: skip
+    ext4 = entry(tree, f"/lib/modules/{VERSION}/kernel/fs/ext4/ext4.ko")  # type: ignore[arg-type]
+    assert isinstance(ext4.data, StreamedData)
+    assert streamed[str(id(ext4))] == module("ext4", needs=("jbd2",))
+    assert isinstance(entry(tree, f"/boot/vmlinuz-{VERSION}").data, StreamedData)  # type: ignore[arg-type]
+    dep = content(tree, f"/lib/modules/{VERSION}/modules.dep")  # type: ignore[arg-type]
+    assert b"kernel/fs/ext4/ext4.ko: kernel/fs/jbd2/jbd2.ko\n" in dep
+    assert content(tree, f"/lib/modules/{VERSION}/modules.dep.bin")[:4] == b"\xb0\x07\xf4\x57"  # type: ignore[arg-type]
+    initrd = gzip.decompress(content(tree, f"/boot/initrd.img-{VERSION}"))  # type: ignore[arg-type]
+    assert b"kernel/fs/jbd2/jbd2.ko" in initrd and b"kernel/fs/ext4/ext4.ko" in initrd
+    assert b"kernel/sound/snd.ko" not in initrd  # only what the initramfs needs
+    assert BUSYBOX in initrd
+    for link, path in (("/vmlinuz", f"boot/vmlinuz-{VERSION}"),
+                       ("/initrd.img", f"boot/initrd.img-{VERSION}")):  # fmt: skip
+        node = entry(tree, link)  # type: ignore[arg-type]
+        assert (node.kind, node.target) == (Kind.SYMLINK, path.encode())
+
+
+def test_an_app_image_gets_the_kernel_but_not_the_modules(tmp_path: Path) -> None:
+    (tree, _notes, _streamed), base = inject(tmp_path, [file("bin/sh")])
+    assert base.mode is InitMode.APP
+    assert lookup(tree.root, f"/lib/modules/{VERSION}") is None  # type: ignore[attr-defined]
+    initrd = gzip.decompress(content(tree, f"/boot/initrd.img-{VERSION}"))  # type: ignore[arg-type]
+    assert b"'cat' '/etc/os-release'" in initrd  # the workload, in the spec
+    assert b"kernel/fs/ext4/ext4.ko" in initrd
+
+
+def test_a_direct_boot_keeps_kernel_and_initramfs_out_of_the_tree(tmp_path: Path) -> None:
+    tree = flattened(tmp_path, [file("bin/sh")])
+    deb = kernel_deb(tmp_path)
+    outputs = BootOutputs()
+    base = goal(target(tree, options()), kernel=KernelChoice.parse(str(deb)))
+    base = dataclasses.replace(base, mode=InitMode.APP, boot_outputs=outputs)
+    kernel.STEP.apply(TreeEditor(tree, FS_TIME, sink=lambda _i, _d: None), base)
+    assert (outputs.version, outputs.kernel) == (VERSION, b"MZ fake kernel")
+    assert gzip.decompress(outputs.initrd).count(b"ext4.ko") >= 1
+    assert lookup(tree.root, "/boot") is None and lookup(tree.root, "/vmlinuz") is None
+
+
+def test_a_kernel_without_ext4_is_refused(tmp_path: Path) -> None:
+    tree = flattened(tmp_path, [file("bin/sh")])
+    deb = tmp_path / "k.deb"
+    deb.write_bytes(kernel_deb(tmp_path, with_ext4=False).read_bytes())
+    base = goal(target(tree, options()), kernel=KernelChoice.parse(str(deb)))
+    base = dataclasses.replace(base, mode=InitMode.APP)
+    with pytest.raises(Oci2vmError, match="has no ext4.*cannot mount the root"):
+        kernel.STEP.apply(TreeEditor(tree, FS_TIME, sink=lambda _i, _d: None), base)
+
+
+def test_initrd_image_with_an_injected_kernel_is_refused(tmp_path: Path) -> None:
+    tree = flattened(tmp_path, [file("sbin/init")])
+    base = goal(target(tree, options()), initrd=InitrdChoice.IMAGE)
+    with pytest.raises(Oci2vmError, match="--initrd image"):
+        kernel.STEP.apply(TreeEditor(tree, FS_TIME), base)
+
+
+def test_the_suite_follows_the_image_release_else_stable(tmp_path: Path) -> None:
+    trixie = flattened(tmp_path / "a", [file("etc/os-release",
+                                             b"ID=debian\nVERSION_CODENAME=trixie\n")])  # fmt: skip
+    assert kernel.debian_suite(target(trixie, options())) == "trixie"
+    alpine = flattened(tmp_path / "b", [file("etc/os-release", b"ID=alpine\n")])
+    assert kernel.debian_suite(target(alpine, options())) == "stable"
+    chosen = goal(target(alpine, options()), kernel=KernelChoice.parse("debian:sid:cloud-amd64"))
+    assert kernel.debian_suite(chosen) == "sid"
+
+
+def test_the_build_plan_says_what_a_build_would_boot(tmp_path: Path) -> None:
+    with_kernel = flattened(tmp_path / "a", [file("sbin/init"), file("boot/vmlinuz-6.1")])
+    assert kernel.build_plan(target(with_kernel, options())) == {
+        "mode": "system", "kernel": "the image's 6.1 (/boot/vmlinuz-6.1)",
+        "initrd": "none (the kernel mounts the root)",
+        "init": f"the image's sysvinit (/sbin/init)",
+    }  # fmt: skip
+    bare = flattened(tmp_path / "b", [file("bin/sh")])
+    plan = kernel.build_plan(target(bare, options()))
+    assert plan["mode"] == "app" and plan["initrd"] == "oci2vm's initramfs"
+    assert plan["kernel"].startswith("injected: Debian's linux-image-amd64 from stable")
+    refused = kernel.build_plan(goal(target(bare, options()), init=InitMode.SYSTEM))
+    assert "has no init" in refused["error"]
+
+
+def test_kernel_choice_parses_every_form(tmp_path: Path) -> None:
+    deb = tmp_path / "k.deb"
+    deb.write_bytes(b"")
+    assert KernelChoice.parse("debian") == KernelChoice(KernelKind.DEBIAN)
+    assert KernelChoice.parse("debian:trixie:cloud-amd64") == KernelChoice(
+        KernelKind.DEBIAN, "trixie", "cloud-amd64"
+    )
+    assert KernelChoice.parse(str(deb)).kind is KernelKind.DEB
+    assert KernelChoice.parse("oci:./kernels:6.1") == KernelChoice(
+        KernelKind.SOURCE, location="oci:./kernels:6.1"
+    )
+    with pytest.raises(Oci2vmError):
+        KernelChoice.parse("debian:a:b:c")
+    with pytest.raises(Oci2vmError):
+        KernelChoice.parse("")

@@ -24,6 +24,7 @@ from oci2vm.debian.kernel import kernel_package
 from oci2vm.errors import Oci2vmError
 from oci2vm.image.blobs import BlobRef
 from oci2vm.initramfs.build import INITRAMFS_MODULES, build_initramfs, busybox_from_deb
+from oci2vm.initramfs.spec import DEFAULT_INIT, BootSpec, Mode, workload
 from oci2vm.prepare.kernelpkg import KernelFiles, module_bytes, read_kernel_package
 from oci2vm.prepare.step import Step, Target
 from oci2vm.tree.editor import TreeEditor
@@ -33,6 +34,8 @@ from oci2vm.tree.model import Kind
 # image takes the kernel of Debian's stable release.
 DEBIAN_SUITES = ("bookworm", "trixie", "forky", "sid")
 DEFAULT_SUITE = "stable"
+# What the initramfs cannot do without: the root filesystem's driver.
+REQUIRED_MODULES = ("ext4",)
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,8 +124,10 @@ def keeps_image_kernel(target: Target) -> bool:
             )
         return True
     if kind is KernelKind.AUTO:
-        return bool(target.os.kernels) and target.mode is InitMode.SYSTEM and (
-            target.config.initrd is not InitrdChoice.OWN
+        return (
+            bool(target.os.kernels)
+            and target.mode is InitMode.SYSTEM
+            and (target.config.initrd is not InitrdChoice.OWN)
         )
     return False
 
@@ -157,18 +162,37 @@ def apply(edit: TreeEditor, target: Target) -> list[str]:
 
 
 def initramfs(edit: TreeEditor, target: Target, source: KernelSource, files: KernelFiles) -> bytes:
-    closure = files.db.closure(INITRAMFS_MODULES)
+    """oci2vm's initramfs for the injected kernel: the drivers it has of those the
+    initramfs wants (a cloud flavour lacks some hardware's), which must include ext4's."""
+    absent = set(files.db.missing(INITRAMFS_MODULES))
+    if absent & set(REQUIRED_MODULES):
+        raise Oci2vmError(
+            f"{source.what}: the kernel has no {', '.join(sorted(absent & set(REQUIRED_MODULES)))} "
+            "(neither built in nor a module): it cannot mount the root oci2vm writes"
+        )
+    wanted = [name for name in INITRAMFS_MODULES if name.replace("-", "_") not in absent]
+    closure = files.db.closure(wanted)
     modules = module_bytes(source.deb, source.what, closure)
-    archive = source.archive or archive_for(target, debian_suite(target))
-    busybox = busybox_from_deb(archive.download(archive.resolve("busybox-static")))
+    busybox = busybox_binary(target, source)
     mtime = edit.mtime_ns // 1_000_000_000
     return build_initramfs(busybox, files.version, modules, boot_spec(target), mtime=mtime)
+
+
+def busybox_binary(target: Target, source: KernelSource) -> bytes:
+    """Debian's static busybox, from the kernel's suite (or the image's, for a kernel
+    package file), verified as the kernel is."""
+    archive = source.archive or archive_for(target, debian_suite(target))
+    return busybox_from_deb(archive.download(archive.resolve("busybox-static")))
 
 
 def boot_spec(target: Target) -> BootSpec:
     """What oci2vm's init does at boot: mount the root, then hand over to the image's
     init (system mode) or run the workload (app mode)."""
-    raise NotImplementedError
+    if target.mode is InitMode.APP:
+        if target.image_config is None:
+            raise ValueError("app mode needs the image's config")
+        return workload(target.image_config, target.config, hostname=target.hostname)
+    return BootSpec(mode=Mode.SYSTEM, init=target.os.init_path or DEFAULT_INIT)
 
 
 def _debian_links(edit: TreeEditor, kernel: str, initrd: str) -> None:
@@ -202,9 +226,7 @@ def build_plan(target: Target) -> dict[str, str]:
         if choice.kind is KernelKind.DEB:
             plan["kernel"] = f"injected from {choice.location}"
         else:
-            flavour = choice.flavour or target.arch.facts.debian_kernel.removeprefix(
-                "linux-image-"
-            )
+            flavour = choice.flavour or target.arch.facts.debian_kernel.removeprefix("linux-image-")
             plan["kernel"] = (
                 f"injected: Debian's linux-image-{flavour} from {debian_suite(target)}, "
                 "verified through the archive's signatures"

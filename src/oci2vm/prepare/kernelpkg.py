@@ -109,6 +109,7 @@ def read_kernel_package(
     found.db.set_builtin(
         found.small.get("modules.builtin", b""), found.small.get("modules.builtin.modinfo", b"")
     )
+    found.db.set_order(found.small.get("modules.order", b""))
     return found
 
 
@@ -125,9 +126,7 @@ def _place(edit: TreeEditor, name: str, member: Member, tar: TarReader) -> None:
     # Hard links and device nodes: Debian's kernel packages have none.
 
 
-def module_bytes(
-    deb: BlobRef, what: str, wanted: Sequence[str]
-) -> list[tuple[str, bytes]]:
+def module_bytes(deb: BlobRef, what: str, wanted: Sequence[str]) -> list[tuple[str, bytes]]:
     """The uncompressed bytes of the modules `wanted` (paths under /lib/modules/VERSION),
     in that order: the second read of the package."""
     order = {rel: i for i, rel in enumerate(wanted)}

@@ -34,9 +34,7 @@ SYSTEM_STEPS: tuple[Step, ...] = (
 )
 
 
-def run_steps(
-    steps: Sequence[Step], edit: TreeEditor, target: Target
-) -> tuple[list[str], Target]:
+def run_steps(steps: Sequence[Step], edit: TreeEditor, target: Target) -> tuple[list[str], Target]:
     """Apply every step that applies, in order; returns their notes and the target as
     the last step saw it (what the tree holds, described anew after a step changed it)."""
     notes: list[str] = []
