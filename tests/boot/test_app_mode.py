@@ -48,7 +48,9 @@ def boot(tmp_path_factory: pytest.TempPathFactory) -> AppBoot:
 
 def app(*argv: str, **fields: object) -> BootSpec:
     # The busybox fixture's config: Env FOO=bar, User 1000:1000, WorkingDir /app.
-    defaults: dict[str, object] = dict(env=("PATH=/bin", "FOO=bar"), workdir="/app", user="1000:1000")
+    defaults: dict[str, object] = dict(
+        env=("PATH=/bin", "FOO=bar"), workdir="/app", user="1000:1000"
+    )
     defaults.update(fields)
     return BootSpec(mode=Mode.APP, argv=argv, **defaults)  # type: ignore[arg-type]
 

@@ -52,8 +52,10 @@ def main(job: str, console: str) -> int:
 
     kernel, initrd, root, spec, config = pickle.loads(Path(job).read_bytes())
     try:
-        return run_app(kernel, initrd, root, spec, config, Arch.default(), console_log=Path(console))
-    except Exception as e:  # noqa: BLE001 - reported to the test through stderr
+        return run_app(
+            kernel, initrd, root, spec, config, Arch.default(), console_log=Path(console)
+        )
+    except Exception as e:
         print(f"run_app raised: {e}", file=sys.stderr)
         return 255
 

@@ -108,7 +108,8 @@ def build_initramfs(
     mtime: int,
 ) -> bytes:
     """The initramfs, gzip-compressed (gzip's own mtime 0) and NUL-padded to a multiple
-    of 4 bytes, so that spec_archive() can follow it: the same inputs give the same bytes. `modules` are (path under /lib/modules/VERSION, uncompressed .ko) in load order,
+    of 4 bytes, so that spec_archive() can follow it: the same inputs give the same bytes.
+    `modules` are (path under /lib/modules/VERSION, uncompressed .ko) in load order,
     dependencies first; `spec` None boots the root's init (system mode, /sbin/init)."""
     if not kernel_version or "/" in kernel_version or kernel_version.startswith("."):
         raise Oci2vmError(f"malformed kernel version {kernel_version!r}")
