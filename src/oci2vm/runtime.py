@@ -356,7 +356,9 @@ def _forward_input(
             channel.host.shutdown(socket.SHUT_WR)
 
 
-def _on_control(session: _Session, control: socket.socket, selector: selectors.BaseSelector) -> None:
+def _on_control(
+    session: _Session, control: socket.socket, selector: selectors.BaseSelector
+) -> None:
     data = _recv(control)
     if not data:
         selector.unregister(control)

@@ -50,9 +50,13 @@ def test_gnu_cpio_lists_and_extracts_the_archive(tmp_path: Path) -> None:
 @requires("cpio")
 def test_gnu_cpio_reads_the_built_initramfs(tmp_path: Path) -> None:
     data = build.build_initramfs(b"BB", "v", [("kernel/m.ko", b"KO")], None, mtime=0)
-    listing = subprocess.run(
-        ["cpio", "-t", "--quiet"], input=gzip.decompress(data), capture_output=True, check=True
-    ).stdout.decode().splitlines()
+    listing = (
+        subprocess.run(
+            ["cpio", "-t", "--quiet"], input=gzip.decompress(data), capture_output=True, check=True
+        )
+        .stdout.decode()
+        .splitlines()
+    )
     assert {"init", "bin/busybox", "dev/console", "lib/modules/v/kernel/m.ko"} <= set(listing)
 
 

@@ -25,9 +25,7 @@ def archive(fill: object, mtime: int = 0) -> bytes:
 
 def test_file_member_bytes_are_the_newc_layout() -> None:
     data = archive(lambda w: w.add_file("a", b"xyz", 0o644), mtime=0x5F5E100)
-    fields = b"".join(
-        b"%08X" % v for v in (1, 0o100644, 0, 0, 1, 0x5F5E100, 3, 0, 0, 0, 0, 2, 0)
-    )
+    fields = b"".join(b"%08X" % v for v in (1, 0o100644, 0, 0, 1, 0x5F5E100, 3, 0, 0, 0, 0, 2, 0))
     member = b"070701" + fields + b"a\0" + b"" + b"xyz\0"  # name ends at 112: no padding
     trailer_fields = b"".join(b"%08X" % v for v in (0, 0, 0, 0, 1, 0x5F5E100, 0, 0, 0, 0, 0, 11, 0))
     trailer = b"070701" + trailer_fields + b"TRAILER!!!\0" + b"\0" * 3  # 121 -> 124

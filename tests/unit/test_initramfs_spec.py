@@ -61,7 +61,7 @@ def test_empty_entrypoint_clears_it() -> None:
 
 
 def test_no_entrypoint_and_no_cmd_is_a_clear_error() -> None:
-    with pytest.raises(Oci2vmError, match="no command to run.*after '--'"):
+    with pytest.raises(Oci2vmError, match=r"no command to run.*after '--'"):
         workload(image(entrypoint=None, cmd=None), Config())
 
 
@@ -155,7 +155,7 @@ def test_qemu_command_boots_kernel_on_a_snapshot_with_forwards_volumes_and_ports
     assert "hostfwd=tcp:127.0.0.1:8080-:80,hostfwd=udp:0.0.0.0:53-:53" in text
     assert f"local,id=vol0,path={tmp_path},security_model=none,readonly=on" in text
     assert "virtio-9p-pci,fsdev=vol0,mount_tag=vol0" in text
-    assert f"-serial file:/log" in text
+    assert "-serial file:/log" in text
     for name in ("stdin", "stdout", "stderr", "control"):
         fd = channels[name].guest_fd
         assert f"socket,id={name},fd={fd}" in text
@@ -167,7 +167,13 @@ def test_tty_gets_a_virtconsole_and_no_stream_ports() -> None:
     channels = runtime.open_channels(BootSpec(mode=Mode.APP, argv=("x",), tty=True))
     assert sorted(channels) == ["control", "tty"]
     argv = runtime.qemu_command(
-        Path("/k"), Path("/i"), Path("/r"), Config(accel=Accel.TCG), Arch.AMD64, channels, Path("/l")
+        Path("/k"),
+        Path("/i"),
+        Path("/r"),
+        Config(accel=Accel.TCG),
+        Arch.AMD64,
+        channels,
+        Path("/l"),
     )
     assert "virtconsole,bus=channels.0,chardev=tty,name=org.oci2vm.tty" in argv
 

@@ -43,7 +43,7 @@ def has_pvh_entry(elf: bytes) -> bool:
     """Whether a 64-bit little-endian ELF file has the PVH entry note."""
     if not elf.startswith(ELF_MAGIC) or len(elf) < 64 or elf[4] != 2 or elf[5] != 1:
         return False
-    phoff, = struct.unpack_from("<Q", elf, 0x20)
+    (phoff,) = struct.unpack_from("<Q", elf, 0x20)
     phentsize, phnum = struct.unpack_from("<HH", elf, 0x36)
     for index in range(phnum):
         header = phoff + index * phentsize

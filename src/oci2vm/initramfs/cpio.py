@@ -40,7 +40,13 @@ class CpioWriter:
         self._closed = False
 
     def _member(
-        self, name: str, mode: int, data: bytes = b"", *, nlink: int = 1, rdev: tuple[int, int] = (0, 0)
+        self,
+        name: str,
+        mode: int,
+        data: bytes = b"",
+        *,
+        nlink: int = 1,
+        rdev: tuple[int, int] = (0, 0),
     ) -> None:
         if self._closed:
             raise ValueError("the archive is closed")
