@@ -24,6 +24,7 @@ from pathlib import Path
 
 from oci2vm import pipeline
 from oci2vm.arch import Arch
+from oci2vm.boot.pvh import pvh_kernel
 from oci2vm.config import Config, InitMode
 from oci2vm.errors import Oci2vmError
 from oci2vm.identity import image_identity
@@ -50,7 +51,10 @@ class DirectBoot:
 
     @property
     def kernel(self) -> Path:
-        return self.directory / "vmlinuz"
+        """The kernel to boot: the uncompressed one QEMU starts at its PVH entry (no
+        decompressor to run under emulation) where it has one, else the bzImage."""
+        vmlinux = self.directory / "vmlinux"
+        return vmlinux if vmlinux.is_file() else self.directory / "vmlinuz"
 
     @property
     def initrd(self) -> Path:
@@ -110,6 +114,9 @@ def direct_boot(
         if not outputs.kernel:
             return None
         (scratch / "vmlinuz").write_bytes(outputs.kernel)
+        vmlinux = pvh_kernel(outputs.kernel)
+        if vmlinux is not None:
+            (scratch / "vmlinux").write_bytes(vmlinux)
         (scratch / "initrd.img").write_bytes(outputs.initrd)
         for note in rootfs.notes:
             reporter.warn(note)

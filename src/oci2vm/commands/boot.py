@@ -4,13 +4,18 @@ a temporary file first."""
 from __future__ import annotations
 
 import dataclasses
+import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from oci2vm import pipeline, vm
-from oci2vm.config import Config, OutputFormat
+from oci2vm import pipeline, runcache, runtime, vm
+from oci2vm.config import Config, InitMode, OutputFormat
+from oci2vm.image.model import Image
+from oci2vm.initramfs.build import spec_archive
+from oci2vm.initramfs.spec import workload
+from oci2vm.prepare.hostname import hostname_from
 from oci2vm.report import Reporter
 from oci2vm.reports import CheckReport
 
@@ -35,6 +40,32 @@ def disk_for(config: Config, reporter: Reporter) -> Iterator[Path]:
 
 
 def run_command(config: Config, reporter: Reporter) -> int:
+    """A disk boots as it is; a source runs as docker run would run it: an app image's
+    workload on a cached root (built on first use), its exit code returned; a system
+    image boots to its login on a disk built for the run."""
+    if not Path(config.source).is_file():
+        with reporter.progress():
+            image, store = pipeline.resolve_source(config, reporter)
+            entry = runcache.direct_boot(config, reporter, image, store)
+        if entry is not None and entry.mode is InitMode.APP:
+            return run_workload(config, image, entry)
+    return boot_disk(config, reporter)
+
+
+def run_workload(config: Config, image: Image, entry: runcache.DirectBoot) -> int:
+    """The image's workload with docker run's options, on a throwaway overlay of the
+    cached root; the arguments reach the guest in an archive after the cached initramfs."""
+    spec = workload(image.config, config, hostname=hostname_from(image.name))
+    with tempfile.TemporaryDirectory(prefix="oci2vm-run-") as tmp:
+        initrd = Path(tmp, "initrd.img")
+        with open(initrd, "wb") as out, open(entry.initrd, "rb") as base:
+            shutil.copyfileobj(base, out)
+            out.write(spec_archive(spec))
+        arch = runcache.image_arch(image)
+        return runtime.run_app(entry.kernel, initrd, entry.root, spec, config, arch)
+
+
+def boot_disk(config: Config, reporter: Reporter) -> int:
     with disk_for(config, reporter) as disk:
         return vm.run_vm(
             disk,

@@ -23,7 +23,12 @@ from oci2vm.debian.archive import Archive
 from oci2vm.debian.kernel import kernel_package
 from oci2vm.errors import Oci2vmError
 from oci2vm.image.blobs import BlobRef
-from oci2vm.initramfs.build import INITRAMFS_MODULES, build_initramfs, busybox_from_deb
+from oci2vm.initramfs.build import (
+    INITRAMFS_MODULES,
+    RUN_MODULES,
+    build_initramfs,
+    busybox_from_deb,
+)
 from oci2vm.initramfs.spec import DEFAULT_INIT, BootSpec, Mode, workload
 from oci2vm.prepare.kernelpkg import KernelFiles, module_bytes, read_kernel_package
 from oci2vm.prepare.step import Step, Target
@@ -142,8 +147,10 @@ def apply(edit: TreeEditor, target: Target) -> list[str]:
     source = kernel_source(target)
     system = target.mode is InitMode.SYSTEM
     direct = target.boot_outputs
+    # A workload booted directly needs nothing of the package in its root.
+    into = None if direct is not None and not system else edit
     files = read_kernel_package(
-        source.deb, source.what, edit, modules_into_tree=system, kernel_into_tree=direct is None
+        source.deb, source.what, into, modules_into_tree=system, kernel_into_tree=direct is None
     )
     if system:
         for name, content in files.indices().items():
@@ -163,14 +170,16 @@ def apply(edit: TreeEditor, target: Target) -> list[str]:
 
 def initramfs(edit: TreeEditor, target: Target, source: KernelSource, files: KernelFiles) -> bytes:
     """oci2vm's initramfs for the injected kernel: the drivers it has of those the
-    initramfs wants (a cloud flavour lacks some hardware's), which must include ext4's."""
-    absent = set(files.db.missing(INITRAMFS_MODULES))
+    initramfs wants (a cloud flavour lacks some hardware's), which must include ext4's;
+    for a direct boot (oci2vm run) only QEMU's virtio devices', which load faster."""
+    chosen = RUN_MODULES if target.boot_outputs is not None else INITRAMFS_MODULES
+    absent = set(files.db.missing(chosen))
     if absent & set(REQUIRED_MODULES):
         raise Oci2vmError(
             f"{source.what}: the kernel has no {', '.join(sorted(absent & set(REQUIRED_MODULES)))} "
             "(neither built in nor a module): it cannot mount the root oci2vm writes"
         )
-    wanted = [name for name in INITRAMFS_MODULES if name.replace("-", "_") not in absent]
+    wanted = [name for name in chosen if name.replace("-", "_") not in absent]
     closure = files.db.closure(wanted)
     modules = module_bytes(source.deb, source.what, closure)
     busybox = busybox_binary(target, source)
