@@ -278,7 +278,7 @@ def _workload_options(p: argparse.ArgumentParser) -> None:
                    help="share a host directory with the guest (repeatable)")  # fmt: skip
     p.add_argument("-i", "--interactive", action="store_true", help="keep stdin open")
     p.add_argument("-t", "--tty", action="store_true", help="give the workload a terminal")
-    p.add_argument("command", nargs=argparse.REMAINDER, metavar="-- CMD ARG",
+    p.add_argument("args", nargs=argparse.REMAINDER, metavar="-- CMD ARG",
                    help="replaces the image's Cmd")  # fmt: skip
 
 
@@ -356,14 +356,17 @@ def parser() -> argparse.ArgumentParser:
 
 
 def config_from(args: argparse.Namespace) -> Config:
-    fields = {k: v for k, v in vars(args).items() if k in Config.__dataclass_fields__}
+    # args.command is the subcommand's name; the workload's arguments are args.args.
+    fields = {
+        k: v for k, v in vars(args).items() if k in Config.__dataclass_fields__ and k != "command"
+    }
     if "ssh_keys" in fields:
         fields["ssh_keys"] = tuple(fields["ssh_keys"])
     for name in ("insecure_hosts", "keyrings", "publish", "volumes"):
         if name in fields:
             fields[name] = tuple(fields[name])
-    if "command" in fields:
-        command = list(fields["command"])
+    if getattr(args, "args", None):
+        command = list(args.args)
         if command[:1] == ["--"]:
             command = command[1:]
         fields["command"] = tuple(command) if command else None

@@ -119,7 +119,7 @@ def direct_boot(
             (scratch / "vmlinux").write_bytes(vmlinux)
         (scratch / "initrd.img").write_bytes(outputs.initrd)
         for note in rootfs.notes:
-            reporter.warn(note)
+            reporter.note(note)
         mode = rootfs.mode or InitMode.SYSTEM
         facts = {"mode": mode.value, "version": outputs.version, "image": identity.digest}
         (scratch / "run.json").write_text(json.dumps(facts))

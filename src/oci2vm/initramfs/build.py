@@ -73,6 +73,8 @@ APPLETS: tuple[str, ...] = (
 )  # fmt: skip
 
 BUSYBOX_PATH = "bin/busybox"
+# Where busybox-static keeps it: /bin up to bookworm, /usr/bin from trixie on (merged /usr).
+PACKAGE_BUSYBOX = ("bin/busybox", "usr/bin/busybox")
 MODULES_LIST = "etc/oci2vm/modules"
 MAX_BUSYBOX = 8 << 20  # Debian's static busybox is ~2 MB
 GZIP_LEVEL = 9
@@ -162,7 +164,7 @@ def busybox_from_deb(deb: BlobRef) -> bytes:
     """./bin/busybox from Debian's busybox-static package (verified by the caller)."""
     with open_deb(deb, "busybox-static").data() as tar:
         for member in tar:
-            if member.isfile() and member.name.removeprefix("./") == BUSYBOX_PATH:
+            if member.isfile() and member.name.removeprefix("./") in PACKAGE_BUSYBOX:
                 if member.size > MAX_BUSYBOX:
                     raise Oci2vmError(
                         f"busybox-static: bin/busybox is {member.size} bytes, over the "

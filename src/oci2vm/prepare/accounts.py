@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 
+from oci2vm.config import InitMode
 from oci2vm.prepare.passwords import derived_salt, sha512_crypt
 from oci2vm.prepare.step import Step, Target
 from oci2vm.tree.editor import TreeEditor
@@ -14,7 +15,7 @@ def apply(edit: TreeEditor, target: Target) -> list[str]:
     if target.root_password is not None:
         set_root_password(edit, target.root_password, target.identity)
         return []
-    if not target.ssh_keys:
+    if not target.ssh_keys and target.mode is InitMode.SYSTEM:  # app mode has no login
         return [
             "nobody can log in: no --root-password or --ssh-key was given "
             "(the image's own accounts are unchanged)"
