@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import logging
 import math
 import signal
@@ -123,6 +124,10 @@ def _publish(text: str) -> PortMapping:
     if not sep:
         host_ip = "127.0.0.1"
     host_ip = host_ip.strip("[]")
+    try:
+        ipaddress.ip_address(host_ip)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"-p {text}: {host_ip!r} is not an IP address") from None
     return PortMapping(_port(host_port, "host"), _port(ports, "guest"), host_ip, protocol)
 
 
@@ -261,8 +266,9 @@ def _system_options(p: argparse.ArgumentParser) -> None:
     )
 
 
-def _workload_options(p: argparse.ArgumentParser) -> None:
-    """docker run's options for the workload of an app image."""
+def _workload_options(p: argparse.ArgumentParser, *, run: bool) -> None:
+    """docker run's options for the workload of an app image: all of them for run; for
+    build, those a disk keeps (the workload it runs at every boot)."""
     p.add_argument("-e", "--env", action="append", default=[], metavar="KEY[=VALUE]",
                    help="set an environment variable (KEY alone: its value here)")  # fmt: skip
     p.add_argument("--env-file", action="append", default=[], type=Path, metavar="FILE",
@@ -270,16 +276,15 @@ def _workload_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("-w", "--workdir", metavar="DIR", help="working directory of the workload")
     p.add_argument("-u", "--user", metavar="NAME|UID[:GROUP|GID]", help="user of the workload")
     p.add_argument("--entrypoint", metavar="CMD", help="replace the image's Entrypoint")
-    p.add_argument("-p", "--publish", type=_publish, action="append", default=[],
-                   metavar="[HOST_IP:]HOST_PORT:GUEST_PORT",
-                   help="forward a host port to the guest (repeatable)")  # fmt: skip
-    p.add_argument("-v", "--volume", dest="volumes", type=_volume, action="append",
-                   default=[], metavar="HOSTDIR:GUESTDIR[:ro]",
-                   help="share a host directory with the guest (repeatable)")  # fmt: skip
-    p.add_argument("-i", "--interactive", action="store_true", help="keep stdin open")
-    p.add_argument("-t", "--tty", action="store_true", help="give the workload a terminal")
-    p.add_argument("args", nargs=argparse.REMAINDER, metavar="-- CMD ARG",
-                   help="replaces the image's Cmd")  # fmt: skip
+    if run:
+        p.add_argument("-p", "--publish", type=_publish, action="append", default=[],
+                       metavar="[HOST_IP:]HOST_PORT:GUEST_PORT",
+                       help="forward a host port to the guest (repeatable)")  # fmt: skip
+        p.add_argument("-v", "--volume", dest="volumes", type=_volume, action="append",
+                       default=[], metavar="HOSTDIR:GUESTDIR[:ro]",
+                       help="share a host directory with the guest (repeatable)")  # fmt: skip
+        p.add_argument("-i", "--interactive", action="store_true", help="keep stdin open")
+        p.add_argument("-t", "--tty", action="store_true", help="give the workload a terminal")
 
 
 def _vm_options(p: argparse.ArgumentParser) -> None:
@@ -329,6 +334,7 @@ def parser() -> argparse.ArgumentParser:
     _build_options(p)
     _system_options(p)
     _common(p)
+    _workload_options(p, run=False)
 
     p = sub.add_parser(
         "run",
@@ -341,7 +347,7 @@ def parser() -> argparse.ArgumentParser:
     _system_options(p)
     _vm_options(p)
     _common(p, verbose_short=False)
-    _workload_options(p)
+    _workload_options(p, run=True)
 
     p = sub.add_parser("check", help="boot headless and wait for a login prompt or a marker")
     p.add_argument("source", metavar="DISK|SOURCE")
@@ -355,6 +361,25 @@ def parser() -> argparse.ArgumentParser:
     return top
 
 
+WORKLOAD_COMMANDS = ("build", "run")
+
+
+def parse(argv: Sequence[str]) -> argparse.Namespace:
+    """The options, and the workload's command after '--' (build and run): `oci2vm run
+    SOURCE -- CMD ARG...` keeps every option free to come before or after SOURCE."""
+    words = list(argv)
+    command: list[str] = []
+    if "--" in words:
+        at = words.index("--")
+        words, command = words[:at], words[at + 1 :]
+    top = parser()
+    args = top.parse_args(words)
+    if command and args.command not in WORKLOAD_COMMANDS:
+        top.error(f"{args.command} takes no command after '--'")
+    args.args = command
+    return args
+
+
 def config_from(args: argparse.Namespace) -> Config:
     # args.command is the subcommand's name; the workload's arguments are args.args.
     fields = {
@@ -366,10 +391,7 @@ def config_from(args: argparse.Namespace) -> Config:
         if name in fields:
             fields[name] = tuple(fields[name])
     if getattr(args, "args", None):
-        command = list(args.args)
-        if command[:1] == ["--"]:
-            command = command[1:]
-        fields["command"] = tuple(command) if command else None
+        fields["command"] = tuple(args.args)
     if "env" in fields:
         fields["env"] = environment(getattr(args, "env_file", []), fields["env"])
     password_file: Path | None = getattr(args, "root_password_file", None)
@@ -439,7 +461,7 @@ def read_password(path: Path) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    args = parse(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.WARNING,
         format="oci2vm: %(message)s",

@@ -1,0 +1,85 @@
+"""docker run's options as oci2vm reads them: the command after '--', -e and --env-file,
+-p and -v, --memory sizes, and the kernel, initrd and init choices."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from oci2vm.cli import config_from, parse
+from oci2vm.config import InitMode, InitrdChoice, KernelKind, PortMapping, Volume
+
+
+def test_the_command_after_dashes_replaces_cmd_wherever_the_options_are() -> None:
+    config = config_from(parse(["run", "img", "-e", "A=1", "--", "sh", "-c", "exit 7", "--"]))
+    assert config.command == ("sh", "-c", "exit 7", "--")
+    assert config_from(parse(["build", "img", "-o", "x.img", "--", "true"])).command == ("true",)
+    assert config_from(parse(["run", "img"])).command is None
+
+
+def test_a_command_after_dashes_is_refused_where_nothing_runs() -> None:
+    with pytest.raises(SystemExit):
+        parse(["inspect", "img", "--", "true"])
+
+
+def test_env_files_then_options_with_comments_and_host_values(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    env_file = tmp_path / "env"
+    env_file.write_text("# a comment\n\nA=from-file\nFROM_HOST\nUNSET_HERE\n")
+    monkeypatch.setenv("FROM_HOST", "host value")
+    monkeypatch.delenv("UNSET_HERE", raising=False)
+    config = config_from(parse(["run", "--env-file", str(env_file), "-e", "A=option", "img"]))
+    assert config.env == ("A=from-file", "FROM_HOST=host value", "A=option")
+
+
+def test_a_malformed_environment_setting_is_refused(tmp_path: Path) -> None:
+    from oci2vm.errors import Oci2vmError
+
+    with pytest.raises(Oci2vmError, match="expected KEY=VALUE"):
+        config_from(parse(["run", "-e", "=x", "img"]))
+
+
+@pytest.mark.parametrize(
+    ("text", "mapping"),
+    [
+        ("8080:80", PortMapping(8080, 80)),
+        ("0.0.0.0:8080:80", PortMapping(8080, 80, "0.0.0.0")),
+        ("8053:53/udp", PortMapping(8053, 53, protocol="udp")),
+        ("[::1]:8080:80", PortMapping(8080, 80, "::1")),
+    ],
+)
+def test_published_ports(text: str, mapping: PortMapping) -> None:
+    assert config_from(parse(["run", "-p", text, "img"])).publish == (mapping,)
+
+
+@pytest.mark.parametrize("text", ["80", "x:80", "8080:0", "8080:80/sctp", "1:2:3:4"])
+def test_malformed_ports_are_refused(text: str) -> None:
+    with pytest.raises(SystemExit):
+        parse(["run", "-p", text, "img"])
+
+
+def test_volumes_need_a_host_directory_and_an_absolute_guest_path(tmp_path: Path) -> None:
+    config = config_from(parse(["run", "-v", f"{tmp_path}:/data:ro", "img"]))
+    assert config.volumes == (Volume(tmp_path.resolve(), "/data", True),)
+    for bad in (f"{tmp_path}:data", f"{tmp_path / 'missing'}:/data", f"{tmp_path}:/d:rx"):
+        with pytest.raises(SystemExit):
+            parse(["run", "-v", bad, "img"])
+
+
+def test_memory_in_mib_or_with_a_unit() -> None:
+    assert config_from(parse(["run", "--memory", "512", "img"])).memory_mib == 512
+    assert config_from(parse(["run", "--memory", "2G", "img"])).memory_mib == 2048
+    with pytest.raises(SystemExit):
+        parse(["run", "--memory", "1", "img"])
+
+
+def test_kernel_initrd_and_init_choices() -> None:
+    config = config_from(
+        parse(["build", "img", "-o", "x.img", "--kernel", "debian:trixie", "--initrd", "own",
+               "--init", "app", "--keyring", "/k.gpg", "--allow-expired-release"])
+    )  # fmt: skip
+    assert (config.kernel.kind, config.kernel.suite) == (KernelKind.DEBIAN, "trixie")
+    assert (config.initrd, config.init) == (InitrdChoice.OWN, InitMode.APP)
+    assert config.keyrings == (Path("/k.gpg"),) and config.allow_expired_release
