@@ -47,7 +47,7 @@ from oci2vm.report import Reporter
 from oci2vm.reports import BuildReport, DiskReport, FilesystemReport, SystemReport
 from oci2vm.sources import Fetch, resolve
 from oci2vm.tree.editor import TreeEditor
-from oci2vm.tree.model import FileSink, Tree
+from oci2vm.tree.model import Tree
 from oci2vm.tree.osinfo import OsInfo, describe
 from oci2vm.util.atomic import atomic_output, scratch_beside
 from oci2vm.util.units import TIB
@@ -309,7 +309,7 @@ def write_rootfs(
             )
             target: Target | None = None
             if system is not None:
-                target, notes = prepare_tree(ctx, tree, writer.write_file, system, boot_outputs)
+                target, notes = prepare_tree(ctx, tree, writer, system, boot_outputs)
             ext4 = writer.finish(tree.root)
     except BaseException:
         with contextlib.suppress(Exception):
@@ -323,7 +323,7 @@ def write_rootfs(
 def prepare_tree(
     ctx: BuildContext,
     tree: Tree,
-    sink: FileSink,
+    writer: Ext4Writer,
     system: SystemOptions,
     boot_outputs: BootOutputs | None = None,
 ) -> tuple[Target, tuple[str, ...]]:
@@ -344,7 +344,9 @@ def prepare_tree(
         boot_outputs=boot_outputs,
     )
     target = dataclasses.replace(target, mode=kernel.mode_of(target))
-    edit = TreeEditor(tree, ctx.identity.fs_time, sink=sink)
+    edit = TreeEditor(
+        tree, ctx.identity.fs_time, sink=writer.write_file, read_back=writer.read_file
+    )
     notes, target = steps.run_steps(system.steps, edit, target)
     return target, tuple(notes)
 

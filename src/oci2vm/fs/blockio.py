@@ -175,6 +175,16 @@ class BlockWriter:
                 self._behind = _WriteBehind(self._fd, self._name)
             self._behind.submit(pieces, pos)
 
+    def read_at(self, pos: int, size: int) -> bytes:
+        """`size` bytes at `pos` (from `base`) as written so far: what is gathered or
+        behind is written first. Short only past the end of `out`."""
+        self.flush()
+        self.close()  # a later write starts the write-behind thread anew
+        if self._fd is not None:
+            return os.pread(self._fd, size, self._base + pos)
+        self._out.seek(self._base + pos)
+        return self._out.read(size)
+
     def close(self) -> None:
         """Wait for the writes handed to the write-behind thread, stop it, and raise its
         first error. What is still gathered is not written: flush() first to keep it."""

@@ -3,6 +3,8 @@ files that flattening captured: what preparation steps use to edit the tree."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from oci2vm.errors import Oci2vmError
 from oci2vm.tree.model import (
     BytesData,
@@ -16,6 +18,9 @@ from oci2vm.tree.model import (
     resolve_link,
 )
 
+# Reads a streamed file's bytes back from the filesystem being written (Ext4Writer.read_file).
+ReadBack = Callable[[Inode, int], "bytes | None"]
+
 
 class TreeEditor:
     """Edits a tree on behalf of preparation steps; every new entry gets `mtime`.
@@ -24,10 +29,17 @@ class TreeEditor:
     streamed to `sink`, the filesystem writer's FileSink, as layer data is.
     """
 
-    def __init__(self, tree: Tree, mtime_s: int, sink: FileSink | None = None) -> None:
+    def __init__(
+        self,
+        tree: Tree,
+        mtime_s: int,
+        sink: FileSink | None = None,
+        read_back: ReadBack | None = None,
+    ) -> None:
         self.tree = tree
         self.mtime_ns = mtime_s * 1_000_000_000
         self.sink = sink
+        self.read_back = read_back
 
     def _parent(self, path: str, create: bool = True) -> tuple[Inode, str] | None:
         """The directory holding `path` and the last name; parents that are symlinks are
@@ -68,6 +80,19 @@ class TreeEditor:
         """The content of a small file captured while flattening, or None."""
         inode = self.get(path)
         return None if inode is None else self.tree.content(inode)
+
+    def read_file(self, path: str, limit: int) -> bytes | None:
+        """The content of any regular file at `path` (symlinks followed), of at most
+        `limit` bytes: in memory, or read back from where it was streamed. None when there
+        is no such file or its bytes cannot be had."""
+        found = resolve_link(self.tree.root, path)
+        if found is None or found[1].kind is not Kind.FILE:
+            return None
+        inode = found[1]
+        content = self.tree.content(inode)
+        if content is not None or self.read_back is None:
+            return content
+        return self.read_back(inode, limit)
 
     def write(
         self,

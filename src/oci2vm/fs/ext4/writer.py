@@ -47,6 +47,7 @@ from oci2vm.fs.ext4.inode import (
     pack_inode,
     pack_leaves,
     split_extents,
+    unpack_leaves,
 )
 from oci2vm.fs.ext4.journal import journal_superblock
 from oci2vm.fs.ext4.layout import (
@@ -273,6 +274,26 @@ class Ext4Writer:
                 remaining -= span
         self._files[id(inode)] = pack_leaves(pieces)
         self._written.append(inode)
+
+    def read_file(self, inode: Inode, limit: int) -> bytes | None:
+        """The content of a regular file streamed so far (write_file), holes as zeros, or
+        None for a file not streamed: for preparation steps that must look inside a file
+        of the image (an initrd, a kernel module), at most `limit` bytes of it."""
+        packed = self._files.get(id(inode))
+        if packed is None:
+            return None
+        if inode.size > limit:
+            raise Oci2vmError(
+                f"a file of {inode.size} bytes is more than oci2vm reads back ({limit})"
+            )
+        out = bytearray(inode.size)
+        for extent in unpack_leaves(packed):
+            start = extent.logical * BLOCK_SIZE
+            length = min(extent.length * BLOCK_SIZE, inode.size - start)
+            if length > 0:
+                piece = self._io.read_at(extent.physical * BLOCK_SIZE, length)
+                out[start : start + len(piece)] = piece
+        return bytes(out)
 
     # -- metadata ----------------------------------------------------------------------
 
