@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import dataclasses
 import gzip
+import io
+import lzma
 from pathlib import Path
 
 import pytest
@@ -15,14 +17,17 @@ from oci2vm.arch import Arch
 from oci2vm.config import InitMode, InitrdChoice, KernelChoice, KernelKind
 from oci2vm.errors import Oci2vmError
 from oci2vm.image.model import ImageConfig, Platform
+from oci2vm.initramfs.cpio import CpioWriter
+from oci2vm.layers.flatten import flatten
 from oci2vm.prepare import kernel
 from oci2vm.prepare.step import BootOutputs, Target
+from oci2vm.sources import Fetch, resolve
 from oci2vm.tree.editor import TreeEditor
-from oci2vm.tree.model import Kind, StreamedData, lookup
+from oci2vm.tree.model import DataReader, Inode, Kind, StreamedData, Tree, lookup
 from support.debarchives import build_deb
 from support.elfmodules import build_module
-from support.layouts import directory, file
-from support.prepared import FS_TIME, content, entry, flattened, options, run_step, target
+from support.layouts import Member, directory, file, write_layout
+from support.prepared import FS_TIME, content, entry, flattened, options, target
 
 VERSION = "6.1.0-99-amd64"
 BUSYBOX = b"\x7fELF fake busybox"
@@ -87,11 +92,86 @@ def inject(tmp_path: Path, members: list[object], **changes: object) -> tuple[ob
     return (tree, notes, streamed), base
 
 
-def test_an_image_with_a_kernel_keeps_it_without_notes(tmp_path: Path) -> None:
-    tree = flattened(tmp_path, [directory("boot"), file("boot/vmlinuz-6.1.0-9-amd64", b"k"),
-                                file("sbin/init", b"")])  # fmt: skip
-    assert run_step(tree, kernel.STEP) == []
-    assert lookup(tree.root, "/boot/initrd.img-6.1.0-9-amd64") is None
+def with_data(tmp_path: Path, members: list[Member]) -> tuple[Tree, TreeEditor]:
+    """A flattened tree whose streamed files can be read back, as in a build."""
+    write_layout(tmp_path / "img", [members])
+    data: dict[int, bytes] = {}
+
+    def sink(inode: Inode, reader: DataReader) -> None:
+        data[id(inode)] = b"".join(iter(lambda: bytes(reader.view(1 << 20)), b""))
+
+    tree = flatten(resolve(f"oci:{tmp_path / 'img'}", Fetch()), sink=sink)
+    edit = TreeEditor(tree, FS_TIME, sink=sink, read_back=lambda i, _n: data.get(id(i)))
+    return tree, edit
+
+
+def initrd_with(*names: str) -> bytes:
+    raw = io.BytesIO()
+    cpio = CpioWriter(raw)
+    for name in names:
+        cpio.add_file(name, b"x")
+    cpio.close()
+    return gzip.compress(raw.getvalue())
+
+
+IMAGE_KERNEL = "6.1.0-9-amd64"
+IMAGE_MODULES = f"lib/modules/{IMAGE_KERNEL}"
+MODULES_DEP = b"kernel/fs/ext4/ext4.ko.xz: kernel/fs/jbd2/jbd2.ko.xz\nkernel/fs/jbd2/jbd2.ko.xz:\n"
+
+
+def image_kernel(initrd: bytes | None, *, modules: bool = True) -> list[Member]:
+    members = [directory("boot"), file(f"boot/vmlinuz-{IMAGE_KERNEL}", b"k"),
+               file("sbin/init")]  # fmt: skip
+    if initrd is not None:
+        members.append(file(f"boot/initrd.img-{IMAGE_KERNEL}", initrd))
+    if modules:
+        ext4 = lzma.compress(module("ext4", needs=("jbd2",)), check=lzma.CHECK_CRC32)
+        members += [
+            file(f"{IMAGE_MODULES}/kernel/fs/ext4/ext4.ko.xz", ext4),
+            file(f"{IMAGE_MODULES}/kernel/fs/jbd2/jbd2.ko.xz", lzma.compress(module("jbd2"))),
+            file(f"{IMAGE_MODULES}/modules.dep", MODULES_DEP),
+            file(f"{IMAGE_MODULES}/modules.builtin", b"kernel/drivers/virtio/virtio.ko\n"),
+        ]
+    return members
+
+
+def test_an_image_kernel_whose_initrd_mounts_ext4_is_kept(tmp_path: Path) -> None:
+    initrd = initrd_with(f"usr/{IMAGE_MODULES}/kernel/fs/ext4/ext4.ko", "init")
+    tree, edit = with_data(tmp_path, image_kernel(initrd))
+    assert kernel.STEP.apply(edit, target(tree, options())) == []
+    assert edit.read_file(f"/boot/initrd.img-{IMAGE_KERNEL}", 1 << 20) == initrd
+
+
+def test_an_image_initrd_without_ext4_is_replaced_by_one_from_its_modules(
+    tmp_path: Path,
+) -> None:
+    tree, edit = with_data(tmp_path, image_kernel(initrd_with("init", "lib/modules/x/dm.ko")))
+    notes = kernel.STEP.apply(edit, target(tree, options()))
+    assert notes == [f"test: its initrd /boot/initrd.img-{IMAGE_KERNEL} has no ext4 module "
+                     "(built host-only?): booting oci2vm's initramfs with its kernel's "
+                     "modules"]  # fmt: skip
+    ours = gzip.decompress(content(tree, f"/boot/initrd.img-{IMAGE_KERNEL}"))
+    assert module("ext4", needs=("jbd2",)) in ours  # decompressed from the image's .ko.xz
+    assert ours.index(b"kernel/fs/jbd2/jbd2.ko\n") < ours.index(b"kernel/fs/ext4/ext4.ko\n")
+    assert BUSYBOX in ours
+
+
+def test_initrd_image_keeps_even_an_initrd_without_ext4(tmp_path: Path) -> None:
+    initrd = initrd_with("init")
+    tree, edit = with_data(tmp_path, image_kernel(initrd))
+    chosen = goal(target(tree, options()), initrd=InitrdChoice.IMAGE)
+    assert kernel.STEP.apply(edit, chosen) == []
+    assert edit.read_file(f"/boot/initrd.img-{IMAGE_KERNEL}", 1 << 20) == initrd
+
+
+def test_an_image_kernel_without_initrd_or_modules_dep_says_so(tmp_path: Path) -> None:
+    tree, edit = with_data(tmp_path, image_kernel(None, modules=False))
+    assert kernel.STEP.apply(edit, target(tree, options())) == [
+        "test: its kernel has no initrd to find the root by UUID, and oci2vm's cannot "
+        f"replace it: no modules.dep for kernel {IMAGE_KERNEL} in the image"
+    ]
+    with pytest.raises(Oci2vmError, match=r"no modules\.dep"):
+        kernel.STEP.apply(edit, goal(target(tree, options()), initrd=InitrdChoice.OWN))
 
 
 @pytest.mark.parametrize("arch", list(Arch))
@@ -191,7 +271,7 @@ def test_the_build_plan_says_what_a_build_would_boot(tmp_path: Path) -> None:
     with_kernel = flattened(tmp_path / "a", [file("sbin/init"), file("boot/vmlinuz-6.1")])
     assert kernel.build_plan(target(with_kernel, options())) == {
         "mode": "system", "kernel": "the image's 6.1 (/boot/vmlinuz-6.1)",
-        "initrd": "none (the kernel mounts the root)",
+        "initrd": "oci2vm's initramfs (the kernel has no initrd to find the root)",
         "init": "the image's sysvinit (/sbin/init)",
     }  # fmt: skip
     bare = flattened(tmp_path / "b", [file("bin/sh")])

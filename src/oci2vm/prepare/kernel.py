@@ -29,11 +29,15 @@ from oci2vm.initramfs.build import (
     build_initramfs,
     busybox_from_deb,
 )
+from oci2vm.initramfs.scan import initrd_names
 from oci2vm.initramfs.spec import DEFAULT_INIT, BootSpec, Mode, workload
+from oci2vm.kernel.moddep import builtin_names, dep_closure, parse_modules_dep
+from oci2vm.kernel.modinfo import decompress_module
 from oci2vm.prepare.kernelpkg import KernelFiles, module_bytes, read_kernel_package
 from oci2vm.prepare.step import Step, Target
 from oci2vm.tree.editor import TreeEditor
 from oci2vm.tree.model import Kind
+from oci2vm.tree.osinfo import Kernel
 
 # The suites a Debian image's VERSION_CODENAME names that the archive serves; any other
 # image takes the kernel of Debian's stable release.
@@ -113,7 +117,8 @@ def mode_of(target: Target) -> InitMode:
 
 
 def keeps_image_kernel(target: Target) -> bool:
-    """Whether the disk boots the image's own kernel and initrd, untouched."""
+    """Whether the disk boots the image's own kernel (with its initrd, or with oci2vm's
+    built from its modules: see image_initrd)."""
     kind = target.config.kernel.kind
     if kind is KernelKind.IMAGE:
         if not target.os.kernels:
@@ -121,25 +126,19 @@ def keeps_image_kernel(target: Target) -> bool:
                 f"{target.source}: the image has no kernel (looked for /boot/vmlinuz-*, "
                 "/lib/modules/*/vmlinuz, /vmlinuz): drop --kernel image to inject Debian's"
             )
-        if target.mode is InitMode.APP or target.config.initrd is InitrdChoice.OWN:
+        if target.mode is InitMode.APP and target.config.initrd is InitrdChoice.IMAGE:
             raise Oci2vmError(
-                "oci2vm's initramfs (app mode, --initrd own) is built from the kernel "
-                "package oci2vm injects, not yet from an image's own kernel: use "
-                "--kernel debian"
+                "--initrd image cannot run an app image's workload: oci2vm's initramfs does"
             )
         return True
     if kind is KernelKind.AUTO:
-        return (
-            bool(target.os.kernels)
-            and target.mode is InitMode.SYSTEM
-            and (target.config.initrd is not InitrdChoice.OWN)
-        )
+        return bool(target.os.kernels) and target.mode is InitMode.SYSTEM
     return False
 
 
 def apply(edit: TreeEditor, target: Target) -> list[str]:
     if keeps_image_kernel(target):
-        return []
+        return image_initrd(edit, target)
     if target.config.initrd is InitrdChoice.IMAGE:
         raise Oci2vmError(
             "--initrd image: the kernel oci2vm injects comes with oci2vm's initramfs only"
@@ -187,10 +186,11 @@ def initramfs(edit: TreeEditor, target: Target, source: KernelSource, files: Ker
     return build_initramfs(busybox, files.version, modules, boot_spec(target), mtime=mtime)
 
 
-def busybox_binary(target: Target, source: KernelSource) -> bytes:
+def busybox_binary(target: Target, source: KernelSource | None) -> bytes:
     """Debian's static busybox, from the kernel's suite (or the image's, for a kernel
-    package file), verified as the kernel is."""
-    archive = source.archive or archive_for(target, debian_suite(target))
+    package file or the image's own kernel), verified as the kernel is."""
+    archive = source.archive if source and source.archive else None
+    archive = archive or archive_for(target, debian_suite(target))
     return busybox_from_deb(archive.download(archive.resolve("busybox-static")))
 
 
@@ -215,6 +215,99 @@ def _debian_links(edit: TreeEditor, kernel: str, initrd: str) -> None:
 STEP = Step("kernel", apply, refreshes_os=True)
 
 
+# -- the image's own kernel: its initrd, or oci2vm's built from its modules ---------------
+
+INITRD_LIMIT = 512 << 20  # bytes of an image's initrd read to list it
+MODULE_FILE_LIMIT = 256 << 20
+EXT4_NAMES = ("/ext4.ko", "/ext4.ko.xz", "/ext4.ko.zst", "/ext4.ko.gz")
+
+
+def image_initrd(edit: TreeEditor, target: Target) -> list[str]:
+    """The image's kernel is kept: keep its initrd too (--initrd image; auto when it can
+    mount the root oci2vm writes), else build oci2vm's from the kernel's own modules."""
+    kernel = target.os.kernels[0]
+    choice = target.config.initrd
+    if choice is InitrdChoice.IMAGE:
+        return []
+    reason = "--initrd own"
+    if target.mode is InitMode.APP:
+        choice, reason = InitrdChoice.OWN, "app mode"
+    if choice is InitrdChoice.AUTO:
+        found = cannot_mount_root(edit, kernel)
+        if found is None:
+            return []
+        reason = found
+    try:
+        data = own_initramfs_for(edit, target, kernel)
+    except Oci2vmError as e:
+        if choice is InitrdChoice.OWN:
+            raise
+        return [f"{target.source}: {reason}, and oci2vm's cannot replace it: {e}"]
+    edit.write(f"/boot/initrd.img-{kernel.version}", data, mode=0o644, uid=0, gid=0)
+    return [f"{target.source}: {reason}: booting oci2vm's initramfs with its kernel's modules"]
+
+
+def _modules_dir(edit: TreeEditor, version: str) -> str | None:
+    for base in (f"/lib/modules/{version}", f"/usr/lib/modules/{version}"):
+        if edit.get(f"{base}/modules.dep") is not None:
+            return base
+    return None
+
+
+def _builtin(edit: TreeEditor, version: str) -> frozenset[str]:
+    for base in (f"/lib/modules/{version}", f"/usr/lib/modules/{version}"):
+        text = edit.read_file(f"{base}/modules.builtin", 16 << 20)
+        if text is not None:
+            return builtin_names(text.decode("utf-8", "replace"))
+    return frozenset()
+
+
+def cannot_mount_root(edit: TreeEditor, kernel: Kernel) -> str | None:
+    """Why the kernel's own initrd would not mount the root oci2vm writes, or None."""
+    ext4_builtin = "ext4" in _builtin(edit, kernel.version)
+    if kernel.initrd is None:
+        return "its kernel has no initrd to find the root by UUID"
+    data = edit.read_file(kernel.initrd, INITRD_LIMIT)
+    if data is None:
+        return None  # nothing to judge by: trust it
+    try:
+        names = initrd_names(data)
+    except Oci2vmError:
+        return None  # a form oci2vm cannot read (lz4...): trust it
+    if not ext4_builtin and not any(n.endswith(EXT4_NAMES) for n in names):
+        return f"its initrd {kernel.initrd} has no ext4 module (built host-only?)"
+    return None
+
+
+def own_initramfs_for(edit: TreeEditor, target: Target, kernel: Kernel) -> bytes:
+    """oci2vm's initramfs for a kernel of the image, from the modules it has installed
+    (their modules.dep, as depmod left it), read back from the filesystem."""
+    base = _modules_dir(edit, kernel.version)
+    dep_text = edit.read_file(f"{base}/modules.dep", 64 << 20) if base else None
+    if base is None or dep_text is None:
+        raise Oci2vmError(f"no modules.dep for kernel {kernel.version} in the image")
+    deps = parse_modules_dep(dep_text.decode("utf-8", "replace"))
+    builtin = _builtin(edit, kernel.version)
+    if "ext4" not in deps and "ext4" not in builtin:
+        raise Oci2vmError(f"kernel {kernel.version} has no ext4 module")
+    modules = []
+    for relpath in dep_closure(deps, builtin, INITRAMFS_MODULES):
+        raw = edit.read_file(f"{base}/{relpath}", MODULE_FILE_LIMIT)
+        if raw is None:
+            raise Oci2vmError(f"{base}/{relpath} is listed in modules.dep but missing")
+        modules.append((relpath_uncompressed(relpath), decompress_module(relpath, raw)))
+    busybox = busybox_binary(target, None)
+    mtime = edit.mtime_ns // 1_000_000_000
+    return build_initramfs(busybox, kernel.version, modules, boot_spec(target), mtime=mtime)
+
+
+def relpath_uncompressed(relpath: str) -> str:
+    for suffix in (".xz", ".zst", ".gz"):
+        if relpath.endswith(".ko" + suffix):
+            return relpath.removesuffix(suffix)
+    return relpath
+
+
 def build_plan(target: Target) -> dict[str, str]:
     """What a build of `target` would boot, in words (for inspect; no network)."""
     try:
@@ -227,9 +320,18 @@ def build_plan(target: Target) -> dict[str, str]:
     if keep:
         newest = target.os.kernels[0]
         plan["kernel"] = f"the image's {newest.version} ({newest.path})"
-        plan["initrd"] = (
-            f"the image's {newest.initrd}" if newest.initrd else "none (the kernel mounts the root)"
-        )
+        initrd = target.config.initrd
+        if initrd is InitrdChoice.OWN or mode is InitMode.APP:
+            plan["initrd"] = "oci2vm's initramfs, with the kernel's own modules"
+        elif newest.initrd is None:
+            plan["initrd"] = "oci2vm's initramfs (the kernel has no initrd to find the root)"
+        elif initrd is InitrdChoice.IMAGE:
+            plan["initrd"] = f"the image's {newest.initrd}"
+        else:
+            plan["initrd"] = (
+                f"the image's {newest.initrd}, unless the build finds it cannot mount the "
+                "root (no ext4 module): then oci2vm's"
+            )
     else:
         choice = target.config.kernel
         if choice.kind is KernelKind.DEB:
