@@ -373,3 +373,31 @@ def _on_control(
             session.kill_at = time.monotonic() + POWEROFF_SECONDS
         elif word == "error":
             session.error = rest
+
+
+def system_command(kernel: Path, initrd: Path, root: Path, config: Config, arch: Arch) -> list[str]:
+    """QEMU's command line for a system image's cached root: booted directly, as an app
+    is, with its console (and, behind Ctrl-A C, QEMU's monitor) on this terminal."""
+    forwards = "".join(
+        f",hostfwd={p.protocol}:{p.host_ip}:{p.host_port}-:{p.guest_port}" for p in config.publish
+    )
+    return [
+        arch.facts.qemu_binary, "-machine", arch.facts.qemu_machine,
+        *vm._accel_args(vm.resolve_accel(config.accel)),
+        "-m", str(config.memory_mib), "-smp", str(config.cpus),
+        "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
+        "-serial", "mon:stdio",
+        "-kernel", str(kernel), "-initrd", str(initrd),
+        "-append", f"console={arch.facts.serial_console} root={ROOT_DEVICE} rw panic=-1",
+        "-drive", f"file={root},format=raw,if=none,id=root,snapshot=on,cache=unsafe",
+        "-device", "virtio-blk-pci,drive=root",
+        "-nic", f"user,model=virtio-net-pci{forwards}",
+    ]  # fmt: skip
+
+
+def run_system(kernel: Path, initrd: Path, root: Path, config: Config, arch: Arch) -> int:
+    """Boot a system image's cached root to its login on this terminal, on a throwaway
+    overlay (what the session changes is gone afterwards, as with docker run); returns
+    QEMU's exit status. Ctrl-A X quits; the guest powering off ends it too."""
+    argv = system_command(kernel, initrd, root, config, arch)
+    return tools.run(argv, check=False, capture=False, package=arch.facts.qemu_package).returncode

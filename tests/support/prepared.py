@@ -12,7 +12,7 @@ from oci2vm.prepare.step import Step, Target
 from oci2vm.prepare.steps import SYSTEM_STEPS, run_steps
 from oci2vm.sources import Fetch, resolve
 from oci2vm.tree.editor import TreeEditor
-from oci2vm.tree.model import Inode, Kind, Tree, lookup
+from oci2vm.tree.model import DataReader, Inode, Kind, Tree, lookup
 from oci2vm.tree.osinfo import describe
 from support.layouts import Member, directory, file, symlink, write_layout
 
@@ -97,7 +97,7 @@ def run_step(
     return step.apply(TreeEditor(tree, FS_TIME), goal) if step.applies(goal) else []
 
 
-def systemd_members(*, merged_usr: bool = False) -> list[Member]:
+def systemd_members(*, merged_usr: bool = False, udev: bool = True) -> list[Member]:
     lib = "usr/lib" if merged_usr else "lib"
     members = [
         directory("usr"),
@@ -119,7 +119,31 @@ def systemd_members(*, merged_usr: bool = False) -> list[Member]:
         directory(f"{lib}/systemd"),
         file(f"{lib}/systemd/systemd", b"\x7fELF", mode=0o755),
         directory(f"{lib}/systemd/system"),
-        file(f"{lib}/systemd/system/serial-getty@.service", b"[Unit]\n"),
+        file(f"{lib}/systemd/system/serial-getty@.service", SERIAL_GETTY_TEMPLATE),
         symlink("sbin/init", "/lib/systemd/systemd"),
     ]
+    if udev:
+        members.append(file(f"{lib}/systemd/system/systemd-udevd.service", b"[Unit]\n"))
     return members
+
+
+# The lines of Debian 12's serial-getty@.service that matter here.
+SERIAL_GETTY_TEMPLATE = (
+    b"[Unit]\nDescription=Serial Getty on %I\nBindsTo=dev-%i.device\n"
+    b"After=dev-%i.device systemd-user-sessions.service getty-pre.target\n"
+    b"After=rc-local.service\n\n[Service]\nExecStart=-/sbin/agetty - $TERM\n"
+)
+
+
+def with_data(tmp_path: Path, members: list[Member]) -> tuple[Tree, TreeEditor]:
+    """A flattened tree whose streamed files can be read back (TreeEditor.read_file), as
+    in a build."""
+    write_layout(tmp_path / "img", [members])
+    data: dict[int, bytes] = {}
+
+    def sink(inode: Inode, reader: DataReader) -> None:
+        data[id(inode)] = b"".join(iter(lambda: bytes(reader.view(1 << 20)), b""))
+
+    tree = flatten(resolve(f"oci:{tmp_path / 'img'}", Fetch()), sink=sink)
+    edit = TreeEditor(tree, FS_TIME, sink=sink, read_back=lambda i, _n: data.get(id(i)))
+    return tree, edit

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from oci2vm.prepare import console
 from oci2vm.tree.model import lookup
 from oci2vm.tree.osinfo import describe
 from support.layouts import Member, directory, file, symlink
@@ -14,6 +15,8 @@ from support.prepared import (
     options,
     prepare,
     systemd_members,
+    target,
+    with_data,
 )
 
 
@@ -138,3 +141,18 @@ def test_busybox_inittab_gets_only_the_ttys0_line_appended(tmp_path: Path) -> No
     assert content(tree, "/etc/inittab") == (
         inittab + b"ttyS0::respawn:/sbin/getty -L 115200 ttyS0 vt100\n"
     )
+
+
+def test_systemd_without_udev_gets_a_getty_that_waits_for_no_device(tmp_path: Path) -> None:
+    tree, edit = with_data(tmp_path, systemd_members(udev=False))
+    console.STEP.apply(edit, target(tree, options()))
+    unit = content(tree, "/etc/systemd/system/serial-getty@ttyS0.service").decode()
+    assert "BindsTo" not in unit and "dev-%i.device" not in unit
+    assert "After=systemd-user-sessions.service getty-pre.target\n" in unit
+    assert "After=rc-local.service\n" in unit and "ExecStart=-/sbin/agetty - $TERM" in unit
+
+
+def test_systemd_with_udev_keeps_the_template(tmp_path: Path) -> None:
+    tree, edit = with_data(tmp_path, systemd_members())
+    console.STEP.apply(edit, target(tree, options()))
+    assert lookup(tree.root, "/etc/systemd/system/serial-getty@ttyS0.service") is None

@@ -18,16 +18,22 @@ from oci2vm.config import InitMode, InitrdChoice, KernelChoice, KernelKind
 from oci2vm.errors import Oci2vmError
 from oci2vm.image.model import ImageConfig, Platform
 from oci2vm.initramfs.cpio import CpioWriter
-from oci2vm.layers.flatten import flatten
 from oci2vm.prepare import kernel
 from oci2vm.prepare.step import BootOutputs, Target
-from oci2vm.sources import Fetch, resolve
 from oci2vm.tree.editor import TreeEditor
-from oci2vm.tree.model import DataReader, Inode, Kind, StreamedData, Tree, lookup
+from oci2vm.tree.model import Kind, StreamedData, lookup
 from support.debarchives import build_deb
 from support.elfmodules import build_module
-from support.layouts import Member, directory, file, write_layout
-from support.prepared import FS_TIME, content, entry, flattened, options, target
+from support.layouts import Member, directory, file
+from support.prepared import (
+    FS_TIME,
+    content,
+    entry,
+    flattened,
+    options,
+    target,
+    with_data,
+)
 
 VERSION = "6.1.0-99-amd64"
 BUSYBOX = b"\x7fELF fake busybox"
@@ -90,19 +96,6 @@ def inject(tmp_path: Path, members: list[object], **changes: object) -> tuple[ob
     edit = TreeEditor(tree, FS_TIME, sink=sink)  # type: ignore[arg-type]
     notes = kernel.STEP.apply(edit, base)
     return (tree, notes, streamed), base
-
-
-def with_data(tmp_path: Path, members: list[Member]) -> tuple[Tree, TreeEditor]:
-    """A flattened tree whose streamed files can be read back, as in a build."""
-    write_layout(tmp_path / "img", [members])
-    data: dict[int, bytes] = {}
-
-    def sink(inode: Inode, reader: DataReader) -> None:
-        data[id(inode)] = b"".join(iter(lambda: bytes(reader.view(1 << 20)), b""))
-
-    tree = flatten(resolve(f"oci:{tmp_path / 'img'}", Fetch()), sink=sink)
-    edit = TreeEditor(tree, FS_TIME, sink=sink, read_back=lambda i, _n: data.get(id(i)))
-    return tree, edit
 
 
 def initrd_with(*names: str) -> bytes:

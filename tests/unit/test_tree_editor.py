@@ -150,6 +150,18 @@ def test_mkdir_creates_or_returns_the_existing_directory(tmp_path: Path) -> None
         edit.mkdir("/f")
 
 
+def test_mkdir_keeps_a_symlink_to_a_directory_as_dpkg_does(tmp_path: Path) -> None:
+    tree = flattened(tmp_path, [directory("usr"), directory("usr/lib"), symlink("lib", "usr/lib"),
+                                symlink("dangling", "nowhere")])  # fmt: skip
+    edit = TreeEditor(tree, FS_TIME)
+    assert edit.mkdir("/lib") is entry(tree, "/usr/lib")
+    assert entry(tree, "/lib").kind is Kind.SYMLINK
+    edit.mkdir("/lib/modules")
+    assert entry(tree, "/usr/lib/modules").kind is Kind.DIR
+    with pytest.raises(Oci2vmError, match="a symlink is there"):
+        edit.mkdir("/dangling")
+
+
 def test_symlink_creates_or_replaces(tmp_path: Path) -> None:
     tree = flattened(tmp_path, [directory("etc"), file("etc/mtab", b"x")])
     edit = TreeEditor(tree, FS_TIME)

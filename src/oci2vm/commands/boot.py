@@ -40,15 +40,19 @@ def disk_for(config: Config, reporter: Reporter) -> Iterator[Path]:
 
 
 def run_command(config: Config, reporter: Reporter) -> int:
-    """A disk boots as it is; a source runs as docker run would run it: an app image's
-    workload on a cached root (built on first use), its exit code returned; a system
-    image boots to its login on a disk built for the run."""
+    """A disk boots as it is; a source runs as docker run would run it, on a cached root
+    (built on first use) booted directly: an app image's workload, its exit code
+    returned; a system image to its login on this terminal. A system image that keeps
+    its own kernel boots from a disk built for the run."""
     if not Path(config.source).is_file():
         with reporter.progress():
             image, store = pipeline.resolve_source(config, reporter)
             entry = runcache.direct_boot(config, reporter, image, store)
         if entry is not None and entry.mode is InitMode.APP:
             return run_workload(config, image, entry)
+        if entry is not None:
+            arch = runcache.image_arch(image)
+            return runtime.run_system(entry.kernel, entry.initrd, entry.root, config, arch)
     return boot_disk(config, reporter)
 
 

@@ -42,6 +42,29 @@ def systemd_getty(edit: TreeEditor, serial: str) -> None:
     edit.mkdir("/etc/systemd/system")
     edit.mkdir("/etc/systemd/system/getty.target.wants")
     edit.symlink(f"/etc/systemd/system/getty.target.wants/serial-getty@{serial}.service", unit)
+    if systemd_unit(edit, "systemd-udevd.service") is None:
+        without_udev(edit, unit, serial)
+
+
+def without_udev(edit: TreeEditor, template: str, serial: str) -> None:
+    """Without udev (a minbase image with systemd-sysv alone), the serial port's device
+    unit never appears, and the template's getty, bound to it, never starts: the instance
+    gets a unit of its own, the template less its device dependencies."""
+    text = edit.read_file(template, 1 << 20)
+    if text is None:
+        return
+    lines = []
+    for line in text.decode("utf-8", "replace").splitlines():
+        if line.startswith("BindsTo=dev-%i.device"):
+            continue
+        if line.startswith("After="):
+            words = [w for w in line.removeprefix("After=").split() if w != "dev-%i.device"]
+            if not words:
+                continue
+            line = "After=" + " ".join(words)
+        lines.append(line)
+    unit = "\n".join(lines) + "\n"
+    edit.write(f"/etc/systemd/system/serial-getty@{serial}.service", unit.encode(), mode=0o644)
 
 
 def inittab_getty(edit: TreeEditor, init: InitSystem, serial: str) -> None:

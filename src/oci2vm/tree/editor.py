@@ -171,6 +171,10 @@ class TreeEditor:
         assert parent.children is not None
         old = parent.children.get(name)
         if old is not None:
+            if old.kind is Kind.SYMLINK:  # kept, as dpkg keeps /lib -> usr/lib
+                found = resolve_link(self.tree.root, path)
+                if found is not None and found[1].kind is Kind.DIR:
+                    return found[1]
             if old.kind is not Kind.DIR:
                 raise Oci2vmError(f"cannot create directory {path}: a {old.kind} is there")
             return old
