@@ -33,6 +33,7 @@ from oci2vm.initramfs.scan import initrd_names
 from oci2vm.initramfs.spec import DEFAULT_INIT, BootSpec, Mode, workload
 from oci2vm.kernel.moddep import builtin_names, dep_closure, parse_modules_dep
 from oci2vm.kernel.modinfo import decompress_module
+from oci2vm.prepare.kernelimage import graft_kernel
 from oci2vm.prepare.kernelpkg import KernelFiles, module_bytes, read_kernel_package
 from oci2vm.prepare.step import Step, Target
 from oci2vm.tree.editor import TreeEditor
@@ -92,11 +93,6 @@ def kernel_source(target: Target) -> KernelSource:
         except OSError as e:
             raise Oci2vmError(f"--kernel {path}: {e.strerror}") from None
         return KernelSource(BlobRef(path, 0, size, None), str(path), None)
-    if choice.kind is KernelKind.SOURCE:
-        raise Oci2vmError(
-            f"--kernel {choice.location}: kernels from image sources are not supported yet: "
-            "use --kernel debian[:SUITE[:FLAVOUR]] or a kernel .deb"
-        )
     archive = archive_for(target, debian_suite(target))
     package = kernel_package(archive, choice.flavour)
     return KernelSource(archive.download(package), str(package), archive)
@@ -137,8 +133,15 @@ def keeps_image_kernel(target: Target) -> bool:
 
 
 def apply(edit: TreeEditor, target: Target) -> list[str]:
+    if target.config.kernel.kind is KernelKind.SOURCE:
+        location = target.config.kernel.location
+        kernel = graft_kernel(edit, target, location)
+        notes = [f"the kernel {kernel.version} comes from {location}"]
+        notes += image_initrd(edit, target, kernel)
+        return notes + direct_outputs(edit, target, kernel)
     if keeps_image_kernel(target):
-        return image_initrd(edit, target)
+        kernel = target.os.kernels[0]
+        return image_initrd(edit, target, kernel) + direct_outputs(edit, target, kernel)
     if target.config.initrd is InitrdChoice.IMAGE:
         raise Oci2vmError(
             "--initrd image: the kernel oci2vm injects comes with oci2vm's initramfs only"
@@ -218,14 +221,30 @@ STEP = Step("kernel", apply, refreshes_os=True)
 # -- the image's own kernel: its initrd, or oci2vm's built from its modules ---------------
 
 INITRD_LIMIT = 512 << 20  # bytes of an image's initrd read to list it
+KERNEL_FILE_LIMIT = 256 << 20
 MODULE_FILE_LIMIT = 256 << 20
 EXT4_NAMES = ("/ext4.ko", "/ext4.ko.xz", "/ext4.ko.zst", "/ext4.ko.gz")
 
 
-def image_initrd(edit: TreeEditor, target: Target) -> list[str]:
+def direct_outputs(edit: TreeEditor, target: Target, kernel: Kernel) -> list[str]:
+    """For a direct boot (oci2vm run), the kernel and initrd the tree now has for `kernel`."""
+    outputs = target.boot_outputs
+    if outputs is None:
+        return []
+    initrd_path = f"/boot/initrd.img-{kernel.version}"
+    image = edit.read_file(kernel.path, KERNEL_FILE_LIMIT)
+    initrd = edit.read_file(initrd_path, INITRD_LIMIT) if edit.get(initrd_path) else None
+    if initrd is None and kernel.initrd:
+        initrd = edit.read_file(kernel.initrd, INITRD_LIMIT)
+    if image is None or initrd is None:
+        return [f"kernel {kernel.version}: cannot be booted directly: booting a disk"]
+    outputs.version, outputs.kernel, outputs.initrd = kernel.version, image, initrd
+    return []
+
+
+def image_initrd(edit: TreeEditor, target: Target, kernel: Kernel) -> list[str]:
     """The image's kernel is kept: keep its initrd too (--initrd image; auto when it can
     mount the root oci2vm writes), else build oci2vm's from the kernel's own modules."""
-    kernel = target.os.kernels[0]
     choice = target.config.initrd
     if choice is InitrdChoice.IMAGE:
         return []
@@ -332,6 +351,9 @@ def build_plan(target: Target) -> dict[str, str]:
                 f"the image's {newest.initrd}, unless the build finds it cannot mount the "
                 "root (no ext4 module): then oci2vm's"
             )
+    elif target.config.kernel.kind is KernelKind.SOURCE:
+        plan["kernel"] = f"the newest in the image {target.config.kernel.location}"
+        plan["initrd"] = "its own, unless it cannot mount the root: then oci2vm's"
     else:
         choice = target.config.kernel
         if choice.kind is KernelKind.DEB:

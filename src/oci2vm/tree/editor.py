@@ -182,6 +182,23 @@ class TreeEditor:
         parent.children[name] = node
         return node
 
+    def graft(self, path: str, inode: Inode) -> None:
+        """Place an entry of another tree (whose file data went to the same sink) at
+        `path`: a directory merges into one already there, anything else replaces what
+        is there unless that is a directory."""
+        parent, name = self._parent(path)  # type: ignore[misc]
+        assert parent.children is not None
+        old = parent.children.get(name)
+        if old is not None and old.kind is Kind.SYMLINK and inode.kind is Kind.DIR:
+            old = self.mkdir(path)  # through the link, as dpkg unpacks
+        if old is not None and old.kind is Kind.DIR:
+            if inode.kind is not Kind.DIR or inode.children is None:
+                raise Oci2vmError(f"cannot place {path}: it is a directory in the image")
+            for child_name, child in inode.children.items():
+                self.graft(f"{path}/{child_name}", child)
+            return
+        parent.children[name] = inode
+
     def remove(self, path: str) -> bool:
         found = self._parent(path, create=False)
         if found is None or found[0].children is None:
