@@ -128,25 +128,37 @@ def image_kernel(initrd: bytes | None, *, modules: bool = True) -> list[Member]:
     return members
 
 
-def test_an_image_kernel_whose_initrd_mounts_ext4_is_kept(tmp_path: Path) -> None:
-    initrd = initrd_with(f"usr/{IMAGE_MODULES}/kernel/fs/ext4/ext4.ko", "init")
-    tree, edit = with_data(tmp_path, image_kernel(initrd))
-    assert kernel.STEP.apply(edit, target(tree, options())) == []
-    assert edit.read_file(f"/boot/initrd.img-{IMAGE_KERNEL}", 1 << 20) == initrd
-
-
-def test_an_image_initrd_without_ext4_is_replaced_by_one_from_its_modules(
+def test_auto_boots_oci2vms_initramfs_built_from_the_kernels_own_modules(
     tmp_path: Path,
 ) -> None:
     tree, edit = with_data(tmp_path, image_kernel(initrd_with("init", "lib/modules/x/dm.ko")))
-    notes = kernel.STEP.apply(edit, target(tree, options()))
-    assert notes == [f"test: its initrd /boot/initrd.img-{IMAGE_KERNEL} has no ext4 module "
-                     "(built host-only?): booting oci2vm's initramfs with its kernel's "
-                     "modules"]  # fmt: skip
+    assert kernel.STEP.apply(edit, target(tree, options())) == []  # the default: no note
     ours = gzip.decompress(content(tree, f"/boot/initrd.img-{IMAGE_KERNEL}"))
     assert module("ext4", needs=("jbd2",)) in ours  # decompressed from the image's .ko.xz
     assert ours.index(b"kernel/fs/jbd2/jbd2.ko\n") < ours.index(b"kernel/fs/ext4/ext4.ko\n")
     assert BUSYBOX in ours
+    own = goal(target(tree, options()), initrd=InitrdChoice.OWN)
+    assert kernel.STEP.apply(edit, own) == [
+        "test: --initrd own: booting oci2vm's initramfs with its kernel's modules"
+    ]
+
+
+def test_auto_keeps_an_image_initrd_that_mounts_ext4_when_oci2vms_cannot_be_built(
+    tmp_path: Path,
+) -> None:
+    initrd = initrd_with(f"usr/{IMAGE_MODULES}/kernel/fs/ext4/ext4.ko", "init")
+    tree, edit = with_data(tmp_path, image_kernel(initrd, modules=False))
+    assert kernel.STEP.apply(edit, target(tree, options())) == []
+    assert edit.read_file(f"/boot/initrd.img-{IMAGE_KERNEL}", 1 << 20) == initrd
+
+
+def test_auto_names_an_image_initrd_without_ext4_it_cannot_replace(tmp_path: Path) -> None:
+    tree, edit = with_data(tmp_path, image_kernel(initrd_with("init"), modules=False))
+    assert kernel.STEP.apply(edit, target(tree, options())) == [
+        f"test: its initrd /boot/initrd.img-{IMAGE_KERNEL} has no ext4 module (built "
+        f"host-only?), and oci2vm's cannot replace it: no modules.dep for kernel "
+        f"{IMAGE_KERNEL} in the image"
+    ]
 
 
 def test_initrd_image_keeps_even_an_initrd_without_ext4(tmp_path: Path) -> None:
@@ -264,7 +276,8 @@ def test_the_build_plan_says_what_a_build_would_boot(tmp_path: Path) -> None:
     with_kernel = flattened(tmp_path / "a", [file("sbin/init"), file("boot/vmlinuz-6.1")])
     assert kernel.build_plan(target(with_kernel, options())) == {
         "mode": "system", "kernel": "the image's 6.1 (/boot/vmlinuz-6.1)",
-        "initrd": "oci2vm's initramfs (the kernel has no initrd to find the root)",
+        "initrd": "oci2vm's initramfs, with the kernel's own modules; the image's own if "
+        "that cannot be built (no modules.dep, no busybox)",
         "init": "the image's sysvinit (/sbin/init)",
     }  # fmt: skip
     bare = flattened(tmp_path / "b", [file("bin/sh")])

@@ -77,7 +77,7 @@ BUSYBOX_PATH = "bin/busybox"
 PACKAGE_BUSYBOX = ("bin/busybox", "usr/bin/busybox")
 MODULES_LIST = "etc/oci2vm/modules"
 MAX_BUSYBOX = 8 << 20  # Debian's static busybox is ~2 MB
-GZIP_LEVEL = 9
+GZIP_LEVEL = 6  # level 9 takes 7x the time (1.7 s against 0.23 s) for 0.6 % less
 
 
 def _script(name: str) -> bytes:
