@@ -46,6 +46,7 @@ from oci2vm.prepare.step import BootOutputs, Step, Target
 from oci2vm.report import Reporter
 from oci2vm.reports import BuildReport, DiskReport, FilesystemReport, SystemReport
 from oci2vm.sources import Fetch, resolve
+from oci2vm.sources.base import fetch_from
 from oci2vm.tree.editor import TreeEditor
 from oci2vm.tree.model import Tree
 from oci2vm.tree.osinfo import OsInfo, describe
@@ -96,17 +97,8 @@ def blob_store(config: Config) -> BlobStore:
 
 
 def fetch_options(config: Config, reporter: Reporter, store: BlobStore) -> Fetch:
-    return Fetch(
-        platform=config.platform,
-        store=store,
-        creds=config.creds,
-        auth_file=config.auth_file,
-        tls_verify=config.tls_verify,
-        insecure_hosts=config.insecure_hosts,
-        network_timeout=config.network_timeout,
-        quiet=config.quiet,
-        on_blob=reporter.task if reporter.interactive else None,
-    )
+    on_blob = reporter.task if reporter.interactive else None
+    return fetch_from(config, store, quiet=config.quiet, on_blob=on_blob)
 
 
 def resolve_source(config: Config, reporter: Reporter) -> tuple[Image, BlobStore]:

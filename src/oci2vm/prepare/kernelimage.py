@@ -10,7 +10,8 @@ from __future__ import annotations
 from oci2vm.errors import Oci2vmError
 from oci2vm.layers.flatten import flatten
 from oci2vm.prepare.step import Target
-from oci2vm.sources import Fetch, resolve
+from oci2vm.sources import resolve
+from oci2vm.sources.base import fetch_from
 from oci2vm.tree.editor import TreeEditor
 from oci2vm.tree.model import Kind, resolve_link
 from oci2vm.tree.osinfo import Kernel, find_kernels
@@ -19,17 +20,7 @@ from oci2vm.tree.osinfo import Kernel, find_kernels
 def graft_kernel(edit: TreeEditor, target: Target, location: str) -> Kernel:
     """Flatten the kernel image `location` into the build's filesystem and graft its
     newest kernel into the tree; returns where it now is."""
-    config = target.config
-    fetch = Fetch(
-        platform=config.platform,
-        store=target.store,
-        creds=config.creds,
-        auth_file=config.auth_file,
-        tls_verify=config.tls_verify,
-        insecure_hosts=config.insecure_hosts,
-        network_timeout=config.network_timeout,
-    )
-    image = resolve(location, fetch)
+    image = resolve(location, fetch_from(target.config, target.store))
     theirs = flatten(image, sink=edit.sink, store=target.store)
     kernels = find_kernels(theirs)
     if not kernels:

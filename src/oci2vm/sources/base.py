@@ -7,6 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from oci2vm.config import Config
 from oci2vm.image.blobs import BlobStore, ProgressFn
 from oci2vm.image.model import Platform
 
@@ -26,3 +27,25 @@ class Fetch:
     # Called as (what, total bytes or None) when a blob download starts; returns the
     # per-chunk callback that advances its progress bar.
     on_blob: Callable[[str, int | None], ProgressFn] | None = None
+
+
+def fetch_from(
+    config: Config,
+    store: BlobStore | None,
+    *,
+    quiet: bool = True,
+    on_blob: Callable[[str, int | None], ProgressFn] | None = None,
+) -> Fetch:
+    """The fetch options a build's Config gives, for its image or another it reads (a
+    kernel image)."""
+    return Fetch(
+        platform=config.platform,
+        store=store,
+        creds=config.creds,
+        auth_file=config.auth_file,
+        tls_verify=config.tls_verify,
+        insecure_hosts=config.insecure_hosts,
+        network_timeout=config.network_timeout,
+        quiet=quiet,
+        on_blob=on_blob,
+    )
