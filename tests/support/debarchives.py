@@ -5,10 +5,12 @@ index, pool/) whose InRelease is signed by a signer the test chooses:
     fake_sign / fake_verify   a stand-in for OpenPGP in unit tests (no program runs): the
                               "signature" is the sha256 of the signed text
     GpgKey                    a throwaway gpg key (integration tests: gpg and gpgv run)
+    served                    a mirror tree over HTTP on a loopback port, closed after
 """
 
 from __future__ import annotations
 
+import functools
 import gzip
 import hashlib
 import io
@@ -16,10 +18,13 @@ import lzma
 import os
 import subprocess
 import tarfile
-from collections.abc import Callable, Mapping, Sequence
+import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import zstandard
@@ -216,6 +221,27 @@ def write_mirror(
     text = release_text(suite, indices, **release)  # type: ignore[arg-type]
     (dists / "InRelease").write_bytes(sign(text))
     return MirrorTree(root, list(pkgs), debs)
+
+
+class _QuietFiles(SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@contextmanager
+def served(root: Path) -> Iterator[str]:
+    """A mirror tree served over HTTP on a loopback port while the block runs; its URL.
+    After the block the port is closed: the mirror is unreachable at that URL."""
+    handler = functools.partial(_QuietFiles, directory=str(root))
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
 
 
 def kernel_pkgs() -> list[Pkg]:

@@ -1,0 +1,131 @@
+"""`oci2vm run SOURCE` behaving like `docker run`, through the CLI in a child process
+(QEMU, TCG): the busybox-app fixture's httpd reached over a published loopback port and
+stopped by Ctrl-C with docker's exit status; a workload's stdout, stderr and exit status
+apart from the kernel's messages; a second run served from the run cache without a
+rebuild; a Debian minbase image (no init) in app mode; and docker run's workload options
+(-e, -w, -u, --entrypoint, -v, -v :ro).
+
+Kernel packages and run caches live in the shared fixture store (support.debarchives),
+so reruns and other tests reuse them; the cache test alone starts from an empty run/."""
+
+from __future__ import annotations
+
+import signal
+import tarfile
+import time
+from pathlib import Path
+
+import pytest
+
+from fixture_images import (
+    BUSYBOX_APP_INDEX_HTML,
+    FixtureSet,
+    busybox_app_fixture,
+    debian_minbase_fixture,
+)
+from support.debarchives import configured_mirror, fixture_store
+from support.programs import requires
+from support.runcli import (
+    RUN_TIMEOUT,
+    cache_sharing_downloads,
+    fetch_when_served,
+    files_state,
+    free_port,
+    oci2vm,
+    skip_unless_buildable,
+    start,
+)
+
+pytestmark = [pytest.mark.qemu, pytest.mark.fixture, requires("qemu-system-x86_64")]
+
+STOP_SECONDS = 30.0  # Ctrl-C to exit: the init's grace is 10 s, QEMU's poweroff a few more
+SCRIPT = 'echo "$SOME_ENV_FROM_CONFIG"; id -u; pwd; echo err >&2; exit 7'
+
+
+def source(fx: FixtureSet) -> str:
+    return f"oci:{fx.oci_layout}:{fx.tag}"
+
+
+def run_options(cache: Path | None = None) -> list[str]:
+    root = cache or fixture_store().root
+    return ["--cache-dir", str(root), "--mirror", configured_mirror(), "--accel", "tcg",
+            "--memory", "512"]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def app() -> str:
+    return source(busybox_app_fixture())
+
+
+def test_published_port_serves_the_page_and_ctrl_c_stops_like_docker(app: str) -> None:
+    port = free_port()
+    proc = start("run", *run_options(), "-p", f"127.0.0.1:{port}:8080", app)
+    try:
+        body = fetch_when_served(f"http://127.0.0.1:{port}/", proc, RUN_TIMEOUT)
+        assert body.decode() == BUSYBOX_APP_INDEX_HTML
+        stopped = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=STOP_SECONDS + 30)
+        took = time.monotonic() - stopped
+    finally:
+        proc.kill()
+    # docker stop sends the image's StopSignal (SIGTERM) and `docker run` then exits with
+    # the workload's status, 128 + 15; 130 would be oci2vm's own status for a Ctrl-C when
+    # the guest never reported one, i.e. the workload's end was lost.
+    assert proc.returncode == 128 + signal.SIGTERM, err.decode()
+    assert took < STOP_SECONDS
+
+
+def test_a_second_run_reuses_the_cached_root_without_rebuilding(app: str, tmp_path: Path) -> None:
+    cache = cache_sharing_downloads(fixture_store().root, tmp_path / "cache")
+    first = oci2vm("run", *run_options(cache), app, "--", "sh", "-c", SCRIPT)
+    assert (first.code, first.out) == (7, "value-from-config\n1000\n/app\n"), first.err
+    # Built on the way: the note of the kernel it injected comes before the workload's.
+    assert first.err.startswith("injected linux-image-"), first.err
+    assert first.err.endswith("with oci2vm's initramfs (app mode)\nerr\n"), first.err
+    (entry,) = (cache / "run").iterdir()
+    before = files_state(entry)
+    assert {"root.ext4", "initrd.img", "run.json", "vmlinuz"} <= set(before)
+
+    second = oci2vm("run", *run_options(cache), app, "--", "sh", "-c", SCRIPT)
+    assert (second.code, second.out, second.err) == (7, "value-from-config\n1000\n/app\n", "err\n")
+    assert list((cache / "run").iterdir()) == [entry]
+    assert files_state(entry) == before
+    print(f"first run {first.seconds:.1f} s (builds), second {second.seconds:.1f} s")
+    assert second.seconds < 0.75 * first.seconds
+
+
+def os_release(fx: FixtureSet) -> str:
+    with tarfile.open(fx.rootfs_tar) as tar:
+        member = tar.extractfile("usr/lib/os-release")  # /etc/os-release links to it
+        assert member is not None
+        return member.read().decode()
+
+
+def test_debian_minbase_without_init_runs_a_command_in_app_mode() -> None:
+    skip_unless_buildable("debian-minbase")
+    fx = debian_minbase_fixture()
+    result = oci2vm("run", *run_options(), source(fx), "--", "cat", "/etc/os-release")
+    assert (result.code, result.out) == (0, os_release(fx)), result.err
+    assert 'PRETTY_NAME="Debian GNU/Linux 12 (bookworm)"\n' in result.out
+
+
+def test_env_workdir_user_entrypoint_and_volumes(app: str, tmp_path: Path) -> None:
+    shared, read_only = tmp_path / "shared", tmp_path / "readonly"
+    shared.mkdir()
+    read_only.mkdir()
+    (read_only / "in.txt").write_text("from the host\n")
+    script = (
+        'echo "$SOME_ENV_FROM_CONFIG $ADDED"; id -u; pwd; echo from-the-guest > /data/out.txt; '
+        "cat /ro/in.txt; if echo x > /ro/new.txt; then echo ro-written; else echo ro-refused; fi"
+    )
+    result = oci2vm(
+        "run", *run_options(), "-e", "SOME_ENV_FROM_CONFIG=overridden", "-e", "ADDED=1",
+        "-w", "/www", "-u", "0", "--entrypoint", "sh",
+        "-v", f"{shared}:/data", "-v", f"{read_only}:/ro:ro", app, "--", "-c", script,
+    )  # fmt: skip
+    expected = "overridden 1\n0\n/www\nfrom the host\nro-refused\n"
+    assert (result.code, result.out) == (0, expected), result.err
+    assert "Read-only file system" in result.err
+    assert (shared / "out.txt").read_text() == "from-the-guest\n"
+    assert sorted(p.name for p in read_only.iterdir()) == ["in.txt"]
