@@ -3,8 +3,8 @@ streamed through open_deb() into a ModuleDb as the kernel-injection step does, a
 written to a temporary /lib/modules for the host's depmod; every file each writes must be
 byte-equal. bookworm's kernel has .ko modules; trixie's has .ko.xz under /usr/lib.
 
-The packages are cached by tests/integration/test_debian_mirror.py (with
-OCI2VM_TEST_DEBIAN_KERNEL=1); without them these tests skip."""
+The packages are the suites' current kernels, fetched and verified from the machine's apt
+mirror into the fixture cache (once; a rerun needs only the InRelease files)."""
 
 from __future__ import annotations
 
@@ -14,18 +14,20 @@ from pathlib import Path
 
 import pytest
 
+from oci2vm.arch import Arch
+from oci2vm.debian.archive import Archive
 from oci2vm.debian.deb import open_deb
+from oci2vm.debian.kernel import kernel_package
+from oci2vm.errors import Oci2vmError
+from oci2vm.image.blobs import BlobRef
 from oci2vm.kernel.depmod import ModuleDb
 from oci2vm.kernel.modinfo import decompress_module, read_modinfo
-from support.debarchives import fixture_store
+from support.debarchives import configured_mirror, fixture_store, need_gpg
 from support.programs import requires
 
 pytestmark = [pytest.mark.fixture, requires("depmod")]
 
-KERNELS = {
-    "bookworm": "sha256:7b5597492a0a65aee61985a492e6bcc3f2cde830072a0e3b3d8c7e1b90279bd3",
-    "trixie": "sha256:ca712d36790184f6ac125ce2b20ea4e2202ae6bb7817b7de268f1f0115ccda73",
-}
+KERNELS = ("bookworm", "trixie")
 MODULES_DIR = re.compile(r"\./(?:usr/)?lib/modules/([^/]+)/(.+)")
 FROM_PACKAGE = ("modules.order", "modules.builtin", "modules.builtin.modinfo")
 
@@ -37,19 +39,25 @@ def scanned(suite: str, tmp_path_factory: pytest.TempPathFactory) -> tuple[str, 
     """scan() of a suite's kernel, once per session."""
     if suite not in _SCANNED:
         root = tmp_path_factory.mktemp(f"depmod-{suite}")
-        _SCANNED[suite] = (*scan(KERNELS[suite], root), root)
+        _SCANNED[suite] = (*scan(kernel_blob(suite), root), root)
     return _SCANNED[suite]
 
 
-def scan(digest: str, root: Path) -> tuple[str, ModuleDb]:
+def kernel_blob(suite: str) -> BlobRef:
+    """The suite's current kernel package, verified through the archive's signed chain."""
+    need_gpg()
+    archive = Archive(fixture_store(), suite, Arch.AMD64, mirror=configured_mirror())
+    try:
+        return archive.download(kernel_package(archive))
+    except Oci2vmError as e:
+        if "unreachable" in str(e) and "connect to the network" in str(e):
+            pytest.skip(f"no mirror and nothing cached: {e}")
+        raise
+
+
+def scan(blob: BlobRef, root: Path) -> tuple[str, ModuleDb]:
     """The package's modules read into a ModuleDb, and written under root/lib/modules
     for depmod; the kernel version."""
-    blob = fixture_store().get(digest)
-    if blob is None:
-        pytest.skip(
-            f"{digest} is not in the fixture cache: OCI2VM_TEST_DEBIAN_KERNEL=1 "
-            "tests/integration/test_debian_mirror.py downloads bookworm's kernel"
-        )
     db = ModuleDb()
     versions: set[str] = set()
     package: dict[str, bytes] = {}
