@@ -79,3 +79,14 @@ def test_modules_dep_closure_loads_what_is_needed_first_and_skips_builtins() -> 
         "kernel/drivers/net/xen-netfront.ko.xz",
     ]  # fmt: skip
     assert dep_closure(deps, builtin_names("kernel/fs/ext4/ext4.ko\n"), ["ext4"]) == []
+
+
+@pytest.mark.parametrize("kind", sorted(COMPRESSORS))
+def test_a_corrupt_compressed_archive_is_an_error_not_a_crash(kind: str) -> None:
+    good = COMPRESSORS[kind](archive("a", size=100_000))
+    head = 6 if kind != "bzip2" else 4
+    corrupt = good[:head] + bytes(b ^ 0x5A for b in good[head : head + 200]) + good[head + 200 :]
+    with pytest.raises(Oci2vmError):
+        initrd_names(corrupt)
+    with pytest.raises(Oci2vmError):
+        initrd_names(b"\x1f\x8b\x08\x00" + b"\xff" * 64)

@@ -103,7 +103,10 @@ def _inflate(data: memoryview, feed: Callable[[bytes], None]) -> int:
     pending = bytes(data[: 4 * CHUNK])
     pos = len(pending)
     while True:
-        out, unused, ended = step(pending)
+        try:
+            out, unused, ended = step(pending)
+        except (zlib.error, lzma.LZMAError, OSError, EOFError, zstandard.ZstdError) as e:
+            raise Oci2vmError(f"initrd: a corrupt compressed archive ({e})") from None
         fed += len(out)
         if fed > MAX_UNPACKED:
             raise Oci2vmError(f"initrd: unpacks to more than {MAX_UNPACKED >> 20} MiB")
