@@ -82,7 +82,8 @@ def apply(edit: TreeEditor, target: Target) -> list[str]:
         return ifupdown(edit, target)
     if stack is Stack.UDHCPC:
         return udhcpc(edit, target)
-    return [NO_STACK_NOTE]
+    # Without an init nothing would run a network stack: the console step says so.
+    return [] if target.os.init is InitSystem.NONE else [NO_STACK_NOTE]
 
 
 def names_in(edit: TreeEditor, directory: str, suffixes: tuple[str, ...]) -> list[str]:
