@@ -23,6 +23,7 @@ from oci2vm.config import (
     InitMode,
     InitrdChoice,
     KernelChoice,
+    NetworkChoice,
     OutputFormat,
     PartitionTable,
     PortMapping,
@@ -93,6 +94,13 @@ def _choice(
 def _kernel(text: str) -> KernelChoice:
     try:
         return KernelChoice.parse(text)
+    except Oci2vmError as e:
+        raise argparse.ArgumentTypeError(str(e)) from e
+
+
+def _network(text: str) -> NetworkChoice:
+    try:
+        return NetworkChoice.parse(text)
     except Oci2vmError as e:
         raise argparse.ArgumentTypeError(str(e)) from e
 
@@ -245,6 +253,14 @@ def _system_options(p: argparse.ArgumentParser) -> None:
     _choice(p, "--init", InitMode, InitMode.AUTO,
             "system: the image's init runs as PID 1; app: the image's Entrypoint and Cmd "
             "run as the VM's job (default: auto, app when the image has no init)")  # fmt: skip
+    p.add_argument(
+        "--network",
+        type=_network,
+        default=NetworkChoice(),
+        metavar="none|dhcp|static:ADDR/PREFIX,GW[,DNS]",
+        help="the booted system's first NIC: DHCP (default), a static address, or left as "
+        "the image has it (none)",
+    )
     p.add_argument(
         "--mirror",
         metavar="URL",

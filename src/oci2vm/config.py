@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -107,6 +108,44 @@ class KernelChoice:
         return cls(KernelKind.SOURCE, location=text)
 
 
+class NetworkMode(StrEnum):
+    NONE = "none"  # nothing written: the image's own configuration, if any
+    DHCP = "dhcp"
+    STATIC = "static"
+
+
+@dataclass(frozen=True, slots=True)
+class NetworkChoice:
+    """--network: how the booted system configures its first NIC."""
+
+    mode: NetworkMode = NetworkMode.DHCP
+    address: str = ""  # static: ADDR/PREFIX
+    gateway: str = ""
+    dns: tuple[str, ...] = ()
+
+    @classmethod
+    def parse(cls, text: str) -> NetworkChoice:
+        if text in ("none", "dhcp"):
+            return cls(NetworkMode(text))
+        head, _, rest = text.partition(":")
+        parts = rest.split(",")
+        if head != "static" or len(parts) < 2:
+            raise Oci2vmError(
+                f"--network {text!r}: expected none, dhcp or static:ADDR/PREFIX,GW[,DNS...]"
+            )
+        try:
+            address = ipaddress.ip_interface(parts[0])
+            gateway = ipaddress.ip_address(parts[1])
+            dns = tuple(str(ipaddress.ip_address(d)) for d in parts[2:])
+        except ValueError as e:
+            raise Oci2vmError(f"--network {text!r}: {e}") from e
+        if "/" not in parts[0]:
+            raise Oci2vmError(f"--network {text!r}: the address needs its /PREFIX")
+        if gateway not in address.network or gateway == address.ip:
+            raise Oci2vmError(f"--network {text!r}: the gateway is not on {address.network}")
+        return cls(NetworkMode.STATIC, str(address), str(gateway), dns)
+
+
 @dataclass(frozen=True, slots=True)
 class PortMapping:
     """-p [HOST_IP:]HOST_PORT:GUEST_PORT[/tcp|udp]"""
@@ -151,6 +190,7 @@ class Config:
     kernel: KernelChoice = field(default_factory=KernelChoice)
     initrd: InitrdChoice = InitrdChoice.AUTO
     init: InitMode = InitMode.AUTO
+    network: NetworkChoice = field(default_factory=NetworkChoice)
     mirror: str | None = None  # Debian mirror; None: $OCI2VM_DEBIAN_MIRROR, else Debian's
     keyrings: tuple[Path, ...] = ()  # OpenPGP keyrings for the Debian archive; () = Debian's
     allow_expired_release: bool = False

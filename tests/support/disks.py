@@ -53,6 +53,13 @@ SHADOW = b"root:*:19000:0:99999:7:::\nnobody:*:19000:0:99999:7:::\n"
 SERIAL_GETTY = b"[Unit]\nDescription=Serial Getty on %I\n"
 
 
+NETWORKD_UNIT = (
+    b"[Unit]\nDescription=Network Configuration\n\n[Install]\n"
+    b"WantedBy=multi-user.target\nAlias=dbus-org.freedesktop.network1.service\n"
+)
+RESOLVED_UNIT = b"[Install]\nWantedBy=multi-user.target\n"
+
+
 NOBODY_NOTE = (
     "nobody can log in: no --root-password or --ssh-key was given "
     "(the image's own accounts are unchanged)"
@@ -74,6 +81,10 @@ def image_members() -> list[Member]:
         file("lib/systemd/systemd", b"\x7fELF systemd", mode=0o755),
         directory("lib/systemd/system"),
         file("lib/systemd/system/serial-getty@.service", SERIAL_GETTY),
+        # networkd and resolved, as Debian's systemd and systemd-resolved ship them
+        file("lib/systemd/systemd-networkd", b"\x7fELF networkd", mode=0o755),
+        file("lib/systemd/system/systemd-networkd.service", NETWORKD_UNIT),
+        file("lib/systemd/system/systemd-resolved.service", RESOLVED_UNIT),
         directory("sbin"),
         symlink("sbin/init", "/lib/systemd/systemd"),
         directory("root", mode=0o700),

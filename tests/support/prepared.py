@@ -27,6 +27,10 @@ NOBODY_NOTE = (
     "nobody can log in: no --root-password or --ssh-key was given "
     "(the image's own accounts are unchanged)"
 )
+NO_NETWORK_NOTE = (
+    "no network configuration written: the image has no systemd-networkd, ifupdown, "
+    "NetworkManager, netplan or busybox udhcpc (install one for DHCP)"
+)
 NO_SSHD_NOTE = "the image has no SSH server: the key only helps once one is installed"
 FSTAB = (
     "# Written by oci2vm.\n"

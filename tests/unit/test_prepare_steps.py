@@ -16,6 +16,7 @@ from support.prepared import (
     DEBIAN_SHADOW,
     FS_TIME,
     FSTAB,
+    NO_NETWORK_NOTE,
     NOBODY_NOTE,
     content,
     entry,
@@ -32,7 +33,7 @@ def test_systemd_image_gets_serial_getty_fstab_hostname_and_loses_dockerenv(
 ) -> None:
     tree = flattened(tmp_path, systemd_members())
     notes = prepare(tree, options(hostname="debian"))
-    assert notes == [NOBODY_NOTE]
+    assert notes == [NO_NETWORK_NOTE, NOBODY_NOTE]  # no networkd in systemd_members
     link = entry(tree, "/etc/systemd/system/getty.target.wants/serial-getty@ttyS0.service")
     assert (link.kind, link.target) == (Kind.SYMLINK, b"/lib/systemd/system/serial-getty@.service")
     for path in ("/etc/systemd", "/etc/systemd/system", "/etc/systemd/system/getty.target.wants"):
@@ -72,8 +73,8 @@ def test_systemd_image_gets_serial_getty_fstab_hostname_and_loses_dockerenv(
 
 def test_the_runner_keeps_the_order_and_skips_steps_that_do_not_apply(tmp_path: Path) -> None:
     assert [step.name for step in SYSTEM_STEPS] == [
-        "kernel", "cleanup", "appmode", "fstab", "hostname", "console", "accounts", "ssh",
-        "bootcfg",
+        "kernel", "cleanup", "appmode", "fstab", "hostname", "network", "console", "accounts",
+        "ssh", "bootcfg",
     ]  # fmt: skip
     ran: list[str] = []
 

@@ -13,6 +13,7 @@ from support.layouts import directory, file
 from support.prepared import (
     DEBIAN_PASSWD,
     IDENTITY,
+    NO_NETWORK_NOTE,
     content,
     entry,
     flattened,
@@ -26,7 +27,7 @@ from support.prepared import (
 def test_root_password_replaces_roots_shadow_hash_only(tmp_path: Path) -> None:
     tree = flattened(tmp_path, systemd_members())
     notes = prepare(tree, options(password="s3cret pass"))
-    assert notes == []
+    assert notes == [NO_NETWORK_NOTE]
     lines = content(tree, "/etc/shadow").decode().splitlines()
     fields = lines[0].split(":")
     assert fields[0] == "root"

@@ -12,6 +12,7 @@ from oci2vm.tree.model import Kind
 from support.layouts import directory, file
 from support.prepared import (
     DEBIAN_SHADOW,
+    NO_NETWORK_NOTE,
     NO_SSHD_NOTE,
     content,
     entry,
@@ -26,7 +27,7 @@ def test_ssh_keys_go_to_roots_authorized_keys(tmp_path: Path) -> None:
     tree = flattened(tmp_path, [*systemd_members(), directory("usr/sbin"), file("usr/sbin/sshd")])
     keys = (b"ssh-ed25519 AAAAC3Nza one@host", b"ssh-rsa AAAAB3Nza two")
     notes = prepare(tree, options(keys=keys))
-    assert notes == []
+    assert notes == [NO_NETWORK_NOTE]
     for path in ("/root", "/root/.ssh"):
         inode = entry(tree, path)
         assert (inode.kind, inode.mode, inode.uid, inode.gid) == (Kind.DIR, 0o700, 0, 0)
@@ -40,7 +41,7 @@ def test_ssh_keys_go_to_roots_authorized_keys(tmp_path: Path) -> None:
 
 def test_ssh_key_without_an_ssh_server_says_so(tmp_path: Path) -> None:
     tree = flattened(tmp_path, systemd_members())
-    assert prepare(tree, options(keys=(b"ssh-ed25519 AAAA k",))) == [NO_SSHD_NOTE]
+    assert prepare(tree, options(keys=(b"ssh-ed25519 AAAA k",))) == [NO_NETWORK_NOTE, NO_SSHD_NOTE]
 
 
 def test_read_ssh_keys_takes_public_keys_only(tmp_path: Path) -> None:

@@ -15,6 +15,7 @@ from oci2vm.prepare import (
     fstab,
     hostname,
     kernel,
+    network,
     ssh,
 )
 from oci2vm.prepare.step import Step, Target
@@ -27,6 +28,7 @@ SYSTEM_STEPS: tuple[Step, ...] = (
     appmode.STEP,
     fstab.STEP,
     hostname.STEP,
+    network.STEP,
     console.STEP,
     accounts.STEP,
     ssh.STEP,

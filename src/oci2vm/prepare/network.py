@@ -1,0 +1,224 @@
+"""The booted system's network: DHCP (or --network's static address) on the first
+Ethernet NIC, written for the stack the image has, found from its files alone.
+
+In order of preference: netplan (it renders for networkd or NetworkManager at boot),
+NetworkManager, systemd-networkd, ifupdown / ifupdown-ng, busybox init's udhcpc. An image
+that configures a NIC already is left alone; one with none of these gets a note. App mode's
+own init does DHCP itself: this step is for system mode.
+"""
+
+from __future__ import annotations
+
+import uuid
+from enum import StrEnum
+
+from oci2vm.config import NetworkMode
+from oci2vm.prepare import console, netfiles, units
+from oci2vm.prepare.step import Step, Target, system_mode
+from oci2vm.tree.editor import TreeEditor
+from oci2vm.tree.osinfo import InitSystem
+
+NETWORKD_FILE = "/etc/systemd/network/80-oci2vm.network"
+KEYFILE = "/etc/NetworkManager/system-connections/oci2vm-dhcp.nmconnection"
+NETPLAN_FILE = "/etc/netplan/50-oci2vm.yaml"
+INTERFACES_DROPIN = "/etc/network/interfaces.d/oci2vm"
+UDHCPC_SCRIPT = "/etc/oci2vm/udhcpc.script"
+STUB_RESOLV = "../run/systemd/resolve/stub-resolv.conf"
+DHCP_CLIENTS = ("dhclient", "udhcpc", "dhcpcd", "pump")
+NO_STACK_NOTE = (
+    "no network configuration written: the image has no systemd-networkd, ifupdown, "
+    "NetworkManager, netplan or busybox udhcpc (install one for DHCP)"
+)
+_LIMIT = 1 << 20
+# Never enabled, though the units name them in Also=: they hold the boot up until a lease comes.
+WAIT_ONLINE = ("systemd-networkd-wait-online.service", "NetworkManager-wait-online.service")
+
+
+class Stack(StrEnum):
+    NETPLAN = "netplan"
+    NETWORKMANAGER = "NetworkManager"
+    NETWORKD = "systemd-networkd"
+    IFUPDOWN = "ifupdown"
+    UDHCPC = "busybox udhcpc"
+    NONE = "none"
+
+
+def exists(edit: TreeEditor, *paths: str) -> bool:
+    return any(edit.get(path) is not None for path in paths)
+
+
+def program(edit: TreeEditor, name: str) -> str | None:
+    for base in ("/sbin", "/usr/sbin", "/bin", "/usr/bin"):
+        if edit.get(f"{base}/{name}") is not None:
+            return f"{base}/{name}"
+    return None
+
+
+def detect(edit: TreeEditor, init: InitSystem) -> Stack:
+    """The network stack the image's own files say it has."""
+    if program(edit, "netplan") and exists(edit, "/etc/netplan"):
+        return Stack.NETPLAN
+    if program(edit, "NetworkManager"):
+        return Stack.NETWORKMANAGER
+    networkd = ("/lib/systemd/systemd-networkd", "/usr/lib/systemd/systemd-networkd")
+    if init is InitSystem.SYSTEMD and exists(edit, *networkd):
+        return Stack.NETWORKD
+    if program(edit, "ifup") and exists(edit, "/etc/network") and init is not InitSystem.BUSYBOX:
+        return Stack.IFUPDOWN
+    if init is InitSystem.BUSYBOX and program(edit, "udhcpc"):
+        return Stack.UDHCPC
+    return Stack.NONE
+
+
+def apply(edit: TreeEditor, target: Target) -> list[str]:
+    stack = detect(edit, target.os.init)
+    if stack is Stack.NETPLAN:
+        return netplan(edit, target)
+    if stack is Stack.NETWORKMANAGER:
+        return network_manager(edit, target)
+    if stack is Stack.NETWORKD:
+        return networkd(edit, target)
+    if stack is Stack.IFUPDOWN:
+        return ifupdown(edit, target)
+    if stack is Stack.UDHCPC:
+        return udhcpc(edit, target)
+    # Without an init nothing would run a network stack: the console step says so.
+    return [] if target.os.init is InitSystem.NONE else [NO_STACK_NOTE]
+
+
+def names_in(edit: TreeEditor, directory: str, suffixes: tuple[str, ...]) -> list[str]:
+    node = edit.get(directory)
+    children = node.children if node is not None and node.children is not None else {}
+    return sorted(name for name in children if name.endswith(suffixes))
+
+
+def write(edit: TreeEditor, path: str, content: bytes, mode: int = 0o644) -> None:
+    parts = path.split("/")
+    for i in range(2, len(parts) - 1):
+        edit.mkdir("/".join(parts[: i + 1]))
+    edit.write(path, content, mode=mode, uid=0, gid=0)
+
+
+def netplan(edit: TreeEditor, target: Target) -> list[str]:
+    ours = NETPLAN_FILE.rsplit("/", 1)[1]
+    if [n for n in names_in(edit, "/etc/netplan", (".yaml", ".yml")) if n != ours]:
+        return []
+    write(edit, NETPLAN_FILE, netfiles.netplan(target.config.network), mode=0o600)
+    return []
+
+
+def network_manager(edit: TreeEditor, target: Target) -> list[str]:
+    directory, _, ours = KEYFILE.rpartition("/")
+    if [n for n in names_in(edit, directory, ("",)) if n != ours]:
+        return []
+    profile = str(uuid.uuid5(uuid.NAMESPACE_URL, f"oci2vm:{target.identity}:network"))
+    write(edit, KEYFILE, netfiles.keyfile(target.config.network, profile), mode=0o600)
+    if target.os.init is InitSystem.SYSTEMD and not units.enabled(edit, "NetworkManager.service"):
+        units.enable_unit(edit, "NetworkManager.service", skip=WAIT_ONLINE)
+    return []
+
+
+def networkd(edit: TreeEditor, target: Target) -> list[str]:
+    directory, _, ours = NETWORKD_FILE.rpartition("/")
+    if [n for n in names_in(edit, directory, (".network",)) if n != ours]:
+        return []
+    choice = target.config.network
+    write(edit, NETWORKD_FILE, netfiles.networkd(choice))
+    if not units.enabled(edit, "systemd-networkd.service"):
+        units.enable_unit(edit, "systemd-networkd.service", skip=WAIT_ONLINE)
+    if units.unit_path(edit, "systemd-resolved.service") is not None:
+        if not units.enabled(edit, "systemd-resolved.service"):
+            units.enable_unit(edit, "systemd-resolved.service")
+        edit.symlink("/etc/resolv.conf", STUB_RESOLV)
+        return []
+    if choice.dns:
+        write(edit, "/etc/resolv.conf", netfiles.resolv_conf(choice.dns))
+        return []
+    return [
+        "systemd-networkd without systemd-resolved: the DNS servers DHCP gives are not "
+        "written to /etc/resolv.conf"
+    ]
+
+
+def configures_a_nic(text: str) -> bool:
+    """Whether an interfaces file has an inet/inet6 stanza for anything but loopback."""
+    for line in text.splitlines():
+        words = line.split()
+        if len(words) >= 4 and words[0] == "iface" and words[3] != "loopback":
+            return True
+    return False
+
+
+def ifupdown(edit: TreeEditor, target: Target) -> list[str]:
+    choice = target.config.network
+    existing = (edit.read_file("/etc/network/interfaces", _LIMIT) or b"").decode("utf-8", "replace")
+    dropins = names_in(edit, "/etc/network/interfaces.d", ("",))
+    for name in dropins:
+        if name != "oci2vm":
+            text = edit.read_file(f"/etc/network/interfaces.d/{name}", _LIMIT) or b""
+            existing += "\n" + text.decode("utf-8", "replace")
+    if configures_a_nic(existing):
+        return []
+    # Debian's ifupdown has patterns (and /sbin/ifquery); ifupdown-ng ships /sbin/ifupdown.
+    debian = program(edit, "ifquery") is not None and program(edit, "ifupdown") is None
+    stanza = netfiles.ifupdown(choice, "oci2vm" if debian else "eth0", "/e*/1" if debian else None)
+    current = edit.read_file("/etc/network/interfaces", _LIMIT)
+    if current is not None and b"source /etc/network/interfaces.d/*" in current:
+        write(edit, INTERFACES_DROPIN, stanza)
+    elif current is not None:
+        write(edit, "/etc/network/interfaces", current.rstrip(b"\n") + b"\n\n" + stanza)
+    else:
+        lo = b"auto lo\niface lo inet loopback\n\n"
+        write(edit, "/etc/network/interfaces", lo + stanza)
+    enable_networking(edit, target.os.init)
+    notes = []
+    if choice.mode is NetworkMode.STATIC and choice.dns:
+        write(edit, "/etc/resolv.conf", netfiles.resolv_conf(choice.dns))
+    if choice.mode is NetworkMode.DHCP and not any(program(edit, c) for c in DHCP_CLIENTS):
+        notes.append(
+            "ifupdown has no DHCP client to run (isc-dhcp-client, dhcpcd or udhcpc): "
+            "the NIC will get no address"
+        )
+    return notes
+
+
+def enable_networking(edit: TreeEditor, init: InitSystem) -> None:
+    """The service that runs ifup at boot: networking.service for systemd, the
+    networking script's links for sysvinit and openrc."""
+    if init is InitSystem.SYSTEMD:
+        if not units.enabled(edit, "networking.service"):
+            units.enable_unit(edit, "networking.service")
+    elif edit.get("/etc/init.d/networking") is None:
+        return
+    elif init is InitSystem.OPENRC:
+        units.enable_openrc(edit, "networking")
+    elif init is InitSystem.SYSVINIT:
+        units.enable_sysv(edit, "networking", 40)
+
+
+def udhcpc(edit: TreeEditor, target: Target) -> list[str]:
+    """Busybox init runs what /etc/inittab says: one sysinit line more, after the image's
+    own (and after busybox's defaults, restated when there was no inittab)."""
+    choice = target.config.network
+    inittab = edit.read("/etc/inittab")
+    text = console.BUSYBOX_DEFAULT_INITTAB if inittab is None else inittab.decode()
+    client = program(edit, "udhcpc") or "/sbin/udhcpc"
+    line = netfiles.busybox_line(choice, "eth0", client, UDHCPC_SCRIPT)
+    if line in text:
+        return []
+    if choice.mode is NetworkMode.STATIC:
+        if choice.dns:
+            write(edit, "/etc/resolv.conf", netfiles.resolv_conf(choice.dns))
+    else:
+        write(edit, UDHCPC_SCRIPT, netfiles.UDHCPC_SCRIPT, mode=0o755)
+    if text and not text.endswith("\n"):
+        text += "\n"
+    edit.write("/etc/inittab", (text + line).encode(), mode=0o644 if inittab is None else None)
+    return []
+
+
+def applies(target: Target) -> bool:
+    return system_mode(target) and target.config.network.mode is not NetworkMode.NONE
+
+
+STEP = Step("network", apply, applies=applies)

@@ -1,0 +1,112 @@
+"""Enabling a service the way `systemctl enable` and `update-rc.d`/`rc-update` would, by
+writing the symlinks ourselves: nothing in the image runs on the host.
+
+systemctl enable reads the unit's [Install] section: a link in TARGET.wants/ for each
+WantedBy=, in TARGET.requires/ for each RequiredBy=, an alias link for each Alias=, and the
+units named by Also= enabled in turn (systemd.unit(5), "[Install] Section Options").
+"""
+
+from __future__ import annotations
+
+from oci2vm.tree.editor import TreeEditor
+
+UNIT_DIRS = ("/lib/systemd/system", "/usr/lib/systemd/system")
+ETC_UNITS = "/etc/systemd/system"
+DEFAULT_WANTED_BY = ("multi-user.target",)
+_UNIT_LIMIT = 1 << 16
+
+
+def unit_path(edit: TreeEditor, name: str) -> str | None:
+    """Where the image ships unit `name`, or None."""
+    for base in UNIT_DIRS:
+        if edit.get(f"{base}/{name}") is not None:
+            return f"{base}/{name}"
+    return None
+
+
+def install_section(text: str) -> dict[str, list[str]]:
+    """The [Install] section's settings, each a list of the words its lines name."""
+    found: dict[str, list[str]] = {}
+    section = ""
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not line or line.startswith(("#", ";")):
+            continue
+        if line.startswith("[") and line.endswith("]"):
+            section = line[1:-1]
+            continue
+        if section == "Install" and "=" in line:
+            key, _, value = line.partition("=")
+            found.setdefault(key.strip(), []).extend(value.split())
+    return found
+
+
+def enable_unit(edit: TreeEditor, name: str, skip: tuple[str, ...] = ()) -> bool:
+    """Enable unit `name` as systemctl enable would (units in `skip` are not followed
+    through Also=); False when the image has no such unit."""
+    path = unit_path(edit, name)
+    if path is None:
+        return False
+    text = (edit.read_file(path, _UNIT_LIMIT) or b"").decode("utf-8", "replace")
+    install = install_section(text)
+    wanted = install.get("WantedBy") or ([] if install.get("RequiredBy") else DEFAULT_WANTED_BY)
+    links = [f"{t}.wants/{name}" for t in wanted]
+    links += [f"{t}.requires/{name}" for t in install.get("RequiredBy", [])]
+    links += [alias for alias in install.get("Alias", []) if alias != name]
+    edit.mkdir("/etc/systemd")
+    edit.mkdir(ETC_UNITS)
+    for link in links:
+        directory, _, _ = link.rpartition("/")
+        if directory:
+            edit.mkdir(f"{ETC_UNITS}/{directory}")
+        edit.symlink(f"{ETC_UNITS}/{link}", path)
+    for also in install.get("Also", []):
+        if also not in skip and also != name and not enabled(edit, also):
+            enable_unit(edit, also, (*skip, name))
+    return True
+
+
+def enabled(edit: TreeEditor, name: str) -> bool:
+    """Whether some .wants/ or .requires/ directory under /etc/systemd/system holds `name`."""
+    units = edit.get(ETC_UNITS)
+    if units is None or units.children is None:
+        return False
+    return any(
+        child.children is not None and name in child.children
+        for directory, child in units.children.items()
+        if directory.endswith((".wants", ".requires"))
+    )
+
+
+def lsb_default_start(text: str) -> list[str]:
+    """The runlevels an init script's LSB header starts it in (Default-Start:)."""
+    for line in text.splitlines():
+        if line.startswith("# Default-Start:"):
+            return line.removeprefix("# Default-Start:").split()
+    return []
+
+
+def enable_sysv(edit: TreeEditor, script: str, order: int) -> None:
+    """S-links for /etc/init.d/`script` in the rcN.d of its Default-Start runlevels, when
+    no rc directory links it yet. Debian's startpar orders scripts by /etc/init.d/.depend.*
+    when insserv wrote them; the number orders them otherwise."""
+    etc = edit.get("/etc")
+    for name, child in sorted((etc.children or {}).items() if etc else ()):
+        links = child.children or {}
+        if name.startswith("rc") and name.endswith(".d") and script in {n[3:] for n in links}:
+            return
+    text = (edit.read_file(f"/etc/init.d/{script}", _UNIT_LIMIT) or b"").decode("utf-8", "replace")
+    for level in lsb_default_start(text) or ["2", "3", "4", "5"]:
+        edit.mkdir(f"/etc/rc{level}.d")
+        edit.symlink(f"/etc/rc{level}.d/S{order:02d}{script}", f"../init.d/{script}")
+
+
+def enable_openrc(edit: TreeEditor, script: str, runlevel: str = "default") -> None:
+    """/etc/runlevels/RUNLEVEL/SCRIPT, as rc-update add does, unless some runlevel has it."""
+    levels = edit.get("/etc/runlevels")
+    for child in (levels.children or {}).values() if levels else ():
+        if child.children and script in child.children:
+            return
+    edit.mkdir("/etc/runlevels")
+    edit.mkdir(f"/etc/runlevels/{runlevel}")
+    edit.symlink(f"/etc/runlevels/{runlevel}/{script}", f"/etc/init.d/{script}")
