@@ -13,7 +13,9 @@ from oci2vm.prepare import (
     cleanup,
     console,
     fstab,
+    hostkeys,
     hostname,
+    identity,
     kernel,
     ssh,
 )
@@ -24,6 +26,8 @@ from oci2vm.tree.osinfo import describe
 SYSTEM_STEPS: tuple[Step, ...] = (
     kernel.STEP,
     cleanup.STEP,
+    identity.STEP,
+    hostkeys.STEP,
     appmode.STEP,
     fstab.STEP,
     hostname.STEP,
