@@ -29,7 +29,7 @@ KEYGEN_UNITS = ("sshd-keygen@.service", "sshd-keygen.service", "sshd-keygen.targ
 INIT_SCRIPTS = ("/etc/init.d/ssh", "/etc/init.d/sshd")
 SCRIPT_LIMIT = 1 << 20
 KEYGEN_LINE = b"[ -e /etc/ssh/ssh_host_ed25519_key ] || /usr/bin/ssh-keygen -A  # added by oci2vm\n"
-UNIT = f"""\
+UNIT = b"""\
 # Written by oci2vm: the image's SSH host keys were removed, so that every machine made
 # from it has its own; this makes them at first boot.
 [Unit]
@@ -44,7 +44,7 @@ RemainAfterExit=yes
 
 [Install]
 WantedBy=multi-user.target
-""".encode()
+"""
 
 
 def host_keys(edit: TreeEditor) -> list[str]:
@@ -65,10 +65,8 @@ def apply(edit: TreeEditor, target: Target) -> list[str]:
     removed = host_keys(edit)
     for name in removed:
         edit.remove(f"{SSH_DIR}/{name}")
-    if target.os.init is InitSystem.SYSTEMD:
-        made = _systemd_unit(edit)
-    else:
-        made = _init_script(edit)
+    systemd = target.os.init is InitSystem.SYSTEMD
+    made = _systemd_unit(edit) if systemd else _init_script(edit)
     notes = []
     if removed:
         notes.append(
