@@ -18,6 +18,7 @@ from oci2vm.prepare import (
     identity,
     kernel,
     ssh,
+    users,
 )
 from oci2vm.prepare.step import Step, Target
 from oci2vm.tree.editor import TreeEditor
@@ -33,6 +34,7 @@ SYSTEM_STEPS: tuple[Step, ...] = (
     hostname.STEP,
     console.STEP,
     accounts.STEP,
+    users.STEP,
     ssh.STEP,
     bootcfg.STEP,
 )
