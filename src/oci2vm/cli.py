@@ -15,6 +15,7 @@ from pathlib import Path
 
 from oci2vm import __version__
 from oci2vm.config import (
+    USER_NAME,
     Accel,
     BootMode,
     Bus,
@@ -27,6 +28,7 @@ from oci2vm.config import (
     OutputFormat,
     PartitionTable,
     PortMapping,
+    UserSpec,
     Volume,
 )
 from oci2vm.errors import Oci2vmError, Terminated
@@ -155,6 +157,22 @@ def _volume(text: str) -> Volume:
     return Volume(host.resolve(), parts[1], read_only)
 
 
+def _ssh_key(text: str) -> Path | tuple[str, Path]:
+    """FILE, or USER=FILE when what comes before '=' is a user name and the whole is
+    not a file."""
+    name, eq, path = text.partition("=")
+    if eq and USER_NAME.fullmatch(name) and path and not Path(text).exists():
+        return (name, Path(path))
+    return Path(text)
+
+
+def _user(text: str) -> UserSpec:
+    try:
+        return UserSpec.parse(text)
+    except Oci2vmError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
 def _common(p: argparse.ArgumentParser, verbose_short: bool = True) -> None:
     p.add_argument("-q", "--quiet", action="store_true", help="no progress, no notes")
     flags = ("-v", "--verbose") if verbose_short else ("--verbose",)
@@ -230,11 +248,21 @@ def _build_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--ssh-key",
         dest="ssh_keys",
-        type=Path,
         action="append",
         default=[],
-        metavar="FILE",
-        help="public key for root's authorized_keys (repeatable)",
+        type=_ssh_key,
+        metavar="[USER=]FILE",
+        help="public key for root's authorized_keys, or USER's (repeatable)",
+    )
+    p.add_argument(
+        "--add-user",
+        dest="users",
+        type=_user,
+        action="append",
+        default=[],
+        metavar="NAME[:PASSWORD][:sudo]",
+        help="add a login user (password stored hashed; sudo: in the sudo or wheel group; "
+        "repeatable)",
     )
 
 
@@ -402,7 +430,11 @@ def config_from(args: argparse.Namespace) -> Config:
         k: v for k, v in vars(args).items() if k in Config.__dataclass_fields__ and k != "command"
     }
     if "ssh_keys" in fields:
-        fields["ssh_keys"] = tuple(fields["ssh_keys"])
+        keys = fields["ssh_keys"]
+        fields["ssh_keys"] = tuple(k for k in keys if isinstance(k, Path))
+        fields["user_ssh_keys"] = tuple(k for k in keys if isinstance(k, tuple))
+    if "users" in fields:
+        fields["users"] = tuple(fields["users"])
     for name in ("insecure_hosts", "keyrings", "publish", "volumes"):
         if name in fields:
             fields[name] = tuple(fields[name])

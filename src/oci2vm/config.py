@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import re
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -146,6 +147,35 @@ class NetworkChoice:
         return cls(NetworkMode.STATIC, str(address), str(gateway), dns)
 
 
+USER_NAME = re.compile(r"[a-z_][a-z0-9_-]{0,31}")  # Debian adduser's NAME_REGEX, bounded
+
+
+@dataclass(frozen=True, slots=True)
+class UserSpec:
+    """--add-user NAME[:PASSWORD][:sudo]: a login account for the booted system."""
+
+    name: str
+    password: str | None = None  # None: no password login (a key, or none)
+    sudo: bool = False
+
+    @classmethod
+    def parse(cls, text: str) -> UserSpec:
+        """The password is everything between the first ':' and a final ':sudo', so it
+        may hold ':' itself (but may not end with ':sudo')."""
+        name, colon, rest = text.partition(":")
+        sudo = rest == "sudo" or rest.endswith(":sudo")
+        if sudo:
+            rest = rest.removesuffix("sudo").removesuffix(":")
+        if not USER_NAME.fullmatch(name):
+            raise Oci2vmError(f"--add-user {name!r}: expected a user name "
+                              "(lower case letters, digits, '_' and '-', at most 32)")  # fmt: skip
+        if name == "root":
+            raise Oci2vmError("--add-user root: use --root-password for root")
+        if colon and not rest and not sudo:
+            raise Oci2vmError(f"--add-user {name}: the password is empty")
+        return cls(name, rest or None, sudo)
+
+
 @dataclass(frozen=True, slots=True)
 class PortMapping:
     """-p [HOST_IP:]HOST_PORT:GUEST_PORT[/tcp|udp]"""
@@ -186,7 +216,9 @@ class Config:
     # the system inside
     hostname: str | None = None  # None = from the image name
     root_password: str | None = None
-    ssh_keys: tuple[Path, ...] = ()
+    ssh_keys: tuple[Path, ...] = ()  # root's
+    users: tuple[UserSpec, ...] = ()  # --add-user (not `user`, the workload's)
+    user_ssh_keys: tuple[tuple[str, Path], ...] = ()  # --ssh-key USER=FILE
     kernel: KernelChoice = field(default_factory=KernelChoice)
     initrd: InitrdChoice = InitrdChoice.AUTO
     init: InitMode = InitMode.AUTO

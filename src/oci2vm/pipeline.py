@@ -75,6 +75,7 @@ class SystemOptions:
     ssh_keys: tuple[bytes, ...]
     steps: tuple[Step, ...]
     extra_data: int  # bytes of file data the steps add (see Step.data_bytes)
+    user_ssh_keys: tuple[tuple[str, tuple[bytes, ...]], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -210,9 +211,17 @@ def system_options(config: Config, image: Image) -> SystemOptions:
     arch = Arch.from_name(image.config.platform.architecture)
     hostname = check_hostname(config.hostname) if config.hostname else hostname_from(image.name)
     keys = read_ssh_keys(config.ssh_keys)
+    user_keys = [(name, read_ssh_keys((path,))) for name, path in config.user_ssh_keys]
+    keys += tuple(k for name, found in user_keys if name == "root" for k in found)
+    by_user: dict[str, tuple[bytes, ...]] = {}
+    for name, found in user_keys:
+        if name != "root":
+            by_user[name] = by_user.get(name, ()) + found
     chosen = steps.SYSTEM_STEPS
     extra = steps.data_bytes(chosen, config)
-    return SystemOptions(arch, hostname, config.root_password, keys, chosen, extra)
+    return SystemOptions(
+        arch, hostname, config.root_password, keys, chosen, extra, tuple(by_user.items())
+    )
 
 
 def plan_phase(ctx: BuildContext, system: SystemOptions) -> tuple[DiskPlan, BootFiles]:
@@ -330,6 +339,7 @@ def prepare_tree(
         hostname=system.hostname,
         root_password=system.root_password,
         ssh_keys=system.ssh_keys,
+        user_ssh_keys=system.user_ssh_keys,
         config=ctx.config,
         store=ctx.store,
         image_config=ctx.image.config,

@@ -79,6 +79,11 @@ def run_key(config: Config, image: Image, identity_digest: str) -> str:
         "hostname": config.hostname,
         "root_password": hashlib.sha256((config.root_password or "").encode()).hexdigest(),
         "ssh_keys": [str(p) for p in config.ssh_keys],
+        "users": [
+            [u.name, hashlib.sha256((u.password or "").encode()).hexdigest(), u.sudo]
+            for u in config.users
+        ],
+        "user_ssh_keys": [[name, str(p)] for name, p in config.user_ssh_keys],
     }
     text = json.dumps(shaping, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:32]

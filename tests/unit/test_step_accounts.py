@@ -92,4 +92,4 @@ def test_clear_text_password_is_in_no_file_of_the_tree(tmp_path: Path) -> None:
             seen += 1
     for inode, data in tree.captured.items():
         assert needle not in data, inode
-    assert seen == 5  # fstab, hostname, hosts, shadow, authorized_keys
+    assert seen == 6  # fstab, hostname, hosts, machine-id, shadow, authorized_keys

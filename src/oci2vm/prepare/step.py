@@ -42,7 +42,8 @@ class Target:
     root_uuid: str
     hostname: str
     root_password: str | None = None
-    ssh_keys: tuple[bytes, ...] = ()
+    ssh_keys: tuple[bytes, ...] = ()  # root's
+    user_ssh_keys: tuple[tuple[str, tuple[bytes, ...]], ...] = ()  # other users', by name
     config: Config = field(default_factory=Config)
     store: BlobStore | None = None  # the blob cache (Debian packages are cached there)
     image_config: ImageConfig | None = None

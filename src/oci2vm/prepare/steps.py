@@ -13,10 +13,13 @@ from oci2vm.prepare import (
     cleanup,
     console,
     fstab,
+    hostkeys,
     hostname,
+    identity,
     kernel,
     network,
     ssh,
+    users,
 )
 from oci2vm.prepare.step import Step, Target
 from oci2vm.tree.editor import TreeEditor
@@ -25,12 +28,15 @@ from oci2vm.tree.osinfo import describe
 SYSTEM_STEPS: tuple[Step, ...] = (
     kernel.STEP,
     cleanup.STEP,
+    identity.STEP,
+    hostkeys.STEP,
     appmode.STEP,
     fstab.STEP,
     hostname.STEP,
     network.STEP,
     console.STEP,
     accounts.STEP,
+    users.STEP,
     ssh.STEP,
     bootcfg.STEP,
 )

@@ -1,0 +1,186 @@
+"""Login users (--add-user) and their SSH keys (--ssh-key USER=FILE), written into
+passwd, shadow, group and gshadow consistently, as adduser would: the next free uid from
+1000, a group of the same name, a home from /etc/skel owned by the user.
+
+Debian's adduser (bookworm, 3.13x) makes homes 0700 (DIR_MODE) and takes uids from
+FIRST_UID=1000 to LAST_UID=59999; the shadow fields after the hash follow its defaults
+(max 99999 days, warn 7). A user with no password gets '*' (no password login, while key
+login still works: '!' would lock the account for sshd without PAM).
+"""
+
+from __future__ import annotations
+
+from oci2vm.config import UserSpec
+from oci2vm.errors import Oci2vmError
+from oci2vm.prepare.passwords import derived_salt, sha512_crypt
+from oci2vm.prepare.step import Step, Target
+from oci2vm.tree.editor import TreeEditor
+from oci2vm.tree.model import Inode, Kind
+
+FIRST_ID, LAST_ID = 1000, 59999
+SKEL = "/etc/skel"
+SKEL_FILE_LIMIT = 1 << 20
+SUDO_GROUPS = ("sudo", "wheel")  # Debian's, then Fedora's and Alpine's
+
+
+def applies(target: Target) -> bool:
+    return bool(target.config.users or target.user_ssh_keys)
+
+
+def _table(edit: TreeEditor, path: str) -> list[list[str]] | None:
+    raw = edit.read(path)
+    if raw is None:
+        return None
+    return [line.split(":") for line in raw.decode("utf-8", "replace").splitlines() if line]
+
+
+def _store(edit: TreeEditor, path: str, rows: list[list[str]], mode: int) -> None:
+    text = "".join(":".join(row) + "\n" for row in rows).encode()
+    if edit.get(path) is None:
+        edit.write(path, text, mode=mode, uid=0, gid=0)
+    else:
+        edit.write(path, text)  # the image's owner and mode (shadow: root:shadow 0640)
+
+
+def _free(used: set[int]) -> int:
+    for number in range(FIRST_ID, LAST_ID + 1):
+        if number not in used:
+            return number
+    raise Oci2vmError(f"--add-user: no free id left between {FIRST_ID} and {LAST_ID}")
+
+
+class Accounts:
+    """The four account files of the tree, edited in memory and stored at the end."""
+
+    def __init__(self, edit: TreeEditor) -> None:
+        passwd = _table(edit, "/etc/passwd")
+        if passwd is None:
+            raise Oci2vmError(
+                "--add-user: the image has no /etc/passwd (or it is too large to edit): "
+                "oci2vm cannot add users to it"
+            )
+        self.passwd = passwd
+        self.shadow = _table(edit, "/etc/shadow")
+        self.group = _table(edit, "/etc/group") or []
+        self.gshadow = _table(edit, "/etc/gshadow")
+
+    def find(self, name: str) -> list[str] | None:
+        return next((row for row in self.passwd if row[0] == name and len(row) >= 7), None)
+
+    def add(self, name: str, shell: str) -> tuple[int, int]:
+        uid = _free({int(r[2]) for r in self.passwd if len(r) > 2 and r[2].isdigit()})
+        gids = {int(r[2]) for r in self.group if len(r) > 2 and r[2].isdigit()}
+        own = next((r for r in self.group if r[0] == name and len(r) > 2), None)
+        if own is not None and own[2].isdigit():
+            gid = int(own[2])
+        else:
+            gid = uid if uid not in gids else _free(gids)
+            self.group.append([name, "x", str(gid), ""])
+            if self.gshadow is not None:
+                self.gshadow.append([name, "!", "", ""])
+        self.passwd.append([name, "x", str(uid), str(gid), ",,,", f"/home/{name}", shell])
+        if self.shadow is not None:
+            self.shadow.append([name, "*", "", "0", "99999", "7", "", "", ""])
+        return uid, gid
+
+    def set_password(self, name: str, hashed: str) -> None:
+        row = self.find(name)
+        assert row is not None
+        if self.shadow is None:
+            self.shadow = []
+        entry = next((r for r in self.shadow if r[0] == name and len(r) > 1), None)
+        if entry is None:
+            self.shadow.append([name, hashed, "", "0", "99999", "7", "", "", ""])
+        else:
+            entry[1] = hashed
+        row[1] = "x"  # a hash or nothing in passwd itself would win over shadow
+
+    def join(self, name: str) -> str | None:
+        """Add the user to the image's sudo group (sudo, else wheel): its name or None."""
+        for group in SUDO_GROUPS:
+            if not any(r[0] == group and len(r) >= 3 for r in self.group):
+                continue
+            for table in (self.group, self.gshadow or []):
+                for row in table:
+                    if row[0] == group and len(row) >= 3:
+                        if len(row) == 3:
+                            row.append("")  # 'sudo:x:27' without its members field
+                        members = [m for m in row[-1].split(",") if m]
+                        if name not in members:
+                            row[-1] = ",".join([*members, name])
+            return group
+        return None
+
+    def store(self, edit: TreeEditor) -> None:
+        _store(edit, "/etc/passwd", self.passwd, 0o644)
+        _store(edit, "/etc/group", self.group, 0o644)
+        if self.shadow is not None:
+            _store(edit, "/etc/shadow", self.shadow, 0o600)
+        if self.gshadow is not None:
+            _store(edit, "/etc/gshadow", self.gshadow, 0o600)
+
+
+def apply(edit: TreeEditor, target: Target) -> list[str]:
+    accounts = Accounts(edit)
+    notes: list[str] = []
+    shell = "/bin/bash" if edit.get("/bin/bash") is not None else "/bin/sh"
+    for spec in target.config.users:
+        notes += _add_user(edit, accounts, spec, shell, target.identity)
+    accounts.store(edit)
+    for name, keys in target.user_ssh_keys:
+        _authorize(edit, accounts, name, keys)
+    return notes
+
+
+def _add_user(
+    edit: TreeEditor, accounts: Accounts, spec: UserSpec, shell: str, identity: str
+) -> list[str]:
+    notes = []
+    if accounts.find(spec.name) is None:
+        uid, gid = accounts.add(spec.name, shell)
+        edit.mkdir("/home")
+        edit.mkdir(f"/home/{spec.name}", mode=0o700, uid=uid, gid=gid)
+        _copy_skel(edit, SKEL, f"/home/{spec.name}", uid, gid)
+    if spec.password is not None:
+        salt = derived_salt(spec.password, f"{identity}:{spec.name}")
+        accounts.set_password(spec.name, sha512_crypt(spec.password, salt))
+    if spec.sudo and accounts.join(spec.name) is None:
+        notes.append(f"--add-user {spec.name}:sudo: the image has no sudo or wheel group")
+    return notes
+
+
+def _copy_skel(edit: TreeEditor, source: str, dest: str, uid: int, gid: int) -> None:
+    skel = edit.get(source)
+    if skel is None or skel.kind is not Kind.DIR or skel.children is None:
+        return
+    for name, inode in sorted(skel.children.items()):
+        _copy_entry(edit, inode, f"{source}/{name}", f"{dest}/{name}", uid, gid)
+
+
+def _copy_entry(edit: TreeEditor, inode: Inode, src: str, dst: str, uid: int, gid: int) -> None:
+    mode = inode.mode & 0o7777
+    if inode.kind is Kind.DIR:
+        edit.mkdir(dst, mode=mode, uid=uid, gid=gid)
+        _copy_skel(edit, src, dst, uid, gid)
+    elif inode.kind is Kind.SYMLINK and inode.target is not None:
+        edit.symlink(dst, inode.target.decode("utf-8", "surrogateescape"))
+    elif inode.kind is Kind.FILE:
+        data = edit.read_file(src, SKEL_FILE_LIMIT)
+        if data is not None:
+            edit.write(dst, data, mode=mode, uid=uid, gid=gid)
+
+
+def _authorize(edit: TreeEditor, accounts: Accounts, name: str, keys: tuple[bytes, ...]) -> None:
+    row = accounts.find(name)
+    if row is None:
+        raise Oci2vmError(f"--ssh-key {name}=...: the image has no user {name!r} (add it "
+                          "with --add-user)")  # fmt: skip
+    uid, gid, home = int(row[2]), int(row[3]), row[5]
+    if edit.get(home) is None:
+        edit.mkdir(home, mode=0o700, uid=uid, gid=gid)
+    edit.mkdir(f"{home}/.ssh", mode=0o700, uid=uid, gid=gid)
+    edit.write(f"{home}/.ssh/authorized_keys", b"".join(k + b"\n" for k in keys),
+               mode=0o600, uid=uid, gid=gid)  # fmt: skip
+
+
+STEP = Step("users", apply, applies)

@@ -1,0 +1,109 @@
+"""The hostkeys step: host keys baked into the image removed, made at first boot."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from oci2vm.prepare import hostkeys
+from oci2vm.tree.model import Kind, lookup
+from support.layouts import Member, directory, file
+from support.prepared import content, entry, flattened, run_step, systemd_members
+
+KEYS = ("ssh_host_ed25519_key", "ssh_host_ed25519_key.pub", "ssh_host_rsa_key",
+        "ssh_host_rsa_key.pub")  # fmt: skip
+NOTE = (
+    "the image's SSH host keys were removed (4 files in /etc/ssh): "
+    "each VM makes its own at first boot"
+)
+DEBIAN_SSH_SCRIPT = b"#! /bin/sh\n\n### BEGIN INIT INFO\n# Provides: sshd\n### END INIT INFO\n"
+
+
+def ssh_members(*, keys: bool = True) -> list[Member]:
+    members = [
+        directory("usr/sbin"),
+        file("usr/sbin/sshd", b"elf", mode=0o755),
+        directory("etc/ssh"),
+        file("etc/ssh/sshd_config", b"Port 22\n"),
+        file("etc/ssh/ssh_host_keys_readme"),
+    ]
+    if keys:
+        members += [file(f"etc/ssh/{name}", b"KEY " + name.encode(), mode=0o600) for name in KEYS]
+    return members
+
+
+def sysv_members(script: bytes) -> list[Member]:
+    return [
+        directory("sbin"),
+        file("sbin/init", b"elf", mode=0o755),
+        directory("etc"),
+        directory("etc/init.d"),
+        file("etc/init.d/ssh", script, mode=0o755),
+    ]
+
+
+def test_systemd_image_loses_its_keys_and_gets_a_keygen_unit(tmp_path: Path) -> None:
+    tree = flattened(tmp_path, [*systemd_members(), *ssh_members()])
+    assert run_step(tree, hostkeys.STEP) == [NOTE]
+    ssh = entry(tree, "/etc/ssh").children or {}
+    assert sorted(ssh) == ["ssh_host_keys_readme", "sshd_config"]
+    unit = content(tree, "/etc/systemd/system/oci2vm-ssh-keygen.service").decode()
+    assert "\nExecStart=/usr/bin/ssh-keygen -A\n" in unit
+    assert "\nBefore=ssh.service sshd.service\n" in unit
+    assert "\nConditionPathExists=!/etc/ssh/ssh_host_ed25519_key\n" in unit
+    assert "\nType=oneshot\n" in unit
+    link = entry(tree, "/etc/systemd/system/multi-user.target.wants/oci2vm-ssh-keygen.service")
+    assert (link.kind, link.target) == (
+        Kind.SYMLINK,
+        b"/etc/systemd/system/oci2vm-ssh-keygen.service",
+    )
+
+
+def test_an_image_that_makes_its_own_keys_gets_no_unit(tmp_path: Path) -> None:
+    fedora = file("lib/systemd/system/sshd-keygen@.service", b"[Unit]\n")
+    tree = flattened(tmp_path, [*systemd_members(), *ssh_members(), fedora])
+    assert run_step(tree, hostkeys.STEP) == [NOTE]
+    assert lookup(tree.root, "/etc/systemd/system/oci2vm-ssh-keygen.service") is None
+    assert lookup(tree.root, "/etc/ssh/ssh_host_rsa_key") is None
+
+
+def test_an_image_without_keys_still_gets_the_unit_and_no_note(tmp_path: Path) -> None:
+    tree = flattened(tmp_path, [*systemd_members(), *ssh_members(keys=False)])
+    assert run_step(tree, hostkeys.STEP) == []
+    assert lookup(tree.root, "/etc/systemd/system/oci2vm-ssh-keygen.service") is not None
+
+
+def test_an_image_without_sshd_is_left_alone(tmp_path: Path) -> None:
+    members = [*systemd_members(), directory("etc/ssh"),
+               file("etc/ssh/ssh_host_rsa_key.pub", b"client side known key")]  # fmt: skip
+    tree = flattened(tmp_path, members)
+    assert run_step(tree, hostkeys.STEP) == []
+    assert lookup(tree.root, "/etc/ssh/ssh_host_rsa_key.pub") is not None
+    assert lookup(tree.root, "/etc/systemd/system/oci2vm-ssh-keygen.service") is None
+
+
+def test_a_debian_sysv_script_gets_a_guarded_keygen_line(tmp_path: Path) -> None:
+    tree = flattened(tmp_path, [*sysv_members(DEBIAN_SSH_SCRIPT), *ssh_members()])
+    assert run_step(tree, hostkeys.STEP) == [NOTE]
+    script = content(tree, "/etc/init.d/ssh")
+    first, second, rest = script.split(b"\n", 2)
+    assert first == b"#! /bin/sh"
+    assert second.startswith(b"[ -e /etc/ssh/ssh_host_ed25519_key ] || /usr/bin/ssh-keygen -A")
+    assert rest == DEBIAN_SSH_SCRIPT.split(b"\n", 1)[1]
+    inode = entry(tree, "/etc/init.d/ssh")
+    assert inode.mode & 0o7777 == 0o755
+    assert lookup(tree.root, "/etc/systemd/system/oci2vm-ssh-keygen.service") is None
+
+
+def test_a_script_that_makes_keys_already_is_kept(tmp_path: Path) -> None:
+    alpine = b"#!/sbin/openrc-run\nstart_pre() {\n\tssh-keygen -A\n}\n"
+    tree = flattened(tmp_path, [*sysv_members(alpine), *ssh_members()])
+    assert run_step(tree, hostkeys.STEP) == [NOTE]
+    assert content(tree, "/etc/init.d/ssh") == alpine
+
+
+def test_an_init_without_any_ssh_script_is_told_what_to_do(tmp_path: Path) -> None:
+    members = [directory("sbin"), file("sbin/init", b"elf", mode=0o755), *ssh_members()]
+    tree = flattened(tmp_path, members)
+    notes = run_step(tree, hostkeys.STEP)
+    assert notes[0] == NOTE
+    assert "run `ssh-keygen -A` in the VM" in notes[1]

@@ -1,0 +1,219 @@
+"""The users step and --add-user / --ssh-key USER=FILE: accounts written consistently."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+
+from oci2vm.cli import config_from, parse
+from oci2vm.config import Config, UserSpec
+from oci2vm.errors import Oci2vmError
+from oci2vm.prepare import users
+from oci2vm.tree.model import Kind, lookup
+from support.layouts import Member, directory, file, symlink
+from support.prepared import (
+    DEBIAN_PASSWD,
+    DEBIAN_SHADOW,
+    IDENTITY,
+    content,
+    entry,
+    flattened,
+    libc_crypt,
+    options,
+    run_step,
+)
+
+GROUP = b"root:x:0:\nsudo:x:27:\nusers:x:100:\nuid1000:x:1000:\n"
+GSHADOW = b"root:*::\nsudo:*::\nusers:*::\nuid1000:!::\n"
+
+
+def image(*, gshadow: bool = True, extra: tuple[Member, ...] = ()) -> list[Member]:
+    members = [
+        directory("etc"),
+        file("etc/passwd", DEBIAN_PASSWD),
+        file("etc/shadow", DEBIAN_SHADOW, mode=0o640, gid=42),
+        file("etc/group", GROUP),
+        directory("etc/skel"),
+        file("etc/skel/.bashrc", b"# bashrc\n"),
+        directory("etc/skel/.config", mode=0o700),
+        file("etc/skel/.config/app", b"x=1\n", mode=0o600),
+        symlink("etc/skel/.profile-link", ".bashrc"),
+        directory("bin"),
+        file("bin/bash", b"elf", mode=0o755),
+        *extra,
+    ]
+    if gshadow:
+        members.append(file("etc/gshadow", GSHADOW, mode=0o640, gid=42))
+    return members
+
+
+def opts(
+    *specs: UserSpec, keys: tuple[tuple[str, tuple[bytes, ...]], ...] = ()
+) -> dict[str, object]:
+    return {**options(), "config": Config(users=specs), "user_ssh_keys": keys}
+
+
+def lines(tree: object, path: str) -> list[str]:
+    return content(tree, path).decode().splitlines()  # type: ignore[arg-type]
+
+
+def test_a_new_user_gets_consistent_entries_a_home_and_the_skeleton(tmp_path: Path) -> None:
+    tree = flattened(tmp_path, image())
+    assert run_step(tree, users.STEP, opts(UserSpec("alice", "s3cret", sudo=True))) == []
+    # uid 1000 is free in passwd; gid 1000 is taken by a group, so the next free one.
+    assert lines(tree, "/etc/passwd")[-1] == "alice:x:1000:1001:,,,:/home/alice:/bin/bash"
+    assert lines(tree, "/etc/group")[-1] == "alice:x:1001:"
+    assert "sudo:x:27:alice" in lines(tree, "/etc/group")
+    assert lines(tree, "/etc/gshadow")[-1] == "alice:!::"
+    assert "sudo:*::alice" in lines(tree, "/etc/gshadow")
+    name, hashed, *rest = lines(tree, "/etc/shadow")[-1].split(":")
+    assert (name, rest) == ("alice", ["", "0", "99999", "7", "", "", ""])
+    assert libc_crypt("s3cret", hashed) == hashed
+    shadow = entry(tree, "/etc/shadow")
+    assert (shadow.mode & 0o7777, shadow.gid) == (0o640, 42)  # the image's own
+    home = entry(tree, "/home/alice")
+    assert (home.kind, home.mode & 0o7777, home.uid, home.gid) == (Kind.DIR, 0o700, 1000, 1001)
+    bashrc = entry(tree, "/home/alice/.bashrc")
+    assert (bashrc.uid, bashrc.gid, bashrc.mode & 0o7777) == (1000, 1001, 0o644)
+    assert content(tree, "/home/alice/.bashrc") == b"# bashrc\n"
+    app = entry(tree, "/home/alice/.config/app")
+    assert (app.uid, app.mode & 0o7777) == (1000, 0o600)
+    assert content(tree, "/home/alice/.config/app") == b"x=1\n"
+    assert entry(tree, "/home/alice/.config").uid == 1000
+    assert entry(tree, "/home/alice/.profile-link").target == b".bashrc"
+
+
+def test_users_take_the_next_free_ids_and_no_password_means_star(tmp_path: Path) -> None:
+    tree = flattened(tmp_path, image(gshadow=False))
+    run_step(tree, users.STEP, opts(UserSpec("alice"), UserSpec("bob")))
+    passwd = lines(tree, "/etc/passwd")
+    assert passwd[-2:] == [
+        "alice:x:1000:1001:,,,:/home/alice:/bin/bash",
+        "bob:x:1001:1002:,,,:/home/bob:/bin/bash",
+    ]
+    assert lines(tree, "/etc/shadow")[-1] == "bob:*::0:99999:7:::"
+    assert lookup(tree.root, "/etc/gshadow") is None  # Alpine has none: none is made
+
+
+def test_a_hash_is_deterministic_and_differs_between_users(tmp_path: Path) -> None:
+    hashes = []
+    for run in ("a", "b"):
+        tree = flattened(tmp_path / run, image())
+        run_step(tree, users.STEP, opts(UserSpec("alice", "pw"), UserSpec("bob", "pw")))
+        hashes.append([line.split(":")[1] for line in lines(tree, "/etc/shadow")[-2:]])
+    assert hashes[0] == hashes[1]
+    assert hashes[0][0] != hashes[0][1]  # the salt is derived from the name as well
+
+
+def test_an_existing_user_gets_only_the_password_and_sudo(tmp_path: Path) -> None:
+    passwd = DEBIAN_PASSWD + b"alice:!:1000:1000:Alice:/home/alice:/bin/zsh\n"
+    extra = (file("etc/passwd", passwd), directory("home"),
+             directory("home/alice", mode=0o750, uid=1000, gid=1000))  # fmt: skip
+    tree = flattened(tmp_path, image(extra=extra))
+    run_step(tree, users.STEP, opts(UserSpec("alice", "pw", sudo=True)))
+    assert lines(tree, "/etc/passwd")[-1] == "alice:x:1000:1000:Alice:/home/alice:/bin/zsh"
+    assert lines(tree, "/etc/group") == [*GROUP.decode().replace("sudo:x:27:", "sudo:x:27:alice")
+                                         .splitlines()]  # fmt: skip
+    name, hashed = lines(tree, "/etc/shadow")[-1].split(":")[:2]
+    assert name == "alice" and libc_crypt("pw", hashed) == hashed
+    assert lookup(tree.root, "/home/alice/.bashrc") is None
+    assert entry(tree, "/home/alice").mode & 0o7777 == 0o750
+
+
+def test_sudo_falls_back_to_wheel_and_says_when_there_is_neither(tmp_path: Path) -> None:
+    wheel = (file("etc/group", b"root:x:0:\nwheel:x:10:root\n"),)
+    tree = flattened(tmp_path / "a", image(gshadow=False, extra=wheel))
+    assert run_step(tree, users.STEP, opts(UserSpec("alice", sudo=True))) == []
+    assert "wheel:x:10:root,alice" in lines(tree, "/etc/group")
+    bare = (file("etc/group", b"root:x:0:\n"),)
+    tree = flattened(tmp_path / "b", image(gshadow=False, extra=bare))
+    assert run_step(tree, users.STEP, opts(UserSpec("alice", sudo=True))) == [
+        "--add-user alice:sudo: the image has no sudo or wheel group"
+    ]
+
+
+def test_a_named_users_ssh_keys_are_owned_by_them(tmp_path: Path) -> None:
+    tree = flattened(tmp_path, image())
+    keys = (("alice", (b"ssh-ed25519 AAAA a@h", b"ssh-rsa BBBB")),)
+    run_step(tree, users.STEP, opts(UserSpec("alice"), keys=keys))
+    ssh = entry(tree, "/home/alice/.ssh")
+    assert (ssh.mode & 0o7777, ssh.uid, ssh.gid) == (0o700, 1000, 1001)
+    auth = entry(tree, "/home/alice/.ssh/authorized_keys")
+    assert (auth.mode & 0o7777, auth.uid, auth.gid) == (0o600, 1000, 1001)
+    assert (
+        content(tree, "/home/alice/.ssh/authorized_keys") == b"ssh-ed25519 AAAA a@h\nssh-rsa BBBB\n"
+    )
+    with pytest.raises(Oci2vmError, match=r"no user 'carol'"):
+        run_step(flattened(tmp_path / "b", image()), users.STEP,
+                 opts(keys=(("carol", (b"ssh-rsa X",)),)))  # fmt: skip
+
+
+def test_an_image_without_passwd_is_a_clear_error(tmp_path: Path) -> None:
+    tree = flattened(tmp_path, [directory("etc"), file("etc/hostname", b"x\n")])
+    with pytest.raises(Oci2vmError, match=r"the image has no /etc/passwd"):
+        run_step(tree, users.STEP, opts(UserSpec("alice")))
+
+
+def test_the_step_applies_only_when_asked(tmp_path: Path) -> None:
+    tree = flattened(tmp_path, image())
+    assert run_step(tree, users.STEP, opts()) == []
+    assert content(tree, "/etc/passwd") == DEBIAN_PASSWD
+    assert lookup(tree.root, "/home") is None
+    assert IDENTITY  # the salt's context is the build identity (see the determinism test)
+
+
+@pytest.mark.parametrize(
+    ("text", "spec"),
+    [
+        ("alice", UserSpec("alice")),
+        ("alice:pw", UserSpec("alice", "pw")),
+        ("alice:sudo", UserSpec("alice", None, True)),
+        ("alice:p:w:sudo", UserSpec("alice", "p:w", True)),
+        ("alice:pw:sudo:", UserSpec("alice", "pw:sudo:")),
+        ("svc-1_x", UserSpec("svc-1_x")),
+    ],
+)
+def test_user_specs_parse(text: str, spec: UserSpec) -> None:
+    assert UserSpec.parse(text) == spec
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("Alice", "expected a user name"),
+        ("", "expected a user name"),
+        ("1abc:pw", "expected a user name"),
+        ("root:pw", "use --root-password"),
+        ("alice:", "the password is empty"),
+    ],
+)
+def test_bad_user_specs_are_refused(text: str, message: str) -> None:
+    with pytest.raises(Oci2vmError, match=message):
+        UserSpec.parse(text)
+
+
+def test_cli_takes_add_user_and_ssh_keys_for_root_and_users(tmp_path: Path) -> None:
+    root_key = tmp_path / "a=b.pub"  # an existing file whose name has '=' stays root's
+    root_key.write_text("ssh-rsa X\n")
+    argv = ["build", "img", "-o", "d.img", "--add-user", "alice:pw:sudo", "--add-user", "bob",
+            "--ssh-key", "alice=~/k.pub", "--ssh-key", str(root_key), "--ssh-key", "k2.pub",
+            "-u", "nobody"]  # fmt: skip
+    config = config_from(parse(argv))
+    assert config.users == (UserSpec("alice", "pw", True), UserSpec("bob"))
+    assert config.user_ssh_keys == (("alice", Path("~/k.pub")),)
+    assert config.ssh_keys == (root_key, Path("k2.pub"))
+    assert config.user == "nobody"  # the workload's user is another option
+
+
+def test_cli_refuses_a_bad_add_user(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        parse(["build", "img", "-o", "d.img", "--add-user", "Bad Name"])
+    assert "expected a user name" in capsys.readouterr().err
+
+
+def test_config_defaults_have_no_users() -> None:
+    config = Config()
+    assert (config.users, config.user_ssh_keys) == ((), ())
+    assert dataclasses.replace(config, users=(UserSpec("x"),)).users == (UserSpec("x"),)
