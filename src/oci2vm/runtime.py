@@ -86,21 +86,8 @@ def qemu_command(
     """QEMU's command line: direct kernel boot, the root as a throwaway copy-on-write
     overlay (snapshot=on: the file is never written), user networking with -p's forwards,
     a 9p share per -v, and the channels."""
-    argv = [
-        arch.facts.qemu_binary, "-machine", arch.facts.qemu_machine,
-        *vm._accel_args(vm.resolve_accel(config.accel)),
-        "-m", str(config.memory_mib), "-smp", str(config.cpus),
-        "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
-        "-monitor", "none", "-serial", f"file:{console_log}",
-        "-kernel", str(kernel), "-initrd", str(initrd),
-        "-append", kernel_command_line(arch),
-        "-drive", f"file={root},format=raw,if=none,id=root,snapshot=on,cache=unsafe",
-        "-device", "virtio-blk-pci,drive=root",
-    ]  # fmt: skip
-    forwards = "".join(
-        f",hostfwd={p.protocol}:{p.host_ip}:{p.host_port}-:{p.guest_port}" for p in config.publish
-    )
-    argv += ["-nic", f"user,model=virtio-net-pci{forwards}"]
+    argv = direct_boot_args(kernel, initrd, root, config, arch, kernel_command_line(arch))
+    argv += ["-monitor", "none", "-serial", f"file:{console_log}"]
     for index, volume in enumerate(config.volumes):
         path = str(volume.host.resolve())
         if "," in path:
@@ -375,9 +362,12 @@ def _on_control(
             session.error = rest
 
 
-def system_command(kernel: Path, initrd: Path, root: Path, config: Config, arch: Arch) -> list[str]:
-    """QEMU's command line for a system image's cached root: booted directly, as an app
-    is, with its console (and, behind Ctrl-A C, QEMU's monitor) on this terminal."""
+def direct_boot_args(
+    kernel: Path, initrd: Path, root: Path, config: Config, arch: Arch, append: str
+) -> list[str]:
+    """What every direct boot of a cached root has: QEMU's lean machine, the kernel and
+    initramfs, the root as a throwaway copy-on-write overlay (snapshot=on: the file is
+    never written) and user networking with -p's forwards."""
     forwards = "".join(
         f",hostfwd={p.protocol}:{p.host_ip}:{p.host_port}-:{p.guest_port}" for p in config.publish
     )
@@ -386,13 +376,19 @@ def system_command(kernel: Path, initrd: Path, root: Path, config: Config, arch:
         *vm._accel_args(vm.resolve_accel(config.accel)),
         "-m", str(config.memory_mib), "-smp", str(config.cpus),
         "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
-        "-serial", "mon:stdio",
-        "-kernel", str(kernel), "-initrd", str(initrd),
-        "-append", f"console={arch.facts.serial_console} root={ROOT_DEVICE} rw panic=-1",
+        "-kernel", str(kernel), "-initrd", str(initrd), "-append", append,
         "-drive", f"file={root},format=raw,if=none,id=root,snapshot=on,cache=unsafe",
         "-device", "virtio-blk-pci,drive=root",
         "-nic", f"user,model=virtio-net-pci{forwards}",
     ]  # fmt: skip
+
+
+def system_command(kernel: Path, initrd: Path, root: Path, config: Config, arch: Arch) -> list[str]:
+    """QEMU's command line for a system image's cached root: booted directly, as an app
+    is, with its console (and, behind Ctrl-A C, QEMU's monitor) on this terminal."""
+    append = f"console={arch.facts.serial_console} root={ROOT_DEVICE} rw panic=-1"
+    return [*direct_boot_args(kernel, initrd, root, config, arch, append),
+            "-serial", "mon:stdio"]  # fmt: skip
 
 
 def run_system(kernel: Path, initrd: Path, root: Path, config: Config, arch: Arch) -> int:

@@ -6,10 +6,8 @@ a published port reaching busybox httpd over a 9p volume, and Ctrl-C stopping it
 from __future__ import annotations
 
 import signal
-import socket
 import subprocess
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -23,6 +21,7 @@ from oci2vm.initramfs.spec import BootSpec, Mode, VolumeMount
 from support.apprun import BOOT_TIMEOUT, AppBoot
 from support.kernelbundle import bookworm_kernel, busybox_static, have_debs
 from support.programs import requires
+from support.runcli import fetch_when_served, free_port
 
 pytestmark = [pytest.mark.qemu, pytest.mark.fixture, requires("qemu-system-x86_64", "dpkg-deb")]
 
@@ -75,23 +74,6 @@ def test_unknown_user_fails_like_docker(boot: AppBoot) -> None:
     assert "unable to find user nosuchuser" in err
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def fetch(url: str, proc: subprocess.Popen[bytes], deadline: float) -> bytes:
-    while True:
-        try:
-            with urllib.request.urlopen(url, timeout=5) as response:
-                return bytes(response.read())
-        except OSError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise
-            time.sleep(0.5)
-
-
 def test_published_port_reaches_httpd_serving_a_volume_and_ctrl_c_stops_it(
     boot: AppBoot, tmp_path: Path
 ) -> None:
@@ -106,7 +88,7 @@ def test_published_port_reaches_httpd_serving_a_volume_and_ctrl_c_stops_it(
     spec = app("busybox", "httpd", "-f", "-p", "8080", "-h", "/srv", volumes=volumes)
     proc = boot.start(spec, config, "httpd")
     try:
-        body = fetch(f"http://127.0.0.1:{port}/index.html", proc, time.monotonic() + BOOT_TIMEOUT)
+        body = fetch_when_served(f"http://127.0.0.1:{port}/index.html", proc, BOOT_TIMEOUT)
         assert body == b"served from the host\n"
         stopped = time.monotonic()
         proc.send_signal(signal.SIGINT)

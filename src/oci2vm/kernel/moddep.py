@@ -4,18 +4,10 @@ build oci2vm's initramfs for a kernel the image already has, from its own module
 
 from __future__ import annotations
 
-import posixpath
 from collections.abc import Iterable
 
 from oci2vm.errors import Oci2vmError
-
-
-def module_name(relpath: str) -> str:
-    """kernel/fs/ext4/ext4.ko.xz -> ext4; dashes as underscores, as modprobe compares."""
-    base = posixpath.basename(relpath)
-    for suffix in (".xz", ".zst", ".gz"):
-        base = base.removesuffix(suffix)
-    return base.removesuffix(".ko").replace("-", "_")
+from oci2vm.kernel.modinfo import module_name
 
 
 def parse_modules_dep(text: str) -> dict[str, tuple[str, tuple[str, ...]]]:
