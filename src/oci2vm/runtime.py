@@ -373,7 +373,7 @@ def direct_boot_args(
     )
     return [
         arch.facts.qemu_binary, "-machine", arch.facts.qemu_machine,
-        *vm._accel_args(vm.resolve_accel(config.accel)),
+        *vm.accel_args(vm.resolve_accel(config.accel)),
         "-m", str(config.memory_mib), "-smp", str(config.cpus),
         "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
         "-kernel", str(kernel), "-initrd", str(initrd), "-append", append,

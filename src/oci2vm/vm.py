@@ -122,7 +122,7 @@ def probe_seconds(accel: Literal["kvm", "tcg"]) -> float | None:
         image = Path(tmp, "probe.img")
         image.write_bytes(kvm_probe_image())
         argv = [
-            qemu, *_accel_args(accel), "-machine", "pc", "-m", "16", "-display", "none",
+            qemu, *accel_args(accel), "-machine", "pc", "-m", "16", "-display", "none",
             "-nodefaults", "-no-user-config", "-serial", "stdio",
             "-device", "isa-debug-exit,iobase=0xf4,iosize=0x04",
             "-drive", f"file={image},format=raw,if=ide", "-no-reboot",
@@ -162,10 +162,18 @@ def resolve_accel(accel: Accel | str) -> Literal["kvm", "tcg"]:
     return "kvm" if kvm_works() else "tcg"
 
 
-def _accel_args(accel: Literal["kvm", "tcg"]) -> list[str]:
+def accel_args(accel: Literal["kvm", "tcg"]) -> list[str]:
+    """QEMU arguments choosing `accel` and the CPU model it runs best."""
     # TCG's "max" CPU has every feature TCG emulates (x86-64-v2 and up, which some
     # distributions require); qemu64, the default, lacks them.
-    return ["-accel", accel, "-cpu", "host" if accel == "kvm" else "max"]
+    if accel == "kvm":
+        return ["-accel", "kvm", "-cpu", "host"]
+    # One host thread runs every vCPU in turn. With a thread per vCPU (MTTCG, QEMU 7.2's
+    # default) a Linux 6.12 guest now and then oopses on a stale `int3` while another
+    # vCPU patches kernel text (static keys, alternatives): seen as "Oops: int3" in
+    # sched_clock_cpu and a panic a few seconds into boot, once in a few dozen boots
+    # under load. Round-robin vCPUs see every code write in order.
+    return ["-accel", "tcg,thread=single", "-cpu", "max"]
 
 
 # -- command lines -------------------------------------------------------------------------
@@ -215,7 +223,7 @@ def qemu_command(
         arch.facts.qemu_binary,
         "-machine",
         machine,
-        *_accel_args(resolve_accel(accel)),
+        *accel_args(resolve_accel(accel)),
         "-m",
         str(memory_mib),
         "-smp",

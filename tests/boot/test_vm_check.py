@@ -102,7 +102,7 @@ def test_auto_accel_is_tcg_on_the_build_machine(fresh_kvm_probe: None) -> None:
     if os.environ.get("OCI2VM_HOST_HAS_WORKING_KVM") == "1":
         pytest.skip("this host declares working KVM")
     argv = vm.qemu_command(Path("d.img"))
-    assert argv[argv.index("-accel") + 1] == "tcg"
+    assert argv[argv.index("-accel") + 1] == "tcg,thread=single"
 
 
 # -- check_boot ----------------------------------------------------------------------------

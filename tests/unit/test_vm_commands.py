@@ -37,7 +37,7 @@ def test_bios_virtio_command_line() -> None:
     assert argv == [
         "qemu-system-x86_64",
         "-machine", "pc",
-        "-accel", "tcg", "-cpu", "max",
+        "-accel", "tcg,thread=single", "-cpu", "max",
         "-m", "512",
         "-smp", "1",
         "-nographic",
@@ -58,7 +58,7 @@ def test_uefi_sata_command_line_uses_q35_and_ovmf_flash(tmp_path: Path) -> None:
     assert argv == [
         "qemu-system-x86_64",
         "-machine", "q35",
-        "-accel", "tcg", "-cpu", "max",
+        "-accel", "tcg,thread=single", "-cpu", "max",
         "-m", "1024",
         "-smp", "2",
         "-nographic",
