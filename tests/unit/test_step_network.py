@@ -43,9 +43,9 @@ NETWORKING_UNIT = b"[Install]\nWantedBy=multi-user.target network-online.target\
 SYSV_NETWORKING = b"#!/bin/sh\n### BEGIN INIT INFO\n# Default-Start:     S\n### END INIT INFO\n"
 
 
-def networkd_members(*, resolved: bool) -> list[Member]:
+def networkd_members(*, resolved: bool, udev: bool = True) -> list[Member]:
     members = [
-        *systemd_members(),
+        *systemd_members(udev=udev),
         file("lib/systemd/systemd-networkd", b"\x7fELF", mode=0o755),
         file("lib/systemd/system/systemd-networkd.service", NETWORKD_UNIT),
         file("lib/systemd/system/systemd-networkd.socket", SOCKET_UNIT),
@@ -100,6 +100,31 @@ def test_networkd_gets_a_network_file_and_is_enabled_with_resolved(tmp_path: Pat
     )
     assert lookup(tree.root, f"{units}/network-online.target.wants") is None  # no wait-online
     assert link_target(tree, "/etc/resolv.conf") == b"../run/systemd/resolve/stub-resolv.conf"
+
+
+def test_networkd_without_udev_gets_links_marked_initialized_before_it_starts(
+    tmp_path: Path,
+) -> None:
+    """networkd leaves a link pending until udev's database has it: without udev, a
+    oneshot gives each link the empty entry udev would have written."""
+    tree, edit = with_data(tmp_path, networkd_members(resolved=True, udev=False))
+    run(tree, edit)
+    unit = f"/etc/systemd/system/{network.UDEV_STAND_IN}"
+    text = content(tree, unit)
+    assert b"Before=systemd-networkd.service\n" in text
+    assert b"ConditionPathExists=!/run/udev/control\n" in text
+    # systemd expands $VAR in ExecStart=: the shell's own variables are written $$.
+    assert b'read i < "$$f"; [ -e /run/udev/data/n$$i ] || : > /run/udev/data/n$$i' in text
+    assert_root_file(tree, unit)
+    wants = f"/etc/systemd/system/systemd-networkd.service.wants/{network.UDEV_STAND_IN}"
+    assert link_target(tree, wants) == unit.encode()
+
+
+def test_networkd_with_udev_needs_no_stand_in(tmp_path: Path) -> None:
+    tree, edit = with_data(tmp_path, networkd_members(resolved=True))
+    run(tree, edit)
+    assert lookup(tree.root, f"/etc/systemd/system/{network.UDEV_STAND_IN}") is None
+    assert lookup(tree.root, "/etc/systemd/system/systemd-networkd.service.wants") is None
 
 
 def test_networkd_without_resolved_keeps_resolv_conf_and_says_so(tmp_path: Path) -> None:

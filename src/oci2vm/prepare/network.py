@@ -32,6 +32,33 @@ NO_STACK_NOTE = (
 _LIMIT = 1 << 20
 # Never enabled, though the units name them in Also=: they hold the boot up until a lease comes.
 WAIT_ONLINE = ("systemd-networkd-wait-online.service", "NetworkManager-wait-online.service")
+# systemd-networkd takes udev as present whenever /sys is writable (always, in a VM) and
+# leaves every link "pending" until udev has a database entry for it (sd-device: a device
+# with an entry in /run/udev/data is initialized). An image with systemd but without udev
+# (debian + systemd-sysv alone) would never configure its NIC: this unit gives each link
+# present at boot the empty entry udev would have written, before networkd starts. Where
+# udev does run (/run/udev/control exists) it does nothing.
+UDEV_STAND_IN = "oci2vm-net-links.service"
+UDEV_STAND_IN_UNIT = b"""\
+# Written by oci2vm: this image has systemd-networkd but no udev, and networkd waits for
+# udev to initialize a link before configuring it. This marks the links present at boot
+# initialized, as udev's database would.
+[Unit]
+Description=Mark network links initialized (no udev)
+DefaultDependencies=no
+After=systemd-modules-load.service
+Before=systemd-networkd.service
+ConditionPathExists=!/run/udev/control
+
+[Service]
+Type=oneshot
+RemainAfterExit=yes
+ExecStart=/bin/sh -c 'mkdir -p /run/udev/data; for f in /sys/class/net/*/ifindex; do \\
+read i < "$$f"; [ -e /run/udev/data/n$$i ] || : > /run/udev/data/n$$i; done'
+
+[Install]
+WantedBy=systemd-networkd.service
+"""
 
 
 class Stack(StrEnum):
@@ -126,6 +153,13 @@ def networkd(edit: TreeEditor, target: Target) -> list[str]:
     write(edit, NETWORKD_FILE, netfiles.networkd(choice))
     if not units.enabled(edit, "systemd-networkd.service"):
         units.enable_unit(edit, "systemd-networkd.service", skip=WAIT_ONLINE)
+    if units.unit_path(edit, "systemd-udevd.service") is None:
+        write(edit, f"{units.ETC_UNITS}/{UDEV_STAND_IN}", UDEV_STAND_IN_UNIT)
+        edit.mkdir(f"{units.ETC_UNITS}/systemd-networkd.service.wants")
+        edit.symlink(
+            f"{units.ETC_UNITS}/systemd-networkd.service.wants/{UDEV_STAND_IN}",
+            f"{units.ETC_UNITS}/{UDEV_STAND_IN}",
+        )
     if units.unit_path(edit, "systemd-resolved.service") is not None:
         if not units.enabled(edit, "systemd-resolved.service"):
             units.enable_unit(edit, "systemd-resolved.service")
