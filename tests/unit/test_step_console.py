@@ -14,6 +14,7 @@ from support.prepared import (
     flattened,
     options,
     prepare,
+    run_step,
     systemd_members,
     target,
     with_data,
@@ -74,12 +75,12 @@ def sysvinit_members(inittab: bytes) -> list[Member]:
     ]
 
 
-def test_sysvinit_image_gets_a_t0_line_in_inittab(tmp_path: Path) -> None:
+def test_sysvinit_image_gets_an_s0_line_in_inittab(tmp_path: Path) -> None:
     tree = flattened(tmp_path, sysvinit_members(SYSV_INITTAB))
     assert describe(tree).init == "sysvinit"
-    prepare(tree, options())
+    run_step(tree, console.STEP)
     assert content(tree, "/etc/inittab") == (
-        SYSV_INITTAB + b"\nT0:23:respawn:/sbin/getty -L ttyS0 115200 vt100\n"
+        SYSV_INITTAB + b"\nS0:2345:respawn:/sbin/getty -L ttyS0 115200 vt100\n"
     )
     inittab = entry(tree, "/etc/inittab")
     assert (inittab.mode, inittab.uid, inittab.gid) == (0o600, 0, 4)
@@ -90,7 +91,7 @@ def test_sysvinit_inittab_with_a_serial_getty_is_left_alone(tmp_path: Path) -> N
     inittab = b"id:2:initdefault:\nS0:2345:respawn:/sbin/agetty ttyS0 115200\n"
     tree = flattened(tmp_path, sysvinit_members(inittab))
     before = entry(tree, "/etc/inittab")
-    prepare(tree, options())
+    run_step(tree, console.STEP)
     assert entry(tree, "/etc/inittab") is before
     assert content(tree, "/etc/inittab") == inittab
 
@@ -109,7 +110,7 @@ def test_busybox_image_gets_a_ttys0_respawn_line(tmp_path: Path) -> None:
         ],
     )
     assert describe(tree).init == "busybox"
-    prepare(tree, options())
+    run_step(tree, console.STEP)
     # Without an inittab busybox init had defaults; the one written keeps them.
     assert content(tree, "/etc/inittab") == (
         b"::sysinit:/etc/init.d/rcS\n"
@@ -137,7 +138,7 @@ def test_busybox_inittab_gets_only_the_ttys0_line_appended(tmp_path: Path) -> No
             file("etc/inittab", inittab),
         ],
     )
-    prepare(tree, options())
+    run_step(tree, console.STEP)
     assert content(tree, "/etc/inittab") == (
         inittab + b"ttyS0::respawn:/sbin/getty -L 115200 ttyS0 vt100\n"
     )

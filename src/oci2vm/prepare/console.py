@@ -1,36 +1,44 @@
-"""A login prompt on the first serial port, the way each init system starts one, and a
-note when the image has no init for the kernel to run."""
+"""A login prompt on the first serial port, the way the init that really runs as
+/sbin/init starts one, and a note when the image has no init for the kernel to run.
+
+systemd: serial-getty@ttyS0 enabled. sysvinit's init (Debian's openrc runs under it too):
+an inittab line in its syntax. busybox init: a line in busybox's. runit: a service in
+its runsvdir. openrc-init: OpenRC's agetty service linked for the port.
+"""
 
 from __future__ import annotations
 
 import re
 
+from oci2vm.prepare import inittab, units
 from oci2vm.prepare.step import Step, Target, system_mode
 from oci2vm.tree.editor import TreeEditor
 from oci2vm.tree.osinfo import InitSystem
 
 BAUD = 115200
-# What busybox init does when there is no /etc/inittab (init.c, parse_inittab), less its
-# password-less askfirst shells: an inittab we create ends those defaults, so it restates
-# them, above all unmounting at shutdown.
-BUSYBOX_DEFAULT_INITTAB = (
-    "::sysinit:/etc/init.d/rcS\n"
-    "::ctrlaltdel:reboot\n"
-    "::shutdown:umount -a -r\n"
-    "::shutdown:swapoff -a\n"
-    "::restart:init\n"
-)
-INITTAB_SYSTEMS = (InitSystem.SYSVINIT, InitSystem.BUSYBOX, InitSystem.OPENRC)
+INITTAB_SYSTEMS = (InitSystem.SYSVINIT, InitSystem.BUSYBOX)
+# Debian's runit (2.1.2-54): runsvdir watches /etc/service, a link to
+# /etc/runit/runsvdir/current, which stage 2 points at runsvdir/default; a service is a
+# directory in /etc/sv linked from there (runit-helper's `ln -sf /etc/sv/NAME`). Void
+# lays it out the same way.
+RUNSVDIR = "/etc/runit/runsvdir/default"
+SV = "/etc/sv"
+OPENRC_AGETTY = "/etc/init.d/agetty"
 
 
 def apply(edit: TreeEditor, target: Target) -> list[str]:
     init = target.os.init
+    serial = target.serial_console
     if init is InitSystem.NONE:
         return ["no init system found (/sbin/init): the kernel will have nothing to run"]
     if init is InitSystem.SYSTEMD:
-        systemd_getty(edit, target.serial_console)
+        systemd_getty(edit, serial)
     elif init in INITTAB_SYSTEMS:
-        inittab_getty(edit, init, target.serial_console)
+        inittab_getty(edit, init, serial)
+    elif init is InitSystem.RUNIT:
+        runit_getty(edit, serial)
+    elif init is InitSystem.OPENRC:
+        return openrc_getty(edit, serial)
     return []
 
 
@@ -68,19 +76,62 @@ def without_udev(edit: TreeEditor, template: str, serial: str) -> None:
 
 
 def inittab_getty(edit: TreeEditor, init: InitSystem, serial: str) -> None:
-    inittab = (edit.read("/etc/inittab") or b"").decode("utf-8", "replace")
-    if re.search(rf"^[^#].*\b{re.escape(serial)}\b", inittab, re.M):
+    """A respawned getty in /etc/inittab, in the syntax of the init that reads it."""
+    text, existed = inittab.current(edit, init)
+    if inittab.runs(text, rf"\b{re.escape(serial)}\b"):
         return
     getty = getty_command(edit)
     if init is InitSystem.SYSVINIT:
-        line = f"T0:23:respawn:{getty} -L {serial} {BAUD} vt100\n"
+        # The id names the line's tty, as Debian's template asks ("S0" for ttyS0).
+        ident = inittab.free_id(text, serial.removeprefix("tty"))
+        line = f"{ident}:2345:respawn:{getty} -L {serial} {BAUD} vt100\n"
     else:
         line = f"{serial}::respawn:{getty} -L {BAUD} {serial} vt100\n"
-    if inittab and not inittab.endswith("\n"):
-        inittab += "\n"
-    if init is InitSystem.BUSYBOX and edit.get("/etc/inittab") is None:
-        inittab = BUSYBOX_DEFAULT_INITTAB
-    edit.write("/etc/inittab", (inittab + line).encode())
+    inittab.save(edit, text + line, existed)
+
+
+def runit_getty(edit: TreeEditor, serial: str) -> None:
+    """A runit service running a getty on the serial port, enabled in the default
+    runsvdir, unless one is enabled already (getty-run's getty-ttyS0, Void's agetty-ttyS0);
+    one the image has but does not enable is enabled."""
+    enabled = edit.get(RUNSVDIR)
+    names = set(enabled.children or {}) if enabled is not None else set()
+    own = (f"getty-{serial}", f"agetty-{serial}")
+    if names & set(own):
+        return
+    service = next((name for name in own if edit.get(f"{SV}/{name}/run") is not None), None)
+    if service is None:
+        service = f"oci2vm-getty-{serial}"
+        run = (
+            "#!/bin/sh\n# Written by oci2vm: a login on the serial console.\n"
+            f"exec {getty_command(edit)} -L {serial} {BAUD} vt100\n"
+        )
+        for directory in ("/etc/sv", f"{SV}/{service}"):
+            edit.mkdir(directory)
+        edit.write(f"{SV}/{service}/run", run.encode(), mode=0o755, uid=0, gid=0)
+    for directory in ("/etc/runit", "/etc/runit/runsvdir", RUNSVDIR):
+        edit.mkdir(directory)
+    edit.symlink(f"{RUNSVDIR}/{service}", f"{SV}/{service}")
+
+
+def openrc_getty(edit: TreeEditor, serial: str) -> list[str]:
+    """Under openrc-init (no inittab), OpenRC's agetty service multiplexed by a link's
+    name, as Alpine's and Gentoo's docs set up consoles: /etc/init.d/agetty.ttyS0 -> agetty
+    in the default runlevel, its speed and terminal in /etc/conf.d/agetty.ttyS0."""
+    if edit.get(OPENRC_AGETTY) is None:
+        return [
+            f"openrc-init without OpenRC's agetty service ({OPENRC_AGETTY}): "
+            f"no login on {serial} was set up"
+        ]
+    name = f"agetty.{serial}"
+    if edit.get(f"/etc/init.d/{name}") is None:
+        edit.symlink(f"/etc/init.d/{name}", "agetty")
+    if edit.get(f"/etc/conf.d/{name}") is None:
+        edit.mkdir("/etc/conf.d")
+        conf = f'# Written by oci2vm.\nbaud="{BAUD}"\nterm_type="vt100"\nagetty_options="-L"\n'
+        edit.write(f"/etc/conf.d/{name}", conf.encode(), mode=0o644, uid=0, gid=0)
+    units.enable_openrc(edit, name)
+    return []
 
 
 def systemd_unit(edit: TreeEditor, name: str) -> str | None:

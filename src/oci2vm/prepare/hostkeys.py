@@ -8,11 +8,14 @@ start without them; Fedora's openssh-server has sshd-keygen@.service (pulled in 
 sshd.service) that makes missing keys at boot; Alpine's /etc/init.d/sshd runs
 `ssh-keygen -A` before starting. So a systemd image without a keygen unit gets one of ours
 (a oneshot `ssh-keygen -A`, which makes every missing default key type), and a SysV or
-OpenRC script that does not make keys gets one guarded line that does.
+OpenRC script that does not make keys gets one guarded line that does. Under runit
+(Debian's runit-services has its own /etc/sv/ssh, which runs in place of the init script)
+and where no script starts sshd, the first-boot commands make them.
 """
 
 from __future__ import annotations
 
+from oci2vm.prepare import firstboot
 from oci2vm.prepare.step import Step, Target, system_mode
 from oci2vm.tree.editor import TreeEditor
 from oci2vm.tree.model import Kind
@@ -28,6 +31,11 @@ UNIT_DIRS = ("/etc/systemd/system", "/usr/lib/systemd/system", "/lib/systemd/sys
 KEYGEN_UNITS = ("sshd-keygen@.service", "sshd-keygen.service", "sshd-keygen.target")
 INIT_SCRIPTS = ("/etc/init.d/ssh", "/etc/init.d/sshd")
 SCRIPT_LIMIT = 1 << 20
+FRAGMENT = "20-ssh-host-keys"
+MAKE_KEYS = (
+    "# SSH host keys of this machine's own.\n"
+    "[ ! -x /usr/bin/ssh-keygen ] || /usr/bin/ssh-keygen -A\n"
+)
 KEYGEN_LINE = b"[ -e /etc/ssh/ssh_host_ed25519_key ] || /usr/bin/ssh-keygen -A  # added by oci2vm\n"
 UNIT = b"""\
 # Written by oci2vm: the image's SSH host keys were removed, so that every machine made
@@ -65,8 +73,14 @@ def apply(edit: TreeEditor, target: Target) -> list[str]:
     removed = host_keys(edit)
     for name in removed:
         edit.remove(f"{SSH_DIR}/{name}")
-    systemd = target.os.init is InitSystem.SYSTEMD
-    made = _systemd_unit(edit) if systemd else _init_script(edit)
+    init = target.os.init
+    if init is InitSystem.SYSTEMD:
+        made = _systemd_unit(edit)
+    else:
+        made = init is not InitSystem.RUNIT and _init_script(edit)
+        if not made and firstboot.supported(target.os):
+            firstboot.add(edit, FRAGMENT, MAKE_KEYS)
+            made = True
     notes = []
     if removed:
         notes.append(

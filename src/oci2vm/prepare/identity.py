@@ -6,10 +6,15 @@ Facts from machine-id(5): systemd 247 and later take an /etc/machine-id holding 
 write a fresh ID there; an empty file would give a new ID each boot without first-boot
 semantics. systemd also reads /var/lib/dbus/machine-id when it is not a symlink, so a copy
 left there would bring the image's ID back.
+
+Other inits have nothing that writes a machine ID, so an emptied one would stay empty in
+every VM: a first-boot fragment writes one from the kernel's random UUID instead (the
+format machine-id(5) gives: 32 lowercase hex digits and a newline).
 """
 
 from __future__ import annotations
 
+from oci2vm.prepare import firstboot
 from oci2vm.prepare.step import Step, Target, system_mode
 from oci2vm.tree.editor import TreeEditor
 from oci2vm.tree.model import Kind
@@ -19,6 +24,14 @@ MACHINE_ID = "/etc/machine-id"
 DBUS_MACHINE_ID = "/var/lib/dbus/machine-id"
 FIRST_BOOT = b"uninitialized\n"
 RANDOM_SEEDS = ("/var/lib/systemd/random-seed", "/var/lib/urandom/random-seed")
+FRAGMENT = "10-machine-id"
+MAKE_MACHINE_ID = """\
+# A machine ID of this machine's own (machine-id(5)), from the kernel's random UUID.
+if [ ! -s /etc/machine-id ]; then
+	id=$(tr -dc 0-9a-f < /proc/sys/kernel/random/uuid)
+	[ ${#id} -eq 32 ] && printf '%s\\n' "$id" > /etc/machine-id && chmod 0444 /etc/machine-id
+fi
+"""
 
 
 def apply(edit: TreeEditor, target: Target) -> list[str]:
@@ -36,6 +49,8 @@ def apply(edit: TreeEditor, target: Target) -> list[str]:
         edit.remove(DBUS_MACHINE_ID)
     for path in RANDOM_SEEDS:
         edit.remove(path)
+    if not systemd and firstboot.supported(target.os):
+        firstboot.add(edit, FRAGMENT, MAKE_MACHINE_ID)
     return []
 
 

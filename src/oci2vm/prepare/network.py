@@ -13,10 +13,10 @@ import uuid
 from enum import StrEnum
 
 from oci2vm.config import NetworkMode
-from oci2vm.prepare import console, netfiles, units
+from oci2vm.prepare import inittab, netfiles, units
 from oci2vm.prepare.step import Step, Target, system_mode
 from oci2vm.tree.editor import TreeEditor
-from oci2vm.tree.osinfo import InitSystem
+from oci2vm.tree.osinfo import InitSystem, OsInfo
 
 NETWORKD_FILE = "/etc/systemd/network/80-oci2vm.network"
 KEYFILE = "/etc/NetworkManager/system-connections/oci2vm-dhcp.nmconnection"
@@ -204,7 +204,7 @@ def ifupdown(edit: TreeEditor, target: Target) -> list[str]:
     else:
         lo = b"auto lo\niface lo inet loopback\n\n"
         write(edit, "/etc/network/interfaces", lo + stanza)
-    enable_networking(edit, target.os.init)
+    enable_networking(edit, target.os)
     notes = []
     if choice.mode is NetworkMode.STATIC and choice.dns:
         write(edit, "/etc/resolv.conf", netfiles.resolv_conf(choice.dns))
@@ -216,17 +216,19 @@ def ifupdown(edit: TreeEditor, target: Target) -> list[str]:
     return notes
 
 
-def enable_networking(edit: TreeEditor, init: InitSystem) -> None:
-    """The service that runs ifup at boot: networking.service for systemd, the
-    networking script's links for sysvinit and openrc."""
-    if init is InitSystem.SYSTEMD:
+def enable_networking(edit: TreeEditor, os: OsInfo) -> None:
+    """The service that runs ifup at boot: networking.service for systemd, a runlevel
+    link where OpenRC starts the services (under any init), else the script's rc.d links:
+    sysvinit's rc runs them, and so does Debian's runit (stage 1 runs /etc/rcS.d/S*,
+    stage 2 /etc/rc2.d/S* through /lib/runit/run_sysv_scripts)."""
+    if os.init is InitSystem.SYSTEMD:
         if not units.enabled(edit, "networking.service"):
             units.enable_unit(edit, "networking.service")
     elif edit.get("/etc/init.d/networking") is None:
         return
-    elif init is InitSystem.OPENRC:
+    elif os.openrc:
         units.enable_openrc(edit, "networking")
-    elif init is InitSystem.SYSVINIT:
+    elif os.init in (InitSystem.SYSVINIT, InitSystem.RUNIT):
         units.enable_sysv(edit, "networking", 40)
 
 
@@ -234,8 +236,7 @@ def udhcpc(edit: TreeEditor, target: Target) -> list[str]:
     """Busybox init runs what /etc/inittab says: one sysinit line more, after the image's
     own (and after busybox's defaults, restated when there was no inittab)."""
     choice = target.config.network
-    inittab = edit.read("/etc/inittab")
-    text = console.BUSYBOX_DEFAULT_INITTAB if inittab is None else inittab.decode()
+    text, existed = inittab.current(edit, InitSystem.BUSYBOX)
     client = program(edit, "udhcpc") or "/sbin/udhcpc"
     line = netfiles.busybox_line(choice, "eth0", client, UDHCPC_SCRIPT)
     if line in text:
@@ -245,9 +246,7 @@ def udhcpc(edit: TreeEditor, target: Target) -> list[str]:
             write(edit, "/etc/resolv.conf", netfiles.resolv_conf(choice.dns))
     else:
         write(edit, UDHCPC_SCRIPT, netfiles.UDHCPC_SCRIPT, mode=0o755)
-    if text and not text.endswith("\n"):
-        text += "\n"
-    edit.write("/etc/inittab", (text + line).encode(), mode=0o644 if inittab is None else None)
+    inittab.save(edit, text + line, existed)
     return []
 
 

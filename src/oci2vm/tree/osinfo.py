@@ -19,12 +19,15 @@ _VERSION_RE = re.compile(r"(\d+|[a-z]+)")
 
 
 class InitSystem(StrEnum):
-    """Which init /sbin/init would run."""
+    """The program /sbin/init really is (PID 1), which decides how a console login and
+    early boot commands are configured. What starts the services under it is another
+    matter: OsInfo.openrc says whether OpenRC does."""
 
     SYSTEMD = "systemd"
-    SYSVINIT = "sysvinit"
-    OPENRC = "openrc"
-    BUSYBOX = "busybox"
+    SYSVINIT = "sysvinit"  # sysvinit's init: /etc/inittab in its syntax
+    OPENRC = "openrc"  # openrc-init as PID 1 (Gentoo, Alpine's openrc-init): no inittab
+    BUSYBOX = "busybox"  # busybox init: /etc/inittab in busybox's syntax
+    RUNIT = "runit"  # runit-init (Debian, Void): stages /etc/runit/1-3 and runsvdir
     NONE = "none"
 
 
@@ -41,6 +44,15 @@ class OsInfo:
     kernels: tuple[Kernel, ...]  # newest first
     init: InitSystem
     init_path: str | None
+    openrc: bool = False  # OpenRC starts the services (under sysvinit's or busybox's init too)
+
+    @property
+    def init_name(self) -> str:
+        """The init as reports name it: Debian's openrc under sysvinit's init is
+        `sysvinit+openrc`, Alpine's under busybox init `busybox+openrc`."""
+        if self.openrc and self.init in (InitSystem.SYSVINIT, InitSystem.BUSYBOX):
+            return f"{self.init.value}+openrc"
+        return self.init.value
 
     @property
     def pretty_name(self) -> str:
@@ -137,23 +149,31 @@ def _is_file(tree: Tree, path: str) -> bool:
     return found is not None and found[1].kind is Kind.FILE
 
 
+# Names the real /sbin/init has under each init (the link's target, resolved in the tree):
+# Debian's runit-init links /sbin/init to /lib/runit/runit-init, Void's to runit-init;
+# sysvinit-core ships /sbin/init itself; Alpine links it to /bin/busybox.
+RUNIT_NAMES = ("runit-init", "runit")
+BUSYBOX_NAMES = ("busybox", "busybox.static")
+BUSYBOX_PATHS = ("/bin/busybox", "/usr/bin/busybox", "/bin/busybox.static")
+OPENRC_PATHS = ("/sbin/openrc", "/usr/sbin/openrc", "/bin/openrc", "/usr/bin/openrc")
+
+
 def detect_init(tree: Tree) -> tuple[InitSystem, str | None]:
-    """Which init /sbin/init (or the usual alternatives) would run."""
+    """Which init /sbin/init (or the usual alternatives) really is, by the name of the
+    file it resolves to (a hardlink of busybox counts as busybox)."""
     for candidate in ("/sbin/init", "/usr/sbin/init", "/bin/init"):
         found = resolve_link(tree.root, candidate)
         if found is None or found[1].kind is not Kind.FILE:
             continue
-        real = found[0]
+        real, inode = found
         name = posixpath.basename(real)
         if name == "systemd" or "/systemd/" in real:
             return InitSystem.SYSTEMD, real
-        if name in ("busybox", "busybox.static"):
+        if name in BUSYBOX_NAMES or _same_file(tree, inode, BUSYBOX_PATHS):
             return InitSystem.BUSYBOX, real
-        if (
-            name == "openrc-init"
-            or lookup(tree.root, "/sbin/openrc")
-            or lookup(tree.root, "/usr/sbin/openrc")
-        ):
+        if name in RUNIT_NAMES:
+            return InitSystem.RUNIT, real
+        if name == "openrc-init":
             return InitSystem.OPENRC, real
         return InitSystem.SYSVINIT, real
     for path in ("/lib/systemd/systemd", "/usr/lib/systemd/systemd"):
@@ -162,10 +182,30 @@ def detect_init(tree: Tree) -> tuple[InitSystem, str | None]:
     return InitSystem.NONE, None
 
 
+def _same_file(tree: Tree, inode: Inode, paths: tuple[str, ...]) -> bool:
+    for path in paths:
+        found = resolve_link(tree.root, path)
+        if found is not None and found[1] is inode:
+            return True
+    return False
+
+
+def uses_openrc(tree: Tree, init: InitSystem) -> bool:
+    """Whether OpenRC starts the services: openrc-init runs it, and where sysvinit's or
+    busybox's init runs, an installed /sbin/openrc is what their inittab calls (Debian's
+    openrc replaces sysv-rc's /etc/init.d/rc and rcS with wrappers of openrc; Alpine's
+    inittab runs /sbin/openrc)."""
+    if init is InitSystem.OPENRC:
+        return True
+    if init not in (InitSystem.SYSVINIT, InitSystem.BUSYBOX):
+        return False
+    return any(lookup(tree.root, path) is not None for path in OPENRC_PATHS)
+
+
 def describe(tree: Tree) -> OsInfo:
     text = tree.read("/etc/os-release")
     if text is None:
         text = tree.read("/usr/lib/os-release")
     release = parse_os_release(text.decode("utf-8", "replace")) if text else {}
     init, init_path = detect_init(tree)
-    return OsInfo(release, find_kernels(tree), init, init_path)
+    return OsInfo(release, find_kernels(tree), init, init_path, uses_openrc(tree, init))
