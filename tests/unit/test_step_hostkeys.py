@@ -6,6 +6,7 @@ from pathlib import Path
 
 from oci2vm.prepare import hostkeys
 from oci2vm.tree.model import Kind, lookup
+from support.initlayouts import debian_runit
 from support.layouts import Member, directory, file
 from support.prepared import content, entry, flattened, run_step, systemd_members
 
@@ -101,9 +102,29 @@ def test_a_script_that_makes_keys_already_is_kept(tmp_path: Path) -> None:
     assert content(tree, "/etc/init.d/ssh") == alpine
 
 
-def test_an_init_without_any_ssh_script_is_told_what_to_do(tmp_path: Path) -> None:
+def test_an_init_without_any_ssh_script_makes_them_at_first_boot(tmp_path: Path) -> None:
     members = [directory("sbin"), file("sbin/init", b"elf", mode=0o755), *ssh_members()]
     tree = flattened(tmp_path, members)
+    assert run_step(tree, hostkeys.STEP) == [NOTE]
+    fragment = "/etc/oci2vm/firstboot.d/20-ssh-host-keys.sh"
+    assert content(tree, fragment) == (
+        b"# SSH host keys of this machine's own.\n"
+        b"[ ! -x /usr/bin/ssh-keygen ] || /usr/bin/ssh-keygen -A\n"
+    )
+
+
+def test_runit_makes_them_at_first_boot_not_in_the_init_script(tmp_path: Path) -> None:
+    """Debian's runit runs /etc/sv/ssh (runit-services) in place of the script."""
+    members = [*debian_runit(), file("etc/init.d/ssh", DEBIAN_SSH_SCRIPT, mode=0o755)]
+    tree = flattened(tmp_path, [*members, *ssh_members()])
+    assert run_step(tree, hostkeys.STEP) == [NOTE]
+    assert content(tree, "/etc/init.d/ssh") == DEBIAN_SSH_SCRIPT
+    assert lookup(tree.root, "/etc/oci2vm/firstboot.d/20-ssh-host-keys.sh") is not None
+
+
+def test_an_image_without_init_is_told_what_to_do(tmp_path: Path) -> None:
+    tree = flattened(tmp_path, ssh_members())
     notes = run_step(tree, hostkeys.STEP)
     assert notes[0] == NOTE
     assert "run `ssh-keygen -A` in the VM" in notes[1]
+    assert lookup(tree.root, "/etc/oci2vm") is None

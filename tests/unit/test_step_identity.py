@@ -81,6 +81,23 @@ def test_other_inits_get_an_empty_machine_id_and_none_where_there_was_none(
     bare = flattened(tmp_path / "b", init)
     run_step(bare, identity.STEP)
     assert lookup(bare.root, "/etc/machine-id") is None
+    for made in (tree, bare):  # and both make one at first boot
+        assert content(made, "/etc/oci2vm/firstboot.d/10-machine-id.sh") == (
+            b"# A machine ID of this machine's own (machine-id(5)), "
+            b"from the kernel's random UUID.\n"
+            b"if [ ! -s /etc/machine-id ]; then\n"
+            b"\tid=$(tr -dc 0-9a-f < /proc/sys/kernel/random/uuid)\n"
+            b"\t[ ${#id} -eq 32 ] && printf '%s\\n' \"$id\" > /etc/machine-id"
+            b" && chmod 0444 /etc/machine-id\n"
+            b"fi\n"
+        )
+
+
+def test_systemd_and_an_image_without_init_get_no_first_boot_fragment(tmp_path: Path) -> None:
+    for name, members in (("a", systemd_members()), ("b", [directory("etc")])):
+        tree = flattened(tmp_path / name, members)
+        run_step(tree, identity.STEP)
+        assert lookup(tree.root, "/etc/oci2vm") is None, name
 
 
 def test_two_builds_of_one_image_get_the_same_tree(tmp_path: Path) -> None:

@@ -1,7 +1,7 @@
 """A login prompt on the first serial port, the way the init that really runs as
 /sbin/init starts one, and a note when the image has no init for the kernel to run.
 
-systemd: serial-getty@ttyS0 enabled. sysvinit's init (Debian's openrc runs under it too):
+systemd: serial-getty@PORT enabled. sysvinit's init (Debian's openrc runs under it too):
 an inittab line in its syntax. busybox init: a line in busybox's. runit: a service in
 its runsvdir. openrc-init: OpenRC's agetty service linked for the port.
 """
@@ -82,7 +82,7 @@ def inittab_getty(edit: TreeEditor, init: InitSystem, serial: str) -> None:
         return
     getty = getty_command(edit)
     if init is InitSystem.SYSVINIT:
-        # The id names the line's tty, as Debian's template asks ("S0" for ttyS0).
+        # The id names the line's tty, as Debian's template asks (the part after "tty").
         ident = inittab.free_id(text, serial.removeprefix("tty"))
         line = f"{ident}:2345:respawn:{getty} -L {serial} {BAUD} vt100\n"
     else:
@@ -92,7 +92,7 @@ def inittab_getty(edit: TreeEditor, init: InitSystem, serial: str) -> None:
 
 def runit_getty(edit: TreeEditor, serial: str) -> None:
     """A runit service running a getty on the serial port, enabled in the default
-    runsvdir, unless one is enabled already (getty-run's getty-ttyS0, Void's agetty-ttyS0);
+    runsvdir, unless one is enabled already (getty-run's getty-PORT, Void's agetty-PORT);
     one the image has but does not enable is enabled."""
     enabled = edit.get(RUNSVDIR)
     names = set(enabled.children or {}) if enabled is not None else set()
@@ -116,8 +116,8 @@ def runit_getty(edit: TreeEditor, serial: str) -> None:
 
 def openrc_getty(edit: TreeEditor, serial: str) -> list[str]:
     """Under openrc-init (no inittab), OpenRC's agetty service multiplexed by a link's
-    name, as Alpine's and Gentoo's docs set up consoles: /etc/init.d/agetty.ttyS0 -> agetty
-    in the default runlevel, its speed and terminal in /etc/conf.d/agetty.ttyS0."""
+    name, as Alpine's and Gentoo's docs set up consoles: /etc/init.d/agetty.PORT -> agetty
+    in the default runlevel, its speed and terminal in /etc/conf.d/agetty.PORT."""
     if edit.get(OPENRC_AGETTY) is None:
         return [
             f"openrc-init without OpenRC's agetty service ({OPENRC_AGETTY}): "
