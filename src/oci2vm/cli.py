@@ -264,6 +264,13 @@ def _build_options(p: argparse.ArgumentParser) -> None:
         help="add a login user (password stored hashed; sudo: in the sudo or wheel group; "
         "repeatable)",
     )
+    p.add_argument(
+        "--cloud-init",
+        type=Path,
+        metavar="USER_DATA_FILE",
+        help="user-data for the image's cloud-init, written as a NoCloud seed (an image "
+        "with cloud-init gets an empty one without this)",
+    )
 
 
 def _system_options(p: argparse.ArgumentParser) -> None:

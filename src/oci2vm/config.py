@@ -219,6 +219,7 @@ class Config:
     ssh_keys: tuple[Path, ...] = ()  # root's
     users: tuple[UserSpec, ...] = ()  # --add-user (not `user`, the workload's)
     user_ssh_keys: tuple[tuple[str, Path], ...] = ()  # --ssh-key USER=FILE
+    cloud_init: Path | None = None  # --cloud-init: user-data for the image's cloud-init
     kernel: KernelChoice = field(default_factory=KernelChoice)
     initrd: InitrdChoice = InitrdChoice.AUTO
     init: InitMode = InitMode.AUTO

@@ -84,6 +84,7 @@ def run_key(config: Config, image: Image, identity_digest: str) -> str:
             for u in config.users
         ],
         "user_ssh_keys": [[name, str(p)] for name, p in config.user_ssh_keys],
+        "cloud_init": str(config.cloud_init) if config.cloud_init else None,
     }
     text = json.dumps(shaping, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:32]
