@@ -154,6 +154,7 @@ class InspectReport:
     init: str
     init_path: str | None = None
     build: dict[str, str] = field(default_factory=dict)  # what a build would do, in words
+    network: str | None = None  # the stack a system build would configure (prepare/network)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -170,6 +171,7 @@ class InspectReport:
             "os": self.os,
             "kernels": [k.to_json() for k in self.kernels],
             "init": {"system": self.init, "path": self.init_path},
+            "network": {"stack": self.network},
             "build": self.build,
         }
 
@@ -181,6 +183,7 @@ class InspectReport:
             f"Platform:   {self.platform}",
             f"OS:         {self.os['pretty_name']}",
             f"Init:       {self.init}" + (f" ({self.init_path})" if self.init_path else ""),
+            f"Network:    {self.network or 'not configured (no system build)'}",
             f"Kernels:    {len(self.kernels) or 'none'}",
         ]
         lines.extend(

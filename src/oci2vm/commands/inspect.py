@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from oci2vm.arch import Arch
-from oci2vm.config import Config
+from oci2vm.commands.systemplan import system_plan
+from oci2vm.config import Config, InitMode
 from oci2vm.errors import Oci2vmError
 from oci2vm.image.model import Image
 from oci2vm.layers.flatten import flatten
 from oci2vm.pipeline import layer_progress, resolve_source
 from oci2vm.prepare import kernel
+from oci2vm.prepare.hostname import hostname_from
 from oci2vm.prepare.step import Target
 from oci2vm.report import Reporter
 from oci2vm.reports import InspectReport, KernelReport, LayerReport
@@ -26,17 +30,33 @@ def inspect(config: Config, reporter: Reporter) -> InspectReport:
         image, store = resolve_source(config, reporter)
         tree = flatten(image, progress=layer_progress(reporter, image), store=store)
     info = describe(tree)
-    return image_report(image, tree, info, build_plan(config, image, info))
+    report = image_report(image, tree, info, build_plan(config, image, info))
+    target = plan_target(config, image, info)
+    if target is None or report.build.get("mode") != InitMode.SYSTEM.value:
+        return report
+    # After the report: the plan runs the steps over the tree.
+    stack, plan = system_plan(tree, dataclasses.replace(target, mode=InitMode.SYSTEM))
+    return dataclasses.replace(report, build={**report.build, **plan}, network=stack)
+
+
+def plan_target(config: Config, image: Image, info: OsInfo) -> Target | None:
+    try:
+        arch = Arch.from_name(image.config.platform.architecture)
+    except Oci2vmError:
+        return None
+    return Target(os=info, arch=arch, source=image.source, identity="", root_uuid="",
+                  hostname=config.hostname or hostname_from(image.name), config=config,
+                  image_config=image.config)  # fmt: skip
 
 
 def build_plan(config: Config, image: Image, info: OsInfo) -> dict[str, str]:
     """What `build` would make of the image with the same options."""
     try:
-        arch = Arch.from_name(image.config.platform.architecture)
+        Arch.from_name(image.config.platform.architecture)
     except Oci2vmError as e:
         return {"error": str(e)}
-    target = Target(os=info, arch=arch, source=image.source, identity="", root_uuid="",
-                    hostname="", config=config, image_config=image.config)  # fmt: skip
+    target = plan_target(config, image, info)
+    assert target is not None
     return kernel.build_plan(target)
 
 
@@ -93,7 +113,7 @@ def image_report(
             "version_id": info.os_release.get("VERSION_ID"),
         },
         kernels=tuple(KernelReport(k.version, k.path, k.initrd) for k in info.kernels),
-        init=info.init.value,
+        init=info.init_name,
         init_path=info.init_path,
         build=plan or {},
     )
