@@ -49,6 +49,7 @@ def test_runit_with_ifupdown(tmp_path: Path, capsys: pytest.CaptureFixture[str])
         "writes /etc/init.d/oci2vm-firstboot, /etc/oci2vm/firstboot, "
         "/etc/oci2vm/firstboot.d/10-machine-id.sh, /etc/rcS.d/S99oci2vm-firstboot"
     )
+    assert build["distribution"] == "unknown"  # no /etc/os-release
     assert "Init:       runit (/lib/runit/runit-init)\n" in text
     assert "Network:    ifupdown\n" in text
     assert "\n  network: ifupdown: writes /etc/network/interfaces.d/oci2vm," in text
@@ -57,7 +58,8 @@ def test_runit_with_ifupdown(tmp_path: Path, capsys: pytest.CaptureFixture[str])
 def test_debian_openrc_is_named_and_gets_its_runlevel_link(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    report, text = inspected(tmp_path, capsys, [*debian_sysvinit(openrc=True), *IFUPDOWN])
+    debian = file("etc/os-release", b"ID=debian\n")
+    report, text = inspected(tmp_path, capsys, [*debian_sysvinit(openrc=True), *IFUPDOWN, debian])
     assert report["init"] == {"system": "sysvinit+openrc", "path": "/sbin/init"}
     build = report["build"]
     assert isinstance(build, dict)
@@ -65,6 +67,7 @@ def test_debian_openrc_is_named_and_gets_its_runlevel_link(
         "ifupdown: writes /etc/network/interfaces.d/oci2vm, /etc/runlevels/default/networking"
     )
     assert build["console"] == "writes /etc/inittab"
+    assert build["distribution"] == "Debian"
     assert "Init:       sysvinit+openrc (/sbin/init)\n" in text
 
 

@@ -7,7 +7,7 @@ build does. Files that flattening did not keep in memory read as missing here (a
 from __future__ import annotations
 
 from oci2vm.errors import Oci2vmError
-from oci2vm.prepare import console, firstboot, hostkeys, identity, network
+from oci2vm.prepare import console, distro, firstboot, hostkeys, identity, network
 from oci2vm.prepare.step import Step, Target
 from oci2vm.tree.editor import TreeEditor
 from oci2vm.tree.model import Kind, Tree, walk
@@ -45,7 +45,8 @@ def system_plan(tree: Tree, target: Target) -> tuple[str, dict[str, str]]:
     build would write (the steps' notes included). Edits `tree`."""
     edit = TreeEditor(tree, 0)
     stack = network.detect(edit, target.os.init)
-    plan: dict[str, str] = {}
+    row = distro.conventions(target.os.os_release)
+    plan = {"distribution": row.name if row else distro.unsupported_note(target.os) or "unknown"}
     for concern, steps in PLANNED:
         before = snapshot(tree)
         notes: list[str] = []

@@ -13,6 +13,7 @@ from oci2vm.prepare import (
     cleanup,
     cloudinit,
     console,
+    distro,
     firstboot,
     fstab,
     hostkeys,
@@ -30,6 +31,7 @@ from oci2vm.tree.osinfo import describe
 SYSTEM_STEPS: tuple[Step, ...] = (
     kernel.STEP,
     cleanup.STEP,
+    distro.STEP,
     identity.STEP,
     hostkeys.STEP,
     firstboot.STEP,

@@ -1,0 +1,149 @@
+"""Each row of prepare/distro.py's table on a synthetic tree laid out as that distribution
+installs itself: the row os-release selects, the kernel and initrd found, the init
+detected, the network stack chosen, where the serial getty is written, and /etc/shadow.
+An unknown distribution gets a note naming it; a distroless image boots in app mode."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+
+from oci2vm.config import InitMode
+from oci2vm.prepare import distro, kernel, network
+from oci2vm.tree.editor import TreeEditor
+from oci2vm.tree.model import Tree, lookup
+from oci2vm.tree.osinfo import describe
+from support.initlayouts import ALPINE_INITTAB, busybox, openrc_init
+from support.layouts import Member, directory, file, symlink
+from support.prepared import FS_TIME, content, flattened, options, prepare, systemd_members, target
+
+ELF = b"\x7fELF"
+
+
+def release(text: str) -> Member:
+    return file("etc/os-release", text.encode())
+
+
+def program(path: str) -> Member:
+    return file(path, ELF, mode=0o755)
+
+
+def debian() -> list[Member]:
+    return [*systemd_members(merged_usr=True), release("ID=debian\nVERSION_ID=12\n"),
+            directory("boot"), file("boot/vmlinuz-6.1.0-9-amd64", b"k"),
+            file("boot/initrd.img-6.1.0-9-amd64", b"i"), directory("usr/sbin"),
+            program("usr/sbin/ifup"), directory("etc/network")]  # fmt: skip
+
+
+def ubuntu() -> list[Member]:
+    return [*systemd_members(merged_usr=True), release("ID=ubuntu\nID_LIKE=debian\n"),
+            directory("boot"), file("boot/vmlinuz-6.8.0-31-generic", b"k"),
+            file("boot/initrd.img-6.8.0-31-generic", b"i"), directory("usr/sbin"),
+            program("usr/sbin/netplan"), directory("etc/netplan")]  # fmt: skip
+
+
+def alpine() -> list[Member]:
+    return [*busybox(ALPINE_INITTAB), release('ID=alpine\nPRETTY_NAME="Alpine Linux v3.20"\n'),
+            symlink("sbin/udhcpc", "/bin/busybox"), file("etc/shadow", b"root:*::0:::::\n"),
+            directory("boot"), file("boot/vmlinuz-virt", b"k"),
+            file("boot/initramfs-virt", b"i")]  # fmt: skip
+
+
+def fedora(os_release: str = "ID=fedora\nVERSION_ID=40\n") -> list[Member]:
+    version = "6.8.5-301.fc40.x86_64"
+    return [*systemd_members(merged_usr=True), release(os_release), directory("boot"),
+            file(f"boot/initramfs-{version}.img", b"i"), directory("usr/lib/modules"),
+            directory(f"usr/lib/modules/{version}"),
+            file(f"usr/lib/modules/{version}/vmlinuz", b"k"),
+            directory("usr/sbin"), program("usr/sbin/NetworkManager")]  # fmt: skip
+
+
+def arch() -> list[Member]:
+    return [*systemd_members(merged_usr=True), release("ID=arch\n"), directory("boot"),
+            file("boot/vmlinuz-linux", b"k"), file("boot/initramfs-linux.img", b"i"),
+            program("usr/lib/systemd/systemd-networkd")]  # fmt: skip
+
+
+SERIAL_GETTY = "/etc/systemd/system/getty.target.wants/serial-getty@ttyS0.service"
+ROWS = {
+    # name: (members, row, init, stack, (kernel path, initrd path), where the getty is)
+    "debian": (debian, "Debian", "systemd", network.Stack.IFUPDOWN,
+               ("/boot/vmlinuz-6.1.0-9-amd64", "/boot/initrd.img-6.1.0-9-amd64"), SERIAL_GETTY),
+    "ubuntu": (ubuntu, "Ubuntu", "systemd", network.Stack.NETPLAN,
+               ("/boot/vmlinuz-6.8.0-31-generic", "/boot/initrd.img-6.8.0-31-generic"),
+               SERIAL_GETTY),
+    "alpine": (alpine, "Alpine", "busybox", network.Stack.UDHCPC,
+               ("/boot/vmlinuz-virt", "/boot/initramfs-virt"), "/etc/inittab"),
+    "fedora": (fedora, "Fedora/RHEL", "systemd", network.Stack.NETWORKMANAGER,
+               ("/lib/modules/6.8.5-301.fc40.x86_64/vmlinuz",  # /lib is a link to usr/lib
+                "/boot/initramfs-6.8.5-301.fc40.x86_64.img"), SERIAL_GETTY),
+    "arch": (arch, "Arch", "systemd", network.Stack.NETWORKD,
+             ("/boot/vmlinuz-linux", "/boot/initramfs-linux.img"), SERIAL_GETTY),
+}  # fmt: skip
+
+
+def notes_for(tree: Tree) -> list[str]:
+    return prepare(tree, options(password="pw"))
+
+
+@pytest.mark.parametrize("name", sorted(ROWS))
+def test_each_distribution_is_prepared_as_its_row_says(tmp_path: Path, name: str) -> None:
+    members, row_name, init, stack, (kernel_path, initrd_path), getty = ROWS[name]
+    tree = flattened(tmp_path, members())
+    info = describe(tree)
+    row = distro.conventions(info.os_release)
+    assert row is not None and row.name == row_name
+    assert (info.kernels[0].path, info.kernels[0].initrd) == (kernel_path, initrd_path)
+    assert info.init == init and init in row.init
+    assert network.detect(TreeEditor(tree, FS_TIME), info.init) is stack
+    assert not [n for n in notes_for(tree) if "not a distribution" in n]
+    assert lookup(tree.root, getty) is not None
+    if getty == "/etc/inittab":
+        assert b"ttyS0::respawn:" in content(tree, getty)
+    assert lookup(tree.root, row.shadow) is not None
+
+
+def test_id_like_selects_the_row_of_a_derivative() -> None:
+    rows = {
+        text: distro.conventions({"ID": id_, "ID_LIKE": like})
+        for text, id_, like in (
+            ("rocky", "rocky", "rhel centos fedora"),
+            ("mint", "linuxmint", "ubuntu debian"),
+            ("manjaro", "manjaro", "arch"),
+            ("gentoo", "gentoo", ""),
+        )
+    }
+    assert {k: v.name if v else None for k, v in rows.items()} == {
+        "rocky": "Fedora/RHEL", "mint": "Ubuntu", "manjaro": "Arch", "gentoo": None,
+    }  # fmt: skip
+
+
+def test_a_rhel_like_tree_is_prepared_as_fedora(tmp_path: Path) -> None:
+    tree = flattened(tmp_path, fedora('ID="rocky"\nID_LIKE="rhel centos fedora"\n'))
+    assert not [n for n in notes_for(tree) if "not a distribution" in n]
+    keyfile = "/etc/NetworkManager/system-connections/oci2vm-dhcp.nmconnection"
+    assert lookup(tree.root, keyfile) is not None
+
+
+def test_an_unknown_distribution_is_named_in_a_note(tmp_path: Path) -> None:
+    gentoo = [*openrc_init(), release('ID=gentoo\nPRETTY_NAME="Gentoo Linux"\n')]
+    tree = flattened(tmp_path, gentoo)
+    assert (
+        "Gentoo Linux (ID=gentoo) is not a distribution oci2vm knows the conventions of "
+        "(Debian, Ubuntu, Alpine, Fedora/RHEL, Arch, distroless): it is prepared from the "
+        "files found (init: openrc); if it does not boot, `--init app` runs its Entrypoint "
+        "under oci2vm's own init"
+    ) in notes_for(tree)
+
+
+def test_distroless_boots_in_app_mode(tmp_path: Path) -> None:
+    os_release = 'PRETTY_NAME="Distroless"\nNAME="Debian GNU/Linux"\nID="debian"\n'
+    members = [directory("etc"), file("etc/passwd", b"root:x:0:0:root:/root:/sbin/nologin\n"),
+               release(os_release)]  # fmt: skip
+    tree = flattened(tmp_path, members)
+    goal = target(tree, options())
+    assert distro.conventions(goal.os.os_release) is distro.DISTROLESS
+    assert kernel.mode_of(goal) is InitMode.APP
+    assert not distro.STEP.applies(dataclasses.replace(goal, mode=InitMode.APP))
