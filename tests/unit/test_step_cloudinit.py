@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from oci2vm.cli import config_from, parser
-from oci2vm.config import Config
+from oci2vm.config import Config, InitMode
 from oci2vm.errors import Oci2vmError
 from oci2vm.prepare import cloudinit
 from oci2vm.tree.editor import TreeEditor
@@ -99,3 +99,17 @@ def test_the_option_reaches_the_config_for_build_and_run(tmp_path: Path) -> None
         assert config_from(parser().parse_args(command)).cloud_init is None
         config = config_from(parser().parse_args([*command, "--cloud-init", "ud.yaml"]))
         assert config.cloud_init == Path("ud.yaml")
+
+
+def test_app_mode_says_the_user_data_is_not_used(tmp_path: Path) -> None:
+    tree = flattened(tmp_path, [directory("etc"), *CLOUD_INIT])
+    path = tmp_path / "ud"
+    goal = dataclasses.replace(
+        target(tree, options()), config=Config(cloud_init=path), mode=InitMode.APP
+    )
+    assert cloudinit.STEP.applies(goal)
+    assert cloudinit.STEP.apply(TreeEditor(tree, FS_TIME), goal) == [
+        f"--cloud-init {path}: not used: in app mode oci2vm's init runs, not cloud-init"
+    ]
+    assert lookup(tree.root, "/var/lib/cloud") is None
+    assert not cloudinit.STEP.applies(dataclasses.replace(goal, config=Config()))

@@ -36,6 +36,8 @@ EMPTY_SEED_NOTE = (
     "--cloud-init USER_DATA_FILE gives it yours"
 )
 
+APP_MODE_NOTE = "--cloud-init {}: not used: in app mode oci2vm's init runs, not cloud-init"
+
 
 def has_cloud_init(edit: TreeEditor) -> bool:
     return any(edit.get(path) is not None for path in CLOUD_INIT)
@@ -56,6 +58,8 @@ def meta_data(target: Target, user_data: bytes) -> bytes:
 
 def apply(edit: TreeEditor, target: Target) -> list[str]:
     given = target.config.cloud_init
+    if not system_mode(target):
+        return [] if given is None else [APP_MODE_NOTE.format(given)]
     if not has_cloud_init(edit):
         if given is None:
             return []
@@ -76,4 +80,8 @@ def apply(edit: TreeEditor, target: Target) -> list[str]:
     return [EMPTY_SEED_NOTE] if given is None else []
 
 
-STEP = Step("cloudinit", apply, applies=system_mode)
+def applies(target: Target) -> bool:
+    return system_mode(target) or target.config.cloud_init is not None
+
+
+STEP = Step("cloudinit", apply, applies=applies)
