@@ -83,10 +83,11 @@ def test_other_inits_get_an_empty_machine_id_and_none_where_there_was_none(
     assert lookup(bare.root, "/etc/machine-id") is None
     for made in (tree, bare):  # and both make one at first boot
         assert content(made, "/etc/oci2vm/firstboot.d/10-machine-id.sh") == (
-            b"# A machine ID of this machine's own (machine-id(5)), "
-            b"from the kernel's random UUID.\n"
+            b"# A machine ID of this machine's own (machine-id(5)), from the kernel's random "
+            b"UUID less\n# its dashes, with the shell's builtins alone (an image may lack tr).\n"
             b"if [ ! -s /etc/machine-id ]; then\n"
-            b"\tid=$(tr -dc 0-9a-f < /proc/sys/kernel/random/uuid)\n"
+            b"\tread -r uuid < /proc/sys/kernel/random/uuid\n"
+            b'\tid=$(IFS=-; set -- $uuid; printf %s "$@")\n'
             b"\t[ ${#id} -eq 32 ] && printf '%s\\n' \"$id\" > /etc/machine-id"
             b" && chmod 0444 /etc/machine-id\n"
             b"fi\n"

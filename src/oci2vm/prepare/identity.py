@@ -26,9 +26,11 @@ FIRST_BOOT = b"uninitialized\n"
 RANDOM_SEEDS = ("/var/lib/systemd/random-seed", "/var/lib/urandom/random-seed")
 FRAGMENT = "10-machine-id"
 MAKE_MACHINE_ID = """\
-# A machine ID of this machine's own (machine-id(5)), from the kernel's random UUID.
+# A machine ID of this machine's own (machine-id(5)), from the kernel's random UUID less
+# its dashes, with the shell's builtins alone (an image may lack tr).
 if [ ! -s /etc/machine-id ]; then
-	id=$(tr -dc 0-9a-f < /proc/sys/kernel/random/uuid)
+	read -r uuid < /proc/sys/kernel/random/uuid
+	id=$(IFS=-; set -- $uuid; printf %s "$@")
 	[ ${#id} -eq 32 ] && printf '%s\\n' "$id" > /etc/machine-id && chmod 0444 /etc/machine-id
 fi
 """
