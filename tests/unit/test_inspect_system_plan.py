@@ -90,3 +90,11 @@ def test_no_stack_and_no_init(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     assert app["network"] == {"stack": None}
     assert "network" not in app["build"]  # type: ignore[operator]
     assert "Network:    not configured (no system build)\n" in text
+
+
+def test_network_none_is_said(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    members = [*debian_sysvinit(), *IFUPDOWN]
+    report, _ = inspected(tmp_path, capsys, members, "--network", "none")
+    build = report["build"]
+    assert isinstance(build, dict)
+    assert build["network"] == "ifupdown: left as the image has it (--network none)"

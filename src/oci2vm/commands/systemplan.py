@@ -6,6 +6,7 @@ build does. Files that flattening did not keep in memory read as missing here (a
 
 from __future__ import annotations
 
+from oci2vm.config import NetworkMode
 from oci2vm.errors import Oci2vmError
 from oci2vm.prepare import console, distro, firstboot, hostkeys, identity, network
 from oci2vm.prepare.step import Step, Target
@@ -58,6 +59,9 @@ def system_plan(tree: Tree, target: Target) -> tuple[str, dict[str, str]]:
             notes.append(f"a build would stop here: {e}")
         words = differences(before, snapshot(tree))
         if concern == "network":
-            words = f"{stack.value}: {words}"
+            unchanged = target.config.network.mode is NetworkMode.NONE
+            words = f"{stack.value}: " + (
+                "left as the image has it (--network none)" if unchanged else words
+            )
         plan[concern] = "; ".join([words, *notes])
     return stack.value, plan
