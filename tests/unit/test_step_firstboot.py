@@ -142,3 +142,11 @@ def test_nothing_registered_writes_nothing(tmp_path: Path) -> None:
     assert run_step(tree, firstboot.STEP) == []
     assert lookup(tree.root, "/etc/oci2vm") is None
     assert content(tree, "/etc/inittab") == DEBIAN_INITTAB
+
+
+def test_debians_native_boot_run_directory_gets_the_hook_too(tmp_path: Path) -> None:
+    tree = flattened(tmp_path, [*debian_runit(), directory("etc/runit/boot-run")])
+    prepare(tree, options())
+    hook = "/etc/runit/boot-run/99-oci2vm-firstboot.sh"
+    assert content(tree, hook) == b"# Written by oci2vm.\n/etc/oci2vm/firstboot\n"
+    assert lookup(tree.root, "/etc/rcS.d/S99oci2vm-firstboot") is not None
