@@ -3,7 +3,10 @@ then read from the cache ($OCI2VM_FIXTURE_CACHE, else /var/cache/oci2vm-fixtures
 writable, else ~/.cache/oci2vm-fixtures). Independent of the oci2vm package on purpose.
 
     fx = busybox_fixture()  # or busybox_app_fixture(), debian_fixture(),
-                            # debian_systemd_fixture(), debian_minbase_fixture()
+                            # debian_systemd_fixture(), debian_minbase_fixture(), and the
+                            # boot matrix's debian_sysvinit_fixture(), debian_openrc_fixture(),
+                            # debian_runit_fixture(), debian_trixie_fixture(),
+                            # busybox_init_fixture()
     fx.oci_layout, fx.oci_archive, fx.docker_archive, fx.docker_oci_archive, fx.rootfs_tar
     fx.config_digest, fx.diff_ids, fx.manifest_digest, fx.cmd, ...
     expected_tree(fx)["bin/sh"]  -> {"kind": "hardlink", "linkname": "bin/ash", ...}
@@ -77,6 +80,8 @@ class FixtureSet:
 BUSYBOX_CASES: tuple[FixtureCase, ...] = tuple(FixtureCase(*row) for row in builder().CASES)
 BUSYBOX_APP_INDEX_HTML: str = builder().INDEX_HTML  # /www/index.html, what httpd serves
 BUSYBOX_APP_APPLETS: tuple[str, ...] = tuple(builder().APP_APPLETS)  # /bin/<applet> -> busybox
+# busybox-init's applet paths (relative, e.g. "sbin/getty"), each a symlink to /bin/busybox
+BUSYBOX_INIT_APPLETS: tuple[str, ...] = tuple(builder().INIT_APPLETS)
 
 
 def _optional_tuple(value: Any) -> tuple[str, ...] | None:
@@ -155,6 +160,40 @@ def busybox_app_fixture(cache: Path | None = None) -> FixtureSet:
     WorkingDir /app, Cmd httpd on 8080 serving /www (BUSYBOX_APP_INDEX_HTML), ExposedPorts,
     StopSignal SIGTERM; no kernel, no init, no /dev /proc /sys /run. 1 gzip layer, < 1 s."""
     return fixture("busybox-app", cache)
+
+
+def debian_sysvinit_fixture(cache: Path | None = None) -> FixtureSet:
+    """bookworm minbase + sysvinit-core (/sbin/init is sysvinit's), ifupdown, isc-dhcp-client
+    and openssh-server, whose postinst left host keys in /etc/ssh (baked in, as images ship
+    them); no kernel, root password unset. 2 gzip layers, the first debian's. Building needs
+    root and deb.debian.org once the minbase stage is cached."""
+    return fixture("debian-sysvinit", cache)
+
+
+def debian_openrc_fixture(cache: Path | None = None) -> FixtureSet:
+    """bookworm minbase + sysvinit-core + openrc (Debian's openrc: sysvinit's /sbin/init runs
+    openrc's runlevels), ifupdown, isc-dhcp-client; no kernel. 2 gzip layers."""
+    return fixture("debian-openrc", cache)
+
+
+def debian_runit_fixture(cache: Path | None = None) -> FixtureSet:
+    """bookworm minbase + runit-init (/sbin/init -> runit-init), ifupdown, isc-dhcp-client,
+    with Debian's getty-run purged although runit-init depends on it (so dpkg reports that
+    dependency broken): no getty service of its own. No kernel; 2 gzip layers."""
+    return fixture("debian-runit", cache)
+
+
+def debian_trixie_fixture(cache: Path | None = None) -> FixtureSet:
+    """trixie minbase + systemd-sysv (merged /usr, systemd-networkd in systemd; no udev, no
+    resolved), no kernel. 2 gzip layers, the first trixie's own debootstrap stage."""
+    return fixture("debian-trixie", cache)
+
+
+def busybox_init_fixture(cache: Path | None = None) -> FixtureSet:
+    """A busybox system: /sbin/init -> /bin/busybox (Debian's static busybox), the applets of
+    BUSYBOX_INIT_APPLETS, root (locked) in passwd/shadow/group, /etc/init.d/rcS mounting
+    proc, sys, devtmpfs and run; no /etc/inittab, no kernel, no os-release. 1 gzip layer, < 1 s."""
+    return fixture("busybox-init", cache)
 
 
 def expected_tree(fixture_set: FixtureSet) -> dict[str, dict[str, Any]]:
