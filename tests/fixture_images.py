@@ -18,6 +18,7 @@ import functools
 import importlib
 import json
 import sys
+import tarfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -202,3 +203,56 @@ def expected_tree(fixture_set: FixtureSet) -> dict[str, dict[str, Any]]:
     xattrs {name: hex}}. Paths are relative, without "./"; non-UTF-8 bytes are surrogates."""
     records = json.loads(fixture_set.expected_tree_json.read_text())
     return {record["path"]: record for record in records}
+
+
+def read_member(fixture_set: FixtureSet, path: str) -> bytes:
+    """The bytes of file `path` (relative, no "./") in the fixture's rootfs.tar."""
+    with tarfile.open(fixture_set.rootfs_tar) as archive:
+        member = archive.extractfile(path)
+        assert member is not None, path
+        return member.read()
+
+
+def resolve(tree: dict[str, dict[str, Any]], path: str) -> str | None:
+    """`path` with every symlink on the way followed inside the image (merged /usr: /sbin and
+    /lib are links), or None when it leads nowhere."""
+    done: list[str] = []
+    todo = path.split("/")
+    for _hops in range(40):
+        if not todo:
+            return "/".join(done)
+        part = todo.pop(0)
+        record = tree.get("/".join([*done, part]))
+        if record is None:
+            return None
+        if record["kind"] != "symlink":
+            done.append(part)
+            continue
+        target = record["linkname"]
+        base = [] if target.startswith("/") else done
+        todo = [*base, *target.strip("/").split("/"), *todo]
+        done = []
+        todo = [p for p in todo if p not in ("", ".")]
+        while ".." in todo:
+            at = todo.index("..")
+            todo = todo[: max(at - 1, 0)] + todo[at + 1 :]
+    raise AssertionError(f"symlink loop at {path}")
+
+
+def kernel_paths(tree: dict[str, Any]) -> list[str]:
+    """What a kernel package leaves: /boot contents, /lib/modules, the /vmlinuz links."""
+    prefixes = ("boot/", "lib/modules/", "usr/lib/modules/", "vmlinuz", "initrd.img")
+    return [p for p in tree if p.startswith(prefixes) or p in ("lib/modules", "usr/lib/modules")]
+
+
+def installed_packages(fixture_set: FixtureSet) -> set[str]:
+    """The Debian packages dpkg's status file says are installed ("install ok installed")."""
+    status = read_member(fixture_set, "var/lib/dpkg/status").decode()
+    installed = set()
+    for stanza in status.split("\n\n"):
+        fields = dict(
+            line.split(": ", 1) for line in stanza.splitlines() if ": " in line and line[0] != " "
+        )
+        if fields.get("Status") == "install ok installed":
+            installed.add(fields["Package"])
+    return installed
