@@ -1,7 +1,10 @@
 #!/usr/bin/env python3
 """Build the project-owned fixture images in every form oci2vm reads: "busybox" (every
 flattening case), "busybox-app" (an app image), "debian" (minbase + kernel + systemd),
-"debian-systemd" (minbase + systemd, no kernel), "debian-minbase" (no init, no kernel).
+"debian-systemd" (minbase + systemd, no kernel), "debian-minbase" (no init, no kernel), and
+the boot matrix's kernel-less systems: "debian-sysvinit" (+ ifupdown, openssh-server),
+"debian-openrc", "debian-runit" (without getty-run), "debian-trixie" (systemd) and
+"busybox-init" (/sbin/init -> busybox, an rcS, no inittab).
 
 Deliberately independent of the oci2vm package (stdlib tarfile/hashlib/gzip/json + zstandard
 only): the fixtures are the yardstick for our readers, so they must not share their code.
@@ -17,9 +20,9 @@ writable, else ~/.cache/oci2vm-fixtures.
 
 The code is the package next to this file, scripts/oci2vm_fixtures/: tarentry and tarwriter
 (the Go-like tar writer), flatten (an independent flattener), compress and assemble (layer
-blobs, OCI and docker archives), busybox, busybox_app and debian (the recipes), scan (real
-trees as tar entries, tree diffs), cache (versioned cache directories, file locks), __main__
-(this CLI).
+blobs, OCI and docker archives), busybox, busybox_app, busybox_init, debian and
+debian_systems (the recipes), scan (real trees as tar entries, tree diffs), cache (versioned
+cache directories, file locks), __main__ (this CLI).
 
 Usage: python scripts/build_fixtures.py [NAME|all] [--cache DIR]
 """

@@ -3,7 +3,10 @@ then read from the cache ($OCI2VM_FIXTURE_CACHE, else /var/cache/oci2vm-fixtures
 writable, else ~/.cache/oci2vm-fixtures). Independent of the oci2vm package on purpose.
 
     fx = busybox_fixture()  # or busybox_app_fixture(), debian_fixture(),
-                            # debian_systemd_fixture(), debian_minbase_fixture()
+                            # debian_systemd_fixture(), debian_minbase_fixture(), and the
+                            # boot matrix's debian_sysvinit_fixture(), debian_openrc_fixture(),
+                            # debian_runit_fixture(), debian_trixie_fixture(),
+                            # busybox_init_fixture()
     fx.oci_layout, fx.oci_archive, fx.docker_archive, fx.docker_oci_archive, fx.rootfs_tar
     fx.config_digest, fx.diff_ids, fx.manifest_digest, fx.cmd, ...
     expected_tree(fx)["bin/sh"]  -> {"kind": "hardlink", "linkname": "bin/ash", ...}
@@ -15,6 +18,7 @@ import functools
 import importlib
 import json
 import sys
+import tarfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -77,6 +81,8 @@ class FixtureSet:
 BUSYBOX_CASES: tuple[FixtureCase, ...] = tuple(FixtureCase(*row) for row in builder().CASES)
 BUSYBOX_APP_INDEX_HTML: str = builder().INDEX_HTML  # /www/index.html, what httpd serves
 BUSYBOX_APP_APPLETS: tuple[str, ...] = tuple(builder().APP_APPLETS)  # /bin/<applet> -> busybox
+# busybox-init's applet paths (relative, e.g. "sbin/getty"), each a symlink to /bin/busybox
+BUSYBOX_INIT_APPLETS: tuple[str, ...] = tuple(builder().INIT_APPLETS)
 
 
 def _optional_tuple(value: Any) -> tuple[str, ...] | None:
@@ -157,9 +163,96 @@ def busybox_app_fixture(cache: Path | None = None) -> FixtureSet:
     return fixture("busybox-app", cache)
 
 
+def debian_sysvinit_fixture(cache: Path | None = None) -> FixtureSet:
+    """bookworm minbase + sysvinit-core (/sbin/init is sysvinit's), ifupdown, isc-dhcp-client
+    and openssh-server, whose postinst left host keys in /etc/ssh (baked in, as images ship
+    them); no kernel, root password unset. 2 gzip layers, the first debian's. Building needs
+    root and deb.debian.org once the minbase stage is cached."""
+    return fixture("debian-sysvinit", cache)
+
+
+def debian_openrc_fixture(cache: Path | None = None) -> FixtureSet:
+    """bookworm minbase + sysvinit-core + openrc (Debian's openrc: sysvinit's /sbin/init runs
+    openrc's runlevels), ifupdown, isc-dhcp-client; no kernel. 2 gzip layers."""
+    return fixture("debian-openrc", cache)
+
+
+def debian_runit_fixture(cache: Path | None = None) -> FixtureSet:
+    """bookworm minbase + runit-init (/sbin/init -> runit-init), ifupdown, isc-dhcp-client,
+    with Debian's getty-run purged although runit-init depends on it (so dpkg reports that
+    dependency broken): no getty service of its own. No kernel; 2 gzip layers."""
+    return fixture("debian-runit", cache)
+
+
+def debian_trixie_fixture(cache: Path | None = None) -> FixtureSet:
+    """trixie minbase + systemd-sysv (merged /usr, systemd-networkd in systemd; no udev, no
+    resolved), no kernel. 2 gzip layers, the first trixie's own debootstrap stage."""
+    return fixture("debian-trixie", cache)
+
+
+def busybox_init_fixture(cache: Path | None = None) -> FixtureSet:
+    """A busybox system: /sbin/init -> /bin/busybox (Debian's static busybox), the applets of
+    BUSYBOX_INIT_APPLETS, root (locked) in passwd/shadow/group, /etc/init.d/rcS mounting
+    proc, sys, devtmpfs and run; no /etc/inittab, no kernel, no os-release. 1 gzip layer, < 1 s."""
+    return fixture("busybox-init", cache)
+
+
 def expected_tree(fixture_set: FixtureSet) -> dict[str, dict[str, Any]]:
     """rootfs.tar as data: path -> {kind, mode, uid, gid, mtime_ns, and per kind size/sha256
     (file), linkname (symlink, hardlink: the first name of the group), rdev [major, minor],
     xattrs {name: hex}}. Paths are relative, without "./"; non-UTF-8 bytes are surrogates."""
     records = json.loads(fixture_set.expected_tree_json.read_text())
     return {record["path"]: record for record in records}
+
+
+def read_member(fixture_set: FixtureSet, path: str) -> bytes:
+    """The bytes of file `path` (relative, no "./") in the fixture's rootfs.tar."""
+    with tarfile.open(fixture_set.rootfs_tar) as archive:
+        member = archive.extractfile(path)
+        assert member is not None, path
+        return member.read()
+
+
+def resolve(tree: dict[str, dict[str, Any]], path: str) -> str | None:
+    """`path` with every symlink on the way followed inside the image (merged /usr: /sbin and
+    /lib are links), or None when it leads nowhere."""
+    done: list[str] = []
+    todo = path.split("/")
+    for _hops in range(40):
+        if not todo:
+            return "/".join(done)
+        part = todo.pop(0)
+        record = tree.get("/".join([*done, part]))
+        if record is None:
+            return None
+        if record["kind"] != "symlink":
+            done.append(part)
+            continue
+        target = record["linkname"]
+        base = [] if target.startswith("/") else done
+        todo = [*base, *target.strip("/").split("/"), *todo]
+        done = []
+        todo = [p for p in todo if p not in ("", ".")]
+        while ".." in todo:
+            at = todo.index("..")
+            todo = todo[: max(at - 1, 0)] + todo[at + 1 :]
+    raise AssertionError(f"symlink loop at {path}")
+
+
+def kernel_paths(tree: dict[str, Any]) -> list[str]:
+    """What a kernel package leaves: /boot contents, /lib/modules, the /vmlinuz links."""
+    prefixes = ("boot/", "lib/modules/", "usr/lib/modules/", "vmlinuz", "initrd.img")
+    return [p for p in tree if p.startswith(prefixes) or p in ("lib/modules", "usr/lib/modules")]
+
+
+def installed_packages(fixture_set: FixtureSet) -> set[str]:
+    """The Debian packages dpkg's status file says are installed ("install ok installed")."""
+    status = read_member(fixture_set, "var/lib/dpkg/status").decode()
+    installed = set()
+    for stanza in status.split("\n\n"):
+        fields = dict(
+            line.split(": ", 1) for line in stanza.splitlines() if ": " in line and line[0] != " "
+        )
+        if fields.get("Status") == "install ok installed":
+            installed.add(fields["Package"])
+    return installed

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from .busybox import BUSYBOX_VERSION, CASES, build_busybox
 from .busybox_app import APP_APPLETS, BUSYBOX_APP_VERSION, INDEX_HTML, build_busybox_app
+from .busybox_init import BUSYBOX_INIT_VERSION, INIT_APPLETS, build_busybox_init
 from .cache import Builder, default_cache, ensure
 from .debian import (
     DEBIAN_MINBASE_VERSION,
@@ -18,6 +19,16 @@ from .debian import (
     build_debian_minbase,
     build_debian_systemd,
 )
+from .debian_systems import (
+    DEBIAN_OPENRC_VERSION,
+    DEBIAN_RUNIT_VERSION,
+    DEBIAN_SYSVINIT_VERSION,
+    DEBIAN_TRIXIE_VERSION,
+    build_debian_openrc,
+    build_debian_runit,
+    build_debian_sysvinit,
+    build_debian_trixie,
+)
 
 __all__ = [
     "APP_APPLETS",
@@ -27,6 +38,7 @@ __all__ = [
     "DEBIAN_VERSION",
     "FIXTURES",
     "INDEX_HTML",
+    "INIT_APPLETS",
     "Builder",
     "default_cache",
     "ensure",
@@ -37,9 +49,14 @@ __all__ = [
 FIXTURES: dict[str, tuple[int, Builder]] = {
     "busybox": (BUSYBOX_VERSION, build_busybox),
     "busybox-app": (BUSYBOX_APP_VERSION, build_busybox_app),
+    "busybox-init": (BUSYBOX_INIT_VERSION, build_busybox_init),
     "debian": (DEBIAN_VERSION, build_debian),
     "debian-minbase": (DEBIAN_MINBASE_VERSION, build_debian_minbase),
     "debian-systemd": (DEBIAN_SYSTEMD_VERSION, build_debian_systemd),
+    "debian-sysvinit": (DEBIAN_SYSVINIT_VERSION, build_debian_sysvinit),
+    "debian-openrc": (DEBIAN_OPENRC_VERSION, build_debian_openrc),
+    "debian-runit": (DEBIAN_RUNIT_VERSION, build_debian_runit),
+    "debian-trixie": (DEBIAN_TRIXIE_VERSION, build_debian_trixie),
 }
 # A fixture's cache directory is <stem>-v<version>, the stem its name unless a build stage
 # already holds that name: "debian-minbase" is the debootstrap stage the Debian images share.

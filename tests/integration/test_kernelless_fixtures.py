@@ -11,7 +11,6 @@ import tarfile
 import time
 import urllib.request
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -24,6 +23,9 @@ from fixture_images import (
     debian_systemd_fixture,
     expected_tree,
     fixture_is_cached,
+    kernel_paths,
+    read_member,
+    resolve,
 )
 
 pytestmark = pytest.mark.fixture
@@ -51,45 +53,6 @@ def minbase() -> FixtureSet:
 @pytest.fixture(scope="module")
 def app() -> FixtureSet:
     return busybox_app_fixture()
-
-
-def read_member(image: FixtureSet, path: str) -> bytes:
-    with tarfile.open(image.rootfs_tar) as archive:
-        member = archive.extractfile(path)
-        assert member is not None, path
-        return member.read()
-
-
-def resolve(tree: dict[str, dict[str, Any]], path: str) -> str | None:
-    """`path` with every symlink on the way followed inside the image (merged /usr: /sbin and
-    /lib are links), or None when it leads nowhere."""
-    done: list[str] = []
-    todo = path.split("/")
-    for _hops in range(40):
-        if not todo:
-            return "/".join(done)
-        part = todo.pop(0)
-        record = tree.get("/".join([*done, part]))
-        if record is None:
-            return None
-        if record["kind"] != "symlink":
-            done.append(part)
-            continue
-        target = record["linkname"]
-        base = [] if target.startswith("/") else done
-        todo = [*base, *target.strip("/").split("/"), *todo]
-        done = []
-        todo = [p for p in todo if p not in ("", ".")]
-        while ".." in todo:
-            at = todo.index("..")
-            todo = todo[: max(at - 1, 0)] + todo[at + 1 :]
-    raise AssertionError(f"symlink loop at {path}")
-
-
-def kernel_paths(tree: dict[str, Any]) -> list[str]:
-    """What a kernel package leaves: /boot contents, /lib/modules, the /vmlinuz links."""
-    prefixes = ("boot/", "lib/modules/", "usr/lib/modules/", "vmlinuz", "initrd.img")
-    return [p for p in tree if p.startswith(prefixes) or p in ("lib/modules", "usr/lib/modules")]
 
 
 def test_debian_systemd_boots_systemd_but_has_no_kernel(systemd: FixtureSet) -> None:
