@@ -368,7 +368,7 @@ def build_report(
     if rootfs.system is not None and rootfs.os is not None:
         kernels = tuple(k.version for k in rootfs.os.kernels)
         mode = rootfs.mode.value if rootfs.mode else "system"
-        system = SystemReport(rootfs.system.hostname, kernels, rootfs.os.init.value, mode)
+        system = SystemReport(rootfs.system.hostname, kernels, rootfs.os.init_name, mode)
     return BuildReport(
         output=str(ctx.config.output),
         format=fmt.value,

@@ -34,7 +34,7 @@ from oci2vm.report import Reporter
 
 log = logging.getLogger(__name__)
 
-RUN_CACHE_VERSION = 1  # bump when what a cached entry holds changes
+RUN_CACHE_VERSION = 2  # bump when what a cached entry holds changes
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,7 +61,17 @@ class DirectBoot:
         return self.directory / "initrd.img"
 
 
-def run_key(config: Config, image: Image, identity_digest: str) -> str:
+def file_digest(path: Path) -> str:
+    """What a file given by an option holds, for the key: an edited key or user-data file
+    must not boot the root built from its old content. A file that cannot be read keys by
+    its name (the build that follows says why it cannot read it)."""
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError:
+        return str(path)
+
+
+def run_key(config: Config, identity_digest: str) -> str:
     """What the cached entry depends on: the image and the build options (not the
     workload's, which each run passes anew)."""
     shaping = {
@@ -78,13 +88,14 @@ def run_key(config: Config, image: Image, identity_digest: str) -> str:
         "fs_uuid": config.fs_uuid,
         "hostname": config.hostname,
         "root_password": hashlib.sha256((config.root_password or "").encode()).hexdigest(),
-        "ssh_keys": [str(p) for p in config.ssh_keys],
+        "ssh_keys": [file_digest(p) for p in config.ssh_keys],
         "users": [
             [u.name, hashlib.sha256((u.password or "").encode()).hexdigest(), u.sudo]
             for u in config.users
         ],
-        "user_ssh_keys": [[name, str(p)] for name, p in config.user_ssh_keys],
-        "cloud_init": str(config.cloud_init) if config.cloud_init else None,
+        "user_ssh_keys": [[name, file_digest(p)] for name, p in config.user_ssh_keys],
+        "cloud_init": file_digest(config.cloud_init) if config.cloud_init else None,
+        "network": dataclasses.asdict(config.network),
     }
     text = json.dumps(shaping, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:32]
@@ -107,7 +118,7 @@ def direct_boot(
     """The cached entry for the image, built first when there is none; None when the
     image boots its own kernel (a system image that has one): boot a disk then."""
     identity = image_identity(image, config.fs_uuid)
-    directory = store.root / "run" / run_key(config, image, identity.digest)
+    directory = store.root / "run" / run_key(config, identity.digest)
     found = cached(directory)
     if found is not None:
         log.debug("run cache hit: %s", directory)

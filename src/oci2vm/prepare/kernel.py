@@ -373,5 +373,5 @@ def build_plan(target: Target) -> dict[str, str]:
     if mode is InitMode.APP:
         plan["init"] = "oci2vm's init runs the image's Entrypoint and Cmd"
     else:
-        plan["init"] = f"the image's {target.os.init.value} ({target.os.init_path})"
+        plan["init"] = f"the image's {target.os.init_name} ({target.os.init_path})"
     return plan
