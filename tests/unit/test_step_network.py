@@ -199,7 +199,7 @@ def test_ifupdown_gets_a_dropin_for_the_first_nic_and_networking_enabled(tmp_pat
     assert run(tree, edit) == []
     assert content(tree, network.INTERFACES_DROPIN) == (
         b"# Written by oci2vm (--network): the first Ethernet NIC, whatever its name.\n"
-        b"allow-hotplug /e*/1=oci2vm\niface oci2vm inet dhcp\n"
+        b"auto /e*/1=oci2vm\niface oci2vm inet dhcp\n"
     )
     assert_root_file(tree, network.INTERFACES_DROPIN)
     assert content(tree, "/etc/network/interfaces") == DEBIAN_INTERFACES
@@ -217,7 +217,7 @@ def test_ifupdown_static_on_sysvinit_links_the_networking_script(tmp_path: Path)
     assert content(tree, "/etc/network/interfaces") == (
         b"auto lo\niface lo inet loopback\n\n"
         b"# Written by oci2vm (--network): the first Ethernet NIC, whatever its name.\n"
-        b"allow-hotplug /e*/1=oci2vm\niface oci2vm inet static\n\taddress 10.0.2.15/24\n"
+        b"auto /e*/1=oci2vm\niface oci2vm inet static\n\taddress 10.0.2.15/24\n"
         b"\tgateway 10.0.2.2\n\tdns-nameservers 10.0.2.3\n"
     )
     assert link_target(tree, "/etc/rcS.d/S40networking") == b"../init.d/networking"

@@ -24,13 +24,15 @@ def networkd(choice: NetworkChoice) -> bytes:
 
 
 def ifupdown(choice: NetworkChoice, name: str, pattern: str | None) -> bytes:
-    """interfaces(5). Debian's ifupdown (0.8 on) takes an interface name pattern in allow-
-    lines: `/e*/1=NAME` brings up the first interface whose name starts with e (eth0, ens3,
-    enp0s3: whatever udev named it) with the `iface NAME` stanza. allow-hotplug, as
-    Debian's installer writes, rather than auto: the NIC is configured when udev sees it
-    (and at boot by the networking script when it is already there). ifupdown-ng and
-    busybox's ifup know no patterns: they get the kernel's own name, eth0."""
-    head = f"allow-hotplug {pattern}={name}\n" if pattern else f"auto {name}\n"
+    """interfaces(5). Debian's ifupdown (0.8 on) takes an interface name pattern in auto
+    and allow- lines: `/e*/1=NAME` brings up the first interface whose name starts with e
+    (eth0, ens3, enp0s3: whatever udev named it, if anything did) with the `iface NAME`
+    stanza. `auto`, not the installer's allow-hotplug: the networking script brings
+    allow-hotplug interfaces up by `ifup eth0`, which drops the pattern's =NAME and fails
+    ("unknown interface eth0"), and without udev nothing else would; `ifup -a` at boot
+    maps auto patterns whole. ifupdown-ng and busybox's ifup know no patterns: they get
+    the kernel's own name, eth0."""
+    head = f"auto {pattern}={name}\n" if pattern else f"auto {name}\n"
     if choice.mode is NetworkMode.STATIC:
         stanza = f"iface {name} inet static\n\taddress {choice.address}\n"
         stanza += f"\tgateway {choice.gateway}\n"
