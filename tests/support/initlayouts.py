@@ -71,6 +71,7 @@ def debian_runit(*, getty_run: bool = False) -> list[Member]:
         directory("lib/runit"),
         file("lib/runit/runit-init", b"\x7fELF", mode=0o755),
         file("sbin/runit", b"\x7fELF", mode=0o755),
+        file("usr/bin/chpst", b"\x7fELF", mode=0o755),
         symlink("sbin/init", "/lib/runit/runit-init"),
         file("sbin/agetty", b"\x7fELF", mode=0o755),
         directory("etc/runit"),

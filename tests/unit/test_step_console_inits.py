@@ -67,7 +67,7 @@ def test_runit_gets_a_getty_service_enabled_in_the_default_runsvdir(tmp_path: Pa
     assert (run.mode & 0o7777, run.uid, run.gid) == (0o755, 0, 0)
     assert content(tree, "/etc/sv/oci2vm-getty-ttyS0/run") == (
         b"#!/bin/sh\n# Written by oci2vm: a login on the serial console.\n"
-        b"exec /sbin/agetty -L ttyS0 115200 vt100\n"
+        b"exec /usr/bin/chpst -P /sbin/agetty -L ttyS0 115200 vt100\n"  # a session: job control
     )
     link = entry(tree, "/etc/runit/runsvdir/default/oci2vm-getty-ttyS0")
     assert (link.kind, link.target) == (Kind.SYMLINK, b"/etc/sv/oci2vm-getty-ttyS0")

@@ -102,9 +102,18 @@ def runit_getty(edit: TreeEditor, serial: str) -> None:
     service = next((name for name in own if edit.get(f"{SV}/{name}/run") is not None), None)
     if service is None:
         service = f"oci2vm-getty-{serial}"
+        # runsv does not make the service a session leader, so a getty started as is
+        # gets no controlling terminal (the shell has no job control, Ctrl-C does not
+        # reach it): chpst -P runs it in a new session, as getty-run's tty services do.
+        chpst = next(
+            (f"{d}/chpst" for d in ("/usr/bin", "/usr/sbin", "/bin", "/sbin")
+             if edit.get(f"{d}/chpst") is not None),
+            None,
+        )  # fmt: skip
+        session = f"{chpst} -P " if chpst else ""
         run = (
             "#!/bin/sh\n# Written by oci2vm: a login on the serial console.\n"
-            f"exec {getty_command(edit)} -L {serial} {BAUD} vt100\n"
+            f"exec {session}{getty_command(edit)} -L {serial} {BAUD} vt100\n"
         )
         for directory in ("/etc/sv", f"{SV}/{service}"):
             edit.mkdir(directory)
