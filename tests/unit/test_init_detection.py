@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
+from oci2vm.config import InitMode
+from oci2vm.prepare.kernel import boot_spec
 from oci2vm.tree.osinfo import InitSystem, describe
 from support.initlayouts import busybox, debian_runit, debian_sysvinit, openrc_init
 from support.layouts import Member, directory, file, symlink
-from support.prepared import flattened, systemd_members
+from support.prepared import flattened, options, systemd_members, target
 
 
 def detected(tmp_path: Path, members: list[Member]) -> tuple[InitSystem, str | None, bool, str]:
@@ -65,3 +68,15 @@ def test_systemd_and_no_init(tmp_path: Path) -> None:
         InitSystem.SYSTEMD, "/lib/systemd/systemd", False,
     )  # fmt: skip
     assert detected(tmp_path / "b", [directory("etc")]) == (InitSystem.NONE, None, False, "none")
+
+
+def test_initramfs_hands_over_to_init_by_the_name_the_kernel_would_use(tmp_path: Path) -> None:
+    """Busybox picks its applet by argv[0]: exec'd as /bin/busybox (the link's target) it
+    prints its usage and exits, and the kernel panics; as /sbin/init it is init."""
+    tree = flattened(tmp_path, busybox())
+    info = describe(tree)
+    assert (info.init, info.init_path, info.init_entry) == (
+        InitSystem.BUSYBOX, "/bin/busybox", "/sbin/init",
+    )  # fmt: skip
+    goal = dataclasses.replace(target(tree, options()), mode=InitMode.SYSTEM)
+    assert boot_spec(goal).init == "/sbin/init"

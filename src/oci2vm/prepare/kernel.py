@@ -204,7 +204,9 @@ def boot_spec(target: Target) -> BootSpec:
         if target.image_config is None:
             raise ValueError("app mode needs the image's config")
         return workload(target.image_config, target.config, hostname=target.hostname)
-    return BootSpec(mode=Mode.SYSTEM, init=target.os.init_path or DEFAULT_INIT)
+    return BootSpec(
+        mode=Mode.SYSTEM, init=target.os.init_entry or target.os.init_path or DEFAULT_INIT
+    )
 
 
 def _debian_links(edit: TreeEditor, kernel: str, initrd: str) -> None:

@@ -45,6 +45,9 @@ class OsInfo:
     init: InitSystem
     init_path: str | None
     openrc: bool = False  # OpenRC starts the services (under sysvinit's or busybox's init too)
+    # The path the kernel would run (/sbin/init), which may be a link: a multi-call binary
+    # (busybox) picks its applet by that name, so it is what an initramfs must exec.
+    init_entry: str | None = None
 
     @property
     def init_name(self) -> str:
@@ -155,13 +158,23 @@ def _is_file(tree: Tree, path: str) -> bool:
 RUNIT_NAMES = ("runit-init", "runit")
 BUSYBOX_NAMES = ("busybox", "busybox.static")
 BUSYBOX_PATHS = ("/bin/busybox", "/usr/bin/busybox", "/bin/busybox.static")
+INIT_CANDIDATES = ("/sbin/init", "/usr/sbin/init", "/bin/init")
 OPENRC_PATHS = ("/sbin/openrc", "/usr/sbin/openrc", "/bin/openrc", "/usr/bin/openrc")
+
+
+def init_entry(tree: Tree) -> str | None:
+    """The first of the kernel's init paths that leads to a file, as named (not resolved)."""
+    for candidate in INIT_CANDIDATES:
+        found = resolve_link(tree.root, candidate)
+        if found is not None and found[1].kind is Kind.FILE:
+            return candidate
+    return None
 
 
 def detect_init(tree: Tree) -> tuple[InitSystem, str | None]:
     """Which init /sbin/init (or the usual alternatives) really is, by the name of the
     file it resolves to (a hardlink of busybox counts as busybox)."""
-    for candidate in ("/sbin/init", "/usr/sbin/init", "/bin/init"):
+    for candidate in INIT_CANDIDATES:
         found = resolve_link(tree.root, candidate)
         if found is None or found[1].kind is not Kind.FILE:
             continue
@@ -208,4 +221,11 @@ def describe(tree: Tree) -> OsInfo:
         text = tree.read("/usr/lib/os-release")
     release = parse_os_release(text.decode("utf-8", "replace")) if text else {}
     init, init_path = detect_init(tree)
-    return OsInfo(release, find_kernels(tree), init, init_path, uses_openrc(tree, init))
+    return OsInfo(
+        release,
+        find_kernels(tree),
+        init,
+        init_path,
+        uses_openrc(tree, init),
+        init_entry(tree) if init_path is not None else None,
+    )
