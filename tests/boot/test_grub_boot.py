@@ -1,6 +1,6 @@
 """Disks that really boot GRUB to a marker in QEMU (TCG): BIOS on GPT, BIOS in the MBR
 gap, UEFI from an ESP, one disk from oci2vm's writers for both, and the grub.cfg we write
-showing its menu."""
+showing its menu, and its fallback from a first entry that cannot load."""
 
 from __future__ import annotations
 
@@ -98,3 +98,20 @@ def test_written_grub_cfg_shows_its_menu_on_the_serial_console(tmp_path: Path) -
     image = gpt_bios_disk(tmp_path, cfg)
     result = vm.check_boot(image, expect=r"Linux 6\.1\.0-18-amd64", timeout=60, accel="tcg")
     assert result.ok, result.tail
+
+
+@pytest.mark.qemu
+@needs_qemu
+@needs_grub_pc
+@needs_disk_tools
+def test_a_first_entry_that_cannot_load_falls_back_to_the_kernels(tmp_path: Path) -> None:
+    """A dangling /vmlinuz (no such file here) sends GRUB to the next entry on its own."""
+    kernels = [BootEntry("6.1.0-18-amd64", "/boot/vmlinuz-6.1.0-18-amd64", None)]
+    first = BootEntry("", "/vmlinuz", "/initrd.img", title="Linux (via /vmlinuz)")
+    cfg = grub.grub_cfg(kernels, str(uuid.uuid4()), timeout=0, first=first)
+    image = gpt_bios_disk(tmp_path, cfg)
+    result = vm.check_boot(
+        image, expect=r"Falling back to .Linux 6\.1\.0-18-amd64", timeout=90, accel="tcg"
+    )
+    assert result.ok, f"{result.reason}\n{result.tail}"
+    assert "/vmlinuz' not found" in result.tail

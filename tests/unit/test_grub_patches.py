@@ -176,3 +176,34 @@ def test_grub_cfg_refuses_kernel_names_it_cannot_hold(kernel: str, message: str)
         grub.grub_cfg([grub.BootEntry("6.1", kernel)], BOOT_FS_UUID)
     with pytest.raises(Oci2vmError, match=message):
         grub.grub_cfg([grub.BootEntry("6.1", "/boot/vmlinuz-6.1", kernel)], BOOT_FS_UUID)
+
+
+def test_grub_cfg_puts_a_first_entry_ahead_with_the_kernels_as_fallbacks() -> None:
+    kernels = [
+        BootEntry("6.1.0-9-amd64", "/boot/vmlinuz-6.1.0-9-amd64", "/boot/initrd.img-6.1.0-9-amd64")
+    ]
+    first = BootEntry("", "/vmlinuz", "/initrd.img", title="Linux (via /vmlinuz)")
+    cfg = grub.grub_cfg(kernels, BOOT_FS_UUID, timeout=0, first=first)
+    args = f"root=UUID={BOOT_FS_UUID} ro console=tty0 console=ttyS0,115200"
+    assert cfg.split("set default=0\n", 1)[1] == (
+        "set fallback=1\n"
+        "\n"
+        "menuentry 'Linux (via /vmlinuz)' {\n"
+        '\tif [ "$grub_platform" = pc ]; then\n'
+        f"\t\tlinux16 /vmlinuz {args}\n"
+        "\t\tinitrd16 /initrd.img\n"
+        "\telse\n"
+        f"\t\tlinux /vmlinuz {args}\n"
+        "\t\tinitrd /initrd.img\n"
+        "\tfi\n"
+        "}\n"
+        "menuentry 'Linux 6.1.0-9-amd64' {\n"
+        '\tif [ "$grub_platform" = pc ]; then\n'
+        f"\t\tlinux16 /boot/vmlinuz-6.1.0-9-amd64 {args}\n"
+        "\t\tinitrd16 /boot/initrd.img-6.1.0-9-amd64\n"
+        "\telse\n"
+        f"\t\tlinux /boot/vmlinuz-6.1.0-9-amd64 {args}\n"
+        "\t\tinitrd /boot/initrd.img-6.1.0-9-amd64\n"
+        "\tfi\n"
+        "}\n"
+    )

@@ -1,5 +1,6 @@
 """The bootcfg step: grub.cfg with every kernel of the image, newest first, its root by
-UUID and the console on the architecture's first serial port."""
+UUID and the console on the architecture's first serial port; first, when the image keeps
+Debian's /vmlinuz and /initrd.img links, a default entry that follows them."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ import pytest
 
 from oci2vm.arch import Arch
 from oci2vm.prepare import bootcfg
-from support.layouts import directory, file
+from oci2vm.tree.model import Tree
+from support.layouts import Member, directory, file, symlink
 from support.prepared import ROOT_UUID, content, entry, flattened, run_step
 
 
@@ -36,3 +38,101 @@ def test_grub_cfg_lists_the_kernels_newest_first_on_the_arch_console(
     assert "initrd16 /boot/initrd.img-6.1.0-9-amd64" in cfg
     grub_dir = entry(tree, "/boot/grub")
     assert (grub_dir.mode, grub_dir.uid) == (0o755, 0)
+
+
+OLD, NEW = "6.1.0-9-amd64", "6.1.0-10-amd64"
+
+
+def debian_boot(*links: Member) -> list[Member]:
+    """/boot with two kernels and their initrds, and `links` beside them."""
+    return [
+        directory("boot"),
+        file(f"boot/vmlinuz-{OLD}", b"k"),
+        file(f"boot/initrd.img-{OLD}", b"i"),
+        file(f"boot/vmlinuz-{NEW}", b"k"),
+        file(f"boot/initrd.img-{NEW}", b"i"),
+        *links,
+    ]
+
+
+def menu(tree: Tree) -> tuple[list[str], list[str]]:
+    """grub.cfg's menu entries and the (linux16, initrd16) lines of its first entry."""
+    cfg = content(tree, "/boot/grub/grub.cfg").decode()
+    titles = [line for line in cfg.splitlines() if line.startswith(("menuentry", "set fallback"))]
+    first = cfg.split("menuentry", 2)[1]
+    loads = [line.strip().split(" root=")[0] for line in first.splitlines() if "16 " in line]
+    return titles, loads
+
+
+def test_debians_relative_links_at_root_are_the_default_entry_with_the_kernels_as_fallbacks(
+    tmp_path: Path,
+) -> None:
+    links = [
+        symlink("vmlinuz", f"boot/vmlinuz-{NEW}"),
+        symlink("initrd.img", f"boot/initrd.img-{NEW}"),
+    ]
+    tree = flattened(tmp_path, debian_boot(*links))
+    run_step(tree, bootcfg.STEP)
+    assert menu(tree) == (
+        [
+            "set fallback='1 2'",
+            "menuentry 'Linux (newest installed, via /vmlinuz)' {",
+            f"menuentry 'Linux {NEW}' {{",
+            f"menuentry 'Linux {OLD}' {{",
+        ],
+        ["linux16 /vmlinuz", "initrd16 /initrd.img"],
+    )
+
+
+def test_absolute_links_in_boot_with_link_in_boot_are_followed(tmp_path: Path) -> None:
+    links = [
+        directory("etc"),
+        file("etc/kernel-img.conf", b"# kernel-img.conf\ndo_symlinks = yes\nlink_in_boot = Yes\n"),
+        symlink("boot/vmlinuz", f"/boot/vmlinuz-{OLD}"),
+        symlink("boot/initrd.img", f"/boot/initrd.img-{OLD}"),
+        # stale links at / that linux-update-symlinks no longer moves
+        symlink("vmlinuz", f"boot/vmlinuz-{NEW}"),
+        symlink("initrd.img", f"boot/initrd.img-{NEW}"),
+    ]
+    tree = flattened(tmp_path, debian_boot(*links))
+    run_step(tree, bootcfg.STEP)
+    titles, loads = menu(tree)
+    assert titles[1] == "menuentry 'Linux (newest installed, via /boot/vmlinuz)' {"
+    assert loads == ["linux16 /boot/vmlinuz", "initrd16 /boot/initrd.img"]
+
+
+def test_links_in_boot_are_followed_when_root_has_none(tmp_path: Path) -> None:
+    links = [
+        symlink("boot/vmlinuz", f"vmlinuz-{NEW}"),
+        symlink("boot/initrd.img", f"initrd.img-{NEW}"),
+    ]
+    tree = flattened(tmp_path, debian_boot(*links))
+    run_step(tree, bootcfg.STEP)
+    assert menu(tree)[1] == ["linux16 /boot/vmlinuz", "initrd16 /boot/initrd.img"]
+
+
+@pytest.mark.parametrize(
+    "links",
+    [
+        [],  # no links: not the Debian convention
+        [symlink("vmlinuz", f"boot/vmlinuz-{NEW}")],  # no initrd link: it would boot without
+        [symlink("vmlinuz", f"boot/vmlinuz-{NEW}"), symlink("initrd.img", "boot/initrd.img-9")],
+        [file("vmlinuz", b"k"), file("initrd.img", b"i")],  # copies: nothing moves them
+        [
+            directory("etc"),
+            file("etc/kernel-img.conf", b"do_symlinks = no\n"),
+            symlink("vmlinuz", f"boot/vmlinuz-{NEW}"),
+            symlink("initrd.img", f"boot/initrd.img-{NEW}"),
+        ],
+    ],
+    ids=["none", "no-initrd-link", "dangling-initrd", "regular-files", "do_symlinks-no"],
+)
+def test_without_maintained_links_the_kernels_entries_alone_are_written(
+    tmp_path: Path, links: list[Member]
+) -> None:
+    tree = flattened(tmp_path, debian_boot(*links))
+    run_step(tree, bootcfg.STEP)
+    assert menu(tree) == (
+        [f"menuentry 'Linux {NEW}' {{", f"menuentry 'Linux {OLD}' {{"],
+        [f"linux16 /boot/vmlinuz-{NEW}", f"initrd16 /boot/initrd.img-{NEW}"],
+    )

@@ -104,6 +104,11 @@ class BootEntry:
     version: str
     kernel: str
     initrd: str | None = None
+    title: str | None = None  # the menu's name for it; "Linux VERSION" when None
+
+    @property
+    def menu_title(self) -> str:
+        return self.title if self.title is not None else f"Linux {self.version}"
 
 
 # -- building images -----------------------------------------------------------------------
@@ -345,6 +350,7 @@ def grub_cfg(
     timeout: int = 1,
     read_only: bool = True,
     show_menu: bool = False,
+    first: BootEntry | None = None,
 ) -> str:
     """One grub.cfg for BIOS and UEFI GRUB: serial and screen consoles, newest kernel first.
 
@@ -358,11 +364,18 @@ def grub_cfg(
     relocator moves all of it byte by byte (`rep movsb`) at boot, seconds under emulation.
     linux16 loads the kernel at 1 MiB where it is, and its setup code asks the BIOS for
     the memory map itself. UEFI GRUB keeps `linux` (the EFI handover).
+
+    `first`, when given, is the default entry, ahead of the kernels (kept in their order):
+    paths that change after the build (Debian's /vmlinuz and /initrd.img links, moved by
+    the kernel packages installed in the guest). Should it fail to load (a dangling link),
+    GRUB's `fallback` list (normal/menu.c takes its numbers in turn) boots the others.
     """
     if not kernels:
         raise Oci2vmError("no kernel to boot: install a kernel package in the image")
     root_uuid = _canonical_uuid(root_uuid)
     ordered = sorted(kernels, key=lambda k: version_key(k.version), reverse=True)
+    if first is not None:
+        ordered.insert(0, first)
     args = [
         f"root=UUID={root_uuid}",
         "ro" if read_only else "rw",
@@ -382,13 +395,15 @@ def grub_cfg(
         # it garbled on the serial port.
         f"set timeout_style={'menu' if show_menu else 'hidden'}",
         "set default=0",
-        "",
     ]
+    if first is not None:
+        lines.append(f"set fallback={grub_quote(' '.join(str(n) for n in range(1, len(ordered))))}")
+    lines.append("")
     for entry in ordered:
         for path in (entry.kernel, entry.initrd):
             if path is not None:
                 check_config_text(path)
-        lines.append(f"menuentry {grub_quote('Linux ' + entry.version)} {{")
+        lines.append(f"menuentry {grub_quote(entry.menu_title)} {{")
         for branch, suffix in (('if [ "$grub_platform" = pc ]; then', "16"), ("else", "")):
             lines.append(f"\t{branch}")
             lines.append(f"\t\tlinux{suffix} {grub_quote(entry.kernel)} {cmdline}")

@@ -6,6 +6,8 @@
   system mode), the module indexes are written as depmod would, and oci2vm's initramfs
   (initramfs/) goes beside it as /boot/initrd.img-VERSION, with /vmlinuz and /initrd.img
   links as Debian's kernel packages keep them.
+- With oci2vm's initramfs in a Debian tree that has no initramfs generator, a kernel hook
+  (prepare/kernelhook) makes one for kernels installed in the guest later.
 
 Which kernel, which initrd and which init (system or app) are decided here, after the
 layers streamed: what the image holds is known only then.
@@ -33,6 +35,7 @@ from oci2vm.initramfs.scan import initrd_names
 from oci2vm.initramfs.spec import DEFAULT_INIT, BootSpec, Mode, workload
 from oci2vm.kernel.moddep import builtin_names, dep_closure, parse_modules_dep
 from oci2vm.kernel.modinfo import decompress_module
+from oci2vm.prepare import kernelhook
 from oci2vm.prepare.kernelimage import graft_kernel
 from oci2vm.prepare.kernelpkg import KernelFiles, module_bytes, read_kernel_package
 from oci2vm.prepare.step import Step, Target
@@ -186,7 +189,15 @@ def initramfs(edit: TreeEditor, target: Target, source: KernelSource, files: Ker
     modules = module_bytes(source.deb, source.what, closure)
     busybox = busybox_binary(target, source)
     mtime = edit.mtime_ns // 1_000_000_000
+    guest_hook(edit, target, busybox)
     return build_initramfs(busybox, files.version, modules, boot_spec(target), mtime=mtime)
+
+
+def guest_hook(edit: TreeEditor, target: Target, busybox: bytes) -> None:
+    """Kernels installed in the guest later get oci2vm's initramfs too, when nothing of
+    the image would make them one (prepare/kernelhook)."""
+    if kernelhook.wanted(edit, target):
+        kernelhook.install(edit, busybox, INITRAMFS_MODULES)
 
 
 def busybox_binary(target: Target, source: KernelSource | None) -> bytes:
@@ -327,6 +338,7 @@ def own_initramfs_for(edit: TreeEditor, target: Target, kernel: Kernel) -> bytes
         modules.append((relpath_uncompressed(relpath), decompress_module(relpath, raw)))
     busybox = busybox_binary(target, None)
     mtime = edit.mtime_ns // 1_000_000_000
+    guest_hook(edit, target, busybox)
     return build_initramfs(busybox, kernel.version, modules, boot_spec(target), mtime=mtime)
 
 
