@@ -206,8 +206,9 @@ grow_root_partition() {
 }
 
 fs_short() { # is the ext4 on ROOT_DEV smaller than its device by GROW_FS_MIN or more?
-	read -r sectors <"/sys/class/block/${ROOT_DEV##*/}/size" 2>/dev/null || return 1
-	set -- $(dd if="$ROOT_DEV" bs=1024 skip=1 count=1 2>/dev/null | od -An -tu4 -v)
+	# /dev and /sys are under $ROOT by now
+	read -r sectors <"$ROOT/sys/class/block/${ROOT_DEV##*/}/size" 2>/dev/null || return 1
+	set -- $(od -An -tu4 -v -j1024 -N1024 "$ROOT$ROOT_DEV" 2>/dev/null) # the superblock
 	[ "$#" = 256 ] && [ $((${15} & 65535)) = 61267 ] || return 1 # s_magic 0xEF53
 	# s_blocks_count_lo, s_log_block_size; s_blocks_count_hi counts with INCOMPAT_64BIT
 	blocks=$(($2 + ((${25} & 128) ? (${85} << 32) : 0)))
