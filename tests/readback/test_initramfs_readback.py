@@ -88,7 +88,7 @@ def test_hostile_argv_env_and_volumes_survive_the_shell(tmp_path: Path, shell: s
 
 
 @requires("busybox")
-@pytest.mark.parametrize("script", ["init.sh", "udhcpc.sh"])
+@pytest.mark.parametrize("script", ["init.sh", "udhcpc.sh", "growroot.sh"])
 def test_init_scripts_parse_under_busybox_sh(tmp_path: Path, script: str) -> None:
     path = tmp_path / script
     path.write_bytes(resources.files("oci2vm.initramfs").joinpath(script).read_bytes())

@@ -87,6 +87,7 @@ def image_members() -> list[Member]:
         file("lib/systemd/system/systemd-resolved.service", RESOLVED_UNIT),
         directory("sbin"),
         symlink("sbin/init", "/lib/systemd/systemd"),
+        file("sbin/resize2fs", b"\x7fELF resize2fs", mode=0o755),  # e2fsprogs
         directory("root", mode=0o700),
         file(".dockerenv"),
     ]

@@ -125,6 +125,7 @@ def systemd_members(*, merged_usr: bool = False, udev: bool = True) -> list[Memb
         directory(f"{lib}/systemd/system"),
         file(f"{lib}/systemd/system/serial-getty@.service", SERIAL_GETTY_TEMPLATE),
         symlink("sbin/init", "/lib/systemd/systemd"),
+        file("sbin/resize2fs", b"\x7fELF", mode=0o755),  # e2fsprogs: the root can grow
     ]
     if udev:
         members.append(file(f"{lib}/systemd/system/systemd-udevd.service", b"[Unit]\n"))

@@ -32,6 +32,7 @@ PACKAGES: dict[str, str] = {
     "debugfs": "e2fsprogs",
     "dumpe2fs": "e2fsprogs",
     "mke2fs": "e2fsprogs",
+    "resize2fs": "e2fsprogs",
     "sfdisk": "fdisk",
     "sgdisk": "gdisk",
     "fsck.vfat": "dosfstools",

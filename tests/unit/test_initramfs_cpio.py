@@ -112,6 +112,12 @@ def test_initramfs_holds_busybox_init_modules_in_order_and_spec() -> None:
     assert tree["bin/sh"] == (0o120777, b"busybox")
     assert tree["init"][1].startswith(b"#!/bin/sh") and tree["init"][0] == 0o100755
     assert tree["dev/console"][0] == stat.S_IFCHR | 0o600
+    growroot = tree["etc/oci2vm/growroot.sh"]  # sourced by init: it grows the root
+    assert growroot[0] == 0o100644 and b"grow_root_partition() {" in growroot[1]
+    assert (
+        b'. "$GROWROOT"' in tree["init"][1]
+        and b"GROWROOT=/etc/oci2vm/growroot.sh" in tree["init"][1]
+    )
     assert tree["lib/modules/6.1.0-9/kernel/b/two.ko"][1] == b"two"
     assert tree["etc/oci2vm/modules"][1] == (
         b"/lib/modules/6.1.0-9/kernel/b/two.ko\n/lib/modules/6.1.0-9/kernel/a/one.ko\n"
@@ -143,8 +149,10 @@ def test_every_applet_the_scripts_call_is_linked() -> None:
     from importlib import resources
 
     package = resources.files("oci2vm.initramfs")
-    text = package.joinpath("init.sh").read_text() + package.joinpath("udhcpc.sh").read_text()
+    scripts = ("init.sh", "udhcpc.sh", "growroot.sh")
+    text = "".join(package.joinpath(script).read_text() for script in scripts)
     called = {"findfs", "insmod", "switch_root", "udhcpc", "setsid", "ifconfig", "route", "awk"}
+    called |= {"dd", "od", "crc32", "blockdev", "chroot", "head", "tail", "grep", "cp"}
     for applet in called:
         assert re.search(rf"\b{applet}\b", text), applet
     assert called <= set(build.APPLETS)

@@ -1,17 +1,26 @@
-"""The fstab step: root mounted read-write by UUID, replacing the image's fstab."""
+"""The fstab step: root mounted read-write by UUID, replacing the image's fstab; grown by
+systemd-growfs where systemd has it; a note when nothing in the image can grow it."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from oci2vm.prepare import fstab
-from support.layouts import directory, file
-from support.prepared import FS_TIME, FSTAB, content, entry, flattened, run_step
+from support.layouts import directory, file, symlink
+from support.prepared import FS_TIME, FSTAB, ROOT_UUID, content, entry, flattened, run_step
+
+ELF = b"\x7fELF"
 
 
 def test_fstab_mounts_root_by_uuid_and_replaces_the_images(tmp_path: Path) -> None:
     tree = flattened(
-        tmp_path, [directory("etc"), file("etc/fstab", b"/dev/sda1 / ext3 ro 0 0\n", mode=0o600)]
+        tmp_path,
+        [
+            directory("etc"),
+            file("etc/fstab", b"/dev/sda1 / ext3 ro 0 0\n", mode=0o600),
+            directory("sbin"),
+            file("sbin/resize2fs", ELF, mode=0o755),
+        ],
     )
     assert run_step(tree, fstab.STEP) == []
     assert content(tree, "/etc/fstab") == FSTAB
@@ -23,4 +32,36 @@ def test_fstab_mounts_root_by_uuid_and_replaces_the_images(tmp_path: Path) -> No
 def test_fstab_is_written_where_the_image_has_no_etc(tmp_path: Path) -> None:
     tree = flattened(tmp_path, [file("hello")])
     run_step(tree, fstab.STEP)
+    assert content(tree, "/etc/fstab") == FSTAB
+
+
+def test_root_is_grown_by_systemd_growfs_where_the_image_has_it(tmp_path: Path) -> None:
+    # merged /usr: /lib is a symlink to usr/lib, as in bookworm
+    tree = flattened(
+        tmp_path,
+        [
+            directory("usr"),
+            directory("usr/lib"),
+            directory("usr/lib/systemd"),
+            file("usr/lib/systemd/systemd-growfs", ELF, mode=0o755),
+            symlink("lib", "usr/lib"),
+        ],
+    )
+    assert run_step(tree, fstab.STEP) == []
+    assert (
+        content(tree, "/etc/fstab")
+        == (
+            "# Written by oci2vm.\n"
+            "# <file system>  <mount point>  <type>  <options>  <dump>  <pass>\n"
+            f"UUID={ROOT_UUID}  /  ext4  rw,errors=remount-ro,x-systemd.growfs  0  1\n"
+        ).encode()
+    )
+
+
+def test_an_image_without_resize2fs_or_systemd_growfs_gets_a_note(tmp_path: Path) -> None:
+    tree = flattened(tmp_path, [directory("bin"), file("bin/busybox", ELF, mode=0o755)])
+    assert run_step(tree, fstab.STEP) == [
+        "the root filesystem will not grow with its disk: the image has neither resize2fs "
+        "(e2fsprogs) nor systemd-growfs (the root partition still grows at boot)"
+    ]
     assert content(tree, "/etc/fstab") == FSTAB

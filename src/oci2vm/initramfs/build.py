@@ -70,6 +70,8 @@ APPLETS: tuple[str, ...] = (
     "sh", "awk", "cat", "env", "findfs", "hostname", "ifconfig", "insmod", "ip", "kill",
     "ln", "ls", "mkdir", "mount", "nsenter", "poweroff", "route", "setsid", "sleep",
     "switch_root", "sync", "udhcpc", "umount",
+    # growroot.sh's
+    "blockdev", "chroot", "cp", "crc32", "dd", "grep", "head", "od", "printf", "tail",
 )  # fmt: skip
 
 BUSYBOX_PATH = "bin/busybox"
@@ -104,6 +106,7 @@ def _base_tree(cpio: CpioWriter, busybox: bytes, made: set[str]) -> None:
         cpio.add_symlink(f"bin/{applet}", "busybox")
     cpio.add_file("init", _script("init.sh"), 0o755)
     cpio.add_file("etc/oci2vm/udhcpc.sh", _script("udhcpc.sh"), 0o755)
+    cpio.add_file("etc/oci2vm/growroot.sh", _script("growroot.sh"), 0o644)
 
 
 def _check_relpath(relpath: str) -> str:

@@ -11,12 +11,16 @@
 # App mode talks to the host over virtio-serial ports named org.oci2vm.* (stdin, stdout,
 # stderr, control; with a tty, hvc0 carries all three): the kernel's console stays apart.
 # Without them (a disk booted elsewhere) the workload gets the console.
+#
+# A disk enlarged after the build gets its root partition grown before the root is mounted
+# and, in system mode, its root filesystem grown once mounted (growroot.sh).
 
 export PATH=/bin
 ROOT=/newroot
 SPEC=/etc/oci2vm/spec
 MODULES=/etc/oci2vm/modules
 ROOT_WAIT_TENTHS=100 # how long the root device may take to appear: 10 s
+GROWROOT=/etc/oci2vm/growroot.sh
 CONTROL_FD_OPEN=0
 set -f # no globbing of anything read from files or the command line
 
@@ -98,6 +102,7 @@ hand_over() {
 	for fs in dev proc sys; do
 		if [ -d "$ROOT/$fs" ]; then mount -o move "/$fs" "$ROOT/$fs"; else umount -l "/$fs"; fi
 	done
+	grow_root_filesystem
 	load_modules volumes # system mode: the root's init may mount 9p shares
 	exec switch_root "$ROOT" "$init"
 }
@@ -270,10 +275,12 @@ run_app() {
 
 mount_basics
 [ -f "$SPEC" ] && . "$SPEC"
+. "$GROWROOT"
 SPEC_MODE=${SPEC_MODE:-system} SPEC_INIT=${SPEC_INIT:-/sbin/init}
 load_modules all
 read_cmdline
 find_root
+grow_root_partition
 mount_root
 case "$SPEC_MODE" in
 app) run_app ;;
