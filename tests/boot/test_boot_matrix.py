@@ -32,9 +32,9 @@ from support.bootmatrix import (
     WRITTEN_TEXT,
     Page,
     build_disk,
-    login_script,
     parse_answers,
     probe_line,
+    probe_script,
     served_page,
     skip_unless_fixture,
 )
@@ -53,6 +53,7 @@ DISKS_PER_CELL = 2  # the second proves the machine-id is made at first boot, pe
 class Cell:
     fixture: str  # a name of tests/fixture_images.fixture
     fetch: str = BASH_TCP  # shell that prints the page's body (support.bootmatrix)
+    su: bool = True  # the user writes to / through su; False: logs out, root logs in
 
 
 CELLS = (
@@ -61,7 +62,7 @@ CELLS = (
     Cell("debian-openrc"),  # sysvinit-core + openrc + ifupdown
     Cell("debian-runit"),  # runit-init without getty-run
     Cell("debian-trixie"),  # trixie + systemd-sysv: merged /usr, .ko.xz modules
-    Cell("busybox-init", fetch=BUSYBOX_WGET),
+    Cell("busybox-init", fetch=BUSYBOX_WGET, su=False),  # busybox is not setuid
 )
 
 
@@ -111,7 +112,8 @@ def boot(cell: Cell, disk: Path, page: Page) -> vm.CheckResult:
     """Boot `disk` with a NIC, log in, run the probe (one host core: TCG, one vCPU)."""
     result = vm.check_boot(
         disk, expect="login:", timeout=BOOT_TIMEOUT, accel="tcg", cpus=1, network=True,
-        script=login_script(USER, PASSWORD, probe_line(page.port, cell.fetch), ROOT_PASSWORD),
+        script=probe_script(USER, PASSWORD, ROOT_PASSWORD,
+                            probe_line(page.port, cell.fetch, su=cell.su), su=cell.su),
     )  # fmt: skip
     print(f"matrix: {disk.name}: {'ok' if result.ok else result.reason} in {result.seconds:.0f} s")
     return result

@@ -47,7 +47,7 @@ BUSYBOX_WGET = "wget -q -O - http://{host}:{port}{path}"
 # address line precedes its "/32 host LOCAL" line; loopback left out.
 _IP4 = (
     "ip4() { awk '/32 host LOCAL/ {print a} {a=$2}' /proc/net/fib_trie"
-    " | grep -v '^127[.]' | sort -u | head -n 1; }"
+    " | grep -v '^127[.]' | head -n 1; }"
 )
 DHCP_WAIT_SECONDS = 120  # the probe waits this long for an address before answering
 
@@ -124,10 +124,11 @@ def answer(key: str, expression: str) -> str:
     return f'echo "{key}-$((6*7))=$( {expression})"'
 
 
-def probe_line(port: int, fetch: str = BASH_TCP) -> str:
+def probe_line(port: int, fetch: str = BASH_TCP, *, su: bool = True) -> str:
     """The shell line a logged-in user types: wait for a DHCP address, then answer the
-    address, the page's body, the machine-id, and (through `su`, which asks for root's
-    password) whether a file could be written to /."""
+    address, the page's body, the machine-id, and (`su`: through `su`, which asks for
+    root's password) whether a file could be written to /. Without `su` the line ends by
+    logging out, for ROOT_WRITE_LINE typed as root (busybox's su is not setuid)."""
     url_parts = {"host": HOST_FROM_GUEST, "port": port, "path": PAGE_PATH}
     steps = [
         _IP4,
@@ -137,11 +138,31 @@ def probe_line(port: int, fetch: str = BASH_TCP) -> str:
         answer("ip", "ip4"),
         answer("page", fetch.format(**url_parts)),
         answer("machine-id", "cat /etc/machine-id"),
-        f"su root -c 'echo {WRITTEN_TEXT} > {WRITTEN_FILE}'",
-        answer("write", f"cat {WRITTEN_FILE}"),
-        'echo "==END-$((6*7))=="',
     ]
-    return "; ".join(steps)
+    if not su:
+        return "; ".join([*steps, "exit"])
+    return "; ".join([*steps, f"su root -c '{_WRITE}'", _WRITE_ANSWER])
+
+
+_WRITE = f"echo {WRITTEN_TEXT} > {WRITTEN_FILE}"
+_WRITE_ANSWER = "; ".join([answer("write", f"cat {WRITTEN_FILE}"), 'echo "==END-$((6*7))=="'])
+ROOT_WRITE_LINE = f"{_WRITE}; {_WRITE_ANSWER}"
+
+
+def probe_script(
+    user: str, password: str, root_password: str, line: str, *, su: bool = True
+) -> list[tuple[str, str | None]]:
+    """check_boot's script for probe_line(..., su=su): log in as `user` and type `line`;
+    then give `su` root's password, or (without su) log in again as root and write."""
+    if su:
+        return login_script(user, password, line, su_password=root_password)
+    return [
+        *login_script(user, password, line)[:-1],
+        ("login:", "root"),  # the getty again, after the user's `exit`
+        ("Password:", root_password),
+        (r"# ", ROOT_WRITE_LINE),
+        ("==END-42==", None),
+    ]
 
 
 def login_script(

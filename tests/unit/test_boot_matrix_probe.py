@@ -5,7 +5,7 @@ itself never counts as an answer, and the login script's steps are in order."""
 from __future__ import annotations
 
 from support import bootmatrix
-from support.bootmatrix import login_script, parse_answers, probe_line
+from support.bootmatrix import login_script, parse_answers, probe_line, probe_script
 
 ANSWERS = (
     "==BEGIN-42==\n"
@@ -78,3 +78,31 @@ def test_login_script_logs_in_then_answers_su() -> None:
         ("==END-42==", None),
     ]
     assert login_script("tester", "pw", "LINE") == [*script[:3], script[4]]
+
+
+def test_without_su_the_user_logs_out_and_root_writes() -> None:
+    line = probe_line(8080, bootmatrix.BUSYBOX_WGET, su=False)
+    assert line.endswith("; exit")
+    assert "su root" not in line
+    assert probe_script("tester", "pw", "rootpw", line, su=False) == [
+        ("", "tester"),
+        ("Password:", "pw"),
+        (r"\$ ", line),
+        ("login:", "root"),
+        ("Password:", "rootpw"),
+        (r"# ", bootmatrix.ROOT_WRITE_LINE),
+        ("==END-42==", None),
+    ]
+    # the answers span both sessions: the user's, then root's after the second login
+    console = ANSWERS.replace("write-42=written-by-root\n==END-42==\n", "")
+    console += "\nlogin: root\nPassword:\n# " + bootmatrix.ROOT_WRITE_LINE + "\n"
+    console += "write-42=written-by-root\n==END-42==\n"
+    assert parse_answers(console) == EXPECTED
+
+
+def test_with_su_root_password_goes_to_su() -> None:
+    line = probe_line(8080)
+    assert f"su root -c 'echo written-by-root > {bootmatrix.WRITTEN_FILE}'" in line
+    assert probe_script("tester", "pw", "rootpw", line) == login_script(
+        "tester", "pw", line, su_password="rootpw"
+    )
