@@ -31,8 +31,9 @@ USER, PASSWORD = "tester", "oci2vm-Ssh-pw"
 BOOT_TIMEOUT = 420.0  # TCG on two shared cores
 HOST_KEY = "etc/ssh/ssh_host_ed25519_key.pub"
 DONE_FLAG = "/tmp/oci2vm-ssh-done"  # the host's ssh session creates it
-SSH_OPTIONS = ("-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
-               "-o", "BatchMode=yes", "-o", "ConnectTimeout=10", "-o", "IdentitiesOnly=yes",
+SSH_OPTIONS = ("-F", "/dev/null", "-o", "StrictHostKeyChecking=no",
+               "-o", "UserKnownHostsFile=/dev/null", "-o", "BatchMode=yes",
+               "-o", "ConnectTimeout=10", "-o", "IdentitiesOnly=yes",
                "-o", "LogLevel=ERROR")  # fmt: skip
 # On the console: wait until the host's ssh has been in, then show the VM's host key.
 CONSOLE_LINE = (
