@@ -341,6 +341,10 @@ def run_vm(
 _ESCAPE = re.compile(r"\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)|[ -/]*[0-Z\\^-~])")
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")  # all but tab and newline; CR too
 _LONGEST_ESCAPE = 64  # an ESC this far from the end that still matches nothing is text
+# A `fail` pattern is searched again over this much of the text before the last read, so
+# that a match cut in two by a read is still found.
+_FAIL_OVERLAP = 256
+KERNEL_PANIC = r"Kernel panic - not syncing: [^\n]*"  # a `fail` pattern for check_boot
 
 
 class ConsoleText:
@@ -393,6 +397,7 @@ def check_boot(
     snapshot: bool = True,
     network: bool = False,
     forwards: Sequence[PortForward] = (),
+    fail: str | None = None,
 ) -> CheckResult:
     """Boot `disk` headless and watch its serial console until `expect` (a regex) appears.
 
@@ -401,6 +406,8 @@ def check_boot(
     [("login:", "root"), (r"# ", "uname -r"), (r"\\d+\\.\\d+", None)]. QEMU is always killed
     at the end, whatever happened; `timeout` covers the whole session. `network` and
     `forwards` are qemu_command's: a NIC on QEMU's user network, host ports forwarded in.
+    `fail` (a regex, e.g. KERNEL_PANIC) ends the session as a failure as soon as the
+    console shows it, instead of waiting for the timeout.
     """
     steps: list[tuple[re.Pattern[str], str | None]] = [(re.compile(expect), None)]
     steps += [(re.compile(pattern), line) for pattern, line in script]
@@ -431,7 +438,8 @@ def check_boot(
                 start_new_session=True,  # its own process group, killed as one
             )
             try:
-                ok, reason, console = _watch(proc, steps, started + timeout)
+                failure = re.compile(fail) if fail is not None else None
+                ok, reason, console = _watch(proc, steps, started + timeout, failure)
             finally:
                 _kill(proc)
             if not ok and proc.returncode not in (None, 0, -signal.SIGKILL):
@@ -446,11 +454,14 @@ def _watch(
     proc: subprocess.Popen[bytes],
     steps: Sequence[tuple[re.Pattern[str], str | None]],
     deadline: float,
+    fail: re.Pattern[str] | None = None,
 ) -> tuple[bool, str, str]:
-    """Read the console until every step matched, QEMU exited, or the deadline passed."""
+    """Read the console until every step matched, QEMU exited, the deadline passed, or
+    `fail` appeared."""
     assert proc.stdout is not None and proc.stdin is not None
     console = ConsoleText()
     position = 0  # where the next step's pattern is searched from
+    fail_from = 0  # where `fail` is searched from
     step = 0
     with selectors.DefaultSelector() as selector:
         selector.register(proc.stdout, selectors.EVENT_READ)
@@ -483,6 +494,9 @@ def _watch(
                 waiting = steps[step][0].pattern
                 return False, f"QEMU exited ({proc.returncode}) before {waiting!r}", console.text
             console.feed(chunk)
+            if fail is not None and (failed := fail.search(console.text, fail_from)):
+                return False, f"the console showed {failed.group()!r}", console.text
+            fail_from = max(0, len(console.text) - _FAIL_OVERLAP)
 
 
 def _kill(proc: subprocess.Popen[bytes]) -> None:

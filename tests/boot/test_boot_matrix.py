@@ -112,6 +112,7 @@ def boot(cell: Cell, disk: Path, page: Page) -> vm.CheckResult:
     """Boot `disk` with a NIC, log in, run the probe (one host core: TCG, one vCPU)."""
     result = vm.check_boot(
         disk, expect="login:", timeout=BOOT_TIMEOUT, accel="tcg", cpus=1, network=True,
+        fail=vm.KERNEL_PANIC,
         script=probe_script(USER, PASSWORD, ROOT_PASSWORD,
                             probe_line(page.port, cell.fetch, su=cell.su), su=cell.su),
     )  # fmt: skip

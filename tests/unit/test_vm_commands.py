@@ -5,6 +5,10 @@ boot sector and its verdict when /dev/kvm is unusable, and the console text filt
 from __future__ import annotations
 
 import dataclasses
+import io
+import os
+import re
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -208,3 +212,37 @@ def test_check_boot_passes_network_and_forwards_to_qemu(
         ["-nic", "user,model=virtio-net-pci,hostfwd=tcp:127.0.0.1:2222-:22"],
         ["-nic", "none"],  # no network unless asked for
     ]
+
+
+class PipeQemu:
+    """What _watch reads from QEMU: its stdout as a pipe the test writes (no QEMU runs)."""
+
+    def __init__(self, output: bytes) -> None:
+        read_end, write_end = os.pipe()
+        os.write(write_end, output)
+        os.close(write_end)  # end of output: QEMU "exited"
+        self.stdout = os.fdopen(read_end, "rb")
+        self.stdin = io.BytesIO()
+        self.returncode = 0
+
+    def wait(self) -> int:
+        return 0
+
+
+def test_a_fail_pattern_ends_the_watch_before_the_timeout() -> None:
+    qemu = PipeQemu(b"Booting\r\n[ 9.9] Kernel panic - not syncing: Attempted to kill init!\r\n")
+    steps = [(re.compile("login:"), None)]
+    started = time.monotonic()
+    ok, reason, text = vm._watch(qemu, steps, started + 60, re.compile(vm.KERNEL_PANIC))  # type: ignore[arg-type]
+    assert (ok, reason) == (
+        False,
+        "the console showed 'Kernel panic - not syncing: Attempted to kill init!'",
+    )
+    assert text.startswith("Booting\n")
+    assert time.monotonic() - started < 30
+    qemu.stdout.close()
+    # without a fail pattern the same console is only "QEMU exited before login:"
+    qemu = PipeQemu(b"Kernel panic - not syncing: x\r\n")
+    ok, reason, _ = vm._watch(qemu, steps, time.monotonic() + 60)  # type: ignore[arg-type]
+    assert not ok and reason.startswith("QEMU exited (0) before")
+    qemu.stdout.close()
