@@ -38,6 +38,10 @@ KVM_DEVICE = Path("/dev/kvm")
 
 TAIL_CHARS = 4000  # how much console output a CheckResult keeps
 
+# (host port, guest port): QEMU's user network forwards TCP connections to 127.0.0.1:host
+# into the guest's port (a loopback-only listener: nothing else on the network reaches it).
+PortForward = tuple[int, int]
+
 # -- the KVM probe -------------------------------------------------------------------------
 # A boot sector in 16-bit real mode, where broken nested KVM is at its worst. It spins ~1M
 # loop iterations (a millisecond on working KVM, seconds where real mode is emulated), prints
@@ -209,13 +213,16 @@ def qemu_command(
     snapshot: bool = False,
     efi_vars: Path | None = None,
     network: bool = False,
+    forwards: Sequence[PortForward] = (),
 ) -> list[str]:
     """The QEMU command line that boots `disk` with its console on a serial port.
 
     `serial` is "stdio" (the serial port and, behind Ctrl-A C, the monitor on QEMU's stdin
     and stdout), a QEMU chardev spec such as "unix:/run/s,server=on,wait=off", or a Path
     (output written to that file). UEFI needs `efi_vars`, a copy_efi_vars() result.
-    `snapshot` discards the guest's writes to the disk.
+    `snapshot` discards the guest's writes to the disk. `network` gives the guest one
+    virtio NIC on QEMU's user network (DHCP in 10.0.2.0/24, the host's loopback at
+    10.0.2.2), and `forwards` its TCP ports to the host's 127.0.0.1 (they need `network`).
     """
     firmware, bus = Firmware(firmware), Bus(bus)
     machine = _machine(arch, firmware, bus)
@@ -251,11 +258,25 @@ def qemu_command(
         argv += ["-serial", "mon:stdio"]
     else:
         argv += ["-monitor", "none", "-serial", serial]
-    if network:
-        argv += ["-nic", "user,model=virtio-net-pci"]
-    else:
-        argv += ["-nic", "none"]
-    return argv
+    return [*argv, "-nic", _nic(network, forwards)]
+
+
+def _nic(network: bool, forwards: Sequence[PortForward]) -> str:
+    """The -nic option: none, or user networking with `forwards` as hostfwd rules."""
+    if not network:
+        if forwards:
+            raise ValueError("port forwards need network=True")
+        return "none"
+    rules = []
+    for host_port, guest_port in forwards:
+        for port in (host_port, guest_port):
+            if not 0 < port < 65536:
+                raise ValueError(f"not a TCP port: {port}")
+        # QEMU's syntax (qemu-system(1), -netdev user):
+        # hostfwd=[tcp|udp]:[hostaddr]:hostport-[guestaddr]:guestport; an empty guest
+        # address means the address QEMU's DHCP server gives the guest (10.0.2.15).
+        rules.append(f",hostfwd=tcp:127.0.0.1:{host_port}-:{guest_port}")
+    return "user,model=virtio-net-pci" + "".join(rules)
 
 
 def _machine(arch: Arch, firmware: Firmware, bus: Bus) -> str:
@@ -320,6 +341,10 @@ def run_vm(
 _ESCAPE = re.compile(r"\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)|[ -/]*[0-Z\\^-~])")
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")  # all but tab and newline; CR too
 _LONGEST_ESCAPE = 64  # an ESC this far from the end that still matches nothing is text
+# A `fail` pattern is searched again over this much of the text before the last read, so
+# that a match cut in two by a read is still found.
+_FAIL_OVERLAP = 256
+KERNEL_PANIC = r"Kernel panic - not syncing: [^\n]*"  # a `fail` pattern for check_boot
 
 
 class ConsoleText:
@@ -370,13 +395,19 @@ def check_boot(
     cpus: int = 2,
     script: Sequence[tuple[str, str | None]] = (),
     snapshot: bool = True,
+    network: bool = False,
+    forwards: Sequence[PortForward] = (),
+    fail: str | None = None,
 ) -> CheckResult:
     """Boot `disk` headless and watch its serial console until `expect` (a regex) appears.
 
     Then, for each (pattern, line) of `script`, wait for the pattern after the previous match
     and type `line` followed by Enter (None: type nothing), e.g. to log in and run a command:
     [("login:", "root"), (r"# ", "uname -r"), (r"\\d+\\.\\d+", None)]. QEMU is always killed
-    at the end, whatever happened; `timeout` covers the whole session.
+    at the end, whatever happened; `timeout` covers the whole session. `network` and
+    `forwards` are qemu_command's: a NIC on QEMU's user network, host ports forwarded in.
+    `fail` (a regex, e.g. KERNEL_PANIC) ends the session as a failure as soon as the
+    console shows it, instead of waiting for the timeout.
     """
     steps: list[tuple[re.Pattern[str], str | None]] = [(re.compile(expect), None)]
     steps += [(re.compile(pattern), line) for pattern, line in script]
@@ -394,6 +425,8 @@ def check_boot(
             serial="stdio",
             snapshot=snapshot,
             efi_vars=efi_vars,
+            network=network,
+            forwards=forwards,
         )
         with open(Path(tmp, "qemu.stderr"), "w+b") as stderr:
             proc = tools.popen(
@@ -405,7 +438,8 @@ def check_boot(
                 start_new_session=True,  # its own process group, killed as one
             )
             try:
-                ok, reason, console = _watch(proc, steps, started + timeout)
+                failure = re.compile(fail) if fail is not None else None
+                ok, reason, console = _watch(proc, steps, started + timeout, failure)
             finally:
                 _kill(proc)
             if not ok and proc.returncode not in (None, 0, -signal.SIGKILL):
@@ -420,11 +454,14 @@ def _watch(
     proc: subprocess.Popen[bytes],
     steps: Sequence[tuple[re.Pattern[str], str | None]],
     deadline: float,
+    fail: re.Pattern[str] | None = None,
 ) -> tuple[bool, str, str]:
-    """Read the console until every step matched, QEMU exited, or the deadline passed."""
+    """Read the console until every step matched, QEMU exited, the deadline passed, or
+    `fail` appeared."""
     assert proc.stdout is not None and proc.stdin is not None
     console = ConsoleText()
     position = 0  # where the next step's pattern is searched from
+    fail_from = 0  # where `fail` is searched from
     step = 0
     with selectors.DefaultSelector() as selector:
         selector.register(proc.stdout, selectors.EVENT_READ)
@@ -457,6 +494,9 @@ def _watch(
                 waiting = steps[step][0].pattern
                 return False, f"QEMU exited ({proc.returncode}) before {waiting!r}", console.text
             console.feed(chunk)
+            if fail is not None and (failed := fail.search(console.text, fail_from)):
+                return False, f"the console showed {failed.group()!r}", console.text
+            fail_from = max(0, len(console.text) - _FAIL_OVERLAP)
 
 
 def _kill(proc: subprocess.Popen[bytes]) -> None:

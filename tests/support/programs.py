@@ -58,6 +58,9 @@ PACKAGES: dict[str, str] = {
     "dpkg-deb": "dpkg",
     "busybox": "busybox",
     "sh": "dash",
+    "ssh": "openssh-client",
+    "ssh-keygen": "openssh-client",
+    "ssh-keyscan": "openssh-client",
 }
 
 # requirement name -> (file that must exist, Debian package that ships it)

@@ -5,6 +5,10 @@ boot sector and its verdict when /dev/kvm is unusable, and the console text filt
 from __future__ import annotations
 
 import dataclasses
+import io
+import os
+import re
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -153,3 +157,92 @@ def test_console_text_drops_terminal_control_even_when_split_across_reads() -> N
     assert console.text == "SeaBIOS\nGRUB[  OK  ] Reached \u2500 login: "
     console.feed(b"", final=True)
     assert console.text == "SeaBIOS\nGRUB[  OK  ] Reached \u2500 login: "
+
+
+# -- the user network and its port forwards ------------------------------------------------
+
+
+def test_network_forwards_host_loopback_ports_into_the_guest() -> None:
+    argv = vm.qemu_command(
+        Path("d.img"), accel="tcg", network=True, forwards=[(2222, 22), (18080, 8080)]
+    )
+    assert argv[-2:] == [
+        "-nic",
+        "user,model=virtio-net-pci"
+        ",hostfwd=tcp:127.0.0.1:2222-:22,hostfwd=tcp:127.0.0.1:18080-:8080",
+    ]
+
+
+def test_network_without_forwards_is_a_plain_user_nic() -> None:
+    argv = vm.qemu_command(Path("d.img"), accel="tcg", network=True)
+    assert argv[-2:] == ["-nic", "user,model=virtio-net-pci"]
+
+
+def test_forwards_without_network_is_a_bug() -> None:
+    with pytest.raises(ValueError, match="network=True"):
+        vm.qemu_command(Path("d.img"), accel="tcg", forwards=[(2222, 22)])
+
+
+@pytest.mark.parametrize("forward", [(0, 22), (2222, 65536), (-1, 22)])
+def test_forward_ports_must_be_tcp_ports(forward: tuple[int, int]) -> None:
+    with pytest.raises(ValueError, match="not a TCP port"):
+        vm.qemu_command(Path("d.img"), accel="tcg", network=True, forwards=[forward])
+
+
+def test_check_boot_passes_network_and_forwards_to_qemu(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """check_boot starts QEMU with the NIC it was asked for (QEMU not run: the command line
+    is caught where it would start)."""
+    seen: list[list[str]] = []
+
+    class QemuStartedError(Exception):
+        pass
+
+    def catch_qemu(argv: list[str], **kwargs: object) -> object:
+        seen.append(list(argv))
+        raise QemuStartedError
+
+    monkeypatch.setattr(tools, "popen", catch_qemu)
+    with pytest.raises(QemuStartedError):
+        vm.check_boot(tmp_path / "d.img", accel="tcg", network=True, forwards=[(2222, 22)])
+    with pytest.raises(QemuStartedError):
+        vm.check_boot(tmp_path / "d.img", accel="tcg")
+    assert [argv[-2:] for argv in seen] == [
+        ["-nic", "user,model=virtio-net-pci,hostfwd=tcp:127.0.0.1:2222-:22"],
+        ["-nic", "none"],  # no network unless asked for
+    ]
+
+
+class PipeQemu:
+    """What _watch reads from QEMU: its stdout as a pipe the test writes (no QEMU runs)."""
+
+    def __init__(self, output: bytes) -> None:
+        read_end, write_end = os.pipe()
+        os.write(write_end, output)
+        os.close(write_end)  # end of output: QEMU "exited"
+        self.stdout = os.fdopen(read_end, "rb")
+        self.stdin = io.BytesIO()
+        self.returncode = 0
+
+    def wait(self) -> int:
+        return 0
+
+
+def test_a_fail_pattern_ends_the_watch_before_the_timeout() -> None:
+    qemu = PipeQemu(b"Booting\r\n[ 9.9] Kernel panic - not syncing: Attempted to kill init!\r\n")
+    steps = [(re.compile("login:"), None)]
+    started = time.monotonic()
+    ok, reason, text = vm._watch(qemu, steps, started + 60, re.compile(vm.KERNEL_PANIC))  # type: ignore[arg-type]
+    assert (ok, reason) == (
+        False,
+        "the console showed 'Kernel panic - not syncing: Attempted to kill init!'",
+    )
+    assert text.startswith("Booting\n")
+    assert time.monotonic() - started < 30
+    qemu.stdout.close()
+    # without a fail pattern the same console is only "QEMU exited before login:"
+    qemu = PipeQemu(b"Kernel panic - not syncing: x\r\n")
+    ok, reason, _ = vm._watch(qemu, steps, time.monotonic() + 60)  # type: ignore[arg-type]
+    assert not ok and reason.startswith("QEMU exited (0) before")
+    qemu.stdout.close()
