@@ -75,7 +75,7 @@ def image_members() -> list[Member]:
         directory("etc"),
         file("etc/passwd", PASSWD),
         file("etc/shadow", SHADOW, mode=0o640, gid=42),
-        file("etc/os-release", b'PRETTY_NAME="Test Linux 1"\nID=test\n'),
+        file("etc/os-release", b'PRETTY_NAME="Test Linux 1"\nID=test\nID_LIKE=debian\n'),
         directory("lib"),
         directory("lib/systemd"),
         file("lib/systemd/systemd", b"\x7fELF systemd", mode=0o755),
