@@ -65,3 +65,23 @@ def test_an_image_without_resize2fs_or_systemd_growfs_gets_a_note(tmp_path: Path
         "(e2fsprogs) nor systemd-growfs (the root partition still grows at boot)"
     ]
     assert content(tree, "/etc/fstab") == FSTAB
+
+
+def test_no_growth_note_for_run_s_direct_boot_or_app_mode(tmp_path: Path) -> None:
+    """oci2vm run boots an overlay of a cached root (no partition); app mode grows no
+    filesystem: the note would be noise on every run."""
+    import dataclasses
+
+    from oci2vm.config import InitMode
+    from oci2vm.prepare.step import BootOutputs
+    from oci2vm.tree.editor import TreeEditor
+    from support.prepared import options, target
+
+    tree = flattened(tmp_path, [directory("bin"), file("bin/busybox", ELF, mode=0o755)])
+    goal = target(tree, options())
+    for other in (
+        dataclasses.replace(goal, boot_outputs=BootOutputs()),
+        dataclasses.replace(goal, mode=InitMode.APP),
+    ):
+        assert fstab.STEP.apply(TreeEditor(tree, FS_TIME), other) == []
+    assert fstab.STEP.apply(TreeEditor(tree, FS_TIME), goal) != []

@@ -9,6 +9,7 @@ growpart) grew the partition. An image with neither tool gets a note.
 
 from __future__ import annotations
 
+from oci2vm.config import InitMode
 from oci2vm.prepare.step import Step, Target
 from oci2vm.tree.editor import TreeEditor
 
@@ -38,7 +39,16 @@ def _has(edit: TreeEditor, paths: tuple[str, ...]) -> bool:
 def apply(edit: TreeEditor, target: Target) -> list[str]:
     growfs = _has(edit, SYSTEMD_GROWFS)
     edit.write("/etc/fstab", fstab(target.root_uuid, growfs=growfs), mode=0o644, uid=0, gid=0)
-    return [] if growfs or _has(edit, RESIZE2FS) else [NO_GROWTH_NOTE]
+    if growfs or _has(edit, RESIZE2FS) or not grows(target):
+        return []
+    return [NO_GROWTH_NOTE]
+
+
+def grows(target: Target) -> bool:
+    """Whether the filesystem is meant to grow at boot: a system's disk. `oci2vm run`
+    boots a throwaway overlay of a cached root (no partition to grow), and app mode's init
+    grows no filesystem, so the note would only be noise there."""
+    return target.mode is InitMode.SYSTEM and target.boot_outputs is None
 
 
 STEP = Step("fstab", apply)
