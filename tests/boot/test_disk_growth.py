@@ -61,12 +61,17 @@ def test_disk_resized_by_two_gib_boots_with_a_root_two_gib_larger(tmp_path: Path
             ("oci2vm-init: grew the root filesystem to fill /dev/vda3", None),
             ("login:", "root"),
             ("Password:", PASSWORD),
-            (r"# ", f"df -k / | tail -n 1 | while read -r _ kib _; do echo {MARKER}=$kib; done"),
-            (rf"{MARKER}=\d+", None),
+            (
+                r"# ",
+                f"df -k / | tail -n 1 | while read -r _ kib _; do echo {MARKER}=$kib=end; done",
+            ),
+            # to the terminator: the session ends at the first match, and a match on the
+            # number alone could end it before the console had every digit
+            (rf"{MARKER}=\d+=end", None),
         ],
     )
     assert result.ok, f"{result.reason}\n--- console tail ---\n{result.tail}"
-    found = re.search(rf"{MARKER}=(\d+)", result.tail)
+    found = re.search(rf"{MARKER}=(\d+)=end", result.tail)
     assert found is not None, result.tail
     total = int(found.group(1)) * 1024
     # df counts the blocks less the metadata (inode tables, bitmaps, journal), so the grown
