@@ -413,3 +413,24 @@ def build_busybox(out: Path, cache: Path) -> dict[str, object]:
         cases=[list(case) for case in CASES],
     )
     return facts
+
+
+def one_layer_image(
+    out: Path,
+    name: str,
+    entries: list[TarEntry],
+    config: dict[str, object],
+    history: list[dict[str, object]],
+    *,
+    oci_archive: bool,
+) -> tuple[dict[str, object], int]:
+    """An image of one gzip layer holding `entries` (the busybox-app and busybox-init
+    fixtures), with its rootfs.tar; its facts and the rootfs entry count."""
+    (out / "layers").mkdir()
+    write_tar(out / "layers/layer1.tar", entries, type_bits=True)
+    layer = compress_layer(out / "layers/layer1.tar", MT_GZIP, f"COPY rootfs/ / # {name}")
+    facts = assemble(out, f"oci2vm-fixtures/{name}", [layer], config, history,
+                     oci_archive=oci_archive)  # fmt: skip
+    entry_count = write_rootfs(out, entries)
+    shutil.rmtree(out / "layers")
+    return facts, entry_count

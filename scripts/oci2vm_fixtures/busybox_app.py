@@ -6,14 +6,11 @@ VM in app mode. Debian's static busybox and its applet symlinks, users resolved 
 from __future__ import annotations
 
 import hashlib
-import shutil
 from pathlib import Path
 
-from .assemble import CREATED, PATH_ENV, assemble, write_rootfs
-from .busybox import fetch_busybox
-from .compress import MT_GZIP, compress_layer
+from .assemble import CREATED, PATH_ENV
+from .busybox import fetch_busybox, one_layer_image
 from .tarentry import TarEntry, resolve_links
-from .tarwriter import write_tar
 
 # Bump a version whenever its recipe changes: the cache is keyed by it, so the fixture rebuilds.
 BUSYBOX_APP_VERSION = 1
@@ -69,18 +66,18 @@ def app_entries(busybox: bytes) -> list[TarEntry]:
 
 def build_busybox_app(out: Path, cache: Path) -> dict[str, object]:
     deb, busybox = fetch_busybox(cache)
-    (out / "layers").mkdir()
-    entries = app_entries(busybox)
-    write_tar(out / "layers/layer1.tar", entries, type_bits=True)
-    layer = compress_layer(out / "layers/layer1.tar", MT_GZIP, "COPY rootfs/ / # busybox-app")
     extra_history: list[dict[str, object]] = [
         {"created": CREATED, "created_by": f"/bin/sh -c #(nop) {step}", "empty_layer": True}
         for step in BUSYBOX_APP_EMPTY_STEPS
     ]
-    facts = assemble(out, "oci2vm-fixtures/busybox-app", [layer], BUSYBOX_APP_CONFIG,
-                     extra_history, oci_archive=True)  # fmt: skip
-    entry_count = write_rootfs(out, entries)
-    shutil.rmtree(out / "layers")
+    facts, entry_count = one_layer_image(
+        out,
+        "busybox-app",
+        app_entries(busybox),
+        BUSYBOX_APP_CONFIG,
+        extra_history,
+        oci_archive=True,
+    )
     facts.update(
         name="busybox-app",
         entries=entry_count,

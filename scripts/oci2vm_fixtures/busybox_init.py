@@ -7,14 +7,11 @@ run rcS; oci2vm writes one with the serial getty), no kernel, no /etc/os-release
 from __future__ import annotations
 
 import hashlib
-import shutil
 from pathlib import Path
 
-from .assemble import PATH_ENV, assemble, write_rootfs
-from .busybox import fetch_busybox
-from .compress import MT_GZIP, compress_layer
+from .assemble import PATH_ENV
+from .busybox import fetch_busybox, one_layer_image
 from .tarentry import TarEntry, resolve_links
-from .tarwriter import write_tar
 
 # Bump a version whenever its recipe changes: the cache is keyed by it, so the fixture rebuilds.
 BUSYBOX_INIT_VERSION = 1
@@ -87,14 +84,9 @@ def init_entries(busybox: bytes) -> list[TarEntry]:
 
 def build_busybox_init(out: Path, cache: Path) -> dict[str, object]:
     deb, busybox = fetch_busybox(cache)
-    (out / "layers").mkdir()
-    entries = init_entries(busybox)
-    write_tar(out / "layers/layer1.tar", entries, type_bits=True)
-    layer = compress_layer(out / "layers/layer1.tar", MT_GZIP, "COPY rootfs/ / # busybox-init")
-    facts = assemble(out, "oci2vm-fixtures/busybox-init", [layer], BUSYBOX_INIT_CONFIG, [],
-                     oci_archive=False)  # fmt: skip
-    entry_count = write_rootfs(out, entries)
-    shutil.rmtree(out / "layers")
+    facts, entry_count = one_layer_image(
+        out, "busybox-init", init_entries(busybox), BUSYBOX_INIT_CONFIG, [], oci_archive=False
+    )
     facts.update(
         name="busybox-init",
         entries=entry_count,
