@@ -1,7 +1,8 @@
 """Issue 12's boot matrix (QEMU, TCG): each fixture image, built twice into disks with a
 password user (`--add-user`) and a root password, boots to `login:` on the serial console;
 the user logs in and one typed line (support.bootmatrix.probe_line) answers: the first
-NIC's DHCP address (QEMU's user network, 10.0.2.0/24), a page the test serves on the host's
+NIC's DHCP address (QEMU's user network, 10.0.2.0/24), the DNS server the lease named
+written to /etc/resolv.conf, a page the test serves on the host's
 loopback (reached at 10.0.2.2), a file written to / as root (through `su`: minbase has no
 sudo), and /etc/machine-id, which must differ between the two disks.
 
@@ -29,6 +30,7 @@ from oci2vm import vm
 from support.bootmatrix import (
     BASH_TCP,
     BUSYBOX_WGET,
+    USER_NET_DNS,
     WRITTEN_TEXT,
     Page,
     build_disk,
@@ -150,6 +152,8 @@ def problems_of(result: vm.CheckResult, page: Page) -> list[str]:
             problems.append(f"address {address} is not from QEMU's DHCP (10.0.2.0/24)")
     except ValueError:
         problems.append(f"no IPv4 address on the NIC: {address!r}")
+    if answers.get("dns") != USER_NET_DNS:
+        problems.append(f"resolv.conf's nameserver {answers.get('dns')!r}, not the lease's")
     if answers.get("page") != page.body:
         problems.append(f"page fetched from the host: {answers.get('page')!r}")
     if answers.get("write") != WRITTEN_TEXT:

@@ -33,7 +33,8 @@ HOST_FROM_GUEST = "10.0.2.2"
 PAGE_PATH = "/oci2vm-matrix.txt"
 WRITTEN_FILE = "/oci2vm-matrix"
 WRITTEN_TEXT = "written-by-root"
-KEYS = ("ip", "page", "machine-id", "write")
+USER_NET_DNS = "10.0.2.3"  # QEMU's user network's DNS server, which its DHCP hands out
+KEYS = ("ip", "dns", "page", "machine-id", "write")
 
 # How the guest fetches the page: bash's /dev/tcp (Debian's minbase has neither wget nor
 # curl; the reply's last line is the body, which has no newline), or busybox wget.
@@ -50,6 +51,9 @@ _IP4 = (
     " | grep -v '^127[.]' | head -n 1; }"
 )
 DHCP_WAIT_SECONDS = 120  # the probe waits this long for an address before answering
+DNS_WAIT_SECONDS = 20  # and then this long for resolv.conf to name the lease's server
+# The first nameserver of /etc/resolv.conf.
+_DNS = "awk '/^nameserver/ {print $2; exit}' /etc/resolv.conf"
 
 
 def fixture_known(name: str) -> bool:
@@ -126,7 +130,7 @@ def answer(key: str, expression: str) -> str:
 
 def probe_line(port: int, fetch: str = BASH_TCP, *, su: bool = True) -> str:
     """The shell line a logged-in user types: wait for a DHCP address, then answer the
-    address, the page's body, the machine-id, and (`su`: through `su`, which asks for
+    address, the first DNS server in resolv.conf, the page's body, the machine-id, and (`su`: through `su`, which asks for
     root's password) whether a file could be written to /. Without `su` the line ends by
     logging out, for ROOT_WRITE_LINE typed as root (busybox's su is not setuid)."""
     url_parts = {"host": HOST_FROM_GUEST, "port": port, "path": PAGE_PATH}
@@ -134,8 +138,11 @@ def probe_line(port: int, fetch: str = BASH_TCP, *, su: bool = True) -> str:
         _IP4,
         f'n=0; while [ -z "$(ip4)" ] && [ $n -lt {DHCP_WAIT_SECONDS} ]; do sleep 1; '
         "n=$((n+1)); done",
+        f'n=0; while ! grep -qs "^nameserver {USER_NET_DNS}" /etc/resolv.conf && '
+        f"[ $n -lt {DNS_WAIT_SECONDS} ]; do sleep 1; n=$((n+1)); done",
         'echo "==BEGIN-$((6*7))=="',
         answer("ip", "ip4"),
+        answer("dns", _DNS),
         answer("page", fetch.format(**url_parts)),
         answer("machine-id", "cat /etc/machine-id"),
     ]

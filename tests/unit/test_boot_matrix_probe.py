@@ -10,6 +10,7 @@ from support.bootmatrix import login_script, parse_answers, probe_line, probe_sc
 ANSWERS = (
     "==BEGIN-42==\n"
     "ip-42=10.0.2.15\n"
+    "dns-42=10.0.2.3\n"
     "page-42=oci2vm-page-0123\n"
     "machine-id-42=0123456789abcdef0123456789abcdef\n"
     "write-42=written-by-root\n"
@@ -17,6 +18,7 @@ ANSWERS = (
 )
 EXPECTED = {
     "ip": "10.0.2.15",
+    "dns": "10.0.2.3",
     "page": "oci2vm-page-0123",
     "machine-id": "0123456789abcdef0123456789abcdef",
     "write": "written-by-root",
@@ -40,6 +42,7 @@ def test_crlf_and_interleaved_kernel_messages_are_ignored() -> None:
         "==BEGIN-42==\r\n"
         "[   12.345678] virtio_net virtio0 enp0s3: renamed from eth0\r\n"
         "ip-42=10.0.2.15\r\n"
+        "dns-42=10.0.2.3\r\n"
         "[   13.000001] random: crng init done page-42=oci2vm-page-0123\r\n"
         "machine-id-42=0123456789abcdef0123456789abcdef\r\n"
         "write-42=written-by-root\r\n"

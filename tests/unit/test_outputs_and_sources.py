@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from oci2vm.errors import Oci2vmError
-from oci2vm.sources import Fetch, resolve
+from oci2vm.sources import Fetch, oci_layout, resolve
 from support.disks import build
 from support.layouts import directory, file, layer_tar, sha256, write_layout
 
@@ -130,3 +130,17 @@ def test_docker_archive_without_usable_index_manifests_is_read_from_manifest_jso
     image = resolve(f"docker-archive:{archive}", Fetch())
     assert image.name == "app:1"
     assert len(image.layers) == 1
+
+
+@pytest.mark.parametrize(
+    ("path", "name"),
+    [
+        ("/srv/debian", "debian"),
+        ("/srv/debian-v1/oci", "debian-v1"),
+        ("/srv/app/image.tar", "app"),
+        ("/srv/app.tar", "app"),
+        ("/oci", "oci"),
+    ],
+)
+def test_a_layouts_name_skips_generic_directory_names(path: str, name: str) -> None:
+    assert oci_layout.layout_name(Path(path)) == name

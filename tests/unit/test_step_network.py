@@ -11,7 +11,7 @@ import pytest
 from oci2vm.cli import config_from, parse
 from oci2vm.config import Config, InitMode, NetworkChoice, NetworkMode
 from oci2vm.errors import Oci2vmError
-from oci2vm.prepare import network
+from oci2vm.prepare import netfiles, network
 from oci2vm.prepare.network import Stack, detect
 from oci2vm.tree.editor import TreeEditor
 from oci2vm.tree.model import Kind, Tree, lookup
@@ -127,18 +127,29 @@ def test_networkd_with_udev_needs_no_stand_in(tmp_path: Path) -> None:
     assert lookup(tree.root, "/etc/systemd/system/systemd-networkd.service.wants") is None
 
 
-def test_networkd_without_resolved_keeps_resolv_conf_and_says_so(tmp_path: Path) -> None:
+def test_networkd_without_resolved_gets_a_unit_that_writes_dhcp_dns(tmp_path: Path) -> None:
     tree, edit = with_data(tmp_path, networkd_members(resolved=False))
-    notes = run(tree, edit)
-    assert notes == [
-        "systemd-networkd without systemd-resolved: the DNS servers DHCP gives are not "
-        "written to /etc/resolv.conf"
-    ]
-    assert content(tree, "/etc/resolv.conf") == b"nameserver 192.0.2.53\n"
-    assert (
-        lookup(tree.root, "/etc/systemd/system/multi-user.target.wants/systemd-resolved.service")
-        is None
-    )
+    assert run(tree, edit) == []
+    units = "/etc/systemd/system"
+    assert content(tree, "/etc/resolv.conf") == b"nameserver 192.0.2.53\n"  # until a lease
+    assert lookup(tree.root, f"{units}/multi-user.target.wants/systemd-resolved.service") is None
+    assert_root_file(tree, network.RESOLV_SCRIPT, mode=0o755)
+    assert content(tree, network.RESOLV_SCRIPT) == netfiles.NETWORKD_RESOLV_SCRIPT
+    service = content(tree, f"{units}/{network.RESOLV_UNIT}.service")
+    assert f"ExecStart=/bin/sh {network.RESOLV_SCRIPT}\n".encode() in service
+    path_unit = content(tree, f"{units}/{network.RESOLV_UNIT}.path")
+    assert b"PathChanged=/run/systemd/netif/links\n" in path_unit
+    assert b"Before=systemd-networkd.service\n" in path_unit
+    wants = f"{units}/systemd-networkd.service.wants/{network.RESOLV_UNIT}.path"
+    assert link_target(tree, wants) == f"{units}/{network.RESOLV_UNIT}.path".encode()
+
+
+def test_networkd_resolv_unit_only_where_dhcp_and_no_resolved(tmp_path: Path) -> None:
+    for resolved, choice in ((True, "dhcp"), (False, "static:10.0.2.15/24,10.0.2.2")):
+        tree, edit = with_data(tmp_path / f"{resolved}", networkd_members(resolved=resolved))
+        run(tree, edit, choice)
+        assert lookup(tree.root, network.RESOLV_SCRIPT) is None
+        assert lookup(tree.root, f"/etc/systemd/system/{network.RESOLV_UNIT}.path") is None
 
 
 def test_networkd_static_address_gateway_and_dns(tmp_path: Path) -> None:

@@ -126,3 +126,65 @@ def busybox_line(choice: NetworkChoice, nic: str, udhcpc: str, script: str) -> s
         )
         return f"::sysinit:/bin/sh -c '{steps}'\n"
     return f"::sysinit:{udhcpc} -b -i {nic} -s {script}\n"
+
+
+# systemd-networkd hands the DNS servers a DHCP lease gives to systemd-resolved only: without
+# resolved nothing writes them to /etc/resolv.conf. networkd does record them, in its state
+# files: /run/systemd/netif/links/IFINDEX and /run/systemd/netif/leases/IFINDEX have a
+# `DNS=` line of space-separated servers (sd-network(3) reads the former; a server may carry
+# `:port`, `%ifindex` or `#name` suffixes, an IPv6 one with a port in brackets). A path unit
+# runs this script whenever networkd rewrites a state file.
+NETWORKD_RESOLV_SCRIPT = b"""#!/bin/sh
+# Written by oci2vm: this image has systemd-networkd without systemd-resolved. Write the
+# DNS servers networkd learned (its state files' DNS= lines) to /etc/resolv.conf.
+servers=
+for state in /run/systemd/netif/links/* /run/systemd/netif/leases/*; do
+\t[ -f "$state" ] || continue
+\twhile IFS='=' read -r key value; do
+\t\t[ "$key" = DNS ] || continue
+\t\tfor server in $value; do
+\t\t\tserver=${server%%#*}
+\t\t\tcase $server in
+\t\t\t\\[*) server=${server#\\[}; server=${server%%]*} ;;
+\t\t\t*.*:*) server=${server%%:*} ;;
+\t\t\tesac
+\t\t\tserver=${server%%%*}
+\t\t\tcase " $servers " in *" $server "*) ;; *) servers="$servers $server" ;; esac
+\t\tdone
+\tdone < "$state"
+done
+[ -n "$servers" ] || exit 0
+new=/etc/.resolv.conf.oci2vm
+{
+\techo "# Written by oci2vm from systemd-networkd's DNS servers (no systemd-resolved)."
+\tfor server in $servers; do echo "nameserver $server"; done
+} > "$new" && mv -f "$new" /etc/resolv.conf
+"""
+NETWORKD_RESOLV_PATH_UNIT = b"""\
+# Written by oci2vm: systemd-networkd without systemd-resolved writes no resolv.conf.
+# Ordered before networkd, so that no state file it writes goes unseen; no default
+# dependencies, which would order it after sysinit.target (and networkd with it).
+[Unit]
+Description=Watch systemd-networkd's state for DNS servers (no systemd-resolved)
+DefaultDependencies=no
+Before=systemd-networkd.service
+
+[Path]
+PathChanged=/run/systemd/netif/links
+PathChanged=/run/systemd/netif/leases
+
+[Install]
+WantedBy=systemd-networkd.service
+"""
+
+
+def networkd_resolv_service(script: str) -> bytes:
+    return f"""\
+# Written by oci2vm: see {script}.
+[Unit]
+Description=Write systemd-networkd's DNS servers to /etc/resolv.conf
+
+[Service]
+Type=oneshot
+ExecStart=/bin/sh {script}
+""".encode()

@@ -39,6 +39,8 @@ WAIT_ONLINE = ("systemd-networkd-wait-online.service", "NetworkManager-wait-onli
 # present at boot the empty entry udev would have written, before networkd starts. Where
 # udev does run (/run/udev/control exists) it does nothing.
 UDEV_STAND_IN = "oci2vm-net-links.service"
+RESOLV_UNIT = "oci2vm-resolv"  # .path and .service: see netfiles.NETWORKD_RESOLV_SCRIPT
+RESOLV_SCRIPT = "/usr/lib/oci2vm/networkd-resolv"
 UDEV_STAND_IN_UNIT = b"""\
 # Written by oci2vm: this image has systemd-networkd but no udev, and networkd waits for
 # udev to initialize a link before configuring it. This marks the links present at boot
@@ -154,24 +156,28 @@ def networkd(edit: TreeEditor, target: Target) -> list[str]:
     if not units.enabled(edit, "systemd-networkd.service"):
         units.enable_unit(edit, "systemd-networkd.service", skip=WAIT_ONLINE)
     if units.unit_path(edit, "systemd-udevd.service") is None:
-        write(edit, f"{units.ETC_UNITS}/{UDEV_STAND_IN}", UDEV_STAND_IN_UNIT)
-        edit.mkdir(f"{units.ETC_UNITS}/systemd-networkd.service.wants")
-        edit.symlink(
-            f"{units.ETC_UNITS}/systemd-networkd.service.wants/{UDEV_STAND_IN}",
-            f"{units.ETC_UNITS}/{UDEV_STAND_IN}",
-        )
+        own_unit(edit, UDEV_STAND_IN, UDEV_STAND_IN_UNIT, wanted_by="systemd-networkd.service")
     if units.unit_path(edit, "systemd-resolved.service") is not None:
         if not units.enabled(edit, "systemd-resolved.service"):
             units.enable_unit(edit, "systemd-resolved.service")
         edit.symlink("/etc/resolv.conf", STUB_RESOLV)
-        return []
-    if choice.dns:
+    elif choice.dns:
         write(edit, "/etc/resolv.conf", netfiles.resolv_conf(choice.dns))
-        return []
-    return [
-        "systemd-networkd without systemd-resolved: the DNS servers DHCP gives are not "
-        "written to /etc/resolv.conf"
-    ]
+    elif choice.mode is NetworkMode.DHCP:
+        write(edit, RESOLV_SCRIPT, netfiles.NETWORKD_RESOLV_SCRIPT, mode=0o755)
+        service = netfiles.networkd_resolv_service(RESOLV_SCRIPT)
+        write(edit, f"{units.ETC_UNITS}/{RESOLV_UNIT}.service", service)
+        path_unit = netfiles.NETWORKD_RESOLV_PATH_UNIT
+        own_unit(edit, f"{RESOLV_UNIT}.path", path_unit, wanted_by="systemd-networkd.service")
+    return []
+
+
+def own_unit(edit: TreeEditor, name: str, text: bytes, wanted_by: str) -> None:
+    """A unit oci2vm writes to /etc/systemd/system, enabled by a link in
+    `wanted_by`.wants/ (as its [Install] section says)."""
+    write(edit, f"{units.ETC_UNITS}/{name}", text)
+    edit.mkdir(f"{units.ETC_UNITS}/{wanted_by}.wants")
+    edit.symlink(f"{units.ETC_UNITS}/{wanted_by}.wants/{name}", f"{units.ETC_UNITS}/{name}")
 
 
 def configures_a_nic(text: str) -> bool:

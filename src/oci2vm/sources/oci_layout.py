@@ -37,9 +37,24 @@ def resolve(source: str, path: Path, tag: str, fetch: Fetch, *, archive: bool) -
         raise Oci2vmError(f"{path}: is a directory; use oci:{path}")
     if not archive and container.is_archive:
         raise Oci2vmError(f"{path}: is a file; use oci-archive:{path}")
-    # The name gives the default hostname: oci:./debian:bookworm -> debian:bookworm.
-    name = f"{path.absolute().name}:{tag}" if tag else path.absolute().name
-    return resolve_in(source, container, tag, fetch, name=name)
+    name = layout_name(path)
+    return resolve_in(source, container, tag, fetch, name=f"{name}:{tag}" if tag else name)
+
+
+# Names a layout's directory or archive often has that say nothing of the image in it.
+GENERIC_NAMES = frozenset({"oci", "layout", "oci-layout", "image", "img", "oci-archive"})
+
+
+def layout_name(path: Path) -> str:
+    """The image's name a layout's path gives, for the default hostname:
+    oci:./debian:bookworm -> debian:bookworm; a generic name (./debian/oci, image.tar)
+    gives way to the directory holding it."""
+    absolute = path.absolute()
+    for part in (absolute, *absolute.parents):
+        stem = part.name.removesuffix(".tar")
+        if stem and stem.lower() not in GENERIC_NAMES:
+            return stem
+    return absolute.name
 
 
 def blob_ref(container: Container, desc: Descriptor) -> BlobRef:
