@@ -3,7 +3,9 @@ debian-systemd image (systemd, e2fsprogs), built with Debian's kernel and oci2vm
 initramfs, resized by +2 GiB with `qemu-img resize`, boots to `login:`, and `df -k /`
 shows a root filesystem about 2 GiB larger than the one built. The initramfs grows the
 GPT's root partition and, with the image's resize2fs, the mounted ext4
-(src/oci2vm/initramfs/growroot.sh); the console tells which.
+(src/oci2vm/initramfs/growroot.sh); the console tells which. The Debian image (its own
+kernel, systemd 252) built with its own initrd is grown by systemd instead: systemd-repart
+(the repart.d file the build writes) grows the partition, systemd-growfs the filesystem.
 
 Kernel packages come from the shared fixture store (support.debarchives.fixture_store)."""
 
@@ -17,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from fixture_images import debian_systemd_fixture
+from fixture_images import FixtureSet, debian_fixture, debian_systemd_fixture
 from oci2vm import vm
 from support.debarchives import configured_mirror, fixture_store
 from support.disks import cli
@@ -34,13 +36,17 @@ PASSWORD = "oci2vm-Test-pw"
 BOOT_TIMEOUT = 420.0  # TCG on two shared cores
 GROWTH = 2 << 30
 MARKER = "oci2vm-df"
+GROWFS_WAIT = (
+    'while [ "$(systemctl show -P ActiveState systemd-growfs@-.service)" = activating ]; '
+    "do sleep 1; done"
+)
+DF_LINE = f"df -k / | tail -n 1 | while read -r _ kib _; do echo {MARKER}=$kib=end; done"
 
 
-def build(out: Path) -> dict[str, Any]:
-    fx = debian_systemd_fixture()
+def build(fx: FixtureSet, out: Path, *args: str) -> dict[str, Any]:
     result = cli("build", f"oci:{fx.oci_layout}:{fx.tag}", "-o", str(out), "--json",
                  "--cache-dir", str(fixture_store().root), "--mirror", configured_mirror(),
-                 "--root-password", PASSWORD)  # fmt: skip
+                 "--root-password", PASSWORD, *args)  # fmt: skip
     assert result.code == 0, result.err
     report: dict[str, Any] = json.loads(result.out)
     return report
@@ -49,7 +55,7 @@ def build(out: Path) -> dict[str, Any]:
 def test_disk_resized_by_two_gib_boots_with_a_root_two_gib_larger(tmp_path: Path) -> None:
     skip_unless_buildable("debian-systemd")
     disk = tmp_path / "disk.img"
-    built = build(disk)["filesystem"]["size"]
+    built = build(debian_systemd_fixture(), disk)["filesystem"]["size"]
     subprocess.run(["qemu-img", "resize", "-f", "raw", str(disk), "+2G"], check=True)
     # The console's lines in the order they come; the tail kept is too short for all.
     result = vm.check_boot(
@@ -61,19 +67,41 @@ def test_disk_resized_by_two_gib_boots_with_a_root_two_gib_larger(tmp_path: Path
             ("oci2vm-init: grew the root filesystem to fill /dev/vda3", None),
             ("login:", "root"),
             ("Password:", PASSWORD),
-            (
-                r"# ",
-                f"df -k / | tail -n 1 | while read -r _ kib _; do echo {MARKER}=$kib=end; done",
-            ),
+            (r"# ", DF_LINE),
             # to the terminator: the session ends at the first match, and a match on the
             # number alone could end it before the console had every digit
             (rf"{MARKER}=\d+=end", None),
         ],
     )
+    assert_grown(result, built)
+
+
+def assert_grown(result: vm.CheckResult, built: int) -> None:
     assert result.ok, f"{result.reason}\n--- console tail ---\n{result.tail}"
     found = re.search(rf"{MARKER}=(\d+)=end", result.tail)
     assert found is not None, result.tail
     total = int(found.group(1)) * 1024
     # df counts the blocks less the metadata (inode tables, bitmaps, journal), so the grown
     # filesystem shows a little less than the built size + 2 GiB, and far more than before.
-    assert GROWTH - (256 << 20) <= total - built <= GROWTH, (total, built)
+    assert GROWTH - (256 << 20) <= total - built <= GROWTH, (total, built, result.tail)
+
+
+def test_with_the_images_initrd_systemd_repart_and_growfs_grow_it(tmp_path: Path) -> None:
+    skip_unless_buildable("debian")
+    disk = tmp_path / "disk.img"
+    built = build(debian_fixture(), disk, "--initrd", "image")["filesystem"]["size"]
+    subprocess.run(["qemu-img", "resize", "-f", "raw", str(disk), "+2G"], check=True)
+    result = vm.check_boot(
+        disk,
+        expect=r"Finished systemd-repart[^\n]*",
+        timeout=BOOT_TIMEOUT,
+        accel="tcg",
+        script=[
+            ("login:", "root"),
+            ("Password:", PASSWORD),
+            # should growfs still run when the prompt comes, wait for it to be done
+            (r"# ", f"{GROWFS_WAIT}; {DF_LINE}"),
+            (rf"{MARKER}=\d+=end", None),
+        ],
+    )
+    assert_grown(result, built)

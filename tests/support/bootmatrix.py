@@ -130,9 +130,10 @@ def answer(key: str, expression: str) -> str:
 
 def probe_line(port: int, fetch: str = BASH_TCP, *, su: bool = True) -> str:
     """The shell line a logged-in user types: wait for a DHCP address, then answer the
-    address, the first DNS server in resolv.conf, the page's body, the machine-id, and (`su`: through `su`, which asks for
-    root's password) whether a file could be written to /. Without `su` the line ends by
-    logging out, for ROOT_WRITE_LINE typed as root (busybox's su is not setuid)."""
+    address, the first DNS server in resolv.conf, the page's body, the machine-id, and
+    (`su`: through `su`, which asks for root's password) whether a file could be written
+    to /. Without `su` the line ends by logging out, for ROOT_WRITE_LINE typed as root
+    (busybox's su is not setuid)."""
     url_parts = {"host": HOST_FROM_GUEST, "port": port, "path": PAGE_PATH}
     steps = [
         _IP4,

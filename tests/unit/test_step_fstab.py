@@ -1,12 +1,15 @@
 """The fstab step: root mounted read-write by UUID, replacing the image's fstab; grown by
-systemd-growfs where systemd has it; a note when nothing in the image can grow it."""
+systemd-growfs where systemd has it, its partition by systemd-repart where that is there too;
+a note when nothing in the image can grow it."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 from oci2vm.prepare import fstab
-from support.layouts import directory, file, symlink
+from oci2vm.tree.model import lookup
+from support.layouts import Member, directory, file, symlink
 from support.prepared import FS_TIME, FSTAB, ROOT_UUID, content, entry, flattened, run_step
 
 ELF = b"\x7fELF"
@@ -70,8 +73,6 @@ def test_an_image_without_resize2fs_or_systemd_growfs_gets_a_note(tmp_path: Path
 def test_no_growth_note_for_run_s_direct_boot_or_app_mode(tmp_path: Path) -> None:
     """oci2vm run boots an overlay of a cached root (no partition); app mode grows no
     filesystem: the note would be noise on every run."""
-    import dataclasses
-
     from oci2vm.config import InitMode
     from oci2vm.prepare.step import BootOutputs
     from oci2vm.tree.editor import TreeEditor
@@ -85,3 +86,63 @@ def test_no_growth_note_for_run_s_direct_boot_or_app_mode(tmp_path: Path) -> Non
     ):
         assert fstab.STEP.apply(TreeEditor(tree, FS_TIME), other) == []
     assert fstab.STEP.apply(TreeEditor(tree, FS_TIME), goal) != []
+
+
+def repart_members(*, static_link: bool = True) -> list[Member]:
+    members = [
+        directory("usr"),
+        directory("usr/bin"),
+        file("usr/bin/systemd-repart", ELF, mode=0o755),
+        directory("usr/lib"),
+        directory("usr/lib/systemd"),
+        file("usr/lib/systemd/systemd-growfs", ELF, mode=0o755),
+        directory("usr/lib/systemd/system"),
+        file("usr/lib/systemd/system/systemd-repart.service", b"[Unit]\n"),
+        symlink("lib", "usr/lib"),
+    ]
+    if static_link:
+        members += [
+            directory("usr/lib/systemd/system/sysinit.target.wants"),
+            symlink(
+                "usr/lib/systemd/system/sysinit.target.wants/systemd-repart.service",
+                "../systemd-repart.service",
+            ),
+        ]
+    return members
+
+
+def test_systemd_repart_gets_the_root_partition_to_grow(tmp_path: Path) -> None:
+    tree = flattened(tmp_path, repart_members())
+    assert run_step(tree, fstab.STEP) == []
+    conf = content(tree, fstab.REPART_FILE)
+    assert conf.endswith(b"[Partition]\nType=root\n")
+    assert lookup(tree.root, "/etc/systemd/system/sysinit.target.wants") is None  # static
+
+
+def test_systemd_repart_is_enabled_where_the_image_does_not_link_it(tmp_path: Path) -> None:
+    tree = flattened(tmp_path, repart_members(static_link=False))
+    run_step(tree, fstab.STEP)
+    link = entry(tree, "/etc/systemd/system/sysinit.target.wants/systemd-repart.service")
+    assert link.target == b"/lib/systemd/system/systemd-repart.service"  # as enable_unit
+
+
+def test_no_repart_file_for_mbr_a_bare_filesystem_or_an_image_with_its_own(
+    tmp_path: Path,
+) -> None:
+    from oci2vm.config import Config, OutputFormat, PartitionTable
+    from oci2vm.tree.editor import TreeEditor
+    from support.prepared import options, target
+
+    own = [directory("etc"), directory("etc/repart.d"), file("etc/repart.d/10-x.conf", b"")]
+    for n, (members, config) in enumerate(
+        [
+            (repart_members(), Config(table=PartitionTable.MBR)),
+            (repart_members(), Config(format=OutputFormat.EXT4)),
+            ([*repart_members(), *own], Config()),
+        ]
+    ):
+        tree = flattened(tmp_path / str(n), members)
+        goal = dataclasses.replace(target(tree, options()), config=config)
+        fstab.STEP.apply(TreeEditor(tree, FS_TIME), goal)
+        assert lookup(tree.root, fstab.REPART_FILE) is None, config
+        assert b"x-systemd.growfs" in content(tree, "/etc/fstab")
