@@ -303,3 +303,20 @@ def test_kernel_choice_parses_every_form(tmp_path: Path) -> None:
         KernelChoice.parse("debian:a:b:c")
     with pytest.raises(Oci2vmError):
         KernelChoice.parse("")
+
+
+def test_workload_options_on_a_system_image_are_refused_not_dropped(tmp_path: Path) -> None:
+    system = target(flattened(tmp_path, [file("sbin/init")]), options())
+    for change, named in (
+        ({"user": "alice:pw:sudo"}, r"--user set .* \(a login user: --add-user NAME"),
+        ({"env": ("A=1",), "workdir": "/srv"}, r"--env, --workdir set an app image's workload"),
+        ({"command": ("sh",)}, r"a command after -- set"),
+    ):
+        chosen = dataclasses.replace(system, config=dataclasses.replace(system.config, **change))
+        with pytest.raises(Oci2vmError, match=named) as raised:
+            kernel.mode_of(chosen)
+        assert "--init app" in str(raised.value) and "\n" not in str(raised.value)
+        app = dataclasses.replace(
+            chosen, config=dataclasses.replace(chosen.config, init=InitMode.APP)
+        )
+        assert kernel.mode_of(app) is InitMode.APP

@@ -110,9 +110,35 @@ def mode_of(target: Target) -> InitMode:
             f"{target.source}: the image has no init (looked for /sbin/init, /usr/sbin/init, "
             "/bin/init): run its Entrypoint and Cmd with --init app"
         )
-    if chosen is InitMode.AUTO:
-        return InitMode.SYSTEM if has_init else InitMode.APP
-    return chosen
+    mode = chosen if chosen is not InitMode.AUTO else InitMode.SYSTEM if has_init else InitMode.APP
+    if mode is InitMode.SYSTEM:
+        refuse_workload_options(target)
+    return mode
+
+
+def refuse_workload_options(target: Target) -> None:
+    """docker run's options set an app image's workload; a system boots its own init and
+    would silently drop them (`--user alice:pw` meant as a login user is the likely slip)."""
+    config = target.config
+    given = [
+        flag
+        for flag, value in (
+            ("--user", config.user),
+            ("--env", config.env or None),
+            ("--workdir", config.workdir),
+            ("--entrypoint", config.entrypoint),
+            ("a command after --", config.command),
+        )
+        if value is not None
+    ]
+    if not given:
+        return
+    hint = " (a login user: --add-user NAME[:PASSWORD][:sudo])" if config.user is not None else ""
+    raise Oci2vmError(
+        f"{target.source}: {', '.join(given)} set an app image's workload, and this image "
+        f"boots its own init (system mode){hint}; pass --init app to run its Entrypoint "
+        "and Cmd instead"
+    )
 
 
 def keeps_image_kernel(target: Target) -> bool:
