@@ -3,8 +3,9 @@
 flattening case), "busybox-app" (an app image), "debian" (minbase + kernel + systemd),
 "debian-systemd" (minbase + systemd, no kernel), "debian-minbase" (no init, no kernel), and
 the boot matrix's kernel-less systems: "debian-sysvinit" (+ ifupdown, openssh-server),
-"debian-openrc", "debian-runit" (without getty-run), "debian-trixie" (systemd) and
-"busybox-init" (/sbin/init -> busybox, an rcS, no inittab).
+"debian-openrc", "debian-runit" (without getty-run), "debian-trixie" (systemd),
+"debian-cloudinit" (systemd + cloud-init) and "busybox-init" (/sbin/init -> busybox, an
+rcS, no inittab).
 
 Deliberately independent of the oci2vm package (stdlib tarfile/hashlib/gzip/json + zstandard
 only): the fixtures are the yardstick for our readers, so they must not share their code.

@@ -190,6 +190,12 @@ def debian_trixie_fixture(cache: Path | None = None) -> FixtureSet:
     return fixture("debian-trixie", cache)
 
 
+def debian_cloudinit_fixture(cache: Path | None = None) -> FixtureSet:
+    """bookworm minbase + systemd-sysv + cloud-init (python3; no ifupdown, so cloud-init
+    renders its network for networkd), no kernel. 2 gzip layers."""
+    return fixture("debian-cloudinit", cache)
+
+
 def busybox_init_fixture(cache: Path | None = None) -> FixtureSet:
     """A busybox system: /sbin/init -> /bin/busybox (Debian's static busybox), the applets of
     BUSYBOX_INIT_APPLETS, root (locked) in passwd/shadow/group, /etc/init.d/rcS mounting

@@ -20,10 +20,12 @@ from .debian import (
     build_debian_systemd,
 )
 from .debian_systems import (
+    DEBIAN_CLOUDINIT_VERSION,
     DEBIAN_OPENRC_VERSION,
     DEBIAN_RUNIT_VERSION,
     DEBIAN_SYSVINIT_VERSION,
     DEBIAN_TRIXIE_VERSION,
+    build_debian_cloudinit,
     build_debian_openrc,
     build_debian_runit,
     build_debian_sysvinit,
@@ -57,6 +59,7 @@ FIXTURES: dict[str, tuple[int, Builder]] = {
     "debian-openrc": (DEBIAN_OPENRC_VERSION, build_debian_openrc),
     "debian-runit": (DEBIAN_RUNIT_VERSION, build_debian_runit),
     "debian-trixie": (DEBIAN_TRIXIE_VERSION, build_debian_trixie),
+    "debian-cloudinit": (DEBIAN_CLOUDINIT_VERSION, build_debian_cloudinit),
 }
 # A fixture's cache directory is <stem>-v<version>, the stem its name unless a build stage
 # already holds that name: "debian-minbase" is the debootstrap stage the Debian images share.

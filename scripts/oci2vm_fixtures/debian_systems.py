@@ -6,6 +6,7 @@
                    init), ifupdown, isc-dhcp-client
   debian-runit     bookworm + runit-init, ifupdown, isc-dhcp-client, less Debian's getty-run
   debian-trixie    trixie minbase + systemd-sysv (merged /usr; networkd is part of systemd)
+  debian-cloudinit bookworm + systemd-sysv + cloud-init (it finds its datasource at boot)
 The bookworm ones share layer 1 with debian; every apt stage is cached under its own name."""
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ DEBIAN_SYSVINIT_VERSION = 1
 DEBIAN_OPENRC_VERSION = 1
 DEBIAN_RUNIT_VERSION = 2  # v1 kept getty-run's leftover /etc/sv/getty-* directories
 DEBIAN_TRIXIE_VERSION = 1
+DEBIAN_CLOUDINIT_VERSION = 1
 
 IFUPDOWN = ("ifupdown", "isc-dhcp-client")
 SYSVINIT_INSTALL = ("sysvinit-core", *IFUPDOWN, "openssh-server")
@@ -31,6 +33,7 @@ RUNIT_INSTALL = ("runit-init", *IFUPDOWN)
 # a `supervise` link into /run, which its postrm leaves behind).
 RUNIT_THEN = "dpkg --purge --force-depends getty-run && rm -rf /etc/sv/getty-*"
 TRIXIE_INSTALL = ("systemd-sysv",)
+CLOUDINIT_INSTALL = ("systemd-sysv", "cloud-init")
 
 
 def build_debian_sysvinit(out: Path, cache: Path) -> dict[str, object]:
@@ -57,4 +60,11 @@ def build_debian_trixie(out: Path, cache: Path) -> dict[str, object]:
     facts = build_on_minbase(out, cache, "debian-trixie", "debian-trixie-systemd-full",
                              TRIXIE_INSTALL, suite=TRIXIE)  # fmt: skip
     facts.update(installed=list(TRIXIE_INSTALL), suite=TRIXIE.codename)
+    return facts
+
+
+def build_debian_cloudinit(out: Path, cache: Path) -> dict[str, object]:
+    facts = build_on_minbase(out, cache, "debian-cloudinit", "debian-cloudinit-full",
+                             CLOUDINIT_INSTALL)  # fmt: skip
+    facts["installed"] = list(CLOUDINIT_INSTALL)
     return facts
