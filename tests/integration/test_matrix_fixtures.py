@@ -1,7 +1,8 @@
 """The boot matrix's fixture images (issue 12): debian-sysvinit, debian-openrc, debian-runit,
-debian-trixie and busybox-init. What the matrix's cells rely on each to hold: the init that
-/sbin/init really runs, the network stack's files, openssh's baked host keys, no getty of
-runit's own, trixie's release, busybox's boot script and no inittab; none has a kernel."""
+debian-trixie, debian-cloudinit and busybox-init. What the matrix's cells rely on each to
+hold: the init that /sbin/init really runs, the network stack's files, openssh's baked host
+keys, no getty of runit's own, trixie's release, cloud-init, busybox's boot script and no
+inittab; none has a kernel."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from fixture_images import (
     BUSYBOX_INIT_APPLETS,
     FixtureSet,
     busybox_init_fixture,
+    debian_cloudinit_fixture,
     debian_minbase_fixture,
     debian_openrc_fixture,
     debian_runit_fixture,
@@ -65,6 +67,11 @@ def runit() -> FixtureSet:
 @pytest.fixture(scope="module")
 def trixie() -> FixtureSet:
     return _debian("debian-trixie", debian_trixie_fixture)
+
+
+@pytest.fixture(scope="module")
+def cloudinit() -> FixtureSet:
+    return _debian("debian-cloudinit", debian_cloudinit_fixture)
 
 
 @pytest.fixture(scope="module")
@@ -239,3 +246,21 @@ def test_busybox_init_rebuilds_to_the_same_digests(
     facts = ("config_digest", "diff_ids", "layer_digests", "manifest_digest", "entries",
              "docker_oci_manifest_digest")  # fmt: skip
     assert [getattr(rebuilt, f) for f in facts] == [getattr(busybox_init, f) for f in facts]
+
+
+def test_debian_cloudinit_has_cloud_init_on_systemd_without_ifupdown(cloudinit: FixtureSet) -> None:
+    """cloud-init renders its network for networkd here, and no datasource list is set (it
+    would try every cloud's) until the build pins NoCloud."""
+    tree = expected_tree(cloudinit)
+    assert_kernelless_debian(cloudinit, tree)
+    packages = installed_packages(cloudinit)
+    assert {"cloud-init", "systemd-sysv"} <= packages
+    assert not packages & {"ifupdown", "systemd-resolved", "netplan.io", "network-manager"}
+    assert resolve(tree, "usr/bin/cloud-init") == "usr/bin/cloud-init"
+    assert tree["etc/cloud/cloud.cfg"]["kind"] == "file"
+    dropins = [path for path in tree if path.startswith("etc/cloud/cloud.cfg.d/")]
+    assert sorted(dropins) == [
+        "etc/cloud/cloud.cfg.d/05_logging.cfg",
+        "etc/cloud/cloud.cfg.d/README",
+    ]
+    assert "var/lib/cloud/seed/nocloud" not in tree
