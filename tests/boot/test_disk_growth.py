@@ -52,19 +52,27 @@ def build(fx: FixtureSet, out: Path, *args: str) -> dict[str, Any]:
     return report
 
 
-def test_disk_resized_by_two_gib_boots_with_a_root_two_gib_larger(tmp_path: Path) -> None:
+# The root's partition: GPT's third (after BIOS boot and the ESP), MBR's second (after the ESP).
+ROOT_PARTITION = {"gpt": "/dev/vda3", "mbr": "/dev/vda2"}
+
+
+@pytest.mark.parametrize("table", sorted(ROOT_PARTITION))
+def test_disk_resized_by_two_gib_boots_with_a_root_two_gib_larger(
+    tmp_path: Path, table: str
+) -> None:
     skip_unless_buildable("debian-systemd")
     disk = tmp_path / "disk.img"
-    built = build(debian_systemd_fixture(), disk)["filesystem"]["size"]
+    built = build(debian_systemd_fixture(), disk, "--table", table)["filesystem"]["size"]
     subprocess.run(["qemu-img", "resize", "-f", "raw", str(disk), "+2G"], check=True)
+    root = ROOT_PARTITION[table]
     # The console's lines in the order they come; the tail kept is too short for all.
     result = vm.check_boot(
         disk,
-        expect=r"oci2vm-init: grew the root partition /dev/vda3 from \d+ MiB to \d+ MiB",
+        expect=rf"oci2vm-init: grew the root partition {root} from \d+ MiB to \d+ MiB",
         timeout=BOOT_TIMEOUT,
         accel="tcg",
         script=[
-            ("oci2vm-init: grew the root filesystem to fill /dev/vda3", None),
+            (f"oci2vm-init: grew the root filesystem to fill {root}", None),
             ("login:", "root"),
             ("Password:", PASSWORD),
             (r"# ", DF_LINE),
