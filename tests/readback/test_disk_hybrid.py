@@ -50,13 +50,13 @@ def test_hybrid_gpt_layout_as_sfdisk_reads_it(hybrid: Disk) -> None:
     table = sfdisk(hybrid.path)
     size = hybrid.path.stat().st_size
     assert size == hybrid.report["disk"]["size"]
-    assert size % MIB == 0
+    assert size % 4096 == 0
     assert (table["label"], table["unit"], table["sectorsize"]) == ("gpt", "sectors", 512)
     assert (table["firstlba"], table["lastlba"]) == (34, size // SECTOR - 34)
     parts = partitions(hybrid.path)
     esp_sectors = parts[1]["size"]
     root_start = 4096 + esp_sectors
-    root_sectors = -(-hybrid.report["filesystem"]["size"] // MIB) * MIB // SECTOR
+    root_sectors = hybrid.report["filesystem"]["size"] // SECTOR  # whole 4 KiB blocks
     assert [(p["start"], p["size"], p["type"], p["name"]) for p in parts] == [
         (2048, 2048, BIOS_BOOT_TYPE, "BIOS boot"),
         (4096, esp_sectors, ESP_TYPE, "EFI System Partition"),
@@ -64,8 +64,10 @@ def test_hybrid_gpt_layout_as_sfdisk_reads_it(hybrid: Disk) -> None:
     ]
     assert esp_sectors * SECTOR >= 64 * MIB and esp_sectors % 2048 == 0
     assert root_start * SECTOR == hybrid.report["disk"]["root_offset"]
-    # The disk ends at the next MiB after the root partition and the backup GPT.
-    assert size == -(-((root_start + root_sectors + 33) * SECTOR) // MIB) * MIB
+    # The disk ends at the 4 KiB block holding the backup GPT's end, right after the root
+    # partition: no gap behind the root for a grower at boot (systemd-repart) to fill.
+    assert size == -(-((root_start + root_sectors + 33) * SECTOR) // 4096) * 4096
+    assert size // SECTOR - 33 - (root_start + root_sectors) < 8
     guids = {p["uuid"] for p in parts} | {table["id"]}
     assert len(guids) == 4
 

@@ -113,8 +113,9 @@ def test_size_makes_a_sparse_disk_whose_root_fills_it(layout: Layout, tmp_path: 
     assert st.st_blocks * 512 < 64 * MIB, st.st_blocks
     table = sfdisk(out)
     root = table["partitions"][2]
-    # The root partition ends on the last whole MiB before the backup GPT.
-    assert root["start"] + root["size"] == (10 << 30) // SECTOR - 2048
+    # The root partition ends on the last whole 4 KiB block before the backup GPT (33
+    # sectors): no gap behind it for a grower at boot to fill.
+    assert root["start"] + root["size"] == (10 << 30) // SECTOR - 40
     assert table["lastlba"] == (10 << 30) // SECTOR - 34
     assert run(["sgdisk", "-v", out]).stdout.decode().count("No problems found.") == 1
     copy = part(out, 3, tmp_path / "root.ext4")
@@ -132,7 +133,10 @@ def test_size_is_never_exceeded(layout: Layout, tmp_path: Path, table: str, size
     report = build_ok(layout.source, "-o", str(out), "--size", size, "--table", table)
     assert report["disk"]["size"] == out.stat().st_size == 100 * MIB
     last = sfdisk(out)["partitions"][-1]
-    assert (last["start"] + last["size"]) * SECTOR == 100 * MIB - (MIB if table == "gpt" else 0)
+    backup_gpt = 40 * SECTOR  # its 33 sectors, to the 4 KiB block
+    assert (last["start"] + last["size"]) * SECTOR == 100 * MIB - (
+        backup_gpt if table == "gpt" else 0
+    )
 
 
 @pytest.mark.parametrize(

@@ -44,8 +44,8 @@ def test_sgdisk_shows_types_guids_names_attributes_and_bounds(tmp_path: Path) ->
     expected = [
         (BIOS_BOOT, "BIOS boot partition", 2048, "1024.0 KiB", 4095, "2.0 MiB", "1024.0 KiB"),
         (ESP, "EFI system partition", 4096, "2.0 MiB", 135167, "66.0 MiB", "64.0 MiB"),
-        (ROOT_X86_64, "Linux x86-64 root (/)", 135168, "66.0 MiB", 2095103, "1023.0 MiB",
-         "957.0 MiB"),
+        (ROOT_X86_64, "Linux x86-64 root (/)", 135168, "66.0 MiB", 2097111, "1024.0 MiB",
+         "958.0 MiB"),
     ]  # fmt: skip
     names = ["BIOS boot", "EFI System", "root-x86-64 ✓"]
     for number, (partition, want) in enumerate(zip(disk.partitions, expected, strict=True), 1):
@@ -100,7 +100,7 @@ def test_sfdisk_reads_the_same_table(tmp_path: Path) -> None:
                 {
                     "node": f"{image}3",
                     "start": 135168,
-                    "size": 1959936,
+                    "size": 1961944,
                     "type": str(ROOT_X86_64).upper(),
                     "uuid": str(parts[2].guid).upper(),
                     "name": "root-x86-64 ✓",

@@ -28,12 +28,14 @@ MIB = 1024 * 1024
 def test_layout_starts_at_1_mib_and_aligns_every_partition() -> None:
     disk = layout(GPT_SPECS, seed=b"seed", disk_size=GIB)
     assert disk.disk_size == GIB
-    # the last partition ends on a MiB boundary before the 33 sectors of backup GPT
+    # the last partition ends on the last whole 4 KiB block before the 33 sectors of
+    # backup GPT: no gap that a grower at boot would fill
     assert [(p.first_lba, p.last_lba) for p in disk.partitions] == [
         (2048, 4095),
         (4096, 135167),
-        (135168, 2095103),
+        (135168, 2097111),
     ]
+    assert 2097152 - 33 - (2097111 + 1) < 8
     assert [(p.type_guid, p.name, p.attributes) for p in disk.partitions] == [
         (BIOS_BOOT, "BIOS boot", 0),
         (ESP, "EFI System", 4),
@@ -46,11 +48,12 @@ def test_layout_without_a_disk_size_fits_partitions_and_backup_gpt() -> None:
         [PartitionSpec(ESP, "esp", 100 * MIB), PartitionSpec(LINUX_DATA, "data", 5 * MIB + 1)],
         seed=b"s",
     )
+    # the last partition in whole 4 KiB blocks, the disk up to the block holding the backup
     assert [(p.first_lba, p.last_lba) for p in disk.partitions] == [
         (2048, 206847),
-        (206848, 206848 + 6 * 2048 - 1),
+        (206848, 206848 + 5 * 2048 + 8 - 1),
     ]
-    assert disk.disk_size == (1 + 100 + 6 + 1) * MIB  # last MiB holds the backup GPT
+    assert disk.disk_size == (206848 + 5 * 2048 + 8 + 40) * 512
 
 
 def test_layout_on_a_too_small_disk_names_the_size_needed() -> None:

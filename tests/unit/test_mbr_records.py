@@ -77,7 +77,12 @@ def test_disk_signature_is_deterministic_and_seeded(tmp_path: Path) -> None:
 
 
 def test_place_partitions_sizes_the_disk_when_asked() -> None:
-    assert place_partitions([MIB, 3 * MIB + 1]) == (6 * MIB, [(2048, 4095), (4096, 12287)])
+    # the first in whole MiB, the last (the root) and the disk in whole 4 KiB blocks
+    assert place_partitions([MIB, 3 * MIB + 1]) == (
+        5 * MIB + 4096,
+        [(2048, 4095), (4096, 4096 + 3 * 2048 + 8 - 1)],
+    )
+    assert place_partitions([MIB + 1, 3 * MIB])[1][0] == (2048, 2048 + 2 * 2048 - 1)
 
 
 def test_a_fifth_partition_or_an_overlap_is_rejected(tmp_path: Path) -> None:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from oci2vm.arch import Arch
 from oci2vm.config import BootMode, PartitionTable
 from oci2vm.disk import gpt, mbr
+from oci2vm.disk.placement import BLOCK
 from oci2vm.errors import Oci2vmError
 from oci2vm.util.units import MIB, SECTOR, ceil_div
 
@@ -71,8 +72,9 @@ def plan_disk(
     root_size = None
     if disk_size is not None:
         # --size is the disk's size, in whole MiB (never more than asked): the root
-        # partition takes what the rest leaves, in whole MiB, with room for the backup GPT.
-        root_size = (disk_size // MIB * MIB - offset - tail) // MIB * MIB
+        # partition takes what the rest leaves, in whole 4 KiB blocks, with room for the
+        # backup GPT (no gap behind it: see disk.placement).
+        root_size = (disk_size // MIB * MIB - offset - tail) // BLOCK * BLOCK
         if root_size < root_need:
             need = ceil_div(offset + ceil_div(root_need, MIB) * MIB + tail, MIB)
             raise Oci2vmError(

@@ -46,11 +46,27 @@ mount_basics() {
 
 # Modules in load order. Those of 9p are loaded only for volumes (ext4's and 9p's are the
 # largest, and each takes its time under emulation: signature check, relocation).
+# Hyper-V's and Xen's drivers load only where the firmware (DMI's system vendor) or Xen's
+# sysfs says the machine is theirs, or where nothing says what it is (no DMI): elsewhere
+# they fail (ENODEV), and the kernel logs every symbol the drivers on top of them miss.
+platform_drivers() {
+	vendor="" xen=""
+	[ -r /sys/class/dmi/id/sys_vendor ] && read -r vendor </sys/class/dmi/id/sys_vendor
+	[ -r /sys/hypervisor/type ] && read -r xen </sys/hypervisor/type
+	HYPERV=1 XEN=1
+	[ -n "$vendor" ] || return 0
+	[ "$vendor" = "Microsoft Corporation" ] || HYPERV=0
+	[ "$vendor" = Xen ] || [ "$xen" = xen ] || XEN=0
+}
+
 load_modules() { # all|volumes
 	[ -f "$MODULES" ] || return 0
+	platform_drivers
 	while read -r module; do
 		case "$module" in
 		"") continue ;;
+		*/hv_*.ko*) [ "$HYPERV" = 1 ] && [ "$1" = all ] || continue ;;
+		*/xen-*.ko*) [ "$XEN" = 1 ] && [ "$1" = all ] || continue ;;
 		*/9p.ko | */9pnet.ko | */9pnet_virtio.ko | */netfs.ko | */fscache.ko) [ "$1" = volumes ] || continue ;;
 		*) [ "$1" = all ] || continue ;;
 		esac
