@@ -50,6 +50,7 @@ from support.layouts import (
 from support.tokens import ISSUER, SERVICE, KeyPair, TokenServer, self_signed, serve
 
 READY_TIMEOUT = 15.0
+GATE_TIMEOUT = 20.0
 START_ATTEMPTS = 3
 USER, PASSWORD = "alice", "s3cret-pass"
 
@@ -281,6 +282,11 @@ class Reply:
     drop_after: int | None = None
     delay: float = 0.0  # seconds to wait before answering
     trickle: float | None = None  # send the whole reply a byte at a time, this far apart
+    # Send the first this many bytes of the body, then wait for `gate` (at most
+    # GATE_TIMEOUT s) before the rest: a layer that is still downloading.
+    hold_after: int | None = None
+    gate: threading.Event | None = None
+    gate_timed_out: bool = False
 
 
 @dataclass
@@ -300,6 +306,8 @@ class FakeRegistry:
     seen: list[Seen] = field(default_factory=list)
     basic: tuple[str, str] | None = None
     most_blobs_at_once: int = 0  # the most blob requests being answered at one time
+    ranges: bool = True  # answer Range requests of blobs (as distribution does)
+    range_bodies: dict[str, bytes] = field(default_factory=dict)  # lies told to them
     _blobs_now: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -361,8 +369,13 @@ def fake_registry(
 
         def do_GET(self) -> None:
             state.seen.append(Seen(self.path, dict(self.headers.items())))
-            reply = state.reply(self.path, self.headers.get("Authorization"))
             blob = "/blobs/" in self.path
+            asked = self.headers.get("Range")
+            if blob and asked and state.ranges and self.path in state.routes:
+                body = state.range_bodies.get(self.path, state.routes[self.path].body)
+                reply = _range_reply(body, asked)
+            else:
+                reply = state.reply(self.path, self.headers.get("Authorization"))
             if blob:
                 state.blob_started()
             try:
@@ -386,6 +399,12 @@ def fake_registry(
                 self.wfile.flush()
                 self.close_connection = True
                 return
+            if reply.hold_after is not None and reply.gate is not None:
+                self.wfile.write(reply.body[: reply.hold_after])
+                self.wfile.flush()
+                reply.gate_timed_out = not reply.gate.wait(GATE_TIMEOUT)
+                self.wfile.write(reply.body[reply.hold_after :])
+                return
             self.wfile.write(reply.body)
 
         def _trickle(self, reply: Reply, pause: float) -> None:
@@ -404,6 +423,17 @@ def fake_registry(
     with serve(Handler, tls) as port:
         state.port = port
         yield state
+
+
+def _range_reply(body: bytes, asked: str) -> Reply:
+    """206 for one "bytes=F-L" range, as Go's http.ServeContent answers it."""
+    unit, _, span = asked.partition("=")
+    first_text, _, last_text = span.partition("-")
+    first, last = int(first_text), min(int(last_text), len(body) - 1)
+    if unit != "bytes" or first > last:
+        return Reply(416, b"", {"Content-Range": f"bytes */{len(body)}"})
+    content_range = f"bytes {first}-{last}/{len(body)}"
+    return Reply(206, body[first : last + 1], {"Content-Range": content_range})
 
 
 # --- pulling, and what the tests check of it --------------------------------------------

@@ -141,6 +141,13 @@ class Watchdog:
         if self._thread is not None:
             self._thread.join()
 
+    def expire_all(self) -> None:
+        """Shut every watched response down now (the downloads stop)."""
+        with self._lock:
+            watches = list(self._watches)
+        for watch in watches:
+            watch.expire()
+
     def _run(self) -> None:
         interval = min(1.0, self.timeout / 4)
         while not self._stop.wait(interval):
@@ -237,6 +244,10 @@ class Transport:
         for manager in self._pools.values():
             manager.clear()
         self.watchdog.close()
+
+    def interrupt(self) -> None:
+        """Wake every thread reading a response, with an error (they stop)."""
+        self.watchdog.expire_all()
 
     def verifies(self, url: str) -> bool:
         return host_of(url) not in self.insecure

@@ -1,0 +1,130 @@
+"""Downloads that go on while the build reads them: a build from a registry hands its
+layers to a few threads here and starts flattening at once (image/arrival.py), so a cold
+build costs about the slower of the download and the build, not their sum.
+
+The build owns the downloads for its whole length (a context manager): the first failure
+fails every blob not yet complete with the same one-line error, so that the build, which
+may be reading another layer, stops with it; leaving the context (at the end, on an error,
+or on a signal) stops what still runs, removes the temporary files and closes the
+registry's connections. Blobs completed before a failure stay cached: they are verified.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor, wait
+from types import TracebackType
+
+from oci2vm.errors import Oci2vmError
+from oci2vm.image.arrival import Arrival
+
+log = logging.getLogger(__name__)
+
+PARALLEL_DOWNLOADS = 3  # Docker's default max-concurrent-downloads
+
+
+class Downloads:
+    """Blob downloads in `workers` threads, in the order they were started."""
+
+    def __init__(self, workers: int = PARALLEL_DOWNLOADS) -> None:
+        self._pool = ThreadPoolExecutor(workers, thread_name_prefix="download")
+        self._lock = threading.Lock()
+        self._arrivals: dict[str, Arrival] = {}  # by digest
+        self._futures: list[Future[None]] = []
+        self._error: BaseException | None = None
+        self._interrupts: list[Callable[[], None]] = []
+        self._closers: list[Callable[[], None]] = []
+        self._closed = False
+
+    def __enter__(self) -> Downloads:
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def arrival(self, digest: str) -> Arrival | None:
+        """The download under way of a blob, if one was started."""
+        with self._lock:
+            return self._arrivals.get(digest)
+
+    def start(self, digest: str, arrival: Arrival, work: Callable[[], object]) -> None:
+        """Run `work` (which fills `arrival`) in a download thread."""
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("Downloads.start() after close()")
+            self._arrivals[digest] = arrival
+            self._futures.append(self._pool.submit(self._run, arrival, work))
+
+    def on_interrupt(self, interrupt: Callable[[], None]) -> None:
+        """Called to cut the connections under way short when the downloads stop."""
+        self._interrupts.append(interrupt)
+
+    def on_close(self, closer: Callable[[], None]) -> None:
+        """Called once every download thread has ended (a session's close)."""
+        self._closers.append(closer)
+
+    def _run(self, arrival: Arrival, work: Callable[[], object]) -> None:
+        try:
+            if self._error is None:
+                work()
+            if not arrival.committed:  # work() gave up on it; say why to its readers
+                arrival.fail(self._error or Oci2vmError(f"download of {arrival.what} stopped"))
+        except BaseException as e:
+            arrival.fail(e)
+            self._failed(e)
+            raise
+
+    def _failed(self, error: BaseException) -> None:
+        """The first failure stops everything: every blob still on its way fails with it."""
+        with self._lock:
+            if self._error is not None:
+                return
+            self._error = error
+            pending = [a for a in self._arrivals.values() if not a.committed]
+        log.debug("a download failed (%s): stopping the others", error)
+        for arrival in pending:
+            arrival.fail(error)
+        self._interrupt()
+
+    def _interrupt(self) -> None:
+        for interrupt in self._interrupts:
+            try:
+                interrupt()
+            except Exception as e:  # a connection that will not shut down ends on its own
+                log.debug("interrupting the downloads: %s", e)
+
+    def finish(self) -> None:
+        """Wait for every download; raise the first failure."""
+        with self._lock:
+            futures = list(self._futures)
+        wait(futures)
+        for future in futures:
+            error = future.exception()
+            if error is not None:
+                raise error
+
+    def close(self) -> None:
+        """Stop what still runs (its blobs fail and their temporary files go), wait for
+        the threads, then run the closers. Idempotent."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            pending = [a for a in self._arrivals.values() if not a.committed]
+        stop = Oci2vmError("the build stopped before the download was complete")
+        for arrival in pending:
+            arrival.fail(stop)
+        if pending:
+            self._interrupt()
+        self._pool.shutdown(wait=True, cancel_futures=True)
+        for arrival in pending:
+            arrival.fail(stop)  # those cancelled before they ran
+        for closer in self._closers:
+            closer()
