@@ -51,6 +51,7 @@ from support.tokens import ISSUER, SERVICE, KeyPair, TokenServer, self_signed, s
 
 READY_TIMEOUT = 15.0
 GATE_TIMEOUT = 20.0
+PACE_CHUNK = 64 << 10
 START_ATTEMPTS = 3
 USER, PASSWORD = "alice", "s3cret-pass"
 
@@ -308,6 +309,8 @@ class FakeRegistry:
     most_blobs_at_once: int = 0  # the most blob requests being answered at one time
     ranges: bool = True  # answer Range requests of blobs (as distribution does)
     range_bodies: dict[str, bytes] = field(default_factory=dict)  # lies told to them
+    rate: float | None = None  # bytes per second of all bodies together (a slow link)
+    _sent_at: float = 0.0  # when the link is free again, at `rate`
     _blobs_now: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -319,6 +322,16 @@ class FakeRegistry:
     def blob_ended(self) -> None:
         with self._lock:
             self._blobs_now -= 1
+
+    def pace(self, n: int) -> None:
+        """Wait until n more bytes may go out at `rate`, shared by every connection."""
+        if self.rate is None:
+            return
+        with self._lock:
+            now = time.monotonic()
+            self._sent_at = max(self._sent_at, now) + n / self.rate
+            due = self._sent_at - n / self.rate
+        time.sleep(max(0.0, due - now))
 
     @property
     def host(self) -> str:
@@ -405,7 +418,13 @@ def fake_registry(
                 reply.gate_timed_out = not reply.gate.wait(GATE_TIMEOUT)
                 self.wfile.write(reply.body[reply.hold_after :])
                 return
-            self.wfile.write(reply.body)
+            if state.rate is None:
+                self.wfile.write(reply.body)
+                return
+            body = memoryview(reply.body)
+            for start in range(0, len(body), PACE_CHUNK):
+                state.pace(len(body[start : start + PACE_CHUNK]))
+                self.wfile.write(body[start : start + PACE_CHUNK])
 
         def _trickle(self, reply: Reply, pause: float) -> None:
             head = f"HTTP/1.1 {reply.status} X\r\nContent-Length: {len(reply.body)}\r\n"
