@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import signal
 import threading
 import time
 from collections.abc import Iterator
@@ -23,6 +24,7 @@ from oci2vm.image.blobs import BlobStore, ProgressFn
 from oci2vm.report import Reporter
 from oci2vm.sources.registry import BLOB_ATTEMPTS
 from oci2vm.sources.transport import PROGRESS_BYTES
+from support import runcli
 from support.layouts import BuiltImage, build_image, directory, file, write_layout
 from support.registries import GATE_TIMEOUT, FakeRegistry, Reply, cache_files, fake_registry
 
@@ -258,3 +260,36 @@ def test_a_failed_build_stops_a_download_under_way(store: BlobStore, tmp_path: P
     assert seconds < GATE_TIMEOUT / 2
     assert_nothing_half_written(store, image.layer_digests[0])
     assert download_threads() == []
+
+
+def test_a_signal_stops_a_build_waiting_for_a_layer(store: BlobStore, tmp_path: Path) -> None:
+    """SIGTERM while the build waits for bytes of a layer the registry holds back: the
+    build ends at once with 128 + 15, and leaves no output and no temporary file."""
+    image = streamed_image()
+    gate = threading.Event()
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    with fake_registry() as fake:
+        fake.add_image("app", "1", image)
+        fake.routes[blob_path(image, 1)] = Reply(body=image.layers[1], hold_after=HELD, gate=gate)
+        source = f"docker://{fake.host}/app:1"
+        args = build_args(source, out_dir / "pulled.ext4", store)
+        proc = runcli.start(*args, "-q", "--tls-verify=false")
+        try:
+            deadline = time.monotonic() + GATE_TIMEOUT / 2
+            while not any(out_dir.iterdir()) and time.monotonic() < deadline:
+                assert proc.poll() is None
+                time.sleep(0.02)
+            time.sleep(0.5)  # into the held layer
+            started = time.monotonic()
+            proc.send_signal(signal.SIGTERM)
+            _out, err = proc.communicate(timeout=GATE_TIMEOUT)
+            seconds = time.monotonic() - started
+        finally:
+            gate.set()
+            proc.kill()
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    assert err.decode().strip().splitlines() == ["oci2vm: stopped by SIGTERM"]
+    assert seconds < GATE_TIMEOUT / 2
+    assert list(out_dir.iterdir()) == []
+    assert_nothing_half_written(store, image.layer_digests[1])

@@ -413,10 +413,11 @@ def fake_registry(
                 self.close_connection = True
                 return
             if reply.hold_after is not None and reply.gate is not None:
-                self.wfile.write(reply.body[: reply.hold_after])
-                self.wfile.flush()
-                reply.gate_timed_out = not reply.gate.wait(GATE_TIMEOUT)
-                self.wfile.write(reply.body[reply.hold_after :])
+                with contextlib.suppress(OSError):  # the client may have gone meanwhile
+                    self.wfile.write(reply.body[: reply.hold_after])
+                    self.wfile.flush()
+                    reply.gate_timed_out = not reply.gate.wait(GATE_TIMEOUT)
+                    self.wfile.write(reply.body[reply.hold_after :])
                 return
             if state.rate is None:
                 self.wfile.write(reply.body)

@@ -103,6 +103,10 @@ class Arrival:
     def committed(self) -> bool:
         return self._committed
 
+    @property
+    def failed(self) -> bool:
+        return self._error is not None
+
     def _raise_if_failed(self) -> None:
         error = self._error
         if error is None:
@@ -120,19 +124,27 @@ class Arrival:
             fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         return ArrivingFile(self, fd)
 
-    def wait(self, position: int, want: int) -> int:
+    def wait(self, position: int, want: int, stop: threading.Event | None = None) -> int:
         """How many bytes from `position` are there: at least min(want, the rest), waiting
-        for them; 0 only at the end of a verified blob. Raises the download's error."""
+        for them; 0 only at the end of a verified blob. Raises the download's error, or
+        Oci2vmError once `stop` is set (see wake())."""
         want = min(want, self.size - position)
         with self._cond:
             while True:
                 self._raise_if_failed()
+                if stop is not None and stop.is_set():
+                    raise Oci2vmError(f"{self.what}: reading stopped")
                 there = self._high - position
                 if want > 0 and there >= want:
                     return there
                 if self._committed:
                     return self.size - position
                 self._cond.wait(WAIT_SLICE)
+
+    def wake(self) -> None:
+        """Have every waiting reader look again (one of them was told to stop)."""
+        with self._cond:
+            self._cond.notify_all()
 
     def head(self, n: int) -> bytes:
         """The first n bytes (fewer for a shorter blob), once they are there."""
@@ -165,6 +177,7 @@ class ArrivingFile:
         self._arrival = arrival
         self._fd: int | None = fd
         self._position = 0
+        self._stop = threading.Event()
 
     def seek(self, position: int) -> int:
         self._position = position
@@ -184,11 +197,17 @@ class ArrivingFile:
         view = memoryview(buffer)
         if not view:
             return 0
-        there = self._arrival.wait(self._position, min(len(view), LEAST_READ))
+        there = self._arrival.wait(self._position, min(len(view), LEAST_READ), self._stop)
         view = view[: min(len(view), there)]
         n = os.preadv(self._fd, [view], self._position) if view else 0
         self._position += n
         return n
+
+    def interrupt(self) -> None:
+        """From another thread: a read waiting for bytes raises instead (the reading
+        thread is told to stop, and would otherwise wait for the download)."""
+        self._stop.set()
+        self._arrival.wake()
 
     def close(self) -> None:
         if self._fd is not None:

@@ -260,6 +260,12 @@ class VerifyingReader(io.RawIOBase):
         finally:
             self.abort()
 
+    def interrupt(self) -> None:
+        """From another thread: stop a read that waits for a blob still downloading."""
+        interrupt = getattr(self._raw, "interrupt", None)
+        if interrupt is not None:
+            interrupt()
+
     def abort(self) -> None:
         """Close without reading the rest (after an error)."""
         self._done = True

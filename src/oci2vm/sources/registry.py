@@ -435,6 +435,7 @@ class _Session:
                     desc,
                     fetch,
                     lambda body, progress: store.fill(arrival, desc.digest, body, progress),
+                    stopped=lambda: arrival.failed,
                 )
 
             downloads.start(desc.digest, arrival, work)
@@ -489,9 +490,11 @@ class _Session:
         desc: Descriptor,
         fetch: Fetch,
         keep: Callable[[BinaryIO, ProgressFn | None], BlobRef],
+        stopped: Callable[[], bool] = lambda: False,
     ) -> BlobRef:
         """GET a blob and `keep` its body (into the cache, verified), in up to BLOB_ATTEMPTS
-        whole attempts when the body breaks off."""
+        whole attempts when the body breaks off (no more once `stopped()`: the body broke
+        off because the downloads were interrupted)."""
         path = f"/v2/{self.ref.repository}/blobs/{desc.digest}"
         what = self._what(desc)
         kind = "config" if desc.media_type in (OCI_CONFIG, DOCKER_CONFIG) else "layer"
@@ -515,7 +518,7 @@ class _Session:
             except HTTPError as e:
                 # The body broke off; the partial file is gone (BlobStore.put).
                 err = self._error(f"registry {self.host}", e, resp)
-                if attempt == BLOB_ATTEMPTS:
+                if attempt == BLOB_ATTEMPTS or stopped():
                     raise Oci2vmError(f"download of {what} failed: {err}") from e
                 log.warning("download of %s failed (%s): trying again", what, err)
             finally:
