@@ -322,7 +322,10 @@ def write_rootfs(
                 implicit_mtime_ns=ctx.identity.fs_time * 1_000_000_000,
             )
             if ctx.downloads is not None:
-                ctx.downloads.finish()  # every layer was read to its end: nothing to wait for
+                # Each layer was read to its end and verified by the reader; what the
+                # downloads check at the end (a gzip trailer fetched apart, which sized the
+                # filesystem) must pass too before the output appears.
+                ctx.downloads.finish()
             target: Target | None = None
             if system is not None:
                 target, notes = prepare_tree(ctx, tree, writer, system, boot_outputs)

@@ -4,10 +4,12 @@ still on the wire (a cold build then costs about the slower of the two, not thei
 
 The download writes into the temporary file and advances a high-water mark; a reader
 waits on a condition variable for bytes beyond what it has read, from the file (the page
-cache), so no layer is held in memory. The file is renamed into the cache only after the
-download verified the digest (BlobStore.fill), and a reader's end of file waits for that:
-a build never ends on bytes the download has not verified. A failure, or a stop, wakes
-every reader with the error and removes the temporary file.
+cache), so no layer is held in memory, and checks the digest of what it read itself, as
+it does for any cache entry (BlobRef.open). The file is renamed into the cache only after
+the download verified the digest (BlobStore.fill), and the blob's last byte is read only
+then: a reader cannot end on bytes that the download may yet refuse (nor the build, which
+also waits for every download before its output appears: Downloads.finish).
+A failure, or a stop, wakes every reader with the error and removes the temporary file.
 """
 
 from __future__ import annotations
@@ -125,20 +127,22 @@ class Arrival:
         return ArrivingFile(self, fd)
 
     def wait(self, position: int, want: int, stop: threading.Event | None = None) -> int:
-        """How many bytes from `position` are there: at least min(want, the rest), waiting
-        for them; 0 only at the end of a verified blob. Raises the download's error, or
-        Oci2vmError once `stop` is set (see wake())."""
+        """How many bytes from `position` may be read: at least min(want, the rest), waiting
+        for them (the last byte waits for the commit); 0 only at the end of a verified
+        blob. Raises the download's error, or Oci2vmError once `stop` is set (wake())."""
         want = min(want, self.size - position)
         with self._cond:
             while True:
                 self._raise_if_failed()
                 if stop is not None and stop.is_set():
                     raise Oci2vmError(f"{self.what}: reading stopped")
-                there = self._high - position
-                if want > 0 and there >= want:
-                    return there
                 if self._committed:
                     return self.size - position
+                # The last byte only once verified: a reader (which checks the digest
+                # at the end) cannot finish on bytes the download may yet refuse.
+                there = min(self._high, self.size - 1) - position
+                if there >= min(want, self.size - 1 - position) > 0:
+                    return there
                 self._cond.wait(WAIT_SLICE)
 
     def wake(self) -> None:
