@@ -154,6 +154,9 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3, help="runs per figure (the best)")
     parser.add_argument("--rate", type=float, default=50.0, help="the slow link, MB/s")
     parser.add_argument("--work", type=Path, default=None, help="scratch directory")
+    parser.add_argument(
+        "--only", choices=("loopback", "throttled"), default=None, help="one registry only"
+    )
     args = parser.parse_args()
     fixture = debian_fixture()
     work = Path(args.work or tempfile.mkdtemp(prefix="oci2vm-bench-pull-"))
@@ -164,8 +167,10 @@ def main() -> None:
         layers = [blobs / d.split(":")[1] for d in fixture.layer_digests]
         compressed = sum(p.stat().st_size for p in layers)
         print(f"image: {fixture.name}, {len(layers)} layers, {compressed / MB:.0f} MB compressed")
-        loopback(fixture, work, args.repeat)
-        throttled(fixture, work, args.repeat, args.rate)
+        if args.only != "throttled":
+            loopback(fixture, work, args.repeat)
+        if args.only != "loopback":
+            throttled(fixture, work, args.repeat, args.rate)
     finally:
         if args.work is None:
             shutil.rmtree(work, ignore_errors=True)

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from oci2vm.errors import Oci2vmError
-from oci2vm.image.arrival import Arrival
+from oci2vm.image.arrival import THIN_LEAD, Arrival
 from oci2vm.image.blobs import BlobRef, BlobStore, uncompressed_size_hint
 from oci2vm.sources.downloads import Downloads
 
@@ -237,3 +237,44 @@ def test_a_finished_download_stays_cached_after_close(store: BlobStore) -> None:
         downloads.finish()
     assert store.path(DIGEST).read_bytes() == DATA
     assert files_in(store) == [DIGEST.split(":")[1]]
+
+
+def test_a_download_gives_way_while_the_build_is_close_behind_an_earlier_one(
+    store: BlobStore,
+) -> None:
+    """On a shared link, bytes of a later blob would slow the one the build reads now:
+    the later download waits until the earlier one is THIN_LEAD ahead of its reader."""
+    size = THIN_LEAD + (1 << 20)
+    earlier, later = begin(store, b"e" * size), begin(store, b"l" * 10)
+    reader = earlier.open()
+    wrote_later, done = threading.Event(), threading.Event()
+
+    def write_later() -> None:
+        later.write(0, b"l" * 10)
+        wrote_later.set()
+
+    with Downloads(workers=2) as downloads:
+        downloads.start("e", earlier, lambda: done.wait(10))  # written from the test
+        downloads.start("l", later, write_later)
+        assert not wrote_later.wait(SETTLE)  # the build waits for the earlier blob
+        earlier.write(0, b"e" * (1 << 20))
+        assert reader.read(1 << 20) == b"e" * (1 << 20)
+        assert not wrote_later.wait(SETTLE)  # its reader is right behind it
+        earlier.write(1 << 20, b"e" * THIN_LEAD)
+        assert wrote_later.wait(5)  # now far enough ahead
+        reader.close()
+        done.set()
+
+
+def test_a_download_the_build_waits_for_does_not_give_way(store: BlobStore) -> None:
+    earlier, later = begin(store, b"e" * 100), begin(store, b"l" * 100)
+    done = threading.Event()
+    with Downloads(workers=2) as downloads:
+        downloads.start("e", earlier, lambda: done.wait(10))  # starved: nothing came
+        downloads.start("l", later, lambda: (later.write(0, b"l" * 100), done.wait(10)))
+        head = Background(lambda: later.head(18))  # the build reads it first
+        try:
+            assert head.done.wait(5)
+        finally:
+            done.set()
+        assert head.wait() == b"l" * 18

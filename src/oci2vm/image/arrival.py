@@ -26,6 +26,8 @@ WAIT_SLICE = 0.1
 # read(n) returns once this much (or all of n, or the rest of the blob) is there: small
 # enough to follow a slow download closely, large enough not to wake per network read.
 LEAST_READ = 64 << 10
+# A reader this close behind the download is held back by it (see Arrival.starved).
+THIN_LEAD = 8 << 20
 
 # Fetches the last n bytes of the blob apart from the download (a registry's Range
 # request), or returns None when it cannot.
@@ -42,18 +44,24 @@ class Arrival:
         self.size = size
         self.what = what
         self.tail_source: TailSource | None = None
+        # Called before each write: where a download gives way to one the build needs
+        # first (see Downloads).
+        self.before_write: Callable[[], None] | None = None
         self._fd: int | None = fd
         self._cond = threading.Condition()
         self._high = 0  # bytes [0, _high) are in the file
         self._committed = False
         self._error: BaseException | None = None
         self._tails: dict[int, bytes] = {}  # fetched apart: checked against the blob
+        self._wanted = 0  # the furthest position a reader has asked for
 
     # -- the download's side ---------------------------------------------------------------
 
     def write(self, position: int, data: bytes | memoryview) -> None:
         """Write bytes of the current attempt at `position`; an attempt after a broken one
         writes from 0 again, over the same bytes (the digest check proves they are)."""
+        if self.before_write is not None:
+            self.before_write()
         view = memoryview(data)
         # Under the lock: fail() from another thread must not close the file between
         # here and the write (its number could be another file's by then).
@@ -109,6 +117,19 @@ class Arrival:
     def failed(self) -> bool:
         return self._error is not None
 
+    @property
+    def starved(self) -> bool:
+        """Whether the download is less than THIN_LEAD ahead of its readers (or of the
+        start, before any): more bytes of it now would let the build go faster."""
+        if self._committed or self._error is not None:
+            return False
+        return self._high - self._wanted < THIN_LEAD
+
+    @property
+    def needed(self) -> bool:
+        """Whether a reader waits for bytes of it now (the build cannot go on without)."""
+        return self._wanted > self._high and not self._committed
+
     def _raise_if_failed(self) -> None:
         error = self._error
         if error is None:
@@ -132,6 +153,7 @@ class Arrival:
         blob. Raises the download's error, or Oci2vmError once `stop` is set (wake())."""
         want = min(want, self.size - position)
         with self._cond:
+            self._wanted = max(self._wanted, position + want)
             while True:
                 self._raise_if_failed()
                 if stop is not None and stop.is_set():

@@ -11,8 +11,10 @@ registry's connections. Blobs completed before a failure stay cached: they are v
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from types import TracebackType
@@ -23,6 +25,7 @@ from oci2vm.image.arrival import Arrival
 log = logging.getLogger(__name__)
 
 PARALLEL_DOWNLOADS = 3  # Docker's default max-concurrent-downloads
+GIVE_WAY_SLICE = 0.02  # seconds a download that gives way waits before looking again
 
 
 class Downloads:
@@ -32,6 +35,7 @@ class Downloads:
         self._pool = ThreadPoolExecutor(workers, thread_name_prefix="download")
         self._lock = threading.Lock()
         self._arrivals: dict[str, Arrival] = {}  # by digest
+        self._order: list[Arrival] = []  # as started: the order the build reads them in
         self._futures: list[Future[None]] = []
         self._error: BaseException | None = None
         self._interrupts: list[Callable[[], None]] = []
@@ -60,6 +64,8 @@ class Downloads:
             if self._closed:
                 raise RuntimeError("Downloads.start() after close()")
             self._arrivals[digest] = arrival
+            self._order.append(arrival)
+            arrival.before_write = functools.partial(self._give_way, arrival)
             self._futures.append(self._pool.submit(self._run, arrival, work))
 
     def on_interrupt(self, interrupt: Callable[[], None]) -> None:
@@ -69,6 +75,18 @@ class Downloads:
     def on_close(self, closer: Callable[[], None]) -> None:
         """Called once every download thread has ended (a session's close)."""
         self._closers.append(closer)
+
+    def _give_way(self, arrival: Arrival) -> None:
+        """Wait while the build is close behind the download of a blob it reads before
+        this one (Arrival.starved): on a link that the downloads share, the bytes of this
+        one would come at the expense of those the build needs now (it reads the blobs
+        one after the other, in start order). Where the downloads are far ahead of the
+        build (a fast link), none waits; nor one the build waits for itself (the head
+        and tail that size the filesystem are read before any layer)."""
+        with self._lock:
+            earlier = self._order[: self._order.index(arrival)]
+        while not arrival.failed and not arrival.needed and any(a.starved for a in earlier):
+            time.sleep(GIVE_WAY_SLICE)
 
     def _run(self, arrival: Arrival, work: Callable[[], object]) -> None:
         try:
