@@ -210,12 +210,17 @@ class ArrivingFile:
         return position
 
     def read(self, size: int = -1) -> bytes:
+        """Up to `size` bytes (at least LEAST_READ of them, or the rest), in one copy."""
+        if self._fd is None:
+            raise ValueError("read of a closed file")
         if size < 0:
             size = self._arrival.size - self._position
-        buf = bytearray(size)
-        n = self.readinto(buf)
-        del buf[n:]
-        return bytes(buf)
+        if size == 0:
+            return b""
+        there = self._arrival.wait(self._position, min(size, LEAST_READ), self._stop)
+        data = os.pread(self._fd, min(size, there), self._position) if there else b""
+        self._position += len(data)
+        return data
 
     def readinto(self, buffer: memoryview | bytearray) -> int:
         if self._fd is None:

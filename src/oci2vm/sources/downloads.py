@@ -16,11 +16,14 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor, wait
 from types import TracebackType
+from typing import TYPE_CHECKING
 
 from oci2vm.errors import Oci2vmError
 from oci2vm.image.arrival import Arrival
+
+if TYPE_CHECKING:
+    from concurrent.futures import Future, ThreadPoolExecutor
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +35,9 @@ class Downloads:
     """Blob downloads in `workers` threads, in the order they were started."""
 
     def __init__(self, workers: int = PARALLEL_DOWNLOADS) -> None:
-        self._pool = ThreadPoolExecutor(workers, thread_name_prefix="download")
+        self._workers = workers
+        self._pool: ThreadPoolExecutor | None = None  # made on the first start(): most
+        # builds read no registry, and concurrent.futures costs a little start-up
         self._lock = threading.Lock()
         self._arrivals: dict[str, Arrival] = {}  # by digest
         self._order: list[Arrival] = []  # as started: the order the build reads them in
@@ -66,6 +71,10 @@ class Downloads:
             self._arrivals[digest] = arrival
             self._order.append(arrival)
             arrival.before_write = functools.partial(self._give_way, arrival)
+            if self._pool is None:
+                from concurrent.futures import ThreadPoolExecutor
+
+                self._pool = ThreadPoolExecutor(self._workers, thread_name_prefix="download")
             self._futures.append(self._pool.submit(self._run, arrival, work))
 
     def on_interrupt(self, interrupt: Callable[[], None]) -> None:
@@ -122,6 +131,10 @@ class Downloads:
         """Wait for every download; raise the first failure."""
         with self._lock:
             futures = list(self._futures)
+        if not futures:
+            return
+        from concurrent.futures import wait
+
         wait(futures)
         for future in futures:
             error = future.exception()
@@ -141,7 +154,8 @@ class Downloads:
             arrival.fail(stop)
         if pending:
             self._interrupt()
-        self._pool.shutdown(wait=True, cancel_futures=True)
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
         for arrival in pending:
             arrival.fail(stop)  # those cancelled before they ran
         for closer in self._closers:
