@@ -11,6 +11,7 @@ import os
 import signal
 import threading
 import time
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -27,6 +28,7 @@ from oci2vm.sources.transport import PROGRESS_BYTES
 from support import runcli
 from support.layouts import BuiltImage, build_image, directory, file, write_layout
 from support.registries import GATE_TIMEOUT, FakeRegistry, Reply, cache_files, fake_registry
+from support.tokens import self_signed
 
 pytestmark = [pytest.mark.registry, pytest.mark.usefixtures("no_host_credentials")]
 
@@ -293,3 +295,25 @@ def test_a_signal_stops_a_build_waiting_for_a_layer(store: BlobStore, tmp_path: 
     assert seconds < GATE_TIMEOUT / 2
     assert list(out_dir.iterdir()) == []
     assert_nothing_half_written(store, image.layer_digests[1])
+
+
+def test_downloads_over_unverified_tls_print_no_warning(store: BlobStore, tmp_path: Path) -> None:
+    """--tls-verify=false: urllib3's InsecureRequestWarning stays off in the download
+    threads too, which run on after the source is resolved."""
+    image = streamed_image()
+    gate = threading.Event()
+    reporter = Recorder()
+    reporter.watch = ("layer 2/2", HELD // 2, gate)
+    with (
+        warnings.catch_warnings(record=True) as caught,
+        fake_registry(tls=self_signed(tmp_path / "tls", "fake-registry")) as fake,
+    ):
+        warnings.simplefilter("always")
+        fake.add_image("app", "1", image)
+        # Held, so that the download still runs when the source has been resolved.
+        held = Reply(body=image.layers[1], hold_after=HELD, gate=gate)
+        fake.routes[blob_path(image, 1)] = held
+        build_from(fake, tmp_path / "pulled.ext4", store, reporter)
+    assert not held.gate_timed_out
+    assert [str(w.message) for w in caught] == []
+    assert (tmp_path / "pulled.ext4").read_bytes() == layout_build(image, tmp_path)

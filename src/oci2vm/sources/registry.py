@@ -429,8 +429,6 @@ class _Session:
             arrival.tail_source = functools.partial(self.tail, desc)
 
             def work(desc: Descriptor = desc, arrival: Arrival = arrival) -> BlobRef:
-                if not self.tls_verify:
-                    warnings.simplefilter("ignore", InsecureRequestWarning)
                 return self.download(
                     desc,
                     fetch,
@@ -549,6 +547,10 @@ def resolve(source: str, ref: Reference, fetch: Fetch) -> Image:
     """Pull the manifest of `ref` (choosing fetch.platform from an index) and cache its
     config and layers in fetch.store (or the default cache)."""
     store = fetch.store or BlobStore(BlobStore.default_root())
+    if fetch.downloads is not None and not fetch.tls_verify:
+        # The downloads outlive this call, and the warnings filter below with it: the
+        # user asked for no verification, so the warning is off for the whole process.
+        warnings.filterwarnings("ignore", category=InsecureRequestWarning)
     with warnings.catch_warnings():
         if not fetch.tls_verify:
             warnings.simplefilter("ignore", InsecureRequestWarning)
