@@ -5,7 +5,8 @@ warm cache, in one run, from a loopback registry and from a slow one.
 
 The Debian fixture (2 gzip layers) is served by docker-registry on 127.0.0.1 (pushed with
 skopeo), then by a registry stand-in in this process that sends every body at --rate MB/s
-(all connections together, a slow link). For each:
+(all connections together, a slow link; with --per-connection, also each connection
+alone, a slow path per stream). For each:
 (1) the download alone: oci2vm's registry source fetching every blob into an empty cache
     (in a child process, as the builds run); `skopeo copy` to an OCI layout too, for
     docker-registry, as a reference
@@ -148,13 +149,17 @@ def loopback(fixture: FixtureSet, work: Path, repeat: int) -> None:
     report("docker-registry on 127.0.0.1", runs, f"   (skopeo copy {skopeo:.2f} s)")
 
 
-def throttled(fixture: FixtureSet, work: Path, repeat: int, rate: float) -> None:
+def throttled(
+    fixture: FixtureSet, work: Path, repeat: int, rate: float, *, per_connection: bool = False
+) -> None:
     with fake_registry() as fake:
         serve_layout(fake, fixture.oci_layout, fixture.tag, "debian")
         fake.rate = rate * MB
+        fake.per_connection = per_connection
         source = f"docker://{fake.host}/debian:{fixture.tag}"
         runs = measure(source, work, repeat)
-    report(f"registry stand-in at {rate:g} MB/s", runs)
+    each = " per connection" if per_connection else ""
+    report(f"registry stand-in at {rate:g} MB/s{each}", runs)
 
 
 def main() -> None:
@@ -164,6 +169,11 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=None, help="scratch directory")
     parser.add_argument(
         "--only", choices=("loopback", "throttled"), default=None, help="one registry only"
+    )
+    parser.add_argument(
+        "--per-connection",
+        action="store_true",
+        help="also throttle each connection alone (a slow path per stream, not a slow link)",
     )
     args = parser.parse_args()
     fixture = debian_fixture()
@@ -179,6 +189,8 @@ def main() -> None:
             loopback(fixture, work, args.repeat)
         if args.only != "loopback":
             throttled(fixture, work, args.repeat, args.rate)
+            if args.per_connection:
+                throttled(fixture, work, args.repeat, args.rate, per_connection=True)
     finally:
         if args.work is None:
             shutil.rmtree(work, ignore_errors=True)

@@ -310,6 +310,7 @@ class FakeRegistry:
     ranges: bool = True  # answer Range requests of blobs (as distribution does)
     range_bodies: dict[str, bytes] = field(default_factory=dict)  # lies told to them
     rate: float | None = None  # bytes per second of all bodies together (a slow link)
+    per_connection: bool = False  # `rate` for each response alone (a slow path per stream)
     _sent_at: float = 0.0  # when the link is free again, at `rate`
     _blobs_now: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -323,15 +324,20 @@ class FakeRegistry:
         with self._lock:
             self._blobs_now -= 1
 
-    def pace(self, n: int) -> None:
-        """Wait until n more bytes may go out at `rate`, shared by every connection."""
+    def pace(self, n: int, own: list[float]) -> None:
+        """Wait until n more bytes may go out at `rate`: shared by every connection, or
+        per response (`own` holds when its stream is free again)."""
         if self.rate is None:
             return
         with self._lock:
             now = time.monotonic()
-            self._sent_at = max(self._sent_at, now) + n / self.rate
-            due = self._sent_at - n / self.rate
-        time.sleep(max(0.0, due - now))
+            free = own[0] if self.per_connection else self._sent_at
+            free = max(free, now) + n / self.rate
+            if self.per_connection:
+                own[0] = free
+            else:
+                self._sent_at = free
+        time.sleep(max(0.0, free - n / self.rate - now))
 
     @property
     def host(self) -> str:
@@ -423,8 +429,9 @@ def fake_registry(
                 self.wfile.write(reply.body)
                 return
             body = memoryview(reply.body)
+            own = [0.0]
             for start in range(0, len(body), PACE_CHUNK):
-                state.pace(len(body[start : start + PACE_CHUNK]))
+                state.pace(len(body[start : start + PACE_CHUNK]), own)
                 self.wfile.write(body[start : start + PACE_CHUNK])
 
         def _trickle(self, reply: Reply, pause: float) -> None:
