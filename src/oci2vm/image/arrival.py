@@ -58,8 +58,10 @@ class Arrival:
     # -- the download's side ---------------------------------------------------------------
 
     def write(self, position: int, data: bytes | memoryview) -> None:
-        """Write bytes of the current attempt at `position`; an attempt after a broken one
-        writes from 0 again, over the same bytes (the digest check proves they are)."""
+        """Write bytes of the current attempt at `position`. An attempt after a broken one
+        writes from 0 again, over bytes a reader may have read already: the download's
+        digest check proves the new ones, and each reader's own check those it read (a
+        registry that served other bytes the first time fails the reader's)."""
         if self.before_write is not None:
             self.before_write()
         view = memoryview(data)
