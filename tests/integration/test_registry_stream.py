@@ -317,3 +317,30 @@ def test_downloads_over_unverified_tls_print_no_warning(store: BlobStore, tmp_pa
     assert not held.gate_timed_out
     assert [str(w.message) for w in caught] == []
     assert (tmp_path / "pulled.ext4").read_bytes() == layout_build(image, tmp_path)
+
+
+def test_bytes_read_before_a_retry_are_verified_too(store: BlobStore, tmp_path: Path) -> None:
+    """The first attempt sends other bytes, which the build reads, and breaks off; the
+    second sends the right ones, which enter the cache: the build, which read the first
+    ones, fails on the digest rather than make an output of them."""
+    image = streamed_image()
+    digest = image.layer_digests[1]
+    tampered = bytearray(image.layers[1])
+    tampered[HELD // 2] ^= 0xFF  # within what the build reads before the retry
+    gate = threading.Event()
+    reporter = Recorder()
+    reporter.watch = ("layer 2/2", HELD - 1, gate)  # then the first attempt breaks off
+    first = Reply(body=bytes(tampered), hold_after=HELD, gate=gate, drop_after=HELD)
+    with fake_registry() as fake:
+        fake.add_image("app", "1", image)
+        fake.once[blob_path(image, 1)].append(first)
+        with pytest.raises(Oci2vmError) as e:
+            build_from(fake, tmp_path / "pulled.ext4", store, reporter)
+        assert whole_requests(fake, blob_path(image, 1)) == 2
+    assert not first.gate_timed_out
+    got = "sha256:" + hashlib.sha256(tampered[:HELD] + image.layers[1][HELD:]).hexdigest()
+    assert str(e.value) == (
+        f"blob {digest} of {fake.host}/app: digest mismatch: expected {digest}, got {got}"
+    )
+    assert not (tmp_path / "pulled.ext4").exists()
+    assert store.path(digest).read_bytes() == image.layers[1]  # the second attempt's

@@ -413,17 +413,20 @@ def fake_registry(
                 self.send_header(name, value)
             self.send_header("Content-Length", str(len(reply.body)))
             self.end_headers()
-            if reply.drop_after is not None:
-                self.wfile.write(reply.body[: reply.drop_after])
-                self.wfile.flush()
-                self.close_connection = True
-                return
             if reply.hold_after is not None and reply.gate is not None:
                 with contextlib.suppress(OSError):  # the client may have gone meanwhile
                     self.wfile.write(reply.body[: reply.hold_after])
                     self.wfile.flush()
                     reply.gate_timed_out = not reply.gate.wait(GATE_TIMEOUT)
+                    if reply.drop_after is not None:  # held, then dropped
+                        self.close_connection = True
+                        return
                     self.wfile.write(reply.body[reply.hold_after :])
+                return
+            if reply.drop_after is not None:
+                self.wfile.write(reply.body[: reply.drop_after])
+                self.wfile.flush()
+                self.close_connection = True
                 return
             if state.rate is None:
                 self.wfile.write(reply.body)

@@ -130,6 +130,8 @@ class BlobRef:
         except OSError:
             f.close()
             raise
+        if self.arrival is not None:  # not a cache entry yet: the registry's bytes
+            return VerifyingReader(f, self.size, self.digest, progress, what=self.arrival.what)
         remedy = CACHE_REMEDY if self.cached else ""
         return VerifyingReader(
             f, self.size, self.digest, progress, what=str(self.path), remedy=remedy
