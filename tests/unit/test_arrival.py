@@ -18,6 +18,7 @@ from oci2vm.errors import Oci2vmError
 from oci2vm.image.arrival import THIN_LEAD, Arrival
 from oci2vm.image.blobs import BlobRef, BlobStore, uncompressed_size_hint
 from oci2vm.sources.downloads import Downloads
+from oci2vm.sources.linkprobe import LinkProbe
 
 DATA = bytes(range(256)) * 64  # 16 KiB
 DIGEST = "sha256:" + hashlib.sha256(DATA).hexdigest()
@@ -239,6 +240,12 @@ def test_a_finished_download_stays_cached_after_close(store: BlobStore) -> None:
     assert files_in(store) == [DIGEST.split(":")[1]]
 
 
+def shared_link() -> LinkProbe:
+    probe = LinkProbe()
+    probe.shared = True
+    return probe
+
+
 def test_a_download_gives_way_while_the_build_is_close_behind_an_earlier_one(
     store: BlobStore,
 ) -> None:
@@ -253,7 +260,7 @@ def test_a_download_gives_way_while_the_build_is_close_behind_an_earlier_one(
         later.write(0, b"l" * 10)
         wrote_later.set()
 
-    with Downloads(workers=2) as downloads:
+    with Downloads(workers=2, probe=shared_link()) as downloads:
         downloads.start("e", earlier, lambda: done.wait(10))  # written from the test
         downloads.start("l", later, write_later)
         assert not wrote_later.wait(SETTLE)  # the build waits for the earlier blob
@@ -269,7 +276,7 @@ def test_a_download_gives_way_while_the_build_is_close_behind_an_earlier_one(
 def test_a_download_the_build_waits_for_does_not_give_way(store: BlobStore) -> None:
     earlier, later = begin(store, b"e" * 100), begin(store, b"l" * 100)
     done = threading.Event()
-    with Downloads(workers=2) as downloads:
+    with Downloads(workers=2, probe=shared_link()) as downloads:
         downloads.start("e", earlier, lambda: done.wait(10))  # starved: nothing came
         downloads.start("l", later, lambda: (later.write(0, b"l" * 100), done.wait(10)))
         head = Background(lambda: later.head(18))  # the build reads it first
@@ -278,3 +285,18 @@ def test_a_download_the_build_waits_for_does_not_give_way(store: BlobStore) -> N
         finally:
             done.set()
         assert head.wait() == b"l" * 18
+
+
+def test_on_separate_links_a_download_does_not_give_way(store: BlobStore) -> None:
+    probe = LinkProbe()
+    probe.shared = False
+    earlier, later = begin(store, b"e" * 100), begin(store, b"l" * 100)
+    done = threading.Event()
+    with Downloads(workers=2, probe=probe) as downloads:
+        downloads.start("e", earlier, lambda: done.wait(10))  # starved: nothing came
+        downloads.start("l", later, lambda: done.wait(10))
+        wrote = Background(lambda: later.write(0, b"l" * 100))  # as its download would
+        try:
+            assert wrote.done.wait(5)
+        finally:
+            done.set()

@@ -120,6 +120,15 @@ class Arrival:
         return self._error is not None
 
     @property
+    def received(self) -> int:
+        """Bytes written so far (the most of any attempt)."""
+        return self._high
+
+    @property
+    def done(self) -> bool:
+        return self._committed or self._error is not None
+
+    @property
     def starved(self) -> bool:
         """Whether the download is less than THIN_LEAD ahead of its readers (or of the
         start, before any): more bytes of it now would let the build go faster."""

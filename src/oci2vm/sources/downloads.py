@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 
 from oci2vm.errors import Oci2vmError
 from oci2vm.image.arrival import Arrival
+from oci2vm.sources.linkprobe import LinkProbe, Step
 
 if TYPE_CHECKING:
     from concurrent.futures import Future, ThreadPoolExecutor
@@ -34,13 +35,14 @@ GIVE_WAY_SLICE = 0.02  # seconds a download that gives way waits before looking 
 class Downloads:
     """Blob downloads in `workers` threads, in the order they were started."""
 
-    def __init__(self, workers: int = PARALLEL_DOWNLOADS) -> None:
+    def __init__(self, workers: int = PARALLEL_DOWNLOADS, probe: LinkProbe | None = None) -> None:
         self._workers = workers
         self._pool: ThreadPoolExecutor | None = None  # made on the first start(): most
         # builds read no registry, and concurrent.futures costs a little start-up
         self._lock = threading.Lock()
         self._arrivals: dict[str, Arrival] = {}  # by digest
         self._order: list[Arrival] = []  # as started: the order the build reads them in
+        self._probe = probe or LinkProbe()
         self._futures: list[Future[None]] = []
         self._error: BaseException | None = None
         self._interrupts: list[Callable[[], None]] = []
@@ -87,15 +89,25 @@ class Downloads:
 
     def _give_way(self, arrival: Arrival) -> None:
         """Wait while the build is close behind the download of a blob it reads before
-        this one (Arrival.starved): on a link that the downloads share, the bytes of this
-        one would come at the expense of those the build needs now (it reads the blobs
-        one after the other, in start order). Where the downloads are far ahead of the
-        build (a fast link), none waits; nor one the build waits for itself (the head
-        and tail that size the filesystem are read before any layer)."""
+        this one (Arrival.starved), where the downloads share one link (LinkProbe): the
+        bytes of this one would come at the expense of those the build needs now (it
+        reads the blobs one after the other, in start order). Where the downloads are
+        far ahead of the build (a fast link), none waits; nor one the build waits for
+        itself (the head and tail that size the filesystem are read before any layer)."""
         with self._lock:
             earlier = self._order[: self._order.index(arrival)]
-        while not arrival.failed and not arrival.needed and any(a.starved for a in earlier):
+        while not arrival.failed and not arrival.needed and self._must_wait(arrival, earlier):
             time.sleep(GIVE_WAY_SLICE)
+
+    def _must_wait(self, arrival: Arrival, earlier: list[Arrival]) -> bool:
+        with self._lock:
+            step = self._probe.step(self._order, time.monotonic())
+            first = next((a for a in self._order if not a.done), None)
+        if step is Step.ALL:
+            return False
+        if step is Step.FIRST:
+            return arrival is not first
+        return bool(self._probe.shared) and any(a.starved for a in earlier)
 
     def _run(self, arrival: Arrival, work: Callable[[], object]) -> None:
         try:
