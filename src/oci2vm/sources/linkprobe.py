@@ -8,9 +8,12 @@ make the downloads one at a time (sources/downloads.py decides with the verdict)
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from enum import Enum
 from typing import Protocol
+
+log = logging.getLogger(__name__)
 
 # Seconds of each phase: both run; then the first alone (after as long again for the
 # connections' buffers to fill and the other's bytes to stop coming).
@@ -79,4 +82,10 @@ class LinkProbe:
             return Step.FIRST
         alone = (first.received - self._alone_mark) / (elapsed - 2 * PHASE)
         self.shared = alone >= SHARED_SHARE * self._together
+        log.debug(
+            "downloads: %.1f MB/s together, %.1f MB/s the first alone: %s",
+            self._together / 1e6,
+            alone / 1e6,
+            "one shared link" if self.shared else "a limit per connection",
+        )
         return Step.DONE
