@@ -14,7 +14,8 @@ alone, a slow path per stream). For each:
     they inflate to remembered; the first build from the cache, which hashes them, too)
 (3) `oci2vm build --format ext4` from an empty cache: the layers are flattened as they
     download
-Target: (3) <= 1.1 x max((1), (2)) for both (before the overlap, (3) was (1) + (2)).
+Target: (3) <= 1.1 x max((1), (2)) for both (before the overlap, (3) was (1) + the first
+build, which hashes the diff_ids as a cold build must).
 Each figure is the best of --repeat rounds (the machine is shared), with the CPU time
 (user + system) of that run: on two cores a build keeps both busy, so the CPU that the
 download adds to a cold build is time too.
@@ -127,14 +128,19 @@ def report(name: str, runs: dict[str, Run], extra: str = "") -> None:
     print(f"  (2) build from a warm cache       {warm.seconds:6.2f} s   CPU {warm.cpu:5.2f} s")
     print(f"      first build (diff_ids hashed) {first.seconds:6.2f} s   CPU {first.cpu:5.2f} s")
     print(f"  (3) cold pull + build             {cold.seconds:6.2f} s   CPU {cold.cpu:5.2f} s")
+    # Before the overlap, a cold build was the download, then a first build.
+    before = downloaded.seconds + first.seconds
     print(
         f"  (3)/max((1),(2)) = {cold.seconds / floor:.2f}   target <= 1.10"
-        f"   ((1)+(2), no overlap: {(downloaded.seconds + warm.seconds) / floor:.2f};"
-        f" CPU (3)/((1)+(2)): {cold.cpu / (downloaded.cpu + warm.cpu):.2f})"
+        f"   (no overlap, (1) + first build: {before / floor:.2f})"
     )
     # Like for like: a cold build hashes the diff_ids too, as the first build does.
     like = max(downloaded.seconds, first.seconds)
-    print(f"  (3)/max((1), first build) = {cold.seconds / like:.2f}")
+    print(
+        f"  (3)/max((1), first build) = {cold.seconds / like:.2f}"
+        f"   (no overlap: {before / like:.2f}; CPU (3)/((1) + first build):"
+        f" {cold.cpu / (downloaded.cpu + first.cpu):.2f})"
+    )
 
 
 def skopeo_copy(source: str, work: Path) -> float:
