@@ -47,6 +47,7 @@ from oci2vm.report import Reporter
 from oci2vm.reports import BuildReport, DiskReport, FilesystemReport, SystemReport
 from oci2vm.sources import Fetch, resolve
 from oci2vm.sources.base import fetch_from
+from oci2vm.sources.downloads import Downloads
 from oci2vm.tree.editor import TreeEditor
 from oci2vm.tree.model import Tree
 from oci2vm.tree.osinfo import OsInfo, describe
@@ -63,6 +64,7 @@ class BuildContext:
     image: Image
     identity: Identity
     store: BlobStore
+    downloads: Downloads | None = None  # the layers still downloading while they are read
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,14 +99,20 @@ def blob_store(config: Config) -> BlobStore:
     return BlobStore(config.cache_dir or BlobStore.default_root())
 
 
-def fetch_options(config: Config, reporter: Reporter, store: BlobStore) -> Fetch:
+def fetch_options(
+    config: Config, reporter: Reporter, store: BlobStore, downloads: Downloads | None = None
+) -> Fetch:
     on_blob = reporter.task if reporter.interactive else None
-    return fetch_from(config, store, quiet=config.quiet, on_blob=on_blob)
+    return fetch_from(config, store, quiet=config.quiet, on_blob=on_blob, downloads=downloads)
 
 
-def resolve_source(config: Config, reporter: Reporter) -> tuple[Image, BlobStore]:
+def resolve_source(
+    config: Config, reporter: Reporter, downloads: Downloads | None = None
+) -> tuple[Image, BlobStore]:
+    """The image and the cache; with `downloads`, a registry's layers may still be on
+    their way (they are read as they arrive), until `downloads` is finished or closed."""
     store = blob_store(config)
-    return resolve(config.source, fetch_options(config, reporter, store)), store
+    return resolve(config.source, fetch_options(config, reporter, store, downloads)), store
 
 
 def layer_progress(reporter: Reporter, image: Image) -> Callable[[int, Layer], ProgressFn]:
@@ -127,9 +135,14 @@ def build(config: Config, reporter: Reporter) -> BuildReport:
     if config.compress and fmt is not OutputFormat.QCOW2:
         raise Oci2vmError("--compress is only for qcow2 output")
     started = time.monotonic()
-    with reporter.progress(), no_space_is_an_error(config.output):
-        image, store = resolve_source(config, reporter)
-        ctx = BuildContext(config, reporter, image, image_identity(image, config.fs_uuid), store)
+    with (
+        reporter.progress(),
+        no_space_is_an_error(config.output),
+        Downloads() as downloads,
+    ):
+        image, store = resolve_source(config, reporter, downloads)
+        identity = image_identity(image, config.fs_uuid)
+        ctx = BuildContext(config, reporter, image, identity, store, downloads)
         if fmt is OutputFormat.EXT4:
             rootfs, disk = build_filesystem(ctx, config.output), None
         else:
@@ -308,6 +321,11 @@ def write_rootfs(
                 store=ctx.store,
                 implicit_mtime_ns=ctx.identity.fs_time * 1_000_000_000,
             )
+            if ctx.downloads is not None:
+                # Each layer was read to its end and verified by the reader; what the
+                # downloads check at the end (a gzip trailer fetched apart, which sized the
+                # filesystem) must pass too before the output appears.
+                ctx.downloads.finish()
             target: Target | None = None
             if system is not None:
                 target, notes = prepare_tree(ctx, tree, writer, system, boot_outputs)

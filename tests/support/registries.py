@@ -50,6 +50,8 @@ from support.layouts import (
 from support.tokens import ISSUER, SERVICE, KeyPair, TokenServer, self_signed, serve
 
 READY_TIMEOUT = 15.0
+GATE_TIMEOUT = 20.0
+PACE_CHUNK = 64 << 10
 START_ATTEMPTS = 3
 USER, PASSWORD = "alice", "s3cret-pass"
 
@@ -281,6 +283,11 @@ class Reply:
     drop_after: int | None = None
     delay: float = 0.0  # seconds to wait before answering
     trickle: float | None = None  # send the whole reply a byte at a time, this far apart
+    # Send the first this many bytes of the body, then wait for `gate` (at most
+    # GATE_TIMEOUT s) before the rest: a layer that is still downloading.
+    hold_after: int | None = None
+    gate: threading.Event | None = None
+    gate_timed_out: bool = False
 
 
 @dataclass
@@ -300,6 +307,11 @@ class FakeRegistry:
     seen: list[Seen] = field(default_factory=list)
     basic: tuple[str, str] | None = None
     most_blobs_at_once: int = 0  # the most blob requests being answered at one time
+    ranges: bool = True  # answer Range requests of blobs (as distribution does)
+    range_bodies: dict[str, bytes] = field(default_factory=dict)  # lies told to them
+    rate: float | None = None  # bytes per second of all bodies together (a slow link)
+    per_connection: bool = False  # `rate` for each response alone (a slow path per stream)
+    _sent_at: float = 0.0  # when the link is free again, at `rate`
     _blobs_now: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -311,6 +323,21 @@ class FakeRegistry:
     def blob_ended(self) -> None:
         with self._lock:
             self._blobs_now -= 1
+
+    def pace(self, n: int, own: list[float]) -> None:
+        """Wait until n more bytes may go out at `rate`: shared by every connection, or
+        per response (`own` holds when its stream is free again)."""
+        if self.rate is None:
+            return
+        with self._lock:
+            now = time.monotonic()
+            free = own[0] if self.per_connection else self._sent_at
+            free = max(free, now) + n / self.rate
+            if self.per_connection:
+                own[0] = free
+            else:
+                self._sent_at = free
+        time.sleep(max(0.0, free - n / self.rate - now))
 
     @property
     def host(self) -> str:
@@ -361,8 +388,13 @@ def fake_registry(
 
         def do_GET(self) -> None:
             state.seen.append(Seen(self.path, dict(self.headers.items())))
-            reply = state.reply(self.path, self.headers.get("Authorization"))
             blob = "/blobs/" in self.path
+            asked = self.headers.get("Range")
+            if blob and asked and state.ranges and self.path in state.routes:
+                body = state.range_bodies.get(self.path, state.routes[self.path].body)
+                reply = _range_reply(body, asked)
+            else:
+                reply = state.reply(self.path, self.headers.get("Authorization"))
             if blob:
                 state.blob_started()
             try:
@@ -381,12 +413,29 @@ def fake_registry(
                 self.send_header(name, value)
             self.send_header("Content-Length", str(len(reply.body)))
             self.end_headers()
+            if reply.hold_after is not None and reply.gate is not None:
+                with contextlib.suppress(OSError):  # the client may have gone meanwhile
+                    self.wfile.write(reply.body[: reply.hold_after])
+                    self.wfile.flush()
+                    reply.gate_timed_out = not reply.gate.wait(GATE_TIMEOUT)
+                    if reply.drop_after is not None:  # held, then dropped
+                        self.close_connection = True
+                        return
+                    self.wfile.write(reply.body[reply.hold_after :])
+                return
             if reply.drop_after is not None:
                 self.wfile.write(reply.body[: reply.drop_after])
                 self.wfile.flush()
                 self.close_connection = True
                 return
-            self.wfile.write(reply.body)
+            if state.rate is None:
+                self.wfile.write(reply.body)
+                return
+            body = memoryview(reply.body)
+            own = [0.0]
+            for start in range(0, len(body), PACE_CHUNK):
+                state.pace(len(body[start : start + PACE_CHUNK]), own)
+                self.wfile.write(body[start : start + PACE_CHUNK])
 
         def _trickle(self, reply: Reply, pause: float) -> None:
             head = f"HTTP/1.1 {reply.status} X\r\nContent-Length: {len(reply.body)}\r\n"
@@ -404,6 +453,17 @@ def fake_registry(
     with serve(Handler, tls) as port:
         state.port = port
         yield state
+
+
+def _range_reply(body: bytes, asked: str) -> Reply:
+    """206 for one "bytes=F-L" range, as Go's http.ServeContent answers it."""
+    unit, _, span = asked.partition("=")
+    first_text, _, last_text = span.partition("-")
+    first, last = int(first_text), min(int(last_text), len(body) - 1)
+    if unit != "bytes" or first > last:
+        return Reply(416, b"", {"Content-Range": f"bytes */{len(body)}"})
+    content_range = f"bytes {first}-{last}/{len(body)}"
+    return Reply(206, body[first : last + 1], {"Content-Range": content_range})
 
 
 # --- pulling, and what the tests check of it --------------------------------------------

@@ -20,9 +20,10 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, cast
 
 from oci2vm.errors import Oci2vmError
+from oci2vm.image.arrival import Arrival
 from oci2vm.layers.decompress import GZIP_MAGIC, ZSTD_MAGIC
 
 CHUNK = 1 << 20
@@ -106,6 +107,8 @@ class BlobRef:
     `digest` is what the bytes must hash to; None for a rootfs tarball, which comes with
     no digest (its digest is computed while it is read). `cached` marks cache entries:
     they are verified like any blob, and a mismatch says the cache entry was changed.
+    `arrival`, for a cache entry still downloading, is where its bytes are read from as
+    they land (until it is complete, `path` does not exist yet).
     """
 
     path: Path
@@ -113,15 +116,22 @@ class BlobRef:
     size: int
     digest: str | None
     cached: bool = False
+    arrival: Arrival | None = None
 
     def open(self, progress: ProgressFn | None = None) -> VerifyingReader:
         """A reader of the blob's bytes that verifies the digest when it reaches the end."""
-        f = open_regular(self.path)
+        f: BinaryIO
+        if self.arrival is not None:
+            f = cast(BinaryIO, self.arrival.open())  # read(), readinto(), close(): all used
+        else:
+            f = open_regular(self.path)
         try:
             f.seek(self.offset)
         except OSError:
             f.close()
             raise
+        if self.arrival is not None:  # not a cache entry yet: the registry's bytes
+            return VerifyingReader(f, self.size, self.digest, progress, what=self.arrival.what)
         remedy = CACHE_REMEDY if self.cached else ""
         return VerifyingReader(
             f, self.size, self.digest, progress, what=str(self.path), remedy=remedy
@@ -252,6 +262,12 @@ class VerifyingReader(io.RawIOBase):
         finally:
             self.abort()
 
+    def interrupt(self) -> None:
+        """From another thread: stop a read that waits for a blob still downloading."""
+        interrupt = getattr(self._raw, "interrupt", None)
+        if interrupt is not None:
+            interrupt()
+
     def abort(self) -> None:
         """Close without reading the rest (after an error)."""
         self._done = True
@@ -342,6 +358,38 @@ class BlobStore:
             Path(tmp).unlink(missing_ok=True)
             raise
         return BlobRef(final, 0, final.stat().st_size, digest, cached=True)
+
+    def begin(self, digest: str, size: int, what: str = "blob") -> Arrival:
+        """A temporary file for a blob about to be downloaded, readable as it is written
+        (see fill())."""
+        final = self.path(digest)
+        self._directory(final.parent)
+        try:
+            fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=final.parent)
+        except OSError as e:
+            raise Oci2vmError(
+                f"cannot use {self.root} as the blob cache: {e.strerror or e}: pass --cache-dir DIR"
+            ) from None
+        return Arrival(fd, Path(tmp), final, size, what)
+
+    def fill(
+        self,
+        arrival: Arrival,
+        digest: str,
+        stream: BinaryIO,
+        progress: ProgressFn | None = None,
+    ) -> BlobRef:
+        """One attempt at the blob of `arrival`: copy `stream` into it from its start,
+        verifying size and digest, and commit it into the cache when they matched. A
+        failed attempt leaves the file for the next one (or for Arrival.fail())."""
+        reader = VerifyingReader(stream, arrival.size, digest, progress, what=arrival.what)
+        buf = bytearray(CHUNK)
+        position = 0
+        while n := reader.readinto(buf):
+            arrival.write(position, memoryview(buf)[:n])
+            position += n
+        arrival.commit()
+        return BlobRef(arrival.final, 0, arrival.size, digest, cached=True)
 
     def scratch_dir(self) -> Path:
         """A directory in the cache for temporary files of the same size as blobs."""
@@ -446,19 +494,35 @@ def uncompressed_size_hint(blob: BlobRef, media_type: str = "") -> int:
     when it has one; otherwise, and for other blobs, a multiple of the blob's size.
     Used only to size reservations and to reject a --size early: the writer still stops
     with its own size error when the data does not fit."""
+    head = _head(blob, 18)
+    if head.startswith(GZIP_MAGIC) and blob.size >= _GZIP_FRAMING:
+        isize = int.from_bytes(_tail(blob, 4), "little")
+        return _gzip_least_size(blob.size, isize)
+    if head.startswith(ZSTD_MAGIC):
+        import zstandard
+
+        try:
+            size = zstandard.frame_content_size(head)
+        except zstandard.ZstdError:
+            size = -1
+        return int(size) if size >= 0 else blob.size * 5
+    return blob.size
+
+
+def _head(blob: BlobRef, n: int) -> bytes:
+    """The first n bytes of a blob (unverified: for estimates only)."""
+    if blob.arrival is not None:
+        return blob.arrival.head(n)
     with open_regular(blob.path) as f:
         f.seek(blob.offset)
-        head = f.read(18)
-        if head.startswith(GZIP_MAGIC) and blob.size >= _GZIP_FRAMING:
-            f.seek(blob.offset + blob.size - 4)
-            isize = int.from_bytes(f.read(4), "little")
-            return _gzip_least_size(blob.size, isize)
-        if head.startswith(ZSTD_MAGIC):
-            import zstandard
+        return f.read(n)
 
-            try:
-                size = zstandard.frame_content_size(head)
-            except zstandard.ZstdError:
-                size = -1
-            return int(size) if size >= 0 else blob.size * 5
-    return blob.size
+
+def _tail(blob: BlobRef, n: int) -> bytes:
+    """The last n bytes of a blob; of one still downloading, perhaps fetched apart (and
+    then checked against the blob before it enters the cache)."""
+    if blob.arrival is not None:
+        return blob.arrival.tail(n)
+    with open_regular(blob.path) as f:
+        f.seek(blob.offset + blob.size - n)
+        return f.read(n)

@@ -280,6 +280,7 @@ class LayerStream:
         produce: Callable[[], Iterator[bytes]],
         on_close: Callable[[], None],
         digest: Callable[[], str],
+        interrupt: Callable[[], None] | None = None,
     ) -> None:
         self._queue: queue.Queue[object] = queue.Queue(QUEUE_CHUNKS)
         self._stop = threading.Event()
@@ -288,6 +289,7 @@ class LayerStream:
         self._closed = False
         self._on_close = on_close
         self._digest = digest
+        self._interrupt = interrupt
         self._thread = threading.Thread(target=self._run, args=(produce,), daemon=True)
         self._thread.start()
 
@@ -374,6 +376,8 @@ class LayerStream:
             return
         self._closed = True
         self._stop.set()
+        if self._interrupt is not None:
+            self._interrupt()  # a producer waiting for a blob still downloading
         self._thread.join()
         self._on_close()
 
@@ -476,7 +480,10 @@ def decompressed(
         abort_blob()
 
     return LayerStream(
-        produce, release, hasher.result if hasher is not None else lambda: diff_id or ""
+        produce,
+        release,
+        hasher.result if hasher is not None else lambda: diff_id or "",
+        getattr(raw, "interrupt", None),
     )
 
 

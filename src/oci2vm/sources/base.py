@@ -10,6 +10,7 @@ from pathlib import Path
 from oci2vm.config import Config
 from oci2vm.image.blobs import BlobStore, ProgressFn
 from oci2vm.image.model import Platform
+from oci2vm.sources.downloads import Downloads
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,6 +28,9 @@ class Fetch:
     # Called as (what, total bytes or None) when a blob download starts; returns the
     # per-chunk callback that advances its progress bar.
     on_blob: Callable[[str, int | None], ProgressFn] | None = None
+    # Where a registry starts its layer downloads and returns at once, the layers then
+    # read as they arrive (a build); None: every blob is in the cache on return.
+    downloads: Downloads | None = None
 
 
 def fetch_from(
@@ -35,6 +39,7 @@ def fetch_from(
     *,
     quiet: bool = True,
     on_blob: Callable[[str, int | None], ProgressFn] | None = None,
+    downloads: Downloads | None = None,
 ) -> Fetch:
     """The fetch options a build's Config gives, for its image or another it reads (a
     kernel image)."""
@@ -48,4 +53,5 @@ def fetch_from(
         network_timeout=config.network_timeout,
         quiet=quiet,
         on_blob=on_blob,
+        downloads=downloads,
     )

@@ -9,6 +9,7 @@ a response may go without progress.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -35,6 +36,7 @@ from urllib3.exceptions import (
 )
 
 from oci2vm.errors import Oci2vmError
+from oci2vm.image.arrival import Arrival
 from oci2vm.image.blobs import BlobRef, BlobStore, ProgressFn, check_digest, short
 from oci2vm.image.model import (
     DOCKER_CONFIG,
@@ -57,6 +59,7 @@ from oci2vm.image.model import (
 )
 from oci2vm.sources.auth import Authenticator, find_credentials, parse_www_authenticate
 from oci2vm.sources.base import Fetch
+from oci2vm.sources.downloads import PARALLEL_DOWNLOADS, Downloads
 from oci2vm.sources.reference import Reference
 from oci2vm.sources.transport import (
     CONNECT_TIMEOUT,
@@ -77,7 +80,6 @@ MAX_TAGS_SHOWN = 10  # in the message for an unknown tag
 MAX_TOKEN_RESPONSE = 1 << 20
 # Whole-download attempts of a blob whose body broke off after the response began.
 BLOB_ATTEMPTS = 3
-PARALLEL_DOWNLOADS = 3  # Docker's default max-concurrent-downloads
 
 
 def _one_line(text: object) -> str:
@@ -399,8 +401,12 @@ class _Session:
         """Download the blobs the cache lacks, PARALLEL_DOWNLOADS at a time (as Docker
         does): over a network, one stream rarely fills the line. The first error is
         raised once the downloads under way have stopped; blobs already complete stay
-        cached, verified, and no partial file is left."""
+        cached, verified, and no partial file is left. With fetch.downloads, the
+        downloads are only started, there: the build reads the blobs as they arrive."""
         missing = [d for d in descs if getattr(store.get(d.digest), "size", None) != d.size]
+        if fetch.downloads is not None:
+            self.start_downloads(missing, store, fetch, fetch.downloads)
+            return
         if len(missing) < 2:
             return
         with ThreadPoolExecutor(PARALLEL_DOWNLOADS, thread_name_prefix="download") as pool:
@@ -411,14 +417,84 @@ class _Session:
                 pool.shutdown(wait=True, cancel_futures=True)
                 failed[0].result()
 
+    def start_downloads(
+        self, descs: Sequence[Descriptor], store: BlobStore, fetch: Fetch, downloads: Downloads
+    ) -> None:
+        """Start downloading `descs` in `downloads`' threads, the top layer first (the
+        flattener reads the layers top down), each readable as it arrives."""
+        for desc in reversed(descs):
+            if downloads.arrival(desc.digest) is not None:
+                continue  # a layer listed twice
+            arrival = store.begin(desc.digest, desc.size, self._what(desc))
+            arrival.tail_source = functools.partial(self.tail, desc)
+
+            def work(desc: Descriptor = desc, arrival: Arrival = arrival) -> BlobRef:
+                return self.download(
+                    desc,
+                    fetch,
+                    lambda body, progress: store.fill(arrival, desc.digest, body, progress),
+                    stopped=lambda: arrival.failed,
+                )
+
+            downloads.start(desc.digest, arrival, work)
+
+    def tail(self, desc: Descriptor, n: int) -> bytes | None:
+        """The last n bytes of a blob by a Range request (RFC 9110, 14.2), or None when
+        the registry does not answer one as asked: the caller then waits for the blob."""
+        path = f"/v2/{self.ref.repository}/blobs/{desc.digest}"
+        first, last = desc.size - n, desc.size - 1
+        peer = f"registry {self.host}"
+        try:
+            resp = self.get(path, {"Range": f"bytes={first}-{last}"})
+        except Oci2vmError as e:
+            log.debug("range request for %s failed: %s", desc.digest, e)
+            return None
+        ok = resp.status == 206 and _content_range(resp) == (first, last, desc.size)
+        try:
+            data = self._read(resp, n, "range", peer) if ok else None
+        except Oci2vmError as e:
+            log.debug("range request for %s failed: %s", desc.digest, e)
+            data = None
+        finally:
+            self.http.release(resp, drain=ok)
+        return data if data is not None and len(data) == n else None
+
+    def interrupt(self) -> None:
+        """Cut the responses under way short (the downloads stop)."""
+        self.http.interrupt()
+
+    def _what(self, desc: Descriptor) -> str:
+        return f"blob {desc.digest} of {self.registry}/{self.ref.repository}"
+
     def blob(self, desc: Descriptor, store: BlobStore, fetch: Fetch) -> BlobRef:
         """The blob from the cache (verified as it is read), or downloaded into it once,
-        verified. A cache entry of the wrong size is downloaded again."""
+        verified. A cache entry of the wrong size is downloaded again. A blob whose
+        download fetch.downloads started is read as it arrives."""
+        arrival = fetch.downloads.arrival(desc.digest) if fetch.downloads else None
+        if arrival is not None:
+            return BlobRef(arrival.final, 0, desc.size, desc.digest, cached=True, arrival=arrival)
         cached = store.get(desc.digest)
         if cached is not None and cached.size == desc.size:
             return cached
+        what = self._what(desc)
+        return self.download(
+            desc,
+            fetch,
+            lambda body, progress: store.put(desc.digest, body, desc.size, progress, what=what),
+        )
+
+    def download(
+        self,
+        desc: Descriptor,
+        fetch: Fetch,
+        keep: Callable[[BinaryIO, ProgressFn | None], BlobRef],
+        stopped: Callable[[], bool] = lambda: False,
+    ) -> BlobRef:
+        """GET a blob and `keep` its body (into the cache, verified), in up to BLOB_ATTEMPTS
+        whole attempts when the body breaks off (no more once `stopped()`: the body broke
+        off because the downloads were interrupted)."""
         path = f"/v2/{self.ref.repository}/blobs/{desc.digest}"
-        what = f"blob {desc.digest} of {self.registry}/{self.ref.repository}"
+        what = self._what(desc)
         kind = "config" if desc.media_type in (OCI_CONFIG, DOCKER_CONFIG) else "layer"
         progress = (
             _HighWater(fetch.on_blob(f"{kind} {short(desc.digest)}", desc.size))
@@ -434,18 +510,28 @@ class _Session:
                 if resp.status != 200:
                     self.fail(resp, path, lambda: f"no blob {desc.digest}")
                 body = cast(BinaryIO, self.http.body(resp))  # readinto(), all put() needs
-                stored = store.put(desc.digest, body, desc.size, progress, what=what)
+                stored = keep(body, progress)
                 complete = True
                 return stored
             except HTTPError as e:
                 # The body broke off; the partial file is gone (BlobStore.put).
                 err = self._error(f"registry {self.host}", e, resp)
-                if attempt == BLOB_ATTEMPTS:
+                if attempt == BLOB_ATTEMPTS or stopped():
                     raise Oci2vmError(f"download of {what} failed: {err}") from e
                 log.warning("download of %s failed (%s): trying again", what, err)
             finally:
                 self.http.release(resp, drain=complete)
         raise AssertionError("unreachable")
+
+
+def _content_range(resp: urllib3.BaseHTTPResponse) -> tuple[int, int, int] | None:
+    """first, last and complete length of a Content-Range "bytes F-L/N" header."""
+    unit, _, spec = resp.headers.get("Content-Range", "").strip().partition(" ")
+    span, _, total = spec.partition("/")
+    first, _, last = span.partition("-")
+    if unit != "bytes" or not (first.isdigit() and last.isdigit() and total.isdigit()):
+        return None
+    return int(first), int(last), int(total)
 
 
 def _schema_version(data: bytes) -> object:
@@ -461,10 +547,17 @@ def resolve(source: str, ref: Reference, fetch: Fetch) -> Image:
     """Pull the manifest of `ref` (choosing fetch.platform from an index) and cache its
     config and layers in fetch.store (or the default cache)."""
     store = fetch.store or BlobStore(BlobStore.default_root())
+    if fetch.downloads is not None and not fetch.tls_verify:
+        # The downloads outlive this call, and the warnings filter below with it: the
+        # user asked for no verification, so the warning is off for the whole process.
+        warnings.filterwarnings("ignore", category=InsecureRequestWarning)
     with warnings.catch_warnings():
         if not fetch.tls_verify:
             warnings.simplefilter("ignore", InsecureRequestWarning)
         session = _Session(ref, fetch)
+        if fetch.downloads is not None:  # the downloads outlive this call: they close it
+            fetch.downloads.on_interrupt(session.interrupt)
+            fetch.downloads.on_close(session.close)
         try:
             session.connect()
             data, media_type, digest = session.manifest(ref.reference, ref.digest)
@@ -490,4 +583,5 @@ def resolve(source: str, ref: Reference, fetch: Fetch) -> Image:
                 what = f"manifest {chosen.digest} of {ref}"
             raise Oci2vmError(f"image index of {ref}: indexes nested too deeply")
         finally:
-            session.close()
+            if fetch.downloads is None:
+                session.close()

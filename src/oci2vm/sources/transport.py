@@ -141,6 +141,13 @@ class Watchdog:
         if self._thread is not None:
             self._thread.join()
 
+    def expire_all(self) -> None:
+        """Shut every watched response down now (the downloads stop)."""
+        with self._lock:
+            watches = list(self._watches)
+        for watch in watches:
+            watch.expire()
+
     def _run(self) -> None:
         interval = min(1.0, self.timeout / 4)
         while not self._stop.wait(interval):
@@ -237,6 +244,10 @@ class Transport:
         for manager in self._pools.values():
             manager.clear()
         self.watchdog.close()
+
+    def interrupt(self) -> None:
+        """Wake every thread reading a response, with an error (they stop)."""
+        self.watchdog.expire_all()
 
     def verifies(self, url: str) -> bool:
         return host_of(url) not in self.insecure
@@ -341,24 +352,32 @@ class Transport:
 
 
 class _Body:
-    """A response body read PROGRESS_BYTES at most at a time, each read counted as
-    progress (a large read would wait for all of its bytes, however slowly they come)."""
+    """A response body read as it comes: each read returns what one read of the socket
+    brought (up to the size asked, so that a fast response takes few calls, each one a
+    handover of the GIL that a build's threads wait for). Progress is counted per
+    PROGRESS_BYTES brought, not per read: a server trickling a byte at a time makes none."""
 
     def __init__(self, resp: urllib3.BaseHTTPResponse, watch: Watch | None) -> None:
         self._resp = resp
         self._watch = watch
+        self._unaccounted = 0  # bytes brought since the last progress
+
+    def _brought(self, n: int) -> None:
+        self._unaccounted += n
+        if self._watch is not None and self._unaccounted >= PROGRESS_BYTES:
+            self._watch.progress()
+            self._unaccounted = 0
 
     def readinto(self, buffer: memoryview | bytearray) -> int:
-        view = memoryview(buffer)[:PROGRESS_BYTES]
-        n = self._resp.readinto(view)
-        if self._watch is not None:
-            self._watch.progress()
-        return n
+        view = memoryview(buffer)
+        data = self._resp.read1(len(view)) if view else b""
+        view[: len(data)] = data
+        self._brought(len(data))
+        return len(data)
 
     def read(self, size: int) -> bytes:
-        data = self._resp.read(min(size, PROGRESS_BYTES))
-        if self._watch is not None:
-            self._watch.progress()
+        data = self._resp.read1(size) if size else b""
+        self._brought(len(data))
         return data
 
 
