@@ -41,6 +41,7 @@ from oci2vm.tree.model import (
     Tree,
     new_dir,
 )
+from oci2vm.util.gcpause import cycle_collection_paused
 
 log = logging.getLogger(__name__)
 
@@ -665,4 +666,5 @@ def flatten(
     Directories that no layer lists (the root, in most images, and parents a layer
     leaves implicit) get `implicit_mtime_ns` as their time, and mode 0755, owner root.
     """
-    return _Flattener(image, sink, capture, progress, store, implicit_mtime_ns).run()
+    with cycle_collection_paused():
+        return _Flattener(image, sink, capture, progress, store, implicit_mtime_ns).run()

@@ -83,6 +83,7 @@ from oci2vm.tree.model import (
     LayerData,
     StreamedData,
 )
+from oci2vm.util.gcpause import cycle_collection_paused
 from oci2vm.util.units import ceil_div
 
 _NO_XATTRS: tuple[list[Xattr], list[Xattr]] = ([], [])  # (in the inode, in a block); read only
@@ -299,6 +300,10 @@ class Ext4Writer:
 
     def finish(self, root: Inode) -> Ext4Result:
         """Write everything but the streamed file data and return the filesystem's shape."""
+        with cycle_collection_paused():
+            return self._finish(root)
+
+    def _finish(self, root: Inode) -> Ext4Result:
         if self._finished:
             raise ValueError("finish() called twice")
         self._finished = True
