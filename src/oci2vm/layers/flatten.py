@@ -78,16 +78,37 @@ def _join(parts: list[str]) -> str:
     return "/" + "/".join(parts)
 
 
-def _inode_for(member: Member, layer: int) -> Inode:
-    """The metadata of a member as an Inode (without data)."""
+class _Ints:
+    """One int object for each of the values that many entries share (modes, owners,
+    times): the tar reader makes a new object for every field of every member, 28 to 32
+    bytes each, which the tree would otherwise keep per entry. Bounded: a tree with more
+    distinct values than `limit` starts sharing afresh."""
+
+    def __init__(self, limit: int = 1 << 16) -> None:
+        self._seen: dict[int, int] = {}
+        self._limit = limit
+
+    def __call__(self, value: int) -> int:
+        seen = self._seen
+        if len(seen) >= self._limit:
+            seen.clear()
+        return seen.setdefault(value, value)
+
+    def optional(self, value: int | None) -> int | None:
+        return None if value is None else self(value)
+
+
+def _inode_for(member: Member, layer: int, ints: _Ints | None = None) -> Inode:
+    """The metadata of a member as an Inode (without data); `ints` shares equal values."""
+    ints = ints or _Ints(0)
     inode = Inode(
         Kind.FILE,
-        mode=member.mode,
-        uid=member.uid,
-        gid=member.gid,
-        mtime_ns=member.mtime_ns,
-        atime_ns=member.atime_ns,
-        ctime_ns=member.ctime_ns,
+        mode=ints(member.mode),
+        uid=ints(member.uid),
+        gid=ints(member.gid),
+        mtime_ns=ints(member.mtime_ns),
+        atime_ns=ints.optional(member.atime_ns),
+        ctime_ns=ints.optional(member.ctime_ns),
         xattrs=member.xattrs or NO_XATTRS,
         layer=layer,
     )
@@ -229,6 +250,7 @@ class _Flattener:
         # layer's later entry replaced may be dropped, and its id() reused).
         self.delivered: set[Inode] = set()
         self.deferred: list[Inode] = []  # this layer: data needed after it streamed by
+        self.ints = _Ints()
 
     # --- the tree ------------------------------------------------------------------
 
@@ -459,7 +481,9 @@ class _Flattener:
             return
         path = _join(parts)
         is_link = member.type == tarstream.HARDLINK
-        inode = self._hardlink(member, path, p) if is_link else _inode_for(member, p.index)
+        inode = (
+            self._hardlink(member, path, p) if is_link else _inode_for(member, p.index, self.ints)
+        )
         if self.open:
             p.rank += 1
             if path in self.open:
