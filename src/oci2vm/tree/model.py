@@ -165,6 +165,11 @@ class Inode:
     # The layer (0 = bottom) whose entry gave this inode its metadata; -1 for one no entry
     # did (a directory a layer leaves implicit, or one oci2vm made).
     layer: int = -1
+    # A number the filesystem writer that last took this inode finds its state for it by
+    # (fs/ext4/placements.py), checked by the writer as its own: a stale one is harmless.
+    # On the inode rather than in a dict of the writer's: a dict entry and its key cost
+    # ~100 bytes more per file (benchmarks/bench_tree.py).
+    writer_key: int = field(default=-1, repr=False)
 
     @property
     def st_mode(self) -> int:
