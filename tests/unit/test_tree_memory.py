@@ -7,11 +7,13 @@ from pathlib import Path
 
 from oci2vm.fs.ext4.inode import MAX_EXTENT_LEN, pack_leaves
 from oci2vm.fs.ext4.placements import Placements
-from oci2vm.tree.model import Inode, Kind
+from oci2vm.layers.flatten import flatten
+from oci2vm.sources import Fetch, resolve
+from oci2vm.tree.model import Inode, Kind, LayerData, StreamedData
 from support.ext4check import build
 from support.ext4trees import every_case_tree
 from support.flattened import at, flatten_layers
-from support.layouts import directory, file
+from support.layouts import directory, file, write_layout
 
 
 def test_equal_modes_owners_and_times_are_one_object(tmp_path: Path) -> None:
@@ -60,3 +62,17 @@ def test_one_tree_written_by_two_writers_gives_one_image(tmp_path: Path) -> None
     build(root, tmp_path / "1.ext4")
     build(root, tmp_path / "2.ext4")
     assert (tmp_path / "1.ext4").read_bytes() == (tmp_path / "2.ext4").read_bytes()
+
+
+def test_delivered_files_of_one_size_share_their_data_record(tmp_path: Path) -> None:
+    tree, data = flatten_layers(tmp_path, [file("a", b"one"), file("b", b"two"), file("c", b"4")])
+    a, b, c = at(tree, "/a"), at(tree, "/b"), at(tree, "/c")
+    assert a.data == StreamedData(3) and a.data is b.data
+    assert c.data == StreamedData(1)
+    assert (data[id(a)], data[id(b)], data[id(c)]) == (b"one", b"two", b"4")
+
+
+def test_without_a_sink_files_keep_where_their_bytes_are(tmp_path: Path) -> None:
+    write_layout(tmp_path / "img", [[file("a", b"one")]])
+    tree = flatten(resolve(f"oci:{tmp_path / 'img'}", Fetch()))
+    assert at(tree, "/a").data == LayerData(0, 512, 3)

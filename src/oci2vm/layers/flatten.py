@@ -34,10 +34,12 @@ from oci2vm.layers.tarstream import Member, TarReader
 from oci2vm.tree.model import (
     NO_XATTRS,
     BytesReader,
+    DataReader,
     FileSink,
     Inode,
     Kind,
     LayerData,
+    StreamedData,
     Tree,
     new_dir,
 )
@@ -246,9 +248,11 @@ class _Flattener:
         # Hardlink targets that upper layers wait for: target path -> placeholder.
         self.pending: dict[str, Inode] = {}
         self.waiting: dict[Inode, _Waiting] = {}  # placeholder -> what it stands for
-        # Inodes whose data reached the sink (the inodes, not their id()s: one that a
-        # layer's later entry replaced may be dropped, and its id() reused).
+        # Sparse files whose data reached the sink (the inodes, not their id()s: one that a
+        # layer's later entry replaced may be dropped, and its id() reused); a dense one's
+        # data is StreamedData once delivered (see _deliver).
         self.delivered: set[Inode] = set()
+        self.streamed: dict[int, StreamedData] = {}  # by size: the shared StreamedData
         self.deferred: list[Inode] = []  # this layer: data needed after it streamed by
         self.ints = _Ints()
 
@@ -499,7 +503,7 @@ class _Flattener:
         if not is_link:
             self._data(tar, inode, path if visible else None)
             return
-        if inode.data is not None and inode not in self.delivered and inode not in self.deferred:
+        if self._undelivered(inode) and inode not in self.deferred:
             # A link to a file of this layer that was hidden when its data streamed by.
             self.deferred.append(inode)
 
@@ -644,18 +648,38 @@ class _Flattener:
             if inode.data is not None and len(inode.data.regions) <= 1:
                 self.tree.captured[inode] = content
             if self.sink is not None:
-                self.sink(inode, BytesReader(content))
-                self.delivered.add(inode)
+                self._deliver(inode, BytesReader(content))
             return
         if self.sink is not None:
-            self.sink(inode, tar)  # the member's data, read in place
+            self._deliver(inode, tar)  # the member's data, read in place
+
+    def _deliver(self, inode: Inode, data: DataReader) -> None:
+        """Hand a file's data to the sink. A dense file's data becomes StreamedData then,
+        one object per size shared by all files of that size: where the bytes were in
+        the layer is of no more use, and was ~100 bytes per file of the tree. A sparse
+        file keeps its map (the tree's readers may want it) and is noted as delivered."""
+        assert self.sink is not None
+        self.sink(inode, data)
+        stored = inode.data
+        if not isinstance(stored, LayerData) or stored.sparse is not None:
             self.delivered.add(inode)
+            return
+        streamed = self.streamed.get(stored.stored_size)
+        if streamed is None:
+            if len(self.streamed) >= 1 << 16:
+                self.streamed.clear()
+            streamed = self.streamed[stored.stored_size] = StreamedData(stored.stored_size)
+        inode.data = streamed
+
+    def _undelivered(self, inode: Inode) -> bool:
+        """Whether a file has layer data that has not reached the sink."""
+        return isinstance(inode.data, LayerData) and inode not in self.delivered
 
     def _reread(self, index: int, layer: Layer, what: str) -> None:
         """Serve files that a later hardlink in the same layer made visible after their
         data had streamed by: read the layer again, up to the last of them."""
         todo = sorted(
-            (i for i in self.deferred if i.data is not None and i not in self.delivered),
+            (i for i in self.deferred if self._undelivered(i)),
             key=lambda i: i.data.offset if isinstance(i.data, LayerData) else 0,
         )
         if not todo or self.sink is None:
@@ -664,12 +688,12 @@ class _Flattener:
         with decompressed(layer.blob.open(), layer.media_type, what, hash_stream=False) as stream:
             position = 0
             for inode in todo:
-                assert isinstance(inode.data, LayerData)
-                if stream.skip(inode.data.offset - position) < inode.data.offset - position:
+                data = inode.data
+                assert isinstance(data, LayerData)
+                if stream.skip(data.offset - position) < data.offset - position:
                     raise Oci2vmError("layer ended early while reading it again")
-                self.sink(inode, _Slice(stream, inode.data.stored_size))
-                self.delivered.add(inode)
-                position = inode.data.offset + inode.data.stored_size
+                self._deliver(inode, _Slice(stream, data.stored_size))
+                position = data.offset + data.stored_size
 
 
 def flatten(

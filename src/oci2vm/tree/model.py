@@ -93,9 +93,10 @@ class BytesData:
 
 @dataclass(frozen=True, slots=True)
 class StreamedData:
-    """File bytes oci2vm itself handed to the FileSink after the layers (content a
-    preparation step injects, such as a kernel's modules): never held in memory.
-    `stored_size` bytes, dense."""
+    """File bytes handed to the FileSink, never held in memory: content a preparation
+    step injects (a kernel's modules), and a layer's dense file once flattening delivered
+    it to a sink (which alone needs to know where its bytes went; one object per size
+    then serves every such file). `stored_size` bytes, dense."""
 
     stored_size: int
 
