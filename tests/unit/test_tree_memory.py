@@ -3,13 +3,14 @@ many entries share are one object, and the writer keeps a file's placement compa
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from oci2vm.fs.ext4.inode import MAX_EXTENT_LEN, pack_leaves
 from oci2vm.fs.ext4.placements import Placements
 from oci2vm.layers.flatten import flatten
 from oci2vm.sources import Fetch, resolve
-from oci2vm.tree.model import Inode, Kind, LayerData, StreamedData
+from oci2vm.tree.model import BytesData, Inode, Kind, LayerData, StreamedData
 from support.ext4check import build
 from support.ext4trees import every_case_tree
 from support.flattened import at, flatten_layers
@@ -76,3 +77,34 @@ def test_without_a_sink_files_keep_where_their_bytes_are(tmp_path: Path) -> None
     write_layout(tmp_path / "img", [[file("a", b"one")]])
     tree = flatten(resolve(f"oci:{tmp_path / 'img'}", Fetch()))
     assert at(tree, "/a").data == LayerData(0, 512, 3)
+
+
+def test_an_inode_is_twelve_slots() -> None:
+    # 16 bytes of GC header, 16 of object header, 12 slots of 8 (was 16 slots: 160 bytes)
+    assert sys.getsizeof(Inode(Kind.FILE)) == 128
+
+
+def test_what_one_kind_has_shares_one_slot() -> None:
+    directory_ = Inode(Kind.DIR, children={})
+    assert directory_.children == {} and directory_.data is None and directory_.target is None
+    directory_.data = None  # clears only data, which it does not hold
+    directory_.target = None
+    directory_.rdev_major = 0
+    assert directory_.children == {}
+    regular = Inode(Kind.FILE, data=BytesData(b"x"), size=1)
+    assert regular.data == BytesData(b"x") and regular.children is None
+    regular.data = None
+    assert regular.data is None
+    link = Inode(Kind.SYMLINK, target=b"/x", size=2)
+    assert (link.target, link.data, link.children, link.rdev_major) == (b"/x", None, None, 0)
+    device = Inode(Kind.CHAR, rdev_major=1, rdev_minor=3)
+    assert (device.rdev_major, device.rdev_minor, device.target) == (1, 3, None)
+    device.rdev_minor = 5
+    assert (device.rdev_major, device.rdev_minor) == (1, 5)
+    device.rdev_major, device.rdev_minor = 0, 0
+    assert (device.rdev_major, device.rdev_minor, device.data) == (0, 0, None)
+
+
+def test_an_inode_shows_what_is_not_default() -> None:
+    inode = Inode(Kind.SYMLINK, mode=0o777, target=b"t", size=1)
+    assert repr(inode) == "Inode(kind=<Kind.SYMLINK: 'symlink'>, mode=511, size=1, target=b't')"
