@@ -10,7 +10,8 @@ path wins (the root's own entry too), a hardlink shares what is at its target wh
 read, and whiteouts only touch the layers below. Read that way, the first visible entry
 for a path is final, so file data can go straight to its destination (a FileSink) as the
 stream passes, and data that a later layer replaces is never written. The tree keeps,
-for each file, where its bytes are (layer, offset), never the bytes themselves.
+for each file, where its bytes are (layer, offset), never the bytes themselves; once a
+sink has a dense file's bytes, only their size (StreamedData, one object per size).
 
 Hardlinks name a path in the same layer or a lower one. One that points down is left as
 a placeholder until the lower entry arrives; one whose target an upper layer hid is
