@@ -44,6 +44,7 @@ from oci2vm.fs.ext4.inode import (
     leaves_length,
     leaves_tree,
     pack_inode,
+    pack_inode_into,
     split_extents,
     unpack_leaves,
 )
@@ -51,6 +52,7 @@ from oci2vm.fs.ext4.journal import journal_superblock
 from oci2vm.fs.ext4.layout import (
     BLOCK_SIZE,
     BLOCKS_PER_GROUP,
+    INODE_SIZE,
     JOURNAL_INO,
     MAX_BLOCKS,
     BlockAllocator,
@@ -90,6 +92,8 @@ _EMPTY_I_BLOCK = bytes(60)  # i_block of an inode with no blocks and no device n
 MAX_LINKS = 65000  # EXT4_LINK_MAX
 MAX_FILE_SIZE = (1 << 32) * BLOCK_SIZE - BLOCK_SIZE  # logical block numbers are 32 bits
 MIN_LAST_GROUP = 64  # a shorter tail of the size is left out of the filesystem
+TABLE_CHUNK = 1 << 20  # inode-table bytes packed before they are handed to the BlockWriter
+_ZERO_INODE = bytes(INODE_SIZE)
 
 
 class _InodeError(Oci2vmError):
@@ -414,16 +418,30 @@ class Ext4Writer:
             raise Oci2vmError(f"{tree.path(ino)}: {error}") from None
 
     def _inodes(self, tree: InodeNumbering, dirs: dict[int, _Dir], tail: Tail) -> None:
-        """Pack every inode, writing its remaining blocks, and write it into its table."""
+        """Pack every inode, writing its remaining blocks, into its table: the inodes of a
+        run of consecutive numbers in one group are packed into one buffer, written at once
+        (up to TABLE_CHUNK bytes), rather than one write per inode."""
         crtime_ns = self._id.fs_time * 1_000_000_000
+        ipg = tail.geo.inodes_per_group
+        table = bytearray()
+        first = 0  # the inode number of table's first inode
         for ino, inode in enumerate(tree.inodes):
             if inode is None:
                 continue
+            at = (ino - first) * INODE_SIZE
+            if at != len(table) or (ino - 1) % ipg == 0 or at >= TABLE_CHUNK:
+                if table:
+                    self._io.write_at(tail.inode_pos(first), memoryview(table))
+                table, first, at = bytearray(), ino, 0
+            table += _ZERO_INODE
+            ino_seed = inode_csum_seed(self._id.fs_seed, ino)
             try:
-                packed = self._inode(tree, ino, inode, dirs, crtime_ns)
+                fields = self._inode(tree, ino, inode, dirs, crtime_ns, ino_seed)
             except _InodeError as error:
                 raise Oci2vmError(f"{tree.path(ino)}: {error}") from None
-            self._io.write_at(tail.inode_pos(ino), packed)
+            pack_inode_into(table, at, fields, ino_seed)
+        if table:
+            self._io.write_at(tail.inode_pos(first), memoryview(table))
 
     def _inode(
         self,
@@ -432,10 +450,10 @@ class Ext4Writer:
         inode: Inode,
         dirs: dict[int, _Dir],
         crtime_ns: int,
-    ) -> bytes:
-        """Write an inode's xattr, symlink and extent index blocks; return it packed.
+        ino_seed: int,
+    ) -> InodeFields:
+        """Write an inode's xattr, symlink and extent index blocks; return its fields.
         Errors about the inode itself are _InodeErrors, which the caller gives its path."""
-        ino_seed = inode_csum_seed(self._id.fs_seed, ino)
         if not (0 <= inode.uid < 1 << 32 and 0 <= inode.gid < 1 << 32):
             raise _InodeError(f"owner {inode.uid}:{inode.gid} exceeds 32 bits")
         ibody, in_block = self._xattrs(inode, tree, ino) if inode.xattrs else _NO_XATTRS
@@ -445,7 +463,7 @@ class Ext4Writer:
             block = pack_block(in_block, file_acl, self._id.fs_seed)
             self._io.write_at(file_acl * BLOCK_SIZE, block)
         i_block, flags, size, blocks = self._contents(tree, ino, inode, dirs, ino_seed)
-        fields = InodeFields(
+        return InodeFields(
             mode=inode.st_mode,
             uid=inode.uid,
             gid=inode.gid,
@@ -461,7 +479,6 @@ class Ext4Writer:
             file_acl=file_acl,
             ibody_xattrs=pack_ibody(ibody),
         )
-        return pack_inode(fields, ino_seed)
 
     def _contents(
         self, tree: InodeNumbering, ino: int, inode: Inode, dirs: dict[int, _Dir], ino_seed: int
