@@ -29,39 +29,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
-from benchlib import compile_package  # noqa: E402
+from benchlib import MB, compile_package, timed_child, write_oci_layout  # noqa: E402
 from isal import igzip  # noqa: E402
 
 from fixture_images import FixtureSet, debian_fixture  # noqa: E402
-
-MB = 1_000_000
-
-
-def _high_water(pid: int) -> int:
-    """VmHWM of a process in bytes: its peak RSS since exec (ru_maxrss would also count
-    the memory of the benchmark process it was forked from)."""
-    try:
-        with open(f"/proc/{pid}/status") as status:
-            for line in status:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 0
-
-
-def timed_child(argv: list[str]) -> tuple[float, int]:
-    """Run a command; return (seconds, peak RSS in bytes) of that child alone."""
-    started = time.perf_counter()
-    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL)
-    peak = 0
-    while proc.poll() is None:
-        peak = max(peak, _high_water(proc.pid))
-        time.sleep(0.02)
-    seconds = time.perf_counter() - started
-    if proc.returncode != 0:
-        raise SystemExit(f"{argv[0]} failed with status {proc.returncode}")
-    return seconds, peak
 
 
 def layer_blobs(layout: Path) -> list[Path]:
@@ -162,21 +133,9 @@ def scaled_layout(fixture: FixtureSet, scale: int, work: Path, *, entries: bool 
             (blobs / digest).write_bytes(compressed)
             descs.append({"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
                           "digest": f"sha256:{digest}", "size": len(compressed)})  # fmt: skip
-    config = json.dumps({"architecture": "amd64", "os": "linux",
-                         "rootfs": {"type": "layers", "diff_ids": diff_ids}}).encode()  # fmt: skip
-    (blobs / hashlib.sha256(config).hexdigest()).write_bytes(config)
-    manifest = json.dumps({
-        "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
-                   "digest": "sha256:" + hashlib.sha256(config).hexdigest(), "size": len(config)},
-        "layers": descs}).encode()  # fmt: skip
-    mdigest = hashlib.sha256(manifest).hexdigest()
-    (blobs / mdigest).write_bytes(manifest)
-    (out / "oci-layout").write_text('{"imageLayoutVersion": "1.0.0"}')
-    (out / "index.json").write_text(json.dumps({"schemaVersion": 2, "manifests": [
-        {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": f"sha256:{mdigest}",
-         "size": len(manifest),
-         "annotations": {"org.opencontainers.image.ref.name": "scaled"}}]}))  # fmt: skip
+    write_oci_layout(
+        out, [(d["digest"], i) for d, i in zip(descs, diff_ids, strict=True)], "scaled"
+    )
     return out
 
 

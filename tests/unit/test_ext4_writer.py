@@ -15,16 +15,20 @@ from oci2vm.errors import Oci2vmError
 from oci2vm.fs.ext4 import Ext4Writer
 from oci2vm.fs.ext4.inode import (
     Extent,
+    InodeFields,
     build_extent_tree,
     decode_time,
     encode_time,
     extent_tree_blocks,
     leaves_length,
     leaves_tree,
+    pack_inode,
+    pack_inode_into,
     pack_leaves,
     split_extents,
     unpack_leaves,
 )
+from oci2vm.fs.ext4.layout import INODE_SIZE
 from oci2vm.fs.ext4.xattr import acl_to_ext4
 from oci2vm.tree.model import BytesData, BytesReader, Inode, Kind, new_dir
 from support.ext4check import FS_TIME, FS_UUID, HASH_SEED, MIB, build
@@ -196,3 +200,16 @@ def test_a_directory_at_two_paths_is_an_error_naming_the_second(tmp_path: Path) 
     root.children["a"] = root.children["b"] = shared
     with pytest.raises(Oci2vmError, match=r"^/b: a directory cannot be hardlinked$"):
         build(root, tmp_path / "dirlink.ext4")
+
+
+def test_an_inode_packed_into_a_table_is_the_inode_packed_alone() -> None:
+    fields = InodeFields(
+        mode=0o100644, uid=70000, gid=5, size=(1 << 32) + 7, links=2, blocks_512=8,
+        flags=0x80000, i_block=bytes(range(60)), atime_ns=1, ctime_ns=2 * 10**9,
+        mtime_ns=-(10**18), crtime_ns=1_700_000_000 * 10**9, file_acl=(1 << 33) + 1,
+        ibody_xattrs=b"\x00\x00\x02\xea" + b"x" * 20,
+    )  # fmt: skip
+    table = bytearray(3 * INODE_SIZE)
+    pack_inode_into(table, INODE_SIZE, fields, 12345)
+    assert table[INODE_SIZE : 2 * INODE_SIZE] == pack_inode(fields, 12345)
+    assert not any(table[:INODE_SIZE]) and not any(table[2 * INODE_SIZE :])

@@ -10,7 +10,8 @@ path wins (the root's own entry too), a hardlink shares what is at its target wh
 read, and whiteouts only touch the layers below. Read that way, the first visible entry
 for a path is final, so file data can go straight to its destination (a FileSink) as the
 stream passes, and data that a later layer replaces is never written. The tree keeps,
-for each file, where its bytes are (layer, offset), never the bytes themselves.
+for each file, where its bytes are (layer, offset), never the bytes themselves; once a
+sink has a dense file's bytes, only their size (StreamedData, one object per size).
 
 Hardlinks name a path in the same layer or a lower one. One that points down is left as
 a placeholder until the lower entry arrives; one whose target an upper layer hid is
@@ -34,13 +35,16 @@ from oci2vm.layers.tarstream import Member, TarReader
 from oci2vm.tree.model import (
     NO_XATTRS,
     BytesReader,
+    DataReader,
     FileSink,
     Inode,
     Kind,
     LayerData,
+    StreamedData,
     Tree,
     new_dir,
 )
+from oci2vm.util.gcpause import cycle_collection_paused
 
 log = logging.getLogger(__name__)
 
@@ -77,16 +81,37 @@ def _join(parts: list[str]) -> str:
     return "/" + "/".join(parts)
 
 
-def _inode_for(member: Member, layer: int) -> Inode:
-    """The metadata of a member as an Inode (without data)."""
+class _Ints:
+    """One int object for each of the values that many entries share (modes, owners,
+    times): the tar reader makes a new object for every field of every member, 28 to 32
+    bytes each, which the tree would otherwise keep per entry. Bounded: a tree with more
+    distinct values than `limit` starts sharing afresh."""
+
+    def __init__(self, limit: int = 1 << 16) -> None:
+        self._seen: dict[int, int] = {}
+        self._limit = limit
+
+    def __call__(self, value: int) -> int:
+        seen = self._seen
+        if len(seen) >= self._limit:
+            seen.clear()
+        return seen.setdefault(value, value)
+
+    def optional(self, value: int | None) -> int | None:
+        return None if value is None else self(value)
+
+
+def _inode_for(member: Member, layer: int, ints: _Ints | None = None) -> Inode:
+    """The metadata of a member as an Inode (without data); `ints` shares equal values."""
+    ints = ints or _Ints(0)
     inode = Inode(
         Kind.FILE,
-        mode=member.mode,
-        uid=member.uid,
-        gid=member.gid,
-        mtime_ns=member.mtime_ns,
-        atime_ns=member.atime_ns,
-        ctime_ns=member.ctime_ns,
+        mode=ints(member.mode),
+        uid=ints(member.uid),
+        gid=ints(member.gid),
+        mtime_ns=ints(member.mtime_ns),
+        atime_ns=ints.optional(member.atime_ns),
+        ctime_ns=ints.optional(member.ctime_ns),
         xattrs=member.xattrs or NO_XATTRS,
         layer=layer,
     )
@@ -224,10 +249,13 @@ class _Flattener:
         # Hardlink targets that upper layers wait for: target path -> placeholder.
         self.pending: dict[str, Inode] = {}
         self.waiting: dict[Inode, _Waiting] = {}  # placeholder -> what it stands for
-        # Inodes whose data reached the sink (the inodes, not their id()s: one that a
-        # layer's later entry replaced may be dropped, and its id() reused).
+        # Sparse files whose data reached the sink (the inodes, not their id()s: one that a
+        # layer's later entry replaced may be dropped, and its id() reused); a dense one's
+        # data is StreamedData once delivered (see _deliver).
         self.delivered: set[Inode] = set()
+        self.streamed: dict[int, StreamedData] = {}  # by size: the shared StreamedData
         self.deferred: list[Inode] = []  # this layer: data needed after it streamed by
+        self.ints = _Ints()
 
     # --- the tree ------------------------------------------------------------------
 
@@ -458,7 +486,9 @@ class _Flattener:
             return
         path = _join(parts)
         is_link = member.type == tarstream.HARDLINK
-        inode = self._hardlink(member, path, p) if is_link else _inode_for(member, p.index)
+        inode = (
+            self._hardlink(member, path, p) if is_link else _inode_for(member, p.index, self.ints)
+        )
         if self.open:
             p.rank += 1
             if path in self.open:
@@ -474,7 +504,7 @@ class _Flattener:
         if not is_link:
             self._data(tar, inode, path if visible else None)
             return
-        if inode.data is not None and inode not in self.delivered and inode not in self.deferred:
+        if self._undelivered(inode) and inode not in self.deferred:
             # A link to a file of this layer that was hidden when its data streamed by.
             self.deferred.append(inode)
 
@@ -619,18 +649,38 @@ class _Flattener:
             if inode.data is not None and len(inode.data.regions) <= 1:
                 self.tree.captured[inode] = content
             if self.sink is not None:
-                self.sink(inode, BytesReader(content))
-                self.delivered.add(inode)
+                self._deliver(inode, BytesReader(content))
             return
         if self.sink is not None:
-            self.sink(inode, tar)  # the member's data, read in place
+            self._deliver(inode, tar)  # the member's data, read in place
+
+    def _deliver(self, inode: Inode, data: DataReader) -> None:
+        """Hand a file's data to the sink. A dense file's data becomes StreamedData then,
+        one object per size shared by all files of that size: where the bytes were in
+        the layer is of no more use, and was ~100 bytes per file of the tree. A sparse
+        file keeps its map (the tree's readers may want it) and is noted as delivered."""
+        assert self.sink is not None
+        self.sink(inode, data)
+        stored = inode.data
+        if not isinstance(stored, LayerData) or stored.sparse is not None:
             self.delivered.add(inode)
+            return
+        streamed = self.streamed.get(stored.stored_size)
+        if streamed is None:
+            if len(self.streamed) >= 1 << 16:
+                self.streamed.clear()
+            streamed = self.streamed[stored.stored_size] = StreamedData(stored.stored_size)
+        inode.data = streamed
+
+    def _undelivered(self, inode: Inode) -> bool:
+        """Whether a file has layer data that has not reached the sink."""
+        return isinstance(inode.data, LayerData) and inode not in self.delivered
 
     def _reread(self, index: int, layer: Layer, what: str) -> None:
         """Serve files that a later hardlink in the same layer made visible after their
         data had streamed by: read the layer again, up to the last of them."""
         todo = sorted(
-            (i for i in self.deferred if i.data is not None and i not in self.delivered),
+            (i for i in self.deferred if self._undelivered(i)),
             key=lambda i: i.data.offset if isinstance(i.data, LayerData) else 0,
         )
         if not todo or self.sink is None:
@@ -639,12 +689,12 @@ class _Flattener:
         with decompressed(layer.blob.open(), layer.media_type, what, hash_stream=False) as stream:
             position = 0
             for inode in todo:
-                assert isinstance(inode.data, LayerData)
-                if stream.skip(inode.data.offset - position) < inode.data.offset - position:
+                data = inode.data
+                assert isinstance(data, LayerData)
+                if stream.skip(data.offset - position) < data.offset - position:
                     raise Oci2vmError("layer ended early while reading it again")
-                self.sink(inode, _Slice(stream, inode.data.stored_size))
-                self.delivered.add(inode)
-                position = inode.data.offset + inode.data.stored_size
+                self._deliver(inode, _Slice(stream, data.stored_size))
+                position = data.offset + data.stored_size
 
 
 def flatten(
@@ -665,4 +715,5 @@ def flatten(
     Directories that no layer lists (the root, in most images, and parents a layer
     leaves implicit) get `implicit_mtime_ns` as their time, and mode 0755, owner root.
     """
-    return _Flattener(image, sink, capture, progress, store, implicit_mtime_ns).run()
+    with cycle_collection_paused():
+        return _Flattener(image, sink, capture, progress, store, implicit_mtime_ns).run()

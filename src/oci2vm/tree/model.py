@@ -4,8 +4,10 @@
 A Tree is a root directory Inode. A directory maps names to Inodes; a hardlink group
 is one Inode reached from several directory entries (its link count is derived, never
 stored). File data is never held for image content: a regular file carries a DataRef
-saying where its bytes live (a layer's uncompressed tar stream at an offset, or bytes
-that preparation wrote), so a 10 GB image needs no more memory than a 100 MB one.
+saying where its bytes live (a layer's uncompressed tar stream at an offset, bytes that
+preparation wrote, or a FileSink that took them), so a 10 GB image needs no more memory
+than a 100 MB one. What the tree holds per entry is kept small (see Inode): an image of a
+million files holds a million of them (benchmarks/bench_tree.py).
 """
 
 from __future__ import annotations
@@ -93,9 +95,10 @@ class BytesData:
 
 @dataclass(frozen=True, slots=True)
 class StreamedData:
-    """File bytes oci2vm itself handed to the FileSink after the layers (content a
-    preparation step injects, such as a kernel's modules): never held in memory.
-    `stored_size` bytes, dense."""
+    """File bytes handed to the FileSink, never held in memory: content a preparation
+    step injects (a kernel's modules), and a layer's dense file once flattening delivered
+    it to a sink (which alone needs to know where its bytes went; one object per size
+    then serves every such file). `stored_size` bytes, dense."""
 
     stored_size: int
 
@@ -137,34 +140,138 @@ class FileSink(Protocol):
     def __call__(self, inode: Inode, data: DataReader, /) -> None: ...
 
 
-@dataclass(slots=True, eq=False)
 class Inode:
     """One filesystem object. Identity matters: hardlinks share one Inode.
 
     mode holds the permission bits only (07777: includes setuid, setgid, sticky);
     the file type is `kind`. Times are integer nanoseconds since the Unix epoch and may
     be negative or past 2038.
+
+    A tree holds one of these per entry, so it is kept small: what only one kind of inode
+    has (a file's data, a directory's children, a symlink's target, a device's numbers)
+    shares one slot, read and set through properties, and values many inodes have are one
+    shared object (NO_XATTRS; flattening shares equal ints). Setting one of those four to
+    a value replaces whichever the slot held; setting it to None (or a device's numbers to
+    0:0) clears it only if it held that one.
     """
 
-    kind: Kind
-    mode: int = 0o644
-    uid: int = 0
-    gid: int = 0
-    mtime_ns: int = 0
-    atime_ns: int | None = None  # None: same as mtime
-    ctime_ns: int | None = None  # None: same as mtime
-    size: int = 0  # regular files: logical size (holes included); symlinks: len(target)
-    # VFS names and values. Replace the mapping to change it: the default is one shared
-    # read-only empty mapping (most inodes have none, and a tree holds every inode).
-    xattrs: Mapping[str, bytes] = field(default_factory=lambda: NO_XATTRS)
-    target: bytes | None = None  # symlink target, raw bytes
-    rdev_major: int = 0
-    rdev_minor: int = 0
-    data: DataRef | None = None  # regular files with content
-    children: dict[str, Inode] | None = None  # directories: name -> Inode, unsorted
-    # The layer (0 = bottom) whose entry gave this inode its metadata; -1 for one no entry
-    # did (a directory a layer leaves implicit, or one oci2vm made).
-    layer: int = -1
+    __slots__ = (
+        "_payload",
+        "atime_ns",
+        "ctime_ns",
+        "gid",
+        "kind",
+        "layer",
+        "mode",
+        "mtime_ns",
+        "size",
+        "uid",
+        "writer_key",
+        "xattrs",
+    )
+
+    def __init__(
+        self,
+        kind: Kind,
+        *,
+        mode: int = 0o644,
+        uid: int = 0,
+        gid: int = 0,
+        mtime_ns: int = 0,
+        atime_ns: int | None = None,
+        ctime_ns: int | None = None,
+        size: int = 0,
+        xattrs: Mapping[str, bytes] = NO_XATTRS,
+        target: bytes | None = None,
+        rdev_major: int = 0,
+        rdev_minor: int = 0,
+        data: DataRef | None = None,
+        children: dict[str, Inode] | None = None,
+        layer: int = -1,
+        writer_key: int = -1,
+    ) -> None:
+        self.kind = kind
+        self.mode = mode
+        self.uid = uid
+        self.gid = gid
+        self.mtime_ns = mtime_ns
+        self.atime_ns = atime_ns  # None: same as mtime
+        self.ctime_ns = ctime_ns  # None: same as mtime
+        self.size = size  # regular files: logical size (holes included); symlinks: len(target)
+        # VFS names and values. Replace the mapping to change it: the default is one shared
+        # read-only empty mapping (most inodes have none, and a tree holds every inode).
+        self.xattrs = xattrs
+        # The layer (0 = bottom) whose entry gave this inode its metadata; -1 for one no
+        # entry did (a directory a layer leaves implicit, or one oci2vm made).
+        self.layer = layer
+        # A number the filesystem writer that last took this inode finds its state for it
+        # by (fs/ext4/placements.py), checked by the writer as its own: a stale one is
+        # harmless. On the inode rather than in a dict of the writer's: a dict entry and
+        # its key cost ~100 bytes more per file (benchmarks/bench_tree.py).
+        self.writer_key = writer_key
+        self._payload: _Payload = None
+        self.target = target
+        if rdev_major or rdev_minor:
+            self._payload = (rdev_major, rdev_minor)
+        self.data = data
+        self.children = children
+
+    @property
+    def target(self) -> bytes | None:
+        """A symlink's target, raw bytes."""
+        payload = self._payload
+        return payload if isinstance(payload, bytes) else None
+
+    @target.setter
+    def target(self, value: bytes | None) -> None:
+        if value is not None or isinstance(self._payload, bytes):
+            self._payload = value
+
+    @property
+    def data(self) -> DataRef | None:
+        """Where a regular file's stored bytes are; None for a file without any."""
+        payload = self._payload
+        return payload if isinstance(payload, _DATA_TYPES) else None
+
+    @data.setter
+    def data(self, value: DataRef | None) -> None:
+        if value is not None or isinstance(self._payload, _DATA_TYPES):
+            self._payload = value
+
+    @property
+    def children(self) -> dict[str, Inode] | None:
+        """A directory's entries: name -> Inode, unsorted."""
+        payload = self._payload
+        return payload if isinstance(payload, dict) else None
+
+    @children.setter
+    def children(self, value: dict[str, Inode] | None) -> None:
+        if value is not None or isinstance(self._payload, dict):
+            self._payload = value
+
+    @property
+    def rdev_major(self) -> int:
+        payload = self._payload
+        return payload[0] if isinstance(payload, tuple) else 0
+
+    @rdev_major.setter
+    def rdev_major(self, value: int) -> None:
+        self._set_rdev(value, self.rdev_minor)
+
+    @property
+    def rdev_minor(self) -> int:
+        payload = self._payload
+        return payload[1] if isinstance(payload, tuple) else 0
+
+    @rdev_minor.setter
+    def rdev_minor(self, value: int) -> None:
+        self._set_rdev(self.rdev_major, value)
+
+    def _set_rdev(self, major: int, minor: int) -> None:
+        if major or minor:
+            self._payload = (major, minor)
+        elif isinstance(self._payload, tuple):
+            self._payload = None
 
     @property
     def st_mode(self) -> int:
@@ -173,6 +280,27 @@ class Inode:
     @property
     def is_dir(self) -> bool:
         return self.kind is Kind.DIR
+
+    def __repr__(self) -> str:
+        fields = ", ".join(
+            f"{name}={getattr(self, name)!r}"
+            for name in _REPR_FIELDS
+            if name == "kind" or getattr(self, name) != _REPR_DEFAULTS.get(name)
+        )
+        return f"Inode({fields})"
+
+
+_DATA_TYPES = (LayerData, BytesData, StreamedData)
+_Payload = bytes | DataRef | dict[str, Inode] | tuple[int, int] | None
+_REPR_FIELDS = (
+    "kind", "mode", "uid", "gid", "mtime_ns", "atime_ns", "ctime_ns", "size", "xattrs",
+    "target", "rdev_major", "rdev_minor", "data", "children", "layer",
+)  # fmt: skip
+_REPR_DEFAULTS: dict[str, object] = {
+    "mode": 0o644, "uid": 0, "gid": 0, "mtime_ns": 0, "atime_ns": None, "ctime_ns": None,
+    "size": 0, "xattrs": NO_XATTRS, "target": None, "rdev_major": 0, "rdev_minor": 0,
+    "data": None, "children": None, "layer": -1,
+}  # fmt: skip
 
 
 def new_dir(mode: int = 0o755, uid: int = 0, gid: int = 0, mtime_ns: int = 0) -> Inode:

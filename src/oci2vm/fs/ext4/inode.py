@@ -223,15 +223,22 @@ assert _INODE.size == 0x98 <= 128 + EXTRA_ISIZE <= INODE_SIZE
 def pack_inode(f: InodeFields, ino_seed: int) -> bytes:
     """The 256-byte on-disk inode with its crc32c (seeded with the inode number and
     generation, computed with both checksum halves zero)."""
+    raw = bytearray(INODE_SIZE)
+    pack_inode_into(raw, 0, f, ino_seed)
+    return bytes(raw)
+
+
+def pack_inode_into(table: bytearray, at: int, f: InodeFields, ino_seed: int) -> None:
+    """pack_inode() into table[at : at + INODE_SIZE], which must be zeros: a writer packs
+    a run of inodes into one buffer, written at once."""
     # Most inodes share one time for three fields, and every one the same crtime.
     mtime, mtime_x = encode_time(f.mtime_ns)
     atime, atime_x = (mtime, mtime_x) if f.atime_ns == f.mtime_ns else encode_time(f.atime_ns)
     ctime, ctime_x = (mtime, mtime_x) if f.ctime_ns == f.mtime_ns else encode_time(f.ctime_ns)
     crtime, crtime_x = _encode_time_cached(f.crtime_ns)
-    raw = bytearray(INODE_SIZE)
     _INODE.pack_into(
-        raw,
-        0,
+        table,
+        at,
         f.mode,  # i_mode
         f.uid & 0xFFFF,  # i_uid
         f.size & MASK32,  # i_size_lo
@@ -264,9 +271,9 @@ def pack_inode(f: InodeFields, ino_seed: int) -> bytes:
         crtime_x,  # i_crtime_extra
     )
     if f.ibody_xattrs:
-        start = 128 + EXTRA_ISIZE
-        raw[start : start + len(f.ibody_xattrs)] = f.ibody_xattrs
-    csum = crc32c(ino_seed, raw)
-    struct.pack_into("<H", raw, 0x7C, csum & 0xFFFF)  # l_i_checksum_lo
-    struct.pack_into("<H", raw, 0x82, csum >> 16)  # i_checksum_hi
-    return bytes(raw)
+        start = at + 128 + EXTRA_ISIZE
+        table[start : start + len(f.ibody_xattrs)] = f.ibody_xattrs
+    with memoryview(table) as view:
+        csum = crc32c(ino_seed, view[at : at + INODE_SIZE])
+    struct.pack_into("<H", table, at + 0x7C, csum & 0xFFFF)  # l_i_checksum_lo
+    struct.pack_into("<H", table, at + 0x82, csum >> 16)  # i_checksum_hi

@@ -1,8 +1,10 @@
 """Inode numbers, link counts and parents for a tree, in a deterministic order.
 
-Per-inode facts live in flat arrays indexed by inode number (4 bytes each, not a dict
-entry and two int objects): finish() holds them for every inode at once. Paths are not
-kept; path() rebuilds one when an error message needs it.
+Per-inode facts live in flat arrays indexed by inode number (4 or 8 bytes each, not a dict
+entry and two int objects): finish() holds them for every inode at once. An inode's number
+is kept on it (Inode.writer_key, checked against `inodes`, so any other number there is
+harmless), in the place of its key in the writer's Placements, which moves to `file_key`.
+Paths are not kept; path() rebuilds one when an error message needs it.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from array import array
 
 from oci2vm.errors import Oci2vmError
 from oci2vm.fs.ext4.layout import LOST_FOUND_INO, ROOT_INO
+from oci2vm.fs.ext4.placements import Placements
 from oci2vm.tree.model import Inode, Kind, name_bytes, new_dir
 
 
@@ -25,9 +28,10 @@ class InodeNumbering:
     lost+found directory (e2fsck makes one when it needs it). Every inode number from 1
     to the last is then in use, as the inode bitmaps say."""
 
-    def __init__(self, root: Inode, fs_time: int) -> None:
+    def __init__(self, root: Inode, fs_time: int, placed: Placements | None = None) -> None:
         assert root.children is not None
         self.root = root
+        self._placed = placed or Placements()
         lost_found = root.children.get("lost+found")
         self._extra: list[tuple[bytes, Inode]] = []
         if lost_found is None:
@@ -36,16 +40,16 @@ class InodeNumbering:
         # Inodes 1 .. 10 are reserved; 11 is lost+found's when it is a directory.
         first = LOST_FOUND_INO + 1 if lost_found.kind is Kind.DIR else LOST_FOUND_INO
         self.inodes: list[Inode | None] = [None] * first
-        self.inodes[ROOT_INO] = root
-        self.ino_of: dict[int, int] = {id(root): ROOT_INO}
+        # By inode number: the file's key in `placed`, -1 for an inode it has not placed.
+        self.file_key = array("q", [-1]) * first
+        self._number(root, ROOT_INO)
         parent = array("I", bytes(4 * first))
         links = array("I", bytes(4 * first))
         parent[ROOT_INO] = ROOT_INO
         links[ROOT_INO] = 2  # '.' and the root's own '..'
         self.lost_found = 0
         if lost_found.kind is Kind.DIR:
-            self.inodes[LOST_FOUND_INO] = lost_found
-            self.ino_of[id(lost_found)] = LOST_FOUND_INO
+            self._number(lost_found, LOST_FOUND_INO)
             self.lost_found = LOST_FOUND_INO
         stack = [(root, ROOT_INO)]
         seen_dirs = {ROOT_INO}
@@ -53,11 +57,12 @@ class InodeNumbering:
             directory, dir_ino = stack.pop()
             subdirs: list[tuple[Inode, int]] = []
             for name, child in self.children(directory):
-                ino = self.ino_of.get(id(child))
+                ino = self.ino(child)
                 if ino is None:
                     ino = len(self.inodes)
-                    self.inodes.append(child)
-                    self.ino_of[id(child)] = ino
+                    self.inodes.append(None)
+                    self.file_key.append(-1)
+                    self._number(child, ino)
                     parent.append(dir_ino)
                     links.append(0)
                 links[ino] += 1
@@ -76,6 +81,18 @@ class InodeNumbering:
         self.parent = parent
         if len(self.inodes) > 1 << 32:
             raise Oci2vmError("too many files for ext4")
+
+    def _number(self, inode: Inode, ino: int) -> None:
+        self.inodes[ino] = inode
+        key = self._placed.key(inode)
+        self.file_key[ino] = -1 if key is None else key
+        inode.writer_key = ino
+
+    def ino(self, inode: Inode) -> int | None:
+        """The inode's number, None for one not in the tree."""
+        ino = inode.writer_key
+        inodes = self.inodes
+        return ino if 0 <= ino < len(inodes) and inodes[ino] is inode else None
 
     def children(self, directory: Inode) -> list[tuple[bytes, Inode]]:
         assert directory.children is not None

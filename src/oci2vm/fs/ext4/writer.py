@@ -10,13 +10,13 @@ symlinks and extent index blocks, allocated as each inode is packed and written 
 Holes are never written: the output must read as zeros where the filesystem goes (a new or
 freshly truncated file), and it is extended to the final size.
 
-Memory: the writer keeps, per file, only its extents, packed as leaf entries in one bytes
-object; finish() adds flat per-inode arrays (numbering.py), never all packed inodes at once.
+Memory: the writer keeps, per file, only its extents, most as two numbers in flat arrays
+(placements.py); finish() adds flat per-inode arrays (numbering.py), never all packed inodes
+at once.
 """
 
 from __future__ import annotations
 
-import itertools
 import uuid as uuidlib
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -35,7 +35,6 @@ from oci2vm.fs.ext4.groups import (
 from oci2vm.fs.ext4.inode import (
     FL_EXTENTS,
     FL_INDEX,
-    LEAF,
     Extent,
     ExtentTree,
     InodeFields,
@@ -45,7 +44,7 @@ from oci2vm.fs.ext4.inode import (
     leaves_length,
     leaves_tree,
     pack_inode,
-    pack_leaves,
+    pack_inode_into,
     split_extents,
     unpack_leaves,
 )
@@ -53,6 +52,7 @@ from oci2vm.fs.ext4.journal import journal_superblock
 from oci2vm.fs.ext4.layout import (
     BLOCK_SIZE,
     BLOCKS_PER_GROUP,
+    INODE_SIZE,
     JOURNAL_INO,
     MAX_BLOCKS,
     BlockAllocator,
@@ -73,6 +73,7 @@ from oci2vm.fs.ext4.layout import (
     wanted_inodes,
 )
 from oci2vm.fs.ext4.numbering import InodeNumbering
+from oci2vm.fs.ext4.placements import Placements
 from oci2vm.fs.ext4.xattr import Xattr, pack_block, pack_ibody, split_xattrs, to_ext4_xattrs
 from oci2vm.tree.model import (
     BytesData,
@@ -83,6 +84,7 @@ from oci2vm.tree.model import (
     LayerData,
     StreamedData,
 )
+from oci2vm.util.gcpause import cycle_collection_paused
 from oci2vm.util.units import ceil_div
 
 _NO_XATTRS: tuple[list[Xattr], list[Xattr]] = ([], [])  # (in the inode, in a block); read only
@@ -90,6 +92,8 @@ _EMPTY_I_BLOCK = bytes(60)  # i_block of an inode with no blocks and no device n
 MAX_LINKS = 65000  # EXT4_LINK_MAX
 MAX_FILE_SIZE = (1 << 32) * BLOCK_SIZE - BLOCK_SIZE  # logical block numbers are 32 bits
 MIN_LAST_GROUP = 64  # a shorter tail of the size is left out of the filesystem
+TABLE_CHUNK = 1 << 20  # inode-table bytes packed before they are handed to the BlockWriter
+_ZERO_INODE = bytes(INODE_SIZE)
 
 
 class _InodeError(Oci2vmError):
@@ -230,10 +234,8 @@ class Ext4Writer:
         self._id = _Identity(uuid, hash_seed, fs_time, encoded_label, fs_csum_seed(uuid))
         self._size = size
         self._alloc = _allocator(size, data_size_hint, inode_count_hint)
-        # id(inode) -> where its data went, as extent leaf entries (pack_leaves): one bytes
-        # object per file, made while layers stream, ready for the inode.
-        self._files: dict[int, bytes] = {}
-        self._written: list[Inode] = []  # those inodes, kept so that their ids stay unique
+        # Where each file's data went, made while layers stream, ready for its inode.
+        self._files = Placements()
         # Every write goes through here: positions count from the filesystem's start.
         self._io = BlockWriter(out, base=offset, block_size=BLOCK_SIZE, name="ext4-write")
         self._finished = False
@@ -250,7 +252,7 @@ class Ext4Writer:
         """Place a regular file's stored bytes (its data regions back to back) now."""
         if inode.kind is not Kind.FILE:
             raise ValueError(f"write_file() got a {inode.kind} inode")
-        if id(inode) in self._files:
+        if self._files.key(inode) is not None:
             raise ValueError("write_file() called twice for one inode")
         regions = inode.data.regions if inode.data is not None else ()
         pieces: list[tuple[int, int, int]] = []  # (logical block, physical block, length)
@@ -272,22 +274,21 @@ class Ext4Writer:
                 self._io.copy(physical * BLOCK_SIZE + within, data, span)
                 pos += span
                 remaining -= span
-        self._files[id(inode)] = pack_leaves(pieces)
-        self._written.append(inode)
+        self._files.add(inode, pieces)
 
     def read_file(self, inode: Inode, limit: int) -> bytes | None:
         """The content of a regular file streamed so far (write_file), holes as zeros, or
         None for a file not streamed: for preparation steps that must look inside a file
         of the image (an initrd, a kernel module), at most `limit` bytes of it."""
-        packed = self._files.get(id(inode))
-        if packed is None:
+        key = self._files.key(inode)
+        if key is None:
             return None
         if inode.size > limit:
             raise Oci2vmError(
                 f"a file of {inode.size} bytes is more than oci2vm reads back ({limit})"
             )
         out = bytearray(inode.size)
-        for extent in unpack_leaves(packed):
+        for extent in unpack_leaves(self._files.packed(key)):
             start = extent.logical * BLOCK_SIZE
             length = min(extent.length * BLOCK_SIZE, inode.size - start)
             if length > 0:
@@ -299,6 +300,10 @@ class Ext4Writer:
 
     def finish(self, root: Inode) -> Ext4Result:
         """Write everything but the streamed file data and return the filesystem's shape."""
+        with cycle_collection_paused():
+            return self._finish(root)
+
+    def _finish(self, root: Inode) -> Ext4Result:
         if self._finished:
             raise ValueError("finish() called twice")
         self._finished = True
@@ -308,7 +313,7 @@ class Ext4Writer:
         # data is in self._files).
         self._alloc.recording = True
         self._streamed = len(self._files)  # files placed before recording began
-        tree = InodeNumbering(root, self._id.fs_time)
+        tree = InodeNumbering(root, self._id.fs_time, self._files)
         self._write_held_files(tree)
         # Directories first, then the inode tables (their place fixes the geometry), then
         # each inode packed and written into its table at once: packed inodes are never
@@ -329,12 +334,14 @@ class Ext4Writer:
         """Write the files whose data is held in memory (or empty) rather than streamed from
         a layer: those added to the tree after the layers, and files without data."""
         for ino, inode in enumerate(tree.inodes):
-            if inode is None or inode.kind is not Kind.FILE or id(inode) in self._files:
+            if inode is None or inode.kind is not Kind.FILE or tree.file_key[ino] >= 0:
                 continue
             if isinstance(inode.data, LayerData | StreamedData):
                 raise RuntimeError(f"inode {ino}: its streamed data never reached write_file()")
             content = inode.data.content if isinstance(inode.data, BytesData) else b""
             self.write_file(inode, BytesReader(content))
+            tree.file_key[ino] = inode.writer_key  # the inode's number goes back in its place
+            inode.writer_key = ino
 
     def _alloc_blocks(self, count: int) -> list[Extent]:
         extents: list[tuple[int, int, int]] = []
@@ -362,7 +369,7 @@ class Ext4Writer:
                 continue
             ino_seed = inode_csum_seed(self._id.fs_seed, ino)
             entries = [
-                DirEntry(name, tree.ino_of[id(child)], FILE_TYPES[child.kind])
+                DirEntry(name, child.writer_key, FILE_TYPES[child.kind])  # numbered
                 for name, child in tree.children(inode)
             ]
             built = build_dir(
@@ -398,7 +405,7 @@ class Ext4Writer:
             if inode.kind is Kind.SYMLINK and inode.target and len(inode.target) >= 60:
                 count += 1
             elif inode.kind is Kind.FILE:
-                count += extent_tree_blocks(len(self._files[id(inode)]) // LEAF.size)
+                count += extent_tree_blocks(self._files.extent_count(tree.file_key[ino]))
         return count
 
     def _xattrs(
@@ -411,16 +418,30 @@ class Ext4Writer:
             raise Oci2vmError(f"{tree.path(ino)}: {error}") from None
 
     def _inodes(self, tree: InodeNumbering, dirs: dict[int, _Dir], tail: Tail) -> None:
-        """Pack every inode, writing its remaining blocks, and write it into its table."""
+        """Pack every inode, writing its remaining blocks, into its table: the inodes of a
+        run of consecutive numbers in one group are packed into one buffer, written at once
+        (up to TABLE_CHUNK bytes), rather than one write per inode."""
         crtime_ns = self._id.fs_time * 1_000_000_000
+        ipg = tail.geo.inodes_per_group
+        table = bytearray()
+        first = 0  # the inode number of table's first inode
         for ino, inode in enumerate(tree.inodes):
             if inode is None:
                 continue
+            at = (ino - first) * INODE_SIZE
+            if at != len(table) or (ino - 1) % ipg == 0 or at >= TABLE_CHUNK:
+                if table:
+                    self._io.write_at(tail.inode_pos(first), memoryview(table))
+                table, first, at = bytearray(), ino, 0
+            table += _ZERO_INODE
+            ino_seed = inode_csum_seed(self._id.fs_seed, ino)
             try:
-                packed = self._inode(tree, ino, inode, dirs, crtime_ns)
+                fields = self._inode(tree, ino, inode, dirs, crtime_ns, ino_seed)
             except _InodeError as error:
                 raise Oci2vmError(f"{tree.path(ino)}: {error}") from None
-            self._io.write_at(tail.inode_pos(ino), packed)
+            pack_inode_into(table, at, fields, ino_seed)
+        if table:
+            self._io.write_at(tail.inode_pos(first), memoryview(table))
 
     def _inode(
         self,
@@ -429,10 +450,10 @@ class Ext4Writer:
         inode: Inode,
         dirs: dict[int, _Dir],
         crtime_ns: int,
-    ) -> bytes:
-        """Write an inode's xattr, symlink and extent index blocks; return it packed.
+        ino_seed: int,
+    ) -> InodeFields:
+        """Write an inode's xattr, symlink and extent index blocks; return its fields.
         Errors about the inode itself are _InodeErrors, which the caller gives its path."""
-        ino_seed = inode_csum_seed(self._id.fs_seed, ino)
         if not (0 <= inode.uid < 1 << 32 and 0 <= inode.gid < 1 << 32):
             raise _InodeError(f"owner {inode.uid}:{inode.gid} exceeds 32 bits")
         ibody, in_block = self._xattrs(inode, tree, ino) if inode.xattrs else _NO_XATTRS
@@ -441,8 +462,8 @@ class Ext4Writer:
             file_acl = self._alloc.alloc_one()
             block = pack_block(in_block, file_acl, self._id.fs_seed)
             self._io.write_at(file_acl * BLOCK_SIZE, block)
-        i_block, flags, size, blocks = self._contents(ino, inode, dirs, ino_seed)
-        fields = InodeFields(
+        i_block, flags, size, blocks = self._contents(tree, ino, inode, dirs, ino_seed)
+        return InodeFields(
             mode=inode.st_mode,
             uid=inode.uid,
             gid=inode.gid,
@@ -458,16 +479,15 @@ class Ext4Writer:
             file_acl=file_acl,
             ibody_xattrs=pack_ibody(ibody),
         )
-        return pack_inode(fields, ino_seed)
 
     def _contents(
-        self, ino: int, inode: Inode, dirs: dict[int, _Dir], ino_seed: int
+        self, tree: InodeNumbering, ino: int, inode: Inode, dirs: dict[int, _Dir], ino_seed: int
     ) -> tuple[bytes, int, int, int]:
         """(i_block, i_flags, i_size, blocks owned besides an xattr block) for the inode's
         kind, writing a file's extent index blocks or a slow symlink's block."""
         kind = inode.kind
         if kind is Kind.FILE:
-            packed = self._files[id(inode)]
+            packed = self._files.packed(tree.file_key[ino])
             extent_tree = leaves_tree(packed, self._alloc.alloc_one, ino_seed)
             self._write_tree_blocks(extent_tree)
             blocks = leaves_length(packed) + len(extent_tree.blocks)
@@ -612,8 +632,7 @@ class Ext4Writer:
         ascending order: those of the tree's files placed before finish() began (in the
         order they were, which is ascending; a file no longer in the tree leaves its blocks
         free), then what the allocator recorded since."""
-        for key, packed in itertools.islice(self._files.items(), self._streamed):
-            if key in tree.ino_of:
-                for _logical, length, hi, lo in LEAF.iter_unpack(packed):
-                    yield (hi << 32) | lo, length
+        for key in range(self._streamed):
+            if tree.ino(self._files.inodes[key]) is not None:
+                yield from self._files.runs(key)
         yield from self._alloc.allocated

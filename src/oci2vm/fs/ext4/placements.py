@@ -1,0 +1,80 @@
+"""Where the ext4 writer put each regular file's data, kept compactly until its inode is
+packed: the writer holds this for every file of the image at once.
+
+Nearly every file is one extent from its first block (or none at all), so a file is a
+number in two flat arrays (its first disk block and its length in blocks, 12 bytes), found
+through Inode.writer_key; only the others keep their extent leaf entries (pack_leaves) in a
+dict. A writer_key is an index into this store's list of inodes, and counts only when that
+list holds the very inode at that index: a key another writer gave (the same tree written
+twice) or a number InodeNumbering gave is never mistaken for this store's.
+"""
+
+from __future__ import annotations
+
+from array import array
+from collections.abc import Iterator
+
+from oci2vm.fs.ext4.inode import LEAF, MAX_EXTENT_LEN, pack_leaves
+from oci2vm.fs.ext4.layout import MASK32
+from oci2vm.tree.model import Inode
+
+_SEVERAL = -1  # in _first: the file's leaf entries are in _packed
+
+
+class Placements:
+    """Each placed file's extents, in the order the files were placed."""
+
+    def __init__(self) -> None:
+        self.inodes: list[Inode] = []  # by key: the placed inodes, in placement order
+        self._first = array("q")  # by key: first disk block, or _SEVERAL
+        self._length = array("I")  # by key: blocks of the one extent
+        self._packed: dict[int, bytes] = {}  # by key: leaf entries, for _SEVERAL
+
+    def __len__(self) -> int:
+        return len(self.inodes)
+
+    def key(self, inode: Inode) -> int | None:
+        """The key of a placed inode, None for one this store has not placed."""
+        key = inode.writer_key
+        inodes = self.inodes
+        return key if 0 <= key < len(inodes) and inodes[key] is inode else None
+
+    def add(self, inode: Inode, pieces: list[tuple[int, int, int]]) -> int:
+        """Record an inode's (logical block, disk block, length) pieces; return its key."""
+        key = len(self.inodes)
+        self.inodes.append(inode)
+        if not pieces:
+            self._first.append(0)
+            self._length.append(0)
+        elif len(pieces) == 1 and pieces[0][0] == 0 and pieces[0][2] <= MAX_EXTENT_LEN:
+            self._first.append(pieces[0][1])
+            self._length.append(pieces[0][2])
+        else:
+            self._first.append(_SEVERAL)
+            self._length.append(0)
+            self._packed[key] = pack_leaves(pieces)
+        inode.writer_key = key
+        return key
+
+    def packed(self, key: int) -> bytes:
+        """The file's extents as on-disk leaf entries (what pack_leaves() made of them)."""
+        first = self._first[key]
+        if first == _SEVERAL:
+            return self._packed[key]
+        length = self._length[key]
+        return LEAF.pack(0, length, first >> 32, first & MASK32) if length else b""
+
+    def extent_count(self, key: int) -> int:
+        if self._first[key] == _SEVERAL:
+            return len(self._packed[key]) // LEAF.size
+        return 1 if self._length[key] else 0
+
+    def runs(self, key: int) -> Iterator[tuple[int, int]]:
+        """The file's (first disk block, length) runs, in logical order."""
+        first = self._first[key]
+        if first != _SEVERAL:
+            if self._length[key]:
+                yield first, self._length[key]
+            return
+        for _logical, length, hi, lo in LEAF.iter_unpack(self._packed[key]):
+            yield (hi << 32) | lo, length
