@@ -66,7 +66,7 @@ def test_an_empty_filesystem_of_16_tib_costs_no_more_memory_than_one_of_1_gib() 
         finally:
             tracemalloc.stop()
         assert result.size == size and out.size == size
-        assert seconds < 60
+        assert seconds < 180  # a bound on runaway work (one 16 TiB build takes ~30 s), not a target
     assert peaks[16 * TIB] < peaks[1 << 30] + 16 * MIB, peaks
 
 
