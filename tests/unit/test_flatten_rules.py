@@ -158,6 +158,22 @@ def test_a_whiteout_below_a_symlink_that_a_later_layer_replaced_applies(tmp_path
     assert "/l/secret" not in paths(tree) and "/d/secret" in paths(tree)
 
 
+@pytest.mark.parametrize("parent", ["p", "p/l"], ids=["grandparent", "parent"])
+def test_a_whiteout_below_a_parent_its_own_layer_made_a_file_reaches_nothing(
+    tmp_path: Path, parent: str
+) -> None:
+    """The layer's file at `parent` replaces the lower symlink (and all below it): the
+    whiteout under it deletes nothing, as a runtime finds nothing to delete there (found
+    by the differential fuzzer: umoci unpacked what oci2vm refused)."""
+    tree, _ = flatten_layers(
+        tmp_path,
+        [*SECRET, directory("p"), symlink("p/l", "../d")],
+        [file(parent, b"now a file"), whiteout("p/l/secret")],
+    )
+    assert paths(tree) >= {"/d/secret", f"/{parent}"}
+    assert at(tree, f"/{parent}").kind is Kind.FILE
+
+
 # --- hardlinks ---------------------------------------------------------------------------------
 
 

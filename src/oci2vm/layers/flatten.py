@@ -81,6 +81,10 @@ def _join(parts: list[str]) -> str:
     return "/" + "/".join(parts)
 
 
+# Entries a path can go on through: a directory, or a symlink (which _settle weighs).
+_PASSABLE = frozenset({Kind.DIR, Kind.SYMLINK})
+
+
 class _Ints:
     """One int object for each of the values that many entries share (modes, owners,
     times): the tar reader makes a new object for every field of every member, 28 to 32
@@ -448,11 +452,16 @@ class _Flattener:
             self.opaque[path] = p.index
 
     def _open(self, parents: list[str], name: str, p: _Pass) -> None:
-        """Note the directories a whiteout of this layer reaches through (see _settle)."""
+        """Note the directories a whiteout of this layer reaches through (see _settle).
+        One below a parent this layer made a file (or device, fifo, socket) reaches nothing:
+        the lower layers' entries there are gone, whatever they were."""
+        found = [self._same_layer(parents[:depth], _join(parents[:depth]), p)
+                 for depth in range(1, len(parents) + 1)]  # fmt: skip
+        if any(node is not None and node.kind not in _PASSABLE for node in found):
+            return
         for depth in range(len(parents), 0, -1):
-            path = _join(parents[:depth])
-            if self._same_layer(parents[:depth], path, p) is None:
-                self.open[path] = (p.index, p.what, name)
+            if found[depth - 1] is None:
+                self.open[_join(parents[:depth])] = (p.index, p.what, name)
 
     def _settle(self, path: str, rank: int, inode: Inode, p: _Pass) -> None:
         """A layer's last entry at `path` decides what an upper whiteout below it reached
