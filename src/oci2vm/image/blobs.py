@@ -340,13 +340,7 @@ class BlobStore:
         writers of the same blob both succeed.
         """
         final = self.path(digest)
-        self._directory(final.parent)
-        try:
-            fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=final.parent)
-        except OSError as e:
-            raise Oci2vmError(
-                f"cannot use {self.root} as the blob cache: {e.strerror or e}: pass --cache-dir DIR"
-            ) from None
+        fd, tmp = self._temporary(final)
         try:
             reader = VerifyingReader(stream, size, digest, progress, what=what)
             with os.fdopen(fd, "wb") as out:
@@ -359,17 +353,21 @@ class BlobStore:
             raise
         return BlobRef(final, 0, final.stat().st_size, digest, cached=True)
 
-    def begin(self, digest: str, size: int, what: str = "blob") -> Arrival:
-        """A temporary file for a blob about to be downloaded, readable as it is written
-        (see fill())."""
-        final = self.path(digest)
+    def _temporary(self, final: Path) -> tuple[int, str]:
+        """An open temporary file beside `final` (its directory made): (fd, path)."""
         self._directory(final.parent)
         try:
-            fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=final.parent)
+            return tempfile.mkstemp(prefix=".tmp-", dir=final.parent)
         except OSError as e:
             raise Oci2vmError(
                 f"cannot use {self.root} as the blob cache: {e.strerror or e}: pass --cache-dir DIR"
             ) from None
+
+    def begin(self, digest: str, size: int, what: str = "blob") -> Arrival:
+        """A temporary file for a blob about to be downloaded, readable as it is written
+        (see fill())."""
+        final = self.path(digest)
+        fd, tmp = self._temporary(final)
         return Arrival(fd, Path(tmp), final, size, what)
 
     def fill(
