@@ -64,10 +64,10 @@ def build(
             label="root",
         )
         if stream:
-            seen: set[int] = set()
+            seen: set[Inode] = set()
             for _path, inode in walk(root):
-                if inode.kind is Kind.FILE and id(inode) not in seen:
-                    seen.add(id(inode))
+                if inode.kind is Kind.FILE and inode not in seen:
+                    seen.add(inode)
                     content = inode.data.content if isinstance(inode.data, BytesData) else b""
                     writer.write_file(inode, BytesReader(content))
         return writer.finish(root)
@@ -133,9 +133,9 @@ def expected(root: Inode) -> tuple[dict[str, Seen], set[frozenset[str]]]:
     assert root.children is not None
     extra_root_link = 0 if "lost+found" in root.children else 1
     records: dict[str, Seen] = {}
-    groups: dict[int, set[str]] = {}
+    groups: dict[Inode, set[str]] = {}
     for path, inode in walk(root):
-        links = counts[id(inode)] + (extra_root_link if inode is root else 0)
+        links = counts[inode] + (extra_root_link if inode == root else 0)
         records[path] = Seen(
             kind=inode.kind,
             mode=inode.mode & 0o7777,
@@ -154,7 +154,7 @@ def expected(root: Inode) -> tuple[dict[str, Seen], set[frozenset[str]]]:
             xattrs=normalize_xattrs(inode.xattrs),
         )
         if inode.kind is not Kind.DIR:
-            groups.setdefault(id(inode), set()).add(path)
+            groups.setdefault(inode, set()).add(path)
     return records, {frozenset(g) for g in groups.values() if len(g) > 1}
 
 

@@ -14,18 +14,18 @@ from support.layouts import Layer, write_layout
 
 def flatten_layers(
     tmp_path: Path, *layers: Layer, compression: str = "gzip"
-) -> tuple[Tree, dict[int, bytes]]:
-    """The tree of `layers` (bottom first) and each delivered file's bytes by id(inode)."""
+) -> tuple[Tree, dict[Inode, bytes]]:
+    """The tree of `layers` (bottom first) and each delivered file's bytes by inode."""
     write_layout(tmp_path / "img", list(layers), compression=compression)
     image = resolve(f"oci:{tmp_path / 'img'}", Fetch())
-    data: dict[int, bytes] = {}
+    data: dict[Inode, bytes] = {}
 
     def sink(inode: Inode, stream: DataReader) -> None:
-        assert id(inode) not in data, "data delivered twice"
+        assert inode not in data, "data delivered twice"
         pieces = []
         while piece := stream.view(1 << 20):
             pieces.append(bytes(piece))
-        data[id(inode)] = b"".join(pieces)
+        data[inode] = b"".join(pieces)
 
     return flatten(image, sink=sink), data
 
@@ -40,5 +40,5 @@ def at(tree: Tree, path: str) -> Inode:
     return inode
 
 
-def content(tree: Tree, data: dict[int, bytes], path: str) -> bytes:
-    return data.get(id(at(tree, path)), b"")
+def content(tree: Tree, data: dict[Inode, bytes], path: str) -> bytes:
+    return data.get(at(tree, path), b"")

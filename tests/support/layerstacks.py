@@ -239,12 +239,12 @@ def oci2vm_records(image: Image) -> dict[str, Record]:
     """Records of oci2vm's flattened tree. The sink keeps every inode it is handed: a
     file a layer lists twice is dropped from the tree, and a dropped inode's id() (the
     records' key for content) may be a new inode's."""
-    hashes: dict[int, str] = {}
+    hashes: dict[Inode, str] = {}
     kept: list[Inode] = []
 
     def sink(inode: Inode, data: DataReader) -> None:
         kept.append(inode)
-        hashes[id(inode)] = logical_hash(inode, data)
+        hashes[inode] = logical_hash(inode, data)
 
     return tree_records(flatten(image, sink=sink), hashes)
 

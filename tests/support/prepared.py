@@ -144,11 +144,16 @@ def with_data(tmp_path: Path, members: list[Member]) -> tuple[Tree, TreeEditor]:
     """A flattened tree whose streamed files can be read back (TreeEditor.read_file), as
     in a build."""
     write_layout(tmp_path / "img", [members])
-    data: dict[int, bytes] = {}
+    data: dict[Inode, bytes] = {}
 
     def sink(inode: Inode, reader: DataReader) -> None:
-        data[id(inode)] = b"".join(iter(lambda: bytes(reader.view(1 << 20)), b""))
+        data[inode] = b"".join(iter(lambda: bytes(reader.view(1 << 20)), b""))
 
     tree = flatten(resolve(f"oci:{tmp_path / 'img'}", Fetch()), sink=sink)
-    edit = TreeEditor(tree, FS_TIME, sink=sink, read_back=lambda i, _n: data.get(id(i)))
+
+    def read_back(inode: Inode, _limit: int) -> bytes | None:
+        # A file of another tree (a kernel image's) was streamed there, then grafted here.
+        return data.get(inode) or {k.now(): v for k, v in data.items()}.get(inode)
+
+    edit = TreeEditor(tree, FS_TIME, sink=sink, read_back=read_back)
     return tree, edit

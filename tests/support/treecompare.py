@@ -27,12 +27,12 @@ _KIND_OF_MODE = {
 }
 
 
-def hashing_sink() -> tuple[dict[int, str], Any]:
+def hashing_sink() -> tuple[dict[Inode, str], Any]:
     """A FileSink that records the sha256 of each file's logical content (holes as zeros)."""
-    hashes: dict[int, str] = {}
+    hashes: dict[Inode, str] = {}
 
     def sink(inode: Inode, data: DataReader) -> None:
-        hashes[id(inode)] = logical_hash(inode, data)
+        hashes[inode] = logical_hash(inode, data)
 
     return hashes, sink
 
@@ -68,9 +68,9 @@ def flatten_records(image: Any) -> tuple[Tree, dict[str, Record]]:
     return tree, tree_records(tree, hashes)
 
 
-def tree_records(tree: Tree, hashes: dict[int, str]) -> dict[str, Record]:
+def tree_records(tree: Tree, hashes: dict[Inode, str]) -> dict[str, Record]:
     records: dict[str, Record] = {}
-    groups: dict[int, list[str]] = {}
+    groups: dict[Inode, list[str]] = {}
     empty = hashlib.sha256().hexdigest()
     for path, inode in walk(tree.root):
         rec: Record = {
@@ -86,12 +86,12 @@ def tree_records(tree: Tree, hashes: dict[int, str]) -> dict[str, Record]:
             if isinstance(inode.data, BytesData):
                 rec["sha256"] = hashlib.sha256(inode.data.content).hexdigest()
             else:
-                rec["sha256"] = hashes.get(id(inode), empty)
-            groups.setdefault(id(inode), []).append(path)
+                rec["sha256"] = hashes.get(inode, empty)
+            groups.setdefault(inode, []).append(path)
         elif inode.kind is Kind.SYMLINK:
             assert inode.target is not None
             rec["target"] = inode.target.decode("utf-8", "surrogateescape")
-            groups.setdefault(id(inode), []).append(path)
+            groups.setdefault(inode, []).append(path)
         elif inode.kind in (Kind.CHAR, Kind.BLOCK):
             rec["rdev"] = [inode.rdev_major, inode.rdev_minor]
         records[path] = rec

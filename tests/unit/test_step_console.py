@@ -92,7 +92,7 @@ def test_sysvinit_inittab_with_a_serial_getty_is_left_alone(tmp_path: Path) -> N
     tree = flattened(tmp_path, sysvinit_members(inittab))
     before = entry(tree, "/etc/inittab")
     run_step(tree, console.STEP)
-    assert entry(tree, "/etc/inittab") is before
+    assert entry(tree, "/etc/inittab") == before
     assert content(tree, "/etc/inittab") == inittab
 
 

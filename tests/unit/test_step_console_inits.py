@@ -90,7 +90,7 @@ def test_runit_with_a_serial_getty_enabled_is_left_alone(tmp_path: Path) -> None
     run_step(tree, console.STEP)
     before = entry(tree, "/etc/runit/runsvdir/default/getty-ttyS0")
     run_step(tree, console.STEP)
-    assert entry(tree, "/etc/runit/runsvdir/default/getty-ttyS0") is before
+    assert entry(tree, "/etc/runit/runsvdir/default/getty-ttyS0") == before
     assert lookup(tree.root, "/etc/sv/oci2vm-getty-ttyS0") is None
 
 

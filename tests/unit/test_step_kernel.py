@@ -85,13 +85,13 @@ def inject(tmp_path: Path, members: list[object], **changes: object) -> tuple[ob
     deb = kernel_deb(tmp_path)
     base = goal(target(tree, options()), kernel=KernelChoice.parse(str(deb)), **changes)
     base = dataclasses.replace(base, mode=kernel.mode_of(base))
-    streamed: dict[str, bytes] = {}
+    streamed: dict[object, bytes] = {}
 
     def sink(inode: object, data: object) -> None:
         chunks = []
         while piece := data.view(1 << 20):  # type: ignore[attr-defined]
             chunks.append(bytes(piece))
-        streamed[str(id(inode))] = b"".join(chunks)
+        streamed[inode] = b"".join(chunks)
 
     edit = TreeEditor(tree, FS_TIME, sink=sink)  # type: ignore[arg-type]
     notes = kernel.STEP.apply(edit, base)
@@ -209,7 +209,7 @@ def test_a_system_image_gets_the_package_indexes_initramfs_and_links(tmp_path: P
                      "(system mode)"]  # fmt: skip
     ext4 = entry(tree, f"/lib/modules/{VERSION}/kernel/fs/ext4/ext4.ko")  # type: ignore[arg-type]
     assert isinstance(ext4.data, StreamedData)
-    assert streamed[str(id(ext4))] == module("ext4", needs=("jbd2",))
+    assert streamed[ext4] == module("ext4", needs=("jbd2",))
     assert isinstance(entry(tree, f"/boot/vmlinuz-{VERSION}").data, StreamedData)  # type: ignore[arg-type]
     dep = content(tree, f"/lib/modules/{VERSION}/modules.dep")  # type: ignore[arg-type]
     assert b"kernel/fs/ext4/ext4.ko: kernel/fs/jbd2/jbd2.ko\n" in dep

@@ -13,7 +13,7 @@ from oci2vm.image.blobs import BlobStore
 from oci2vm.layers import decompress
 from oci2vm.layers.flatten import flatten
 from oci2vm.sources import Fetch, resolve
-from oci2vm.tree.model import Kind, Tree, link_counts, lookup, walk
+from oci2vm.tree.model import Inode, Kind, Tree, link_counts, lookup, walk
 from support.flattened import flatten_layers
 from support.layouts import (
     Member,
@@ -30,7 +30,7 @@ from support.layouts import (
 
 def build(
     tmp_path: Path, *layers: list[Member], compression: str = "gzip"
-) -> tuple[Tree, dict[int, bytes]]:
+) -> tuple[Tree, dict[Inode, bytes]]:
     return flatten_layers(tmp_path, *layers, compression=compression)
 
 
@@ -38,10 +38,10 @@ def paths(tree: Tree) -> set[str]:
     return {p for p, _ in walk(tree.root)}
 
 
-def content(tree: Tree, data: dict[int, bytes], path: str) -> bytes:
+def content(tree: Tree, data: dict[Inode, bytes], path: str) -> bytes:
     inode = lookup(tree.root, path)
     assert inode is not None, path
-    return data.get(id(inode), b"")
+    return data.get(inode, b"")
 
 
 def test_upper_layer_file_shadows_lower(tmp_path: Path) -> None:
@@ -124,16 +124,16 @@ def test_lower_directories_merge_with_upper(tmp_path: Path) -> None:
 def test_hardlink_within_layer_shares_one_inode(tmp_path: Path) -> None:
     tree, data = build(tmp_path, [file("a", b"data"), hardlink("b", "a"), hardlink("c", "./a")])
     a, b, c = (lookup(tree.root, p) for p in ("/a", "/b", "/c"))
-    assert a is b is c
-    assert link_counts(tree.root)[id(a)] == 3
-    assert data[id(a)] == b"data" and len(data) == 1
+    assert a == b == c
+    assert link_counts(tree.root)[a] == 3
+    assert data[a] == b"data" and len(data) == 1
 
 
 def test_hardlink_to_lower_layer_file(tmp_path: Path) -> None:
     tree, data = build(tmp_path, [file("a", b"lower data")], [hardlink("b", "a")])
     a, b = lookup(tree.root, "/a"), lookup(tree.root, "/b")
-    assert a is b and a is not None
-    assert data[id(a)] == b"lower data"
+    assert a == b and a is not None
+    assert data[a] == b"lower data"
 
 
 def test_hardlink_to_lower_file_that_upper_layer_deleted(tmp_path: Path) -> None:
@@ -165,9 +165,9 @@ def test_upper_hardlink_path_stays_claimed_after_its_lower_target_arrives(
         [hardlink("b", "a")],
     )
     a, b, c = (lookup(tree.root, p) for p in ("/a", "/b", "/c"))
-    assert a is b and a is not None and c is not None and c is not a
-    assert data[id(a)] == b"target"
-    assert data[id(c)] == b"lower b"  # the lower /c links to the lower layer's own /b
+    assert a == b and a is not None and c is not None and c != a
+    assert data[a] == b"target"
+    assert data[c] == b"lower b"  # the lower /c links to the lower layer's own /b
 
 
 def test_hardlink_to_a_same_layer_file_hidden_by_an_upper_layer(tmp_path: Path) -> None:
@@ -294,7 +294,7 @@ def test_gnu_sparse_1_0_file_keeps_its_holes(tmp_path: Path) -> None:
     assert inode is not None and inode.data is not None
     assert inode.size == (1 << 20) + 4096
     assert inode.data.regions == tuple(regions)
-    assert data[id(inode)] == stored
+    assert data[inode] == stored
 
 
 @pytest.mark.parametrize("compression", ["gzip", "zstd", "none"])

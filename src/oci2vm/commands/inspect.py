@@ -16,7 +16,7 @@ from oci2vm.prepare.hostname import hostname_from
 from oci2vm.prepare.step import Target
 from oci2vm.report import Reporter
 from oci2vm.reports import InspectReport, KernelReport, LayerReport
-from oci2vm.tree.model import Kind, Tree, walk
+from oci2vm.tree.model import Inode, Kind, Tree, walk
 from oci2vm.tree.osinfo import OsInfo, describe
 
 
@@ -62,13 +62,13 @@ def build_plan(config: Config, image: Image, info: OsInfo) -> dict[str, str]:
 
 def entry_counts(tree: Tree) -> dict[str, int]:
     counts = {kind.value: 0 for kind in Kind}
-    seen: dict[int, int] = {}
+    seen: dict[Inode, int] = {}
     for path, inode in walk(tree.root):
         if path == "/":
             continue
         if inode.kind is not Kind.DIR:
-            seen[id(inode)] = seen.get(id(inode), 0) + 1
-            if seen[id(inode)] > 1:
+            seen[inode] = seen.get(inode, 0) + 1
+            if seen[inode] > 1:
                 continue
         counts[inode.kind.value] += 1
     counts["hardlink_groups"] = sum(1 for n in seen.values() if n > 1)

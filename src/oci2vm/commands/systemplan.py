@@ -26,7 +26,7 @@ _Snapshot = dict[str, tuple[int, object, int, bytes | None]]
 def snapshot(tree: Tree) -> _Snapshot:
     """Every entry but directories, by path: what identifies its inode and content."""
     return {
-        path: (id(inode), inode.data, inode.size, inode.target)
+        path: (inode.row, inode.data, inode.size, inode.target)
         for path, inode in walk(tree.root)
         if inode.kind is not Kind.DIR
     }

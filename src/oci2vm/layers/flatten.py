@@ -32,6 +32,7 @@ from oci2vm.image.model import Image, Layer
 from oci2vm.layers import tarstream
 from oci2vm.layers.decompress import LayerStream, decompressed
 from oci2vm.layers.tarstream import Member, TarReader
+from oci2vm.tree.columns import Store
 from oci2vm.tree.model import (
     NO_XATTRS,
     BytesReader,
@@ -85,39 +86,19 @@ def _join(parts: list[str]) -> str:
 _PASSABLE = frozenset({Kind.DIR, Kind.SYMLINK})
 
 
-class _Ints:
-    """One int object for each of the values that many entries share (modes, owners,
-    times): the tar reader makes a new object for every field of every member, 28 to 32
-    bytes each, which the tree would otherwise keep per entry. Bounded: a tree with more
-    distinct values than `limit` starts sharing afresh."""
-
-    def __init__(self, limit: int = 1 << 16) -> None:
-        self._seen: dict[int, int] = {}
-        self._limit = limit
-
-    def __call__(self, value: int) -> int:
-        seen = self._seen
-        if len(seen) >= self._limit:
-            seen.clear()
-        return seen.setdefault(value, value)
-
-    def optional(self, value: int | None) -> int | None:
-        return None if value is None else self(value)
-
-
-def _inode_for(member: Member, layer: int, ints: _Ints | None = None) -> Inode:
-    """The metadata of a member as an Inode (without data); `ints` shares equal values."""
-    ints = ints or _Ints(0)
+def _inode_for(member: Member, layer: int, store: Store | None = None) -> Inode:
+    """The metadata of a member as an Inode (without data), in `store`."""
     inode = Inode(
         Kind.FILE,
-        mode=ints(member.mode),
-        uid=ints(member.uid),
-        gid=ints(member.gid),
-        mtime_ns=ints(member.mtime_ns),
-        atime_ns=ints.optional(member.atime_ns),
-        ctime_ns=ints.optional(member.ctime_ns),
+        mode=member.mode,
+        uid=member.uid,
+        gid=member.gid,
+        mtime_ns=member.mtime_ns,
+        atime_ns=member.atime_ns,
+        ctime_ns=member.ctime_ns,
         xattrs=member.xattrs or NO_XATTRS,
         layer=layer,
+        store=store,
     )
     kind = member.type
     if member.isdir():
@@ -235,7 +216,8 @@ class _Flattener:
         self.sink = sink
         self.capture = capture
         self.progress = progress
-        self.tree = Tree(new_dir(mtime_ns=implicit_mtime_ns))
+        self.rows = Store()  # the tree's (tree/columns.py)
+        self.tree = Tree(new_dir(mtime_ns=implicit_mtime_ns, store=self.rows))
         self.root_layer: int | None = None  # the layer whose entry for '/' applies
         # A path is claimed by the layer whose entry is there: the inode's own `layer`
         # (an implicit directory, layer -1, is unclaimed: a lower layer's entry may still
@@ -257,9 +239,7 @@ class _Flattener:
         # layer's later entry replaced may be dropped, and its id() reused); a dense one's
         # data is StreamedData once delivered (see _deliver).
         self.delivered: set[Inode] = set()
-        self.streamed: dict[int, StreamedData] = {}  # by size: the shared StreamedData
         self.deferred: list[Inode] = []  # this layer: data needed after it streamed by
-        self.ints = _Ints()
 
     # --- the tree ------------------------------------------------------------------
 
@@ -275,11 +255,12 @@ class _Flattener:
             ancestor = f"{ancestor}/{part}"
             if masks and (ancestor in self.hidden or ancestor in self.opaque):
                 return None
-            assert node.children is not None
-            child = node.children.get(part)
+            kids = node.children
+            assert kids is not None
+            child = kids.get(part)
             if child is None:
-                child = new_dir(mtime_ns=self.implicit_mtime_ns)
-                node.children[part] = child
+                child = new_dir(mtime_ns=self.implicit_mtime_ns, store=self.rows)
+                kids[part] = child
                 p.implicit.add(child)
             elif child.kind is not Kind.DIR:
                 claim = self._claim(child, ancestor)
@@ -306,12 +287,14 @@ class _Flattener:
         claim = self._claim(parent.children.get(name), path)
         return claim is None or claim == layer
 
-    def _place(self, parent: Inode, name: str, path: str, inode: Inode, p: _Pass) -> None:
-        """Put inode at path, named `name` in `parent` (the entry is visible)."""
-        assert parent.children is not None
+    def _place(self, parent: Inode, name: str, path: str, inode: Inode, p: _Pass) -> bool:
+        """Put inode at path, named `name` in `parent` (the entry is visible); say whether
+        the path holds it now (a directory merged into one there does not)."""
+        kids = parent.children
+        assert kids is not None
         if p.symlinked and inode.kind is not Kind.SYMLINK:
             p.symlinked.discard(path)
-        existing = parent.children.get(name)
+        existing = kids.get(name)
         if existing is not None and existing.kind is Kind.DIR:
             # Made for an upper layer's entries (a directory made for this layer's own is
             # replaced, as a runtime replaces the directory it has just written in), and
@@ -321,7 +304,7 @@ class _Flattener:
                 if upper:
                     p.adopted.add(existing)
                 _adopt(existing, inode)  # merge: lower or implicit children stay
-                return
+                return False
             if upper and inode.kind is Kind.SYMLINK:
                 # An upper layer wrote below this path, so here it must be a directory
                 # when this layer ends (a later entry of it may make it one again).
@@ -330,10 +313,11 @@ class _Flattener:
                 if existing in p.adopted:  # and this layer's directory entry before it
                     p.adopted.discard(existing)
                     _adopt(existing, new_dir(mtime_ns=self.implicit_mtime_ns))
-                return
+                return False
         elif existing is not None and inode.kind is Kind.DIR:
             p.masks.add(path)  # this layer's own non-directory, listed before, hides below
-        parent.children[name] = inode
+        kids[name] = inode
+        return True
 
     def _at(self, parts: list[str]) -> Inode | None:
         node: Inode | None = self.tree.root
@@ -496,7 +480,7 @@ class _Flattener:
         path = _join(parts)
         is_link = member.type == tarstream.HARDLINK
         inode = (
-            self._hardlink(member, path, p) if is_link else _inode_for(member, p.index, self.ints)
+            self._hardlink(member, path, p) if is_link else _inode_for(member, p.index, self.rows)
         )
         if self.open:
             p.rank += 1
@@ -522,9 +506,8 @@ class _Flattener:
         parent = self._parent(parts, path, p)
         visible = parent is not None and self._visible(parent, parts[-1], path, p.index)
         if parent is not None and visible:
-            self._place(parent, parts[-1], path, inode, p)
-            assert parent.children is not None
-            visible = parent.children.get(parts[-1]) is inode or inode.kind is Kind.DIR
+            placed = self._place(parent, parts[-1], path, inode, p)
+            visible = placed or inode.kind is Kind.DIR
         if visible:
             p.hidden.pop(path, None)
             return True
@@ -603,7 +586,7 @@ class _Flattener:
             raise Oci2vmError(f"hardlink {path!r} points to {target!r}, which {p.what} deletes")
         placeholder = p.forward.get(target)
         if placeholder is None:
-            placeholder = Inode(Kind.FILE, layer=p.index)
+            placeholder = Inode(Kind.FILE, layer=p.index, store=self.rows)
             p.forward[target] = placeholder
             self.waiting[placeholder] = _Waiting(target, path, p.what)
         self.waiting[placeholder].paths.append(path)
@@ -636,7 +619,7 @@ class _Flattener:
             if (
                 parent is not None
                 and parent.children
-                and parent.children.get(parts[-1]) is placeholder
+                and parent.children.get(parts[-1]) == placeholder
             ):
                 claim = self._claim(placeholder, path)
                 parent.children[parts[-1]] = inode
@@ -665,21 +648,16 @@ class _Flattener:
 
     def _deliver(self, inode: Inode, data: DataReader) -> None:
         """Hand a file's data to the sink. A dense file's data becomes StreamedData then,
-        one object per size shared by all files of that size: where the bytes were in
-        the layer is of no more use, and was ~100 bytes per file of the tree. A sparse
-        file keeps its map (the tree's readers may want it) and is noted as delivered."""
+        which the tree keeps as a flag (the size is the file's): where the bytes were in
+        the layer is of no more use. A sparse file keeps its map (the tree's readers may
+        want it) and is noted as delivered."""
         assert self.sink is not None
         self.sink(inode, data)
         stored = inode.data
         if not isinstance(stored, LayerData) or stored.sparse is not None:
             self.delivered.add(inode)
             return
-        streamed = self.streamed.get(stored.stored_size)
-        if streamed is None:
-            if len(self.streamed) >= 1 << 16:
-                self.streamed.clear()
-            streamed = self.streamed[stored.stored_size] = StreamedData(stored.stored_size)
-        inode.data = streamed
+        inode.data = StreamedData(stored.stored_size)
 
     def _undelivered(self, inode: Inode) -> bool:
         """Whether a file has layer data that has not reached the sink."""

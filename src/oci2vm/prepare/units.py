@@ -8,7 +8,10 @@ units named by Also= enabled in turn (systemd.unit(5), "[Install] Section Option
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from oci2vm.tree.editor import TreeEditor
+from oci2vm.tree.model import Inode
 
 UNIT_DIRS = ("/lib/systemd/system", "/usr/lib/systemd/system")
 ETC_UNITS = "/etc/systemd/system"
@@ -92,7 +95,7 @@ def enable_sysv(edit: TreeEditor, script: str, order: int) -> None:
     when insserv wrote them; the number orders them otherwise."""
     etc = edit.get("/etc")
     for name, child in sorted((etc.children or {}).items() if etc else ()):
-        links = child.children or {}
+        links: Mapping[str, Inode] = child.children or {}
         if name.startswith("rc") and name.endswith(".d") and script in {n[3:] for n in links}:
             return
     text = (edit.read_file(f"/etc/init.d/{script}", _UNIT_LIMIT) or b"").decode("utf-8", "replace")

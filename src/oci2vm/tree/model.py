@@ -14,11 +14,31 @@ from __future__ import annotations
 
 import posixpath
 import stat
-from collections.abc import Iterator, Mapping
+from collections.abc import ItemsView, Iterator, Mapping, MutableMapping, ValuesView
 from dataclasses import dataclass, field
 from enum import StrEnum
 from types import MappingProxyType
 from typing import Protocol
+
+from oci2vm.tree.columns import (
+    ATIME,
+    CHILDREN,
+    CTIME,
+    GID,
+    KIND,
+    LAYER,
+    MODE,
+    MTIME,
+    NONE,
+    OTHER,
+    PAYLOAD,
+    SENTINEL,
+    SIZE,
+    STREAMED,
+    UID,
+    WRITER_KEY,
+    Store,
+)
 
 NO_XATTRS: Mapping[str, bytes] = MappingProxyType({})
 
@@ -141,34 +161,30 @@ class FileSink(Protocol):
 
 
 class Inode:
-    """One filesystem object. Identity matters: hardlinks share one Inode.
+    """One filesystem object: a view of a row of its tree's Store (tree/columns.py), so a
+    tree of a million entries is a million rows of typed arrays, not a million objects.
+    Views of one row are equal (and hash alike): hardlinks are one row, reached from
+    several directory entries (its link count is derived, never stored). Compare inodes
+    with ==, not `is`: each lookup may make a new view.
 
     mode holds the permission bits only (07777: includes setuid, setgid, sticky);
     the file type is `kind`. Times are integer nanoseconds since the Unix epoch and may
     be negative or past 2038.
 
-    A tree holds one of these per entry, so it is kept small: what only one kind of inode
-    has (a file's data, a directory's children, a symlink's target, a device's numbers)
-    shares one slot, read and set through properties, and values many inodes have are one
-    shared object (NO_XATTRS; flattening shares equal ints). Setting one of those four to
-    a value replaces whichever the slot held; setting it to None (or a device's numbers to
-    0:0) clears it only if it held that one.
+    What only one kind of inode has (a file's data, a directory's children, a symlink's
+    target, a device's numbers) shares one slot, read and set through properties: setting
+    one of those four to a value replaces whichever the slot held; setting it to None (or a
+    device's numbers to 0:0) clears it only if it held that one.
+
+    An Inode made without a store gets a store of its own; placing it in a directory of
+    another store copies its row (and everything below it) there, and the Inode placed
+    then refers to the copy. Other views of the old row still see the old one.
     """
 
-    __slots__ = (
-        "_payload",
-        "atime_ns",
-        "ctime_ns",
-        "gid",
-        "kind",
-        "layer",
-        "mode",
-        "mtime_ns",
-        "size",
-        "uid",
-        "writer_key",
-        "xattrs",
-    )
+    __slots__ = ("_row", "_store")
+
+    _store: Store
+    _row: int
 
     def __init__(
         self,
@@ -186,72 +202,267 @@ class Inode:
         rdev_major: int = 0,
         rdev_minor: int = 0,
         data: DataRef | None = None,
-        children: dict[str, Inode] | None = None,
+        children: Mapping[str, Inode] | None = None,
         layer: int = -1,
         writer_key: int = -1,
+        store: Store | None = None,
     ) -> None:
-        self.kind = kind
-        self.mode = mode
-        self.uid = uid
-        self.gid = gid
-        self.mtime_ns = mtime_ns
-        self.atime_ns = atime_ns  # None: same as mtime
-        self.ctime_ns = ctime_ns  # None: same as mtime
-        self.size = size  # regular files: logical size (holes included); symlinks: len(target)
-        # VFS names and values. Replace the mapping to change it: the default is one shared
-        # read-only empty mapping (most inodes have none, and a tree holds every inode).
-        self.xattrs = xattrs
-        # The layer (0 = bottom) whose entry gave this inode its metadata; -1 for one no
-        # entry did (a directory a layer leaves implicit, or one oci2vm made).
-        self.layer = layer
-        # A number the filesystem writer that last took this inode finds its state for it
-        # by (fs/ext4/placements.py), checked by the writer as its own: a stale one is
-        # harmless. On the inode rather than in a dict of the writer's: a dict entry and
-        # its key cost ~100 bytes more per file (benchmarks/bench_tree.py).
-        self.writer_key = writer_key
-        self._payload: _Payload = None
-        self.target = target
+        store = Store() if store is None else store
+        self._store = store
+        self._row = row = store.add_row(
+            (_KIND_CODE[kind], NONE, mode, uid, gid, mtime_ns, size, layer, writer_key, -1, -1)
+        )
+        if atime_ns is not None:
+            store.set_time(ATIME, row, atime_ns)
+        if ctime_ns is not None:
+            store.set_time(CTIME, row, ctime_ns)
+        if xattrs:
+            store.xattrs[row] = xattrs
+        if target is not None:
+            self.target = target
         if rdev_major or rdev_minor:
-            self._payload = (rdev_major, rdev_minor)
-        self.data = data
-        self.children = children
+            self._set_rdev(rdev_major, rdev_minor)
+        if data is not None:
+            self.data = data
+        if children is not None:
+            self.children = children
+
+    @staticmethod
+    def at(store: Store, row: int) -> Inode:
+        """The view of row `row` of `store`."""
+        view = _new_view(Inode)
+        view._store = store
+        view._row = row
+        return view
+
+    @property
+    def store(self) -> Store:
+        return self._store
+
+    @property
+    def row(self) -> int:
+        return self._row
+
+    def now(self) -> Inode:
+        """This inode where it is now: a view of the row it was copied to, if it was placed
+        in another store's tree since this view was made (see Store.copy_from)."""
+        store, row = self._store.resolve(self._row)
+        return self if store is self._store else Inode.at(store, row)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Inode):
+            return NotImplemented
+        return self._row == other._row and self._store is other._store
+
+    def __hash__(self) -> int:
+        return self._row ^ id(self._store)
+
+    # --- columns -------------------------------------------------------------------------
+
+    @property
+    def kind(self) -> Kind:
+        return _KINDS[self._store.cols[KIND][self._row]]
+
+    @kind.setter
+    def kind(self, value: Kind) -> None:
+        self._store.cols[KIND][self._row] = _KIND_CODE[value]
+
+    @property
+    def mode(self) -> int:
+        value = self._store.cols[MODE][self._row]
+        if value == SENTINEL[MODE]:
+            return self._store.wide[(MODE, self._row)]
+        return value
+
+    @mode.setter
+    def mode(self, value: int) -> None:
+        self._store.set(MODE, self._row, value)
+
+    @property
+    def uid(self) -> int:
+        value = self._store.cols[UID][self._row]
+        if value == SENTINEL[UID]:
+            return self._store.wide[(UID, self._row)]
+        return value
+
+    @uid.setter
+    def uid(self, value: int) -> None:
+        self._store.set(UID, self._row, value)
+
+    @property
+    def gid(self) -> int:
+        value = self._store.cols[GID][self._row]
+        if value == SENTINEL[GID]:
+            return self._store.wide[(GID, self._row)]
+        return value
+
+    @gid.setter
+    def gid(self, value: int) -> None:
+        self._store.set(GID, self._row, value)
+
+    @property
+    def mtime_ns(self) -> int:
+        value = self._store.cols[MTIME][self._row]
+        if value == SENTINEL[MTIME]:
+            return self._store.wide[(MTIME, self._row)]
+        return value
+
+    @mtime_ns.setter
+    def mtime_ns(self, value: int) -> None:
+        self._store.set(MTIME, self._row, value)
+
+    @property
+    def atime_ns(self) -> int | None:
+        """None: the same as mtime."""
+        return self._store.get_time(ATIME, self._row)
+
+    @atime_ns.setter
+    def atime_ns(self, value: int | None) -> None:
+        self._store.set_time(ATIME, self._row, value)
+
+    @property
+    def ctime_ns(self) -> int | None:
+        """None: the same as mtime."""
+        return self._store.get_time(CTIME, self._row)
+
+    @ctime_ns.setter
+    def ctime_ns(self, value: int | None) -> None:
+        self._store.set_time(CTIME, self._row, value)
+
+    @property
+    def size(self) -> int:
+        """Regular files: logical size (holes included); symlinks: len(target)."""
+        value = self._store.cols[SIZE][self._row]
+        if value == SENTINEL[SIZE]:
+            return self._store.wide[(SIZE, self._row)]
+        return value
+
+    @size.setter
+    def size(self, value: int) -> None:
+        store, row = self._store, self._row
+        if store.cols[PAYLOAD][row] == STREAMED:
+            # Its StreamedData was this size: it keeps its own now.
+            old = store.get(SIZE, row)
+            if old != value:
+                store.other[row] = StreamedData(old)
+                store.cols[PAYLOAD][row] = OTHER
+        store.set(SIZE, row, value)
+
+    @property
+    def layer(self) -> int:
+        """The layer (0 = bottom) whose entry gave this inode its metadata; -1 for one no
+        entry did (a directory a layer leaves implicit, or one oci2vm made)."""
+        value = self._store.cols[LAYER][self._row]
+        if value == SENTINEL[LAYER]:
+            return self._store.wide[(LAYER, self._row)]
+        return value
+
+    @layer.setter
+    def layer(self, value: int) -> None:
+        self._store.set(LAYER, self._row, value)
+
+    @property
+    def writer_key(self) -> int:
+        """A number the filesystem writer that last took this inode finds its state for it
+        by (fs/ext4/placements.py), checked by the writer as its own: a stale one is
+        harmless."""
+        value = self._store.cols[WRITER_KEY][self._row]
+        if value == SENTINEL[WRITER_KEY]:
+            return self._store.wide[(WRITER_KEY, self._row)]
+        return value
+
+    @writer_key.setter
+    def writer_key(self, value: int) -> None:
+        self._store.set(WRITER_KEY, self._row, value)
+
+    @property
+    def xattrs(self) -> Mapping[str, bytes]:
+        """VFS names and values. Replace the mapping to change it."""
+        return self._store.xattrs.get(self._row, NO_XATTRS)
+
+    @xattrs.setter
+    def xattrs(self, value: Mapping[str, bytes]) -> None:
+        if value:
+            self._store.xattrs[self._row] = value
+        else:
+            self._store.xattrs.pop(self._row, None)
+
+    # --- the payload slot --------------------------------------------------------------
+
+    def _payload(self) -> object:
+        store, row = self._store, self._row
+        held = store.cols[PAYLOAD][row]
+        if held == NONE:
+            return None
+        if held == OTHER:
+            return store.other[row]
+        if held == STREAMED:
+            return StreamedData(store.get(SIZE, row))
+        return Children(store, row)
+
+    def _set_payload(self, value: object) -> None:
+        store, row = self._store, self._row
+        payloads = store.cols[PAYLOAD]
+        assert payloads is not None
+        held = payloads[row]
+        if held == CHILDREN:
+            store.clear(row)
+        elif held == OTHER:
+            del store.other[row]
+        if value is None:
+            payloads[row] = NONE
+        elif isinstance(value, StreamedData) and value.stored_size == store.get(SIZE, row):
+            payloads[row] = STREAMED
+        else:
+            payloads[row] = OTHER
+            store.other[row] = value
 
     @property
     def target(self) -> bytes | None:
         """A symlink's target, raw bytes."""
-        payload = self._payload
+        payload = self._payload()
         return payload if isinstance(payload, bytes) else None
 
     @target.setter
     def target(self, value: bytes | None) -> None:
-        if value is not None or isinstance(self._payload, bytes):
-            self._payload = value
+        if value is not None or isinstance(self._payload(), bytes):
+            self._set_payload(value)
 
     @property
     def data(self) -> DataRef | None:
         """Where a regular file's stored bytes are; None for a file without any."""
-        payload = self._payload
+        payload = self._payload()
         return payload if isinstance(payload, _DATA_TYPES) else None
 
     @data.setter
     def data(self, value: DataRef | None) -> None:
-        if value is not None or isinstance(self._payload, _DATA_TYPES):
-            self._payload = value
+        if value is not None or isinstance(self._payload(), _DATA_TYPES):
+            self._set_payload(value)
 
     @property
-    def children(self) -> dict[str, Inode] | None:
-        """A directory's entries: name -> Inode, unsorted."""
-        payload = self._payload
-        return payload if isinstance(payload, dict) else None
+    def children(self) -> Children | None:
+        """A directory's entries: name -> Inode, in the order they were made."""
+        if self._store.cols[PAYLOAD][self._row] == CHILDREN:
+            return Children(self._store, self._row)
+        return None
 
     @children.setter
-    def children(self, value: dict[str, Inode] | None) -> None:
-        if value is not None or isinstance(self._payload, dict):
-            self._payload = value
+    def children(self, value: Mapping[str, Inode] | None) -> None:
+        store, row = self._store, self._row
+        if value is None:
+            if store.cols[PAYLOAD][row] == CHILDREN:
+                self._set_payload(None)
+            return
+        items = list(value.items())  # (it may be this directory's own)
+        self._set_payload(None)
+        store.cols[PAYLOAD][row] = CHILDREN
+        mine = Children(store, row)
+        for name, child in items:
+            mine[name] = child
 
     @property
     def rdev_major(self) -> int:
-        payload = self._payload
+        payload = self._payload()
         return payload[0] if isinstance(payload, tuple) else 0
 
     @rdev_major.setter
@@ -260,7 +471,7 @@ class Inode:
 
     @property
     def rdev_minor(self) -> int:
-        payload = self._payload
+        payload = self._payload()
         return payload[1] if isinstance(payload, tuple) else 0
 
     @rdev_minor.setter
@@ -269,9 +480,9 @@ class Inode:
 
     def _set_rdev(self, major: int, minor: int) -> None:
         if major or minor:
-            self._payload = (major, minor)
-        elif isinstance(self._payload, tuple):
-            self._payload = None
+            self._set_payload((major, minor))
+        elif isinstance(self._payload(), tuple):
+            self._set_payload(None)
 
     @property
     def st_mode(self) -> int:
@@ -290,8 +501,102 @@ class Inode:
         return f"Inode({fields})"
 
 
+class Children(MutableMapping[str, Inode]):
+    """A directory's entries, name -> Inode (a view of its store's entry rows). Setting
+    an entry to an Inode of another store copies that inode here (see Inode)."""
+
+    __slots__ = ("_row", "_store")
+
+    def __init__(self, store: Store, row: int) -> None:
+        self._store = store
+        self._row = row
+
+    def _find(self, name: str) -> int:
+        return self._store.find(self._row, name.encode("utf-8", "surrogateescape"))
+
+    def __getitem__(self, name: str) -> Inode:
+        store = self._store
+        entry = store.find(self._row, name.encode("utf-8", "surrogateescape"))
+        if entry < 0:
+            raise KeyError(name)
+        view = _new_view(Inode)
+        view._store = store
+        view._row = store.d_inode[entry]
+        return view
+
+    def get(self, name: str, default: Inode | None = None) -> Inode | None:  # type: ignore[override]
+        store = self._store
+        entry = store.find(self._row, name.encode("utf-8", "surrogateescape"))
+        if entry < 0:
+            return default
+        view = _new_view(Inode)
+        view._store = store
+        view._row = store.d_inode[entry]
+        return view
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and self._find(name) >= 0
+
+    def __setitem__(self, name: str, inode: Inode) -> None:
+        store = self._store
+        if inode._store is not store:
+            source, row = inode._store.resolve(inode._row)
+            row = row if source is store else store.copy_from(source, row)
+            inode._store, inode._row = store, row
+        store.link(self._row, name.encode("utf-8", "surrogateescape"), inode._row)
+
+    def __delitem__(self, name: str) -> None:
+        if not self._store.unlink(self._row, name.encode("utf-8", "surrogateescape")):
+            raise KeyError(name)
+
+    def __iter__(self) -> Iterator[str]:
+        store = self._store
+        for entry in store.entries(self._row):
+            yield store.name_of(entry).decode("utf-8", "surrogateescape")
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self._store.entries(self._row))
+
+    def __bool__(self) -> bool:
+        return self._store.has_entries(self._row)
+
+    def named(self) -> Iterator[tuple[bytes, Inode]]:
+        """(name as bytes, inode) for every entry, in the order they were made."""
+        store = self._store
+        d_inode = store.d_inode
+        for entry in store.entries(self._row):
+            yield store.name_of(entry), Inode.at(store, d_inode[entry])
+
+    def items(self) -> ItemsView[str, Inode]:
+        return _Items(self)
+
+    def values(self) -> ValuesView[Inode]:
+        return _Values(self)
+
+    def __repr__(self) -> str:
+        return f"Children({dict(self.items())!r})"
+
+
+class _Items(ItemsView[str, Inode]):
+    _mapping: Children
+
+    def __iter__(self) -> Iterator[tuple[str, Inode]]:
+        for name, inode in self._mapping.named():
+            yield name.decode("utf-8", "surrogateescape"), inode
+
+
+class _Values(ValuesView[Inode]):
+    _mapping: Children
+
+    def __iter__(self) -> Iterator[Inode]:
+        for _name, inode in self._mapping.named():
+            yield inode
+
+
+_new_view = object.__new__
+_KINDS = tuple(Kind)
+_KIND_CODE = {kind: code for code, kind in enumerate(_KINDS)}
 _DATA_TYPES = (LayerData, BytesData, StreamedData)
-_Payload = bytes | DataRef | dict[str, Inode] | tuple[int, int] | None
 _REPR_FIELDS = (
     "kind", "mode", "uid", "gid", "mtime_ns", "atime_ns", "ctime_ns", "size", "xattrs",
     "target", "rdev_major", "rdev_minor", "data", "children", "layer",
@@ -303,8 +608,10 @@ _REPR_DEFAULTS: dict[str, object] = {
 }  # fmt: skip
 
 
-def new_dir(mode: int = 0o755, uid: int = 0, gid: int = 0, mtime_ns: int = 0) -> Inode:
-    return Inode(Kind.DIR, mode=mode, uid=uid, gid=gid, mtime_ns=mtime_ns, children={})
+def new_dir(
+    mode: int = 0o755, uid: int = 0, gid: int = 0, mtime_ns: int = 0, store: Store | None = None
+) -> Inode:
+    return Inode(Kind.DIR, mode=mode, uid=uid, gid=gid, mtime_ns=mtime_ns, children={}, store=store)
 
 
 def name_bytes(name: str) -> bytes:
@@ -352,21 +659,18 @@ def count_entries(root: Inode) -> int:
     return total
 
 
-def link_counts(root: Inode) -> dict[int, int]:
-    """Map id(inode) -> link count as ext4 counts it: one per directory entry, plus for
-    a directory its '.' and one per subdirectory's '..'."""
-    counts: dict[int, int] = {id(root): 2}
+def link_counts(root: Inode) -> dict[Inode, int]:
+    """Map inode -> link count as ext4 counts it: one per directory entry, plus for a
+    directory its '.' and one per subdirectory's '..'."""
+    counts: dict[Inode, int] = {root: 2}
     for _path, inode in walk(root):
-        if inode is root:
+        if inode == root:
             continue
-        if inode.kind is Kind.DIR:
-            counts[id(inode)] = counts.get(id(inode), 0) + 2
-        else:
-            counts[id(inode)] = counts.get(id(inode), 0) + 1
+        counts[inode] = counts.get(inode, 0) + (2 if inode.kind is Kind.DIR else 1)
     for _path, inode in walk(root):
         if inode.children is not None:
             subdirs = sum(1 for c in inode.children.values() if c.kind is Kind.DIR)
-            counts[id(inode)] += subdirs
+            counts[inode] += subdirs
     return counts
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import posixpath
 import re
 import shlex
+from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -90,7 +91,7 @@ def version_key(version: str) -> tuple[tuple[int, int | str], ...]:
     )
 
 
-def _children(tree: Tree, path: str) -> dict[str, Inode]:
+def _children(tree: Tree, path: str) -> Mapping[str, Inode]:
     found = resolve_link(tree.root, path)
     if found is None or found[1].children is None:
         return {}
@@ -198,7 +199,7 @@ def detect_init(tree: Tree) -> tuple[InitSystem, str | None]:
 def _same_file(tree: Tree, inode: Inode, paths: tuple[str, ...]) -> bool:
     for path in paths:
         found = resolve_link(tree.root, path)
-        if found is not None and found[1] is inode:
+        if found is not None and found[1] == inode:
             return True
     return False
 

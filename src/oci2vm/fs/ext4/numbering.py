@@ -1,20 +1,50 @@
 """Inode numbers, link counts and parents for a tree, in a deterministic order.
 
 Per-inode facts live in flat arrays indexed by inode number (4 or 8 bytes each, not a dict
-entry and two int objects): finish() holds them for every inode at once. An inode's number
-is kept on it (Inode.writer_key, checked against `inodes`, so any other number there is
-harmless), in the place of its key in the writer's Placements, which moves to `file_key`.
+entry and two int objects): finish() holds them for every inode at once, the inode itself
+as its row in the tree's store. An inode's number is kept on it (Inode.writer_key, checked
+against `rows`, so any other number there is harmless), in the place of its key in the
+writer's Placements, which moves to `file_key`.
 Paths are not kept; path() rebuilds one when an error message needs it.
 """
 
 from __future__ import annotations
 
 from array import array
+from collections.abc import Iterator, Sequence
+from typing import overload
 
 from oci2vm.errors import Oci2vmError
 from oci2vm.fs.ext4.layout import LOST_FOUND_INO, ROOT_INO
 from oci2vm.fs.ext4.placements import Placements
-from oci2vm.tree.model import Inode, Kind, name_bytes, new_dir
+from oci2vm.tree.columns import KIND, WRITER_KEY, Store
+from oci2vm.tree.model import Inode, Kind, new_dir
+
+
+class InodeRows(Sequence[Inode | None]):
+    """The inodes by number, as rows of one store (None for a number no inode has)."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.rows = array("i")
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    @overload
+    def __getitem__(self, index: int) -> Inode | None: ...
+    @overload
+    def __getitem__(self, index: slice) -> list[Inode | None]: ...
+    def __getitem__(self, index: int | slice) -> Inode | list[Inode | None] | None:
+        if isinstance(index, slice):
+            return [None if r < 0 else Inode.at(self.store, r) for r in self.rows[index]]
+        row = self.rows[index]
+        return None if row < 0 else Inode.at(self.store, row)
+
+    def __iter__(self) -> Iterator[Inode | None]:
+        store = self.store
+        for row in self.rows:
+            yield None if row < 0 else Inode.at(store, row)
 
 
 class InodeNumbering:
@@ -35,11 +65,12 @@ class InodeNumbering:
         lost_found = root.children.get("lost+found")
         self._extra: list[tuple[bytes, Inode]] = []
         if lost_found is None:
-            lost_found = new_dir(0o700, mtime_ns=fs_time * 1_000_000_000)
+            lost_found = new_dir(0o700, mtime_ns=fs_time * 1_000_000_000, store=root.store)
             self._extra.append((b"lost+found", lost_found))
         # Inodes 1 .. 10 are reserved; 11 is lost+found's when it is a directory.
         first = LOST_FOUND_INO + 1 if lost_found.kind is Kind.DIR else LOST_FOUND_INO
-        self.inodes: list[Inode | None] = [None] * first
+        self.inodes = InodeRows(root.store)
+        self.inodes.rows.extend([-1] * first)
         # By inode number: the file's key in `placed`, -1 for an inode it has not placed.
         self.file_key = array("q", [-1]) * first
         self._number(root, ROOT_INO)
@@ -51,22 +82,28 @@ class InodeNumbering:
         if lost_found.kind is Kind.DIR:
             self._number(lost_found, LOST_FOUND_INO)
             self.lost_found = LOST_FOUND_INO
-        stack = [(root, ROOT_INO)]
+        # The walk reads the store's columns by row: a view per entry would cost more
+        # than the rest of the numbering.
+        store = self.inodes.store
+        rows = self.inodes.rows
+        kinds = store.cols[KIND]
+        dir_code = kinds[root.row]
+        stack = [(root.row, ROOT_INO)]
         seen_dirs = {ROOT_INO}
         while stack:
-            directory, dir_ino = stack.pop()
-            subdirs: list[tuple[Inode, int]] = []
-            for name, child in self.children(directory):
-                ino = self.ino(child)
-                if ino is None:
-                    ino = len(self.inodes)
-                    self.inodes.append(None)
+            dir_row, dir_ino = stack.pop()
+            subdirs: list[tuple[int, int]] = []
+            for name, row in self._child_rows(dir_row):
+                ino = store.get(WRITER_KEY, row)
+                if not (0 <= ino < len(rows) and rows[ino] == row):
+                    ino = len(rows)
+                    rows.append(-1)
                     self.file_key.append(-1)
-                    self._number(child, ino)
+                    self._number(Inode.at(store, row), ino)
                     parent.append(dir_ino)
                     links.append(0)
                 links[ino] += 1
-                if child.kind is Kind.DIR:
+                if kinds[row] == dir_code:
                     if ino in seen_dirs:
                         where = self.path(dir_ino).rstrip("/")
                         text = name.decode("utf-8", "surrogateescape")
@@ -75,7 +112,7 @@ class InodeNumbering:
                     parent[ino] = dir_ino
                     links[ino] += 1  # its '.'
                     links[dir_ino] += 1  # its '..'
-                    subdirs.append((child, ino))
+                    subdirs.append((row, ino))
             stack.extend(reversed(subdirs))
         self.links = links
         self.parent = parent
@@ -83,7 +120,9 @@ class InodeNumbering:
             raise Oci2vmError("too many files for ext4")
 
     def _number(self, inode: Inode, ino: int) -> None:
-        self.inodes[ino] = inode
+        if inode.store is not self.inodes.store:
+            raise RuntimeError("a tree's inodes must all be in its root's store")
+        self.inodes.rows[ino] = inode.row
         key = self._placed.key(inode)
         self.file_key[ino] = -1 if key is None else key
         inode.writer_key = ino
@@ -91,14 +130,22 @@ class InodeNumbering:
     def ino(self, inode: Inode) -> int | None:
         """The inode's number, None for one not in the tree."""
         ino = inode.writer_key
-        inodes = self.inodes
-        return ino if 0 <= ino < len(inodes) and inodes[ino] is inode else None
+        rows = self.inodes.rows
+        ok = 0 <= ino < len(rows) and rows[ino] == inode.row and inode.store is self.inodes.store
+        return ino if ok else None
 
     def children(self, directory: Inode) -> list[tuple[bytes, Inode]]:
-        assert directory.children is not None
-        items = [(name_bytes(n), c) for n, c in directory.children.items()]
-        if directory is self.root:
-            items += self._extra
+        """A directory's entries, sorted by name."""
+        store = self.inodes.store
+        return [(name, Inode.at(store, row)) for name, row in self._child_rows(directory.row)]
+
+    def _child_rows(self, dir_row: int) -> list[tuple[bytes, int]]:
+        """A directory's entries as (name, row), sorted by name."""
+        store = self.inodes.store
+        d_inode = store.d_inode
+        items = [(store.name_of(entry), d_inode[entry]) for entry in store.entries(dir_row)]
+        if dir_row == self.root.row:
+            items += [(name, extra.row) for name, extra in self._extra]
         for name, _ in items:
             if name in (b".", b"..") or b"/" in name or b"\0" in name or not 0 < len(name) < 256:
                 raise Oci2vmError(f"file name {name!r} cannot be stored in ext4")
@@ -114,7 +161,7 @@ class InodeNumbering:
             directory, inode = self.inodes[up], self.inodes[ino]
             if directory is None:
                 break
-            name = next((n for n, c in self.children(directory) if c is inode), b"?")
+            name = next((n for n, c in self.children(directory) if c == inode), b"?")
             parts.append(name.decode("utf-8", "surrogateescape"))
             ino = up
         return "/" + "/".join(reversed(parts))

@@ -4,9 +4,10 @@ packed: the writer holds this for every file of the image at once.
 Nearly every file is one extent from its first block (or none at all), so a file is a
 number in two flat arrays (its first disk block and its length in blocks, 12 bytes), found
 through Inode.writer_key; only the others keep their extent leaf entries (pack_leaves) in a
-dict. A writer_key is an index into this store's list of inodes, and counts only when that
-list holds the very inode at that index: a key another writer gave (the same tree written
-twice) or a number InodeNumbering gave is never mistaken for this store's.
+dict. A writer_key is an index into this store's rows of placed inodes, and counts only
+when the row at that index is the inode's (or was copied to it: a file another tree
+streamed, grafted into this one): a key another writer gave (the same tree written twice)
+or a number InodeNumbering gave is never mistaken for this store's.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from collections.abc import Iterator
 
 from oci2vm.fs.ext4.inode import LEAF, MAX_EXTENT_LEN, pack_leaves
 from oci2vm.fs.ext4.layout import MASK32
+from oci2vm.tree.columns import Store
 from oci2vm.tree.model import Inode
 
 _SEVERAL = -1  # in _first: the file's leaf entries are in _packed
@@ -25,24 +27,40 @@ class Placements:
     """Each placed file's extents, in the order the files were placed."""
 
     def __init__(self) -> None:
-        self.inodes: list[Inode] = []  # by key: the placed inodes, in placement order
+        # By key: the placed inodes (their store's number in _stores, and row), in placement
+        # order; nearly always one store, the tree's.
+        self._stores: list[Store] = []
+        self._store_of = array("I")
+        self._rows = array("i")
         self._first = array("q")  # by key: first disk block, or _SEVERAL
         self._length = array("I")  # by key: blocks of the one extent
         self._packed: dict[int, bytes] = {}  # by key: leaf entries, for _SEVERAL
 
     def __len__(self) -> int:
-        return len(self.inodes)
+        return len(self._rows)
+
+    def inode(self, key: int) -> Inode:
+        """The inode placed under `key` (where its row is now)."""
+        store, row = self._stores[self._store_of[key]].resolve(self._rows[key])
+        return Inode.at(store, row)
 
     def key(self, inode: Inode) -> int | None:
         """The key of a placed inode, None for one this store has not placed."""
         key = inode.writer_key
-        inodes = self.inodes
-        return key if 0 <= key < len(inodes) and inodes[key] is inode else None
+        if not 0 <= key < len(self._rows):
+            return None
+        store, row = self._stores[self._store_of[key]], self._rows[key]
+        if row != inode.row or store is not inode.store:
+            store, row = store.resolve(row)
+            if row != inode.row or store is not inode.store:
+                return None
+        return key
 
     def add(self, inode: Inode, pieces: list[tuple[int, int, int]]) -> int:
         """Record an inode's (logical block, disk block, length) pieces; return its key."""
-        key = len(self.inodes)
-        self.inodes.append(inode)
+        key = len(self._rows)
+        self._store_of.append(self._store_index(inode.store))
+        self._rows.append(inode.row)
         if not pieces:
             self._first.append(0)
             self._length.append(0)
@@ -55,6 +73,14 @@ class Placements:
             self._packed[key] = pack_leaves(pieces)
         inode.writer_key = key
         return key
+
+    def _store_index(self, store: Store) -> int:
+        stores = self._stores
+        for index in range(len(stores) - 1, -1, -1):
+            if stores[index] is store:
+                return index
+        stores.append(store)
+        return len(stores) - 1
 
     def packed(self, key: int) -> bytes:
         """The file's extents as on-disk leaf entries (what pack_leaves() made of them)."""

@@ -254,7 +254,8 @@ class Ext4Writer:
             raise ValueError(f"write_file() got a {inode.kind} inode")
         if self._files.key(inode) is not None:
             raise ValueError("write_file() called twice for one inode")
-        regions = inode.data.regions if inode.data is not None else ()
+        stored = inode.data
+        regions = stored.regions if stored is not None else ()
         pieces: list[tuple[int, int, int]] = []  # (logical block, physical block, length)
         for first, end in _logical_runs(regions, inode.size):
             logical = first
@@ -633,6 +634,6 @@ class Ext4Writer:
         order they were, which is ascending; a file no longer in the tree leaves its blocks
         free), then what the allocator recorded since."""
         for key in range(self._streamed):
-            if tree.ino(self._files.inodes[key]) is not None:
+            if tree.ino(self._files.inode(key)) is not None:
                 yield from self._files.runs(key)
         yield from self._alloc.allocated
