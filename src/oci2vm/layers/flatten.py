@@ -88,44 +88,53 @@ _PASSABLE = frozenset({Kind.DIR, Kind.SYMLINK})
 
 def _inode_for(member: Member, layer: int, store: Store | None = None) -> Inode:
     """The metadata of a member as an Inode (without data), in `store`."""
-    inode = Inode(
-        Kind.FILE,
-        mode=member.mode,
-        uid=member.uid,
-        gid=member.gid,
-        mtime_ns=member.mtime_ns,
-        atime_ns=member.atime_ns,
-        ctime_ns=member.ctime_ns,
-        xattrs=member.xattrs or NO_XATTRS,
-        layer=layer,
-        store=store,
-    )
     kind = member.type
+    mode, size = member.mode, 0
+    target: bytes | None = None
+    data: LayerData | None = None
+    children: dict[str, Inode] | None = None
+    rdev = (0, 0)
     if member.isdir():
-        inode.kind = Kind.DIR
-        inode.children = {}
+        node_kind, children = Kind.DIR, {}
     elif kind == tarstream.SYMLINK:
-        inode.kind = Kind.SYMLINK
-        inode.mode = 0o777  # as the kernel gives every symlink, whatever the header says
-        inode.target = member.linkname.encode("utf-8", "surrogateescape")
-        inode.size = len(inode.target)
+        node_kind = Kind.SYMLINK
+        mode = 0o777  # as the kernel gives every symlink, whatever the header says
+        target = member.linkname.encode("utf-8", "surrogateescape")
+        size = len(target)
     elif kind in (tarstream.CHAR, tarstream.BLOCKDEV):
-        inode.kind = Kind.CHAR if kind == tarstream.CHAR else Kind.BLOCK
-        inode.rdev_major, inode.rdev_minor = member.devmajor, member.devminor
+        node_kind = Kind.CHAR if kind == tarstream.CHAR else Kind.BLOCK
+        rdev = (member.devmajor, member.devminor)
     elif kind == tarstream.FIFO:
-        inode.kind = Kind.FIFO
+        node_kind = Kind.FIFO
     elif member.isfile():
-        inode.size = member.size
+        node_kind, size = Kind.FILE, member.size
         sparse = None
         if member.sparse is not None:
             sparse = tuple((o, n) for o, n in member.sparse if n)
             if sum(n for _o, n in sparse) != member.stored:
                 raise Oci2vmError(f"{member.name!r}: sparse map does not match its data")
         if member.stored:
-            inode.data = LayerData(layer, member.offset_data, member.stored, sparse)
+            data = LayerData(layer, member.offset_data, member.stored, sparse)
     else:
         raise Oci2vmError(f"unsupported tar entry type {member.type!r} for {member.name!r}")
-    return inode
+    return Inode(
+        node_kind,
+        mode=mode,
+        uid=member.uid,
+        gid=member.gid,
+        mtime_ns=member.mtime_ns,
+        atime_ns=member.atime_ns,
+        ctime_ns=member.ctime_ns,
+        size=size,
+        xattrs=member.xattrs or NO_XATTRS,
+        target=target,
+        rdev_major=rdev[0],
+        rdev_minor=rdev[1],
+        data=data,
+        children=children,
+        layer=layer,
+        store=store,
+    )
 
 
 def _adopt(target: Inode, source: Inode) -> None:

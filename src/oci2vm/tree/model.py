@@ -6,8 +6,9 @@ is one Inode reached from several directory entries (its link count is derived, 
 stored). File data is never held for image content: a regular file carries a DataRef
 saying where its bytes live (a layer's uncompressed tar stream at an offset, bytes that
 preparation wrote, or a FileSink that took them), so a 10 GB image needs no more memory
-than a 100 MB one. What the tree holds per entry is kept small (see Inode): an image of a
-million files holds a million of them (benchmarks/bench_tree.py).
+than a 100 MB one. Nor is an object held per entry: inodes and directory entries are rows
+of typed arrays (tree/columns.py), and an Inode is a view of one, made when asked for; an
+image of a million files holds a million rows of ~90 bytes (benchmarks/bench_tree.py).
 """
 
 from __future__ import annotations
@@ -218,14 +219,15 @@ class Inode:
             store.set_time(CTIME, row, ctime_ns)
         if xattrs:
             store.xattrs[row] = xattrs
-        if target is not None:
-            self.target = target
-        if rdev_major or rdev_minor:
-            self._set_rdev(rdev_major, rdev_minor)
-        if data is not None:
-            self.data = data
+        # The payload slot: the last of these given wins, as setting them in turn would.
         if children is not None:
             self.children = children
+        elif data is not None:
+            self._set_payload(data)
+        elif rdev_major or rdev_minor:
+            self._set_payload((rdev_major, rdev_minor))
+        elif target is not None:
+            self._set_payload(target)
 
     @staticmethod
     def at(store: Store, row: int) -> Inode:

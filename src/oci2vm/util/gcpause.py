@@ -1,11 +1,12 @@
-"""Cyclic garbage collection paused while a tree of millions of objects is built or written.
+"""Cyclic garbage collection paused while a tree is built or written.
 
 CPython's collector runs a full pass whenever the objects allocated since the last one
-reach a quarter of those that survived it: while flattening adds one long-lived object per
-entry, those passes walk the whole growing tree again and again, and at a million entries
-they were a third of the build's time (measured with benchmarks/bench_tree.py). The tree
-and the writers' state hold no reference cycles, so nothing is lost by not looking for
-them until the bulk work is done; reference counting still frees everything else at once.
+reach a quarter of those that survived it. When the tree held one object per entry, those
+passes walked the whole growing tree again and again (a third of the build's time at a
+million entries, benchmarks/bench_tree.py); the tree is rows of arrays now
+(tree/columns.py), but flattening and the writers still make objects by the million, and
+neither they nor the tree form reference cycles, so nothing is lost by not looking for
+them until the bulk work is done; reference counting still frees everything at once.
 """
 
 from __future__ import annotations

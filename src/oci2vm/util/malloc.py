@@ -1,0 +1,30 @@
+"""Large allocations in mappings of their own, where the C library allows it (glibc).
+
+The tree's columns (tree/columns.py) and the writer's placements are arrays that grow by
+reallocation as entries arrive. glibc serves blocks under its mmap threshold from the heap,
+and raises that threshold by itself each time a mapped block is freed (the decompressor's
+4 MiB chunks do that at once), so the growing arrays end up in the heap, where every
+reallocation that cannot extend in place leaves the old block behind as a hole: at 400,000
+entries the heap held 45 MB of such holes beside 38 MB of arrays (benchmarks/bench_tree.py).
+A fixed threshold keeps blocks above it in mappings of their own, which a reallocation
+moves with mremap(2): no copy, no hole.
+"""
+
+from __future__ import annotations
+
+import ctypes
+
+M_MMAP_THRESHOLD = -3  # mallopt(3)'s parameter number in glibc's <malloc.h>
+THRESHOLD = 256 << 10
+
+
+def map_large_allocations(threshold: int = THRESHOLD) -> bool:
+    """Set a fixed mmap threshold for this process; False where the C library has no
+    mallopt (musl, other systems), which changes nothing else."""
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return False
+    mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
+    mallopt.restype = ctypes.c_int
+    return bool(mallopt(M_MMAP_THRESHOLD, threshold))

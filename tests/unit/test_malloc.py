@@ -1,0 +1,16 @@
+"""The fixed mmap threshold (util/malloc.py) is taken where the C library is glibc, as on
+Debian: without it the tree's growing arrays left as many megabytes of holes in the heap
+as they held (benchmarks/bench_tree.py)."""
+
+from __future__ import annotations
+
+import platform
+
+import pytest
+
+from oci2vm.util.malloc import map_large_allocations
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="mallopt is glibc's")
+def test_glibc_takes_the_threshold() -> None:
+    assert map_large_allocations()
