@@ -249,12 +249,20 @@ class _Flattener:
         # data is StreamedData once delivered (see _deliver).
         self.delivered: set[Inode] = set()
         self.deferred: list[Inode] = []  # this layer: data needed after it streamed by
+        # The directories _parent() found last, by path: a layer lists a directory's
+        # entries together. Emptied with each layer and whenever an entry is replaced or
+        # removed (a directory on a cached path may have gone with it).
+        self.parents: dict[str, Inode] = {}
 
     # --- the tree ------------------------------------------------------------------
 
     def _parent(self, parts: list[str], path: str, p: _Pass) -> Inode | None:
         """The directory that holds parts[-1] (whose path is `path`), creating implicit
         parents; None when an upper layer hides the entry's directory."""
+        where = path[: path.rfind("/")]
+        cached = self.parents.get(where)
+        if cached is not None:
+            return cached
         node = self.tree.root
         if "/" in self.opaque:
             return None
@@ -279,6 +287,9 @@ class _Flattener:
                     )
                 return None  # an upper layer replaced the directory with a non-directory
             node = child
+        if len(self.parents) >= 64:
+            self.parents.clear()
+        self.parents[where] = node
         return node
 
     def _claim(self, node: Inode | None, path: str) -> int | None:
@@ -289,21 +300,23 @@ class _Flattener:
                 return claim
         return None if node is None or node.layer < 0 else node.layer
 
-    def _visible(self, parent: Inode, name: str, path: str, layer: int) -> bool:
+    def _visible(self, existing: Inode | None, path: str, layer: int) -> bool:
+        """Whether upper layers leave `path`, where `existing` is, to `layer`."""
         if path in self.hidden:
             return False
-        assert parent.children is not None
-        claim = self._claim(parent.children.get(name), path)
+        claim = self._claim(existing, path)
         return claim is None or claim == layer
 
-    def _place(self, parent: Inode, name: str, path: str, inode: Inode, p: _Pass) -> bool:
-        """Put inode at path, named `name` in `parent` (the entry is visible); say whether
-        the path holds it now (a directory merged into one there does not)."""
+    def _place(
+        self, parent: Inode, name: str, path: str, inode: Inode, existing: Inode | None, p: _Pass
+    ) -> bool:
+        """Put inode at path, named `name` in `parent` where `existing` is (the entry is
+        visible); say whether the path holds it now (a directory merged into one there
+        does not)."""
         kids = parent.children
         assert kids is not None
         if p.symlinked and inode.kind is not Kind.SYMLINK:
             p.symlinked.discard(path)
-        existing = kids.get(name)
         if existing is not None and existing.kind is Kind.DIR:
             # Made for an upper layer's entries (a directory made for this layer's own is
             # replaced, as a runtime replaces the directory it has just written in), and
@@ -325,6 +338,8 @@ class _Flattener:
                 return False
         elif existing is not None and inode.kind is Kind.DIR:
             p.masks.add(path)  # this layer's own non-directory, listed before, hides below
+        if existing is not None:
+            self.parents.clear()  # a directory there may be gone
         kids[name] = inode
         return True
 
@@ -393,6 +408,7 @@ class _Flattener:
             compressed, layer.media_type, what, layer.diff_id, hash_stream=not known
         )
         self.deferred = []
+        self.parents.clear()  # what hides what changed with the layer above
         p = _Pass(index, what)
         try:
             tar = TarReader(stream, what)
@@ -513,9 +529,14 @@ class _Flattener:
     def _put(self, parts: list[str], path: str, inode: Inode, p: _Pass) -> bool:
         """Place an entry in the tree if upper layers leave it visible; say whether they did."""
         parent = self._parent(parts, path, p)
-        visible = parent is not None and self._visible(parent, parts[-1], path, p.index)
+        existing = None
+        if parent is not None:
+            kids = parent.children
+            assert kids is not None
+            existing = kids.get(parts[-1])
+        visible = parent is not None and self._visible(existing, path, p.index)
         if parent is not None and visible:
-            placed = self._place(parent, parts[-1], path, inode, p)
+            placed = self._place(parent, parts[-1], path, inode, existing, p)
             visible = placed or inode.kind is Kind.DIR
         if visible:
             p.hidden.pop(path, None)
@@ -547,6 +568,7 @@ class _Flattener:
             if ours and not child.children:  # (an upper layer's entries may be in it)
                 assert node.children is not None
                 del node.children[name]
+                self.parents.clear()
 
     def _root_entry(self, member: Member, p: _Pass) -> None:
         """The root directory's own entry: its metadata, the newest layer's winning."""
@@ -632,6 +654,7 @@ class _Flattener:
             ):
                 claim = self._claim(placeholder, path)
                 parent.children[parts[-1]] = inode
+                self.parents.clear()
                 if claim is not None:
                     self.link_claims[path] = claim
         further = self.waiting.get(inode)

@@ -16,6 +16,7 @@ replaces keeps its row until the store goes, with the tree.
 
 from __future__ import annotations
 
+import operator
 from array import array
 from collections.abc import Iterator, Mapping
 from typing import Any
@@ -42,7 +43,7 @@ NONE, CHILDREN, STREAMED, OTHER = 0, 1, 2, 3
 
 _EMPTY = -1  # an empty slot of the lookup table
 _DEAD = -1  # d_inode of a removed entry
-_MAX_LOAD = 2 / 3
+_MAX_LOAD = 0.5
 _NAMES_LIMIT = 1 << 32
 
 
@@ -80,8 +81,29 @@ class Store:
 
     def add_row(self, values: tuple[int, ...]) -> int:
         """A new inode row with the values of the columns before the times (times: none)."""
-        row = len(self.cols[KIND])
-        for column, col in enumerate(self.cols):
+        cols = self.cols
+        row = len(cols[KIND])
+        if not any(map(operator.eq, values, SENTINEL)):
+            kind, payload, mode, uid, gid, mtime, size, layer, key, first, last = cols
+            try:
+                kind.append(values[KIND])
+                payload.append(values[PAYLOAD])
+                mode.append(values[MODE])
+                uid.append(values[UID])
+                gid.append(values[GID])
+                mtime.append(values[MTIME])
+                size.append(values[SIZE])
+                layer.append(values[LAYER])
+                key.append(values[WRITER_KEY])
+                first.append(values[FIRST])
+                last.append(values[LAST])
+            except OverflowError:  # a value the column cannot hold: the careful way
+                for col in cols:
+                    del col[row:]
+            else:
+                self._times_row()
+                return row
+        for column, col in enumerate(cols):
             value = values[column]
             if value != SENTINEL[column]:
                 try:
@@ -91,10 +113,13 @@ class Store:
                     pass
             self.wide[(column, row)] = value
             col.append(SENTINEL[column])
+        self._times_row()
+        return row
+
+    def _times_row(self) -> None:
         for times in self.times:
             if times is not None:
                 times.append(NO_TIME)
-        return row
 
     def get(self, column: int, row: int) -> int:
         value = self.cols[column][row]
@@ -171,28 +196,32 @@ class Store:
         keeps its place in the directory's order, a new one comes last."""
         if self.live + 1 > len(self.table) * _MAX_LOAD:
             self._grow()
-        table = self.table
+        table, d_parent, d_name, d_len, names = (
+            self.table,
+            self.d_parent,
+            self.d_name,
+            self.d_len,
+            self.names,
+        )
         mask = len(table) - 1
+        size = len(name)
         slot = (hash(name) + parent * 0x9E3779B1) & mask  # as _home(), then as find()
         while (entry := table[slot]) != _EMPTY:
-            if self.d_parent[entry] == parent:
-                offset = self.d_name[entry]
-                if (
-                    self.d_len[entry] == len(name)
-                    and self.names[offset : offset + len(name)] == name
-                ):
+            if d_parent[entry] == parent and d_len[entry] == size:
+                offset = d_name[entry]
+                if names[offset : offset + size] == name:
                     self.d_inode[entry] = inode
                     return
             slot = (slot + 1) & mask
-        offset = len(self.names)
-        if offset + len(name) >= _NAMES_LIMIT:
+        offset = len(names)
+        if offset + size >= _NAMES_LIMIT:
             raise Oci2vmError("the image's file names exceed 4 GiB")
-        entry = len(self.d_parent)
-        self.names += name
-        self.d_parent.append(parent)
+        entry = len(d_parent)
+        names += name
+        d_parent.append(parent)
         self.d_inode.append(inode)
-        self.d_name.append(offset)
-        self.d_len.append(len(name))
+        d_name.append(offset)
+        d_len.append(size)
         self.d_next.append(-1)
         first, last = self.cols[FIRST], self.cols[LAST]
         if first[parent] < 0:

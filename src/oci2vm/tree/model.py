@@ -210,8 +210,26 @@ class Inode:
     ) -> None:
         store = Store() if store is None else store
         self._store = store
+        # The payload slot: the last of these given wins, as setting them in turn would.
+        # What needs no more than the row's own columns is set with it.
+        payload = NONE
+        rest: object = None
+        if children is not None:
+            if children:
+                rest = children
+            else:
+                payload = CHILDREN
+        elif data is not None:
+            if isinstance(data, StreamedData) and data.stored_size == size:
+                payload = STREAMED
+            else:
+                rest = data
+        elif rdev_major or rdev_minor:
+            rest = (rdev_major, rdev_minor)
+        elif target is not None:
+            rest = target
         self._row = row = store.add_row(
-            (_KIND_CODE[kind], NONE, mode, uid, gid, mtime_ns, size, layer, writer_key, -1, -1)
+            (_KIND_CODE[kind], payload, mode, uid, gid, mtime_ns, size, layer, writer_key, -1, -1)
         )
         if atime_ns is not None:
             store.set_time(ATIME, row, atime_ns)
@@ -219,15 +237,11 @@ class Inode:
             store.set_time(CTIME, row, ctime_ns)
         if xattrs:
             store.xattrs[row] = xattrs
-        # The payload slot: the last of these given wins, as setting them in turn would.
-        if children is not None:
-            self.children = children
-        elif data is not None:
-            self._set_payload(data)
-        elif rdev_major or rdev_minor:
-            self._set_payload((rdev_major, rdev_minor))
-        elif target is not None:
-            self._set_payload(target)
+        if rest is not None:
+            if children is not None:
+                self.children = children
+            else:
+                self._set_payload(rest)
 
     @staticmethod
     def at(store: Store, row: int) -> Inode:
@@ -598,6 +612,7 @@ class _Values(ValuesView[Inode]):
 _new_view = object.__new__
 _KINDS = tuple(Kind)
 _KIND_CODE = {kind: code for code, kind in enumerate(_KINDS)}
+KIND_CODES: Mapping[Kind, int] = MappingProxyType(_KIND_CODE)  # Kind -> its code in the KIND column
 _DATA_TYPES = (LayerData, BytesData, StreamedData)
 _REPR_FIELDS = (
     "kind", "mode", "uid", "gid", "mtime_ns", "atime_ns", "ctime_ns", "size", "xattrs",

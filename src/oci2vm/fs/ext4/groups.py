@@ -12,7 +12,7 @@ chunk at a time. So memory does not grow with the filesystem's size; time grows 
 from __future__ import annotations
 
 from bisect import bisect_right
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from oci2vm.fs.blockio import BlockWriter
@@ -31,7 +31,7 @@ from oci2vm.fs.ext4.layout import (
     pack_group_desc,
     pack_superblock,
 )
-from oci2vm.tree.model import Inode, Kind
+from oci2vm.tree.model import Kind
 
 GDT_CHUNK = 256 * BLOCK_SIZE  # descriptor-table bytes gathered before they are copied out
 _ZERO_BLOCK = bytes(BLOCK_SIZE)
@@ -153,16 +153,18 @@ def write_inode_bitmaps(io: BlockWriter, tail: Tail, used_inodes: int) -> None:
 def write_descriptors(
     io: BlockWriter,
     tail: Tail,
-    inodes: Sequence[Inode | None],
+    used_inodes: int,
+    count_kind: Callable[[Kind, int, int], int],
     used: Iterator[tuple[int, int]],
     fs_seed: int,
 ) -> int:
     """Write each group's block bitmap (those not all zeros) and the descriptor table,
-    in group 0 and every backup group; return the count of free blocks. `inodes` is
-    indexed by inode number; `used` as for block_bitmaps()."""
+    in group 0 and every backup group; return the count of free blocks. Inodes 1 ..
+    `used_inodes` are in use; `count_kind`
+    counts the inodes of a kind among inode numbers first .. end - 1; `used` as for
+    block_bitmaps()."""
     geo = tail.geo
     ipg = geo.inodes_per_group
-    used_inodes = len(inodes) - 1
     zero_csum = crc32c(fs_seed, _ZERO_BLOCK)
     unused_csum = crc32c(fs_seed, inode_bitmap(0, ipg)[: ipg // 8])
     table = bytearray()
@@ -181,7 +183,7 @@ def write_descriptors(
         if in_use:
             inode_csum = crc32c(fs_seed, inode_bitmap(in_use, ipg)[: ipg // 8])
             first = group * ipg + 1
-            dirs = sum(1 for i in inodes[first : first + in_use] if i and i.kind is Kind.DIR)
+            dirs = count_kind(Kind.DIR, first, first + in_use)
         desc = GroupDesc(
             block_bitmap=tail.block_bitmaps[group],
             inode_bitmap=tail.inode_bitmaps[group],

@@ -18,7 +18,7 @@ from oci2vm.errors import Oci2vmError
 from oci2vm.fs.ext4.layout import LOST_FOUND_INO, ROOT_INO
 from oci2vm.fs.ext4.placements import Placements
 from oci2vm.tree.columns import KIND, WRITER_KEY, Store
-from oci2vm.tree.model import Inode, Kind, new_dir
+from oci2vm.tree.model import KIND_CODES, Inode, Kind, new_dir
 
 
 class InodeRows(Sequence[Inode | None]):
@@ -45,6 +45,19 @@ class InodeRows(Sequence[Inode | None]):
         store = self.store
         for row in self.rows:
             yield None if row < 0 else Inode.at(store, row)
+
+    def of_kind(self, kind: Kind) -> Iterator[tuple[int, Inode]]:
+        """(number, inode) of every inode of one kind, read from the kind column: the other
+        inodes cost no view."""
+        store, kinds, code = self.store, self.store.cols[KIND], KIND_CODES[kind]
+        for ino, row in enumerate(self.rows):
+            if row >= 0 and kinds[row] == code:
+                yield ino, Inode.at(store, row)
+
+    def count_kind(self, kind: Kind, first: int, end: int) -> int:
+        """How many of the inodes numbered first .. end - 1 are of `kind`."""
+        kinds, code = self.store.cols[KIND], KIND_CODES[kind]
+        return sum(1 for row in self.rows[first:end] if row >= 0 and kinds[row] == code)
 
 
 class InodeNumbering:

@@ -75,7 +75,9 @@ from oci2vm.fs.ext4.layout import (
 from oci2vm.fs.ext4.numbering import InodeNumbering
 from oci2vm.fs.ext4.placements import Placements
 from oci2vm.fs.ext4.xattr import Xattr, pack_block, pack_ibody, split_xattrs, to_ext4_xattrs
+from oci2vm.tree.columns import KIND
 from oci2vm.tree.model import (
+    KIND_CODES,
     BytesData,
     BytesReader,
     DataReader,
@@ -334,8 +336,8 @@ class Ext4Writer:
     def _write_held_files(self, tree: InodeNumbering) -> None:
         """Write the files whose data is held in memory (or empty) rather than streamed from
         a layer: those added to the tree after the layers, and files without data."""
-        for ino, inode in enumerate(tree.inodes):
-            if inode is None or inode.kind is not Kind.FILE or tree.file_key[ino] >= 0:
+        for ino, inode in tree.inodes.of_kind(Kind.FILE):
+            if tree.file_key[ino] >= 0:
                 continue
             if isinstance(inode.data, LayerData | StreamedData):
                 raise RuntimeError(f"inode {ino}: its streamed data never reached write_file()")
@@ -365,9 +367,7 @@ class Ext4Writer:
         """Build and write every directory's blocks (and extent tree)."""
         seed = hash_seed_words(self._id.hash_seed.bytes)
         out: dict[int, _Dir] = {}
-        for ino, inode in enumerate(tree.inodes):
-            if inode is None or inode.kind is not Kind.DIR:
-                continue
+        for ino, inode in tree.inodes.of_kind(Kind.DIR):
             ino_seed = inode_csum_seed(self._id.fs_seed, ino)
             entries = [
                 DirEntry(name, child.writer_key, FILE_TYPES[child.kind])  # numbered
@@ -398,15 +398,19 @@ class Ext4Writer:
         """The blocks _inodes() will allocate: xattr blocks, slow symlinks' blocks and
         the index blocks of files' extent trees."""
         count = 0
-        for ino, inode in enumerate(tree.inodes):
-            if inode is None:
+        store = tree.inodes.store
+        kinds, symlink = store.cols[KIND], KIND_CODES[Kind.SYMLINK]
+        for ino, row in enumerate(tree.inodes.rows):
+            if row < 0:
                 continue
-            if inode.xattrs and self._xattrs(inode, tree, ino)[1]:
+            key = tree.file_key[ino]
+            if key >= 0:  # a regular file
+                count += extent_tree_blocks(self._files.extent_count(key))
+            if row in store.xattrs and self._xattrs(Inode.at(store, row), tree, ino)[1]:
                 count += 1
-            if inode.kind is Kind.SYMLINK and inode.target and len(inode.target) >= 60:
-                count += 1
-            elif inode.kind is Kind.FILE:
-                count += extent_tree_blocks(self._files.extent_count(tree.file_key[ino]))
+            if kinds[row] == symlink:
+                target = Inode.at(store, row).target
+                count += 1 if target and len(target) >= 60 else 0
         return count
 
     def _xattrs(
@@ -575,7 +579,9 @@ class Ext4Writer:
         journal_backup = self._write_journal(tail)
         write_inode_bitmaps(self._io, tail, len(tree.inodes) - 1)
         used = self._used_runs(tree)
-        free_blocks = write_descriptors(self._io, tail, tree.inodes, used, self._id.fs_seed)
+        free_blocks = write_descriptors(
+            self._io, tail, len(tree.inodes) - 1, tree.inodes.count_kind, used, self._id.fs_seed
+        )
         info = SuperblockInfo(
             geometry=geo,
             free_blocks=free_blocks,
