@@ -34,7 +34,6 @@ from oci2vm.config import (
 from oci2vm.errors import Oci2vmError, Terminated
 from oci2vm.image.model import Platform
 from oci2vm.report import Reporter
-from oci2vm.util.malloc import map_large_allocations
 from oci2vm.util.units import MIB, parse_size
 
 EXAMPLES = """\
@@ -518,7 +517,6 @@ def read_password(path: Path) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse(sys.argv[1:] if argv is None else argv)
-    map_large_allocations()
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.WARNING,
         format="oci2vm: %(message)s",

@@ -14,3 +14,14 @@ from oci2vm.util.malloc import map_large_allocations
 @pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="mallopt is glibc's")
 def test_glibc_takes_the_threshold() -> None:
     assert map_large_allocations()
+
+
+def test_a_large_tree_asks_for_it() -> None:
+    from oci2vm.tree.columns import LARGE_TABLE, Store
+    from oci2vm.util import malloc
+
+    store = Store()
+    store.add_row((0,) * 9 + (-1, -1))  # a directory with no entries yet
+    for i in range(LARGE_TABLE // 2 + 1):
+        store.link(0, b"%d" % i, 0)
+    assert malloc._done

@@ -22,6 +22,7 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 from oci2vm.errors import Oci2vmError
+from oci2vm.util.malloc import map_large_allocations
 
 # Inode columns, by number (Store.cols); the times are Store.times[column - ATIME].
 KIND, PAYLOAD, MODE, UID, GID, MTIME, SIZE, LAYER, WRITER_KEY, FIRST, LAST, ATIME, CTIME = range(13)
@@ -45,6 +46,7 @@ _EMPTY = -1  # an empty slot of the lookup table
 _DEAD = -1  # d_inode of a removed entry
 _MAX_LOAD = 0.5
 _NAMES_LIMIT = 1 << 32
+LARGE_TABLE = 1 << 17  # a lookup table this large (65,536 entries or more): a large tree
 
 
 class Store:
@@ -233,6 +235,8 @@ class Store:
         self.live += 1
 
     def _grow(self) -> None:
+        if len(self.table) >= LARGE_TABLE:
+            map_large_allocations()  # growing arrays must not leave holes in the heap
         old = self.table
         table = self.table = array("i", [_EMPTY]) * (len(old) * 2)
         mask = len(table) - 1

@@ -8,6 +8,10 @@ reallocation that cannot extend in place leaves the old block behind as a hole: 
 entries the heap held 45 MB of such holes beside 38 MB of arrays (benchmarks/bench_tree.py).
 A fixed threshold keeps blocks above it in mappings of their own, which a reallocation
 moves with mremap(2): no copy, no hole.
+
+It has a price: every 4 MiB inflate chunk is then a fresh mapping the kernel must zero,
+~15 % more time for the Debian fixture (13,000 entries, 711 MB of tar). So the tree asks
+for it only once it is large (Store, past 65,536 entries), where the holes would cost more.
 """
 
 from __future__ import annotations
@@ -18,9 +22,20 @@ M_MMAP_THRESHOLD = -3  # mallopt(3)'s parameter number in glibc's <malloc.h>
 THRESHOLD = 256 << 10
 
 
+_done: list[bool] = []
+
+
 def map_large_allocations(threshold: int = THRESHOLD) -> bool:
-    """Set a fixed mmap threshold for this process; False where the C library has no
-    mallopt (musl, other systems), which changes nothing else."""
+    """Set a fixed mmap threshold for this process (once: later calls return the first
+    one's answer); False where the C library has no mallopt (musl, other systems), which
+    changes nothing else."""
+    if _done:
+        return _done[0]
+    _done.append(_mallopt(threshold))
+    return _done[0]
+
+
+def _mallopt(threshold: int) -> bool:
     try:
         mallopt = ctypes.CDLL(None).mallopt
     except (OSError, AttributeError):
