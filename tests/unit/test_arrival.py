@@ -138,6 +138,88 @@ def test_a_blob_ref_of_an_arrival_is_verified_as_it_is_read(store: BlobStore) ->
         bad.read_all()
 
 
+class CountingHash:
+    """A sha256 that records the size of every update."""
+
+    def __init__(self, updates: list[int]) -> None:
+        self._hash = hashlib.sha256()
+        self._updates = updates
+
+    def update(self, data: bytes) -> None:
+        self._updates.append(len(data))
+        self._hash.update(data)
+
+    def hexdigest(self) -> str:
+        return self._hash.hexdigest()
+
+
+def test_a_reader_of_an_arrival_does_not_hash_the_bytes_the_download_hashed(
+    store: BlobStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What a reader reads are the bytes the download hashed: it does not hash them
+    again (a cold build's second pass over every compressed byte), and still ends only
+    on a verified blob."""
+    arrival = begin(store)
+    ref = BlobRef(arrival.final, 0, len(DATA), DIGEST, cached=True, arrival=arrival)
+    updates: list[int] = []
+    with monkeypatch.context() as patched:
+        patched.setattr("oci2vm.image.blobs.new_hash", lambda digest: CountingHash(updates))
+        reader = ref.open()
+    store.fill(arrival, DIGEST, io.BytesIO(DATA))
+    assert reader.read() == DATA
+    reader.close()
+    assert updates == []
+
+
+def test_a_retry_that_writes_the_same_bytes_keeps_its_readers(store: BlobStore) -> None:
+    arrival = begin(store)
+    ref = BlobRef(arrival.final, 0, len(DATA), DIGEST, cached=True, arrival=arrival)
+    arrival.write(0, DATA[:5000])  # a first attempt that broke off
+    reader = ref.open()
+    assert reader.read(4000) == DATA[:4000]
+    store.fill(arrival, DIGEST, io.BytesIO(DATA))  # the retry: the same bytes again
+    assert reader.read() == DATA[4000:]
+    reader.close()
+
+
+def test_a_retry_with_other_bytes_than_a_reader_read_fails_that_reader(
+    store: BlobStore,
+) -> None:
+    """The reader read bytes of a first attempt that the retry replaced with others: it
+    fails at its end, while the retry's bytes enter the cache and a reader opened
+    after the commit reads them."""
+    arrival = begin(store)
+    ref = BlobRef(arrival.final, 0, len(DATA), DIGEST, cached=True, arrival=arrival)
+    arrival.write(0, b"\0" * 5000)  # a first attempt with other bytes, broken off
+    early = ref.open()
+    assert early.read(100) == b"\0" * 100
+    store.fill(arrival, DIGEST, io.BytesIO(DATA))
+    with pytest.raises(Oci2vmError) as e:
+        early.read()
+    assert str(e.value) == (
+        "blob x: the registry sent other bytes when the download was retried than the "
+        "build had read: run the build again (the blob is cached now, verified)"
+    )
+    early.abort()
+    assert store.path(DIGEST).read_bytes() == DATA
+    assert ref.read_all() == DATA
+
+
+def test_other_bytes_of_a_broken_attempt_that_no_reader_read_fail_nothing(
+    store: BlobStore,
+) -> None:
+    """Only what a reader may have read counts: bytes of a first attempt beyond it,
+    replaced by the retry before anyone read them, are not the reader's."""
+    arrival = begin(store)
+    ref = BlobRef(arrival.final, 0, len(DATA), DIGEST, cached=True, arrival=arrival)
+    arrival.write(0, DATA[:1000] + b"\0" * 4000)  # right at first, then other bytes
+    reader = ref.open()
+    assert reader.read(1000) == DATA[:1000]  # the reader stops short of the others
+    store.fill(arrival, DIGEST, io.BytesIO(DATA))
+    assert reader.read() == DATA[1000:]
+    reader.close()
+
+
 def gzip_blob() -> bytes:
     return gzip.compress(DATA * 8, mtime=0)
 

@@ -4,12 +4,19 @@ still on the wire (a cold build then costs about the slower of the two, not thei
 
 The download writes into the temporary file and advances a high-water mark; a reader
 waits on a condition variable for bytes beyond what it has read, from the file (the page
-cache), so no layer is held in memory, and checks the digest of what it read itself, as
-it does for any cache entry (BlobRef.open). The file is renamed into the cache only after
-the download verified the digest (BlobStore.fill), and the blob's last byte is read only
+cache), so no layer is held in memory. The file is renamed into the cache only after the
+download verified the digest (BlobStore.fill), and the blob's last byte is read only
 then: a reader cannot end on bytes that the download may yet refuse (nor the build, which
 also waits for every download before its output appears: Downloads.finish).
 A failure, or a stop, wakes every reader with the error and removes the temporary file.
+
+A reader does not hash what it reads again (a second pass over every compressed byte,
+on a core the build needs): what it reads are bytes of the temporary file, which only
+the download writes, and which hash to the digest once committed (ArrivingFile.prove).
+The one way a reader could have read other bytes is a retry: a later attempt writes from
+the start again. So a write over bytes that a reader may already have read compares them
+first, and where they differ, every reader that opened the blob before its commit fails
+at its end.
 """
 
 from __future__ import annotations
@@ -38,11 +45,12 @@ class Arrival:
     """One blob on its way into the cache: `size` bytes into `tmp` (an open file `fd`),
     renamed to `final` once verified. `what` names it in messages."""
 
-    def __init__(self, fd: int, tmp: Path, final: Path, size: int, what: str) -> None:
+    def __init__(self, fd: int, tmp: Path, final: Path, size: int, what: str, digest: str) -> None:
         self.tmp = tmp
         self.final = final
         self.size = size
         self.what = what
+        self.digest = digest  # what commit() says the bytes hash to
         self.tail_source: TailSource | None = None
         # Called before each write: where a download gives way to one the build needs
         # first (see Downloads).
@@ -54,22 +62,31 @@ class Arrival:
         self._error: BaseException | None = None
         self._tails: dict[int, bytes] = {}  # fetched apart: checked against the blob
         self._wanted = 0  # the furthest position a reader has asked for
+        self._exposed = 0  # bytes [0, _exposed) may have been read (wait() let them)
+        self._rewritten = False  # a retry wrote other bytes over some a reader may have read
 
     # -- the download's side ---------------------------------------------------------------
 
     def write(self, position: int, data: bytes | memoryview) -> None:
         """Write bytes of the current attempt at `position`. An attempt after a broken one
         writes from 0 again, over bytes a reader may have read already: the download's
-        digest check proves the new ones, and each reader's own check those it read (a
-        registry that served other bytes the first time fails the reader's)."""
+        digest check proves the new ones; those a reader may have read are compared
+        with the new ones first (a registry that served other bytes the first time
+        fails the readers, see prove())."""
         if self.before_write is not None:
             self.before_write()
         view = memoryview(data)
         # Under the lock: fail() from another thread must not close the file between
-        # here and the write (its number could be another file's by then).
+        # here and the write (its number could be another file's by then), and a reader
+        # cannot be let at these bytes between the comparison and the write.
         with self._cond:
             self._raise_if_failed()
             assert self._fd is not None
+            seen = min(self._exposed, self._high) - position
+            if seen > 0 and not self._rewritten:
+                seen = min(seen, len(view))
+                if os.pread(self._fd, seen, position) != view[:seen]:
+                    self._rewritten = True
             while view:
                 n = os.pwrite(self._fd, view, position)
                 position += n
@@ -79,7 +96,7 @@ class Arrival:
                 self._cond.notify_all()
 
     def commit(self) -> None:
-        """The download's bytes matched the digest: check what was fetched apart, then
+        """The download's bytes matched `digest`: check what was fetched apart, then
         rename the file into the cache and let readers reach its end."""
         with self._cond:
             self._raise_if_failed()
@@ -156,12 +173,39 @@ class Arrival:
             self._raise_if_failed()
             path = self.final if self._committed else self.tmp
             fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-        return ArrivingFile(self, fd)
+            early = not self._committed
+        return ArrivingFile(self, fd, early)
 
-    def wait(self, position: int, want: int, stop: threading.Event | None = None) -> int:
-        """How many bytes from `position` may be read: at least min(want, the rest), waiting
-        for them (the last byte waits for the commit); 0 only at the end of a verified
-        blob. Raises the download's error, or Oci2vmError once `stop` is set (wake())."""
+    def prove(self, digest: str, early: bool) -> None:
+        """Raise unless a reader that read the whole blob (opened before the commit if
+        `early`) read bytes that hash to `digest`: those the download verified, never
+        changed by a retry while it could read them."""
+        with self._cond:
+            self._raise_if_failed()
+            if not self._committed:
+                raise Oci2vmError(f"{self.what}: read to its end before it was verified")
+            if digest != self.digest:
+                raise Oci2vmError(
+                    f"{self.what}: digest mismatch: expected {digest}, got {self.digest}"
+                )
+            if early and self._rewritten:
+                raise Oci2vmError(
+                    f"{self.what}: the registry sent other bytes when the download was "
+                    "retried than the build had read: run the build again (the blob is "
+                    "cached now, verified)"
+                )
+
+    def wait(
+        self,
+        position: int,
+        want: int,
+        stop: threading.Event | None = None,
+        most: int | None = None,
+    ) -> int:
+        """How many bytes from `position` the caller may read now, up to `most`: at least
+        min(want, the rest), waiting for them (the last byte waits for the commit); 0
+        only at the end of a verified blob. Raises the download's error, or Oci2vmError
+        once `stop` is set (wake()). The caller reads no more than that."""
         want = min(want, self.size - position)
         with self._cond:
             self._wanted = max(self._wanted, position + want)
@@ -170,11 +214,15 @@ class Arrival:
                 if stop is not None and stop.is_set():
                     raise Oci2vmError(f"{self.what}: reading stopped")
                 if self._committed:
-                    return self.size - position
+                    return self.size - position if most is None else min(most, self.size - position)
                 # The last byte only once verified: a reader (which checks the digest
                 # at the end) cannot finish on bytes the download may yet refuse.
                 there = min(self._high, self.size - 1) - position
                 if there >= min(want, self.size - 1 - position) > 0:
+                    if most is not None:
+                        there = min(there, most)
+                    # Before the caller reads them: a retry compares what it writes here.
+                    self._exposed = max(self._exposed, position + there)
                     return there
                 self._cond.wait(WAIT_SLICE)
 
@@ -210,11 +258,17 @@ class Arrival:
 class ArrivingFile:
     """A file-like reader of an Arrival: reads block until their bytes are written."""
 
-    def __init__(self, arrival: Arrival, fd: int) -> None:
+    def __init__(self, arrival: Arrival, fd: int, early: bool) -> None:
         self._arrival = arrival
         self._fd: int | None = fd
+        self._early = early  # opened before the commit: may have read a broken attempt
         self._position = 0
         self._stop = threading.Event()
+
+    def prove(self, digest: str) -> None:
+        """At the end of the blob: raise unless the bytes read hash to `digest` (they are
+        the download's, verified: Arrival.prove)."""
+        self._arrival.prove(digest, self._early)
 
     def seek(self, position: int) -> int:
         self._position = position
@@ -228,8 +282,8 @@ class ArrivingFile:
             size = self._arrival.size - self._position
         if size == 0:
             return b""
-        there = self._arrival.wait(self._position, min(size, LEAST_READ), self._stop)
-        data = os.pread(self._fd, min(size, there), self._position) if there else b""
+        there = self._arrival.wait(self._position, min(size, LEAST_READ), self._stop, size)
+        data = os.pread(self._fd, there, self._position) if there else b""
         self._position += len(data)
         return data
 
@@ -239,8 +293,10 @@ class ArrivingFile:
         view = memoryview(buffer)
         if not view:
             return 0
-        there = self._arrival.wait(self._position, min(len(view), LEAST_READ), self._stop)
-        view = view[: min(len(view), there)]
+        there = self._arrival.wait(
+            self._position, min(len(view), LEAST_READ), self._stop, len(view)
+        )
+        view = view[:there]
         n = os.preadv(self._fd, [view], self._position) if view else 0
         self._position += n
         return n

@@ -120,18 +120,25 @@ class BlobRef:
 
     def open(self, progress: ProgressFn | None = None) -> VerifyingReader:
         """A reader of the blob's bytes that verifies the digest when it reaches the end."""
-        f: BinaryIO
-        if self.arrival is not None:
-            f = cast(BinaryIO, self.arrival.open())  # read(), readinto(), close(): all used
-        else:
-            f = open_regular(self.path)
+        if self.arrival is not None and self.digest is not None:
+            # Not a cache entry yet: the registry's bytes, which its download hashes as
+            # they land; the reader proves at its end that it read those (Arrival.prove).
+            arriving = self.arrival.open()
+            arriving.seek(self.offset)
+            return VerifyingReader(
+                cast(BinaryIO, arriving),  # read(), readinto(), close(): all used
+                self.size,
+                self.digest,
+                progress,
+                what=self.arrival.what,
+                proof=arriving.prove,
+            )
+        f = open_regular(self.path)
         try:
             f.seek(self.offset)
         except OSError:
             f.close()
             raise
-        if self.arrival is not None:  # not a cache entry yet: the registry's bytes
-            return VerifyingReader(f, self.size, self.digest, progress, what=self.arrival.what)
         remedy = CACHE_REMEDY if self.cached else ""
         return VerifyingReader(
             f, self.size, self.digest, progress, what=str(self.path), remedy=remedy
@@ -163,6 +170,10 @@ class VerifyingReader(io.RawIOBase):
     A short read (truncated file) or a digest mismatch raises Oci2vmError. close()
     drains what was not read yet, so the digest is checked even when the consumer stops
     early (a tar reader stops at the end-of-archive blocks), then closes `raw`.
+
+    With `proof`, the bytes are not hashed here: their source hashed them (the download
+    of a blob still arriving), and proof(digest) raises at the end unless what was read
+    is what that verified.
     """
 
     def __init__(
@@ -174,6 +185,7 @@ class VerifyingReader(io.RawIOBase):
         *,
         what: str = "blob",
         remedy: str = "",
+        proof: Callable[[str], None] | None = None,
     ) -> None:
         super().__init__()
         self._raw = raw
@@ -181,6 +193,7 @@ class VerifyingReader(io.RawIOBase):
         self._left = size
         self._digest = digest
         self._hash = hashlib.sha256() if digest is None else new_hash(digest)
+        self._proof = proof if digest is not None else None
         self._progress = progress
         self._what = what
         self._done = False
@@ -222,7 +235,8 @@ class VerifyingReader(io.RawIOBase):
             self._finish()
             return
         n = len(data)
-        self._hash.update(data)
+        if self._proof is None:
+            self._hash.update(data)
         self.total += n
         if self._left is not None:
             self._left -= n
@@ -233,7 +247,9 @@ class VerifyingReader(io.RawIOBase):
         if self._done:
             return
         self._done = True
-        if self._digest is not None:
+        if self._proof is not None and self._digest is not None:
+            self._proof(self._digest)
+        elif self._digest is not None:
             algorithm = self._digest.split(":", 1)[0]
             got = f"{algorithm}:{self._hash.hexdigest()}"
             if got != self._digest:
@@ -368,7 +384,7 @@ class BlobStore:
         (see fill())."""
         final = self.path(digest)
         fd, tmp = self._temporary(final)
-        return Arrival(fd, Path(tmp), final, size, what)
+        return Arrival(fd, Path(tmp), final, size, what, digest)
 
     def fill(
         self,
@@ -380,12 +396,15 @@ class BlobStore:
         """One attempt at the blob of `arrival`: copy `stream` into it from its start,
         verifying size and digest, and commit it into the cache when they matched. A
         failed attempt leaves the file for the next one (or for Arrival.fail())."""
+        if digest != arrival.digest:
+            raise ValueError(f"fill() of {arrival.what} with another digest: {digest}")
         reader = VerifyingReader(stream, arrival.size, digest, progress, what=arrival.what)
-        buf = bytearray(CHUNK)
         position = 0
-        while n := reader.readinto(buf):
-            arrival.write(position, memoryview(buf)[:n])
-            position += n
+        # read(), not readinto(): a response body's read hands over the bytes it got,
+        # which readinto() would copy once more.
+        while data := reader.read(CHUNK):
+            arrival.write(position, data)
+            position += len(data)
         arrival.commit()
         return BlobRef(arrival.final, 0, arrival.size, digest, cached=True)
 
