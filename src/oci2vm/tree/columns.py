@@ -46,7 +46,7 @@ _EMPTY = -1  # an empty slot of the lookup table
 _DEAD = -1  # d_inode of a removed entry
 _MAX_LOAD = 0.5
 _NAMES_LIMIT = 1 << 32
-LARGE_TABLE = 1 << 17  # a lookup table this large (65,536 entries or more): a large tree
+LARGE_TABLE = 1 << 16  # a lookup table this large (32,768 entries or more): a large tree
 
 
 class Store:

@@ -19,7 +19,7 @@ from collections.abc import ItemsView, Iterator, Mapping, MutableMapping, Values
 from dataclasses import dataclass, field
 from enum import StrEnum
 from types import MappingProxyType
-from typing import Protocol
+from typing import Protocol, overload
 
 from oci2vm.tree.columns import (
     ATIME,
@@ -161,6 +161,51 @@ class FileSink(Protocol):
     def __call__(self, inode: Inode, data: DataReader, /) -> None: ...
 
 
+class _Column:
+    """An int column of an inode's row (tree/columns.py), as an attribute of the Inode."""
+
+    __slots__ = ("column",)
+
+    def __init__(self, column: int) -> None:
+        self.column = column
+
+    @overload
+    def __get__(self, inode: None, owner: type) -> _Column: ...
+    @overload
+    def __get__(self, inode: Inode, owner: type) -> int: ...
+    def __get__(self, inode: Inode | None, owner: type) -> _Column | int:
+        if inode is None:
+            return self
+        value = inode._store.cols[self.column][inode._row]
+        if value == SENTINEL[self.column]:
+            return inode._store.wide[(self.column, inode._row)]
+        return value
+
+    def __set__(self, inode: Inode, value: int) -> None:
+        inode._store.set(self.column, inode._row, value)
+
+
+class _Time:
+    """A time column of an inode's row: nanoseconds, or None."""
+
+    __slots__ = ("column",)
+
+    def __init__(self, column: int) -> None:
+        self.column = column
+
+    @overload
+    def __get__(self, inode: None, owner: type) -> _Time: ...
+    @overload
+    def __get__(self, inode: Inode, owner: type) -> int | None: ...
+    def __get__(self, inode: Inode | None, owner: type) -> _Time | int | None:
+        if inode is None:
+            return self
+        return inode._store.get_time(self.column, inode._row)
+
+    def __set__(self, inode: Inode, value: int | None) -> None:
+        inode._store.set_time(self.column, inode._row, value)
+
+
 class Inode:
     """One filesystem object: a view of a row of its tree's Store (tree/columns.py), so a
     tree of a million entries is a million rows of typed arrays, not a million objects.
@@ -275,6 +320,19 @@ class Inode:
 
     # --- columns -------------------------------------------------------------------------
 
+    mode = _Column(MODE)
+    uid = _Column(UID)
+    gid = _Column(GID)
+    mtime_ns = _Column(MTIME)
+    atime_ns = _Time(ATIME)  # None: the same as mtime
+    ctime_ns = _Time(CTIME)  # None: the same as mtime
+    # The layer (0 = bottom) whose entry gave this inode its metadata; -1 for one no entry
+    # did (a directory a layer leaves implicit, or one oci2vm made).
+    layer = _Column(LAYER)
+    # A number the filesystem writer that last took this inode finds its state for it by
+    # (fs/ext4/placements.py), checked by the writer as its own: a stale one is harmless.
+    writer_key = _Column(WRITER_KEY)
+
     @property
     def kind(self) -> Kind:
         return _KINDS[self._store.cols[KIND][self._row]]
@@ -282,68 +340,6 @@ class Inode:
     @kind.setter
     def kind(self, value: Kind) -> None:
         self._store.cols[KIND][self._row] = _KIND_CODE[value]
-
-    @property
-    def mode(self) -> int:
-        value = self._store.cols[MODE][self._row]
-        if value == SENTINEL[MODE]:
-            return self._store.wide[(MODE, self._row)]
-        return value
-
-    @mode.setter
-    def mode(self, value: int) -> None:
-        self._store.set(MODE, self._row, value)
-
-    @property
-    def uid(self) -> int:
-        value = self._store.cols[UID][self._row]
-        if value == SENTINEL[UID]:
-            return self._store.wide[(UID, self._row)]
-        return value
-
-    @uid.setter
-    def uid(self, value: int) -> None:
-        self._store.set(UID, self._row, value)
-
-    @property
-    def gid(self) -> int:
-        value = self._store.cols[GID][self._row]
-        if value == SENTINEL[GID]:
-            return self._store.wide[(GID, self._row)]
-        return value
-
-    @gid.setter
-    def gid(self, value: int) -> None:
-        self._store.set(GID, self._row, value)
-
-    @property
-    def mtime_ns(self) -> int:
-        value = self._store.cols[MTIME][self._row]
-        if value == SENTINEL[MTIME]:
-            return self._store.wide[(MTIME, self._row)]
-        return value
-
-    @mtime_ns.setter
-    def mtime_ns(self, value: int) -> None:
-        self._store.set(MTIME, self._row, value)
-
-    @property
-    def atime_ns(self) -> int | None:
-        """None: the same as mtime."""
-        return self._store.get_time(ATIME, self._row)
-
-    @atime_ns.setter
-    def atime_ns(self, value: int | None) -> None:
-        self._store.set_time(ATIME, self._row, value)
-
-    @property
-    def ctime_ns(self) -> int | None:
-        """None: the same as mtime."""
-        return self._store.get_time(CTIME, self._row)
-
-    @ctime_ns.setter
-    def ctime_ns(self, value: int | None) -> None:
-        self._store.set_time(CTIME, self._row, value)
 
     @property
     def size(self) -> int:
@@ -363,33 +359,6 @@ class Inode:
                 store.other[row] = StreamedData(old)
                 store.cols[PAYLOAD][row] = OTHER
         store.set(SIZE, row, value)
-
-    @property
-    def layer(self) -> int:
-        """The layer (0 = bottom) whose entry gave this inode its metadata; -1 for one no
-        entry did (a directory a layer leaves implicit, or one oci2vm made)."""
-        value = self._store.cols[LAYER][self._row]
-        if value == SENTINEL[LAYER]:
-            return self._store.wide[(LAYER, self._row)]
-        return value
-
-    @layer.setter
-    def layer(self, value: int) -> None:
-        self._store.set(LAYER, self._row, value)
-
-    @property
-    def writer_key(self) -> int:
-        """A number the filesystem writer that last took this inode finds its state for it
-        by (fs/ext4/placements.py), checked by the writer as its own: a stale one is
-        harmless."""
-        value = self._store.cols[WRITER_KEY][self._row]
-        if value == SENTINEL[WRITER_KEY]:
-            return self._store.wide[(WRITER_KEY, self._row)]
-        return value
-
-    @writer_key.setter
-    def writer_key(self, value: int) -> None:
-        self._store.set(WRITER_KEY, self._row, value)
 
     @property
     def xattrs(self) -> Mapping[str, bytes]:

@@ -11,7 +11,7 @@ moves with mremap(2): no copy, no hole.
 
 It has a price: every 4 MiB inflate chunk is then a fresh mapping the kernel must zero,
 ~15 % more time for the Debian fixture (13,000 entries, 711 MB of tar). So the tree asks
-for it only once it is large (Store, past 65,536 entries), where the holes would cost more.
+for it only once it is large (Store, past 32,768 entries), where the holes would cost more.
 """
 
 from __future__ import annotations
@@ -36,10 +36,17 @@ def map_large_allocations(threshold: int = THRESHOLD) -> bool:
 
 
 def _mallopt(threshold: int) -> bool:
+    """Set the threshold, then give the holes made so far back to the system."""
     try:
-        mallopt = ctypes.CDLL(None).mallopt
+        libc = ctypes.CDLL(None)
+        mallopt, malloc_trim = libc.mallopt, libc.malloc_trim
     except (OSError, AttributeError):
         return False
     mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
     mallopt.restype = ctypes.c_int
-    return bool(mallopt(M_MMAP_THRESHOLD, threshold))
+    malloc_trim.argtypes = (ctypes.c_size_t,)
+    malloc_trim.restype = ctypes.c_int
+    if not mallopt(M_MMAP_THRESHOLD, threshold):
+        return False
+    malloc_trim(0)
+    return True
