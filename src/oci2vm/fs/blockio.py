@@ -34,6 +34,7 @@ The contract:
 
 from __future__ import annotations
 
+import contextlib
 import os
 import queue
 import threading
@@ -47,6 +48,7 @@ COPY_CHUNK = MIB  # the largest piece copy() asks a DataReader for
 GATHER_LIMIT = 4 * MIB  # bytes gathered into one pwritev()
 WRITES_AHEAD = 4  # gathered writes queued for the write-behind thread
 IOV_LIMIT = 1000  # pieces per pwritev(), below IOV_MAX (1024)
+POLL = 0.1  # seconds the write-behind thread waits for work before it looks again
 _ZERO_CHUNK = bytes(COPY_CHUNK)
 _ZERO_VIEW = memoryview(_ZERO_CHUNK)
 
@@ -76,11 +78,23 @@ class _WriteBehind:
         self._fd = fd
         self._queue: queue.Queue[tuple[list[Piece], int] | None] = queue.Queue(WRITES_AHEAD)
         self._error: BaseException | None = None
+        self._closing = False
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
-        while (item := self._queue.get()) is not None:
+        # The queue is polled, not waited on: a signal's exception in the submitting
+        # thread can land inside Queue.put, and a wake-up lost there would leave this
+        # thread waiting and close() joining it for ever (seen under SIGINT and SIGTERM).
+        while True:
+            try:
+                item = self._queue.get(timeout=POLL)
+            except queue.Empty:
+                if self._closing:
+                    return
+                continue
+            if item is None:
+                return
             if self._error is None:
                 try:
                     pwritev_all(self._fd, *item)
@@ -97,7 +111,10 @@ class _WriteBehind:
         self._queue.put((pieces, pos))
 
     def close(self) -> None:
-        self._queue.put(None)
+        """Wait for the writes submitted so far, then raise the thread's error if any."""
+        self._closing = True  # the thread ends once the queue is empty
+        with contextlib.suppress(queue.Full):
+            self._queue.put_nowait(None)
         self._thread.join()
         self._raise()
 
