@@ -171,7 +171,8 @@ class Store:
     def _home(self, parent: int, name: bytes) -> int:
         return (hash(name) + parent * 0x9E3779B1) & (len(self.table) - 1)
 
-    def _name(self, entry: int) -> bytes:
+    def name_of(self, entry: int) -> bytes:
+        """The name of directory entry `entry`."""
         offset = self.d_name[entry]
         return bytes(self.names[offset : offset + self.d_len[entry]])
 
@@ -263,7 +264,7 @@ class Store:
         same run move back into the gap) and mark it removed in its directory's chain."""
         table = self.table
         mask = len(table) - 1
-        gap = self._home(self.d_parent[entry], self._name(entry))
+        gap = self._home(self.d_parent[entry], self.name_of(entry))
         while table[gap] != entry:
             gap = (gap + 1) & mask
         slot = gap
@@ -272,7 +273,7 @@ class Store:
             other = table[slot]
             if other == _EMPTY:
                 break
-            home = self._home(self.d_parent[other], self._name(other))
+            home = self._home(self.d_parent[other], self.name_of(other))
             # Move `other` back into the gap unless its home lies after the gap and at
             # or before its slot (cyclically): then it is already as near home as can be.
             if (slot > gap and (home <= gap or home > slot)) or (
@@ -303,9 +304,6 @@ class Store:
             if d_inode[entry] != _DEAD:
                 yield entry
             entry = d_next[entry]
-
-    def name_of(self, entry: int) -> bytes:
-        return self._name(entry)
 
     def has_entries(self, parent: int) -> bool:
         return next(self.entries(parent), -1) >= 0
