@@ -23,36 +23,31 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 from oci2vm.arch import Arch
-from oci2vm.boot import grub
 from oci2vm.config import Config, InitMode, OutputFormat, PartitionTable
-from oci2vm.disk.assemble import BootFiles, assemble_disk
-from oci2vm.disk.convert import convert
-from oci2vm.disk.plan import DiskPlan, boot_modes, plan_disk
 from oci2vm.errors import Oci2vmError
-from oci2vm.fs import fat
 from oci2vm.fs.ext4 import MAX_SIZE, Ext4Result, Ext4Writer, required_size
 from oci2vm.identity import Identity, image_identity
 from oci2vm.image.blobs import BlobStore, ProgressFn, uncompressed_size_hint
 from oci2vm.image.model import Image, Layer
 from oci2vm.layers.decompress import prompt_handoffs
 from oci2vm.layers.flatten import flatten
-from oci2vm.prepare import kernel, steps
-from oci2vm.prepare.hostname import check_hostname, hostname_from
-from oci2vm.prepare.ssh import read_ssh_keys
-from oci2vm.prepare.step import BootOutputs, Step, Target
 from oci2vm.report import Reporter
 from oci2vm.reports import BuildReport, DiskReport, FilesystemReport, SystemReport
 from oci2vm.sources import Fetch, resolve
 from oci2vm.sources.base import fetch_from
 from oci2vm.sources.downloads import Downloads
-from oci2vm.tree.editor import TreeEditor
 from oci2vm.tree.model import Tree
-from oci2vm.tree.osinfo import OsInfo, describe
 from oci2vm.util.atomic import atomic_output, scratch_beside
 from oci2vm.util.units import TIB
+
+if TYPE_CHECKING:  # the system and disk phases' modules load when a build needs them
+    from oci2vm.disk.assemble import BootFiles
+    from oci2vm.disk.plan import DiskPlan
+    from oci2vm.prepare.step import BootOutputs, Step, Target
+    from oci2vm.tree.osinfo import OsInfo
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,6 +178,9 @@ def build_filesystem(ctx: BuildContext, output: Path) -> RootFs:
 
 def build_disk(ctx: BuildContext, output: Path, fmt: OutputFormat) -> tuple[RootFs, DiskReport]:
     """A bootable disk: every phase."""
+    from oci2vm.disk.assemble import assemble_disk
+    from oci2vm.disk.convert import convert
+
     system = system_options(ctx.config, ctx.image)
     plan, boot = plan_phase(ctx, system)
     with atomic_output(output) as final, raw_disk(final, fmt) as raw:
@@ -208,6 +206,8 @@ def build_direct_root(ctx: BuildContext, output: Path) -> tuple[RootFs, BootOutp
     """A prepared root filesystem (no disk around it) and the kernel and initramfs to
     boot it directly, as oci2vm run boots an image. When the image keeps its own kernel
     (system mode, --kernel auto), the outputs stay empty: boot a disk instead."""
+    from oci2vm.prepare.step import BootOutputs
+
     system = system_options(ctx.config, ctx.image)
     direct = BootOutputs()
     with atomic_output(output) as tmp, open(tmp, "r+b") as out:
@@ -221,6 +221,10 @@ def build_direct_root(ctx: BuildContext, output: Path) -> tuple[RootFs, BootOutp
 
 
 def system_options(config: Config, image: Image) -> SystemOptions:
+    from oci2vm.prepare import steps
+    from oci2vm.prepare.hostname import check_hostname, hostname_from
+    from oci2vm.prepare.ssh import read_ssh_keys
+
     arch = Arch.from_name(image.config.platform.architecture)
     hostname = check_hostname(config.hostname) if config.hostname else hostname_from(image.name)
     keys = read_ssh_keys(config.ssh_keys)
@@ -239,6 +243,9 @@ def system_options(config: Config, image: Image) -> SystemOptions:
 
 def plan_phase(ctx: BuildContext, system: SystemOptions) -> tuple[DiskPlan, BootFiles]:
     """The boot images, then the disk plan that has room for them and the root."""
+    from oci2vm.disk.plan import boot_modes, plan_disk
+    from oci2vm.fs import fat
+
     config = ctx.config
     arch = system.arch
     bios, uefi = boot_modes(config.boot)
@@ -265,6 +272,9 @@ def plan_phase(ctx: BuildContext, system: SystemOptions) -> tuple[DiskPlan, Boot
 def boot_files(
     arch: Arch, table: PartitionTable, bios: bool, uefi: bool, fs_uuid: str
 ) -> BootFiles:
+    from oci2vm.boot import grub
+    from oci2vm.disk.assemble import BootFiles
+
     core = grub.build_bios_core(fs_uuid, table.value, arch=arch) if bios else b""
     esp_files = {}
     if uefi:
@@ -347,6 +357,11 @@ def prepare_tree(
     boot_outputs: BootOutputs | None = None,
 ) -> tuple[Target, tuple[str, ...]]:
     """Phase 4: run the steps over the streamed tree."""
+    from oci2vm.prepare import kernel, steps
+    from oci2vm.prepare.step import Target
+    from oci2vm.tree.editor import TreeEditor
+    from oci2vm.tree.osinfo import describe
+
     info = describe(tree)
     target = Target(
         os=info,
