@@ -15,9 +15,8 @@ import struct
 import uuid as uuidlib
 from dataclasses import dataclass
 
-import crc32c as _crc32c
-
 from oci2vm.errors import Oci2vmError
+from oci2vm.util import crc as _crc
 from oci2vm.util.units import MIB, align_up, ceil_div
 
 BLOCK_SIZE = 4096
@@ -82,7 +81,7 @@ MASK32 = 0xFFFFFFFF
 
 def crc32c(seed: int, data: bytes | bytearray | memoryview) -> int:
     """ext4's crc32c: seed in, no final inversion (the library does the standard one)."""
-    return ~_crc32c.crc32c(data, ~seed & MASK32) & MASK32
+    return ~_crc.crc32c(data, ~seed & MASK32) & MASK32
 
 
 def fs_csum_seed(fs_uuid: uuidlib.UUID) -> int:
