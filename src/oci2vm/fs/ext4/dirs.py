@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from oci2vm.fs.ext4.layout import BLOCK_SIZE, HASH_HALF_MD4, MASK32, crc32c
 from oci2vm.tree.model import Kind
@@ -156,8 +157,7 @@ def hash_seed_words(seed: bytes) -> tuple[int, int, int, int]:
     return a, b, c, d
 
 
-@dataclass(frozen=True, slots=True)
-class DirEntry:
+class DirEntry(NamedTuple):  # a tuple: a directory's worth are made at once, cheaply
     name: bytes
     ino: int
     file_type: int

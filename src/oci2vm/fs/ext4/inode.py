@@ -157,12 +157,19 @@ def extent_tree_blocks(extents: int) -> int:
     return blocks
 
 
+INLINE_LEAVES_SIZE = ROOT_ENTRIES * LEAF.size  # packed leaves that fit in the inode
+
+
+def inline_leaves(packed: bytes) -> bytes:
+    """i_block holding at most four packed leaf entries (see INLINE_LEAVES_SIZE)."""
+    return (_header(len(packed) // LEAF.size, ROOT_ENTRIES, 0) + packed).ljust(60, b"\0")
+
+
 def leaves_tree(packed: bytes, alloc_block: Callable[[], int], ino_seed: int) -> ExtentTree:
     """build_extent_tree() for extents packed by pack_leaves(); those that fit the inode
     (nearly every file) go there as they are."""
-    count = len(packed) // LEAF.size
-    if count <= ROOT_ENTRIES:
-        return ExtentTree((_header(count, ROOT_ENTRIES, 0) + packed).ljust(60, b"\0"), [])
+    if len(packed) <= INLINE_LEAVES_SIZE:
+        return ExtentTree(inline_leaves(packed), [])
     return build_extent_tree(unpack_leaves(packed), alloc_block, ino_seed)
 
 
@@ -218,6 +225,7 @@ class InodeFields:
 _INODE = struct.Struct("<HHIIIIIHHIII60sIIIIHHHHHHHHIIIII")
 # inodes.rst: i_crtime_extra is the le32 at 0x94, i_version_hi follows at 0x98.
 assert _INODE.size == 0x98 <= 128 + EXTRA_ISIZE <= INODE_SIZE
+_CSUM_HALF = struct.Struct("<H")
 
 
 def pack_inode(f: InodeFields, ino_seed: int) -> bytes:
@@ -232,48 +240,75 @@ def pack_inode_into(table: bytearray, at: int, f: InodeFields, ino_seed: int) ->
     """pack_inode() into table[at : at + INODE_SIZE], which must be zeros: a writer packs
     a run of inodes into one buffer, written at once."""
     # Most inodes share one time for three fields, and every one the same crtime.
-    mtime, mtime_x = encode_time(f.mtime_ns)
-    atime, atime_x = (mtime, mtime_x) if f.atime_ns == f.mtime_ns else encode_time(f.atime_ns)
-    ctime, ctime_x = (mtime, mtime_x) if f.ctime_ns == f.mtime_ns else encode_time(f.ctime_ns)
-    crtime, crtime_x = _encode_time_cached(f.crtime_ns)
+    mtime = encode_time(f.mtime_ns)
+    atime = mtime if f.atime_ns == f.mtime_ns else encode_time(f.atime_ns)
+    ctime = mtime if f.ctime_ns == f.mtime_ns else encode_time(f.ctime_ns)
+    pack_encoded_into(
+        table, at, ino_seed, f.mode, f.uid, f.gid, f.size, f.links, f.blocks_512, f.flags,
+        f.i_block, atime, ctime, mtime, _encode_time_cached(f.crtime_ns), f.file_acl,
+        f.ibody_xattrs,
+    )  # fmt: skip
+
+
+def pack_encoded_into(
+    table: bytearray,
+    at: int,
+    ino_seed: int,
+    mode: int,
+    uid: int,
+    gid: int,
+    size: int,
+    links: int,
+    blocks_512: int,
+    flags: int,
+    i_block: bytes,
+    atime: tuple[int, int],
+    ctime: tuple[int, int],
+    mtime: tuple[int, int],
+    crtime: tuple[int, int],
+    file_acl: int = 0,
+    ibody_xattrs: bytes = b"",
+) -> None:
+    """pack_inode_into() from the fields as positional values, times already encoded
+    (encode_time): what a writer packing thousands of inodes in one loop calls."""
     _INODE.pack_into(
         table,
         at,
-        f.mode,  # i_mode
-        f.uid & 0xFFFF,  # i_uid
-        f.size & MASK32,  # i_size_lo
-        atime,  # i_atime
-        ctime,  # i_ctime
-        mtime,  # i_mtime
+        mode,  # i_mode
+        uid & 0xFFFF,  # i_uid
+        size & MASK32,  # i_size_lo
+        atime[0],  # i_atime
+        ctime[0],  # i_ctime
+        mtime[0],  # i_mtime
         0,  # i_dtime
-        f.gid & 0xFFFF,  # i_gid
-        f.links,  # i_links_count
-        f.blocks_512 & MASK32,  # i_blocks_lo
-        f.flags,  # i_flags
+        gid & 0xFFFF,  # i_gid
+        links,  # i_links_count
+        blocks_512 & MASK32,  # i_blocks_lo
+        flags,  # i_flags
         0,  # l_i_version
-        f.i_block,  # i_block[15]
+        i_block,  # i_block[15]
         0,  # i_generation
-        f.file_acl & MASK32,  # i_file_acl_lo
-        f.size >> 32,  # i_size_high
+        file_acl & MASK32,  # i_file_acl_lo
+        size >> 32,  # i_size_high
         0,  # i_obso_faddr
-        (f.blocks_512 >> 32) & 0xFFFF,  # l_i_blocks_high
-        f.file_acl >> 32,  # l_i_file_acl_high
-        (f.uid >> 16) & 0xFFFF,  # l_i_uid_high
-        (f.gid >> 16) & 0xFFFF,  # l_i_gid_high
+        (blocks_512 >> 32) & 0xFFFF,  # l_i_blocks_high
+        file_acl >> 32,  # l_i_file_acl_high
+        (uid >> 16) & 0xFFFF,  # l_i_uid_high
+        (gid >> 16) & 0xFFFF,  # l_i_gid_high
         0,  # l_i_checksum_lo, below
         0,  # l_i_reserved
         EXTRA_ISIZE,  # i_extra_isize
         0,  # i_checksum_hi, below
-        ctime_x,  # i_ctime_extra
-        mtime_x,  # i_mtime_extra
-        atime_x,  # i_atime_extra
-        crtime,  # i_crtime
-        crtime_x,  # i_crtime_extra
+        ctime[1],  # i_ctime_extra
+        mtime[1],  # i_mtime_extra
+        atime[1],  # i_atime_extra
+        crtime[0],  # i_crtime
+        crtime[1],  # i_crtime_extra
     )
-    if f.ibody_xattrs:
+    if ibody_xattrs:
         start = at + 128 + EXTRA_ISIZE
-        table[start : start + len(f.ibody_xattrs)] = f.ibody_xattrs
+        table[start : start + len(ibody_xattrs)] = ibody_xattrs
     with memoryview(table) as view:
         csum = crc32c(ino_seed, view[at : at + INODE_SIZE])
-    struct.pack_into("<H", table, at + 0x7C, csum & 0xFFFF)  # l_i_checksum_lo
-    struct.pack_into("<H", table, at + 0x82, csum >> 16)  # i_checksum_hi
+    _CSUM_HALF.pack_into(table, at + 0x7C, csum & 0xFFFF)  # l_i_checksum_lo
+    _CSUM_HALF.pack_into(table, at + 0x82, csum >> 16)  # i_checksum_hi

@@ -112,7 +112,7 @@ class InodeNumbering:
                     ino = len(rows)
                     rows.append(-1)
                     self.file_key.append(-1)
-                    self._number(Inode.at(store, row), ino)
+                    self._number_row(row, ino)
                     parent.append(dir_ino)
                     links.append(0)
                 links[ino] += 1
@@ -135,10 +135,14 @@ class InodeNumbering:
     def _number(self, inode: Inode, ino: int) -> None:
         if inode.store is not self.inodes.store:
             raise RuntimeError("a tree's inodes must all be in its root's store")
-        self.inodes.rows[ino] = inode.row
-        key = self._placed.key(inode)
+        self._number_row(inode.row, ino)
+
+    def _number_row(self, row: int, ino: int) -> None:
+        store = self.inodes.store
+        self.inodes.rows[ino] = row
+        key = self._placed.key_at(store, row, store.get(WRITER_KEY, row))
         self.file_key[ino] = -1 if key is None else key
-        inode.writer_key = ino
+        store.set(WRITER_KEY, row, ino)
 
     def ino(self, inode: Inode) -> int | None:
         """The inode's number, None for one not in the tree."""
@@ -151,6 +155,16 @@ class InodeNumbering:
         """A directory's entries, sorted by name."""
         store = self.inodes.store
         return [(name, Inode.at(store, row)) for name, row in self._child_rows(directory.row)]
+
+    def numbered_entries(self, directory: Inode) -> list[tuple[bytes, int, int]]:
+        """A directory's entries as (name, inode number, kind code), sorted by name: what
+        its blocks hold, read from the columns without a view per entry."""
+        store = self.inodes.store
+        kinds = store.cols[KIND]
+        return [
+            (name, store.get(WRITER_KEY, row), kinds[row])
+            for name, row in self._child_rows(directory.row)
+        ]
 
     def _child_rows(self, dir_row: int) -> list[tuple[bytes, int]]:
         """A directory's entries as (name, row), sorted by name."""

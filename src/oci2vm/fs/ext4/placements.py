@@ -46,13 +46,16 @@ class Placements:
 
     def key(self, inode: Inode) -> int | None:
         """The key of a placed inode, None for one this store has not placed."""
-        key = inode.writer_key
+        return self.key_at(inode.store, inode.row, inode.writer_key)
+
+    def key_at(self, store: Store, row: int, key: int) -> int | None:
+        """key() of the inode at `row` of `store`, whose writer_key is `key`."""
         if not 0 <= key < len(self._rows):
             return None
-        store, row = self._stores[self._store_of[key]], self._rows[key]
-        if row != inode.row or store is not inode.store:
-            store, row = store.resolve(row)
-            if row != inode.row or store is not inode.store:
+        placed, placed_row = self._stores[self._store_of[key]], self._rows[key]
+        if placed_row != row or placed is not store:
+            placed, placed_row = placed.resolve(placed_row)
+            if placed_row != row or placed is not store:
                 return None
         return key
 
