@@ -13,7 +13,13 @@ from pathlib import Path
 import pytest
 
 from oci2vm.errors import Oci2vmError
-from oci2vm.image.blobs import BlobRef, BlobStore, VerifyingReader, uncompressed_size_hint
+from oci2vm.image.blobs import (
+    THREADED_HASH,
+    BlobRef,
+    BlobStore,
+    VerifyingReader,
+    uncompressed_size_hint,
+)
 from support.deadline import within
 
 DATA = bytes(range(256)) * 1000
@@ -59,6 +65,26 @@ def test_an_altered_blob_fails_its_digest_at_the_end() -> None:
     with pytest.raises(Oci2vmError, match="blob x: digest mismatch"):
         r.read(4096)
         r.read(4096)
+
+
+def test_a_large_blob_is_hashed_in_its_own_thread_and_still_verified() -> None:
+    big = bytes(range(256)) * (3 * THREADED_HASH // 256 + 7)
+    digest = "sha256:" + hashlib.sha256(big).hexdigest()
+    r = _reader(big, len(big), digest)
+    assert r._hasher is not None
+    got, buffer = bytearray(), bytearray(65536)  # one buffer, reused: each piece is copied
+    while n := r.readinto(buffer):
+        got += buffer[:n]
+    assert bytes(got) == big and r.computed_digest == digest
+    altered = bytearray(big)
+    altered[-5] ^= 1
+    r = _reader(bytes(altered), len(big), digest)
+    with pytest.raises(Oci2vmError, match="blob x: digest mismatch"):
+        while r.readinto(buffer):
+            pass
+    r = _reader(big, len(big), digest)
+    r.read(100)
+    r.abort()  # gives up: its hashing thread ends without the rest
 
 
 # --- blobs on disk: what is not a readable regular file is a one-line error ----------------

@@ -347,13 +347,13 @@ def test_verified_diff_ids_are_remembered_and_not_hashed_again(
     for blob, diff_id in zip(built.layer_digests, first.diff_ids, strict=True):
         assert store.uncompressed_digest(blob) == diff_id
     hashers: list[object] = []
-    real = decompress._Hasher
+    real = decompress._stream_hasher
 
     def counting() -> object:
         hashers.append(real())
         return hashers[-1]
 
-    monkeypatch.setattr(decompress, "_Hasher", counting)
+    monkeypatch.setattr(decompress, "_stream_hasher", counting)
     again = flatten(resolve(f"oci:{tmp_path / 'img'}", Fetch()), store=store)
     assert again.diff_ids == first.diff_ids
     assert hashers == []  # both layers were known

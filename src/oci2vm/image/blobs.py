@@ -25,8 +25,10 @@ from typing import BinaryIO, cast
 from oci2vm.errors import Oci2vmError
 from oci2vm.image.arrival import Arrival
 from oci2vm.layers.decompress import GZIP_MAGIC, ZSTD_MAGIC
+from oci2vm.util.hashing import HashThread
 
 CHUNK = 1 << 20
+THREADED_HASH = 1 << 20  # blobs this large are hashed in a thread of their own
 log = logging.getLogger(__name__)
 _DIGEST_RE = re.compile(r"^(sha256:[0-9a-f]{64}|sha512:[0-9a-f]{128})$")
 
@@ -194,6 +196,10 @@ class VerifyingReader(io.RawIOBase):
         self._digest = digest
         self._hash = hashlib.sha256() if digest is None else new_hash(digest)
         self._proof = proof if digest is not None else None
+        # A layer's bytes are hashed beside the thread reading them (util/hashing.py).
+        self._hasher: HashThread | None = None
+        if self._proof is None and size is not None and size >= THREADED_HASH:
+            self._hasher = HashThread(self._hash, "blob-hash")
         self._progress = progress
         self._what = what
         self._done = False
@@ -235,7 +241,9 @@ class VerifyingReader(io.RawIOBase):
             self._finish()
             return
         n = len(data)
-        if self._proof is None:
+        if self._hasher is not None:
+            self._hasher.feed(bytes(data) if isinstance(data, memoryview) else data)
+        elif self._proof is None:
             self._hash.update(data)
         self.total += n
         if self._left is not None:
@@ -251,17 +259,20 @@ class VerifyingReader(io.RawIOBase):
             self._proof(self._digest)
         elif self._digest is not None:
             algorithm = self._digest.split(":", 1)[0]
-            got = f"{algorithm}:{self._hash.hexdigest()}"
+            got = f"{algorithm}:{self._hexdigest()}"
             if got != self._digest:
                 raise Oci2vmError(
                     f"{self._what}: digest mismatch: expected {self._digest}, got {got}"
                     + self._remedy
                 )
 
+    def _hexdigest(self) -> str:
+        return self._hash.hexdigest() if self._hasher is None else self._hasher.hexdigest()
+
     @property
     def computed_digest(self) -> str:
         """The digest of what was read so far (all of it, once at the end)."""
-        return "sha256:" + self._hash.hexdigest() if self._digest is None else self._digest
+        return "sha256:" + self._hexdigest() if self._digest is None else self._digest
 
     def drain(self) -> None:
         """Read to the end (verifying the digest)."""
@@ -287,6 +298,8 @@ class VerifyingReader(io.RawIOBase):
     def abort(self) -> None:
         """Close without reading the rest (after an error)."""
         self._done = True
+        if self._hasher is not None:
+            self._hasher.stop()
         if not self.closed:
             try:
                 self._raw.close()

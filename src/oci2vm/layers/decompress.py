@@ -17,6 +17,7 @@ from typing import Any, Protocol
 from isal import igzip_lib, isal_zlib
 
 from oci2vm.errors import Oci2vmError
+from oci2vm.util.hashing import HashThread
 
 CHUNK = 4 << 20
 GZIP_MAGIC = b"\x1f\x8b"
@@ -388,37 +389,9 @@ class LayerStream:
         self.close()
 
 
-class _Hasher:
-    """sha256 of a stream of chunks, computed in a thread of its own: with the inflating
-    thread and the consumer, the three keep two cores busy (hashlib releases the GIL)."""
-
-    def __init__(self) -> None:
-        self._hash = hashlib.sha256()
-        self._queue: queue.Queue[bytes | None] = queue.Queue(QUEUE_CHUNKS)
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-        self._digest: str | None = None
-
-    def _run(self) -> None:
-        while (chunk := self._queue.get()) is not None:
-            self._hash.update(chunk)
-
-    def feed(self, chunk: bytes) -> None:
-        self._queue.put(chunk)
-
-    def result(self) -> str:
-        """Wait for every chunk fed so far and return the digest."""
-        if self._digest is None:
-            self._queue.put(None)
-            self._thread.join()
-            self._digest = "sha256:" + self._hash.hexdigest()
-        return self._digest
-
-    def stop(self) -> None:
-        if self._thread.is_alive():
-            with contextlib.suppress(queue.Full):
-                self._queue.put_nowait(None)
-            self._thread.join(timeout=5)
+def _stream_hasher() -> HashThread:
+    """The hash of a layer's uncompressed stream, against its diff_id."""
+    return HashThread(hashlib.sha256(), "diff-id-hash")
 
 
 def decompressed(
@@ -441,7 +414,7 @@ def decompressed(
     head = raw.read(4)
     kind = detect_compression(head, media_type)
     chunks = {"gzip": _gzip_chunks, "zstd": _zstd_chunks, "none": _plain_chunks}[kind]
-    hasher = _Hasher() if hash_stream else None
+    hasher = _stream_hasher() if hash_stream else None
 
     def produce() -> Iterator[bytes]:
         try:
@@ -465,11 +438,15 @@ def decompressed(
         # The whole blob must be read for its digest to be checked.
         while raw.read(CHUNK):
             pass
-        got = hasher.result() if hasher is not None else diff_id
+        got = stream_digest() if hasher is not None else diff_id
         if diff_id is not None and got != diff_id:
             raise Oci2vmError(
                 f"{what} uncompressed (diff_id): digest mismatch: expected {diff_id}, got {got}"
             )
+
+    def stream_digest() -> str:
+        assert hasher is not None
+        return "sha256:" + hasher.hexdigest()
 
     # Closing must not read on (that would verify the digest of an abandoned blob).
     abort_blob = getattr(raw, "abort", raw.close)
@@ -482,7 +459,7 @@ def decompressed(
     return LayerStream(
         produce,
         release,
-        hasher.result if hasher is not None else lambda: diff_id or "",
+        stream_digest if hasher is not None else lambda: diff_id or "",
         getattr(raw, "interrupt", None),
     )
 

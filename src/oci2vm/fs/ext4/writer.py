@@ -18,7 +18,7 @@ at once.
 from __future__ import annotations
 
 import uuid as uuidlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import BinaryIO
 
@@ -431,16 +431,44 @@ class Ext4Writer:
     def _inodes(self, tree: InodeNumbering, dirs: dict[int, _Dir], tail: Tail) -> None:
         """Pack every inode, writing its remaining blocks, into its table: the inodes of a
         run of consecutive numbers in one group are packed into one buffer, written at once
-        (up to TABLE_CHUNK bytes), rather than one write per inode.
-
-        Nearly every inode is plain: no xattrs, no value kept wide, a file of at most four
-        extents (its tree fits the inode), a directory, a fast symlink, a fifo or socket.
-        Those are packed straight from the store's columns in this loop, which is most of
-        finish()'s time on a large tree; the others go through _inode() and its view."""
+        (up to TABLE_CHUNK bytes), rather than one write per inode. Plain inodes are packed
+        from the columns (_plain_packer), the others through _inode() and a view."""
         crtime_ns = self._id.fs_time * 1_000_000_000
-        crtime = encode_time(crtime_ns)
         ipg = tail.geo.inodes_per_group
         fs_seed = self._id.fs_seed
+        store = tree.inodes.store
+        pack_plain = self._plain_packer(tree, dirs)
+        table = bytearray()
+        first = 0  # the inode number of table's first inode
+        for ino, row in enumerate(tree.inodes.rows):
+            if row < 0:
+                continue
+            at = (ino - first) * INODE_SIZE
+            if at != len(table) or (ino - 1) % ipg == 0 or at >= TABLE_CHUNK:
+                if table:
+                    self._io.write_at(tail.inode_pos(first), memoryview(table))
+                table, first, at = bytearray(), ino, 0
+            table += _ZERO_INODE
+            ino_seed = inode_csum_seed(fs_seed, ino)
+            if pack_plain(table, at, ino, row, ino_seed):
+                continue
+            try:
+                fields = self._inode(tree, ino, Inode.at(store, row), dirs, crtime_ns, ino_seed)
+            except _InodeError as error:
+                raise Oci2vmError(f"{tree.path(ino)}: {error}") from None
+            pack_inode_into(table, at, fields, ino_seed)
+        if table:
+            self._io.write_at(tail.inode_pos(first), memoryview(table))
+
+    def _plain_packer(
+        self, tree: InodeNumbering, dirs: dict[int, _Dir]
+    ) -> Callable[[bytearray, int, int, int, int], bool]:
+        """pack(table, at, ino, row, ino_seed): pack inode `ino` (row `row`) into the table
+        and say True if it is plain: no xattrs, no value kept wide, and a file of at most
+        four extents (its tree fits the inode), a directory, a fast symlink, a fifo or a
+        socket: nearly every inode. It is read straight from the store's columns, which
+        saves most of what a view and an InodeFields per inode cost on a large tree."""
+        crtime = encode_time(self._id.fs_time * 1_000_000_000)
         store = tree.inodes.store
         kinds, modes, uids, gids, mtimes, sizes = (
             store.cols[column] for column in (KIND, MODE, UID, GID, MTIME, SIZE)
@@ -455,43 +483,29 @@ class Ext4Writer:
         )
         empty_codes = {KIND_CODES[Kind.FIFO], KIND_CODES[Kind.SOCKET]}
         encoded: dict[int, tuple[int, int]] = {}  # encode_time() of recent times
-        table = bytearray()
-        first = 0  # the inode number of table's first inode
-        for ino, row in enumerate(tree.inodes.rows):
-            if row < 0:
-                continue
-            at = (ino - first) * INODE_SIZE
-            if at != len(table) or (ino - 1) % ipg == 0 or at >= TABLE_CHUNK:
-                if table:
-                    self._io.write_at(tail.inode_pos(first), memoryview(table))
-                table, first, at = bytearray(), ino, 0
-            table += _ZERO_INODE
-            ino_seed = inode_csum_seed(fs_seed, ino)
-            # The plain inode's (i_block, i_flags, i_size, blocks); i_block None: not plain.
-            kind, i_block = kinds[row], None
+
+        def pack(table: bytearray, at: int, ino: int, row: int, ino_seed: int) -> bool:
             if row in wide or row in xattrs or links[ino] > MAX_LINKS:
-                pass
-            elif kind == file_code:
+                return False
+            kind = kinds[row]
+            if kind == file_code:
                 packed = packed_of(file_key[ino])
-                if len(packed) <= INLINE_LEAVES_SIZE:
-                    i_block, flags, size = inline_leaves(packed), FL_EXTENTS, sizes[row]
-                    blocks = leaves_length(packed)
+                if len(packed) > INLINE_LEAVES_SIZE:
+                    return False
+                i_block, flags, size = inline_leaves(packed), FL_EXTENTS, sizes[row]
+                blocks = leaves_length(packed)
             elif kind == dir_code:
                 built = dirs[ino]
                 i_block, flags, size, blocks = built.i_block, built.flags, built.size, built.blocks
             elif kind == link_code:
                 target = other.get(row)
-                if isinstance(target, bytes) and 0 < len(target) < 60 and b"\0" not in target:
-                    i_block, flags, size, blocks = target.ljust(60, b"\0"), 0, len(target), 0
+                if not (isinstance(target, bytes) and 0 < len(target) < 60 and b"\0" not in target):
+                    return False
+                i_block, flags, size, blocks = target.ljust(60, b"\0"), 0, len(target), 0
             elif kind in empty_codes:
                 i_block, flags, size, blocks = _EMPTY_I_BLOCK, 0, 0, 0
-            if i_block is None:
-                try:
-                    fields = self._inode(tree, ino, Inode.at(store, row), dirs, crtime_ns, ino_seed)
-                except _InodeError as error:
-                    raise Oci2vmError(f"{tree.path(ino)}: {error}") from None
-                pack_inode_into(table, at, fields, ino_seed)
-                continue
+            else:
+                return False
             mtime_ns = mtimes[row]
             mtime = encoded.get(mtime_ns)
             if mtime is None:
@@ -508,8 +522,9 @@ class Ext4Writer:
                 size, links[ino], blocks * (BLOCK_SIZE // 512), flags, i_block, atime, ctime,
                 mtime, crtime,
             )  # fmt: skip
-        if table:
-            self._io.write_at(tail.inode_pos(first), memoryview(table))
+            return True
+
+        return pack
 
     def _inode(
         self,

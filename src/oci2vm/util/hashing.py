@@ -1,0 +1,63 @@
+"""A digest computed in a thread of its own, beside the thread that reads the stream.
+
+hashlib releases the GIL over large updates, so a layer's hash (of its compressed blob, and
+on a first build of its uncompressed stream) costs the reading thread one queue put per
+chunk: on a build, the inflating thread is the critical path, and the hashes run on the
+core that waits for it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import queue
+import threading
+
+QUEUE_CHUNKS = 4  # chunks waiting to be hashed: bounds the memory they pin
+POLL = 0.1  # seconds between looks at `_closing` while the queue is empty
+
+
+class HashThread:
+    """feed() chunks (which must not change afterwards: bytes, or memory never written
+    again), then hexdigest() waits for them and returns the digest. stop() gives up."""
+
+    def __init__(self, hash_object: hashlib._Hash, name: str = "hash") -> None:
+        self._hash = hash_object
+        self._queue: queue.Queue[bytes | memoryview | None] = queue.Queue(QUEUE_CHUNKS)
+        self._closing = False
+        self._digest: str | None = None
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        # Polled, as the block writer's thread is: a stop() whose None found the queue
+        # full must still end this thread.
+        while True:
+            try:
+                chunk = self._queue.get(timeout=POLL)
+            except queue.Empty:
+                if self._closing:
+                    return
+                continue
+            if chunk is None:
+                return
+            self._hash.update(chunk)
+
+    def feed(self, chunk: bytes | memoryview) -> None:
+        if self._digest is not None or self._closing:
+            raise RuntimeError("HashThread fed after hexdigest() or stop()")
+        self._queue.put(chunk)
+
+    def hexdigest(self) -> str:
+        """Wait for every chunk fed so far; the digest in hex."""
+        if self._digest is None:
+            self._queue.put(None)
+            self._thread.join()
+            self._digest = self._hash.hexdigest()
+        return self._digest
+
+    def stop(self) -> None:
+        """Give up: the thread ends once what is queued is hashed (or at once)."""
+        self._closing = True
+        with contextlib.suppress(queue.Full):
+            self._queue.put_nowait(None)
