@@ -45,8 +45,8 @@ from oci2vm.tree.model import DataReader
 from oci2vm.util.units import MIB, align_up
 
 COPY_CHUNK = MIB  # the largest piece copy() asks a DataReader for
-GATHER_LIMIT = 4 * MIB  # bytes gathered into one pwritev()
-WRITES_AHEAD = 4  # gathered writes queued for the write-behind thread
+GATHER_LIMIT = MIB  # bytes gathered into one pwritev()
+WRITES_AHEAD = 8  # gathered writes queued for the write-behind thread
 IOV_LIMIT = 1000  # pieces per pwritev(), below IOV_MAX (1024)
 POLL = 0.1  # seconds the write-behind thread waits for work before it looks again
 _ZERO_CHUNK = bytes(COPY_CHUNK)
