@@ -213,3 +213,32 @@ def test_an_inode_packed_into_a_table_is_the_inode_packed_alone() -> None:
     pack_inode_into(table, INODE_SIZE, fields, 12345)
     assert table[INODE_SIZE : 2 * INODE_SIZE] == pack_inode(fields, 12345)
     assert not any(table[:INODE_SIZE]) and not any(table[2 * INODE_SIZE :])
+
+
+def test_plain_inodes_packed_from_columns_match_the_general_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """finish() packs most inodes straight from the store's columns (_plain_packer) and
+    the rest through _inode(): the same tree written with every inode sent the general way
+    must give the same bytes, and both ways must have been taken."""
+    fast = tmp_path / "fast.img"
+    build(every_case_tree(), fast)
+    real = Ext4Writer._plain_packer
+    taken: list[bool] = []
+
+    def counting(self: Ext4Writer, *args: object) -> object:
+        pack = real(self, *args)  # type: ignore[arg-type]
+
+        def count(*a: object) -> bool:
+            taken.append(pack(*a))  # type: ignore[arg-type]
+            return taken[-1]
+
+        return count
+
+    monkeypatch.setattr(Ext4Writer, "_plain_packer", counting)
+    build(every_case_tree(), tmp_path / "counted.img")
+    assert True in taken and False in taken
+    monkeypatch.setattr(Ext4Writer, "_plain_packer", lambda *_: lambda *_a: False)
+    general = tmp_path / "general.img"
+    build(every_case_tree(), general)
+    assert fast.read_bytes() == general.read_bytes()
