@@ -6,12 +6,13 @@ directories; a tree with its own lost+found; data streamed for a file the tree d
 from __future__ import annotations
 
 import io
+import random
 import re
 import subprocess
 from pathlib import Path
 
 from oci2vm.fs.ext4 import Ext4Writer
-from oci2vm.fs.ext4.dirs import name_hash
+from oci2vm.fs.ext4.dirs import name_hash, name_hash_py
 from oci2vm.tree.model import BytesData, BytesReader, Inode, Kind, new_dir
 from support.ext4check import (
     FS_TIME,
@@ -82,6 +83,19 @@ def test_name_hash_matches_a_known_value() -> None:
     """e2fsck verifies every htree the tests build; this pins the unseeded default too
     (value from `debugfs -R 'dx_hash -h half_md4 hello'`)."""
     assert name_hash(b"hello", (0, 0, 0, 0))[0] == _debugfs_hash("hello")
+    assert name_hash_py(b"hello", (0, 0, 0, 0))[0] == _debugfs_hash("hello")
+
+
+def test_the_library_hash_is_the_python_one() -> None:
+    """name_hash is libext2fs's ext2fs_dirhash() where the system has it (e2fsprogs, which
+    these tests need): it must hash every name as name_hash_py(), the fallback, does."""
+    assert name_hash is not name_hash_py  # the library is there, so it is what runs
+    rng = random.Random(7)
+    allowed = [b for b in range(1, 256) if b != ord("/")]
+    names = [bytes(rng.choices(allowed, k=rng.randrange(1, 256))) for _ in range(3000)]
+    names += [b"a" * n for n in range(1, 70)] + [b"\xff" * n for n in (1, 31, 32, 33, 255)]
+    for seed in ((0, 0, 0, 0), (1, 2, 3, 4), (0xFFFFFFFF, 0x80000000, 0x7FFFFFFF, 0x12345678)):
+        assert [name_hash(n, seed) for n in names] == [name_hash_py(n, seed) for n in names]
 
 
 def _debugfs_hash(name: str) -> int:

@@ -14,7 +14,9 @@ low bit of an index hash marks a leaf that continues its predecessor's hash.
 
 from __future__ import annotations
 
+import ctypes
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -140,7 +142,7 @@ def _hash_words(chunk: bytes, length: int, count: int) -> list[int]:
     return words
 
 
-def name_hash(name: bytes, seed: tuple[int, int, int, int]) -> tuple[int, int]:
+def name_hash_py(name: bytes, seed: tuple[int, int, int, int]) -> tuple[int, int]:
     """(major, minor) half-MD4 hash of a name, unsigned-char variant."""
     buf = list(seed) if any(seed) else list(_DEFAULT_SEED)
     length = len(name)
@@ -149,7 +151,51 @@ def name_hash(name: bytes, seed: tuple[int, int, int, int]) -> tuple[int, int]:
         _half_md4(buf, _hash_words(name[pos:], length, 8))
         length -= 32
         pos += 32
-    return buf[1] & ~1, buf[2]
+    major = buf[1] & ~1
+    if major == _HTREE_EOF << 1:  # reserved for the end of a readdir: one below, as Linux
+        major = (_HTREE_EOF - 1) << 1
+    return major, buf[2]
+
+
+_HTREE_EOF = 0x7FFFFFFF  # EXT4_HTREE_EOF_32BIT
+_HALF_MD4_UNSIGNED = 4  # EXT2_HASH_HALF_MD4_UNSIGNED, ext2fs_dirhash()'s version number
+HashFn = Callable[[bytes, tuple[int, int, int, int]], tuple[int, int]]
+
+
+def _libext2fs_hash() -> HashFn | None:
+    """name_hash_py() as e2fsprogs computes it, ext2fs_dirhash() of the system's libext2fs
+    (part of e2fsprogs), through ctypes: five times faster (3 µs a name against 15), and a
+    hashed directory hashes every name it holds, a million of them in a large image.
+    None where the library is missing or lacks the function: name_hash_py() then."""
+    try:
+        function = ctypes.CDLL("libext2fs.so.2").ext2fs_dirhash
+    except (OSError, AttributeError):
+        return None
+    u32 = ctypes.c_uint32
+    function.argtypes = (
+        ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.POINTER(u32),
+        ctypes.POINTER(u32), ctypes.POINTER(u32),
+    )  # fmt: skip
+    function.restype = ctypes.c_long  # errcode_t
+    seeds: dict[tuple[int, int, int, int], ctypes.Array[ctypes.c_uint32]] = {}
+
+    def name_hash(name: bytes, seed: tuple[int, int, int, int]) -> tuple[int, int]:
+        words = seeds.get(seed)
+        if words is None:
+            words = seeds[seed] = (u32 * 4)(*seed)  # all zero: the default seed, as ours
+        major, minor = u32(), u32()
+        if function(
+            _HALF_MD4_UNSIGNED, name, len(name), words, ctypes.byref(major), ctypes.byref(minor)
+        ):  # an error: a version it does not know, so use ours
+            return name_hash_py(name, seed)
+        return major.value, minor.value
+
+    if name_hash(b"lost+found", (1, 2, 3, 4)) != name_hash_py(b"lost+found", (1, 2, 3, 4)):
+        return None  # not the hash this module writes: keep to ours
+    return name_hash
+
+
+name_hash: HashFn = _libext2fs_hash() or name_hash_py
 
 
 def hash_seed_words(seed: bytes) -> tuple[int, int, int, int]:

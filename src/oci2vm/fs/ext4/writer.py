@@ -262,7 +262,10 @@ class Ext4Writer:
         if self._files.key(inode) is not None:
             raise ValueError("write_file() called twice for one inode")
         stored = inode.data
-        regions = stored.regions if stored is not None else ()
+        if stored is None or isinstance(stored, StreamedData) or stored.sparse is None:
+            self._write_dense(inode, data, stored.stored_size if stored is not None else 0)
+            return
+        regions = stored.regions
         pieces: list[tuple[int, int, int]] = []  # (logical block, physical block, length)
         for first, end in _logical_runs(regions, inode.size):
             logical = first
@@ -282,6 +285,23 @@ class Ext4Writer:
                 self._io.copy(physical * BLOCK_SIZE + within, data, span)
                 pos += span
                 remaining -= span
+        self._files.add(inode, pieces)
+
+    def _write_dense(self, inode: Inode, data: DataReader, stored_size: int) -> None:
+        """write_file() of a file without a sparse map (nearly every one): its bytes from
+        offset 0, in the blocks that follow, the rest of its size (if any) a hole."""
+        size = inode.size
+        if size > MAX_FILE_SIZE or stored_size > size:
+            _logical_runs(((0, stored_size),), size)  # raises, naming what is wrong
+        pieces: list[tuple[int, int, int]] = []  # (logical block, physical block, length)
+        if stored_size:
+            logical = pos = 0
+            for physical, length in self._alloc.alloc(ceil_div(stored_size, BLOCK_SIZE)):
+                pieces.append((logical, physical, length))
+                span = min(length * BLOCK_SIZE, stored_size - pos)
+                self._io.copy(physical * BLOCK_SIZE, data, span)
+                logical += length
+                pos += span
         self._files.add(inode, pieces)
 
     def read_file(self, inode: Inode, limit: int) -> bytes | None:
