@@ -15,7 +15,7 @@ def test_the_digest_is_of_every_chunk_fed_in_order() -> None:
     chunks = [bytes([i]) * (1000 + i) for i in range(50)]
     hasher = HashThread(hashlib.sha256())
     for chunk in chunks:
-        hasher.feed(memoryview(chunk))
+        hasher.feed(chunk)
     assert hasher.hexdigest() == hashlib.sha256(b"".join(chunks)).hexdigest()
     assert hasher.hexdigest() == hashlib.sha256(b"".join(chunks)).hexdigest()  # kept
     with pytest.raises(RuntimeError):

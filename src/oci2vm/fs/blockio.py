@@ -42,13 +42,13 @@ from typing import BinaryIO
 
 from oci2vm.errors import Oci2vmError
 from oci2vm.tree.model import DataReader
+from oci2vm.util.polling import polled
 from oci2vm.util.units import MIB, align_up
 
 COPY_CHUNK = MIB  # the largest piece copy() asks a DataReader for
 GATHER_LIMIT = MIB  # bytes gathered into one pwritev()
 WRITES_AHEAD = 8  # gathered writes queued for the write-behind thread
 IOV_LIMIT = 1000  # pieces per pwritev(), below IOV_MAX (1024)
-POLL = 0.1  # seconds the write-behind thread waits for work before it looks again
 _ZERO_CHUNK = bytes(COPY_CHUNK)
 _ZERO_VIEW = memoryview(_ZERO_CHUNK)
 
@@ -83,18 +83,7 @@ class _WriteBehind:
         self._thread.start()
 
     def _run(self) -> None:
-        # The queue is polled, not waited on: a signal's exception in the submitting
-        # thread can land inside Queue.put, and a wake-up lost there would leave this
-        # thread waiting and close() joining it for ever (seen under SIGINT and SIGTERM).
-        while True:
-            try:
-                item = self._queue.get(timeout=POLL)
-            except queue.Empty:
-                if self._closing:
-                    return
-                continue
-            if item is None:
-                return
+        for item in polled(self._queue, lambda: self._closing):
             if self._error is None:
                 try:
                     pwritev_all(self._fd, *item)

@@ -13,37 +13,28 @@ import hashlib
 import queue
 import threading
 
+from oci2vm.util.polling import polled
+
 QUEUE_CHUNKS = 4  # chunks waiting to be hashed: bounds the memory they pin
-POLL = 0.1  # seconds between looks at `_closing` while the queue is empty
 
 
 class HashThread:
-    """feed() chunks (which must not change afterwards: bytes, or memory never written
-    again), then hexdigest() waits for them and returns the digest. stop() gives up."""
+    """feed() chunks of bytes, then hexdigest() waits for them and returns the digest.
+    stop() gives up."""
 
     def __init__(self, hash_object: hashlib._Hash, name: str = "hash") -> None:
         self._hash = hash_object
-        self._queue: queue.Queue[bytes | memoryview | None] = queue.Queue(QUEUE_CHUNKS)
+        self._queue: queue.Queue[bytes | None] = queue.Queue(QUEUE_CHUNKS)
         self._closing = False
         self._digest: str | None = None
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
-        # Polled, as the block writer's thread is: a stop() whose None found the queue
-        # full must still end this thread.
-        while True:
-            try:
-                chunk = self._queue.get(timeout=POLL)
-            except queue.Empty:
-                if self._closing:
-                    return
-                continue
-            if chunk is None:
-                return
+        for chunk in polled(self._queue, lambda: self._closing):  # ends after a lost stop
             self._hash.update(chunk)
 
-    def feed(self, chunk: bytes | memoryview) -> None:
+    def feed(self, chunk: bytes) -> None:
         if self._digest is not None or self._closing:
             raise RuntimeError("HashThread fed after hexdigest() or stop()")
         self._queue.put(chunk)
