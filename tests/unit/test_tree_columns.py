@@ -130,3 +130,23 @@ def test_a_file_streamed_in_another_tree_keeps_its_placement_when_grafted() -> N
     assert grafted.store is ours.store and placements.key(grafted) == key
     assert placements.inode(key) == grafted
     assert placements.key(Inode(Kind.FILE, writer_key=key)) is None
+
+
+def test_count_entries_counts_names_below_the_root_not_removed_ones() -> None:
+    from oci2vm.tree.model import count_entries, walk
+
+    root = new_dir()
+    kids = root.children
+    assert kids is not None
+    shared = Inode(Kind.FILE, size=1)
+    for d in range(3):
+        sub = new_dir()
+        kids[f"d{d}"] = sub
+        assert sub.children is not None
+        for f in range(4):
+            sub.children[f"f{f}"] = Inode(Kind.FILE)
+        sub.children["link"] = shared  # a hardlink counts once per name
+    del kids["d1"].children["f2"]  # type: ignore[union-attr]
+    kids["gone"] = new_dir()
+    del kids["gone"]
+    assert count_entries(root) == len(list(walk(root))) - 1 == 3 + 3 * 5 - 1

@@ -634,14 +634,20 @@ def _sorted_children(directory: Inode) -> list[tuple[str, Inode]]:
 
 
 def count_entries(root: Inode) -> int:
-    """Directory entries below root (a hardlinked inode counts once per name)."""
+    """Directory entries below root (a hardlinked inode counts once per name), counted
+    from the store's rows: no view per entry (a tree's entries are all in its root's
+    store)."""
+    assert root.children is not None
+    store = root.store
+    payloads, d_inode = store.cols[PAYLOAD], store.d_inode
     total = 0
-    stack = [root]
+    stack = [root.row]
     while stack:
-        directory = stack.pop()
-        assert directory.children is not None
-        total += len(directory.children)
-        stack.extend(c for c in directory.children.values() if c.children is not None)
+        for entry in store.entries(stack.pop()):
+            total += 1
+            child = d_inode[entry]
+            if payloads[child] == CHILDREN:
+                stack.append(child)
     return total
 
 
