@@ -519,3 +519,23 @@ def test_gzip_output_comes_in_bounded_pieces() -> None:
 def test_damaged_gzip_is_a_one_line_error(blob: bytes, message: str) -> None:
     with pytest.raises(Oci2vmError, match=message):
         _inflate(blob)
+
+
+def test_an_xz_layer_is_refused_and_its_reader_closed(tmp_path: Path) -> None:
+    """The blob's reader (and the thread hashing a large blob) goes with the refusal."""
+    import os
+    import threading
+    import time
+
+    write_layout(tmp_path / "img", [[file("noise", os.urandom(2 << 20))]], compression="xz")
+    before = {t for t in threading.enumerate() if t.name == "blob-hash"}
+    with pytest.raises(Oci2vmError, match=r"unsupported layer compression \(xz") as info:
+        flatten(resolve(f"oci:{tmp_path / 'img'}", Fetch()))
+    held = info.value.__traceback__  # its frames keep the reader from the collector
+    deadline = time.monotonic() + 2
+    while time.monotonic() < deadline:
+        if not {t for t in threading.enumerate() if t.name == "blob-hash"} - before:
+            break
+        time.sleep(0.02)
+    assert not {t for t in threading.enumerate() if t.name == "blob-hash"} - before
+    assert held is not None

@@ -55,7 +55,8 @@ def detect_compression(head: bytes, media_type: str = "") -> str:
         # A blob of a few bytes that begin a magic: a compressed stream cut short (no tar
         # is this short), which its decompressor reports as truncated.
         return "gzip" if GZIP_MAGIC.startswith(head) else "zstd"
-    if head[:3] == b"BZh" or head.startswith(b"\xfd7zXZ"):
+    # xz's magic is 6 bytes (FD '7zXZ' 00); its first 4 are what a caller reads first.
+    if head[:3] == b"BZh" or head[:4] == b"\xfd7zX":
         raise Oci2vmError(
             f"unsupported layer compression ({'bzip2' if head.startswith(b'BZh') else 'xz'})"
             f"{f' in {media_type}' if media_type else ''}: only gzip, zstd and plain tar"

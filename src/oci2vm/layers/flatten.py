@@ -394,7 +394,6 @@ class _Flattener:
     def _layer(self, index: int, layer: Layer) -> None:
         what = f"layer {index + 1}" + (f" ({short(layer.digest)})" if layer.digest else "")
         progress = self.progress(index, layer) if self.progress else None
-        compressed = layer.blob.open(progress)
         if layer.diff_id is not None and not layer.diff_id.startswith("sha256:"):
             raise Oci2vmError(f"{what}: only sha256 diff_ids are supported")
         # A blob that an earlier run saw inflate to this very diff_id need not be hashed.
@@ -404,9 +403,14 @@ class _Flattener:
             and self.store is not None
             and self.store.uncompressed_digest(layer.digest) == layer.diff_id
         )
-        stream = decompressed(
-            compressed, layer.media_type, what, layer.diff_id, hash_stream=not known
-        )
+        compressed = layer.blob.open(progress)
+        try:
+            stream = decompressed(
+                compressed, layer.media_type, what, layer.diff_id, hash_stream=not known
+            )
+        except BaseException:  # an unsupported compression: the reader goes (and its thread)
+            compressed.abort()
+            raise
         self.deferred = []
         self.parents.clear()  # what hides what changed with the layer above
         p = _Pass(index, what)
