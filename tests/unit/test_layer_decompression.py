@@ -12,7 +12,7 @@ import pytest
 import zstandard
 
 from oci2vm.errors import Oci2vmError
-from oci2vm.layers.decompress import decompressed
+from oci2vm.layers.decompress import decompressed, detect_compression
 
 TAR = random.Random(10).randbytes(600_000)  # incompressible: several zstd blocks
 DIFF_ID = "sha256:" + hashlib.sha256(TAR).hexdigest()
@@ -61,3 +61,16 @@ def test_a_truncated_zstd_layer_is_reported_as_truncated(cut: int, checksum: boo
     # Cut inside a skippable frame, too.
     with pytest.raises(Oci2vmError, match=r"^layer 1: truncated zstd stream$"):
         inflate(blob + skippable(b"x" * 100)[:-10])
+
+
+@pytest.mark.parametrize(
+    ("head", "named"),
+    [(b"BZh9", "bzip2"), (b"BZh1", "bzip2"), (b"\xfd7zX", "xz"), (b"\x04\x22\x4d\x18", "lz4")],
+)
+def test_compressions_no_runtime_reads_are_named(head: bytes, named: str) -> None:
+    with pytest.raises(Oci2vmError, match=rf"^unsupported layer compression \({named}\)"):
+        detect_compression(head, "application/vnd.oci.image.layer.v1.tar")
+
+
+def test_a_tar_whose_first_name_begins_like_a_magic_is_a_tar() -> None:
+    assert detect_compression(b"BZhx") == detect_compression(b"xz.t") == "none"

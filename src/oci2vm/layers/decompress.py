@@ -55,13 +55,23 @@ def detect_compression(head: bytes, media_type: str = "") -> str:
         # A blob of a few bytes that begin a magic: a compressed stream cut short (no tar
         # is this short), which its decompressor reports as truncated.
         return "gzip" if GZIP_MAGIC.startswith(head) else "zstd"
-    # xz's magic is 6 bytes (FD '7zXZ' 00); its first 4 are what a caller reads first.
-    if head[:3] == b"BZh" or head[:4] == b"\xfd7zX":
+    other = next((name for magic, name in _OTHER_MAGIC if head.startswith(magic)), None)
+    if other is not None:
         raise Oci2vmError(
-            f"unsupported layer compression ({'bzip2' if head.startswith(b'BZh') else 'xz'})"
+            f"unsupported layer compression ({other})"
             f"{f' in {media_type}' if media_type else ''}: only gzip, zstd and plain tar"
         )
     return "none"
+
+
+# Compressions no runtime reads in a layer, by the first 4 bytes of their magic (what a
+# caller reads first; xz's is 6 bytes, FD '7zXZ' 00). A tar begins with its first member's
+# name: only one that begins "BZh" and a digit would be mistaken.
+_OTHER_MAGIC = (
+    *((b"BZh" + bytes([digit]), "bzip2") for digit in b"123456789"),
+    (b"\xfd7zX", "xz"),
+    (b"\x04\x22\x4d\x18", "lz4"),
+)
 
 
 def _gzip_chunks(raw: Blob, head: bytes) -> Iterator[bytes]:
