@@ -7,7 +7,7 @@ from __future__ import annotations
 import random
 
 from oci2vm.fs.ext4.placements import Placements
-from oci2vm.tree.columns import Store
+from oci2vm.tree.columns import FIRST, LAST, Store
 from oci2vm.tree.model import BytesData, Inode, Kind, LayerData, StreamedData, new_dir
 
 
@@ -150,3 +150,29 @@ def test_count_entries_counts_names_below_the_root_not_removed_ones() -> None:
     kids["gone"] = new_dir()
     del kids["gone"]
     assert count_entries(root) == len(list(walk(root))) - 1 == 3 + 3 * 5 - 1
+
+
+def test_a_directory_emptied_from_the_front_keeps_its_first_entry_live() -> None:
+    """has_entries() looks at one entry: removed ones at the head are passed as they go,
+    and the order of what is left (and of what comes after) is kept."""
+    store = Store()
+    root = new_dir(store=store)
+    kids = root.children
+    assert kids is not None
+    for i in range(50):
+        kids[f"f{i}"] = Inode(Kind.FILE)
+    del kids["f10"], kids["f11"]  # tombstones in the middle
+    for i in range(10):
+        del kids[f"f{i}"]
+        assert store.d_inode[store.cols[FIRST][root.row]] >= 0  # a live entry
+    assert list(kids)[:2] == ["f12", "f13"] and len(kids) == 38
+    for i in range(12, 50):
+        del kids[f"f{i}"]
+    assert not kids and store.cols[FIRST][root.row] == store.cols[LAST][root.row] == -1
+    kids["again"] = Inode(Kind.FILE)
+    kids["f3"] = Inode(Kind.FILE)
+    assert kids and list(kids) == ["again", "f3"]
+    del kids["f3"]
+    assert list(kids) == ["again"]
+    kids["last"] = Inode(Kind.FILE)
+    assert list(kids) == ["again", "last"]

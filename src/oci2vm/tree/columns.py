@@ -284,6 +284,18 @@ class Store:
         table[gap] = _EMPTY
         self.d_inode[entry] = _DEAD
         self.live -= 1
+        # A directory's first entry is kept live (or -1), so that asking whether it has
+        # any costs one look however many of its entries went: removed entries at the head
+        # are passed once, here.
+        parent = self.d_parent[entry]
+        first = self.cols[FIRST]
+        if first[parent] == entry:
+            following = self.d_next[entry]
+            while following >= 0 and self.d_inode[following] == _DEAD:
+                following = self.d_next[following]
+            first[parent] = following
+            if following < 0:
+                self.cols[LAST][parent] = -1
 
     def clear(self, parent: int) -> None:
         """Remove every entry of directory `parent`."""
@@ -306,7 +318,7 @@ class Store:
             entry = d_next[entry]
 
     def has_entries(self, parent: int) -> bool:
-        return next(self.entries(parent), -1) >= 0
+        return self.cols[FIRST][parent] >= 0  # live or -1 (see _drop)
 
     # --- rows from another store ---------------------------------------------------------
 
