@@ -105,10 +105,27 @@ def inode_bitmap(in_use: int, inodes_per_group: int) -> bytes:
     return bytes(bitmap)
 
 
+def _coalesced(runs: Iterator[tuple[int, int]]) -> Iterator[tuple[int, int]]:
+    """Ascending (start, length) runs with those that touch merged: files placed one after
+    the other are one run (a million tiny files, a few runs)."""
+    current = next(runs, None)
+    if current is None:
+        return
+    start, length = current
+    for following, count in runs:
+        if following == start + length:
+            length += count
+        else:
+            yield start, length
+            start, length = following, count
+    yield start, length
+
+
 def block_bitmaps(geo: Geometry, used: Iterator[tuple[int, int]]) -> Iterator[bytes | None]:
     """Each group's block bitmap in turn, None for one that is all zeros: its superblock
     copy and descriptor table, the blocks of the `used` runs (start, length), which must
     come in ascending order, and past the last block, the padding."""
+    used = _coalesced(used)
     pending = next(used, None)
     last = geo.groups - 1
     for group in range(geo.groups):

@@ -93,6 +93,12 @@ class Placements:
         length = self._length[key]
         return LEAF.pack(0, length, first >> 32, first & MASK32) if length else b""
 
+    def single(self, key: int) -> tuple[int, int] | None:
+        """(first disk block, length) of a file placed as one extent from its first block
+        or none at all (length 0): nearly every file; None for the others (packed())."""
+        first = self._first[key]
+        return None if first == _SEVERAL else (first, self._length[key])
+
     def extent_count(self, key: int) -> int:
         if self._first[key] == _SEVERAL:
             return len(self._packed[key]) // LEAF.size

@@ -496,7 +496,9 @@ class Ext4Writer:
         atimes, ctimes = store.times
         other, xattrs = store.other, store.xattrs
         wide = {row for _column, row in store.wide}
-        links, file_key, packed_of = tree.links, tree.file_key, self._files.packed
+        links, file_key = tree.links, tree.file_key
+        packed_of, single = self._files.packed, self._files.single
+        no_extent = inline_leaves(b"")
         ifmt = {code: KIND_IFMT[kind] for kind, code in KIND_CODES.items()}
         file_code, dir_code, link_code = (
             KIND_CODES[k] for k in (Kind.FILE, Kind.DIR, Kind.SYMLINK)
@@ -509,11 +511,17 @@ class Ext4Writer:
                 return False
             kind = kinds[row]
             if kind == file_code:
-                packed = packed_of(file_key[ino])
-                if len(packed) > INLINE_LEAVES_SIZE:
-                    return False
-                i_block, flags, size = inline_leaves(packed), FL_EXTENTS, sizes[row]
-                blocks = leaves_length(packed)
+                key = file_key[ino]
+                one = single(key)  # nearly always: one extent (or none), its length known
+                if one is not None and not one[1]:
+                    i_block, blocks = no_extent, 0
+                else:
+                    packed = packed_of(key)
+                    if len(packed) > INLINE_LEAVES_SIZE:
+                        return False
+                    i_block = inline_leaves(packed)
+                    blocks = one[1] if one is not None else leaves_length(packed)
+                flags, size = FL_EXTENTS, sizes[row]
             elif kind == dir_code:
                 built = dirs[ino]
                 i_block, flags, size, blocks = built.i_block, built.flags, built.size, built.blocks
