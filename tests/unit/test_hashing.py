@@ -24,7 +24,6 @@ def test_the_digest_is_of_every_chunk_fed_in_order() -> None:
 
 def test_stop_ends_the_thread_even_with_a_full_queue() -> None:
     hasher = HashThread(hashlib.sha256())
-    hasher._queue.maxsize = QUEUE_CHUNKS
     release = threading.Event()
     real = hasher._hash
 
@@ -42,3 +41,18 @@ def test_stop_ends_the_thread_even_with_a_full_queue() -> None:
     while hasher._thread.is_alive() and time.monotonic() < deadline:
         time.sleep(0.02)
     assert not hasher._thread.is_alive()
+
+
+def test_a_polled_queue_ends_its_thread_without_its_none() -> None:
+    """A close() whose None was lost still ends the serving thread (after what is queued)."""
+    from oci2vm.util.polling import PolledQueue
+
+    work: PolledQueue[int] = PolledQueue(2)
+    served: list[int] = []
+    thread = threading.Thread(target=lambda: served.extend(work.items()))
+    thread.start()
+    work.put(1)
+    work.put(2)
+    work.closing = True  # as close() does, its None lost
+    thread.join(5)
+    assert not thread.is_alive() and served == [1, 2]

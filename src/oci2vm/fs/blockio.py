@@ -34,15 +34,13 @@ The contract:
 
 from __future__ import annotations
 
-import contextlib
 import os
-import queue
 import threading
 from typing import BinaryIO
 
 from oci2vm.errors import Oci2vmError
 from oci2vm.tree.model import DataReader
-from oci2vm.util.polling import polled
+from oci2vm.util.polling import PolledQueue
 from oci2vm.util.units import MIB, align_up
 
 COPY_CHUNK = MIB  # the largest piece copy() asks a DataReader for
@@ -76,14 +74,13 @@ class _WriteBehind:
 
     def __init__(self, fd: int, name: str) -> None:
         self._fd = fd
-        self._queue: queue.Queue[tuple[list[Piece], int] | None] = queue.Queue(WRITES_AHEAD)
+        self._work: PolledQueue[tuple[list[Piece], int]] = PolledQueue(WRITES_AHEAD)
         self._error: BaseException | None = None
-        self._closing = False
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
-        for item in polled(self._queue, lambda: self._closing):
+        for item in self._work.items():
             if self._error is None:
                 try:
                     pwritev_all(self._fd, *item)
@@ -97,13 +94,11 @@ class _WriteBehind:
 
     def submit(self, pieces: list[Piece], pos: int) -> None:
         self._raise()
-        self._queue.put((pieces, pos))
+        self._work.put((pieces, pos))
 
     def close(self) -> None:
         """Wait for the writes submitted so far, then raise the thread's error if any."""
-        self._closing = True  # the thread ends once the queue is empty
-        with contextlib.suppress(queue.Full):
-            self._queue.put_nowait(None)
+        self._work.close()  # the thread ends once the queue is empty
         self._thread.join()
         self._raise()
 

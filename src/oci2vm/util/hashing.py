@@ -8,12 +8,10 @@ core that waits for it.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import queue
 import threading
 
-from oci2vm.util.polling import polled
+from oci2vm.util.polling import PolledQueue
 
 QUEUE_CHUNKS = 4  # chunks waiting to be hashed: bounds the memory they pin
 
@@ -24,31 +22,28 @@ class HashThread:
 
     def __init__(self, hash_object: hashlib._Hash, name: str = "hash") -> None:
         self._hash = hash_object
-        self._queue: queue.Queue[bytes | None] = queue.Queue(QUEUE_CHUNKS)
-        self._closing = False
+        self._work: PolledQueue[bytes] = PolledQueue(QUEUE_CHUNKS)
         self._digest: str | None = None
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
-        for chunk in polled(self._queue, lambda: self._closing):  # ends after a lost stop
+        for chunk in self._work.items():
             self._hash.update(chunk)
 
     def feed(self, chunk: bytes) -> None:
-        if self._digest is not None or self._closing:
+        if self._work.closing:
             raise RuntimeError("HashThread fed after hexdigest() or stop()")
-        self._queue.put(chunk)
+        self._work.put(chunk)
 
     def hexdigest(self) -> str:
         """Wait for every chunk fed so far; the digest in hex."""
         if self._digest is None:
-            self._queue.put(None)
+            self._work.close()
             self._thread.join()
             self._digest = self._hash.hexdigest()
         return self._digest
 
     def stop(self) -> None:
-        """Give up: the thread ends once what is queued is hashed (or at once)."""
-        self._closing = True
-        with contextlib.suppress(queue.Full):
-            self._queue.put_nowait(None)
+        """Give up: the thread ends once what is queued is hashed."""
+        self._work.close()
