@@ -52,7 +52,8 @@ def encode_time(ns: int) -> tuple[int, int]:
     return low, epoch | (nsec << 2)
 
 
-_encode_time_cached = functools.lru_cache(maxsize=4)(encode_time)
+# Files of one layer tend to share a time, and every inode the filesystem's crtime.
+encode_time_cached = functools.lru_cache(maxsize=4096)(encode_time)
 
 
 def decode_time(low: int, extra: int) -> int:
@@ -245,7 +246,7 @@ def pack_inode_into(table: bytearray, at: int, f: InodeFields, ino_seed: int) ->
     ctime = mtime if f.ctime_ns == f.mtime_ns else encode_time(f.ctime_ns)
     pack_encoded_into(
         table, at, ino_seed, f.mode, f.uid, f.gid, f.size, f.links, f.blocks_512, f.flags,
-        f.i_block, atime, ctime, mtime, _encode_time_cached(f.crtime_ns), f.file_acl,
+        f.i_block, atime, ctime, mtime, encode_time_cached(f.crtime_ns), f.file_acl,
         f.ibody_xattrs,
     )  # fmt: skip
 

@@ -42,6 +42,7 @@ from oci2vm.fs.ext4.inode import (
     build_extent_tree,
     encode_rdev,
     encode_time,
+    encode_time_cached,
     extent_tree_blocks,
     inline_leaves,
     leaves_length,
@@ -266,12 +267,11 @@ class Ext4Writer:
             self._write_dense(inode, data, stored.stored_size if stored is not None else 0)
             return
         regions = stored.regions
-        pieces: list[tuple[int, int, int]] = []  # (logical block, physical block, length)
-        for first, end in _logical_runs(regions, inode.size):
-            logical = first
-            for physical, length in self._alloc.alloc(end - first):
-                pieces.append((logical, physical, length))
-                logical += length
+        pieces = [
+            piece
+            for first, end in _logical_runs(regions, inode.size)
+            for piece in self._pieces(first, end - first)
+        ]
         at = 0
         for off, length in regions:
             pos, remaining = off, length
@@ -293,15 +293,12 @@ class Ext4Writer:
         size = inode.size
         if size > MAX_FILE_SIZE or stored_size > size:
             _logical_runs(((0, stored_size),), size)  # raises, naming what is wrong
-        pieces: list[tuple[int, int, int]] = []  # (logical block, physical block, length)
-        if stored_size:
-            logical = pos = 0
-            for physical, length in self._alloc.alloc(ceil_div(stored_size, BLOCK_SIZE)):
-                pieces.append((logical, physical, length))
-                span = min(length * BLOCK_SIZE, stored_size - pos)
-                self._io.copy(physical * BLOCK_SIZE, data, span)
-                logical += length
-                pos += span
+        pieces = self._pieces(0, ceil_div(stored_size, BLOCK_SIZE)) if stored_size else []
+        pos = 0
+        for _logical, physical, length in pieces:
+            span = min(length * BLOCK_SIZE, stored_size - pos)
+            self._io.copy(physical * BLOCK_SIZE, data, span)
+            pos += span
         self._files.add(inode, pieces)
 
     def read_file(self, inode: Inode, limit: int) -> bytes | None:
@@ -371,13 +368,17 @@ class Ext4Writer:
             tree.file_key[ino] = inode.writer_key  # the inode's number goes back in its place
             inode.writer_key = ino
 
-    def _alloc_blocks(self, count: int) -> list[Extent]:
-        extents: list[tuple[int, int, int]] = []
-        logical = 0
+    def _pieces(self, logical: int, count: int) -> list[tuple[int, int, int]]:
+        """Allocate `count` blocks for file blocks `logical` on: (logical block, physical
+        block, length) pieces, as contiguous as the allocator could make them."""
+        pieces = []
         for physical, length in self._alloc.alloc(count):
-            extents.append((logical, physical, length))
+            pieces.append((logical, physical, length))
             logical += length
-        return split_extents(extents)
+        return pieces
+
+    def _alloc_blocks(self, count: int) -> list[Extent]:
+        return split_extents(self._pieces(0, count))
 
     def _tree(self, extents: list[Extent], ino_seed: int) -> ExtentTree:
         tree = build_extent_tree(extents, self._alloc.alloc_one, ino_seed)
@@ -470,9 +471,9 @@ class Ext4Writer:
                 table, first, at = bytearray(), ino, 0
             table += _ZERO_INODE
             ino_seed = inode_csum_seed(fs_seed, ino)
-            if pack_plain(table, at, ino, row, ino_seed):
-                continue
             try:
+                if pack_plain(table, at, ino, row, ino_seed):
+                    continue
                 fields = self._inode(tree, ino, Inode.at(store, row), dirs, crtime_ns, ino_seed)
             except _InodeError as error:
                 raise Oci2vmError(f"{tree.path(ino)}: {error}") from None
@@ -488,7 +489,7 @@ class Ext4Writer:
         four extents (its tree fits the inode), a directory, a fast symlink, a fifo or a
         socket: nearly every inode. It is read straight from the store's columns, which
         saves most of what a view and an InodeFields per inode cost on a large tree."""
-        crtime = encode_time(self._id.fs_time * 1_000_000_000)
+        crtime = encode_time_cached(self._id.fs_time * 1_000_000_000)
         store = tree.inodes.store
         kinds, modes, uids, gids, mtimes, sizes = (
             store.cols[column] for column in (KIND, MODE, UID, GID, MTIME, SIZE)
@@ -504,7 +505,6 @@ class Ext4Writer:
             KIND_CODES[k] for k in (Kind.FILE, Kind.DIR, Kind.SYMLINK)
         )
         empty_codes = {KIND_CODES[Kind.FIFO], KIND_CODES[Kind.SOCKET]}
-        encoded: dict[int, tuple[int, int]] = {}  # encode_time() of recent times
 
         def pack(table: bytearray, at: int, ino: int, row: int, ino_seed: int) -> bool:
             if row in wide or row in xattrs or links[ino] > MAX_LINKS:
@@ -527,20 +527,15 @@ class Ext4Writer:
                 i_block, flags, size, blocks = built.i_block, built.flags, built.size, built.blocks
             elif kind == link_code:
                 target = other.get(row)
-                if not (isinstance(target, bytes) and 0 < len(target) < 60 and b"\0" not in target):
-                    return False
-                i_block, flags, size, blocks = target.ljust(60, b"\0"), 0, len(target), 0
+                if not (isinstance(target, bytes) and len(target) < 60):
+                    return False  # a slow symlink: its block is the general path's
+                i_block, flags, size, blocks = self._symlink(target, ino_seed)
             elif kind in empty_codes:
                 i_block, flags, size, blocks = _EMPTY_I_BLOCK, 0, 0, 0
             else:
                 return False
             mtime_ns = mtimes[row]
-            mtime = encoded.get(mtime_ns)
-            if mtime is None:
-                if len(encoded) >= 4096:
-                    encoded.clear()
-                mtime = encoded[mtime_ns] = encode_time(mtime_ns)
-            atime = ctime = mtime
+            atime = ctime = mtime = encode_time_cached(mtime_ns)
             if atimes is not None and atimes[row] not in (NO_TIME, mtime_ns):
                 atime = encode_time(atimes[row])
             if ctimes is not None and ctimes[row] not in (NO_TIME, mtime_ns):
