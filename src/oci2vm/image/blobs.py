@@ -275,9 +275,9 @@ class VerifyingReader(io.RawIOBase):
         return "sha256:" + self._hexdigest() if self._digest is None else self._digest
 
     def drain(self) -> None:
-        """Read to the end (verifying the digest)."""
-        buf = bytearray(CHUNK)
-        while self.readinto(buf):
+        """Read to the end (verifying the digest): by read(), whose pieces a hashing thread
+        takes as they are (readinto() into one reused buffer would need a copy of each)."""
+        while self.read(CHUNK):
             pass
 
     def close(self) -> None:
