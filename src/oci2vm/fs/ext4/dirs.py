@@ -142,6 +142,11 @@ def _hash_words(chunk: bytes, length: int, count: int) -> list[int]:
     return words
 
 
+_HTREE_EOF = 0x7FFFFFFF  # EXT4_HTREE_EOF_32BIT
+_HALF_MD4_UNSIGNED = 4  # EXT2_HASH_HALF_MD4_UNSIGNED, ext2fs_dirhash()'s version number
+HashFn = Callable[[bytes, tuple[int, int, int, int]], tuple[int, int]]
+
+
 def name_hash_py(name: bytes, seed: tuple[int, int, int, int]) -> tuple[int, int]:
     """(major, minor) half-MD4 hash of a name, unsigned-char variant."""
     buf = list(seed) if any(seed) else list(_DEFAULT_SEED)
@@ -155,11 +160,6 @@ def name_hash_py(name: bytes, seed: tuple[int, int, int, int]) -> tuple[int, int
     if major == _HTREE_EOF << 1:  # reserved for the end of a readdir: one below, as Linux
         major = (_HTREE_EOF - 1) << 1
     return major, buf[2]
-
-
-_HTREE_EOF = 0x7FFFFFFF  # EXT4_HTREE_EOF_32BIT
-_HALF_MD4_UNSIGNED = 4  # EXT2_HASH_HALF_MD4_UNSIGNED, ext2fs_dirhash()'s version number
-HashFn = Callable[[bytes, tuple[int, int, int, int]], tuple[int, int]]
 
 
 def _libext2fs_hash() -> HashFn | None:
