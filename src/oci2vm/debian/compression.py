@@ -12,11 +12,11 @@ from oci2vm.errors import Oci2vmError
 from oci2vm.layers.decompress import (
     CHUNK,
     GZIP_MAGIC,
-    OUT_CHUNK,
     ZSTD_MAGIC,
     Blob,
     LayerStream,
     decompressed,
+    member_chunks,
 )
 
 XZ_MAGIC = b"\xfd7zXZ\x00"
@@ -39,35 +39,19 @@ def compression_of(name: str) -> str | None:
     return None if name.endswith(UNSUPPORTED) else "none"
 
 
+def _xz_member() -> lzma.LZMADecompressor:
+    return lzma.LZMADecompressor(lzma.FORMAT_XZ, memlimit=XZ_MEMLIMIT)
+
+
 def _xz_chunks(raw: Blob, head: bytes, what: str) -> Iterator[bytes]:
-    """Inflate one or more concatenated xz streams, in pieces of at most OUT_CHUNK bytes;
-    zero padding after the last one is tolerated, as xz(1) does."""
-    decompressor: lzma.LZMADecompressor | None = None
-    data = head
-    while True:
-        if decompressor is None:
-            if not data:
-                data = raw.read(CHUNK)
-                if not data:
-                    return
-            if not data.strip(b"\0"):
-                data = b""
-                continue
-            decompressor = lzma.LZMADecompressor(lzma.FORMAT_XZ, memlimit=XZ_MEMLIMIT)
-        try:
-            out = decompressor.decompress(data, OUT_CHUNK)
-        except lzma.LZMAError as e:
-            raise Oci2vmError(f"{what}: corrupt xz stream ({e})") from e
-        data = b""
-        if out:
-            yield out
-        if decompressor.eof:
-            data = decompressor.unused_data
-            decompressor = None
-        elif decompressor.needs_input:
-            data = raw.read(CHUNK)
-            if not data:
-                raise Oci2vmError(f"{what}: truncated xz stream")
+    """Decompress one or more concatenated xz streams, in pieces of at most OUT_CHUNK
+    bytes; zero padding after the last one is tolerated, as xz(1) does."""
+    try:
+        yield from member_chunks(raw, head, _xz_member)
+    except lzma.LZMAError as e:
+        raise Oci2vmError(f"{what}: corrupt xz stream ({e})") from e
+    except EOFError as e:
+        raise Oci2vmError(f"{what}: truncated xz stream") from e
 
 
 def open_stream(raw: Blob, kind: str, what: str) -> LayerStream:

@@ -12,7 +12,7 @@ import sys
 import threading
 import zlib
 from collections.abc import Callable, Iterator
-from typing import Any, Protocol
+from typing import Protocol
 
 from isal import igzip_lib, isal_zlib
 
@@ -74,13 +74,31 @@ _OTHER_MAGIC = (
 )
 
 
-def _gzip_chunks(raw: Blob, head: bytes) -> Iterator[bytes]:
-    """Inflate one or more concatenated gzip members; zero padding after the last one
-    is tolerated, as gzip(1) does. Output comes in pieces of at most OUT_CHUNK bytes, so
-    a small blob that inflates hugely cannot take memory. ISA-L's IgzipDecompressor keeps
-    input it has not used yet (zlib's decompressobj hands it back as a copy, which cost
-    about 5 % of inflating here)."""
-    decompressor: Any = None
+class MemberDecompressor(Protocol):
+    """A decompressor of one member of a concatenated stream (ISA-L's IgzipDecompressor,
+    lzma.LZMADecompressor): it keeps the input it has not used yet, and hands back what
+    follows its member's end."""
+
+    @property
+    def eof(self) -> bool: ...
+
+    @property
+    def needs_input(self) -> bool: ...
+
+    @property
+    def unused_data(self) -> bytes: ...
+
+    def decompress(self, data: bytes, max_length: int = -1, /) -> bytes: ...
+
+
+def member_chunks(
+    raw: Blob, head: bytes, new_member: Callable[[], MemberDecompressor]
+) -> Iterator[bytes]:
+    """Decompress one or more concatenated members (gzip, xz), each by a new decompressor;
+    zero padding after the last one is tolerated, as gzip(1) and xz(1) do. Output comes
+    in pieces of at most OUT_CHUNK bytes, so a small blob that inflates hugely cannot
+    take memory. A stream cut short raises EOFError."""
+    decompressor: MemberDecompressor | None = None
     data = head
     while True:
         if decompressor is None:
@@ -91,7 +109,7 @@ def _gzip_chunks(raw: Blob, head: bytes) -> Iterator[bytes]:
             if not data.strip(b"\0"):  # padding after the last member
                 data = b""
                 continue
-            decompressor = igzip_lib.IgzipDecompressor(flag=igzip_lib.DECOMP_GZIP)
+            decompressor = new_member()
         out = decompressor.decompress(data, OUT_CHUNK)
         data = b""
         if out:
@@ -103,6 +121,17 @@ def _gzip_chunks(raw: Blob, head: bytes) -> Iterator[bytes]:
             data = raw.read(CHUNK)
             if not data:
                 raise EOFError("compressed stream ended before its end-of-stream marker")
+
+
+def _gzip_member() -> MemberDecompressor:
+    # ISA-L keeps the input it has not used (zlib's decompressobj hands it back as a
+    # copy, which cost about 5 % of inflating here).
+    decompressor: MemberDecompressor = igzip_lib.IgzipDecompressor(flag=igzip_lib.DECOMP_GZIP)
+    return decompressor
+
+
+def _gzip_chunks(raw: Blob, head: bytes) -> Iterator[bytes]:
+    return member_chunks(raw, head, _gzip_member)
 
 
 def _is_skippable(head: bytes) -> bool:
