@@ -92,12 +92,17 @@ class MemberDecompressor(Protocol):
 
 
 def member_chunks(
-    raw: Blob, head: bytes, new_member: Callable[[], MemberDecompressor]
+    raw: Blob,
+    head: bytes,
+    new_member: Callable[[], MemberDecompressor],
+    header_end: Callable[[bytes], int | None] | None = None,
 ) -> Iterator[bytes]:
     """Decompress one or more concatenated members (gzip, xz), each by a new decompressor;
     zero padding after the last one is tolerated, as gzip(1) and xz(1) do. Output comes
     in pieces of at most OUT_CHUNK bytes, so a small blob that inflates hugely cannot
-    take memory. A stream cut short raises EOFError."""
+    take memory. With `header_end` (the length of a member's header at the start of the
+    bytes given, None while they hold only part of it), each member's header reaches its
+    decompressor whole. A stream cut short raises EOFError."""
     decompressor: MemberDecompressor | None = None
     data = head
     while True:
@@ -109,6 +114,8 @@ def member_chunks(
             if not data.strip(b"\0"):  # padding after the last member
                 data = b""
                 continue
+            if header_end is not None:
+                data = _whole_header(raw, data, header_end)
             decompressor = new_member()
         out = decompressor.decompress(data, OUT_CHUNK)
         data = b""
@@ -123,6 +130,47 @@ def member_chunks(
                 raise EOFError("compressed stream ended before its end-of-stream marker")
 
 
+MAX_GZIP_HEADER = 1 << 20  # no tool writes a longer name or comment
+
+
+def _whole_header(raw: Blob, data: bytes, header_end: Callable[[bytes], int | None]) -> bytes:
+    """`data` and as much more of `raw` as its member's header still needs."""
+    while header_end(data) is None:
+        if len(data) > MAX_GZIP_HEADER:
+            raise ValueError(f"a member header longer than {MAX_GZIP_HEADER} bytes")
+        more = raw.read(CHUNK)
+        if not more:
+            raise EOFError("compressed stream ended inside a member header")
+        data += more
+    return data
+
+
+def gzip_header_end(data: bytes) -> int | None:
+    """The length of the gzip member header (RFC 1952 section 2.3) that `data` begins
+    with, or None while `data` holds only part of it. ISA-L checks a header's CRC
+    (flag FHCRC) wrongly when the header comes to it in pieces, and the 4 bytes that
+    tell the compression apart are read before the rest: each header is handed over
+    whole. Bytes that are no gzip header are left to the decompressor to refuse."""
+    if len(data) < 10:
+        return None if GZIP_MAGIC.startswith(data[:2]) else len(data)
+    if not data.startswith(GZIP_MAGIC):
+        return 0
+    flags, end = data[3], 10
+    if flags & 0x04:  # FEXTRA: a 2-byte length, then the field
+        if len(data) < end + 2:
+            return None
+        end += 2 + int.from_bytes(data[end : end + 2], "little")
+    for flag in (0x08, 0x10):  # FNAME, FCOMMENT: zero-terminated
+        if flags & flag:
+            zero = data.find(b"\0", end)
+            if zero < 0:
+                return None
+            end = zero + 1
+    if flags & 0x02:  # FHCRC
+        end += 2
+    return end if len(data) >= end else None
+
+
 def _gzip_member() -> MemberDecompressor:
     # ISA-L keeps the input it has not used (zlib's decompressobj hands it back as a
     # copy, which cost about 5 % of inflating here).
@@ -131,7 +179,7 @@ def _gzip_member() -> MemberDecompressor:
 
 
 def _gzip_chunks(raw: Blob, head: bytes) -> Iterator[bytes]:
-    return member_chunks(raw, head, _gzip_member)
+    return member_chunks(raw, head, _gzip_member, gzip_header_end)
 
 
 def _is_skippable(head: bytes) -> bool:
