@@ -196,6 +196,35 @@ def test_end_of_archive_without_zero_blocks_is_accepted() -> None:
     assert [m.name for m, _ in got] == ["a"]
 
 
+@pytest.mark.parametrize("cut", [1, 300, 511])
+@pytest.mark.parametrize("filler", [b"x", b"\0"])
+def test_a_stream_that_ends_inside_a_header_is_truncated(cut: int, filler: bytes) -> None:
+    # Go's archive/tar refuses these too: a member must not vanish because its header
+    # was cut short, nor a short blob that is no tar read as an empty layer.
+    whole = _raw_member("a", b"0", b"x") + _raw_member("b", b"0", b"y")
+    for archive in (whole[: 1024 + cut], filler * cut):
+        with pytest.raises(Oci2vmError, match=r"^layer: tar stream ends inside a header"):
+            read_all(archive)
+    assert read_all(b"") == []  # an empty blob is an empty layer
+
+
+def test_a_pre_posix_directory_is_a_regular_type_with_a_trailing_slash() -> None:
+    # Type NUL with a trailing slash, as old tars and bsdtar's v7 format write directories
+    # (GNU tar, bsdtar and Go read a directory; the data area its size claims is skipped);
+    # type '0' with a trailing slash stays a file, as in Go.
+    archive = (
+        _raw_member("old/", b"\0", b"ignored")
+        + _raw_member("old/f", b"\0", b"data")
+        + _raw_member("new/", b"0", b"")
+    )
+    got = read_all(archive + b"\0" * 1024)
+    assert [(m.name, m.type, data) for m, data in got] == [
+        ("old/", b"5", b""),
+        ("old/f", b"0", b"data"),
+        ("new/", b"0", b""),
+    ]
+
+
 def test_bad_checksum_is_an_error() -> None:
     archive = bytearray(tar_of((info("a", size=1), b"x")))
     archive[0] ^= 1

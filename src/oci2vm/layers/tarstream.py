@@ -367,8 +367,10 @@ class TarReader:
     def _header(self) -> bytes | None:
         header = self._stream.read(BLOCK)
         self._pos += len(header)
-        if len(header) < BLOCK or (header[0] == 0 and not header.strip(b"\0")):
+        if not header or (header[0] == 0 and len(header) == BLOCK and not header.strip(b"\0")):
             return None  # end of archive (two zero blocks, or simply the end)
+        if len(header) < BLOCK:  # a header cut short (Go's archive/tar refuses it too)
+            raise Oci2vmError(f"{self._what}: tar stream ends inside a header (truncated)")
         if not _checksum_ok(header):
             raise Oci2vmError(f"{self._what}: not a valid tar stream (bad header checksum)")
         return header
@@ -463,6 +465,12 @@ class TarReader:
             self._old_gnu_sparse(header, member)
         sparse_major = self._apply_pax(member, pax)
         self._place_data(member, kind, sparse_major)
+        if kind == b"\0" and member.name.endswith("/"):
+            # Pre-POSIX tars mark a directory by its name's trailing slash, with the type
+            # of a regular file: a directory to tar(1), bsdtar and Go's archive/tar (thus
+            # container runtimes), which skip the data area its size claims, as here.
+            member.type, member.stored, member.sparse = DIRECTORY, 0, None
+            self._data_end = member.offset_data
         return member
 
     def _place_data(self, member: Member, kind: bytes, sparse_major: bytes | None) -> None:
