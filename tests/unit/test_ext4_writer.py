@@ -160,7 +160,10 @@ def _writer(out: io.BufferedRandom) -> Ext4Writer:
         (Inode(Kind.FILE, xattrs={"system.posix_acl_access": b"\2\0\0\0\1"}), "malformed"),
         (Inode(Kind.FILE, size=10, data=BytesData(b"ab", sparse=((9, 2),))), "sparse map"),
         (Inode(Kind.CHAR, rdev_major=4096), "device 4096:0"),
-        (Inode(Kind.FILE, uid=1 << 32), "exceeds 32 bits"),
+        (Inode(Kind.FILE, uid=1 << 32), "out of range"),
+        # (uid_t)-1 fits the field, but no file can be owned by it
+        (Inode(Kind.FILE, uid=(1 << 32) - 1), "owner 4294967295:0 is out of range"),
+        (Inode(Kind.FIFO, gid=(1 << 32) - 1), "owner 0:4294967295 is out of range"),
     ],
 )
 def test_what_ext4_cannot_store_is_a_one_line_error(

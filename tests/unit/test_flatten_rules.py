@@ -4,6 +4,7 @@ directory's own entry, symlink modes, and hardlinks that cannot be made."""
 
 from __future__ import annotations
 
+import tarfile
 from pathlib import Path
 
 import pytest
@@ -83,6 +84,18 @@ def test_symlinks_get_mode_0777_whatever_the_header_says(tmp_path: Path) -> None
     link.info.mode = 0o4640
     tree, _ = flatten_layers(tmp_path, [link])
     assert at(tree, "/l").mode == 0o777
+
+
+def test_user_xattrs_stay_on_files_and_directories_only(tmp_path: Path) -> None:
+    # Linux refuses user.* attributes on anything else (xattr(7)); containerd skips them
+    # when it unpacks. Other namespaces stay wherever they are.
+    xattrs = {"SCHILY.xattr.user.a": "1", "SCHILY.xattr.trusted.b": "2"}
+    fifo = file("p", pax=xattrs)
+    fifo.info.type = tarfile.FIFOTYPE
+    members = [file("f", pax=xattrs), directory("d", pax=xattrs), symlink("l", "f", pax=xattrs)]
+    tree, _ = flatten_layers(tmp_path, [*members, fifo])
+    assert at(tree, "/f").xattrs == at(tree, "/d").xattrs == {"user.a": b"1", "trusted.b": b"2"}
+    assert at(tree, "/l").xattrs == at(tree, "/p").xattrs == {"trusted.b": b"2"}
 
 
 # --- the root directory's own entry --------------------------------------------------------

@@ -84,6 +84,7 @@ def _join(parts: list[str]) -> str:
 
 # Entries a path can go on through: a directory, or a symlink (which _settle weighs).
 _PASSABLE = frozenset({Kind.DIR, Kind.SYMLINK})
+_USER_XATTR_KINDS = frozenset({Kind.FILE, Kind.DIR})
 
 
 def _inode_for(member: Member, layer: int, store: Store | None = None) -> Inode:
@@ -117,6 +118,11 @@ def _inode_for(member: Member, layer: int, store: Store | None = None) -> Inode:
             data = LayerData(layer, member.offset_data, member.stored, sparse)
     else:
         raise Oci2vmError(f"unsupported tar entry type {member.type!r} for {member.name!r}")
+    xattrs = member.xattrs or NO_XATTRS
+    if xattrs and node_kind not in _USER_XATTR_KINDS:
+        # Linux keeps user.* attributes on files and directories only (xattr(7)); on
+        # anything else containerd ignores them when it unpacks a layer, and so do we.
+        xattrs = {k: v for k, v in xattrs.items() if not k.startswith("user.")} or NO_XATTRS
     return Inode(
         node_kind,
         mode=mode,
@@ -126,7 +132,7 @@ def _inode_for(member: Member, layer: int, store: Store | None = None) -> Inode:
         atime_ns=member.atime_ns,
         ctime_ns=member.ctime_ns,
         size=size,
-        xattrs=member.xattrs or NO_XATTRS,
+        xattrs=xattrs,
         target=target,
         rdev_major=rdev[0],
         rdev_minor=rdev[1],

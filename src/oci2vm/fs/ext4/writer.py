@@ -98,6 +98,7 @@ from oci2vm.util.units import ceil_div
 _NO_XATTRS: tuple[list[Xattr], list[Xattr]] = ([], [])  # (in the inode, in a block); read only
 _EMPTY_I_BLOCK = bytes(60)  # i_block of an inode with no blocks and no device number
 MAX_LINKS = 65000  # EXT4_LINK_MAX
+NO_ID = (1 << 32) - 1  # (uid_t)-1: no owner, which chown(2) takes as "leave it as it is"
 MAX_FILE_SIZE = (1 << 32) * BLOCK_SIZE - BLOCK_SIZE  # logical block numbers are 32 bits
 MIN_LAST_GROUP = 64  # a shorter tail of the size is left out of the filesystem
 TABLE_CHUNK = 1 << 20  # inode-table bytes packed before they are handed to the BlockWriter
@@ -509,6 +510,8 @@ class Ext4Writer:
         def pack(table: bytearray, at: int, ino: int, row: int, ino_seed: int) -> bool:
             if row in wide or row in xattrs or links[ino] > MAX_LINKS:
                 return False
+            if uids[row] == NO_ID or gids[row] == NO_ID:
+                return False  # refused by the general path
             kind = kinds[row]
             if kind == file_code:
                 key = file_key[ino]
@@ -560,8 +563,11 @@ class Ext4Writer:
     ) -> InodeFields:
         """Write an inode's xattr, symlink and extent index blocks; return its fields.
         Errors about the inode itself are _InodeErrors, which the caller gives its path."""
-        if not (0 <= inode.uid < 1 << 32 and 0 <= inode.gid < 1 << 32):
-            raise _InodeError(f"owner {inode.uid}:{inode.gid} exceeds 32 bits")
+        if not (0 <= inode.uid < NO_ID and 0 <= inode.gid < NO_ID):
+            raise _InodeError(
+                f"owner {inode.uid}:{inode.gid} is out of range: ids are 32-bit, and "
+                f"{NO_ID} is (uid_t)-1, which Linux reads back as the overflow id"
+            )
         ibody, in_block = self._xattrs(inode, tree, ino) if inode.xattrs else _NO_XATTRS
         file_acl = 0
         if in_block:
