@@ -31,7 +31,7 @@ from oci2vm.errors import Oci2vmError
 from oci2vm.fs.ext4 import MAX_SIZE, Ext4Result, Ext4Writer, required_size
 from oci2vm.identity import Identity, image_identity
 from oci2vm.image.blobs import BlobStore, ProgressFn, uncompressed_size_hint
-from oci2vm.image.model import Image, Layer
+from oci2vm.image.model import Image, Layer, check_linux
 from oci2vm.layers.decompress import prompt_handoffs
 from oci2vm.layers.flatten import flatten
 from oci2vm.report import Reporter
@@ -136,6 +136,7 @@ def build(config: Config, reporter: Reporter) -> BuildReport:
         Downloads() as downloads,
     ):
         image, store = resolve_source(config, reporter, downloads)
+        check_linux(config.source, image.config.platform)
         identity = image_identity(image, config.fs_uuid)
         ctx = BuildContext(config, reporter, image, identity, store, downloads)
         if fmt is OutputFormat.EXT4:

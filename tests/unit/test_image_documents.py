@@ -144,3 +144,33 @@ def test_messages_that_quote_the_input_stay_short() -> None:
     with pytest.raises(Oci2vmError, match=r"and 990 more\)$") as e:
         select_platform(entries, Platform("linux", "s390x"), "index")
     assert len(str(e.value)) < 300
+
+
+@pytest.mark.parametrize(
+    ("variants", "want", "chosen"),
+    [
+        (["v3", "v2", "", "v1"], "", ""),  # a plain entry first
+        (["v3", "v2"], "", "v2"),  # else the lowest level: it runs on the most CPUs
+        (["v3"], "", "v3"),
+        (["v10", "v9", "x"], "", "v9"),  # by number, not as text; names last
+        (["v3", "v2", ""], "v3", "v3"),  # asked for a variant: that one
+    ],
+)
+def test_a_plain_platform_request_takes_the_lowest_variant(
+    variants: list[str], want: str, chosen: str
+) -> None:
+    entries = [
+        Descriptor(model.OCI_MANIFEST, DIGEST, 1, Platform("linux", "amd64", v)) for v in variants
+    ]
+    got = select_platform(entries, Platform("linux", "amd64", want), "index")
+    assert got.platform is not None and got.platform.variant == chosen
+
+
+def test_an_image_of_another_os_is_refused_with_or_without_platform() -> None:
+    windows = Platform("windows", "amd64")
+    with pytest.raises(Oci2vmError, match=r"^s: the image is for windows/amd64: oci2vm builds Lin"):
+        model.check_platform("s", windows, Platform("linux", "amd64"))
+    with pytest.raises(Oci2vmError, match=r"^s: the image is for windows/amd64: oci2vm builds Lin"):
+        model.check_linux("s", windows)
+    model.check_platform("s", windows, windows)  # inspect may show it
+    model.check_linux("s", Platform("linux", "arm64"))

@@ -281,9 +281,11 @@ def select_platform(entries: Sequence[Descriptor], platform: Platform, what: str
     only when it is the sole candidate."""
     candidates = [d for d in entries if d.platform is not None and platform.matches(d.platform)]
     if candidates:
-        # Prefer an exact variant match over a variant-less one.
+        # An exact variant match first; then, asked for none, the lowest variant, which
+        # runs on the most CPUs (amd64 v1 before v3, as containerd picks for a plain
+        # amd64 request: a v3 build dies of an illegal instruction on QEMU's default CPU).
         exact = [d for d in candidates if d.platform and d.platform.variant == platform.variant]
-        return (exact or candidates)[0]
+        return (exact or sorted(candidates, key=_variant_order))[0]
     bare = [d for d in entries if d.platform is None]
     if len(bare) == 1 and len(entries) == 1:
         return bare[0]
@@ -294,6 +296,16 @@ def select_platform(entries: Sequence[Descriptor], platform: Platform, what: str
     raise Oci2vmError(
         f"{what} has no manifest for platform {platform}" + (f" (it has: {shown})" if have else "")
     )
+
+
+def _variant_order(desc: Descriptor) -> tuple[int, str]:
+    """Variants by level ("", then v1, v2 ... by number); the sort keeps index order
+    among equals."""
+    variant = desc.platform.variant if desc.platform else ""
+    if not variant:
+        return -1, ""
+    digits = variant.removeprefix("v")
+    return int(digits) if digits.isdigit() else 1 << 30, variant
 
 
 def parse_manifest(
@@ -358,10 +370,19 @@ def empty_config(platform: Platform) -> ImageConfig:
 
 def check_platform(source: str, have: Platform, want: Platform) -> None:
     """Refuse an image built for another platform than the one asked for."""
+    if have.os != want.os and want.os == "linux":
+        check_linux(source, have)
     if have.architecture and not want.matches(have):
         raise Oci2vmError(
             f"{source}: the image config says {have}, not {want}: pass --platform {have} to use it"
         )
+
+
+def check_linux(source: str, platform: Platform) -> None:
+    """Refuse to build a system from an image of another OS (a Windows image's layers
+    are no Linux root filesystem)."""
+    if platform.os != "linux":
+        raise Oci2vmError(f"{source}: the image is for {platform}: oci2vm builds Linux systems")
 
 
 # A function that returns the verified bytes and a BlobRef for a digest (per source).
