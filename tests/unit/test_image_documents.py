@@ -174,3 +174,22 @@ def test_an_image_of_another_os_is_refused_with_or_without_platform() -> None:
         model.check_linux("s", windows)
     model.check_platform("s", windows, windows)  # inspect may show it
     model.check_linux("s", Platform("linux", "arm64"))
+
+
+@pytest.mark.parametrize(
+    ("config_type", "artifact_type", "named"),
+    [
+        ("application/vnd.oci.empty.v1+json", "application/vnd.example+type", "example\\+type"),
+        ("application/vnd.cncf.helm.config.v1+json", None, "helm.config.v1\\+json"),
+    ],
+)
+def test_an_artifact_is_named_as_such(
+    config_type: str, artifact_type: str | None, named: str
+) -> None:
+    doc: dict[str, Any] = {"config": descriptor(mediaType=config_type), "layers": []}
+    if artifact_type:
+        doc["artifactType"] = artifact_type
+    with pytest.raises(Oci2vmError, match=rf"^m is an OCI artifact \('.*{named}'\), not a contai"):
+        parse_manifest(doc, "m")
+    doc["config"] = descriptor(mediaType="application/vnd.oci.image.config.v1+json")
+    assert parse_manifest(doc, "m")[1] == []  # an image config: an image, artifactType or not

@@ -41,6 +41,10 @@ _BRACKET_STEP = {"[": 1, "{": 1, "]": -1, "}": -1}
 _NOT_BRACKETS = {c: None for c in range(128) if chr(c) not in "[]{}"}  # for str.translate
 INDEX_TYPES = (OCI_INDEX, DOCKER_LIST)
 MANIFEST_TYPES = (OCI_MANIFEST, DOCKER_MANIFEST)
+CONFIG_TYPES = (
+    "application/vnd.oci.image.config.v1+json",
+    "application/vnd.docker.container.image.v1+json",
+)
 LAYER_TYPES = (
     "application/vnd.oci.image.layer.v1.tar",
     "application/vnd.oci.image.layer.v1.tar+gzip",
@@ -282,8 +286,8 @@ def select_platform(entries: Sequence[Descriptor], platform: Platform, what: str
     candidates = [d for d in entries if d.platform is not None and platform.matches(d.platform)]
     if candidates:
         # An exact variant match first; then, asked for none, the lowest variant, which
-        # runs on the most CPUs (amd64 v1 before v3, as containerd picks for a plain
-        # amd64 request: a v3 build dies of an illegal instruction on QEMU's default CPU).
+        # runs on the most CPUs (v1 before v3, as containerd picks for a plain request:
+        # a v3 build dies of an illegal instruction on QEMU's default CPU).
         exact = [d for d in candidates if d.platform and d.platform.variant == platform.variant]
         return (exact or sorted(candidates, key=_variant_order))[0]
     bare = [d for d in entries if d.platform is None]
@@ -313,6 +317,12 @@ def parse_manifest(
 ) -> tuple[Descriptor, list[Descriptor]]:
     """Return the config descriptor and the layer descriptors of an image manifest."""
     config = parse_descriptor(doc.get("config"), f"{what} config")
+    if config.media_type and config.media_type not in CONFIG_TYPES:
+        # An OCI artifact (a Helm chart, a signature, a SIF file...): its config says
+        # what it is; the manifest's artifactType, when set, says it better.
+        kind = doc.get("artifactType")
+        kind = kind if isinstance(kind, str) and kind else config.media_type
+        raise Oci2vmError(f"{what} is an OCI artifact ({_quote(kind)}), not a container image")
     layers = doc.get("layers")
     if not isinstance(layers, list):
         raise Oci2vmError(f"malformed {what}: 'layers' must be a list")
