@@ -41,7 +41,7 @@ sources (skopeo syntax):
   docker://REF or REF          a registry (debian:12 = docker.io/library/debian:12)
   oci:PATH[:TAG]               an OCI image layout directory
   oci-archive:PATH[:TAG]       a tar of an OCI image layout
-  docker-archive:PATH[:REF]    docker save / podman save output
+  docker-archive:PATH[:REF|@N] docker save / podman save output
   docker-daemon:REF            an image in a local Docker or Podman
   tar:PATH                     a root filesystem tarball (docker export)
 

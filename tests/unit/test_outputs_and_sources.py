@@ -132,6 +132,15 @@ def test_docker_archive_without_usable_index_manifests_is_read_from_manifest_jso
     assert len(image.layers) == 1
 
 
+def test_docker_archive_images_are_picked_by_skopeos_index_syntax(tmp_path: Path) -> None:
+    archive = tmp_path / "app.tar"
+    docker25_archive(archive, None)
+    image = resolve(f"docker-archive:{archive}:@0", Fetch())
+    assert image.name == "app:1" and len(image.layers) == 1
+    with pytest.raises(Oci2vmError, match=r"app.tar: no image @1 \(the archive holds 1\)$"):
+        resolve(f"docker-archive:{archive}:@1", Fetch())
+
+
 @pytest.mark.parametrize(
     ("path", "name"),
     [

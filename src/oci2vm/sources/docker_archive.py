@@ -61,9 +61,15 @@ def resolve(source: str, path: Path, ref: str, fetch: Fetch) -> Image:
             return oci_layout.resolve_in(source, container, ref, fetch, name=ref or path.stem)
         raise Oci2vmError(f"{path}: not a docker save archive (no manifest.json)")
     doc: Any = load_json_list(container.read("manifest.json"), f"{path}: manifest.json")
-    wanted = _normalize(ref) if ref else None
     images = [e for e in doc if isinstance(e, dict)]
-    if wanted is not None:
+    index = re.fullmatch(r"@(\d+)", ref)
+    wanted = _normalize(ref) if ref and index is None else None
+    if index is not None:  # skopeo's @N: the Nth image of manifest.json, from 0
+        if int(index[1]) >= len(images):
+            raise Oci2vmError(f"{path}: no image {ref} (the archive holds {len(images)})")
+        images = [images[int(index[1])]]
+        ref = ""
+    elif wanted is not None:
         images = [
             e
             for e in images
