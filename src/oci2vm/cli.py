@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import ipaddress
+import json
 import logging
 import math
 import signal
@@ -522,11 +523,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="oci2vm: %(message)s",
         stream=sys.stderr,
     )
+    as_json = bool(getattr(args, "json", False))
     try:
         config = config_from(args)
     except Oci2vmError as e:
-        print(f"oci2vm: error: {e}", file=sys.stderr)
-        return 1
+        return _failed(f"error: {e}", 1, as_json)
     reporter = Reporter(quiet=config.quiet, json_output=config.json)
     try:
         with signals_unwind():
@@ -534,14 +535,21 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             return command(args.command)(config, reporter)
     except Oci2vmError as e:
-        print(f"oci2vm: error: {e}", file=sys.stderr)
-        return 1
+        return _failed(f"error: {e}", 1, as_json)
     except KeyboardInterrupt:
-        print("oci2vm: interrupted", file=sys.stderr)
-        return 128 + signal.SIGINT
+        return _failed("interrupted", 128 + signal.SIGINT, as_json)
     except Terminated as e:
-        print(f"oci2vm: stopped by {signal.Signals(e.signum).name}", file=sys.stderr)
-        return 128 + e.signum
+        return _failed(f"stopped by {signal.Signals(e.signum).name}", 128 + e.signum, as_json)
+
+
+def _failed(message: str, status: int, as_json: bool) -> int:
+    """Say why on stderr; with --json, also as the one JSON object on stdout, so that a
+    program reading the report gets a document either way."""
+    print(f"oci2vm: {message}", file=sys.stderr)
+    if as_json:
+        text = message.removeprefix("error: ")
+        print(json.dumps({"error": text, "exit_status": status}), flush=True)
+    return status
 
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)

@@ -105,3 +105,29 @@ def test_network_timeout_and_insecure_hosts_reach_the_config(
         with pytest.raises(SystemExit):
             parser().parse_args([*args, "--network-timeout", bad])
         assert "--network-timeout: expected a number of seconds above 0" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["build", "oci:/nonexistent/layout", "-o", "{tmp}/x.ext4", "--json"],  # a build error
+        [
+            "build",
+            "tar:/dev/null",
+            "-o",
+            "{tmp}/x.ext4",
+            "--json",
+            "--root-password-file",
+            "{tmp}/no",
+        ],
+        ["inspect", "oci:/nonexistent/layout", "--json"],
+    ],
+)
+def test_with_json_a_failure_is_a_json_document_too(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str]
+) -> None:
+    status = main([a.format(tmp=tmp_path) for a in argv])
+    out, err = capsys.readouterr()
+    assert status == 1 and err.startswith("oci2vm: error: ") and err.count("\n") == 1
+    assert json.loads(out) == {"error": err.removeprefix("oci2vm: error: ")[:-1], "exit_status": 1}
+    assert not (tmp_path / "x.ext4").exists()
