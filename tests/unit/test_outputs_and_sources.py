@@ -15,7 +15,15 @@ import pytest
 from oci2vm.errors import Oci2vmError
 from oci2vm.sources import Fetch, oci_layout, resolve
 from support.disks import build
-from support.layouts import directory, file, layer_tar, sha256, write_layout
+from support.layouts import (
+    build_image,
+    build_index,
+    directory,
+    file,
+    layer_tar,
+    sha256,
+    write_layout,
+)
 
 
 def small_layout(tmp_path: Path) -> str:
@@ -153,3 +161,17 @@ def test_docker_archive_images_are_picked_by_skopeos_index_syntax(tmp_path: Path
 )
 def test_a_layouts_name_skips_generic_directory_names(path: str, name: str) -> None:
     assert oci_layout.layout_name(Path(path)) == name
+
+
+def test_a_tag_on_an_index_and_on_a_manifest_is_not_guessed_between(tmp_path: Path) -> None:
+    amd64 = build_image([[file("a", b"1")]])
+    arm64 = build_image([[file("b", b"2")]], platform="linux/arm64")
+    layout = write_layout(tmp_path / "l", {"old": build_index([arm64]), "new": amd64})
+    index = json.loads((layout.path / "index.json").read_text())
+    for entry in index["manifests"]:  # both tagged "latest", as a moved tag may be left
+        entry["annotations"]["org.opencontainers.image.ref.name"] = "latest"
+    (layout.path / "index.json").write_text(json.dumps(index))
+    with pytest.raises(Oci2vmError, match=r":latest: 2 entries of index.json match: name one by"):
+        resolve(f"oci:{layout.path}:latest", Fetch())
+    image = resolve(f"oci:{layout.path}:{amd64.manifest_digest}", Fetch())
+    assert image.config_digest == amd64.config_digest

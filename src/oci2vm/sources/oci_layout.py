@@ -95,6 +95,13 @@ def resolve_in(source: str, container: Container, tag: str, fetch: Fetch, *, nam
                 f"{where}: the layout holds {len(entries)} images: name one"
                 + (f" ({', '.join(tags)})" if tags else "")
             )
+    elif len(entries) > 1:
+        # An index among them: which to read is not for a guess (a tag moved from one
+        # entry to another is kept on both by some tools).
+        shown = ", ".join(d.digest for d in entries[:3]) + (", ..." if len(entries) > 3 else "")
+        raise Oci2vmError(
+            f"{where}: {len(entries)} entries of index.json match: name one by digest ({shown})"
+        )
     else:
         desc = entries[0]
     for _depth in range(4):
