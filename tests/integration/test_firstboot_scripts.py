@@ -5,26 +5,13 @@ their absolute paths are moved under it, the logic is the shipped one."""
 from __future__ import annotations
 
 import re
-import subprocess
 from pathlib import Path
 
 import pytest
 
 from oci2vm.prepare import firstboot, identity
+from support.guestscripts import SHELLS, run_script
 from support.programs import requires
-
-SHELLS = {"dash": ["sh"], "busybox": ["busybox", "sh"]}
-
-
-def rooted(script: str, root: Path) -> str:
-    return script.replace("/etc/", f"{root}/etc/")
-
-
-def run(shell: str, script: str, root: Path) -> subprocess.CompletedProcess[str]:
-    path = root / "script.sh"
-    path.write_text(rooted(script, root))
-    return subprocess.run([*SHELLS[shell], str(path)], capture_output=True, text=True,
-                          check=False, timeout=30)  # fmt: skip
 
 
 @requires("sh", "busybox")
@@ -38,7 +25,7 @@ def test_the_runner_removes_what_succeeded_and_keeps_what_failed(
     (parts / "10-a.sh").write_text(f"echo a >> {log}\n")
     (parts / "20-b.sh").write_text(f"echo b >> {log}\nexit 3\n")
     (parts / "30-c.sh").write_text(f"echo c >> {log}\n")
-    done = run(shell, firstboot.RUNNER_SCRIPT.decode(), tmp_path)
+    done = run_script(shell, firstboot.RUNNER_SCRIPT.decode(), tmp_path)
     assert done.returncode == 0
     assert log.read_text() == "a\nb\nc\n"
     assert sorted(p.name for p in parts.iterdir()) == ["20-b.sh"]
@@ -55,11 +42,11 @@ def test_the_machine_id_fragment_writes_a_fresh_id_once(tmp_path: Path, shell: s
     ids = []
     for _ in range(2):
         machine_id.write_bytes(b"")
-        assert run(shell, identity.MAKE_MACHINE_ID, tmp_path).returncode == 0
+        assert run_script(shell, identity.MAKE_MACHINE_ID, tmp_path).returncode == 0
         ids.append(machine_id.read_text())
         assert re.fullmatch(r"[0-9a-f]{32}\n", ids[-1]), ids[-1]
         assert machine_id.stat().st_mode & 0o777 == 0o444
         machine_id.chmod(0o644)
     assert ids[0] != ids[1]
-    assert run(shell, identity.MAKE_MACHINE_ID, tmp_path).returncode == 0
+    assert run_script(shell, identity.MAKE_MACHINE_ID, tmp_path).returncode == 0
     assert machine_id.read_text() == ids[1]  # one there already is kept

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from oci2vm.prepare import netfiles
+from support.guestscripts import SHELLS, run_script
 from support.programs import requires
 
-SHELLS = {"dash": ["sh"], "busybox": ["busybox", "sh"]}
 LINK_STATE = (
     "# This is private data. Do not parse.\n"
     "ADMIN_STATE=configured\n"
@@ -24,12 +24,7 @@ LEASE = "ADDRESS=10.0.2.15\nROUTER=10.0.2.2\nDNS=198.51.100.7 10.0.2.3\n"
 
 
 def run(shell: str, root: Path) -> subprocess.CompletedProcess[str]:
-    script = netfiles.NETWORKD_RESOLV_SCRIPT.decode()
-    script = script.replace("/run/", f"{root}/run/").replace("/etc/", f"{root}/etc/")
-    path = root / "script.sh"
-    path.write_text(script)
-    return subprocess.run([*SHELLS[shell], str(path)], capture_output=True, text=True,
-                          check=False, timeout=30)  # fmt: skip
+    return run_script(shell, netfiles.NETWORKD_RESOLV_SCRIPT.decode(), root, ("/run/", "/etc/"))
 
 
 @requires("sh", "busybox")
