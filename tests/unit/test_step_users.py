@@ -10,7 +10,7 @@ import pytest
 from oci2vm.cli import config_from, parse
 from oci2vm.config import Config, UserSpec
 from oci2vm.errors import Oci2vmError
-from oci2vm.prepare import users
+from oci2vm.prepare import accounts, users
 from oci2vm.tree.model import Kind, lookup
 from support.layouts import Member, directory, file, symlink
 from support.prepared import (
@@ -23,6 +23,8 @@ from support.prepared import (
     libc_crypt,
     options,
     run_step,
+    target,
+    with_data,
 )
 
 GROUP = b"root:x:0:\nsudo:x:27:\nusers:x:100:\nuid1000:x:1000:\n"
@@ -217,3 +219,37 @@ def test_config_defaults_have_no_users() -> None:
     config = Config()
     assert (config.users, config.user_ssh_keys) == ((), ())
     assert dataclasses.replace(config, users=(UserSpec("x"),)).users == (UserSpec("x"),)
+
+
+@pytest.mark.parametrize("where", ["etc-symlinked", "passwd-over-capture-limit"])
+def test_accounts_out_of_reach_of_the_capture_are_read_back_and_kept(
+    tmp_path: Path, where: str
+) -> None:
+    # Flattening keeps the bytes of small /etc/* files; /etc -> usr/etc, or a passwd of
+    # thousands of users, are read back from where they were streamed instead of being
+    # taken for empty files (which the steps rewrote with their own lines alone).
+    extra = b""
+    if where == "passwd-over-capture-limit":
+        extra = b"".join(b"u%d:x:%d:100::/home/u:/bin/sh\n" % (i, 2000 + i) for i in range(9000))
+    etc = "usr/etc" if where == "etc-symlinked" else "etc"
+    members = [
+        directory("usr"),
+        directory(etc),
+        file(f"{etc}/passwd", DEBIAN_PASSWD + extra),
+        file(f"{etc}/shadow", DEBIAN_SHADOW, mode=0o640, gid=42),
+        file(f"{etc}/group", GROUP),
+        directory("bin"),
+        file("bin/bash", b"elf", mode=0o755),
+    ]
+    if where == "etc-symlinked":
+        members.append(symlink("etc", "usr/etc"))
+    tree, edit = with_data(tmp_path, members)
+    goal = target(tree, {**opts(UserSpec("bob", "pw")), "root_password": "secret"})
+    for step in (accounts.STEP, users.STEP):
+        step.apply(edit, goal)
+    passwd = (edit.read("/etc/passwd") or b"").decode().splitlines()
+    image_lines = (DEBIAN_PASSWD + extra).decode().splitlines()
+    assert passwd[: len(image_lines)] == image_lines and passwd[-1].startswith("bob:x:")
+    shadow = (edit.read("/etc/shadow") or b"").decode()
+    assert "\ndaemon:*:" in shadow and shadow.startswith("root:$6$") and "\nbob:$6$" in shadow
+    assert b"\nusers:x:100:" in (edit.read("/etc/group") or b"")

@@ -58,7 +58,12 @@ CaptureFn = Callable[[str], bool]
 
 
 def default_capture(path: str) -> bool:
-    return path.startswith("/etc/") or path in ("/usr/lib/os-release", "/lib/os-release")
+    # /usr/etc: where an image whose /etc links to usr/etc keeps it (files that escape the
+    # capture are read back from the filesystem by a build, but `inspect` has none).
+    return path.startswith(("/etc/", "/usr/etc/")) or path in (
+        "/usr/lib/os-release",
+        "/lib/os-release",
+    )
 
 
 def split_path(name: str, what: str) -> list[str]:

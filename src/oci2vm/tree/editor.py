@@ -1,5 +1,6 @@
-"""Adding, replacing and removing entries of a flattened tree, and reading the small
-files that flattening captured: what preparation steps use to edit the tree."""
+"""Adding, replacing and removing entries of a flattened tree, and reading its files
+(captured while flattening, or read back from the filesystem being written): what
+preparation steps use to edit the tree."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from oci2vm.tree.model import (
 
 # Reads a streamed file's bytes back from the filesystem being written (Ext4Writer.read_file).
 ReadBack = Callable[[Inode, int], "bytes | None"]
+TEXT_LIMIT = 64 << 20  # a configuration file read to be edited (/etc/passwd of many users)
 
 
 class TreeEditor:
@@ -76,15 +78,17 @@ class TreeEditor:
             return None
         return found[0].children.get(found[1])
 
-    def read(self, path: str) -> bytes | None:
-        """The content of a small file captured while flattening, or None."""
-        inode = self.get(path)
-        return None if inode is None else self.tree.content(inode)
+    def read(self, path: str, limit: int = TEXT_LIMIT) -> bytes | None:
+        """The content of the regular file at `path`; see read_file()."""
+        return self.read_file(path, limit)
 
     def read_file(self, path: str, limit: int) -> bytes | None:
-        """The content of any regular file at `path` (symlinks followed), of at most
-        `limit` bytes: in memory, or read back from where it was streamed. None when there
-        is no such file or its bytes cannot be had."""
+        """The content of the regular file at `path` (symlinks followed, as the kernel
+        would), of at most `limit` bytes: in memory (captured while flattening, or written
+        by a step), or read back from where it was streamed. None when there is no such
+        file. Without `read_back` (a plan, not a build) only what is in memory is seen. In a
+        build, a file whose bytes cannot be had is an error, never read as empty: a step
+        that rewrites it (an account added to /etc/passwd) would drop what it held."""
         found = resolve_link(self.tree.root, path)
         if found is None or found[1].kind is not Kind.FILE:
             return None
@@ -92,7 +96,10 @@ class TreeEditor:
         content = self.tree.content(inode)
         if content is not None or self.read_back is None:
             return content
-        return self.read_back(inode, limit)
+        content = self.read_back(inode, limit)
+        if content is None:
+            raise Oci2vmError(f"cannot read {path} in the image: its bytes were not kept")
+        return content
 
     def write(
         self,
