@@ -161,12 +161,32 @@ def test_auto_names_an_image_initrd_without_ext4_it_cannot_replace(tmp_path: Pat
     ]
 
 
-def test_initrd_image_keeps_even_an_initrd_without_ext4(tmp_path: Path) -> None:
+def test_initrd_image_keeps_even_an_initrd_without_ext4_and_says_so(tmp_path: Path) -> None:
     initrd = initrd_with("init")
     tree, edit = with_data(tmp_path, image_kernel(initrd))
     chosen = goal(target(tree, options()), initrd=InitrdChoice.IMAGE)
-    assert kernel.STEP.apply(edit, chosen) == []
+    assert kernel.STEP.apply(edit, chosen) == [
+        f"test: --initrd image: its initrd /boot/initrd.img-{IMAGE_KERNEL} has no ext4 "
+        "module (built host-only?)"
+    ]
     assert edit.read_file(f"/boot/initrd.img-{IMAGE_KERNEL}", 1 << 20) == initrd
+
+
+@pytest.mark.parametrize("cut", [30, -10])
+def test_a_damaged_image_initrd_is_named_not_trusted(tmp_path: Path, cut: int) -> None:
+    # A corrupt or truncated initrd panics the kernel ("VFS: Unable to mount root fs");
+    # only a form oci2vm cannot read (lz4) is trusted as it is.
+    initrd = initrd_with(f"usr/{IMAGE_MODULES}/kernel/fs/ext4/ext4.ko", "init")
+    damaged = initrd[:cut] + (b"\xff" * 40 if cut > 0 else b"")
+    tree, edit = with_data(tmp_path, image_kernel(damaged, modules=False))
+    (note,) = kernel.STEP.apply(edit, target(tree, options()))
+    assert note.startswith(f"test: its initrd /boot/initrd.img-{IMAGE_KERNEL} is damaged (a ")
+    assert note.endswith(
+        f"and oci2vm's cannot replace it: no modules.dep for kernel {IMAGE_KERNEL} in the image"
+    )
+    lz4 = b"\x02\x21\x4c\x18" + initrd[4:]
+    tree, edit = with_data(tmp_path / "lz4", image_kernel(lz4, modules=False))
+    assert kernel.STEP.apply(edit, target(tree, options())) == []
 
 
 def test_an_image_kernel_without_initrd_or_modules_dep_says_so(tmp_path: Path) -> None:

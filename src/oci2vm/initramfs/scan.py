@@ -28,6 +28,11 @@ class UnknownFormatError(Oci2vmError):
     """An initrd in a form oci2vm cannot read (lz4, lzo, something else)."""
 
 
+class CorruptInitrdError(Oci2vmError):
+    """An initrd that is damaged: a compressed stream corrupt or cut short, a cpio
+    archive malformed. No kernel unpacks it either."""
+
+
 class _Scanner:
     """newc/crc cpio archives fed in pieces: the member names, data skipped."""
 
@@ -52,12 +57,12 @@ class _Scanner:
         if len(buffer) < HEADER:
             return False
         if bytes(buffer[:6]) not in (b"070701", b"070702"):
-            raise Oci2vmError("initrd: not a newc cpio archive inside")
+            raise CorruptInitrdError("initrd: not a newc cpio archive inside")
         try:
             size = int(buffer[54:62], 16)
             name_size = int(buffer[94:102], 16)
         except ValueError:
-            raise Oci2vmError("initrd: a malformed cpio header") from None
+            raise CorruptInitrdError("initrd: a malformed cpio header") from None
         name_end = HEADER + name_size
         data_start = name_end + (-name_end % 4)
         if len(buffer) < data_start:
@@ -106,7 +111,7 @@ def _inflate(data: memoryview, feed: Callable[[bytes], None]) -> int:
         try:
             out, unused, ended = step(pending)
         except (zlib.error, lzma.LZMAError, OSError, EOFError, zstandard.ZstdError) as e:
-            raise Oci2vmError(f"initrd: a corrupt compressed archive ({e})") from None
+            raise CorruptInitrdError(f"initrd: a corrupt compressed archive ({e})") from None
         fed += len(out)
         if fed > MAX_UNPACKED:
             raise Oci2vmError(f"initrd: unpacks to more than {MAX_UNPACKED >> 20} MiB")
@@ -118,7 +123,7 @@ def _inflate(data: memoryview, feed: Callable[[bytes], None]) -> int:
             pending = unused  # the decompressor's own backlog
             continue
         if pos >= len(data) and not out and not unused:
-            raise Oci2vmError("initrd: a compressed archive is truncated")
+            raise CorruptInitrdError("initrd: a compressed archive is truncated")
         pending = unused + bytes(data[pos : pos + 4 * CHUNK])
         pos += min(4 * CHUNK, len(data) - pos)
 
@@ -145,16 +150,16 @@ def _uncompressed_archive(data: memoryview, names: list[str]) -> int:
     while True:
         header = bytes(data[pos : pos + HEADER])
         if len(header) < HEADER or header[:6] not in (b"070701", b"070702"):
-            raise Oci2vmError(f"initrd: no cpio header at byte {pos} of an archive")
+            raise CorruptInitrdError(f"initrd: no cpio header at byte {pos} of an archive")
         try:
             size, name_size = int(header[54:62], 16), int(header[94:102], 16)
         except ValueError:
-            raise Oci2vmError("initrd: a malformed cpio header") from None
+            raise CorruptInitrdError("initrd: a malformed cpio header") from None
         name_end = pos + HEADER + name_size
         name = bytes(data[pos + HEADER : name_end - 1]).decode("utf-8", "surrogateescape")
         data_end = name_end + (-name_end % 4) + size
         if data_end > len(data):
-            raise Oci2vmError(f"initrd: member {name!r} runs past the end")
+            raise CorruptInitrdError(f"initrd: member {name!r} runs past the end")
         pos = data_end + (-data_end % 4)
         if name == TRAILER:
             return pos

@@ -31,7 +31,7 @@ from oci2vm.initramfs.build import (
     build_initramfs,
     busybox_from_deb,
 )
-from oci2vm.initramfs.scan import initrd_names
+from oci2vm.initramfs.scan import CorruptInitrdError, initrd_names
 from oci2vm.initramfs.spec import DEFAULT_INIT, BootSpec, Mode, workload
 from oci2vm.kernel.moddep import builtin_names, dep_closure, parse_modules_dep
 from oci2vm.kernel.modinfo import decompress_module
@@ -293,8 +293,9 @@ def image_initrd(edit: TreeEditor, target: Target, kernel: Kernel) -> list[str]:
       image's, unless it cannot mount the root oci2vm writes (then a note says so).
     """
     choice = target.config.initrd
-    if choice is InitrdChoice.IMAGE:
-        return []
+    if choice is InitrdChoice.IMAGE:  # kept as asked, but said when it cannot serve
+        found = cannot_mount_root(edit, kernel)
+        return [f"{target.source}: --initrd image: {found}"] if found else []
     reason = "--initrd own"
     if target.mode is InitMode.APP:
         choice, reason = InitrdChoice.OWN, "app mode"
@@ -338,8 +339,10 @@ def cannot_mount_root(edit: TreeEditor, kernel: Kernel) -> str | None:
         return None  # nothing to judge by: trust it
     try:
         names = initrd_names(data)
+    except CorruptInitrdError as e:
+        return f"its initrd {kernel.initrd} is damaged ({str(e).removeprefix('initrd: ')})"
     except Oci2vmError:
-        return None  # a form oci2vm cannot read (lz4...): trust it
+        return None  # a form oci2vm cannot read (lz4...), or too large to look into
     if not ext4_builtin and not any(n.endswith(EXT4_NAMES) for n in names):
         return f"its initrd {kernel.initrd} has no ext4 module (built host-only?)"
     return None
