@@ -20,6 +20,7 @@ from oci2vm.prepare import (
     hostname,
     identity,
     kernel,
+    mountpoints,
     network,
     ssh,
     users,
@@ -31,6 +32,7 @@ from oci2vm.tree.osinfo import describe
 SYSTEM_STEPS: tuple[Step, ...] = (
     kernel.STEP,
     cleanup.STEP,
+    mountpoints.STEP,
     distro.STEP,
     identity.STEP,
     hostkeys.STEP,
