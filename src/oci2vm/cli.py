@@ -175,7 +175,12 @@ def _user(text: str) -> UserSpec:
 
 
 def _common(p: argparse.ArgumentParser, verbose_short: bool = True) -> None:
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress, no notes")
+    p.add_argument(
+        "-q",
+        "--quiet",
+        action="store_true",
+        help="no progress, no notes (warnings and the result stay)",
+    )
     flags = ("-v", "--verbose") if verbose_short else ("--verbose",)
     p.add_argument(*flags, action="store_true", help="log every external command")
     p.add_argument("--json", action="store_true", help="print a machine-readable report")

@@ -246,3 +246,10 @@ def test_a_fail_pattern_ends_the_watch_before_the_timeout() -> None:
     ok, reason, _ = vm._watch(qemu, steps, time.monotonic() + 60)  # type: ignore[arg-type]
     assert not ok and reason.startswith("QEMU exited (0) before")
     qemu.stdout.close()
+
+
+def test_check_stops_at_a_kernel_panic_unless_the_panic_is_what_it_waits_for() -> None:
+    from oci2vm.commands import boot
+
+    assert boot._panic_unless_expected("login:") == vm.KERNEL_PANIC
+    assert boot._panic_unless_expected(r"Kernel panic") is None

@@ -4,6 +4,7 @@ a temporary file first."""
 from __future__ import annotations
 
 import dataclasses
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -93,8 +94,15 @@ def check_command(config: Config, reporter: Reporter) -> int:
             accel=config.accel,
             memory_mib=config.memory_mib,
             cpus=config.cpus,
+            fail=_panic_unless_expected(config.expect),
         )
     reporter.result(
         CheckReport(result.ok, result.seconds, config.expect, result.reason, result.tail)
     )
     return 0 if result.ok else 1
+
+
+def _panic_unless_expected(expect: str) -> str | None:
+    """A kernel panic ends the check at once (nothing else comes after it), unless the
+    regex waited for is the panic itself."""
+    return None if re.search(expect, "Kernel panic - not syncing: VFS") else vm.KERNEL_PANIC
