@@ -253,3 +253,12 @@ def test_accounts_out_of_reach_of_the_capture_are_read_back_and_kept(
     shadow = (edit.read("/etc/shadow") or b"").decode()
     assert "\ndaemon:*:" in shadow and shadow.startswith("root:$6$") and "\nbob:$6$" in shadow
     assert b"\nusers:x:100:" in (edit.read("/etc/group") or b"")
+
+
+@pytest.mark.parametrize("spec", ["add-user", "ssh-key"])
+def test_an_existing_user_with_malformed_ids_is_refused(tmp_path: Path, spec: str) -> None:
+    bad = b"bob:x:notanumber:100::/home/bob:/bin/sh\n"
+    tree = flattened(tmp_path, [*image(), file("etc/passwd", DEBIAN_PASSWD + bad)])
+    given = opts(UserSpec("bob", "pw")) if spec == "add-user" else opts(keys=(("bob", (b"k",)),))
+    with pytest.raises(Oci2vmError, match=r"malformed entry for 'bob' \(uid 'notanumber', gid"):
+        run_step(tree, users.STEP, given)

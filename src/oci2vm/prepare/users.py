@@ -65,7 +65,15 @@ class Accounts:
         self.gshadow = _table(edit, "/etc/gshadow")
 
     def find(self, name: str) -> list[str] | None:
-        return next((row for row in self.passwd if row[0] == name and len(row) >= 7), None)
+        """The user's passwd row; one whose ids are no numbers is an error (no tool
+        could log it in or own its files)."""
+        row = next((row for row in self.passwd if row[0] == name and len(row) >= 7), None)
+        if row is not None and not (row[2].isdigit() and row[3].isdigit()):
+            raise Oci2vmError(
+                f"the image's /etc/passwd has a malformed entry for {name!r} "
+                f"(uid {row[2]!r}, gid {row[3]!r})"
+            )
+        return row
 
     def add(self, name: str, shell: str) -> tuple[int, int]:
         uid = _free({int(r[2]) for r in self.passwd if len(r) > 2 and r[2].isdigit()})
