@@ -175,7 +175,7 @@ def test_init_system_on_an_image_without_init(no_init: str, places: Places) -> N
     message = fails_cleanly(places, no_init, "--init", "system")
     assert message == (
         f"{no_init}: the image has no init (looked for /sbin/init, /usr/sbin/init, "
-        "/bin/init): run its Entrypoint and Cmd with --init app"
+        "/bin/init, /lib/systemd/systemd): run its Entrypoint and Cmd with --init app"
     )
 
 

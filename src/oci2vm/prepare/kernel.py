@@ -108,7 +108,7 @@ def mode_of(target: Target) -> InitMode:
     if chosen is InitMode.SYSTEM and not has_init:
         raise Oci2vmError(
             f"{target.source}: the image has no init (looked for /sbin/init, /usr/sbin/init, "
-            "/bin/init): run its Entrypoint and Cmd with --init app"
+            "/bin/init, /lib/systemd/systemd): run its Entrypoint and Cmd with --init app"
         )
     mode = chosen if chosen is not InitMode.AUTO else InitMode.SYSTEM if has_init else InitMode.APP
     if mode is InitMode.SYSTEM:
