@@ -70,7 +70,7 @@ def test_workload_gets_env_user_workdir_and_its_exit_status_comes_back(boot: App
 
 def test_unknown_user_fails_like_docker(boot: AppBoot) -> None:
     code, out, err = finish(boot.start(app("true", user="nosuchuser"), TCG, "user"))
-    assert (code, out) == (127, "")
+    assert (code, out) == (125, "")  # docker run's status for an error of the daemon
     assert "unable to find user nosuchuser" in err
 
 

@@ -242,9 +242,9 @@ resolve_user() {
 	fi
 }
 
-fail_start() { # like docker when the container cannot start: a message and status 127
-	echo "oci2vm: $*" >"$ERR"
-	finish 127
+fail_start() { # like docker when the container cannot start: a message and status 125
+	echo "oci2vm: $*" >"$ERR"   # (docker run's for a daemon error: an unknown user, group)
+	finish 125
 }
 
 start_workload() {
