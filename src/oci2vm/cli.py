@@ -455,6 +455,8 @@ def config_from(args: argparse.Namespace) -> Config:
         fields["command"] = tuple(args.args)
     if "env" in fields:
         fields["env"] = environment(getattr(args, "env_file", []), fields["env"])
+    if fields.get("hostname") == "":  # an unset variable in a script, likely
+        raise Oci2vmError("--hostname is empty: leave it out for the default, from the image")
     password_file: Path | None = getattr(args, "root_password_file", None)
     if password_file is not None:
         fields["root_password"] = read_password(password_file)

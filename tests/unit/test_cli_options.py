@@ -131,3 +131,8 @@ def test_with_json_a_failure_is_a_json_document_too(
     assert status == 1 and err.startswith("oci2vm: error: ") and err.count("\n") == 1
     assert json.loads(out) == {"error": err.removeprefix("oci2vm: error: ")[:-1], "exit_status": 1}
     assert not (tmp_path / "x.ext4").exists()
+
+
+def test_an_empty_hostname_is_refused_not_taken_for_the_default(tmp_path: Path) -> None:
+    assert main(["build", "tar:/dev/null", "-o", str(tmp_path / "x.img"), "--hostname", ""]) == 1
+    assert not (tmp_path / "x.img").exists()
