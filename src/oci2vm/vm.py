@@ -481,6 +481,11 @@ def _watch(
                         return False, "QEMU exited while input was being typed", console.text
             if step == len(steps):
                 return True, "matched", console.text
+            # `fail` after the steps: what was waited for wins when both came in one read
+            # (a check that waits for the panic itself succeeds).
+            if fail is not None and (failed := fail.search(console.text, fail_from)):
+                return False, f"the console showed {failed.group()!r}", console.text
+            fail_from = max(0, len(console.text) - _FAIL_OVERLAP)
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 waiting = steps[step][0].pattern
@@ -494,9 +499,6 @@ def _watch(
                 waiting = steps[step][0].pattern
                 return False, f"QEMU exited ({proc.returncode}) before {waiting!r}", console.text
             console.feed(chunk)
-            if fail is not None and (failed := fail.search(console.text, fail_from)):
-                return False, f"the console showed {failed.group()!r}", console.text
-            fail_from = max(0, len(console.text) - _FAIL_OVERLAP)
 
 
 def _kill(proc: subprocess.Popen[bytes]) -> None:

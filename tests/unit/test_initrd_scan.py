@@ -14,7 +14,7 @@ import zstandard
 
 from oci2vm.errors import Oci2vmError
 from oci2vm.initramfs.cpio import CpioWriter
-from oci2vm.initramfs.scan import UnknownFormatError, initrd_names
+from oci2vm.initramfs.scan import CorruptInitrdError, UnknownFormatError, initrd_names
 from oci2vm.kernel.moddep import builtin_names, dep_closure, parse_modules_dep
 
 
@@ -61,6 +61,14 @@ def test_unreadable_and_broken_initrds_are_errors_not_crashes() -> None:
         initrd_names(archive("a")[:-20])
     with pytest.raises(Oci2vmError):
         initrd_names(gzip.compress(b"not a cpio archive at all" * 10))
+
+
+@pytest.mark.parametrize("cut", [-1, -200, 130])  # in the trailer, a module, a header
+@pytest.mark.parametrize("kind", sorted(COMPRESSORS))
+def test_a_cpio_cut_short_inside_a_sound_compressed_stream_is_damaged(cut: int, kind: str) -> None:
+    whole = archive("init", "usr/lib/modules/6.1/kernel/fs/ext4/ext4.ko", size=1000)
+    with pytest.raises(CorruptInitrdError, match=r"^initrd: a cpio archive ends inside"):
+        initrd_names(COMPRESSORS[kind](whole[:cut]))
 
 
 def test_modules_dep_closure_loads_what_is_needed_first_and_skips_builtins() -> None:

@@ -208,6 +208,17 @@ def test_a_stream_that_ends_inside_a_header_is_truncated(cut: int, filler: bytes
     assert read_all(b"") == []  # an empty blob is an empty layer
 
 
+def test_one_zero_block_ends_the_archive_only_before_zeros_or_the_end() -> None:
+    a, b = _raw_member("a", b"0", b"x"), _raw_member("b", b"0", b"y")
+    zero = b"\0" * 512
+    for tail in (b"", zero, zero * 18, zero + b"garbage after the end" * 30):
+        assert [m.name for m, _ in read_all(a + zero + tail)] == ["a"]
+    with pytest.raises(Oci2vmError, match=r"^layer: not a valid tar stream \(a zero block inside"):
+        read_all(a + zero + b)  # b would vanish
+    with pytest.raises(Oci2vmError, match=r"^layer: tar stream ends inside a header"):
+        read_all(a + zero + zero[:100])
+
+
 def test_a_pre_posix_directory_is_a_regular_type_with_a_trailing_slash() -> None:
     # Type NUL with a trailing slash, as old tars and bsdtar's v7 format write directories
     # (GNU tar, bsdtar and Go read a directory; the data area its size claims is skipped);

@@ -16,6 +16,7 @@ import pytest
 
 from oci2vm import arch, vm
 from oci2vm.arch import Arch
+from oci2vm.cli import main
 from oci2vm.errors import Oci2vmError
 from oci2vm.util import tools
 from support.programs import requires
@@ -248,8 +249,29 @@ def test_a_fail_pattern_ends_the_watch_before_the_timeout() -> None:
     qemu.stdout.close()
 
 
-def test_check_stops_at_a_kernel_panic_unless_the_panic_is_what_it_waits_for() -> None:
-    from oci2vm.commands import boot
+def test_what_was_waited_for_wins_over_a_fail_pattern_in_the_same_read() -> None:
+    for expect in ("login:", "Attempted to kill init"):
+        qemu = PipeQemu(
+            b"debian login: \r\nKernel panic - not syncing: Attempted to kill init!\r\n"
+        )
+        steps = [(re.compile(expect), None)]
+        fail = re.compile(vm.KERNEL_PANIC)
+        ok, reason, _ = vm._watch(qemu, steps, time.monotonic() + 60, fail)  # type: ignore[arg-type]
+        assert (ok, reason) == (True, "matched"), expect
+        qemu.stdout.close()
 
-    assert boot._panic_unless_expected("login:") == vm.KERNEL_PANIC
-    assert boot._panic_unless_expected(r"Kernel panic") is None
+
+def test_check_passes_the_kernel_panic_as_its_fail_pattern(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    disk = tmp_path / "disk.img"
+    disk.write_bytes(b"")
+    seen: dict[str, object] = {}
+
+    def check_boot(_disk: Path, **kw: object) -> vm.CheckResult:
+        seen.update(kw)
+        return vm.CheckResult(True, 1.0, "login:", "matched")
+
+    monkeypatch.setattr(vm, "check_boot", check_boot)
+    assert main(["check", str(disk), "-q"]) == 0
+    assert seen["fail"] == vm.KERNEL_PANIC

@@ -50,6 +50,12 @@ class _Scanner:
         while self._step():
             pass
 
+    def finish(self) -> None:
+        """At the end of the compressed stream: a member cut short is a damaged initrd
+        (the kernel would unpack a truncated file, or stop at the header)."""
+        if self._skip or self._buffer.strip(b"\0"):
+            raise CorruptInitrdError("initrd: a cpio archive ends inside a member")
+
     def _step(self) -> bool:
         buffer = self._buffer
         padding = len(buffer) - len(buffer.lstrip(b"\0"))  # after a trailer
@@ -140,7 +146,9 @@ def initrd_names(data: bytes) -> list[str]:
         if bytes(view[pos : pos + 6]) in (b"070701", b"070702"):
             pos += _uncompressed_archive(view[pos:], names)
         else:
-            pos += _inflate(view[pos:], _Scanner(names).feed)
+            scanner = _Scanner(names)
+            pos += _inflate(view[pos:], scanner.feed)
+            scanner.finish()
     return names
 
 

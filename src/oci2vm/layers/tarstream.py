@@ -364,13 +364,29 @@ class TarReader:
                 return
             yield member
 
-    def _header(self) -> bytes | None:
-        header = self._stream.read(BLOCK)
-        self._pos += len(header)
-        if not header or (header[0] == 0 and len(header) == BLOCK and not header.strip(b"\0")):
-            return None  # end of archive (two zero blocks, or simply the end)
-        if len(header) < BLOCK:  # a header cut short (Go's archive/tar refuses it too)
+    def _block(self) -> bytes | None:
+        """The next 512-byte block, or None at the end of the stream; a block cut short
+        is a truncated stream (Go's archive/tar refuses it too)."""
+        block = self._stream.read(BLOCK)
+        self._pos += len(block)
+        if not block:
+            return None
+        if len(block) < BLOCK:
             raise Oci2vmError(f"{self._what}: tar stream ends inside a header (truncated)")
+        return block
+
+    def _header(self) -> bytes | None:
+        header = self._block()
+        if header is None:
+            return None  # simply the end
+        if header[0] == 0 and not header.strip(b"\0"):
+            # The end of the archive: two zero blocks (one, at the end of the stream). A
+            # zero block followed by anything else is a corrupt archive, as in Go, not an
+            # end that would silently drop the members after it.
+            after = self._block()
+            if after is None or not after.strip(b"\0"):
+                return None
+            raise Oci2vmError(f"{self._what}: not a valid tar stream (a zero block inside it)")
         if not _checksum_ok(header):
             raise Oci2vmError(f"{self._what}: not a valid tar stream (bad header checksum)")
         return header
