@@ -262,3 +262,20 @@ def test_an_existing_user_with_malformed_ids_is_refused(tmp_path: Path, spec: st
     given = opts(UserSpec("bob", "pw")) if spec == "add-user" else opts(keys=(("bob", (b"k",)),))
     with pytest.raises(Oci2vmError, match=r"malformed entry for 'bob' \(uid 'notanumber', gid"):
         run_step(tree, users.STEP, given)
+
+
+def test_a_symlinked_shadow_is_replaced_by_a_file_as_private_as_its_target(
+    tmp_path: Path,
+) -> None:
+    members = [
+        *image(),
+        directory("usr"),
+        directory("usr/share"),
+        file("usr/share/shadow", DEBIAN_SHADOW, mode=0o640, gid=42),
+        symlink("etc/shadow", "../usr/share/shadow"),
+    ]
+    tree, edit = with_data(tmp_path, members)
+    users.STEP.apply(edit, target(tree, opts(UserSpec("bob", "pw"))))
+    shadow = entry(tree, "/etc/shadow")
+    assert (shadow.kind, shadow.mode, shadow.uid, shadow.gid) == (Kind.FILE, 0o640, 0, 42)
+    assert content(tree, "/etc/shadow").startswith(DEBIAN_SHADOW)

@@ -99,4 +99,3 @@ def check_command(config: Config, reporter: Reporter) -> int:
         CheckReport(result.ok, result.seconds, config.expect, result.reason, result.tail)
     )
     return 0 if result.ok else 1
-

@@ -110,8 +110,9 @@ class TreeEditor:
         uid: int | None = None,
         gid: int | None = None,
     ) -> Inode:
-        """Create or replace a regular file. A replaced file keeps its owner and mode
-        unless others are given (and stops being a hardlink of anything)."""
+        """Create or replace a regular file. A replaced file (or the file a replaced
+        symlink led to) lends its owner and mode unless others are given; the new file
+        is no hardlink of anything."""
         data = BytesData(content) if content else None
         return self._place_file(path, len(content), data, mode, uid, gid)
 
@@ -149,6 +150,11 @@ class TreeEditor:
         if old is not None and old.kind is Kind.DIR:
             raise Oci2vmError(f"cannot write {path}: it is a directory in the image")
         keep = old if old is not None and old.kind is Kind.FILE else None
+        if old is not None and old.kind is Kind.SYMLINK:
+            # The link gives way to the file, which keeps the owner and mode of the file
+            # the link led to (a symlinked /etc/shadow must not become world-readable).
+            found = resolve_link(self.tree.root, path)
+            keep = found[1] if found is not None and found[1].kind is Kind.FILE else None
         inode = Inode(
             Kind.FILE,
             mode=mode if mode is not None else (keep.mode if keep else 0o644),
