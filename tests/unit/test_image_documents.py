@@ -191,5 +191,10 @@ def test_an_artifact_is_named_as_such(
         doc["artifactType"] = artifact_type
     with pytest.raises(Oci2vmError, match=rf"^m is an OCI artifact \('.*{named}'\), not a contai"):
         parse_manifest(doc, "m")
-    doc["config"] = descriptor(mediaType="application/vnd.oci.image.config.v1+json")
-    assert parse_manifest(doc, "m")[1] == []  # an image config: an image, artifactType or not
+    for image_config in (
+        "application/vnd.oci.image.config.v1+json",
+        "application/vnd.docker.container.image.v1+JSON",
+        "application/octet-stream",  # what old pushers wrote: Docker pulls it as an image
+    ):
+        doc["config"] = descriptor(mediaType=image_config)
+        assert parse_manifest(doc, "m")[1] == []  # an image, artifactType or not

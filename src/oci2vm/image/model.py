@@ -44,6 +44,10 @@ MANIFEST_TYPES = (OCI_MANIFEST, DOCKER_MANIFEST)
 CONFIG_TYPES = (
     "application/vnd.oci.image.config.v1+json",
     "application/vnd.docker.container.image.v1+json",
+    # What old registries and pushers wrote, which Docker still pulls as images.
+    "application/octet-stream",
+    "application/json",
+    "text/html",
 )
 LAYER_TYPES = (
     "application/vnd.oci.image.layer.v1.tar",
@@ -317,7 +321,7 @@ def parse_manifest(
 ) -> tuple[Descriptor, list[Descriptor]]:
     """Return the config descriptor and the layer descriptors of an image manifest."""
     config = parse_descriptor(doc.get("config"), f"{what} config")
-    if config.media_type and config.media_type not in CONFIG_TYPES:
+    if config.media_type and config.media_type.lower() not in CONFIG_TYPES:
         # An OCI artifact (a Helm chart, a signature, a SIF file...): its config says
         # what it is; the manifest's artifactType, when set, says it better.
         kind = doc.get("artifactType")
