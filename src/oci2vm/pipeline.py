@@ -107,7 +107,9 @@ def resolve_source(
     """The image and the cache; with `downloads`, a registry's layers may still be on
     their way (they are read as they arrive), until `downloads` is finished or closed."""
     store = blob_store(config)
-    return resolve(config.source, fetch_options(config, reporter, store, downloads)), store
+    image = resolve(config.source, fetch_options(config, reporter, store, downloads))
+    check_linux(config.source, image.config.platform)  # for build and run alike
+    return image, store
 
 
 def layer_progress(reporter: Reporter, image: Image) -> Callable[[int, Layer], ProgressFn]:
@@ -136,7 +138,6 @@ def build(config: Config, reporter: Reporter) -> BuildReport:
         Downloads() as downloads,
     ):
         image, store = resolve_source(config, reporter, downloads)
-        check_linux(config.source, image.config.platform)
         identity = image_identity(image, config.fs_uuid)
         ctx = BuildContext(config, reporter, image, identity, store, downloads)
         if fmt is OutputFormat.EXT4:

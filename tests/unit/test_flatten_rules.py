@@ -98,6 +98,13 @@ def test_user_xattrs_stay_on_files_and_directories_only(tmp_path: Path) -> None:
     assert at(tree, "/l").xattrs == at(tree, "/p").xattrs == {"trusted.b": b"2"}
 
 
+def test_an_owner_of_minus_one_is_roots_as_chown_leaves_it(tmp_path: Path) -> None:
+    # (uid_t)-1 is chown(2)'s "no change": a runtime unpacking as root leaves the file
+    # root's; Linux would read 4294967295 in an inode back as the overflow id.
+    tree, _ = flatten_layers(tmp_path, [file("f", uid=(1 << 32) - 1, gid=(1 << 32) - 1)])
+    assert (at(tree, "/f").uid, at(tree, "/f").gid) == (0, 0)
+
+
 # --- the root directory's own entry --------------------------------------------------------
 
 

@@ -256,11 +256,16 @@ def test_accounts_out_of_reach_of_the_capture_are_read_back_and_kept(
 
 
 @pytest.mark.parametrize("spec", ["add-user", "ssh-key"])
-def test_an_existing_user_with_malformed_ids_is_refused(tmp_path: Path, spec: str) -> None:
-    bad = b"bob:x:notanumber:100::/home/bob:/bin/sh\n"
-    tree = flattened(tmp_path, [*image(), file("etc/passwd", DEBIAN_PASSWD + bad)])
+@pytest.mark.parametrize(
+    "bad", ["bob:x:notanumber:100::/home/bob:/bin/sh", "bob:x:1000", "bob:x:\u00b2:1:::"]
+)
+def test_an_existing_user_with_a_malformed_entry_is_refused(
+    tmp_path: Path, spec: str, bad: str
+) -> None:
+    passwd = DEBIAN_PASSWD + bad.encode() + b"\n"
+    tree = flattened(tmp_path, [*image(), file("etc/passwd", passwd)])
     given = opts(UserSpec("bob", "pw")) if spec == "add-user" else opts(keys=(("bob", (b"k",)),))
-    with pytest.raises(Oci2vmError, match=r"malformed entry for 'bob' \(uid 'notanumber', gid"):
+    with pytest.raises(Oci2vmError, match=rf"malformed entry for 'bob': '{bad}'$"):
         run_step(tree, users.STEP, given)
 
 

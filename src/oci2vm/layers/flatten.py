@@ -90,6 +90,7 @@ def _join(parts: list[str]) -> str:
 # Entries a path can go on through: a directory, or a symlink (which _settle weighs).
 _PASSABLE = frozenset({Kind.DIR, Kind.SYMLINK})
 _USER_XATTR_KINDS = frozenset({Kind.FILE, Kind.DIR})
+NO_OWNER = (1 << 32) - 1  # (uid_t)-1
 
 
 def _inode_for(member: Member, layer: int, store: Store | None = None) -> Inode:
@@ -131,8 +132,8 @@ def _inode_for(member: Member, layer: int, store: Store | None = None) -> Inode:
     return Inode(
         node_kind,
         mode=mode,
-        uid=member.uid,
-        gid=member.gid,
+        uid=_owner(member.uid),
+        gid=_owner(member.gid),
         mtime_ns=member.mtime_ns,
         atime_ns=member.atime_ns,
         ctime_ns=member.ctime_ns,
@@ -146,6 +147,12 @@ def _inode_for(member: Member, layer: int, store: Store | None = None) -> Inode:
         layer=layer,
         store=store,
     )
+
+
+def _owner(number: int) -> int:
+    """An owner id as a runtime unpacking as root leaves it: (uid_t)-1 is chown(2)'s
+    "no change", so such a file stays root's."""
+    return 0 if number == NO_OWNER else number
 
 
 def _adopt(target: Inode, source: Inode) -> None:

@@ -334,9 +334,12 @@ def cannot_mount_root(edit: TreeEditor, kernel: Kernel) -> str | None:
     ext4_builtin = "ext4" in _builtin(edit, kernel.version)
     if kernel.initrd is None:
         return "its kernel has no initrd to find the root by UUID"
-    data = edit.read_file(kernel.initrd, INITRD_LIMIT)
+    try:
+        data = edit.read_file(kernel.initrd, INITRD_LIMIT)
+    except Oci2vmError:
+        return None  # too large to look into: trust it
     if data is None:
-        return None  # nothing to judge by: trust it
+        return None  # nothing to judge by (a plan has no file data): trust it
     try:
         names = initrd_names(data)
     except CorruptInitrdError as e:

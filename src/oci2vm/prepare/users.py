@@ -10,6 +10,8 @@ login still works: '!' would lock the account for sshd without PAM).
 
 from __future__ import annotations
 
+import re
+
 from oci2vm.config import UserSpec
 from oci2vm.errors import Oci2vmError
 from oci2vm.prepare.passwords import derived_salt, sha512_crypt
@@ -21,6 +23,7 @@ FIRST_ID, LAST_ID = 1000, 59999
 SKEL = "/etc/skel"
 SKEL_FILE_LIMIT = 1 << 20
 SUDO_GROUPS = ("sudo", "wheel")  # Debian's, then Fedora's and Alpine's
+_ID = re.compile(r"[0-9]{1,10}")  # a uid or gid field (str.isdigit() takes '²' too)
 
 
 def applies(target: Target) -> bool:
@@ -56,8 +59,7 @@ class Accounts:
         passwd = _table(edit, "/etc/passwd")
         if passwd is None:
             raise Oci2vmError(
-                "--add-user: the image has no /etc/passwd (or it is too large to edit): "
-                "oci2vm cannot add users to it"
+                "--add-user: the image has no /etc/passwd: oci2vm cannot add users to it"
             )
         self.passwd = passwd
         self.shadow = _table(edit, "/etc/shadow")
@@ -67,11 +69,13 @@ class Accounts:
     def find(self, name: str) -> list[str] | None:
         """The user's passwd row; one whose ids are no numbers is an error (no tool
         could log it in or own its files)."""
-        row = next((row for row in self.passwd if row[0] == name and len(row) >= 7), None)
-        if row is not None and not (row[2].isdigit() and row[3].isdigit()):
+        row = next((row for row in self.passwd if row[0] == name), None)
+        if row is not None and (
+            len(row) < 7 or not (_ID.fullmatch(row[2]) and _ID.fullmatch(row[3]))
+        ):
             raise Oci2vmError(
-                f"the image's /etc/passwd has a malformed entry for {name!r} "
-                f"(uid {row[2]!r}, gid {row[3]!r})"
+                f"the image's /etc/passwd has a malformed entry for {name!r}: "
+                f"{':'.join(row)[:200]!r}"
             )
         return row
 

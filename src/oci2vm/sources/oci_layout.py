@@ -99,8 +99,10 @@ def resolve_in(source: str, container: Container, tag: str, fetch: Fetch, *, nam
         # An index among them: which to read is not for a guess (a tag moved from one
         # entry to another is kept on both by some tools).
         shown = ", ".join(d.digest for d in entries[:3]) + (", ..." if len(entries) > 3 else "")
+        tags = sorted({t for d in entries if (t := d.annotations.get(REF_NAME))})
         raise Oci2vmError(
             f"{where}: {len(entries)} entries of index.json match: name one by digest ({shown})"
+            + (f" or, if they differ, by tag ({', '.join(tags[:5])})" if len(tags) > 1 else "")
         )
     else:
         desc = entries[0]

@@ -96,9 +96,13 @@ class TreeEditor:
         content = self.tree.content(inode)
         if content is not None or self.read_back is None:
             return content
-        content = self.read_back(inode, limit)
+        try:
+            content = self.read_back(inode, limit)
+        except Oci2vmError as e:
+            raise Oci2vmError(f"{path}: {e}") from None
         if content is None:
-            raise Oci2vmError(f"cannot read {path} in the image: its bytes were not kept")
+            raise Oci2vmError(f"cannot read {path} in the image (a bug in oci2vm: its bytes "
+                              "were not kept; please report it)")  # fmt: skip
         return content
 
     def write(
