@@ -163,6 +163,7 @@ def test_check_of_a_source_boots_a_temporary_disk_and_prints_only_its_json(
             "accel": "auto",
             "memory_mib": 1024,
             "cpus": 2,
+            "fail": vm.KERNEL_PANIC,
         }
     ]
     assert fake.disks[0].name == "disk.img"
