@@ -34,6 +34,7 @@ from oci2vm.layers.decompress import LayerStream, decompressed
 from oci2vm.layers.tarstream import Member, TarReader
 from oci2vm.tree.columns import Store
 from oci2vm.tree.model import (
+    NO_ID,
     NO_XATTRS,
     BytesReader,
     DataReader,
@@ -90,7 +91,6 @@ def _join(parts: list[str]) -> str:
 # Entries a path can go on through: a directory, or a symlink (which _settle weighs).
 _PASSABLE = frozenset({Kind.DIR, Kind.SYMLINK})
 _USER_XATTR_KINDS = frozenset({Kind.FILE, Kind.DIR})
-NO_OWNER = (1 << 32) - 1  # (uid_t)-1
 
 
 def _inode_for(member: Member, layer: int, store: Store | None = None) -> Inode:
@@ -152,7 +152,7 @@ def _inode_for(member: Member, layer: int, store: Store | None = None) -> Inode:
 def _owner(number: int) -> int:
     """An owner id as a runtime unpacking as root leaves it: (uid_t)-1 is chown(2)'s
     "no change", so such a file stays root's."""
-    return 0 if number == NO_OWNER else number
+    return 0 if number == NO_ID else number
 
 
 def _adopt(target: Inode, source: Inode) -> None:

@@ -42,6 +42,9 @@ from oci2vm.tree.columns import (
 )
 
 NO_XATTRS: Mapping[str, bytes] = MappingProxyType({})
+# (uid_t)-1: chown(2)'s "leave it as it is", never an owner (Linux reads it back from an
+# inode as the overflow id).
+NO_ID = (1 << 32) - 1
 
 
 class Kind(StrEnum):

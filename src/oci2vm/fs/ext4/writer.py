@@ -84,6 +84,7 @@ from oci2vm.tree.columns import GID, KIND, MODE, MTIME, NO_TIME, SIZE, UID
 from oci2vm.tree.model import (
     KIND_CODES,
     KIND_IFMT,
+    NO_ID,
     BytesData,
     BytesReader,
     DataReader,
@@ -98,7 +99,6 @@ from oci2vm.util.units import ceil_div
 _NO_XATTRS: tuple[list[Xattr], list[Xattr]] = ([], [])  # (in the inode, in a block); read only
 _EMPTY_I_BLOCK = bytes(60)  # i_block of an inode with no blocks and no device number
 MAX_LINKS = 65000  # EXT4_LINK_MAX
-NO_ID = (1 << 32) - 1  # (uid_t)-1: no owner, which chown(2) takes as "leave it as it is"
 MAX_FILE_SIZE = (1 << 32) * BLOCK_SIZE - BLOCK_SIZE  # logical block numbers are 32 bits
 MIN_LAST_GROUP = 64  # a shorter tail of the size is left out of the filesystem
 TABLE_CHUNK = 1 << 20  # inode-table bytes packed before they are handed to the BlockWriter
@@ -508,10 +508,10 @@ class Ext4Writer:
         empty_codes = {KIND_CODES[Kind.FIFO], KIND_CODES[Kind.SOCKET]}
 
         def pack(table: bytearray, at: int, ino: int, row: int, ino_seed: int) -> bool:
+            # An owner of NO_ID (the owner columns' sentinel) is in `wide` too: the general
+            # path refuses it.
             if row in wide or row in xattrs or links[ino] > MAX_LINKS:
                 return False
-            if uids[row] == NO_ID or gids[row] == NO_ID:
-                return False  # refused by the general path
             kind = kinds[row]
             if kind == file_code:
                 key = file_key[ino]
