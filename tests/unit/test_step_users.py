@@ -247,12 +247,12 @@ def test_accounts_out_of_reach_of_the_capture_are_read_back_and_kept(
     goal = target(tree, {**opts(UserSpec("bob", "pw")), "root_password": "secret"})
     for step in (accounts.STEP, users.STEP):
         step.apply(edit, goal)
-    passwd = (edit.read("/etc/passwd") or b"").decode().splitlines()
+    passwd = (edit.read_file("/etc/passwd") or b"").decode().splitlines()
     image_lines = (DEBIAN_PASSWD + extra).decode().splitlines()
     assert passwd[: len(image_lines)] == image_lines and passwd[-1].startswith("bob:x:")
-    shadow = (edit.read("/etc/shadow") or b"").decode()
+    shadow = (edit.read_file("/etc/shadow") or b"").decode()
     assert "\ndaemon:*:" in shadow and shadow.startswith("root:$6$") and "\nbob:$6$" in shadow
-    assert b"\nusers:x:100:" in (edit.read("/etc/group") or b"")
+    assert b"\nusers:x:100:" in (edit.read_file("/etc/group") or b"")
 
 
 @pytest.mark.parametrize("spec", ["add-user", "ssh-key"])

@@ -34,7 +34,7 @@ def test_write_replacing_a_file_keeps_owner_mode_and_xattrs(tmp_path: Path) -> N
     assert inode.mtime_ns == FS_TIME * 1_000_000_000
     assert inode.size == len(b"new content\n")
     assert inode.data == BytesData(b"new content\n")
-    assert edit.read("/etc/shadow") == b"new content\n"
+    assert edit.read_file("/etc/shadow") == b"new content\n"
     assert tree.read("/etc/shadow") == b"new content\n"
 
 
@@ -181,15 +181,15 @@ def test_symlink_creates_or_replaces(tmp_path: Path) -> None:
 def test_remove_drops_the_entry(tmp_path: Path) -> None:
     tree = flattened(tmp_path, [directory("etc"), file("etc/motd", b"hi"), file(".dockerenv")])
     edit = TreeEditor(tree, FS_TIME)
-    assert edit.read("/etc/motd") == b"hi"
+    assert edit.read_file("/etc/motd") == b"hi"
     assert edit.remove("/etc/motd") is True
     assert edit.remove("/.dockerenv") is True
-    assert edit.read("/etc/motd") is None
+    assert edit.read_file("/etc/motd") is None
     assert sorted(entry(tree, "/").children or {}) == ["etc"]
     assert entry(tree, "/etc").children == {}
     assert edit.remove("/etc/motd") is False
     assert edit.remove("/no/such/dir/file") is False
-    assert edit.read("/etc/motd") is None
+    assert edit.read_file("/etc/motd") is None
 
 
 def test_get_and_read_follow_symlinked_parent_directories(tmp_path: Path) -> None:
@@ -212,5 +212,5 @@ def test_get_and_read_follow_symlinked_parent_directories(tmp_path: Path) -> Non
     assert edit.get("/sbin/agetty") == entry(tree, "/usr/sbin/agetty")
     assert edit.get("/lib/missing") is None
     assert edit.get("/etc/os-release") == entry(tree, "/etc/os-release")  # the link itself
-    assert edit.read("/etc/os-release") == b"ID=test\n"  # followed, as open(2) would
-    assert edit.read("/lib/os-release") == b"ID=test\n"  # captured as /usr/lib/os-release
+    assert edit.read_file("/etc/os-release") == b"ID=test\n"  # followed, as open(2) would
+    assert edit.read_file("/lib/os-release") == b"ID=test\n"  # captured as /usr/lib/os-release

@@ -26,7 +26,7 @@ def apply(edit: TreeEditor, target: Target) -> list[str]:
 def set_root_password(edit: TreeEditor, password: str, identity: str) -> None:
     """Store root's password hashed in /etc/shadow, pointing /etc/passwd there."""
     hashed = sha512_crypt(password, derived_salt(password, identity))
-    passwd = (edit.read("/etc/passwd") or b"").decode("utf-8", "replace")
+    passwd = (edit.read_file("/etc/passwd") or b"").decode("utf-8", "replace")
     if not re.search(r"^root:", passwd, re.M):
         passwd = "root:x:0:0:root:/root:/bin/sh\n" + passwd
         edit.write("/etc/passwd", passwd.encode(), mode=0o644, uid=0, gid=0)
@@ -36,7 +36,7 @@ def set_root_password(edit: TreeEditor, password: str, identity: str) -> None:
         passwd = re.sub(r"^root:[^:]*:", "root:x:", passwd, count=1, flags=re.M)
         edit.write("/etc/passwd", passwd.encode())
     shadow_inode = edit.get("/etc/shadow")
-    shadow = (edit.read("/etc/shadow") or b"").decode("utf-8", "replace")
+    shadow = (edit.read_file("/etc/shadow") or b"").decode("utf-8", "replace")
     line_re = re.compile(r"^root:[^:]*:(.*)$", re.M)
     if line_re.search(shadow):
         shadow = line_re.sub(lambda m: f"root:{hashed}:{m[1]}", shadow, count=1)

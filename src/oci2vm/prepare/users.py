@@ -31,7 +31,7 @@ def applies(target: Target) -> bool:
 
 
 def _table(edit: TreeEditor, path: str) -> list[list[str]] | None:
-    raw = edit.read(path)
+    raw = edit.read_file(path)
     if raw is None:
         return None
     return [line.split(":") for line in raw.decode("utf-8", "replace").splitlines() if line]

@@ -78,11 +78,7 @@ class TreeEditor:
             return None
         return found[0].children.get(found[1])
 
-    def read(self, path: str, limit: int = TEXT_LIMIT) -> bytes | None:
-        """The content of the regular file at `path`; see read_file()."""
-        return self.read_file(path, limit)
-
-    def read_file(self, path: str, limit: int) -> bytes | None:
+    def read_file(self, path: str, limit: int = TEXT_LIMIT) -> bytes | None:
         """The content of the regular file at `path` (symlinks followed, as the kernel
         would), of at most `limit` bytes: in memory (captured while flattening, or written
         by a step), or read back from where it was streamed. None when there is no such
