@@ -284,3 +284,17 @@ def test_a_symlinked_shadow_is_replaced_by_a_file_as_private_as_its_target(
     shadow = entry(tree, "/etc/shadow")
     assert (shadow.kind, shadow.mode, shadow.uid, shadow.gid) == (Kind.FILE, 0o640, 0, 42)
     assert content(tree, "/etc/shadow").startswith(DEBIAN_SHADOW)
+
+
+def test_other_entries_with_odd_ids_are_left_alone_when_adding_a_user(tmp_path: Path) -> None:
+    # '²' passes str.isdigit() but not int(): such a line of another user, or group, is
+    # kept as it is and only its id is not counted as taken.
+    odd = b"odd:x:\xc2\xb2:\xc2\xb2::/:/bin/sh\n"
+    group = GROUP + b"oddgroup:x:\xc2\xb2:\n"
+    members = [*image(), file("etc/passwd", DEBIAN_PASSWD + odd), file("etc/group", group)]
+    tree = flattened(tmp_path, members)
+    run_step(tree, users.STEP, opts(UserSpec("alice")))
+    assert lines(tree, "/etc/passwd")[-2:] == [
+        odd.decode().strip(),
+        "alice:x:1000:1001:,,,:/home/alice:/bin/bash",
+    ]

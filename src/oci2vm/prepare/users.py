@@ -37,6 +37,11 @@ def _table(edit: TreeEditor, path: str) -> list[list[str]] | None:
     return [line.split(":") for line in raw.decode("utf-8", "replace").splitlines() if line]
 
 
+def _ids(rows: list[list[str]]) -> set[int]:
+    """The ids (third field) of the passwd or group rows that have a well-formed one."""
+    return {int(r[2]) for r in rows if len(r) > 2 and _ID.fullmatch(r[2])}
+
+
 def _store(edit: TreeEditor, path: str, rows: list[list[str]], mode: int) -> None:
     text = "".join(":".join(row) + "\n" for row in rows).encode()
     if edit.get(path) is None:
@@ -80,10 +85,10 @@ class Accounts:
         return row
 
     def add(self, name: str, shell: str) -> tuple[int, int]:
-        uid = _free({int(r[2]) for r in self.passwd if len(r) > 2 and r[2].isdigit()})
-        gids = {int(r[2]) for r in self.group if len(r) > 2 and r[2].isdigit()}
+        uid = _free(_ids(self.passwd))
+        gids = _ids(self.group)
         own = next((r for r in self.group if r[0] == name and len(r) > 2), None)
-        if own is not None and own[2].isdigit():
+        if own is not None and _ID.fullmatch(own[2]):
             gid = int(own[2])
         else:
             gid = uid if uid not in gids else _free(gids)
