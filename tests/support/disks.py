@@ -21,6 +21,7 @@ import pytest
 from oci2vm import vm
 from oci2vm.boot import grub
 from oci2vm.cli import main
+from oci2vm.initramfs.cpio import CpioWriter
 from oci2vm.util.tools import run
 from support.layouts import Member, OciLayout, directory, file, symlink
 
@@ -44,14 +45,12 @@ KERNEL = b"MZ fake kernel \x00\x01\x02" * 100
 
 def _newc(*names: str) -> bytes:
     """A newc cpio archive of empty files and its trailer, as initramfs-tools writes."""
-    out = b""
-    for number, name in enumerate([*names, "TRAILER!!!"], start=1):
-        raw = name.encode() + b"\0"
-        fields = (number, 0o100644 if name != "TRAILER!!!" else 0, 0, 0, 1, 0, 0, 0, 0, 0, 0,
-                  len(raw), 0)  # fmt: skip
-        header = b"070701" + b"".join(b"%08X" % f for f in fields)
-        out += header + raw + b"\0" * (-(len(header) + len(raw)) % 4)
-    return out + b"\0" * (-len(out) % 512)
+    raw = io.BytesIO()
+    cpio = CpioWriter(raw)
+    for name in names:
+        cpio.add_file(name, b"")
+    cpio.close()
+    return raw.getvalue()
 
 
 # An initrd the kernel could unpack, whose ext4 module lets it mount the root by UUID.
