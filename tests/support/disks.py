@@ -21,8 +21,8 @@ import pytest
 from oci2vm import vm
 from oci2vm.boot import grub
 from oci2vm.cli import main
-from oci2vm.initramfs.cpio import CpioWriter
 from oci2vm.util.tools import run
+from support.initrds import cpio_of
 from support.layouts import Member, OciLayout, directory, file, symlink
 
 SECTOR = 512
@@ -43,18 +43,8 @@ ROOT_X86_64_TYPE = "4F68BCE3-E8CD-4DB1-96E7-FBCAF984B709"
 KERNEL = b"MZ fake kernel \x00\x01\x02" * 100
 
 
-def _newc(*names: str) -> bytes:
-    """A newc cpio archive of empty files and its trailer, as initramfs-tools writes."""
-    raw = io.BytesIO()
-    cpio = CpioWriter(raw)
-    for name in names:
-        cpio.add_file(name, b"")
-    cpio.close()
-    return raw.getvalue()
-
-
 # An initrd the kernel could unpack, whose ext4 module lets it mount the root by UUID.
-INITRD = gzip.compress(_newc("init", "usr/lib/modules/6.1.0-9-amd64/kernel/fs/ext4/ext4.ko"),
+INITRD = gzip.compress(cpio_of("init", "usr/lib/modules/6.1.0-9-amd64/kernel/fs/ext4/ext4.ko"),
                        mtime=0)  # fmt: skip
 
 

@@ -6,25 +6,19 @@ from __future__ import annotations
 
 import bz2
 import gzip
-import io
 import lzma
 
 import pytest
 import zstandard
 
 from oci2vm.errors import Oci2vmError
-from oci2vm.initramfs.cpio import CpioWriter
 from oci2vm.initramfs.scan import CorruptInitrdError, UnknownFormatError, initrd_names
 from oci2vm.kernel.moddep import builtin_names, dep_closure, parse_modules_dep
+from support.initrds import cpio_of
 
 
 def archive(*names: str, size: int = 3) -> bytes:
-    raw = io.BytesIO()
-    cpio = CpioWriter(raw)
-    for name in names:
-        cpio.add_file(name, b"z" * size)
-    cpio.close()
-    return raw.getvalue()
+    return cpio_of(*names, data=b"z" * size)
 
 
 COMPRESSORS = {

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import dataclasses
 import gzip
-import io
 import lzma
 from pathlib import Path
 
@@ -17,13 +16,13 @@ from oci2vm.arch import Arch
 from oci2vm.config import InitMode, InitrdChoice, KernelChoice, KernelKind
 from oci2vm.errors import Oci2vmError
 from oci2vm.image.model import ImageConfig, Platform
-from oci2vm.initramfs.cpio import CpioWriter
 from oci2vm.prepare import kernel
 from oci2vm.prepare.step import BootOutputs, Target
 from oci2vm.tree.editor import TreeEditor
 from oci2vm.tree.model import Kind, StreamedData, lookup
 from support.debarchives import build_deb
 from support.elfmodules import build_module
+from support.initrds import cpio_of
 from support.layouts import Member, directory, file
 from support.prepared import (
     FS_TIME,
@@ -99,12 +98,7 @@ def inject(tmp_path: Path, members: list[object], **changes: object) -> tuple[ob
 
 
 def initrd_with(*names: str) -> bytes:
-    raw = io.BytesIO()
-    cpio = CpioWriter(raw)
-    for name in names:
-        cpio.add_file(name, b"x")
-    cpio.close()
-    return gzip.compress(raw.getvalue())
+    return gzip.compress(cpio_of(*names, data=b"x"))
 
 
 IMAGE_KERNEL = "6.1.0-9-amd64"
