@@ -136,9 +136,13 @@ def _publish(text: str) -> PortMapping:
         host_ip = "127.0.0.1"
     host_ip = host_ip.strip("[]")
     try:
-        ipaddress.ip_address(host_ip)
+        address = ipaddress.ip_address(host_ip)
     except ValueError:
         raise argparse.ArgumentTypeError(f"-p {text}: {host_ip!r} is not an IP address") from None
+    if address.version != 4:  # QEMU (7.2) refuses such a hostfwd rule: "Bad host address"
+        raise argparse.ArgumentTypeError(
+            f"-p {text}: QEMU's user network forwards from IPv4 host addresses only"
+        )
     return PortMapping(_port(host_port, "host"), _port(ports, "guest"), host_ip, protocol)
 
 
@@ -342,6 +346,9 @@ def _workload_options(p: argparse.ArgumentParser, *, run: bool) -> None:
                        help="share a host directory with the guest (repeatable)")  # fmt: skip
         p.add_argument("-i", "--interactive", action="store_true", help="keep stdin open")
         p.add_argument("-t", "--tty", action="store_true", help="give the workload a terminal")
+        p.add_argument("--rm", dest="discard", action="store_true",
+                       help="throw away what the guest writes to a DISK (a SOURCE's run "
+                       "always does, as with docker run --rm)")  # fmt: skip
 
 
 def _vm_options(p: argparse.ArgumentParser) -> None:
@@ -397,8 +404,15 @@ def parser() -> argparse.ArgumentParser:
         "run",
         help="boot a disk, or run a source like docker run (an app image's Entrypoint and "
         "Cmd as the VM's job, its exit code as oci2vm's)",
+        usage="oci2vm run [OPTIONS] DISK|SOURCE [COMMAND [ARG...]]",
     )
-    p.add_argument("source", metavar="DISK|SOURCE")
+    p.add_argument(
+        "source",
+        metavar="DISK|SOURCE",
+        help="a disk to boot, or an image to run (the sources of oci2vm --help); the words "
+        "after it (or after --) are the command that replaces the image's Cmd, as in "
+        "docker run",
+    )
     _source_options(p)
     _build_options(p)
     _system_options(p)
@@ -422,19 +436,74 @@ WORKLOAD_COMMANDS = ("build", "run")
 
 
 def parse(argv: Sequence[str]) -> argparse.Namespace:
-    """The options, and the workload's command after '--' (build and run): `oci2vm run
-    SOURCE -- CMD ARG...` keeps every option free to come before or after SOURCE."""
+    """The options, and the workload's command: what follows '--' (build and run; options
+    are free before and after SOURCE), or for run, as docker run has it, everything from
+    the first word after SOURCE that is no option of oci2vm's (`oci2vm run IMAGE ls -l`)."""
     words = list(argv)
+    top = parser()
+    at = _docker_command_start(top, words)
     command: list[str] = []
-    if "--" in words:
+    if at is not None:
+        words, command = words[:at], words[at:]
+    elif "--" in words:
         at = words.index("--")
         words, command = words[:at], words[at + 1 :]
-    top = parser()
     args = top.parse_args(words)
     if command and args.command not in WORKLOAD_COMMANDS:
         top.error(f"{args.command} takes no command after '--'")
     args.args = command
     return args
+
+
+def _docker_command_start(top: argparse.ArgumentParser, words: Sequence[str]) -> int | None:
+    """Where `oci2vm run`'s command begins in docker run's form: at the first word after
+    SOURCE that is neither one of run's options nor an option's value, told apart as
+    argparse does (a long option's unique prefix, short flags run together, values
+    attached or next). None when there is none before a '--'."""
+    start = next((i for i, w in enumerate(words) if not w.startswith("-")), None)
+    if start is None or words[start] != "run":
+        return None
+    sub = next(a for a in top._actions if isinstance(a, argparse._SubParsersAction))
+    actions = sub.choices["run"]._option_string_actions
+    longs = [name for name in actions if name.startswith("--")]
+    seen_source = False
+    i = start + 1
+    while i < len(words):
+        word = words[i]
+        if word == "--":
+            return None
+        if word.startswith("--"):
+            name, eq, _ = word.partition("=")
+            matches = [name] if name in actions else [n for n in longs if n.startswith(name)]
+            action = actions[matches[0]] if len(matches) == 1 else None
+            takes = action is not None and not eq and _takes_value(action, words[i + 1 : i + 2])
+        elif word.startswith("-") and word != "-":
+            action, takes = None, False
+            for at, letter in enumerate(word[1:], 1):  # -it, -eA=1, -e A=1
+                action = actions.get("-" + letter)
+                if action is None or action.nargs != 0:
+                    last = at == len(word) - 1
+                    takes = action is not None and last and _takes_value(action, words[i + 1 :])
+                    break
+        else:  # a positional word: SOURCE, then the command
+            if seen_source:
+                return i
+            seen_source, action, takes = True, None, False
+            i += 1
+            continue
+        if action is None and seen_source:  # no option of oci2vm's: the command's own
+            return i
+        i += 2 if takes else 1
+    return None
+
+
+def _takes_value(action: argparse.Action, following: Sequence[str]) -> bool:
+    """Whether an option written alone takes the next word as its value."""
+    if action.nargs == 0:
+        return False
+    if action.nargs == "?":  # as argparse: the next word unless it looks like an option
+        return bool(following) and not following[0].startswith("-")
+    return True
 
 
 def config_from(args: argparse.Namespace) -> Config:

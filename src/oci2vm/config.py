@@ -237,6 +237,7 @@ class Config:
     volumes: tuple[Volume, ...] = ()
     interactive: bool = False
     tty: bool = False
+    discard: bool = False  # --rm: a disk's run throws the guest's writes away
     # running
     firmware: Firmware = Firmware.BIOS
     memory_mib: int = 1024
@@ -248,6 +249,21 @@ class Config:
     # reporting
     quiet: bool = False
     json: bool = False
+
+    def workload_options(self) -> list[str]:
+        """The docker run options given that only an app image's workload takes."""
+        return [
+            flag
+            for flag, value in (
+                ("--user", self.user),
+                ("--env", self.env or None),
+                ("--workdir", self.workdir),
+                ("--entrypoint", self.entrypoint),
+                ("--volume", self.volumes or None),
+                ("a command to run", self.command),
+            )
+            if value is not None
+        ]
 
     def output_format(self) -> OutputFormat:
         if self.format is not None:

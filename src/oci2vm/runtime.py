@@ -368,9 +368,7 @@ def direct_boot_args(
     """What every direct boot of a cached root has: QEMU's lean machine, the kernel and
     initramfs, the root as a throwaway copy-on-write overlay (snapshot=on: the file is
     never written) and user networking with -p's forwards."""
-    forwards = "".join(
-        f",hostfwd={p.protocol}:{p.host_ip}:{p.host_port}-:{p.guest_port}" for p in config.publish
-    )
+    forwards = "".join(vm.hostfwd(p) for p in config.publish)
     return [
         arch.facts.qemu_binary, "-machine", arch.facts.qemu_machine,
         *vm.accel_args(vm.resolve_accel(config.accel)),

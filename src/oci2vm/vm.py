@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Literal
 
 from oci2vm.arch import Arch
-from oci2vm.config import Accel, Bus, Firmware
+from oci2vm.config import Accel, Bus, Firmware, PortMapping
 from oci2vm.errors import Oci2vmError
 from oci2vm.util import tools
 
@@ -40,7 +40,8 @@ TAIL_CHARS = 4000  # how much console output a CheckResult keeps
 
 # (host port, guest port): QEMU's user network forwards TCP connections to 127.0.0.1:host
 # into the guest's port (a loopback-only listener: nothing else on the network reaches it).
-PortForward = tuple[int, int]
+# A PortMapping (-p) says its host address and protocol itself.
+PortForward = tuple[int, int] | PortMapping
 
 # -- the KVM probe -------------------------------------------------------------------------
 # A boot sector in 16-bit real mode, where broken nested KVM is at its worst. It spins ~1M
@@ -267,16 +268,20 @@ def _nic(network: bool, forwards: Sequence[PortForward]) -> str:
         if forwards:
             raise ValueError("port forwards need network=True")
         return "none"
-    rules = []
-    for host_port, guest_port in forwards:
-        for port in (host_port, guest_port):
-            if not 0 < port < 65536:
-                raise ValueError(f"not a TCP port: {port}")
-        # QEMU's syntax (qemu-system(1), -netdev user):
-        # hostfwd=[tcp|udp]:[hostaddr]:hostport-[guestaddr]:guestport; an empty guest
-        # address means the address QEMU's DHCP server gives the guest (10.0.2.15).
-        rules.append(f",hostfwd=tcp:127.0.0.1:{host_port}-:{guest_port}")
-    return "user,model=virtio-net-pci" + "".join(rules)
+    return "user,model=virtio-net-pci" + "".join(hostfwd(f) for f in forwards)
+
+
+def hostfwd(forward: PortForward) -> str:
+    """One forward as QEMU's user network writes it (qemu-system(1), -netdev user):
+    hostfwd=[tcp|udp]:[hostaddr]:hostport-[guestaddr]:guestport; an empty guest address
+    means the one QEMU's DHCP server gives the guest (10.0.2.15)."""
+    mapping = forward if isinstance(forward, PortMapping) else PortMapping(*forward)
+    for port in (mapping.host_port, mapping.guest_port):
+        if not 0 < port < 65536:
+            raise ValueError(f"not a TCP port: {port}")
+    return (
+        f",hostfwd={mapping.protocol}:{mapping.host_ip}:{mapping.host_port}-:{mapping.guest_port}"
+    )
 
 
 def _machine(arch: Arch, firmware: Firmware, bus: Bus) -> str:
@@ -311,10 +316,12 @@ def run_vm(
     bus: Bus | str = Bus.VIRTIO,
     snapshot: bool = False,
     network: bool = True,
+    forwards: Sequence[PortForward] = (),
 ) -> int:
     """Boot `disk` with its serial console on this terminal; return QEMU's exit status.
 
-    Ctrl-A X quits QEMU; the guest powering off ends it too.
+    Ctrl-A X quits QEMU; the guest powering off ends it too. `snapshot` throws the
+    guest's writes away; `forwards` are qemu_command's.
     """
     with tempfile.TemporaryDirectory(prefix="oci2vm-vm-") as tmp:
         efi_vars = copy_efi_vars(Path(tmp), arch) if firmware == Firmware.UEFI else None
@@ -330,6 +337,7 @@ def run_vm(
             snapshot=snapshot,
             efi_vars=efi_vars,
             network=network,
+            forwards=forwards,
         )
         return tools.run(
             argv, check=False, capture=False, package=arch.facts.qemu_package

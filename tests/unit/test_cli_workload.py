@@ -47,14 +47,15 @@ def test_a_malformed_environment_setting_is_refused(tmp_path: Path) -> None:
         ("8080:80", PortMapping(8080, 80)),
         ("0.0.0.0:8080:80", PortMapping(8080, 80, "0.0.0.0")),
         ("8053:53/udp", PortMapping(8053, 53, protocol="udp")),
-        ("[::1]:8080:80", PortMapping(8080, 80, "::1")),
     ],
 )
 def test_published_ports(text: str, mapping: PortMapping) -> None:
     assert config_from(parse(["run", "-p", text, "img"])).publish == (mapping,)
 
 
-@pytest.mark.parametrize("text", ["80", "x:80", "8080:0", "8080:80/sctp", "1:2:3:4"])
+@pytest.mark.parametrize(
+    "text", ["80", "x:80", "8080:0", "8080:80/sctp", "1:2:3:4", "[::1]:8080:80", "::1:8080:80"]
+)
 def test_malformed_ports_are_refused(text: str) -> None:
     with pytest.raises(SystemExit):
         parse(["run", "-p", text, "img"])
@@ -83,3 +84,44 @@ def test_kernel_initrd_and_init_choices() -> None:
     assert (config.kernel.kind, config.kernel.suite) == (KernelKind.DEBIAN, "trixie")
     assert (config.initrd, config.init) == (InitrdChoice.OWN, InitMode.APP)
     assert config.keyrings == (Path("/k.gpg"),) and config.allow_expired_release
+
+
+@pytest.mark.parametrize(
+    ("words", "command", "env", "quiet"),
+    [
+        (["img", "ls", "-l"], ("ls", "-l"), (), False),
+        (["-q", "img", "ls", "-q"], ("ls", "-q"), (), True),  # after IMAGE: the command's
+        (["img", "-e", "A=1", "sh", "-c", "exit 7"], ("sh", "-c", "exit 7"), ("A=1",), False),
+        (["-it", "-eA=1", "img", "env"], ("env",), ("A=1",), False),
+        (["--env", "A=1", "--mem", "2G", "img", "true"], ("true",), ("A=1",), False),
+        (["--tls-verify", "false", "img", "ls"], ("ls",), (), False),
+        (["--entrypoint=", "img", "x"], ("x",), (), False),
+        (["img", "ls", "--", "x"], ("ls", "--", "x"), (), False),
+        (["img", "-q", "--", "ls"], ("ls",), (), True),
+        (["img", "-q"], None, (), True),
+        (["--entrypoint", "sh", "img", "-c", "exit 7"], ("-c", "exit 7"), (), False),
+        (["img", "--bogus", "-q"], ("--bogus", "-q"), (), False),
+        (["img", "-ix"], ("-ix",), (), False),  # -x is no option of run's
+    ],
+)
+def test_run_takes_the_command_after_the_image_as_docker_run_does(
+    words: list[str], command: tuple[str, ...] | None, env: tuple[str, ...], quiet: bool
+) -> None:
+    config = config_from(parse(["run", *words]))
+    assert (config.source, config.command, config.env, config.quiet) == (
+        "img",
+        command,
+        env,
+        quiet,
+    )
+
+
+def test_an_unknown_option_before_the_image_is_still_an_error() -> None:
+    with pytest.raises(SystemExit):
+        parse(["run", "--bogus", "img", "ls"])
+
+
+def test_build_takes_no_command_after_the_image() -> None:
+    """A word after build's SOURCE is a slip (a forgotten -o), not a command to bake in."""
+    with pytest.raises(SystemExit):
+        parse(["build", "img", "out.qcow2", "-o", "x.img"])

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from oci2vm.arch import Arch
-from oci2vm.config import InitMode, InitrdChoice, KernelChoice, KernelKind
+from oci2vm.config import InitMode, InitrdChoice, KernelChoice, KernelKind, Volume
 from oci2vm.errors import Oci2vmError
 from oci2vm.image.model import ImageConfig, Platform
 from oci2vm.prepare import kernel
@@ -324,7 +324,8 @@ def test_workload_options_on_a_system_image_are_refused_not_dropped(tmp_path: Pa
     for change, named in (
         ({"user": "alice:pw:sudo"}, r"--user set .* \(a login user: --add-user NAME"),
         ({"env": ("A=1",), "workdir": "/srv"}, r"--env, --workdir set an app image's workload"),
-        ({"command": ("sh",)}, r"a command after -- set"),
+        ({"command": ("sh",)}, r"a command to run set"),
+        ({"volumes": (Volume(tmp_path, "/data"),)}, r"--volume set"),
     ):
         chosen = dataclasses.replace(system, config=dataclasses.replace(system.config, **change))
         with pytest.raises(Oci2vmError, match=named) as raised:

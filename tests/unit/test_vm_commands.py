@@ -8,6 +8,7 @@ import dataclasses
 import io
 import os
 import re
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -275,3 +276,85 @@ def test_check_passes_the_kernel_panic_as_its_fail_pattern(
     monkeypatch.setattr(vm, "check_boot", check_boot)
     assert main(["check", str(disk), "-q"]) == 0
     assert seen["fail"] == vm.KERNEL_PANIC
+
+
+# -- oci2vm run DISK ------------------------------------------------------------------------
+
+
+def test_run_of_a_disk_forwards_published_ports_and_throws_writes_away_with_rm(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """-p reaches the disk's QEMU as it reaches an image's (udp and a host address
+    included), and --rm boots it on a throwaway overlay; without --rm its writes stay."""
+    disk = tmp_path / "disk.img"
+    disk.write_bytes(b"")
+    seen: list[list[str]] = []
+
+    def catch_qemu(argv: list[str], **kwargs: object) -> object:
+        seen.append(list(argv))
+        return subprocess.CompletedProcess(argv, 0)
+
+    monkeypatch.setattr(tools, "run", catch_qemu)
+    monkeypatch.setattr(vm, "resolve_accel", lambda accel: "tcg")
+    assert main(["run", str(disk), "-p", "2222:22", "-p", "0.0.0.0:5353:53/udp", "--rm"]) == 0
+    assert main(["run", str(disk)]) == 0
+    discarded, kept = seen
+    assert discarded[-2:] == [
+        "-nic",
+        "user,model=virtio-net-pci,hostfwd=tcp:127.0.0.1:2222-:22,hostfwd=udp:0.0.0.0:5353-:53",
+    ]
+    assert f"file={disk},format=raw,if=none,id=disk0,snapshot=on,cache=unsafe" in discarded
+    assert f"file={disk},format=raw,if=none,id=disk0" in kept
+
+
+@pytest.mark.parametrize(
+    ("words", "named"),
+    [
+        (["-e", "A=1"], "--env"),
+        (["-u", "alice:pw"], "--user"),
+        (["-w", "/srv", "--entrypoint", "sh"], "--workdir, --entrypoint"),
+        (["-v", "/tmp:/data"], "--volume"),
+        (["--", "ls"], "a command to run"),
+        (["ls", "-l"], "a command to run"),
+    ],
+)
+def test_run_of_a_disk_refuses_the_workload_options_it_would_drop(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    words: list[str],
+    named: str,
+) -> None:
+    disk = tmp_path / "disk.img"
+    disk.write_bytes(b"")
+
+    def no_qemu(argv: list[str], **kwargs: object) -> object:
+        raise AssertionError("QEMU started")
+
+    monkeypatch.setattr(tools, "run", no_qemu)
+    assert main(["run", str(disk), *words]) != 0
+    error = capsys.readouterr().err.strip()
+    assert f"{named} set the workload" in error and "\n" not in error
+
+
+def test_a_system_image_run_from_the_cache_still_refuses_workload_options(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The build of a system image's cached root refuses -e and the others; a later run
+    with them finds the root cached and must refuse them too, not boot without them."""
+    from oci2vm import pipeline, runcache
+    from oci2vm.config import InitMode
+    from oci2vm.image.model import Platform, empty_config
+
+    image = type("FakeImage", (), {"config": empty_config(Platform("linux", "amd64"))})
+    entry = runcache.DirectBoot(tmp_path, InitMode.SYSTEM, "6.1.0")
+    monkeypatch.setattr(pipeline, "resolve_source", lambda config, reporter: (image, None))
+    monkeypatch.setattr(runcache, "direct_boot", lambda *args: entry)
+
+    def no_qemu(argv: list[str], **kwargs: object) -> object:
+        raise AssertionError("QEMU started")
+
+    monkeypatch.setattr(tools, "run", no_qemu)
+    assert main(["run", "oci:/nowhere:x", "-e", "A=1"]) != 0
+    error = capsys.readouterr().err.strip()
+    assert "--env set an app image's workload" in error and "--init app" in error

@@ -12,10 +12,12 @@ from pathlib import Path
 
 from oci2vm import pipeline, runcache, runtime, vm
 from oci2vm.config import Config, InitMode, OutputFormat
+from oci2vm.errors import Oci2vmError
 from oci2vm.image.model import Image
 from oci2vm.initramfs.build import spec_archive
 from oci2vm.initramfs.spec import workload
 from oci2vm.prepare.hostname import hostname_from
+from oci2vm.prepare.kernel import refuse_workload_options
 from oci2vm.report import Reporter
 from oci2vm.reports import CheckReport
 
@@ -44,16 +46,32 @@ def run_command(config: Config, reporter: Reporter) -> int:
     (built on first use) booted directly: an app image's workload, its exit code
     returned; a system image to its login on this terminal. A system image that keeps
     its own kernel boots from a disk built for the run."""
-    if not Path(config.source).is_file():
+    if Path(config.source).is_file():
+        refuse_for_disk(config)
+    else:
         with reporter.progress():
             image, store = pipeline.resolve_source(config, reporter)
             entry = runcache.direct_boot(config, reporter, image, store)
         if entry is not None and entry.mode is InitMode.APP:
             return run_workload(config, image, entry)
         if entry is not None:
+            # Checked when the cached root was built; a later run with other options
+            # comes here straight from the cache.
+            refuse_workload_options(config.source, config)
             arch = runcache.image_arch(image)
             return runtime.run_system(entry.kernel, entry.initrd, entry.root, config, arch)
     return boot_disk(config, reporter)
+
+
+def refuse_for_disk(config: Config) -> None:
+    """A disk boots as it was built: the workload's options would be dropped."""
+    given = config.workload_options()
+    if given:
+        raise Oci2vmError(
+            f"{config.source}: {', '.join(given)} set the workload of an image run as "
+            "`oci2vm run SOURCE`, and a disk boots as it was built (build keeps --env, "
+            "--workdir, --user, --entrypoint and a command for an app image's disk)"
+        )
 
 
 def run_workload(config: Config, image: Image, entry: runcache.DirectBoot) -> int:
@@ -70,6 +88,8 @@ def run_workload(config: Config, image: Image, entry: runcache.DirectBoot) -> in
 
 
 def boot_disk(config: Config, reporter: Reporter) -> int:
+    """Boot a disk on this terminal: the one given (its changes kept, unless --rm), or one
+    built from the source for this run and removed afterwards."""
     with disk_for(config, reporter) as disk:
         return vm.run_vm(
             disk,
@@ -78,6 +98,8 @@ def boot_disk(config: Config, reporter: Reporter) -> int:
             cpus=config.cpus,
             accel=config.accel,
             bus=config.bus,
+            snapshot=config.discard,
+            forwards=config.publish,
         )
 
 

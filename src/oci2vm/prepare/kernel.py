@@ -20,7 +20,7 @@ import posixpath
 from dataclasses import dataclass
 from pathlib import Path
 
-from oci2vm.config import InitMode, InitrdChoice, KernelKind
+from oci2vm.config import Config, InitMode, InitrdChoice, KernelKind
 from oci2vm.debian.archive import Archive
 from oci2vm.debian.kernel import kernel_package
 from oci2vm.errors import Oci2vmError
@@ -112,30 +112,19 @@ def mode_of(target: Target) -> InitMode:
         )
     mode = chosen if chosen is not InitMode.AUTO else InitMode.SYSTEM if has_init else InitMode.APP
     if mode is InitMode.SYSTEM:
-        refuse_workload_options(target)
+        refuse_workload_options(target.source, target.config)
     return mode
 
 
-def refuse_workload_options(target: Target) -> None:
+def refuse_workload_options(source: str, config: Config) -> None:
     """docker run's options set an app image's workload; a system boots its own init and
     would silently drop them (`--user alice:pw` meant as a login user is the likely slip)."""
-    config = target.config
-    given = [
-        flag
-        for flag, value in (
-            ("--user", config.user),
-            ("--env", config.env or None),
-            ("--workdir", config.workdir),
-            ("--entrypoint", config.entrypoint),
-            ("a command after --", config.command),
-        )
-        if value is not None
-    ]
+    given = config.workload_options()
     if not given:
         return
     hint = " (a login user: --add-user NAME[:PASSWORD][:sudo])" if config.user is not None else ""
     raise Oci2vmError(
-        f"{target.source}: {', '.join(given)} set an app image's workload, and this image "
+        f"{source}: {', '.join(given)} set an app image's workload, and this image "
         f"boots its own init (system mode){hint}; pass --init app to run its Entrypoint "
         "and Cmd instead"
     )
