@@ -1,23 +1,35 @@
-"""Named files inside a directory or an uncompressed tar archive, located in place.
+"""Named files inside a directory or a tar archive, located in place.
 
 OCI layouts, oci-archives and both forms of `docker save` output are sets of named
 files; reading them through one interface lets each format's parser ignore whether it
 was handed a directory or a tarball. Nothing is extracted: a member is a byte range of
-the archive.
+the archive. A compressed archive (gzip, zstd, xz, bzip2: what skopeo and podman read,
+`docker save | xz` being common) is first decompressed whole into one temporary file in
+the cache's scratch directory, as containers/image does, since its members are read in
+an order of their own; the file is removed when the process ends.
 """
 
 from __future__ import annotations
 
+import atexit
+import bz2
 import io
 import os
 import posixpath
+import shutil
 import tarfile
+import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import BinaryIO, cast
+from typing import TYPE_CHECKING, BinaryIO, cast
 
+from oci2vm.debian.compression import XZ_MAGIC, open_stream
 from oci2vm.errors import Oci2vmError
-from oci2vm.image.blobs import BlobRef, open_regular, regular_file_size
-from oci2vm.layers.decompress import GZIP_MAGIC, ZSTD_MAGIC
+from oci2vm.image.blobs import BlobRef, BlobStore, open_regular, regular_file_size
+from oci2vm.layers.decompress import CHUNK, GZIP_MAGIC, ZSTD_MAGIC
+
+if TYPE_CHECKING:
+    from oci2vm.sources.base import Fetch
 
 MAX_SMALL = 16 << 20  # manifests, configs and index files are never this big
 # What an image archive may hold: a handful of files per layer, and tar metadata (pax
@@ -58,10 +70,11 @@ class _CappedReads(io.RawIOBase):
 
 
 class Container:
-    """A directory or an uncompressed tar archive of named files; the files it names
-    must be regular files (a FIFO or a device is refused, never read)."""
+    """A directory or a tar archive of named files; the files it names must be regular
+    files (a FIFO or a device is refused, never read). `scratch` gives the directory a
+    compressed archive is decompressed into (without it, one is refused)."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, scratch: Callable[[], Path] | None = None) -> None:
         self.path = path
         self._members: dict[str, tuple[int, int]] | None = None
         if not os.path.lexists(path):
@@ -71,7 +84,18 @@ class Container:
         except OSError as e:  # Python < 3.12 lets ELOOP through
             raise Oci2vmError(f"cannot read {path}: {e.strerror}") from None
         if not is_dir:
-            self._members = _scan_tar(path)
+            self._data = path  # the tar itself, or its decompressed copy
+            kind = archive_compression(path)
+            if kind != "none":
+                if scratch is None:
+                    raise Oci2vmError(f"{path}: a {kind}-compressed archive: decompress it first")
+                self._data = _decompressed_copy(path, kind, scratch())
+            try:
+                self._members = _scan_tar(self._data, path)
+            except BaseException:
+                if self._data != path:
+                    self._data.unlink(missing_ok=True)
+                raise
 
     @property
     def is_archive(self) -> bool:
@@ -92,7 +116,7 @@ class Container:
                 offset, size = self._members[name]
             except KeyError:
                 raise Oci2vmError(f"{self.path}: {name} is missing from the archive") from None
-            return BlobRef(self.path, offset, size, digest)
+            return BlobRef(self._data, offset, size, digest)
         file = self.path / name
         if not os.path.lexists(file):
             raise Oci2vmError(f"{self.path}: {name} is missing")
@@ -102,26 +126,79 @@ class Container:
         return self.ref(name).read_all(MAX_SMALL)
 
 
+def scratch_of(fetch: Fetch) -> Callable[[], Path]:
+    """Where a compressed archive is decompressed: the cache's scratch directory."""
+
+    def scratch() -> Path:
+        return (fetch.store or BlobStore(BlobStore.default_root())).scratch_dir()
+
+    return scratch
+
+
 def _clean(name: str) -> str:
     name = posixpath.normpath(name.lstrip("/"))
     return "" if name == "." else name
 
 
-def _scan_tar(path: Path) -> dict[str, tuple[int, int]]:
-    """Map member name -> (data offset, size), following in-archive links (docker save
-    links repeated layers to their first copy)."""
+ARCHIVE_MAGIC = (
+    (GZIP_MAGIC, "gzip"),
+    (ZSTD_MAGIC, "zstd"),
+    (XZ_MAGIC, "xz"),
+    (b"BZh", "bzip2"),
+)
+
+
+def archive_compression(path: Path) -> str:
+    """'gzip', 'zstd', 'xz', 'bzip2' or 'none', by an archive's magic bytes (a tar
+    begins with a member's name: none of these begins one that a save writes)."""
     with open_regular(path) as f:
-        head = f.read(4)
-        if head.startswith(GZIP_MAGIC) or head.startswith(ZSTD_MAGIC):
-            raise Oci2vmError(
-                f"{path}: compressed archive: decompress it first (e.g. gunzip or zstd -d)"
-            )
-        f.seek(0)
+        head = f.read(6)
+    return next((kind for magic, kind in ARCHIVE_MAGIC if head.startswith(magic)), "none")
+
+
+def _decompressed_copy(path: Path, kind: str, scratch: Path) -> Path:
+    """`path` decompressed into a new file in `scratch`, removed when the process ends
+    (or at once, if it is no readable archive)."""
+    fd, name = tempfile.mkstemp(prefix="archive-", suffix=".tar", dir=scratch)
+    copy = Path(name)
+    atexit.register(copy.unlink, missing_ok=True)
+    try:
+        with os.fdopen(fd, "wb") as out, open_regular(path) as raw:
+            if kind == "bzip2":
+                with bz2.BZ2File(raw) as unpacked:
+                    shutil.copyfileobj(unpacked, out, CHUNK)
+            else:  # the layers' decompressors, which tell a truncated stream apart
+                stream = open_stream(raw, kind, str(path))
+                try:
+                    while piece := stream.view(CHUNK):
+                        out.write(piece)
+                    stream.finish()
+                finally:
+                    stream.close()
+    except Oci2vmError:
+        copy.unlink(missing_ok=True)
+        raise
+    except (OSError, EOFError, ValueError) as e:
+        copy.unlink(missing_ok=True)
+        if isinstance(e, OSError) and e.errno is not None:
+            raise Oci2vmError(f"{path}: cannot decompress it: {e.strerror}") from e
+        raise Oci2vmError(f"{path}: corrupt or truncated {kind}-compressed archive") from e
+    except BaseException:
+        copy.unlink(missing_ok=True)
+        raise
+    return copy
+
+
+def _scan_tar(path: Path, name: Path) -> dict[str, tuple[int, int]]:
+    """Map member name -> (data offset, size), following in-archive links (docker save
+    links repeated layers to their first copy). `name` is the archive as the user gave
+    it (`path` may be its decompressed copy)."""
+    with open_regular(path) as f:
         try:
-            return _members(path, cast(BinaryIO, _CappedReads(f)))
+            return _members(name, cast(BinaryIO, _CappedReads(f)))
         except _MetadataTooLargeError as e:
             raise Oci2vmError(
-                f"{path}: a tar header claims {e.args[0]} bytes of metadata (more than "
+                f"{name}: a tar header claims {e.args[0]} bytes of metadata (more than "
                 f"{MAX_TAR_METADATA}): not an image archive"
             ) from None
 

@@ -2,13 +2,16 @@
 
 Two forms exist. The classic one (manifest.json listing <config>.json and
 <id>/layer.tar) has no registry manifest; layers are verified through the diff_ids of
-the config, which is itself verified by its file name. Docker >= 25 writes an OCI
+the config, whose digest (the image ID) is that of its bytes: `docker load` and
+containers/image read it by its path and never hold its name to it (go-containerregistry
+writes archives whose config name is another digest). Docker >= 25 writes an OCI
 layout inside the tar as well (oci-layout, index.json, blobs/sha256): that form is read
 as a layout, so it reports the same manifest digest a registry would.
 """
 
 from __future__ import annotations
 
+import hashlib
 import posixpath
 import re
 from pathlib import Path
@@ -26,7 +29,7 @@ from oci2vm.image.model import (
     parse_config,
 )
 from oci2vm.sources import oci_layout
-from oci2vm.sources.container import Container
+from oci2vm.sources.container import Container, scratch_of
 from oci2vm.sources.reference import parse_reference
 
 if TYPE_CHECKING:
@@ -53,12 +56,13 @@ def _digest_of_path(name: str) -> str | None:
 
 
 def resolve(source: str, path: Path, ref: str, fetch: Fetch) -> Image:
-    container = Container(path)
+    container = Container(path, scratch_of(fetch))
     if not container.is_archive:
         raise Oci2vmError(f"{path}: is a directory; docker-archive: takes a tar file")
     if not container.exists("manifest.json"):
         if container.exists("index.json"):
-            return oci_layout.resolve_in(source, container, ref, fetch, name=ref or path.stem)
+            name = ref or oci_layout.archive_stem(path.name)
+            return oci_layout.resolve_in(source, container, ref, fetch, name=name)
         raise Oci2vmError(f"{path}: not a docker save archive (no manifest.json)")
     doc: Any = load_json_list(container.read("manifest.json"), f"{path}: manifest.json")
     images = [e for e in doc if isinstance(e, dict)]
@@ -89,7 +93,7 @@ def resolve(source: str, path: Path, ref: str, fetch: Fetch) -> Image:
         )
     entry = images[0]
     repo_tags = [str(t) for t in entry.get("RepoTags") or []]
-    name = ref or (repo_tags[0] if repo_tags else path.stem)
+    name = ref or (repo_tags[0] if repo_tags else oci_layout.archive_stem(path.name))
 
     # Docker >= 25: the same image is also an OCI layout; read it as one.
     if container.exists("index.json") and container.exists("oci-layout"):
@@ -104,8 +108,8 @@ def resolve(source: str, path: Path, ref: str, fetch: Fetch) -> Image:
     layer_names = entry.get("Layers")
     if not isinstance(config_name, str) or not isinstance(layer_names, list):
         raise Oci2vmError(f"{path}: malformed manifest.json: needs Config and Layers")
-    config_digest = _digest_of_path(config_name)
-    config_bytes = container.ref(config_name, config_digest).read_all(MAX_CONFIG_SIZE)
+    config_bytes = container.ref(config_name, None).read_all(MAX_CONFIG_SIZE)
+    config_digest = "sha256:" + hashlib.sha256(config_bytes).hexdigest()
     config = parse_config(config_bytes, f"{path}: {config_name}")
     if len(config.diff_ids) != len(layer_names):
         raise Oci2vmError(

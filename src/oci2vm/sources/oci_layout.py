@@ -22,7 +22,7 @@ from oci2vm.image.model import (
     manifest_kind,
     select_platform,
 )
-from oci2vm.sources.container import Container
+from oci2vm.sources.container import Container, scratch_of
 
 if TYPE_CHECKING:
     from oci2vm.sources.base import Fetch
@@ -32,11 +32,11 @@ DOCKER_REF_NAME = "io.containerd.image.name"
 
 
 def resolve(source: str, path: Path, tag: str, fetch: Fetch, *, archive: bool) -> Image:
-    container = Container(path)
+    if not archive and path.is_file():
+        raise Oci2vmError(f"{path}: is a file; use oci-archive:{path}")
+    container = Container(path, scratch_of(fetch))
     if archive and not container.is_archive:
         raise Oci2vmError(f"{path}: is a directory; use oci:{path}")
-    if not archive and container.is_archive:
-        raise Oci2vmError(f"{path}: is a file; use oci-archive:{path}")
     name = layout_name(path)
     return resolve_in(source, container, tag, fetch, name=f"{name}:{tag}" if tag else name)
 
@@ -51,10 +51,18 @@ def layout_name(path: Path) -> str:
     gives way to the directory holding it."""
     absolute = path.absolute()
     for part in (absolute, *absolute.parents):
-        stem = part.name.removesuffix(".tar")
+        stem = archive_stem(part.name)
         if stem and stem.lower() not in GENERIC_NAMES:
             return stem
     return absolute.name
+
+
+def archive_stem(name: str) -> str:
+    """image.tar, image.tar.xz, image.tgz -> image."""
+    for suffix in (".tar", ".tgz", ".tar.gz", ".tar.zst", ".tar.xz", ".tar.bz2"):
+        if name.endswith(suffix):
+            return name.removesuffix(suffix)
+    return name
 
 
 def blob_ref(container: Container, desc: Descriptor) -> BlobRef:

@@ -1,0 +1,165 @@
+"""docker-archive and oci-archive inputs as other tools write them: compressed whole (gzip,
+zstd, xz, bzip2: `docker save | xz`, podman's and skopeo's test archives), and the classic
+form whose config file is named by another digest than its own (go-containerregistry)."""
+
+from __future__ import annotations
+
+import bz2
+import gzip
+import io
+import json
+import lzma
+import tarfile
+from pathlib import Path
+
+import pytest
+import zstandard
+
+from oci2vm.errors import Oci2vmError
+from oci2vm.image.blobs import BlobStore
+from oci2vm.sources import Fetch, resolve
+from support.layouts import directory, file, layer_tar, sha256
+from support.runcli import oci2vm
+
+COMPRESS = {  # by suffix
+    "gz": gzip.compress,
+    "zst": lambda data: zstandard.ZstdCompressor().compress(data),
+    "xz": lzma.compress,
+    "bz2": bz2.compress,
+}
+
+
+def tar_of(members: dict[str, bytes]) -> bytes:
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w") as tar:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return out.getvalue()
+
+
+def classic_archive(config_name: str | None = None) -> tuple[bytes, bytes]:
+    """`docker save` before Docker 25 (manifest.json, <id>.json, <dir>/layer.tar), and its
+    config; `config_name` names the config file (default: by its own digest)."""
+    layer = layer_tar([directory("etc"), file("etc/motd", b"hello\n")])
+    config = json.dumps(
+        {
+            "architecture": "amd64",
+            "os": "linux",
+            "rootfs": {"type": "layers", "diff_ids": [sha256(layer)]},
+            "config": {"Cmd": ["sh"]},
+        }
+    ).encode()
+    name = config_name or f"{sha256(config)[7:]}.json"
+    manifest = [{"Config": name, "RepoTags": ["app:1"], "Layers": ["abc/layer.tar"]}]
+    members = {"abc/layer.tar": layer, name: config, "manifest.json": json.dumps(manifest).encode()}
+    return tar_of(members), config
+
+
+def oci_archive() -> bytes:
+    layer = layer_tar([directory("srv"), file("srv/x", b"x\n")])
+    config = json.dumps(
+        {"architecture": "amd64", "os": "linux",
+         "rootfs": {"type": "layers", "diff_ids": [sha256(layer)]}}
+    ).encode()  # fmt: skip
+    manifest = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                       "digest": sha256(config), "size": len(config)},
+            "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar",
+                        "digest": sha256(layer), "size": len(layer)}],
+        }
+    ).encode()  # fmt: skip
+    index = {
+        "schemaVersion": 2,
+        "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json",
+                       "digest": sha256(manifest), "size": len(manifest),
+                       "annotations": {"org.opencontainers.image.ref.name": "1"}}],
+    }  # fmt: skip
+    return tar_of(
+        {
+            "oci-layout": b'{"imageLayoutVersion": "1.0.0"}',
+            "index.json": json.dumps(index).encode(),
+            **{f"blobs/sha256/{sha256(b)[7:]}": b for b in (config, manifest, layer)},
+        }
+    )
+
+
+def read_layers(image: object) -> list[bytes]:
+    return [layer.blob.read_all(1 << 20) for layer in image.layers]  # type: ignore[attr-defined]
+
+
+def test_a_config_named_by_another_digest_is_read_by_its_path_as_docker_load_does(
+    tmp_path: Path,
+) -> None:
+    data, config = classic_archive(config_name=f"{'6e0b05' + '0' * 58}.json")
+    archive = tmp_path / "app.tar"
+    archive.write_bytes(data)
+    image = resolve(f"docker-archive:{archive}", Fetch())
+    assert image.config_digest == sha256(config)  # the image ID: its bytes' digest
+    assert image.config.cmd == ("sh",)
+    assert len(read_layers(image)) == 1
+
+
+@pytest.mark.parametrize("kind", sorted(COMPRESS))
+def test_compressed_archives_are_read_as_skopeo_reads_them(tmp_path: Path, kind: str) -> None:
+    store = BlobStore(tmp_path / "cache")
+    fetch = Fetch(store=store)
+    classic, _ = classic_archive()
+    for transport, data, name in (
+        ("docker-archive", classic, "app.tar"),
+        ("oci-archive", oci_archive(), "web.tar"),
+    ):
+        archive = tmp_path / f"{name}.{kind}"
+        archive.write_bytes(COMPRESS[kind](data))
+        image = resolve(f"{transport}:{archive}", fetch)
+        assert image.name == ("app:1" if transport == "docker-archive" else "web")
+        assert [len(layer) for layer in read_layers(image)] == [
+            len(layer)
+            for layer in read_layers(resolve(f"{transport}:{_plain(tmp_path, data)}", Fetch()))
+        ]
+    assert image.config_digest is not None
+
+
+def _plain(tmp_path: Path, data: bytes) -> Path:
+    path = tmp_path / f"plain-{sha256(data)[7:15]}.tar"
+    path.write_bytes(data)
+    return path
+
+
+@pytest.mark.parametrize("kind", sorted(COMPRESS))
+def test_a_corrupt_or_truncated_compressed_archive_is_named_and_leaves_nothing(
+    tmp_path: Path, kind: str
+) -> None:
+    store = BlobStore(tmp_path / "cache")
+    packed = COMPRESS[kind](classic_archive()[0])
+    for broken in (packed[: len(packed) // 2], packed[:12] + bytes(64) + packed[76:]):
+        archive = tmp_path / f"app.tar.{kind}"
+        archive.write_bytes(broken)
+        with pytest.raises(Oci2vmError) as raised:
+            resolve(f"docker-archive:{archive}", Fetch(store=store))
+        message = str(raised.value)
+        assert message.startswith(f"{archive}: ") and "\n" not in message
+        assert list(store.scratch_dir().iterdir()) == []
+
+
+def test_the_decompressed_copy_is_gone_when_the_process_ends(tmp_path: Path) -> None:
+    archive = tmp_path / "app.tar.xz"
+    archive.write_bytes(lzma.compress(classic_archive()[0]))
+    cache = tmp_path / "cache"
+    done = oci2vm(
+        "build", f"docker-archive:{archive}", "-q", "--format", "ext4",
+        "-o", str(tmp_path / "root.ext4"), "--cache-dir", str(cache),
+    )  # fmt: skip
+    assert done.code == 0, done.err
+    assert list((cache / "tmp").iterdir()) == []
+
+
+def test_oci_on_a_file_that_is_no_tar_says_to_use_oci_archive(tmp_path: Path) -> None:
+    image = tmp_path / "empty.sif"
+    image.write_bytes(b"#!/usr/bin/env run-singularity\n" + bytes(600))
+    with pytest.raises(Oci2vmError, match=r"empty.sif: is a file; use oci-archive:"):
+        resolve(f"oci:{image}", Fetch())
