@@ -48,7 +48,9 @@ def alpine() -> list[Member]:
     return [*busybox(ALPINE_INITTAB), release('ID=alpine\nPRETTY_NAME="Alpine Linux v3.20"\n'),
             symlink("sbin/udhcpc", "/bin/busybox"), file("etc/shadow", b"root:*::0:::::\n"),
             directory("boot"), file("boot/vmlinuz-virt", b"k"),
-            file("boot/initramfs-virt", b"i")]  # fmt: skip
+            file("boot/initramfs-virt", b"i"), directory("lib/modules"),
+            directory("lib/modules/6.6.58-0-virt"),
+            file("lib/modules/6.6.58-0-virt/modules.dep", b"")]  # fmt: skip
 
 
 def fedora(os_release: str = "ID=fedora\nVERSION_ID=40\n") -> list[Member]:
@@ -63,10 +65,14 @@ def fedora(os_release: str = "ID=fedora\nVERSION_ID=40\n") -> list[Member]:
 def arch() -> list[Member]:
     return [*systemd_members(merged_usr=True), release("ID=arch\n"), directory("boot"),
             file("boot/vmlinuz-linux", b"k"), file("boot/initramfs-linux.img", b"i"),
-            program("usr/lib/systemd/systemd-networkd")]  # fmt: skip
+            program("usr/lib/systemd/systemd-networkd"), directory("usr/lib/modules"),
+            directory("usr/lib/modules/6.11.5-arch1-1"),
+            file("usr/lib/modules/6.11.5-arch1-1/vmlinuz", b"k"),  # the package's copy
+            file("usr/lib/modules/6.11.5-arch1-1/pkgbase", b"linux\n")]  # fmt: skip
 
 
 SERIAL_GETTY = "/etc/systemd/system/getty.target.wants/serial-getty@ttyS0.service"
+RELEASES = {"alpine": "6.6.58-0-virt", "arch": "6.11.5-arch1-1"}
 ROWS = {
     # name: (members, row, init, stack, (kernel path, initrd path), where the getty is)
     "debian": (debian, "Debian", "systemd", network.Stack.IFUPDOWN,
@@ -95,7 +101,10 @@ def test_each_distribution_is_prepared_as_its_row_says(tmp_path: Path, name: str
     info = describe(tree)
     row = distro.conventions(info.os_release)
     assert row is not None and row.name == row_name
+    assert len(info.kernels) == 1  # Arch's copy in its modules directory is the same kernel
     assert (info.kernels[0].path, info.kernels[0].initrd) == (kernel_path, initrd_path)
+    # the release, by which its modules are found: not the flavour in a name (virt, linux)
+    assert info.kernels[0].version == RELEASES.get(name, info.kernels[0].version)
     assert info.init == init and init in row.init
     assert network.detect(TreeEditor(tree, FS_TIME), info.init) is stack
     assert not [n for n in notes_for(tree) if "not a distribution" in n]
@@ -147,3 +156,18 @@ def test_distroless_boots_in_app_mode(tmp_path: Path) -> None:
     assert distro.conventions(goal.os.os_release) is distro.DISTROLESS
     assert kernel.mode_of(goal) is InitMode.APP
     assert not distro.STEP.applies(dataclasses.replace(goal, mode=InitMode.APP))
+
+
+def test_kernels_named_by_flavour_take_the_release_their_name_ends_in(tmp_path: Path) -> None:
+    members = [directory("boot"), directory("lib"), directory("lib/modules")]
+    for flavour, release, size in (("lts", "6.6.58-0-lts", 3), ("virt", "6.6.58-0-virt", 4)):
+        members += [file(f"boot/vmlinuz-{flavour}", b"k" * size),
+                    file(f"boot/initramfs-{flavour}", b"i"),
+                    directory(f"lib/modules/{release}")]  # fmt: skip
+    members.append(file("boot/vmlinuz-custom", b"k"))  # no modules of its own: as it is
+    kernels = describe(flattened(tmp_path, members)).kernels
+    assert sorted((k.version, k.path, k.initrd) for k in kernels) == [
+        ("6.6.58-0-lts", "/boot/vmlinuz-lts", "/boot/initramfs-lts"),
+        ("6.6.58-0-virt", "/boot/vmlinuz-virt", "/boot/initramfs-virt"),
+        ("custom", "/boot/vmlinuz-custom", None),
+    ]

@@ -121,9 +121,10 @@ def find_kernels(tree: Tree) -> tuple[Kernel, ...]:
         if name.startswith("vmlinuz-") and _is_file(tree, f"/boot/{name}"):
             version = name.removeprefix("vmlinuz-")
             found[version] = Kernel(version, f"/boot/{name}", initrd_for(version))
-    for version in sorted(_children(tree, "/lib/modules")) + sorted(
-        _children(tree, "/usr/lib/modules")
-    ):
+    modules = sorted(
+        set(_children(tree, "/lib/modules")) | set(_children(tree, "/usr/lib/modules"))
+    )
+    for version in modules:
         if version in found:
             continue
         for base in ("/lib/modules", "/usr/lib/modules"):
@@ -131,6 +132,7 @@ def find_kernels(tree: Tree) -> tuple[Kernel, ...]:
             if _is_file(tree, path):
                 found[version] = Kernel(version, path, initrd_for(version))
                 break
+    _name_flavours(tree, found, modules)
     if not found:
         for link, initrd_link in (
             ("/vmlinuz", "/initrd.img"),
@@ -146,6 +148,42 @@ def find_kernels(tree: Tree) -> tuple[Kernel, ...]:
                 )
                 break
     return tuple(sorted(found.values(), key=lambda k: version_key(k.version), reverse=True))
+
+
+def _name_flavours(tree: Tree, found: dict[str, Kernel], modules: list[str]) -> None:
+    """Give a kernel named by its flavour its release: Alpine's /boot/vmlinuz-lts (its
+    modules in /lib/modules/6.6.58-0-lts), Arch's /boot/vmlinuz-linux (a copy of
+    /usr/lib/modules/6.11.5-arch1-1/vmlinuz, which it then stands for, with its
+    initramfs-linux.img). Its release is the one of the modules directories that holds a
+    kernel of its very size, else the one whose name ends in -FLAVOUR, else the only one
+    no other kernel has; a name that matches none is left as it is."""
+    in_modules = {v for v in modules if (k := found.get(v)) is not None and k.path.endswith(
+        f"/{v}/vmlinuz"
+    )}  # fmt: skip
+    unclaimed = [v for v in modules if v not in found or v in in_modules]
+    flavours = [
+        k for k in found.values() if k.version not in modules and k.path.startswith("/boot/")
+    ]
+    for kernel in flavours:
+        size = _size(tree, kernel.path)
+        choices = (
+            [v for v in unclaimed if v in in_modules and _size(tree, found[v].path) == size],
+            [v for v in unclaimed if v.endswith(f"-{kernel.version}")],
+            unclaimed if len(flavours) == 1 else [],
+        )
+        release = next((c[0] for c in choices if len(c) == 1), None)
+        if release is None:
+            continue
+        twin = found.get(release)
+        del found[kernel.version]
+        initrd = kernel.initrd or (twin.initrd if twin is not None else None)
+        found[release] = Kernel(release, kernel.path, initrd)
+        unclaimed.remove(release)
+
+
+def _size(tree: Tree, path: str) -> int:
+    found = resolve_link(tree.root, path)
+    return found[1].size if found is not None else -1
 
 
 def _is_file(tree: Tree, path: str) -> bool:
