@@ -43,8 +43,9 @@ def module(name: str, needs: tuple[str, ...] = (), exports: tuple[str, ...] = ()
     return build_module(info, exports=exports, undefined=[f"{n}_sym" for n in needs])
 
 
-def kernel_deb(tmp_path: Path, *, with_ext4: bool = True) -> Path:
-    """A small linux-image package: vmlinuz, ext4 needing jbd2, an unrelated module."""
+def kernel_deb(tmp_path: Path, *, with_ext4: bool = True, xz: bool = False) -> Path:
+    """A small linux-image package: vmlinuz, ext4 needing jbd2, an unrelated module; with
+    `xz`, its modules compressed as trixie's are (ext4.ko.xz)."""
     base = f"./lib/modules/{VERSION}"
     files = {
         f"./boot/vmlinuz-{VERSION}": b"MZ fake kernel",
@@ -57,6 +58,14 @@ def kernel_deb(tmp_path: Path, *, with_ext4: bool = True) -> Path:
     }
     if with_ext4:
         files[f"{base}/kernel/fs/ext4/ext4.ko"] = module("ext4", needs=("jbd2",))
+    if xz:
+        files = {
+            (f"{name}.xz" if name.endswith(".ko") else name): (
+                lzma.compress(data, check=lzma.CHECK_CRC32) if name.endswith(".ko") else data
+            )
+            for name, data in files.items()
+        }
+        files[f"{base}/modules.order"] = files[f"{base}/modules.order"].replace(b".ko", b".ko.xz")
     path = tmp_path / "linux-image.deb"
     path.write_bytes(build_deb(f"linux-image-{VERSION}", "6.1.1-1", files))
     return path
@@ -79,9 +88,11 @@ def no_archive(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(kernel, "busybox_binary", lambda _target, _source: BUSYBOX)
 
 
-def inject(tmp_path: Path, members: list[object], **changes: object) -> tuple[object, Target]:
+def inject(
+    tmp_path: Path, members: list[object], xz: bool = False, **changes: object
+) -> tuple[object, Target]:
     tree = flattened(tmp_path, members)  # type: ignore[arg-type]
-    deb = kernel_deb(tmp_path)
+    deb = kernel_deb(tmp_path, xz=xz)
     base = goal(target(tree, options()), kernel=KernelChoice.parse(str(deb)), **changes)
     base = dataclasses.replace(base, mode=kernel.mode_of(base))
     streamed: dict[object, bytes] = {}
@@ -236,6 +247,19 @@ def test_a_system_image_gets_the_package_indexes_initramfs_and_links(tmp_path: P
                        ("/initrd.img", f"boot/initrd.img-{VERSION}")):  # fmt: skip
         node = entry(tree, link)  # type: ignore[arg-type]
         assert (node.kind, node.target) == (Kind.SYMLINK, path.encode())
+
+
+def test_compressed_modules_reach_the_initramfs_decompressed_under_their_ko_names(
+    tmp_path: Path,
+) -> None:
+    """insmod and the kernel tell a compressed module by its name: ELF bytes named .ko.xz
+    made every load say 'not an xz compressed module' first."""
+    (tree, _notes, _streamed), _base = inject(tmp_path, [file("sbin/init")], xz=True)
+    assert entry(tree, f"/lib/modules/{VERSION}/kernel/fs/ext4/ext4.ko.xz")  # type: ignore[arg-type]
+    initrd = gzip.decompress(content(tree, f"/boot/initrd.img-{VERSION}"))  # type: ignore[arg-type]
+    assert b"kernel/fs/ext4/ext4.ko\n" in initrd  # the list of modules to load
+    assert b".ko.xz" not in initrd
+    assert module("ext4", needs=("jbd2",)) in initrd
 
 
 def test_an_app_image_gets_the_kernel_but_not_the_modules(tmp_path: Path) -> None:

@@ -59,6 +59,15 @@ def module_name(path: str) -> str:
     return base.split(".", 1)[0].replace("-", "_")
 
 
+def uncompressed_name(name: str) -> str:
+    """A module file's name once decompressed: ext4.ko.xz -> ext4.ko (an initramfs holds
+    the ELF bytes, which insmod and the kernel read by that name's suffix)."""
+    for suffix in (".xz", ".zst", ".gz"):
+        if name.endswith(".ko" + suffix):
+            return name.removesuffix(suffix)
+    return name
+
+
 def decompress_module(name: str, data: bytes) -> bytes:
     """The ELF bytes of module file `name` (.ko, .ko.xz, .ko.zst or .ko.gz), at most
     MAX_MODULE bytes once inflated."""

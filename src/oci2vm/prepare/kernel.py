@@ -34,7 +34,7 @@ from oci2vm.initramfs.build import (
 from oci2vm.initramfs.scan import CorruptInitrdError, initrd_names
 from oci2vm.initramfs.spec import DEFAULT_INIT, BootSpec, Mode, workload
 from oci2vm.kernel.moddep import builtin_names, dep_closure, parse_modules_dep
-from oci2vm.kernel.modinfo import decompress_module
+from oci2vm.kernel.modinfo import decompress_module, uncompressed_name
 from oci2vm.prepare import kernelhook
 from oci2vm.prepare.kernelimage import graft_kernel
 from oci2vm.prepare.kernelpkg import KernelFiles, module_bytes, read_kernel_package
@@ -356,18 +356,11 @@ def own_initramfs_for(edit: TreeEditor, target: Target, kernel: Kernel) -> bytes
         raw = edit.read_file(f"{base}/{relpath}", MODULE_FILE_LIMIT)
         if raw is None:
             raise Oci2vmError(f"{base}/{relpath} is listed in modules.dep but missing")
-        modules.append((relpath_uncompressed(relpath), decompress_module(relpath, raw)))
+        modules.append((uncompressed_name(relpath), decompress_module(relpath, raw)))
     busybox = busybox_binary(target, None)
     mtime = edit.mtime_ns // 1_000_000_000
     guest_hook(edit, target, busybox)
     return build_initramfs(busybox, kernel.version, modules, boot_spec(target), mtime=mtime)
-
-
-def relpath_uncompressed(relpath: str) -> str:
-    for suffix in (".xz", ".zst", ".gz"):
-        if relpath.endswith(".ko" + suffix):
-            return relpath.removesuffix(suffix)
-    return relpath
 
 
 def build_plan(target: Target) -> dict[str, str]:

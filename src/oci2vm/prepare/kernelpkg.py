@@ -19,7 +19,7 @@ from oci2vm.debian.deb import open_deb
 from oci2vm.errors import Oci2vmError
 from oci2vm.image.blobs import BlobRef
 from oci2vm.kernel.depmod import ModuleDb
-from oci2vm.kernel.modinfo import decompress_module, read_modinfo
+from oci2vm.kernel.modinfo import decompress_module, read_modinfo, uncompressed_name
 from oci2vm.layers.tarstream import Member, TarReader
 from oci2vm.tree.editor import TreeEditor
 from oci2vm.tree.model import BytesReader
@@ -128,7 +128,8 @@ def _place(edit: TreeEditor, name: str, member: Member, tar: TarReader) -> None:
 
 def module_bytes(deb: BlobRef, what: str, wanted: Sequence[str]) -> list[tuple[str, bytes]]:
     """The uncompressed bytes of the modules `wanted` (paths under /lib/modules/VERSION),
-    in that order: the second read of the package."""
+    in that order, each under its uncompressed name (ext4.ko.xz -> ext4.ko): the second
+    read of the package."""
     order = {rel: i for i, rel in enumerate(wanted)}
     found: dict[str, bytes] = {}
     for name, member, tar in _members(deb, what):
@@ -141,4 +142,4 @@ def module_bytes(deb: BlobRef, what: str, wanted: Sequence[str]) -> list[tuple[s
     missing = [rel for rel in wanted if rel not in found]
     if missing:
         raise Oci2vmError(f"{what}: the modules {', '.join(missing)} are not in the package")
-    return [(rel, found[rel]) for rel in wanted]
+    return [(uncompressed_name(rel), found[rel]) for rel in wanted]
