@@ -81,8 +81,10 @@ def test_busybox_without_inittab_keeps_its_defaults_around_the_entry(tmp_path: P
     tree = flattened(tmp_path, busybox())
     prepare(tree, options())
     assert content(tree, "/etc/inittab") == (
-        b"::sysinit:/etc/init.d/rcS\n"
+        b"::sysinit:/bin/busybox sh /etc/oci2vm/boot.sh /bin/busybox\n"  # the image has no rcS
         b"::sysinit:/etc/oci2vm/firstboot\n"
+        b"# oci2vm: /etc/init.d/rcS is not in the image\n"
+        b"# ::sysinit:/etc/init.d/rcS\n"
         b"::ctrlaltdel:reboot\n"
         b"::shutdown:umount -a -r\n"
         b"::shutdown:swapoff -a\n"
