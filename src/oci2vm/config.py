@@ -265,6 +265,25 @@ class Config:
             if value is not None
         ]
 
+    def system_options(self) -> list[str]:
+        """The options given that prepare a bootable system, which a bare root filesystem
+        (--format ext4, the image's tree as its layers have it) does not get."""
+        return [
+            flag
+            for flag, given in (
+                ("--hostname", self.hostname is not None),
+                ("--root-password", self.root_password is not None),
+                ("--ssh-key", bool(self.ssh_keys or self.user_ssh_keys)),
+                ("--add-user", bool(self.users)),
+                ("--cloud-init", self.cloud_init is not None),
+                ("--kernel", self.kernel != KernelChoice()),
+                ("--initrd", self.initrd is not InitrdChoice.AUTO),
+                ("--init", self.init is not InitMode.AUTO),
+                ("--network", self.network != NetworkChoice()),
+            )
+            if given
+        ] + self.workload_options()
+
     def output_format(self) -> OutputFormat:
         if self.format is not None:
             return self.format

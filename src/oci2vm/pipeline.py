@@ -131,6 +131,12 @@ def build(config: Config, reporter: Reporter) -> BuildReport:
     fmt = config.output_format()
     if config.compress and fmt is not OutputFormat.QCOW2:
         raise Oci2vmError("--compress is only for qcow2 output")
+    if fmt is OutputFormat.EXT4 and (given := config.system_options()):
+        raise Oci2vmError(
+            f"{', '.join(given)}: these prepare a bootable disk's system, and --format ext4 "
+            "writes the image's root filesystem as its layers have it: build a disk "
+            "(-o NAME.qcow2 or .raw) for them"
+        )
     started = time.monotonic()
     with (
         reporter.progress(),

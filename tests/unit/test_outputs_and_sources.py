@@ -175,3 +175,24 @@ def test_a_tag_on_an_index_and_on_a_manifest_is_not_guessed_between(tmp_path: Pa
         resolve(f"oci:{layout.path}:latest", Fetch())
     image = resolve(f"oci:{layout.path}:{amd64.manifest_digest}", Fetch())
     assert image.config_digest == amd64.config_digest
+
+
+@pytest.mark.parametrize(
+    ("options", "named"),
+    [
+        (["--root-password", "pw", "--hostname", "vm1"], "--hostname, --root-password"),
+        (["--add-user", "alice:pw"], "--add-user"),
+        (["--network", "none"], "--network"),
+        (["--init", "app", "-e", "A=1"], "--init, --env"),
+    ],
+)
+def test_a_bare_root_filesystem_refuses_the_system_options_it_would_drop(
+    tmp_path: Path, options: list[str], named: str
+) -> None:
+    """--format ext4 is the image's tree as its layers have it: no preparation step runs,
+    so the options of one are refused, not accepted and dropped."""
+    out = tmp_path / "root.ext4"
+    result = build(small_layout(tmp_path), "-o", str(out), *options)
+    assert result.code == 1
+    assert result.err.startswith(f"oci2vm: error: {named}: these prepare a bootable disk")
+    assert not out.exists()
