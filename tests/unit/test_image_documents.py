@@ -198,3 +198,38 @@ def test_an_artifact_is_named_as_such(
     ):
         doc["config"] = descriptor(mediaType=image_config)
         assert parse_manifest(doc, "m")[1] == []  # an image, artifactType or not
+
+
+OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+
+
+@pytest.mark.parametrize(
+    ("doc", "declared", "found"),
+    [
+        ({"mediaType": OCI_INDEX, "manifests": [], "layers": []}, None, "fields layers"),
+        ({"mediaType": OCI_MANIFEST, "layers": [], "manifests": []}, None, "fields manifests"),
+        ({"mediaType": OCI_MANIFEST, "config": {}, "layers": []}, OCI_INDEX, "declared as"),
+        ({"config": {}, "layers": []}, OCI_INDEX, "fields config, layers"),
+    ],
+)
+def test_a_document_that_reads_as_both_kinds_is_refused(
+    doc: dict[str, object], declared: str | None, found: str
+) -> None:
+    """containers/image's rule (CVE-2021-41190): an index with an image's fields, or a
+    document declared as the other kind, is ambiguous, not guessed."""
+    with pytest.raises(Oci2vmError, match=f"^ambiguous manifest: .*{found}"):
+        manifest_kind(doc, declared)
+
+
+def test_a_declared_type_that_names_no_manifest_leaves_the_document_to_say() -> None:
+    """Registries answer with application/json or octet-stream; layouts may say anything."""
+    doc = {"mediaType": OCI_MANIFEST, "config": {}, "layers": []}
+    for declared in ("application/json", "application/vnd.oci.descriptor.v1+json", None):
+        assert manifest_kind(doc, declared) == "manifest"
+
+
+def test_a_rootfs_type_other_than_layers_is_refused() -> None:
+    config = b'{"os": "linux", "architecture": "amd64", "rootfs": {"type": "zfs", "diff_ids": []}}'
+    with pytest.raises(Oci2vmError, match=r"rootfs.type 'zfs' \(only 'layers'\)"):
+        parse_config(config)

@@ -270,10 +270,26 @@ def manifest_kind(doc: dict[str, Any], declared: str | None = None) -> str:
             "push the image again with a current client"
         )
     if media_type in INDEX_TYPES or (not media_type and "manifests" in doc):
-        return "index"
-    if media_type in MANIFEST_TYPES or (not media_type and "layers" in doc):
-        return "manifest"
-    raise Oci2vmError(f"unsupported manifest media type {_quote(media_type)}")
+        kind = "index"
+    elif media_type in MANIFEST_TYPES or (not media_type and "layers" in doc):
+        kind = "manifest"
+    else:
+        raise Oci2vmError(f"unsupported manifest media type {_quote(media_type)}")
+    # A document that reads as the other kind too is refused, as containers/image does
+    # (the image-spec ambiguity of CVE-2021-41190): so is one whose descriptor or
+    # Content-Type names a known type of the other kind.
+    foreign = ("config", "layers") if kind == "index" else ("manifests",)
+    stray = [field for field in foreign if field in doc]
+    said = (
+        "index" if declared in INDEX_TYPES else "manifest" if declared in MANIFEST_TYPES else kind
+    )
+    if stray or said != kind:
+        found = f"fields {', '.join(stray)}" if stray else f"declared as {_quote(declared)}"
+        raise Oci2vmError(
+            f"ambiguous manifest: a{'n' if kind == 'index' else ''} {kind} "
+            f"({_quote(media_type or 'by its fields')}) with {found}"
+        )
+    return kind
 
 
 def index_entries(doc: dict[str, Any], what: str = "index") -> list[Descriptor]:
@@ -353,6 +369,10 @@ def parse_config(data: bytes, what: str = "image config") -> ImageConfig:
     rootfs = doc.get("rootfs") or {}
     if not isinstance(rootfs, dict):
         raise Oci2vmError(f"malformed {what}: 'rootfs' must be an object")
+    if rootfs.get("type", "layers") != "layers":  # image-spec: MUST be "layers"
+        raise Oci2vmError(
+            f"unsupported {what}: rootfs.type {_quote(rootfs.get('type'))} (only 'layers')"
+        )
     diff_ids = _strings(rootfs.get("diff_ids", []), "rootfs.diff_ids", what) or ()
     for d in diff_ids:
         check_digest(d, f"{what} diff_id")
