@@ -177,6 +177,36 @@ def test_a_tag_on_an_index_and_on_a_manifest_is_not_guessed_between(tmp_path: Pa
     assert image.config_digest == amd64.config_digest
 
 
+def retag(layout: Path, tags: list[str], *, platforms: bool = True) -> None:
+    index = json.loads((layout / "index.json").read_text())
+    for entry, tag in zip(index["manifests"], tags, strict=True):
+        entry["annotations"]["org.opencontainers.image.ref.name"] = tag
+        if not platforms:
+            entry.pop("platform", None)
+    (layout / "index.json").write_text(json.dumps(index))
+
+
+def test_one_manifest_listed_twice_under_a_tag_is_one_image(tmp_path: Path) -> None:
+    """containers/image's fixture delete_image_two_identical_references: 1.0.0 twice."""
+    image = build_image([[file("a", b"1")]])
+    layout = write_layout(tmp_path / "l", {"a": image})
+    index = json.loads((layout.path / "index.json").read_text())
+    index["manifests"] *= 2
+    (layout.path / "index.json").write_text(json.dumps(index))
+    assert resolve(f"oci:{layout.path}:a", Fetch()).config_digest == image.config_digest
+
+
+def test_two_images_under_one_tag_are_named_by_digest(tmp_path: Path) -> None:
+    one, two = build_image([[file("a", b"1")]]), build_image([[file("b", b"2")]])
+    layout = write_layout(tmp_path / "l", {"x": one, "y": two})
+    retag(layout.path, ["1.0.0", "1.0.0"], platforms=False)
+    with pytest.raises(Oci2vmError) as raised:
+        resolve(f"oci:{layout.path}:1.0.0", Fetch())
+    message = str(raised.value)
+    assert "holds 2 images: name one by digest (sha256:" in message and "by tag" not in message
+    assert one.manifest_digest in message and two.manifest_digest in message
+
+
 @pytest.mark.parametrize(
     ("options", "named"),
     [

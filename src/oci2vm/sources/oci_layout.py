@@ -92,16 +92,20 @@ def resolve_in(source: str, container: Container, tag: str, fetch: Fetch, *, nam
             raise Oci2vmError(f"{container.path}: no image tagged {tag!r} in the layout")
     if not entries:
         raise Oci2vmError(f"{container.path}: the layout's index.json lists no image")
+    # The same manifest listed twice (under one tag or two) is one image.
+    entries = list({d.digest: d for d in reversed(entries)}.values())[::-1]
     where = f"{container.path}" + (f":{tag}" if tag else "")
     if len(entries) > 1 and all(d.media_type in MANIFEST_TYPES for d in entries):
         # Several single-platform manifests: choose by platform, or ask for a tag.
         if any(d.platform for d in entries):
             desc = select_platform(entries, fetch.platform, where)
         else:
-            tags = sorted(t for d in entries if (t := d.annotations.get(REF_NAME)))
+            tags = sorted({t for d in entries if (t := d.annotations.get(REF_NAME))})
+            shown = ", ".join(d.digest for d in entries[:3]) + (", ..." if len(entries) > 3 else "")
             raise Oci2vmError(
                 f"{where}: the layout holds {len(entries)} images: name one"
-                + (f" ({', '.join(tags)})" if tags else "")
+                + (f" by tag ({', '.join(tags)}) or" if len(tags) == len(entries) else "")
+                + f" by digest ({shown})"
             )
     elif len(entries) > 1:
         # An index among them: which to read is not for a guess (a tag moved from one
