@@ -9,7 +9,7 @@ import pytest
 from oci2vm.errors import Oci2vmError
 from oci2vm.prepare.ssh import read_ssh_keys
 from oci2vm.tree.model import Kind
-from support.layouts import directory, file
+from support.layouts import directory, file, symlink
 from support.prepared import (
     DEBIAN_SHADOW,
     NO_NETWORK_NOTE,
@@ -54,3 +54,36 @@ def test_read_ssh_keys_takes_public_keys_only(tmp_path: Path) -> None:
         read_ssh_keys((private,))
     with pytest.raises(Oci2vmError, match=r"^--ssh-key .*/missing: No such file"):
         read_ssh_keys((tmp_path / "missing",))
+
+
+KEY = b"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGm key"
+
+
+def test_an_sshd_nothing_starts_is_enabled_under_each_init(tmp_path: Path) -> None:
+    """pacman, apk and xbps enable no service on install: the key alone would not do."""
+    from oci2vm.prepare import ssh
+    from oci2vm.tree.model import lookup
+    from support.initlayouts import ALPINE_INITTAB, busybox
+    from support.prepared import run_step, systemd_members
+
+    sshd = file("usr/sbin/sshd", b"\x7fELF", mode=0o755)
+    service = b"[Service]\nExecStart=/usr/sbin/sshd -D\n[Install]\nWantedBy=multi-user.target\n"
+    unit = file("usr/lib/systemd/system/sshd.service", service)
+    cases = {
+        "systemd": ([*systemd_members(merged_usr=True), directory("usr/sbin"), sshd, unit],
+                    "/etc/systemd/system/multi-user.target.wants/sshd.service"),
+        "openrc": ([*busybox(ALPINE_INITTAB), file("sbin/openrc", b"\x7fELF", mode=0o755),
+                    directory("usr/sbin"), sshd, file("etc/init.d/sshd", b"#!/sbin/openrc-run\n")],
+                   "/etc/runlevels/default/sshd"),
+        "runit": ([directory("usr"), directory("usr/bin"), directory("sbin"), directory("usr/sbin"),
+                   file("usr/bin/runit-init", b"\x7fELF", mode=0o755),
+                   symlink("sbin/init", "../usr/bin/runit-init"), sshd, directory("etc/sv"),
+                   directory("etc/sv/sshd"), file("etc/sv/sshd/run", b"#!/bin/sh\n", mode=0o755)],
+                  "/etc/runit/runsvdir/default/sshd"),
+    }  # fmt: skip
+    for name, (members, link) in cases.items():
+        tree = flattened(tmp_path / name, members)
+        notes = run_step(tree, ssh.STEP, options(keys=(KEY,)))
+        assert lookup(tree.root, link) is not None, name
+        assert any(n.startswith("enabled ") for n in notes), name
+        assert run_step(tree, ssh.STEP, options(keys=(KEY,))) == [], name  # enabled: as it is

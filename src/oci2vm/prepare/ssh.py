@@ -1,12 +1,19 @@
-"""SSH public keys for root's authorized_keys, read and checked before anything is built."""
+"""SSH public keys for root's authorized_keys, read and checked before anything is built;
+and the image's SSH server enabled when it is installed but nothing starts it (pacman, apk
+and xbps enable no service on install, as Debian's and Fedora's packages do)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
 from oci2vm.errors import Oci2vmError
+from oci2vm.prepare import units
+from oci2vm.prepare.console import RUNSVDIR, SV
 from oci2vm.prepare.step import Step, Target
 from oci2vm.tree.editor import TreeEditor
+from oci2vm.tree.model import Inode
+from oci2vm.tree.osinfo import InitSystem
 from oci2vm.util.smallfiles import read_small
 from oci2vm.util.units import KIB
 
@@ -25,11 +32,57 @@ def read_ssh_keys(paths: tuple[Path, ...]) -> tuple[bytes, ...]:
     return tuple(keys)
 
 
+# What each init runs an SSH server as: systemd units (a socket counts: Ubuntu's
+# ssh.socket), OpenRC and sysvinit scripts, runit services.
+SYSTEMD_UNITS = ("sshd.service", "ssh.service", "dropbear.service")
+SYSTEMD_STARTERS = (*SYSTEMD_UNITS, "ssh.socket", "sshd.socket", "dropbear.socket")
+SCRIPTS = ("sshd", "ssh", "dropbear")
+
+
 def applies(target: Target) -> bool:
-    return bool(target.ssh_keys)
+    return bool(target.ssh_keys or target.config.user_ssh_keys)
 
 
 def apply(edit: TreeEditor, target: Target) -> list[str]:
+    notes = _root_keys(edit, target) if target.ssh_keys else []
+    if any(edit.get(p) is not None for p in SSH_SERVERS):
+        notes += enable_server(edit, target)
+    return notes
+
+
+def enable_server(edit: TreeEditor, target: Target) -> list[str]:
+    """Start the image's SSH server at boot, where nothing does yet."""
+    init = target.os.init
+    if init is InitSystem.SYSTEMD:
+        if any(units.enabled(edit, name) for name in SYSTEMD_STARTERS):
+            return []
+        name = next((n for n in SYSTEMD_UNITS if units.unit_path(edit, n) is not None), None)
+        if name is None or not units.enable_unit(edit, name):
+            return []
+        return [f"enabled {name}: the image has an SSH server that nothing started"]
+    script = next((n for n in SCRIPTS if edit.get(f"/etc/init.d/{n}") is not None), None)
+    if target.os.openrc and script is not None:
+        levels = edit.get("/etc/runlevels")
+        runlevels: Mapping[str, Inode] = (levels.children or {}) if levels is not None else {}
+        if any(script in (level.children or {}) for level in runlevels.values()):
+            return []
+        units.enable_openrc(edit, script)
+        return [f"enabled OpenRC's {script} in the default runlevel: nothing started it"]
+    if init is InitSystem.RUNIT:
+        service = next((n for n in SCRIPTS if edit.get(f"{SV}/{n}/run") is not None), None)
+        runsvdir = edit.get(RUNSVDIR)
+        if service is None or service in ((runsvdir.children or {}) if runsvdir else {}):
+            return []
+        for directory in ("/etc/runit", "/etc/runit/runsvdir", RUNSVDIR):
+            edit.mkdir(directory)
+        edit.symlink(f"{RUNSVDIR}/{service}", f"{SV}/{service}")
+        return [f"enabled the runit service {service}: nothing started it"]
+    if init is InitSystem.SYSVINIT and script is not None:
+        units.enable_sysv(edit, script, 20)
+    return []
+
+
+def _root_keys(edit: TreeEditor, target: Target) -> list[str]:
     edit.mkdir("/root", mode=0o700)
     edit.mkdir("/root/.ssh", mode=0o700)
     edit.write(
