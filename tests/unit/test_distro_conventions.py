@@ -158,6 +158,19 @@ def test_distroless_boots_in_app_mode(tmp_path: Path) -> None:
     assert not distro.STEP.applies(dataclasses.replace(goal, mode=InitMode.APP))
 
 
+def test_a_bootc_images_initramfs_beside_its_kernel_is_found(tmp_path: Path) -> None:
+    """bootc (Fedora/CentOS image mode) keeps both in /usr/lib/modules/V, none in /boot."""
+    version = "6.11.4-301.fc41.x86_64"
+    base = f"usr/lib/modules/{version}"
+    members = [directory("usr"), directory("usr/lib"), directory("usr/lib/modules"),
+               directory(base), file(f"{base}/vmlinuz", b"k"),
+               file(f"{base}/initramfs.img", b"i")]  # fmt: skip
+    kernels = describe(flattened(tmp_path, members)).kernels
+    assert [(k.version, k.path, k.initrd) for k in kernels] == [
+        (version, f"/{base}/vmlinuz", f"/{base}/initramfs.img")
+    ]
+
+
 def test_kernels_named_by_flavour_take_the_release_their_name_ends_in(tmp_path: Path) -> None:
     members = [directory("boot"), directory("lib"), directory("lib/modules")]
     for flavour, release, size in (("lts", "6.6.58-0-lts", 3), ("virt", "6.6.58-0-virt", 4)):

@@ -101,7 +101,8 @@ def _children(tree: Tree, path: str) -> Mapping[str, Inode]:
 def find_kernels(tree: Tree) -> tuple[Kernel, ...]:
     """Kernels as Debian/Ubuntu (/boot/vmlinuz-V + initrd.img-V), Alpine
     (/boot/vmlinuz-FLAVOR + initramfs-FLAVOR), Fedora/RHEL (/lib/modules/V/vmlinuz +
-    /boot/initramfs-V.img) lay them out, plus the /vmlinuz and /boot/vmlinuz links."""
+    /boot/initramfs-V.img; bootc images: /usr/lib/modules/V/initramfs.img) lay them out,
+    plus the /vmlinuz and /boot/vmlinuz links."""
     found: dict[str, Kernel] = {}
     boot = _children(tree, "/boot")
 
@@ -115,6 +116,9 @@ def find_kernels(tree: Tree) -> tuple[Kernel, ...]:
         ):
             if name in boot and _is_file(tree, f"/boot/{name}"):
                 return f"/boot/{name}"
+        for base in ("/usr/lib/modules", "/lib/modules"):  # bootc images keep it there
+            if _is_file(tree, f"{base}/{version}/initramfs.img"):
+                return f"{base}/{version}/initramfs.img"
         return None
 
     for name in sorted(boot):
