@@ -184,3 +184,23 @@ def test_kernels_named_by_flavour_take_the_release_their_name_ends_in(tmp_path: 
         ("6.6.58-0-virt", "/boot/vmlinuz-virt", "/boot/initramfs-virt"),
         ("custom", "/boot/vmlinuz-custom", None),
     ]
+
+
+def test_alpine_with_openrc_networking_keeps_its_interfaces_and_gets_no_second_client(
+    tmp_path: Path,
+) -> None:
+    """OpenRC's networking service runs ifup on /etc/network/interfaces: a udhcpc line in
+    the inittab would be a second DHCP client on the same NIC."""
+    interfaces = b"auto lo\niface lo inet loopback\n\nauto eth0\niface eth0 inet dhcp\n"
+    members = [*alpine(), file("sbin/openrc", ELF, mode=0o755),
+               symlink("sbin/ifup", "/bin/busybox"), directory("etc/network"),
+               file("etc/network/interfaces", interfaces),
+               file("etc/init.d/networking", b"#!/sbin/openrc-run\n", mode=0o755)]  # fmt: skip
+    tree = flattened(tmp_path, members)
+    info = describe(tree)
+    assert (
+        network.detect(TreeEditor(tree, FS_TIME), info.init, info.openrc) is network.Stack.IFUPDOWN
+    )
+    notes_for(tree)
+    assert b"udhcpc" not in content(tree, "/etc/inittab")
+    assert content(tree, "/etc/network/interfaces") == interfaces

@@ -45,7 +45,7 @@ def system_plan(tree: Tree, target: Target) -> tuple[str, dict[str, str]]:
     """The network stack the network step would use, and per concern, in words, what a
     build would write (the steps' notes included). Edits `tree`."""
     edit = TreeEditor(tree, 0)
-    stack = network.detect(edit, target.os.init)
+    stack = network.detect(edit, target.os.init, target.os.openrc)
     row = distro.conventions(target.os.os_release)
     plan = {"distribution": row.name if row else distro.unsupported_note(target.os) or "unknown"}
     for concern, steps in PLANNED:

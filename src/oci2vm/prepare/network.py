@@ -83,8 +83,11 @@ def program(edit: TreeEditor, name: str) -> str | None:
     return None
 
 
-def detect(edit: TreeEditor, init: InitSystem) -> Stack:
-    """The network stack the image's own files say it has."""
+def detect(edit: TreeEditor, init: InitSystem, openrc: bool = False) -> Stack:
+    """The network stack the image's own files say it has. Under busybox init, ifup is
+    busybox's applet, run by nothing, unless OpenRC's networking service runs it
+    (Alpine with OpenRC: its /etc/network/interfaces is what configures the NIC)."""
+    openrc_ifup = openrc and exists(edit, "/etc/init.d/networking")
     if program(edit, "netplan") and exists(edit, "/etc/netplan"):
         return Stack.NETPLAN
     if program(edit, "NetworkManager"):
@@ -92,7 +95,8 @@ def detect(edit: TreeEditor, init: InitSystem) -> Stack:
     networkd = ("/lib/systemd/systemd-networkd", "/usr/lib/systemd/systemd-networkd")
     if init is InitSystem.SYSTEMD and exists(edit, *networkd):
         return Stack.NETWORKD
-    if program(edit, "ifup") and exists(edit, "/etc/network") and init is not InitSystem.BUSYBOX:
+    busybox_alone = init is InitSystem.BUSYBOX and not openrc_ifup
+    if program(edit, "ifup") and exists(edit, "/etc/network") and not busybox_alone:
         return Stack.IFUPDOWN
     if init is InitSystem.BUSYBOX and program(edit, "udhcpc"):
         return Stack.UDHCPC
@@ -100,7 +104,7 @@ def detect(edit: TreeEditor, init: InitSystem) -> Stack:
 
 
 def apply(edit: TreeEditor, target: Target) -> list[str]:
-    stack = detect(edit, target.os.init)
+    stack = detect(edit, target.os.init, target.os.openrc)
     if stack is Stack.NETPLAN:
         return netplan(edit, target)
     if stack is Stack.NETWORKMANAGER:
