@@ -78,8 +78,8 @@ def test_systemd_image_gets_serial_getty_fstab_hostname_and_loses_dockerenv(
 
 def test_the_runner_keeps_the_order_and_skips_steps_that_do_not_apply(tmp_path: Path) -> None:
     assert [step.name for step in SYSTEM_STEPS] == [
-        "kernel", "cleanup", "mountpoints", "busyboxboot", "distro", "identity", "hostkeys",
-        "firstboot",
+        "kernel", "cleanup", "mountpoints", "busyboxboot", "openrcboot", "distro", "identity",
+        "hostkeys", "firstboot",
         "appmode", "fstab", "hostname", "network", "cloudinit", "console", "accounts", "users",
         "ssh", "bootcfg",
     ]  # fmt: skip

@@ -23,6 +23,7 @@ from oci2vm.prepare import (
     kernel,
     mountpoints,
     network,
+    openrcboot,
     ssh,
     users,
 )
@@ -35,6 +36,7 @@ SYSTEM_STEPS: tuple[Step, ...] = (
     cleanup.STEP,
     mountpoints.STEP,
     busyboxboot.STEP,
+    openrcboot.STEP,
     distro.STEP,
     identity.STEP,
     hostkeys.STEP,
