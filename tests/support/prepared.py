@@ -29,7 +29,7 @@ NOBODY_NOTE = (
 )
 NO_NETWORK_NOTE = (
     "no network configuration written: the image has no systemd-networkd, ifupdown, "
-    "NetworkManager, netplan or busybox udhcpc (install one for DHCP)"
+    "NetworkManager, netplan, dhcpcd service or busybox udhcpc (install one for DHCP)"
 )
 NO_SSHD_NOTE = "the image has no SSH server: the key only helps once one is installed"
 FSTAB = (

@@ -204,3 +204,27 @@ def test_alpine_with_openrc_networking_keeps_its_interfaces_and_gets_no_second_c
     notes_for(tree)
     assert b"udhcpc" not in content(tree, "/etc/inittab")
     assert content(tree, "/etc/network/interfaces") == interfaces
+
+
+def test_dhcpcd_as_a_service_is_the_stack_of_void_and_gentoo(tmp_path: Path) -> None:
+    """Void's default network is its dhcpcd service; Gentoo's OpenRC has one too."""
+    from support.initlayouts import openrc_init
+
+    dhcpcd = program("usr/sbin/dhcpcd")
+    void = [directory("usr"), directory("usr/bin"), directory("usr/sbin"), directory("sbin"),
+            directory("etc"), file("usr/bin/runit-init", ELF, mode=0o755),
+            symlink("sbin/init", "../usr/bin/runit-init"), dhcpcd, directory("etc/sv"),
+            directory("etc/sv/dhcpcd"),
+            file("etc/sv/dhcpcd/run", b"#!/bin/sh\n", mode=0o755)]  # fmt: skip
+    gentoo = [*openrc_init(), dhcpcd, file("etc/init.d/dhcpcd", b"#!/sbin/openrc-run\n")]
+    for name, members, link in (
+        ("void", void, "/etc/runit/runsvdir/default/dhcpcd"),
+        ("gentoo", gentoo, "/etc/runlevels/default/dhcpcd"),
+    ):
+        tree = flattened(tmp_path / name, members)
+        info = describe(tree)
+        stack = network.detect(TreeEditor(tree, FS_TIME), info.init, info.openrc)
+        assert stack is network.Stack.DHCPCD, name
+        notes = prepare(tree, {"root_password": "pw", "ssh_keys": (), "hostname": "vm1"})
+        assert lookup(tree.root, link) is not None, name
+        assert not [n for n in notes if "network" in n], name

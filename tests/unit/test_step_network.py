@@ -439,3 +439,19 @@ def test_bad_network_values_are_refused(value: str, capsys: pytest.CaptureFixtur
         parse(["build", "x", "-o", "d.img", "--network", value])
     assert exit_.value.code == 2
     assert "--network" in capsys.readouterr().err
+
+
+def test_a_static_address_under_dhcpcd_is_a_global_option(tmp_path: Path) -> None:
+    """Options before any `interface` block apply to every interface, whatever its name."""
+    service = b"[Service]\nExecStart=/usr/sbin/dhcpcd -q\n[Install]\nWantedBy=multi-user.target\n"
+    conf = b"hostname\ninterface wlan0\nnohook wpa_supplicant\n"
+    members = [*systemd_members(), file("usr/sbin/dhcpcd", b"\x7fELF", mode=0o755),
+               file("lib/systemd/system/dhcpcd.service", service),
+               file("etc/dhcpcd.conf", conf)]  # fmt: skip
+    tree = flattened(tmp_path, members)
+    assert run(tree, None, "static:10.0.0.5/24,10.0.0.1,9.9.9.9") == []
+    conf = content(tree, "/etc/dhcpcd.conf").decode()
+    assert conf.index("static ip_address=10.0.0.5/24") < conf.index("interface wlan0")
+    assert "static routers=10.0.0.1\nstatic domain_name_servers=9.9.9.9\n" in conf
+    wants = "/etc/systemd/system/multi-user.target.wants/dhcpcd.service"
+    assert lookup(tree.root, wants) is not None

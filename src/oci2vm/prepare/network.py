@@ -2,7 +2,8 @@
 Ethernet NIC, written for the stack the image has, found from its files alone.
 
 In order of preference: netplan (it renders for networkd or NetworkManager at boot),
-NetworkManager, systemd-networkd, ifupdown / ifupdown-ng, busybox init's udhcpc. An image
+NetworkManager, systemd-networkd, ifupdown / ifupdown-ng, dhcpcd as a service of the init
+(Void's default; Gentoo's and Alpine's OpenRC service), busybox init's udhcpc. An image
 that configures a NIC already is left alone; one with none of these gets a note. App mode's
 own init does DHCP itself: this step is for system mode.
 """
@@ -14,6 +15,7 @@ from enum import StrEnum
 
 from oci2vm.config import NetworkMode
 from oci2vm.prepare import inittab, netfiles, units
+from oci2vm.prepare.console import RUNSVDIR
 from oci2vm.prepare.step import Step, Target, system_mode
 from oci2vm.tree.editor import TreeEditor
 from oci2vm.tree.osinfo import InitSystem, OsInfo
@@ -27,8 +29,9 @@ STUB_RESOLV = "../run/systemd/resolve/stub-resolv.conf"
 DHCP_CLIENTS = ("dhclient", "udhcpc", "dhcpcd", "pump")
 NO_STACK_NOTE = (
     "no network configuration written: the image has no systemd-networkd, ifupdown, "
-    "NetworkManager, netplan or busybox udhcpc (install one for DHCP)"
+    "NetworkManager, netplan, dhcpcd service or busybox udhcpc (install one for DHCP)"
 )
+DHCPCD_CONF = "/etc/dhcpcd.conf"
 _LIMIT = 1 << 20
 # Never enabled, though the units name them in Also=: they hold the boot up until a lease comes.
 WAIT_ONLINE = ("systemd-networkd-wait-online.service", "NetworkManager-wait-online.service")
@@ -68,6 +71,7 @@ class Stack(StrEnum):
     NETWORKMANAGER = "NetworkManager"
     NETWORKD = "systemd-networkd"
     IFUPDOWN = "ifupdown"
+    DHCPCD = "dhcpcd"
     UDHCPC = "busybox udhcpc"
     NONE = "none"
 
@@ -98,9 +102,23 @@ def detect(edit: TreeEditor, init: InitSystem, openrc: bool = False) -> Stack:
     busybox_alone = init is InitSystem.BUSYBOX and not openrc_ifup
     if program(edit, "ifup") and exists(edit, "/etc/network") and not busybox_alone:
         return Stack.IFUPDOWN
+    if program(edit, "dhcpcd") and _dhcpcd_service(edit, init, openrc) is not None:
+        return Stack.DHCPCD
     if init is InitSystem.BUSYBOX and program(edit, "udhcpc"):
         return Stack.UDHCPC
     return Stack.NONE
+
+
+def _dhcpcd_service(edit: TreeEditor, init: InitSystem, openrc: bool) -> str | None:
+    """What runs dhcpcd under the image's init: a runit service (Void), an OpenRC script
+    (Gentoo, Alpine), a systemd unit; None if nothing would."""
+    if init is InitSystem.RUNIT and exists(edit, "/etc/sv/dhcpcd/run"):
+        return "/etc/sv/dhcpcd"
+    if openrc and exists(edit, "/etc/init.d/dhcpcd"):
+        return "/etc/init.d/dhcpcd"
+    if init is InitSystem.SYSTEMD and units.unit_path(edit, "dhcpcd.service") is not None:
+        return "dhcpcd.service"
+    return None
 
 
 def apply(edit: TreeEditor, target: Target) -> list[str]:
@@ -113,10 +131,18 @@ def apply(edit: TreeEditor, target: Target) -> list[str]:
         return networkd(edit, target)
     if stack is Stack.IFUPDOWN:
         return ifupdown(edit, target)
+    if stack is Stack.DHCPCD:
+        return dhcpcd(edit, target)
     if stack is Stack.UDHCPC:
         return udhcpc(edit, target)
     # Without an init nothing would run a network stack: the console step says so.
-    return [] if target.os.init is InitSystem.NONE else [NO_STACK_NOTE]
+    if target.os.init is InitSystem.NONE:
+        return []
+    others = [name for name in ("wicked", "connmand", "iwd") if program(edit, name)]
+    if others:  # a stack oci2vm writes nothing for: the image's own settings stay
+        return [f"no network configuration written for {', '.join(others)}: the image's own "
+                "settings, if any, configure the NIC"]  # fmt: skip
+    return [NO_STACK_NOTE]
 
 
 def names_in(edit: TreeEditor, directory: str, suffixes: tuple[str, ...]) -> list[str]:
@@ -240,6 +266,34 @@ def enable_networking(edit: TreeEditor, os: OsInfo) -> None:
         units.enable_openrc(edit, "networking")
     elif os.init in (InitSystem.SYSVINIT, InitSystem.RUNIT):
         units.enable_sysv(edit, "networking", 40)
+
+
+def dhcpcd(edit: TreeEditor, target: Target) -> list[str]:
+    """dhcpcd configures every Ethernet NIC by DHCP as it comes, whatever its name: its
+    service is enabled. A static address goes in /etc/dhcpcd.conf's global options (before
+    any `interface` block, where they apply to every interface), DHCP not asked then."""
+    choice = target.config.network
+    os = target.os
+    service = _dhcpcd_service(edit, os.init, os.openrc)
+    if choice.mode is NetworkMode.STATIC:
+        current = (edit.read_file(DHCPCD_CONF, _LIMIT) or b"").decode("utf-8", "replace")
+        static = (
+            "# Written by oci2vm: --network static.\nnoipv4ll\n"
+            f"static ip_address={choice.address}\nstatic routers={choice.gateway}\n"
+            + (f"static domain_name_servers={' '.join(choice.dns)}\n" if choice.dns else "")
+        )
+        write(edit, DHCPCD_CONF, (static + "\n" + current).encode())
+    if service == "/etc/sv/dhcpcd":
+        runsvdir = edit.get(RUNSVDIR)
+        if runsvdir is None or "dhcpcd" not in (runsvdir.children or {}):
+            for directory in ("/etc/runit", "/etc/runit/runsvdir", RUNSVDIR):
+                edit.mkdir(directory)
+            edit.symlink(f"{RUNSVDIR}/dhcpcd", service)
+    elif service == "/etc/init.d/dhcpcd":
+        units.enable_openrc(edit, "dhcpcd")
+    elif service is not None and not units.enabled(edit, service):
+        units.enable_unit(edit, service)
+    return []
 
 
 def udhcpc(edit: TreeEditor, target: Target) -> list[str]:
