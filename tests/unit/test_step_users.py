@@ -298,3 +298,28 @@ def test_other_entries_with_odd_ids_are_left_alone_when_adding_a_user(tmp_path: 
         odd.decode().strip(),
         "alice:x:1000:1001:,,,:/home/alice:/bin/bash",
     ]
+
+
+ARCH_SUDOERS = b"root ALL=(ALL:ALL) ALL\n# %wheel ALL=(ALL:ALL) ALL\n@includedir /etc/sudoers.d\n"
+
+
+def test_a_sudo_group_no_rule_grants_gets_one(tmp_path: Path) -> None:
+    """Arch's and Alpine's sudo ship the wheel rule commented out: joining wheel alone
+    lets the user run nothing through sudo."""
+    sudo = (file("etc/group", b"root:x:0:\nwheel:x:998:\n"), directory("usr"),
+            directory("usr/bin"), file("usr/bin/sudo", b"elf", mode=0o4755))  # fmt: skip
+    for name, sudoers, where in (
+        ("dropin", ARCH_SUDOERS, users.SUDOERS_DROPIN),
+        ("appended", b"root ALL=(ALL) ALL\n", users.SUDOERS),
+    ):
+        extra = (*sudo, file("etc/sudoers", sudoers, mode=0o440))
+        tree = flattened(tmp_path / name, image(gshadow=False, extra=extra))
+        notes = run_step(tree, users.STEP, opts(UserSpec("alice", sudo=True)))
+        assert notes == ["sudo: no rule of the image's lets wheel run commands: added "
+                         "'%wheel ALL=(ALL:ALL) ALL'"], name  # fmt: skip
+        assert b"\n%wheel ALL=(ALL:ALL) ALL\n" in b"\n" + content(tree, where), name
+        assert entry(tree, where).mode & 0o7777 == 0o440, name
+    granted = (*sudo, file("etc/sudoers", b"%wheel ALL=(ALL) NOPASSWD: ALL\n", mode=0o440))
+    tree = flattened(tmp_path / "granted", image(gshadow=False, extra=granted))
+    assert run_step(tree, users.STEP, opts(UserSpec("alice", sudo=True))) == []
+    assert lookup(tree.root, users.SUDOERS_DROPIN) is None

@@ -161,9 +161,44 @@ def _add_user(
     if spec.password is not None:
         salt = derived_salt(spec.password, f"{identity}:{spec.name}")
         accounts.set_password(spec.name, sha512_crypt(spec.password, salt))
-    if spec.sudo and accounts.join(spec.name) is None:
-        notes.append(f"--add-user {spec.name}:sudo: the image has no sudo or wheel group")
+    if spec.sudo:
+        group = accounts.join(spec.name)
+        if group is None:
+            notes.append(f"--add-user {spec.name}:sudo: the image has no sudo or wheel group")
+        else:
+            notes += _grant(edit, group)
     return notes
+
+
+SUDO_PROGRAMS = ("/usr/bin/sudo", "/bin/sudo", "/usr/sbin/sudo")
+SUDOERS = "/etc/sudoers"
+SUDOERS_DROPIN = "/etc/sudoers.d/oci2vm"
+_INCLUDEDIR = re.compile(r"^[ \t]*[@#]includedir[ \t]+/etc/sudoers\.d[ \t]*$", re.M)
+
+
+def _grant(edit: TreeEditor, group: str) -> list[str]:
+    """Let the group run anything through sudo when no rule of the image's does: Arch's
+    and Alpine's sudo ship the wheel line commented out (Debian's grants %sudo)."""
+    if not any(edit.get(p) is not None for p in SUDO_PROGRAMS):
+        return []
+    sudoers = (edit.read_file(SUDOERS) or b"").decode("utf-8", "replace")
+    texts = [sudoers]
+    dropins = edit.get("/etc/sudoers.d")
+    for name in sorted((dropins.children or {}) if dropins is not None else {}):
+        texts.append((edit.read_file(f"/etc/sudoers.d/{name}") or b"").decode("utf-8", "replace"))
+    rule = re.compile(rf"^[ \t]*%{re.escape(group)}[ \t]+\S", re.M)
+    if any(rule.search(text) for text in texts):
+        return []
+    line = f"%{group} ALL=(ALL:ALL) ALL"
+    if _INCLUDEDIR.search(sudoers):
+        edit.mkdir("/etc/sudoers.d", mode=0o750)
+        edit.write(SUDOERS_DROPIN, f"# Written by oci2vm: --add-user NAME:sudo.\n{line}\n".encode(),
+                   mode=0o440, uid=0, gid=0)  # fmt: skip
+    elif edit.get(SUDOERS) is not None:
+        edit.write(SUDOERS, f"{sudoers.rstrip(chr(10))}\n{line}\n".encode())
+    else:
+        return []
+    return [f"sudo: no rule of the image's lets {group} run commands: added '{line}'"]
 
 
 def _copy_skel(edit: TreeEditor, source: str, dest: str, uid: int, gid: int) -> None:
