@@ -136,3 +136,35 @@ def test_without_maintained_links_the_kernels_entries_alone_are_written(
         [f"menuentry 'Linux {NEW}' {{", f"menuentry 'Linux {OLD}' {{"],
         [f"linux16 /boot/vmlinuz-{NEW}", f"initrd16 /boot/initrd.img-{NEW}"],
     )
+
+
+SELINUX = b"SELINUX=enforcing\nSELINUXTYPE=targeted\n"
+
+
+def selinux_image(config: bytes, *, policy: bool = True, labelled: bool = False) -> list[Member]:
+    label = {"SCHILY.xattr.security.selinux": "system_u:object_r:passwd_file_t:s0"}
+    members = [directory("boot"), file("boot/vmlinuz-6.8.5-301.fc40.x86_64", b"k"),
+               directory("etc"),
+               file("etc/passwd", b"root:x:0:0::/root:/bin/sh\n", pax=label if labelled else None),
+               directory("etc/selinux"), file("etc/selinux/config", config)]  # fmt: skip
+    if policy:
+        members += [directory("etc/selinux/targeted"), directory("etc/selinux/targeted/policy")]
+    return members
+
+
+def test_an_enforcing_selinux_on_unlabelled_files_boots_permissive(tmp_path: Path) -> None:
+    """The kernel would deny logins and services on files without labels (layers carry
+    none): the disk boots permissive and says how to enforce."""
+    tree = flattened(tmp_path / "a", selinux_image(SELINUX))
+    notes = run_step(tree, bootcfg.STEP)
+    assert len(notes) == 1 and "boots it permissive" in notes[0]
+    cfg = content(tree, "/boot/grub/grub.cfg").decode()
+    assert " enforcing=0" in cfg
+    for name, members in (
+        ("permissive", selinux_image(b"SELINUX=permissive\n")),
+        ("no-policy", selinux_image(SELINUX, policy=False)),
+        ("labelled", selinux_image(SELINUX, labelled=True)),
+    ):
+        tree = flattened(tmp_path / name, members)
+        assert run_step(tree, bootcfg.STEP) == [], name
+        assert "enforcing=0" not in content(tree, "/boot/grub/grub.cfg").decode(), name
