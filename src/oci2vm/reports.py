@@ -148,7 +148,7 @@ class InspectReport:
     created: str | None
     layers: tuple[LayerReport, ...]
     config: dict[str, Any]  # the image config's runtime fields, under their OCI names
-    entries: dict[str, int]  # per kind, hardlink_groups, total
+    entries: dict[str, int]  # per kind (inodes), hardlink_groups, hardlinks, total (names)
     os: dict[str, str | None]  # pretty_name, id, version_id
     kernels: tuple[KernelReport, ...]
     init: str
@@ -193,7 +193,8 @@ class InspectReport:
         lines.append(
             f"Entries:    {e['total']} ({e['file']} files, {e['dir']} dirs, "
             f"{e['symlink']} symlinks, {e['char'] + e['block']} devices, {e['fifo']} fifos, "
-            f"{e['hardlink_groups']} hardlink groups)"
+            f"{e.get('hardlinks', 0)} more names of files in {e['hardlink_groups']} hardlink "
+            "groups)"
         )
         lines.append(f"Layers:     {len(self.layers)}")
         for layer in self.layers:

@@ -64,6 +64,9 @@ def test_inspect_json_reports_image_and_tree(
     assert report["init"] == {"system": "systemd", "path": "/lib/systemd/systemd"}
     assert report["entries"]["hardlink_groups"] == 1
     assert report["entries"]["total"] == 13
+    # every name is counted once: an inode by its kind, its other names as hard links
+    counted = ("file", "dir", "symlink", "char", "block", "fifo", "hardlinks")
+    assert sum(report["entries"][k] for k in counted) == 13
 
 
 def test_inspect_human_output_names_the_essentials(

@@ -72,6 +72,7 @@ def entry_counts(tree: Tree) -> dict[str, int]:
                 continue
         counts[inode.kind.value] += 1
     counts["hardlink_groups"] = sum(1 for n in seen.values() if n > 1)
+    counts["hardlinks"] = sum(n - 1 for n in seen.values() if n > 1)  # names past the first
     counts["total"] = tree.entries
     return counts
 
