@@ -202,9 +202,10 @@ def test_a_stream_that_ends_inside_a_header_is_truncated(cut: int, filler: bytes
     # Go's archive/tar refuses these too: a member must not vanish because its header
     # was cut short, nor a short blob that is no tar read as an empty layer.
     whole = _raw_member("a", b"0", b"x") + _raw_member("b", b"0", b"y")
-    for archive in (whole[: 1024 + cut], filler * cut):
-        with pytest.raises(Oci2vmError, match=r"^layer: tar stream ends inside a header"):
-            read_all(archive)
+    with pytest.raises(Oci2vmError, match=r"^layer: tar stream ends inside a header"):
+        read_all(whole[: 1024 + cut])
+    with pytest.raises(Oci2vmError, match=rf"^layer: not a tar archive \({cut} bytes\)$"):
+        read_all(filler * cut)  # shorter than a header: no tar at all
     assert read_all(b"") == []  # an empty blob is an empty layer
 
 
@@ -237,9 +238,12 @@ def test_a_pre_posix_directory_is_a_regular_type_with_a_trailing_slash() -> None
 
 
 def test_bad_checksum_is_an_error() -> None:
-    archive = bytearray(tar_of((info("a", size=1), b"x")))
-    archive[0] ^= 1
+    archive = bytearray(tar_of((info("a", size=1), b"x"), (info("b", size=1), b"y")))
+    archive[1024] ^= 1  # the second member's header
     with pytest.raises(Oci2vmError, match="bad header checksum"):
+        read_all(bytes(archive))
+    archive[0] ^= 1  # the first: the stream is no tar at all
+    with pytest.raises(Oci2vmError, match=r"not a tar archive \(no tar header at its start\)$"):
         read_all(bytes(archive))
 
 

@@ -372,6 +372,8 @@ class TarReader:
         if not block:
             return None
         if len(block) < BLOCK:
+            if self._pos == len(block):  # the whole stream: shorter than one tar header
+                raise Oci2vmError(f"{self._what}: not a tar archive ({len(block)} bytes)")
             raise Oci2vmError(f"{self._what}: tar stream ends inside a header (truncated)")
         return block
 
@@ -388,6 +390,8 @@ class TarReader:
                 return None
             raise Oci2vmError(f"{self._what}: not a valid tar stream (a zero block inside it)")
         if not _checksum_ok(header):
+            if self._pos == BLOCK:  # its first block: no tar at all, more likely
+                raise Oci2vmError(f"{self._what}: not a tar archive (no tar header at its start)")
             raise Oci2vmError(f"{self._what}: not a valid tar stream (bad header checksum)")
         return header
 
