@@ -323,3 +323,24 @@ def test_a_sudo_group_no_rule_grants_gets_one(tmp_path: Path) -> None:
     tree = flattened(tmp_path / "granted", image(gshadow=False, extra=granted))
     assert run_step(tree, users.STEP, opts(UserSpec("alice", sudo=True))) == []
     assert lookup(tree.root, users.SUDOERS_DROPIN) is None
+
+
+def test_app_mode_and_a_missing_shell_are_said_not_silently_accepted(tmp_path: Path) -> None:
+    """distroless/wolfi: no shell to log in with, and in app mode no login at all."""
+    import dataclasses as dc
+
+    from oci2vm.config import InitMode
+    from oci2vm.prepare import accounts as accounts_step
+    from oci2vm.tree.editor import TreeEditor
+    from support.prepared import FS_TIME
+
+    members = [m for m in image(gshadow=False) if m.info.name != "bin/bash"]
+    tree = flattened(tmp_path, members)
+    goal = dc.replace(target(tree, opts(UserSpec("bob", "pw"))), mode=InitMode.APP)
+    notes = users.STEP.apply(TreeEditor(tree, FS_TIME), goal)
+    assert notes[0].startswith("--add-user: the image has no shell (/bin/bash, /bin/sh)")
+    assert notes[1].startswith("--add-user is written, but in app mode nothing offers a login")
+    assert lines(tree, "/etc/passwd")[-1].endswith(":/home/bob:/bin/sh")
+    goal = dc.replace(goal, root_password="pw")
+    notes = accounts_step.STEP.apply(TreeEditor(tree, FS_TIME), goal)
+    assert notes == [accounts_step.APP_MODE_LOGIN.format("--root-password")]

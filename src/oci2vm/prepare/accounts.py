@@ -10,10 +10,19 @@ from oci2vm.prepare.passwords import derived_salt, sha512_crypt
 from oci2vm.prepare.step import Step, Target
 from oci2vm.tree.editor import TreeEditor
 
+# In app mode oci2vm's init runs the workload and nothing else: no getty, no sshd of the
+# image's unless the workload is one.
+APP_MODE_LOGIN = (
+    "{} is written, but in app mode nothing offers a login (the VM runs the image's "
+    "Entrypoint and Cmd): --init system boots the image's init, if it has one"
+)
+
 
 def apply(edit: TreeEditor, target: Target) -> list[str]:
     if target.root_password is not None:
         set_root_password(edit, target.root_password, target.identity)
+        if target.mode is InitMode.APP:
+            return [APP_MODE_LOGIN.format("--root-password")]
         return []
     if not target.ssh_keys and target.mode is InitMode.SYSTEM:  # app mode has no login
         return [

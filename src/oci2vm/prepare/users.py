@@ -12,16 +12,18 @@ from __future__ import annotations
 
 import re
 
-from oci2vm.config import UserSpec
+from oci2vm.config import InitMode, UserSpec
 from oci2vm.errors import Oci2vmError
+from oci2vm.prepare.accounts import APP_MODE_LOGIN
 from oci2vm.prepare.passwords import derived_salt, sha512_crypt
 from oci2vm.prepare.step import Step, Target
 from oci2vm.tree.editor import TreeEditor
-from oci2vm.tree.model import Inode, Kind
+from oci2vm.tree.model import Inode, Kind, resolve_link
 
 FIRST_ID, LAST_ID = 1000, 59999
 SKEL = "/etc/skel"
 SKEL_FILE_LIMIT = 1 << 20
+SHELLS = ("/bin/bash", "/bin/sh")  # the new users' login shell: the first the image has
 SUDO_GROUPS = ("sudo", "wheel")  # Debian's, then Fedora's and Alpine's
 _ID = re.compile(r"[0-9]{1,10}")  # a uid or gid field (str.isdigit() takes '²' too)
 
@@ -140,7 +142,15 @@ class Accounts:
 def apply(edit: TreeEditor, target: Target) -> list[str]:
     accounts = Accounts(edit)
     notes: list[str] = []
-    shell = "/bin/bash" if edit.get("/bin/bash") is not None else "/bin/sh"
+    shell = next((s for s in SHELLS if resolve_link(edit.tree.root, s) is not None), SHELLS[-1])
+    if target.config.users:
+        if resolve_link(edit.tree.root, shell) is None:
+            notes.append(
+                f"--add-user: the image has no shell ({', '.join(SHELLS)}): the user's is "
+                f"{shell}, and a login fails until one is installed"
+            )
+        if target.mode is InitMode.APP:
+            notes.append(APP_MODE_LOGIN.format("--add-user"))
     for spec in target.config.users:
         notes += _add_user(edit, accounts, spec, shell, target.identity)
     accounts.store(edit)
