@@ -178,11 +178,25 @@ def test_kernels_named_by_flavour_take_the_release_their_name_ends_in(tmp_path: 
                     file(f"boot/initramfs-{flavour}", b"i"),
                     directory(f"lib/modules/{release}")]  # fmt: skip
     members.append(file("boot/vmlinuz-custom", b"k"))  # no modules of its own: as it is
-    kernels = describe(flattened(tmp_path, members)).kernels
+    kernels = describe(flattened(tmp_path / "a", members)).kernels
     assert sorted((k.version, k.path, k.initrd) for k in kernels) == [
         ("6.6.58-0-lts", "/boot/vmlinuz-lts", "/boot/initramfs-lts"),
         ("6.6.58-0-virt", "/boot/vmlinuz-virt", "/boot/initramfs-virt"),
         ("custom", "/boot/vmlinuz-custom", None),
+    ]
+    # a release whose modules are another release's, and another kernel of its own
+    # beside a flavour's name: neither is taken for the other
+    base = "usr/lib/modules/6.8.5-301.fc40.x86_64"
+    others = [directory("boot"), file("boot/vmlinuz-6.1.0-18-amd64", b"k"), directory("lib"),
+              directory("lib/modules"), directory("lib/modules/6.1.0-20-amd64"),
+              file("boot/vmlinuz-custom", b"kk"), directory("usr"), directory("usr/lib"),
+              directory("usr/lib/modules"), directory(base), file(f"{base}/vmlinuz", b"k"),
+              file(f"{base}/initramfs.img", b"i")]  # fmt: skip
+    kernels = describe(flattened(tmp_path / "b", others)).kernels
+    assert sorted((k.version, k.path) for k in kernels) == [
+        ("6.1.0-18-amd64", "/boot/vmlinuz-6.1.0-18-amd64"),
+        ("6.8.5-301.fc40.x86_64", f"/{base}/vmlinuz"),
+        ("custom", "/boot/vmlinuz-custom"),
     ]
 
 

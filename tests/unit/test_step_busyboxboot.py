@@ -58,3 +58,24 @@ def test_shell_command_lines_and_relative_programs_are_not_judged(tmp_path: Path
     tree = flattened(tmp_path, busybox(inittab))
     run_step(tree, busyboxboot.STEP)
     assert content(tree, "/etc/inittab") == inittab
+
+
+def test_a_hardlinked_busybox_init_runs_the_script_by_busyboxs_own_name(tmp_path: Path) -> None:
+    """docker's busybox image: /sbin/init a hardlink of busybox, which picks its applet by
+    the name it runs as (init again, by that name)."""
+    tree = flattened(tmp_path, busybox(linked=False))
+    run_step(tree, busyboxboot.STEP)
+    assert BOOT in content(tree, "/etc/inittab").decode()
+
+
+def test_app_mode_gets_no_boot_script(tmp_path: Path) -> None:
+    import dataclasses
+
+    from oci2vm.config import InitMode
+    from oci2vm.tree.editor import TreeEditor
+    from support.prepared import FS_TIME, options, target
+
+    tree = flattened(tmp_path, busybox(ALPINE_INITTAB))
+    goal = dataclasses.replace(target(tree, options()), mode=InitMode.APP)
+    assert not busyboxboot.STEP.applies(goal)
+    assert TreeEditor(tree, FS_TIME).get("/etc/oci2vm/boot.sh") is None

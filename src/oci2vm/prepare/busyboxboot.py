@@ -17,10 +17,10 @@ import posixpath
 import re
 
 from oci2vm.prepare import inittab
-from oci2vm.prepare.step import Step, Target
+from oci2vm.prepare.step import Step, Target, system_mode
 from oci2vm.tree.editor import TreeEditor
 from oci2vm.tree.model import Kind, resolve_link
-from oci2vm.tree.osinfo import InitSystem
+from oci2vm.tree.osinfo import InitSystem, busybox_path
 
 SCRIPT = "/etc/oci2vm/boot.sh"
 BOOT_SCRIPT = b"""\
@@ -29,6 +29,7 @@ BOOT_SCRIPT = b"""\
 # with busybox's path as its argument: its applets may have no links in the image.
 bb=${1:-/bin/busybox}
 mounted() {
+    [ -r /proc/mounts ] || return 1
     while read -r _ dir _; do [ "$dir" = "$1" ] && return 0; done < /proc/mounts
     return 1
 }
@@ -48,7 +49,7 @@ _SHELL_CHARS = re.compile(r"[~`!$^&*()=|\\{}\[\];\"'<>?]")
 
 
 def applies(target: Target) -> bool:
-    return target.os.init is InitSystem.BUSYBOX and not target.os.openrc
+    return system_mode(target) and target.os.init is InitSystem.BUSYBOX and not target.os.openrc
 
 
 def apply(edit: TreeEditor, target: Target) -> list[str]:
@@ -68,7 +69,7 @@ def apply(edit: TreeEditor, target: Target) -> list[str]:
         notes.append(f"/etc/inittab: the entries that run {missing} are commented out: "
                      "the image has no such program")  # fmt: skip
     if not any(fields[2] == "sysinit" for fields in inittab.entries(text)):
-        busybox = target.os.init_path or "/bin/busybox"
+        busybox = busybox_path(edit.tree, target.os.init_path)
         edit.mkdir("/etc/oci2vm")
         edit.write(SCRIPT, BOOT_SCRIPT, mode=0o644, uid=0, gid=0)
         text = inittab.after_sysinit(text, f"::sysinit:{busybox} sh {SCRIPT} {busybox}\n")

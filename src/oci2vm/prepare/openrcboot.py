@@ -12,7 +12,7 @@ device manager (mdev, udev) is not chosen for the image: the kernel's devtmpfs s
 from __future__ import annotations
 
 from oci2vm.prepare import units
-from oci2vm.prepare.step import Step, Target
+from oci2vm.prepare.step import Step, Target, system_mode
 from oci2vm.tree.editor import TreeEditor
 
 RUNLEVELS = {
@@ -23,7 +23,7 @@ RUNLEVELS = {
 
 
 def applies(target: Target) -> bool:
-    return target.os.openrc
+    return system_mode(target) and target.os.openrc
 
 
 def apply(edit: TreeEditor, _target: Target) -> list[str]:

@@ -159,21 +159,27 @@ def _name_flavours(tree: Tree, found: dict[str, Kernel], modules: list[str]) -> 
     modules in /lib/modules/6.6.58-0-lts), Arch's /boot/vmlinuz-linux (a copy of
     /usr/lib/modules/6.11.5-arch1-1/vmlinuz, which it then stands for, with its
     initramfs-linux.img). Its release is the one of the modules directories that holds a
-    kernel of its very size, else the one whose name ends in -FLAVOUR, else the only one
-    no other kernel has; a name that matches none is left as it is."""
+    kernel of its very size, else the one whose name ends in -FLAVOUR, else, for the
+    image's only kernel, its only modules directory; a name that matches none, or that is
+    a release already (whatever modules there are), is left as it is."""
     in_modules = {v for v in modules if (k := found.get(v)) is not None and k.path.endswith(
         f"/{v}/vmlinuz"
     )}  # fmt: skip
     unclaimed = [v for v in modules if v not in found or v in in_modules]
     flavours = [
-        k for k in found.values() if k.version not in modules and k.path.startswith("/boot/")
+        k
+        for k in found.values()
+        if k.version not in modules
+        and k.path.startswith("/boot/")
+        and not _RELEASE.match(k.version)  # 6.1.0-18-amd64 is a release, if another's
     ]
     for kernel in flavours:
         size = _size(tree, kernel.path)
         choices = (
             [v for v in unclaimed if v in in_modules and _size(tree, found[v].path) == size],
             [v for v in unclaimed if v.endswith(f"-{kernel.version}")],
-            unclaimed if len(flavours) == 1 else [],
+            # the image's only kernel, and the only modules (none of another's vmlinuz)
+            [v for v in unclaimed if v not in found] if len(found) == 1 else [],
         )
         release = next((c[0] for c in choices if len(c) == 1), None)
         if release is None:
@@ -183,6 +189,9 @@ def _name_flavours(tree: Tree, found: dict[str, Kernel], modules: list[str]) -> 
         initrd = kernel.initrd or (twin.initrd if twin is not None else None)
         found[release] = Kernel(release, kernel.path, initrd)
         unclaimed.remove(release)
+
+
+_RELEASE = re.compile(r"\d+\.\d+")
 
 
 def _size(tree: Tree, path: str) -> int:
@@ -236,6 +245,15 @@ def detect_init(tree: Tree) -> tuple[InitSystem, str | None]:
         if _is_file(tree, path):
             return InitSystem.SYSTEMD, path
     return InitSystem.NONE, None
+
+
+def busybox_path(tree: Tree, init_path: str | None) -> str:
+    """A path that runs busybox itself, for a busybox init: busybox picks its applet by
+    the name it is run as, so a hardlink named init (docker's busybox image) would run
+    init again. The init's own path when it is named busybox, else the usual places."""
+    if init_path is not None and posixpath.basename(init_path) in BUSYBOX_NAMES:
+        return init_path
+    return next((p for p in BUSYBOX_PATHS if _is_file(tree, p)), "/bin/busybox")
 
 
 def _same_file(tree: Tree, inode: Inode, paths: tuple[str, ...]) -> bool:
