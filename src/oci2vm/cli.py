@@ -475,7 +475,10 @@ def _docker_command_start(top: argparse.ArgumentParser, words: Sequence[str]) ->
         if word.startswith("--"):
             name, eq, _ = word.partition("=")
             matches = [name] if name in actions else [n for n in longs if n.startswith(name)]
-            action = actions[matches[0]] if len(matches) == 1 else None
+            if len(matches) > 1:  # an ambiguous prefix of run's options: argparse says so
+                i += 1
+                continue
+            action = actions[matches[0]] if matches else None
             takes = action is not None and not eq and _takes_value(action, words[i + 1 : i + 2])
         elif word.startswith("-") and word != "-":
             action, takes = None, False

@@ -121,6 +121,14 @@ def test_an_unknown_option_before_the_image_is_still_an_error() -> None:
         parse(["run", "--bogus", "img", "ls"])
 
 
+def test_an_ambiguous_option_after_the_image_is_argparses_error_not_the_command(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with pytest.raises(SystemExit):  # --net: --network or --network-timeout
+        parse(["run", "img", "--net", "none", "ls"])
+    assert "ambiguous option: --net" in capsys.readouterr().err
+
+
 def test_build_takes_no_command_after_the_image() -> None:
     """A word after build's SOURCE is a slip (a forgotten -o), not a command to bake in."""
     with pytest.raises(SystemExit):

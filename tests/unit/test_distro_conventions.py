@@ -218,6 +218,7 @@ def test_alpine_with_openrc_networking_keeps_its_interfaces_and_gets_no_second_c
     notes_for(tree)
     assert b"udhcpc" not in content(tree, "/etc/inittab")
     assert content(tree, "/etc/network/interfaces") == interfaces
+    assert lookup(tree.root, "/etc/runlevels/boot/networking") is not None  # run, as it is
 
 
 def test_dhcpcd_as_a_service_is_the_stack_of_void_and_gentoo(tmp_path: Path) -> None:

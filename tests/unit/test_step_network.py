@@ -241,7 +241,9 @@ def test_ifupdown_with_a_dhcp_stanza_is_left_alone(tmp_path: Path) -> None:
     assert run(tree) == []
     assert content(tree, "/etc/network/interfaces") == interfaces
     assert lookup(tree.root, network.INTERFACES_DROPIN) is None
-    assert lookup(tree.root, "/etc/systemd/system") is None
+    # only what runs the image's own stanza at boot, which ifupdown's postinst enables
+    wants = "/etc/systemd/system/multi-user.target.wants/networking.service"
+    assert lookup(tree.root, wants) is not None
 
 
 def test_ifupdown_without_a_dhcp_client_says_so(tmp_path: Path) -> None:
@@ -253,7 +255,7 @@ def test_ifupdown_without_a_dhcp_client_says_so(tmp_path: Path) -> None:
     ]
 
 
-def test_alpine_openrc_gets_eth0_and_networking_in_the_default_runlevel(tmp_path: Path) -> None:
+def test_alpine_openrc_gets_eth0_and_networking_in_the_boot_runlevel(tmp_path: Path) -> None:
     tree = flattened(
         tmp_path,
         [
@@ -280,7 +282,8 @@ def test_alpine_openrc_gets_eth0_and_networking_in_the_default_runlevel(tmp_path
         b"# Written by oci2vm (--network): the first Ethernet NIC, whatever its name.\n"
         b"auto eth0\niface eth0 inet dhcp\n"
     )
-    assert link_target(tree, "/etc/runlevels/default/networking") == b"/etc/init.d/networking"
+    # setup-alpine's runlevel for it
+    assert link_target(tree, "/etc/runlevels/boot/networking") == b"/etc/init.d/networking"
 
 
 def nm_members() -> list[Member]:

@@ -27,7 +27,10 @@ def test_ssh_keys_go_to_roots_authorized_keys(tmp_path: Path) -> None:
     tree = flattened(tmp_path, [*systemd_members(), directory("usr/sbin"), file("usr/sbin/sshd")])
     keys = (b"ssh-ed25519 AAAAC3Nza one@host", b"ssh-rsa AAAAB3Nza two")
     notes = prepare(tree, options(keys=keys))
-    assert notes == [NO_NETWORK_NOTE]
+    assert notes == [
+        NO_NETWORK_NOTE,
+        "the image's SSH server has no systemd unit to start it: start it yourself",
+    ]
     for path in ("/root", "/root/.ssh"):
         inode = entry(tree, path)
         assert (inode.kind, inode.mode, inode.uid, inode.gid) == (Kind.DIR, 0o700, 0, 0)
@@ -87,3 +90,33 @@ def test_an_sshd_nothing_starts_is_enabled_under_each_init(tmp_path: Path) -> No
         assert lookup(tree.root, link) is not None, name
         assert any(n.startswith("enabled ") for n in notes), name
         assert run_step(tree, ssh.STEP, options(keys=(KEY,))) == [], name  # enabled: as it is
+
+
+def test_busybox_init_without_openrc_respawns_sshd_and_app_mode_starts_nothing(
+    tmp_path: Path,
+) -> None:
+    """alpine:latest + openssh: its /etc/init.d/sshd is OpenRC's, which the image lacks."""
+    import dataclasses
+
+    from oci2vm.config import InitMode
+    from oci2vm.prepare import ssh
+    from oci2vm.prepare.accounts import APP_MODE_LOGIN
+    from oci2vm.tree.editor import TreeEditor
+    from support.initlayouts import ALPINE_INITTAB, busybox
+    from support.prepared import FS_TIME, run_step, target
+
+    members = [*busybox(ALPINE_INITTAB), directory("usr/sbin"),
+               file("usr/sbin/sshd", b"\x7fELF", mode=0o755),
+               file("etc/init.d/sshd", b"#!/sbin/openrc-run\n")]  # fmt: skip
+    tree = flattened(tmp_path / "system", members)
+    notes = run_step(tree, ssh.STEP, options(keys=(KEY,)))
+    assert notes == ["/etc/inittab: /usr/sbin/sshd respawned by busybox init (nothing else "
+                     "would start it)"]  # fmt: skip
+    assert b"::respawn:/bin/sh -c 'mkdir -p /run/sshd /var/empty; exec /usr/sbin/sshd -D -e'\n" in (
+        content(tree, "/etc/inittab")
+    )
+    assert run_step(tree, ssh.STEP, options(keys=(KEY,))) == []  # once
+    tree = flattened(tmp_path / "app", members)
+    goal = dataclasses.replace(target(tree, options(keys=(KEY,))), mode=InitMode.APP)
+    assert ssh.STEP.apply(TreeEditor(tree, FS_TIME), goal) == [APP_MODE_LOGIN.format("--ssh-key")]
+    assert content(tree, "/etc/inittab") == ALPINE_INITTAB

@@ -316,6 +316,8 @@ def test_run_of_a_disk_forwards_published_ports_and_throws_writes_away_with_rm(
         (["-v", "/tmp:/data"], "--volume"),
         (["--", "ls"], "a command to run"),
         (["ls", "-l"], "a command to run"),
+        (["--root-password", "x", "--hostname", "h"], "--hostname, --root-password"),
+        (["--network", "none"], "--network"),
     ],
 )
 def test_run_of_a_disk_refuses_the_workload_options_it_would_drop(
@@ -334,7 +336,7 @@ def test_run_of_a_disk_refuses_the_workload_options_it_would_drop(
     monkeypatch.setattr(tools, "run", no_qemu)
     assert main(["run", str(disk), *words]) != 0
     error = capsys.readouterr().err.strip()
-    assert f"{named} set the workload" in error and "\n" not in error
+    assert f"{named} apply when a disk is built" in error and "\n" not in error
 
 
 def test_a_system_image_run_from_the_cache_still_refuses_workload_options(

@@ -64,13 +64,12 @@ def run_command(config: Config, reporter: Reporter) -> int:
 
 
 def refuse_for_disk(config: Config) -> None:
-    """A disk boots as it was built: the workload's options would be dropped."""
-    given = config.workload_options()
+    """A disk boots as it was built: the options of a build would be dropped."""
+    given = config.system_options()
     if given:
         raise Oci2vmError(
-            f"{config.source}: {', '.join(given)} set the workload of an image run as "
-            "`oci2vm run SOURCE`, and a disk boots as it was built (build keeps --env, "
-            "--workdir, --user, --entrypoint and a command for an app image's disk)"
+            f"{config.source}: {', '.join(given)} apply when a disk is built (`oci2vm "
+            "build`, or `oci2vm run SOURCE`), and a disk boots as it was built"
         )
 
 

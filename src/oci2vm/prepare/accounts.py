@@ -13,8 +13,9 @@ from oci2vm.tree.editor import TreeEditor
 # In app mode oci2vm's init runs the workload and nothing else: no getty, no sshd of the
 # image's unless the workload is one.
 APP_MODE_LOGIN = (
-    "{} is written, but in app mode nothing offers a login (the VM runs the image's "
-    "Entrypoint and Cmd): --init system boots the image's init, if it has one"
+    "{} is written, but in app mode only the image's Entrypoint and Cmd run (no getty, no "
+    "services): a login works if the workload offers one; --init system boots the image's "
+    "init, if it has one"
 )
 
 

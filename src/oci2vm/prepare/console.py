@@ -21,8 +21,7 @@ INITTAB_SYSTEMS = (InitSystem.SYSVINIT, InitSystem.BUSYBOX)
 # /etc/runit/runsvdir/current, which stage 2 points at runsvdir/default; a service is a
 # directory in /etc/sv linked from there (runit-helper's `ln -sf /etc/sv/NAME`). Void
 # lays it out the same way.
-RUNSVDIR = "/etc/runit/runsvdir/default"
-SV = "/etc/sv"
+RUNSVDIR, SV = units.RUNSVDIR, units.SV
 OPENRC_AGETTY = "/etc/init.d/agetty"
 
 
@@ -118,9 +117,7 @@ def runit_getty(edit: TreeEditor, serial: str) -> None:
         for directory in ("/etc/sv", f"{SV}/{service}"):
             edit.mkdir(directory)
         edit.write(f"{SV}/{service}/run", run.encode(), mode=0o755, uid=0, gid=0)
-    for directory in ("/etc/runit", "/etc/runit/runsvdir", RUNSVDIR):
-        edit.mkdir(directory)
-    edit.symlink(f"{RUNSVDIR}/{service}", f"{SV}/{service}")
+    units.enable_runit(edit, service)
 
 
 def openrc_getty(edit: TreeEditor, serial: str) -> list[str]:

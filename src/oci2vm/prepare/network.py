@@ -15,7 +15,6 @@ from enum import StrEnum
 
 from oci2vm.config import NetworkMode
 from oci2vm.prepare import inittab, netfiles, units
-from oci2vm.prepare.console import RUNSVDIR
 from oci2vm.prepare.step import Step, Target, system_mode
 from oci2vm.tree.editor import TreeEditor
 from oci2vm.tree.osinfo import InitSystem, OsInfo
@@ -228,6 +227,7 @@ def ifupdown(edit: TreeEditor, target: Target) -> list[str]:
             text = edit.read_file(f"/etc/network/interfaces.d/{name}", _LIMIT) or b""
             existing += "\n" + text.decode("utf-8", "replace")
     if configures_a_nic(existing):
+        enable_networking(edit, target.os)  # the image's own stanza, still to be run
         return []
     # Debian's ifupdown has patterns (and /sbin/ifquery); ifupdown-ng ships /sbin/ifupdown.
     debian = program(edit, "ifquery") is not None and program(edit, "ifupdown") is None
@@ -263,7 +263,7 @@ def enable_networking(edit: TreeEditor, os: OsInfo) -> None:
     elif edit.get("/etc/init.d/networking") is None:
         return
     elif os.openrc:
-        units.enable_openrc(edit, "networking")
+        units.enable_openrc(edit, "networking", runlevel="boot")  # as setup-alpine does
     elif os.init in (InitSystem.SYSVINIT, InitSystem.RUNIT):
         units.enable_sysv(edit, "networking", 40)
 
@@ -284,11 +284,7 @@ def dhcpcd(edit: TreeEditor, target: Target) -> list[str]:
         )
         write(edit, DHCPCD_CONF, (static + "\n" + current).encode())
     if service == "/etc/sv/dhcpcd":
-        runsvdir = edit.get(RUNSVDIR)
-        if runsvdir is None or "dhcpcd" not in (runsvdir.children or {}):
-            for directory in ("/etc/runit", "/etc/runit/runsvdir", RUNSVDIR):
-                edit.mkdir(directory)
-            edit.symlink(f"{RUNSVDIR}/dhcpcd", service)
+        units.enable_runit(edit, "dhcpcd")
     elif service == "/etc/init.d/dhcpcd":
         units.enable_openrc(edit, "dhcpcd")
     elif service is not None and not units.enabled(edit, service):

@@ -4,15 +4,14 @@ and xbps enable no service on install, as Debian's and Fedora's packages do)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from pathlib import Path
 
+from oci2vm.config import InitMode
 from oci2vm.errors import Oci2vmError
-from oci2vm.prepare import units
-from oci2vm.prepare.console import RUNSVDIR, SV
+from oci2vm.prepare import inittab, units
+from oci2vm.prepare.accounts import APP_MODE_LOGIN
 from oci2vm.prepare.step import Step, Target
 from oci2vm.tree.editor import TreeEditor
-from oci2vm.tree.model import Inode
 from oci2vm.tree.osinfo import InitSystem
 from oci2vm.util.smallfiles import read_small
 from oci2vm.util.units import KIB
@@ -43,11 +42,22 @@ def applies(target: Target) -> bool:
     return bool(target.ssh_keys or target.config.user_ssh_keys)
 
 
+# Under busybox init without OpenRC nothing else would start it: an inittab entry does,
+# after the sysinit entries (the host keys are made at first boot by then).
+BUSYBOX_ENTRIES = {
+    "/usr/sbin/sshd": "::respawn:/bin/sh -c 'mkdir -p /run/sshd /var/empty; exec "
+    "/usr/sbin/sshd -D -e'\n",
+    "/usr/sbin/dropbear": "::respawn:/usr/sbin/dropbear -F -R -E\n",
+}
+
+
 def apply(edit: TreeEditor, target: Target) -> list[str]:
     notes = _root_keys(edit, target) if target.ssh_keys else []
-    if any(edit.get(p) is not None for p in SSH_SERVERS):
-        notes += enable_server(edit, target)
-    return notes
+    if not any(edit.get(p) is not None for p in SSH_SERVERS):
+        return notes
+    if target.mode is InitMode.APP:
+        return [*notes, APP_MODE_LOGIN.format("--ssh-key")]
+    return [*notes, *enable_server(edit, target)]
 
 
 def enable_server(edit: TreeEditor, target: Target) -> list[str]:
@@ -58,28 +68,32 @@ def enable_server(edit: TreeEditor, target: Target) -> list[str]:
             return []
         name = next((n for n in SYSTEMD_UNITS if units.unit_path(edit, n) is not None), None)
         if name is None or not units.enable_unit(edit, name):
-            return []
+            return ["the image's SSH server has no systemd unit to start it: start it yourself"]
         return [f"enabled {name}: the image has an SSH server that nothing started"]
+    if init is InitSystem.BUSYBOX and not target.os.openrc:
+        return _busybox_entry(edit)
     script = next((n for n in SCRIPTS if edit.get(f"/etc/init.d/{n}") is not None), None)
     if target.os.openrc and script is not None:
-        levels = edit.get("/etc/runlevels")
-        runlevels: Mapping[str, Inode] = (levels.children or {}) if levels is not None else {}
-        if any(script in (level.children or {}) for level in runlevels.values()):
+        if not units.enable_openrc(edit, script):
             return []
-        units.enable_openrc(edit, script)
         return [f"enabled OpenRC's {script} in the default runlevel: nothing started it"]
     if init is InitSystem.RUNIT:
-        service = next((n for n in SCRIPTS if edit.get(f"{SV}/{n}/run") is not None), None)
-        runsvdir = edit.get(RUNSVDIR)
-        if service is None or service in ((runsvdir.children or {}) if runsvdir else {}):
+        service = next((n for n in SCRIPTS if edit.get(f"{units.SV}/{n}/run") is not None), None)
+        if service is None or not units.enable_runit(edit, service):
             return []
-        for directory in ("/etc/runit", "/etc/runit/runsvdir", RUNSVDIR):
-            edit.mkdir(directory)
-        edit.symlink(f"{RUNSVDIR}/{service}", f"{SV}/{service}")
         return [f"enabled the runit service {service}: nothing started it"]
     if init is InitSystem.SYSVINIT and script is not None:
         units.enable_sysv(edit, script, 20)
     return []
+
+
+def _busybox_entry(edit: TreeEditor) -> list[str]:
+    text, existed = inittab.current(edit, InitSystem.BUSYBOX)
+    if inittab.runs(text, r"\b(sshd|dropbear)\b"):
+        return []
+    server = next(p for p in SSH_SERVERS if edit.get(p) is not None)
+    inittab.save(edit, text + BUSYBOX_ENTRIES[server], existed)
+    return [f"/etc/inittab: {server} respawned by busybox init (nothing else would start it)"]
 
 
 def _root_keys(edit: TreeEditor, target: Target) -> list[str]:

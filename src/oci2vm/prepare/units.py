@@ -104,12 +104,30 @@ def enable_sysv(edit: TreeEditor, script: str, order: int) -> None:
         edit.symlink(f"/etc/rc{level}.d/S{order:02d}{script}", f"../init.d/{script}")
 
 
-def enable_openrc(edit: TreeEditor, script: str, runlevel: str = "default") -> None:
-    """/etc/runlevels/RUNLEVEL/SCRIPT, as rc-update add does, unless some runlevel has it."""
+def enable_openrc(edit: TreeEditor, script: str, runlevel: str = "default") -> bool:
+    """/etc/runlevels/RUNLEVEL/SCRIPT, as rc-update add does, unless some runlevel has it;
+    whether it added one."""
     levels = edit.get("/etc/runlevels")
     for child in (levels.children or {}).values() if levels else ():
         if child.children and script in child.children:
-            return
+            return False
     edit.mkdir("/etc/runlevels")
     edit.mkdir(f"/etc/runlevels/{runlevel}")
     edit.symlink(f"/etc/runlevels/{runlevel}/{script}", f"/etc/init.d/{script}")
+    return True
+
+
+RUNSVDIR = "/etc/runit/runsvdir/default"  # what runsvdir runs (Void's /var/service)
+SV = "/etc/sv"
+
+
+def enable_runit(edit: TreeEditor, service: str) -> bool:
+    """Link /etc/sv/SERVICE into the default runsvdir, unless it is there; whether it
+    added the link."""
+    enabled = edit.get(RUNSVDIR)
+    if enabled is not None and service in (enabled.children or {}):
+        return False
+    for directory in ("/etc/runit", "/etc/runit/runsvdir", RUNSVDIR):
+        edit.mkdir(directory)
+    edit.symlink(f"{RUNSVDIR}/{service}", f"{SV}/{service}")
+    return True
