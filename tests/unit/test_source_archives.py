@@ -9,6 +9,7 @@ import gzip
 import io
 import json
 import lzma
+import os
 import tarfile
 from pathlib import Path
 
@@ -163,3 +164,42 @@ def test_oci_on_a_file_that_is_no_tar_says_to_use_oci_archive(tmp_path: Path) ->
     image.write_bytes(b"#!/usr/bin/env run-singularity\n" + bytes(600))
     with pytest.raises(Oci2vmError, match=r"empty.sif: is a file; use oci-archive:"):
         resolve(f"oci:{image}", Fetch())
+
+
+def test_a_compressed_file_that_is_no_tar_is_refused_at_its_first_block(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """20 MB of zeros after a text line, xz-compressed to a few KB: refused once the
+    first block is read, not after all of it is written."""
+    from oci2vm.sources import container
+
+    written: list[int] = []
+    real_write = container._GuardedCopy.write
+
+    def counting(self: object, data: bytes | memoryview) -> None:
+        written.append(len(data))
+        real_write(self, data)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(container._GuardedCopy, "write", counting)
+    archive = tmp_path / "disk.qcow2.xz"
+    archive.write_bytes(lzma.compress(b"QFI\xfb not a tar\n" + bytes(20 << 20), preset=0))
+    store = BlobStore(tmp_path / "cache")
+    with pytest.raises(Oci2vmError, match=r"disk.qcow2.xz: not a tar archive once decompressed$"):
+        resolve(f"docker-archive:{archive}", Fetch(store=store))
+    assert sum(written) <= 2 << 20  # the first piece or two
+    assert list(store.scratch_dir().iterdir()) == []
+
+
+def test_decompressing_stops_before_the_scratch_filesystem_fills(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from oci2vm.sources import container
+
+    free = os.statvfs(tmp_path)
+    monkeypatch.setattr(container, "SCRATCH_RESERVE", free.f_bavail * free.f_frsize)
+    archive = tmp_path / "app.tar.gz"
+    archive.write_bytes(COMPRESS["gz"](classic_archive()[0]))
+    store = BlobStore(tmp_path / "cache")
+    with pytest.raises(Oci2vmError, match=r"app.tar.gz: decompressing it would leave less than"):
+        resolve(f"docker-archive:{archive}", Fetch(store=store))
+    assert list(store.scratch_dir().iterdir()) == []

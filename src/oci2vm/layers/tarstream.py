@@ -132,6 +132,12 @@ def _byte_sum(data: bytes) -> int:
     return (zlib.adler32(data) & 0xFFFF) - 1
 
 
+def is_header(block: bytes) -> bool:
+    """Whether a 512-byte block can begin a tar archive: a header whose checksum holds,
+    or the zero block that ends an empty one."""
+    return len(block) == BLOCK and (not block.strip(b"\0") or _checksum_ok(block))
+
+
 def _checksum_ok(header: bytes) -> bool:
     try:
         stored = _number(header, 148, 8, "")

@@ -16,7 +16,6 @@ import bz2
 import io
 import os
 import posixpath
-import shutil
 import tarfile
 import tempfile
 from collections.abc import Callable
@@ -27,6 +26,7 @@ from oci2vm.debian.compression import XZ_MAGIC, open_stream
 from oci2vm.errors import Oci2vmError
 from oci2vm.image.blobs import BlobRef, BlobStore, open_regular, regular_file_size
 from oci2vm.layers.decompress import CHUNK, GZIP_MAGIC, ZSTD_MAGIC
+from oci2vm.layers.tarstream import BLOCK, is_header
 
 if TYPE_CHECKING:
     from oci2vm.sources.base import Fetch
@@ -163,18 +163,21 @@ def _decompressed_copy(path: Path, kind: str, scratch: Path) -> Path:
     copy = Path(name)
     atexit.register(copy.unlink, missing_ok=True)
     try:
-        with os.fdopen(fd, "wb") as out, open_regular(path) as raw:
+        with os.fdopen(fd, "wb") as file, open_regular(path) as raw:
+            out = _GuardedCopy(file, path, scratch)
             if kind == "bzip2":
                 with bz2.BZ2File(raw) as unpacked:
-                    shutil.copyfileobj(unpacked, out, CHUNK)
+                    while piece := unpacked.read(CHUNK):
+                        out.write(piece)
             else:  # the layers' decompressors, which tell a truncated stream apart
                 stream = open_stream(raw, kind, str(path))
                 try:
-                    while piece := stream.view(CHUNK):
-                        out.write(piece)
+                    while view := stream.view(CHUNK):
+                        out.write(view)
                     stream.finish()
                 finally:
                     stream.close()
+            out.check_head()
     except Oci2vmError:
         copy.unlink(missing_ok=True)
         raise
@@ -187,6 +190,43 @@ def _decompressed_copy(path: Path, kind: str, scratch: Path) -> Path:
         copy.unlink(missing_ok=True)
         raise
     return copy
+
+
+# Room a decompressed copy leaves on the scratch filesystem: a small compressed file may
+# hold terabytes of zeros, which would otherwise fill the disk before anything is read.
+SCRATCH_RESERVE = 1 << 30
+_SPACE_CHECK = 256 << 20  # bytes written between two looks at the free space
+
+
+class _GuardedCopy:
+    """Writes a decompressed archive, refusing early what is no tar (its first block is
+    no tar header) and what would leave less than SCRATCH_RESERVE free."""
+
+    def __init__(self, file: BinaryIO, path: Path, scratch: Path) -> None:
+        self._file, self._path, self._scratch = file, path, scratch
+        self._head = b""
+        self._written = 0
+        self._next_check = 0
+
+    def write(self, data: bytes | memoryview) -> None:
+        if len(self._head) < BLOCK:
+            self._head += bytes(data[: BLOCK - len(self._head)])
+            if len(self._head) == BLOCK:
+                self.check_head()
+        if self._written >= self._next_check:
+            self._next_check = self._written + _SPACE_CHECK
+            free = os.statvfs(self._scratch)
+            if free.f_bavail * free.f_frsize < SCRATCH_RESERVE + len(data):
+                raise Oci2vmError(
+                    f"{self._path}: decompressing it would leave less than "
+                    f"{SCRATCH_RESERVE >> 30} GiB free in {self._scratch}"
+                )
+        self._file.write(data)
+        self._written += len(data)
+
+    def check_head(self) -> None:
+        if not is_header(self._head.ljust(BLOCK, b"\0") if self._head else b"\0" * BLOCK):
+            raise Oci2vmError(f"{self._path}: not a tar archive once decompressed")
 
 
 def _scan_tar(path: Path, name: Path) -> dict[str, tuple[int, int]]:
