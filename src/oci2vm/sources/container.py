@@ -22,10 +22,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, cast
 
-from oci2vm.debian.compression import XZ_MAGIC, open_stream
+from oci2vm.debian.compression import MAGIC, open_stream
 from oci2vm.errors import Oci2vmError
 from oci2vm.image.blobs import BlobRef, BlobStore, open_regular, regular_file_size
-from oci2vm.layers.decompress import CHUNK, GZIP_MAGIC, ZSTD_MAGIC
+from oci2vm.layers.decompress import CHUNK
 from oci2vm.layers.tarstream import BLOCK, is_header
 
 if TYPE_CHECKING:
@@ -140,12 +140,9 @@ def _clean(name: str) -> str:
     return "" if name == "." else name
 
 
-ARCHIVE_MAGIC = (
-    (GZIP_MAGIC, "gzip"),
-    (ZSTD_MAGIC, "zstd"),
-    (XZ_MAGIC, "xz"),
-    (b"BZh", "bzip2"),
-)
+# The streams of Debian's packages (xz, gzip, zstd, read by the same decompressors), and
+# bzip2, which skopeo reads in archives too.
+ARCHIVE_MAGIC = (*((magic, kind) for kind, magic in MAGIC.items()), (b"BZh", "bzip2"))
 
 
 def archive_compression(path: Path) -> str:
