@@ -280,6 +280,10 @@ class Config:
                 ("--initrd", self.initrd is not InitrdChoice.AUTO),
                 ("--init", self.init is not InitMode.AUTO),
                 ("--network", self.network != NetworkChoice()),
+                ("--boot", self.boot is not BootMode.HYBRID),
+                ("--table", self.table is not PartitionTable.GPT),
+                ("--mirror", self.mirror is not None),
+                ("--keyring", bool(self.keyrings)),
             )
             if given
         ] + self.workload_options()
