@@ -209,7 +209,8 @@ def test_alpine_with_openrc_networking_keeps_its_interfaces_and_gets_no_second_c
     members = [*alpine(), file("sbin/openrc", ELF, mode=0o755),
                symlink("sbin/ifup", "/bin/busybox"), directory("etc/network"),
                file("etc/network/interfaces", interfaces),
-               file("etc/init.d/networking", b"#!/sbin/openrc-run\n", mode=0o755)]  # fmt: skip
+               file("etc/init.d/networking", b"#!/sbin/openrc-run\n", mode=0o755),
+               file("etc/init.d/devfs", b"#!/sbin/openrc-run\n", mode=0o755)]  # fmt: skip
     tree = flattened(tmp_path, members)
     info = describe(tree)
     assert (

@@ -274,6 +274,7 @@ def test_alpine_openrc_gets_eth0_and_networking_in_the_boot_runlevel(tmp_path: P
             directory("etc/init.d"),
             file("etc/init.d/networking", b"#!/sbin/openrc-run\n", mode=0o755),
             file("etc/init.d/net.lo", b"#!/sbin/openrc-run\n", mode=0o755),
+            file("etc/init.d/devfs", b"#!/sbin/openrc-run\n", mode=0o755),
         ],
     )
     assert run(tree) == []

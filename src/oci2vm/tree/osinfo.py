@@ -171,7 +171,7 @@ def _name_flavours(tree: Tree, found: dict[str, Kernel], modules: list[str]) -> 
         for k in found.values()
         if k.version not in modules
         and k.path.startswith("/boot/")
-        and not _RELEASE.match(k.version)  # 6.1.0-18-amd64 is a release, if another's
+        and not _RELEASE.match(k.version)  # 6.1.0-18 is a release, if another's
     ]
     for kernel in flavours:
         size = _size(tree, kernel.path)
