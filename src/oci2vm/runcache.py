@@ -30,6 +30,7 @@ from oci2vm.errors import Oci2vmError
 from oci2vm.identity import image_identity
 from oci2vm.image.blobs import BlobStore
 from oci2vm.image.model import Image
+from oci2vm.initramfs.build import scripts_digest
 from oci2vm.report import Reporter
 
 log = logging.getLogger(__name__)
@@ -76,6 +77,7 @@ def run_key(config: Config, identity_digest: str) -> str:
     workload's, which each run passes anew)."""
     shaping = {
         "version": RUN_CACHE_VERSION,
+        "scripts": scripts_digest(),  # the cached initramfs's init and its helpers
         "image": identity_digest,
         "platform": str(config.platform),
         "kernel": dataclasses.asdict(config.kernel),

@@ -103,11 +103,18 @@ def os_release(fx: FixtureSet) -> str:
 
 
 def test_debian_minbase_without_init_runs_a_command_in_app_mode() -> None:
+    """The image's programs, found in its PATH as runc finds them: cat and sh are also
+    busybox applets of the initramfs, which must not answer in their place."""
     skip_unless_buildable("debian-minbase")
     fx = debian_minbase_fixture()
-    result = oci2vm("run", *run_options(), source(fx), "--", "cat", "/etc/os-release")
-    assert (result.code, result.out) == (0, os_release(fx)), result.err
+    script = 'cat /etc/os-release; readlink "/proc/$$/exe"; cat --version | head -n 1'
+    result = oci2vm("run", *run_options(), source(fx), "sh", "-c", script)
+    expected = os_release(fx) + "/usr/bin/dash\ncat (GNU coreutils) 9.1\n"
+    assert (result.code, result.out) == (0, expected), result.err
     assert 'PRETTY_NAME="Debian GNU/Linux 12 (bookworm)"\n' in result.out
+    missing = oci2vm("run", *run_options(), source(fx), "no-such-program")
+    assert missing.code == 127
+    assert 'exec: "no-such-program": executable file not found in $PATH' in missing.err
 
 
 def test_env_workdir_user_entrypoint_and_volumes(app: str, tmp_path: Path) -> None:

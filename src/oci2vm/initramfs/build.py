@@ -11,6 +11,7 @@ initramfs and needs no rebuild for other arguments.
 from __future__ import annotations
 
 import gzip
+import hashlib
 import io
 from collections.abc import Sequence
 from importlib import resources
@@ -80,6 +81,17 @@ PACKAGE_BUSYBOX = ("bin/busybox", "usr/bin/busybox")
 MODULES_LIST = "etc/oci2vm/modules"
 MAX_BUSYBOX = 8 << 20  # Debian's static busybox is ~2 MB
 GZIP_LEVEL = 6  # level 9 takes 7x the time (1.7 s against 0.23 s) for 0.6 % less
+
+
+SCRIPTS = ("init.sh", "udhcpc.sh", "growroot.sh")  # what the initramfs runs, as written
+
+
+def scripts_digest() -> str:
+    """What the initramfs's scripts are: a cached initramfs built with others is stale."""
+    h = hashlib.sha256()
+    for name in SCRIPTS:
+        h.update(_script(name))
+    return h.hexdigest()
 
 
 def _script(name: str) -> bytes:

@@ -247,12 +247,32 @@ fail_start() { # like docker when the container cannot start: a message and stat
 	finish 125
 }
 
+# The program a bare name runs, as runc finds it: the first in the workload's PATH, looked
+# up inside the root (its own symlinks). busybox would otherwise answer to the names of its
+# applets itself (ls, sh, id, env...: it prefers them to the PATH), in place of the image's.
+lookup_program() { # NAME PATH
+	/bin/busybox env -i PATH="$2" /bin/busybox nsenter -r"$ROOT" -F -- which "$1" 2>/dev/null
+}
+
 start_workload() {
 	mkdir -p "$ROOT$SPEC_WORKDIR"
+	eval "set -- $SPEC_ARGV"
+	name=$1 program=$1
+	case "$name" in
+	*/*) ;;
+	*)
+		program=$(lookup_program "$name" "$SPEC_PATH")
+		case "$program" in
+		/*) ;;
+		*) echo "oci2vm: exec: \"$name\": executable file not found in \$PATH" >"$ERR"
+		   finish 127 ;;
+		esac
+		;;
+	esac
 	eval "set -- $SPEC_ENV"
 	[ "$SPEC_HAS_HOME" = 1 ] || set -- "$@" "HOME=${home:-/}"
 	set -- env -i "$@" /bin/busybox nsenter -S "$uid" -G "$gid" -r"$ROOT" -w"$ROOT$SPEC_WORKDIR" -F --
-	eval "set -- \"\$@\" $SPEC_ARGV"
+	eval "set -- \"\$@\" \"\$program\" $SPEC_ARGS"
 	if [ "$IN" = /dev/hvc0 ]; then
 		setsid -c "$@" <"$IN" >"$OUT" 2>"$ERR" &
 	else

@@ -98,6 +98,10 @@ def render(spec: BootSpec) -> bytes:
         "SPEC_MODE": spec.mode.value,
         "SPEC_INIT": spec.init,
         "SPEC_ARGV": shell_words(spec.argv),
+        "SPEC_ARGS": shell_words(spec.argv[1:]),  # after argv[0], which the init looks up
+        "SPEC_PATH": next(
+            (e[5:] for e in reversed(spec.env) if e.startswith("PATH=")), DEFAULT_PATH
+        ),
         "SPEC_ENV": shell_words(spec.env),
         "SPEC_HAS_HOME": "1" if has_home else "0",
         "SPEC_WORKDIR": spec.workdir,
