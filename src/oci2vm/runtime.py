@@ -157,7 +157,10 @@ def run_app(
                 for channel in channels.values():
                     os.close(channel.guest_fd)
             fds = _Fds(stdin_fd, stdout_fd, stderr_fd)
-            with _host_terminal(spec.tty, stdin_fd), _signals() as wakeup:
+            # Raw only when the keys reach the guest (-it), as docker's hijack does: with -t
+            # alone nothing reads them, and Ctrl-C must stay a signal to oci2vm.
+            raw = spec.tty and spec.interactive
+            with _host_terminal(raw, stdin_fd), _signals() as wakeup:
                 session = _relay(proc, channels, fds, wakeup, spec)
             vm._kill(proc)
             for channel in channels.values():

@@ -90,14 +90,16 @@ def test_workdir_user_and_volumes_from_options() -> None:
 
 @pytest.mark.parametrize(
     ("text", "number"),
-    [("", signal.SIGTERM), ("SIGQUIT", signal.SIGQUIT), ("int", signal.SIGINT), ("9", 9)],
-)
+    [("", signal.SIGTERM), ("SIGQUIT", signal.SIGQUIT), ("int", signal.SIGINT), ("9", 9),
+     ("SIGRTMIN+3", signal.SIGRTMIN + 3), ("RTMAX-1", signal.SIGRTMAX - 1),
+     ("SIGRTMIN", signal.SIGRTMIN)],  # systemd's stop signal is RTMIN+3 (kindest/node)
+)  # fmt: skip
 def test_stop_signal_is_parsed_as_docker_does(text: str, number: int) -> None:
     assert parse_signal(text) == number
     assert workload(image(stop_signal=text), Config()).stop_signal == number
 
 
-@pytest.mark.parametrize("text", ["SIGNOPE", "0", "999"])
+@pytest.mark.parametrize("text", ["SIGNOPE", "0", "999", "RTMIN+40", "RTMAX+1"])
 def test_bad_stop_signal_is_refused(text: str) -> None:
     with pytest.raises(Oci2vmError, match="invalid stop signal"):
         parse_signal(text)
@@ -187,3 +189,10 @@ def test_non_interactive_runs_have_no_stdin_port() -> None:
 def test_pvh_kernel_refuses_what_is_not_a_bzimage() -> None:
     assert pvh_kernel(b"\0" * 4096) is None
     assert not has_pvh_entry(b"\x7fELF" + b"\0" * 60)
+
+
+def test_a_relative_workdir_is_refused_as_docker_does_and_paths_are_cleaned() -> None:
+    with pytest.raises(Oci2vmError, match=r"the working directory 'srv' is invalid, it needs"):
+        workload(image(), Config(workdir="srv"))
+    assert workload(image(), Config(workdir="/srv/../app/")).workdir == "/app"
+    assert workload(image(working_dir="app"), Config()).workdir == "/app"  # the image's

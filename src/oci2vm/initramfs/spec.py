@@ -10,6 +10,8 @@ resolves them when the container starts; HOME likewise, when the environment lac
 
 from __future__ import annotations
 
+import posixpath
+import re
 import signal
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -131,10 +133,20 @@ def parse_signal(text: str) -> int:
         return number
     name = text.upper()
     name = name if name.startswith("SIG") else "SIG" + name
+    realtime = _REALTIME.fullmatch(name)  # RTMIN+3 (systemd's), as moby's SignalMap has
+    if realtime:
+        base = int(signal.SIGRTMIN if realtime[1] == "MIN" else signal.SIGRTMAX)
+        number = base + int(realtime[2] or 0)
+        if not signal.SIGRTMIN <= number <= signal.SIGRTMAX:
+            raise Oci2vmError(f"invalid stop signal {text!r}")
+        return number
     try:
         return int(signal.Signals[name])
     except KeyError:
         raise Oci2vmError(f"invalid stop signal {text!r}") from None
+
+
+_REALTIME = re.compile(r"SIGRT(MIN|MAX)([+-]\d{1,2})?")
 
 
 def merge_env(*layers: Sequence[str]) -> tuple[str, ...]:
@@ -177,12 +189,16 @@ def workload(image: ImageConfig, config: Config, *, hostname: str | None = None)
     volumes = tuple(
         VolumeMount(f"vol{i}", v.guest, v.read_only) for i, v in enumerate(config.volumes)
     )
+    if config.workdir is not None and not config.workdir.startswith("/"):
+        raise Oci2vmError(  # docker run's words for it (moby's translateWorkingDir)
+            f"the working directory {config.workdir!r} is invalid, it needs to be an absolute path"
+        )
     workdir = config.workdir or image.working_dir or "/"
     return BootSpec(
         mode=Mode.APP,
         argv=workload_argv(image, config),
         env=env,
-        workdir=workdir if workdir.startswith("/") else "/" + workdir,
+        workdir=posixpath.normpath("/" + workdir.lstrip("/")) if workdir != "/" else "/",
         user=config.user if config.user is not None else image.user,
         hostname=name,
         stop_signal=parse_signal(image.stop_signal),
