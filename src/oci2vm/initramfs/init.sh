@@ -18,6 +18,7 @@
 export PATH=/bin
 ROOT=/newroot
 SPEC=/etc/oci2vm/spec
+WORKLOAD_PID=/etc/oci2vm/workload.pid  # written by the starter of the workload
 MODULES=/etc/oci2vm/modules
 ROOT_WAIT_TENTHS=100 # how long the root device may take to appear: 10 s
 GROWROOT=/etc/oci2vm/growroot.sh
@@ -273,22 +274,28 @@ start_workload() {
 	[ "$SPEC_HAS_HOME" = 1 ] || set -- "$@" "HOME=${home:-/}"
 	set -- env -i "$@" /bin/busybox nsenter -S "$uid" -G "$gid" -r"$ROOT" -w"$ROOT$SPEC_WORKDIR" -F --
 	eval "set -- \"\$@\" \"\$program\" $SPEC_ARGS"
-	if [ "$IN" = /dev/hvc0 ]; then
-		setsid -c "$@" <"$IN" >"$OUT" 2>"$ERR" &
-	else
-		"$@" <"$IN" >"$OUT" 2>"$ERR" &
-	fi
-	WORKLOAD=$!
-	# The host asks for a stop on the control port: "stop" sends the stop signal.
+	# The host asks for a stop on the control port: "stop" sends the stop signal to the
+	# workload, whose pid its starter leaves in WORKLOAD_PID.
+	: >"$WORKLOAD_PID"
 	(
 		while read -r request; do
+			pid=$(cat "$WORKLOAD_PID" 2>/dev/null) && [ -n "$pid" ] || continue
 			case "$request" in
-			stop) kill "-$SPEC_STOP_SIGNAL" "$WORKLOAD" 2>/dev/null ;;
-			kill) kill -9 "$WORKLOAD" 2>/dev/null ;;
+			stop) kill "-$SPEC_STOP_SIGNAL" "$pid" 2>/dev/null ;;
+			kill) kill -9 "$pid" 2>/dev/null ;;
 			esac
 		done
 	) <&3 &
 	READER=$!
+	# In the foreground: a non-interactive shell starts a background command with SIGINT
+	# and SIGQUIT ignored, which exec keeps (Ctrl-C under -it, a StopSignal of INT or QUIT
+	# would do nothing); docker's workload starts with every signal at its default.
+	set -- sh -c 'echo $$ >"$0"; exec "$@"' "$WORKLOAD_PID" "$@"
+	if [ "$IN" = /dev/hvc0 ]; then
+		setsid -c "$@" <"$IN" >"$OUT" 2>"$ERR"
+	else
+		"$@" <"$IN" >"$OUT" 2>"$ERR"
+	fi
 }
 
 finish() { # STATUS: report it, stop everything, power off
@@ -306,9 +313,9 @@ run_app() {
 	mount_volumes
 	open_channels
 	resolve_user
+	# Until the workload ends: ash reaps every child meanwhile, the orphans re-parented
+	# to PID 1 included.
 	start_workload
-	# ash's wait reaps every child it is sent, the orphans re-parented to PID 1 included.
-	wait "$WORKLOAD"
 	status=$?
 	kill "$READER" 2>/dev/null
 	finish "$status"
