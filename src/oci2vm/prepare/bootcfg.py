@@ -32,11 +32,10 @@ def apply(edit: TreeEditor, target: Target) -> list[str]:
     first = following_entry(edit) if entries else None
     notes = []
     extra = ""
-    mode = selinux_unlabeled(edit)
-    if mode is not None:
+    if selinux_unlabeled(edit):
         extra = "enforcing=0"
         notes.append(
-            f"SELinux is {mode} in /etc/selinux/config, and the image's files carry no labels "
+            "SELinux is enforcing in /etc/selinux/config, and the image's files carry no labels "
             "(layers seldom do): the disk boots it permissive (enforcing=0 in grub.cfg); to "
             "enforce, relabel (`fixfiles -F onboot`, reboot) and drop enforcing=0"
         )
@@ -57,21 +56,21 @@ LABEL = "security.selinux"
 _SELINUX_LINE = re.compile(r"^\s*(SELINUX|SELINUXTYPE)\s*=\s*(\S+)", re.M)
 
 
-def selinux_unlabeled(edit: TreeEditor) -> str | None:
-    """'enforcing' when /etc/selinux/config enforces a policy the image has installed
+def selinux_unlabeled(edit: TreeEditor) -> bool:
+    """Whether /etc/selinux/config enforces a policy the image has installed
     (/etc/selinux/TYPE/policy) while its files carry no security.selinux labels: the
-    kernel would then deny logins and services on unlabeled files. None otherwise."""
+    kernel would then deny logins and services on unlabeled files."""
     text = (edit.read_file(SELINUX_CONFIG, 64 << 10) or b"").decode("utf-8", "replace")
     settings = dict(_SELINUX_LINE.findall(text))
     if settings.get("SELINUX", "").lower() != "enforcing":
-        return None
+        return False
     if edit.get(f"/etc/selinux/{settings.get('SELINUXTYPE', 'targeted')}/policy") is None:
-        return None
+        return False
     for path in ("/etc/passwd", "/etc/selinux/config", "/usr/bin", "/etc"):
         found = resolve_link(edit.tree.root, path)
         if found is not None and LABEL in found[1].xattrs:
-            return None
-    return "enforcing"
+            return False
+    return True
 
 
 def link_dirs(edit: TreeEditor) -> list[str]:

@@ -53,9 +53,9 @@ def applies(target: Target) -> bool:
 
 
 def apply(edit: TreeEditor, target: Target) -> list[str]:
-    text, existed = inittab.current(edit, InitSystem.BUSYBOX)
+    original, existed = inittab.current(edit, InitSystem.BUSYBOX)
     kept, dropped = [], []
-    for line in text.splitlines(keepends=True):
+    for line in original.splitlines(keepends=True):
         program = _missing_program(edit, line)
         if program is None:
             kept.append(line)
@@ -73,7 +73,7 @@ def apply(edit: TreeEditor, target: Target) -> list[str]:
         edit.mkdir("/etc/oci2vm")
         edit.write(SCRIPT, BOOT_SCRIPT, mode=0o644, uid=0, gid=0)
         text = inittab.after_sysinit(text, f"::sysinit:{busybox} sh {SCRIPT} {busybox}\n")
-    if text != inittab.current(edit, InitSystem.BUSYBOX)[0]:
+    if text != original:
         inittab.save(edit, text, existed)
     return notes
 

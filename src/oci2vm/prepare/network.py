@@ -263,10 +263,10 @@ def enable_networking(edit: TreeEditor, os: OsInfo) -> None:
     elif edit.get("/etc/init.d/networking") is None:
         return
     elif os.openrc:
-        # OpenRC's own boot scripts (Alpine, Gentoo): in boot, as setup-alpine puts it;
-        # Debian's openrc runs the LSB scripts, its networking in default.
-        own = edit.get("/etc/init.d/devfs") is not None
-        units.enable_openrc(edit, "networking", runlevel="boot" if own else "default")
+        # In boot with OpenRC's own boot scripts, as setup-alpine puts it; Debian's
+        # openrc keeps its networking in default.
+        level = "boot" if units.openrc_boot_scripts(edit) else "default"
+        units.enable_openrc(edit, "networking", runlevel=level)
     elif os.init in (InitSystem.SYSVINIT, InitSystem.RUNIT):
         units.enable_sysv(edit, "networking", 40)
 

@@ -27,7 +27,7 @@ def applies(target: Target) -> bool:
 
 
 def apply(edit: TreeEditor, _target: Target) -> list[str]:
-    if edit.get("/etc/init.d/devfs") is None:  # not OpenRC's boot scripts (Debian's openrc)
+    if not units.openrc_boot_scripts(edit):
         return []
     for level in ("sysinit", "boot"):
         node = edit.get(f"/etc/runlevels/{level}")

@@ -104,6 +104,12 @@ def enable_sysv(edit: TreeEditor, script: str, order: int) -> None:
         edit.symlink(f"/etc/rc{level}.d/S{order:02d}{script}", f"../init.d/{script}")
 
 
+def openrc_boot_scripts(edit: TreeEditor) -> bool:
+    """Whether the image has OpenRC's own boot scripts (Alpine's, Gentoo's: devfs and
+    the rest), not Debian's openrc, which runs the LSB scripts."""
+    return edit.get("/etc/init.d/devfs") is not None
+
+
 def enable_openrc(edit: TreeEditor, script: str, runlevel: str = "default") -> bool:
     """/etc/runlevels/RUNLEVEL/SCRIPT, as rc-update add does, unless some runlevel has it;
     whether it added one."""

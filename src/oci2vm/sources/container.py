@@ -222,7 +222,7 @@ class _GuardedCopy:
         self._written += len(data)
 
     def check_head(self) -> None:
-        if not is_header(self._head.ljust(BLOCK, b"\0") if self._head else b"\0" * BLOCK):
+        if not is_header(self._head.ljust(BLOCK, b"\0")):
             raise Oci2vmError(f"{self._path}: not a tar archive once decompressed")
 
 

@@ -65,6 +65,11 @@ def archive_stem(name: str) -> str:
     return name
 
 
+def _digests(entries: list[Descriptor]) -> str:
+    """The first few entries' digests, for a message that asks to pick one."""
+    return ", ".join(d.digest for d in entries[:3]) + (", ..." if len(entries) > 3 else "")
+
+
 def blob_ref(container: Container, desc: Descriptor) -> BlobRef:
     algorithm, hexdigest = desc.digest.split(":", 1)
     ref = container.ref(f"blobs/{algorithm}/{hexdigest}", desc.digest)
@@ -92,8 +97,11 @@ def resolve_in(source: str, container: Container, tag: str, fetch: Fetch, *, nam
             raise Oci2vmError(f"{container.path}: no image tagged {tag!r} in the layout")
     if not entries:
         raise Oci2vmError(f"{container.path}: the layout's index.json lists no image")
-    # The same manifest listed twice (under one tag or two) is one image.
-    entries = list({d.digest: d for d in reversed(entries)}.values())[::-1]
+    # The same manifest listed twice (under one tag or two) is one image: its first entry.
+    first: dict[str, Descriptor] = {}
+    for d in entries:
+        first.setdefault(d.digest, d)
+    entries = list(first.values())
     where = f"{container.path}" + (f":{tag}" if tag else "")
     if len(entries) > 1 and all(d.media_type in MANIFEST_TYPES for d in entries):
         # Several single-platform manifests: choose by platform, or ask for a tag.
@@ -101,19 +109,18 @@ def resolve_in(source: str, container: Container, tag: str, fetch: Fetch, *, nam
             desc = select_platform(entries, fetch.platform, where)
         else:
             tags = sorted({t for d in entries if (t := d.annotations.get(REF_NAME))})
-            shown = ", ".join(d.digest for d in entries[:3]) + (", ..." if len(entries) > 3 else "")
             raise Oci2vmError(
                 f"{where}: the layout holds {len(entries)} images: name one"
                 + (f" by tag ({', '.join(tags)}) or" if len(tags) == len(entries) else "")
-                + f" by digest ({shown})"
+                + f" by digest ({_digests(entries)})"
             )
     elif len(entries) > 1:
         # An index among them: which to read is not for a guess (a tag moved from one
         # entry to another is kept on both by some tools).
-        shown = ", ".join(d.digest for d in entries[:3]) + (", ..." if len(entries) > 3 else "")
         tags = sorted({t for d in entries if (t := d.annotations.get(REF_NAME))})
         raise Oci2vmError(
-            f"{where}: {len(entries)} entries of index.json match: name one by digest ({shown})"
+            f"{where}: {len(entries)} entries of index.json match: name one by digest "
+            f"({_digests(entries)})"
             + (f" or, if they differ, by tag ({', '.join(tags[:5])})" if len(tags) > 1 else "")
         )
     else:
