@@ -6,11 +6,9 @@ from __future__ import annotations
 
 import bz2
 import gzip
-import io
 import json
 import lzma
 import os
-import tarfile
 from pathlib import Path
 
 import pytest
@@ -19,6 +17,7 @@ import zstandard
 from oci2vm.errors import Oci2vmError
 from oci2vm.image.blobs import BlobStore
 from oci2vm.sources import Fetch, resolve
+from support.debarchives import tar_of
 from support.layouts import directory, file, layer_tar, sha256
 from support.runcli import oci2vm
 
@@ -28,16 +27,6 @@ COMPRESS = {  # by suffix
     "xz": lzma.compress,
     "bz2": bz2.compress,
 }
-
-
-def tar_of(members: dict[str, bytes]) -> bytes:
-    out = io.BytesIO()
-    with tarfile.open(fileobj=out, mode="w") as tar:
-        for name, data in members.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    return out.getvalue()
 
 
 def classic_archive(config_name: str | None = None) -> tuple[bytes, bytes]:
