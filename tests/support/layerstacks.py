@@ -4,8 +4,11 @@ other side of the comparison: `umoci raw unpack --rootless` of the same layout.
 Layers are drawn as a runtime would apply them: each entry is chosen against the state
 the entries before it leave (a small simulated filesystem), so that stacks stay in the
 space where container tools agree on the result. What that leaves out, on purpose:
-- entries, whiteouts and hardlink targets below a symlink (oci2vm refuses paths through
-  symlinks; umoci follows them inside the root);
+- whiteouts and hardlink targets below a symlink (oci2vm refuses whiteouts through
+  symlinks; umoci follows them inside the root), and entries below one that leads
+  nowhere (umoci makes the missing directories with the unpacking's time) or into a loop;
+  entries below a symlink that leads to a directory are drawn ("through"), the
+  symlink in the same layer or a lower one, but not where the same layer writes too;
 - hardlinks to a path not yet there, or forming a cycle (oci2vm refuses; umoci links to
   what it finds, or fails);
 - directories no entry lists (their time is the unpacking's in umoci);
@@ -31,6 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from hypothesis import assume
 from hypothesis import strategies as st
 
 from oci2vm.image.model import Image
@@ -46,7 +50,7 @@ OWNERS = (0, 1, 1000, 65534)
 TARGETS = ("a", "../b", "/c/a", "nowhere", "a/b/c", ".")
 CONTENTS = (b"", b"x", b"hello\n", b"secret", bytes(range(200)))
 OPS = ("file", "file", "dir", "dir", "symlink", "hardlink", "hardlink", "fifo")
-OPS += ("whiteout", "whiteout", "opaque", "root")
+OPS += ("whiteout", "whiteout", "opaque", "root", "through", "through")
 
 
 @dataclass
@@ -76,9 +80,11 @@ class _Layer:
     upperPaths: a whiteout in the same layer leaves them)."""
 
     state: dict[str, str]
+    links: dict[str, str]  # symlink targets, by path
     members: list[Member] = field(default_factory=list)
     upper: set[str] = field(default_factory=set)
     listed: set[str] = field(default_factory=set)
+    through: str | None = None  # the symlink it wrote below (then no markers after it)
 
     def below(self, path: str) -> list[str]:
         prefix = path + "/" if path else ""
@@ -94,6 +100,9 @@ class _Layer:
             for gone in self.below(path):
                 del self.state[gone]
         self.state[path] = kind
+        self.links.pop(path, None)
+        if member.info.type == b"2":  # (not a hardlink to one: oci2vm follows no such link)
+            self.links[path] = member.info.linkname
         self.members.append(member)
         self.listed.add(path)
         parts = path.split("/")
@@ -187,8 +196,66 @@ def _entry(draw: Any, layer: _Layer, op: str) -> None:
     layer.put(path, {"file": "file", "dir": "dir", "fifo": "fifo"}.get(op, "symlink"), member)
 
 
+def _resolve(layer: _Layer, parts: list[str]) -> list[str] | None:
+    """Where a runtime reaches by `parts` (every component followed, inside the root);
+    None when that is not an existing directory, or the symlinks loop."""
+    for _ in range(40):
+        for depth in range(1, len(parts) + 1):
+            key = "/".join(parts[:depth])
+            kind = layer.state.get(key)
+            if kind == "symlink":
+                target = layer.links.get(key)
+                if target is None:
+                    return None
+                resolved = [] if target.startswith("/") else parts[: depth - 1]
+                for part in target.split("/"):
+                    if part == "..":
+                        resolved = resolved[:-1]
+                    elif part not in ("", "."):
+                        resolved.append(part)
+                parts = resolved + parts[depth:]
+                break
+            if kind != "dir":
+                return None
+        else:
+            return parts
+    return None
+
+
+def _through(draw: Any, layer: _Layer) -> None:
+    """An entry written below a symlink (this layer's or a lower one's) without listing
+    it, as a build tool's layer over a merged-/usr base writes lib/...: a runtime puts
+    it where the symlink leads."""
+    links = sorted(p for p, kind in layer.state.items() if kind == "symlink" and p in layer.links)
+    if not links:
+        return
+    link = draw(st.sampled_from(links))
+    where = _resolve(layer, link.split("/"))
+    if where is None:
+        return
+    name = draw(st.sampled_from(NAMES))
+    path = "/".join([*where, name])
+    if path in layer.upper or any(p.startswith(path + "/") for p in layer.upper):
+        return  # the layer wrote there directly too: which came first decides (oci2vm refuses)
+    op = draw(st.sampled_from(("file", "dir", "symlink", "fifo")))
+    literal = f"{link}/{name}"
+    if op == "file":
+        member = file(literal, draw(st.sampled_from(CONTENTS)), **_meta(draw, FILE_MODES))
+    elif op == "dir":
+        member = directory(literal, **_meta(draw, DIR_MODES))
+    elif op == "fifo":
+        member = file(literal, **_meta(draw, FILE_MODES, xattr=False))
+        member.info.type = b"6"
+    else:
+        member = symlink(literal, draw(st.sampled_from(TARGETS)), uid=draw(st.sampled_from(OWNERS)))
+    layer.put(path, {"file": "file", "dir": "dir", "fifo": "fifo"}.get(op, "symlink"), member)
+    layer.through = link
+
+
 def _marker(draw: Any, layer: _Layer, op: str) -> None:
     """A whiteout or an opaque marker, where a runtime would not reach through a symlink."""
+    if layer.through is not None:
+        return
     if op == "whiteout":
         path = _path(draw)
         if layer.through_symlink(path) or layer.implicit_below(path):
@@ -217,10 +284,12 @@ def _marker(draw: Any, layer: _Layer, op: str) -> None:
 def layer_stacks(draw: Any, min_layers: int = 3, max_layers: int = 5) -> Stack:
     """A stack of layers, bottom first, every entry valid where the runtime meets it."""
     state: dict[str, str] = {"": "dir"}
+    links: dict[str, str] = {}
+    throughs: list[str] = []
     layers: list[list[Member]] = []
     root_listed = False
     for _ in range(draw(st.integers(min_layers, max_layers))):
-        layer = _Layer(state)
+        layer = _Layer(state, links)
         for _ in range(draw(st.integers(1, 7))):
             op = draw(st.sampled_from(OPS))
             if op == "root":
@@ -229,10 +298,30 @@ def layer_stacks(draw: Any, min_layers: int = 3, max_layers: int = 5) -> Stack:
                 root_listed = True
             elif op in ("whiteout", "opaque"):
                 _marker(draw, layer, op)
+            elif op == "through":
+                _through(draw, layer)
+                if layer.through is not None:
+                    break  # (nothing more at that path from this layer: see _through)
             else:
                 _entry(draw, layer, op)
+        # An upper layer that replaces or deletes the symlink (or a directory above it)
+        # that a lower layer wrote through: oci2vm, reading the upper layer first, takes
+        # what lower layers put below that path as hidden (not knowing it leads elsewhere).
+        touched = {_touched(m.info.name) for m in layer.members}
+        assume(not any(t == ln or ln.startswith(t + "/") for ln in throughs for t in touched))
+        if layer.through is not None:
+            throughs.append(layer.through)
         layers.append(layer.members)
     return Stack(layers, root_listed)
+
+
+def _touched(name: str) -> str:
+    """The path an entry (or a whiteout) replaces or deletes ('' for the root)."""
+    head, _, base = name.removeprefix("./").strip("/").rpartition("/")
+    if base == ".wh..wh..opq":
+        return head  # (what is below it)
+    base = base.removeprefix(".wh.")
+    return f"{head}/{base}" if head else base
 
 
 def oci2vm_records(image: Image) -> dict[str, Record]:

@@ -88,6 +88,26 @@ def _join(parts: list[str]) -> str:
     return "/" + "/".join(parts)
 
 
+def _under(base: str, name: str) -> str:
+    """The path of `name` in the directory at `base` (the root is '/')."""
+    return f"{base.rstrip('/')}/{name}"
+
+
+def _own_link(path: str, p: _Pass, hidden: bool = True) -> Inode | None:
+    """A symlink this layer wrote at `path` that is not in the tree: upper layers'
+    directory holds its place until the layer ends, or (with `hidden`, for this layer's
+    own entries) an upper layer's entry hides it."""
+    link = p.symlinked.get(path) if p.symlinked else None
+    if link is None and hidden and p.hidden:
+        link = p.hidden.get(path)
+    return link if link is not None and link.kind is Kind.SYMLINK else None
+
+
+def _rank(claim: int | None) -> int:
+    """A claim as a layer order: an unclaimed (implicit) directory is below every layer."""
+    return -1 if claim is None else claim
+
+
 # Entries a path can go on through: a directory, or a symlink (which _settle weighs).
 _PASSABLE = frozenset({Kind.DIR, Kind.SYMLINK})
 _USER_XATTR_KINDS = frozenset({Kind.FILE, Kind.DIR})
@@ -214,7 +234,39 @@ class _Pass:
     settling: dict[str, tuple[int, Inode]] = field(default_factory=dict)
     cleared: dict[str, int] = field(default_factory=dict)
     rank: int = 0
-    symlinked: set[str] = field(default_factory=set)  # upper directories it lists as symlinks
+    # Upper layers' directories that this layer's last entry there makes a symlink: what
+    # upper layers wrote below goes where the symlink leads (see _Flattener._relocate).
+    symlinked: dict[str, Inode] = field(default_factory=dict)
+
+
+class _Through(Exception):  # noqa: N818 (a signal to follow a symlink, not an error)
+    """An entry's path passes through a symlink this layer wrote (internal)."""
+
+    def __init__(self, depth: int, link: Inode) -> None:
+        self.depth = depth  # the symlink is parts[depth - 1]
+        self.link = link
+
+
+MAX_SYMLINKS = 40  # as the kernel's path walk (ELOOP)
+
+
+def follow(parts: list[str], depth: int, target: bytes | None, what: str) -> list[str]:
+    """The path `parts` with its first `depth` components, a symlink, replaced by where
+    the symlink leads: inside the root, as a runtime resolves it when it unpacks a layer
+    (an absolute target starts at the image root, '..' stops there)."""
+    text = (target or b"").decode("utf-8", "surrogateescape")
+    if not text:
+        raise Oci2vmError(f"{what}: symlink {_join(parts[:depth])!r} has an empty target")
+    resolved = [] if text.startswith("/") else parts[: depth - 1]
+    for part in text.split("/"):
+        if part in ("", "."):
+            continue
+        if part == "..":
+            if resolved:
+                resolved.pop()
+            continue
+        resolved.append(part)
+    return resolved + parts[depth:]
 
 
 @dataclass(slots=True)
@@ -286,8 +338,12 @@ class _Flattener:
             return None
         masks = self.hidden or self.opaque  # empty for the top layer
         ancestor = ""
-        for part in parts[:-1]:
+        for depth, part in enumerate(parts[:-1], 1):
             ancestor = f"{ancestor}/{part}"
+            if p.symlinked or p.hidden:  # (followed whatever upper layers hide)
+                link = _own_link(ancestor, p)
+                if link is not None:
+                    raise _Through(depth, link)
             if masks and (ancestor in self.hidden or ancestor in self.opaque):
                 return None
             kids = node.children
@@ -299,6 +355,8 @@ class _Flattener:
                 p.implicit.add(child)
             elif child.kind is not Kind.DIR:
                 claim = self._claim(child, ancestor)
+                if claim == p.index and child.kind is Kind.SYMLINK:
+                    raise _Through(depth, child)
                 if claim is None or claim == p.index:
                     raise Oci2vmError(
                         f"{p.what}: entry {path!r} passes through {child.kind} {ancestor!r}"
@@ -334,7 +392,7 @@ class _Flattener:
         kids = parent.children
         assert kids is not None
         if p.symlinked and inode.kind is not Kind.SYMLINK:
-            p.symlinked.discard(path)
+            p.symlinked.pop(path, None)
         if existing is not None and existing.kind is Kind.DIR:
             # Made for an upper layer's entries (a directory made for this layer's own is
             # replaced, as a runtime replaces the directory it has just written in), and
@@ -347,8 +405,10 @@ class _Flattener:
                 return False
             if upper and inode.kind is Kind.SYMLINK:
                 # An upper layer wrote below this path, so here it must be a directory
-                # when this layer ends (a later entry of it may make it one again).
-                p.symlinked.add(path)
+                # when this layer ends (a later entry of it may make it one again), and
+                # this layer's entries below it from now on go where the symlink leads.
+                p.symlinked[path] = inode
+                self.parents.clear()
             if upper:  # an upper layer's directory hides a lower non-directory
                 if existing in p.adopted:  # and this layer's directory entry before it
                     p.adopted.discard(existing)
@@ -450,13 +510,12 @@ class _Flattener:
 
     def _leave(self, p: _Pass) -> None:
         """Hand what this layer hides and the links it waits for to the layers below."""
-        if p.symlinked:
-            raise Oci2vmError(
-                f"{p.what}: upper layers write below {min(p.symlinked)!r}, which this layer "
-                "makes a symlink: paths through symlinks are not supported"
-            )
         for path, (rank, entry) in p.settling.items():
             self._settle(path, rank, entry, p)
+        for path in sorted(p.symlinked):  # a directory before what is below it
+            self._relocate(path, p)
+        if self.pending:
+            self._repoint(p)
         for target, inode in p.arrived.items():
             placeholder = self.pending.pop(target)
             if inode.kind is Kind.DIR:
@@ -481,6 +540,198 @@ class _Flattener:
             self.hidden[path] = p.index
         for path in p.opaques:
             self.opaque[path] = p.index
+
+    # --- what upper layers wrote below this layer's symlinks ------------------------------
+
+    def _relocate(self, path: str, p: _Pass) -> None:
+        """This layer's last entry at `path` is a symlink, where upper layers wrote below a
+        directory they left implicit. A runtime applying them over this layer writes their
+        entries where the symlink leads: they move there, merged with what is there by
+        layer order (the newer entry wins, directories merge), and the symlink takes
+        `path`. What this layer itself listed below `path` before the symlink is gone."""
+        link = p.symlinked.get(path)
+        parts = path[1:].split("/")
+        holder = self._at(parts[:-1])
+        if link is None or holder is None or holder.children is None:
+            return  # went with a symlink relocated before (this layer's own entry)
+        upper = holder.children.get(parts[-1])
+        if upper is None or upper.kind is not Kind.DIR:
+            return
+        target = self._own_path(
+            follow(parts, len(parts), link.target, p.what), False, p, upper=True
+        )
+        new = _join(target)
+        holder.children[parts[-1]] = link  # (an entry moved onto it may replace it yet)
+        p.symlinked.pop(path)
+        self.parents.clear()
+        # Where the symlink leads, a newer layer may have deleted or replaced a directory
+        # (a whiteout, a non-directory): what the upper layers older than it wrote is gone.
+        top = self._top(upper, path)
+        node: Inode | None = self.tree.root
+        for depth, part in enumerate(target, 1):
+            ancestor = _join(target[:depth])
+            kids = node.children if node is not None else None
+            node = kids.get(part) if kids is not None else None
+            hides = self._hides(ancestor, node, top)
+            if hides is None:
+                raise Oci2vmError(
+                    f"{p.what}: upper layers write below {path!r}, which this layer makes a "
+                    f"symlink to {new!r}, where {ancestor!r} is deleted or not a directory "
+                    "for some of them: not supported"
+                )
+            if hides:
+                self._forget(path)
+                break
+        else:
+            into = self.tree.root
+            for part in target:
+                kids = into.children
+                assert kids is not None
+                child = kids.get(part)
+                if child is None:  # made for the upper layers' entries
+                    child = kids[part] = new_dir(mtime_ns=self.implicit_mtime_ns, store=self.rows)
+                into = child
+            self._merge(upper, into, path, new, p)
+        for table in (self.hidden, self.opaque, self.link_claims):
+            for key in [k for k in table if k.startswith(path + "/")]:
+                moved, layer = _under(new, key[len(path) + 1 :]), table.pop(key)
+                table[moved] = min(layer, table.get(moved, layer))
+        for key in [k for k in p.arrived if k.startswith(path + "/")]:
+            del p.arrived[key]  # this layer's own entry, gone with the symlink
+        for waiting in self.waiting.values():
+            waiting.paths = [
+                _under(new, q[len(path) + 1 :]) if q.startswith(path + "/") else q
+                for q in waiting.paths
+            ]
+
+    def _merge(self, source: Inode, into: Inode, old: str, new: str, p: _Pass) -> None:
+        """Move the entries of directory `source` (at `old`) into directory `into` (at
+        `new`), where the newer of two entries at one path stays."""
+        assert source.children is not None and into.children is not None
+        for name, entry in list(source.children.items()):
+            was, now = _under(old, name), _under(new, name)
+            if entry in p.adopted:  # this layer's directory entry went with the symlink
+                p.adopted.discard(entry)
+                _adopt(entry, new_dir(mtime_ns=self.implicit_mtime_ns))
+            elif entry in p.implicit or self._claim(entry, was) == p.index:
+                self._forget(was)  # this layer's own entry, gone with the symlink
+                continue
+            mine = _rank(self._claim(entry, was))
+            there = into.children.get(name)
+            theirs = -1 if there is None else _rank(self._claim(there, now))
+            hidden, opaque = self.hidden.get(now), self.opaque.get(now)
+            if hidden is not None or opaque is not None:
+                newest = max(mine, self._top(entry, was))
+                cut = -1 if there is None or there.kind is Kind.DIR else theirs
+                if hidden is not None and newest < max(hidden, cut):
+                    self._forget(was)  # a newer layer deleted or replaced it
+                    continue
+                if hidden is not None or (opaque is not None and newest >= opaque):
+                    raise Oci2vmError(
+                        f"{p.what}: an upper layer writes {was!r} through this layer's "
+                        f"symlink, to {now!r}, which other upper layers delete: not supported"
+                    )
+                if entry.children:  # a newer layer's opaque marker hid what was in it
+                    for child in list(entry.children):
+                        self._forget(_under(was, child))
+                    entry.children = {}
+            if there is None:
+                into.children[name] = entry
+                continue
+            if entry.kind is Kind.DIR and there.kind is Kind.DIR:
+                if mine > theirs:
+                    _adopt(there, entry)
+                self._merge(entry, there, was, now, p)
+                continue
+            newer, older = (entry, there) if mine > theirs else (there, entry)
+            newer_rank, older_at = max(mine, theirs), (now if mine > theirs else was)
+            if mine == theirs or self._top(older, older_at) > newer_rank:
+                raise Oci2vmError(
+                    f"{p.what}: upper layers write both {was!r} and {now!r}, which this "
+                    "layer's symlink makes one path: not supported"
+                )
+            self._forget(older_at)
+            into.children[name] = newer
+            if older.kind is not Kind.DIR:  # it ended what the layers below put there
+                rank = min(mine, theirs)
+                self.hidden[now] = min(rank, self.hidden.get(now, rank))
+
+    def _top(self, node: Inode, path: str) -> int:
+        """The newest layer that claims an entry below `node` (at `path`); -1 if none."""
+        top, stack = -1, [(node, path)]
+        while stack:
+            directory, base = stack.pop()
+            for name, child in (directory.children or {}).items():
+                at = _under(base, name)
+                top = max(top, _rank(self._claim(child, at)))
+                if child.children:
+                    stack.append((child, at))
+        return top
+
+    def _hides(self, path: str, node: Inode | None, top: int) -> bool | None:
+        """Whether what upper layers up to `top` put below `path` (where `node` is) is
+        gone: True when a newer layer deleted it (a whiteout or opaque marker) or made
+        `path` a non-directory (the same layer too: it can only have come after them);
+        None when an upper layer did either but which of them it hid is not known."""
+        marks = [m for m in (self.hidden.get(path), self.opaque.get(path)) if m is not None]
+        if node is not None and node.kind is not Kind.DIR:
+            if top <= _rank(self._claim(node, path)):
+                return True
+            marks.append(-1)
+        if not marks:
+            return False
+        return True if top < max(marks) else None
+
+    def _forget(self, path: str) -> None:
+        """Drop the claims of hardlinks at and below `path`, whose entries are gone."""
+        if self.link_claims:
+            for key in [k for k in self.link_claims if k == path or k.startswith(path + "/")]:
+                del self.link_claims[key]
+
+    def _own_path(
+        self, parts: list[str], keep_last: bool, p: _Pass, upper: bool = False
+    ) -> list[str]:
+        """`parts` with the symlinks this layer wrote along it followed (but the last
+        component's when `keep_last`): where a runtime applying this layer reaches, or
+        with `upper`, an upper layer's (which meets none that an upper layer hides)."""
+        for _ in range(MAX_SYMLINKS):
+            node: Inode | None = self.tree.root
+            for depth in range(1, len(parts) + (0 if keep_last else 1)):
+                ancestor = _join(parts[:depth])
+                link = _own_link(ancestor, p, hidden=not upper)
+                if link is None:
+                    kids = node.children if node is not None else None
+                    node = kids.get(parts[depth - 1]) if kids is not None else None
+                    if node is None or node.kind is not Kind.SYMLINK:
+                        continue
+                    if self._claim(node, ancestor) != p.index:
+                        continue
+                    link = node
+                parts = follow(parts, depth, link.target, p.what)
+                break
+            else:
+                return parts
+        raise Oci2vmError(f"{p.what}: too many levels of symbolic links in {_join(parts)!r}")
+
+    def _repoint(self, p: _Pass) -> None:
+        """Hardlinks of upper layers whose target's path passes through a symlink of this
+        layer name the file where the symlink leads (which this layer may hold)."""
+        for target in list(self.pending):
+            parts = split_path(target, p.what)
+            resolved = _join(self._own_path(parts, True, p, upper=True))
+            if resolved == target:
+                continue
+            placeholder = self.pending.pop(target)
+            self.waiting[placeholder].target = resolved
+            p.arrived.pop(target, None)
+            other = self.pending.get(resolved)
+            if other is not None:  # another upper link waits for the same file
+                self._resolve(placeholder, other)
+                continue
+            self.pending[resolved] = placeholder
+            node = self._same_layer(split_path(resolved, p.what), resolved, p)
+            if node is not None:
+                p.arrived[resolved] = node
 
     def _open(self, parents: list[str], name: str, p: _Pass) -> None:
         """Note the directories a whiteout of this layer reaches through (see _settle).
@@ -525,6 +776,7 @@ class _Flattener:
             self._whiteout(member, parts, p)
             return
         path = _join(parts)
+        parent, parts, path = self._parent_through(parts, path, p)
         is_link = member.type == tarstream.HARDLINK
         inode = (
             self._hardlink(member, path, p) if is_link else _inode_for(member, p.index, self.rows)
@@ -538,7 +790,7 @@ class _Flattener:
         wanted = path in self.pending
         if wanted:
             p.arrived[path] = inode  # the layer's last entry at the path is the target
-        visible = self._put(parts, path, inode, p)
+        visible = self._put(parent, parts, path, inode, p)
         if inode.kind is not Kind.FILE or not (visible or wanted):
             return
         if not is_link:
@@ -548,9 +800,25 @@ class _Flattener:
             # A link to a file of this layer that was hidden when its data streamed by.
             self.deferred.append(inode)
 
-    def _put(self, parts: list[str], path: str, inode: Inode, p: _Pass) -> bool:
-        """Place an entry in the tree if upper layers leave it visible; say whether they did."""
-        parent = self._parent(parts, path, p)
+    def _parent_through(
+        self, parts: list[str], path: str, p: _Pass
+    ) -> tuple[Inode | None, list[str], str]:
+        """_parent() of an entry, its path followed through the symlinks this layer wrote
+        before it (a runtime writes below a symlink where it leads): (the parent, the
+        path's components, the path)."""
+        for _ in range(MAX_SYMLINKS):
+            try:
+                return self._parent(parts, path, p), parts, path
+            except _Through as through:
+                parts = follow(parts, through.depth, through.link.target, p.what)
+                path = _join(parts)
+        raise Oci2vmError(f"{p.what}: too many levels of symbolic links in {path!r}")
+
+    def _put(
+        self, parent: Inode | None, parts: list[str], path: str, inode: Inode, p: _Pass
+    ) -> bool:
+        """Place an entry (in `parent`, from _parent()) in the tree if upper layers leave it
+        visible; say whether they did."""
         existing = None
         if parent is not None:
             kids = parent.children
@@ -564,6 +832,8 @@ class _Flattener:
             p.hidden.pop(path, None)
             return True
         p.hidden[path] = inode
+        if inode.kind is Kind.SYMLINK:
+            self.parents.clear()  # this layer's entries below it go where it leads
         if inode.kind is not Kind.DIR:
             if p.index:
                 p.masks.add(path)  # a non-directory, shadowed or not, ends what is below
@@ -623,7 +893,7 @@ class _Flattener:
     def _hardlink(self, member: Member, path: str, p: _Pass) -> Inode:
         """The inode a hardlink entry at `path` shares: the target as this layer's
         entries so far leave it, or a placeholder for a lower layer's entry."""
-        parts = split_path(member.linkname, p.what)
+        parts = self._own_path(split_path(member.linkname, p.what), True, p)
         target = _join(parts)
         if target == path:
             raise Oci2vmError(f"{p.what}: hardlink {path!r} points to itself")

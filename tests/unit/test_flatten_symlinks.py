@@ -1,0 +1,168 @@
+"""Flattening: entries below a symlink go where it leads, as a runtime unpacking the layer
+writes them (docker and umoci resolve an entry's parent inside the root). The symlink may
+come before the entry in the same layer, or from a layer below (a base image with /lib ->
+usr/lib, and a layer built by a tool that writes lib/... without listing lib)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from oci2vm.errors import Oci2vmError
+from oci2vm.tree.model import Kind
+from support.flattened import at, content, flatten_layers, paths
+from support.layouts import directory, file, hardlink, symlink, whiteout
+
+MERGED_USR = [directory("usr"), directory("usr/lib"), symlink("lib", "usr/lib")]
+
+
+@pytest.mark.parametrize("target", ["usr/lib", "/usr/lib", "./usr/../usr/lib/", "../../usr/lib"])
+def test_an_entry_below_a_symlink_of_its_own_layer_goes_where_it_leads(
+    tmp_path: Path, target: str
+) -> None:
+    tree, data = flatten_layers(
+        tmp_path,
+        [directory("usr"), directory("usr/lib"), symlink("lib", target), file("lib/x", b"x")],
+    )
+    assert content(tree, data, "/usr/lib/x") == b"x"
+    assert at(tree, "/lib").kind is Kind.SYMLINK
+    assert "/lib/x" not in paths(tree)
+
+
+def test_an_upper_layers_entry_below_a_lower_symlink_goes_where_it_leads(tmp_path: Path) -> None:
+    tree, data = flatten_layers(
+        tmp_path,
+        [*MERGED_USR, file("usr/lib/old", b"old")],
+        [directory("lib/sub", mode=0o700), file("lib/sub/new", b"new"), file("lib/top", b"t")],
+    )
+    assert content(tree, data, "/usr/lib/sub/new") == b"new"
+    assert content(tree, data, "/usr/lib/top") == b"t"
+    assert content(tree, data, "/usr/lib/old") == b"old"
+    assert at(tree, "/usr/lib/sub").mode == 0o700
+    assert at(tree, "/lib").kind is Kind.SYMLINK
+    assert at(tree, "/lib").target == b"usr/lib"
+
+
+def test_the_newer_of_two_entries_that_meet_through_a_symlink_wins(tmp_path: Path) -> None:
+    tree, data = flatten_layers(
+        tmp_path,
+        [*MERGED_USR, file("usr/lib/a", b"base"), file("usr/lib/b", b"base")],
+        [file("lib/a", b"through"), file("usr/lib/b", b"direct")],
+        [file("usr/lib/a", b"direct"), file("lib/b", b"through")],
+    )
+    assert content(tree, data, "/usr/lib/a") == b"direct"
+    assert content(tree, data, "/usr/lib/b") == b"through"
+
+
+def test_a_file_through_a_symlink_replaces_a_lower_directory_and_what_is_in_it(
+    tmp_path: Path,
+) -> None:
+    tree, data = flatten_layers(
+        tmp_path,
+        [*MERGED_USR, directory("usr/lib/d"), file("usr/lib/d/inner", b"i")],
+        [file("lib/d", b"file now")],
+    )
+    assert content(tree, data, "/usr/lib/d") == b"file now"
+    assert "/usr/lib/d/inner" not in paths(tree)
+
+
+def test_a_file_through_a_symlink_hides_what_lower_layers_put_there(tmp_path: Path) -> None:
+    tree, data = flatten_layers(
+        tmp_path,
+        [directory("usr"), directory("usr/lib"), directory("usr/lib/d"), file("usr/lib/d/in")],
+        [symlink("lib", "usr/lib")],
+        [file("lib/d", b"file")],
+        [directory("usr/lib/d"), file("usr/lib/d/new", b"n")],
+    )
+    assert content(tree, data, "/usr/lib/d/new") == b"n"
+    assert "/usr/lib/d/in" not in paths(tree)
+
+
+def test_what_the_symlinks_layer_listed_below_it_before_the_symlink_is_gone(
+    tmp_path: Path,
+) -> None:
+    early = [directory("usr"), directory("usr/lib"), file("lib/early", b"e"), directory("lib")]
+    tree, _ = flatten_layers(
+        tmp_path,
+        [*early, symlink("lib", "usr/lib")],
+        [file("lib/x", b"x")],
+    )
+    assert paths(tree) >= {"/usr/lib/x", "/lib"}
+    assert "/usr/lib/early" not in paths(tree) and "/lib/early" not in paths(tree)
+    assert at(tree, "/usr/lib").mode == 0o755
+
+
+def test_a_target_the_symlinks_layer_does_not_hold_is_made(tmp_path: Path) -> None:
+    tree, data = flatten_layers(tmp_path, [symlink("lib", "usr/lib")], [file("lib/x", b"x")])
+    assert content(tree, data, "/usr/lib/x") == b"x"
+    assert at(tree, "/usr").kind is Kind.DIR
+
+
+def test_symlinks_chain_across_layers(tmp_path: Path) -> None:
+    tree, data = flatten_layers(
+        tmp_path,
+        [directory("opt"), directory("opt/lib"), symlink("usr", "opt")],
+        [symlink("lib", "usr/lib")],
+        [file("lib/x", b"x")],
+    )
+    assert content(tree, data, "/opt/lib/x") == b"x"
+    assert at(tree, "/usr").kind is Kind.SYMLINK and at(tree, "/lib").kind is Kind.SYMLINK
+
+
+def test_a_directory_entry_after_the_symlink_replaces_it(tmp_path: Path) -> None:
+    tree, data = flatten_layers(
+        tmp_path,
+        [*MERGED_USR, file("lib/through", b"t"), directory("lib"), file("lib/inside", b"i")],
+    )
+    assert content(tree, data, "/usr/lib/through") == b"t"
+    assert content(tree, data, "/lib/inside") == b"i"
+    assert at(tree, "/lib").kind is Kind.DIR
+
+
+def test_a_hardlink_through_a_symlink_shares_the_file_where_it_leads(tmp_path: Path) -> None:
+    tree, _ = flatten_layers(
+        tmp_path,
+        [*MERGED_USR, file("usr/lib/x", b"x")],
+        [hardlink("y", "lib/x")],
+        [hardlink("z", "lib/x")],
+    )
+    assert at(tree, "/y") == at(tree, "/usr/lib/x") == at(tree, "/z")
+    same_layer, _ = flatten_layers(
+        tmp_path / "same", [*MERGED_USR, file("usr/lib/x", b"x"), hardlink("y", "lib/x")]
+    )
+    assert at(same_layer, "/y") == at(same_layer, "/usr/lib/x")
+
+
+@pytest.mark.parametrize(
+    "layers",
+    [
+        [[symlink("lib", "lib"), file("lib/x")]],
+        [[symlink("a", "b"), symlink("b", "a")], [file("a/x")]],
+        [[symlink("lib", "lib/sub")], [file("lib/x")]],
+    ],
+    ids=["itself", "a cycle", "into itself"],
+)
+def test_a_symlink_loop_is_refused(tmp_path: Path, layers: list) -> None:  # type: ignore[type-arg]
+    with pytest.raises(Oci2vmError, match="too many levels of symbolic links"):
+        flatten_layers(tmp_path, *layers)
+
+
+def test_an_upper_layer_writing_one_path_both_ways_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(Oci2vmError, match=r"write both '/lib/x' and '/usr/lib/x'"):
+        flatten_layers(tmp_path, MERGED_USR, [file("lib/x"), file("usr/lib/x")])
+
+
+def test_an_empty_symlink_target_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(Oci2vmError, match="empty target"):
+        flatten_layers(tmp_path, [symlink("lib", ""), file("lib/x")])
+
+
+def test_an_entry_through_a_file_is_still_refused(tmp_path: Path) -> None:
+    with pytest.raises(Oci2vmError, match=r"passes through file '/lib'"):
+        flatten_layers(tmp_path, [file("lib"), file("lib/x")])
+
+
+def test_a_whiteout_through_a_lower_symlink_is_still_refused(tmp_path: Path) -> None:
+    with pytest.raises(Oci2vmError, match="whiteouts through symlinks are not supported"):
+        flatten_layers(tmp_path, [*MERGED_USR, file("usr/lib/x")], [whiteout("lib/x")])
