@@ -182,18 +182,26 @@ def _entry(draw: Any, layer: _Layer, op: str) -> None:
         layer.put(path, layer.state[target], hardlink(path, target))
         return
     _parents(draw, layer, path)
-    if op == "file":
-        member = file(path, draw(st.sampled_from(CONTENTS)), **_meta(draw, FILE_MODES))
-    elif op == "dir":
-        member = directory(path, **_meta(draw, DIR_MODES))
-    elif op == "fifo":
-        member = file(path, **_meta(draw, FILE_MODES, xattr=False))
+    layer.put(path, op, _drawn(draw, op, path))
+
+
+KINDS = ("dir", "fifo", "file", "symlink")  # as _Layer.state names them
+
+
+def _drawn(draw: Any, kind: str, name: str) -> Member:
+    """A member of `kind` (one of KINDS) named `name`, its metadata drawn."""
+    if kind == "file":
+        return file(name, draw(st.sampled_from(CONTENTS)), **_meta(draw, FILE_MODES))
+    if kind == "dir":
+        return directory(name, **_meta(draw, DIR_MODES))
+    if kind == "fifo":
+        member = file(name, **_meta(draw, FILE_MODES, xattr=False))
         member.info.type = b"6"
-    else:
-        owner = {"uid": draw(st.sampled_from(OWNERS)), **_mtime(draw)}
-        member = symlink(path, draw(st.sampled_from(TARGETS)), **owner)
-        member.info.mode = draw(st.sampled_from((0o777, 0o644, 0o4755)))
-    layer.put(path, {"file": "file", "dir": "dir", "fifo": "fifo"}.get(op, "symlink"), member)
+        return member
+    owner = {"uid": draw(st.sampled_from(OWNERS)), **_mtime(draw)}
+    member = symlink(name, draw(st.sampled_from(TARGETS)), **owner)
+    member.info.mode = draw(st.sampled_from((0o777, 0o644, 0o4755)))
+    return member
 
 
 def _resolve(layer: _Layer, parts: list[str]) -> list[str] | None:
@@ -237,18 +245,8 @@ def _through(draw: Any, layer: _Layer) -> None:
     path = "/".join([*where, name])
     if path in layer.upper or any(p.startswith(path + "/") for p in layer.upper):
         return  # the layer wrote there directly too: which came first decides (oci2vm refuses)
-    op = draw(st.sampled_from(("file", "dir", "symlink", "fifo")))
-    literal = f"{link}/{name}"
-    if op == "file":
-        member = file(literal, draw(st.sampled_from(CONTENTS)), **_meta(draw, FILE_MODES))
-    elif op == "dir":
-        member = directory(literal, **_meta(draw, DIR_MODES))
-    elif op == "fifo":
-        member = file(literal, **_meta(draw, FILE_MODES, xattr=False))
-        member.info.type = b"6"
-    else:
-        member = symlink(literal, draw(st.sampled_from(TARGETS)), uid=draw(st.sampled_from(OWNERS)))
-    layer.put(path, {"file": "file", "dir": "dir", "fifo": "fifo"}.get(op, "symlink"), member)
+    kind = draw(st.sampled_from(KINDS))
+    layer.put(path, kind, _drawn(draw, kind, f"{link}/{name}"))
     layer.through = link
 
 

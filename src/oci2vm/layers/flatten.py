@@ -71,16 +71,25 @@ def split_path(name: str, what: str) -> list[str]:
     """Normalize a tar member name to path components, rejecting any that would
     leave the root ('..' climbing above it). Leading '/' and './' are ignored, as
     Docker and containerd do."""
-    parts: list[str] = []
+    parts = _walk([], name, clamp=False)
+    if parts is None:
+        raise Oci2vmError(f"{what}: entry {name!r} escapes the image root")
+    return parts
+
+
+def _walk(parts: list[str], name: str, clamp: bool) -> list[str] | None:
+    """`parts` followed by the components of the path `name` ('.' and empty ones
+    skipped, '..' going up): None when '..' climbs above the root, unless `clamp`
+    keeps it there (as a symlink inside the root is resolved)."""
     for part in name.split("/"):
         if part in ("", "."):
             continue
-        if part == "..":
-            if not parts:
-                raise Oci2vmError(f"{what}: entry {name!r} escapes the image root")
+        if part != "..":
+            parts.append(part)
+        elif parts:
             parts.pop()
-            continue
-        parts.append(part)
+        elif not clamp:
+            return None
     return parts
 
 
@@ -91,6 +100,13 @@ def _join(parts: list[str]) -> str:
 def _under(base: str, name: str) -> str:
     """The path of `name` in the directory at `base` (the root is '/')."""
     return f"{base.rstrip('/')}/{name}"
+
+
+def _rebased(path: str, old: str, new: str) -> str | None:
+    """`path`, strictly below directory `old`, as the same place below `new`; else None."""
+    if not path.startswith(old + "/"):
+        return None
+    return _under(new, path[len(old) + 1 :])
 
 
 def _own_link(path: str, p: _Pass, hidden: bool = True) -> Inode | None:
@@ -257,15 +273,8 @@ def follow(parts: list[str], depth: int, target: bytes | None, what: str) -> lis
     text = (target or b"").decode("utf-8", "surrogateescape")
     if not text:
         raise Oci2vmError(f"{what}: symlink {_join(parts[:depth])!r} has an empty target")
-    resolved = [] if text.startswith("/") else parts[: depth - 1]
-    for part in text.split("/"):
-        if part in ("", "."):
-            continue
-        if part == "..":
-            if resolved:
-                resolved.pop()
-            continue
-        resolved.append(part)
+    resolved = _walk([] if text.startswith("/") else parts[: depth - 1], text, clamp=True)
+    assert resolved is not None
     return resolved + parts[depth:]
 
 
@@ -593,16 +602,14 @@ class _Flattener:
                 into = child
             self._merge(upper, into, path, new, p)
         for table in (self.hidden, self.opaque, self.link_claims):
-            for key in [k for k in table if k.startswith(path + "/")]:
-                moved, layer = _under(new, key[len(path) + 1 :]), table.pop(key)
-                table[moved] = min(layer, table.get(moved, layer))
-        for key in [k for k in p.arrived if k.startswith(path + "/")]:
+            for key, moved in [(k, _rebased(k, path, new)) for k in table]:
+                if moved is not None:
+                    layer = table.pop(key)
+                    table[moved] = min(layer, table.get(moved, layer))
+        for key in [k for k in p.arrived if _rebased(k, path, new) is not None]:
             del p.arrived[key]  # this layer's own entry, gone with the symlink
         for waiting in self.waiting.values():
-            waiting.paths = [
-                _under(new, q[len(path) + 1 :]) if q.startswith(path + "/") else q
-                for q in waiting.paths
-            ]
+            waiting.paths = [_rebased(q, path, new) or q for q in waiting.paths]
 
     def _merge(self, source: Inode, into: Inode, old: str, new: str, p: _Pass) -> None:
         """Move the entries of directory `source` (at `old`) into directory `into` (at
@@ -674,13 +681,12 @@ class _Flattener:
         `path` a non-directory (the same layer too: it can only have come after them);
         None when an upper layer did either but which of them it hid is not known."""
         marks = [m for m in (self.hidden.get(path), self.opaque.get(path)) if m is not None]
-        if node is not None and node.kind is not Kind.DIR:
-            if top <= _rank(self._claim(node, path)):
-                return True
-            marks.append(-1)
-        if not marks:
-            return False
-        return True if top < max(marks) else None
+        replaced = node is not None and node.kind is not Kind.DIR
+        if replaced and top <= _rank(self._claim(node, path)):
+            return True
+        if marks and top < max(marks):
+            return True
+        return None if marks or replaced else False
 
     def _forget(self, path: str) -> None:
         """Drop the claims of hardlinks at and below `path`, whose entries are gone."""
