@@ -85,6 +85,7 @@ class _Layer:
     upper: set[str] = field(default_factory=set)
     listed: set[str] = field(default_factory=set)
     through: str | None = None  # the symlink it wrote below (then no markers after it)
+    cut: set[str] = field(default_factory=set)  # paths it made non-directories or deleted
 
     def below(self, path: str) -> list[str]:
         prefix = path + "/" if path else ""
@@ -100,6 +101,8 @@ class _Layer:
             for gone in self.below(path):
                 del self.state[gone]
         self.state[path] = kind
+        if kind != "dir":
+            self.cut.add(path)
         self.links.pop(path, None)
         if member.info.type == b"2":  # (not a hardlink to one: oci2vm follows no such link)
             self.links[path] = member.info.linkname
@@ -122,6 +125,7 @@ class _Layer:
 
     def delete(self, path: str, keep_self: bool) -> None:
         """A whiteout (or opaque marker) removes what this layer did not write."""
+        self.cut.add(path)
         for gone in self.below(path):
             if gone not in self.upper and not (keep_self and gone == path):
                 del self.state[gone]
@@ -245,6 +249,8 @@ def _through(draw: Any, layer: _Layer) -> None:
     path = "/".join([*where, name])
     if path in layer.upper or any(p.startswith(path + "/") for p in layer.upper):
         return  # the layer wrote there directly too: which came first decides (oci2vm refuses)
+    if any("/".join(where[:i]) in layer.cut for i in range(len(where) + 1)):
+        return  # ... or deleted or replaced a directory on the way, as umoci would have
     kind = draw(st.sampled_from(KINDS))
     layer.put(path, kind, _drawn(draw, kind, f"{link}/{name}"))
     layer.through = link

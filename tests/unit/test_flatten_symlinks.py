@@ -166,3 +166,59 @@ def test_an_entry_through_a_file_is_still_refused(tmp_path: Path) -> None:
 def test_a_whiteout_through_a_lower_symlink_is_still_refused(tmp_path: Path) -> None:
     with pytest.raises(Oci2vmError, match="whiteouts through symlinks are not supported"):
         flatten_layers(tmp_path, [*MERGED_USR, file("usr/lib/x")], [whiteout("lib/x")])
+
+
+def test_a_deletion_older_than_the_entry_written_through_the_symlink_leaves_it(
+    tmp_path: Path,
+) -> None:
+    """Layer 2 deletes and lists /usr again, layer 3 writes through layer 1's symlink:
+    usr's directory in the tree is layer 2's, so no newer layer deleted it."""
+    tree, data = flatten_layers(
+        tmp_path,
+        [directory("usr"), directory("usr/lib"), file("usr/lib/old"), symlink("lib", "usr/lib")],
+        [whiteout("usr"), directory("usr"), directory("usr/lib")],
+        [file("lib/x", b"x")],
+    )
+    assert content(tree, data, "/usr/lib/x") == b"x"
+    assert "/usr/lib/old" not in paths(tree)
+
+
+def test_a_deletion_newer_than_the_entry_written_through_the_symlink_hides_it(
+    tmp_path: Path,
+) -> None:
+    tree, _ = flatten_layers(
+        tmp_path,
+        [*MERGED_USR, file("usr/lib/old")],
+        [file("lib/x", b"x")],
+        [whiteout("usr"), directory("usr"), directory("usr/lib")],
+    )
+    assert "/usr/lib/x" not in paths(tree) and "/usr/lib/old" not in paths(tree)
+
+
+def test_a_hardlink_above_takes_the_entry_moved_through_the_symlink(tmp_path: Path) -> None:
+    """Layer 2 replaces layer 1's symlink c/a/a by writing through it (c/a/a/a is c/a/a);
+    layer 3 links to c/a/a: the link shares layer 2's file, not layer 1's symlink."""
+    tree, _ = flatten_layers(
+        tmp_path,
+        [directory("c"), directory("c/a"), symlink("c/a/a", "/c/a")],
+        [file("c/a/a/a", b"two")],
+        [hardlink("l", "c/a/a")],
+    )
+    assert at(tree, "/l") == at(tree, "/c/a/a")
+    assert at(tree, "/l").kind is Kind.FILE
+
+
+def test_an_entry_moved_through_the_symlink_that_a_newer_layer_hides_twice_is_gone(
+    tmp_path: Path,
+) -> None:
+    """Layer 2 deletes /a (older than layer 3's entry through b), layer 4 replaces it with
+    a file and then a directory (newer): only the newest deletion decides."""
+    tree, _ = flatten_layers(
+        tmp_path,
+        [symlink("b", ".")],
+        [whiteout("a")],
+        [directory("b/a", mode=0o700), file("b/a/f")],
+        [file("a"), directory("a", mode=0o750)],
+    )
+    assert at(tree, "/a").mode == 0o750
+    assert "/a/f" not in paths(tree)

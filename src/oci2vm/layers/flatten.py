@@ -104,9 +104,8 @@ def _under(base: str, name: str) -> str:
 
 def _rebased(path: str, old: str, new: str) -> str | None:
     """`path`, strictly below directory `old`, as the same place below `new`; else None."""
-    if not path.startswith(old + "/"):
-        return None
-    return _under(new, path[len(old) + 1 :])
+    base = old.rstrip("/") + "/"
+    return _under(new, path[len(base) :]) if path.startswith(base) else None
 
 
 def _own_link(path: str, p: _Pass, hidden: bool = True) -> Inode | None:
@@ -117,6 +116,9 @@ def _own_link(path: str, p: _Pass, hidden: bool = True) -> Inode | None:
     if link is None and hidden and p.hidden:
         link = p.hidden.get(path)
     return link if link is not None and link.kind is Kind.SYMLINK else None
+
+
+NO_CLAIM = 1 << 62  # an oldest claim where there is none
 
 
 def _rank(claim: int | None) -> int:
@@ -317,6 +319,10 @@ class _Flattener:
         # subtrees (whiteouts, replaced non-directories) and opaque directories' contents.
         self.hidden: dict[str, int] = {}
         self.opaque: dict[str, int] = {}
+        # ... and the newest layer that hides it (entries moved through a symlink are hidden
+        # by a newer one only: see _relocate).
+        self.hidden_newest: dict[str, int] = {}
+        self.opaque_newest: dict[str, int] = {}
         # Directories that an upper layer's whiteout reaches through, not yet settled by
         # a lower entry: path -> (layer, its name, the whiteout's name).
         self.open: dict[str, tuple[int, str, str]] = {}
@@ -547,8 +553,10 @@ class _Flattener:
             self._open(split_path(path, p.what), name, p)
         for path in p.masks:
             self.hidden[path] = p.index
+            self.hidden_newest.setdefault(path, p.index)
         for path in p.opaques:
             self.opaque[path] = p.index
+            self.opaque_newest.setdefault(path, p.index)
 
     # --- what upper layers wrote below this layer's symlinks ------------------------------
 
@@ -575,13 +583,13 @@ class _Flattener:
         self.parents.clear()
         # Where the symlink leads, a newer layer may have deleted or replaced a directory
         # (a whiteout, a non-directory): what the upper layers older than it wrote is gone.
-        top = self._top(upper, path)
+        oldest, top = self._claims(upper, path)
         node: Inode | None = self.tree.root
         for depth, part in enumerate(target, 1):
             ancestor = _join(target[:depth])
             kids = node.children if node is not None else None
             node = kids.get(part) if kids is not None else None
-            hides = self._hides(ancestor, node, top)
+            hides = self._hides(ancestor, node, oldest, top)
             if hides is None:
                 raise Oci2vmError(
                     f"{p.what}: upper layers write below {path!r}, which this layer makes a "
@@ -601,11 +609,14 @@ class _Flattener:
                     child = kids[part] = new_dir(mtime_ns=self.implicit_mtime_ns, store=self.rows)
                 into = child
             self._merge(upper, into, path, new, p)
-        for table in (self.hidden, self.opaque, self.link_claims):
+            self._arrived_below(new, p)
+        tables = [(self.hidden, min), (self.opaque, min), (self.link_claims, min)]
+        tables += [(self.hidden_newest, max), (self.opaque_newest, max)]
+        for table, keep in tables:
             for key, moved in [(k, _rebased(k, path, new)) for k in table]:
                 if moved is not None:
                     layer = table.pop(key)
-                    table[moved] = min(layer, table.get(moved, layer))
+                    table[moved] = keep(layer, table.get(moved, layer))
         for key in [k for k in p.arrived if _rebased(k, path, new) is not None]:
             del p.arrived[key]  # this layer's own entry, gone with the symlink
         for waiting in self.waiting.values():
@@ -626,22 +637,8 @@ class _Flattener:
             mine = _rank(self._claim(entry, was))
             there = into.children.get(name)
             theirs = -1 if there is None else _rank(self._claim(there, now))
-            hidden, opaque = self.hidden.get(now), self.opaque.get(now)
-            if hidden is not None or opaque is not None:
-                newest = max(mine, self._top(entry, was))
-                cut = -1 if there is None or there.kind is Kind.DIR else theirs
-                if hidden is not None and newest < max(hidden, cut):
-                    self._forget(was)  # a newer layer deleted or replaced it
-                    continue
-                if hidden is not None or (opaque is not None and newest >= opaque):
-                    raise Oci2vmError(
-                        f"{p.what}: an upper layer writes {was!r} through this layer's "
-                        f"symlink, to {now!r}, which other upper layers delete: not supported"
-                    )
-                if entry.children:  # a newer layer's opaque marker hid what was in it
-                    for child in list(entry.children):
-                        self._forget(_under(was, child))
-                    entry.children = {}
+            if self._deleted_there(entry, was, mine, there, now, theirs, p):
+                continue
             if there is None:
                 into.children[name] = entry
                 continue
@@ -652,7 +649,7 @@ class _Flattener:
                 continue
             newer, older = (entry, there) if mine > theirs else (there, entry)
             newer_rank, older_at = max(mine, theirs), (now if mine > theirs else was)
-            if mine == theirs or self._top(older, older_at) > newer_rank:
+            if mine == theirs or self._claims(older, older_at)[1] > newer_rank:
                 raise Oci2vmError(
                     f"{p.what}: upper layers write both {was!r} and {now!r}, which this "
                     "layer's symlink makes one path: not supported"
@@ -662,31 +659,95 @@ class _Flattener:
             if older.kind is not Kind.DIR:  # it ended what the layers below put there
                 rank = min(mine, theirs)
                 self.hidden[now] = min(rank, self.hidden.get(now, rank))
+                self.hidden_newest[now] = max(rank, self.hidden_newest.get(now, rank))
 
-    def _top(self, node: Inode, path: str) -> int:
-        """The newest layer that claims an entry below `node` (at `path`); -1 if none."""
-        top, stack = -1, [(node, path)]
+    def _arrived_below(self, new: str, p: _Pass) -> None:
+        """Upper layers' hardlinks that wait for a path below `new` get what moved there
+        from a layer between this one and theirs (this layer's entry there is older)."""
+        for target, placeholder in self.pending.items():
+            if _rebased(target, new, new) is None:  # (not below it)
+                continue
+            node = self._at(target[1:].split("/"))
+            if node is not None and p.index < _rank(self._claim(node, target)) < placeholder.layer:
+                p.arrived[target] = node
+
+    def _deleted_there(
+        self,
+        entry: Inode,
+        was: str,
+        mine: int,
+        there: Inode | None,
+        now: str,
+        theirs: int,
+        p: _Pass,
+    ) -> bool:
+        """Whether a newer layer deleted or replaced `now` (where `there` is, of layer
+        `theirs`), to which upper layers' `entry` (of layer `mine`) moves from `was`,
+        before the entry's layer wrote it: then it is dropped; what
+        is in it is when a newer opaque marker hid that. Refused when which of the
+        entries below a deletion hid is not known."""
+        hidden, opaque = self.hidden_newest.get(now), self.opaque_newest.get(now)
+        if hidden is None and opaque is None:
+            return False
+        if hidden is not None:
+            oldest, newest = self._claims(entry, was)
+            if mine >= 0:
+                oldest, newest = min(oldest, mine), max(newest, mine)
+            cut = -1 if there is None or there.kind is Kind.DIR else theirs
+            if newest < max(hidden, cut):
+                self._forget(was)  # a newer layer deleted or replaced it
+                return True
+            if hidden >= oldest:
+                self._not_known(was, now, p)
+        if opaque is not None and entry.children:
+            oldest, newest = self._claims(entry, was)
+            if newest < opaque:  # a newer layer's opaque marker hid what was in it
+                for child in list(entry.children):
+                    self._forget(_under(was, child))
+                entry.children = {}
+            elif opaque >= oldest:
+                self._not_known(was, now, p)
+        return False
+
+    @staticmethod
+    def _not_known(was: str, now: str, p: _Pass) -> None:
+        raise Oci2vmError(
+            f"{p.what}: an upper layer writes {was!r} through this layer's "
+            f"symlink, to {now!r}, which other upper layers delete: not supported"
+        )
+
+    def _claims(self, node: Inode, path: str) -> tuple[int, int]:
+        """The oldest and the newest layer that claim an entry below `node` (at `path`):
+        (NO_CLAIM, -1) if none does."""
+        oldest, newest, stack = NO_CLAIM, -1, [(node, path)]
         while stack:
             directory, base = stack.pop()
             for name, child in (directory.children or {}).items():
                 at = _under(base, name)
-                top = max(top, _rank(self._claim(child, at)))
+                claim = self._claim(child, at)
+                if claim is not None:
+                    oldest, newest = min(oldest, claim), max(newest, claim)
                 if child.children:
                     stack.append((child, at))
-        return top
+        return oldest, newest
 
-    def _hides(self, path: str, node: Inode | None, top: int) -> bool | None:
-        """Whether what upper layers up to `top` put below `path` (where `node` is) is
-        gone: True when a newer layer deleted it (a whiteout or opaque marker) or made
-        `path` a non-directory (the same layer too: it can only have come after them);
-        None when an upper layer did either but which of them it hid is not known."""
-        marks = [m for m in (self.hidden.get(path), self.opaque.get(path)) if m is not None]
+    def _hides(self, path: str, node: Inode | None, oldest: int, newest: int) -> bool | None:
+        """Whether what upper layers from `oldest` to `newest` put below `path` (where
+        `node` is) is gone: True when a newer layer deleted it (a whiteout or opaque
+        marker) or made `path` a non-directory (the same layer too: it can only have
+        come after them); False when no layer as new as the oldest of them did; None
+        when some of them are gone, or which is not known (one layer both deletes there
+        and writes through the symlink: their order decides)."""
         replaced = node is not None and node.kind is not Kind.DIR
-        if replaced and top <= _rank(self._claim(node, path)):
+        if replaced and newest <= _rank(self._claim(node, path)):
             return True
-        if marks and top < max(marks):
+        marks = (self.hidden_newest.get(path), self.opaque_newest.get(path))
+        hider = max((m for m in marks if m is not None), default=-1)
+        if hider > newest:
             return True
-        return None if marks or replaced else False
+        if replaced or oldest <= hider:
+            return None
+        return False
 
     def _forget(self, path: str) -> None:
         """Drop the claims of hardlinks at and below `path`, whose entries are gone."""
