@@ -222,3 +222,164 @@ def test_an_entry_moved_through_the_symlink_that_a_newer_layer_hides_twice_is_go
     )
     assert at(tree, "/a").mode == 0o750
     assert "/a/f" not in paths(tree)
+
+
+# --- a path that an upper layer replaces or deletes: what the layers between wrote below
+# it waits for the layer that says what the path was for them (a symlink takes it where it
+# leads, as a runtime wrote it; anything else, and it is gone with the path)
+
+
+@pytest.mark.parametrize(
+    "upper",
+    [[symlink("lib", "usr/lib")], [whiteout("lib")], [file("lib", b"not a directory")]],
+    ids=["the-symlink-again", "whiteout", "file"],
+)
+def test_an_entry_below_a_lower_symlink_that_an_upper_layer_replaces_stays_where_it_led(
+    tmp_path: Path,
+    upper: list,  # type: ignore[type-arg]
+) -> None:
+    tree, data = flatten_layers(
+        tmp_path,
+        [*MERGED_USR, file("usr/lib/old", b"old")],
+        [directory("lib/sub", mode=0o700), file("lib/sub/new", b"new"), file("lib/top", b"t")],
+        upper,
+    )
+    assert content(tree, data, "/usr/lib/sub/new") == b"new"
+    assert content(tree, data, "/usr/lib/top") == b"t"
+    assert content(tree, data, "/usr/lib/old") == b"old"
+    assert at(tree, "/usr/lib/sub").mode == 0o700
+    assert not any(p.startswith("/lib/") for p in paths(tree))
+
+
+def test_below_an_opaque_directory_an_entry_through_a_lower_symlink_stays_where_it_led(
+    tmp_path: Path,
+) -> None:
+    tree, data = flatten_layers(
+        tmp_path,
+        [directory("opt"), directory("opt/d"), directory("srv"), symlink("srv/l", "/opt/d")],
+        [file("srv/l/x", b"x")],
+        [directory("srv"), file("srv/.wh..wh..opq")],
+    )
+    assert content(tree, data, "/opt/d/x") == b"x"
+    assert "/srv/l" not in paths(tree)
+
+
+def test_a_symlink_deeper_than_the_deleted_path_decides_too(tmp_path: Path) -> None:
+    tree, data = flatten_layers(
+        tmp_path,
+        [directory("usr"), directory("usr/lib"), directory("a"), symlink("a/b", "/usr/lib")],
+        [file("a/b/x", b"x"), file("a/y", b"y")],
+        [whiteout("a")],
+    )
+    assert content(tree, data, "/usr/lib/x") == b"x"
+    assert "/a" not in paths(tree)
+
+
+@pytest.mark.parametrize(
+    "between",
+    [[], [whiteout("lib")], [directory("lib")], [file("lib")]],
+    ids=["base-directory", "deleted-between", "directory-between", "file-between"],
+)
+def test_an_entry_below_a_directory_that_an_upper_layer_deletes_is_gone(
+    tmp_path: Path,
+    between: list,  # type: ignore[type-arg]
+) -> None:
+    base = [directory("lib"), file("lib/old")] if not between else MERGED_USR
+    layers = [base, between] if between else [base]
+    tree, _ = flatten_layers(tmp_path, *layers, [file("lib/x", b"x")], [whiteout("lib")])
+    assert not any(p.endswith("/x") for p in paths(tree))
+
+
+def test_entries_of_two_layers_below_a_replaced_symlink_merge_by_layer_order(
+    tmp_path: Path,
+) -> None:
+    tree, data = flatten_layers(
+        tmp_path,
+        [*MERGED_USR, file("usr/lib/a", b"base")],
+        [
+            file("lib/a", b"older"),
+            file("lib/b", b"older"),
+            file("lib/f", b"f"),
+            hardlink("lib/g", "lib/f"),
+        ],
+        [file("lib/b", b"newer")],
+        [whiteout("lib")],
+    )
+    assert content(tree, data, "/usr/lib/a") == b"older"
+    assert content(tree, data, "/usr/lib/b") == b"newer"
+    assert at(tree, "/usr/lib/f") == at(tree, "/usr/lib/g")
+    assert content(tree, data, "/usr/lib/g") == b"f"
+
+
+def test_a_newer_deletion_where_the_symlink_leads_hides_what_moves_there(tmp_path: Path) -> None:
+    tree, _ = flatten_layers(
+        tmp_path,
+        [*MERGED_USR],
+        [file("lib/x", b"x")],
+        [whiteout("usr/lib"), whiteout("lib")],
+    )
+    assert not any(p.endswith("/x") for p in paths(tree))
+
+
+def test_a_hardlink_to_a_lower_file_below_a_replaced_symlink_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(Oci2vmError, match="not supported"):
+        flatten_layers(
+            tmp_path,
+            [*MERGED_USR, file("usr/lib/f", b"f")],
+            [hardlink("lib/g", "usr/lib/f")],
+            [whiteout("lib")],
+        )
+
+
+def test_an_opaque_root_hides_what_moves_through_a_symlink_below_it(tmp_path: Path) -> None:
+    tree, _ = flatten_layers(
+        tmp_path,
+        [directory("c"), symlink("a", "c")],
+        [file("a/x", b"x"), symlink("b", ".")],
+        [file("b/y", b"y")],  # (b/y is /y)
+        [file(".wh..wh..opq")],
+    )
+    assert paths(tree) == {"/"}
+
+
+def test_a_hidden_file_through_the_symlink_ends_what_older_layers_put_where_it_leads(
+    tmp_path: Path,
+) -> None:
+    tree, _ = flatten_layers(
+        tmp_path,
+        [directory("a"), file("a/old", b"old"), symlink("b", ".")],
+        [file("b/a", b"file")],  # (/a, the file, replaces the directory and what is in it)
+        [directory("b/a", mode=0o700)],  # (/a, a directory again: empty)
+    )
+    assert paths(tree) == {"/", "/a", "/b"}
+    assert at(tree, "/a").mode == 0o700
+
+
+@pytest.mark.parametrize("replaced", [False, True], ids=["symlink-kept", "symlink-deleted"])
+def test_a_hardlink_takes_the_file_written_through_the_symlink_where_a_newer_layer_hid_it(
+    tmp_path: Path, replaced: bool
+) -> None:
+    tree, data = flatten_layers(
+        tmp_path,
+        [directory("a"), symlink("b", "a")],
+        [file("b/f", b"two")],
+        [*([whiteout("b")] if replaced else []), hardlink("h", "a/f")],
+        [file("a", b"file")],
+    )
+    assert content(tree, data, "/h") == b"two"
+    assert content(tree, data, "/a") == b"file"
+    assert ("/b" in paths(tree)) is not replaced
+
+
+def test_a_hardlink_takes_the_file_written_through_the_symlink_that_a_newer_entry_replaced(
+    tmp_path: Path,
+) -> None:
+    tree, data = flatten_layers(
+        tmp_path,
+        [symlink("b", ".")],
+        [file("b/a", b"two")],  # (/a)
+        [whiteout("b"), hardlink("h", "a")],
+        [directory("a")],
+    )
+    assert content(tree, data, "/h") == b"two"
+    assert at(tree, "/a").kind is Kind.DIR

@@ -13,6 +13,13 @@ stream passes, and data that a later layer replaces is never written. The tree k
 for each file, where its bytes are (layer, offset), never the bytes themselves; once a
 sink has a dense file's bytes, only their size (StreamedData, one object per size).
 
+Entries below a symlink go where it leads, as a runtime writes them: at once for a symlink
+of the same layer; for a lower layer's, when that layer is read (what upper layers wrote
+below the directory they left implicit moves, merged by layer order). Where an upper layer
+deleted or replaced that path, what a layer below it wrote there waits in a limbo until a
+lower layer says what the path was for it: a symlink moves it too (its data is read again
+then, a cost only that case pays), anything else and it is gone.
+
 Hardlinks name a path in the same layer or a lower one. One that points down is left as
 a placeholder until the lower entry arrives; one whose target an upper layer hid is
 served by reading its layer a second time, which only that rare case pays for. A
@@ -91,6 +98,11 @@ def _walk(parts: list[str], name: str, clamp: bool) -> list[str] | None:
         elif not clamp:
             return None
     return parts
+
+
+def _what(index: int, layer: Layer) -> str:
+    """A layer as messages name it."""
+    return f"layer {index + 1}" + (f" ({short(layer.digest)})" if layer.digest else "")
 
 
 def _join(parts: list[str]) -> str:
@@ -334,6 +346,12 @@ class _Flattener:
         # data is StreamedData once delivered (see _deliver).
         self.delivered: set[Inode] = set()
         self.deferred: list[Inode] = []  # this layer: data needed after it streamed by
+        # Entries written below a path that upper layers replaced or deleted, where the
+        # writing layer had not said what the path was: a layer below says (see _limbo_key).
+        # (path, the writing layer) -> a directory standing for the path in its view.
+        self.limbo: dict[tuple[str, int], Inode] = {}
+        self.limbo_links: set[tuple[str, int]] = set()  # those holding links to lower files
+        self.rereads: dict[int, list[Inode]] = {}  # files moved out of it: data to read
         # The directories _parent() found last, by path: a layer lists a directory's
         # entries together. Emptied with each layer and whenever an entry is replaced or
         # removed (a directory on a cached path may have gone with it).
@@ -485,7 +503,7 @@ class _Flattener:
         return self.tree
 
     def _layer(self, index: int, layer: Layer) -> None:
-        what = f"layer {index + 1}" + (f" ({short(layer.digest)})" if layer.digest else "")
+        what = _what(index, layer)
         progress = self.progress(index, layer) if self.progress else None
         if layer.diff_id is not None and not layer.diff_id.startswith("sha256:"):
             raise Oci2vmError(f"{what}: only sha256 diff_ids are supported")
@@ -521,7 +539,10 @@ class _Flattener:
             self.store.remember_uncompressed(layer.digest, stream.digest)
         self._leave(p)
         if self.deferred:
-            self._reread(index, layer, what)
+            self._reread(index, layer, what, self.deferred)
+        for earlier in sorted(self.rereads):
+            upper = self.image.layers[earlier]
+            self._reread(earlier, upper, _what(earlier, upper), self.rereads.pop(earlier))
 
     def _leave(self, p: _Pass) -> None:
         """Hand what this layer hides and the links it waits for to the layers below."""
@@ -529,6 +550,8 @@ class _Flattener:
             self._settle(path, rank, entry, p)
         for path in sorted(p.symlinked):  # a directory before what is below it
             self._relocate(path, p)
+        if self.limbo:
+            self._decide_limbo(p)
         if self.pending:
             self._repoint(p)
         for target, inode in p.arrived.items():
@@ -571,45 +594,21 @@ class _Flattener:
         holder = self._at(parts[:-1])
         if link is None or holder is None or holder.children is None:
             return  # went with a symlink relocated before (this layer's own entry)
+        if any(_rebased(key, path, path) is not None for key, _layer in self.limbo):
+            raise Oci2vmError(
+                f"{p.what}: upper layers write below {path!r}, which this layer makes a "
+                "symlink, and below a path there that other upper layers replace: not supported"
+            )
         upper = holder.children.get(parts[-1])
         if upper is None or upper.kind is not Kind.DIR:
             return
-        target = self._own_path(
-            follow(parts, len(parts), link.target, p.what), False, p, upper=True
-        )
+        target = self._leads(path, link, p)
         new = _join(target)
         holder.children[parts[-1]] = link  # (an entry moved onto it may replace it yet)
         p.symlinked.pop(path)
         self.parents.clear()
-        # Where the symlink leads, a newer layer may have deleted or replaced a directory
-        # (a whiteout, a non-directory): what the upper layers older than it wrote is gone.
-        oldest, top = self._claims(upper, path)
-        node: Inode | None = self.tree.root
-        for depth, part in enumerate(target, 1):
-            ancestor = _join(target[:depth])
-            kids = node.children if node is not None else None
-            node = kids.get(part) if kids is not None else None
-            hides = self._hides(ancestor, node, oldest, top)
-            if hides is None:
-                raise Oci2vmError(
-                    f"{p.what}: upper layers write below {path!r}, which this layer makes a "
-                    f"symlink to {new!r}, where {ancestor!r} is deleted or not a directory "
-                    "for some of them: not supported"
-                )
-            if hides:
-                self._forget(path)
-                break
-        else:
-            into = self.tree.root
-            for part in target:
-                kids = into.children
-                assert kids is not None
-                child = kids.get(part)
-                if child is None:  # made for the upper layers' entries
-                    child = kids[part] = new_dir(mtime_ns=self.implicit_mtime_ns, store=self.rows)
-                into = child
-            self._merge(upper, into, path, new, p)
-            self._arrived_below(new, p)
+        if self._move(upper, path, target, *self._claims(upper, path), path, p) is None:
+            self._forget(path)
         tables = [(self.hidden, min), (self.opaque, min), (self.link_claims, min)]
         tables += [(self.hidden_newest, max), (self.opaque_newest, max)]
         for table, keep in tables:
@@ -621,6 +620,56 @@ class _Flattener:
             del p.arrived[key]  # this layer's own entry, gone with the symlink
         for waiting in self.waiting.values():
             waiting.paths = [_rebased(q, path, new) or q for q in waiting.paths]
+
+    def _leads(self, path: str, link: Inode, p: _Pass) -> list[str]:
+        """Where this layer's symlink `link` at `path` leads, for upper layers' entries."""
+        parts = path[1:].split("/")
+        return self._own_path(follow(parts, len(parts), link.target, p.what), False, p, upper=True)
+
+    def _move(
+        self,
+        source: Inode,
+        old: str,
+        target: list[str],
+        oldest: int,
+        newest: int,
+        path: str,
+        p: _Pass,
+    ) -> Inode | None:
+        """Move the entries of directory `source` (at `old`), which upper layers from
+        `oldest` to `newest` wrote below `path`, to `target`, where this layer's symlink
+        at `path` leads; return the directory they went into. None: a newer layer deleted
+        or replaced a directory on the way there (a whiteout, a non-directory), so what
+        the layers older than it wrote is gone."""
+        new = _join(target)
+        hides, ancestor = self._way_hidden(target, oldest, newest)
+        if hides is None:
+            raise Oci2vmError(
+                f"{p.what}: upper layers write below {path!r}, which this layer makes a "
+                f"symlink to {new!r}, where {ancestor!r} is deleted or not a directory "
+                "for some of them: not supported"
+            )
+        self._arrived_in(source, old, new, p)
+        if hides:
+            return None
+        into = self.tree.root
+        for part in target:
+            kids = into.children
+            assert kids is not None
+            child = kids.get(part)
+            if child is None:  # made for the upper layers' entries
+                child = kids[part] = new_dir(mtime_ns=self.implicit_mtime_ns, store=self.rows)
+            into = child
+        # Upper layers' non-directories below `old` that newer ones hid there ended what
+        # older layers had put where they now lead.
+        for key, hider in list(self.hidden_newest.items()):
+            now = _rebased(key, old, new)
+            if now is not None:
+                self._prune_older(now, hider)
+        self._merge(source, into, old, new, p)
+        self._arrived_below(new, p)
+        self.parents.clear()
+        return into
 
     def _merge(self, source: Inode, into: Inode, old: str, new: str, p: _Pass) -> None:
         """Move the entries of directory `source` (at `old`) into directory `into` (at
@@ -651,8 +700,8 @@ class _Flattener:
             newer_rank, older_at = max(mine, theirs), (now if mine > theirs else was)
             if mine == theirs or self._claims(older, older_at)[1] > newer_rank:
                 raise Oci2vmError(
-                    f"{p.what}: upper layers write both {was!r} and {now!r}, which this "
-                    "layer's symlink makes one path: not supported"
+                    f"{p.what}: upper layers write both {was.replace(chr(0), '')!r} and "
+                    f"{now!r}, which this layer's symlink makes one path: not supported"
                 )
             self._forget(older_at)
             into.children[name] = newer
@@ -660,6 +709,31 @@ class _Flattener:
                 rank = min(mine, theirs)
                 self.hidden[now] = min(rank, self.hidden.get(now, rank))
                 self.hidden_newest[now] = max(rank, self.hidden_newest.get(now, rank))
+
+    def _prune_older(self, path: str, hider: int) -> None:
+        """Take out of the tree what layers older than `hider` put at and below `path`
+        (a directory that holds newer entries stays for them, as an implicit one)."""
+        parts = path[1:].split("/")
+        parent = self._at(parts[:-1])
+        node = parent.children.get(parts[-1]) if parent and parent.children else None
+        if parent is not None and node is not None and self._older_gone(node, path, hider):
+            assert parent.children is not None
+            del parent.children[parts[-1]]
+            self.parents.clear()
+
+    def _older_gone(self, node: Inode, path: str, hider: int) -> bool:
+        """_prune_older() below `node` (at `path`); say whether `node` goes too."""
+        for name, child in list((node.children or {}).items()):
+            if self._older_gone(child, _under(path, name), hider):
+                assert node.children is not None
+                del node.children[name]
+        if _rank(self._claim(node, path)) >= hider:
+            return False
+        if node.children:
+            _adopt(node, new_dir(mtime_ns=self.implicit_mtime_ns))
+            return False
+        self._forget(path)
+        return True
 
     def _arrived_below(self, new: str, p: _Pass) -> None:
         """Upper layers' hardlinks that wait for a path below `new` get what moved there
@@ -731,6 +805,21 @@ class _Flattener:
                     stack.append((child, at))
         return oldest, newest
 
+    def _way_hidden(self, target: list[str], oldest: int, newest: int) -> tuple[bool | None, str]:
+        """_hides() for what upper layers from `oldest` to `newest` put below each
+        directory on the way to `target`, the root first (an opaque root hides all): the
+        first outcome that is not False, and the path it is at."""
+        node: Inode | None = self.tree.root
+        for depth in range(len(target) + 1):
+            if depth:
+                kids = node.children if node is not None else None
+                node = kids.get(target[depth - 1]) if kids is not None else None
+            ancestor = _join(target[:depth])
+            hides = self._hides(ancestor, node, oldest, newest)
+            if hides is not False:
+                return hides, ancestor
+        return False, _join(target)
+
     def _hides(self, path: str, node: Inode | None, oldest: int, newest: int) -> bool | None:
         """Whether what upper layers from `oldest` to `newest` put below `path` (where
         `node` is) is gone: True when a newer layer deleted it (a whiteout or opaque
@@ -800,6 +889,161 @@ class _Flattener:
             if node is not None:
                 p.arrived[resolved] = node
 
+    # --- what layers wrote below a path that upper layers replaced or deleted ---------
+
+    def _limbo_key(self, parts: list[str], p: _Pass) -> int | None:
+        """For an entry whose directory upper layers hide (_parent found none): how many
+        components of its path name the hidden path above it, when what this layer wrote
+        there depends on the layers below. A runtime applying this layer wrote below what
+        was there then: a lower layer's symlink took the entry where it leads, which an
+        upper layer deleting or replacing the symlink does not undo (docker and umoci
+        keep it). So unless this layer listed or deleted that path before, the entry
+        waits in a limbo until a lower layer says what the path was (_decide_limbo).
+        None: the entry is hidden, whatever the layers below hold."""
+        depth = None
+        if "/" in self.opaque:
+            depth = 1
+        else:
+            node: Inode | None = self.tree.root
+            ancestor = ""
+            for at, part in enumerate(parts[:-1], 1):
+                ancestor = f"{ancestor}/{part}"
+                if ancestor in self.hidden:
+                    depth = at
+                    break
+                if ancestor in self.opaque:
+                    depth = at + 1  # what is in it: the entry's own directory there
+                    break
+                kids = node.children if node is not None else None
+                node = kids.get(part) if kids is not None else None
+                if node is not None and node.kind is not Kind.DIR:
+                    depth = at  # an upper layer's non-directory
+                    break
+        if depth is None or depth >= len(parts):
+            return None
+        if _join(parts[:depth]) in p.hidden or self._deleted(parts[:depth], p):
+            return None  # this layer said what the path is: the entry is below that
+        return depth
+
+    def _limbo_dir(
+        self, key: tuple[str, int], depth: int, parts: list[str], path: str, p: _Pass
+    ) -> Inode:
+        """The directory of limbo `key` (its path is parts[:depth]) that holds an entry
+        at `path`, made with its parents if need be; this layer's symlinks in it are
+        followed (_Through), as in the tree."""
+        node = self.limbo.get(key)
+        if node is None:
+            node = self.limbo[key] = new_dir(mtime_ns=self.implicit_mtime_ns, store=self.rows)
+        for at in range(depth, len(parts) - 1):
+            kids = node.children
+            assert kids is not None
+            child = kids.get(parts[at])
+            if child is None:
+                child = kids[parts[at]] = new_dir(mtime_ns=self.implicit_mtime_ns, store=self.rows)
+            elif child.kind is Kind.SYMLINK:
+                raise _Through(at + 1, child)
+            elif child.kind is not Kind.DIR:
+                raise Oci2vmError(
+                    f"{p.what}: entry {path!r} passes through {child.kind} "
+                    f"{_join(parts[: at + 1])!r}"
+                )
+            node = child
+        return node
+
+    @staticmethod
+    def _put_limbo(parent: Inode, parts: list[str], path: str, inode: Inode, p: _Pass) -> bool:
+        """Put an entry in a limbo directory (the last at a path wins; a directory over a
+        directory merges). It is not visible: its data waits too."""
+        kids = parent.children
+        assert kids is not None
+        existing = kids.get(parts[-1])
+        if existing is not None and existing.kind is Kind.DIR and inode.kind is Kind.DIR:
+            _adopt(existing, inode)
+            inode = existing
+        else:
+            kids[parts[-1]] = inode
+        p.hidden[path] = inode  # (for this layer's links and symlinks, as a hidden entry)
+        return False
+
+    def _decide_limbo(self, p: _Pass) -> None:
+        """This layer's last entry at a limbo's path is what upper layers' entries there
+        met: a symlink takes them where it leads; a directory leaves them below the path
+        (gone with it), but a symlink deeper in it may still take them elsewhere; anything
+        else, or the path deleted by this layer, and they are gone."""
+        todo = sorted((key for key in self.limbo if key[1] > p.index), reverse=True)
+        while todo:
+            key = todo.pop()
+            path, layer = key
+            parts = path[1:].split("/")
+            if self._own_path(parts, True, p) != parts:
+                raise Oci2vmError(
+                    f"{p.what}: upper layers write below {path!r}, which other upper layers "
+                    "replace, and this layer makes a directory above it a symlink: not supported"
+                )
+            entry = p.hidden.get(path)
+            if entry is None and not self._deleted(parts, p):
+                continue  # a layer below says
+            source = self.limbo.pop(key)
+            links = key in self.limbo_links
+            self.limbo_links.discard(key)
+            if entry is None:
+                continue
+            if entry.kind is Kind.SYMLINK:
+                if links:
+                    raise Oci2vmError(
+                        f"{p.what}: an upper layer's hardlink to a lower file below {path!r} "
+                        "goes where this layer's symlink leads: not supported"
+                    )
+                self._relocate_limbo(path, source, entry, layer, p)
+            elif entry.kind is Kind.DIR:
+                assert source.children is not None
+                for name, child in source.children.items():
+                    if child.kind is Kind.DIR and child.layer < 0:  # the layer's path went on
+                        below = (_under(path, name), layer)
+                        self.limbo[below] = child
+                        if links:
+                            self.limbo_links.add(below)
+                        todo.append(below)
+
+    def _relocate_limbo(self, path: str, source: Inode, link: Inode, layer: int, p: _Pass) -> None:
+        """Move what `layer` wrote below `path` (the limbo directory `source`) where this
+        layer's symlink `link` at `path` leads, merged with what is there by layer order
+        (see _relocate); unless a newer layer deleted or replaced the way there."""
+        # (the limbo's own path, marked: no claim of the tree's entries there applies)
+        into = self._move(source, path + "\0", self._leads(path, link, p), layer, layer, path, p)
+        stack = [into] if into is not None else []
+        while stack:
+            directory = stack.pop()
+            for child in (directory.children or {}).values():
+                if child.children is not None:
+                    stack.append(child)
+                else:
+                    self._want_data(child)
+
+    def _want_data(self, inode: Inode) -> None:
+        """A file made visible after its layer streamed by: its data is read again."""
+        if self._undelivered(inode):
+            assert isinstance(inode.data, LayerData)
+            self.rereads.setdefault(inode.data.layer, []).append(inode)
+
+    def _arrived_in(self, source: Inode, old: str, new: str, p: _Pass) -> None:
+        """Upper layers' hardlinks that wait for a path below `new` get what a layer
+        between theirs and this one wrote there through this layer's symlink (the
+        directory `source`, at `old`), even where a newer layer hid it: it is what a
+        runtime found when it reached the link (a newer entry there, older than the link,
+        takes its place after the merge: _arrived_below)."""
+        for target, placeholder in self.pending.items():
+            below = _rebased(target, new, old)
+            if below is None:
+                continue
+            node: Inode | None = source
+            for part in below[len(old) + 1 :].split("/"):
+                kids = node.children if node is not None else None
+                node = kids.get(part) if kids is not None else None
+            if node is not None and p.index < _rank(self._claim(node, below)) < placeholder.layer:
+                p.arrived[target] = node
+                self._want_data(node)
+
     def _open(self, parents: list[str], name: str, p: _Pass) -> None:
         """Note the directories a whiteout of this layer reaches through (see _settle).
         One below a parent this layer made a file (or device, fifo, socket) reaches nothing:
@@ -843,7 +1087,7 @@ class _Flattener:
             self._whiteout(member, parts, p)
             return
         path = _join(parts)
-        parent, parts, path = self._parent_through(parts, path, p)
+        parent, parts, path, limbo = self._parent_through(parts, path, p)
         is_link = member.type == tarstream.HARDLINK
         inode = (
             self._hardlink(member, path, p) if is_link else _inode_for(member, p.index, self.rows)
@@ -857,7 +1101,13 @@ class _Flattener:
         wanted = path in self.pending
         if wanted:
             p.arrived[path] = inode  # the layer's last entry at the path is the target
-        visible = self._put(parent, parts, path, inode, p)
+        if limbo is None:
+            visible = self._put(parent, parts, path, inode, p)
+        else:
+            assert parent is not None
+            visible = self._put_limbo(parent, parts, path, inode, p)
+            if is_link and inode in self.waiting:
+                self.limbo_links.add(limbo)
         if inode.kind is not Kind.FILE or not (visible or wanted):
             return
         if not is_link:
@@ -869,13 +1119,20 @@ class _Flattener:
 
     def _parent_through(
         self, parts: list[str], path: str, p: _Pass
-    ) -> tuple[Inode | None, list[str], str]:
+    ) -> tuple[Inode | None, list[str], str, tuple[str, int] | None]:
         """_parent() of an entry, its path followed through the symlinks this layer wrote
         before it (a runtime writes below a symlink where it leads): (the parent, the
-        path's components, the path)."""
+        path's components, the path, and the limbo it waits in, if it does: then the
+        parent is a directory of that limbo)."""
         for _ in range(MAX_SYMLINKS):
             try:
-                return self._parent(parts, path, p), parts, path
+                parent = self._parent(parts, path, p)
+                if parent is None and len(parts) > 1:
+                    depth = self._limbo_key(parts, p)
+                    if depth is not None:
+                        key = (_join(parts[:depth]), p.index)
+                        return self._limbo_dir(key, depth, parts, path, p), parts, path, key
+                return parent, parts, path, None
             except _Through as through:
                 parts = follow(parts, through.depth, through.link.target, p.what)
                 path = _join(parts)
@@ -1054,11 +1311,12 @@ class _Flattener:
         """Whether a file has layer data that has not reached the sink."""
         return isinstance(inode.data, LayerData) and inode not in self.delivered
 
-    def _reread(self, index: int, layer: Layer, what: str) -> None:
-        """Serve files that a later hardlink in the same layer made visible after their
-        data had streamed by: read the layer again, up to the last of them."""
+    def _reread(self, index: int, layer: Layer, what: str, inodes: list[Inode]) -> None:
+        """Serve files made visible after their data had streamed by (by a later hardlink
+        in the same layer, or moved where a lower layer's symlink leads): read the layer
+        again, up to the last of them."""
         todo = sorted(
-            (i for i in self.deferred if self._undelivered(i)),
+            (i for i in set(inodes) if self._undelivered(i)),
             key=lambda i: i.data.offset if isinstance(i.data, LayerData) else 0,
         )
         if not todo or self.sink is None:
