@@ -8,7 +8,9 @@ space where container tools agree on the result. What that leaves out, on purpos
   symlinks; umoci follows them inside the root), and entries below one that leads
   nowhere (umoci makes the missing directories with the unpacking's time) or into a loop;
   entries below a symlink that leads to a directory are drawn ("through"), the
-  symlink in the same layer or a lower one, but not where the same layer writes too;
+  symlink in the same layer or a lower one, but not where the same layer writes too,
+  nor where an upper layer lists a directory (oci2vm takes the entries as its), nor
+  below a symlink written through one or onto a symlink passed on the way (a -> ., a/a);
 - hardlinks to a path not yet there, or forming a cycle (oci2vm refuses; umoci links to
   what it finds, or fails);
 - directories no entry lists (their time is the unpacking's in umoci);
@@ -86,6 +88,8 @@ class _Layer:
     listed: set[str] = field(default_factory=set)
     through: str | None = None  # the symlink it wrote below (then no markers after it)
     cut: set[str] = field(default_factory=set)  # paths it made non-directories or deleted
+    over: set[str] = field(default_factory=set)  # non-directories it made directories
+    dirs: set[str] = field(default_factory=set)  # directories it listed
 
     def below(self, path: str) -> list[str]:
         prefix = path + "/" if path else ""
@@ -97,6 +101,10 @@ class _Layer:
 
     def put(self, path: str, kind: str, member: Member) -> None:
         """An entry replaces what is at its path (a directory over a directory merges)."""
+        if kind == "dir" and self.state.get(path) not in (None, "dir"):
+            self.over.add(path)
+        if kind == "dir":
+            self.dirs.add(path)
         if not (kind == "dir" and self.state.get(path) == "dir"):
             for gone in self.below(path):
                 del self.state[gone]
@@ -251,8 +259,11 @@ def _through(draw: Any, layer: _Layer) -> None:
         return  # the layer wrote there directly too: which came first decides (oci2vm refuses)
     if any("/".join(where[:i]) in layer.cut for i in range(len(where) + 1)):
         return  # ... or deleted or replaced a directory on the way, as umoci would have
+    if any(p == path or p.startswith(path + "/") for p in layer.links):
+        return  # the entry would replace a symlink it went through (a -> . and a/a)
     kind = draw(st.sampled_from(KINDS))
     layer.put(path, kind, _drawn(draw, kind, f"{link}/{name}"))
+    layer.links.pop(path, None)  # (no entry goes through a symlink written through one)
     layer.through = link
 
 
@@ -308,24 +319,21 @@ def layer_stacks(draw: Any, min_layers: int = 3, max_layers: int = 5) -> Stack:
                     break  # (nothing more at that path from this layer: see _through)
             else:
                 _entry(draw, layer, op)
-        # An upper layer that replaces or deletes the symlink (or a directory above it)
-        # that a lower layer wrote through: oci2vm, reading the upper layer first, takes
-        # what lower layers put below that path as hidden (not knowing it leads elsewhere).
-        touched = {_touched(m.info.name) for m in layer.members}
-        assume(not any(t == ln or ln.startswith(t + "/") for ln in throughs for t in touched))
+        # An upper layer that lists a directory where a lower layer wrote through a symlink
+        # (or makes a non-directory above it one): oci2vm, reading the upper layer first,
+        # takes what lower layers put below that path as that directory's (a whiteout
+        # there, or a non-directory, leaves it waiting until a lower layer says what the
+        # path was).
+        assume(
+            not any(
+                ln in layer.dirs or any(t == ln or ln.startswith(t + "/") for t in layer.over)
+                for ln in throughs
+            )
+        )
         if layer.through is not None:
             throughs.append(layer.through)
         layers.append(layer.members)
     return Stack(layers, root_listed)
-
-
-def _touched(name: str) -> str:
-    """The path an entry (or a whiteout) replaces or deletes ('' for the root)."""
-    head, _, base = name.removeprefix("./").strip("/").rpartition("/")
-    if base == ".wh..wh..opq":
-        return head  # (what is below it)
-    base = base.removeprefix(".wh.")
-    return f"{head}/{base}" if head else base
 
 
 def oci2vm_records(image: Image) -> dict[str, Record]:
