@@ -595,18 +595,32 @@ def read_password(path: Path) -> str:
     return password
 
 
+RUN_FAILED = 125  # docker run's status when it fails itself, not the container
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parse(sys.argv[1:] if argv is None else argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    words = [word for word in argv if not word.startswith("-")]
+    running = bool(words) and words[0] == "run"
+    try:
+        args = parse(argv)
+    except SystemExit as e:  # a usage error: `run` exits as docker run does for one
+        if running and e.code == 2:
+            raise SystemExit(RUN_FAILED) from None
+        raise
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.WARNING,
         format="oci2vm: %(message)s",
         stream=sys.stderr,
     )
     as_json = bool(getattr(args, "json", False))
+    # `oci2vm run` exits with the workload's status: its own failures are told apart as
+    # docker run's are.
+    failed = RUN_FAILED if args.command == "run" else 1
     try:
         config = config_from(args)
     except Oci2vmError as e:
-        return _failed(f"error: {e}", 1, as_json)
+        return _failed(f"error: {e}", failed, as_json)
     reporter = Reporter(quiet=config.quiet, json_output=config.json)
     try:
         with signals_unwind():
@@ -614,7 +628,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             return command(args.command)(config, reporter)
     except Oci2vmError as e:
-        return _failed(f"error: {e}", 1, as_json)
+        return _failed(f"error: {e}", failed, as_json)
     except KeyboardInterrupt:
         return _failed("interrupted", 128 + signal.SIGINT, as_json)
     except Terminated as e:

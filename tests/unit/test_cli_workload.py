@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from oci2vm.cli import config_from, parse
+from oci2vm.cli import config_from, main, parse
 from oci2vm.config import InitMode, InitrdChoice, KernelKind, PortMapping, Volume
 
 
@@ -133,3 +133,19 @@ def test_build_takes_no_command_after_the_image() -> None:
     """A word after build's SOURCE is a slip (a forgotten -o), not a command to bake in."""
     with pytest.raises(SystemExit):
         parse(["build", "img", "out.qcow2", "-o", "x.img"])
+
+
+def test_run_fails_itself_with_dockers_status_and_build_with_1(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    missing = f"oci:{tmp_path / 'nothing'}:latest"
+    assert main(["run", "-q", missing]) == 125  # (the workload's statuses are its own)
+    assert main(["run", "-e", "=x", missing]) == 125
+    with pytest.raises(SystemExit) as usage:
+        main(["run", "--no-such-option", missing])
+    assert usage.value.code == 125
+    assert main(["build", "-q", "-o", str(tmp_path / "out.img"), missing]) == 1
+    with pytest.raises(SystemExit) as usage:
+        main(["build", "--no-such-option", missing])
+    assert usage.value.code == 2
+    assert "no such file or directory" in capsys.readouterr().err
