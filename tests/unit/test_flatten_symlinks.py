@@ -383,3 +383,18 @@ def test_a_hardlink_takes_the_file_written_through_the_symlink_that_a_newer_entr
     )
     assert content(tree, data, "/h") == b"two"
     assert at(tree, "/a").kind is Kind.DIR
+
+
+def test_an_upper_directory_over_a_symlink_written_through_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(Oci2vmError, match="lists as a directory: not supported"):
+        flatten_layers(tmp_path, MERGED_USR, [file("lib/foo")], [directory("lib")])
+    # (a layer between that says what lib is settles it; so does the symlink's own layer
+    # listing it before writing below it)
+    tree, data = flatten_layers(
+        tmp_path / "settled",
+        MERGED_USR,
+        [directory("lib")],
+        [file("lib/foo", b"f")],
+        [directory("lib")],
+    )
+    assert content(tree, data, "/lib/foo") == b"f"

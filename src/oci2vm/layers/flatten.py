@@ -352,6 +352,9 @@ class _Flattener:
         self.limbo: dict[tuple[str, int], Inode] = {}
         self.limbo_links: set[tuple[str, int]] = set()  # those holding links to lower files
         self.rereads: dict[int, list[Inode]] = {}  # files moved out of it: data to read
+        # Directories upper layers listed, below which a layer wrote without listing them
+        # itself (what they were for it, a layer below says): path -> the layer.
+        self.below_listed: dict[str, int] = {}
         # The directories _parent() found last, by path: a layer lists a directory's
         # entries together. Emptied with each layer and whenever an entry is replaced or
         # removed (a directory on a cached path may have gone with it).
@@ -395,6 +398,8 @@ class _Flattener:
                         f"{p.what}: entry {path!r} passes through {child.kind} {ancestor!r}"
                     )
                 return None  # an upper layer replaced the directory with a non-directory
+            elif child.layer > p.index and ancestor not in p.hidden:
+                self.below_listed[ancestor] = p.index  # (see _check_below_listed)
             node = child
         if len(self.parents) >= 64:
             self.parents.clear()
@@ -552,6 +557,8 @@ class _Flattener:
             self._relocate(path, p)
         if self.limbo:
             self._decide_limbo(p)
+        if self.below_listed:
+            self._check_below_listed(p)
         if self.pending:
             self._repoint(p)
         for target, inode in p.arrived.items():
@@ -964,6 +971,23 @@ class _Flattener:
             kids[parts[-1]] = inode
         p.hidden[path] = inode  # (for this layer's links and symlinks, as a hidden entry)
         return False
+
+    def _check_below_listed(self, p: _Pass) -> None:
+        """Refuse what oci2vm would get wrong: a layer wrote below a path without listing
+        it, an upper layer lists a directory there, and this layer's last entry at the
+        path is a symlink (a runtime wrote those entries where it leads; the tree holds
+        them in the upper layer's directory). A lower layer's entry or deletion there
+        otherwise settles it."""
+        for path, layer in list(self.below_listed.items()):
+            entry = p.hidden.get(path)
+            if entry is None and not self._deleted(path[1:].split("/"), p):
+                continue
+            del self.below_listed[path]
+            if entry is not None and entry.kind is Kind.SYMLINK:
+                raise Oci2vmError(
+                    f"layer {layer + 1} writes below {path!r}, which {p.what} makes a "
+                    "symlink and an upper layer lists as a directory: not supported"
+                )
 
     def _decide_limbo(self, p: _Pass) -> None:
         """This layer's last entry at a limbo's path is what upper layers' entries there
