@@ -347,7 +347,7 @@ class _Flattener:
         self.delivered: set[Inode] = set()
         self.deferred: list[Inode] = []  # this layer: data needed after it streamed by
         # Entries written below a path that upper layers replaced or deleted, where the
-        # writing layer had not said what the path was: a layer below says (see _limbo_key).
+        # writing layer had not said what the path was: a layer below says (see _in_limbo).
         # (path, the writing layer) -> a directory standing for the path in its view.
         self.limbo: dict[tuple[str, int], Inode] = {}
         self.limbo_links: set[tuple[str, int]] = set()  # those holding links to lower files
@@ -362,16 +362,17 @@ class _Flattener:
 
     # --- the tree ------------------------------------------------------------------
 
-    def _parent(self, parts: list[str], path: str, p: _Pass) -> Inode | None:
+    def _parent(self, parts: list[str], path: str, p: _Pass) -> Inode | int:
         """The directory that holds parts[-1] (whose path is `path`), creating implicit
-        parents; None when an upper layer hides the entry's directory."""
+        parents. Where an upper layer hides the entry's directory: how many components of
+        the path name what it deleted or replaced (see _limbo_key)."""
         where = path[: path.rfind("/")]
         cached = self.parents.get(where)
         if cached is not None:
             return cached
         node = self.tree.root
         if "/" in self.opaque:
-            return None
+            return 1  # (what is in it: the entry's own directory there)
         masks = self.hidden or self.opaque  # empty for the top layer
         ancestor = ""
         for depth, part in enumerate(parts[:-1], 1):
@@ -380,8 +381,10 @@ class _Flattener:
                 link = _own_link(ancestor, p)
                 if link is not None:
                     raise _Through(depth, link)
-            if masks and (ancestor in self.hidden or ancestor in self.opaque):
-                return None
+            if masks and ancestor in self.hidden:
+                return depth
+            if masks and ancestor in self.opaque:
+                return depth + 1
             kids = node.children
             assert kids is not None
             child = kids.get(part)
@@ -397,7 +400,7 @@ class _Flattener:
                     raise Oci2vmError(
                         f"{p.what}: entry {path!r} passes through {child.kind} {ancestor!r}"
                     )
-                return None  # an upper layer replaced the directory with a non-directory
+                return depth  # an upper layer replaced the directory with a non-directory
             elif child.layer > p.index and ancestor not in p.hidden:
                 self.below_listed[ancestor] = p.index  # (see _check_below_listed)
             node = child
@@ -544,10 +547,9 @@ class _Flattener:
             self.store.remember_uncompressed(layer.digest, stream.digest)
         self._leave(p)
         if self.deferred:
-            self._reread(index, layer, what, self.deferred)
+            self._reread(index, self.deferred)
         for earlier in sorted(self.rereads):
-            upper = self.image.layers[earlier]
-            self._reread(earlier, upper, _what(earlier, upper), self.rereads.pop(earlier))
+            self._reread(earlier, self.rereads.pop(earlier))
 
     def _leave(self, p: _Pass) -> None:
         """Hand what this layer hides and the links it waits for to the layers below."""
@@ -898,39 +900,17 @@ class _Flattener:
 
     # --- what layers wrote below a path that upper layers replaced or deleted ---------
 
-    def _limbo_key(self, parts: list[str], p: _Pass) -> int | None:
-        """For an entry whose directory upper layers hide (_parent found none): how many
-        components of its path name the hidden path above it, when what this layer wrote
-        there depends on the layers below. A runtime applying this layer wrote below what
-        was there then: a lower layer's symlink took the entry where it leads, which an
-        upper layer deleting or replacing the symlink does not undo (docker and umoci
-        keep it). So unless this layer listed or deleted that path before, the entry
-        waits in a limbo until a lower layer says what the path was (_decide_limbo).
-        None: the entry is hidden, whatever the layers below hold."""
-        depth = None
-        if "/" in self.opaque:
-            depth = 1
-        else:
-            node: Inode | None = self.tree.root
-            ancestor = ""
-            for at, part in enumerate(parts[:-1], 1):
-                ancestor = f"{ancestor}/{part}"
-                if ancestor in self.hidden:
-                    depth = at
-                    break
-                if ancestor in self.opaque:
-                    depth = at + 1  # what is in it: the entry's own directory there
-                    break
-                kids = node.children if node is not None else None
-                node = kids.get(part) if kids is not None else None
-                if node is not None and node.kind is not Kind.DIR:
-                    depth = at  # an upper layer's non-directory
-                    break
-        if depth is None or depth >= len(parts):
-            return None
-        if _join(parts[:depth]) in p.hidden or self._deleted(parts[:depth], p):
-            return None  # this layer said what the path is: the entry is below that
-        return depth
+    def _in_limbo(self, parts: list[str], depth: int, p: _Pass) -> bool:
+        """Whether an entry whose directory upper layers hide, where parts[:depth] names
+        what they deleted or replaced (from _parent), waits in a limbo. A runtime applying
+        this layer wrote below what was there then: a lower layer's symlink took the entry
+        where it leads, which an upper layer deleting or replacing the symlink does not
+        undo (docker and umoci keep it). So unless that path is the entry's own, or this
+        layer listed or deleted it before, the entry waits until a lower layer says what
+        the path was (_decide_limbo); else it is hidden, whatever the layers below hold."""
+        if depth >= len(parts):
+            return False
+        return _join(parts[:depth]) not in p.hidden and not self._deleted(parts[:depth], p)
 
     def _limbo_dir(
         self, key: tuple[str, int], depth: int, parts: list[str], path: str, p: _Pass
@@ -958,7 +938,7 @@ class _Flattener:
         return node
 
     @staticmethod
-    def _put_limbo(parent: Inode, parts: list[str], path: str, inode: Inode, p: _Pass) -> bool:
+    def _put_limbo(parent: Inode, parts: list[str], path: str, inode: Inode, p: _Pass) -> None:
         """Put an entry in a limbo directory (the last at a path wins; a directory over a
         directory merges). It is not visible: its data waits too."""
         kids = parent.children
@@ -970,7 +950,12 @@ class _Flattener:
         else:
             kids[parts[-1]] = inode
         p.hidden[path] = inode  # (for this layer's links and symlinks, as a hidden entry)
-        return False
+
+    def _says(self, parts: list[str], p: _Pass) -> tuple[bool, Inode | None]:
+        """Whether this layer says what a path that upper layers hide was for the layers
+        above it, and its last entry there (None: it deleted the path)."""
+        entry = p.hidden.get(_join(parts))
+        return entry is not None or self._deleted(parts, p), entry
 
     def _check_below_listed(self, p: _Pass) -> None:
         """Refuse what oci2vm would get wrong: a layer wrote below a path without listing
@@ -979,8 +964,8 @@ class _Flattener:
         them in the upper layer's directory). A lower layer's entry or deletion there
         otherwise settles it."""
         for path, layer in list(self.below_listed.items()):
-            entry = p.hidden.get(path)
-            if entry is None and not self._deleted(path[1:].split("/"), p):
+            says, entry = self._says(path[1:].split("/"), p)
+            if not says:
                 continue
             del self.below_listed[path]
             if entry is not None and entry.kind is Kind.SYMLINK:
@@ -1004,8 +989,8 @@ class _Flattener:
                     f"{p.what}: upper layers write below {path!r}, which other upper layers "
                     "replace, and this layer makes a directory above it a symlink: not supported"
                 )
-            entry = p.hidden.get(path)
-            if entry is None and not self._deleted(parts, p):
+            says, entry = self._says(parts, p)
+            if not says:
                 continue  # a layer below says
             source = self.limbo.pop(key)
             links = key in self.limbo_links
@@ -1129,7 +1114,8 @@ class _Flattener:
             visible = self._put(parent, parts, path, inode, p)
         else:
             assert parent is not None
-            visible = self._put_limbo(parent, parts, path, inode, p)
+            self._put_limbo(parent, parts, path, inode, p)
+            visible = False
             if is_link and inode in self.waiting:
                 self.limbo_links.add(limbo)
         if inode.kind is not Kind.FILE or not (visible or wanted):
@@ -1151,12 +1137,12 @@ class _Flattener:
         for _ in range(MAX_SYMLINKS):
             try:
                 parent = self._parent(parts, path, p)
-                if parent is None and len(parts) > 1:
-                    depth = self._limbo_key(parts, p)
-                    if depth is not None:
-                        key = (_join(parts[:depth]), p.index)
-                        return self._limbo_dir(key, depth, parts, path, p), parts, path, key
-                return parent, parts, path, None
+                if not isinstance(parent, int):
+                    return parent, parts, path, None
+                if not self._in_limbo(parts, parent, p):
+                    return None, parts, path, None
+                key = (_join(parts[:parent]), p.index)
+                return self._limbo_dir(key, parent, parts, path, p), parts, path, key
             except _Through as through:
                 parts = follow(parts, through.depth, through.link.target, p.what)
                 path = _join(parts)
@@ -1335,7 +1321,7 @@ class _Flattener:
         """Whether a file has layer data that has not reached the sink."""
         return isinstance(inode.data, LayerData) and inode not in self.delivered
 
-    def _reread(self, index: int, layer: Layer, what: str, inodes: list[Inode]) -> None:
+    def _reread(self, index: int, inodes: list[Inode]) -> None:
         """Serve files made visible after their data had streamed by (by a later hardlink
         in the same layer, or moved where a lower layer's symlink leads): read the layer
         again, up to the last of them."""
@@ -1345,7 +1331,9 @@ class _Flattener:
         )
         if not todo or self.sink is None:
             return
-        log.debug("%s: reading again for %d hardlinked files", what, len(todo))
+        layer = self.image.layers[index]
+        what = _what(index, layer)
+        log.debug("%s: reading again for %d files", what, len(todo))
         with decompressed(layer.blob.open(), layer.media_type, what, hash_stream=False) as stream:
             position = 0
             for inode in todo:
