@@ -398,3 +398,16 @@ def test_an_upper_directory_over_a_symlink_written_through_is_refused(tmp_path: 
         [directory("lib")],
     )
     assert content(tree, data, "/lib/foo") == b"f"
+
+
+def test_a_layer_that_writes_below_a_path_and_then_makes_it_a_symlink_is_not_refused(
+    tmp_path: Path,
+) -> None:
+    tree, _ = flatten_layers(
+        tmp_path,
+        [directory("b"), directory("a")],
+        [file("b/x", b"x"), symlink("b", "a")],  # (b/x went into the directory b, then gone)
+        [directory("b")],
+    )
+    assert at(tree, "/b").kind is Kind.DIR
+    assert "/b/x" not in paths(tree) and "/a/x" not in paths(tree)

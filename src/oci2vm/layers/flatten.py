@@ -354,7 +354,7 @@ class _Flattener:
         self.rereads: dict[int, list[Inode]] = {}  # files moved out of it: data to read
         # Directories upper layers listed, below which a layer wrote without listing them
         # itself (what they were for it, a layer below says): path -> the layer.
-        self.below_listed: dict[str, int] = {}
+        self.below_listed: dict[str, set[int]] = {}  # path -> those layers
         # The directories _parent() found last, by path: a layer lists a directory's
         # entries together. Emptied with each layer and whenever an entry is replaced or
         # removed (a directory on a cached path may have gone with it).
@@ -402,7 +402,7 @@ class _Flattener:
                     )
                 return depth  # an upper layer replaced the directory with a non-directory
             elif child.layer > p.index and ancestor not in p.hidden:
-                self.below_listed[ancestor] = p.index  # (see _check_below_listed)
+                self.below_listed.setdefault(ancestor, set()).add(p.index)  # (see below)
             node = child
         if len(self.parents) >= 64:
             self.parents.clear()
@@ -962,15 +962,21 @@ class _Flattener:
         it, an upper layer lists a directory there, and this layer's last entry at the
         path is a symlink (a runtime wrote those entries where it leads; the tree holds
         them in the upper layer's directory). A lower layer's entry or deletion there
-        otherwise settles it."""
-        for path, layer in list(self.below_listed.items()):
+        otherwise settles it. (This layer's own entries there wait for the layers below
+        it: whatever it lists at the path after them does not change where they went.)"""
+        for path, layers in list(self.below_listed.items()):
+            upper = {layer for layer in layers if layer > p.index}
+            if not upper:
+                continue
             says, entry = self._says(path[1:].split("/"), p)
             if not says:
                 continue
-            del self.below_listed[path]
+            layers -= upper
+            if not layers:
+                del self.below_listed[path]
             if entry is not None and entry.kind is Kind.SYMLINK:
                 raise Oci2vmError(
-                    f"layer {layer + 1} writes below {path!r}, which {p.what} makes a "
+                    f"layer {max(upper) + 1} writes below {path!r}, which {p.what} makes a "
                     "symlink and an upper layer lists as a directory: not supported"
                 )
 
