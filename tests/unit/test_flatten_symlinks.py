@@ -411,3 +411,15 @@ def test_a_layer_that_writes_below_a_path_and_then_makes_it_a_symlink_is_not_ref
     )
     assert at(tree, "/b").kind is Kind.DIR
     assert "/b/x" not in paths(tree) and "/a/x" not in paths(tree)
+
+
+def test_below_an_opaque_root_a_hardlink_finds_a_file_written_through_a_symlink(
+    tmp_path: Path,
+) -> None:
+    tree, _ = flatten_layers(  # (was refused: the link's target "did not exist")
+        tmp_path,
+        [directory("b"), symlink("b/a", "../b"), file("b/a/f", b"f")],  # (b/f)
+        [hardlink("h", "b/f")],
+        [file(".wh..wh..opq")],
+    )
+    assert paths(tree) == {"/"}

@@ -371,8 +371,7 @@ class _Flattener:
         if cached is not None:
             return cached
         node = self.tree.root
-        if "/" in self.opaque:
-            return 1  # (what is in it: the entry's own directory there)
+        opaque_root = "/" in self.opaque  # (this layer's symlinks are followed all the same)
         masks = self.hidden or self.opaque  # empty for the top layer
         ancestor = ""
         for depth, part in enumerate(parts[:-1], 1):
@@ -381,6 +380,8 @@ class _Flattener:
                 link = _own_link(ancestor, p)
                 if link is not None:
                     raise _Through(depth, link)
+            if opaque_root:
+                continue
             if masks and ancestor in self.hidden:
                 return depth
             if masks and ancestor in self.opaque:
@@ -404,6 +405,8 @@ class _Flattener:
             elif child.layer > p.index and ancestor not in p.hidden:
                 self.below_listed.setdefault(ancestor, set()).add(p.index)  # (see below)
             node = child
+        if opaque_root:
+            return 1  # (what is in it: the entry's own directory there)
         if len(self.parents) >= 64:
             self.parents.clear()
         self.parents[where] = node
