@@ -259,3 +259,62 @@ def test_a_cache_that_is_no_directory_is_a_one_line_error(
     store = BlobStore(tmp_path / "not-a-dir")
     with pytest.raises(Oci2vmError, match="is not a directory: pass --cache-dir DIR"):
         archive(mirror, store).release()
+
+
+def counting_passes(a: Archive) -> list[int]:
+    """Count the passes over the archive's Packages index from now on."""
+    index = a.index()
+    passes: list[int] = []
+    opened = index._open
+
+    def counted() -> object:
+        passes.append(1)
+        return opened()
+
+    index._open = counted  # type: ignore[assignment]
+    return passes
+
+
+def test_a_kernel_and_busybox_take_one_pass_over_the_index_when_expected(
+    mirror: MirrorTree, store: BlobStore
+) -> None:
+    """A pass inflates the whole index (56 MB for trixie's): the kernel's metapackage, the
+    package it pins and busybox-static are found by one when they were expected."""
+    a = archive(mirror, store)
+    passes = counting_passes(a)
+    a.index().expect("busybox-static")
+    assert kernel_package(a, "test").name == "linux-image-6.1.0-9-test"
+    assert a.resolve("busybox-static").name == "busybox-static"
+    assert [p.name for p in a.index().providers("busybox")] == ["busybox-static"]  # not covered
+    assert len(passes) == 2
+    fresh = archive(mirror, store)
+    for name in ("linux-image-test", "linux-image-6.1.0-9-test", "busybox-static"):
+        assert a.package(name) == fresh.package(name)  # what a pass of its own finds
+
+
+def test_a_name_nobody_expected_takes_a_pass_of_its_own(
+    mirror: MirrorTree, store: BlobStore
+) -> None:
+    a = archive(mirror, store)
+    passes = counting_passes(a)
+    kernel_package(a, "test")
+    a.resolve("busybox-static")
+    assert len(passes) == 2
+    a.index().expect("linux-image-")  # covered already: no pass, nothing kept twice
+    a.package("linux-image-6.1.0-9-test")
+    assert len(passes) == 2
+
+
+def test_an_expected_prefix_covers_providers_and_the_highest_version(
+    tmp_path: Path, store: BlobStore
+) -> None:
+    pkgs = [Pkg("tool-a", "1.9-1"), Pkg("tool-a", "1.10-1"),
+            Pkg("other", fields={"Provides": "tool-virtual"}), Pkg("unrelated")]  # fmt: skip
+    a = archive(write_mirror(tmp_path, pkgs), store)
+    passes = counting_passes(a)
+    a.index().expect("tool-")
+    assert a.package("unrelated").name == "unrelated"
+    assert a.package("tool-a").version == "1.10-1"
+    assert [p.name for p in a.index().providers("tool-virtual")] == ["other"]
+    assert a.index().lookup(["tool-absent"]) == {}
+    assert len(passes) == 1

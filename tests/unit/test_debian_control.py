@@ -6,11 +6,15 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from oci2vm.debian import packages
 from oci2vm.debian.control import Relation, compare_versions, parse_fields, parse_relations
 from oci2vm.debian.packages import parse_package
 from oci2vm.debian.release import parse_release
 from oci2vm.errors import Oci2vmError
+from oci2vm.tree.model import BytesReader
 from support.debarchives import release_text
 
 
@@ -91,3 +95,27 @@ def test_release_fields_are_read() -> None:
 def test_a_malformed_release_is_one_line(text: bytes, message: str) -> None:
     with pytest.raises(Oci2vmError, match=message):
         parse_release(text, "r")
+
+
+RECORDS = [b"Package: a\nDepends: b", b"Package: b", b"Package: cc\n", b"X: y\n\n", b"\n",
+           b"Package: a-b\nProvides: c"]  # fmt: skip
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    records=st.lists(st.sampled_from(RECORDS), max_size=12),
+    chunk=st.integers(1, 40),
+    needles=st.lists(st.sampled_from([b"a", b"b", b"c", b"Provides", b"zz"]), max_size=3),
+)
+def test_paragraphs_containing_are_those_of_the_full_split_that_hold_one(
+    records: list[bytes], chunk: int, needles: list[bytes]
+) -> None:
+    """The filter of a pass over an index only leaves out paragraphs: the ones it gives
+    are those the unfiltered split gives that hold a needle, whatever the chunking."""
+    text = b"\n\n".join(records)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(packages, "SCAN_CHUNK", chunk)
+        every = list(packages.paragraphs(BytesReader(text), "index"))
+        some = list(packages.paragraphs(BytesReader(text), "index", tuple(needles)))
+    assert every == [p for p in text.split(b"\n\n") if p.strip()]
+    assert some == [p for p in every if not needles or any(n in p for n in needles)]

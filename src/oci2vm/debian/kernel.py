@@ -27,6 +27,7 @@ def flavours(archive: Archive) -> list[str]:
 def kernel_package(archive: Archive, flavour: str | None = None) -> Package:
     """The package holding the kernel of `flavour` (the architecture's default without)."""
     name = f"{PREFIX}{flavour}" if flavour else archive.arch.facts.debian_kernel
+    archive.index().expect(PREFIX)  # the metapackage and the package it pins: one pass
     if not archive.index().lookup([name]):
         known = ", ".join(flavours(archive)) or "none"
         raise Oci2vmError(

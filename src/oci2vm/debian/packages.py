@@ -70,20 +70,30 @@ def parse_package(fields: dict[str, str], what: str) -> Package:
     )
 
 
-def paragraphs(stream: Source, what: str) -> Iterator[bytes]:
-    """The paragraphs of a control file streamed from `stream`, one at a time."""
+def paragraphs(stream: Source, what: str, containing: tuple[bytes, ...] = ()) -> Iterator[bytes]:
+    """The paragraphs of a control file streamed from `stream`, one at a time; with
+    `containing`, only those in which one of these byte strings occurs (a pass over a
+    suite's index for a few names then looks at the few pieces that hold them, not at
+    each of its ~60,000 records)."""
     buffer = b""
     while True:
         chunk = bytes(stream.view(SCAN_CHUNK))
         if not chunk:
             break
-        parts = (buffer + chunk).split(b"\n\n")
+        data = buffer + chunk
+        parts = data.split(b"\n\n")
         buffer = parts.pop()
-        yield from (p for p in parts if p.strip())
+        whole = len(data) - len(buffer)
+        if not containing or any(data.find(c, 0, whole) >= 0 for c in containing):
+            yield from (p for p in parts if p.strip() and _holds(p, containing))
         if len(buffer) > MAX_PARAGRAPH:
             raise Oci2vmError(f"{what}: a record longer than {MAX_PARAGRAPH} bytes: check --mirror")
-    if buffer.strip():
+    if buffer.strip() and _holds(buffer, containing):
         yield buffer
+
+
+def _holds(paragraph: bytes, containing: tuple[bytes, ...]) -> bool:
+    return not containing or any(c in paragraph for c in containing)
 
 
 def _provided(paragraph: bytes) -> set[str]:
@@ -99,7 +109,8 @@ OpenIndex = Callable[[], AbstractContextManager[Source]]
 
 class PackageIndex:
     """The packages of one index (a component and architecture of a suite). `open_index`
-    opens its decompressed, verified stream; each lookup of names not seen yet is one pass."""
+    opens its decompressed, verified stream; each lookup of names not seen yet is one pass,
+    unless expect() named them beforehand."""
 
     def __init__(self, open_index: OpenIndex, what: str) -> None:
         self._open = open_index
@@ -107,20 +118,38 @@ class PackageIndex:
         self._found: dict[str, Package] = {}  # by name: the highest version of each
         self._providers: dict[str, list[Package]] = {}
         self._looked_up: set[str] = set()
+        self._expected: set[str] = set()  # prefixes for the next pass to keep records of
+        self._covered: set[str] = set()  # prefixes whose every record is in _kept
+        self._kept: list[bytes] = []
+
+    def expect(self, *prefixes: str) -> None:
+        """Names that start with one of `prefixes` will be looked up (a metapackage and the
+        package it pins, say): the next pass keeps every record that mentions one, so that
+        their lookups take no pass of their own (a pass inflates the whole index)."""
+        self._expected.update(p for p in prefixes if p and p not in self._covered)
 
     def _scan(self, names: set[str]) -> None:
-        prefixes = tuple(f"Package: {n}\n".encode() for n in names)
+        expected = self._expected
+        needles = tuple(n.encode() for n in names | expected)
         with self._open() as stream:
-            for paragraph in paragraphs(stream, self.what):
-                provided = _provided(paragraph) & names
-                if not (paragraph.startswith(prefixes) or provided):
-                    continue
-                package = parse_package(parse_fields(paragraph, self.what), self.what)
-                if package.name in names:
-                    self._keep(package)
-                for virtual in provided:
-                    self._providers.setdefault(virtual, []).append(package)
+            for paragraph in paragraphs(stream, self.what, needles):
+                self._take(paragraph, names)
+                if any(p.encode() in paragraph for p in expected):
+                    self._kept.append(paragraph)
         self._looked_up |= names
+        self._covered |= expected
+        self._expected = set()
+
+    def _take(self, paragraph: bytes, names: set[str]) -> None:
+        """Record `paragraph`'s package if it is one of `names` or provides one."""
+        provided = _provided(paragraph) & names
+        if not (paragraph.startswith(tuple(f"Package: {n}\n".encode() for n in names)) or provided):
+            return
+        package = parse_package(parse_fields(paragraph, self.what), self.what)
+        if package.name in names:
+            self._keep(package)
+        for virtual in provided:
+            self._providers.setdefault(virtual, []).append(package)
 
     def _keep(self, package: Package) -> None:
         old = self._found.get(package.name)
@@ -130,8 +159,14 @@ class PackageIndex:
     def lookup(self, names: Iterable[str]) -> dict[str, Package]:
         """The packages of these names that the index holds (its highest version of each)."""
         wanted = set(names)
-        if wanted - self._looked_up:
-            self._scan(wanted - self._looked_up)
+        new = wanted - self._looked_up
+        covered = {n for n in new if n.startswith(tuple(self._covered))}
+        if covered:  # every record that names them was kept by an earlier pass
+            for paragraph in self._kept:
+                self._take(paragraph, covered)
+            self._looked_up |= covered
+        if new - covered:
+            self._scan(new - covered)
         return {n: self._found[n] for n in wanted if n in self._found}
 
     def providers(self, name: str) -> list[Package]:
@@ -145,7 +180,7 @@ class PackageIndex:
         with self._open() as stream:
             found = {
                 p.split(b"\n", 1)[0][9:].decode("utf-8", "replace")
-                for p in paragraphs(stream, self.what)
+                for p in paragraphs(stream, self.what, (key,))
                 if p.startswith(key)
             }
         return sorted(found)
