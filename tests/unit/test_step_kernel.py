@@ -7,19 +7,22 @@ from __future__ import annotations
 
 import dataclasses
 import gzip
+import hashlib
 import lzma
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from oci2vm.arch import Arch
 from oci2vm.config import InitMode, InitrdChoice, KernelChoice, KernelKind, Volume
 from oci2vm.errors import Oci2vmError
+from oci2vm.image.blobs import BlobRef, BlobStore
 from oci2vm.image.model import ImageConfig, Platform
-from oci2vm.prepare import kernel
+from oci2vm.prepare import kernel, kernelpkg
 from oci2vm.prepare.step import BootOutputs, Target
 from oci2vm.tree.editor import TreeEditor
-from oci2vm.tree.model import Kind, StreamedData, lookup
+from oci2vm.tree.model import Kind, StreamedData, lookup, walk
 from support.debarchives import build_deb
 from support.elfmodules import build_module
 from support.initrds import cpio_of
@@ -359,3 +362,52 @@ def test_workload_options_on_a_system_image_are_refused_not_dropped(tmp_path: Pa
             chosen, config=dataclasses.replace(chosen.config, init=InitMode.APP)
         )
         assert kernel.mode_of(app) is InitMode.APP
+
+
+def test_a_package_known_by_its_digest_is_read_once_for_every_build(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What an injection derives from an archive's package (module metadata, depmod's
+    indexes, the initramfs's modules) is cached by its digest: the next build inflates no
+    module and reads the package once, and writes the same tree."""
+    store = BlobStore(tmp_path / "cache")
+    deb = kernel_deb(tmp_path, xz=True)
+    digest = f"sha256:{hashlib.sha256(deb.read_bytes()).hexdigest()}"
+    ref = BlobRef(deb, 0, deb.stat().st_size, digest)
+    monkeypatch.setattr(
+        kernel, "kernel_source", lambda _t: kernel.KernelSource(ref, "linux-image-test", None)
+    )
+    built = []
+    for run in range(2):
+        tree = flattened(tmp_path / f"img{run}", [file("sbin/init"), directory("lib")])
+        goal = dataclasses.replace(target(tree, options()), image_config=IMAGE_CONFIG, store=store)
+        goal = dataclasses.replace(goal, mode=kernel.mode_of(goal))
+        edit = TreeEditor(tree, FS_TIME, sink=lambda _inode, _data: None)
+        kernel.STEP.apply(edit, goal)
+        built.append({
+            path: tree.content(inode) for path, inode in walk(tree.root) if inode.kind is Kind.FILE
+        })  # fmt: skip
+
+        def refuse(*_args: object) -> bytes:
+            raise AssertionError("a module was inflated again")
+
+        monkeypatch.setattr(kernelpkg, "decompress_module", refuse)
+        monkeypatch.setattr(kernelpkg, "_members", _once(kernelpkg._members))
+    assert built[0] == built[1]
+    assert f"/boot/initrd.img-{VERSION}" in built[1]
+    assert f"/lib/modules/{VERSION}/modules.dep.bin" in built[1]
+    assert sorted(p.name.split("-")[0] for p in (store.root / "kernels").glob("*/*/*")) == [
+        "indices", "modinfo", "modules"
+    ]  # fmt: skip
+
+
+def _once(members: Any) -> Any:
+    """_members that may be called once: the package's single read of a cached build."""
+    calls: list[int] = []
+
+    def wrapped(*args: object) -> Any:
+        calls.append(1)
+        assert len(calls) == 1, "the package was read twice"
+        return members(*args)
+
+    return wrapped

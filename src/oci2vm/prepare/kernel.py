@@ -36,6 +36,7 @@ from oci2vm.initramfs.spec import DEFAULT_INIT, BootSpec, Mode, workload
 from oci2vm.kernel.moddep import builtin_names, dep_closure, parse_modules_dep
 from oci2vm.kernel.modinfo import decompress_module, uncompressed_name
 from oci2vm.prepare import kernelhook
+from oci2vm.prepare.kernelcache import KernelCache
 from oci2vm.prepare.kernelimage import graft_kernel
 from oci2vm.prepare.kernelpkg import KernelFiles, module_bytes, read_kernel_package
 from oci2vm.prepare.step import Step, Target
@@ -49,6 +50,7 @@ DEBIAN_SUITES = ("bookworm", "trixie", "forky", "sid")
 DEFAULT_SUITE = "stable"
 # What the initramfs cannot do without: the root filesystem's driver.
 REQUIRED_MODULES = ("ext4",)
+BUSYBOX_PACKAGE = "busybox-static"  # the initramfs's shell and tools
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +99,7 @@ def kernel_source(target: Target) -> KernelSource:
             raise Oci2vmError(f"--kernel {path}: {e.strerror}") from None
         return KernelSource(BlobRef(path, 0, size, None), str(path), None)
     archive = archive_for(target, debian_suite(target))
+    archive.index().expect(BUSYBOX_PACKAGE)  # found by the kernel's pass over the index
     package = kernel_package(archive, choice.flavour)
     return KernelSource(archive.download(package), str(package), archive)
 
@@ -169,13 +172,19 @@ def apply(edit: TreeEditor, target: Target) -> list[str]:
     direct = target.boot_outputs
     # A workload booted directly needs nothing of the package in its root.
     into = None if direct is not None and not system else edit
+    cache = KernelCache.of(target.store, source.deb)
     files = read_kernel_package(
-        source.deb, source.what, into, modules_into_tree=system, kernel_into_tree=direct is None
+        source.deb,
+        source.what,
+        into,
+        modules_into_tree=system,
+        kernel_into_tree=direct is None,
+        cache=cache,
     )
     if system:
-        for name, content in files.indices().items():
+        for name, content in files.indices(cache).items():
             edit.write(f"/lib/modules/{files.version}/{name}", content, mode=0o644)
-    initrd_bytes = initramfs(edit, target, source, files)
+    initrd_bytes = initramfs(edit, target, source, files, cache)
     if direct is not None:
         direct.version, direct.kernel, direct.initrd = files.version, files.kernel, initrd_bytes
     else:
@@ -188,7 +197,13 @@ def apply(edit: TreeEditor, target: Target) -> list[str]:
     return notes
 
 
-def initramfs(edit: TreeEditor, target: Target, source: KernelSource, files: KernelFiles) -> bytes:
+def initramfs(
+    edit: TreeEditor,
+    target: Target,
+    source: KernelSource,
+    files: KernelFiles,
+    cache: KernelCache | None = None,
+) -> bytes:
     """oci2vm's initramfs for the injected kernel: the drivers it has of those the
     initramfs wants (a cloud flavour lacks some hardware's), which must include ext4's;
     for a direct boot (oci2vm run) only QEMU's virtio devices', which load faster."""
@@ -201,7 +216,7 @@ def initramfs(edit: TreeEditor, target: Target, source: KernelSource, files: Ker
         )
     wanted = [name for name in chosen if name.replace("-", "_") not in absent]
     closure = files.db.closure(wanted)
-    modules = module_bytes(source.deb, source.what, closure)
+    modules = module_bytes(source.deb, source.what, closure, cache)
     busybox = busybox_binary(target, source)
     mtime = edit.mtime_ns // 1_000_000_000
     guest_hook(edit, target, busybox)
@@ -220,7 +235,7 @@ def busybox_binary(target: Target, source: KernelSource | None) -> bytes:
     package file or the image's own kernel), verified as the kernel is."""
     archive = source.archive if source and source.archive else None
     archive = archive or archive_for(target, debian_suite(target))
-    return busybox_from_deb(archive.download(archive.resolve("busybox-static")))
+    return busybox_from_deb(archive.download(archive.resolve(BUSYBOX_PACKAGE)))
 
 
 def boot_spec(target: Target) -> BootSpec:

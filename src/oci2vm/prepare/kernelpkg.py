@@ -5,7 +5,9 @@ written by us: the module indexes depmod makes, and an initramfs (oci2vm's own).
 
 A package is read twice at most: once to stream its files and learn every module's
 dependencies, once more for the bytes of the few modules the initramfs needs (which
-those dependencies decide).
+those dependencies decide). What both reads learn is cached by the package's digest
+(prepare/kernelcache): the next build with the same package inflates no module and reads
+it once.
 """
 
 from __future__ import annotations
@@ -19,8 +21,9 @@ from oci2vm.debian.deb import open_deb
 from oci2vm.errors import Oci2vmError
 from oci2vm.image.blobs import BlobRef
 from oci2vm.kernel.depmod import ModuleDb
-from oci2vm.kernel.modinfo import decompress_module, read_modinfo, uncompressed_name
+from oci2vm.kernel.modinfo import ModInfo, decompress_module, read_modinfo, uncompressed_name
 from oci2vm.layers.tarstream import Member, TarReader
+from oci2vm.prepare.kernelcache import KernelCache
 from oci2vm.tree.editor import TreeEditor
 from oci2vm.tree.model import BytesReader
 
@@ -42,9 +45,15 @@ class KernelFiles:
     small: dict[str, bytes] = field(default_factory=dict)  # SMALL_FILES by name
     kernel: bytes = b""  # the kernel image, when kept to boot directly
 
-    def indices(self) -> dict[str, bytes]:
-        """The files depmod would write into /lib/modules/VERSION."""
-        return self.db.indices(self.version)
+    def indices(self, cache: KernelCache | None = None) -> dict[str, bytes]:
+        """The files depmod would write into /lib/modules/VERSION (from `cache` when it
+        holds them)."""
+        if cache is not None and (cached := cache.load_indices(self.version)) is not None:
+            return cached
+        indices = self.db.indices(self.version)
+        if cache is not None:
+            cache.save_indices(self.version, indices)
+        return indices
 
 
 def _name(member: Member) -> str:
@@ -61,12 +70,16 @@ def _members(deb: BlobRef, what: str) -> Iterator[tuple[str, Member, TarReader]]
 
 def _read_limited(tar: TarReader, member: Member, what: str, limit: int) -> bytes:
     """A member's bytes, read whole: only for files of known purpose and bounded size."""
+    _check_size(member, what, limit)
+    return tar.read_data(member.size)
+
+
+def _check_size(member: Member, what: str, limit: int) -> None:
     if member.size > limit or member.sparse is not None:
         raise Oci2vmError(
             f"{what}: {member.name}: {member.size} bytes, more than oci2vm reads of such a "
             f"file ({limit >> 20} MiB): is it a kernel package?"
         )
-    return tar.read_data(member.size)
 
 
 def read_kernel_package(
@@ -76,12 +89,16 @@ def read_kernel_package(
     *,
     modules_into_tree: bool,
     kernel_into_tree: bool = True,
+    cache: KernelCache | None = None,
 ) -> KernelFiles:
     """Read every module's metadata, and stream the package's files into the tree through
     `edit` (nothing when it is None): the modules only with `modules_into_tree`, the
     kernel image only with `kernel_into_tree` (else its bytes are kept, to boot it
-    directly)."""
+    directly). With `cache`, the metadata cached for the package is used where it names
+    the module read, and saved when it did not name them all."""
     found = KernelFiles()
+    known = cache.load_modinfo() if cache is not None else None
+    modules: list[tuple[str, ModInfo]] = []
     for name, member, tar in _members(deb, what):
         module = MODULE_RE.match(name)
         kernel = KERNEL_RE.match(name)
@@ -93,10 +110,17 @@ def read_kernel_package(
                 found.kernel = _read_limited(tar, member, what, KERNEL_LIMIT)
                 continue
         if module and member.isfile():
-            raw = _read_limited(tar, member, what, MODULE_LIMIT)
-            found.db.add(module.group(2), read_modinfo(decompress_module(name, raw)))
-            if into_tree and edit is not None:
-                edit.stream("/" + name, BytesReader(raw), len(raw), mode=member.mode & 0o7777)
+            info = known.get(name) if known is not None else None
+            if info is None:
+                raw = _read_limited(tar, member, what, MODULE_LIMIT)
+                info = read_modinfo(decompress_module(name, raw))
+                if into_tree and edit is not None:
+                    edit.stream("/" + name, BytesReader(raw), len(raw), mode=member.mode & 0o7777)
+            elif into_tree and edit is not None:
+                _check_size(member, what, MODULE_LIMIT)
+                edit.stream("/" + name, tar, member.size, mode=member.mode & 0o7777)
+            modules.append((name, info))
+            found.db.add(module.group(2), info)
         elif member.isfile() and is_module_tree and posixpath.basename(name) in SMALL_FILES:
             data = _read_limited(tar, member, what, SMALL_LIMIT)
             found.small[posixpath.basename(name)] = data
@@ -106,6 +130,8 @@ def read_kernel_package(
             _place(edit, name, member, tar)
     if not found.version:
         raise Oci2vmError(f"{what}: holds no /boot/vmlinuz-VERSION: is it a kernel package?")
+    if cache is not None and (known is None or set(known) != {name for name, _ in modules}):
+        cache.save_modinfo(modules)
     found.db.set_builtin(
         found.small.get("modules.builtin", b""), found.small.get("modules.builtin.modinfo", b"")
     )
@@ -126,10 +152,14 @@ def _place(edit: TreeEditor, name: str, member: Member, tar: TarReader) -> None:
     # Hard links and device nodes: Debian's kernel packages have none.
 
 
-def module_bytes(deb: BlobRef, what: str, wanted: Sequence[str]) -> list[tuple[str, bytes]]:
+def module_bytes(
+    deb: BlobRef, what: str, wanted: Sequence[str], cache: KernelCache | None = None
+) -> list[tuple[str, bytes]]:
     """The uncompressed bytes of the modules `wanted` (paths under /lib/modules/VERSION),
     in that order, each under its uncompressed name (ext4.ko.xz -> ext4.ko): the second
-    read of the package."""
+    read of the package, unless `cache` holds them from an earlier one."""
+    if cache is not None and (cached := cache.load_modules(wanted)) is not None:
+        return cached
     order = {rel: i for i, rel in enumerate(wanted)}
     found: dict[str, bytes] = {}
     for name, member, tar in _members(deb, what):
@@ -142,4 +172,7 @@ def module_bytes(deb: BlobRef, what: str, wanted: Sequence[str]) -> list[tuple[s
     missing = [rel for rel in wanted if rel not in found]
     if missing:
         raise Oci2vmError(f"{what}: the modules {', '.join(missing)} are not in the package")
-    return [(uncompressed_name(rel), found[rel]) for rel in wanted]
+    modules = [(uncompressed_name(rel), found[rel]) for rel in wanted]
+    if cache is not None:
+        cache.save_modules(wanted, modules)
+    return modules
