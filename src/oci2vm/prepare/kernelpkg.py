@@ -12,9 +12,12 @@ it once.
 
 from __future__ import annotations
 
+import os
 import posixpath
 import re
+from collections import deque
 from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from oci2vm.debian.deb import open_deb
@@ -99,35 +102,37 @@ def read_kernel_package(
     found = KernelFiles()
     known = cache.load_modinfo() if cache is not None else None
     modules: list[tuple[str, ModInfo]] = []
-    for name, member, tar in _members(deb, what):
-        module = MODULE_RE.match(name)
-        kernel = KERNEL_RE.match(name)
-        is_module_tree = name.startswith(("lib/modules/", "usr/lib/modules/"))
-        into_tree = edit is not None and (modules_into_tree or not is_module_tree)
-        if kernel and member.isfile():
-            found.version, found.kernel_path = kernel.group(1), "/" + name
-            if not kernel_into_tree:
-                found.kernel = _read_limited(tar, member, what, KERNEL_LIMIT)
-                continue
-        if module and member.isfile():
-            info = known.get(name) if known is not None else None
-            if info is None:
-                raw = _read_limited(tar, member, what, MODULE_LIMIT)
-                info = read_modinfo(decompress_module(name, raw))
+    with _ModuleReader(found.db, modules) as reader:
+        for name, member, tar in _members(deb, what):
+            module = MODULE_RE.match(name)
+            kernel = KERNEL_RE.match(name)
+            is_module_tree = name.startswith(("lib/modules/", "usr/lib/modules/"))
+            into_tree = edit is not None and (modules_into_tree or not is_module_tree)
+            if kernel and member.isfile():
+                found.version, found.kernel_path = kernel.group(1), "/" + name
+                if not kernel_into_tree:
+                    found.kernel = _read_limited(tar, member, what, KERNEL_LIMIT)
+                    continue
+            if module and member.isfile():
+                info = known.get(name) if known is not None else None
+                if info is None:
+                    raw = _read_limited(tar, member, what, MODULE_LIMIT)
+                    reader.read(name, module.group(2), raw)
+                    if into_tree and edit is not None:
+                        mode = member.mode & 0o7777
+                        edit.stream("/" + name, BytesReader(raw), len(raw), mode=mode)
+                else:
+                    reader.known(name, module.group(2), info)
+                    if into_tree and edit is not None:
+                        _check_size(member, what, MODULE_LIMIT)
+                        edit.stream("/" + name, tar, member.size, mode=member.mode & 0o7777)
+            elif member.isfile() and is_module_tree and posixpath.basename(name) in SMALL_FILES:
+                data = _read_limited(tar, member, what, SMALL_LIMIT)
+                found.small[posixpath.basename(name)] = data
                 if into_tree and edit is not None:
-                    edit.stream("/" + name, BytesReader(raw), len(raw), mode=member.mode & 0o7777)
+                    edit.write("/" + name, data, mode=member.mode & 0o7777, uid=0, gid=0)
             elif into_tree and edit is not None:
-                _check_size(member, what, MODULE_LIMIT)
-                edit.stream("/" + name, tar, member.size, mode=member.mode & 0o7777)
-            modules.append((name, info))
-            found.db.add(module.group(2), info)
-        elif member.isfile() and is_module_tree and posixpath.basename(name) in SMALL_FILES:
-            data = _read_limited(tar, member, what, SMALL_LIMIT)
-            found.small[posixpath.basename(name)] = data
-            if into_tree and edit is not None:
-                edit.write("/" + name, data, mode=member.mode & 0o7777, uid=0, gid=0)
-        elif into_tree and edit is not None:
-            _place(edit, name, member, tar)
+                _place(edit, name, member, tar)
     if not found.version:
         raise Oci2vmError(f"{what}: holds no /boot/vmlinuz-VERSION: is it a kernel package?")
     if cache is not None and (known is None or set(known) != {name for name, _ in modules}):
@@ -137,6 +142,57 @@ def read_kernel_package(
     )
     found.db.set_order(found.small.get("modules.order", b""))
     return found
+
+
+class _ModuleReader:
+    """Modules' metadata read by a pool of threads (inflating a module, most of the work,
+    releases the GIL), added to `db` and `modules` in the package's order, as depmod
+    reads them (of two files of one name, the first counts). At most AHEAD modules wait
+    for their turn, which bounds the memory their bytes hold."""
+
+    AHEAD = 32
+
+    def __init__(self, db: ModuleDb, modules: list[tuple[str, ModInfo]]) -> None:
+        self._db = db
+        self._modules = modules
+        self._pool = ThreadPoolExecutor(max(1, min(4, os.cpu_count() or 1)), "modinfo")
+        self._waiting: deque[tuple[str, str, Future[ModInfo] | ModInfo]] = deque()
+
+    def __enter__(self) -> _ModuleReader:
+        return self
+
+    def __exit__(self, kind: object, *_rest: object) -> None:
+        try:
+            if kind is None:
+                while self._waiting:
+                    self._settle()
+        finally:
+            self._pool.shutdown(cancel_futures=True)
+
+    def read(self, name: str, relpath: str, raw: bytes) -> None:
+        """Read the metadata of module file `name` (its bytes as stored) in the pool."""
+        self._waiting.append((name, relpath, self._pool.submit(_modinfo, name, raw)))
+        while len(self._waiting) > self.AHEAD:
+            self._settle()
+
+    def known(self, name: str, relpath: str, info: ModInfo) -> None:
+        """A module whose metadata is known already (cached), in its place in the order."""
+        if self._waiting:
+            self._waiting.append((name, relpath, info))
+        else:
+            self._add(name, relpath, info)
+
+    def _settle(self) -> None:
+        name, relpath, info = self._waiting.popleft()
+        self._add(name, relpath, info.result() if isinstance(info, Future) else info)
+
+    def _add(self, name: str, relpath: str, info: ModInfo) -> None:
+        self._modules.append((name, info))
+        self._db.add(relpath, info)
+
+
+def _modinfo(name: str, raw: bytes) -> ModInfo:
+    return read_modinfo(decompress_module(name, raw))
 
 
 def _place(edit: TreeEditor, name: str, member: Member, tar: TarReader) -> None:
