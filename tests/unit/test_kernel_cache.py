@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from oci2vm.errors import Oci2vmError
 from oci2vm.image.blobs import BlobRef, BlobStore
 from oci2vm.kernel.modinfo import ModInfo
 from oci2vm.prepare import kernelpkg
@@ -202,3 +203,37 @@ def test_only_a_package_known_by_its_digest_is_cached(tmp_path: Path) -> None:
     assert cache is not None and cache.directory.parent.parent == store.root / "kernels"
     assert KernelCache.of(store, BlobRef(deb.path, 0, deb.size, None)) is None  # a user's file
     assert KernelCache.of(None, deb) is None
+
+
+def test_modules_read_in_parallel_count_in_the_packages_order(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Of two files of one module name, the first in the package counts (depmod's rule),
+    however the threads that read them finish; many modules pass the pool's window."""
+    monkeypatch.setattr(kernelpkg._ModuleReader, "AHEAD", 2)
+    files = {f"./boot/vmlinuz-{VERSION}": b"MZ"}
+    for n in range(12):
+        files[f"{BASE}/kernel/m{n:02}.ko.xz"] = lzma.compress(module(f"m{n}", exports=(f"s{n}",)))
+    files[f"{BASE}/kernel/a/dup.ko.xz"] = lzma.compress(module("dup", exports=("first_sym",)))
+    files[f"{BASE}/updates/dup.ko"] = module("dup", exports=("first_sym",))
+    files[f"{BASE}/kernel/user.ko"] = module("user", needs=("first",))
+    data = build_deb(f"linux-image-{VERSION}", "1", files)
+    (tmp_path / "p.deb").write_bytes(data)
+    deb = BlobRef(tmp_path / "p.deb", 0, len(data), None)
+    cache = KernelCache(tmp_path / "facts")
+    got = read_kernel_package(deb, "p", None, modules_into_tree=False, cache=cache)
+    assert got.db.closure(["user"]) == ["kernel/a/dup.ko.xz", "kernel/user.ko"]
+    in_tar = [n.removeprefix("./") for n in files if ".ko" in n]  # as tar_of writes them
+    assert list(cache.load_modinfo() or {}) == in_tar
+    assert b"kernel/a/dup.ko.xz" in got.indices()["modules.dep"]
+    assert b"updates/dup.ko" not in got.indices()["modules.dep"]
+
+
+def test_a_corrupt_module_read_in_the_pool_is_a_one_line_error(tmp_path: Path) -> None:
+    files = {f"./boot/vmlinuz-{VERSION}": b"MZ", f"{BASE}/kernel/ok.ko": module("ok"),
+             f"{BASE}/kernel/bad.ko.xz": lzma.compress(module("bad"))[:-9]}  # fmt: skip
+    data = build_deb(f"linux-image-{VERSION}", "1", files)
+    (tmp_path / "p.deb").write_bytes(data)
+    with pytest.raises(Oci2vmError, match=r"bad\.ko\.xz: corrupt compressed module"):
+        read_kernel_package(BlobRef(tmp_path / "p.deb", 0, len(data), None), "p", None,
+                            modules_into_tree=False)  # fmt: skip
