@@ -75,12 +75,13 @@ def fetch_when_served(url: str, proc: subprocess.Popen[bytes], timeout: float) -
             time.sleep(0.5)
 
 
-SHARED_PARTS = ("blobs", "refs", "uncompressed")
+SHARED_PARTS = ("blobs", "refs", "uncompressed", "kernels")
 
 
 def cache_sharing_downloads(shared: Path, directory: Path) -> Path:
-    """A --cache-dir whose downloads (blobs, Release refs) are the shared store's but whose
-    run/ is its own and empty: the first `oci2vm run` there builds its root."""
+    """A --cache-dir whose downloads (blobs, Release refs, what kernel packages gave) are
+    the shared store's but whose run/ is its own and empty: the first `oci2vm run` there
+    builds its root."""
     directory.mkdir(parents=True, exist_ok=True)
     for part in SHARED_PARTS:
         (shared / part).mkdir(parents=True, exist_ok=True)
