@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import lzma
 from collections.abc import Iterator
+from typing import cast
 
+from oci2vm.debian import xzblocks
 from oci2vm.errors import Oci2vmError
 from oci2vm.layers.decompress import (
     CHUNK,
@@ -54,10 +56,12 @@ def _xz_chunks(raw: Blob, head: bytes, what: str) -> Iterator[bytes]:
         raise Oci2vmError(f"{what}: truncated xz stream") from e
 
 
-def open_stream(raw: Blob, kind: str, what: str) -> LayerStream:
+def open_stream(raw: Blob, kind: str, what: str, *, size: int | None = None) -> LayerStream:
     """The decompressed bytes of `raw` (compressed as `kind`, which its magic bytes must
     confirm), read ahead in a background thread. Closing the stream closes `raw`. A corrupt
-    or truncated stream raises Oci2vmError naming `what` when it is read."""
+    or truncated stream raises Oci2vmError naming `what` when it is read. With `size` (the
+    bytes of `raw`, which must then take seek()), the blocks of an xz file that xz cut
+    into several are inflated in parallel (debian.xzblocks)."""
     head = raw.read(len(XZ_MAGIC))
     if _kind_of(head) != kind:
         getattr(raw, "abort", raw.close)()
@@ -66,6 +70,12 @@ def open_stream(raw: Blob, kind: str, what: str) -> LayerStream:
         return decompressed(_Prefixed(head, raw), what=what, hash_stream=False)
 
     def produce() -> Iterator[bytes]:
+        blocks = xzblocks.plan(cast(xzblocks.RandomAccess, raw), size) if size else None
+        if blocks is not None:
+            yield from xzblocks.inflate(cast(xzblocks.RandomAccess, raw), *blocks, what)
+            return
+        if size:
+            cast(xzblocks.RandomAccess, raw).seek(len(head))
         yield from _xz_chunks(raw, head, what)
         while raw.read(CHUNK):  # the whole blob is read, so that its digest is checked
             pass

@@ -102,7 +102,7 @@ class DebFile:
         kind = compression_of(member.name)
         assert kind is not None
         what = f"{self.what}: {member.name}"
-        stream = open_stream(self._open_member(member), kind, what)
+        stream = open_stream(self._open_member(member), kind, what, size=member.size)
         try:
             yield TarReader(stream, what=what)
             stream.finish()
