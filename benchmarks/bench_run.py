@@ -75,7 +75,9 @@ def boot_alone(cache: Path) -> float:
     from oci2vm.initramfs.spec import BootSpec, Mode
     from oci2vm.runtime import run_app
 
-    (entry,) = [p for p in (cache / "run").iterdir() if (p / "run.json").is_file()]
+    (entry,) = [
+        p for p in (cache / "run").iterdir() if (p / "run.json").is_file() and not p.is_symlink()
+    ]
     kernel = entry / "vmlinux" if (entry / "vmlinux").is_file() else entry / "vmlinuz"
     spec = BootSpec(mode=Mode.APP, argv=("sh", "-c", "echo first-line; sleep 0.2; echo done"),
                     env=("PATH=/bin",), workdir="/app", user="app")  # fmt: skip

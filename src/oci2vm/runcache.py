@@ -12,6 +12,7 @@ without rebuilding.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -32,6 +33,7 @@ from oci2vm.image.blobs import BlobStore
 from oci2vm.image.model import Image
 from oci2vm.initramfs.build import scripts_digest
 from oci2vm.report import Reporter
+from oci2vm.tree.osinfo import OsInfo
 
 log = logging.getLogger(__name__)
 
@@ -150,10 +152,27 @@ def direct_boot(
                 raise Oci2vmError(f"{directory}: cannot store the run cache there") from None
             return found
         scratch = directory
+        _link_twin(config, identity.digest, directory, rootfs.os)
         return DirectBoot(directory, mode, outputs.version)
     finally:
         if scratch != directory:
             shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _link_twin(
+    config: Config, identity_digest: str, directory: Path, os_info: OsInfo | None
+) -> None:
+    """For an image without an init, `--init auto` and `--init app` build the same root:
+    the entry made under one key serves the other too (a run with a command, which asks
+    for app mode, and one without), through a link beside it."""
+    twins = {InitMode.AUTO: InitMode.APP, InitMode.APP: InitMode.AUTO}
+    if os_info is None or os_info.init_path is not None or config.init not in twins:
+        return
+    twin = dataclasses.replace(config, init=twins[config.init])
+    link = directory.parent / run_key(twin, identity_digest)
+    # Already there, or a cache that takes no links: the other key builds its own then.
+    with contextlib.suppress(OSError):
+        link.symlink_to(directory.name, target_is_directory=True)
 
 
 def image_arch(image: Image) -> Arch:

@@ -40,3 +40,31 @@ def test_an_unreadable_file_keys_by_its_name(tmp_path: Path) -> None:
     config = Config(cloud_init=tmp_path / "missing")
     other = Config(cloud_init=tmp_path / "also-missing")
     assert run_key(config, DIGEST) != run_key(other, DIGEST)
+
+
+def test_an_image_without_init_shares_its_root_between_auto_and_app(tmp_path: Path) -> None:
+    """A run with a command asks for app mode, one without for --init auto: for an image
+    without an init both build the same root, so the entry made for one serves the other
+    (a link), and the second never rebuilds it. With an init they are two roots."""
+    from oci2vm.config import InitMode
+    from oci2vm.runcache import _link_twin
+    from oci2vm.tree.osinfo import InitSystem, OsInfo
+
+    no_init = OsInfo(os_release={}, kernels=(), init=InitSystem.NONE, init_path=None)
+    with_init = dataclasses.replace(no_init, init=InitSystem.BUSYBOX, init_path="/sbin/init")
+    for mode, other in ((InitMode.APP, InitMode.AUTO), (InitMode.AUTO, InitMode.APP)):
+        run = tmp_path / mode.value / "run"
+        config = Config(init=mode)
+        entry = run / run_key(config, "sha256:img")
+        entry.mkdir(parents=True)
+        _link_twin(config, "sha256:img", entry, no_init)
+        twin = run / run_key(dataclasses.replace(config, init=other), "sha256:img")
+        assert twin.is_symlink() and twin.resolve() == entry.resolve()
+        _link_twin(config, "sha256:img", entry, no_init)  # again: nothing changes
+        assert sorted(run.iterdir()) == sorted([entry, twin])
+    run = tmp_path / "init" / "run"
+    entry = run / run_key(Config(init=InitMode.APP), "sha256:img")
+    entry.mkdir(parents=True)
+    _link_twin(Config(init=InitMode.APP), "sha256:img", entry, with_init)
+    _link_twin(Config(init=InitMode.SYSTEM), "sha256:img", entry, no_init)
+    assert list(run.iterdir()) == [entry]

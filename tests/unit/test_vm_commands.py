@@ -12,6 +12,7 @@ import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -342,8 +343,9 @@ def test_run_of_a_disk_refuses_the_workload_options_it_would_drop(
 def test_a_system_image_run_from_the_cache_still_refuses_workload_options(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """The build of a system image's cached root refuses -e and the others; a later run
-    with them finds the root cached and must refuse them too, not boot without them."""
+    """The build of a system image's cached root refuses -e and the others under --init
+    system; a later run with them finds the root cached and must refuse them too, not
+    boot without them."""
     from oci2vm import pipeline, runcache
     from oci2vm.config import InitMode
     from oci2vm.image.model import Platform, empty_config
@@ -357,6 +359,40 @@ def test_a_system_image_run_from_the_cache_still_refuses_workload_options(
         raise AssertionError("QEMU started")
 
     monkeypatch.setattr(tools, "run", no_qemu)
-    assert main(["run", "oci:/nowhere:x", "-e", "A=1"]) != 0
+    assert main(["run", "oci:/nowhere:x", "--init", "system", "-e", "A=1"]) != 0
     error = capsys.readouterr().err.strip()
     assert "--env set an app image's workload" in error and "--init app" in error
+
+
+@pytest.mark.parametrize(
+    ("words", "init"),
+    [
+        ([], "auto"),
+        (["-p", "8080:80", "--memory", "1G"], "auto"),
+        (["-e", "A=1"], "app"),
+        (["-u", "1000"], "app"),
+        (["--entrypoint", "sh"], "app"),
+        (["--", "ls"], "app"),
+        (["--init", "system"], "system"),
+    ],
+)
+def test_run_with_a_workload_runs_even_an_image_with_an_init_as_an_app(
+    monkeypatch: pytest.MonkeyPatch, words: list[str], init: str
+) -> None:
+    """docker run runs every image's workload: given one (a command, -e, -u...), `--init
+    auto` asks for app mode, and an image with an init (alpine's busybox) runs it."""
+    from oci2vm import pipeline, runcache
+    from oci2vm.image.model import Platform, empty_config
+
+    image = type("FakeImage", (), {"config": empty_config(Platform("linux", "amd64"))})
+    asked: list[str] = []
+
+    def direct_boot(config: Any, *_args: object) -> None:
+        asked.append(config.init.value)
+        raise SystemExit(0)
+
+    monkeypatch.setattr(pipeline, "resolve_source", lambda config, reporter: (image, None))
+    monkeypatch.setattr(runcache, "direct_boot", direct_boot)
+    with pytest.raises(SystemExit):
+        main(["run", "oci:/nowhere:x", *words])
+    assert asked == [init]

@@ -49,6 +49,7 @@ def run_command(config: Config, reporter: Reporter) -> int:
     if Path(config.source).is_file():
         refuse_for_disk(config)
     else:
+        config = as_docker_runs(config)
         with reporter.progress():
             image, store = pipeline.resolve_source(config, reporter)
             entry = runcache.direct_boot(config, reporter, image, store)
@@ -61,6 +62,16 @@ def run_command(config: Config, reporter: Reporter) -> int:
             arch = runcache.image_arch(image)
             return runtime.run_system(entry.kernel, entry.initrd, entry.root, config, arch)
     return boot_disk(config, reporter)
+
+
+def as_docker_runs(config: Config) -> Config:
+    """docker run runs every image as an app: with a command or another option of the
+    workload (-e, -u, -w, --entrypoint, -v), `--init auto` runs the image's workload even
+    where the image has an init (alpine's and busybox's are busybox's), which it boots to
+    its login when nothing of a workload is given."""
+    if config.init is InitMode.AUTO and config.workload_options():
+        return dataclasses.replace(config, init=InitMode.APP)
+    return config
 
 
 def refuse_for_disk(config: Config) -> None:
