@@ -79,6 +79,27 @@ def test_a_file_through_a_symlink_hides_what_lower_layers_put_there(tmp_path: Pa
     assert "/usr/lib/d/in" not in paths(tree)
 
 
+@pytest.mark.parametrize("target", ["usr/lib", "."])
+def test_a_file_through_the_symlinks_own_layer_ends_what_that_layer_put_there(
+    tmp_path: Path, target: str
+) -> None:
+    """The symlink's layer lists the directory (and what is in it) before an upper layer's
+    file, written through the symlink, replaces it; a newer layer lists the directory
+    again, empty: what the symlink's layer put in it is gone (umoci; found by the
+    differential test, where the entries stayed)."""
+    where = "usr/lib/d" if target == "usr/lib" else "d"
+    tree, _data = flatten_layers(
+        tmp_path,
+        [directory("usr"), directory("usr/lib"), symlink("lib", target), directory(where),
+         file(f"{where}/in", b"i"), hardlink(f"{where}/link", "lib")],
+        [file("lib/d", b"file")],
+        [directory(where)],
+    )  # fmt: skip
+    assert at(tree, f"/{where}").kind is Kind.DIR
+    assert f"/{where}/in" not in paths(tree) and f"/{where}/link" not in paths(tree)
+    assert at(tree, "/lib").kind is Kind.SYMLINK
+
+
 def test_what_the_symlinks_layer_listed_below_it_before_the_symlink_is_gone(
     tmp_path: Path,
 ) -> None:

@@ -721,6 +721,8 @@ class _Flattener:
                 rank = min(mine, theirs)
                 self.hidden[now] = min(rank, self.hidden.get(now, rank))
                 self.hidden_newest[now] = max(rank, self.hidden_newest.get(now, rank))
+                # This layer's entries there (written before its symlink moved these) too.
+                self._prune_older(now, rank)
 
     def _prune_older(self, path: str, hider: int) -> None:
         """Take out of the tree what layers older than `hider` put at and below `path`
