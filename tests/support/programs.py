@@ -55,6 +55,7 @@ PACKAGES: dict[str, str] = {
     "gpgv": "gpgv",
     "depmod": "kmod",
     "cpio": "cpio",
+    "xz": "xz-utils",
     "dpkg-deb": "dpkg",
     "busybox": "busybox",
     "sh": "dash",
