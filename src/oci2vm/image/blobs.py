@@ -25,6 +25,7 @@ from typing import BinaryIO, cast
 from oci2vm.errors import Oci2vmError
 from oci2vm.image.arrival import Arrival
 from oci2vm.layers.decompress import GZIP_MAGIC, ZSTD_MAGIC
+from oci2vm.util.atomic import replace_whole
 from oci2vm.util.hashing import HashThread
 
 CHUNK = 1 << 20
@@ -450,17 +451,8 @@ class BlobStore:
 
     def remember_uncompressed(self, blob_digest: str, diff_id: str) -> None:
         """Record a verified blob → diff_id pair (best effort: a read-only cache is fine)."""
-        final = self._uncompressed_path(blob_digest)
         try:
-            final.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=final.parent)
-            try:
-                with os.fdopen(fd, "w") as out:
-                    out.write(diff_id + "\n")
-                os.replace(tmp, final)
-            except OSError:
-                Path(tmp).unlink(missing_ok=True)
-                raise
+            replace_whole(self._uncompressed_path(blob_digest), f"{diff_id}\n".encode())
         except OSError as e:
             log.debug("cannot record the diff_id of %s: %s", blob_digest, e)
 

@@ -24,14 +24,13 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from oci2vm.image.blobs import BlobRef, BlobStore, check_digest
 from oci2vm.kernel.modinfo import ModInfo
+from oci2vm.util.atomic import replace_whole
 
 log = logging.getLogger(__name__)
 
@@ -139,15 +138,7 @@ class KernelCache:
         """Write `path` whole or not at all; a cache that cannot be written only costs the
         next build the work again."""
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
-            try:
-                with os.fdopen(fd, "wb") as out:
-                    out.write(data)
-                os.replace(tmp, path)
-            except BaseException:
-                Path(tmp).unlink(missing_ok=True)
-                raise
+            replace_whole(path, data)
         except OSError as e:
             log.debug("%s: not cached (%s)", path, e)
 

@@ -75,6 +75,21 @@ def scratch_beside(final: Path, suffix: str) -> Iterator[Path]:
         path.unlink(missing_ok=True)
 
 
+def replace_whole(path: Path, data: bytes) -> None:
+    """Write `data` to `path` (its directory made) through a temporary file beside it, so
+    that a reader finds the old file or the new one, whole; for the cache's small
+    records. Raises OSError."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
