@@ -30,7 +30,7 @@ through a symlink (a runtime follows it, deleting elsewhere) are refused.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from oci2vm.errors import Oci2vmError
@@ -112,6 +112,14 @@ def _join(parts: list[str]) -> str:
 def _under(base: str, name: str) -> str:
     """The path of `name` in the directory at `base` (the root is '/')."""
     return f"{base.rstrip('/')}/{name}"
+
+
+def _symlinks(node: Inode, path: str) -> Iterator[str]:
+    """The paths of the symlinks at and below `node` (at `path`)."""
+    if node.kind is Kind.SYMLINK:
+        yield path
+    for name, child in (node.children or {}).items():
+        yield from _symlinks(child, _under(path, name))
 
 
 def _rebased(path: str, old: str, new: str) -> str | None:
@@ -991,6 +999,11 @@ class _Flattener:
         (gone with it), but a symlink deeper in it may still take them elsewhere; anything
         else, or the path deleted by this layer, and they are gone."""
         todo = sorted((key for key in self.limbo if key[1] > p.index), reverse=True)
+        links_in_limbo = {
+            (link, layer)
+            for (path, layer) in todo
+            for link in _symlinks(self.limbo[(path, layer)], path)
+        }
         while todo:
             key = todo.pop()
             path, layer = key
@@ -1019,11 +1032,26 @@ class _Flattener:
                 assert source.children is not None
                 for name, child in source.children.items():
                     if child.kind is Kind.DIR and child.layer < 0:  # the layer's path went on
+                        self._no_link_between(_under(path, name), layer, links_in_limbo, p)
                         below = (_under(path, name), layer)
                         self.limbo[below] = child
                         if links:
                             self.limbo_links.add(below)
                         todo.append(below)
+
+    @staticmethod
+    def _no_link_between(path: str, layer: int, links: set[tuple[str, int]], p: _Pass) -> None:
+        """Refuse what oci2vm would drop: upper `layer` wrote below `path`, where a layer
+        between it and this one left a symlink in the limbo too (it wrote it in a
+        directory it left implicit, which newer layers replace): a runtime wrote those
+        entries where that symlink leads."""
+        between = [by for at, by in links if at == path and p.index < by < layer]
+        if between:
+            raise Oci2vmError(
+                f"layer {layer + 1} writes below {path!r}, which layer {max(between) + 1} "
+                "makes a symlink in a directory it leaves implicit and upper layers "
+                "replace: not supported"
+            )
 
     def _relocate_limbo(self, path: str, source: Inode, link: Inode, layer: int, p: _Pass) -> None:
         """Move what `layer` wrote below `path` (the limbo directory `source`) where this
