@@ -34,11 +34,8 @@ OCI2VM = [sys.executable, "-c", "import sys; from oci2vm.cli import main; sys.ex
 
 
 def digest(path: Path) -> str:
-    h = hashlib.sha256()
     with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def main() -> None:
