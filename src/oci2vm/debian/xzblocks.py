@@ -23,7 +23,6 @@ sequential decoder, which reports what is wrong with it.
 from __future__ import annotations
 
 import lzma
-import os
 import struct
 import zlib
 from collections import deque
@@ -33,6 +32,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from oci2vm.errors import Oci2vmError
+from oci2vm.util.workers import worker_count
 
 HEADER_MAGIC = b"\xfd7zXZ\x00"
 FOOTER_MAGIC = b"YZ"
@@ -163,7 +163,7 @@ def inflate(
     """The inflated bytes of `blocks`, in order and in pieces of at most OUT_PIECE bytes,
     `workers` blocks at a time (default: the CPUs, at most 4), that one being handed out
     included: a block's bytes are held until the next is asked for."""
-    workers = workers or max(1, min(4, os.cpu_count() or 1))
+    workers = workers or worker_count()
     todo = iter(blocks)
     with ThreadPoolExecutor(workers, "xz-block") as pool:
         waiting: deque[tuple[Block, Future[bytes]]] = deque()

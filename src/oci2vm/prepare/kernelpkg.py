@@ -12,7 +12,6 @@ it once.
 
 from __future__ import annotations
 
-import os
 import posixpath
 import re
 from collections import deque
@@ -29,6 +28,7 @@ from oci2vm.layers.tarstream import Member, TarReader
 from oci2vm.prepare.kernelcache import KernelCache
 from oci2vm.tree.editor import TreeEditor
 from oci2vm.tree.model import BytesReader
+from oci2vm.util.workers import worker_count
 
 MODULE_LIMIT = 256 << 20  # bytes of one module as stored in the package
 KERNEL_LIMIT = 256 << 20  # Debian's are ~8 MB
@@ -155,7 +155,7 @@ class _ModuleReader:
     def __init__(self, db: ModuleDb, modules: list[tuple[str, ModInfo]]) -> None:
         self._db = db
         self._modules = modules
-        self._pool = ThreadPoolExecutor(max(1, min(4, os.cpu_count() or 1)), "modinfo")
+        self._pool = ThreadPoolExecutor(worker_count(), "modinfo")
         self._waiting: deque[tuple[str, str, Future[ModInfo] | ModInfo]] = deque()
 
     def __enter__(self) -> _ModuleReader:
