@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from typing import cast
 
 from oci2vm.debian import xzblocks
+from oci2vm.debian.xzblocks import XZ_MAGIC, XZ_MEMLIMIT
 from oci2vm.errors import Oci2vmError
 from oci2vm.layers.decompress import (
     CHUNK,
@@ -21,9 +22,6 @@ from oci2vm.layers.decompress import (
     member_chunks,
 )
 
-XZ_MAGIC = b"\xfd7zXZ\x00"
-# Enough for any preset of xz(1) (-9e needs 64 MiB); a stream asking more is refused.
-XZ_MEMLIMIT = 256 << 20
 SUFFIXES = {".xz": "xz", ".gz": "gzip", ".zst": "zstd"}
 UNSUPPORTED = (".bz2", ".lzma", ".lz4", ".Z")
 MAGIC = {"xz": XZ_MAGIC, "gzip": GZIP_MAGIC, "zstd": ZSTD_MAGIC}
@@ -70,12 +68,13 @@ def open_stream(raw: Blob, kind: str, what: str, *, size: int | None = None) -> 
         return decompressed(_Prefixed(head, raw), what=what, hash_stream=False)
 
     def produce() -> Iterator[bytes]:
-        blocks = xzblocks.plan(cast(xzblocks.RandomAccess, raw), size) if size else None
-        if blocks is not None:
-            yield from xzblocks.inflate(cast(xzblocks.RandomAccess, raw), *blocks, what)
-            return
-        if size:
-            cast(xzblocks.RandomAccess, raw).seek(len(head))
+        if size:  # `raw` takes seek() then
+            seekable = cast(xzblocks.RandomAccess, raw)
+            blocks = xzblocks.plan(seekable, size)
+            if blocks is not None:
+                yield from xzblocks.inflate(seekable, *blocks, what)
+                return
+            seekable.seek(len(head))
         yield from _xz_chunks(raw, head, what)
         while raw.read(CHUNK):  # the whole blob is read, so that its digest is checked
             pass

@@ -34,13 +34,15 @@ from typing import Protocol
 from oci2vm.errors import Oci2vmError
 from oci2vm.util.workers import worker_count
 
-HEADER_MAGIC = b"\xfd7zXZ\x00"
+XZ_MAGIC = b"\xfd7zXZ\x00"
 FOOTER_MAGIC = b"YZ"
 HEADER_SIZE = FOOTER_SIZE = 12
 MAX_BLOCK = 32 << 20  # inflated bytes of a block taken whole; xz -T's are 3 x its dictionary
 MAX_INDEX = 1 << 20  # ~100,000 records; a file with more is read sequentially
 OUT_PIECE = 1 << 20
-MAX_MEMLIMIT = 256 << 20  # as the sequential decoder's (compression.XZ_MEMLIMIT)
+# Enough for any preset of xz(1) (-9e needs 64 MiB); a stream asking more is refused (the
+# sequential decoder of debian.compression takes it too).
+XZ_MEMLIMIT = 256 << 20
 
 
 class RandomAccess(Protocol):
@@ -88,7 +90,7 @@ def plan(f: RandomAccess, total: int) -> tuple[bytes, list[Block]] | None:
     if (
         records is None
         or len(records) < 2
-        or header[:6] != HEADER_MAGIC
+        or header[:6] != XZ_MAGIC
         or header[6:8] != flags
         or zlib.crc32(header[6:8]) != struct.unpack_from("<I", header, 8)[0]
     ):
@@ -195,6 +197,6 @@ def inflate(
 
 def _inflate_one(stream: bytes, what: str) -> bytes:
     try:
-        return lzma.decompress(stream, lzma.FORMAT_XZ, memlimit=MAX_MEMLIMIT)
+        return lzma.decompress(stream, lzma.FORMAT_XZ, memlimit=XZ_MEMLIMIT)
     except lzma.LZMAError as e:
         raise Oci2vmError(f"{what}: corrupt xz stream ({e})") from None
