@@ -104,6 +104,11 @@ def _provided(paragraph: bytes) -> set[str]:
     return {part.split("(")[0].strip() for part in line.split(",")}
 
 
+def _heads(names: set[str]) -> tuple[bytes, ...]:
+    """How the records of packages of these names start."""
+    return tuple(f"Package: {n}\n".encode() for n in names)
+
+
 OpenIndex = Callable[[], AbstractContextManager[Source]]
 
 
@@ -130,20 +135,23 @@ class PackageIndex:
 
     def _scan(self, names: set[str]) -> None:
         expected = self._expected
-        needles = tuple(n.encode() for n in names | expected)
+        kept = tuple(p.encode() for p in expected)
+        heads = _heads(names)
+        needles = tuple(n.encode() for n in names) + kept  # in every record that names one
         with self._open() as stream:
             for paragraph in paragraphs(stream, self.what, needles):
-                self._take(paragraph, names)
-                if any(p.encode() in paragraph for p in expected):
+                self._take(paragraph, names, heads)
+                if any(p in paragraph for p in kept):
                     self._kept.append(paragraph)
         self._looked_up |= names
         self._covered |= expected
         self._expected = set()
 
-    def _take(self, paragraph: bytes, names: set[str]) -> None:
-        """Record `paragraph`'s package if it is one of `names` or provides one."""
+    def _take(self, paragraph: bytes, names: set[str], heads: tuple[bytes, ...]) -> None:
+        """Record `paragraph`'s package if it is one of `names` (its record starts with
+        one of `heads`) or provides one."""
         provided = _provided(paragraph) & names
-        if not (paragraph.startswith(tuple(f"Package: {n}\n".encode() for n in names)) or provided):
+        if not (paragraph.startswith(heads) or provided):
             return
         package = parse_package(parse_fields(paragraph, self.what), self.what)
         if package.name in names:
@@ -162,8 +170,9 @@ class PackageIndex:
         new = wanted - self._looked_up
         covered = {n for n in new if n.startswith(tuple(self._covered))}
         if covered:  # every record that names them was kept by an earlier pass
+            heads = _heads(covered)
             for paragraph in self._kept:
-                self._take(paragraph, covered)
+                self._take(paragraph, covered, heads)
             self._looked_up |= covered
         if new - covered:
             self._scan(new - covered)
