@@ -20,16 +20,14 @@ from oci2vm.kernel.modinfo import ModInfo
 from oci2vm.prepare import kernelpkg
 from oci2vm.prepare.kernelcache import KernelCache
 from oci2vm.prepare.kernelpkg import KernelFiles, module_bytes, read_kernel_package
-from oci2vm.tree.editor import TreeEditor
-from oci2vm.tree.model import Inode, Kind, walk
+from oci2vm.tree.model import Kind, walk
 from support.debarchives import build_deb
 from support.elfmodules import build_module
 from support.layouts import directory
-from support.prepared import flattened
+from support.prepared import with_data
 
 VERSION = "6.1.0-99-amd64"
 BASE = f"./lib/modules/{VERSION}"
-MTIME = 1_700_000_000 * 10**9
 
 
 def module(name: str, needs: tuple[str, ...] = (), exports: tuple[str, ...] = ()) -> bytes:
@@ -57,19 +55,10 @@ def kernel_deb(tmp_path: Path, *, extra: bool = False) -> BlobRef:
 
 def read(deb: BlobRef, cache: KernelCache | None) -> tuple[KernelFiles, dict[str, bytes]]:
     """The package read into a small tree: what it learned, and each file's bytes."""
-    tree = flattened(Path(tempfile.mkdtemp(dir=deb.path.parent)), [directory("etc")])
-    streamed: dict[Inode, bytes] = {}
-
-    def sink(inode: Inode, data: object) -> None:
-        chunks = []
-        while piece := data.view(1 << 20):  # type: ignore[attr-defined]
-            chunks.append(bytes(piece))
-        streamed[inode] = b"".join(chunks)
-
-    edit = TreeEditor(tree, MTIME, sink=sink)
+    tree, edit = with_data(Path(tempfile.mkdtemp(dir=deb.path.parent)), [directory("etc")])
     files = read_kernel_package(deb, "the package", edit, modules_into_tree=True, cache=cache)
     contents = {
-        path: streamed[inode] if inode in streamed else tree.content(inode)
+        path: edit.read_file(path, 1 << 30)
         for path, inode in walk(tree.root)
         if inode.kind is Kind.FILE
     }
