@@ -15,7 +15,6 @@ same QEMU settings, TCG) <= 1.0 x.
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import subprocess
 import sys
@@ -26,11 +25,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
-from benchlib import compile_package  # noqa: E402
+from benchlib import compile_package, debian_mirror  # noqa: E402
 
 from fixture_images import FixtureSet, debian_fixture  # noqa: E402
 from oci2vm import vm  # noqa: E402
-from support.debarchives import configured_mirror  # noqa: E402
 
 MBR_BIN = Path("/usr/lib/syslinux/mbr/mbr.bin")
 
@@ -127,7 +125,7 @@ def main() -> None:
         if not args.no_boot:
             # The same image with oci2vm's initramfs (its kernel's own modules) instead
             # of Debian's 36 MB one: the measurement --initrd auto's choice rests on.
-            mirror = os.environ.get("OCI2VM_DEBIAN_MIRROR") or configured_mirror()
+            mirror = debian_mirror()
             oci2vm_build(fx, work / "own.img", "--initrd", "own", "--mirror", mirror)
             # Alternate the disks and keep each one's faster boot: a boot under
             # emulation varies by a second or two with the host's load.

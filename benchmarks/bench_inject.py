@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import os
 import shutil
 import sys
 import tempfile
@@ -25,10 +24,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
-from benchlib import compile_package, timed_child  # noqa: E402
+from benchlib import compile_package, debian_mirror, timed_child  # noqa: E402
 
 from fixture_images import busybox_init_fixture  # noqa: E402
-from support.debarchives import configured_mirror  # noqa: E402
 
 OCI2VM = [sys.executable, "-c", "import sys; from oci2vm.cli import main; sys.exit(main())"]
 
@@ -46,7 +44,7 @@ def main() -> None:
     fx = busybox_init_fixture()
     work = Path(tempfile.mkdtemp(prefix="oci2vm-bench-inject-"))
     cache = work / "cache"
-    mirror = os.environ.get("OCI2VM_DEBIAN_MIRROR") or configured_mirror()
+    mirror = debian_mirror()
     out = work / "disk.raw"
     build = [*OCI2VM, "build", "-q", f"oci:{fx.oci_layout}:{fx.tag}", "-o", str(out),
              "--cache-dir", str(cache), "--mirror", mirror, "--kernel", "debian"]  # fmt: skip

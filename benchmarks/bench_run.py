@@ -18,7 +18,6 @@ the first, untimed run fills.
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import subprocess
 import sys
@@ -29,11 +28,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
-from benchlib import compile_package  # noqa: E402
+from benchlib import compile_package, debian_mirror  # noqa: E402
 
 from fixture_images import busybox_app_fixture, debian_fixture  # noqa: E402
 from oci2vm import vm  # noqa: E402
-from support.debarchives import configured_mirror  # noqa: E402
 
 OCI2VM = [sys.executable, "-c", "import sys; from oci2vm.cli import main; sys.exit(main())"]
 FIRST_LINE = ["--", "sh", "-c", "echo first-line; sleep 0.2; echo done"]
@@ -131,7 +129,7 @@ def main() -> None:
     app = busybox_app_fixture()
     source = f"oci:{app.oci_layout}:{app.tag}"
     work = Path(tempfile.mkdtemp(prefix="oci2vm-bench-run-"))
-    mirror = os.environ.get("OCI2VM_DEBIAN_MIRROR") or configured_mirror()
+    mirror = debian_mirror()
     common = ["run", "--cache-dir", str(work / "cache"), "--mirror", mirror, "--accel", "tcg"]
     try:
         started = time.perf_counter()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import compileall
 import hashlib
 import json
+import os
 import subprocess
 import time
 from pathlib import Path
@@ -21,6 +22,14 @@ def compile_package() -> None:
     0.15 s of start-up that no user pays."""
     if not compileall.compile_dir(ROOT / "src" / "oci2vm", quiet=1):
         raise SystemExit("could not compile src/oci2vm")
+
+
+def debian_mirror() -> str:
+    """The Debian mirror the benchmarks fetch kernels from: $OCI2VM_DEBIAN_MIRROR, else
+    the machine's apt mirror (as the tests take it)."""
+    from support.debarchives import configured_mirror  # (tests/ is on sys.path by then)
+
+    return os.environ.get("OCI2VM_DEBIAN_MIRROR") or configured_mirror()
 
 
 def high_water(pid: int) -> int:
