@@ -541,21 +541,23 @@ ENV_FILE_LIMIT = 1 << 20
 
 def environment(files: Sequence[Path], options: Sequence[str]) -> tuple[str, ...]:
     """KEY=VALUE settings from --env-file FILEs, then -e options, as docker run reads them:
-    blank lines and # comments skipped, a KEY alone takes its value from this environment
-    (and is left out when unset here)."""
+    blank lines and # comments skipped, a KEY alone takes its value from this environment.
+    Unset here, a file's KEY is left out, while `-e KEY` stays a bare KEY: docker's daemon
+    then removes KEY from the image's environment (moby's ReplaceOrAppendEnvValues), and so
+    does merge_env."""
     import os
 
-    settings: list[str] = []
+    settings: list[tuple[str, bool]] = []
     for path in files:
         try:
             text = read_small_text(path)
         except (OSError, UnicodeDecodeError, Oci2vmError) as e:
             raise Oci2vmError(f"--env-file {path}: {e}") from None
-        settings.extend(line for line in text.splitlines() if line.strip()
+        settings.extend((line, False) for line in text.splitlines() if line.strip()
                         and not line.lstrip().startswith("#"))  # fmt: skip
-    settings.extend(options)
+    settings.extend((option, True) for option in options)
     out: list[str] = []
-    for setting in settings:
+    for setting, unsets in settings:
         key, sep, _ = setting.partition("=")
         if not key or any(c.isspace() for c in key):
             raise Oci2vmError(f"environment setting {setting!r}: expected KEY=VALUE")
@@ -563,6 +565,8 @@ def environment(files: Sequence[Path], options: Sequence[str]) -> tuple[str, ...
             out.append(setting)
         elif key in os.environ:
             out.append(f"{key}={os.environ[key]}")
+        elif unsets:
+            out.append(key)
     return tuple(out)
 
 

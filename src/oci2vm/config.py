@@ -230,7 +230,7 @@ class Config:
     # the workload of app mode (docker run's options); None: the image config's
     command: tuple[str, ...] | None = None  # replaces Cmd
     entrypoint: str | None = None  # replaces Entrypoint ("" clears it)
-    env: tuple[str, ...] = ()  # KEY=VALUE added to the config's Env, in order
+    env: tuple[str, ...] = ()  # KEY=VALUE added to the config's Env in order; a bare KEY unsets
     workdir: str | None = None
     user: str | None = None  # NAME|UID[:GROUP|GID]
     publish: tuple[PortMapping, ...] = ()

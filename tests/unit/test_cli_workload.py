@@ -30,8 +30,10 @@ def test_env_files_then_options_with_comments_and_host_values(
     env_file.write_text("# a comment\n\nA=from-file\nFROM_HOST\nUNSET_HERE\n")
     monkeypatch.setenv("FROM_HOST", "host value")
     monkeypatch.delenv("UNSET_HERE", raising=False)
-    config = config_from(parse(["run", "--env-file", str(env_file), "-e", "A=option", "img"]))
-    assert config.env == ("A=from-file", "FROM_HOST=host value", "A=option")
+    words = ["run", "--env-file", str(env_file), "-e", "A=option", "-e", "UNSET_HERE", "img"]
+    config = config_from(parse(words))
+    # a file's KEY unset here is left out; `-e KEY` stays bare, to unset the image's KEY
+    assert config.env == ("A=from-file", "FROM_HOST=host value", "A=option", "UNSET_HERE")
 
 
 def test_a_malformed_environment_setting_is_refused(tmp_path: Path) -> None:

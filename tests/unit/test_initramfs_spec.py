@@ -71,6 +71,12 @@ def test_env_merges_config_then_options_later_wins_in_place() -> None:
     assert spec.hostname == "box"
 
 
+def test_a_bare_key_unsets_the_images_value_or_dockers_default() -> None:
+    spec = workload(image(env=("FOO=bar", "KEEP=1")), Config(env=("FOO", "PATH", "NEW")))
+    assert spec.env == ("HOSTNAME=oci2vm", "KEEP=1")
+    assert workload(image(env=("BARE", "X=1")), Config()).env[-1:] == ("X=1",)
+
+
 def test_path_defaults_to_dockers_and_tty_adds_term() -> None:
     spec = workload(image(env=()), Config(tty=True), hostname="h")
     assert spec.env == (f"PATH={DEFAULT_PATH}", "HOSTNAME=h", "TERM=xterm")

@@ -150,12 +150,16 @@ _REALTIME = re.compile(r"SIGRT(MIN|MAX)([+-]\d{1,2})?")
 
 
 def merge_env(*layers: Sequence[str]) -> tuple[str, ...]:
-    """KEY=VALUE lists merged in order: a later value replaces an earlier one in place."""
+    """KEY=VALUE lists merged in order: a later value replaces an earlier one in place, and
+    a bare KEY (`-e KEY` unset where oci2vm runs) removes it, as docker's daemon does."""
     merged: dict[str, str] = {}
     for layer in layers:
         for entry in layer:
-            key, _, _ = entry.partition("=")
-            merged[key] = entry
+            key, sep, _ = entry.partition("=")
+            if sep:
+                merged[key] = entry
+            else:
+                merged.pop(key, None)
     return tuple(merged.values())
 
 
