@@ -11,6 +11,7 @@ so reruns and other tests reuse them; the cache test alone starts from an empty 
 
 from __future__ import annotations
 
+import os
 import signal
 import tarfile
 import time
@@ -161,3 +162,15 @@ def test_env_workdir_user_entrypoint_and_volumes(app: str, tmp_path: Path) -> No
     assert "Read-only file system" in result.err
     assert (shared / "out.txt").read_text() == "from-the-guest\n"
     assert sorted(p.name for p in read_only.iterdir()) == ["in.txt"]
+
+
+def test_user_gets_its_supplementary_groups_and_e_key_unsets_like_docker(app: str) -> None:
+    """busybox-app's User "app" (1000) is listed in /etc/group's "extra" (1001): docker
+    (runc) gives it that group too, unless -u names a group; `-e KEY` with KEY unset where
+    docker runs removes the image's KEY."""
+    script = 'echo "[${SOME_ENV_FROM_CONFIG-unset}]"; id -u; id -g; id -G'
+    assert "SOME_ENV_FROM_CONFIG" not in os.environ
+    result = oci2vm("run", *run_options(), "-e", "SOME_ENV_FROM_CONFIG", app, "sh", "-c", script)
+    assert (result.code, result.out) == (0, "[unset]\n1000\n1000\n1000 1001\n"), result.err
+    result = oci2vm("run", *run_options(), "-u", "app:app", app, "sh", "-c", "id -G; exit 4")
+    assert (result.code, result.out) == (4, "1000\n"), result.err

@@ -219,9 +219,11 @@ open_channels() {
 }
 
 # docker's user rules: NAME or UID, optionally :GROUP or :GID; names from the root's
-# /etc/passwd and /etc/group; an unknown numeric id is taken as is (group 0, HOME /).
+# /etc/passwd and /etc/group; an unknown numeric id is taken as is (group 0, HOME /). A
+# user found in /etc/passwd without a :GROUP also gets the groups /etc/group lists it in
+# (runc's supplementary groups): `members` says whether there is any.
 resolve_user() {
-	user=${SPEC_USER%%:*} group=""
+	user=${SPEC_USER%%:*} group="" members=""
 	case "$SPEC_USER" in *:*) group=${SPEC_USER#*:} ;; esac
 	[ -n "$user" ] || user=0
 	entry=$(awk -F: -v u="$user" '$1 == u || $3 == u { print; exit }' "$ROOT/etc/passwd" 2>/dev/null)
@@ -233,7 +235,12 @@ resolve_user() {
 		case "$user" in *[!0-9]*) fail_start "unable to find user $user: no matching entries in passwd file" ;; esac
 		uid=$user gid=0 home=/
 	fi
-	[ -n "$group" ] || return 0
+	if [ -z "$group" ]; then
+		[ -n "$entry" ] || return 0
+		members=$(awk -F: -v n="${entry%%:*}" '{ k = split($4, m, ",")
+			for (i = 1; i <= k; i++) if (m[i] == n) { print $3; exit } }' "$ROOT/etc/group" 2>/dev/null)
+		return 0
+	fi
 	entry=$(awk -F: -v g="$group" '$1 == g || $3 == g { print $3; exit }' "$ROOT/etc/group" 2>/dev/null)
 	if [ -n "$entry" ]; then
 		gid=$entry
@@ -272,8 +279,17 @@ start_workload() {
 	esac
 	eval "set -- $SPEC_ENV"
 	[ "$SPEC_HAS_HOME" = 1 ] || set -- "$@" "HOME=${home:-/}"
-	set -- env -i "$@" /bin/busybox nsenter -S "$uid" -G "$gid" -r"$ROOT" -w"$ROOT$SPEC_WORKDIR" -F --
-	eval "set -- \"\$@\" \"\$program\" $SPEC_ARGS"
+	set -- env -i "$@" /bin/busybox nsenter -r"$ROOT" -w"$ROOT$SPEC_WORKDIR" -F
+	if [ -n "$members" ]; then
+		# nsenter -G sets one group; start-stop-daemon -c calls initgroups(), which reads
+		# the current root's /etc/group: started inside the root, from this initramfs's
+		# busybox reached through PID 1's root (no file of the image runs as root first).
+		set -- "$@" -- /proc/1/root/bin/busybox start-stop-daemon -S -q \
+			-p /proc/oci2vm-none -c "$uid:$gid" -x "$program" --
+	else
+		set -- "$@" -S "$uid" -G "$gid" -- "$program"
+	fi
+	eval "set -- \"\$@\" $SPEC_ARGS"
 	# The host asks for a stop on the control port: "stop" sends the stop signal to the
 	# workload, whose pid its starter leaves in WORKLOAD_PID.
 	: >"$WORKLOAD_PID"
