@@ -303,8 +303,6 @@ def layer_stacks(draw: Any, min_layers: int = 3, max_layers: int = 5) -> Stack:
     state: dict[str, str] = {"": "dir"}
     links: dict[str, str] = {}
     throughs: list[str] = []
-    implicit_links: set[str] = set()  # symlinks whose layer left a directory above implicit
-    fragile: set[str] = set()  # directories above a symlink such a one's upper layer used
     layers: list[list[Member]] = []
     root_listed = False
     for _ in range(draw(st.integers(min_layers, max_layers))):
@@ -334,21 +332,8 @@ def layer_stacks(draw: Any, min_layers: int = 3, max_layers: int = 5) -> Stack:
                 for ln in throughs
             )
         )
-        # An upper layer writes through a lower layer's symlink that sits in a directory
-        # its layer left implicit, and a newer layer replaces or deletes a directory above
-        # it: oci2vm refuses (flatten's _no_link_between).
-        assume(not any(d == c or d.startswith(c + "/") for d in fragile for c in layer.cut))
         if layer.through is not None:
             throughs.append(layer.through)
-            if layer.through in implicit_links and layer.through not in layer.listed:
-                parts = layer.through.split("/")
-                fragile.update("/".join(parts[:i]) for i in range(1, len(parts)))
-        for path in layer.listed:
-            parents = ["/".join(path.split("/")[:i]) for i in range(1, path.count("/") + 1)]
-            if layer.state.get(path) == "symlink" and any(d not in layer.listed for d in parents):
-                implicit_links.add(path)
-            else:
-                implicit_links.discard(path)
         layers.append(layer.members)
     return Stack(layers, root_listed)
 

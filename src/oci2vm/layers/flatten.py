@@ -114,12 +114,15 @@ def _under(base: str, name: str) -> str:
     return f"{base.rstrip('/')}/{name}"
 
 
-def _symlinks(node: Inode, path: str) -> Iterator[str]:
-    """The paths of the symlinks at and below `node` (at `path`)."""
-    if node.kind is Kind.SYMLINK:
-        yield path
+def _limbo_entries(node: Inode, path: str) -> Iterator[tuple[str, Inode]]:
+    """The entries a layer listed below the limbo directory `node` (at `path`), with their
+    paths: not the directories made for them."""
     for name, child in (node.children or {}).items():
-        yield from _symlinks(child, _under(path, name))
+        at = _under(path, name)
+        if child.layer >= 0:
+            yield at, child
+        if child.children is not None:
+            yield from _limbo_entries(child, at)
 
 
 def _rebased(path: str, old: str, new: str) -> str | None:
@@ -136,6 +139,19 @@ def _own_link(path: str, p: _Pass, hidden: bool = True) -> Inode | None:
     if link is None and hidden and p.hidden:
         link = p.hidden.get(path)
     return link if link is not None and link.kind is Kind.SYMLINK else None
+
+
+def _through_below(parts: list[str], depth: int, ancestor: str, p: _Pass) -> None:
+    """Where upper layers hide `ancestor` (parts[:depth]), a symlink this layer wrote
+    deeper on the path still leads the entry elsewhere, as it did when a runtime unpacked
+    the layer: _Through at the first one."""
+    if not (p.symlinked or p.hidden):
+        return
+    for deeper in range(depth + 1, len(parts)):
+        ancestor = f"{ancestor}/{parts[deeper - 1]}"
+        link = _own_link(ancestor, p)
+        if link is not None:
+            raise _Through(deeper, link)
 
 
 NO_CLAIM = 1 << 62  # an oldest claim where there is none
@@ -391,8 +407,10 @@ class _Flattener:
             if opaque_root:
                 continue
             if masks and ancestor in self.hidden:
+                _through_below(parts, depth, ancestor, p)
                 return depth
             if masks and ancestor in self.opaque:
+                _through_below(parts, depth, ancestor, p)
                 return depth + 1
             kids = node.children
             assert kids is not None
@@ -409,6 +427,7 @@ class _Flattener:
                     raise Oci2vmError(
                         f"{p.what}: entry {path!r} passes through {child.kind} {ancestor!r}"
                     )
+                _through_below(parts, depth, ancestor, p)
                 return depth  # an upper layer replaced the directory with a non-directory
             elif child.layer > p.index and ancestor not in p.hidden:
                 self.below_listed.setdefault(ancestor, set()).add(p.index)  # (see below)
@@ -999,11 +1018,12 @@ class _Flattener:
         (gone with it), but a symlink deeper in it may still take them elsewhere; anything
         else, or the path deleted by this layer, and they are gone."""
         todo = sorted((key for key in self.limbo if key[1] > p.index), reverse=True)
-        links_in_limbo = {
-            (link, layer)
-            for (path, layer) in todo
-            for link in _symlinks(self.limbo[(path, layer)], path)
-        }
+        # What each layer wrote in its limbos (the sources are popped as they are decided):
+        # a layer between a limbo's layer and this one may have put there what it met.
+        written: dict[str, list[tuple[int, Inode]]] = {}
+        for path, layer in todo:
+            for at, entry in _limbo_entries(self.limbo[(path, layer)], path):
+                written.setdefault(at, []).append((layer, entry))
         while todo:
             key = todo.pop()
             path, layer = key
@@ -1022,41 +1042,62 @@ class _Flattener:
             if entry is None:
                 continue
             if entry.kind is Kind.SYMLINK:
-                if links:
-                    raise Oci2vmError(
-                        f"{p.what}: an upper layer's hardlink to a lower file below {path!r} "
-                        "goes where this layer's symlink leads: not supported"
-                    )
-                self._relocate_limbo(path, source, entry, layer, p)
+                self._limbo_through(path, source, entry, layer, links, p)
             elif entry.kind is Kind.DIR:
-                assert source.children is not None
-                for name, child in source.children.items():
-                    if child.kind is Kind.DIR and child.layer < 0:  # the layer's path went on
-                        self._no_link_between(_under(path, name), layer, links_in_limbo, p)
-                        below = (_under(path, name), layer)
-                        self.limbo[below] = child
-                        if links:
-                            self.limbo_links.add(below)
-                        todo.append(below)
+                self._limbo_below(path, source, layer, links, written, todo, p)
 
-    @staticmethod
-    def _no_link_between(path: str, layer: int, links: set[tuple[str, int]], p: _Pass) -> None:
-        """Refuse what oci2vm would drop: upper `layer` wrote below `path`, where a layer
-        between it and this one left a symlink in the limbo too (it wrote it in a
-        directory it left implicit, which newer layers replace): a runtime wrote those
-        entries where that symlink leads."""
-        between = [by for at, by in links if at == path and p.index < by < layer]
-        if between:
-            raise Oci2vmError(
-                f"layer {layer + 1} writes below {path!r}, which layer {max(between) + 1} "
-                "makes a symlink in a directory it leaves implicit and upper layers "
-                "replace: not supported"
+    def _limbo_below(
+        self,
+        path: str,
+        source: Inode,
+        layer: int,
+        links: bool,
+        written: dict[str, list[tuple[int, Inode]]],
+        todo: list[tuple[str, int]],
+        p: _Pass,
+    ) -> None:
+        """Upper `layer`'s limbo `source` at `path` met a directory there: its entries
+        are gone with it, but where it went on below without listing a directory, what
+        it met there is the newest entry a layer between it and this one wrote in its own
+        limbo (a symlink takes them where it leads, a directory leaves them below), else
+        what this layer or a lower one says (a limbo again, decided in turn)."""
+        assert source.children is not None
+        for name, child in source.children.items():
+            if child.kind is not Kind.DIR or child.layer >= 0:
+                continue  # the layer's own entry, gone with the path
+            at = _under(path, name)
+            met = max(
+                ((by, e) for by, e in written.get(at, ()) if p.index < by < layer),
+                key=lambda found: found[0],
+                default=None,
             )
+            if met is None:
+                below = (at, layer)
+                self.limbo[below] = child
+                if links:
+                    self.limbo_links.add(below)
+                todo.append(below)
+            elif met[1].kind is Kind.SYMLINK:
+                self._limbo_through(at, child, met[1], layer, links, p)
+            elif met[1].kind is Kind.DIR:
+                self._limbo_below(at, child, layer, links, written, todo, p)
+
+    def _limbo_through(
+        self, path: str, source: Inode, link: Inode, layer: int, links: bool, p: _Pass
+    ) -> None:
+        """Upper `layer`'s limbo `source` at `path` met the symlink `link` there."""
+        if links:
+            raise Oci2vmError(
+                f"{p.what}: an upper layer's hardlink to a lower file below {path!r} "
+                "goes where a symlink there leads: not supported"
+            )
+        self._relocate_limbo(path, source, link, layer, p)
 
     def _relocate_limbo(self, path: str, source: Inode, link: Inode, layer: int, p: _Pass) -> None:
-        """Move what `layer` wrote below `path` (the limbo directory `source`) where this
-        layer's symlink `link` at `path` leads, merged with what is there by layer order
-        (see _relocate); unless a newer layer deleted or replaced the way there."""
+        """Move what `layer` wrote below `path` (the limbo directory `source`) where the
+        symlink `link` at `path` (this layer's, or a layer's between) leads, merged with
+        what is there by layer order (see _relocate); unless a newer layer deleted or
+        replaced the way there."""
         # (the limbo's own path, marked: no claim of the tree's entries there applies)
         into = self._move(source, path + "\0", self._leads(path, link, p), layer, layer, path, p)
         stack = [into] if into is not None else []
