@@ -1022,8 +1022,8 @@ class _Flattener:
         # a layer between a limbo's layer and this one may have put there what it met.
         written: dict[str, list[tuple[int, Inode]]] = {}
         for path, layer in todo:
-            for at, entry in _limbo_entries(self.limbo[(path, layer)], path):
-                written.setdefault(at, []).append((layer, entry))
+            for at, listed in _limbo_entries(self.limbo[(path, layer)], path):
+                written.setdefault(at, []).append((layer, listed))
         while todo:
             key = todo.pop()
             path, layer = key
