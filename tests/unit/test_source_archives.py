@@ -192,3 +192,71 @@ def test_decompressing_stops_before_the_scratch_filesystem_fills(
     with pytest.raises(Oci2vmError, match=r"app.tar.gz: decompressing it would leave less than"):
         resolve(f"docker-archive:{archive}", Fetch(store=store))
     assert list(store.scratch_dir().iterdir()) == []
+
+
+def _counting_decompression(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
+    from oci2vm.sources import container
+
+    calls: list[Path] = []
+    real = container._decompressed_copy
+
+    def counted(path: Path, kind: str, copy: Path) -> None:
+        calls.append(path)
+        real(path, kind, copy)
+
+    monkeypatch.setattr(container, "_decompressed_copy", counted)
+    return calls
+
+
+@pytest.mark.parametrize("transport", ["docker-archive", "oci-archive"])
+def test_a_second_read_of_a_compressed_archive_takes_the_index_of_the_first(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, transport: str
+) -> None:
+    """`oci2vm run` of an archive whose root is cached reads only its small members:
+    from the index, without decompressing it again (a layer read still would)."""
+    from oci2vm.sources import container
+
+    calls = _counting_decompression(monkeypatch)
+    fetch = Fetch(store=BlobStore(tmp_path / "cache"))
+    data = classic_archive()[0] if transport == "docker-archive" else oci_archive()
+    archive = tmp_path / "image.tar.xz"
+    archive.write_bytes(lzma.compress(data))
+    first = resolve(f"{transport}:{archive}", fetch)
+    second = resolve(f"{transport}:{archive}", fetch)
+    assert (second.config_digest, second.name) == (first.config_digest, first.name)
+    assert read_layers(second) == read_layers(first)  # (small: in the index too)
+    assert calls == [archive]
+    monkeypatch.setattr(container, "INDEX_SMALL", 4096)  # configs: small; layers: not
+    archive.write_bytes(lzma.compress(data, preset=1))  # rewritten: another index
+    third = resolve(f"{transport}:{archive}", fetch)
+    fourth = resolve(f"{transport}:{archive}", fetch)
+    assert len(calls) == 2  # (config and manifests: in the index)
+    assert read_layers(fourth) == read_layers(first) == read_layers(third)
+    assert len(calls) == 3  # the layer's read decompressed it, once
+    assert fourth.config_digest == first.config_digest
+
+
+def test_a_broken_or_lying_index_is_not_trusted_blindly(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from oci2vm.sources import container
+
+    monkeypatch.setattr(container, "INDEX_SMALL", 4096)  # configs: small; layers: not
+    calls = _counting_decompression(monkeypatch)
+    store = BlobStore(tmp_path / "cache")
+    archive = tmp_path / "app.tar.gz"
+    archive.write_bytes(COMPRESS["gz"](classic_archive()[0]))
+    resolve(f"docker-archive:{archive}", Fetch(store=store))
+    (index,) = store.archive_index_dir().glob("*/index.json")
+    doc = json.loads(index.read_text())
+    index.write_text("{not json")  # unreadable: read the archive again
+    resolve(f"docker-archive:{archive}", Fetch(store=store))
+    assert len(calls) == 2
+    offset, size = doc["members"]["abc/layer.tar"]
+    doc["members"]["abc/layer.tar"] = [offset - 512, size]  # what the archive does not hold
+    index.write_text(json.dumps(doc))
+    image = resolve(f"docker-archive:{archive}", Fetch(store=store))
+    before = set(store.scratch_dir().iterdir())  # (the copies of the reads above, until exit)
+    with pytest.raises(Oci2vmError, match=r"app.tar.gz: the archive changed while it was read"):
+        read_layers(image)
+    assert set(store.scratch_dir().iterdir()) == before

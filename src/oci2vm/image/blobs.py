@@ -111,7 +111,9 @@ class BlobRef:
     no digest (its digest is computed while it is read). `cached` marks cache entries:
     they are verified like any blob, and a mismatch says the cache entry was changed.
     `arrival`, for a cache entry still downloading, is where its bytes are read from as
-    they land (until it is complete, `path` does not exist yet).
+    they land (until it is complete, `path` does not exist yet). `ready`, for a member of
+    a compressed archive known from an earlier run's index, writes `path` (the archive
+    decompressed) the first time any such blob is read.
     """
 
     path: Path
@@ -120,9 +122,12 @@ class BlobRef:
     digest: str | None
     cached: bool = False
     arrival: Arrival | None = None
+    ready: Callable[[], None] | None = None
 
     def open(self, progress: ProgressFn | None = None) -> VerifyingReader:
         """A reader of the blob's bytes that verifies the digest when it reaches the end."""
+        if self.ready is not None:
+            self.ready()
         if self.arrival is not None and self.digest is not None:
             # Not a cache entry yet: the registry's bytes, which its download hashes as
             # they land; the reader proves at its end that it read those (Arrival.prove).
@@ -422,6 +427,12 @@ class BlobStore:
         arrival.commit()
         return BlobRef(arrival.final, 0, arrival.size, digest, cached=True)
 
+    def archive_index_dir(self) -> Path:
+        """Where what earlier runs read of compressed archives is kept (sources/container)."""
+        directory = self.root / "archives"
+        self._directory(directory)
+        return directory
+
     def scratch_dir(self) -> Path:
         """A directory in the cache for temporary files of the same size as blobs."""
         directory = self.root / "tmp"
@@ -535,6 +546,8 @@ def _head(blob: BlobRef, n: int) -> bytes:
     """The first n bytes of a blob (unverified: for estimates only)."""
     if blob.arrival is not None:
         return blob.arrival.head(n)
+    if blob.ready is not None:
+        blob.ready()
     with open_regular(blob.path) as f:
         f.seek(blob.offset)
         return f.read(n)
@@ -545,6 +558,8 @@ def _tail(blob: BlobRef, n: int) -> bytes:
     then checked against the blob before it enters the cache)."""
     if blob.arrival is not None:
         return blob.arrival.tail(n)
+    if blob.ready is not None:
+        blob.ready()
     with open_regular(blob.path) as f:
         f.seek(blob.offset + blob.size - n)
         return f.read(n)

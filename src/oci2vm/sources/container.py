@@ -4,20 +4,32 @@ OCI layouts, oci-archives and both forms of `docker save` output are sets of nam
 files; reading them through one interface lets each format's parser ignore whether it
 was handed a directory or a tarball. Nothing is extracted: a member is a byte range of
 the archive. A compressed archive (gzip, zstd, xz, bzip2: what skopeo and podman read,
-`docker save | xz` being common) is first decompressed whole into one temporary file in
-the cache's scratch directory, as containers/image does, since its members are read in
-an order of their own; the file is removed when the process ends.
+`docker save | xz` being common) is decompressed whole into one temporary file in the
+cache's scratch directory, as containers/image does, since its members are read in an
+order of their own; the file is removed when the process ends.
+
+Decompressing costs seconds per hundred MB, every time: too much for `oci2vm run` of an
+archive whose root the run cache already holds, or `inspect`. So the first read leaves an
+index in the cache (<cache>/archives/<identity>/: where each member is, and the small ones
+themselves: manifests, configs, small layers), keyed by the archive's path and stat
+(device, inode, size, mtime, ctime: any write changes one). A later read takes the index
+and decompresses only if a large member is read, checking the copy against the index.
+The index is trusted like the run cache; blobs are still verified by digest when read.
 """
 
 from __future__ import annotations
 
 import atexit
 import bz2
+import hashlib
 import io
+import json
+import logging
 import os
 import posixpath
+import secrets
+import shutil
 import tarfile
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, cast
@@ -30,6 +42,8 @@ from oci2vm.layers.tarstream import BLOCK, is_header
 
 if TYPE_CHECKING:
     from oci2vm.sources.base import Fetch
+
+log = logging.getLogger(__name__)
 
 MAX_SMALL = 16 << 20  # manifests, configs and index files are never this big
 # What an image archive may hold: a handful of files per layer, and tar metadata (pax
@@ -71,31 +85,44 @@ class _CappedReads(io.RawIOBase):
 
 class Container:
     """A directory or a tar archive of named files; the files it names must be regular
-    files (a FIFO or a device is refused, never read). `scratch` gives the directory a
-    compressed archive is decompressed into (without it, one is refused)."""
+    files (a FIFO or a device is refused, never read). `store` gives the cache a
+    compressed archive is decompressed in and indexed in (without it, one is refused)."""
 
-    def __init__(self, path: Path, scratch: Callable[[], Path] | None = None) -> None:
+    def __init__(self, path: Path, store: Callable[[], BlobStore] | None = None) -> None:
         self.path = path
         self._members: dict[str, tuple[int, int]] | None = None
+        self._small: dict[str, Path] = {}  # members an index holds as files of their own
+        self._ready: Callable[[], None] | None = None
         if not os.path.lexists(path):
             raise Oci2vmError(f"{path}: no such file or directory")
         try:
             is_dir = path.is_dir()
         except OSError as e:  # Python < 3.12 lets ELOOP through
             raise Oci2vmError(f"cannot read {path}: {e.strerror}") from None
-        if not is_dir:
-            self._data = path  # the tar itself, or its decompressed copy
-            kind = archive_compression(path)
-            if kind != "none":
-                if scratch is None:
-                    raise Oci2vmError(f"{path}: a {kind}-compressed archive: decompress it first")
-                self._data = _decompressed_copy(path, kind, scratch())
-            try:
-                self._members = _scan_tar(self._data, path)
-            except BaseException:
-                if self._data != path:
-                    self._data.unlink(missing_ok=True)
-                raise
+        if is_dir:
+            return
+        self._data = path  # the tar itself, or its decompressed copy
+        kind = archive_compression(path)
+        if kind == "none":
+            self._members = _scan_tar(path, path)
+            return
+        if store is None:
+            raise Oci2vmError(f"{path}: a {kind}-compressed archive: decompress it first")
+        cache = store()
+        index = _ArchiveIndex(cache, path, kind)
+        known = index.load()
+        self._data = _scratch_name(cache.scratch_dir())
+        if known is not None:
+            self._members, self._small = known
+            self._ready = _Decompress(path, kind, self._data, self._members).run
+            return
+        _decompressed_copy(path, kind, self._data)
+        try:
+            self._members = _scan_tar(self._data, path)
+        except BaseException:
+            self._data.unlink(missing_ok=True)
+            raise
+        index.save(self._data, self._members)
 
     @property
     def is_archive(self) -> bool:
@@ -116,7 +143,10 @@ class Container:
                 offset, size = self._members[name]
             except KeyError:
                 raise Oci2vmError(f"{self.path}: {name} is missing from the archive") from None
-            return BlobRef(self._data, offset, size, digest)
+            small = self._small.get(name)
+            if small is not None:
+                return BlobRef(small, 0, size, digest)
+            return BlobRef(self._data, offset, size, digest, ready=self._ready)
         file = self.path / name
         if not os.path.lexists(file):
             raise Oci2vmError(f"{self.path}: {name} is missing")
@@ -126,13 +156,122 @@ class Container:
         return self.ref(name).read_all(MAX_SMALL)
 
 
-def scratch_of(fetch: Fetch) -> Callable[[], Path]:
-    """Where a compressed archive is decompressed: the cache's scratch directory."""
+def store_of(fetch: Fetch) -> Callable[[], BlobStore]:
+    """The cache a compressed archive is decompressed and indexed in."""
 
-    def scratch() -> Path:
-        return (fetch.store or BlobStore(BlobStore.default_root())).scratch_dir()
+    def store() -> BlobStore:
+        return fetch.store or BlobStore(BlobStore.default_root())
 
-    return scratch
+    return store
+
+
+# -- the index of a compressed archive -----------------------------------------------------
+
+INDEX_VERSION = 1
+INDEX_SMALL = 1 << 20  # members up to this size are kept in the index, as files
+INDEX_SMALL_TOTAL = 32 << 20  # ... up to this much in all
+_INDEX_FILE = "index.json"
+
+
+class _ArchiveIndex:
+    """What a read of a compressed archive found, kept for the next one (see the top)."""
+
+    def __init__(self, store: BlobStore, path: Path, kind: str) -> None:
+        self._store = store
+        try:
+            st = path.stat()
+            identity = [INDEX_VERSION, kind, str(path.absolute()), st.st_dev, st.st_ino]
+            identity += [st.st_size, st.st_mtime_ns, st.st_ctime_ns]
+        except OSError:
+            identity = None
+        text = json.dumps(identity).encode()
+        self._key = hashlib.sha256(text).hexdigest() if identity is not None else None
+
+    def _dir(self) -> Path | None:
+        if self._key is None:
+            return None
+        try:
+            return self._store.archive_index_dir() / self._key
+        except Oci2vmError:
+            return None  # a read-only cache: no index, as before
+
+    def load(self) -> tuple[dict[str, tuple[int, int]], dict[str, Path]] | None:
+        """The members and the small members' files of an earlier read, if any."""
+        directory = self._dir()
+        if directory is None:
+            return None
+        try:
+            doc = json.loads((directory / _INDEX_FILE).read_bytes())
+            members = {
+                str(name): (int(offset), int(size))
+                for name, (offset, size) in doc["members"].items()
+                if isinstance(offset, int) and isinstance(size, int)
+            }
+            small: dict[str, Path] = {}
+            for name, file in doc["small"].items():
+                where = directory / str(file)
+                if "/" in str(file) or name not in members:
+                    return None
+                if regular_file_size(where) != members[name][1]:
+                    return None
+                small[name] = where
+            if len(members) != len(doc["members"]):
+                return None
+        except (OSError, ValueError, TypeError, KeyError, AttributeError, Oci2vmError):
+            return None
+        return members, small
+
+    def save(self, copy: Path, members: dict[str, tuple[int, int]]) -> None:
+        """Keep what this read found (best effort: a read-only cache is fine)."""
+        directory = self._dir()
+        if directory is None:
+            return
+        work = directory.parent / f".{directory.name}.{secrets.token_hex(4)}.tmp"
+        try:
+            work.mkdir()
+            small: dict[str, str] = {}
+            total = 0
+            with open_regular(copy) as f:
+                for number, (name, (offset, size)) in enumerate(sorted(members.items())):
+                    if size > INDEX_SMALL or total + size > INDEX_SMALL_TOTAL:
+                        continue
+                    f.seek(offset)
+                    (work / f"m{number}").write_bytes(f.read(size))
+                    small[name] = f"m{number}"
+                    total += size
+            doc = {"members": {n: list(m) for n, m in members.items()}, "small": small}
+            (work / _INDEX_FILE).write_text(json.dumps(doc))
+            shutil.rmtree(directory, ignore_errors=True)  # a stale or broken one
+            os.rename(work, directory)
+        except (OSError, Oci2vmError) as e:
+            log.debug("cannot keep an index of %s: %s", copy, e)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+class _Decompress:
+    """Decompresses an indexed archive into `copy` when a member outside the index is
+    first read, and checks that it still holds what the index says."""
+
+    def __init__(
+        self, path: Path, kind: str, copy: Path, members: dict[str, tuple[int, int]]
+    ) -> None:
+        self._path, self._kind, self._copy, self._members = path, kind, copy, members
+        self._done = False
+
+    def run(self) -> None:
+        if self._done:
+            return
+        _decompressed_copy(self._path, self._kind, self._copy)
+        try:
+            found = _scan_tar(self._copy, self._path)
+        except BaseException:
+            self._copy.unlink(missing_ok=True)
+            raise
+        if found != self._members:
+            self._copy.unlink(missing_ok=True)
+            raise Oci2vmError(f"{self._path}: the archive changed while it was read: run again")
+        self._done = True
 
 
 def _clean(name: str) -> str:
@@ -153,12 +292,22 @@ def archive_compression(path: Path) -> str:
     return next((kind for magic, kind in ARCHIVE_MAGIC if head.startswith(magic)), "none")
 
 
-def _decompressed_copy(path: Path, kind: str, scratch: Path) -> Path:
-    """`path` decompressed into a new file in `scratch`, removed when the process ends
-    (or at once, if it is no readable archive)."""
-    fd, name = tempfile.mkstemp(prefix="archive-", suffix=".tar", dir=scratch)
-    copy = Path(name)
+def _scratch_name(scratch: Path) -> Path:
+    """A name for a decompressed copy in `scratch`, free now (_decompressed_copy creates
+    the file), whose file is removed when the process ends."""
+    copy = scratch / f"archive-{os.getpid()}-{secrets.token_hex(8)}.tar"
     atexit.register(copy.unlink, missing_ok=True)
+    return copy
+
+
+def _decompressed_copy(path: Path, kind: str, copy: Path) -> None:
+    """`path` decompressed into the new file `copy` (removed at once if it is no readable
+    archive)."""
+    try:
+        fd = os.open(copy, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    except OSError as e:
+        raise Oci2vmError(f"{copy.parent}: cannot create files there: {e.strerror}") from e
+    scratch = copy.parent
     try:
         with os.fdopen(fd, "wb") as file, open_regular(path) as raw:
             out = _GuardedCopy(file, path, scratch)
@@ -186,7 +335,6 @@ def _decompressed_copy(path: Path, kind: str, scratch: Path) -> Path:
     except BaseException:
         copy.unlink(missing_ok=True)
         raise
-    return copy
 
 
 # Room a decompressed copy leaves on the scratch filesystem: a small compressed file may

@@ -29,7 +29,7 @@ from oci2vm.image.model import (
     parse_config,
 )
 from oci2vm.sources import oci_layout
-from oci2vm.sources.container import Container, scratch_of
+from oci2vm.sources.container import Container, store_of
 from oci2vm.sources.reference import parse_reference
 
 if TYPE_CHECKING:
@@ -56,7 +56,7 @@ def _digest_of_path(name: str) -> str | None:
 
 
 def resolve(source: str, path: Path, ref: str, fetch: Fetch) -> Image:
-    container = Container(path, scratch_of(fetch))
+    container = Container(path, store_of(fetch))
     if not container.is_archive:
         raise Oci2vmError(f"{path}: is a directory; docker-archive: takes a tar file")
     if not container.exists("manifest.json"):

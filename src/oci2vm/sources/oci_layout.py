@@ -22,7 +22,7 @@ from oci2vm.image.model import (
     manifest_kind,
     select_platform,
 )
-from oci2vm.sources.container import Container, scratch_of
+from oci2vm.sources.container import Container, store_of
 
 if TYPE_CHECKING:
     from oci2vm.sources.base import Fetch
@@ -34,7 +34,7 @@ DOCKER_REF_NAME = "io.containerd.image.name"
 def resolve(source: str, path: Path, tag: str, fetch: Fetch, *, archive: bool) -> Image:
     if not archive and path.is_file():
         raise Oci2vmError(f"{path}: is a file; use oci-archive:{path}")
-    container = Container(path, scratch_of(fetch))
+    container = Container(path, store_of(fetch))
     if archive and not container.is_archive:
         raise Oci2vmError(f"{path}: is a directory; use oci:{path}")
     name = layout_name(path)
