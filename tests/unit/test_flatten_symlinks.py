@@ -514,3 +514,20 @@ def test_a_symlink_written_through_its_layers_symlink_is_a_hardlinks_target_unde
     link = at(tree, "/a/a/a")
     assert (link.kind, link.target) == (Kind.SYMLINK, b"a")
     assert paths(tree) == {"/", "/a", "/a/a", "/a/a/a", "/b"}
+
+
+def test_entries_moved_through_a_lower_symlink_follow_a_symlink_of_a_layer_between(
+    tmp_path: Path,
+) -> None:
+    """Layer 1: a/a -> /c/a; layer 2: c -> d; layer 3 writes a/a/b/ and a/a/f, which a
+    runtime puts where a/a leads once layer 2's symlink is followed too: /d/a/b, /d/a/f
+    (refused as 'not a directory for some of them', or dropped, before)."""
+    tree, data = flatten_layers(
+        tmp_path,
+        [directory("a"), directory("d"), directory("d/a"), symlink("a/a", "/c/a")],
+        [symlink("c", "d")],
+        [directory("a/a/b"), file("a/a/f", b"x")],
+    )
+    assert content(tree, data, "/d/a/f") == b"x"
+    assert at(tree, "/d/a/b").kind is Kind.DIR
+    assert at(tree, "/a/a").kind is Kind.SYMLINK and at(tree, "/c").kind is Kind.SYMLINK

@@ -641,12 +641,13 @@ class _Flattener:
         upper = holder.children.get(parts[-1])
         if upper is None or upper.kind is not Kind.DIR:
             return
-        target = self._leads(path, link, p)
+        oldest, newest = self._claims(upper, path)
+        target = self._leads(path, link, oldest, p)
         new = _join(target)
         holder.children[parts[-1]] = link  # (an entry moved onto it may replace it yet)
         p.symlinked.pop(path)
         self.parents.clear()
-        if self._move(upper, path, target, *self._claims(upper, path), path, p) is None:
+        if self._move(upper, path, target, oldest, newest, path, p) is None:
             self._forget(path)
         tables = [(self.hidden, min), (self.opaque, min), (self.link_claims, min)]
         tables += [(self.hidden_newest, max), (self.opaque_newest, max)]
@@ -660,10 +661,12 @@ class _Flattener:
         for waiting in self.waiting.values():
             waiting.paths = [_rebased(q, path, new) or q for q in waiting.paths]
 
-    def _leads(self, path: str, link: Inode, p: _Pass) -> list[str]:
-        """Where this layer's symlink `link` at `path` leads, for upper layers' entries."""
+    def _leads(self, path: str, link: Inode, oldest: int, p: _Pass) -> list[str]:
+        """Where the symlink `link` at `path` leads, for upper layers' entries, the oldest
+        from layer `oldest`."""
         parts = path[1:].split("/")
-        return self._own_path(follow(parts, len(parts), link.target, p.what), False, p, upper=True)
+        target = follow(parts, len(parts), link.target, p.what)
+        return self._own_path(target, False, p, upper=oldest)
 
     def _move(
         self,
@@ -869,8 +872,14 @@ class _Flattener:
         when some of them are gone, or which is not known (one layer both deletes there
         and writes through the symlink: their order decides)."""
         replaced = node is not None and node.kind is not Kind.DIR
-        if replaced and newest <= _rank(self._claim(node, path)):
+        claim = _rank(self._claim(node, path)) if replaced else -1
+        if replaced and newest < claim:
             return True
+        if replaced and newest == claim:
+            # The newest of them made `path` a non-directory: after them, unless it is a
+            # symlink, which that layer may have written first and then followed.
+            assert node is not None
+            return None if node.kind is Kind.SYMLINK else True
         marks = (self.hidden_newest.get(path), self.opaque_newest.get(path))
         hider = max((m for m in marks if m is not None), default=-1)
         if hider > newest:
@@ -886,22 +895,26 @@ class _Flattener:
                 del self.link_claims[key]
 
     def _own_path(
-        self, parts: list[str], keep_last: bool, p: _Pass, upper: bool = False
+        self, parts: list[str], keep_last: bool, p: _Pass, upper: int | None = None
     ) -> list[str]:
         """`parts` with the symlinks this layer wrote along it followed (but the last
         component's when `keep_last`): where a runtime applying this layer reaches, or
-        with `upper`, an upper layer's (which meets none that an upper layer hides)."""
+        with `upper`, where upper layers from `upper` up reach: they meet none that an
+        upper layer hides, and also follow the tree's symlinks of the layers between
+        (older than `upper`: each of them found such a symlink there)."""
         for _ in range(MAX_SYMLINKS):
             node: Inode | None = self.tree.root
             for depth in range(1, len(parts) + (0 if keep_last else 1)):
                 ancestor = _join(parts[:depth])
-                link = _own_link(ancestor, p, hidden=not upper)
+                link = _own_link(ancestor, p, hidden=upper is None)
                 if link is None:
                     kids = node.children if node is not None else None
                     node = kids.get(parts[depth - 1]) if kids is not None else None
                     if node is None or node.kind is not Kind.SYMLINK:
                         continue
-                    if self._claim(node, ancestor) != p.index:
+                    claim = self._claim(node, ancestor)
+                    between = upper is not None and claim is not None and claim < upper
+                    if claim != p.index and not between:
                         continue
                     link = node
                 parts = follow(parts, depth, link.target, p.what)
@@ -915,7 +928,7 @@ class _Flattener:
         layer name the file where the symlink leads (which this layer may hold)."""
         for target in list(self.pending):
             parts = split_path(target, p.what)
-            resolved = _join(self._own_path(parts, True, p, upper=True))
+            resolved = _join(self._own_path(parts, True, p, upper=p.index + 1))
             if resolved == target:
                 continue
             placeholder = self.pending.pop(target)
@@ -1099,7 +1112,8 @@ class _Flattener:
         what is there by layer order (see _relocate); unless a newer layer deleted or
         replaced the way there."""
         # (the limbo's own path, marked: no claim of the tree's entries there applies)
-        into = self._move(source, path + "\0", self._leads(path, link, p), layer, layer, path, p)
+        target = self._leads(path, link, layer, p)
+        into = self._move(source, path + "\0", target, layer, layer, path, p)
         stack = [into] if into is not None else []
         while stack:
             directory = stack.pop()
