@@ -174,3 +174,17 @@ def test_user_gets_its_supplementary_groups_and_e_key_unsets_like_docker(app: st
     assert (result.code, result.out) == (0, "[unset]\n1000\n1000\n1000 1001\n"), result.err
     result = oci2vm("run", *run_options(), "-u", "app:app", app, "sh", "-c", "id -G; exit 4")
     assert (result.code, result.out) == (4, "1000\n"), result.err
+
+
+def test_a_missing_or_not_executable_program_fails_with_dockers_status(app: str) -> None:
+    """docker run: 127 for a path that is not there, 126 for one that cannot be run (a
+    file without x, a directory), whoever the user (busybox-app's has a supplementary
+    group, so the workload starts by start-stop-daemon, whose own status would be 1)."""
+    for program, code, words in (
+        ("/nope", 127, "no such file or directory"),
+        ("/etc/passwd", 126, "permission denied"),
+        ("/etc", 126, "permission denied"),
+    ):
+        result = oci2vm("run", *run_options(), app, program)
+        assert (result.code, result.out) == (code, ""), result.err
+        assert f'exec: "{program}"' in result.err and words in result.err

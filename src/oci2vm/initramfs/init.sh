@@ -262,6 +262,11 @@ lookup_program() { # NAME PATH
 	/bin/busybox env -i PATH="$2" /bin/busybox nsenter -r"$ROOT" -F -- which "$1" 2>/dev/null
 }
 
+in_root() { # APPLET ARGS: this initramfs's busybox run inside the root, as root
+	/bin/busybox env -i /bin/busybox nsenter -r"$ROOT" -w"$ROOT$SPEC_WORKDIR" -F -- \
+		/proc/1/root/bin/busybox "$@" 2>/dev/null
+}
+
 start_workload() {
 	mkdir -p "$ROOT$SPEC_WORKDIR"
 	eval "set -- $SPEC_ARGV"
@@ -277,6 +282,15 @@ start_workload() {
 		esac
 		;;
 	esac
+	# As runc reports them (start-stop-daemon would exit 1 for either): looked at as root
+	# inside the root, from the working directory.
+	if ! in_root test -e "$program"; then
+		echo "oci2vm: exec: \"$program\": stat $program: no such file or directory" >"$ERR"
+		finish 127
+	elif ! in_root test -x "$program" || in_root test -d "$program"; then
+		echo "oci2vm: exec: \"$program\": permission denied" >"$ERR"
+		finish 126
+	fi
 	eval "set -- $SPEC_ENV"
 	[ "$SPEC_HAS_HOME" = 1 ] || set -- "$@" "HOME=${home:-/}"
 	set -- env -i "$@" /bin/busybox nsenter -r"$ROOT" -w"$ROOT$SPEC_WORKDIR" -F
