@@ -117,11 +117,13 @@ def test_debian_minbase_without_init_runs_a_command_in_app_mode() -> None:
     fx = debian_minbase_fixture()
     script = (
         'cat /etc/os-release; readlink "/proc/$$/exe"; cat --version | head -n 1; '
-        "grep SigIgn /proc/self/status"  # docker's workload starts with no signal ignored
+        "grep SigIgn /proc/self/status; "  # docker's workload starts with no signal ignored
+        "ls /run; stat -c %a /tmp"  # the image's own /run and /tmp, as docker leaves them
     )
     result = oci2vm("run", *run_options(), source(fx), "sh", "-c", script)
     expected = (
         os_release(fx) + "/usr/bin/dash\ncat (GNU coreutils) 9.1\nSigIgn:\t0000000000000000\n"
+        "lock\nmount\n1777\n"
     )
     assert (result.code, result.out) == (0, expected), result.err
     assert 'PRETTY_NAME="Debian GNU/Linux 12 (bookworm)"\n' in result.out

@@ -131,16 +131,16 @@ hand_over() {
 
 # -- app mode ------------------------------------------------------------------------------
 
+# What runc mounts in a container (/run and /tmp stay the image's own, as in docker: an
+# image may ship /run/php or /var/run/postgresql, owned by its service's user).
 mount_api_filesystems() {
-	for dir in proc sys dev run tmp; do [ -d "$ROOT/$dir" ] || mkdir -p "$ROOT/$dir"; done
+	for dir in proc sys dev; do [ -d "$ROOT/$dir" ] || mkdir -p "$ROOT/$dir"; done
 	mount -t proc proc "$ROOT/proc"
 	mount -t sysfs sysfs "$ROOT/sys"
 	mount -t devtmpfs devtmpfs "$ROOT/dev"
 	mkdir -p "$ROOT/dev/pts" "$ROOT/dev/shm"
 	mount -t devpts -o newinstance,ptmxmode=0666,mode=0620 devpts "$ROOT/dev/pts"
 	mount -t tmpfs -o nosuid,nodev,mode=1777 shm "$ROOT/dev/shm"
-	mount -t tmpfs -o nosuid,nodev,mode=0755 run "$ROOT/run"
-	mount -t tmpfs -o nosuid,nodev,mode=1777 tmp "$ROOT/tmp"
 	for link in fd:/proc/self/fd stdin:/proc/self/fd/0 stdout:/proc/self/fd/1 stderr:/proc/self/fd/2; do
 		[ -e "/dev/${link%%:*}" ] || ln -s "${link#*:}" "/dev/${link%%:*}"
 	done
