@@ -85,6 +85,10 @@ class _Layer:
 
     state: dict[str, str]
     links: dict[str, str]  # symlink targets, by path
+    # Paths whose entry a layer wrote through a lower layer's symlink: a hardlink to one
+    # may get an older layer's entry at that path (oci2vm resolves the link before the
+    # symlink's layer moves the entry there), so no link names one.
+    moved: set[str] = field(default_factory=set)
     members: list[Member] = field(default_factory=list)
     upper: set[str] = field(default_factory=set)
     listed: set[str] = field(default_factory=set)
@@ -110,6 +114,7 @@ class _Layer:
         if not (kind == "dir" and self.state.get(path) == "dir"):
             for gone in self.below(path):
                 del self.state[gone]
+        self.moved.discard(path)
         self.state[path] = kind
         if kind != "dir":
             self.cut.add(path)
@@ -183,7 +188,7 @@ def _entry(draw: Any, layer: _Layer, op: str) -> None:
         targets = sorted(
             p
             for p, kind in layer.state.items()
-            if kind != "dir" and p and not layer.through_symlink(p)
+            if kind != "dir" and p and not layer.through_symlink(p) and p not in layer.moved
         )
         if not targets:
             return
@@ -218,9 +223,12 @@ def _drawn(draw: Any, kind: str, name: str) -> Member:
     return member
 
 
-def _resolve(layer: _Layer, parts: list[str]) -> list[str] | None:
+def _resolve(
+    layer: _Layer, parts: list[str], followed: list[str] | None = None
+) -> list[str] | None:
     """Where a runtime reaches by `parts` (every component followed, inside the root);
-    None when that is not an existing directory, or the symlinks loop."""
+    None when that is not an existing directory, or the symlinks loop. The symlinks it
+    follows are added to `followed`."""
     for _ in range(40):
         for depth in range(1, len(parts) + 1):
             key = "/".join(parts[:depth])
@@ -229,6 +237,8 @@ def _resolve(layer: _Layer, parts: list[str]) -> list[str] | None:
                 target = layer.links.get(key)
                 if target is None:
                     return None
+                if followed is not None:
+                    followed.append(key)
                 resolved = [] if target.startswith("/") else parts[: depth - 1]
                 for part in target.split("/"):
                     if part == "..":
@@ -252,9 +262,13 @@ def _through(draw: Any, layer: _Layer) -> None:
     if not links:
         return
     link = draw(st.sampled_from(links))
-    where = _resolve(layer, link.split("/"))
+    followed: list[str] = []
+    where = _resolve(layer, link.split("/"), followed)
     if where is None:
         return
+    if link not in layer.listed and any(f != link and f in layer.listed for f in followed):
+        return  # a lower symlink leading through one this layer wrote: the order of the two
+        # in the layer decides, which oci2vm does not keep (it refuses)
     name = draw(st.sampled_from(NAMES))
     path = "/".join([*where, name])
     if path in layer.upper or any(p.startswith(path + "/") for p in layer.upper):
@@ -266,6 +280,8 @@ def _through(draw: Any, layer: _Layer) -> None:
     kind = draw(st.sampled_from(KINDS))
     layer.put(path, kind, _drawn(draw, kind, f"{link}/{name}"))
     layer.links.pop(path, None)  # (no entry goes through a symlink written through one)
+    if link not in layer.listed:
+        layer.moved.add(path)
     layer.through = link
 
 
@@ -302,11 +318,12 @@ def layer_stacks(draw: Any, min_layers: int = 3, max_layers: int = 5) -> Stack:
     """A stack of layers, bottom first, every entry valid where the runtime meets it."""
     state: dict[str, str] = {"": "dir"}
     links: dict[str, str] = {}
+    moved: set[str] = set()
     throughs: list[str] = []
     layers: list[list[Member]] = []
     root_listed = False
     for _ in range(draw(st.integers(min_layers, max_layers))):
-        layer = _Layer(state, links)
+        layer = _Layer(state, links, moved)
         for _ in range(draw(st.integers(1, 7))):
             op = draw(st.sampled_from(OPS))
             if op == "root":
