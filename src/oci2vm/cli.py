@@ -337,6 +337,18 @@ def _workload_options(p: argparse.ArgumentParser, *, run: bool) -> None:
     p.add_argument("-w", "--workdir", metavar="DIR", help="working directory of the workload")
     p.add_argument("-u", "--user", metavar="NAME|UID[:GROUP|GID]", help="user of the workload")
     p.add_argument("--entrypoint", metavar="CMD", help="replace the image's Entrypoint")
+    p.add_argument("--tmpfs", action="append", default=[], metavar="PATH[:OPTIONS]",
+                   help="mount a tmpfs at PATH (repeatable)")  # fmt: skip
+    p.add_argument("--add-host", dest="add_hosts", action="append", default=[],
+                   metavar="NAME:IP", help="add a line to /etc/hosts (IP host-gateway: the "
+                   "host, as QEMU's user network reaches it; repeatable)")  # fmt: skip
+    p.add_argument("--read-only", action="store_true",
+                   help="mount the root filesystem read-only")  # fmt: skip
+    p.add_argument(
+        "--stop-signal",
+        metavar="SIGNAL",
+        help="signal that stops the workload (default: the image's StopSignal)",
+    )
     if run:
         p.add_argument("-p", "--publish", type=_publish, action="append", default=[],
                        metavar="[HOST_IP:]HOST_PORT:GUEST_PORT",
@@ -520,7 +532,7 @@ def config_from(args: argparse.Namespace) -> Config:
         fields["user_ssh_keys"] = tuple(k for k in keys if isinstance(k, tuple))
     if "users" in fields:
         fields["users"] = tuple(fields["users"])
-    for name in ("insecure_hosts", "keyrings", "publish", "volumes"):
+    for name in ("insecure_hosts", "keyrings", "publish", "volumes", "tmpfs", "add_hosts"):
         if name in fields:
             fields[name] = tuple(fields[name])
     if getattr(args, "args", None):

@@ -235,6 +235,10 @@ class Config:
     user: str | None = None  # NAME|UID[:GROUP|GID]
     publish: tuple[PortMapping, ...] = ()
     volumes: tuple[Volume, ...] = ()
+    tmpfs: tuple[str, ...] = ()  # PATH[:OPTIONS], a tmpfs mounted there
+    add_hosts: tuple[str, ...] = ()  # NAME:IP (or NAME=IP) lines added to /etc/hosts
+    read_only: bool = False  # the root filesystem mounted read-only
+    stop_signal: str | None = None  # replaces the config's StopSignal
     interactive: bool = False
     tty: bool = False
     discard: bool = False  # --rm: a disk's run throws the guest's writes away
@@ -260,6 +264,10 @@ class Config:
                 ("--workdir", self.workdir),
                 ("--entrypoint", self.entrypoint),
                 ("--volume", self.volumes or None),
+                ("--tmpfs", self.tmpfs or None),
+                ("--add-host", self.add_hosts or None),
+                ("--read-only", self.read_only or None),
+                ("--stop-signal", self.stop_signal),
                 ("a command to run", self.command),
             )
             if value is not None

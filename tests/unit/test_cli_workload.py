@@ -151,3 +151,11 @@ def test_run_fails_itself_with_dockers_status_and_build_with_1(
         main(["build", "--no-such-option", missing])
     assert usage.value.code == 2
     assert "no such file or directory" in capsys.readouterr().err
+
+
+def test_tmpfs_add_host_read_only_and_stop_signal_reach_the_config() -> None:
+    words = ["run", "--tmpfs", "/a", "--tmpfs", "/b:size=1m", "--add-host", "db:10.0.0.5",
+             "--read-only", "--stop-signal", "INT", "img"]  # fmt: skip
+    config = config_from(parse(words))
+    assert (config.tmpfs, config.add_hosts) == (("/a", "/b:size=1m"), ("db:10.0.0.5",))
+    assert (config.read_only, config.stop_signal) == (True, "INT")

@@ -202,3 +202,38 @@ def test_a_relative_workdir_is_refused_as_docker_does_and_paths_are_cleaned() ->
         workload(image(), Config(workdir="srv"))
     assert workload(image(), Config(workdir="/srv/../app/")).workdir == "/app"
     assert workload(image(working_dir="app"), Config()).workdir == "/app"  # the image's
+
+
+def test_tmpfs_add_host_read_only_and_stop_signal_from_docker_run_options() -> None:
+    config = Config(
+        tmpfs=("/scratch", "/cache:size=64m,mode=0700"),
+        add_hosts=("db:10.1.2.3", "v6=[fd00::1]", "gw:host-gateway"),
+        read_only=True,
+        stop_signal="SIGINT",
+    )
+    spec = workload(image(stop_signal="SIGQUIT"), config)
+    assert spec.tmpfs == (
+        ("/scratch", "noexec,nosuid,nodev"),
+        ("/cache", "noexec,nosuid,nodev,size=64m,mode=0700"),
+    )
+    assert spec.hosts == (("10.1.2.3", "db"), ("fd00::1", "v6"), ("10.0.2.2", "gw"))
+    assert (spec.read_only, spec.stop_signal) == (True, signal.SIGINT)
+    text = render(spec).decode()
+    assert "SPEC_READ_ONLY='1'" in text
+    assert "SPEC_HOSTS=''\\''10.1.2.3'\\'' '\\''db'\\''" in text
+    assert workload(image(stop_signal="SIGQUIT"), Config()).stop_signal == signal.SIGQUIT
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "words"),
+    [
+        ("tmpfs", "relative", "the path must be absolute"),
+        ("tmpfs", "/x:size=1m;reboot", "malformed mount options"),
+        ("add_hosts", "db", "invalid IP address"),
+        ("add_hosts", "db:not-an-ip", "invalid IP address"),
+        ("add_hosts", "two words:1.2.3.4", "expected NAME:IP"),
+    ],
+)
+def test_malformed_tmpfs_and_add_host_are_refused(field: str, value: str, words: str) -> None:
+    with pytest.raises(Oci2vmError, match=words):
+        workload(image(), Config(**{field: (value,)}))  # type: ignore[arg-type]

@@ -174,6 +174,11 @@ setup_network() {
 	printf '%s\n' "$SPEC_HOSTNAME" >/run/oci2vm/hostname
 	printf '127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n%s\t%s\n' \
 		"$address" "$SPEC_HOSTNAME" >/run/oci2vm/hosts
+	eval "set -- $SPEC_HOSTS" # --add-host: address, name
+	while [ "$#" -ge 2 ]; do
+		printf '%s\t%s\n' "$1" "$2" >>/run/oci2vm/hosts
+		shift 2
+	done
 	for file in resolv.conf hosts hostname; do provide_file "$file"; done
 }
 
@@ -186,6 +191,15 @@ mount_volumes() {
 		mkdir -p "$ROOT$2"
 		mount -t 9p -o "$options" "$1" "$ROOT$2" || say "could not mount the volume at $2"
 		shift 3
+	done
+}
+
+mount_tmpfs() { # --tmpfs: path, mount options
+	eval "set -- $SPEC_TMPFS"
+	while [ "$#" -ge 2 ]; do
+		mkdir -p "$ROOT$1"
+		mount -t tmpfs -o "$2" tmpfs "$ROOT$1" || say "could not mount a tmpfs at $1"
+		shift 2
 	done
 }
 
@@ -291,6 +305,9 @@ start_workload() {
 		echo "oci2vm: exec: \"$program\": permission denied" >"$ERR"
 		finish 126
 	fi
+	if [ "$SPEC_READ_ONLY" = 1 ]; then # --read-only, once every mount point exists
+		mount -o remount,ro "$ROOT" || fail_start "cannot make the root filesystem read-only"
+	fi
 	eval "set -- $SPEC_ENV"
 	[ "$SPEC_HAS_HOME" = 1 ] || set -- "$@" "HOME=${home:-/}"
 	set -- env -i "$@" /bin/busybox nsenter -r"$ROOT" -w"$ROOT$SPEC_WORKDIR" -F
@@ -341,6 +358,7 @@ run_app() {
 	mount_api_filesystems
 	setup_network
 	mount_volumes
+	mount_tmpfs
 	open_channels
 	resolve_user
 	# Until the workload ends: ash reaps every child meanwhile, the orphans re-parented

@@ -59,9 +59,13 @@ class BootSpec:
     tty: bool = False
     interactive: bool = False
     volumes: tuple[VolumeMount, ...] = ()
+    tmpfs: tuple[tuple[str, str], ...] = ()  # (path, mount options) of docker's --tmpfs
+    hosts: tuple[tuple[str, str], ...] = ()  # (address, name) lines added to /etc/hosts
+    read_only: bool = False  # the root mounted read-only once the workload's mounts exist
 
     def __post_init__(self) -> None:
         texts = (self.init, self.workdir, self.user, self.hostname, *self.argv, *self.env)
+        texts += tuple(w for pair in self.tmpfs + self.hosts for w in pair)
         if any("\0" in t for t in texts + tuple(v.path for v in self.volumes)):
             raise Oci2vmError("a NUL character cannot be passed to a program")
         if self.mode is Mode.APP and not self.argv:
@@ -75,7 +79,17 @@ class BootSpec:
         for volume in self.volumes:
             if not volume.path.startswith("/") or not volume.tag.isidentifier():
                 raise Oci2vmError(f"malformed volume mount {volume.tag!r} -> {volume.path!r}")
+        for path, options in self.tmpfs:
+            if not path.startswith("/") or not _MOUNT_OPTIONS.fullmatch(options):
+                raise Oci2vmError(f"malformed tmpfs mount {path!r} ({options!r})")
+        for address, name in self.hosts:
+            if not _HOST_NAME.fullmatch(name) or not _ADDRESS.fullmatch(address):
+                raise Oci2vmError(f"malformed hosts line {address!r} {name!r}")
 
+
+_MOUNT_OPTIONS = re.compile(r"[A-Za-z0-9_=.,+-]*")
+_HOST_NAME = re.compile(r"[^\s#]+")
+_ADDRESS = re.compile(r"[0-9A-Fa-f.:]+")
 
 # -- the file the init reads ---------------------------------------------------------------
 
@@ -113,6 +127,9 @@ def render(spec: BootSpec) -> bytes:
         "SPEC_TTY": "1" if spec.tty else "0",
         "SPEC_INTERACTIVE": "1" if spec.interactive else "0",
         "SPEC_VOLUMES": shell_words(volumes),
+        "SPEC_TMPFS": shell_words([w for pair in spec.tmpfs for w in pair]),
+        "SPEC_HOSTS": shell_words([w for pair in spec.hosts for w in pair]),
+        "SPEC_READ_ONLY": "1" if spec.read_only else "0",
     }
     lines = ["# oci2vm boot spec, read by /init (sh assignments)"]
     lines += [f"{key}={shell_quote(value)}" for key, value in values.items()]
@@ -205,8 +222,47 @@ def workload(image: ImageConfig, config: Config, *, hostname: str | None = None)
         workdir=posixpath.normpath("/" + workdir.lstrip("/")) if workdir != "/" else "/",
         user=config.user if config.user is not None else image.user,
         hostname=name,
-        stop_signal=parse_signal(image.stop_signal),
+        stop_signal=parse_signal(
+            image.stop_signal if config.stop_signal is None else config.stop_signal
+        ),
         tty=config.tty,
         interactive=config.interactive,
         volumes=volumes,
+        tmpfs=tuple(tmpfs_mount(option) for option in config.tmpfs),
+        hosts=tuple(hosts_line(option) for option in config.add_hosts),
+        read_only=config.read_only,
     )
+
+
+# docker's --tmpfs mounts without options take these (moby's default tmpfs options).
+TMPFS_DEFAULTS = "noexec,nosuid,nodev"
+HOST_GATEWAY = "10.0.2.2"  # the host, as QEMU's user-mode network reaches it
+
+
+def tmpfs_mount(option: str) -> tuple[str, str]:
+    """docker's --tmpfs PATH[:OPTIONS] as (path, mount options)."""
+    path, _, options = option.partition(":")
+    if not path.startswith("/"):
+        raise Oci2vmError(f"--tmpfs {option!r}: the path must be absolute")
+    options = ",".join(o for o in (TMPFS_DEFAULTS, options) if o)
+    if not _MOUNT_OPTIONS.fullmatch(options):
+        raise Oci2vmError(f"--tmpfs {option!r}: malformed mount options")
+    return posixpath.normpath(path), options
+
+
+def hosts_line(option: str) -> tuple[str, str]:
+    """docker's --add-host NAME:IP (or NAME=IP) as (address, name); the address
+    host-gateway is the host."""
+    import ipaddress
+
+    name, sep, address = option.partition("=")
+    if not sep:
+        name, sep, address = option.partition(":")
+    address = HOST_GATEWAY if address == "host-gateway" else address.strip("[]")
+    try:
+        ipaddress.ip_address(address)
+    except ValueError:
+        raise Oci2vmError(f"--add-host {option!r}: invalid IP address {address!r}") from None
+    if not sep or not _HOST_NAME.fullmatch(name):
+        raise Oci2vmError(f"--add-host {option!r}: expected NAME:IP")
+    return address, name
