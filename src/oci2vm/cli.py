@@ -356,6 +356,9 @@ def _workload_options(p: argparse.ArgumentParser, *, run: bool) -> None:
         p.add_argument("-v", "--volume", dest="volumes", type=_volume, action="append",
                        default=[], metavar="HOSTDIR:GUESTDIR[:ro]",
                        help="share a host directory with the guest (repeatable)")  # fmt: skip
+        p.add_argument("--stop-timeout", type=int, metavar="SECONDS",
+                       help="how long a stop waits for the workload before the VM is killed "
+                       "(default: 10; -1: no limit)")  # fmt: skip
         p.add_argument("-i", "--interactive", action="store_true", help="keep stdin open")
         p.add_argument("-t", "--tty", action="store_true", help="give the workload a terminal")
         p.add_argument("--rm", dest="discard", action="store_true",

@@ -239,6 +239,7 @@ class Config:
     add_hosts: tuple[str, ...] = ()  # NAME:IP (or NAME=IP) lines added to /etc/hosts
     read_only: bool = False  # the root filesystem mounted read-only
     stop_signal: str | None = None  # replaces the config's StopSignal
+    stop_timeout: float | None = None  # seconds from a stop to the VM killed; < 0: none
     interactive: bool = False
     tty: bool = False
     discard: bool = False  # --rm: a disk's run throws the guest's writes away
@@ -268,6 +269,7 @@ class Config:
                 ("--add-host", self.add_hosts or None),
                 ("--read-only", self.read_only or None),
                 ("--stop-signal", self.stop_signal),
+                ("--stop-timeout", self.stop_timeout),
                 ("a command to run", self.command),
             )
             if value is not None

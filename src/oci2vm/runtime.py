@@ -12,7 +12,8 @@ log's tail is shown when the guest ends without an exit status. Measured alterna
 serial ports would need the guest's tty set raw and each byte is an emulated port write.
 
 Ctrl-C or SIGTERM asks the init to send the workload its stop signal; QEMU is killed if the
-workload has not ended STOP_GRACE_SECONDS later, or at a second signal.
+workload has not ended STOP_GRACE_SECONDS later (--stop-timeout; never when negative), or at
+a second signal.
 """
 
 from __future__ import annotations
@@ -115,6 +116,7 @@ class _Session:
     error: str = ""
     signal: int | None = None  # the first stop signal oci2vm received
     kill_at: float | None = None  # when QEMU is killed
+    grace: float = STOP_GRACE_SECONDS  # from a stop to QEMU killed (< 0: no limit)
     control_buffer: bytes = b""
     open_outputs: set[str] = field(default_factory=set)
 
@@ -161,7 +163,8 @@ def run_app(
             # alone nothing reads them, and Ctrl-C must stay a signal to oci2vm.
             raw = spec.tty and spec.interactive
             with _host_terminal(raw, stdin_fd), _signals() as wakeup:
-                session = _relay(proc, channels, fds, wakeup, spec)
+                grace = STOP_GRACE_SECONDS if config.stop_timeout is None else config.stop_timeout
+                session = _relay(proc, channels, fds, wakeup, spec, grace)
             vm._kill(proc)
             for channel in channels.values():
                 channel.host.close()
@@ -247,9 +250,10 @@ def _relay(
     fds: _Fds,
     wakeup: socket.socket,
     spec: BootSpec,
+    grace: float = STOP_GRACE_SECONDS,
 ) -> _Session:
     """Copy the streams until QEMU ends (or is to be killed); see the module docstring."""
-    session = _Session()
+    session = _Session(grace=grace)
     outputs = {"stdout": fds.stdout, "stderr": fds.stderr, "tty": fds.stdout}
     control = channels["control"].host
     with selectors.DefaultSelector() as selector:
@@ -318,7 +322,8 @@ def _on_signal(session: _Session, wakeup: socket.socket, control: socket.socket)
     for signum in received:
         if session.signal is None:
             session.signal = signum
-            session.kill_at = time.monotonic() + STOP_GRACE_SECONDS
+            if session.grace >= 0:
+                session.kill_at = time.monotonic() + session.grace
             _send(control, b"stop\n")
         else:  # a second Ctrl-C: no more waiting
             session.kill_at = time.monotonic()

@@ -237,3 +237,29 @@ def test_tmpfs_add_host_read_only_and_stop_signal_from_docker_run_options() -> N
 def test_malformed_tmpfs_and_add_host_are_refused(field: str, value: str, words: str) -> None:
     with pytest.raises(Oci2vmError, match=words):
         workload(image(), Config(**{field: (value,)}))  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(("grace", "waits"), [(10.0, 10.0), (2.0, 2.0), (-1.0, None)])
+def test_a_stop_waits_the_stop_timeout_then_kills(grace: float, waits: float | None) -> None:
+    """--stop-timeout: how long after the first Ctrl-C QEMU is killed (-1: not until a
+    second one); the init is asked to send the stop signal either way."""
+    import socket
+    import time
+
+    wakeup, waker = socket.socketpair()
+    control, guest = socket.socketpair()
+    with wakeup, waker, control, guest:
+        wakeup.setblocking(False)
+        session = runtime._Session(grace=grace)
+        waker.send(bytes([signal.SIGINT]))
+        before = time.monotonic()
+        runtime._on_signal(session, wakeup, control)
+        assert guest.recv(64) == b"stop\n"
+        if waits is None:
+            assert session.kill_at is None
+        else:
+            assert session.kill_at is not None
+            assert waits <= session.kill_at - before < waits + 1
+        waker.send(bytes([signal.SIGINT]))  # a second Ctrl-C: no more waiting
+        runtime._on_signal(session, wakeup, control)
+        assert session.kill_at is not None and session.kill_at - before < 1

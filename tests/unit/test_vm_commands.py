@@ -317,6 +317,7 @@ def test_run_of_a_disk_forwards_published_ports_and_throws_writes_away_with_rm(
         (["-v", "/tmp:/data"], "--volume"),
         (["--read-only", "--tmpfs", "/x"], "--tmpfs, --read-only"),
         (["--add-host", "a:1.2.3.4", "--stop-signal", "INT"], "--add-host, --stop-signal"),
+        (["--stop-timeout", "3"], "--stop-timeout"),
         (["--", "ls"], "a command to run"),
         (["ls", "-l"], "a command to run"),
         (["--root-password", "x", "--hostname", "h"], "--hostname, --root-password"),
