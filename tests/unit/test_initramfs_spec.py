@@ -228,6 +228,7 @@ def test_tmpfs_add_host_read_only_and_stop_signal_from_docker_run_options() -> N
     ("field", "value", "words"),
     [
         ("tmpfs", "relative", "the path must be absolute"),
+        ("tmpfs", "/x/..", "cannot mount over the root"),
         ("tmpfs", "/x:size=1m;reboot", "malformed mount options"),
         ("add_hosts", "db", "invalid IP address"),
         ("add_hosts", "db:not-an-ip", "invalid IP address"),

@@ -30,6 +30,7 @@ import posixpath
 import secrets
 import shutil
 import tarfile
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, cast
@@ -258,20 +259,22 @@ class _Decompress:
     ) -> None:
         self._path, self._kind, self._copy, self._members = path, kind, copy, members
         self._done = False
+        self._lock = threading.Lock()  # (layers may be opened from more than one thread)
 
     def run(self) -> None:
-        if self._done:
-            return
-        _decompressed_copy(self._path, self._kind, self._copy)
-        try:
-            found = _scan_tar(self._copy, self._path)
-        except BaseException:
-            self._copy.unlink(missing_ok=True)
-            raise
-        if found != self._members:
-            self._copy.unlink(missing_ok=True)
-            raise Oci2vmError(f"{self._path}: the archive changed while it was read: run again")
-        self._done = True
+        with self._lock:
+            if self._done:
+                return
+            _decompressed_copy(self._path, self._kind, self._copy)
+            try:
+                found = _scan_tar(self._copy, self._path)
+            except BaseException:
+                self._copy.unlink(missing_ok=True)
+                raise
+            if found != self._members:
+                self._copy.unlink(missing_ok=True)
+                raise Oci2vmError(f"{self._path}: the archive changed while it was read: run again")
+            self._done = True
 
 
 def _clean(name: str) -> str:
