@@ -531,3 +531,34 @@ def test_entries_moved_through_a_lower_symlink_follow_a_symlink_of_a_layer_betwe
     assert content(tree, data, "/d/a/f") == b"x"
     assert at(tree, "/d/a/b").kind is Kind.DIR
     assert at(tree, "/a/a").kind is Kind.SYMLINK and at(tree, "/c").kind is Kind.SYMLINK
+
+
+def test_entries_moved_through_a_lower_symlink_follow_their_own_layers_earlier_symlink(
+    tmp_path: Path,
+) -> None:
+    """Layer 1: a/a -> /c/x; layer 2: c -> d, then a/a/f (through layer 1's symlink, then
+    its own: /d/x/f). Had layer 2 written c after a/a/f, f would have gone with the
+    directory c that c's symlink replaced: that order is refused (which of its entries
+    came before, oci2vm does not keep)."""
+    lower = [directory("a"), directory("d"), symlink("a/a", "/c/x")]
+    tree, data = flatten_layers(tmp_path / "1", lower, [symlink("c", "d"), file("a/a/f", b"1")])
+    assert content(tree, data, "/d/x/f") == b"1"
+    assert at(tree, "/c").target == b"d"
+    with pytest.raises(Oci2vmError, match=r"upper layers write below '/a/a'.*not supported"):
+        flatten_layers(tmp_path / "2", lower, [file("a/a/f", b"1"), symlink("c", "d")])
+
+
+def test_a_layers_whiteout_leaves_what_it_writes_there_through_a_lower_symlink(
+    tmp_path: Path,
+) -> None:
+    """Layer 2 whites out b and writes a/b/new through layer 1's a -> . (so /b/new):
+    the whiteout hides layer 1's b/old only (whiteouts touch the layers below); layer 3
+    then replaces a. Was refused ('which other upper layers delete')."""
+    tree, data = flatten_layers(
+        tmp_path,
+        [directory("b"), file("b/old", b"o"), symlink("a", ".")],
+        [whiteout("b"), directory("a/b"), file("a/b/new", b"n")],
+        [file("a", b"file")],
+    )
+    assert content(tree, data, "/b/new") == b"n"
+    assert paths(tree) == {"/", "/a", "/b", "/b/new"}

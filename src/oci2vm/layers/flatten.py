@@ -362,6 +362,12 @@ class _Flattener:
         # Directories that an upper layer's whiteout reaches through, not yet settled by
         # a lower entry: path -> (layer, its name, the whiteout's name).
         self.open: dict[str, tuple[int, str, str]] = {}
+        # Ranks in their layer (the order of its entries) of the symlinks layers wrote, and
+        # of the first entry below each directory a layer made implicit: whether a layer
+        # wrote a symlink before what it wrote below a lower layer's symlink that leads
+        # through it (see _own_path).
+        self.link_ranks: dict[tuple[str, int], int] = {}
+        self.implicit_ranks: dict[tuple[str, int], int] = {}
         # Hardlink targets that upper layers wait for: target path -> placeholder.
         self.pending: dict[str, Inode] = {}
         self.waiting: dict[Inode, _Waiting] = {}  # placeholder -> what it stands for
@@ -419,6 +425,7 @@ class _Flattener:
                 child = new_dir(mtime_ns=self.implicit_mtime_ns, store=self.rows)
                 kids[part] = child
                 p.implicit.add(child)
+                self.implicit_ranks[(ancestor, p.index)] = p.rank + 1  # (the entry's rank)
             elif child.kind is not Kind.DIR:
                 claim = self._claim(child, ancestor)
                 if claim == p.index and child.kind is Kind.SYMLINK:
@@ -642,7 +649,8 @@ class _Flattener:
         if upper is None or upper.kind is not Kind.DIR:
             return
         oldest, newest = self._claims(upper, path)
-        target = self._leads(path, link, oldest, p)
+        after = self.implicit_ranks.get((path, oldest)) if oldest == newest else None
+        target = self._leads(path, link, oldest, p, after)
         new = _join(target)
         holder.children[parts[-1]] = link  # (an entry moved onto it may replace it yet)
         p.symlinked.pop(path)
@@ -661,12 +669,14 @@ class _Flattener:
         for waiting in self.waiting.values():
             waiting.paths = [_rebased(q, path, new) or q for q in waiting.paths]
 
-    def _leads(self, path: str, link: Inode, oldest: int, p: _Pass) -> list[str]:
+    def _leads(
+        self, path: str, link: Inode, oldest: int, p: _Pass, after: int | None = None
+    ) -> list[str]:
         """Where the symlink `link` at `path` leads, for upper layers' entries, the oldest
-        from layer `oldest`."""
+        from layer `oldest` (`after`: the rank of the first in it, if it is the only)."""
         parts = path[1:].split("/")
         target = follow(parts, len(parts), link.target, p.what)
-        return self._own_path(target, False, p, upper=oldest)
+        return self._own_path(target, False, p, upper=oldest, after=after)
 
     def _move(
         self,
@@ -815,7 +825,9 @@ class _Flattener:
             if newest < max(hidden, cut):
                 self._forget(was)  # a newer layer deleted or replaced it
                 return True
-            if hidden >= oldest:
+            # A whiteout leaves its own layer's entries (the oldest here): only a layer's
+            # non-directory there, as new as them, leaves their order unknown.
+            if hidden > oldest or (hidden == oldest and cut >= hidden):
                 self._not_known(was, now, p)
         if opaque is not None and entry.children:
             oldest, newest = self._claims(entry, was)
@@ -830,8 +842,8 @@ class _Flattener:
     @staticmethod
     def _not_known(was: str, now: str, p: _Pass) -> None:
         raise Oci2vmError(
-            f"{p.what}: an upper layer writes {was!r} through this layer's "
-            f"symlink, to {now!r}, which other upper layers delete: not supported"
+            f"{p.what}: an upper layer writes {was.replace(chr(0), '')!r} through this "
+            f"layer's symlink, to {now!r}, which other upper layers delete: not supported"
         )
 
     def _claims(self, node: Inode, path: str) -> tuple[int, int]:
@@ -895,13 +907,19 @@ class _Flattener:
                 del self.link_claims[key]
 
     def _own_path(
-        self, parts: list[str], keep_last: bool, p: _Pass, upper: int | None = None
+        self,
+        parts: list[str],
+        keep_last: bool,
+        p: _Pass,
+        upper: int | None = None,
+        after: int | None = None,
     ) -> list[str]:
         """`parts` with the symlinks this layer wrote along it followed (but the last
         component's when `keep_last`): where a runtime applying this layer reaches, or
         with `upper`, where upper layers from `upper` up reach: they meet none that an
         upper layer hides, and also follow the tree's symlinks of the layers between
-        (older than `upper`: each of them found such a symlink there)."""
+        (older than `upper`: each of them found such a symlink there), and those of layer
+        `upper` itself ranked before `after` (it wrote them before its entries)."""
         for _ in range(MAX_SYMLINKS):
             node: Inode | None = self.tree.root
             for depth in range(1, len(parts) + (0 if keep_last else 1)):
@@ -914,6 +932,8 @@ class _Flattener:
                         continue
                     claim = self._claim(node, ancestor)
                     between = upper is not None and claim is not None and claim < upper
+                    if upper is not None and claim == upper and after is not None:
+                        between = self.link_ranks.get((ancestor, upper), after) < after
                     if claim != p.index and not between:
                         continue
                     link = node
@@ -1195,8 +1215,10 @@ class _Flattener:
         inode = (
             self._hardlink(member, path, p) if is_link else _inode_for(member, p.index, self.rows)
         )
+        p.rank += 1
+        if inode.kind is Kind.SYMLINK:
+            self.link_ranks[(path, p.index)] = p.rank
         if self.open:
-            p.rank += 1
             if path in self.open:
                 p.settling[path] = (p.rank, inode)
             if inode.kind is not Kind.DIR:
