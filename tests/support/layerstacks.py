@@ -85,10 +85,6 @@ class _Layer:
 
     state: dict[str, str]
     links: dict[str, str]  # symlink targets, by path
-    # Paths whose entry a layer wrote through a lower layer's symlink: a hardlink to one
-    # may get an older layer's entry at that path (oci2vm resolves the link before the
-    # symlink's layer moves the entry there), so no link names one.
-    moved: set[str] = field(default_factory=set)
     members: list[Member] = field(default_factory=list)
     upper: set[str] = field(default_factory=set)
     listed: set[str] = field(default_factory=set)
@@ -114,7 +110,6 @@ class _Layer:
         if not (kind == "dir" and self.state.get(path) == "dir"):
             for gone in self.below(path):
                 del self.state[gone]
-        self.moved.discard(path)
         self.state[path] = kind
         if kind != "dir":
             self.cut.add(path)
@@ -188,7 +183,7 @@ def _entry(draw: Any, layer: _Layer, op: str) -> None:
         targets = sorted(
             p
             for p, kind in layer.state.items()
-            if kind != "dir" and p and not layer.through_symlink(p) and p not in layer.moved
+            if kind != "dir" and p and not layer.through_symlink(p)
         )
         if not targets:
             return
@@ -271,8 +266,6 @@ def _through(draw: Any, layer: _Layer) -> None:
     kind = draw(st.sampled_from(KINDS))
     layer.put(path, kind, _drawn(draw, kind, f"{link}/{name}"))
     layer.links.pop(path, None)  # (no entry goes through a symlink written through one)
-    if link not in layer.listed:
-        layer.moved.add(path)
     layer.through = link
 
 
@@ -309,12 +302,11 @@ def layer_stacks(draw: Any, min_layers: int = 3, max_layers: int = 5) -> Stack:
     """A stack of layers, bottom first, every entry valid where the runtime meets it."""
     state: dict[str, str] = {"": "dir"}
     links: dict[str, str] = {}
-    moved: set[str] = set()
     throughs: list[str] = []
     layers: list[list[Member]] = []
     root_listed = False
     for _ in range(draw(st.integers(min_layers, max_layers))):
-        layer = _Layer(state, links, moved)
+        layer = _Layer(state, links)
         for _ in range(draw(st.integers(1, 7))):
             op = draw(st.sampled_from(OPS))
             if op == "root":

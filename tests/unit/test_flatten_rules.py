@@ -381,3 +381,18 @@ def test_a_whiteout_below_a_symlink_whose_parent_its_layer_then_replaced_is_no_e
         [whiteout("b/a/x")],
     )
     assert paths(tree) == {"/", "/a", "/b"}
+
+
+def test_a_whiteout_below_a_symlink_a_layer_between_replaced_reaches_nothing(
+    tmp_path: Path,
+) -> None:
+    """Layer 1: a/c -> a (in directory a); layer 2 makes a a file; layer 3 whites out
+    a/c/a, which no longer leads anywhere: nothing to refuse (it was, as a whiteout
+    through a symlink)."""
+    tree, _ = flatten_layers(
+        tmp_path,
+        [directory("a"), file("a/a", b"x"), symlink("a/c", "a")],
+        [file("a", b"a file")],
+        [whiteout("a/c/a")],
+    )
+    assert paths(tree) == {"/", "/a"}

@@ -544,6 +544,19 @@ def test_entries_moved_through_a_lower_symlink_follow_their_own_layers_earlier_s
     tree, data = flatten_layers(tmp_path / "1", lower, [symlink("c", "d"), file("a/a/f", b"1")])
     assert content(tree, data, "/d/x/f") == b"1"
     assert at(tree, "/c").target == b"d"
+    # ... also when a newer layer replaced that symlink since: f went through it before
+    tree, data = flatten_layers(
+        tmp_path / "3", lower, [symlink("c", "d"), file("a/a/f", b"1")], [file("c", b"c")]
+    )
+    assert content(tree, data, "/d/x/f") == b"1"
+    assert at(tree, "/c").kind is Kind.FILE
+    # ... and when a newer layer's opaque marker empties a (f waits in a limbo then)
+    opaque_a = [directory("a"), opaque("a")]
+    tree, data = flatten_layers(
+        tmp_path / "4", lower, [symlink("c", "d"), file("a/a/f", b"1")], opaque_a
+    )
+    assert content(tree, data, "/d/x/f") == b"1"
+    assert "/a/a" not in paths(tree)
     with pytest.raises(Oci2vmError, match=r"upper layers write below '/a/a'.*not supported"):
         flatten_layers(tmp_path / "2", lower, [file("a/a/f", b"1"), symlink("c", "d")])
 
@@ -562,3 +575,54 @@ def test_a_layers_whiteout_leaves_what_it_writes_there_through_a_lower_symlink(
     )
     assert content(tree, data, "/b/new") == b"n"
     assert paths(tree) == {"/", "/a", "/b", "/b/new"}
+
+
+def test_a_link_gets_the_entry_a_lower_symlink_moves_onto_its_target_later(
+    tmp_path: Path,
+) -> None:
+    """Layer 3 writes b/b/a, which layer 1's b/b -> ../b puts on /b/a over layer 2's
+    entry there; layer 4 links h to b/a: a runtime links layer 3's file. oci2vm resolved
+    the link at layer 2 (its entry at /b/a) before layer 1 moved layer 3's onto it."""
+    tree, data = flatten_layers(
+        tmp_path,
+        [directory("b"), symlink("b/b", "../b")],
+        [file("b/a", b"layer 2")],
+        [file("b/b/a", b"layer 3")],
+        [hardlink("h", "b/a")],
+    )
+    assert content(tree, data, "/h") == content(tree, data, "/b/a") == b"layer 3"
+    assert at(tree, "/h") == at(tree, "/b/a")
+
+
+@pytest.mark.parametrize("hider", [[file("a", b"now a file")], [whiteout("a")]])
+def test_an_entry_that_left_a_replaced_directory_through_a_lower_symlink_stays(
+    tmp_path: Path, hider: list[Member]
+) -> None:
+    """Layer 2 lists a/ and writes a/a/b, which layer 1's a/a -> /d puts at /d/b; layer 3
+    replaces or deletes a: /d/b is not in a (dropped silently before). Layer 2 said what
+    a was, not what a/a was: that waits for layer 1."""
+    tree, data = flatten_layers(
+        tmp_path,
+        [directory("a"), directory("d"), symlink("a/a", "/d")],
+        [directory("a"), file("a/a/b", b"x")],
+        hider,
+    )
+    assert content(tree, data, "/d/b") == b"x"
+    assert "/a/a" not in paths(tree)
+
+
+def test_a_link_to_an_entry_hidden_where_a_lower_symlink_took_it_is_served(
+    tmp_path: Path,
+) -> None:
+    """Layer 2: c -> ., then a/a/b through layer 1's a/a -> /c/a (so /a/b); layer 3 links
+    h to a/b; layer 4 makes a a file. h keeps layer 2's file (it was refused: 'does not
+    exist')."""
+    tree, data = flatten_layers(
+        tmp_path,
+        [directory("a"), symlink("a/a", "/c/a")],
+        [directory("a"), symlink("c", "."), file("a/a/b", b"x")],
+        [hardlink("h", "a/b")],
+        [file("a", b"a file")],
+    )
+    assert content(tree, data, "/h") == b"x"
+    assert at(tree, "/a").kind is Kind.FILE

@@ -32,6 +32,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import cast
 
 from oci2vm.errors import Oci2vmError
 from oci2vm.image.blobs import BlobStore, ProgressFn, short
@@ -362,22 +363,27 @@ class _Flattener:
         # Directories that an upper layer's whiteout reaches through, not yet settled by
         # a lower entry: path -> (layer, its name, the whiteout's name).
         self.open: dict[str, tuple[int, str, str]] = {}
-        # Ranks in their layer (the order of its entries) of the symlinks layers wrote, and
-        # of the first entry below each directory a layer made implicit: whether a layer
-        # wrote a symlink before what it wrote below a lower layer's symlink that leads
-        # through it (see _own_path).
-        self.link_ranks: dict[tuple[str, int], int] = {}
+        # The symlinks layers wrote last at their paths, with their ranks in the layer (the
+        # order of its entries), and the rank of the first entry below each directory a
+        # layer made implicit: whether a layer wrote a symlink before what it wrote below
+        # a lower layer's symlink that leads through it (see _own_path), whatever newer
+        # layers did with the symlink since.
+        self.link_ranks: dict[tuple[str, int], tuple[int, Inode]] = {}
         self.implicit_ranks: dict[tuple[str, int], int] = {}
         # Hardlink targets that upper layers wait for: target path -> placeholder.
         self.pending: dict[str, Inode] = {}
         self.waiting: dict[Inode, _Waiting] = {}  # placeholder -> what it stands for
+        # Links to lower files once resolved: target path -> (the links' layer, their
+        # paths, the file). A layer's entry that a lower symlink moves onto the target
+        # later, older than the links, is what they met (see _merge).
+        self.resolved: dict[str, list[tuple[int, list[str], Inode]]] = {}
         # Sparse files whose data reached the sink (the inodes, not their id()s: one that a
         # layer's later entry replaced may be dropped, and its id() reused); a dense one's
         # data is StreamedData once delivered (see _deliver).
         self.delivered: set[Inode] = set()
         self.deferred: list[Inode] = []  # this layer: data needed after it streamed by
         # Entries written below a path that upper layers replaced or deleted, where the
-        # writing layer had not said what the path was: a layer below says (see _in_limbo).
+        # writing layer had not said what the path was: a layer below says (see _limbo_depth).
         # (path, the writing layer) -> a directory standing for the path in its view.
         self.limbo: dict[tuple[str, int], Inode] = {}
         self.limbo_links: set[tuple[str, int]] = set()  # those holding links to lower files
@@ -425,7 +431,7 @@ class _Flattener:
                 child = new_dir(mtime_ns=self.implicit_mtime_ns, store=self.rows)
                 kids[part] = child
                 p.implicit.add(child)
-                self.implicit_ranks[(ancestor, p.index)] = p.rank + 1  # (the entry's rank)
+                self.implicit_ranks.setdefault((ancestor, p.index), p.rank + 1)  # (the entry's)
             elif child.kind is not Kind.DIR:
                 claim = self._claim(child, ancestor)
                 if claim == p.index and child.kind is Kind.SYMLINK:
@@ -757,12 +763,28 @@ class _Flattener:
                 )
             self._forget(older_at)
             into.children[name] = newer
+            if newer is entry and now in self.resolved:
+                self._repoint_resolved(now, there, entry, mine)
             if older.kind is not Kind.DIR:  # it ended what the layers below put there
                 rank = min(mine, theirs)
                 self.hidden[now] = min(rank, self.hidden.get(now, rank))
                 self.hidden_newest[now] = max(rank, self.hidden_newest.get(now, rank))
                 # This layer's entries there (written before its symlink moved these) too.
                 self._prune_older(now, rank)
+
+    def _repoint_resolved(self, path: str, old: Inode, new: Inode, rank: int) -> None:
+        """Links newer than layer `rank` that were given `old`, the entry at `path` then,
+        share `new`, which a lower symlink moved there from layer `rank`: a runtime
+        applying their layer found it there."""
+        for layer, paths, inode in self.resolved[path]:
+            if inode != old or layer <= rank:
+                continue
+            for link in paths:
+                parts = link.strip("/").split("/")
+                parent = self._at(parts[:-1])
+                if parent is not None and parent.children and parent.children.get(parts[-1]) == old:
+                    parent.children[parts[-1]] = new
+                    self.parents.clear()
 
     def _prune_older(self, path: str, hider: int) -> None:
         """Take out of the tree what layers older than `hider` put at and below `path`
@@ -925,6 +947,9 @@ class _Flattener:
             for depth in range(1, len(parts) + (0 if keep_last else 1)):
                 ancestor = _join(parts[:depth])
                 link = _own_link(ancestor, p, hidden=upper is None)
+                if link is None and after is not None and self.link_ranks:
+                    own = self.link_ranks.get((ancestor, cast(int, upper)))
+                    link = own[1] if own is not None and own[0] < after else None
                 if link is None:
                     kids = node.children if node is not None else None
                     node = kids.get(parts[depth - 1]) if kids is not None else None
@@ -932,8 +957,6 @@ class _Flattener:
                         continue
                     claim = self._claim(node, ancestor)
                     between = upper is not None and claim is not None and claim < upper
-                    if upper is not None and claim == upper and after is not None:
-                        between = self.link_ranks.get((ancestor, upper), after) < after
                     if claim != p.index and not between:
                         continue
                     link = node
@@ -965,17 +988,26 @@ class _Flattener:
 
     # --- what layers wrote below a path that upper layers replaced or deleted ---------
 
-    def _in_limbo(self, parts: list[str], depth: int, p: _Pass) -> bool:
+    def _limbo_depth(self, parts: list[str], depth: int, p: _Pass) -> int | None:
         """Whether an entry whose directory upper layers hide, where parts[:depth] names
-        what they deleted or replaced (from _parent), waits in a limbo. A runtime applying
-        this layer wrote below what was there then: a lower layer's symlink took the entry
-        where it leads, which an upper layer deleting or replacing the symlink does not
-        undo (docker and umoci keep it). So unless that path is the entry's own, or this
-        layer listed or deleted it before, the entry waits until a lower layer says what
-        the path was (_decide_limbo); else it is hidden, whatever the layers below hold."""
-        if depth >= len(parts):
-            return False
-        return _join(parts[:depth]) not in p.hidden and not self._deleted(parts[:depth], p)
+        what they deleted or replaced (from _parent), waits in a limbo, and at which
+        depth. A runtime applying this layer wrote below what was there then: a lower
+        layer's symlink took the entry where it leads, which an upper layer deleting or
+        replacing the symlink does not undo (docker and umoci keep it). So where this
+        layer neither listed nor deleted that path, the entry waits until a lower layer
+        says what the path was (_decide_limbo); where it listed a directory there, the
+        same holds for the first path below that it did not list (a symlink there may
+        lead out of what upper layers hide); else the entry is hidden, whatever the
+        layers below hold."""
+        for at in range(depth, len(parts)):
+            if self._deleted(parts[:at], p):
+                return None
+            own = p.hidden.get(_join(parts[:at]))
+            if own is None:
+                return at
+            if own.kind is not Kind.DIR:
+                return None
+        return None
 
     def _limbo_dir(
         self, key: tuple[str, int], depth: int, parts: list[str], path: str, p: _Pass
@@ -986,12 +1018,14 @@ class _Flattener:
         node = self.limbo.get(key)
         if node is None:
             node = self.limbo[key] = new_dir(mtime_ns=self.implicit_mtime_ns, store=self.rows)
+            self.implicit_ranks.setdefault((key[0], p.index), p.rank + 1)
         for at in range(depth, len(parts) - 1):
             kids = node.children
             assert kids is not None
             child = kids.get(parts[at])
             if child is None:
                 child = kids[parts[at]] = new_dir(mtime_ns=self.implicit_mtime_ns, store=self.rows)
+                self.implicit_ranks.setdefault((_join(parts[: at + 1]), p.index), p.rank + 1)
             elif child.kind is Kind.SYMLINK:
                 raise _Through(at + 1, child)
             elif child.kind is not Kind.DIR:
@@ -1132,7 +1166,7 @@ class _Flattener:
         what is there by layer order (see _relocate); unless a newer layer deleted or
         replaced the way there."""
         # (the limbo's own path, marked: no claim of the tree's entries there applies)
-        target = self._leads(path, link, layer, p)
+        target = self._leads(path, link, layer, p, self.implicit_ranks.get((path, layer)))
         into = self._move(source, path + "\0", target, layer, layer, path, p)
         stack = [into] if into is not None else []
         while stack:
@@ -1195,6 +1229,11 @@ class _Flattener:
             opaque = self.opaque.get(ancestor) if depth < len(parts) else None
             if (hidden is not None and hidden <= above) or (opaque is not None and opaque <= above):
                 return
+            # A layer between made a directory on the way a non-directory, in sight:
+            node = self._at(parts[:depth]) if 0 < depth < len(parts) else None
+            between = node is not None and p.index < _rank(self._claim(node, ancestor)) <= above
+            if between and node is not None and node.kind is not Kind.DIR:
+                return
         raise Oci2vmError(
             f"{what}: whiteout {name!r} reaches through symlink {path!r}: whiteouts "
             "through symlinks are not supported"
@@ -1217,7 +1256,9 @@ class _Flattener:
         )
         p.rank += 1
         if inode.kind is Kind.SYMLINK:
-            self.link_ranks[(path, p.index)] = p.rank
+            self.link_ranks[(path, p.index)] = (p.rank, inode)
+        elif self.link_ranks:
+            self.link_ranks.pop((path, p.index), None)  # (no longer a symlink in its layer)
         if self.open:
             if path in self.open:
                 p.settling[path] = (p.rank, inode)
@@ -1255,10 +1296,11 @@ class _Flattener:
                 parent = self._parent(parts, path, p)
                 if not isinstance(parent, int):
                     return parent, parts, path, None
-                if not self._in_limbo(parts, parent, p):
+                depth = self._limbo_depth(parts, parent, p)
+                if depth is None:
                     return None, parts, path, None
-                key = (_join(parts[:parent]), p.index)
-                return self._limbo_dir(key, parent, parts, path, p), parts, path, key
+                key = (_join(parts[:depth]), p.index)
+                return self._limbo_dir(key, depth, parts, path, p), parts, path, key
             except _Through as through:
                 parts = follow(parts, through.depth, through.link.target, p.what)
                 path = _join(parts)
@@ -1386,6 +1428,9 @@ class _Flattener:
     def _resolve(self, placeholder: Inode, inode: Inode) -> None:
         """The target a placeholder stood for has arrived: put it where the links are."""
         waiting = self.waiting.pop(placeholder)
+        self.resolved.setdefault(waiting.target, []).append(
+            (placeholder.layer, waiting.paths, inode)
+        )
         for path in waiting.paths:
             parts = path.strip("/").split("/")
             parent = self._at(parts[:-1])
