@@ -156,10 +156,56 @@ def _volume(text: str) -> Volume:
         raise argparse.ArgumentTypeError(
             f"-v {text}: expected HOSTDIR:GUESTDIR[:ro] with an absolute GUESTDIR"
         )
-    host = Path(parts[0]).expanduser()
+    return _bind(parts[0], parts[1], read_only, f"-v {text}")
+
+
+def _bind(source: str, target: str, read_only: bool, what: str) -> Volume:
+    host = Path(source).expanduser()
     if not host.is_dir():
-        raise argparse.ArgumentTypeError(f"-v {text}: {host} is not a directory")
-    return Volume(host.resolve(), parts[1], read_only)
+        raise argparse.ArgumentTypeError(f"{what}: {host} is not a directory")
+    return Volume(host.resolve(), target, read_only)
+
+
+_MOUNT_TRUE = ("", "true", "1")
+
+
+def _mount(text: str) -> Volume | str:
+    """docker run --mount: type=bind (source, target, readonly) as -v takes it, and
+    type=tmpfs (target, tmpfs-size, tmpfs-mode) as --tmpfs PATH:OPTIONS takes it."""
+    what = f"--mount {text}"
+    fields: dict[str, str] = {}
+    for item in text.split(","):
+        key, sep, value = item.partition("=")
+        if not sep and key not in ("readonly", "ro"):
+            raise argparse.ArgumentTypeError(f"{what}: expected KEY=VALUE, not {item!r}")
+        fields[{"src": "source", "dst": "target", "destination": "target"}.get(key, key)] = value
+    kind = fields.pop("type", "volume")
+    target = fields.pop("target", "")
+    if not target.startswith("/"):
+        raise argparse.ArgumentTypeError(f"{what}: the target must be an absolute path")
+    if kind == "bind":
+        source = fields.pop("source", "")
+        read_only = fields.pop("readonly", fields.pop("ro", "false")) in _MOUNT_TRUE
+        fields.pop("bind-propagation", None)  # (a 9p share has none to choose)
+        if not source or fields:
+            raise argparse.ArgumentTypeError(
+                f"{what}: a bind mount takes source, target and readonly here"
+            )
+        return _bind(source, target, read_only, what)
+    if kind == "tmpfs":
+        options = []
+        if "tmpfs-size" in fields:
+            options.append(f"size={fields.pop('tmpfs-size')}")
+        if "tmpfs-mode" in fields:
+            options.append(f"mode={fields.pop('tmpfs-mode')}")
+        if fields:
+            raise argparse.ArgumentTypeError(
+                f"{what}: a tmpfs mount takes target, tmpfs-size and tmpfs-mode here"
+            )
+        return ":".join([target, ",".join(options)]) if options else target
+    raise argparse.ArgumentTypeError(
+        f"{what}: type={kind} is not supported (bind: a host directory; tmpfs)"
+    )
 
 
 def _ssh_key(text: str) -> Path | tuple[str, Path]:
@@ -356,6 +402,10 @@ def _workload_options(p: argparse.ArgumentParser, *, run: bool) -> None:
         p.add_argument("-v", "--volume", dest="volumes", type=_volume, action="append",
                        default=[], metavar="HOSTDIR:GUESTDIR[:ro]",
                        help="share a host directory with the guest (repeatable)")  # fmt: skip
+        p.add_argument("--mount", dest="mounts", type=_mount, action="append", default=[],
+                       metavar="type=bind|tmpfs,...",
+                       help="docker's long form of -v (type=bind,source=,target=[,readonly]) "
+                       "and --tmpfs (type=tmpfs,target=[,tmpfs-size=][,tmpfs-mode=])")  # fmt: skip
         p.add_argument("--stop-timeout", type=int, metavar="SECONDS",
                        help="how long a stop waits for the workload before the VM is killed "
                        "(default: 10; -1: no limit)")  # fmt: skip
@@ -535,6 +585,8 @@ def config_from(args: argparse.Namespace) -> Config:
         fields["user_ssh_keys"] = tuple(k for k in keys if isinstance(k, tuple))
     if "users" in fields:
         fields["users"] = tuple(fields["users"])
+    for mount in getattr(args, "mounts", []):  # --mount: into -v's and --tmpfs's lists
+        fields["volumes" if isinstance(mount, Volume) else "tmpfs"].append(mount)
     for name in ("insecure_hosts", "keyrings", "publish", "volumes", "tmpfs", "add_hosts"):
         if name in fields:
             fields[name] = tuple(fields[name])

@@ -157,7 +157,8 @@ def test_env_workdir_user_entrypoint_and_volumes(app: str, tmp_path: Path) -> No
     result = oci2vm(
         "run", *run_options(), "-e", "SOME_ENV_FROM_CONFIG=overridden", "-e", "ADDED=1",
         "-w", "/www", "-u", "0", "--entrypoint", "sh",
-        "-v", f"{shared}:/data", "-v", f"{read_only}:/ro:ro", app, "--", "-c", script,
+        "-v", f"{shared}:/data", "--mount", f"type=bind,source={read_only},target=/ro,readonly",
+        app, "--", "-c", script,
     )  # fmt: skip
     expected = "overridden 1\n0\n/www\nfrom the host\nro-refused\n"
     assert (result.code, result.out) == (0, expected), result.err

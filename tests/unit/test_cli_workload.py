@@ -160,3 +160,40 @@ def test_tmpfs_add_host_read_only_and_stop_signal_reach_the_config() -> None:
     assert config.stop_timeout == -1
     assert (config.tmpfs, config.add_hosts) == (("/a", "/b:size=1m"), ("db:10.0.0.5",))
     assert (config.read_only, config.stop_signal) == (True, "INT")
+
+
+def test_mount_long_form_for_binds_and_tmpfs(tmp_path: Path) -> None:
+    from oci2vm.config import Volume
+
+    words = ["run", "-v", f"{tmp_path}:/a",
+             "--mount", f"type=bind,source={tmp_path},target=/b,readonly",
+             "--mount", f"type=bind,src={tmp_path},dst=/c,bind-propagation=rprivate",
+             "--mount", "type=tmpfs,destination=/t,tmpfs-size=64m,tmpfs-mode=1770",
+             "--mount", "type=tmpfs,target=/u", "img"]  # fmt: skip
+    config = config_from(parse(words))
+    assert config.volumes == (
+        Volume(tmp_path.resolve(), "/a"),
+        Volume(tmp_path.resolve(), "/b", True),
+        Volume(tmp_path.resolve(), "/c"),
+    )
+    assert config.tmpfs == ("/t:size=64m,mode=1770", "/u")
+
+
+@pytest.mark.parametrize(
+    ("mount", "words"),
+    [
+        ("type=volume,source=data,target=/data", "type=volume is not supported"),
+        ("source=data,target=/data", "type=volume is not supported"),
+        ("type=bind,source=/nonexistent-dir,target=/x", "is not a directory"),
+        ("type=bind,target=/x", "takes source, target and readonly"),
+        ("type=tmpfs,target=relative", "must be an absolute path"),
+        ("type=tmpfs,target=/x,tmpfs-bogus=1", "takes target, tmpfs-size and tmpfs-mode"),
+        ("type=bind,/x", "expected KEY=VALUE"),
+    ],
+)
+def test_a_mount_oci2vm_cannot_make_is_refused_in_one_line(
+    mount: str, words: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit):
+        parse(["run", "--mount", mount, "img"])
+    assert words in capsys.readouterr().err
