@@ -32,7 +32,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import cast
 
 from oci2vm.errors import Oci2vmError
 from oci2vm.image.blobs import BlobStore, ProgressFn, short
@@ -292,6 +291,11 @@ class _Pass:
     # Upper layers' directories that this layer's last entry there makes a symlink: what
     # upper layers wrote below goes where the symlink leads (see _Flattener._relocate).
     symlinked: dict[str, Inode] = field(default_factory=dict)
+    # The symlinks it wrote last at their paths, with their ranks, and the rank of its
+    # first entry below each directory it left implicit (in the tree or a limbo): kept
+    # by the flattener for the layers below when it left any (see _Flattener._own_path).
+    link_ranks: dict[str, tuple[int, Inode]] = field(default_factory=dict)
+    implicit_ranks: dict[str, int] = field(default_factory=dict)
 
 
 class _Through(Exception):  # noqa: N818 (a signal to follow a symlink, not an error)
@@ -363,11 +367,10 @@ class _Flattener:
         # Directories that an upper layer's whiteout reaches through, not yet settled by
         # a lower entry: path -> (layer, its name, the whiteout's name).
         self.open: dict[str, tuple[int, str, str]] = {}
-        # The symlinks layers wrote last at their paths, with their ranks in the layer (the
-        # order of its entries), and the rank of the first entry below each directory a
-        # layer made implicit: whether a layer wrote a symlink before what it wrote below
-        # a lower layer's symlink that leads through it (see _own_path), whatever newer
-        # layers did with the symlink since.
+        # The _Pass.link_ranks and implicit_ranks of the layers that left a directory
+        # implicit, by (path, layer): whether a layer wrote a symlink before what it wrote
+        # below a lower layer's symlink that leads through it (see _own_path), whatever
+        # newer layers did with the symlink since.
         self.link_ranks: dict[tuple[str, int], tuple[int, Inode]] = {}
         self.implicit_ranks: dict[tuple[str, int], int] = {}
         # Hardlink targets that upper layers wait for: target path -> placeholder.
@@ -431,7 +434,7 @@ class _Flattener:
                 child = new_dir(mtime_ns=self.implicit_mtime_ns, store=self.rows)
                 kids[part] = child
                 p.implicit.add(child)
-                self.implicit_ranks.setdefault((ancestor, p.index), p.rank + 1)  # (the entry's)
+                p.implicit_ranks.setdefault(ancestor, p.rank + 1)  # (the entry's)
             elif child.kind is not Kind.DIR:
                 claim = self._claim(child, ancestor)
                 if claim == p.index and child.kind is Kind.SYMLINK:
@@ -632,6 +635,9 @@ class _Flattener:
         for path in p.opaques:
             self.opaque[path] = p.index
             self.opaque_newest.setdefault(path, p.index)
+        if p.implicit_ranks:  # (else no lower layer asks for this layer's ranks)
+            self.implicit_ranks.update(((k, p.index), r) for k, r in p.implicit_ranks.items())
+            self.link_ranks.update(((k, p.index), v) for k, v in p.link_ranks.items())
 
     # --- what upper layers wrote below this layer's symlinks ------------------------------
 
@@ -777,14 +783,19 @@ class _Flattener:
         share `new`, which a lower symlink moved there from layer `rank`: a runtime
         applying their layer found it there."""
         for layer, paths, inode in self.resolved[path]:
-            if inode != old or layer <= rank:
-                continue
-            for link in paths:
-                parts = link.strip("/").split("/")
-                parent = self._at(parts[:-1])
-                if parent is not None and parent.children and parent.children.get(parts[-1]) == old:
-                    parent.children[parts[-1]] = new
-                    self.parents.clear()
+            if inode == old and layer > rank:
+                for link in paths:
+                    self._replace_at(link, old, new)
+
+    def _replace_at(self, path: str, old: Inode, new: Inode) -> bool:
+        """Put `new` at `path` where the tree has `old` there; say whether it did."""
+        parts = path.strip("/").split("/")
+        parent = self._at(parts[:-1])
+        if parent is None or not parent.children or parent.children.get(parts[-1]) != old:
+            return False
+        parent.children[parts[-1]] = new
+        self.parents.clear()
+        return True
 
     def _prune_older(self, path: str, hider: int) -> None:
         """Take out of the tree what layers older than `hider` put at and below `path`
@@ -906,14 +917,14 @@ class _Flattener:
         when some of them are gone, or which is not known (one layer both deletes there
         and writes through the symlink: their order decides)."""
         replaced = node is not None and node.kind is not Kind.DIR
-        claim = _rank(self._claim(node, path)) if replaced else -1
-        if replaced and newest < claim:
-            return True
-        if replaced and newest == claim:
-            # The newest of them made `path` a non-directory: after them, unless it is a
-            # symlink, which that layer may have written first and then followed.
-            assert node is not None
-            return None if node.kind is Kind.SYMLINK else True
+        if node is not None and replaced:
+            claim = _rank(self._claim(node, path))
+            if newest < claim:
+                return True
+            if newest == claim:
+                # The newest of them made `path` a non-directory: after them, unless it is
+                # a symlink, which that layer may have written first and then followed.
+                return None if node.kind is Kind.SYMLINK else True
         marks = (self.hidden_newest.get(path), self.opaque_newest.get(path))
         hider = max((m for m in marks if m is not None), default=-1)
         if hider > newest:
@@ -947,8 +958,8 @@ class _Flattener:
             for depth in range(1, len(parts) + (0 if keep_last else 1)):
                 ancestor = _join(parts[:depth])
                 link = _own_link(ancestor, p, hidden=upper is None)
-                if link is None and after is not None and self.link_ranks:
-                    own = self.link_ranks.get((ancestor, cast(int, upper)))
+                if link is None and upper is not None and after is not None:
+                    own = self.link_ranks.get((ancestor, upper))
                     link = own[1] if own is not None and own[0] < after else None
                 if link is None:
                     kids = node.children if node is not None else None
@@ -1018,14 +1029,14 @@ class _Flattener:
         node = self.limbo.get(key)
         if node is None:
             node = self.limbo[key] = new_dir(mtime_ns=self.implicit_mtime_ns, store=self.rows)
-            self.implicit_ranks.setdefault((key[0], p.index), p.rank + 1)
+            p.implicit_ranks.setdefault(key[0], p.rank + 1)
         for at in range(depth, len(parts) - 1):
             kids = node.children
             assert kids is not None
             child = kids.get(parts[at])
             if child is None:
                 child = kids[parts[at]] = new_dir(mtime_ns=self.implicit_mtime_ns, store=self.rows)
-                self.implicit_ranks.setdefault((_join(parts[: at + 1]), p.index), p.rank + 1)
+                p.implicit_ranks.setdefault(_join(parts[: at + 1]), p.rank + 1)
             elif child.kind is Kind.SYMLINK:
                 raise _Through(at + 1, child)
             elif child.kind is not Kind.DIR:
@@ -1231,8 +1242,11 @@ class _Flattener:
                 return
             # A layer between made a directory on the way a non-directory, in sight:
             node = self._at(parts[:depth]) if 0 < depth < len(parts) else None
-            between = node is not None and p.index < _rank(self._claim(node, ancestor)) <= above
-            if between and node is not None and node.kind is not Kind.DIR:
+            if (
+                node is not None
+                and node.kind is not Kind.DIR
+                and p.index < _rank(self._claim(node, ancestor)) <= above
+            ):
                 return
         raise Oci2vmError(
             f"{what}: whiteout {name!r} reaches through symlink {path!r}: whiteouts "
@@ -1256,9 +1270,9 @@ class _Flattener:
         )
         p.rank += 1
         if inode.kind is Kind.SYMLINK:
-            self.link_ranks[(path, p.index)] = (p.rank, inode)
-        elif self.link_ranks:
-            self.link_ranks.pop((path, p.index), None)  # (no longer a symlink in its layer)
+            p.link_ranks[path] = (p.rank, inode)
+        elif p.link_ranks:
+            p.link_ranks.pop(path, None)  # (no longer a symlink in its layer)
         if self.open:
             if path in self.open:
                 p.settling[path] = (p.rank, inode)
@@ -1432,18 +1446,9 @@ class _Flattener:
             (placeholder.layer, waiting.paths, inode)
         )
         for path in waiting.paths:
-            parts = path.strip("/").split("/")
-            parent = self._at(parts[:-1])
-            if (
-                parent is not None
-                and parent.children
-                and parent.children.get(parts[-1]) == placeholder
-            ):
-                claim = self._claim(placeholder, path)
-                parent.children[parts[-1]] = inode
-                self.parents.clear()
-                if claim is not None:
-                    self.link_claims[path] = claim
+            claim = self._claim(placeholder, path)
+            if self._replace_at(path, placeholder, inode) and claim is not None:
+                self.link_claims[path] = claim
         further = self.waiting.get(inode)
         if further is not None:  # the target is itself a link to a lower file
             further.paths.extend(waiting.paths)
