@@ -250,7 +250,7 @@ def _relay(
     fds: _Fds,
     wakeup: socket.socket,
     spec: BootSpec,
-    grace: float = STOP_GRACE_SECONDS,
+    grace: float,
 ) -> _Session:
     """Copy the streams until QEMU ends (or is to be killed); see the module docstring."""
     session = _Session(grace=grace)

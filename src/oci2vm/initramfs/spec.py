@@ -244,12 +244,13 @@ def tmpfs_mount(option: str) -> tuple[str, str]:
     path, _, options = option.partition(":")
     if not path.startswith("/"):
         raise Oci2vmError(f"--tmpfs {option!r}: the path must be absolute")
-    if posixpath.normpath(path) == "/":
+    path = posixpath.normpath(path)
+    if path == "/":
         raise Oci2vmError(f"--tmpfs {option!r}: cannot mount over the root")
     options = ",".join(o for o in (TMPFS_DEFAULTS, options) if o)
     if not _MOUNT_OPTIONS.fullmatch(options):
         raise Oci2vmError(f"--tmpfs {option!r}: malformed mount options")
-    return posixpath.normpath(path), options
+    return path, options
 
 
 def hosts_line(option: str) -> tuple[str, str]:

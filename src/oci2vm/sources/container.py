@@ -117,12 +117,7 @@ class Container:
             self._members, self._small = known
             self._ready = _Decompress(path, kind, self._data, self._members).run
             return
-        _decompressed_copy(path, kind, self._data)
-        try:
-            self._members = _scan_tar(self._data, path)
-        except BaseException:
-            self._data.unlink(missing_ok=True)
-            raise
+        self._members = _decompressed_members(path, kind, self._data)
         index.save(self._data, self._members)
 
     @property
@@ -265,12 +260,7 @@ class _Decompress:
         with self._lock:
             if self._done:
                 return
-            _decompressed_copy(self._path, self._kind, self._copy)
-            try:
-                found = _scan_tar(self._copy, self._path)
-            except BaseException:
-                self._copy.unlink(missing_ok=True)
-                raise
+            found = _decompressed_members(self._path, self._kind, self._copy)
             if found != self._members:
                 self._copy.unlink(missing_ok=True)
                 raise Oci2vmError(f"{self._path}: the archive changed while it was read: run again")
@@ -301,6 +291,17 @@ def _scratch_name(scratch: Path) -> Path:
     copy = scratch / f"archive-{os.getpid()}-{secrets.token_hex(8)}.tar"
     atexit.register(copy.unlink, missing_ok=True)
     return copy
+
+
+def _decompressed_members(path: Path, kind: str, copy: Path) -> dict[str, tuple[int, int]]:
+    """`path` decompressed into the new file `copy`, and its members (see _scan_tar); the
+    copy is removed at once if it is no readable archive."""
+    _decompressed_copy(path, kind, copy)
+    try:
+        return _scan_tar(copy, path)
+    except BaseException:
+        copy.unlink(missing_ok=True)
+        raise
 
 
 def _decompressed_copy(path: Path, kind: str, copy: Path) -> None:
