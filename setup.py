@@ -39,6 +39,7 @@ NATIVE = [
     "oci2vm/fs/ext4/xattr.py",
 ]
 MANIFEST = "native.json"  # written beside oci2vm/__init__ of the build: module -> source hash
+GROUP = "oci2vm"  # the compiled modules share one library, GROUP__mypyc, beside the package
 
 
 class BuildNative(build_ext):
@@ -67,7 +68,8 @@ class BuildNative(build_ext):
             ).hexdigest()
             for path in NATIVE
         }
-        (anchor / MANIFEST).write_text(json.dumps(sources, indent=1, sort_keys=True) + "\n")
+        manifest = {"library": f"{GROUP}__mypyc", "modules": sources}
+        (anchor / MANIFEST).write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
 
 
 def native_extensions() -> list[object]:
@@ -79,7 +81,7 @@ def native_extensions() -> list[object]:
         print("oci2vm: mypyc is missing: building pure Python", file=sys.stderr)
         return []
     # mypy names each module by the packages above its path: src/oci2vm/... is oci2vm....
-    return list(mypycify([f"src/{path}" for path in NATIVE], opt_level="3", group_name="oci2vm"))
+    return list(mypycify([f"src/{path}" for path in NATIVE], opt_level="3", group_name=GROUP))
 
 
 setup(ext_modules=native_extensions(), cmdclass={"build_ext": BuildNative})

@@ -1,7 +1,8 @@
 """Which of oci2vm's modules run compiled, and the guard that keeps stale ones out.
 
 setup.py compiles the per-entry hot path with mypyc and writes native.json beside this
-module: each compiled module's name and the sha256 of the source it was built from. The
+module: each compiled module's name and the sha256 of the source it was built from, and
+the name of the library they share (beside the package, as mypyc places it). The
 compiled modules call one another directly in C, so they are taken all together or not
 at all: if any listed source changed since the build (an edited checkout), or
 OCI2VM_PURE_PYTHON is set, a finder placed ahead of the standard ones loads every listed
@@ -43,18 +44,22 @@ def _source(module: str) -> Path:
 
 def _decide() -> NativeState:
     try:
-        built: dict[str, str] = json.loads(MANIFEST.read_text())
+        manifest = json.loads(MANIFEST.read_text())
     except FileNotFoundError:
         return NativeState(False, (), "a pure-Python build")
+    built: dict[str, str] = manifest["modules"]
     modules = tuple(sorted(built))
     if os.environ.get("OCI2VM_PURE_PYTHON"):
         return NativeState(False, modules, "OCI2VM_PURE_PYTHON is set")
+    suffixes = importlib.machinery.EXTENSION_SUFFIXES
+    library = manifest["library"]
+    if not any(PACKAGE_ROOT.joinpath(library + suffix).exists() for suffix in suffixes):
+        return NativeState(False, modules, f"their shared library {library} is missing")
     for module, digest in built.items():
         try:
             now = hashlib.sha256(_source(module).read_bytes()).hexdigest()
         except OSError:
             now = ""
-        suffixes = importlib.machinery.EXTENSION_SUFFIXES
         extension = any(_source(module).with_suffix(s).exists() for s in suffixes)
         if now != digest or not extension:
             what = "changed since" if extension else "not compiled by"

@@ -30,8 +30,9 @@ def fake_build(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *, extension: bo
         if extension:
             source.with_suffix(SUFFIX).write_bytes(b"")
         built[f"pkg.{name}"] = hashlib.sha256(source.read_bytes()).hexdigest()
+    (tmp_path / f"pkg__mypyc{SUFFIX}").write_bytes(b"")
     manifest = tmp_path / "native.json"
-    manifest.write_text(json.dumps(built))
+    manifest.write_text(json.dumps({"library": "pkg__mypyc", "modules": built}))
     monkeypatch.setattr(native, "MANIFEST", manifest)
     monkeypatch.setattr(native, "PACKAGE_ROOT", tmp_path)
     monkeypatch.delenv("OCI2VM_PURE_PYTHON", raising=False)
@@ -73,6 +74,15 @@ def test_a_missing_extension_or_the_environment_chooses_the_sources(
     assert native._decide() == native.NativeState(
         False, ("pkg.a", "pkg.b"), "OCI2VM_PURE_PYTHON is set"
     )
+
+
+def test_a_missing_shared_library_chooses_the_sources(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A copy of the package without the library beside it (as a copied site dir had)."""
+    fake_build(tmp_path, monkeypatch)
+    (tmp_path / f"pkg__mypyc{SUFFIX}").unlink()
+    assert native._decide().why == "their shared library pkg__mypyc is missing"
 
 
 def test_a_pure_python_build_has_no_manifest(
