@@ -196,12 +196,12 @@ def test_a_missing_or_not_executable_program_fails_with_dockers_status(app: str)
 def test_read_only_tmpfs_and_add_host_like_docker(app: str) -> None:
     script = (
         "grep -E 'db|gw' /etc/hosts; echo x > /scratch/f && cat /scratch/f; "
-        "grep ' /scratch ' /proc/mounts | cut -d' ' -f3; "
+        "grep -E ' /(scratch|dev/mqueue) ' /proc/mounts | cut -d' ' -f3; "
         "if touch /new 2>/dev/null; then echo written; else echo read-only; fi"
     )
     result = oci2vm(
         "run", *run_options(), "--read-only", "--tmpfs", "/scratch:size=1m",
         "--add-host", "db:10.1.2.3", "--add-host", "gw:host-gateway", app, "sh", "-c", script,
     )  # fmt: skip
-    expected = "10.1.2.3\tdb\n10.0.2.2\tgw\nx\ntmpfs\nread-only\n"
+    expected = "10.1.2.3\tdb\n10.0.2.2\tgw\nx\nmqueue\ntmpfs\nread-only\n"
     assert (result.code, result.out) == (0, expected), result.err

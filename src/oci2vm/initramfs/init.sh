@@ -141,6 +141,10 @@ mount_api_filesystems() {
 	mkdir -p "$ROOT/dev/pts" "$ROOT/dev/shm"
 	mount -t devpts -o newinstance,ptmxmode=0666,mode=0620 devpts "$ROOT/dev/pts"
 	mount -t tmpfs -o nosuid,nodev,mode=1777 shm "$ROOT/dev/shm"
+	# POSIX message queues, where runc mounts them (mq_open finds them without it; tools
+	# that list queues look there).
+	mkdir -p "$ROOT/dev/mqueue"
+	mount -t mqueue -o nosuid,nodev,noexec mqueue "$ROOT/dev/mqueue" 2>/dev/null
 	for link in fd:/proc/self/fd stdin:/proc/self/fd/0 stdout:/proc/self/fd/1 stderr:/proc/self/fd/2; do
 		[ -e "/dev/${link%%:*}" ] || ln -s "${link#*:}" "/dev/${link%%:*}"
 	done
