@@ -13,7 +13,6 @@ the same bytes.
 from __future__ import annotations
 
 import hashlib
-import importlib.abc
 import importlib.machinery
 import importlib.util
 import json
@@ -67,8 +66,9 @@ def _decide() -> NativeState:
     return NativeState(True, modules, "")
 
 
-class _SourceFirst(importlib.abc.MetaPathFinder):
-    """Loads the listed modules from their .py files, ahead of their extensions."""
+class _SourceFirst:
+    """Loads the listed modules from their .py files, ahead of their extensions (a meta
+    path finder; not derived from importlib.abc's, whose import costs 30 ms at start-up)."""
 
     def __init__(self, modules: tuple[str, ...]) -> None:
         self.modules = frozenset(modules)
