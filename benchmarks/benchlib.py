@@ -1,6 +1,5 @@
-"""What the benchmarks share: compiled bytecode before anything is timed (and a line saying
-whether the hot path runs compiled), a child process's time and peak RSS, and an OCI image
-layout written from gzip layer blobs."""
+"""What the benchmarks share: compiled bytecode before anything is timed, a child process's
+time and peak RSS, and an OCI image layout written from gzip layer blobs."""
 
 from __future__ import annotations
 
@@ -9,7 +8,6 @@ import hashlib
 import json
 import os
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -24,9 +22,6 @@ def compile_package() -> None:
     0.15 s of start-up that no user pays."""
     if not compileall.compile_dir(ROOT / "src" / "oci2vm", quiet=1):
         raise SystemExit("could not compile src/oci2vm")
-    # Which code the timed runs take: the compiled hot path or its sources (README, Set-up).
-    argv = [sys.executable, "-m", "oci2vm.cli", "--version"]
-    print(subprocess.run(argv, check=True, capture_output=True, text=True).stdout.strip())
 
 
 def debian_mirror() -> str:

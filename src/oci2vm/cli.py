@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from enum import StrEnum
 from pathlib import Path
 
-from oci2vm import __version__, native
+from oci2vm import __version__
 from oci2vm.config import (
     USER_NAME,
     Accel,
@@ -52,13 +52,6 @@ examples:
   oci2vm check debian.qcow2
   oci2vm run debian.qcow2
 """
-
-
-def version_line() -> str:
-    """The version, and whether the per-entry hot path runs compiled (oci2vm/native.py)."""
-    state = native.STATE
-    how = "compiled hot path" if state.compiled else f"pure Python: {state.why}"
-    return f"oci2vm {__version__} ({how})"
 
 
 def _bool(text: str) -> bool:
@@ -447,7 +440,7 @@ def parser() -> argparse.ArgumentParser:
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    top.add_argument("--version", action="version", version=version_line())
+    top.add_argument("--version", action="version", version=f"oci2vm {__version__}")
     sub = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("inspect", help="describe an image and what its layers hold")

@@ -155,10 +155,7 @@ def _runtime_copy(dest: Path) -> Path:
     import oci2vm
 
     site = dest / "site"
-    package = Path(oci2vm.__file__).parent
-    shutil.copytree(package, site / "oci2vm")
-    for library in package.parent.glob("oci2vm__mypyc.*"):  # the compiled modules' (setup.py)
-        shutil.copy2(library, site / library.name)
+    shutil.copytree(Path(oci2vm.__file__).parent, site / "oci2vm")
     todo, seen = ["oci2vm"], set()
     while todo:
         name = todo.pop()

@@ -13,7 +13,6 @@ import pytest
 
 from oci2vm.errors import Oci2vmError
 from oci2vm.fs.ext4 import Ext4Writer
-from oci2vm.fs.ext4 import writer as ext4_writer
 from oci2vm.fs.ext4.inode import (
     Extent,
     InodeFields,
@@ -225,18 +224,24 @@ def test_plain_inodes_packed_from_columns_match_the_general_path(
     """finish() packs most inodes straight from the store's columns (_plain_packer) and
     the rest through _inode(): the same tree written with every inode sent the general way
     must give the same bytes, and both ways must have been taken."""
-
-    def write(path: Path) -> tuple[int, int]:
-        """(inodes packed from the columns, inodes in use)"""
-        with path.open("wb") as out:
-            writer = Ext4Writer(out, uuid=FS_UUID, hash_seed=HASH_SEED, fs_time=FS_TIME)
-            result = writer.finish(every_case_tree())
-        return writer.packed_from_columns, result.inodes_count - result.free_inodes
-
     fast = tmp_path / "fast.img"
-    plain, in_use = write(fast)
-    assert 0 < plain < in_use
-    monkeypatch.setattr(ext4_writer, "PACK_FROM_COLUMNS", False)
+    build(every_case_tree(), fast)
+    real = Ext4Writer._plain_packer
+    taken: list[bool] = []
+
+    def counting(self: Ext4Writer, *args: object) -> object:
+        pack = real(self, *args)  # type: ignore[arg-type]
+
+        def count(*a: object) -> bool:
+            taken.append(pack(*a))  # type: ignore[arg-type]
+            return taken[-1]
+
+        return count
+
+    monkeypatch.setattr(Ext4Writer, "_plain_packer", counting)
+    build(every_case_tree(), tmp_path / "counted.img")
+    assert True in taken and False in taken
+    monkeypatch.setattr(Ext4Writer, "_plain_packer", lambda *_: lambda *_a: False)
     general = tmp_path / "general.img"
-    assert write(general)[0] == 0
+    build(every_case_tree(), general)
     assert fast.read_bytes() == general.read_bytes()

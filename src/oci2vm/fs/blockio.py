@@ -76,8 +76,8 @@ class _WriteBehind:
         self._fd = fd
         self._work: PolledQueue[tuple[list[Piece], int]] = PolledQueue(WRITES_AHEAD)
         self._error: BaseException | None = None
-        self._writer_thread = threading.Thread(target=self._run, name=name, daemon=True)
-        self._writer_thread.start()
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
 
     def _run(self) -> None:
         for item in self._work.items():
@@ -99,7 +99,7 @@ class _WriteBehind:
     def close(self) -> None:
         """Wait for the writes submitted so far, then raise the thread's error if any."""
         self._work.close()  # the thread ends once the queue is empty
-        self._writer_thread.join()
+        self._thread.join()
         self._raise()
 
 

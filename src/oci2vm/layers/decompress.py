@@ -383,8 +383,8 @@ class LayerStream:
         self._on_close = on_close
         self._digest = digest
         self._interrupt = interrupt
-        self._producer = threading.Thread(target=self._run, args=(produce,), daemon=True)
-        self._producer.start()
+        self._thread = threading.Thread(target=self._run, args=(produce,), daemon=True)
+        self._thread.start()
 
     def _put(self, item: object) -> bool:
         while not self._stop.is_set():
@@ -471,7 +471,7 @@ class LayerStream:
         self._stop.set()
         if self._interrupt is not None:
             self._interrupt()  # a producer waiting for a blob still downloading
-        self._producer.join()
+        self._thread.join()
         self._on_close()
 
     def __enter__(self) -> LayerStream:

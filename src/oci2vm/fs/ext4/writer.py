@@ -103,10 +103,6 @@ MAX_FILE_SIZE = (1 << 32) * BLOCK_SIZE - BLOCK_SIZE  # logical block numbers are
 MIN_LAST_GROUP = 64  # a shorter tail of the size is left out of the filesystem
 TABLE_CHUNK = 1 << 20  # inode-table bytes packed before they are handed to the BlockWriter
 _ZERO_INODE = bytes(INODE_SIZE)
-# Whether finish() packs plain inodes straight from the tree's columns (_plain_packer);
-# tests turn it off to compare with the general path. A module global, not a method to
-# replace: the writer may run compiled (setup.py).
-PACK_FROM_COLUMNS = True
 
 
 class _InodeError(Oci2vmError):
@@ -252,7 +248,6 @@ class Ext4Writer:
         # Every write goes through here: positions count from the filesystem's start.
         self._io = BlockWriter(out, base=offset, block_size=BLOCK_SIZE, name="ext4-write")
         self._finished = False
-        self.packed_from_columns = 0  # inodes finish() packed from the columns
         self._streamed = 0
 
     def close(self) -> None:
@@ -464,8 +459,7 @@ class Ext4Writer:
         ipg = tail.geo.inodes_per_group
         fs_seed = self._id.fs_seed
         store = tree.inodes.store
-        pack_plain = self._plain_packer(tree, dirs) if PACK_FROM_COLUMNS else None
-        plain = 0
+        pack_plain = self._plain_packer(tree, dirs)
         table = bytearray()
         first = 0  # the inode number of table's first inode
         for ino, row in enumerate(tree.inodes.rows):
@@ -479,8 +473,7 @@ class Ext4Writer:
             table += _ZERO_INODE
             ino_seed = inode_csum_seed(fs_seed, ino)
             try:
-                if pack_plain is not None and pack_plain(table, at, ino, row, ino_seed):
-                    plain += 1
+                if pack_plain(table, at, ino, row, ino_seed):
                     continue
                 fields = self._inode(tree, ino, Inode.at(store, row), dirs, crtime_ns, ino_seed)
             except _InodeError as error:
@@ -488,7 +481,6 @@ class Ext4Writer:
             pack_inode_into(table, at, fields, ino_seed)
         if table:
             self._io.write_at(tail.inode_pos(first), memoryview(table))
-        self.packed_from_columns = plain
 
     def _plain_packer(
         self, tree: InodeNumbering, dirs: dict[int, _Dir]
