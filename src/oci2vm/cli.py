@@ -585,8 +585,9 @@ def config_from(args: argparse.Namespace) -> Config:
         fields["user_ssh_keys"] = tuple(k for k in keys if isinstance(k, tuple))
     if "users" in fields:
         fields["users"] = tuple(fields["users"])
-    for mount in getattr(args, "mounts", []):  # --mount: into -v's and --tmpfs's lists
-        fields["volumes" if isinstance(mount, Volume) else "tmpfs"].append(mount)
+    for mount in getattr(args, "mounts", []):  # --mount: after -v's and --tmpfs's own
+        key = "volumes" if isinstance(mount, Volume) else "tmpfs"
+        fields[key] = [*fields[key], mount]  # a new list: `args` stays as parsed
     for name in ("insecure_hosts", "keyrings", "publish", "volumes", "tmpfs", "add_hosts"):
         if name in fields:
             fields[name] = tuple(fields[name])

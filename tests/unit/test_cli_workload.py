@@ -170,13 +170,15 @@ def test_mount_long_form_for_binds_and_tmpfs(tmp_path: Path) -> None:
              "--mount", f"type=bind,src={tmp_path},dst=/c,bind-propagation=rprivate",
              "--mount", "type=tmpfs,destination=/t,tmpfs-size=64m,tmpfs-mode=1770",
              "--mount", "type=tmpfs,target=/u", "img"]  # fmt: skip
-    config = config_from(parse(words))
+    args = parse(words)
+    config = config_from(args)
     assert config.volumes == (
         Volume(tmp_path.resolve(), "/a"),
         Volume(tmp_path.resolve(), "/b", True),
         Volume(tmp_path.resolve(), "/c"),
     )
     assert config.tmpfs == ("/t:size=64m,mode=1770", "/u")
+    assert config_from(args) == config  # the parsed options are read, not extended
 
 
 @pytest.mark.parametrize(
