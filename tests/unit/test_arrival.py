@@ -9,7 +9,6 @@ import gzip
 import hashlib
 import io
 import threading
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -19,37 +18,10 @@ from oci2vm.image.arrival import THIN_LEAD, Arrival
 from oci2vm.image.blobs import BlobRef, BlobStore, uncompressed_size_hint
 from oci2vm.sources.downloads import Downloads
 from oci2vm.sources.linkprobe import LinkProbe
+from support.background import SETTLE, Background, files_in
 
 DATA = bytes(range(256)) * 64  # 16 KiB
 DIGEST = "sha256:" + hashlib.sha256(DATA).hexdigest()
-SETTLE = 0.2  # seconds a blocked read is given to show that it blocks
-
-
-class Background:
-    """`call` in a thread; its result or exception once it returns."""
-
-    def __init__(self, call: Callable[[], object]) -> None:
-        self.result: object = None
-        self.error: BaseException | None = None
-        self.done = threading.Event()
-        self._call = call
-        threading.Thread(target=self._run, daemon=True).start()
-
-    def _run(self) -> None:
-        try:
-            self.result = self._call()
-        except BaseException as e:
-            self.error = e
-        finally:
-            self.done.set()
-
-    def wait(self) -> object:
-        assert self.done.wait(10)
-        return self.result
-
-
-def files_in(store: BlobStore) -> list[str]:
-    return sorted(p.name for p in store.root.rglob("*") if p.is_file())
 
 
 def begin(store: BlobStore, data: bytes = DATA) -> Arrival:
