@@ -6,6 +6,7 @@ held all end with one line, no output and nothing half-written in the cache."""
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import signal
@@ -27,7 +28,14 @@ from oci2vm.sources.registry import BLOB_ATTEMPTS
 from oci2vm.sources.transport import PROGRESS_BYTES
 from support import runcli
 from support.layouts import BuiltImage, build_image, directory, file, write_layout
-from support.registries import GATE_TIMEOUT, FakeRegistry, Reply, cache_files, fake_registry
+from support.registries import (
+    GATE_TIMEOUT,
+    FakeRegistry,
+    Reply,
+    cache_files,
+    fake_registry,
+    pull,
+)
 from support.tokens import self_signed
 
 pytestmark = [pytest.mark.registry, pytest.mark.usefixtures("no_host_credentials")]
@@ -345,3 +353,108 @@ def test_bytes_read_before_a_retry_are_verified_too(store: BlobStore, tmp_path: 
     )
     assert not (tmp_path / "pulled.ext4").exists()
     assert store.path(digest).read_bytes() == image.layers[1]  # the second attempt's
+
+
+# --- a layer in parts, where each connection is limited ------------------------------------
+
+PART_RATE = 40e6  # bytes per second of each connection alone
+
+
+@functools.cache
+def large_image() -> BuiltImage:
+    """One layer of 24 MiB of random data (as large compressed): enough for the idle
+    connections to take parts of it (sources/downloads.py, SPLIT_LEAST)."""
+    data = hashlib.shake_256(b"oci2vm parts").digest(24 << 20)
+    return build_image(
+        [[directory("srv"), file("srv/random.bin", data), file("etc/os-release", b"ID=tiny\n")]],
+        created="2024-01-01T00:00:00Z",
+    )
+
+
+def part_requests(fake: FakeRegistry, path: str) -> list[tuple[int, int]]:
+    """The ranges asked of a blob in parts (not the few bytes of its end)."""
+    parts = []
+    for seen in fake.seen:
+        asked = seen.headers.get("Range")
+        if seen.path == path and asked:
+            first, last = (int(n) for n in asked.removeprefix("bytes=").split("-"))
+            if last - first >= 64 << 10:
+                parts.append((first, last))
+    return parts
+
+
+def throttled_per_connection(fake: FakeRegistry, image: BuiltImage) -> None:
+    fake.add_image("app", "1", image)
+    fake.rate, fake.per_connection = PART_RATE, True
+
+
+def test_where_each_connection_is_limited_a_layer_comes_in_parts(
+    store: BlobStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Parts of 4 MiB or more: the two idle connections can both take one of 24 MiB.
+    monkeypatch.setattr("oci2vm.sources.downloads.SPLIT_LEAST", 4 << 20)
+    image = large_image()
+    with fake_registry() as fake:
+        throttled_per_connection(fake, image)
+        build_from(fake, tmp_path / "pulled.ext4", store, Reporter())
+        parts = part_requests(fake, blob_path(image, 0))
+        assert whole_requests(fake, blob_path(image, 0)) == 1
+    assert len(parts) >= 2, parts  # the two idle connections took parts
+    assert fake.most_blobs_at_once >= 3
+    assert (tmp_path / "pulled.ext4").read_bytes() == layout_build(image, tmp_path)
+    assert store.path(image.layer_digests[0]).read_bytes() == image.layers[0]
+    assert_nothing_half_written(store)
+    assert download_threads() == []
+
+
+def test_a_pull_alone_fetches_a_layer_in_parts_too(store: BlobStore) -> None:
+    image = large_image()
+    with fake_registry() as fake:
+        throttled_per_connection(fake, image)
+        pulled = pull(fake.host, "app:1", store)
+        assert part_requests(fake, blob_path(image, 0))
+    assert pulled.layers[0].blob.read_all(limit=64 << 20) == image.layers[0]
+    assert_nothing_half_written(store)
+
+
+def test_a_part_whose_connection_drops_is_fetched_again(store: BlobStore, tmp_path: Path) -> None:
+    image = large_image()
+    with fake_registry() as fake:
+        throttled_per_connection(fake, image)
+        fake.drop_parts = 1
+        build_from(fake, tmp_path / "pulled.ext4", store, Reporter())
+        starts = [first for first, _ in part_requests(fake, blob_path(image, 0))]
+    assert len(starts) > len(set(starts)), starts  # one part asked for twice
+    assert (tmp_path / "pulled.ext4").read_bytes() == layout_build(image, tmp_path)
+    assert_nothing_half_written(store)
+
+
+def test_other_bytes_in_a_part_fail_the_build_and_cache_nothing(
+    store: BlobStore, tmp_path: Path
+) -> None:
+    """The registry answers range requests with other bytes in the blob's last 8 MiB (not
+    its last 4, which size the filesystem), which a part always covers."""
+    image = large_image()
+    path = blob_path(image, 0)
+    digest = image.layer_digests[0]
+    blob = image.layers[0]
+    with fake_registry() as fake:
+        throttled_per_connection(fake, image)
+        lie = len(blob) - (8 << 20)
+        fake.range_bodies[path] = blob[:lie] + bytes(len(blob) - lie - 4) + blob[-4:]
+        message = error_of_build(fake, tmp_path / "pulled.ext4", store)
+        assert part_requests(fake, path)
+    assert message.startswith(f"blob {digest} of {fake.host}/app: digest mismatch: "), message
+    assert_nothing_half_written(store, digest)
+    assert download_threads() == []
+
+
+def test_without_range_answers_a_layer_comes_whole(store: BlobStore, tmp_path: Path) -> None:
+    image = large_image()
+    with fake_registry() as fake:
+        throttled_per_connection(fake, image)
+        fake.ranges = False  # Range headers ignored: 200 and the whole blob
+        build_from(fake, tmp_path / "pulled.ext4", store, Reporter())
+        assert whole_requests(fake, blob_path(image, 0)) == 1
+        assert part_requests(fake, blob_path(image, 0)) == []
+    assert (tmp_path / "pulled.ext4").read_bytes() == layout_build(image, tmp_path)

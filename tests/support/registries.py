@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import dataclasses
 import http.client
 import json
 import os
@@ -309,6 +310,7 @@ class FakeRegistry:
     most_blobs_at_once: int = 0  # the most blob requests being answered at one time
     ranges: bool = True  # answer Range requests of blobs (as distribution does)
     range_bodies: dict[str, bytes] = field(default_factory=dict)  # lies told to them
+    drop_parts: int = 0  # the next range answers this many of a blob's parts break off
     rate: float | None = None  # bytes per second of all bodies together (a slow link)
     per_connection: bool = False  # `rate` for each response alone (a slow path per stream)
     _sent_at: float = 0.0  # when the link is free again, at `rate`
@@ -393,6 +395,9 @@ def fake_registry(
             if blob and asked and state.ranges and self.path in state.routes:
                 body = state.range_bodies.get(self.path, state.routes[self.path].body)
                 reply = _range_reply(body, asked)
+                if state.drop_parts and len(reply.body) > PACE_CHUNK:  # a part, not a tail
+                    state.drop_parts -= 1
+                    reply = dataclasses.replace(reply, drop_after=len(reply.body) // 2)
             else:
                 reply = state.reply(self.path, self.headers.get("Authorization"))
             if blob:
@@ -428,14 +433,17 @@ def fake_registry(
                 self.wfile.flush()
                 self.close_connection = True
                 return
-            if state.rate is None:
-                self.wfile.write(reply.body)
-                return
-            body = memoryview(reply.body)
-            own = [0.0]
-            for start in range(0, len(body), PACE_CHUNK):
-                state.pace(len(body[start : start + PACE_CHUNK]), own)
-                self.wfile.write(body[start : start + PACE_CHUNK])
+            try:
+                if state.rate is None:
+                    self.wfile.write(reply.body)
+                    return
+                body = memoryview(reply.body)
+                own = [0.0]
+                for start in range(0, len(body), PACE_CHUNK):
+                    state.pace(len(body[start : start + PACE_CHUNK]), own)
+                    self.wfile.write(body[start : start + PACE_CHUNK])
+            except OSError:  # the client closed the connection before the end: its right
+                self.close_connection = True
 
         def _trickle(self, reply: Reply, pause: float) -> None:
             head = f"HTTP/1.1 {reply.status} X\r\nContent-Length: {len(reply.body)}\r\n"

@@ -2,31 +2,39 @@
 read by the build as its bytes land, so that a layer is inflated while the rest of it is
 still on the wire (a cold build then costs about the slower of the two, not their sum).
 
-The download writes into the temporary file and advances a high-water mark; a reader
-waits on a condition variable for bytes beyond what it has read, from the file (the page
-cache), so no layer is held in memory. The file is renamed into the cache only after the
-download verified the digest (BlobStore.fill), and the blob's last byte is read only
-then: a reader cannot end on bytes that the download may yet refuse (nor the build, which
-also waits for every download before its output appears: Downloads.finish).
-A failure, or a stop, wakes every reader with the error and removes the temporary file.
+The download writes into the temporary file, by one connection or by several, each
+fetching a span of the blob (Span: where a link limits each connection, an idle one
+takes over the second half of what another has left, see split() and
+sources/downloads.py). The bytes written from the start without a gap are the high-water
+mark; a reader waits on a condition variable for bytes below it, from the file (the page
+cache), so no layer is held in memory. The download hashes the bytes in order as the
+mark passes them (what a connection writes at the mark, as it writes it; what landed
+beyond a gap, read back from the file once the gap is filled), and commit() renames the
+file into the cache only when every byte is there and the digest matched; the blob's last
+byte is read only then: a reader cannot end on bytes that the download may yet refuse
+(nor the build, which also waits for every download before its output appears:
+Downloads.finish). A failure, or a stop, wakes every reader with the error and removes
+the temporary file.
 
 A reader does not hash what it reads again (a second pass over every compressed byte,
 on a core the build needs): what it reads are bytes of the temporary file, which only
 the download writes, and which hash to the digest once committed (ArrivingFile.prove).
-The one way a reader could have read other bytes is a retry: a later attempt writes from
-the start again. So a write over bytes that a reader may already have read compares them
-first, and where they differ, every reader that opened the blob before its commit fails
-at its end.
+The one way a reader could have read other bytes is a retry: a later attempt writes its
+span from its start again. So a write over bytes that a reader may already have read, or
+that were hashed, compares them first: where they differ, every reader that opened the
+blob before its commit fails at its end, and the hash starts again from the file.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import threading
 from collections.abc import Callable
 from pathlib import Path
 
 from oci2vm.errors import Oci2vmError
+from oci2vm.util.hashing import HashThread
 
 # A reader is woken at least this often to look again (a stop, a signal to the process).
 WAIT_SLICE = 0.1
@@ -35,10 +43,36 @@ WAIT_SLICE = 0.1
 LEAST_READ = 64 << 10
 # A reader this close behind the download is held back by it (see Arrival.starved).
 THIN_LEAD = 8 << 20
+# Bytes landed beyond a gap are read back to be hashed in pieces of this size.
+HASH_PIECE = 1 << 20
+# Blobs this large are hashed in a thread of their own (util/hashing.py).
+THREADED_HASH = 1 << 20
+# A span is split at a multiple of this (the pieces a connection writes).
+SPLIT_ALIGN = 1 << 20
 
 # Fetches the last n bytes of the blob apart from the download (a registry's Range
 # request), or returns None when it cannot.
 TailSource = Callable[[int], bytes | None]
+
+
+class Span:
+    """Bytes [start, end) of a blob that one connection fetches; `at` is where its
+    current attempt writes next. `end` moves down when another connection takes over
+    the rest (Arrival.split)."""
+
+    __slots__ = ("at", "end", "start")
+
+    def __init__(self, start: int, end: int) -> None:
+        self.start = start
+        self.end = end
+        self.at = start
+
+    @property
+    def left(self) -> int:
+        return self.end - self.at
+
+    def __repr__(self) -> str:
+        return f"Span({self.start}, {self.end}, at={self.at})"
 
 
 class Arrival:
@@ -52,13 +86,27 @@ class Arrival:
         self.what = what
         self.digest = digest  # what commit() says the bytes hash to
         self.tail_source: TailSource | None = None
-        # Called before each write: where a download gives way to one the build needs
-        # first (see Downloads).
-        self.before_write: Callable[[], None] | None = None
+        # Called before each write, with the span written (None: of no span): where a
+        # download gives way to one the build needs first (see Downloads).
+        self.before_write: Callable[[Span | None], None] | None = None
+        # Called with the number of bytes that landed for the first time (progress).
+        self.on_landed: Callable[[int], None] | None = None
+        # Fetches a span split off another (see split()), once `splittable()` says the
+        # source can (a registry that answered a range request as asked).
+        self.span_source: Callable[[Span], object] | None = None
+        self.splittable: Callable[[], bool] = lambda: False
         self._fd: int | None = fd
         self._cond = threading.Condition()
+        self._landed: list[list[int]] = []  # disjoint [start, end) written, in order
+        self._received = 0  # bytes in _landed
         self._high = 0  # bytes [0, _high) are in the file
+        self.first = Span(0, size)  # the first connection's: the whole blob until split
+        self._spans: list[Span] = []  # those being fetched (from restart() to end_span())
+        self._hash = hashlib.new(digest.split(":", 1)[0])
+        self._hasher: HashThread | None = None
+        self._hashed = 0  # bytes [0, _hashed) are hashed (or queued to be)
         self._committed = False
+        self._committing = False  # the last span ended: its connection commits
         self._error: BaseException | None = None
         self._tails: dict[int, bytes] = {}  # fetched apart: checked against the blob
         self._wanted = 0  # the furthest position a reader has asked for
@@ -68,39 +116,187 @@ class Arrival:
     # -- the download's side ---------------------------------------------------------------
 
     def write(self, position: int, data: bytes | memoryview) -> None:
-        """Write bytes of the current attempt at `position`. An attempt after a broken one
-        writes from 0 again, over bytes a reader may have read already: the download's
-        digest check proves the new ones; those a reader may have read are compared
-        with the new ones first (a registry that served other bytes the first time
-        fails the readers, see prove())."""
+        """Write bytes at `position` (of no span: a test's broken attempt)."""
         if self.before_write is not None:
-            self.before_write()
-        view = memoryview(data)
-        # Under the lock: fail() from another thread must not close the file between
-        # here and the write (its number could be another file's by then), and a reader
-        # cannot be let at these bytes between the comparison and the write.
+            self.before_write(None)
         with self._cond:
-            self._raise_if_failed()
-            assert self._fd is not None
-            seen = min(self._exposed, self._high) - position
-            if seen > 0 and not self._rewritten:
-                seen = min(seen, len(view))
-                if os.pread(self._fd, seen, position) != view[:seen]:
+            landed = self._write(position, memoryview(data), None)
+        self._report(landed)
+
+    def write_span(self, span: Span, data: bytes) -> bool:
+        """Write the next bytes of `span`'s current attempt, as many of `data` as the span
+        still holds (its end may have moved: split()); False once it is complete."""
+        if self.before_write is not None:
+            self.before_write(span)
+        with self._cond:
+            take = min(len(data), span.end - span.at)
+            whole = data if take == len(data) else None
+            landed = self._write(span.at, memoryview(data)[:take], whole) if take > 0 else 0
+            span.at += max(take, 0)
+            more = span.at < span.end
+        self._report(landed)
+        return more
+
+    def restart(self, span: Span) -> None:
+        """A (new) attempt at `span`: it writes from its start (again)."""
+        with self._cond:
+            span.at = span.start
+            if span not in self._spans:
+                self._spans.append(span)
+
+    def has_part(self, least: int) -> bool:
+        """Whether split(least) would find a part to give (it may not, by then)."""
+        with self._cond:
+            return not self.done and any(s.left >= 2 * least for s in self._spans)
+
+    def split(self, least: int) -> Span | None:
+        """A new span for another connection: the second half of what the span with the
+        most bytes left still has to fetch, when that is at least 2 x `least`; the span
+        it comes from now ends where the new one starts."""
+        with self._cond:
+            if self._committed or self._error is not None:
+                return None
+            spans = [s for s in self._spans if s.left >= 2 * least]
+            if not spans:
+                return None
+            span = max(spans, key=lambda s: s.left)
+            middle = span.at + span.left // 2
+            middle -= middle % SPLIT_ALIGN
+            if middle - span.at < least // 2 or span.end - middle < least // 2:
+                return None
+            new = Span(middle, span.end)
+            span.end = middle
+            self._spans.append(new)
+            return new
+
+    def end_span(self, span: Span) -> bool:
+        """`span` is complete; True when it was the last one and every byte is there
+        (the caller then commits)."""
+        with self._cond:
+            if span in self._spans:
+                self._spans.remove(span)
+            last = not self._spans and self._high == self.size and not self._committing
+            self._committing |= last  # busy until committed (or failed)
+            return last
+
+    def ahead(self, span: Span) -> bool:
+        """Whether bytes before `span` are still missing: the build reads other bytes of
+        the blob before its."""
+        return span.start > self._high
+
+    @property
+    def busy(self) -> bool:
+        """Whether a connection still fetches a span of it."""
+        with self._cond:
+            return bool(self._spans) or (self._committing and not self.done)
+
+    def _write(self, position: int, view: memoryview, whole: bytes | None) -> int:
+        """Under the lock: write `view` at `position`, merge it into what landed, hash
+        what the high-water mark passes (`whole`: the bytes object `view` shows, which the
+        hash may keep as it is). Returns how many bytes landed for the first time."""
+        self._raise_if_failed()
+        assert self._fd is not None
+        end = position + len(view)
+        if end > self.size:
+            raise Oci2vmError(f"{self.what}: the registry sent more bytes than the blob's size")
+        # Bytes a reader may have read or that were hashed: compare before overwriting.
+        seen = min(max(self._exposed, self._hashed), end) - position
+        if seen > 0:
+            old = os.pread(self._fd, seen, position)
+            if old != view[:seen]:
+                reread = min(self._exposed, end) - position
+                if reread > 0 and old[:reread] != view[:reread]:
                     self._rewritten = True
-            while view:
-                n = os.pwrite(self._fd, view, position)
-                position += n
-                view = view[n:]
-            if position > self._high:
-                self._high = position
-                self._cond.notify_all()
+                hashed = min(self._hashed, end) - position
+                if hashed > 0 and old[:hashed] != view[:hashed]:
+                    self._restart_hash()
+        written = position
+        rest = view
+        while rest:
+            n = os.pwrite(self._fd, rest, written)
+            written += n
+            rest = rest[n:]
+        landed = self._merge(position, end)
+        if self._hashed < self._high:
+            self._hash_up(position, view, whole)
+        return landed
+
+    def _merge(self, start: int, end: int) -> int:
+        """Add [start, end) to the landed spans; advance the high-water mark. Returns how
+        many of its bytes are new."""
+        if start >= end:
+            return 0
+        spans = self._landed
+        merged = [start, end]
+        kept: list[list[int]] = []
+        covered = 0
+        for s in spans:
+            if s[1] < merged[0] or s[0] > merged[1]:
+                kept.append(s)
+                continue
+            covered += max(0, min(s[1], end) - max(s[0], start))
+            merged = [min(merged[0], s[0]), max(merged[1], s[1])]
+        kept.append(merged)
+        kept.sort()
+        self._landed = kept
+        new = (end - start) - covered
+        self._received += new
+        if kept[0][0] == 0 and kept[0][1] > self._high:
+            self._high = kept[0][1]
+            self._cond.notify_all()
+        return new
+
+    def _hash_up(self, position: int, view: memoryview, whole: bytes | None = None) -> None:
+        """Hash up to the high-water mark: the bytes just written when they are next,
+        then whatever landed beyond, read back from the file."""
+        if position == self._hashed and view and position + len(view) <= self._high:
+            self._feed(whole if whole is not None else view.tobytes())
+            self._hashed += len(view)
+        assert self._fd is not None
+        while self._hashed < self._high:
+            n = min(HASH_PIECE, self._high - self._hashed)
+            self._feed(os.pread(self._fd, n, self._hashed))
+            self._hashed += n
+
+    def _feed(self, data: bytes) -> None:
+        if self.size >= THREADED_HASH:
+            if self._hasher is None:
+                self._hasher = HashThread(self._hash, "blob-hash")
+            self._hasher.feed(data)
+        else:
+            self._hash.update(data)
+
+    def _restart_hash(self) -> None:
+        """Other bytes were written over hashed ones: hash from the start again."""
+        if self._hasher is not None:
+            self._hasher.stop()
+            self._hasher = None
+        self._hash = hashlib.new(self.digest.split(":", 1)[0])
+        self._hashed = 0
+
+    def _report(self, landed: int) -> None:
+        if landed and self.on_landed is not None:
+            self.on_landed(landed)
 
     def commit(self) -> None:
-        """The download's bytes matched `digest`: check what was fetched apart, then
-        rename the file into the cache and let readers reach its end."""
+        """Every byte is there: check the digest and what was fetched apart, then rename
+        the file into the cache and let readers reach its end. Once is enough."""
         with self._cond:
             self._raise_if_failed()
+            if self._committed:
+                return
             assert self._fd is not None
+            if self._high < self.size:
+                missing = self.size - self._high
+                raise Oci2vmError(f"{self.what}: truncated: {missing} bytes missing")
+            self._hash_up(self.size, memoryview(b""))
+            hasher = self._hasher
+            hexdigest = hasher.hexdigest() if hasher is not None else self._hash.hexdigest()
+            got = f"{self.digest.split(':', 1)[0]}:{hexdigest}"
+            if got != self.digest:
+                raise Oci2vmError(
+                    f"{self.what}: digest mismatch: expected {self.digest}, got {got}"
+                )
             for n, fetched in self._tails.items():
                 if os.pread(self._fd, n, self.size - n) != fetched:
                     raise Oci2vmError(
@@ -120,6 +316,8 @@ class Arrival:
             if self._committed or self._error is not None:
                 return
             self._error = error
+            if self._hasher is not None:
+                self._hasher.stop()
             if self._fd is not None:
                 os.close(self._fd)
                 self._fd = None
@@ -138,8 +336,8 @@ class Arrival:
 
     @property
     def received(self) -> int:
-        """Bytes written so far (the most of any attempt)."""
-        return self._high
+        """Bytes written so far, each counted once (retries write some again)."""
+        return self._received
 
     @property
     def done(self) -> bool:

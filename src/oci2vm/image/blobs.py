@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import BinaryIO, cast
 
 from oci2vm.errors import Oci2vmError
-from oci2vm.image.arrival import Arrival
+from oci2vm.image.arrival import Arrival, Span
 from oci2vm.layers.decompress import GZIP_MAGIC, ZSTD_MAGIC
 from oci2vm.util.atomic import replace_whole
 from oci2vm.util.hashing import HashThread
@@ -411,20 +411,33 @@ class BlobStore:
         digest: str,
         stream: BinaryIO,
         progress: ProgressFn | None = None,
+        span: Span | None = None,
     ) -> BlobRef:
-        """One attempt at the blob of `arrival`: copy `stream` into it from its start,
-        verifying size and digest, and commit it into the cache when they matched. A
-        failed attempt leaves the file for the next one (or for Arrival.fail())."""
+        """One attempt at `span` of the blob of `arrival` (its first connection's, the
+        whole blob until split: Arrival.split): copy `stream` into it from the span's
+        start, then, when this was the last span, commit the blob into the cache (which
+        verifies its digest). A failed attempt leaves the file for the next one (or for
+        Arrival.fail())."""
         if digest != arrival.digest:
             raise ValueError(f"fill() of {arrival.what} with another digest: {digest}")
-        reader = VerifyingReader(stream, arrival.size, digest, progress, what=arrival.what)
-        position = 0
+        span = span or arrival.first
+        arrival.restart(span)
         # read(), not readinto(): a response body's read hands over the bytes it got,
         # which readinto() would copy once more.
-        while data := reader.read(CHUNK):
-            arrival.write(position, data)
-            position += len(data)
-        arrival.commit()
+        while True:
+            data = stream.read(CHUNK)
+            if not data:
+                if span.left > 0:
+                    raise Oci2vmError(
+                        f"{arrival.what}: truncated: {span.left} bytes missing at the end"
+                    )
+                break
+            if progress is not None:
+                progress(len(data))
+            if not arrival.write_span(span, data):
+                break
+        if arrival.end_span(span):
+            arrival.commit()
         return BlobRef(arrival.final, 0, arrival.size, digest, cached=True)
 
     def archive_index_dir(self) -> Path:

@@ -18,7 +18,6 @@ import threading
 import urllib.parse
 import warnings
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from typing import BinaryIO, NoReturn, cast
 
 import urllib3
@@ -36,8 +35,8 @@ from urllib3.exceptions import (
 )
 
 from oci2vm.errors import Oci2vmError
-from oci2vm.image.arrival import Arrival
-from oci2vm.image.blobs import BlobRef, BlobStore, ProgressFn, check_digest, short
+from oci2vm.image.arrival import Arrival, Span
+from oci2vm.image.blobs import CHUNK, BlobRef, BlobStore, ProgressFn, check_digest, short
 from oci2vm.image.model import (
     DOCKER_CONFIG,
     DOCKER_LIST,
@@ -185,7 +184,7 @@ class _Session:
         self.http = Transport(
             [*insecure, *fetch.insecure_hosts],
             network_timeout=fetch.network_timeout,
-            connections=PARALLEL_DOWNLOADS,
+            connections=PARALLEL_DOWNLOADS + 1,  # and the build's own (a layer's end)
         )
         self.base = ""
         self.scope = f"repository:{ref.repository}:pull"
@@ -198,6 +197,9 @@ class _Session:
         )
         self.authorization: str | None = None
         self._auth_lock = threading.Lock()  # one thread answers a challenge at a time
+        # Whether range requests are answered as asked (None: not known yet): a blob may
+        # then be fetched in parts.
+        self._ranges: bool | None = None
 
     def close(self) -> None:
         self.http.close()
@@ -398,24 +400,21 @@ class _Session:
         return data, media_type, digest
 
     def prefetch(self, descs: Sequence[Descriptor], store: BlobStore, fetch: Fetch) -> None:
-        """Download the blobs the cache lacks, PARALLEL_DOWNLOADS at a time (as Docker
-        does): over a network, one stream rarely fills the line. The first error is
-        raised once the downloads under way have stopped; blobs already complete stay
+        """Download the blobs the cache lacks, PARALLEL_DOWNLOADS connections at a time
+        (as Docker does; over a network, one stream rarely fills the line), a blob in
+        parts where each connection is limited (sources/downloads.py). The first error
+        is raised once the downloads under way have stopped; blobs already complete stay
         cached, verified, and no partial file is left. With fetch.downloads, the
         downloads are only started, there: the build reads the blobs as they arrive."""
         missing = [d for d in descs if getattr(store.get(d.digest), "size", None) != d.size]
         if fetch.downloads is not None:
             self.start_downloads(missing, store, fetch, fetch.downloads)
             return
-        if len(missing) < 2:
+        if not missing:
             return
-        with ThreadPoolExecutor(PARALLEL_DOWNLOADS, thread_name_prefix="download") as pool:
-            futures = [pool.submit(self.blob, d, store, fetch) for d in missing]
-            done, _pending = wait(futures, return_when=FIRST_EXCEPTION)
-            failed = [f for f in futures if f in done and f.exception() is not None]
-            if failed:
-                pool.shutdown(wait=True, cancel_futures=True)
-                failed[0].result()
+        with Downloads(keep_going=True) as downloads:
+            self.start_downloads(missing, store, fetch, downloads)
+            downloads.finish()
 
     def start_downloads(
         self, descs: Sequence[Descriptor], store: BlobStore, fetch: Fetch, downloads: Downloads
@@ -427,16 +426,81 @@ class _Session:
                 continue  # a layer listed twice
             arrival = store.begin(desc.digest, desc.size, self._what(desc))
             arrival.tail_source = functools.partial(self.tail, desc)
+            # Progress counts the bytes that land, however many connections bring them.
+            arrival.on_landed = self._bar(desc, fetch)
+            arrival.span_source = functools.partial(self.fetch_span, desc, store, arrival)
+            arrival.splittable = functools.partial(self._splittable, desc)
 
             def work(desc: Descriptor = desc, arrival: Arrival = arrival) -> BlobRef:
                 return self.download(
                     desc,
                     fetch,
-                    lambda body, progress: store.fill(arrival, desc.digest, body, progress),
+                    lambda body, _: store.fill(arrival, desc.digest, body),
                     stopped=lambda: arrival.failed,
+                    bar=False,
                 )
 
             downloads.start(desc.digest, arrival, work)
+        downloads.started_all()
+
+    def _splittable(self, desc: Descriptor) -> bool:
+        """Whether the registry answers range requests as asked: known from the first
+        one (the build's request for a layer's last bytes, or one for its last byte)."""
+        if self._ranges is None:
+            self.tail(desc, 1)
+            if self._ranges is None:
+                self._ranges = False
+        return self._ranges
+
+    def fetch_span(self, desc: Descriptor, store: BlobStore, arrival: Arrival, span: Span) -> None:
+        """Fetch `span` of a blob being downloaded by a Range request, in up to
+        BLOB_ATTEMPTS attempts (none once the download failed or stopped); the last span
+        to complete commits the blob (BlobStore.fill). A registry that answers with the
+        whole blob is read past the bytes before the span; one that answers with another
+        range than asked fails the download."""
+        path = f"/v2/{self.ref.repository}/blobs/{desc.digest}"
+        what = self._what(desc)
+        peer = f"registry {self.host}"
+        for attempt in range(1, BLOB_ATTEMPTS + 1):
+            if arrival.failed:
+                return
+            first, last = span.start, span.end - 1
+            resp = self.get(path, {"Range": f"bytes={first}-{last}"})
+            whole_span = False
+            try:
+                if resp.status == 206:
+                    answered = _content_range(resp)
+                    if answered != (first, last, desc.size):
+                        raise Oci2vmError(
+                            f"download of {what} failed: {peer} answered a request for bytes "
+                            f"{first}-{last} with {resp.headers.get('Content-Range')!r}"
+                        )
+                    self._ranges = True
+                    skip = 0
+                elif resp.status == 200:
+                    skip = first  # the whole blob: pass over what comes before the span
+                else:
+                    self.fail(resp, path, lambda: f"no blob {desc.digest}")
+                body = cast(BinaryIO, self.http.body(resp))
+                while skip > 0:
+                    passed = body.read(min(skip, CHUNK))
+                    if not passed:
+                        raise Oci2vmError(f"{what}: truncated: the registry sent fewer bytes")
+                    skip -= len(passed)
+                store.fill(arrival, desc.digest, body, span=span)
+                # A span that another took the end of leaves bytes unread: the connection
+                # closes rather than reading them.
+                whole_span = resp.status == 206 and span.end == last + 1
+                return
+            except HTTPError as e:
+                err = self._error(peer, e, resp)
+                if attempt == BLOB_ATTEMPTS or arrival.failed:
+                    raise Oci2vmError(f"download of {what} failed: {err}") from e
+                log.warning("download of bytes %d-%d of %s failed (%s): trying again",
+                            first, last, what, err)  # fmt: skip
+            finally:
+                self.http.release(resp, drain=whole_span)
+        raise AssertionError("unreachable")
 
     def tail(self, desc: Descriptor, n: int) -> bytes | None:
         """The last n bytes of a blob by a Range request (RFC 9110, 14.2), or None when
@@ -452,6 +516,8 @@ class _Session:
         ok = resp.status == 206 and _content_range(resp) == (first, last, desc.size)
         try:
             data = self._read(resp, n, "range", peer) if ok else None
+            if data is not None and len(data) == n:
+                self._ranges = True
         except Oci2vmError as e:
             log.debug("range request for %s failed: %s", desc.digest, e)
             data = None
@@ -483,24 +549,29 @@ class _Session:
             lambda body, progress: store.put(desc.digest, body, desc.size, progress, what=what),
         )
 
+    def _bar(self, desc: Descriptor, fetch: Fetch) -> ProgressFn | None:
+        """A progress bar for the blob, when the caller shows them."""
+        if fetch.on_blob is None:
+            return None
+        kind = "config" if desc.media_type in (OCI_CONFIG, DOCKER_CONFIG) else "layer"
+        return fetch.on_blob(f"{kind} {short(desc.digest)}", desc.size)
+
     def download(
         self,
         desc: Descriptor,
         fetch: Fetch,
         keep: Callable[[BinaryIO, ProgressFn | None], BlobRef],
         stopped: Callable[[], bool] = lambda: False,
+        *,
+        bar: bool = True,
     ) -> BlobRef:
         """GET a blob and `keep` its body (into the cache, verified), in up to BLOB_ATTEMPTS
         whole attempts when the body breaks off (no more once `stopped()`: the body broke
-        off because the downloads were interrupted)."""
+        off because the downloads were interrupted). bar=False: `keep` shows progress."""
         path = f"/v2/{self.ref.repository}/blobs/{desc.digest}"
         what = self._what(desc)
-        kind = "config" if desc.media_type in (OCI_CONFIG, DOCKER_CONFIG) else "layer"
-        progress = (
-            _HighWater(fetch.on_blob(f"{kind} {short(desc.digest)}", desc.size))
-            if fetch.on_blob
-            else None
-        )
+        shown = self._bar(desc, fetch) if bar else None
+        progress = _HighWater(shown) if shown is not None else None
         for attempt in range(1, BLOB_ATTEMPTS + 1):
             if progress is not None:
                 progress.restart()
@@ -520,6 +591,8 @@ class _Session:
                     raise Oci2vmError(f"download of {what} failed: {err}") from e
                 log.warning("download of %s failed (%s): trying again", what, err)
             finally:
+                # (release() reads no more than a small rest: the end of a body whose
+                # blob another connection fetches too is not read.)
                 self.http.release(resp, drain=complete)
         raise AssertionError("unreachable")
 
