@@ -357,7 +357,7 @@ def test_bytes_read_before_a_retry_are_verified_too(store: BlobStore, tmp_path: 
 
 # --- a layer in parts, where each connection is limited ------------------------------------
 
-PART_RATE = 40e6  # bytes per second of each connection alone
+PART_RATE = 20e6  # bytes per second of each connection alone
 
 
 @functools.cache
