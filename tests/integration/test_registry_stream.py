@@ -458,3 +458,23 @@ def test_without_range_answers_a_layer_comes_whole(store: BlobStore, tmp_path: P
         assert whole_requests(fake, blob_path(image, 0)) == 1
         assert part_requests(fake, blob_path(image, 0)) == []
     assert (tmp_path / "pulled.ext4").read_bytes() == layout_build(image, tmp_path)
+
+
+@pytest.mark.parametrize(("answer", "again"), [("whole", 0), ("other", 1)])
+def test_a_registry_answering_parts_otherwise_than_asked_sends_them_whole(
+    store: BlobStore, tmp_path: Path, answer: str, again: int
+) -> None:
+    """Its answer to the request of a layer's last bytes was right, to those of parts not
+    (the whole blob, or another range, which is closed and asked again without Range):
+    the parts come from whole answers, read past the bytes before them, and nothing more
+    is split."""
+    image = large_image()
+    path = blob_path(image, 0)
+    with fake_registry() as fake:
+        throttled_per_connection(fake, image)
+        fake.parts_answer = answer
+        build_from(fake, tmp_path / "pulled.ext4", store, Reporter())
+        assert 1 <= len(part_requests(fake, path)) <= 2  # the helpers' first parts only
+        assert whole_requests(fake, path) == 1 + again * len(part_requests(fake, path))
+    assert (tmp_path / "pulled.ext4").read_bytes() == layout_build(image, tmp_path)
+    assert_nothing_half_written(store)

@@ -311,6 +311,9 @@ class FakeRegistry:
     ranges: bool = True  # answer Range requests of blobs (as distribution does)
     range_bodies: dict[str, bytes] = field(default_factory=dict)  # lies told to them
     drop_parts: int = 0  # the next range answers this many of a blob's parts break off
+    # How a request for a part of a blob (more than a few bytes) is answered, otherwise
+    # than as asked: "whole" (200, as a server ignoring Range), "other" (another range).
+    parts_answer: str | None = None
     rate: float | None = None  # bytes per second of all bodies together (a slow link)
     per_connection: bool = False  # `rate` for each response alone (a slow path per stream)
     _sent_at: float = 0.0  # when the link is free again, at `rate`
@@ -398,6 +401,13 @@ def fake_registry(
                 if state.drop_parts and len(reply.body) > PACE_CHUNK:  # a part, not a tail
                     state.drop_parts -= 1
                     reply = dataclasses.replace(reply, drop_after=len(reply.body) // 2)
+                if state.parts_answer and len(reply.body) > PACE_CHUNK:
+                    if state.parts_answer == "whole":
+                        reply = Reply(body=body)
+                    else:  # the range asked, said to be one byte further
+                        first, last = (int(n) for n in asked.split("=")[1].split("-"))
+                        other = f"bytes {first + 1}-{last + 1}/{len(body)}"
+                        reply = dataclasses.replace(reply, headers={"Content-Range": other})
             else:
                 reply = state.reply(self.path, self.headers.get("Authorization"))
             if blob:

@@ -105,6 +105,9 @@ class Arrival:
         self._hash = hashlib.new(digest.split(":", 1)[0])
         self._hasher: HashThread | None = None
         self._hashed = 0  # bytes [0, _hashed) are hashed (or queued to be)
+        # After a retry wrote other bytes over hashed ones: hash no further than what the
+        # retry has written (beyond it lie the broken attempt's, which it will replace).
+        self._hash_cap: int | None = None
         self._committed = False
         self._committing = False  # the last span ended: its connection commits
         self._error: BaseException | None = None
@@ -175,6 +178,7 @@ class Arrival:
         with self._cond:
             if span in self._spans:
                 self._spans.remove(span)
+            self._hash_cap = None  # (a retry it made is complete: the rest is hashed next)
             last = not self._spans and self._high == self.size and not self._committing
             self._committing |= last  # busy until committed (or failed)
             return last
@@ -210,12 +214,15 @@ class Arrival:
                 hashed = min(self._hashed, end) - position
                 if hashed > 0 and old[:hashed] != view[:hashed]:
                     self._restart_hash()
+                    self._hash_cap = end
         written = position
         rest = view
         while rest:
             n = os.pwrite(self._fd, rest, written)
             written += n
             rest = rest[n:]
+        if self._hash_cap is not None and position <= self._hash_cap:
+            self._hash_cap = max(self._hash_cap, end)  # the retry goes on
         landed = self._merge(position, end)
         if self._hashed < self._high:
             self._hash_up(position, view, whole)
@@ -249,12 +256,13 @@ class Arrival:
     def _hash_up(self, position: int, view: memoryview, whole: bytes | None = None) -> None:
         """Hash up to the high-water mark: the bytes just written when they are next,
         then whatever landed beyond, read back from the file."""
-        if position == self._hashed and view and position + len(view) <= self._high:
+        limit = self._high if self._hash_cap is None else min(self._high, self._hash_cap)
+        if position == self._hashed and view and position + len(view) <= limit:
             self._feed(whole if whole is not None else view.tobytes())
             self._hashed += len(view)
         assert self._fd is not None
-        while self._hashed < self._high:
-            n = min(HASH_PIECE, self._high - self._hashed)
+        while self._hashed < limit:
+            n = min(HASH_PIECE, limit - self._hashed)
             self._feed(os.pread(self._fd, n, self._hashed))
             self._hashed += n
 
@@ -289,6 +297,7 @@ class Arrival:
             if self._high < self.size:
                 missing = self.size - self._high
                 raise Oci2vmError(f"{self.what}: truncated: {missing} bytes missing")
+            self._hash_cap = None
             self._hash_up(self.size, memoryview(b""))
             hasher = self._hasher
             hexdigest = hasher.hexdigest() if hasher is not None else self._hash.hexdigest()

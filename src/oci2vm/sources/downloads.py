@@ -145,9 +145,11 @@ class Downloads:
         self._guarded(arrival, work)
         self._help()
 
-    def _guarded(self, arrival: Arrival, work: Callable[[], object]) -> None:
+    def _guarded(self, arrival: Arrival, work: Callable[[], object], *, part: bool = False) -> None:
+        """Run `work` for `arrival`, unless a download failed meanwhile (a part split off a
+        blob under way still runs: with keep_going that blob is worth finishing)."""
         try:
-            if self._error is None:
+            if part or self._error is None:
                 work()
             if not arrival.committed and not arrival.busy:
                 # work() gave up on it (and no other connection fetches a part): say why
@@ -193,7 +195,7 @@ class Downloads:
             log.debug(
                 "%s: another connection fetches bytes %d-%d", arrival.what, span.start, span.end
             )
-            self._guarded(arrival, functools.partial(source, span))
+            self._guarded(arrival, functools.partial(source, span), part=True)
 
     @staticmethod
     def _split(undone: list[Arrival]) -> tuple[Arrival, Span] | None:
@@ -209,11 +211,15 @@ class Downloads:
         return None
 
     def _may_split(self) -> bool:
-        """Whether splitting may speed the build: unless the probe found one shared link.
-        Before its verdict, blobs are split too: where each connection is limited, the
-        build waits for the first blob meanwhile; on a shared link, the split bytes of
-        a blob give way to those the build reads first once the verdict is in."""
-        return self._probe.shared is not True
+        """Whether splitting may speed the build: unless the probe found one shared link,
+        and not while it measures (a blob split between its two phases would look like
+        one whose connections share a link). Before a verdict, or without one (a single
+        blob: nothing to measure it against), blobs are split: where each connection is
+        limited, the build would wait for the first blob at one connection's speed; on
+        a shared link, the bytes the build reads next then come at a share of it, which
+        costs the build the end of the blob at its own speed."""
+        with self._lock:
+            return self._probe.shared is not True and not self._probe.measuring
 
     def _failed(self, error: BaseException) -> None:
         """The first failure stops everything: every blob still on its way fails with it

@@ -13,6 +13,7 @@ import functools
 import hashlib
 import json
 import logging
+import re
 import ssl
 import threading
 import urllib.parse
@@ -455,9 +456,10 @@ class _Session:
     def fetch_span(self, desc: Descriptor, store: BlobStore, arrival: Arrival, span: Span) -> None:
         """Fetch `span` of a blob being downloaded by a Range request, in up to
         BLOB_ATTEMPTS attempts (none once the download failed or stopped); the last span
-        to complete commits the blob (BlobStore.fill). A registry that answers with the
-        whole blob is read past the bytes before the span; one that answers with another
-        range than asked fails the download."""
+        to complete commits the blob (BlobStore.fill). A registry that answers a part's
+        request otherwise than with the range asked (the whole blob, another range, a
+        416) splits no more blobs, and the part comes from a whole GET, read past the
+        bytes before it."""
         path = f"/v2/{self.ref.repository}/blobs/{desc.digest}"
         what = self._what(desc)
         peer = f"registry {self.host}"
@@ -465,23 +467,24 @@ class _Session:
             if arrival.failed:
                 return
             first, last = span.start, span.end - 1
-            resp = self.get(path, {"Range": f"bytes={first}-{last}"})
+            ranged = self._ranges is not False
+            resp = self.get(path, {"Range": f"bytes={first}-{last}"} if ranged else {})
             whole_span = False
             try:
-                if resp.status == 206:
-                    answered = _content_range(resp)
-                    if answered != (first, last, desc.size):
-                        raise Oci2vmError(
-                            f"download of {what} failed: {peer} answered a request for bytes "
-                            f"{first}-{last} with {resp.headers.get('Content-Range')!r}"
-                        )
+                asked = resp.status == 206 and _content_range(resp) == (first, last, desc.size)
+                if ranged and not asked and resp.status in (200, 206, 416):
+                    log.info("%s answered a range request for bytes %d-%d of %s with HTTP %d "
+                             "%s: no more blobs in parts", peer, first, last, desc.digest,
+                             resp.status, resp.headers.get("Content-Range", ""))  # fmt: skip
+                    self._ranges = False
+                    if resp.status != 200:
+                        continue  # the same part again, by a whole GET
+                if asked:
                     self._ranges = True
-                    skip = 0
-                elif resp.status == 200:
-                    skip = first  # the whole blob: pass over what comes before the span
-                else:
+                elif resp.status != 200:
                     self.fail(resp, path, lambda: f"no blob {desc.digest}")
                 body = cast(BinaryIO, self.http.body(resp))
+                skip = 0 if asked else first  # the whole blob: pass over what comes before
                 while skip > 0:
                     passed = body.read(min(skip, CHUNK))
                     if not passed:
@@ -490,7 +493,7 @@ class _Session:
                 store.fill(arrival, desc.digest, body, span=span)
                 # A span that another took the end of leaves bytes unread: the connection
                 # closes rather than reading them.
-                whole_span = resp.status == 206 and span.end == last + 1
+                whole_span = asked and span.end == last + 1
                 return
             except HTTPError as e:
                 err = self._error(peer, e, resp)
@@ -500,7 +503,7 @@ class _Session:
                             first, last, what, err)  # fmt: skip
             finally:
                 self.http.release(resp, drain=whole_span)
-        raise AssertionError("unreachable")
+        raise Oci2vmError(f"download of {what} failed: {peer} answered no request for its bytes")
 
     def tail(self, desc: Descriptor, n: int) -> bytes | None:
         """The last n bytes of a blob by a Range request (RFC 9110, 14.2), or None when
@@ -597,13 +600,15 @@ class _Session:
         raise AssertionError("unreachable")
 
 
+_CONTENT_RANGE = re.compile(r"bytes ([0-9]{1,20})-([0-9]{1,20})/([0-9]{1,20})", re.ASCII)
+
+
 def _content_range(resp: urllib3.BaseHTTPResponse) -> tuple[int, int, int] | None:
     """first, last and complete length of a Content-Range "bytes F-L/N" header."""
-    unit, _, spec = resp.headers.get("Content-Range", "").strip().partition(" ")
-    span, _, total = spec.partition("/")
-    first, _, last = span.partition("-")
-    if unit != "bytes" or not (first.isdigit() and last.isdigit() and total.isdigit()):
+    match = _CONTENT_RANGE.fullmatch(resp.headers.get("Content-Range", "").strip())
+    if match is None:
         return None
+    first, last, total = match.groups()
     return int(first), int(last), int(total)
 
 
