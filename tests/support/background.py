@@ -1,8 +1,9 @@
 """Helpers of the tests of blobs read while they download: a call in a thread of its
-own, and the files a cache holds."""
+own, a hash that counts what it is given, and the files a cache holds."""
 
 from __future__ import annotations
 
+import hashlib
 import threading
 from collections.abc import Callable
 
@@ -36,3 +37,18 @@ class Background:
 
 def files_in(store: BlobStore) -> list[str]:
     return sorted(p.name for p in store.root.rglob("*") if p.is_file())
+
+
+class CountingHash:
+    """A sha256 that records the size of every update."""
+
+    def __init__(self, updates: list[int]) -> None:
+        self._hash = hashlib.sha256()
+        self._updates = updates
+
+    def update(self, data: bytes) -> None:
+        self._updates.append(len(data))
+        self._hash.update(data)
+
+    def hexdigest(self) -> str:
+        return self._hash.hexdigest()

@@ -18,7 +18,7 @@ from oci2vm.image.arrival import THIN_LEAD, Arrival
 from oci2vm.image.blobs import BlobRef, BlobStore, uncompressed_size_hint
 from oci2vm.sources.downloads import Downloads
 from oci2vm.sources.linkprobe import LinkProbe
-from support.background import SETTLE, Background, files_in
+from support.background import SETTLE, Background, CountingHash, files_in
 
 DATA = bytes(range(256)) * 64  # 16 KiB
 DIGEST = "sha256:" + hashlib.sha256(DATA).hexdigest()
@@ -108,21 +108,6 @@ def test_a_blob_ref_of_an_arrival_is_verified_as_it_is_read(store: BlobStore) ->
     lying.commit()
     with pytest.raises(Oci2vmError, match="digest mismatch"):
         bad.read_all()
-
-
-class CountingHash:
-    """A sha256 that records the size of every update."""
-
-    def __init__(self, updates: list[int]) -> None:
-        self._hash = hashlib.sha256()
-        self._updates = updates
-
-    def update(self, data: bytes) -> None:
-        self._updates.append(len(data))
-        self._hash.update(data)
-
-    def hexdigest(self) -> str:
-        return self._hash.hexdigest()
 
 
 def test_a_reader_of_an_arrival_does_not_hash_the_bytes_the_download_hashed(
