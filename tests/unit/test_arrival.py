@@ -30,12 +30,12 @@ def begin(store: BlobStore, data: bytes = DATA) -> Arrival:
 
 def test_a_read_waits_for_its_bytes_and_the_end_waits_for_the_commit(store: BlobStore) -> None:
     arrival = begin(store)
-    arrival.write(0, DATA[:100])
+    arrival.write_span(arrival.first, DATA[:100])
     reader = arrival.open()
     assert reader.read(100) == DATA[:100]
     pending = Background(lambda: reader.read(50))
     assert not pending.done.wait(SETTLE)  # nothing beyond 100 yet
-    arrival.write(100, DATA[100:])
+    arrival.write_span(arrival.first, DATA[100:])
     assert pending.wait() == DATA[100:150]
     assert reader.read(len(DATA)) == DATA[150:-1]
     end = Background(lambda: reader.read(10))
@@ -50,7 +50,7 @@ def test_a_read_waits_for_its_bytes_and_the_end_waits_for_the_commit(store: Blob
 
 def test_a_failure_wakes_a_waiting_reader_and_removes_the_file(store: BlobStore) -> None:
     arrival = begin(store)
-    arrival.write(0, DATA[:10])
+    arrival.write_span(arrival.first, DATA[:10])
     reader = arrival.open()
     pending = Background(lambda: reader.read(100))
     assert not pending.done.wait(SETTLE)
@@ -76,7 +76,8 @@ def test_an_interrupted_reader_stops_waiting(store: BlobStore) -> None:
 
 def test_fill_verifies_and_a_second_attempt_writes_over_the_first(store: BlobStore) -> None:
     arrival = begin(store)
-    arrival.write(0, b"\0" * 5000)  # a first attempt that broke off, with other bytes
+    # A first attempt that broke off, with other bytes.
+    arrival.write_span(arrival.first, b"\0" * 5000)
     ref = store.fill(arrival, DIGEST, io.BytesIO(DATA))
     assert ref == BlobRef(store.path(DIGEST), 0, len(DATA), DIGEST, cached=True)
     assert store.path(DIGEST).read_bytes() == DATA
@@ -97,14 +98,14 @@ def test_a_blob_ref_of_an_arrival_is_verified_as_it_is_read(store: BlobStore) ->
     arrival = begin(store)
     ref = BlobRef(arrival.final, 0, len(DATA), DIGEST, cached=True, arrival=arrival)
     reading = Background(ref.read_all)
-    arrival.write(0, DATA)
+    arrival.write_span(arrival.first, DATA)
     assert not reading.done.wait(SETTLE), reading.error  # the last byte waits for the commit
     arrival.commit()
     assert reading.wait() == DATA
     other = b"x" * len(DATA)
     lying = begin(store, other)
     bad = BlobRef(lying.final, 0, len(other), DIGEST, arrival=lying)  # a digest it fails
-    lying.write(0, other)
+    lying.write_span(lying.first, other)
     lying.commit()
     with pytest.raises(Oci2vmError, match="digest mismatch"):
         bad.read_all()
@@ -131,7 +132,7 @@ def test_a_reader_of_an_arrival_does_not_hash_the_bytes_the_download_hashed(
 def test_a_retry_that_writes_the_same_bytes_keeps_its_readers(store: BlobStore) -> None:
     arrival = begin(store)
     ref = BlobRef(arrival.final, 0, len(DATA), DIGEST, cached=True, arrival=arrival)
-    arrival.write(0, DATA[:5000])  # a first attempt that broke off
+    arrival.write_span(arrival.first, DATA[:5000])  # a first attempt that broke off
     reader = ref.open()
     assert reader.read(4000) == DATA[:4000]
     store.fill(arrival, DIGEST, io.BytesIO(DATA))  # the retry: the same bytes again
@@ -147,7 +148,7 @@ def test_a_retry_with_other_bytes_than_a_reader_read_fails_that_reader(
     after the commit reads them."""
     arrival = begin(store)
     ref = BlobRef(arrival.final, 0, len(DATA), DIGEST, cached=True, arrival=arrival)
-    arrival.write(0, b"\0" * 5000)  # a first attempt with other bytes, broken off
+    arrival.write_span(arrival.first, b"\0" * 5000)  # a first attempt with other bytes, broken off
     early = ref.open()
     assert early.read(100) == b"\0" * 100
     store.fill(arrival, DIGEST, io.BytesIO(DATA))
@@ -169,7 +170,8 @@ def test_other_bytes_of_a_broken_attempt_that_no_reader_read_fail_nothing(
     replaced by the retry before anyone read them, are not the reader's."""
     arrival = begin(store)
     ref = BlobRef(arrival.final, 0, len(DATA), DIGEST, cached=True, arrival=arrival)
-    arrival.write(0, DATA[:1000] + b"\0" * 4000)  # right at first, then other bytes
+    # Right at first, then other bytes.
+    arrival.write_span(arrival.first, DATA[:1000] + b"\0" * 4000)
     reader = ref.open()
     assert reader.read(1000) == DATA[:1000]  # the reader stops short of the others
     store.fill(arrival, DIGEST, io.BytesIO(DATA))
@@ -193,11 +195,11 @@ def test_the_size_hint_of_a_gzip_blob_still_downloading_uses_its_fetched_tail(
         return blob[-n:]
 
     arrival.tail_source = tail
-    arrival.write(0, blob[:100])  # the head, not the trailer
+    arrival.write_span(arrival.first, blob[:100])  # the head, not the trailer
     ref = BlobRef(arrival.final, 0, len(blob), None, arrival=arrival)
     assert uncompressed_size_hint(ref) == len(DATA) * 8
     assert asked == [4]
-    arrival.write(100, blob[100:])
+    arrival.write_span(arrival.first, blob[100:])
     arrival.commit()  # the tail matched
     complete = BlobRef(arrival.final, 0, len(blob), None)
     assert uncompressed_size_hint(complete) == len(DATA) * 8
@@ -207,9 +209,9 @@ def test_a_fetched_tail_unlike_the_blob_fails_the_commit(store: BlobStore) -> No
     blob = gzip_blob()
     arrival = begin(store, blob)
     arrival.tail_source = lambda n: b"\0" * n
-    arrival.write(0, blob[:100])
+    arrival.write_span(arrival.first, blob[:100])
     assert arrival.tail(4) == b"\0\0\0\0"
-    arrival.write(100, blob[100:])
+    arrival.write_span(arrival.first, blob[100:])
     with pytest.raises(Oci2vmError, match="answered a range request with other bytes"):
         arrival.commit()
     arrival.fail(Oci2vmError("range"))
@@ -220,7 +222,7 @@ def test_without_a_tail_source_the_tail_waits_for_the_commit(store: BlobStore) -
     blob = gzip_blob()
     arrival = begin(store, blob)
     tail = Background(lambda: arrival.tail(4))
-    arrival.write(0, blob)
+    arrival.write_span(arrival.first, blob)
     assert not tail.done.wait(SETTLE)
     arrival.commit()
     assert tail.wait() == blob[-4:]
@@ -252,9 +254,9 @@ def test_closing_the_downloads_stops_them_and_removes_their_files(store: BlobSto
     arrival, queued = begin(store), begin(store, b"q" * 10)
 
     def work() -> None:
-        arrival.write(0, DATA[:10])
+        arrival.write_span(arrival.first, DATA[:10])
         interrupted.wait(10)  # a connection the interrupt shuts down
-        arrival.write(10, DATA[10:])  # raises: the arrival failed meanwhile
+        arrival.write_span(arrival.first, DATA[10:])  # raises: the arrival failed meanwhile
 
     with Downloads(workers=1) as downloads:
         downloads.on_interrupt(interrupted.set)
@@ -296,17 +298,17 @@ def test_a_download_gives_way_while_the_build_is_close_behind_an_earlier_one(
     wrote_later, done = threading.Event(), threading.Event()
 
     def write_later() -> None:
-        later.write(0, b"l" * 10)
+        later.write_span(later.first, b"l" * 10)
         wrote_later.set()
 
     with Downloads(workers=2, probe=shared_link()) as downloads:
         downloads.start("e", earlier, lambda: done.wait(10))  # written from the test
         downloads.start("l", later, write_later)
         assert not wrote_later.wait(SETTLE)  # the build waits for the earlier blob
-        earlier.write(0, b"e" * (1 << 20))
+        earlier.write_span(earlier.first, b"e" * (1 << 20))
         assert reader.read(1 << 20) == b"e" * (1 << 20)
         assert not wrote_later.wait(SETTLE)  # its reader is right behind it
-        earlier.write(1 << 20, b"e" * THIN_LEAD)
+        earlier.write_span(earlier.first, b"e" * THIN_LEAD)
         assert wrote_later.wait(5)  # now far enough ahead
         reader.close()
         done.set()
@@ -317,7 +319,9 @@ def test_a_download_the_build_waits_for_does_not_give_way(store: BlobStore) -> N
     done = threading.Event()
     with Downloads(workers=2, probe=shared_link()) as downloads:
         downloads.start("e", earlier, lambda: done.wait(10))  # starved: nothing came
-        downloads.start("l", later, lambda: (later.write(0, b"l" * 100), done.wait(10)))
+        downloads.start(
+            "l", later, lambda: (later.write_span(later.first, b"l" * 100), done.wait(10))
+        )
         head = Background(lambda: later.head(18))  # the build reads it first
         try:
             assert head.done.wait(5)
@@ -334,7 +338,8 @@ def test_on_separate_links_a_download_does_not_give_way(store: BlobStore) -> Non
     with Downloads(workers=2, probe=probe) as downloads:
         downloads.start("e", earlier, lambda: done.wait(10))  # starved: nothing came
         downloads.start("l", later, lambda: done.wait(10))
-        wrote = Background(lambda: later.write(0, b"l" * 100))  # as its download would
+        # As its download would.
+        wrote = Background(lambda: later.write_span(later.first, b"l" * 100))
         try:
             assert wrote.done.wait(5)
         finally:

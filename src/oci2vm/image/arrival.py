@@ -34,7 +34,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from oci2vm.errors import Oci2vmError
-from oci2vm.util.hashing import HashThread
+from oci2vm.util.hashing import THREADED_HASH, HashThread
 
 # A reader is woken at least this often to look again (a stop, a signal to the process).
 WAIT_SLICE = 0.1
@@ -45,8 +45,6 @@ LEAST_READ = 64 << 10
 THIN_LEAD = 8 << 20
 # Bytes landed beyond a gap are read back to be hashed in pieces of this size.
 HASH_PIECE = 1 << 20
-# Blobs this large are hashed in a thread of their own (util/hashing.py).
-THREADED_HASH = 1 << 20
 # A span is split at a multiple of this (the pieces a connection writes).
 SPLIT_ALIGN = 1 << 20
 
@@ -86,9 +84,9 @@ class Arrival:
         self.what = what
         self.digest = digest  # what commit() says the bytes hash to
         self.tail_source: TailSource | None = None
-        # Called before each write, with the span written (None: of no span): where a
-        # download gives way to one the build needs first (see Downloads).
-        self.before_write: Callable[[Span | None], None] | None = None
+        # Called before each write, with the span written: where a download gives way
+        # to one the build needs first (see Downloads).
+        self.before_write: Callable[[Span], None] | None = None
         # Called with the number of bytes that landed for the first time (progress).
         self.on_landed: Callable[[int], None] | None = None
         # Fetches a span split off another (see split()), once `splittable()` says the
@@ -102,7 +100,8 @@ class Arrival:
         self._high = 0  # bytes [0, _high) are in the file
         self.first = Span(0, size)  # the first connection's: the whole blob until split
         self._spans: list[Span] = []  # those being fetched (from restart() to end_span())
-        self._hash = hashlib.new(digest.split(":", 1)[0])
+        self._algorithm = digest.split(":", 1)[0]
+        self._hash = hashlib.new(self._algorithm)
         self._hasher: HashThread | None = None
         self._hashed = 0  # bytes [0, _hashed) are hashed (or queued to be)
         # After a retry wrote other bytes over hashed ones: hash no further than what the
@@ -117,14 +116,6 @@ class Arrival:
         self._rewritten = False  # a retry wrote other bytes over some a reader may have read
 
     # -- the download's side ---------------------------------------------------------------
-
-    def write(self, position: int, data: bytes | memoryview) -> None:
-        """Write bytes at `position` (of no span: a test's broken attempt)."""
-        if self.before_write is not None:
-            self.before_write(None)
-        with self._cond:
-            landed = self._write(position, memoryview(data), None)
-        self._report(landed)
 
     def write_span(self, span: Span, data: bytes) -> bool:
         """Write the next bytes of `span`'s current attempt, as many of `data` as the span
@@ -279,7 +270,7 @@ class Arrival:
         if self._hasher is not None:
             self._hasher.stop()
             self._hasher = None
-        self._hash = hashlib.new(self.digest.split(":", 1)[0])
+        self._hash = hashlib.new(self._algorithm)
         self._hashed = 0
 
     def _report(self, landed: int) -> None:
@@ -301,7 +292,7 @@ class Arrival:
             self._hash_up(self.size, memoryview(b""))
             hasher = self._hasher
             hexdigest = hasher.hexdigest() if hasher is not None else self._hash.hexdigest()
-            got = f"{self.digest.split(':', 1)[0]}:{hexdigest}"
+            got = f"{self._algorithm}:{hexdigest}"
             if got != self.digest:
                 raise Oci2vmError(
                     f"{self.what}: digest mismatch: expected {self.digest}, got {got}"

@@ -26,10 +26,9 @@ from oci2vm.errors import Oci2vmError
 from oci2vm.image.arrival import Arrival, Span
 from oci2vm.layers.decompress import GZIP_MAGIC, ZSTD_MAGIC
 from oci2vm.util.atomic import replace_whole
-from oci2vm.util.hashing import HashThread
+from oci2vm.util.hashing import THREADED_HASH, HashThread
 
 CHUNK = 1 << 20
-THREADED_HASH = 1 << 20  # blobs this large are hashed in a thread of their own
 log = logging.getLogger(__name__)
 _DIGEST_RE = re.compile(r"^(sha256:[0-9a-f]{64}|sha512:[0-9a-f]{128})$")
 

@@ -111,7 +111,7 @@ class Downloads:
         """Called once every download thread has ended (a session's close)."""
         self._closers.append(closer)
 
-    def _give_way(self, arrival: Arrival, span: Span | None) -> None:
+    def _give_way(self, arrival: Arrival, span: Span) -> None:
         """Wait while the build is close behind the download of bytes it reads before
         these (Arrival.starved), where the downloads share one link (LinkProbe): they
         would come at the expense of those the build needs now (it reads the blobs one
@@ -124,8 +124,8 @@ class Downloads:
         while not arrival.failed and self._must_wait(arrival, earlier, span):
             time.sleep(GIVE_WAY_SLICE)
 
-    def _must_wait(self, arrival: Arrival, earlier: list[Arrival], span: Span | None) -> bool:
-        ahead = span is not None and arrival.ahead(span)
+    def _must_wait(self, arrival: Arrival, earlier: list[Arrival], span: Span) -> bool:
+        ahead = arrival.ahead(span)
         if arrival.needed and not ahead:
             return False
         with self._lock:

@@ -14,6 +14,7 @@ import threading
 from oci2vm.util.polling import PolledQueue
 
 QUEUE_CHUNKS = 4  # chunks waiting to be hashed: bounds the memory they pin
+THREADED_HASH = 1 << 20  # blobs this large are hashed in a thread of their own
 
 
 class HashThread:
