@@ -316,6 +316,7 @@ class FakeRegistry:
     parts_answer: str | None = None
     rate: float | None = None  # bytes per second of all bodies together (a slow link)
     per_connection: bool = False  # `rate` for each response alone (a slow path per stream)
+    latency: float = 0.0  # seconds before each blob request is answered (a long path)
     _sent_at: float = 0.0  # when the link is free again, at `rate`
     _blobs_now: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -413,7 +414,7 @@ def fake_registry(
             if blob:
                 state.blob_started()
             try:
-                time.sleep(reply.delay)
+                time.sleep(reply.delay + (state.latency if blob else 0.0))
                 self._answer(reply)
             finally:
                 if blob:

@@ -133,3 +133,37 @@ def test_a_retry_with_other_bytes_hashes_each_byte_once_more_at_most(
     store.fill(arrival, DIGEST, io.BytesIO(DATA))
     assert arrival.committed
     assert sum(updates) <= 3 * SPLIT_ALIGN + len(DATA) + SPLIT_ALIGN
+
+
+def test_stripes_are_claimed_in_order_and_commit_once_all_landed(store: BlobStore) -> None:
+    arrival = store.begin(DIGEST, len(DATA), "blob x")
+    spans = []
+    while (span := arrival.claim(SPLIT_ALIGN + 1)) is not None:
+        spans.append(span)
+        assert arrival.busy  # bytes wait for a connection, or a connection fetches them
+    assert [(s.start, s.end) for s in spans] == [
+        (n * (SPLIT_ALIGN + 1), min(len(DATA), (n + 1) * (SPLIT_ALIGN + 1)))
+        for n in range(len(spans))
+    ]
+    assert arrival.unclaimed == 0 and spans[-1].end == len(DATA)
+    ref = BlobRef(arrival.final, 0, len(DATA), DIGEST, cached=True, arrival=arrival)
+    reading = Background(ref.read_all)
+    for span in reversed(spans):  # they land last first
+        assert not arrival.committed
+        store.fill(arrival, DIGEST, io.BytesIO(DATA[span.start : span.end]), span=span)
+    assert arrival.committed and not arrival.busy
+    assert reading.wait() == DATA
+
+
+def test_a_stripe_done_before_the_next_is_claimed_leaves_the_blob_busy(store: BlobStore) -> None:
+    arrival = store.begin(DIGEST, len(DATA), "blob x")
+    span = arrival.claim(SPLIT_ALIGN)
+    assert span is not None
+    store.fill(arrival, DIGEST, io.BytesIO(DATA[:SPLIT_ALIGN]), span=span)
+    assert arrival.busy and not arrival.committed  # (Downloads fails a blob not busy)
+    assert arrival.unclaimed == len(DATA) - SPLIT_ALIGN
+
+
+def test_a_blob_fetched_whole_has_no_stripe_to_give(store: BlobStore) -> None:
+    arrival = begin(store)
+    assert arrival.claim(SPLIT_ALIGN) is None and arrival.unclaimed == 0

@@ -100,6 +100,7 @@ class Arrival:
         self._high = 0  # bytes [0, _high) are in the file
         self.first = Span(0, size)  # the first connection's: the whole blob until split
         self._spans: list[Span] = []  # those being fetched (from restart() to end_span())
+        self._claimed = 0  # bytes [0, _claimed) belong to a span (claim(), restart())
         self._algorithm = digest.split(":", 1)[0]
         self._hash = hashlib.new(self._algorithm)
         self._hasher: HashThread | None = None
@@ -135,8 +136,26 @@ class Arrival:
         """A (new) attempt at `span`: it writes from its start (again)."""
         with self._cond:
             span.at = span.start
+            self._claimed = max(self._claimed, span.end)
             if span not in self._spans:
                 self._spans.append(span)
+
+    def claim(self, most: int) -> Span | None:
+        """The next (up to) `most` bytes that no span holds yet, as a span for one more
+        connection: a blob fetched in stripes, in order (sources/downloads.py). None once
+        every byte has a span (the whole blob's first one holds them all)."""
+        with self._cond:
+            if self._committed or self._error is not None or self._claimed >= self.size:
+                return None
+            span = Span(self._claimed, min(self.size, self._claimed + most))
+            self._claimed = span.end
+            self._spans.append(span)
+            return span
+
+    @property
+    def unclaimed(self) -> int:
+        """Bytes that no span holds yet (claim())."""
+        return 0 if self.done else self.size - self._claimed
 
     def has_part(self, least: int) -> bool:
         """Whether split(least) would find a part to give (it may not, by then)."""
@@ -181,9 +200,11 @@ class Arrival:
 
     @property
     def busy(self) -> bool:
-        """Whether a connection still fetches a span of it."""
+        """Whether a connection still fetches a span of it, or bytes of a blob fetched in
+        stripes wait for theirs."""
         with self._cond:
-            return bool(self._spans) or (self._committing and not self.done)
+            pending = 0 < self._claimed < self.size
+            return bool(self._spans) or pending or (self._committing and not self.done)
 
     def _write(self, position: int, view: memoryview, whole: bytes | None) -> int:
         """Under the lock: write `view` at `position`, merge it into what landed, hash
@@ -350,6 +371,16 @@ class Arrival:
         if self._committed or self._error is not None:
             return False
         return self._high - self._wanted < THIN_LEAD
+
+    @property
+    def wanted(self) -> int:
+        """The furthest position its readers asked for."""
+        return self._wanted
+
+    @property
+    def lead(self) -> int:
+        """Bytes there, in order, that its readers have not asked for yet."""
+        return 0 if self.done else max(0, self._high - self._wanted)
 
     @property
     def needed(self) -> bool:

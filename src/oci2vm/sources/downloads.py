@@ -2,14 +2,20 @@
 layers to a few threads here and starts flattening at once (image/arrival.py), so a cold
 build costs about the slower of the download and the build, not their sum.
 
-Where the link limits each connection rather than all of them together (a long path, a
-throttling server or CDN: LinkProbe tells), one connection per blob leaves the build
-waiting for the first blob at the speed of one connection. So threads without a blob of
-their own take over half of what another still has to fetch (a Range request: the
-registry's answer to one is checked first), for the first blob the build reads that has
-enough left: its bytes then come several connections at a time, as aria2 or containerd's
-multipart layer fetch do. On one shared link, that would only share the link; there,
-the bytes of a part beyond those the build reads next give way to them.
+The build reads the blobs one after the other, each from its start. Where the registry
+answers range requests (its answer to the build's request for a layer's last bytes, or to
+one of a single byte, tells), every connection takes the next stripe of the first blob
+that has bytes without a connection yet (Range requests, as aria2 or containerd's
+multipart layer fetch do): the bytes arrive in about the order the build reads them,
+all connections at a time, whether the link limits each connection (a long path, a
+throttling server or CDN) or all of them together. The first stripes are small, since
+the build waits for them; later ones larger, since each costs a request. Once a blob's
+stripes are all taken, idle connections take over half of what a stripe still has to
+fetch (Arrival.split).
+
+Without range requests each blob comes whole by a connection of its own, at once: where
+the downloads share one link (LinkProbe tells), the later ones give way while the build
+waits for bytes of an earlier one.
 
 The build owns the downloads for its whole length (a context manager): the first failure
 fails every blob not yet complete with the same one-line error, so that the build, which
@@ -29,7 +35,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING
 
 from oci2vm.errors import Oci2vmError
-from oci2vm.image.arrival import Arrival, Span
+from oci2vm.image.arrival import SPLIT_ALIGN, Arrival, Span
 from oci2vm.sources.linkprobe import LinkProbe, Step
 
 if TYPE_CHECKING:
@@ -43,6 +49,15 @@ GIVE_WAY_SLICE = 0.02  # seconds a download that gives way waits before looking 
 # least twice this (Arrival.split).
 SPLIT_LEAST = 8 << 20
 HELP_SLICE = 0.05  # seconds an idle connection waits before looking for a part to take
+# Stripes: the first ones small (the build waits for the first bytes), later ones long
+# enough that a connection spends at most about 1/STRIPE_COST of its time waiting for the
+# answers to their requests (a round trip, or two where the registry redirects to a CDN,
+# measured on those before), up to STRIPE_MOST. A blob smaller than STRIPE_LEAST comes
+# whole.
+STRIPE_LEAST = 4 << 20
+STRIPE_MOST = 64 << 20
+STRIPE_COST = 8
+READ_WINDOW = 0.2  # seconds over which the build's reading speed is measured
 
 
 class Downloads:
@@ -64,6 +79,17 @@ class Downloads:
         self._lock = threading.Lock()
         self._arrivals: dict[str, Arrival] = {}  # by digest
         self._order: list[Arrival] = []  # as started: the order the build reads them in
+        self._stripes: dict[Arrival, bool] = {}  # whether each is fetched in stripes
+        self._deciding = threading.Lock()  # held while one is decided (_in_stripes)
+        self._leaving = 0  # threads that left _help for a download not yet running
+        self._asked: dict[Span, float] = {}  # when each stripe was asked for
+        self._answered: dict[Span, float] = {}  # when its first bytes came
+        # Per connection, of the stripes done so far: seconds from a stripe's request to
+        # its first bytes, and bytes per second from there (moving averages).
+        self._latency: float | None = None
+        self._rate: float | None = None
+        self._reads: tuple[float, int] | None = None  # when the build had read how much
+        self._read: float | None = None  # bytes per second the build reads (average)
         self._probe = probe or LinkProbe()
         self._futures: list[Future[None]] = []
         self._waiting = 0  # downloads started but not yet running
@@ -120,6 +146,10 @@ class Downloads:
         far ahead of the build (a fast link), none waits; nor bytes the build waits for
         itself (the head and tail that size the filesystem are read before any layer)."""
         with self._lock:
+            if self._stripes.get(arrival):
+                if span in self._asked:
+                    self._answered.setdefault(span, time.monotonic())
+                return  # its bytes come in the order the build reads them
             earlier = self._order[: self._order.index(arrival)]
         while not arrival.failed and self._must_wait(arrival, earlier, span):
             time.sleep(GIVE_WAY_SLICE)
@@ -129,8 +159,9 @@ class Downloads:
         if arrival.needed and not ahead:
             return False
         with self._lock:
-            step = self._probe.step(self._order, time.monotonic())
-            first = next((a for a in self._order if not a.done), None)
+            whole = [a for a in self._order if not self._stripes.get(a)]
+            step = self._probe.step(whole, time.monotonic())
+            first = next((a for a in whole if not a.done), None)
         if step is Step.ALL:
             return False
         if step is Step.FIRST:
@@ -142,8 +173,33 @@ class Downloads:
     def _run(self, arrival: Arrival, work: Callable[[], object]) -> None:
         with self._lock:
             self._waiting -= 1
-        self._guarded(arrival, work)
+            self._leaving = max(0, self._leaving - 1)
+        if not self._in_stripes(arrival):
+            self._guarded(arrival, work)
         self._help()
+
+    def _in_stripes(self, arrival: Arrival) -> bool:
+        """Whether `arrival` comes in stripes (decided once, by whoever asks first, the
+        others waiting for the answer): when it is large enough and its registry answers
+        range requests as asked (which may take a request to find out)."""
+        with self._lock:
+            decided = self._stripes.get(arrival)
+        if decided is not None:
+            return decided
+        with self._deciding:
+            with self._lock:
+                decided = self._stripes.get(arrival)
+            if decided is not None:
+                return decided
+            try:
+                can = arrival.size >= STRIPE_LEAST and arrival.span_source is not None
+                can = can and arrival.splittable()
+            except Exception as e:  # (a failed probe of range requests: it comes whole)
+                log.debug("%s: no range requests: %s", arrival.what, e)
+                can = False
+            with self._lock:
+                self._stripes[arrival] = can
+            return can
 
     def _guarded(self, arrival: Arrival, work: Callable[[], object], *, part: bool = False) -> None:
         """Run `work` for `arrival`, unless a download failed meanwhile (a part split off a
@@ -170,35 +226,119 @@ class Downloads:
                 self._futures.append(self._pool.submit(self._help, queued_first=False))
 
     def _help(self, *, queued_first: bool = True) -> None:
-        """With no blob left to start, a connection that is done (or had none) takes over
-        half of what another still has to fetch of the first blob the build reads that
-        has enough left, again until none has; where the link limits each connection,
-        as many connections as there are threads then bring the blob the build waits
-        for. On one shared link they would only share it, while the build reads each
-        blob from its start: there (LinkProbe), blobs are not split. queued_first: blobs
-        not started yet come first (this thread returns to the pool, which runs them)."""
+        """With no blob left to start, a connection that is done (or had none) fetches
+        the next stripe (_claim), or else takes over half of what another still has to
+        fetch of the first blob the build reads that has enough left, again until none
+        has. queued_first: blobs not started yet come first (this thread returns to the
+        pool, which runs them)."""
         while True:
             with self._lock:
-                if self._error is not None or self._closed or (queued_first and self._waiting):
+                if self._closed or (self._error is not None and not self._keep_going):
                     return
-                order = list(self._order)
+                if queued_first and self._waiting > self._leaving:
+                    self._leaving += 1  # (as many leave as there are downloads to run)
+                    return
+                order, failed = list(self._order), self._error is not None
             undone = [a for a in order if not a.done]
+            if failed:  # (keep_going) blobs under way are finished, to be cached
+                undone = [a for a in undone if 0 < a.unclaimed < a.size]
             if not undone:
                 return
-            taken = self._split(undone) if self._may_split() else None
+            try:
+                taken = self._claim(undone)
+                if taken is None and not failed:
+                    taken = self._split(undone)
+            except BaseException as e:
+                self._failed(e)
+                raise
             if taken is None:
                 time.sleep(HELP_SLICE)
                 continue
             arrival, span = taken
             source = arrival.span_source
             assert source is not None
-            log.debug(
-                "%s: another connection fetches bytes %d-%d", arrival.what, span.start, span.end
-            )
-            self._guarded(arrival, functools.partial(source, span), part=True)
+            log.debug("%s: bytes %d-%d by a connection of their own", arrival.what,
+                      span.start, span.end)  # fmt: skip
+            with self._lock:
+                self._asked[span] = time.monotonic()
+            try:
+                self._guarded(arrival, functools.partial(source, span), part=True)
+            finally:
+                self._timed(span)
+
+    def _timed(self, span: Span) -> None:
+        """Take the times of a stripe that is over into the averages _claim sizes by."""
+        now = time.monotonic()
+        with self._lock:
+            asked = self._asked.pop(span, None)
+            answered = self._answered.pop(span, None)
+            if asked is None or answered is None or span.at < span.end or now <= answered:
+                return  # (failed, or not a stripe: no measure of the link)
+            latency, rate = answered - asked, (span.end - span.start) / (now - answered)
+            if self._latency is None or self._rate is None:
+                self._latency, self._rate = latency, rate
+            else:
+                self._latency += (latency - self._latency) / 4
+                self._rate += (rate - self._rate) / 4
+
+    def _read_rate(self, order: list[Arrival]) -> float | None:
+        """Under the lock: how fast the build reads the blobs (bytes per second, an
+        average over READ_WINDOW or more), once known."""
+        now, read = time.monotonic(), sum(a.wanted for a in order)
+        if self._reads is None:
+            self._reads = (now, read)
+        elif now - self._reads[0] >= READ_WINDOW:
+            rate = (read - self._reads[1]) / (now - self._reads[0])
+            self._read = rate if self._read is None else (self._read + rate) / 2
+            self._reads = (now, read)
+        return self._read
+
+    def _claim(self, undone: list[Arrival]) -> tuple[Arrival, Span] | None:
+        """The next stripe of the first blob fetched in stripes that has bytes without a
+        connection yet (where the registry stopped answering range requests as asked,
+        all of them: one whole answer, read past what comes before). A blob the build
+        waits for comes first while none of its bytes has a connection: the build reads
+        the first bytes of each layer before it flattens any (they tell how large the
+        filesystem must be)."""
+        # Decided first (that may ask the registry); then chosen and claimed at once,
+        # under the lock, so that the stripes are claimed in order.
+        striped = [a for a in undone if a.unclaimed and self._in_stripes(a)]
+        ranged = {a: a.splittable() for a in striped}  # (known by now: no request)
+        with self._lock:
+            first = [a for a in striped if a.needed and a.unclaimed == a.size]
+            for arrival in [*first, *(a for a in striped if a not in first)]:
+                size = self._stripe_size(striped)
+                if not ranged[arrival] or arrival.unclaimed - size < STRIPE_LEAST:
+                    size = arrival.size  # all that is left: no request for a few bytes
+                span = arrival.claim(size)
+                if span is not None:
+                    return arrival, span
+        return None
+
+    def _stripe_size(self, striped: list[Arrival]) -> int:
+        """Under the lock: how long the next stripe is."""
+        size = STRIPE_LEAST
+        if self._latency is not None and self._rate is not None:
+            size = max(size, int(min(STRIPE_COST * self._latency * self._rate, STRIPE_MOST)))
+        # While the build is behind the download (a fast link), longer: a stripe may take,
+        # at one connection's speed, half the time the build needs to read the bytes
+        # there before it (few requests, bytes mostly in order); while the build waits,
+        # short, so that all connections bring what it reads next.
+        read = self._read_rate(self._order)
+        if read is not None and read >= 1.0 and self._rate is not None:
+            longer = sum(a.lead for a in striped) * self._rate / read / 2
+            size = max(size, int(min(longer, STRIPE_MOST)))
+        # ...and no longer than the connections' share of what is left, so that they end
+        # about together.
+        left = sum(a.unclaimed for a in striped)
+        size = min(size, STRIPE_MOST, max(left // self._workers, STRIPE_LEAST))
+        return size - size % SPLIT_ALIGN
 
     @staticmethod
     def _split(undone: list[Arrival]) -> tuple[Arrival, Span] | None:
+        """Half of what a span (a stripe, or a blob's first) still has to fetch, of the
+        first blob that has one long enough: the stripes are all taken, and a connection
+        slower than the others would leave the build waiting for its end."""
         for arrival in undone:
             if (
                 arrival.span_source is not None
@@ -209,17 +349,6 @@ class Downloads:
                 if span is not None:
                     return arrival, span
         return None
-
-    def _may_split(self) -> bool:
-        """Whether splitting may speed the build: unless the probe found one shared link,
-        and not while it measures (a blob split between its two phases would look like
-        one whose connections share a link). Before a verdict, or without one (a single
-        blob: nothing to measure it against), blobs are split: where each connection is
-        limited, the build would wait for the first blob at one connection's speed; on
-        a shared link, the bytes the build reads next then come at a share of it, which
-        costs the build the end of the blob at its own speed."""
-        with self._lock:
-            return self._probe.shared is not True and not self._probe.measuring
 
     def _failed(self, error: BaseException) -> None:
         """The first failure stops everything: every blob still on its way fails with it

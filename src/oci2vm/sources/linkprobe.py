@@ -50,11 +50,6 @@ class LinkProbe:
         self._together = 0.0  # bytes/s of both, in the first phase
         self._alone_mark: int | None = None  # what the first had when measuring alone began
 
-    @property
-    def measuring(self) -> bool:
-        """Whether a pair of downloads is being measured (no verdict yet)."""
-        return self._pair is not None and self.shared is None
-
     def step(self, flows: Sequence[Flow], now: float) -> Step:
         """The phase at `now` for downloads `flows` (in the order the build reads them)."""
         if self.shared is not None:

@@ -198,8 +198,8 @@ class _Session:
         )
         self.authorization: str | None = None
         self._auth_lock = threading.Lock()  # one thread answers a challenge at a time
-        # Whether range requests are answered as asked (None: not known yet): a blob may
-        # then be fetched in parts.
+        # Whether range requests are answered as asked (None: not known yet): blobs then
+        # come in stripes (sources/downloads.py). False once an answer was not.
         self._ranges: bool | None = None
 
     def close(self) -> None:
@@ -402,8 +402,8 @@ class _Session:
 
     def prefetch(self, descs: Sequence[Descriptor], store: BlobStore, fetch: Fetch) -> None:
         """Download the blobs the cache lacks, PARALLEL_DOWNLOADS connections at a time
-        (as Docker does; over a network, one stream rarely fills the line), a blob in
-        parts where each connection is limited (sources/downloads.py). The first error
+        (as Docker does; over a network, one stream rarely fills the line), in stripes
+        where the registry answers range requests (sources/downloads.py). The first error
         is raised once the downloads under way have stopped; blobs already complete stay
         cached, verified, and no partial file is left. With fetch.downloads, the
         downloads are only started, there: the build reads the blobs as they arrive."""
@@ -456,10 +456,10 @@ class _Session:
     def fetch_span(self, desc: Descriptor, store: BlobStore, arrival: Arrival, span: Span) -> None:
         """Fetch `span` of a blob being downloaded by a Range request, in up to
         BLOB_ATTEMPTS attempts (none once the download failed or stopped); the last span
-        to complete commits the blob (BlobStore.fill). A registry that answers a part's
+        to complete commits the blob (BlobStore.fill). A registry that answers a span's
         request otherwise than with the range asked (the whole blob, another range, a
-        416) splits no more blobs, and the part comes from a whole GET, read past the
-        bytes before it."""
+        416) is asked for no more ranges, and the span comes from a whole GET, read past
+        the bytes before it (so does the rest of a blob in stripes, as one span)."""
         path = f"/v2/{self.ref.repository}/blobs/{desc.digest}"
         what = self._what(desc)
         peer = f"registry {self.host}"
@@ -480,7 +480,8 @@ class _Session:
                     if resp.status != 200:
                         continue  # the same part again, by a whole GET
                 if asked:
-                    self._ranges = True
+                    if self._ranges is None:  # (one odd answer is enough to stop asking)
+                        self._ranges = True
                 elif resp.status != 200:
                     self.fail(resp, path, lambda: f"no blob {desc.digest}")
                 body = cast(BinaryIO, self.http.body(resp))
@@ -519,7 +520,7 @@ class _Session:
         ok = resp.status == 206 and _content_range(resp) == (first, last, desc.size)
         try:
             data = self._read(resp, n, "range", peer) if ok else None
-            if data is not None and len(data) == n:
+            if data is not None and len(data) == n and self._ranges is None:
                 self._ranges = True
         except Oci2vmError as e:
             log.debug("range request for %s failed: %s", desc.digest, e)
