@@ -317,6 +317,7 @@ class FakeRegistry:
     rate: float | None = None  # bytes per second of all bodies together (a slow link)
     per_connection: bool = False  # `rate` for each response alone (a slow path per stream)
     latency: float = 0.0  # seconds before each blob request is answered (a long path)
+    range_once: list[int] = field(default_factory=list)  # statuses for the next Range asks
     _sent_at: float = 0.0  # when the link is free again, at `rate`
     _blobs_now: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -396,7 +397,9 @@ def fake_registry(
             state.seen.append(Seen(self.path, dict(self.headers.items())))
             blob = "/blobs/" in self.path
             asked = self.headers.get("Range")
-            if blob and asked and state.ranges and self.path in state.routes:
+            if blob and asked and state.range_once:
+                reply = Reply(state.range_once.pop(0), b"{}")
+            elif blob and asked and state.ranges and self.path in state.routes:
                 body = state.range_bodies.get(self.path, state.routes[self.path].body)
                 reply = _range_reply(body, asked)
                 if state.drop_parts and len(reply.body) > PACE_CHUNK:  # a part, not a tail

@@ -5,10 +5,12 @@ are checked against the blob."""
 
 from __future__ import annotations
 
+import functools
 import gzip
 import hashlib
 import io
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -344,3 +346,59 @@ def test_on_separate_links_a_download_does_not_give_way(store: BlobStore) -> Non
             assert wrote.done.wait(5)
         finally:
             done.set()
+
+
+class Trickle(io.RawIOBase):
+    """A response body that comes 64 KiB at a time, a little late each time."""
+
+    def __init__(self, data: bytes) -> None:
+        self._data = io.BytesIO(data)
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1) -> bytes:
+        time.sleep(0.002)
+        return self._data.read(min(size, 64 << 10) if size > 0 else 64 << 10)
+
+
+@pytest.mark.parametrize("shared", [True, False])
+def test_a_layer_in_stripes_read_first_gets_connections_before_later_whole_ones(
+    store: BlobStore, shared: bool
+) -> None:
+    """A large layer the build reads first comes in stripes, four small ones after it
+    whole, three connections: the threads running the small ones neither give way to
+    it (waiting would not bring it: on a shared link, they would all wait for ever)
+    nor take them before its stripes are all claimed."""
+    blobs = [
+        hashlib.shake_256(b"%d" % n).digest(size)
+        for n, size in enumerate([16 << 20] + [1 << 20] * 4)
+    ]
+    probe = LinkProbe()
+    probe.shared = shared
+    with Downloads(workers=3, probe=probe) as downloads:
+        arrivals = []
+        for data in blobs:
+            arrival = begin(store, data)
+            arrival.splittable = lambda: True  # as a registry answering ranges
+            arrival.span_source = functools.partial(
+                lambda arrival, data, span: store.fill(
+                    arrival, arrival.digest, Trickle(data[span.start : span.end]), span=span
+                ),
+                arrival,
+                data,
+            )
+            work = functools.partial(
+                lambda arrival, data: store.fill(arrival, arrival.digest, Trickle(data)),
+                arrival,
+                data,
+            )
+            downloads.start(arrival.digest, arrival, work)
+            arrivals.append(arrival)
+        downloads.started_all()
+        head = Background(lambda: arrivals[0].head(18))
+        assert head.wait() == blobs[0][:18]
+        downloads.finish()
+    assert [
+        store.path(a.digest).read_bytes() == data for a, data in zip(arrivals, blobs, strict=True)
+    ] == [True] * 5

@@ -82,6 +82,7 @@ class Downloads:
         self._stripes: dict[Arrival, bool] = {}  # whether each is fetched in stripes
         self._deciding = threading.Lock()  # held while one is decided (_in_stripes)
         self._leaving = 0  # threads that left _help for a download not yet running
+        self._queued: set[Arrival] = set()  # started, not yet running
         self._asked: dict[Span, float] = {}  # when each stripe was asked for
         self._answered: dict[Span, float] = {}  # when its first bytes came
         # Per connection, of the stripes done so far: seconds from a stripe's request to
@@ -121,6 +122,7 @@ class Downloads:
                 raise RuntimeError("Downloads.start() after close()")
             self._arrivals[digest] = arrival
             self._order.append(arrival)
+            self._queued.add(arrival)
             arrival.before_write = functools.partial(self._give_way, arrival)
             self._waiting += 1
             if self._pool is None:
@@ -150,7 +152,10 @@ class Downloads:
                 if span in self._asked:
                     self._answered.setdefault(span, time.monotonic())
                 return  # its bytes come in the order the build reads them
-            earlier = self._order[: self._order.index(arrival)]
+            # (not to a blob in stripes: the threads bring it, a wait would not)
+            earlier = [
+                a for a in self._order[: self._order.index(arrival)] if not self._stripes.get(a)
+            ]
         while not arrival.failed and self._must_wait(arrival, earlier, span):
             time.sleep(GIVE_WAY_SLICE)
 
@@ -174,6 +179,7 @@ class Downloads:
         with self._lock:
             self._waiting -= 1
             self._leaving = max(0, self._leaving - 1)
+            self._queued.discard(arrival)
         if not self._in_stripes(arrival):
             self._guarded(arrival, work)
         self._help()
@@ -230,12 +236,12 @@ class Downloads:
         the next stripe (_claim), or else takes over half of what another still has to
         fetch of the first blob the build reads that has enough left, again until none
         has. queued_first: blobs not started yet come first (this thread returns to the
-        pool, which runs them)."""
+        pool, which runs them), after the stripes of those the build reads before them."""
         while True:
             with self._lock:
                 if self._closed or (self._error is not None and not self._keep_going):
                     return
-                if queued_first and self._waiting > self._leaving:
+                if queued_first and self._waiting > self._leaving and not self._stripes_first():
                     self._leaving += 1  # (as many leave as there are downloads to run)
                     return
                 order, failed = list(self._order), self._error is not None
@@ -265,6 +271,16 @@ class Downloads:
                 self._guarded(arrival, functools.partial(source, span), part=True)
             finally:
                 self._timed(span)
+
+    def _stripes_first(self) -> bool:
+        """Under the lock: whether a blob in stripes that the build reads before those
+        not running yet still has bytes without a connection (they come first)."""
+        for arrival in self._order:
+            if arrival in self._queued:
+                return False
+            if self._stripes.get(arrival) and arrival.unclaimed:
+                return True
+        return False
 
     def _timed(self, span: Span) -> None:
         """Take the times of a stripe that is over into the averages _claim sizes by."""
@@ -334,17 +350,14 @@ class Downloads:
         size = min(size, STRIPE_MOST, max(left // self._workers, STRIPE_LEAST))
         return size - size % SPLIT_ALIGN
 
-    @staticmethod
-    def _split(undone: list[Arrival]) -> tuple[Arrival, Span] | None:
-        """Half of what a span (a stripe, or a blob's first) still has to fetch, of the
-        first blob that has one long enough: the stripes are all taken, and a connection
-        slower than the others would leave the build waiting for its end."""
-        for arrival in undone:
-            if (
-                arrival.span_source is not None
-                and arrival.has_part(SPLIT_LEAST)
-                and arrival.splittable()
-            ):
+    def _split(self, undone: list[Arrival]) -> tuple[Arrival, Span] | None:
+        """Half of what a stripe still has to fetch, of the first blob in stripes that has
+        one long enough: the stripes are all taken, and a connection slower than the
+        others would leave the build waiting for its end."""
+        with self._lock:
+            striped = [a for a in undone if self._stripes.get(a)]
+        for arrival in striped:
+            if arrival.has_part(SPLIT_LEAST) and arrival.splittable():
                 span = arrival.split(SPLIT_LEAST)
                 if span is not None:
                     return arrival, span

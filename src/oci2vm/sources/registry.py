@@ -446,12 +446,11 @@ class _Session:
 
     def _splittable(self, desc: Descriptor) -> bool:
         """Whether the registry answers range requests as asked: known from the first
-        one (the build's request for a layer's last bytes, or one for its last byte)."""
+        answer to one (the build's request for a layer's last bytes, or one for its last
+        byte; a request that failed tells nothing: that blob comes whole)."""
         if self._ranges is None:
             self.tail(desc, 1)
-            if self._ranges is None:
-                self._ranges = False
-        return self._ranges
+        return self._ranges is True
 
     def fetch_span(self, desc: Descriptor, store: BlobStore, arrival: Arrival, span: Span) -> None:
         """Fetch `span` of a blob being downloaded by a Range request, in up to
@@ -518,6 +517,8 @@ class _Session:
             log.debug("range request for %s failed: %s", desc.digest, e)
             return None
         ok = resp.status == 206 and _content_range(resp) == (first, last, desc.size)
+        if not ok and resp.status in (200, 206, 416) and self._ranges is None:
+            self._ranges = False  # an answer, not as asked
         try:
             data = self._read(resp, n, "range", peer) if ok else None
             if data is not None and len(data) == n and self._ranges is None:
