@@ -8,10 +8,10 @@ one of a single byte, tells), every connection takes the next stripe of the firs
 that has bytes without a connection yet (Range requests, as aria2 or containerd's
 multipart layer fetch do): the bytes arrive in about the order the build reads them,
 all connections at a time, whether the link limits each connection (a long path, a
-throttling server or CDN) or all of them together. The first stripes are small, since
-the build waits for them; later ones larger, since each costs a request. Once a blob's
-stripes are all taken, idle connections take over half of what a stripe still has to
-fetch (Arrival.split).
+throttling server or CDN) or all of them together. Stripes are small while the build
+waits for them, longer where a request takes long to answer or while the build is behind
+the download (each costs a request). Once a blob's stripes are all taken, idle
+connections take over half of what a stripe still has to fetch (Arrival.split).
 
 Without range requests each blob comes whole by a connection of its own, at once: where
 the downloads share one link (LinkProbe tells), the later ones give way while the build
