@@ -18,7 +18,7 @@ import pytest
 from oci2vm.errors import Oci2vmError
 from oci2vm.image.arrival import THIN_LEAD, Arrival
 from oci2vm.image.blobs import BlobRef, BlobStore, uncompressed_size_hint
-from oci2vm.sources.downloads import Downloads
+from oci2vm.sources.downloads import STRIPE_LEAST, Downloads
 from oci2vm.sources.linkprobe import LinkProbe
 from support.background import SETTLE, Background, CountingHash, files_in
 
@@ -402,3 +402,40 @@ def test_a_layer_in_stripes_read_first_gets_connections_before_later_whole_ones(
     assert [
         store.path(a.digest).read_bytes() == data for a, data in zip(arrivals, blobs, strict=True)
     ] == [True] * 5
+
+
+@pytest.mark.parametrize("ranges", [True, False])
+def test_with_keep_going_a_blob_under_way_when_another_fails_is_still_cached(
+    store: BlobStore, ranges: bool
+) -> None:
+    """A pull caches what it can: a blob whose connection had begun (here, asking the
+    registry whether it answers range requests) when another blob failed is still
+    fetched to its end (whole or in stripes) and cached; one not begun is not."""
+    large = hashlib.shake_256(b"large").digest(STRIPE_LEAST + 12345)
+    asking, failed = threading.Event(), threading.Event()
+
+    def splittable() -> bool:
+        asking.set()
+        failed.wait(10)  # the answer comes after the other blob failed
+        return ranges
+
+    def fail() -> None:
+        asking.wait(10)
+        failed.set()
+        raise Oci2vmError("blob b: digest mismatch")
+
+    with Downloads(workers=2, keep_going=True) as downloads:
+        first, second, third = begin(store, large), begin(store), begin(store, b"3" * 10)
+        first.splittable = splittable
+        first.span_source = lambda span: store.fill(
+            first, first.digest, io.BytesIO(large[span.start : span.end]), span=span
+        )
+        downloads.start("b", second, fail)
+        downloads.start("a", first, lambda: store.fill(first, first.digest, io.BytesIO(large)))
+        downloads.start("c", third, lambda: None)  # queued behind the two: never begun
+        downloads.started_all()
+        with pytest.raises(Oci2vmError, match=r"^blob b: digest mismatch$"):
+            downloads.finish()
+    assert failed.is_set()
+    assert store.path(first.digest).read_bytes() == large
+    assert files_in(store) == [first.digest.split(":")[1]]

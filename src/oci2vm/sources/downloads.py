@@ -83,6 +83,7 @@ class Downloads:
         self._deciding = threading.Lock()  # held while one is decided (_in_stripes)
         self._leaving = 0  # threads that left _help for a download not yet running
         self._queued: set[Arrival] = set()  # started, not yet running
+        self._under_way: set[Arrival] = set()  # running before any download failed
         self._asked: dict[Span, float] = {}  # when each stripe was asked for
         self._answered: dict[Span, float] = {}  # when its first bytes came
         # Per connection, of the stripes done so far: seconds from a stripe's request to
@@ -180,6 +181,8 @@ class Downloads:
             self._waiting -= 1
             self._leaving = max(0, self._leaving - 1)
             self._queued.discard(arrival)
+            if self._error is None:  # under way from here, whatever fails meanwhile
+                self._under_way.add(arrival)  # (deciding on stripes may take a request)
         if not self._in_stripes(arrival):
             self._guarded(arrival, work)
         self._help()
@@ -190,6 +193,8 @@ class Downloads:
         range requests as asked (which may take a request to find out)."""
         with self._lock:
             decided = self._stripes.get(arrival)
+            if decided is None and (arrival.size < STRIPE_LEAST or arrival.span_source is None):
+                decided = self._stripes[arrival] = False  # (no wait for another's request)
         if decided is not None:
             return decided
         with self._deciding:
@@ -198,8 +203,7 @@ class Downloads:
             if decided is not None:
                 return decided
             try:
-                can = arrival.size >= STRIPE_LEAST and arrival.span_source is not None
-                can = can and arrival.splittable()
+                can = arrival.splittable()
             except Exception as e:  # (a failed probe of range requests: it comes whole)
                 log.debug("%s: no range requests: %s", arrival.what, e)
                 can = False
@@ -207,11 +211,14 @@ class Downloads:
                 self._stripes[arrival] = can
             return can
 
-    def _guarded(self, arrival: Arrival, work: Callable[[], object], *, part: bool = False) -> None:
-        """Run `work` for `arrival`, unless a download failed meanwhile (a part split off a
-        blob under way still runs: with keep_going that blob is worth finishing)."""
+    def _guarded(self, arrival: Arrival, work: Callable[[], object]) -> None:
+        """Run `work` for `arrival`, unless a download failed meanwhile and `arrival` was
+        not under way by then (with keep_going, a blob under way is worth finishing; without,
+        _failed failed it: work() sees that and stops)."""
         try:
-            if part or self._error is None:
+            with self._lock:
+                go = self._error is None or arrival in self._under_way
+            if go:
                 work()
             if not arrival.committed and not arrival.busy:
                 # work() gave up on it (and no other connection fetches a part): say why
@@ -247,7 +254,8 @@ class Downloads:
                 order, failed = list(self._order), self._error is not None
             undone = [a for a in order if not a.done]
             if failed:  # (keep_going) blobs under way are finished, to be cached
-                undone = [a for a in undone if 0 < a.unclaimed < a.size]
+                with self._lock:
+                    undone = [a for a in undone if a in self._under_way]
             if not undone:
                 return
             try:
@@ -268,7 +276,7 @@ class Downloads:
             with self._lock:
                 self._asked[span] = time.monotonic()
             try:
-                self._guarded(arrival, functools.partial(source, span), part=True)
+                self._guarded(arrival, functools.partial(source, span))
             finally:
                 self._timed(span)
 
@@ -323,11 +331,14 @@ class Downloads:
         with self._lock:
             first = [a for a in striped if a.needed and a.unclaimed == a.size]
             for arrival in [*first, *(a for a in striped if a not in first)]:
+                if self._error is not None and arrival not in self._under_way:
+                    continue  # (keep_going: only blobs under way are finished)
                 size = self._stripe_size(striped)
                 if not ranged[arrival] or arrival.unclaimed - size < STRIPE_LEAST:
                     size = arrival.size  # all that is left: no request for a few bytes
                 span = arrival.claim(size)
                 if span is not None:
+                    self._under_way.add(arrival)
                     return arrival, span
         return None
 
