@@ -444,3 +444,61 @@ def test_below_an_opaque_root_a_hardlink_finds_a_file_written_through_a_symlink(
         [file(".wh..wh..opq")],
     )
     assert paths(tree) == {"/"}
+
+
+def test_a_newer_directory_moved_by_one_symlink_replaces_another_of_the_same_layer(
+    tmp_path: Path,
+) -> None:
+    """Layer 2 writes c -> . then, through it, a -> a (a loop); layer 3 makes c/a, that
+    is /a, a directory; layer 4 writes in it. Applied in order: /a is layer 3's directory
+    (with layer 4's file), the loop never followed, and what layers 1 and 2 put at /a gone."""
+    tree, data = flatten_layers(
+        tmp_path,
+        [directory("a"), file("a/old", b"old")],
+        [file("a/mine"), symlink("c", "."), symlink("c/a", "a")],
+        [directory("c/a", mode=0o700)],
+        [file("a/a", b"new")],
+    )
+    assert at(tree, "/a").kind is Kind.DIR and at(tree, "/a").mode == 0o700
+    assert content(tree, data, "/a/a") == b"new"
+    assert at(tree, "/c").kind is Kind.SYMLINK
+    assert sorted(p for p in paths(tree) if p.startswith("/a/")) == ["/a/a"]
+
+
+def test_what_layers_between_wrote_through_a_symlink_a_newer_directory_replaces_stays_there(
+    tmp_path: Path,
+) -> None:
+    """Layer 2 writes c -> . and a -> x (through c); layer 3 writes a/f, through a, to
+    /x/f; layer 4 makes /a a directory (c/a/), layer 5 writes a/g in it."""
+    layers = [
+        [directory("x")],
+        [symlink("c", "."), symlink("c/a", "x")],
+        [directory("a/d", mode=0o700), file("a/d/f", b"f")],
+        [directory("c/a")],
+        [file("a/d/g", b"g")],
+    ]
+    tree, data = flatten_layers(tmp_path, *layers)
+    assert content(tree, data, "/x/d/f") == b"f" and at(tree, "/x/d").mode == 0o700
+    assert content(tree, data, "/a/d/g") == b"g" and at(tree, "/a/d").mode == 0o755
+    assert at(tree, "/a").kind is Kind.DIR
+    assert "/a/d/f" not in paths(tree) and "/x/d/g" not in paths(tree)
+    # The same path written by a layer between and by one after: two places, refused.
+    layers[4].append(file("a/d/f", b"again"))
+    with pytest.raises(Oci2vmError, match=r"layer 3 writes '/a/d/f' through .* not supported"):
+        flatten_layers(tmp_path / "again", *layers)
+
+
+def test_what_a_layer_wrote_below_a_path_before_making_it_a_symlink_is_gone(
+    tmp_path: Path,
+) -> None:
+    """Layer 2 writes c/b/a, then makes c a symlink to a; layer 3 writes c/b, through c,
+    to /a/b. Layer 2's c/b/a went with the directory c, whatever layer 3 put at c/b."""
+    tree, data = flatten_layers(
+        tmp_path,
+        [directory("a"), directory("c"), directory("c/b")],
+        [file("c/b/a", b"gone"), symlink("c", "a")],
+        [file("c/b", b"b")],
+    )
+    assert content(tree, data, "/a/b") == b"b"
+    assert at(tree, "/c").kind is Kind.SYMLINK
+    assert [p for p in paths(tree) if p.startswith(("/a/", "/c/"))] == ["/a/b"]

@@ -599,10 +599,10 @@ class _Flattener:
 
     def _leave(self, p: _Pass) -> None:
         """Hand what this layer hides and the links it waits for to the layers below."""
-        for path, (rank, entry) in p.settling.items():
-            self._settle(path, rank, entry, p)
-        for path in sorted(p.symlinked):  # a directory before what is below it
+        for path in self._relocations(p):
             self._relocate(path, p)
+        for path, (rank, entry) in p.settling.items():  # (a newer directory may have
+            self._settle(path, rank, entry, p)  # moved onto a symlink: _relocate)
         if self.limbo:
             self._decide_limbo(p)
         if self.below_listed:
@@ -641,6 +641,49 @@ class _Flattener:
 
     # --- what upper layers wrote below this layer's symlinks ------------------------------
 
+    @staticmethod
+    def _relocations(p: _Pass) -> list[str]:
+        """The paths of p.symlinked in the order they are relocated: a directory before
+        what is below it, and a symlink before those at or below where it leads (upper
+        layers' entries that move there may replace them: a newer layer's directory
+        where this layer wrote a symlink; a loop of such symlinks keeps path order)."""
+        paths = sorted(p.symlinked)
+        if len(paths) < 2:
+            return paths
+        leads: dict[str, str] = {}
+        for path in paths:
+            parts = path[1:].split("/")
+            target = p.symlinked[path].target
+            if target:  # (an empty one fails where it is relocated)
+                leads[path] = _join(follow(parts, len(parts), target, p.what)).rstrip("/")
+
+        def onto(path: str, link: str) -> bool:  # whether `link` leads at or above `path`
+            there = leads.get(link)
+            return (
+                there is not None
+                and link != path
+                and _rebased(path, link, link) is None  # (not below the other, nor
+                and _rebased(link, path, path) is None  # above it: relocated with it)
+                and (path == there or _rebased(path, there, there) is not None)
+            )
+
+        order: list[str] = []
+        state: dict[str, bool] = {}  # False: being visited; True: placed
+
+        def visit(path: str) -> None:
+            if path in state:
+                return
+            state[path] = False
+            for link in paths:
+                if state.get(link) is not False and onto(path, link):
+                    visit(link)
+            state[path] = True
+            order.append(path)
+
+        for path in paths:
+            visit(path)
+        return order
+
     def _relocate(self, path: str, p: _Pass) -> None:
         """This layer's last entry at `path` is a symlink, where upper layers wrote below a
         directory they left implicit. A runtime applying them over this layer writes their
@@ -652,7 +695,11 @@ class _Flattener:
         holder = self._at(parts[:-1])
         if link is None or holder is None or holder.children is None:
             return  # went with a symlink relocated before (this layer's own entry)
-        if any(_rebased(key, path, path) is not None for key, _layer in self.limbo):
+        for limbo in [k for k in self.limbo if _rebased(k[0], path, path) is not None]:
+            if limbo[1] == p.index:  # this layer's own, written before its symlink: gone
+                del self.limbo[limbo]
+                self.limbo_links.discard(limbo)
+                continue
             raise Oci2vmError(
                 f"{p.what}: upper layers write below {path!r}, which this layer makes a "
                 "symlink, and below a path there that other upper layers replace: not supported"
@@ -660,26 +707,87 @@ class _Flattener:
         upper = holder.children.get(parts[-1])
         if upper is None or upper.kind is not Kind.DIR:
             return
+        lister = self._claim(upper, path)
+        newer = NO_CLAIM  # the layers from this one on keep their entries at `path`
+        if lister is not None and lister != p.index:
+            # A newer layer's directory moved here (a symlink relocated before) replaced
+            # the symlink and what this layer and the layers below put at `path`; the
+            # entries of the layers between went where the symlink leads.
+            self._two_places(path, lister, p)
+            p.symlinked.pop(path)
+            p.hidden[path] = link
+            p.masks.add(path)
+            self._prune(upper, path, p)
+            older = self._older_part(upper, path, lister)
+            if older is None:
+                return
+            upper, newer = older, lister
         oldest, newest = self._claims(upper, path)
         after = self.implicit_ranks.get((path, oldest)) if oldest == newest else None
         target = self._leads(path, link, oldest, p, after)
         new = _join(target)
-        holder.children[parts[-1]] = link  # (an entry moved onto it may replace it yet)
-        p.symlinked.pop(path)
+        if newer == NO_CLAIM:
+            holder.children[parts[-1]] = link  # (an entry moved onto it may replace it yet)
+            p.symlinked.pop(path)
         self.parents.clear()
-        if self._move(upper, path, target, oldest, newest, path, p) is None:
-            self._forget(path)
+        if self._move(upper, path, target, oldest, newest, path, p, newer) is None:
+            self._forget(path, newer)
         tables = [(self.hidden, min), (self.opaque, min), (self.link_claims, min)]
         tables += [(self.hidden_newest, max), (self.opaque_newest, max)]
         for table, keep in tables:
             for key, moved in [(k, _rebased(k, path, new)) for k in table]:
-                if moved is not None:
+                if moved is not None and table[key] < newer:
                     layer = table.pop(key)
                     table[moved] = keep(layer, table.get(moved, layer))
         for key in [k for k in p.arrived if _rebased(k, path, new) is not None]:
             del p.arrived[key]  # this layer's own entry, gone with the symlink
-        for waiting in self.waiting.values():
-            waiting.paths = [_rebased(q, path, new) or q for q in waiting.paths]
+        for placeholder, waiting in self.waiting.items():
+            if placeholder.layer < newer:
+                waiting.paths = [_rebased(q, path, new) or q for q in waiting.paths]
+
+    def _two_places(self, path: str, newer: int, p: _Pass) -> None:
+        """Refuse where a layer older than `newer` wrote below `path` through this
+        layer's symlink there (a non-directory, which a lower layer's entries at its
+        path do not see) and a layer from `newer` on wrote the same path below the
+        directory that replaced the symlink: the tree kept only the newer entry."""
+        for key, low in self.hidden.items():
+            if low >= newer or _rebased(key, path, path) is None:
+                continue
+            node = self._at(key[1:].split("/"))
+            if node is not None and _rank(self._claim(node, key)) >= newer:
+                raise Oci2vmError(
+                    f"{p.what}: layer {low + 1} writes {key!r} through this layer's "
+                    f"symlink {path!r}, which layer {newer + 1} makes a directory, and a "
+                    "newer layer writes it there: not supported"
+                )
+
+    def _older_part(self, node: Inode, path: str, newer: int) -> Inode | None:
+        """Take out of directory `node` (at `path`) the entries that layers older than
+        `newer` claim, in an implicit directory (with those on their way); None if none
+        does. A directory such a layer listed goes with its metadata, leaving an implicit
+        one for newer entries below it."""
+        assert node.children is not None
+        part: Inode | None = None
+        for name, child in list(node.children.items()):
+            at = _under(path, name)
+            claim = self._claim(child, at)
+            older = claim is not None and claim < newer
+            moved: Inode | None = None
+            if child.children and self._claims(child, at)[1] >= newer:
+                moved = self._older_part(child, at, newer)  # newer entries below stay
+                if older:
+                    moved = moved or new_dir(mtime_ns=self.implicit_mtime_ns, store=self.rows)
+                    _adopt(moved, child)
+                    _adopt(child, new_dir(mtime_ns=self.implicit_mtime_ns))
+            elif older or (child.children and self._claims(child, at)[0] < newer):
+                moved = child
+                del node.children[name]
+            if moved is not None:
+                if part is None:
+                    part = new_dir(mtime_ns=self.implicit_mtime_ns, store=self.rows)
+                assert part.children is not None
+                part.children[name] = moved
+        return part
 
     def _leads(
         self, path: str, link: Inode, oldest: int, p: _Pass, after: int | None = None
@@ -699,12 +807,14 @@ class _Flattener:
         newest: int,
         path: str,
         p: _Pass,
+        newer: int = NO_CLAIM,
     ) -> Inode | None:
         """Move the entries of directory `source` (at `old`), which upper layers from
         `oldest` to `newest` wrote below `path`, to `target`, where this layer's symlink
         at `path` leads; return the directory they went into. None: a newer layer deleted
         or replaced a directory on the way there (a whiteout, a non-directory), so what
-        the layers older than it wrote is gone."""
+        the layers older than it wrote is gone. Layers from `newer` on replaced the
+        symlink: what they deleted below `old` stays there."""
         new = _join(target)
         hides, ancestor = self._way_hidden(target, oldest, newest)
         if hides is None:
@@ -728,7 +838,7 @@ class _Flattener:
         # older layers had put where they now lead.
         for key, hider in list(self.hidden_newest.items()):
             now = _rebased(key, old, new)
-            if now is not None:
+            if now is not None and hider < newer:
                 self._prune_older(now, hider)
         self._merge(source, into, old, new, p)
         self._arrived_below(new, p)
@@ -933,11 +1043,14 @@ class _Flattener:
             return None
         return False
 
-    def _forget(self, path: str) -> None:
-        """Drop the claims of hardlinks at and below `path`, whose entries are gone."""
+    def _forget(self, path: str, newer: int = NO_CLAIM) -> None:
+        """Drop the claims of hardlinks at and below `path`, whose entries are gone (of
+        layers older than `newer`)."""
         if self.link_claims:
-            for key in [k for k in self.link_claims if k == path or k.startswith(path + "/")]:
-                del self.link_claims[key]
+            below = path + "/"
+            for key in [k for k in self.link_claims if k == path or k.startswith(below)]:
+                if self.link_claims[key] < newer:
+                    del self.link_claims[key]
 
     def _own_path(
         self,
@@ -1240,11 +1353,12 @@ class _Flattener:
             opaque = self.opaque.get(ancestor) if depth < len(parts) else None
             if (hidden is not None and hidden <= above) or (opaque is not None and opaque <= above):
                 return
-            # A layer between made a directory on the way a non-directory, in sight:
-            node = self._at(parts[:depth]) if 0 < depth < len(parts) else None
+            # A layer between made a directory on the way a non-directory, in sight, or
+            # the symlink a directory again:
+            node = self._at(parts[:depth]) if depth else None
             if (
                 node is not None
-                and node.kind is not Kind.DIR
+                and (node.kind is not Kind.DIR or depth == len(parts))
                 and p.index < _rank(self._claim(node, ancestor)) <= above
             ):
                 return
