@@ -107,3 +107,15 @@ def test_a_given_size_too_small_for_the_inodes_names_the_size_they_need() -> Non
 def test_required_size_of_an_absurd_hint_is_quick() -> None:
     with within(5):
         assert required_size(1 << 80, 1 << 40) > MAX_SIZE
+
+
+@pytest.mark.parametrize("name", ["n" * 256, "é" * 128])
+def test_a_name_longer_than_255_bytes_is_refused_with_its_length(name: str) -> None:
+    root = _one_file()
+    assert root.children is not None
+    root.children[name] = Inode(Kind.FILE, size=0, data=BytesData(b""))
+    with pytest.raises(Oci2vmError) as error:
+        _build(root, None, DiscardingOutput())
+    message = str(error.value)
+    assert "(256 bytes) cannot be stored in ext4 (a name is 1 to 255 bytes" in message
+    assert "\n" not in message and len(message) < 200

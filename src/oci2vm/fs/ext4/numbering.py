@@ -175,7 +175,12 @@ class InodeNumbering:
             items += [(name, extra.row) for name, extra in self._extra]
         for name, _ in items:
             if name in (b".", b"..") or b"/" in name or b"\0" in name or not 0 < len(name) < 256:
-                raise Oci2vmError(f"file name {name!r} cannot be stored in ext4")
+                shown = name.decode("utf-8", "backslashreplace")
+                shown = shown if len(shown) <= 64 else shown[:48] + "..." + shown[-8:]
+                raise Oci2vmError(
+                    f"file name {shown!r} ({len(name)} bytes) cannot be stored in ext4 "
+                    "(a name is 1 to 255 bytes, without '/' or NUL, not '.' or '..')"
+                )
         items.sort(key=lambda item: item[0])
         return items
 
