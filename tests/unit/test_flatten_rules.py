@@ -396,3 +396,26 @@ def test_a_whiteout_below_a_symlink_a_layer_between_replaced_reaches_nothing(
         [whiteout("a/c/a")],
     )
     assert paths(tree) == {"/", "/a"}
+
+
+def test_a_hardlink_to_a_path_a_lower_layer_deletes_is_refused_unless_it_writes_it_again(
+    tmp_path: Path,
+) -> None:
+    """Layer 3 links a/a to a/b, which layer 2 deletes: refused, as the runtime applying
+    layer 3 finds nothing there. But layer 2 may write a/b again after its whiteout, here
+    through layer 1's symlink a/a -> . (a/a/b is /a/b), which is only known below it."""
+    with pytest.raises(Oci2vmError, match=r"^hardlink '/a/a' points to '/a/b', which layer 2 "):
+        flatten_layers(
+            tmp_path / "gone",
+            [directory("a"), file("a/b", b"old")],
+            [whiteout("a/b")],
+            [hardlink("a/a", "a/b")],
+        )
+    tree, data = flatten_layers(
+        tmp_path / "again",
+        [directory("a"), symlink("a/a", "."), file("a/b", b"old")],
+        [whiteout("a/b"), file("a/a/b", b"new")],
+        [hardlink("a/a", "a/b")],
+    )
+    assert content(tree, data, "/a/a") == content(tree, data, "/a/b") == b"new"
+    assert at(tree, "/a/a") == at(tree, "/a/b")

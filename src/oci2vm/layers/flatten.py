@@ -376,6 +376,10 @@ class _Flattener:
         # Hardlink targets that upper layers wait for: target path -> placeholder.
         self.pending: dict[str, Inode] = {}
         self.waiting: dict[Inode, _Waiting] = {}  # placeholder -> what it stands for
+        # Placeholders whose target a layer deleted: only an entry of that layer or a newer
+        # one may still come to that path (moved there through a lower layer's symlink);
+        # one from below it is an error: (the deleting layer, the message).
+        self.doomed: dict[Inode, tuple[int, str]] = {}
         # Links to lower files once resolved: target path -> (the links' layer, their
         # paths, the file). A layer's entry that a lower symlink moves onto the target
         # later, older than the links, is what they met (see _merge).
@@ -611,14 +615,20 @@ class _Flattener:
             self._repoint(p)
         for target, inode in p.arrived.items():
             placeholder = self.pending.pop(target)
+            doom = self.doomed.pop(placeholder, None)
+            if doom is not None and inode.layer < doom[0]:
+                raise Oci2vmError(doom[1])
             if inode.kind is Kind.DIR:
                 link = self.waiting[placeholder].link
                 raise Oci2vmError(f"{p.what}: hardlink {link!r} points to directory {target!r}")
             self._resolve(placeholder, inode)
         for target, placeholder in self.pending.items():
-            if self._deleted(split_path(target, p.what), p):
+            if placeholder not in self.doomed and self._deleted(split_path(target, p.what), p):
                 link = self.waiting[placeholder].link
-                raise Oci2vmError(f"hardlink {link!r} points to {target!r}, which {p.what} deletes")
+                self.doomed[placeholder] = (
+                    p.index,
+                    f"hardlink {link!r} points to {target!r}, which {p.what} deletes",
+                )
         for target, placeholder in p.forward.items():
             upper = self.pending.get(target)
             if upper is None:
@@ -1538,6 +1548,8 @@ class _Flattener:
     def _missing(self, target: str, placeholder: Inode) -> None:
         """Refuse a hardlink whose target no layer holds, naming a cycle of links as one
         (links that lead, through one another, back to where they started)."""
+        if placeholder in self.doomed:
+            raise Oci2vmError(self.doomed[placeholder][1])
         waiting = self.waiting[placeholder]
         standing = {path: node for node, w in self.waiting.items() for path in w.paths}
         chain: list[str] = []
