@@ -783,13 +783,14 @@ class _Flattener:
             claim = self._claim(child, at)
             older = claim is not None and claim < newer
             moved: Inode | None = None
-            if child.children and self._claims(child, at)[1] >= newer:
+            oldest, newest = self._claims(child, at) if child.children else (NO_CLAIM, -1)
+            if newest >= newer:
                 moved = self._older_part(child, at, newer)  # newer entries below stay
                 if older:
                     moved = moved or new_dir(mtime_ns=self.implicit_mtime_ns, store=self.rows)
                     _adopt(moved, child)
                     _adopt(child, new_dir(mtime_ns=self.implicit_mtime_ns))
-            elif older or (child.children and self._claims(child, at)[0] < newer):
+            elif older or oldest < newer:
                 moved = child
                 del node.children[name]
             if moved is not None:

@@ -251,11 +251,10 @@ class Downloads:
                 if queued_first and self._waiting > self._leaving and not self._stripes_first():
                     self._leaving += 1  # (as many leave as there are downloads to run)
                     return
-                order, failed = list(self._order), self._error is not None
+                failed = self._error is not None
+                # (keep_going after a failure: only blobs under way are finished, to be cached)
+                order = [a for a in self._order if not failed or a in self._under_way]
             undone = [a for a in order if not a.done]
-            if failed:  # (keep_going) blobs under way are finished, to be cached
-                with self._lock:
-                    undone = [a for a in undone if a in self._under_way]
             if not undone:
                 return
             try:
