@@ -167,6 +167,13 @@ _PASSABLE = frozenset({Kind.DIR, Kind.SYMLINK})
 _USER_XATTR_KINDS = frozenset({Kind.FILE, Kind.DIR})
 
 
+def _before(claim: int, node: Inode, placeholder: Inode) -> bool:
+    """Whether an entry of layer `claim`, `node`, was written before the hardlink that
+    `placeholder` stands for: in an older layer, or earlier in the link's own (rows are
+    made in the order a layer's entries are read)."""
+    return claim < placeholder.layer or (claim == placeholder.layer and node.row < placeholder.row)
+
+
 def _inode_for(member: Member, layer: int, store: Store | None = None) -> Inode:
     """The metadata of a member as an Inode (without data), in `store`."""
     kind = member.type
@@ -380,10 +387,15 @@ class _Flattener:
         # one may still come to that path (moved there through a lower layer's symlink);
         # one from below it is an error: (the deleting layer, the message).
         self.doomed: dict[Inode, tuple[int, str]] = {}
-        # Links to lower files once resolved: target path -> (the links' layer, their
+        # Links to lower files once resolved: target path -> (their placeholder, their
         # paths, the file). A layer's entry that a lower symlink moves onto the target
-        # later, older than the links, is what they met (see _merge).
-        self.resolved: dict[str, list[tuple[int, list[str], Inode]]] = {}
+        # later, written before the links, is what they met (see _merge).
+        self.resolved: dict[str, list[tuple[Inode, list[str], Inode]]] = {}
+        # Non-directories that an upper layer's entry hid, or a later entry of their own
+        # layer replaced, while hardlinks waited: a lower layer's symlink may yet take
+        # their path to a link's target, which then is the newest of them written before
+        # the link (see _arrived_in): path -> [(the entry's layer, the entry)].
+        self.lost: dict[str, list[tuple[int, Inode]]] = {}
         # Sparse files whose data reached the sink (the inodes, not their id()s: one that a
         # layer's later entry replaced may be dropped, and its id() reused); a dense one's
         # data is StreamedData once delivered (see _deliver).
@@ -393,7 +405,9 @@ class _Flattener:
         # writing layer had not said what the path was: a layer below says (see _limbo_depth).
         # (path, the writing layer) -> a directory standing for the path in its view.
         self.limbo: dict[tuple[str, int], Inode] = {}
-        self.limbo_links: set[tuple[str, int]] = set()  # those holding links to lower files
+        # Placeholders of links to lower files that limbos hold (put there unresolved: the
+        # tree's paths a resolved link is put at are not in a limbo).
+        self.limbo_links: set[Inode] = set()
         self.rereads: dict[int, list[Inode]] = {}  # files moved out of it: data to read
         # Directories upper layers listed, below which a layer wrote without listing them
         # itself (what they were for it, a layer below says): path -> the layer.
@@ -509,6 +523,7 @@ class _Flattener:
             p.masks.add(path)  # this layer's own non-directory, listed before, hides below
         if existing is not None:
             self.parents.clear()  # a directory there may be gone
+            self._lose(path, self._claim(existing, path), existing, p)
         kids[name] = inode
         return True
 
@@ -635,6 +650,8 @@ class _Flattener:
                 self.pending[target] = placeholder
             else:  # an upper layer's link waits for the same file
                 self._resolve(placeholder, upper)
+        if not self.pending:
+            self.lost.clear()
         for path, name in p.whiteouts:
             self._open(split_path(path, p.what)[:-1], name, p)
         for path, name in p.opaques.items():
@@ -708,7 +725,6 @@ class _Flattener:
         for limbo in [k for k in self.limbo if _rebased(k[0], path, path) is not None]:
             if limbo[1] == p.index:  # this layer's own, written before its symlink: gone
                 del self.limbo[limbo]
-                self.limbo_links.discard(limbo)
                 continue
             raise Oci2vmError(
                 f"{p.what}: upper layers write below {path!r}, which this layer makes a "
@@ -751,6 +767,14 @@ class _Flattener:
                     table[moved] = keep(layer, table.get(moved, layer))
         for key in [k for k in p.arrived if _rebased(k, path, new) is not None]:
             del p.arrived[key]  # this layer's own entry, gone with the symlink
+        for key, moved in [(k, _rebased(k, path, new)) for k in self.lost]:
+            if moved is not None:
+                stay = [(k, n) for k, n in self.lost[key] if k >= newer]
+                self.lost.setdefault(moved, []).extend(e for e in self.lost[key] if e[0] < newer)
+                if stay:
+                    self.lost[key] = stay
+                else:
+                    del self.lost[key]
         for placeholder, waiting in self.waiting.items():
             if placeholder.layer < newer:
                 waiting.paths = [_rebased(q, path, new) or q for q in waiting.paths]
@@ -828,7 +852,8 @@ class _Flattener:
         symlink: what they deleted below `old` stays there."""
         new = _join(target)
         hides, ancestor = self._way_hidden(target, oldest, newest)
-        if hides is None:
+        cut = self._way_cut(target) if hides is None else None
+        if hides is None and (cut is None or not oldest < cut < newest):
             raise Oci2vmError(
                 f"{p.what}: upper layers write below {path!r}, which this layer makes a "
                 f"symlink to {new!r}, where {ancestor!r} is deleted or not a directory "
@@ -837,6 +862,14 @@ class _Flattener:
         self._arrived_in(source, old, new, p)
         if hides:
             return None
+        # What the layers older than the cut wrote there is gone:
+        if cut is not None and (
+            self._older_gone(source, old, cut) or self._claims(source, old)[0] == cut
+        ):
+            raise Oci2vmError(  # (the order of the cut's layer's own entries decides)
+                f"{p.what}: layer {cut + 1} deletes on the way to {new!r} and writes below "
+                f"{path!r}, which this layer makes a symlink there: not supported"
+            )
         into = self.tree.root
         for part in target:
             kids = into.children
@@ -900,13 +933,15 @@ class _Flattener:
                 self._prune_older(now, rank)
 
     def _repoint_resolved(self, path: str, old: Inode, new: Inode, rank: int) -> None:
-        """Links newer than layer `rank` that were given `old`, the entry at `path` then,
-        share `new`, which a lower symlink moved there from layer `rank`: a runtime
-        applying their layer found it there."""
-        for layer, paths, inode in self.resolved[path]:
-            if inode == old and layer > rank:
+        """Links written after `new` (of layer `rank`) that were given `old`, the entry
+        at `path` then, share `new`, which a lower symlink moved there: a runtime applying
+        their layer found it there."""
+        records = self.resolved[path]
+        for number, (placeholder, paths, inode) in enumerate(records):
+            if inode == old and _before(rank, new, placeholder):
                 for link in paths:
                     self._replace_at(link, old, new)
+                records[number] = (placeholder, paths, new)
 
     def _replace_at(self, path: str, old: Inode, new: Inode) -> bool:
         """Put `new` at `path` where the tree has `old` there; say whether it did."""
@@ -1029,6 +1064,25 @@ class _Flattener:
             if hides is not False:
                 return hides, ancestor
         return False, _join(target)
+
+    def _way_cut(self, target: list[str]) -> int | None:
+        """The newest layer that deleted a directory on the way to `target` or what is in
+        it (a whiteout, an opaque marker, a non-directory replaced): what older layers put
+        below `target` is gone, what newer ones put there stays. None where a
+        non-directory is on the way (whether it came before or after them is not known)."""
+        node: Inode | None = self.tree.root
+        cut = None
+        for depth in range(len(target) + 1):
+            if depth:
+                kids = node.children if node is not None else None
+                node = kids.get(target[depth - 1]) if kids is not None else None
+                if node is not None and node.kind is not Kind.DIR:
+                    return None
+            ancestor = _join(target[:depth])
+            for mark in (self.hidden_newest.get(ancestor), self.opaque_newest.get(ancestor)):
+                if mark is not None and (cut is None or mark > cut):
+                    cut = mark
+        return cut
 
     def _hides(self, path: str, node: Inode | None, oldest: int, newest: int) -> bool | None:
         """Whether what upper layers from `oldest` to `newest` put below `path` (where
@@ -1239,21 +1293,18 @@ class _Flattener:
             if not says:
                 continue  # a layer below says
             source = self.limbo.pop(key)
-            links = key in self.limbo_links
-            self.limbo_links.discard(key)
             if entry is None:
                 continue
             if entry.kind is Kind.SYMLINK:
-                self._limbo_through(path, source, entry, layer, links, p)
+                self._limbo_through(path, source, entry, layer, p)
             elif entry.kind is Kind.DIR:
-                self._limbo_below(path, source, layer, links, written, todo, p)
+                self._limbo_below(path, source, layer, written, todo, p)
 
     def _limbo_below(
         self,
         path: str,
         source: Inode,
         layer: int,
-        links: bool,
         written: dict[str, list[tuple[int, Inode]]],
         todo: list[tuple[str, int]],
         p: _Pass,
@@ -1276,24 +1327,31 @@ class _Flattener:
             if met is None:
                 below = (at, layer)
                 self.limbo[below] = child
-                if links:
-                    self.limbo_links.add(below)
                 todo.append(below)
             elif met[1].kind is Kind.SYMLINK:
-                self._limbo_through(at, child, met[1], layer, links, p)
+                self._limbo_through(at, child, met[1], layer, p)
             elif met[1].kind is Kind.DIR:
-                self._limbo_below(at, child, layer, links, written, todo, p)
+                self._limbo_below(at, child, layer, written, todo, p)
 
-    def _limbo_through(
-        self, path: str, source: Inode, link: Inode, layer: int, links: bool, p: _Pass
-    ) -> None:
+    def _limbo_through(self, path: str, source: Inode, link: Inode, layer: int, p: _Pass) -> None:
         """Upper `layer`'s limbo `source` at `path` met the symlink `link` there."""
-        if links:
+        if self.limbo_links and self._holds_links(source):
             raise Oci2vmError(
                 f"{p.what}: an upper layer's hardlink to a lower file below {path!r} "
                 "goes where a symlink there leads: not supported"
             )
         self._relocate_limbo(path, source, link, layer, p)
+
+    def _holds_links(self, directory: Inode) -> bool:
+        """Whether a limbo's hardlink to a lower file is below `directory`."""
+        stack = [directory]
+        while stack:
+            for child in (stack.pop().children or {}).values():
+                if child in self.limbo_links:
+                    return True
+                if child.children:
+                    stack.append(child)
+        return False
 
     def _relocate_limbo(self, path: str, source: Inode, link: Inode, layer: int, p: _Pass) -> None:
         """Move what `layer` wrote below `path` (the limbo directory `source`) where the
@@ -1311,6 +1369,11 @@ class _Flattener:
                     stack.append(child)
                 else:
                     self._want_data(child)
+
+    def _lose(self, path: str, claim: int | None, inode: Inode, p: _Pass) -> None:
+        """Keep in self.lost a non-directory that leaves `path` (see there)."""
+        if (self.pending or p.forward) and claim is not None and inode.kind is not Kind.DIR:
+            self.lost.setdefault(path, []).append((claim, inode))
 
     def _want_data(self, inode: Inode) -> None:
         """A file made visible after its layer streamed by: its data is read again."""
@@ -1332,7 +1395,11 @@ class _Flattener:
             for part in below[len(old) + 1 :].split("/"):
                 kids = node.children if node is not None else None
                 node = kids.get(part) if kids is not None else None
-            if node is not None and p.index < _rank(self._claim(node, below)) < placeholder.layer:
+            found = [] if node is None else [(_rank(self._claim(node, below)), node)]
+            found += self.lost.get(below, [])  # (older than `node`, hidden or replaced)
+            found = [(k, n) for k, n in found if p.index < k and _before(k, n, placeholder)]
+            if found:
+                node = max(found, key=lambda found: (found[0], found[1].row))[1]
                 p.arrived[target] = node
                 self._want_data(node)
 
@@ -1413,7 +1480,7 @@ class _Flattener:
             self._put_limbo(parent, parts, path, inode, p)
             visible = False
             if is_link and inode in self.waiting:
-                self.limbo_links.add(limbo)
+                self.limbo_links.add(inode)
         if inode.kind is not Kind.FILE or not (visible or wanted):
             return
         if not is_link:
@@ -1463,6 +1530,7 @@ class _Flattener:
             p.hidden.pop(path, None)
             return True
         p.hidden[path] = inode
+        self._lose(path, p.index, inode, p)
         if inode.kind is Kind.SYMLINK:
             self.parents.clear()  # this layer's entries below it go where it leads
         if inode.kind is not Kind.DIR:
@@ -1569,9 +1637,7 @@ class _Flattener:
     def _resolve(self, placeholder: Inode, inode: Inode) -> None:
         """The target a placeholder stood for has arrived: put it where the links are."""
         waiting = self.waiting.pop(placeholder)
-        self.resolved.setdefault(waiting.target, []).append(
-            (placeholder.layer, waiting.paths, inode)
-        )
+        self.resolved.setdefault(waiting.target, []).append((placeholder, waiting.paths, inode))
         for path in waiting.paths:
             claim = self._claim(placeholder, path)
             if self._replace_at(path, placeholder, inode) and claim is not None:
