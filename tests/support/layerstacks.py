@@ -4,11 +4,11 @@ other side of the comparison: `umoci raw unpack --rootless` of the same layout.
 Layers are drawn as a runtime would apply them: each entry is chosen against the state
 the entries before it leave (a small simulated filesystem), so that stacks stay in the
 space where container tools agree on the result. What that leaves out, on purpose:
-- whiteouts and hardlink targets below a symlink (oci2vm refuses whiteouts through
-  symlinks; umoci follows them inside the root), and entries below one that leads
-  nowhere (umoci makes the missing directories with the unpacking's time) or into a loop;
-  entries below a symlink that leads to a directory are drawn ("through"), the
-  symlink in the same layer or a lower one, but not where the same layer writes too,
+- hardlink targets below a symlink, and entries below one that leads nowhere (umoci
+  makes the missing directories with the unpacking's time) or into a loop; entries,
+  whiteouts and opaque markers below a symlink that leads to a directory are drawn
+  ("through", "marker through"), the symlink in the same layer or a lower one, but not
+  where the same layer writes too (and no marker that deletes a symlink on its way),
   nor where an upper layer lists a directory (oci2vm takes the entries as its), nor
   below a symlink written through one or onto a symlink passed on the way (a -> ., a/a),
   nor through a lower layer's symlink in a directory its layer left implicit where a newer
@@ -55,6 +55,7 @@ TARGETS = ("a", "../b", "/c/a", "nowhere", "a/b/c", ".")
 CONTENTS = (b"", b"x", b"hello\n", b"secret", bytes(range(200)))
 OPS = ("file", "file", "dir", "dir", "symlink", "hardlink", "hardlink", "fifo")
 OPS += ("whiteout", "whiteout", "opaque", "root", "through", "through")
+OPS += ("marker through",) * 3
 
 
 @dataclass
@@ -297,6 +298,34 @@ def _marker(draw: Any, layer: _Layer, op: str) -> None:
     layer.delete(path, keep_self=True)
 
 
+def _marker_through(draw: Any, layer: _Layer) -> None:
+    """A whiteout or an opaque marker below a symlink (this layer's or a lower one's): a
+    runtime deletes where the symlink leads."""
+    if layer.through is not None:
+        return
+    links = sorted(p for p, kind in layer.state.items() if kind == "symlink" and p in layer.links)
+    if not links:
+        return
+    link = draw(st.sampled_from(links))
+    where = _resolve(layer, link.split("/"))
+    if where is None:
+        return
+    directory = "/".join(where)
+    children = sorted(p for p in layer.below(directory) if p and p.rpartition("/")[0] == directory)
+    opaque = not children or draw(st.booleans())
+    path = directory if opaque else draw(st.sampled_from(children))
+    prefix = path + "/" if path else ""
+    if path in layer.upper or any(p.startswith(prefix) for p in layer.upper):
+        return  # the layer wrote there too (umoci keeps it, whatever the order)
+    if any(p == path or p.startswith(prefix) for p in layer.links if path):
+        return  # it would delete a symlink on its own way (an opaque root: all of them)
+    if opaque:
+        layer.members.append(file(f"{link}/.wh..wh..opq", mode=0o600))
+    else:
+        layer.members.append(file(f"{link}/.wh.{path.rpartition('/')[2]}", mode=0o600))
+    layer.delete(path, keep_self=opaque)
+
+
 @st.composite
 def layer_stacks(draw: Any, min_layers: int = 3, max_layers: int = 5) -> Stack:
     """A stack of layers, bottom first, every entry valid where the runtime meets it."""
@@ -315,6 +344,8 @@ def layer_stacks(draw: Any, min_layers: int = 3, max_layers: int = 5) -> Stack:
                 root_listed = True
             elif op in ("whiteout", "opaque"):
                 _marker(draw, layer, op)
+            elif op == "marker through":
+                _marker_through(draw, layer)
             elif op == "through":
                 _through(draw, layer)
                 if layer.through is not None:

@@ -155,17 +155,28 @@ def test_a_whiteout_without_a_usable_name_is_refused(tmp_path: Path, name: str) 
 
 
 @pytest.mark.parametrize(
-    "marker",
-    [whiteout("l/secret"), opaque("l"), opaque("l/sub")],
+    ("marker", "left"),
+    [
+        (whiteout("l/secret"), {"/d/sub", "/d/sub/x"}),
+        (opaque("l"), set()),
+        (opaque("l/sub"), {"/d/secret", "/d/sub"}),
+    ],
     ids=["whiteout", "opaque", "opaque below"],
 )
-def test_a_whiteout_through_a_symlinked_directory_is_refused(
-    tmp_path: Path, marker: Member
+def test_a_whiteout_through_a_symlinked_directory_deletes_where_it_leads(
+    tmp_path: Path, marker: Member, left: set[str]
 ) -> None:
     """A runtime follows the symlink and deletes in its target: keeping the target's
     entries would resurrect what the layer deletes."""
-    with pytest.raises(Oci2vmError, match=r"through symlink '/l'"):
-        flatten_layers(tmp_path, [*SECRET, symlink("l", "d")], [marker])
+    for number, layers in enumerate(
+        [
+            [[*SECRET, symlink("l", "d")], [marker]],  # the symlink in a lower layer
+            [SECRET, [symlink("l", "d"), marker]],  # in the marker's layer, before it
+        ]
+    ):
+        tree, _ = flatten_layers(tmp_path / str(number), *layers)
+        assert {p for p in paths(tree) if p.startswith("/d/")} == left
+        assert at(tree, "/l").kind is Kind.SYMLINK
 
 
 def test_a_whiteout_below_a_symlink_that_a_later_layer_replaced_applies(tmp_path: Path) -> None:

@@ -18,13 +18,14 @@ of the same layer; for a lower layer's, when that layer is read (what upper laye
 below the directory they left implicit moves, merged by layer order). Where an upper layer
 deleted or replaced that path, what a layer below it wrote there waits in a limbo until a
 lower layer says what the path was for it: a symlink moves it too (its data is read again
-then, a cost only that case pays), anything else and it is gone.
+then, a cost only that case pays), anything else and it is gone. Whiteouts and opaque
+markers below a symlink delete where it leads, the same way: when the symlink's layer is
+read, what it and the layers between put there goes, and the layers below lose it.
 
 Hardlinks name a path in the same layer or a lower one. One that points down is left as
 a placeholder until the lower entry arrives; one whose target an upper layer hid is
 served by reading its layer a second time, which only that rare case pays for. A
-self-link, a cycle of links, a link to a directory, and a whiteout that would reach
-through a symlink (a runtime follows it, deleting elsewhere) are refused.
+self-link, a cycle of links and a link to a directory are refused.
 """
 
 from __future__ import annotations
@@ -280,8 +281,8 @@ class _Pass:
     # that are not in the tree (an upper layer's directory or this layer's own later
     # directory replaced them; a visible non-directory blocks what is below it by itself).
     masks: set[str] = field(default_factory=set)
-    whiteouts: list[tuple[str, str]] = field(default_factory=list)  # (path, entry name)
-    opaques: dict[str, str] = field(default_factory=dict)  # directory -> entry name
+    whiteouts: list[str] = field(default_factory=list)  # the paths they delete
+    opaques: set[str] = field(default_factory=set)  # the directories they empty
     # Hardlinks to a path this layer had not listed before them: the layers below
     # provide the target (as a runtime links to what is there when it reaches the link).
     forward: dict[str, Inode] = field(default_factory=dict)
@@ -298,6 +299,9 @@ class _Pass:
     # Upper layers' directories that this layer's last entry there makes a symlink: what
     # upper layers wrote below goes where the symlink leads (see _Flattener._relocate).
     symlinked: dict[str, Inode] = field(default_factory=dict)
+    # Its symlinks that upper layers' whiteouts reached through, with the oldest layer
+    # whose whiteouts no longer did (see _Flattener._settle).
+    reaching: dict[str, tuple[Inode, int]] = field(default_factory=dict)
     # The symlinks it wrote last at their paths, with their ranks, and the rank of its
     # first entry below each directory it left implicit (in the tree or a limbo): kept
     # by the flattener for the layers below when it left any (see _Flattener._own_path).
@@ -372,8 +376,8 @@ class _Flattener:
         self.hidden_newest: dict[str, int] = {}
         self.opaque_newest: dict[str, int] = {}
         # Directories that an upper layer's whiteout reaches through, not yet settled by
-        # a lower entry: path -> (layer, its name, the whiteout's name).
-        self.open: dict[str, tuple[int, str, str]] = {}
+        # a lower entry: path -> (the oldest such layer, its name).
+        self.open: dict[str, tuple[int, str]] = {}
         # The _Pass.link_ranks and implicit_ranks of the layers that left a directory
         # implicit, by (path, layer): whether a layer wrote a symlink before what it wrote
         # below a lower layer's symlink that leads through it (see _own_path), whatever
@@ -622,6 +626,8 @@ class _Flattener:
             self._relocate(path, p)
         for path, (rank, entry) in p.settling.items():  # (a newer directory may have
             self._settle(path, rank, entry, p)  # moved onto a symlink: _relocate)
+        if p.reaching:
+            self._whiteouts_through(p)
         if self.limbo:
             self._decide_limbo(p)
         if self.below_listed:
@@ -652,10 +658,10 @@ class _Flattener:
                 self._resolve(placeholder, upper)
         if not self.pending:
             self.lost.clear()
-        for path, name in p.whiteouts:
-            self._open(split_path(path, p.what)[:-1], name, p)
-        for path, name in p.opaques.items():
-            self._open(split_path(path, p.what), name, p)
+        for path in p.whiteouts:
+            self._open(split_path(path, p.what)[:-1], p)
+        for path in p.opaques:
+            self._open(split_path(path, p.what), p)
         for path in p.masks:
             self.hidden[path] = p.index
             self.hidden_newest.setdefault(path, p.index)
@@ -884,6 +890,10 @@ class _Flattener:
             now = _rebased(key, old, new)
             if now is not None and hider < newer:
                 self._prune_older(now, hider)
+        for key, hider in list(self.opaque_newest.items()):  # (an opaque `old` too)
+            now = new if key == old else _rebased(key, old, new)
+            if now is not None and hider < newer:
+                self._prune_inside(now, hider)
         self._merge(source, into, old, new, p)
         self._arrived_below(new, p)
         self.parents.clear()
@@ -963,6 +973,12 @@ class _Flattener:
             assert parent.children is not None
             del parent.children[parts[-1]]
             self.parents.clear()
+
+    def _prune_inside(self, path: str, hider: int) -> None:
+        """_prune_older() below the directory at `path`, which layer `hider` made opaque."""
+        node = self._at(path[1:].split("/")) if path != "/" else self.tree.root
+        for name in list(node.children or {}) if node is not None else []:
+            self._prune_older(_under(path, name), hider)
 
     def _older_gone(self, node: Inode, path: str, hider: int) -> bool:
         """_prune_older() below `node` (at `path`); say whether `node` goes too."""
@@ -1403,7 +1419,7 @@ class _Flattener:
                 p.arrived[target] = node
                 self._want_data(node)
 
-    def _open(self, parents: list[str], name: str, p: _Pass) -> None:
+    def _open(self, parents: list[str], p: _Pass) -> None:
         """Note the directories a whiteout of this layer reaches through (see _settle).
         One below a parent this layer made a file (or device, fifo, socket) reaches nothing:
         the lower layers' entries there are gone, whatever they were."""
@@ -1413,37 +1429,87 @@ class _Flattener:
             return
         for depth in range(len(parents), 0, -1):
             if found[depth - 1] is None:
-                self.open[_join(parents[:depth])] = (p.index, p.what, name)
+                self.open[_join(parents[:depth])] = (p.index, p.what)
 
     def _settle(self, path: str, rank: int, inode: Inode, p: _Pass) -> None:
         """A layer's last entry at `path` decides what an upper whiteout below it reached
-        through: a symlink here would have taken it elsewhere, unless a later entry of
-        the layer replaced a parent, or a layer between the two hid this path."""
-        above, what, name = self.open.pop(path)
+        through: a symlink here took it where it leads, unless a later entry of the layer
+        replaced a parent, or a layer between the two hid this path (from that layer on,
+        whiteouts do not pass it)."""
+        above, what = self.open.pop(path)
         if inode.kind is not Kind.SYMLINK:
             return
         parts = split_path(path, what)
         if any(p.cleared.get(_join(parts[:depth]), -1) > rank for depth in range(1, len(parts))):
             return
+        cut = NO_CLAIM  # the oldest layer from which on whiteouts do not pass
         for depth in range(len(parts) + 1):
             ancestor = _join(parts[:depth])
             hidden = self.hidden.get(ancestor) if depth else None
             opaque = self.opaque.get(ancestor) if depth < len(parts) else None
-            if (hidden is not None and hidden <= above) or (opaque is not None and opaque <= above):
-                return
+            for mark in (hidden, opaque):
+                cut = cut if mark is None else min(cut, mark)
             # A layer between made a directory on the way a non-directory, in sight, or
             # the symlink a directory again:
             node = self._at(parts[:depth]) if depth else None
-            if (
-                node is not None
-                and (node.kind is not Kind.DIR or depth == len(parts))
-                and p.index < _rank(self._claim(node, ancestor)) <= above
-            ):
+            if node is not None and (node.kind is not Kind.DIR or depth == len(parts)):
+                claim = _rank(self._claim(node, ancestor))
+                if claim > p.index:
+                    cut = min(cut, claim)
+        if cut > above:
+            p.reaching[path] = (inode, cut)
+
+    def _whiteouts_through(self, p: _Pass) -> None:
+        """Upper layers' whiteouts below the paths of p.reaching, and opaque markers at or
+        below them, that this layer's symlinks there take where they lead (those of
+        layers older than each one's cut): they delete there what this layer and the
+        layers between wrote, and what the layers below write, as at their own place.
+        One pass over the markers, each matched by its ancestors."""
+        moves: dict[str, list[tuple[bool, str, int, int]]] = {}  # symlink's path -> ...
+        tables = ((False, self.hidden, self.hidden_newest), (True, self.opaque, self.opaque_newest))
+        for opaque, table, newest_table in tables:
+            for key, oldest in table.items():
+                if oldest <= p.index:
+                    continue
+                parts = key[1:].split("/")
+                for depth in range(1, len(parts) + (1 if opaque else 0)):
+                    path = _join(parts[:depth])  # (the first symlink on the way)
+                    if path in p.reaching:
+                        cut = p.reaching[path][1]
+                        if oldest < cut:
+                            newest = newest_table.get(key, oldest)
+                            newest = newest if newest < cut else oldest
+                            moves.setdefault(path, []).append((opaque, key, oldest, newest))
+                        break
+        for path, marks in sorted(moves.items()):
+            link = p.reaching[path][0]
+            target = _join(self._leads(path, link, min(mark[2] for mark in marks), p))
+            for opaque, key, oldest, newest in marks:
+                new = target if key == path else _rebased(key, path, target)
+                assert new is not None
+                table, newest_table = (self.opaque, self.opaque_newest) if opaque else (
+                    self.hidden, self.hidden_newest)  # fmt: skip
+                table[new] = min(oldest, table.get(new, oldest))
+                newest_table[new] = max(newest, newest_table.get(new, newest))
+                parts = split_path(new, p.what)
+                if opaque:
+                    self._prune_inside(new, newest)
+                else:
+                    self._prune_older(new, newest)
+                self._open_again(parts if opaque else parts[:-1], oldest, p)
+
+    def _open_again(self, parents: list[str], layer: int, p: _Pass) -> None:
+        """_open() for a whiteout of `layer` that this layer's symlink took to a new place
+        below `parents`: the layers below say what is on the way."""
+        for depth in range(1, len(parents) + 1):
+            ancestor = _join(parents[:depth])
+            node = self._same_layer(parents[:depth], ancestor, p)
+            if node is None:
+                record = self.open.get(ancestor)
+                if record is None or record[0] > layer:
+                    self.open[ancestor] = (layer, p.what)
+            elif node.kind is not Kind.DIR:  # (a symlink of its own: _leads followed it)
                 return
-        raise Oci2vmError(
-            f"{what}: whiteout {name!r} reaches through symlink {path!r}: whiteouts "
-            "through symlinks are not supported"
-        )
 
     def _member(self, tar: TarReader, member: Member, p: _Pass) -> None:
         parts = split_path(member.name, p.what)
@@ -1575,17 +1641,20 @@ class _Flattener:
 
     def _whiteout(self, member: Member, parts: list[str], p: _Pass) -> None:
         base = parts[-1]
-        if base == OPAQUE:
-            p.opaques[_join(parts[:-1])] = member.name
+        if base.startswith(WHITEOUT + WHITEOUT) and base != OPAQUE:  # aufs metadata
             return
-        if base.startswith(WHITEOUT + WHITEOUT):  # .wh..wh.* is aufs metadata
+        # A symlink this layer wrote before on the way takes the whiteout where it leads,
+        # as it takes entries (a runtime resolves the whiteout's directory then).
+        parents = self._own_path(parts[:-1], False, p) if p.link_ranks else parts[:-1]
+        if base == OPAQUE:
+            p.opaques.add(_join(parents))
             return
         name = base[len(WHITEOUT) :]
         if name in ("", ".", ".."):
             raise Oci2vmError(f"{p.what}: whiteout {member.name!r} names no entry")
-        path = _join([*parts[:-1], name])
+        path = _join([*parents, name])
         p.masks.add(path)
-        p.whiteouts.append((path, member.name))
+        p.whiteouts.append(path)
 
     # --- hardlinks ---------------------------------------------------------------------
 
