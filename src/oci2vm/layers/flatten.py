@@ -683,38 +683,49 @@ class _Flattener:
         paths = sorted(p.symlinked)
         if len(paths) < 2:
             return paths
-        leads: dict[str, str] = {}
+        groups: dict[str, list[str]] = {}  # where symlinks lead -> they, in path order
         for path in paths:
             parts = path[1:].split("/")
             target = p.symlinked[path].target
             if target:  # (an empty one fails where it is relocated)
-                leads[path] = _join(follow(parts, len(parts), target, p.what)).rstrip("/")
-
-        def onto(path: str, link: str) -> bool:  # whether `link` leads at or above `path`
-            there = leads.get(link)
-            return (
-                there is not None
-                and link != path
-                and _rebased(path, link, link) is None  # (not below the other, nor
-                and _rebased(link, path, path) is None  # above it: relocated with it)
-                and (path == there or _rebased(path, there, there) is not None)
-            )
-
-        order: list[str] = []
+                there = _join(follow(parts, len(parts), target, p.what)).rstrip("/")
+                groups.setdefault(there, []).append(path)
         state: dict[str, bool] = {}  # False: being visited; True: placed
 
-        def visit(path: str) -> None:
-            if path in state:
-                return
-            state[path] = False
-            for link in paths:
-                if state.get(link) is not False and onto(path, link):
-                    visit(link)
-            state[path] = True
-            order.append(path)
+        def before(path: str) -> list[str]:
+            """The symlinks that lead at or above `path`, but itself and those above or
+            below it, in path order; found by the places `path` is at or below (placed
+            ones are dropped from their group: each is met once)."""
+            found = []
+            parts = path.split("/")
+            for depth in range(1, len(parts) + 1):
+                group = groups.get("/".join(parts[:depth]))
+                if not group:
+                    continue
+                group[:] = [link for link in group if state.get(link) is not True]
+                for link in group:  # (one above or below `path` is relocated with it)
+                    above = _rebased(path, link, link) is not None
+                    if link != path and not above and _rebased(link, path, path) is None:
+                        found.append(link)
+            return sorted(found)
 
-        for path in paths:
-            visit(path)
+        order: list[str] = []
+        for first in paths:  # a depth-first walk, by a stack of its own (chains are long)
+            if first in state:
+                continue
+            state[first] = False
+            stack = [(first, iter(before(first)))]
+            while stack:
+                path, links = stack[-1]
+                for link in links:
+                    if link not in state:
+                        state[link] = False
+                        stack.append((link, iter(before(link))))
+                        break
+                else:
+                    stack.pop()
+                    state[path] = True
+                    order.append(path)
         return order
 
     def _relocate(self, path: str, p: _Pass) -> None:
