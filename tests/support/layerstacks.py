@@ -298,32 +298,33 @@ def _marker(draw: Any, layer: _Layer, op: str) -> None:
     layer.delete(path, keep_self=True)
 
 
-def _marker_through(draw: Any, layer: _Layer) -> None:
+def _marker_through(draw: Any, layer: _Layer) -> bool:
     """A whiteout or an opaque marker below a symlink (this layer's or a lower one's): a
-    runtime deletes where the symlink leads."""
+    runtime deletes where the symlink leads. Say whether one was drawn."""
     if layer.through is not None:
-        return
+        return False
     links = sorted(p for p, kind in layer.state.items() if kind == "symlink" and p in layer.links)
     if not links:
-        return
+        return False
     link = draw(st.sampled_from(links))
     where = _resolve(layer, link.split("/"))
     if where is None:
-        return
+        return False
     directory = "/".join(where)
     children = sorted(p for p in layer.below(directory) if p and p.rpartition("/")[0] == directory)
     opaque = not children or draw(st.booleans())
     path = directory if opaque else draw(st.sampled_from(children))
     prefix = path + "/" if path else ""
     if path in layer.upper or any(p.startswith(prefix) for p in layer.upper):
-        return  # the layer wrote there too (umoci keeps it, whatever the order)
+        return False  # the layer wrote there too (umoci keeps it, whatever the order)
     if any(p == path or p.startswith(prefix) for p in layer.links if path):
-        return  # it would delete a symlink on its own way (an opaque root: all of them)
+        return False  # it would delete a symlink on its own way (an opaque root: all of them)
     if opaque:
         layer.members.append(file(f"{link}/.wh..wh..opq", mode=0o600))
     else:
         layer.members.append(file(f"{link}/.wh.{path.rpartition('/')[2]}", mode=0o600))
     layer.delete(path, keep_self=opaque)
+    return True
 
 
 @st.composite
@@ -345,7 +346,8 @@ def layer_stacks(draw: Any, min_layers: int = 3, max_layers: int = 5) -> Stack:
             elif op in ("whiteout", "opaque"):
                 _marker(draw, layer, op)
             elif op == "marker through":
-                _marker_through(draw, layer)
+                if _marker_through(draw, layer):
+                    break  # (what the layer writes after it may replace its way: refused)
             elif op == "through":
                 _through(draw, layer)
                 if layer.through is not None:

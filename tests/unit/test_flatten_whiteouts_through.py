@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from oci2vm.errors import Oci2vmError
 from oci2vm.tree.model import Kind
 from support.flattened import at, content, flatten_layers, paths
 from support.layouts import directory, file, opaque, symlink, whiteout
@@ -130,3 +131,26 @@ def test_a_whiteout_follows_two_symlinks_of_one_lower_layer(tmp_path: Path, firs
         [whiteout("lib/x")],
     )
     assert _below(tree, "/opt/lib") == {"/opt/lib/y"}
+
+
+def test_a_whiteout_through_a_lower_symlink_its_layer_then_replaces_is_refused(
+    tmp_path: Path,
+) -> None:
+    """The whiteout went through /lib to /usr/lib, then its layer made /lib a file: the
+    order of the two decides, which the layers below tell too late (found by the
+    differential fuzzer: oci2vm kept /usr/lib/x)."""
+    with pytest.raises(Oci2vmError, match=r"reaches through .*symlink '/lib', which the marker"):
+        flatten_layers(tmp_path, [*MERGED_USR, file("usr/lib/x")], [whiteout("lib/x"), file("lib")])
+    # Replaced first, the whiteout reaches nothing: no symlink on its way then.
+    tree, _ = flatten_layers(
+        tmp_path / "first", [*MERGED_USR, file("usr/lib/x")], [file("lib"), whiteout("lib/x")]
+    )
+    assert "/usr/lib/x" in paths(tree)
+    # Through a symlink of its own layer, resolved when it is read: replacing it after
+    # changes nothing.
+    tree, _ = flatten_layers(
+        tmp_path / "own",
+        [directory("usr"), directory("usr/lib"), file("usr/lib/x")],
+        [symlink("lib", "usr/lib"), whiteout("lib/x"), file("lib")],
+    )
+    assert "/usr/lib/x" not in paths(tree)

@@ -281,8 +281,11 @@ class _Pass:
     # that are not in the tree (an upper layer's directory or this layer's own later
     # directory replaced them; a visible non-directory blocks what is below it by itself).
     masks: set[str] = field(default_factory=set)
-    whiteouts: list[str] = field(default_factory=list)  # the paths they delete
     opaques: set[str] = field(default_factory=set)  # the directories they empty
+    # Its whiteouts' and opaque markers' directories, with which of the directories on
+    # their way it had listed when it wrote them (None: a non-directory, so they reach
+    # nothing below).
+    markers: list[tuple[list[str], tuple[bool, ...] | None]] = field(default_factory=list)
     # Hardlinks to a path this layer had not listed before them: the layers below
     # provide the target (as a runtime links to what is there when it reaches the link).
     forward: dict[str, Inode] = field(default_factory=dict)
@@ -294,6 +297,7 @@ class _Pass:
     # Its last entries at paths upper whiteouts pass (with their rank in the layer), and
     # the rank of its last non-directory at each path (kept while whiteouts pass any).
     settling: dict[str, tuple[int, Inode]] = field(default_factory=dict)
+    settling_late: dict[str, Inode] = field(default_factory=dict)  # (see _settle_late)
     cleared: dict[str, int] = field(default_factory=dict)
     rank: int = 0
     # Upper layers' directories that this layer's last entry there makes a symlink: what
@@ -378,6 +382,7 @@ class _Flattener:
         # Directories that an upper layer's whiteout reaches through, not yet settled by
         # a lower entry: path -> (the oldest such layer, its name).
         self.open: dict[str, tuple[int, str]] = {}
+        self.open_late: dict[str, str] = {}  # ... that it listed after (see _open)
         # The _Pass.link_ranks and implicit_ranks of the layers that left a directory
         # implicit, by (path, layer): whether a layer wrote a symlink before what it wrote
         # below a lower layer's symlink that leads through it (see _own_path), whatever
@@ -628,6 +633,8 @@ class _Flattener:
             self._settle(path, rank, entry, p)  # moved onto a symlink: _relocate)
         if p.reaching:
             self._whiteouts_through(p)
+        for path, entry in p.settling_late.items():
+            self._settle_late(path, entry, p)
         if self.limbo:
             self._decide_limbo(p)
         if self.below_listed:
@@ -658,10 +665,8 @@ class _Flattener:
                 self._resolve(placeholder, upper)
         if not self.pending:
             self.lost.clear()
-        for path in p.whiteouts:
-            self._open(split_path(path, p.what)[:-1], p)
-        for path in p.opaques:
-            self._open(split_path(path, p.what), p)
+        for parents, seen in p.markers:
+            self._open(parents, seen, p)
         for path in p.masks:
             self.hidden[path] = p.index
             self.hidden_newest.setdefault(path, p.index)
@@ -1430,17 +1435,41 @@ class _Flattener:
                 p.arrived[target] = node
                 self._want_data(node)
 
-    def _open(self, parents: list[str], p: _Pass) -> None:
-        """Note the directories a whiteout of this layer reaches through (see _settle).
-        One below a parent this layer made a file (or device, fifo, socket) reaches nothing:
+    def _seen(self, parents: list[str], p: _Pass) -> tuple[bool, ...] | None:
+        """Which directories on the way to `parents` this layer has listed so far; None
+        if it made one a file (or device, fifo, socket): a marker below reaches nothing,
         the lower layers' entries there are gone, whatever they were."""
         found = [self._same_layer(parents[:depth], _join(parents[:depth]), p)
                  for depth in range(1, len(parents) + 1)]  # fmt: skip
         if any(node is not None and node.kind not in _PASSABLE for node in found):
+            return None
+        return tuple(node is not None for node in found)
+
+    def _open(self, parents: list[str], seen: tuple[bool, ...] | None, p: _Pass) -> None:
+        """Note the directories a marker of this layer below `parents` reaches through,
+        those it had not listed when it wrote the marker (`seen`, see _seen): what a
+        layer below says they were decides (see _settle). One it listed after the marker
+        is noted apart: if a lower layer's symlink was there, the marker went through it
+        before this layer replaced it (refused, see _settle_late)."""
+        if seen is None:
             return
         for depth in range(len(parents), 0, -1):
-            if found[depth - 1] is None:
-                self.open[_join(parents[:depth])] = (p.index, p.what)
+            if not seen[depth - 1]:
+                path = _join(parents[:depth])
+                if self._same_layer(parents[:depth], path, p) is None:
+                    self.open[path] = (p.index, p.what)
+                else:
+                    self.open_late[path] = p.what
+
+    def _settle_late(self, path: str, inode: Inode, p: _Pass) -> None:
+        """This layer's last entry at `path`, which an upper layer listed after writing a
+        marker below it: a symlink here took the marker elsewhere first."""
+        what = self.open_late.pop(path)
+        if inode.kind is Kind.SYMLINK:
+            raise Oci2vmError(
+                f"{what}: a whiteout or opaque marker reaches through {p.what}'s symlink "
+                f"{path!r}, which the marker's layer then replaces: not supported"
+            )
 
     def _settle(self, path: str, rank: int, inode: Inode, p: _Pass) -> None:
         """A layer's last entry at `path` decides what an upper whiteout below it reached
@@ -1542,6 +1571,8 @@ class _Flattener:
             p.link_ranks[path] = (p.rank, inode)
         elif p.link_ranks:
             p.link_ranks.pop(path, None)  # (no longer a symlink in its layer)
+        if self.open_late and path in self.open_late:
+            p.settling_late[path] = inode
         if self.open:
             if path in self.open:
                 p.settling[path] = (p.rank, inode)
@@ -1659,13 +1690,13 @@ class _Flattener:
         parents = self._own_path(parts[:-1], False, p) if p.link_ranks else parts[:-1]
         if base == OPAQUE:
             p.opaques.add(_join(parents))
+            p.markers.append((parents, self._seen(parents, p)))
             return
         name = base[len(WHITEOUT) :]
         if name in ("", ".", ".."):
             raise Oci2vmError(f"{p.what}: whiteout {member.name!r} names no entry")
-        path = _join([*parents, name])
-        p.masks.add(path)
-        p.whiteouts.append(path)
+        p.masks.add(_join([*parents, name]))
+        p.markers.append((parents, self._seen(parents, p)))
 
     # --- hardlinks ---------------------------------------------------------------------
 
