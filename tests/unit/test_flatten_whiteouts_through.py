@@ -154,3 +154,11 @@ def test_a_whiteout_through_a_lower_symlink_its_layer_then_replaces_is_refused(
         [symlink("lib", "usr/lib"), whiteout("lib/x"), file("lib")],
     )
     assert "/usr/lib/x" not in paths(tree)
+    # A layer between deleted the symlink: the whiteout reached nothing there either.
+    tree, _ = flatten_layers(
+        tmp_path / "between",
+        [*MERGED_USR, file("usr/lib/x")],
+        [whiteout("lib")],
+        [whiteout("lib/x"), file("lib")],
+    )
+    assert "/usr/lib/x" in paths(tree)

@@ -382,7 +382,7 @@ class _Flattener:
         # Directories that an upper layer's whiteout reaches through, not yet settled by
         # a lower entry: path -> (the oldest such layer, its name).
         self.open: dict[str, tuple[int, str]] = {}
-        self.open_late: dict[str, str] = {}  # ... that it listed after (see _open)
+        self.open_late: dict[str, tuple[int, str]] = {}  # ... listed after (see _open)
         # The _Pass.link_ranks and implicit_ranks of the layers that left a directory
         # implicit, by (path, layer): whether a layer wrote a symlink before what it wrote
         # below a lower layer's symlink that leads through it (see _own_path), whatever
@@ -1459,13 +1459,15 @@ class _Flattener:
                 if self._same_layer(parents[:depth], path, p) is None:
                     self.open[path] = (p.index, p.what)
                 else:
-                    self.open_late[path] = p.what
+                    self.open_late[path] = (p.index, p.what)
 
     def _settle_late(self, path: str, inode: Inode, p: _Pass) -> None:
         """This layer's last entry at `path`, which an upper layer listed after writing a
         marker below it: a symlink here took the marker elsewhere first."""
-        what = self.open_late.pop(path)
-        if inode.kind is Kind.SYMLINK:
+        above, what = self.open_late.pop(path)
+        # (the marker's layer's own later entry there cuts the way at `above`: a layer
+        # between that cut it first left the marker nothing to pass)
+        if inode.kind is Kind.SYMLINK and self._passable_until(split_path(path, what), p) >= above:
             raise Oci2vmError(
                 f"{what}: a whiteout or opaque marker reaches through {p.what}'s symlink "
                 f"{path!r}, which the marker's layer then replaces: not supported"
@@ -1482,7 +1484,15 @@ class _Flattener:
         parts = split_path(path, what)
         if any(p.cleared.get(_join(parts[:depth]), -1) > rank for depth in range(1, len(parts))):
             return
-        cut = NO_CLAIM  # the oldest layer from which on whiteouts do not pass
+        cut = self._passable_until(parts, p)
+        if cut > above:
+            p.reaching[path] = (inode, cut)
+
+    def _passable_until(self, parts: list[str], p: _Pass) -> int:
+        """The oldest layer above this one that deleted or replaced a directory on the
+        way to `parts` or what is at it (from that layer on, markers do not pass this
+        layer's entry there); NO_CLAIM if none did."""
+        cut = NO_CLAIM
         for depth in range(len(parts) + 1):
             ancestor = _join(parts[:depth])
             hidden = self.hidden.get(ancestor) if depth else None
@@ -1496,8 +1506,7 @@ class _Flattener:
                 claim = _rank(self._claim(node, ancestor))
                 if claim > p.index:
                     cut = min(cut, claim)
-        if cut > above:
-            p.reaching[path] = (inode, cut)
+        return cut
 
     def _whiteouts_through(self, p: _Pass) -> None:
         """Upper layers' whiteouts below the paths of p.reaching, and opaque markers at or
