@@ -162,3 +162,10 @@ def test_a_whiteout_through_a_lower_symlink_its_layer_then_replaces_is_refused(
         [whiteout("lib/x"), file("lib")],
     )
     assert "/usr/lib/x" in paths(tree)
+    # Its own layer deleted the symlink before the whiteout: nothing passed either.
+    tree, _ = flatten_layers(
+        tmp_path / "deleted",
+        [*MERGED_USR, file("usr/lib/x")],
+        [whiteout("lib"), whiteout("lib/x"), file("lib")],
+    )
+    assert "/usr/lib/x" in paths(tree)

@@ -1437,12 +1437,17 @@ class _Flattener:
 
     def _seen(self, parents: list[str], p: _Pass) -> tuple[bool, ...] | None:
         """Which directories on the way to `parents` this layer has listed so far; None
-        if it made one a file (or device, fifo, socket): a marker below reaches nothing,
-        the lower layers' entries there are gone, whatever they were."""
+        if it made one a file (or device, fifo, socket) or deleted one: a marker below
+        reaches nothing, the lower layers' entries there are gone, whatever they were."""
         found = [self._same_layer(parents[:depth], _join(parents[:depth]), p)
                  for depth in range(1, len(parents) + 1)]  # fmt: skip
         if any(node is not None and node.kind not in _PASSABLE for node in found):
             return None
+        for depth, node in enumerate(found, 1):  # deleted by a marker before, not listed since
+            if node is None and (
+                _join(parents[:depth]) in p.masks or _join(parents[: depth - 1]) in p.opaques
+            ):
+                return None
         return tuple(node is not None for node in found)
 
     def _open(self, parents: list[str], seen: tuple[bool, ...] | None, p: _Pass) -> None:
