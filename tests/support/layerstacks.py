@@ -335,8 +335,14 @@ def layer_stacks(draw: Any, min_layers: int = 3, max_layers: int = 5) -> Stack:
     throughs: list[str] = []
     layers: list[list[Member]] = []
     root_listed = False
-    for _ in range(draw(st.integers(min_layers, max_layers))):
+    for number in range(draw(st.integers(min_layers, max_layers))):
         layer = _Layer(state, links)
+        if number == 0 and draw(st.integers(0, 3)) == 0:
+            # A base with a directory symlink, as merged /usr (lib -> usr/lib) is: gives
+            # the upper layers' entries and markers below symlinks a way to go.
+            target, link = draw(st.permutations(NAMES))[:2]
+            layer.put(target, "dir", directory(target, **_meta(draw, DIR_MODES)))
+            layer.put(link, "symlink", symlink(link, target, **_mtime(draw)))
         for _ in range(draw(st.integers(1, 7))):
             op = draw(st.sampled_from(OPS))
             if op == "root":
