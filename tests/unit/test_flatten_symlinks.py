@@ -12,7 +12,7 @@ import pytest
 from oci2vm.errors import Oci2vmError
 from oci2vm.tree.model import Kind
 from support.flattened import at, content, flatten_layers, paths
-from support.layouts import directory, file, hardlink, symlink, whiteout
+from support.layouts import Member, directory, file, hardlink, opaque, symlink, whiteout
 
 MERGED_USR = [directory("usr"), directory("usr/lib"), symlink("lib", "usr/lib")]
 
@@ -502,3 +502,47 @@ def test_what_a_layer_wrote_below_a_path_before_making_it_a_symlink_is_gone(
     assert content(tree, data, "/a/b") == b"b"
     assert at(tree, "/c").kind is Kind.SYMLINK
     assert [p for p in paths(tree) if p.startswith(("/a/", "/c/"))] == ["/a/b"]
+
+
+DEEP = "/".join(["a"] * 2000)  # deeper than Python's recursion limit
+
+
+@pytest.mark.parametrize(
+    ("layers", "kept"),
+    [
+        ([[*MERGED_USR, file(f"usr/lib/d/{DEEP}/x")], [file(f"lib/d/{DEEP}/y")]], True),
+        (
+            [
+                [*MERGED_USR, file(f"usr/lib/d/{DEEP}/x")],
+                [file(f"usr/lib/d/{DEEP}/y")],
+                [opaque("lib/d")],
+            ],
+            False,
+        ),
+        (
+            [
+                [directory("c"), symlink("c/l", "../usr/lib"), *MERGED_USR],
+                [file(f"c/l/d/{DEEP}/y")],
+                [file("c")],
+            ],
+            True,
+        ),
+        (
+            [
+                [directory("x")],
+                [symlink("c", "."), symlink("c/a", "x")],
+                [file(f"a/{DEEP}/f")],
+                [directory("c/a")],
+                [file(f"a/{DEEP}/g")],
+            ],
+            True,
+        ),
+    ],
+    ids=["merged", "pruned", "limbo", "split"],
+)
+def test_deep_trees_moved_through_symlinks_do_not_overflow_the_stack(
+    tmp_path: Path, layers: list[list[Member]], kept: bool
+) -> None:
+    tree, _ = flatten_layers(tmp_path, *layers)
+    depth = max(p.count("/") for p in paths(tree))
+    assert depth > 2000 if kept else depth == 3  # (the opaque marker pruned it)

@@ -33,6 +33,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 from oci2vm.errors import Oci2vmError
 from oci2vm.image.blobs import BlobStore, ProgressFn, short
@@ -117,13 +118,20 @@ def _under(base: str, name: str) -> str:
 
 def _limbo_entries(node: Inode, path: str) -> Iterator[tuple[str, Inode]]:
     """The entries a layer listed below the limbo directory `node` (at `path`), with their
-    paths: not the directories made for them."""
-    for name, child in (node.children or {}).items():
-        at = _under(path, name)
-        if child.layer >= 0:
-            yield at, child
-        if child.children is not None:
-            yield from _limbo_entries(child, at)
+    paths: not the directories made for them. (Trees may be deep: no recursion here, nor
+    in the other walks of this module.)"""
+    stack = [(path, iter((node.children or {}).items()))]
+    while stack:
+        base, items = stack[-1]
+        for name, child in items:
+            at = _under(base, name)
+            if child.layer >= 0:
+                yield at, child
+            if child.children is not None:
+                stack.append((at, iter(child.children.items())))
+                break
+        else:
+            stack.pop()
 
 
 def _rebased(path: str, old: str, new: str) -> str | None:
@@ -823,27 +831,45 @@ class _Flattener:
         does. A directory such a layer listed goes with its metadata, leaving an implicit
         one for newer entries below it."""
         assert node.children is not None
-        part: Inode | None = None
-        for name, child in list(node.children.items()):
-            at = _under(path, name)
-            claim = self._claim(child, at)
-            older = claim is not None and claim < newer
-            moved: Inode | None = None
-            oldest, newest = self._claims(child, at) if child.children else (NO_CLAIM, -1)
-            if newest >= newer:
-                moved = self._older_part(child, at, newer)  # newer entries below stay
+        # Frames of a depth-first walk: [directory, its path, its entries to come, the
+        # part taken out of it so far, the entry whose own part is being taken].
+        frames: list[list[Any]] = [[node, path, iter(list(node.children.items())), None, None]]
+        done: Inode | None = None  # the part of the frame that ended last
+        while frames:
+            frame = frames[-1]
+            directory, base, items, _, waiting = frame
+            if waiting is not None:  # (its newer entries below stay)
+                name, child, older = waiting
+                moved = done
                 if older:
                     moved = moved or new_dir(mtime_ns=self.implicit_mtime_ns, store=self.rows)
                     _adopt(moved, child)
                     _adopt(child, new_dir(mtime_ns=self.implicit_mtime_ns))
-            elif older or oldest < newer:
-                moved = child
-                del node.children[name]
-            if moved is not None:
-                if part is None:
-                    part = new_dir(mtime_ns=self.implicit_mtime_ns, store=self.rows)
-                assert part.children is not None
-                part.children[name] = moved
+                frame[3], frame[4] = self._with_part(frame[3], name, moved), None
+            for name, child in items:
+                at = _under(base, name)
+                claim = self._claim(child, at)
+                older = claim is not None and claim < newer
+                oldest, newest = self._claims(child, at) if child.children else (NO_CLAIM, -1)
+                if newest >= newer:
+                    frame[4] = (name, child, older)
+                    frames.append([child, at, iter(list(child.children.items())), None, None])
+                    break
+                if older or oldest < newer:
+                    del directory.children[name]
+                    frame[3] = self._with_part(frame[3], name, child)
+            else:
+                done = frames.pop()[3]
+        return done
+
+    def _with_part(self, part: Inode | None, name: str, moved: Inode | None) -> Inode | None:
+        """_older_part(): `part` with `moved` in it as `name` (made if need be)."""
+        if moved is None:
+            return part
+        if part is None:
+            part = new_dir(mtime_ns=self.implicit_mtime_ns, store=self.rows)
+        assert part.children is not None
+        part.children[name] = moved
         return part
 
     def _leads(
@@ -918,8 +944,19 @@ class _Flattener:
     def _merge(self, source: Inode, into: Inode, old: str, new: str, p: _Pass) -> None:
         """Move the entries of directory `source` (at `old`) into directory `into` (at
         `new`), where the newer of two entries at one path stays."""
-        assert source.children is not None and into.children is not None
-        for name, entry in list(source.children.items()):
+        assert source.children is not None
+        # A depth-first walk, by a stack of its own: (entries to come, the directory they
+        # go into, their directory's path and its new one).
+        stack = [(iter(list(source.children.items())), into, old, new)]
+        while stack:
+            items, into, old, new = stack[-1]
+            item = next(items, None)
+            if item is None:
+                stack.pop()
+                continue
+            name, entry = item
+            kids = into.children
+            assert kids is not None
             was, now = _under(old, name), _under(new, name)
             if entry in p.adopted:  # this layer's directory entry went with the symlink
                 p.adopted.discard(entry)
@@ -928,17 +965,18 @@ class _Flattener:
                 self._forget(was)  # this layer's own entry, gone with the symlink
                 continue
             mine = _rank(self._claim(entry, was))
-            there = into.children.get(name)
+            there = kids.get(name)
             theirs = -1 if there is None else _rank(self._claim(there, now))
             if self._deleted_there(entry, was, mine, there, now, theirs, p):
                 continue
             if there is None:
-                into.children[name] = entry
+                kids[name] = entry
                 continue
             if entry.kind is Kind.DIR and there.kind is Kind.DIR:
                 if mine > theirs:
                     _adopt(there, entry)
-                self._merge(entry, there, was, now, p)
+                assert entry.children is not None
+                stack.append((iter(list(entry.children.items())), there, was, now))
                 continue
             newer, older = (entry, there) if mine > theirs else (there, entry)
             newer_rank, older_at = max(mine, theirs), (now if mine > theirs else was)
@@ -948,7 +986,7 @@ class _Flattener:
                     f"{now!r}, which this layer's symlink makes one path: not supported"
                 )
             self._forget(older_at)
-            into.children[name] = newer
+            kids[name] = newer
             if newer is entry and now in self.resolved:
                 self._repoint_resolved(now, there, entry, mine)
             if older.kind is not Kind.DIR:  # it ended what the layers below put there
@@ -998,10 +1036,24 @@ class _Flattener:
 
     def _older_gone(self, node: Inode, path: str, hider: int) -> bool:
         """_prune_older() below `node` (at `path`); say whether `node` goes too."""
-        for name, child in list((node.children or {}).items()):
-            if self._older_gone(child, _under(path, name), hider):
-                assert node.children is not None
-                del node.children[name]
+        found: list[tuple[Inode, str, Inode, str]] = []  # parents before children
+        stack = [(node, path)]
+        while stack:
+            directory, base = stack.pop()
+            for name, child in (directory.children or {}).items():
+                at = _under(base, name)
+                found.append((directory, name, child, at))
+                if child.children:
+                    stack.append((child, at))
+        for directory, name, child, at in reversed(found):  # (children first)
+            if self._gone(child, at, hider):
+                assert directory.children is not None
+                del directory.children[name]
+        return self._gone(node, path, hider)
+
+    def _gone(self, node: Inode, path: str, hider: int) -> bool:
+        """Whether `node` (at `path`), older than layer `hider`, goes once what is below it
+        was pruned: a directory that still holds newer entries stays, as an implicit one."""
         if _rank(self._claim(node, path)) >= hider:
             return False
         if node.children:
@@ -1347,23 +1399,30 @@ class _Flattener:
         limbo (a symlink takes them where it leads, a directory leaves them below), else
         what this layer or a lower one says (a limbo again, decided in turn)."""
         assert source.children is not None
-        for name, child in source.children.items():
-            if child.kind is not Kind.DIR or child.layer >= 0:
-                continue  # the layer's own entry, gone with the path
-            at = _under(path, name)
-            met = max(
-                ((by, e) for by, e in written.get(at, ()) if p.index < by < layer),
-                key=lambda found: found[0],
-                default=None,
-            )
-            if met is None:
-                below = (at, layer)
-                self.limbo[below] = child
-                todo.append(below)
-            elif met[1].kind is Kind.SYMLINK:
-                self._limbo_through(at, child, met[1], layer, p)
-            elif met[1].kind is Kind.DIR:
-                self._limbo_below(at, child, layer, written, todo, p)
+        stack = [(path, iter(source.children.items()))]  # (a depth-first walk)
+        while stack:
+            base, items = stack[-1]
+            for name, child in items:
+                if child.kind is not Kind.DIR or child.layer >= 0:
+                    continue  # the layer's own entry, gone with the path
+                at = _under(base, name)
+                met = max(
+                    ((by, e) for by, e in written.get(at, ()) if p.index < by < layer),
+                    key=lambda found: found[0],
+                    default=None,
+                )
+                if met is None:
+                    below = (at, layer)
+                    self.limbo[below] = child
+                    todo.append(below)
+                elif met[1].kind is Kind.SYMLINK:
+                    self._limbo_through(at, child, met[1], layer, p)
+                elif met[1].kind is Kind.DIR:
+                    assert child.children is not None
+                    stack.append((at, iter(child.children.items())))
+                    break
+            else:
+                stack.pop()
 
     def _limbo_through(self, path: str, source: Inode, link: Inode, layer: int, p: _Pass) -> None:
         """Upper `layer`'s limbo `source` at `path` met the symlink `link` there."""
