@@ -12,7 +12,7 @@ import pytest
 from oci2vm.errors import Oci2vmError
 from oci2vm.tree.model import Kind
 from support.flattened import at, content, flatten_layers, paths
-from support.layouts import Member, directory, file, hardlink, symlink, whiteout
+from support.layouts import Member, directory, file, hardlink, opaque, symlink, whiteout
 
 # /c/a leads to /b: what upper layers write below c/a lands in /b.
 THROUGH = [directory("b"), directory("c"), symlink("c/a", "../b")]
@@ -136,3 +136,19 @@ def test_what_the_symlinks_target_loses_in_a_layer_between_is_gone_and_newer_ent
             [file("b"), directory("b"), file("c/a/y")],
             [file("c/a/b")],
         )
+
+
+@pytest.mark.parametrize("marker", [opaque("c/a"), whiteout("c/a/b")], ids=["opaque", "whiteout"])
+def test_a_link_keeps_the_file_a_later_marker_through_the_symlink_deletes(
+    tmp_path: Path, marker: Member
+) -> None:
+    """Layer 2 writes c/a/b (to /b/b); layer 3 links a to /b/b, then deletes it through
+    c/a: the link keeps the file (found by the differential fuzzer, seed 5)."""
+    tree, data = flatten_layers(
+        tmp_path,
+        [*THROUGH, file("b/a")],
+        [file("c/a/b", b"between")],
+        [hardlink("a", "b/b"), marker],
+    )
+    assert content(tree, data, "/a") == b"between"
+    assert "/b/b" not in paths(tree)

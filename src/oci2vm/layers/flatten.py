@@ -1472,12 +1472,13 @@ class _Flattener:
             assert isinstance(inode.data, LayerData)
             self.rereads.setdefault(inode.data.layer, []).append(inode)
 
-    def _arrived_in(self, source: Inode, old: str, new: str, p: _Pass) -> None:
+    def _arrived_in(self, source: Inode | None, old: str, new: str, p: _Pass) -> None:
         """Upper layers' hardlinks that wait for a path below `new` get what a layer
         between theirs and this one wrote there through this layer's symlink (the
-        directory `source`, at `old`), even where a newer layer hid it: it is what a
-        runtime found when it reached the link (a newer entry there, older than the link,
-        takes its place after the merge: _arrived_below)."""
+        directory `source`, at `old`; None: what markers that went through it hid), even
+        where a newer layer hid it: it is what a runtime found when it reached the link
+        (a newer entry there, older than the link, takes its place after the merge:
+        _arrived_below)."""
         for target, placeholder in self.pending.items():
             below = _rebased(target, new, old)
             if below is None:
@@ -1489,10 +1490,14 @@ class _Flattener:
             found = [] if node is None else [(_rank(self._claim(node, below)), node)]
             found += self.lost.get(below, [])  # (older than `node`, hidden or replaced)
             found = [(k, n) for k, n in found if p.index < k and _before(k, n, placeholder)]
+            current = p.arrived.get(target)  # (this layer's own, or found here before)
+            if current is not None:
+                found.append((_rank(self._claim(current, target)), current))
             if found:
                 node = max(found, key=lambda found: (found[0], found[1].row))[1]
-                p.arrived[target] = node
-                self._want_data(node)
+                if node != current:
+                    p.arrived[target] = node
+                    self._want_data(node)
 
     def _seen(self, parents: list[str], p: _Pass) -> tuple[bool, ...] | None:
         """Which directories on the way to `parents` this layer has listed so far; None
@@ -1597,6 +1602,8 @@ class _Flattener:
         for path, marks in sorted(moves.items()):
             link = p.reaching[path][0]
             target = _join(self._leads(path, link, min(mark[2] for mark in marks), p))
+            if self.pending and self.lost:  # (links made before the markers hid their file)
+                self._arrived_in(None, path, target, p)
             for opaque, key, oldest, newest in marks:
                 new = target if key == path else _rebased(key, path, target)
                 assert new is not None
