@@ -125,8 +125,13 @@ def test_tampered_blob_in_registry_storage_is_refused_and_not_cached(
         f"blob {app.layer_digests[1]} of {reg.host}/app: digest mismatch: "
         f"expected {app.layer_digests[1]}, got {got}"
     )
-    # What verified stays; nothing of the tampered blob, not even a temporary file.
-    assert cache_files(store) == sorted(d[7:] for d in (app.config_digest, app.layer_digests[0]))
+    # What verified stays; nothing of the tampered blob, not even a temporary file. (The
+    # other layer is there if its download began before the failure: finished, verified
+    # and cached; one not begun yet is not started. Which it was is the threads' timing:
+    # tests/unit/test_arrival.py pins both cases down.)
+    cached = cache_files(store)
+    assert app.config_digest[7:] in cached
+    assert set(cached) <= {d[7:] for d in (app.config_digest, app.layer_digests[0])}
 
 
 @pytest.mark.registry
