@@ -1514,21 +1514,25 @@ class _Flattener:
                 return None
         return tuple(node is not None for node in found)
 
-    def _open(self, parents: list[str], seen: tuple[bool, ...] | None, p: _Pass) -> None:
-        """Note the directories a marker of this layer below `parents` reaches through,
-        those it had not listed when it wrote the marker (`seen`, see _seen): what a
-        layer below says they were decides (see _settle). One it listed after the marker
-        is noted apart: if a lower layer's symlink was there, the marker went through it
-        before this layer replaced it (refused, see _settle_late)."""
+    def _open(
+        self, parents: list[str], seen: tuple[bool, ...] | None, p: _Pass, layer: int = -1
+    ) -> None:
+        """Note the directories a marker of this layer (or of upper `layer`, which its
+        symlink took below `parents`) reaches through, those this layer had not listed
+        when the marker was written (`seen`, see _seen): what a layer below says they
+        were decides (see _settle; the oldest marker's layer is kept). One it listed after
+        the marker is noted apart: if a lower layer's symlink was there, the marker went
+        through it before this layer replaced it (refused, see _settle_late)."""
         if seen is None:
             return
+        layer = p.index if layer < 0 else layer
         for depth in range(len(parents), 0, -1):
             if not seen[depth - 1]:
                 path = _join(parents[:depth])
-                if self._same_layer(parents[:depth], path, p) is None:
-                    self.open[path] = (p.index, p.what)
-                else:
-                    self.open_late[path] = (p.index, p.what)
+                if self._same_layer(parents[:depth], path, p) is not None:
+                    self.open_late[path] = (layer, p.what)
+                elif path not in self.open or self.open[path][0] > layer:
+                    self.open[path] = (layer, p.what)
 
     def _settle_late(self, path: str, inode: Inode, p: _Pass) -> None:
         """This layer's last entry at `path`, which an upper layer listed after writing a
@@ -1616,20 +1620,8 @@ class _Flattener:
                     self._prune_inside(new, newest)
                 else:
                     self._prune_older(new, newest)
-                self._open_again(parts if opaque else parts[:-1], oldest, p)
-
-    def _open_again(self, parents: list[str], layer: int, p: _Pass) -> None:
-        """_open() for a whiteout of `layer` that this layer's symlink took to a new place
-        below `parents`: the layers below say what is on the way."""
-        for depth in range(1, len(parents) + 1):
-            ancestor = _join(parents[:depth])
-            node = self._same_layer(parents[:depth], ancestor, p)
-            if node is None:
-                record = self.open.get(ancestor)
-                if record is None or record[0] > layer:
-                    self.open[ancestor] = (layer, p.what)
-            elif node.kind is not Kind.DIR:  # (a symlink of its own: _leads followed it)
-                return
+                dirs = parts if opaque else parts[:-1]
+                self._open(dirs, self._seen(dirs, p), p, oldest)  # (the new way, from here)
 
     def _member(self, tar: TarReader, member: Member, p: _Pass) -> None:
         parts = split_path(member.name, p.what)
