@@ -724,10 +724,9 @@ STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 def signals_unwind() -> Iterator[None]:
     """Turn the signals a user or a CI runner stops a command with into exceptions, so the
     command unwinds and removes its temporary outputs; while it unwinds, further signals
-    are ignored (a second Ctrl-C must not leave a half-removed output behind)."""
-    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
-        yield  # started in the background with SIGINT ignored: leave that as it is
-        return
+    are ignored (a second Ctrl-C must not leave a half-removed output behind). A signal
+    ignored when the command starts stays ignored, as a shell's background job ignores
+    SIGINT and nohup SIGHUP; the others still unwind (a background job's SIGTERM)."""
 
     def stop(signum: int, _frame: object) -> None:
         for other in STOP_SIGNALS:
@@ -736,7 +735,11 @@ def signals_unwind() -> Iterator[None]:
             raise KeyboardInterrupt
         raise Terminated(signum)
 
-    previous = {signum: signal.signal(signum, stop) for signum in STOP_SIGNALS}
+    previous = {
+        signum: signal.signal(signum, stop)
+        for signum in STOP_SIGNALS
+        if signal.getsignal(signum) is not signal.SIG_IGN
+    }
     try:
         yield
     finally:

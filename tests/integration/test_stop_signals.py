@@ -27,9 +27,21 @@ def debian() -> FixtureSet:
     return debian_fixture()
 
 
-def start_build(source: str, out: Path) -> subprocess.Popen[bytes]:
+def start_build(source: str, out: Path, background: bool = False) -> subprocess.Popen[bytes]:
+    """Start a build; `background`: with SIGINT and SIGQUIT ignored, as a shell starts a
+    job with `&`."""
+
+    def as_background_job() -> None:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGQUIT, signal.SIG_IGN)
+
     argv = [sys.executable, "-m", "oci2vm.cli", "build", "-q", source, "-o", str(out)]
-    return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    return subprocess.Popen(
+        argv,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        preexec_fn=as_background_job if background else None,
+    )
 
 
 def wait_for_temporary_files(directory: Path, proc: subprocess.Popen[bytes]) -> None:
@@ -61,6 +73,25 @@ def test_a_signal_ends_a_qcow2_build_without_leaving_files(
     lines = err.decode().strip().splitlines()
     assert len(lines) == 1, lines
     assert lines[0] in (f"oci2vm: stopped by {signum.name}", "oci2vm: interrupted")
+
+
+def test_a_background_job_stopped_by_sigterm_leaves_no_files(
+    debian: FixtureSet, tmp_path: Path
+) -> None:
+    """SIGINT ignored (`oci2vm build ... &` in a shell script) stays ignored, but
+    SIGTERM still unwinds the build and removes its temporary files."""
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    proc = start_build(f"oci:{debian.oci_layout}:{debian.tag}", out_dir / "root.ext4", True)
+    wait_for_temporary_files(out_dir, proc)
+    proc.send_signal(signal.SIGINT)  # ignored
+    time.sleep(0.2)
+    assert proc.poll() is None
+    proc.send_signal(signal.SIGTERM)
+    _out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    assert list(out_dir.iterdir()) == []
+    assert err.decode().strip() == "oci2vm: stopped by SIGTERM"
 
 
 @pytest.mark.root
