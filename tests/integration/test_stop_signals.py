@@ -29,19 +29,11 @@ def debian() -> FixtureSet:
 
 def start_build(source: str, out: Path, background: bool = False) -> subprocess.Popen[bytes]:
     """Start a build; `background`: with SIGINT and SIGQUIT ignored, as a shell starts a
-    job with `&`."""
-
-    def as_background_job() -> None:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.signal(signal.SIGQUIT, signal.SIG_IGN)
-
+    job with `&` (a signal ignored stays ignored across exec)."""
     argv = [sys.executable, "-m", "oci2vm.cli", "build", "-q", source, "-o", str(out)]
-    return subprocess.Popen(
-        argv,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        preexec_fn=as_background_job if background else None,
-    )
+    if background:
+        argv = ["sh", "-c", 'trap "" INT QUIT; exec "$@"', "sh", *argv]
+    return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 
 def wait_for_temporary_files(directory: Path, proc: subprocess.Popen[bytes]) -> None:
