@@ -140,6 +140,73 @@ def test_docker_archive_without_usable_index_manifests_is_read_from_manifest_jso
     assert len(image.layers) == 1
 
 
+def tar_members(path: Path, members: dict[str, bytes]) -> None:
+    with tarfile.open(path, "w") as tar:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+
+
+def test_a_docker25_archive_whose_index_names_another_image_is_read_from_manifest_json(
+    tmp_path: Path,
+) -> None:
+    """index.json lists one image and manifest.json another (a hand-made archive): the
+    image is manifest.json's, as skopeo reads it, not whichever the index lists."""
+    members: dict[str, bytes] = {}
+    images = []
+    for motd in (b"one\n", b"two\n"):
+        layer = layer_tar([directory("etc"), file("etc/motd", motd)])
+        config = json.dumps(
+            {"architecture": "amd64", "os": "linux",
+             "rootfs": {"type": "layers", "diff_ids": [sha256(layer)]}}
+        ).encode()  # fmt: skip
+        manifest = json.dumps(
+            {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+             "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                        "digest": sha256(config), "size": len(config)},
+             "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar",
+                         "digest": sha256(layer), "size": len(layer)}]}
+        ).encode()  # fmt: skip
+        for blob in (layer, config, manifest):
+            members[f"blobs/sha256/{sha256(blob)[7:]}"] = blob
+        images.append((sha256(config), sha256(layer), sha256(manifest), len(manifest)))
+    (_, _, one_manifest, one_size), (two_config, two_layer, _, _) = images
+    members["index.json"] = json.dumps(
+        {"schemaVersion": 2,
+         "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json",
+                        "digest": one_manifest, "size": one_size}]}
+    ).encode()  # fmt: skip
+    members["manifest.json"] = json.dumps(
+        [{"Config": f"blobs/sha256/{two_config[7:]}", "RepoTags": ["app:2"],
+          "Layers": [f"blobs/sha256/{two_layer[7:]}"]}]
+    ).encode()  # fmt: skip
+    members["oci-layout"] = b'{"imageLayoutVersion": "1.0.0"}'
+    archive = tmp_path / "app.tar"
+    tar_members(archive, members)
+    for ref in ("", ":app:2"):
+        image = resolve(f"docker-archive:{archive}{ref}", Fetch())
+        assert image.config_digest == two_config
+        assert [layer.digest for layer in image.layers] == [two_layer]
+
+
+@pytest.mark.parametrize("tags", [5, True, "app:1", {"app": 1}, [1]])
+def test_repo_tags_that_are_not_a_list_of_names_are_a_malformed_manifest(
+    tmp_path: Path, tags: object
+) -> None:
+    archive = tmp_path / "app.tar"
+    docker25_archive(archive, None)
+    with tarfile.open(archive) as tar:
+        members = {m.name: tar.extractfile(m).read() for m in tar}  # type: ignore[union-attr]
+    doc = json.loads(members["manifest.json"])
+    doc[0]["RepoTags"] = tags
+    members["manifest.json"] = json.dumps(doc).encode()
+    tar_members(archive, members)
+    for ref in ("", ":app:1"):
+        with pytest.raises(Oci2vmError, match=r"malformed manifest\.json: RepoTags is not a list"):
+            resolve(f"docker-archive:{archive}{ref}", Fetch())
+
+
 def test_docker_archive_images_are_picked_by_skopeos_index_syntax(tmp_path: Path) -> None:
     archive = tmp_path / "app.tar"
     docker25_archive(archive, None)

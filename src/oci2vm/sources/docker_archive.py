@@ -66,6 +66,12 @@ def resolve(source: str, path: Path, ref: str, fetch: Fetch) -> Image:
         raise Oci2vmError(f"{path}: not a docker save archive (no manifest.json)")
     doc: Any = load_json_list(container.read("manifest.json"), f"{path}: manifest.json")
     images = [e for e in doc if isinstance(e, dict)]
+    for e in images:
+        tags = e.get("RepoTags")
+        if tags is not None and not (
+            isinstance(tags, list) and all(isinstance(t, str) for t in tags)
+        ):
+            raise Oci2vmError(f"{path}: malformed manifest.json: RepoTags is not a list of names")
     index = re.fullmatch(r"@(\d+)", ref)
     wanted = _normalize(ref) if ref and index is None else None
     if index is not None:  # skopeo's @N: the Nth image of manifest.json, from 0
@@ -77,7 +83,7 @@ def resolve(source: str, path: Path, ref: str, fetch: Fetch) -> Image:
         images = [
             e
             for e in images
-            if any(_normalize(str(t)) == wanted for t in e.get("RepoTags") or [])
+            if any(_normalize(t) == wanted for t in e.get("RepoTags") or [])
             or str(e.get("Config", "")).removesuffix(".json").split("/")[-1]
             in (ref, ref.rsplit(":", maxsplit=1)[-1])
         ]
@@ -86,23 +92,28 @@ def resolve(source: str, path: Path, ref: str, fetch: Fetch) -> Image:
     if not images:
         raise Oci2vmError(f"{path}: manifest.json lists no image")
     if len(images) > 1:
-        tags = sorted(str(t) for e in images for t in e.get("RepoTags") or [])
+        tags = sorted(t for e in images for t in e.get("RepoTags") or [])
         raise Oci2vmError(
             f"{path}: the archive holds {len(images)} images: name one"
             + (f" ({', '.join(tags)})" if tags else "")
         )
     entry = images[0]
-    repo_tags = [str(t) for t in entry.get("RepoTags") or []]
+    repo_tags: list[str] = entry.get("RepoTags") or []
     name = ref or (repo_tags[0] if repo_tags else oci_layout.archive_stem(path.name))
 
-    # Docker >= 25: the same image is also an OCI layout; read it as one.
+    # Docker >= 25: the same image is also an OCI layout; read it as one, where the
+    # layout's image is the one manifest.json names (its config), as skopeo reads only
+    # manifest.json.
     if container.exists("index.json") and container.exists("oci-layout"):
         try:
-            return oci_layout.resolve_in(
+            image = oci_layout.resolve_in(
                 source, container, _layout_tag(container, entry), fetch, name=name
             )
         except _NoLayoutMatchError:
             pass
+        else:
+            if image.config_digest == _digest_of_path(str(entry.get("Config", ""))):
+                return image
 
     config_name = entry.get("Config")
     layer_names = entry.get("Layers")
