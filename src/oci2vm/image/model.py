@@ -176,13 +176,21 @@ def _check_depth(text: str, what: str) -> None:
         raise Oci2vmError(f"malformed {what}: JSON nested deeper than {MAX_JSON_DEPTH} levels")
 
 
+def _parse_int(digits: str) -> int:
+    """A JSON integer; one too long for any field of these documents (Go reads them into
+    64 bits) is refused before Python's own limit on converting digits says more."""
+    if len(digits) > 64:
+        raise ValueError(f"an integer of {len(digits)} digits")
+    return int(digits)
+
+
 def _load(data: bytes, what: str, kind: type[Any], kind_name: str, limit: int) -> Any:
     if len(data) > limit:
         raise _too_large(what, len(data), limit)
     try:
         text = data.decode(json.detect_encoding(data), "surrogatepass")
         _check_depth(text, what)
-        doc = json.loads(text)
+        doc = json.loads(text, parse_int=_parse_int)
     except (ValueError, RecursionError) as e:  # JSONDecodeError, UnicodeDecodeError, digits
         raise Oci2vmError(f"malformed {what}: not valid JSON ({e})") from e
     if not isinstance(doc, kind):
