@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from oci2vm.errors import Oci2vmError
+from oci2vm.fs import blockio
 from oci2vm.fs.ext4 import Ext4Writer
 from oci2vm.fs.ext4.inode import (
     Extent,
@@ -141,6 +142,34 @@ def test_two_builds_are_byte_identical(tmp_path: Path) -> None:
         build(every_case_tree(), image)
         digests.append(hashlib.sha256(image.read_bytes()).hexdigest())
     assert digests[0] == digests[1]
+
+
+@pytest.mark.parametrize(("in_memory", "punch"), [(False, True), (False, False), (True, False)])
+def test_data_of_a_file_dropped_after_it_was_placed_does_not_stay_in_free_blocks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, in_memory: bool, punch: bool
+) -> None:
+    """A layer's later entry at the same path replaces a file whose data is already on
+    disk (tar -r duplicates, a directory replaced): its blocks are free, and read as
+    zeros, not as the old content (a secret a later entry meant to remove): a hole
+    punched, or zeros written where none can be."""
+    if not punch:
+        monkeypatch.setattr(blockio, "punch_hole", lambda *_args: False)
+    secret = b"SECRET-API-KEY-" * 1000
+    old = Inode(Kind.FILE, size=len(secret), data=BytesData(secret))
+    new = Inode(Kind.FILE, size=3, data=BytesData(b"new"))
+    root = new_dir()
+    assert root.children is not None
+    root.children["etc"] = new
+    path = tmp_path / "fs.ext4"
+    with path.open("w+b") as file:
+        out: io.BufferedRandom | io.BytesIO = io.BytesIO() if in_memory else file
+        writer = Ext4Writer(out, uuid=FS_UUID, hash_seed=HASH_SEED, fs_time=FS_TIME)
+        writer.write_file(old, BytesReader(secret))
+        writer.write_file(new, BytesReader(b"new"))
+        writer.finish(root)
+        image = out.getvalue() if isinstance(out, io.BytesIO) else path.read_bytes()
+    assert b"SECRET-API-KEY" not in image
+    assert b"new" in image
 
 
 # -- inputs ext4 cannot take -----------------------------------------------------------

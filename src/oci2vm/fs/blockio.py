@@ -9,6 +9,7 @@ image writer that streams file data to its final place) hands its writes to a Bl
     io.flush()                    # hand what is gathered to the kernel (or the thread)
     io.close()                    # wait for every write handed on; raise its first error
     io.extend_to(size)            # make the output span `size` bytes from `base`
+    io.zero(pos, length)          # written bytes no longer wanted read as zeros again
 
 The contract:
 
@@ -34,6 +35,8 @@ The contract:
 
 from __future__ import annotations
 
+import ctypes
+import errno
 import os
 import threading
 from typing import BinaryIO
@@ -51,6 +54,26 @@ _ZERO_CHUNK = bytes(COPY_CHUNK)
 _ZERO_VIEW = memoryview(_ZERO_CHUNK)
 
 Piece = bytes | memoryview
+
+
+_PUNCH_HOLE = 0x03  # FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, <linux/falloc.h>
+
+
+def punch_hole(fd: int, pos: int, length: int) -> bool:
+    """Deallocate `length` bytes of `fd` at `pos`, which then read as zeros (fallocate(2));
+    False where the system or the filesystem cannot (then write zeros)."""
+    try:
+        fallocate = ctypes.CDLL(None, use_errno=True).fallocate64
+    except (OSError, AttributeError):
+        return False
+    fallocate.argtypes = (ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64)
+    fallocate.restype = ctypes.c_int
+    if fallocate(fd, _PUNCH_HOLE, pos, length) == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL, errno.ENODEV, errno.ESPIPE):
+        return False
+    raise OSError(code, os.strerror(code))
 
 
 def pwritev_all(fd: int, pieces: list[Piece], pos: int) -> None:
@@ -192,6 +215,23 @@ class BlockWriter:
         behind, self._behind = self._behind, None
         if behind is not None:
             behind.close()
+
+    def zero(self, pos: int, length: int) -> None:
+        """Make `length` bytes at `pos` read as zeros again (bytes written there that are
+        no longer wanted: a hole where the filesystem can punch one, else zeros written).
+        Call after flush() and close()."""
+        at = self._base + pos
+        if self._fd is not None and punch_hole(self._fd, at, length):
+            return
+        while length > 0:
+            piece = _ZERO_VIEW[: min(length, COPY_CHUNK)]
+            if self._fd is not None:
+                os.pwrite(self._fd, piece, at)
+            else:
+                self._out.seek(at)
+                self._out.write(piece)
+            at += len(piece)
+            length -= len(piece)
 
     def extend_to(self, size: int) -> None:
         """Make `out` span at least `size` bytes from `base`, growing it by a hole, and

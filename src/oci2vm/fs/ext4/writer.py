@@ -8,7 +8,9 @@ File data comes first, contiguous per file; then directories; then the journal, 
 and the inode tables (flex_bg lets them live outside their own groups); then xattr blocks, slow
 symlinks and extent index blocks, allocated as each inode is packed and written into its table.
 Holes are never written: the output must read as zeros where the filesystem goes (a new or
-freshly truncated file), and it is extended to the final size.
+freshly truncated file), and it is extended to the final size. A file whose data was placed
+and that left the tree before finish() (a later entry of its layer replaced it) leaves its
+blocks free, emptied at the end: no old content stays readable in them.
 
 Memory: the writer keeps, per file, only its extents, most as two numbers in flat arrays
 (placements.py); finish() adds flat per-inode arrays (numbering.py), never all packed inodes
@@ -249,6 +251,7 @@ class Ext4Writer:
         self._io = BlockWriter(out, base=offset, block_size=BLOCK_SIZE, name="ext4-write")
         self._finished = False
         self._streamed = 0
+        self._dropped: set[int] = set()  # placed files no longer in the tree (finish())
 
     def close(self) -> None:
         """Wait for the writes handed to the write-behind thread, and stop it (finish()
@@ -340,6 +343,10 @@ class Ext4Writer:
         self._alloc.recording = True
         self._streamed = len(self._files)  # files placed before recording began
         tree = InodeNumbering(root, self._id.fs_time, self._files)
+        # Files whose data was placed but that are no longer in the tree (a later entry of
+        # their layer replaced them): their blocks stay free, and are emptied at the end.
+        files = self._files
+        self._dropped = {k for k in range(self._streamed) if tree.ino(files.inode(k)) is None}
         self._write_held_files(tree)
         # Directories first, then the inode tables (their place fixes the geometry), then
         # each inode packed and written into its table at once: packed inodes are never
@@ -353,6 +360,9 @@ class Ext4Writer:
             raise RuntimeError("ext4 metadata overran the filesystem's blocks")
         self._io.flush()
         self._io.close()
+        for key in sorted(self._dropped):  # (no old bytes readable in free blocks)
+            for start, length in self._files.runs(key):
+                self._io.zero(start * BLOCK_SIZE, length * BLOCK_SIZE)
         self._io.extend_to(max(result.size, self._size or 0))
         return result
 
@@ -747,6 +757,6 @@ class Ext4Writer:
         order they were, which is ascending; a file no longer in the tree leaves its blocks
         free), then what the allocator recorded since."""
         for key in range(self._streamed):
-            if tree.ino(self._files.inode(key)) is not None:
+            if key not in self._dropped:
                 yield from self._files.runs(key)
         yield from self._alloc.allocated
