@@ -65,13 +65,7 @@ def resolve(source: str, path: Path, ref: str, fetch: Fetch) -> Image:
             return oci_layout.resolve_in(source, container, ref, fetch, name=name)
         raise Oci2vmError(f"{path}: not a docker save archive (no manifest.json)")
     doc: Any = load_json_list(container.read("manifest.json"), f"{path}: manifest.json")
-    images = [e for e in doc if isinstance(e, dict)]
-    for e in images:
-        tags = e.get("RepoTags")
-        if tags is not None and not (
-            isinstance(tags, list) and all(isinstance(t, str) for t in tags)
-        ):
-            raise Oci2vmError(f"{path}: malformed manifest.json: RepoTags is not a list of names")
+    images = _images(doc, path)
     index = re.fullmatch(r"@(\d+)", ref)
     wanted = _normalize(ref) if ref and index is None else None
     if index is not None:  # skopeo's @N: the Nth image of manifest.json, from 0
@@ -101,19 +95,9 @@ def resolve(source: str, path: Path, ref: str, fetch: Fetch) -> Image:
     repo_tags: list[str] = entry.get("RepoTags") or []
     name = ref or (repo_tags[0] if repo_tags else oci_layout.archive_stem(path.name))
 
-    # Docker >= 25: the same image is also an OCI layout; read it as one, where the
-    # layout's image is the one manifest.json names (its config), as skopeo reads only
-    # manifest.json.
-    if container.exists("index.json") and container.exists("oci-layout"):
-        try:
-            image = oci_layout.resolve_in(
-                source, container, _layout_tag(container, entry), fetch, name=name
-            )
-        except _NoLayoutMatchError:
-            pass
-        else:
-            if image.config_digest == _digest_of_path(str(entry.get("Config", ""))):
-                return image
+    image = _as_layout(source, container, entry, fetch, name)
+    if image is not None:
+        return image
 
     config_name = entry.get("Config")
     layer_names = entry.get("Layers")
@@ -140,6 +124,36 @@ def resolve(source: str, path: Path, ref: str, fetch: Fetch) -> Image:
         config=config,
         layers=tuple(layers),
     )
+
+
+def _images(doc: list[Any], path: Path) -> list[dict[str, Any]]:
+    """manifest.json's images (its objects), their RepoTags checked."""
+    images = [e for e in doc if isinstance(e, dict)]
+    for e in images:
+        tags = e.get("RepoTags")
+        if tags is not None and not (
+            isinstance(tags, list) and all(isinstance(t, str) for t in tags)
+        ):
+            raise Oci2vmError(f"{path}: malformed manifest.json: RepoTags is not a list of names")
+    return images
+
+
+def _as_layout(
+    source: str, container: Container, entry: dict[str, Any], fetch: Fetch, name: str
+) -> Image | None:
+    """Docker >= 25: the same image is also an OCI layout; read it as one, where the
+    layout's image is the one manifest.json names (its config), as skopeo reads only
+    manifest.json. None: read manifest.json."""
+    if not (container.exists("index.json") and container.exists("oci-layout")):
+        return None
+    try:
+        tag = _layout_tag(container, entry)
+    except _NoLayoutMatchError:
+        return None
+    image = oci_layout.resolve_in(source, container, tag, fetch, name=name)
+    if image.config_digest != _digest_of_path(str(entry.get("Config", ""))):
+        return None
+    return image
 
 
 class _NoLayoutMatchError(Exception):
