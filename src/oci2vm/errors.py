@@ -6,6 +6,11 @@ class Oci2vmError(Exception):
     """A problem with the user's input or environment, reported as one line."""
 
 
+class EntryError(Oci2vmError):
+    """A problem with one entry, raised where its path is not known (a filesystem writer
+    given an inode); the caller that knows the path names it."""
+
+
 class Terminated(BaseException):
     """A stop signal (SIGTERM, SIGHUP) arrived: unwinds the way Ctrl-C does, so that every
     temporary output is removed, and the process exits with 128 + the signal's number."""

@@ -13,7 +13,7 @@ import pytest
 
 from oci2vm.errors import Oci2vmError
 from oci2vm.fs import blockio
-from oci2vm.fs.ext4 import Ext4Writer
+from oci2vm.fs.ext4 import Ext4Writer, dirs
 from oci2vm.fs.ext4.inode import (
     Extent,
     InodeFields,
@@ -207,6 +207,45 @@ def test_what_ext4_cannot_store_is_a_one_line_error(
     assert "\n" not in str(info.value)
     if message != "sparse map":  # found while placing the data, not the inode
         assert str(info.value).startswith("/sub/bad: ")
+
+
+def test_a_name_ext4_cannot_hold_is_refused_naming_its_directory(tmp_path: Path) -> None:
+    root, sub, deeper = new_dir(), new_dir(), new_dir()
+    assert root.children is not None and sub.children is not None
+    assert deeper.children is not None
+    root.children["sub"] = sub
+    sub.children["deeper"] = deeper
+    deeper.children["n" * 256] = Inode(Kind.FILE)
+    with pytest.raises(Oci2vmError, match=r"^in /sub/deeper: file name 'n+\.\.\.n+' \(256 bytes\)"):
+        build(root, tmp_path / "name.ext4")
+
+
+def test_a_directory_hardlinked_below_the_root_is_refused_naming_its_second_path(
+    tmp_path: Path,
+) -> None:
+    root, a, c, shared = new_dir(), new_dir(), new_dir(), new_dir()
+    assert root.children is not None and a.children is not None and c.children is not None
+    root.children["a"], root.children["c"] = a, c
+    a.children["d"] = c.children["d"] = shared
+    with pytest.raises(Oci2vmError, match=r"^/c/d: a directory cannot be hardlinked$"):
+        build(root, tmp_path / "dirlink.ext4")
+
+
+def test_a_directory_beyond_a_two_level_hash_tree_is_refused_naming_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """(Millions of entries in one directory; the tree's limits made small here.)"""
+    monkeypatch.setattr(dirs, "ROOT_LIMIT", 2)
+    monkeypatch.setattr(dirs, "NODE_LIMIT", 2)
+    root, big = new_dir(), new_dir()
+    assert root.children is not None and big.children is not None
+    root.children["big"] = big
+    for n in range(200):
+        big.children[f"{n:0>200}"] = Inode(Kind.FIFO)
+    with pytest.raises(
+        Oci2vmError, match=r"^/big: a directory of 200 entries is more than ext4's two-level"
+    ):
+        build(root, tmp_path / "big.ext4")
 
 
 def test_a_file_written_twice_is_a_bug(tmp_path: Path) -> None:

@@ -96,6 +96,22 @@ def test_whiteouts_in_a_rootfs_tarball_hide_nothing_and_are_dropped(tmp_path: Pa
     assert json.loads(result.out)["entries"] == 3  # /etc, /etc/a, /srv
 
 
+def test_a_file_larger_than_ext4_holds_is_refused_naming_it(tmp_path: Path) -> None:
+    largest = (1 << 32) * 4096 - 4096  # 16 TiB less a block, with 4 KiB blocks
+    sparse = {"GNU.sparse.size": str(largest + 1), "GNU.sparse.numblocks": "1",
+              "GNU.sparse.map": f"{largest},1"}  # fmt: skip
+    tarball = tmp_path / "rootfs.tar"
+    tarball.write_bytes(layer_tar([directory("srv"), file("srv/huge.img", b"x", pax=sparse)]))
+    out = tmp_path / "root.ext4"
+    result = build(f"tar:{tarball}", "-o", str(out))
+    assert result.code == 1
+    assert result.err.strip() == (
+        f"oci2vm: error: layer 1: /srv/huge.img: a file of {largest + 1} bytes exceeds "
+        "ext4's 16 TiB limit with 4 KiB blocks"
+    )
+    assert not out.exists()
+
+
 def docker25_archive(path: Path, manifests: object) -> None:
     """`docker save` of Docker >= 25: manifest.json beside an OCI layout's files."""
     layer = layer_tar([directory("etc"), file("etc/motd", b"hello\n")])

@@ -35,7 +35,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from oci2vm.errors import Oci2vmError
+from oci2vm.errors import EntryError, Oci2vmError
 from oci2vm.image.blobs import BlobStore, ProgressFn, short
 from oci2vm.image.model import Image, Layer
 from oci2vm.layers import tarstream
@@ -1664,7 +1664,10 @@ class _Flattener:
         if inode.kind is not Kind.FILE or not (visible or wanted):
             return
         if not is_link:
-            self._data(tar, inode, path if visible else None)
+            try:
+                self._data(tar, inode, path if visible else None)
+            except EntryError as error:  # (the sink's: a size ext4 cannot hold)
+                raise Oci2vmError(f"{p.what}: {path}: {error}") from None
             return
         if self._undelivered(inode) and inode not in self.deferred:
             # A link to a file of this layer that was hidden when its data streamed by.

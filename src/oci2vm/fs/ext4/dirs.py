@@ -20,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import NamedTuple
 
+from oci2vm.errors import EntryError
 from oci2vm.fs.ext4.layout import BLOCK_SIZE, HASH_HALF_MD4, MASK32, crc32c
 from oci2vm.tree.model import Kind
 from oci2vm.util.units import ceil_div
@@ -317,7 +318,10 @@ def _build_htree(
         levels = 1
         node_count = ceil_div(len(leaves), NODE_LIMIT)
         if node_count > ROOT_LIMIT:
-            raise ValueError("directory too large for a two-level htree")
+            raise EntryError(
+                f"a directory of {len(entries)} entries is more than ext4's two-level hash "
+                "tree holds"
+            )
         first_leaf = 1 + node_count
         root_targets = []
         nodes = []

@@ -91,6 +91,7 @@ class InodeNumbering:
         links = array("I", bytes(4 * first))
         parent[ROOT_INO] = ROOT_INO
         links[ROOT_INO] = 2  # '.' and the root's own '..'
+        self.parent, self.links = parent, links  # (filled in below; path() reads parent)
         self.lost_found = 0
         if lost_found.kind is Kind.DIR:
             self._number(lost_found, LOST_FOUND_INO)
@@ -106,7 +107,7 @@ class InodeNumbering:
         while stack:
             dir_row, dir_ino = stack.pop()
             subdirs: list[tuple[int, int]] = []
-            for name, row in self._child_rows(dir_row):
+            for name, row in self._child_rows(dir_row, dir_ino):
                 ino = store.get(WRITER_KEY, row)
                 if not (0 <= ino < len(rows) and rows[ino] == row):
                     ino = len(rows)
@@ -127,8 +128,6 @@ class InodeNumbering:
                     links[dir_ino] += 1  # its '..'
                     subdirs.append((row, ino))
             stack.extend(reversed(subdirs))
-        self.links = links
-        self.parent = parent
         if len(self.inodes) > 1 << 32:
             raise Oci2vmError("too many files for ext4")
 
@@ -166,8 +165,9 @@ class InodeNumbering:
             for name, row in self._child_rows(directory.row)
         ]
 
-    def _child_rows(self, dir_row: int) -> list[tuple[bytes, int]]:
-        """A directory's entries as (name, row), sorted by name."""
+    def _child_rows(self, dir_row: int, dir_ino: int | None = None) -> list[tuple[bytes, int]]:
+        """A directory's entries as (name, row), sorted by name; `dir_ino`, the
+        directory's number, names it in the error for a name ext4 cannot hold."""
         store = self.inodes.store
         d_inode = store.d_inode
         items = [(store.name_of(entry), d_inode[entry]) for entry in store.entries(dir_row)]
@@ -177,8 +177,9 @@ class InodeNumbering:
             if name in (b".", b"..") or b"/" in name or b"\0" in name or not 0 < len(name) < 256:
                 shown = name.decode("utf-8", "backslashreplace")
                 shown = shown if len(shown) <= 64 else shown[:48] + "..." + shown[-8:]
+                where = "" if dir_ino is None else f"in {self.path(dir_ino)}: "
                 raise Oci2vmError(
-                    f"file name {shown!r} ({len(name)} bytes) cannot be stored in ext4 "
+                    f"{where}file name {shown!r} ({len(name)} bytes) cannot be stored in ext4 "
                     "(a name is 1 to 255 bytes, without '/' or NUL, not '.' or '..')"
                 )
         items.sort(key=lambda item: item[0])

@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import BinaryIO
 
-from oci2vm.errors import Oci2vmError
+from oci2vm.errors import EntryError, Oci2vmError
 from oci2vm.fs.blockio import BlockWriter
 from oci2vm.fs.ext4.dirs import FILE_TYPES, DirEntry, build_dir, hash_seed_words
 from oci2vm.fs.ext4.groups import (
@@ -145,12 +145,12 @@ class Ext4Result:
 def _logical_runs(regions: tuple[tuple[int, int], ...], size: int) -> list[tuple[int, int]]:
     """Block ranges [first, end) covered by the sparse map, merged where they touch."""
     if size > MAX_FILE_SIZE:
-        raise Oci2vmError(f"a file of {size} bytes exceeds ext4's 16 TiB limit with 4 KiB blocks")
+        raise EntryError(f"a file of {size} bytes exceeds ext4's 16 TiB limit with 4 KiB blocks")
     runs: list[tuple[int, int]] = []
     prev_end = 0
     for off, length in regions:
         if off < prev_end or length < 0 or off + length > size:
-            raise Oci2vmError(f"sparse map {regions[:4]}... does not fit a {size}-byte file")
+            raise EntryError(f"sparse map {regions[:4]}... does not fit a {size}-byte file")
         prev_end = off + length
         if length == 0:
             continue
@@ -411,14 +411,17 @@ class Ext4Writer:
                 DirEntry(name, ino_of, file_types[code])
                 for name, ino_of, code in tree.numbered_entries(inode)
             ]
-            built = build_dir(
-                entries,
-                ino,
-                tree.parent[ino],
-                seed,
-                ino_seed,
-                min_blocks=4 if ino == tree.lost_found else 1,
-            )
+            try:
+                built = build_dir(
+                    entries,
+                    ino,
+                    tree.parent[ino],
+                    seed,
+                    ino_seed,
+                    min_blocks=4 if ino == tree.lost_found else 1,
+                )
+            except EntryError as error:
+                raise Oci2vmError(f"{tree.path(ino)}: {error}") from None
             extents = self._alloc_blocks(len(built.blocks))
             for e in extents:
                 run = b"".join(built.blocks[e.logical : e.logical + e.length])
