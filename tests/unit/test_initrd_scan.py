@@ -83,6 +83,16 @@ def test_modules_dep_closure_loads_what_is_needed_first_and_skips_builtins() -> 
     assert dep_closure(deps, builtin_names("kernel/fs/ext4/ext4.ko\n"), ["ext4"]) == []
 
 
+def test_a_dependency_chain_longer_than_the_recursion_limit_and_a_cycle() -> None:
+    """An image's modules.dep is its own: a chain of 5000 modules and a cycle (which
+    depmod never writes) are taken as they come, each module after what it needs."""
+    chain = "".join(f"m{n}.ko: m{n + 1}.ko\n" for n in range(5000)) + "m5000.ko:\n"
+    order = dep_closure(parse_modules_dep(chain), frozenset(), ["m0"])
+    assert order == [f"m{n}.ko" for n in range(5000, -1, -1)]
+    cycle = parse_modules_dep("a.ko: b.ko\nb.ko: c.ko\nc.ko: a.ko\n")
+    assert dep_closure(cycle, frozenset(), ["a", "c"]) == ["c.ko", "b.ko", "a.ko"]
+
+
 @pytest.mark.parametrize("kind", sorted(COMPRESSORS))
 def test_a_corrupt_compressed_archive_is_an_error_not_a_crash(kind: str) -> None:
     good = COMPRESSORS[kind](archive("a", size=100_000))

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from oci2vm.errors import Oci2vmError
 from oci2vm.kernel.modinfo import module_name
 
 
@@ -29,24 +28,28 @@ def dep_closure(
     deps: dict[str, tuple[str, tuple[str, ...]]], builtin: frozenset[str], names: Iterable[str]
 ) -> list[str]:
     """The relpaths of `names` (those that are modules; built-in and absent ones are left
-    out) and everything they need, each after what it needs."""
+    out) and everything they need, each after what it needs (a cycle, which depmod
+    refuses to write, is cut where it closes). A walk by a stack of its own: an image's
+    modules.dep may chain more modules than Python's recursion limit."""
     by_path = {path: name for name, (path, _) in deps.items()}
     ordered: list[str] = []
     done: set[str] = set()
-
-    def visit(name: str, depth: int) -> None:
-        if name in done or name not in deps:
-            return
-        if depth > len(deps):
-            raise Oci2vmError(f"modules.dep: a dependency cycle through {name}")
-        done.add(name)
-        path, needs = deps[name]
-        for need in needs:
-            visit(by_path.get(need, module_name(need)), depth + 1)
-        ordered.append(path)
-
     for name in names:
         normal = name.replace("-", "_")
-        if normal not in builtin:
-            visit(normal, 0)
+        if normal in builtin or normal in done or normal not in deps:
+            continue
+        done.add(normal)
+        path, needs = deps[normal]
+        stack = [(path, iter(needs))]
+        while stack:
+            path, todo = stack[-1]
+            for need in todo:
+                child = by_path.get(need, module_name(need))
+                if child not in done and child in deps:
+                    done.add(child)
+                    stack.append((deps[child][0], iter(deps[child][1])))
+                    break
+            else:
+                stack.pop()
+                ordered.append(path)
     return ordered
