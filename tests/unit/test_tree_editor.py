@@ -3,13 +3,14 @@ flattened tree, through symlinked parents too."""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
 
 from oci2vm.errors import Oci2vmError
 from oci2vm.tree.editor import TreeEditor
-from oci2vm.tree.model import BytesData, Kind, walk
+from oci2vm.tree.model import BytesData, Inode, Kind, new_dir, walk
 from support.layouts import Member, directory, file, hardlink, symlink
 from support.prepared import FS_TIME, content, entry, flattened
 
@@ -214,3 +215,41 @@ def test_get_and_read_follow_symlinked_parent_directories(tmp_path: Path) -> Non
     assert edit.get("/etc/os-release") == entry(tree, "/etc/os-release")  # the link itself
     assert edit.read_file("/etc/os-release") == b"ID=test\n"  # followed, as open(2) would
     assert edit.read_file("/lib/os-release") == b"ID=test\n"  # captured as /usr/lib/os-release
+
+
+def test_graft_merges_directories_through_a_symlink_at_any_depth(tmp_path: Path) -> None:
+    """A package's tree grafted into the image's: directories merge (through a symlink
+    as dpkg unpacks), a file replaces a file, and trees that meet deeper than Python's
+    recursion limit merge all the way (made low here: 300 frames)."""
+    deep = ["usr/lib" + "/d" * n for n in range(1, 500)]
+    tree = flattened(
+        tmp_path,
+        [
+            directory("usr"),
+            directory("usr/lib"),
+            symlink("lib", "usr/lib"),
+            file("usr/lib/a", b"a"),
+            *[directory(path) for path in deep],
+        ],
+    )
+    edit = TreeEditor(tree, FS_TIME)
+    package = new_dir()
+    node = package
+    for _ in range(500):
+        assert node.children is not None
+        node.children["d"] = node = new_dir()
+    assert package.children is not None and node.children is not None
+    node.children["f"] = Inode(Kind.FILE, size=1, data=BytesData(b"f"))
+    package.children["a"] = Inode(Kind.FILE, size=1, data=BytesData(b"b"))
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(300)
+    try:
+        edit.graft("/lib", package)
+    finally:
+        sys.setrecursionlimit(limit)
+    assert entry(tree, "/lib").kind is Kind.SYMLINK
+    assert edit.read_file("/usr/lib/a") == b"b"
+    assert edit.read_file("/usr/lib/" + "d/" * 500 + "f") == b"f"
+    assert entry(tree, "/" + deep[-1]) is not None
+    with pytest.raises(Oci2vmError, match=r"^cannot place /usr: it is a directory in the image$"):
+        edit.graft("/usr", Inode(Kind.FILE))

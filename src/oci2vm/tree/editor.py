@@ -198,19 +198,22 @@ class TreeEditor:
     def graft(self, path: str, inode: Inode) -> None:
         """Place an entry of another tree (whose file data went to the same sink) at
         `path`: a directory merges into one already there, anything else replaces what
-        is there unless that is a directory."""
-        parent, name = self._parent(path)  # type: ignore[misc]
-        assert parent.children is not None
-        old = parent.children.get(name)
-        if old is not None and old.kind is Kind.SYMLINK and inode.kind is Kind.DIR:
-            old = self.mkdir(path)  # through the link, as dpkg unpacks
-        if old is not None and old.kind is Kind.DIR:
-            if inode.kind is not Kind.DIR or inode.children is None:
+        is there unless that is a directory. (A walk by a stack of its own, in the order
+        a recursion would take: a package's tree may be deeper than its limit.)"""
+        todo = [(path, inode)]
+        while todo:
+            path, inode = todo.pop()
+            parent, name = self._parent(path)  # type: ignore[misc]
+            assert parent.children is not None
+            old = parent.children.get(name)
+            if old is not None and old.kind is Kind.SYMLINK and inode.kind is Kind.DIR:
+                old = self.mkdir(path)  # through the link, as dpkg unpacks
+            if old is None or old.kind is not Kind.DIR:
+                parent.children[name] = inode
+            elif inode.kind is not Kind.DIR or inode.children is None:
                 raise Oci2vmError(f"cannot place {path}: it is a directory in the image")
-            for child_name, child in inode.children.items():
-                self.graft(f"{path}/{child_name}", child)
-            return
-        parent.children[name] = inode
+            else:
+                todo.extend((f"{path}/{n}", c) for n, c in reversed(list(inode.children.items())))
 
     def remove(self, path: str) -> bool:
         found = self._parent(path, create=False)
