@@ -353,8 +353,8 @@ def write_rootfs(
             writer.close()  # the first error is the one to report
         raise
     if target is None:
-        return RootFs(tree, ext4)
-    return RootFs(tree, ext4, system, target.os, notes, target.mode)
+        return RootFs(tree, ext4, notes=tuple(tree.notes))
+    return RootFs(tree, ext4, system, target.os, (*tree.notes, *notes), target.mode)
 
 
 def prepare_tree(

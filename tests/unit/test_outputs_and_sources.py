@@ -112,6 +112,33 @@ def test_a_file_larger_than_ext4_holds_is_refused_naming_it(tmp_path: Path) -> N
     assert not out.exists()
 
 
+def test_acls_as_text_are_left_out_as_container_runtimes_leave_them_and_said(
+    tmp_path: Path,
+) -> None:
+    """GNU tar --acls writes SCHILY.acl.access/default (text, names or numbers): Go's
+    archive/tar, docker, podman and umoci read only the binary xattr form. The build
+    says what it left out."""
+    acl = {"SCHILY.acl.access": "user::rw-\nuser:bob:r--\ngroup::r--\nmask::r--\nother::r--\n"}
+    tarball = tmp_path / "rootfs.tar"
+    tarball.write_bytes(
+        layer_tar(
+            [
+                directory("srv", pax={**acl, "SCHILY.acl.default": "user::rwx\n"}),
+                file("srv/a", b"a", pax=acl),
+                file("srv/b", b"b"),
+            ]
+        )
+    )
+    result = build(f"tar:{tarball}", "-o", str(tmp_path / "root.ext4"), "--json")
+    assert result.code == 0, result.err
+    note = (
+        "layer 1: POSIX ACLs as text (SCHILY.acl.*, tar --acls) on 2 entries left out, "
+        "as docker, podman and umoci leave them"
+    )
+    assert json.loads(result.out)["notes"] == [note]
+    assert result.err.strip() == f"warning: {note}"
+
+
 def docker25_archive(path: Path, manifests: object) -> None:
     """`docker save` of Docker >= 25: manifest.json beside an OCI layout's files."""
     layer = layer_tar([directory("etc"), file("etc/motd", b"hello\n")])

@@ -623,6 +623,11 @@ class _Flattener:
         except BaseException:
             stream.abort()
             raise
+        if tar.text_acls:
+            self.tree.notes.append(
+                f"{what}: POSIX ACLs as text (SCHILY.acl.*, tar --acls) on {tar.text_acls} "
+                "entries left out, as docker, podman and umoci leave them"
+            )
         self.tree.diff_ids.append(stream.digest)
         self.tree.layer_digests.append(layer.digest or compressed.computed_digest)
         if not known and self.store is not None and layer.digest and layer.diff_id:

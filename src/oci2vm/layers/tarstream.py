@@ -306,6 +306,10 @@ class TarReader:
         self._next_header = 0
         # The global pax records in force, by key (a later one replaces an earlier one).
         self._global: dict[str, bytes] = {}
+        # Entries with POSIX ACLs as text (SCHILY.acl.*: GNU tar, star and bsdtar with
+        # --acls), left out as Go's archive/tar, docker, podman and umoci leave them: the
+        # binary form (SCHILY.xattr.system.posix_acl_*) is what they and we read.
+        self.text_acls = 0
 
     # -- the stream -----------------------------------------------------------------
 
@@ -521,11 +525,15 @@ class TarReader:
         """Apply the global records in force, then the entry's own pax records; returns
         the GNU sparse major version if any."""
         sparse = _SparseRecords()
+        text_acl = False
         for key, value in (*self._global.items(), *pax):
             if key.startswith("GNU.sparse."):
                 sparse.add(key, value, self._what)
+            elif key.startswith("SCHILY.acl."):
+                text_acl = text_acl or bool(value)
             else:
                 self._apply_record(member, key, value)
+        self.text_acls += text_acl
         if sparse.name is not None:
             member.name = _text(sparse.name)
         regions = sparse.regions(self._what)

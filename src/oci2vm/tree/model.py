@@ -693,6 +693,7 @@ class Tree:
     diff_ids: list[str] = field(default_factory=list)  # computed while reading
     layer_digests: list[str] = field(default_factory=list)  # of the blobs as stored
     captured: dict[Inode, bytes] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)  # what the user should know of it
 
     @property
     def entries(self) -> int:
