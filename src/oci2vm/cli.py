@@ -390,6 +390,9 @@ def _workload_options(p: argparse.ArgumentParser, *, run: bool) -> None:
                    "host, as QEMU's user network reaches it; repeatable)")  # fmt: skip
     p.add_argument("--read-only", action="store_true",
                    help="mount the root filesystem read-only")  # fmt: skip
+    p.add_argument("--ulimit", dest="ulimits", action="append", default=[],
+                   metavar="NAME=SOFT[:HARD]", help="a resource limit of the workload, as "
+                   "docker's (nofile=1024:524288 unless given; repeatable)")  # fmt: skip
     p.add_argument(
         "--stop-signal",
         metavar="SIGNAL",
@@ -588,7 +591,9 @@ def config_from(args: argparse.Namespace) -> Config:
     for mount in getattr(args, "mounts", []):  # --mount: after -v's and --tmpfs's own
         key = "volumes" if isinstance(mount, Volume) else "tmpfs"
         fields[key] = [*fields[key], mount]  # a new list: `args` stays as parsed
-    for name in ("insecure_hosts", "keyrings", "publish", "volumes", "tmpfs", "add_hosts"):
+    for name in (
+        "insecure_hosts", "keyrings", "publish", "volumes", "tmpfs", "add_hosts", "ulimits"
+    ):  # fmt: skip
         if name in fields:
             fields[name] = tuple(fields[name])
     if getattr(args, "args", None):

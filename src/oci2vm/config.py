@@ -238,6 +238,7 @@ class Config:
     tmpfs: tuple[str, ...] = ()  # PATH[:OPTIONS], a tmpfs mounted there
     add_hosts: tuple[str, ...] = ()  # NAME:IP (or NAME=IP) lines added to /etc/hosts
     read_only: bool = False  # the root filesystem mounted read-only
+    ulimits: tuple[str, ...] = ()  # NAME=SOFT[:HARD], docker's --ulimit
     stop_signal: str | None = None  # replaces the config's StopSignal
     stop_timeout: float | None = None  # seconds from a stop to the VM killed; < 0: none
     interactive: bool = False
@@ -268,6 +269,7 @@ class Config:
                 ("--tmpfs", self.tmpfs or None),
                 ("--add-host", self.add_hosts or None),
                 ("--read-only", self.read_only or None),
+                ("--ulimit", self.ulimits or None),
                 ("--stop-signal", self.stop_signal),
                 ("--stop-timeout", self.stop_timeout),
                 ("a command to run", self.command),

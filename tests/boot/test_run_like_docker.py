@@ -170,13 +170,19 @@ def test_env_workdir_user_entrypoint_and_volumes(app: str, tmp_path: Path) -> No
 def test_user_gets_its_supplementary_groups_and_e_key_unsets_like_docker(app: str) -> None:
     """busybox-app's User "app" (1000) is listed in /etc/group's "extra" (1001): docker
     (runc) gives it that group too, unless -u names a group; `-e KEY` with KEY unset where
-    docker runs removes the image's KEY."""
-    script = 'echo "[${SOME_ENV_FROM_CONFIG-unset}]"; id -u; id -g; id -G'
+    docker runs removes the image's KEY. Open files are limited as Docker >= 25 limits
+    them (1024:524288), or as --ulimit says, whichever way the workload starts."""
+    script = 'echo "[${SOME_ENV_FROM_CONFIG-unset}]"; id -u; id -g; id -G; ulimit -Sn; ulimit -Hn'
     assert "SOME_ENV_FROM_CONFIG" not in os.environ
     result = oci2vm("run", *run_options(), "-e", "SOME_ENV_FROM_CONFIG", app, "sh", "-c", script)
-    assert (result.code, result.out) == (0, "[unset]\n1000\n1000\n1000 1001\n"), result.err
-    result = oci2vm("run", *run_options(), "-u", "app:app", app, "sh", "-c", "id -G; exit 4")
-    assert (result.code, result.out) == (4, "1000\n"), result.err
+    expected = "[unset]\n1000\n1000\n1000 1001\n1024\n524288\n"
+    assert (result.code, result.out) == (0, expected), result.err
+    script = "id -G; ulimit -Sn; ulimit -Hn; ulimit -u; exit 4"
+    result = oci2vm(
+        "run", *run_options(), "-u", "app:app", "--ulimit", "nofile=2048:4096",
+        "--ulimit", "nproc=100", app, "sh", "-c", script,
+    )  # fmt: skip
+    assert (result.code, result.out) == (4, "1000\n2048\n4096\n100\n"), result.err
 
 
 def test_a_missing_or_not_executable_program_fails_with_dockers_status(app: str) -> None:

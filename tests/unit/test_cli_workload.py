@@ -155,8 +155,10 @@ def test_run_fails_itself_with_dockers_status_and_build_with_1(
 
 def test_tmpfs_add_host_read_only_and_stop_signal_reach_the_config() -> None:
     words = ["run", "--tmpfs", "/a", "--tmpfs", "/b:size=1m", "--add-host", "db:10.0.0.5",
-             "--read-only", "--stop-signal", "INT", "--stop-timeout", "-1", "img"]  # fmt: skip
+             "--read-only", "--stop-signal", "INT", "--stop-timeout", "-1",
+             "--ulimit", "nofile=10:20", "--ulimit", "nproc=5", "img"]  # fmt: skip
     config = config_from(parse(words))
+    assert config.ulimits == ("nofile=10:20", "nproc=5")
     assert config.stop_timeout == -1
     assert (config.tmpfs, config.add_hosts) == (("/a", "/b:size=1m"), ("db:10.0.0.5",))
     assert (config.read_only, config.stop_signal) == (True, "INT")

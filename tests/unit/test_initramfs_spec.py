@@ -3,7 +3,10 @@ BootSpec's checks, the spec file's quoting, and the app-mode QEMU command line."
 
 from __future__ import annotations
 
+import re
+import shutil
 import signal
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -14,6 +17,7 @@ from oci2vm.boot.pvh import has_pvh_entry, pvh_kernel
 from oci2vm.config import Accel, Config, PortMapping, Volume
 from oci2vm.errors import Oci2vmError
 from oci2vm.image.model import ImageConfig, Platform
+from oci2vm.initramfs import spec as spec_module
 from oci2vm.initramfs.spec import (
     DEFAULT_PATH,
     BootSpec,
@@ -238,6 +242,56 @@ def test_tmpfs_add_host_read_only_and_stop_signal_from_docker_run_options() -> N
 def test_malformed_tmpfs_and_add_host_are_refused(field: str, value: str, words: str) -> None:
     with pytest.raises(Oci2vmError, match=words):
         workload(image(), Config(**{field: (value,)}))  # type: ignore[arg-type]
+
+
+def test_ulimits_as_docker_takes_them_with_its_default_for_open_files() -> None:
+    assert workload(image(), Config()).limits == (("n", 1024, 524288),)
+    config = Config(ulimits=("nofile=2048:4096", "core=-1", "stack=8388608", "nproc=9:-1",
+                             "nofile=4096"))  # fmt: skip
+    assert workload(image(), config).limits == (
+        ("n", 4096, 4096), ("c", -1, -1), ("s", 8192, 8192), ("u", 9, -1),
+    )  # fmt: skip
+    text = render(workload(image(), Config(ulimits=("nproc=9:-1",)))).decode()
+    words = "'n' '1024' '524288' 'u' '9' 'unlimited'"
+    assert f"SPEC_LIMITS={shell_quote(words)}" in text
+
+
+@pytest.mark.parametrize(
+    ("value", "words"),
+    [
+        ("nofile", "expected NAME=SOFT"),
+        ("files=10", "expected NAME=SOFT"),
+        ("nofile=ten", "expected NAME=SOFT"),
+        ("nproc=-2", "expected NAME=SOFT"),
+        ("nproc=5:3", "the soft limit is above the hard one"),
+        ("nproc=-1:5", "the soft limit is above the hard one"),
+        ("nofile=-1", "open files are at most 1048576"),
+        ("nofile=1048577", "open files are at most 1048576"),
+        ("core=100", "core is set in units of 512 bytes"),
+    ],
+)
+def test_malformed_ulimits_are_refused(value: str, words: str) -> None:
+    with pytest.raises(Oci2vmError, match=words):
+        workload(image(), Config(ulimits=(value,)))
+
+
+@pytest.mark.skipif(shutil.which("busybox") is None, reason="needs busybox")
+def test_the_inits_limit_commands_set_soft_and_hard_limits() -> None:
+    """The init's limit_commands, run by busybox's sh: lowered limits (raising a hard
+    one needs the guest's root) land as asked, in ulimit's units; one that cannot be
+    set exits with docker's 125."""
+    init = (Path(spec_module.__file__).parent / "init.sh").read_text()
+    function = re.search(r"^limit_commands\(\) \{\n.*?^\}\n", init, re.M | re.S)
+    assert function is not None
+    limits = workload(image(), Config(ulimits=("nofile=64:128", "stack=4194304"))).limits
+    spec = render(BootSpec(limits=limits)).decode()
+    script = f'{function[0]}{spec}\neval "$(limit_commands)"\nulimit -Sn; ulimit -Hn; ulimit -Ss\n'
+    done = subprocess.run(["busybox", "sh", "-c", script], check=False, capture_output=True)
+    assert (done.returncode, done.stdout) == (0, b"64\n128\n4096\n"), done.stderr
+    spec = render(BootSpec(limits=(("n", 1 << 21, 1 << 21),))).decode()  # over fs.nr_open
+    script = f'{function[0]}{spec}\neval "$(limit_commands)"\necho started\n'
+    done = subprocess.run(["busybox", "sh", "-c", script], check=False, capture_output=True)
+    assert (done.returncode, done.stdout) == (125, b""), done.stderr
 
 
 @pytest.mark.parametrize(("grace", "waits"), [(10.0, 10.0), (2.0, 2.0), (-1.0, None)])

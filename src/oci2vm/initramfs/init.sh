@@ -285,6 +285,19 @@ in_root() { # APPLET ARGS: this initramfs's busybox run inside the root, as root
 		/proc/1/root/bin/busybox "$@" 2>/dev/null
 }
 
+# The workload's resource limits (SPEC_LIMITS: FLAG SOFT HARD ..., checked by oci2vm) as
+# commands for its starter, not for PID 1 (a cpu limit would end the VM): the soft limit
+# first where the hard one allows it, then the hard one, then the soft one; docker's
+# status 125 if one cannot be set.
+limit_commands() {
+	eval "set -- $SPEC_LIMITS"
+	while [ $# -ge 3 ]; do
+		printf 'ulimit -S -%s %s 2>/dev/null; ' "$1" "$2"
+		printf '{ ulimit -H -%s %s && ulimit -S -%s %s; } || exit 125; ' "$1" "$3" "$1" "$2"
+		shift 3
+	done
+}
+
 start_workload() {
 	mkdir -p "$ROOT$SPEC_WORKDIR"
 	eval "set -- $SPEC_ARGV"
@@ -341,7 +354,7 @@ start_workload() {
 	# In the foreground: a non-interactive shell starts a background command with SIGINT
 	# and SIGQUIT ignored, which exec keeps (Ctrl-C under -it, a StopSignal of INT or QUIT
 	# would do nothing); docker's workload starts with every signal at its default.
-	set -- sh -c 'echo $$ >"$0"; exec "$@"' "$WORKLOAD_PID" "$@"
+	set -- sh -c "$(limit_commands)"'echo $$ >"$0"; exec "$@"' "$WORKLOAD_PID" "$@"
 	if [ "$IN" = /dev/hvc0 ]; then
 		setsid -c "$@" <"$IN" >"$OUT" 2>"$ERR"
 	else

@@ -62,6 +62,9 @@ class BootSpec:
     tmpfs: tuple[tuple[str, str], ...] = ()  # (path, mount options) of docker's --tmpfs
     hosts: tuple[tuple[str, str], ...] = ()  # (address, name) lines added to /etc/hosts
     read_only: bool = False  # the root mounted read-only once the workload's mounts exist
+    # The workload's resource limits: (sh's ulimit flag, soft, hard) in ulimit's units,
+    # UNLIMITED for none (docker run's --ulimit; see workload_limits()).
+    limits: tuple[tuple[str, int, int], ...] = ()
 
     def __post_init__(self) -> None:
         texts = (self.init, self.workdir, self.user, self.hostname, *self.argv, *self.env)
@@ -85,6 +88,10 @@ class BootSpec:
         for address, name in self.hosts:
             if not _HOST_NAME.fullmatch(name) or not _ADDRESS.fullmatch(address):
                 raise Oci2vmError(f"malformed hosts line {address!r} {name!r}")
+        flags = {flag for flag, _unit in ULIMITS.values()}
+        for flag, soft, hard in self.limits:
+            if flag not in flags or min(soft, hard) < UNLIMITED:
+                raise Oci2vmError(f"malformed resource limit -{flag} {soft}:{hard}")
 
 
 _MOUNT_OPTIONS = re.compile(r"[A-Za-z0-9_=.,+-]*")
@@ -130,10 +137,21 @@ def render(spec: BootSpec) -> bytes:
         "SPEC_TMPFS": shell_words([w for pair in spec.tmpfs for w in pair]),
         "SPEC_HOSTS": shell_words([w for pair in spec.hosts for w in pair]),
         "SPEC_READ_ONLY": "1" if spec.read_only else "0",
+        "SPEC_LIMITS": shell_words(
+            [
+                word
+                for flag, soft, hard in spec.limits
+                for word in (flag, _limit_word(soft), _limit_word(hard))
+            ]
+        ),
     }
     lines = ["# oci2vm boot spec, read by /init (sh assignments)"]
     lines += [f"{key}={shell_quote(value)}" for key, value in values.items()]
     return ("\n".join(lines) + "\n").encode("utf-8", "surrogateescape")
+
+
+def _limit_word(value: int) -> str:
+    return "unlimited" if value == UNLIMITED else str(value)
 
 
 # -- docker run's rules --------------------------------------------------------------------
@@ -231,7 +249,55 @@ def workload(image: ImageConfig, config: Config, *, hostname: str | None = None)
         tmpfs=tuple(tmpfs_mount(option) for option in config.tmpfs),
         hosts=tuple(hosts_line(option) for option in config.add_hosts),
         read_only=config.read_only,
+        limits=workload_limits(config.ulimits),
     )
+
+
+# docker run's --ulimit names: the flag of sh's ulimit that sets it, and the bytes of
+# ulimit's unit for it (1: the value as setrlimit(2) takes it).
+ULIMITS = {
+    "core": ("c", 512), "cpu": ("t", 1), "data": ("d", 1024), "fsize": ("f", 512),
+    "locks": ("x", 1), "memlock": ("l", 1024), "msgqueue": ("q", 1), "nice": ("e", 1),
+    "nofile": ("n", 1), "nproc": ("u", 1), "rss": ("m", 1024), "rtprio": ("r", 1),
+    "sigpending": ("i", 1), "stack": ("s", 1024), "as": ("v", 1024),
+}  # fmt: skip
+UNLIMITED = -1  # docker's -1: RLIM_INFINITY
+# Open files when --ulimit does not say: what Docker >= 25 and systemd give a service (the
+# kernel's own hard limit, 4096, would stop a workload that raises its soft limit).
+DEFAULT_NOFILE = (1024, 524288)
+NR_OPEN = 1 << 20  # the kernel's fs.nr_open: no open-files limit goes above it
+
+
+def workload_limits(options: Sequence[str]) -> tuple[tuple[str, int, int], ...]:
+    """docker run's --ulimit NAME=SOFT[:HARD] options as (flag, soft, hard), a later one
+    for a name replacing an earlier one, with the default for open files."""
+    limits: dict[str, tuple[str, int, int]] = {
+        "nofile": ("n", *DEFAULT_NOFILE),
+    }
+    for option in options:
+        name, sep, values = option.partition("=")
+        soft_text, _, hard_text = values.partition(":")
+        try:
+            soft = int(soft_text)
+            hard = int(hard_text) if hard_text else soft
+        except ValueError:
+            soft = hard = -2
+        if name not in ULIMITS or not sep or min(soft, hard) < UNLIMITED:
+            known = ", ".join(sorted(ULIMITS))
+            raise Oci2vmError(
+                f"--ulimit {option!r}: expected NAME=SOFT[:HARD] with NAME one of {known}"
+                " and numbers (-1: unlimited)"
+            )
+        if hard != UNLIMITED and (soft == UNLIMITED or soft > hard):
+            raise Oci2vmError(f"--ulimit {option!r}: the soft limit is above the hard one")
+        if name == "nofile" and (UNLIMITED in (soft, hard) or max(soft, hard) > NR_OPEN):
+            raise Oci2vmError(f"--ulimit {option!r}: open files are at most {NR_OPEN} (fs.nr_open)")
+        flag, unit = ULIMITS[name]
+        if any(v != UNLIMITED and v % unit for v in (soft, hard)):
+            raise Oci2vmError(f"--ulimit {option!r}: {name} is set in units of {unit} bytes")
+        scaled = [v if v == UNLIMITED else v // unit for v in (soft, hard)]
+        limits[name] = (flag, scaled[0], scaled[1])
+    return tuple(limits.values())
 
 
 # docker's --tmpfs mounts without options take these (moby's default tmpfs options).
