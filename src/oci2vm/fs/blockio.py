@@ -63,7 +63,8 @@ def punch_hole(fd: int, pos: int, length: int) -> bool:
     """Deallocate `length` bytes of `fd` at `pos`, which then read as zeros (fallocate(2));
     False where the system or the filesystem cannot (then write zeros)."""
     try:
-        fallocate = ctypes.CDLL(None, use_errno=True).fallocate64
+        libc = ctypes.CDLL(None, use_errno=True)
+        fallocate = getattr(libc, "fallocate64", None) or libc.fallocate  # (musl: the latter)
     except (OSError, AttributeError):
         return False
     fallocate.argtypes = (ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64)
