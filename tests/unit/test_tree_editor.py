@@ -253,3 +253,20 @@ def test_graft_merges_directories_through_a_symlink_at_any_depth(tmp_path: Path)
     assert entry(tree, "/" + deep[-1]) is not None
     with pytest.raises(Oci2vmError, match=r"^cannot place /usr: it is a directory in the image$"):
         edit.graft("/usr", Inode(Kind.FILE))
+
+
+def test_dot_dot_in_a_path_is_taken_by_name_and_the_root_is_no_file(tmp_path: Path) -> None:
+    tree = flattened(tmp_path, [directory("home"), directory("srv")])
+    edit = TreeEditor(tree, FS_TIME)
+    edit.write("/home/../srv/./x", b"x")
+    assert edit.read_file("/srv/x") == b"x"
+    assert lookup_names(tree) == ["/home", "/srv", "/srv/x"]
+    assert edit.get("/home/..") is tree.root and edit.get("/") is tree.root
+    with pytest.raises(
+        Oci2vmError, match=r"^cannot replace '/home/\.\.': it is the root directory$"
+    ):
+        edit.write("/home/..", b"x")
+
+
+def lookup_names(tree: object) -> list[str]:
+    return sorted(path for path, _ in walk(tree.root) if path != "/")  # type: ignore[attr-defined]

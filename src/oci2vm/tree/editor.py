@@ -4,6 +4,7 @@ preparation steps use to edit the tree."""
 
 from __future__ import annotations
 
+import posixpath
 from collections.abc import Callable
 
 from oci2vm.errors import Oci2vmError
@@ -22,6 +23,13 @@ from oci2vm.tree.model import (
 # Reads a streamed file's bytes back from the filesystem being written (Ext4Writer.read_file).
 ReadBack = Callable[[Inode, int], "bytes | None"]
 TEXT_LIMIT = 64 << 20  # a configuration file read to be edited (/etc/passwd of many users)
+
+
+def text_lines(text: str) -> list[str]:
+    """A configuration file's lines, ends kept, split at newlines only (str.splitlines()
+    also splits at form feeds, U+0085, U+2028 and more, which a field may hold)."""
+    lines = text.split("\n")
+    return [line + "\n" for line in lines[:-1]] + ([lines[-1]] if lines[-1] else [])
 
 
 class TreeEditor:
@@ -45,10 +53,12 @@ class TreeEditor:
 
     def _parent(self, path: str, create: bool = True) -> tuple[Inode, str] | None:
         """The directory holding `path` and the last name; parents that are symlinks are
-        followed inside the tree (Debian's /lib -> usr/lib), missing ones created."""
-        parts = [p for p in path.split("/") if p]
+        followed inside the tree (Debian's /lib -> usr/lib), missing ones created. '.' and
+        '..' are taken by their names, as resolve_link() takes a link's target (a home
+        of /home/../srv/x in an image's passwd is /srv/x)."""
+        parts = [p for p in posixpath.normpath("/" + path).split("/") if p]
         if not parts:
-            raise ValueError("cannot replace the root directory")
+            raise Oci2vmError(f"cannot replace {path!r}: it is the root directory")
         node = self.tree.root
         for i, part in enumerate(parts[:-1]):
             assert node.children is not None
@@ -73,10 +83,41 @@ class TreeEditor:
         return node, parts[-1]
 
     def get(self, path: str) -> Inode | None:
+        """The entry at `path` (its parents' symlinks followed, not its own)."""
+        if not posixpath.normpath("/" + path).strip("/"):
+            return self.tree.root
         found = self._parent(path, create=False)
         if found is None or found[0].children is None:
             return None
         return found[0].children.get(found[1])
+
+    def directory(self, path: str) -> Inode | None:
+        """The directory at `path`, symlinks followed inside the tree (an image's /etc/ssh
+        -> ../usr/etc/ssh), or None where there is none."""
+        found = resolve_link(self.tree.root, posixpath.normpath("/" + path))
+        if found is None or found[1].kind is not Kind.DIR:
+            return None
+        return found[1]
+
+    def read_text(self, path: str, limit: int = TEXT_LIMIT) -> str | None:
+        """read_file() as text: bytes that are no UTF-8 (a Latin-1 name in passwd) are
+        kept as they are through write_text()."""
+        data = self.read_file(path, limit)
+        return None if data is None else data.decode("utf-8", "surrogateescape")
+
+    def write_text(
+        self,
+        path: str,
+        text: str,
+        *,
+        mode: int | None = None,
+        uid: int | None = None,
+        gid: int | None = None,
+        new_mode: int = 0o644,
+    ) -> Inode:
+        """write() of text that read_text() gave, its undecodable bytes as they were."""
+        content = text.encode("utf-8", "surrogateescape")
+        return self.write(path, content, mode=mode, uid=uid, gid=gid, new_mode=new_mode)
 
     def read_file(self, path: str, limit: int = TEXT_LIMIT) -> bytes | None:
         """The content of the regular file at `path` (symlinks followed, as the kernel
@@ -109,12 +150,15 @@ class TreeEditor:
         mode: int | None = None,
         uid: int | None = None,
         gid: int | None = None,
+        new_mode: int = 0o644,
     ) -> Inode:
         """Create or replace a regular file. A replaced file (or the file a replaced
-        symlink led to) lends its owner and mode unless others are given; the new file
-        is no hardlink of anything."""
+        symlink led to) lends its owner and mode unless others are given; where there is
+        none (no file, a dangling link, a device) the file is root's with `new_mode`
+        (0600 for /etc/shadow: never world-readable). The new file is no hardlink of
+        anything."""
         data = BytesData(content) if content else None
-        return self._place_file(path, len(content), data, mode, uid, gid)
+        return self._place_file(path, len(content), data, mode, uid, gid, new_mode)
 
     def stream(
         self,
@@ -131,7 +175,7 @@ class TreeEditor:
         if self.sink is None:
             raise ValueError("this TreeEditor has no sink to stream file data to")
         stored = StreamedData(size) if size else None
-        inode = self._place_file(path, size, stored, mode, uid, gid)
+        inode = self._place_file(path, size, stored, mode, uid, gid, 0o644)
         self.sink(inode, data)
         return inode
 
@@ -143,6 +187,7 @@ class TreeEditor:
         mode: int | None,
         uid: int | None,
         gid: int | None,
+        new_mode: int,
     ) -> Inode:
         parent, name = self._parent(path)  # type: ignore[misc]
         assert parent.children is not None
@@ -157,7 +202,7 @@ class TreeEditor:
             keep = found[1] if found is not None and found[1].kind is Kind.FILE else None
         inode = Inode(
             Kind.FILE,
-            mode=mode if mode is not None else (keep.mode if keep else 0o644),
+            mode=mode if mode is not None else (keep.mode if keep else new_mode),
             uid=uid if uid is not None else (keep.uid if keep else 0),
             gid=gid if gid is not None else (keep.gid if keep else 0),
             mtime_ns=self.mtime_ns,
