@@ -65,8 +65,8 @@ RESOLVED_UNIT = b"[Install]\nWantedBy=multi-user.target\n"
 
 
 NOBODY_NOTE = (
-    "nobody can log in: no --root-password or --ssh-key was given "
-    "(the image's own accounts are unchanged)"
+    "nobody can log in: no --root-password, --ssh-key or --add-user with a password was "
+    "given (the image's own accounts are unchanged)"
 )
 
 

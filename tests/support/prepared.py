@@ -24,8 +24,8 @@ FS_TIME = 1_700_000_000
 ROOT_UUID = "0ccd2b3c-7b0e-4f4c-9d8f-1a2b3c4d5e6f"
 IDENTITY = "sha256:" + "ab" * 32
 NOBODY_NOTE = (
-    "nobody can log in: no --root-password or --ssh-key was given "
-    "(the image's own accounts are unchanged)"
+    "nobody can log in: no --root-password, --ssh-key or --add-user with a password was "
+    "given (the image's own accounts are unchanged)"
 )
 NO_NETWORK_NOTE = (
     "no network configuration written: the image has no systemd-networkd, ifupdown, "

@@ -93,3 +93,36 @@ def test_clear_text_password_is_in_no_file_of_the_tree(tmp_path: Path) -> None:
     for inode, data in tree.captured.items():
         assert needle not in data, inode
     assert seen == 6  # fstab, hostname, hosts, machine-id, shadow, authorized_keys
+
+
+@pytest.mark.parametrize("kind", ["dangling", "fifo"])
+def test_root_password_into_a_shadow_that_is_no_file_is_private(tmp_path: Path, kind: str) -> None:
+    """A dangling /etc/shadow link (a host path) or a device: the hashes go into a new
+    file of root's, 0600, never 0644."""
+    from support.layouts import Member, symlink
+
+    odd: Member = symlink("etc/shadow", "/host/etc/shadow")
+    if kind == "fifo":
+        import tarfile
+
+        odd = file("etc/shadow")
+        odd.info.type = tarfile.FIFOTYPE
+    tree = flattened(tmp_path, [directory("etc"), file("etc/passwd", DEBIAN_PASSWD), odd])
+    prepare(tree, options(password="pw"))
+    shadow = entry(tree, "/etc/shadow")
+    assert (shadow.kind.value, shadow.mode, shadow.uid, shadow.gid) == ("file", 0o600, 0, 0)
+
+
+def test_root_password_keeps_other_lines_byte_for_byte(tmp_path: Path) -> None:
+    """Bytes that are no UTF-8 (a Latin-1 name) and fields holding characters that
+    str.splitlines() splits at stay as they were; a short root line eats nothing."""
+    passwd = b"root:x\ndaemon:x:1:1:daemon:/usr/sbin:/usr/sbin/nologin\n"
+    passwd += b"ann:x:1500:1500:Jos\xe9\xc2\x85x:/h:/bin/sh\n"
+    shadow = b"root:!\ndaemon:*:19000:0:99999:7:::\nann:$6$s\x0c$h:19000::::::\n"
+    tree = flattened(
+        tmp_path, [directory("etc"), file("etc/passwd", passwd), file("etc/shadow", shadow)]
+    )
+    prepare(tree, options(password="pw"))
+    hashed = sha512_crypt("pw", derived_salt("pw", IDENTITY))
+    assert content(tree, "/etc/passwd") == passwd
+    assert content(tree, "/etc/shadow") == f"root:{hashed}::0:99999:7:::\n".encode() + shadow

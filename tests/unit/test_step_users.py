@@ -11,7 +11,7 @@ from oci2vm.cli import config_from, parse
 from oci2vm.config import Config, UserSpec
 from oci2vm.errors import Oci2vmError
 from oci2vm.prepare import accounts, users
-from oci2vm.tree.model import Kind, lookup
+from oci2vm.tree.model import BytesData, Kind, lookup
 from support.layouts import Member, directory, file, symlink
 from support.prepared import (
     DEBIAN_PASSWD,
@@ -344,3 +344,57 @@ def test_app_mode_and_a_missing_shell_are_said_not_silently_accepted(tmp_path: P
     goal = dc.replace(goal, root_password="pw")
     notes = accounts_step.STEP.apply(TreeEditor(tree, FS_TIME), goal)
     assert notes == [accounts_step.APP_MODE_LOGIN.format("--root-password")]
+
+
+def test_accounts_keep_other_lines_byte_for_byte_and_split_at_newlines_only(
+    tmp_path: Path,
+) -> None:
+    passwd = DEBIAN_PASSWD + b"ann:x:1500:1500:Ann\xc2\x85toor:x:0:0:r:/root:/bin/sh\n"
+    passwd += b"jo:x:1501:1501:Jos\xe9:/home/jo:/bin/sh\n"
+    others = [m for m in image() if m.info.name not in ("etc", "etc/passwd")]
+    tree = flattened(tmp_path, [directory("etc"), file("etc/passwd", passwd), *others])
+    run_step(tree, users.STEP, opts(UserSpec("bob", "pw")))
+    written = content(tree, "/etc/passwd")
+    assert written.startswith(passwd)
+    assert written[len(passwd) :] == b"bob:x:1000:1001:,,,:/home/bob:/bin/bash\n"
+    assert b"\ntoor:" not in written
+
+
+def test_a_home_already_in_the_image_is_kept_as_it_is(tmp_path: Path) -> None:
+    """As adduser: an existing home is not given to the user nor filled from /etc/skel
+    (a home that is a symlink to /etc gets no dotfiles there)."""
+    extra = (directory("home"), directory("home/bob"), file("home/bob/.bashrc", b"mine\n"),
+             symlink("home/carol", "/etc"))  # fmt: skip
+    tree = flattened(tmp_path, image(extra=extra))
+    notes = run_step(tree, users.STEP, opts(UserSpec("bob"), UserSpec("carol")))
+    assert notes == [
+        "--add-user bob: /home/bob is in the image already, kept as it is",
+        "--add-user carol: /home/carol is in the image already, kept as it is",
+    ]
+    assert not isinstance(entry(tree, "/home/bob/.bashrc").data, BytesData)  # (not skel's)
+    assert (entry(tree, "/home/bob").uid, entry(tree, "/home/bob").mode & 0o7777) == (0, 0o755)
+    assert lookup(tree.root, "/etc/.bashrc") is None
+
+
+def test_a_skeleton_deeper_than_the_recursion_limit_is_copied(tmp_path: Path) -> None:
+    deep = [directory("etc/skel" + "/d" * n) for n in range(1, 1200)]
+    tree = flattened(tmp_path, image(extra=(*deep, file("etc/skel" + "/d" * 1199 + "/f", b"f"))))
+    run_step(tree, users.STEP, opts(UserSpec("alice")))
+    assert content(tree, "/home/alice" + "/d" * 1199 + "/f") == b"f"
+
+
+@pytest.mark.parametrize(("home", "words"), [("", "no home directory"), ("/", None)])
+def test_ssh_keys_for_a_user_whose_home_is_the_root_or_nothing(
+    tmp_path: Path, home: str, words: str | None
+) -> None:
+    passwd = DEBIAN_PASSWD + f"svc:x:999:999::{home}:/usr/sbin/nologin\n".encode()
+    members = [m for m in image() if m.info.name != "etc/passwd"]
+    tree = flattened(tmp_path, [*members, file("etc/passwd", passwd)])
+    keys = (("svc", (b"ssh-ed25519 AAAA s@h",)),)
+    if words is not None:
+        with pytest.raises(Oci2vmError, match=words):
+            run_step(tree, users.STEP, opts(keys=keys))
+        return
+    run_step(tree, users.STEP, opts(keys=keys))
+    assert content(tree, "/.ssh/authorized_keys") == b"ssh-ed25519 AAAA s@h\n"
+    assert entry(tree, "/.ssh/authorized_keys").uid == 999

@@ -18,7 +18,7 @@ from oci2vm.prepare.accounts import APP_MODE_LOGIN
 from oci2vm.prepare.passwords import derived_salt, sha512_crypt
 from oci2vm.prepare.step import Step, Target
 from oci2vm.tree.editor import TreeEditor
-from oci2vm.tree.model import Inode, Kind, resolve_link
+from oci2vm.tree.model import Kind, resolve_link
 
 FIRST_ID, LAST_ID = 1000, 59999
 SKEL = "/etc/skel"
@@ -33,10 +33,11 @@ def applies(target: Target) -> bool:
 
 
 def _table(edit: TreeEditor, path: str) -> list[list[str]] | None:
-    raw = edit.read_file(path)
-    if raw is None:
+    """The file's lines split in fields (at newlines only, its bytes as they are)."""
+    text = edit.read_text(path)
+    if text is None:
         return None
-    return [line.split(":") for line in raw.decode("utf-8", "replace").splitlines() if line]
+    return [line.split(":") for line in text.split("\n") if line]
 
 
 def _ids(rows: list[list[str]]) -> set[int]:
@@ -45,11 +46,9 @@ def _ids(rows: list[list[str]]) -> set[int]:
 
 
 def _store(edit: TreeEditor, path: str, rows: list[list[str]], mode: int) -> None:
-    text = "".join(":".join(row) + "\n" for row in rows).encode()
-    if edit.get(path) is None:
-        edit.write(path, text, mode=mode, uid=0, gid=0)
-    else:
-        edit.write(path, text)  # the image's owner and mode (shadow: root:shadow 0640)
+    """Write the rows back: a file that was there keeps its owner and mode (shadow:
+    root:shadow 0640), else root's with `mode`."""
+    edit.write_text(path, "".join(":".join(row) + "\n" for row in rows), new_mode=mode)
 
 
 def _free(used: set[int]) -> int:
@@ -165,9 +164,13 @@ def _add_user(
     notes = []
     if accounts.find(spec.name) is None:
         uid, gid = accounts.add(spec.name, shell)
+        home = f"/home/{spec.name}"
         edit.mkdir("/home")
-        edit.mkdir(f"/home/{spec.name}", mode=0o700, uid=uid, gid=gid)
-        _copy_skel(edit, SKEL, f"/home/{spec.name}", uid, gid)
+        if edit.get(home) is None:
+            edit.mkdir(home, mode=0o700, uid=uid, gid=gid)
+            _copy_skel(edit, SKEL, home, uid, gid)
+        else:  # as adduser: not copied from /etc/skel, not given to the user
+            notes.append(f"--add-user {spec.name}: {home} is in the image already, kept as it is")
     if spec.password is not None:
         salt = derived_salt(spec.password, f"{identity}:{spec.name}")
         accounts.set_password(spec.name, sha512_crypt(spec.password, salt))
@@ -191,11 +194,11 @@ def _grant(edit: TreeEditor, group: str) -> list[str]:
     and Alpine's sudo ship the wheel line commented out (Debian's grants %sudo)."""
     if not any(edit.get(p) is not None for p in SUDO_PROGRAMS):
         return []
-    sudoers = (edit.read_file(SUDOERS) or b"").decode("utf-8", "replace")
+    sudoers = edit.read_text(SUDOERS) or ""
     texts = [sudoers]
-    dropins = edit.get("/etc/sudoers.d")
+    dropins = edit.directory("/etc/sudoers.d")
     for name in sorted((dropins.children or {}) if dropins is not None else {}):
-        texts.append((edit.read_file(f"/etc/sudoers.d/{name}") or b"").decode("utf-8", "replace"))
+        texts.append(edit.read_text(f"/etc/sudoers.d/{name}") or "")
     rule = re.compile(rf"^[ \t]*%{re.escape(group)}[ \t]+\S", re.M)
     if any(rule.search(text) for text in texts):
         return []
@@ -205,31 +208,34 @@ def _grant(edit: TreeEditor, group: str) -> list[str]:
         edit.write(SUDOERS_DROPIN, f"# Written by oci2vm: --add-user NAME:sudo.\n{line}\n".encode(),
                    mode=0o440, uid=0, gid=0)  # fmt: skip
     elif edit.get(SUDOERS) is not None:
-        edit.write(SUDOERS, f"{sudoers.rstrip(chr(10))}\n{line}\n".encode())
+        text = f"{sudoers.rstrip(chr(10))}\n{line}\n" if sudoers else f"{line}\n"
+        edit.write_text(SUDOERS, text, new_mode=0o440)
     else:
         return []
     return [f"sudo: no rule of the image's lets {group} run commands: added '{line}'"]
 
 
 def _copy_skel(edit: TreeEditor, source: str, dest: str, uid: int, gid: int) -> None:
-    skel = edit.get(source)
-    if skel is None or skel.kind is not Kind.DIR or skel.children is None:
+    """Copy /etc/skel's tree into a new home, owned by the user (a walk by a stack of its
+    own, in name order: an image's skel may be deeper than Python's recursion limit)."""
+    skel = edit.directory(source)
+    if skel is None or skel.children is None:
         return
-    for name, inode in sorted(skel.children.items()):
-        _copy_entry(edit, inode, f"{source}/{name}", f"{dest}/{name}", uid, gid)
-
-
-def _copy_entry(edit: TreeEditor, inode: Inode, src: str, dst: str, uid: int, gid: int) -> None:
-    mode = inode.mode & 0o7777
-    if inode.kind is Kind.DIR:
-        edit.mkdir(dst, mode=mode, uid=uid, gid=gid)
-        _copy_skel(edit, src, dst, uid, gid)
-    elif inode.kind is Kind.SYMLINK and inode.target is not None:
-        edit.symlink(dst, inode.target.decode("utf-8", "surrogateescape"))
-    elif inode.kind is Kind.FILE:
-        data = edit.read_file(src, SKEL_FILE_LIMIT)
-        if data is not None:
-            edit.write(dst, data, mode=mode, uid=uid, gid=gid)
+    todo = [(f"{source}/{n}", f"{dest}/{n}", i) for n, i in sorted(skel.children.items())]
+    todo.reverse()
+    while todo:
+        src, dst, inode = todo.pop()
+        mode = inode.mode & 0o7777
+        if inode.kind is Kind.DIR:
+            edit.mkdir(dst, mode=mode, uid=uid, gid=gid)
+            below = sorted((inode.children or {}).items(), reverse=True)
+            todo.extend((f"{src}/{n}", f"{dst}/{n}", child) for n, child in below)
+        elif inode.kind is Kind.SYMLINK and inode.target is not None:
+            edit.symlink(dst, inode.target.decode("utf-8", "surrogateescape"))
+        elif inode.kind is Kind.FILE:
+            data = edit.read_file(src, SKEL_FILE_LIMIT)
+            if data is not None:
+                edit.write(dst, data, mode=mode, uid=uid, gid=gid)
 
 
 def _authorize(edit: TreeEditor, accounts: Accounts, name: str, keys: tuple[bytes, ...]) -> None:
@@ -238,6 +244,9 @@ def _authorize(edit: TreeEditor, accounts: Accounts, name: str, keys: tuple[byte
         raise Oci2vmError(f"--ssh-key {name}=...: the image has no user {name!r} (add it "
                           "with --add-user)")  # fmt: skip
     uid, gid, home = int(row[2]), int(row[3]), row[5]
+    if not home.startswith("/"):
+        raise Oci2vmError(f"--ssh-key {name}=...: the image's /etc/passwd gives {name!r} no "
+                          f"home directory (an absolute path): {home!r}")  # fmt: skip
     if edit.get(home) is None:
         edit.mkdir(home, mode=0o700, uid=uid, gid=gid)
     edit.mkdir(f"{home}/.ssh", mode=0o700, uid=uid, gid=gid)
