@@ -114,3 +114,21 @@ def test_openrc_init_without_agetty_is_told(tmp_path: Path) -> None:
         "no login on ttyS0 was set up"
     ]
     assert lookup(tree.root, "/etc/runlevels/default/agetty.ttyS0") is None
+
+
+def test_an_inittab_with_bytes_that_are_no_utf8_keeps_them(tmp_path: Path) -> None:
+    own = DEBIAN_INITTAB + b"# Jos\xe9's \x0c console\n"
+    tree = flattened(tmp_path, debian_sysvinit(own))
+    run_step(tree, console.STEP)
+    assert content(tree, "/etc/inittab") == own + SERIAL_LINE
+
+
+def test_an_inittab_whose_ids_are_all_taken_is_a_one_line_error() -> None:
+    import pytest
+
+    from oci2vm.errors import Oci2vmError
+
+    ids = ["S0", *(f"{'S0'[: 4 - len(str(n))]}{n}" for n in range(100))]  # S00 .. S099
+    text = "".join(f"{i}:2:respawn:/bin/x\n" for i in ids)
+    with pytest.raises(Oci2vmError, match=r"^/etc/inittab: no free id for an entry like 'S0'$"):
+        inittab.free_id(text, "S0")

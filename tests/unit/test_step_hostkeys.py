@@ -7,7 +7,7 @@ from pathlib import Path
 from oci2vm.prepare import hostkeys
 from oci2vm.tree.model import Kind, lookup
 from support.initlayouts import debian_runit
-from support.layouts import Member, directory, file
+from support.layouts import Member, directory, file, symlink
 from support.prepared import content, entry, flattened, run_step, systemd_members
 
 KEYS = ("ssh_host_ed25519_key", "ssh_host_ed25519_key.pub", "ssh_host_rsa_key",
@@ -128,3 +128,20 @@ def test_an_image_without_init_is_told_what_to_do(tmp_path: Path) -> None:
     assert notes[0] == NOTE
     assert "run `ssh-keygen -A` in the VM" in notes[1]
     assert lookup(tree.root, "/etc/oci2vm") is None
+
+
+def test_keys_in_a_symlinked_ssh_directory_are_removed_too(tmp_path: Path) -> None:
+    """/etc/ssh -> ../usr/etc/ssh (an image that keeps its configuration in /usr)."""
+    moved = [
+        directory("usr"),
+        directory("usr/sbin"),
+        file("usr/sbin/sshd", b"elf", mode=0o755),
+        directory("usr/etc"),
+        directory("usr/etc/ssh"),
+        *[file(f"usr/etc/ssh/{name}", b"KEY", mode=0o600) for name in KEYS],
+        directory("etc"),
+        symlink("etc/ssh", "../usr/etc/ssh"),
+    ]
+    tree = flattened(tmp_path, [*systemd_members(), *moved])
+    assert run_step(tree, hostkeys.STEP) == [NOTE]
+    assert sorted(entry(tree, "/usr/etc/ssh").children or {}) == []

@@ -28,7 +28,9 @@ def test_hostname_from_image_name(name: str, hostname: str) -> None:
     assert check_hostname(hostname) == hostname
 
 
-@pytest.mark.parametrize("bad", ["", "Upper", "under_score", "-lead", "trail-", "a" * 64, "a.b"])
+@pytest.mark.parametrize(
+    "bad", ["", "Upper", "under_score", "-lead", "trail-", "a" * 64, "a.b", "vm\n"]
+)
 def test_check_hostname_rejects_malformed(bad: str) -> None:
     with pytest.raises(Oci2vmError) as raised:
         check_hostname(bad)

@@ -459,3 +459,46 @@ def test_a_static_address_under_dhcpcd_is_a_global_option(tmp_path: Path) -> Non
     assert "static routers=10.0.0.1\nstatic domain_name_servers=9.9.9.9\n" in conf
     wants = "/etc/systemd/system/multi-user.target.wants/dhcpcd.service"
     assert lookup(tree.root, wants) is not None
+
+
+def test_networkd_image_whose_network_directory_is_a_symlink_is_left_alone(
+    tmp_path: Path,
+) -> None:
+    members = [
+        *networkd_members(resolved=True),
+        directory("usr/lib/systemd/mine"),
+        file("usr/lib/systemd/mine/10-eth.network", b"[Match]\nName=eth0\n[Network]\nDHCP=yes\n"),
+        directory("etc/systemd"),
+        symlink("etc/systemd/network", "/usr/lib/systemd/mine"),
+    ]
+    tree, edit = with_data(tmp_path, members)
+    assert run(tree, edit) == []
+    assert lookup(tree.root, "/usr/lib/systemd/mine/80-oci2vm.network") is None
+
+
+def test_enabling_a_unit_follows_also_and_skips_names_that_are_no_unit_names(
+    tmp_path: Path,
+) -> None:
+    """systemctl enable: links for WantedBy= and Alias=, the units of Also= in turn (a
+    chain longer than Python's recursion limit too); a word that is no unit name (a
+    path, '..') is left out, as systemctl refuses it."""
+    from oci2vm.prepare import units
+
+    unit = b"[Install]\nWantedBy=multi-user.target ../../evil.target\nAlias=../x.service\n"
+    chain = [
+        file(
+            f"lib/systemd/system/c{n}.service",
+            f"[Install]\nWantedBy=a.target\nAlso=c{n + 1}.service\n".encode(),
+        )
+        for n in range(1500)
+    ]
+    last = file("lib/systemd/system/c1500.service", b"[Install]\nWantedBy=a.target\n")
+    odd = file("lib/systemd/system/odd.service", unit)
+    members = [*networkd_members(resolved=True), odd, *chain, last]
+    tree, edit = with_data(tmp_path, members)
+    assert units.enable_unit(edit, "odd.service")
+    wants = entry(tree, "/etc/systemd/system")
+    assert sorted(wants.children or {}) == ["multi-user.target.wants"]
+    assert units.enable_unit(edit, "c0.service")
+    assert len(entry(tree, "/etc/systemd/system/a.target.wants").children or {}) == 1501
+    assert units.enabled(edit, "c1500.service")

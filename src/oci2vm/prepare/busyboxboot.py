@@ -18,7 +18,7 @@ import re
 
 from oci2vm.prepare import inittab
 from oci2vm.prepare.step import Step, Target, system_mode
-from oci2vm.tree.editor import TreeEditor
+from oci2vm.tree.editor import TreeEditor, text_lines
 from oci2vm.tree.model import Kind, resolve_link
 from oci2vm.tree.osinfo import InitSystem, busybox_path
 
@@ -55,7 +55,7 @@ def applies(target: Target) -> bool:
 def apply(edit: TreeEditor, target: Target) -> list[str]:
     original, existed = inittab.current(edit, InitSystem.BUSYBOX)
     kept, dropped = [], []
-    for line in original.splitlines(keepends=True):
+    for line in text_lines(original):
         program = _missing_program(edit, line)
         if program is None:
             kept.append(line)

@@ -81,7 +81,7 @@ def repart_applies(edit: TreeEditor, target: Target) -> bool:
 
 
 def _entries(edit: TreeEditor, directory: str) -> bool:
-    node = edit.get(directory)
+    node = edit.directory(directory)
     return node is not None and bool(node.children)
 
 

@@ -57,8 +57,8 @@ WantedBy=multi-user.target
 
 def host_keys(edit: TreeEditor) -> list[str]:
     """The host key files in /etc/ssh (ssh_host_*_key and their .pub), sorted."""
-    ssh = edit.get(SSH_DIR)
-    if ssh is None or ssh.kind is not Kind.DIR or ssh.children is None:
+    ssh = edit.directory(SSH_DIR)  # (followed where it is a symlink: ../usr/etc/ssh)
+    if ssh is None or ssh.children is None:
         return []
     return sorted(
         name

@@ -20,7 +20,7 @@ def hostname_from(name: str) -> str:
 
 
 def check_hostname(hostname: str) -> str:
-    if not _HOSTNAME_RE.match(hostname):
+    if not _HOSTNAME_RE.fullmatch(hostname):
         raise Oci2vmError(
             f"malformed --hostname {hostname!r}: use lowercase letters, digits and '-', at most 63"
         )

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import re
 
-from oci2vm.tree.editor import TreeEditor
+from oci2vm.errors import Oci2vmError
+from oci2vm.tree.editor import TreeEditor, text_lines
 from oci2vm.tree.osinfo import InitSystem
 
 PATH = "/etc/inittab"
@@ -45,26 +46,26 @@ MAX_ID = 4
 def current(edit: TreeEditor, init: InitSystem) -> tuple[str, bool]:
     """The inittab's text, and whether the image had one: else what init would do
     without one, written out (busybox's defaults; sysvinit's template)."""
-    text = edit.read_file(PATH, _LIMIT) if edit.get(PATH) is not None else None
-    if text is not None:
-        decoded = text.decode("utf-8", "replace")
-        return (decoded if not decoded or decoded.endswith("\n") else decoded + "\n"), True
+    text = edit.read_text(PATH, _LIMIT) if edit.get(PATH) is not None else None
+    if text is not None:  # (bytes that are no UTF-8 kept as they are: see save())
+        return (text if not text or text.endswith("\n") else text + "\n"), True
     if init is InitSystem.BUSYBOX:
         return BUSYBOX_DEFAULT, False
-    template = edit.read_file(SYSVINIT_TEMPLATE, _LIMIT)
-    return (template.decode("utf-8", "replace") if template else SYSVINIT_DEFAULT), False
+    template = edit.read_text(SYSVINIT_TEMPLATE, _LIMIT)
+    return (template if template else SYSVINIT_DEFAULT), False
 
 
 def save(edit: TreeEditor, text: str, existed: bool) -> None:
     """Write the inittab back (a replaced one keeps its owner and mode)."""
-    edit.write(PATH, text.encode(), mode=None if existed else 0o644, uid=None if existed else 0,
-               gid=None if existed else 0)  # fmt: skip
+    edit.write_text(PATH, text, mode=None if existed else 0o644, uid=None if existed else 0,
+                    gid=None if existed else 0)  # fmt: skip
 
 
 def entries(text: str) -> list[list[str]]:
     """The inittab's entries, each split in its four fields (comments skipped)."""
     found = []
-    for line in text.splitlines():
+    for line in text_lines(text):
+        line = line.rstrip("\r\n")
         if line.strip() and not line.lstrip().startswith("#"):
             fields = line.split(":", 3)
             if len(fields) == 4:
@@ -82,13 +83,13 @@ def free_id(text: str, wanted: str) -> str:
         candidate = f"{wanted[: MAX_ID - len(str(n))]}{n}"[-MAX_ID:]
         if candidate not in taken:
             return candidate
-    raise ValueError("no free inittab id")
+    raise Oci2vmError(f"/etc/inittab: no free id for an entry like {wanted!r}")
 
 
 def after_sysinit(text: str, line: str) -> str:
     """`line` inserted after the last sysinit entry (so it runs once those have mounted
     and remounted what they do), or first when there is none."""
-    lines = text.splitlines(keepends=True)
+    lines = text_lines(text)
     last = -1
     for i, raw in enumerate(lines):
         fields = raw.split(":", 3)

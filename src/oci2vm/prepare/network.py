@@ -145,7 +145,7 @@ def apply(edit: TreeEditor, target: Target) -> list[str]:
 
 
 def names_in(edit: TreeEditor, directory: str, suffixes: tuple[str, ...]) -> list[str]:
-    node = edit.get(directory)
+    node = edit.directory(directory)
     children = node.children if node is not None and node.children is not None else {}
     return sorted(name for name in children if name.endswith(suffixes))
 
@@ -279,13 +279,13 @@ def dhcpcd(edit: TreeEditor, target: Target) -> list[str]:
     os = target.os
     service = _dhcpcd_service(edit, os.init, os.openrc)
     if choice.mode is NetworkMode.STATIC:
-        current = (edit.read_file(DHCPCD_CONF, _LIMIT) or b"").decode("utf-8", "replace")
+        current = edit.read_text(DHCPCD_CONF, _LIMIT) or ""
         static = (
             "# Written by oci2vm: --network static.\nnoipv4ll\n"
             f"static ip_address={choice.address}\nstatic routers={choice.gateway}\n"
             + (f"static domain_name_servers={' '.join(choice.dns)}\n" if choice.dns else "")
         )
-        write(edit, DHCPCD_CONF, (static + "\n" + current).encode())
+        write(edit, DHCPCD_CONF, (static + "\n" + current).encode("utf-8", "surrogateescape"))
     if service == "/etc/sv/dhcpcd":
         units.enable_runit(edit, "dhcpcd")
     elif service == "/etc/init.d/dhcpcd":

@@ -8,6 +8,7 @@ units named by Also= enabled in turn (systemd.unit(5), "[Install] Section Option
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 
 from oci2vm.tree.editor import TreeEditor
@@ -44,14 +45,39 @@ def install_section(text: str) -> dict[str, list[str]]:
     return found
 
 
+# A unit name as systemd takes it (unit_name_is_valid(): no '/', so no path): an image's
+# [Install] words that are none are left out, as systemctl refuses them.
+_UNIT_NAME = re.compile(r"[A-Za-z0-9:_.\\@-]+\.[a-z]+")
+
+
 def enable_unit(edit: TreeEditor, name: str, skip: tuple[str, ...] = ()) -> bool:
     """Enable unit `name` as systemctl enable would (units in `skip` are not followed
-    through Also=); False when the image has no such unit."""
-    path = unit_path(edit, name)
-    if path is None:
-        return False
-    text = (edit.read_file(path, _UNIT_LIMIT) or b"").decode("utf-8", "replace")
-    install = install_section(text)
+    through Also=, nor those met before); False when the image has no such unit."""
+    todo, seen = [name], {*skip, name}
+    first = True
+    while todo:
+        unit = todo.pop()
+        path = unit_path(edit, unit)
+        if path is None:
+            if first:
+                return False
+            continue
+        first = False
+        text = (edit.read_file(path, _UNIT_LIMIT) or b"").decode("utf-8", "replace")
+        install = {
+            key: [word for word in words if _UNIT_NAME.fullmatch(word)]
+            for key, words in install_section(text).items()
+        }
+        _link_unit(edit, unit, path, install)
+        for also in reversed(install.get("Also", [])):  # (depth first, in their order)
+            if also not in seen and not enabled(edit, also):
+                seen.add(also)
+                todo.append(also)
+    return True
+
+
+def _link_unit(edit: TreeEditor, name: str, path: str, install: Mapping[str, list[str]]) -> None:
+    """The links of systemctl enable for unit `name` at `path`, from its [Install]."""
     wanted = install.get("WantedBy") or ([] if install.get("RequiredBy") else DEFAULT_WANTED_BY)
     links = [f"{t}.wants/{name}" for t in wanted]
     links += [f"{t}.requires/{name}" for t in install.get("RequiredBy", [])]
@@ -63,20 +89,18 @@ def enable_unit(edit: TreeEditor, name: str, skip: tuple[str, ...] = ()) -> bool
         if directory:
             edit.mkdir(f"{ETC_UNITS}/{directory}")
         edit.symlink(f"{ETC_UNITS}/{link}", path)
-    for also in install.get("Also", []):
-        if also not in skip and also != name and not enabled(edit, also):
-            enable_unit(edit, also, (*skip, name))
-    return True
 
 
 def enabled(edit: TreeEditor, name: str) -> bool:
     """Whether some .wants/ or .requires/ directory under /etc/systemd/system holds `name`."""
-    units = edit.get(ETC_UNITS)
+    units = edit.directory(ETC_UNITS)
     if units is None or units.children is None:
         return False
     return any(
-        child.children is not None and name in child.children
-        for directory, child in units.children.items()
+        (found := edit.directory(f"{ETC_UNITS}/{directory}")) is not None
+        and found.children is not None
+        and name in found.children
+        for directory in units.children
         if directory.endswith((".wants", ".requires"))
     )
 
