@@ -40,6 +40,7 @@ from oci2vm.image.blobs import BlobStore, ProgressFn, short
 from oci2vm.image.model import Image, Layer
 from oci2vm.layers import tarstream
 from oci2vm.layers.decompress import LayerStream, decompressed
+from oci2vm.layers.pathtable import PathDict
 from oci2vm.layers.tarstream import Member, TarReader
 from oci2vm.tree.columns import Store
 from oci2vm.tree.model import (
@@ -298,7 +299,7 @@ class _Pass:
     # provide the target (as a runtime links to what is there when it reaches the link).
     forward: dict[str, Inode] = field(default_factory=dict)
     # Entries at paths upper layers' hardlinks wait for: the last one is the target.
-    arrived: dict[str, Inode] = field(default_factory=dict)
+    arrived: PathDict[str, Inode] = field(default_factory=PathDict)
     # Inodes are kept, not their id()s, which a dropped inode would hand on to a new one.
     implicit: set[Inode] = field(default_factory=set)  # directories made for it
     adopted: set[Inode] = field(default_factory=set)  # upper ones its entries gave metadata
@@ -378,15 +379,16 @@ class _Flattener:
         # set its metadata). Kept on the inodes, not in a dict of paths, as the tree holds
         # every entry. The exception: a hardlink whose target a lower layer provides holds
         # that layer's inode; its path is claimed by the link's layer, noted here.
-        self.link_claims: dict[str, int] = {}
+        # (The tables by path that _relocate rebases are PathDicts: no scans for a subtree.)
+        self.link_claims: PathDict[str, int] = PathDict()
         # What upper layers hide from lower ones, with the lowest layer that hides it:
         # subtrees (whiteouts, replaced non-directories) and opaque directories' contents.
-        self.hidden: dict[str, int] = {}
-        self.opaque: dict[str, int] = {}
+        self.hidden: PathDict[str, int] = PathDict()
+        self.opaque: PathDict[str, int] = PathDict()
         # ... and the newest layer that hides it (entries moved through a symlink are hidden
         # by a newer one only: see _relocate).
-        self.hidden_newest: dict[str, int] = {}
-        self.opaque_newest: dict[str, int] = {}
+        self.hidden_newest: PathDict[str, int] = PathDict()
+        self.opaque_newest: PathDict[str, int] = PathDict()
         # Directories that an upper layer's whiteout reaches through, not yet settled by
         # a lower entry: path -> (the oldest such layer, its name).
         self.open: dict[str, tuple[int, str]] = {}
@@ -398,8 +400,9 @@ class _Flattener:
         self.link_ranks: dict[tuple[str, int], tuple[int, Inode]] = {}
         self.implicit_ranks: dict[tuple[str, int], int] = {}
         # Hardlink targets that upper layers wait for: target path -> placeholder.
-        self.pending: dict[str, Inode] = {}
+        self.pending: PathDict[str, Inode] = PathDict()
         self.waiting: dict[Inode, _Waiting] = {}  # placeholder -> what it stands for
+        self.standing: PathDict[str, set[Inode]] = PathDict()  # path -> those there
         # Placeholders whose target a layer deleted: only an entry of that layer or a newer
         # one may still come to that path (moved there through a lower layer's symlink);
         # one from below it is an error: (the deleting layer, the message).
@@ -412,7 +415,7 @@ class _Flattener:
         # layer replaced, while hardlinks waited: a lower layer's symlink may yet take
         # their path to a link's target, which then is the newest of them written before
         # the link (see _arrived_in): path -> [(the entry's layer, the entry)].
-        self.lost: dict[str, list[tuple[int, Inode]]] = {}
+        self.lost: PathDict[str, list[tuple[int, Inode]]] = PathDict()
         # Sparse files whose data reached the sink (the inodes, not their id()s: one that a
         # layer's later entry replaced may be dropped, and its id() reused); a dense one's
         # data is StreamedData once delivered (see _deliver).
@@ -421,7 +424,7 @@ class _Flattener:
         # Entries written below a path that upper layers replaced or deleted, where the
         # writing layer had not said what the path was: a layer below says (see _limbo_depth).
         # (path, the writing layer) -> a directory standing for the path in its view.
-        self.limbo: dict[tuple[str, int], Inode] = {}
+        self.limbo: PathDict[tuple[str, int], Inode] = PathDict()
         # Placeholders of links to lower files that limbos hold (put there unresolved: the
         # tree's paths a resolved link is put at are not in a limbo).
         self.limbo_links: set[Inode] = set()
@@ -757,7 +760,7 @@ class _Flattener:
         holder = self._at(parts[:-1])
         if link is None or holder is None or holder.children is None:
             return  # went with a symlink relocated before (this layer's own entry)
-        for limbo in [k for k in self.limbo if _rebased(k[0], path, path) is not None]:
+        for limbo in self.limbo.below(path):
             if limbo[1] == p.index:  # this layer's own, written before its symlink: gone
                 del self.limbo[limbo]
                 continue
@@ -793,16 +796,23 @@ class _Flattener:
         self.parents.clear()
         if self._move(upper, path, target, oldest, newest, path, p, newer) is None:
             self._forget(path, newer)
+        self._rebase(path, new, newer, p)
+
+    def _rebase(self, path: str, new: str, newer: int, p: _Pass) -> None:
+        """_relocate(): what the tables note below `path`, for layers older than `newer`,
+        is noted below `new`, where the symlink at `path` leads."""
         tables = [(self.hidden, min), (self.opaque, min), (self.link_claims, min)]
         tables += [(self.hidden_newest, max), (self.opaque_newest, max)]
         for table, keep in tables:
-            for key, moved in [(k, _rebased(k, path, new)) for k in table]:
+            for key in table.below(path):  # (in the table's order, as a scan of it)
+                moved = _rebased(key, path, new)
                 if moved is not None and table[key] < newer:
                     layer = table.pop(key)
                     table[moved] = keep(layer, table.get(moved, layer))
-        for key in [k for k in p.arrived if _rebased(k, path, new) is not None]:
+        for key in p.arrived.below(path):
             del p.arrived[key]  # this layer's own entry, gone with the symlink
-        for key, moved in [(k, _rebased(k, path, new)) for k in self.lost]:
+        for key in self.lost.below(path):
+            moved = _rebased(key, path, new)
             if moved is not None:
                 stay = [(k, n) for k, n in self.lost[key] if k >= newer]
                 self.lost.setdefault(moved, []).extend(e for e in self.lost[key] if e[0] < newer)
@@ -810,17 +820,33 @@ class _Flattener:
                     self.lost[key] = stay
                 else:
                     del self.lost[key]
-        for placeholder, waiting in self.waiting.items():
+        standing = {node: None for at in self.standing.below(path) for node in self.standing[at]}
+        for placeholder in standing:  # (each one's paths apart: their order is of no matter)
             if placeholder.layer < newer:
+                waiting = self.waiting[placeholder]
+                self._stand(placeholder, waiting.paths, False)
                 waiting.paths = [_rebased(q, path, new) or q for q in waiting.paths]
+                self._stand(placeholder, waiting.paths)
+
+    def _stand(self, placeholder: Inode, paths: list[str], there: bool = True) -> None:
+        """Note in self.standing that `placeholder` stands at `paths` (all of its
+        _Waiting.paths when not `there`: it leaves them)."""
+        for path in paths:
+            if there:
+                self.standing.setdefault(path, set()).add(placeholder)
+            elif (nodes := self.standing.get(path)) is not None:
+                nodes.discard(placeholder)
+                if not nodes:
+                    del self.standing[path]
 
     def _two_places(self, path: str, newer: int, p: _Pass) -> None:
         """Refuse where a layer older than `newer` wrote below `path` through this
         layer's symlink there (a non-directory, which a lower layer's entries at its
         path do not see) and a layer from `newer` on wrote the same path below the
         directory that replaced the symlink: the tree kept only the newer entry."""
-        for key, low in self.hidden.items():
-            if low >= newer or _rebased(key, path, path) is None:
+        for key in self.hidden.below(path):
+            low = self.hidden[key]
+            if low >= newer:
                 continue
             node = self._at(key[1:].split("/"))
             if node is not None and _rank(self._claim(node, key)) >= newer:
@@ -933,12 +959,13 @@ class _Flattener:
             into = child
         # Upper layers' non-directories below `old` that newer ones hid there ended what
         # older layers had put where they now lead.
-        for key, hider in list(self.hidden_newest.items()):
-            now = _rebased(key, old, new)
+        for key in self.hidden_newest.below(old):
+            now, hider = _rebased(key, old, new), self.hidden_newest[key]
             if now is not None and hider < newer:
                 self._prune_older(now, hider)
-        for key, hider in list(self.opaque_newest.items()):  # (an opaque `old` too)
+        for key in self.opaque_newest.at_or_below(old):  # (an opaque `old` too)
             now = new if key == old else _rebased(key, old, new)
+            hider = self.opaque_newest[key]
             if now is not None and hider < newer:
                 self._prune_inside(now, hider)
         self._merge(source, into, old, new, p)
@@ -1070,9 +1097,8 @@ class _Flattener:
     def _arrived_below(self, new: str, p: _Pass) -> None:
         """Upper layers' hardlinks that wait for a path below `new` get what moved there
         from a layer between this one and theirs (this layer's entry there is older)."""
-        for target, placeholder in self.pending.items():
-            if _rebased(target, new, new) is None:  # (not below it)
-                continue
+        for target in self.pending.below(new):
+            placeholder = self.pending[target]
             node = self._at(target[1:].split("/"))
             if node is not None and p.index < _rank(self._claim(node, target)) < placeholder.layer:
                 p.arrived[target] = node
@@ -1201,8 +1227,7 @@ class _Flattener:
         """Drop the claims of hardlinks at and below `path`, whose entries are gone (of
         layers older than `newer`)."""
         if self.link_claims:
-            below = path + "/"
-            for key in [k for k in self.link_claims if k == path or k.startswith(below)]:
+            for key in self.link_claims.at_or_below(path):
                 if self.link_claims[key] < newer:
                     del self.link_claims[key]
 
@@ -1484,10 +1509,9 @@ class _Flattener:
         where a newer layer hid it: it is what a runtime found when it reached the link
         (a newer entry there, older than the link, takes its place after the merge:
         _arrived_below)."""
-        for target, placeholder in self.pending.items():
-            below = _rebased(target, new, old)
-            if below is None:
-                continue
+        for target in self.pending.below(new):
+            placeholder, below = self.pending[target], _rebased(target, new, old)
+            assert below is not None
             node: Inode | None = source
             for part in below[len(old) + 1 :].split("/"):
                 kids = node.children if node is not None else None
@@ -1794,6 +1818,7 @@ class _Flattener:
             waiting = self.waiting.get(node)
             if waiting is not None:
                 waiting.paths.append(path)
+                self._stand(node, [path])
             return node
         if self._deleted(parts, p):
             raise Oci2vmError(f"hardlink {path!r} points to {target!r}, which {p.what} deletes")
@@ -1803,6 +1828,7 @@ class _Flattener:
             p.forward[target] = placeholder
             self.waiting[placeholder] = _Waiting(target, path, p.what)
         self.waiting[placeholder].paths.append(path)
+        self._stand(placeholder, [path])
         return placeholder
 
     def _missing(self, target: str, placeholder: Inode) -> None:
@@ -1828,6 +1854,7 @@ class _Flattener:
     def _resolve(self, placeholder: Inode, inode: Inode) -> None:
         """The target a placeholder stood for has arrived: put it where the links are."""
         waiting = self.waiting.pop(placeholder)
+        self._stand(placeholder, waiting.paths, False)
         self.resolved.setdefault(waiting.target, []).append((placeholder, waiting.paths, inode))
         for path in waiting.paths:
             claim = self._claim(placeholder, path)
@@ -1836,6 +1863,7 @@ class _Flattener:
         further = self.waiting.get(inode)
         if further is not None:  # the target is itself a link to a lower file
             further.paths.extend(waiting.paths)
+            self._stand(inode, waiting.paths)
 
     # --- data ------------------------------------------------------------------------
 
