@@ -13,7 +13,7 @@ import pytest
 from oci2vm.errors import Oci2vmError
 from oci2vm.tree.model import Kind
 from support.flattened import at, content, flatten_layers, paths
-from support.layouts import directory, file, opaque, symlink, whiteout
+from support.layouts import directory, file, hardlink, opaque, symlink, whiteout
 
 MERGED_USR = [directory("usr"), directory("usr/lib"), symlink("lib", "usr/lib")]
 
@@ -169,3 +169,20 @@ def test_a_whiteout_through_a_lower_symlink_its_layer_then_replaces_is_refused(
         [whiteout("lib"), whiteout("lib/x"), file("lib")],
     )
     assert "/usr/lib/x" in paths(tree)
+
+
+def test_a_lower_layers_entries_through_its_own_symlink_where_an_opaque_marker_goes(
+    tmp_path: Path,
+) -> None:
+    """Layer 1 writes a/f through its own a -> b; layer 3 makes a/ opaque (so b/): the
+    file is gone from b/, but layer 2's hardlink to it, made before, keeps it (it was read
+    as below an opaque /a, hidden, and the link refused as pointing to nothing)."""
+    tree, data = flatten_layers(
+        tmp_path,
+        [directory("b"), symlink("a", "b"), file("a/f", b"f"), file("a/g", b"g")],
+        [directory("c"), hardlink("c/l", "b/f")],
+        [opaque("a")],
+    )
+    assert _below(tree, "/b") == set()
+    assert content(tree, data, "/c/l") == b"f"
+    assert at(tree, "/a").kind is Kind.SYMLINK

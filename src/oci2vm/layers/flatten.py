@@ -459,15 +459,18 @@ class _Flattener:
                     raise _Through(depth, link)
             if opaque_root:
                 continue
-            if masks and ancestor in self.hidden:
-                _through_below(parts, depth, ancestor, p)
-                return depth
-            if masks and ancestor in self.opaque:
-                _through_below(parts, depth, ancestor, p)
-                return depth + 1
             kids = node.children
             assert kids is not None
             child = kids.get(part)
+            if masks and (ancestor in self.hidden or ancestor in self.opaque):
+                if (
+                    child is not None
+                    and child.kind is Kind.SYMLINK
+                    and self._claim(child, ancestor) == p.index
+                ):  # this layer's own symlink, where an upper layer's marker goes through
+                    raise _Through(depth, child)
+                _through_below(parts, depth, ancestor, p)
+                return depth if ancestor in self.hidden else depth + 1
             if child is None:
                 child = new_dir(mtime_ns=self.implicit_mtime_ns, store=self.rows)
                 kids[part] = child
