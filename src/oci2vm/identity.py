@@ -23,9 +23,17 @@ class Identity:
     fs_uuid: uuid.UUID
     hash_seed: uuid.UUID
     fs_time: int  # seconds since the epoch, for filesystem timestamps
+    # What the disk's own identifiers (disk GUID, PARTUUIDs, MBR signature, the ESP's
+    # serial) derive from: the digest, and the --uuid given, so that two disks of one
+    # image told apart by --uuid are apart in every identifier (attached to one VM).
+    seed: str = ""
+
+    @property
+    def disk_seed(self) -> str:
+        return self.seed or self.digest
 
     def derive(self, label: str) -> uuid.UUID:
-        return uuid.uuid5(UUID_NAMESPACE, f"{self.digest}:{label}")
+        return uuid.uuid5(UUID_NAMESPACE, f"{self.disk_seed}:{label}")
 
 
 def image_identity(image: Image, fs_uuid: str | None = None) -> Identity:
@@ -45,6 +53,7 @@ def image_identity(image: Image, fs_uuid: str | None = None) -> Identity:
         fs_uuid=derived,
         hash_seed=uuid.uuid5(UUID_NAMESPACE, f"{digest}:hash-seed"),
         fs_time=fs_time(image),
+        seed=f"{digest}:uuid={derived}" if fs_uuid else digest,
     )
 
 

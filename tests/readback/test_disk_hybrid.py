@@ -255,7 +255,10 @@ def test_root_password_and_ssh_key_reach_the_disk(layout: Layout, tmp_path: Path
     assert b"Sw0rdfish!" not in out.read_bytes()
 
 
-def test_given_uuid_names_the_root_everywhere(layout: Layout, tmp_path: Path) -> None:
+def test_given_uuid_names_the_root_everywhere(layout: Layout, hybrid: Disk, tmp_path: Path) -> None:
+    """--uuid names the root filesystem, and sets the disk's own identifiers apart from
+    those of the same image built without it (two such disks attached to one VM would
+    clash on PARTUUIDs and the ESP's serial)."""
     fs_uuid = "12345678-9abc-4def-8123-456789abcdef"
     out = tmp_path / "disk.img"
     report = build_ok(layout.source, "-o", str(out), "--uuid", fs_uuid.upper())
@@ -265,6 +268,12 @@ def test_given_uuid_names_the_root_everywhere(layout: Layout, tmp_path: Path) ->
     assert debugfs(root, "cat /etc/fstab") == expected_fstab(fs_uuid)
     assert debugfs(root, "cat /boot/grub/grub.cfg").decode() == expected_grub_cfg(fs_uuid)
     assert_core_img(out, 2048, fs_uuid, "gpt")
+    ids = [
+        {p["uuid"] for p in partitions(disk)} | {sfdisk(disk)["id"]} for disk in (out, hybrid.path)
+    ]
+    assert len(ids[0] | ids[1]) == 8
+    serials = [sector(disk, partitions(disk)[1]["start"])[0x43:0x47] for disk in (out, hybrid.path)]
+    assert serials[0] != serials[1]  # (FAT32's volume id, in the ESP's boot sector)
 
 
 def test_several_kernels_newest_boots_by_default(tmp_path: Path) -> None:

@@ -39,7 +39,7 @@ def assemble_disk(
 def _assemble_gpt(
     disk: BinaryIO, plan: DiskPlan, root_size: int, identity: Identity, boot: BootFiles
 ) -> int:
-    layout = gpt.layout(plan.specs(root_size), seed=identity.digest.encode())
+    layout = gpt.layout(plan.specs(root_size), seed=identity.disk_seed.encode())
     root = layout.partitions[-1]
     if root.first_lba * SECTOR != plan.root_offset:
         raise AssertionError("GPT layout disagrees with the planned root offset")
@@ -71,7 +71,7 @@ def _assemble_mbr(
     if first * SECTOR != plan.root_offset:
         raise AssertionError("MBR layout disagrees with the planned root offset")
     partitions.append(mbr.MbrPartition(mbr.TYPE_LINUX, first, last - first + 1, bootable=True))
-    seed = identity.digest.encode()
+    seed = identity.disk_seed.encode()
     mbr.write_mbr(disk, partitions, disk_signature=mbr.disk_signature_from_seed(seed))
     if plan.bios:
         grub.install_bios(disk, boot.core, 1)
