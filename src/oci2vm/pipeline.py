@@ -187,7 +187,7 @@ def build_filesystem(ctx: BuildContext, output: Path) -> RootFs:
 def build_disk(ctx: BuildContext, output: Path, fmt: OutputFormat) -> tuple[RootFs, DiskReport]:
     """A bootable disk: every phase."""
     from oci2vm.disk.assemble import assemble_disk
-    from oci2vm.disk.convert import convert
+    from oci2vm.disk.convert import convert, settle_identifiers
 
     system = system_options(ctx.config, ctx.image)
     plan, boot = plan_phase(ctx, system)
@@ -200,6 +200,7 @@ def build_disk(ctx: BuildContext, output: Path, fmt: OutputFormat) -> tuple[Root
             disk_size = assemble_disk(disk, plan, root_size, ctx.identity, boot)
         if fmt is not OutputFormat.RAW:
             convert(raw, final, fmt, compress=ctx.config.compress)
+            settle_identifiers(final, fmt, ctx.identity.derive, output.name)
     report = DiskReport(
         size=disk_size,
         table=plan.table.value,
