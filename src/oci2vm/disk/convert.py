@@ -131,9 +131,18 @@ def _vhdx(f: BinaryIO, derive: Derive) -> None:
         log_length, log_offset = struct.unpack_from("<IQ", header, 68)
         f.seek(at)
         f.write(_checksummed(header))
-    # The log is empty (LogGuid zero): what qemu left in it is of no use; zeros instead.
-    f.seek(log_offset)
-    f.write(bytes(log_length))
+    # The log is empty (LogGuid zero): the entries qemu left in it are of no use; zeros
+    # instead (only over them: the rest of the log is a hole).
+    at, end = log_offset, log_offset + log_length
+    while at < end:
+        f.seek(at)
+        head = f.read(16)
+        length = struct.unpack_from("<I", head, 8)[0] if len(head) == 16 else 0
+        if head[:4] != b"loge" or not 0 < length <= end - at or length % 4096:
+            break
+        f.seek(at)
+        f.write(bytes(length))
+        at += length
     f.seek(_VHDX_REGIONS)
     table = f.read(64 << 10)
     count = struct.unpack_from("<I", table, 8)[0] if table[:4] == b"regi" else 0
