@@ -546,3 +546,25 @@ def test_deep_trees_moved_through_symlinks_do_not_overflow_the_stack(
     tree, _ = flatten_layers(tmp_path, *layers)
     depth = max(p.count("/") for p in paths(tree))
     assert depth > 2000 if kept else depth == 3  # (the opaque marker pruned it)
+
+
+@pytest.mark.parametrize(
+    "hiders",
+    [
+        [[directory("b")]],
+        [[directory("b")], [directory("b")]],
+        [[whiteout("b")]],
+        [[file("b", b"f")]],
+        [[directory("b"), whiteout("a")]],  # (layer 2's a/x waits in a limbo then)
+    ],
+)
+def test_a_symlink_on_the_way_that_only_a_newer_layer_replaces_is_followed(
+    tmp_path: Path, hiders: list[list[Member]]
+) -> None:
+    """a -> b -> c (layer 1), layer 2 writes a/x, a newer layer replaces or deletes b:
+    layer 2 went through both symlinks to c/x (umoci: so does a runtime), not to b/x."""
+    layers = [[directory("c"), symlink("b", "c"), symlink("a", "b")], [directory("a/x")]]
+    layers += hiders
+    tree, _ = flatten_layers(tmp_path, *layers)
+    assert "/c/x" in paths(tree)
+    assert not any(p.startswith("/b/") for p in paths(tree))

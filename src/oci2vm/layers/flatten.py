@@ -286,6 +286,7 @@ class _Pass:
     # This layer's entries that are not in the tree (hidden by upper layers), for this
     # layer's hardlinks that name them; visible ones are found in the tree.
     hidden: dict[str, Inode] = field(default_factory=dict)
+    hidden_dirs: set[str] = field(default_factory=set)  # ... directories (see dir_listed)
     # Paths whose whole subtree the layers below lose: whiteouts, and non-directories
     # that are not in the tree (an upper layer's directory or this layer's own later
     # directory replaced them; a visible non-directory blocks what is below it by itself).
@@ -436,6 +437,9 @@ class _Flattener:
         # entries together. Emptied with each layer and whenever an entry is replaced or
         # removed (a directory on a cached path may have gone with it).
         self.parents: dict[str, Inode] = {}
+        # Directories upper layers listed that newer layers hide: path -> the oldest such
+        # layer (what replaced a lower layer's symlink there first: _hidden_after).
+        self.dir_listed: dict[str, int] = {}
 
     # --- the tree ------------------------------------------------------------------
 
@@ -692,6 +696,8 @@ class _Flattener:
         for path in p.opaques:
             self.opaque[path] = p.index
             self.opaque_newest.setdefault(path, p.index)
+        for path in p.hidden_dirs:  # (layers come newest first: the oldest stays)
+            self.dir_listed[path] = p.index
         if p.implicit_ranks:  # (else no lower layer asks for this layer's ranks)
             self.implicit_ranks.update(((k, p.index), r) for k, r in p.implicit_ranks.items())
             self.link_ranks.update(((k, p.index), v) for k, v in p.link_ranks.items())
@@ -791,7 +797,7 @@ class _Flattener:
             upper, newer = older, lister
         oldest, newest = self._claims(upper, path)
         after = self.implicit_ranks.get((path, oldest)) if oldest == newest else None
-        target = self._leads(path, link, oldest, p, after)
+        target = self._leads(path, link, oldest, p, after, newest)
         new = _join(target)
         if newer == NO_CLAIM:
             holder.children[parts[-1]] = link  # (an entry moved onto it may replace it yet)
@@ -907,13 +913,20 @@ class _Flattener:
         return part
 
     def _leads(
-        self, path: str, link: Inode, oldest: int, p: _Pass, after: int | None = None
+        self,
+        path: str,
+        link: Inode,
+        oldest: int,
+        p: _Pass,
+        after: int | None = None,
+        newest: int | None = None,
     ) -> list[str]:
         """Where the symlink `link` at `path` leads, for upper layers' entries, the oldest
-        from layer `oldest` (`after`: the rank of the first in it, if it is the only)."""
+        from layer `oldest` (`after`: the rank of the first in it, if it is the only), the
+        newest from `newest` (if known)."""
         parts = path[1:].split("/")
         target = follow(parts, len(parts), link.target, p.what)
-        return self._own_path(target, False, p, upper=oldest, after=after)
+        return self._own_path(target, False, p, upper=oldest, after=after, newest=newest)
 
     def _move(
         self,
@@ -1241,18 +1254,23 @@ class _Flattener:
         p: _Pass,
         upper: int | None = None,
         after: int | None = None,
+        newest: int | None = None,
     ) -> list[str]:
         """`parts` with the symlinks this layer wrote along it followed (but the last
         component's when `keep_last`): where a runtime applying this layer reaches, or
         with `upper`, where upper layers from `upper` up reach: they meet none that an
-        upper layer hides, and also follow the tree's symlinks of the layers between
-        (older than `upper`: each of them found such a symlink there), and those of layer
-        `upper` itself ranked before `after` (it wrote them before its entries)."""
+        upper layer hides (but, where the newest of them is `newest`, one that only a
+        layer newer than it hides: all met it), and also follow the tree's symlinks of
+        the layers between (older than `upper`: each of them found such a symlink there),
+        and those of layer `upper` itself ranked before `after` (it wrote them before
+        its entries)."""
         for _ in range(MAX_SYMLINKS):
             node: Inode | None = self.tree.root
             for depth in range(1, len(parts) + (0 if keep_last else 1)):
                 ancestor = _join(parts[:depth])
                 link = _own_link(ancestor, p, hidden=upper is None)
+                if link is None and upper is not None and newest is not None:
+                    link = self._hidden_after(ancestor, upper, newest, p)
                 if link is None and upper is not None and after is not None:
                     own = self.link_ranks.get((ancestor, upper))
                     link = own[1] if own is not None and own[0] < after else None
@@ -1271,6 +1289,31 @@ class _Flattener:
             else:
                 return parts
         raise Oci2vmError(f"{p.what}: too many levels of symbolic links in {_join(parts)!r}")
+
+    def _hidden_after(self, path: str, oldest: int, newest: int, p: _Pass) -> Inode | None:
+        """This layer's symlink at `path` that upper layers hide, if only layers newer
+        than `newest` do (replace it, list a directory there, delete it or a directory
+        above it): the layers from `oldest` to `newest` found it there. One that a layer
+        between them hides is refused (some of them met it, the others did not)."""
+        link = p.hidden.get(path)
+        if link is None or link.kind is not Kind.SYMLINK:
+            return None
+        parts = path[1:].split("/")
+        hiders = [self.dir_listed.get(path), self.hidden.get(path)]
+        node = self._at(parts)
+        hiders.append(None if node is None else self._claim(node, path))
+        for depth in range(1, len(parts)):
+            ancestor = _join(parts[:depth])
+            hiders += [self.hidden.get(ancestor), self.opaque.get(ancestor)]
+        found = [hider for hider in hiders if hider is not None and hider > p.index]
+        if not found or min(found) <= oldest:
+            return None
+        if min(found) <= newest:
+            raise Oci2vmError(
+                f"{p.what}: upper layers write through {path!r}, this layer's symlink, which "
+                f"layer {min(found) + 1} replaces or deletes between them: not supported"
+            )
+        return link
 
     def _repoint(self, p: _Pass) -> None:
         """Hardlinks of upper layers whose target's path passes through a symlink of this
@@ -1483,7 +1526,8 @@ class _Flattener:
         what is there by layer order (see _relocate); unless a newer layer deleted or
         replaced the way there."""
         # (the limbo's own path, marked: no claim of the tree's entries there applies)
-        target = self._leads(path, link, layer, p, self.implicit_ranks.get((path, layer)))
+        after = self.implicit_ranks.get((path, layer))
+        target = self._leads(path, link, layer, p, after, layer)
         into = self._move(source, path + "\0", target, layer, layer, path, p)
         stack = [into] if into is not None else []
         while stack:
@@ -1637,7 +1681,8 @@ class _Flattener:
                         break
         for path, marks in sorted(moves.items()):
             link = p.reaching[path][0]
-            target = _join(self._leads(path, link, min(mark[2] for mark in marks), p))
+            oldest, newest = min(mark[2] for mark in marks), max(mark[3] for mark in marks)
+            target = _join(self._leads(path, link, oldest, p, None, newest))
             if self.pending and self.lost:  # (links made before the markers hid their file)
                 self._arrived_in(None, path, target, p)
             for opaque, key, oldest, newest in marks:
@@ -1745,6 +1790,8 @@ class _Flattener:
             p.hidden.pop(path, None)
             return True
         p.hidden[path] = inode
+        if inode.kind is Kind.DIR:  # (a hidden non-directory is in p.masks, then hidden)
+            p.hidden_dirs.add(path)
         self._lose(path, p.index, inode, p)
         if inode.kind is Kind.SYMLINK:
             self.parents.clear()  # this layer's entries below it go where it leads
