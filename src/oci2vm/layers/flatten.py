@@ -286,7 +286,10 @@ class _Pass:
     # This layer's entries that are not in the tree (hidden by upper layers), for this
     # layer's hardlinks that name them; visible ones are found in the tree.
     hidden: dict[str, Inode] = field(default_factory=dict)
-    hidden_dirs: set[str] = field(default_factory=set)  # ... directories (see dir_listed)
+    # ... its directories, for _Flattener.dir_listed (directories upper layers listed
+    # that newer ones hide, by path, with the oldest such layer: what replaced a lower
+    # layer's symlink there first, see _hidden_after).
+    hidden_dirs: set[str] = field(default_factory=set)
     # Paths whose whole subtree the layers below lose: whiteouts, and non-directories
     # that are not in the tree (an upper layer's directory or this layer's own later
     # directory replaced them; a visible non-directory blocks what is below it by itself).
@@ -380,7 +383,6 @@ class _Flattener:
         # set its metadata). Kept on the inodes, not in a dict of paths, as the tree holds
         # every entry. The exception: a hardlink whose target a lower layer provides holds
         # that layer's inode; its path is claimed by the link's layer, noted here.
-        # (The tables by path that _relocate rebases are PathDicts: no scans for a subtree.)
         self.link_claims: PathDict[str, int] = PathDict()
         # What upper layers hide from lower ones, with the lowest layer that hides it:
         # subtrees (whiteouts, replaced non-directories) and opaque directories' contents.
@@ -437,9 +439,7 @@ class _Flattener:
         # entries together. Emptied with each layer and whenever an entry is replaced or
         # removed (a directory on a cached path may have gone with it).
         self.parents: dict[str, Inode] = {}
-        # Directories upper layers listed that newer layers hide: path -> the oldest such
-        # layer (what replaced a lower layer's symlink there first: _hidden_after).
-        self.dir_listed: dict[str, int] = {}
+        self.dir_listed: dict[str, int] = {}  # hidden upper dirs -> the oldest layer's
 
     # --- the tree ------------------------------------------------------------------
 
