@@ -53,16 +53,14 @@ _UNIT_NAME = re.compile(r"[A-Za-z0-9:_.\\@-]+\.[a-z]+")
 def enable_unit(edit: TreeEditor, name: str, skip: tuple[str, ...] = ()) -> bool:
     """Enable unit `name` as systemctl enable would (units in `skip` are not followed
     through Also=, nor those met before); False when the image has no such unit."""
+    if unit_path(edit, name) is None:
+        return False
     todo, seen = [name], {*skip, name}
-    first = True
     while todo:
         unit = todo.pop()
         path = unit_path(edit, unit)
-        if path is None:
-            if first:
-                return False
+        if path is None:  # (an Also= unit the image does not have)
             continue
-        first = False
         text = (edit.read_file(path, _UNIT_LIMIT) or b"").decode("utf-8", "replace")
         install = {
             key: [word for word in words if _UNIT_NAME.fullmatch(word)]
