@@ -9,6 +9,7 @@ plainly otherwise.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -35,6 +36,7 @@ class Reporter:
         self.quiet = quiet
         self.json_output = json_output
         self._progress: Progress | None = None
+        self._warned: list[str] = []
 
     @property
     def interactive(self) -> bool:
@@ -89,6 +91,7 @@ class Reporter:
 
     def warn(self, message: str) -> None:
         """Something the user must know even with -q (but not in --json output)."""
+        self._warned.append(message)
         self._line(sys.stderr, f"warning: {message}")
 
     def result(self, report: Report) -> None:
@@ -97,6 +100,11 @@ class Reporter:
             sys.stdout.write(json.dumps(report.to_json(), indent=2, sort_keys=False) + "\n")
         else:
             text = report.human()
+            if self._warned and _same_terminal(sys.stdout, sys.stderr):
+                # The result lists the notes for stdout alone (a file, a pipe); on the
+                # terminal that shows the warnings, each would be read twice.
+                shown = {f"  {message}" for message in self._warned}
+                text = "\n".join(line for line in text.split("\n") if line not in shown)
             if text:
                 self._line(sys.stdout, text)
 
@@ -107,6 +115,17 @@ class Reporter:
         else:
             stream.write(text.rstrip("\n") + "\n")
             stream.flush()
+
+
+def _same_terminal(one: TextIO, other: TextIO) -> bool:
+    """Whether both streams are the same terminal."""
+    try:
+        if not (one.isatty() and other.isatty()):
+            return False
+        a, b = os.fstat(one.fileno()), os.fstat(other.fileno())
+    except (OSError, ValueError):  # closed, or no file descriptor (captured)
+        return False
+    return (a.st_dev, a.st_ino, a.st_rdev) == (b.st_dev, b.st_ino, b.st_rdev)
 
 
 def _nothing(_n: int) -> None:

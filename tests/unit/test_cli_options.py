@@ -48,6 +48,37 @@ def test_reporter_writes_text_as_it_is(capsys: pytest.CaptureFixture[str]) -> No
     assert (json.loads(out), err) == ({"a": 1}, "warning: shown\n")
 
 
+def test_a_warning_is_not_repeated_in_the_result_on_the_same_terminal(tmp_path: Path) -> None:
+    """The result lists the notes for a stdout of its own (a file, a pipe); where stdout
+    and stderr are one terminal, the lines already shown as warnings are left out."""
+    import os
+    import pty
+    import sys
+
+    from oci2vm import report
+
+    text = "Wrote disk.img (raw)\n  nobody can log in\n  kept\n  in 1.0 s"
+    for same in (True, False):
+        primary, secondary = pty.openpty()
+        out_file = tmp_path / "out.txt"
+        saved = sys.stdout, sys.stderr
+        with os.fdopen(secondary, "w", closefd=True) as tty, out_file.open("w") as plain:
+            sys.stdout, sys.stderr = (tty if same else plain), tty
+            try:
+                reporter = report.Reporter()
+                reporter.warn("nobody can log in")
+                reporter.result(Result({}, text))
+            finally:
+                sys.stdout, sys.stderr = saved
+        seen = os.read(primary, 4096).decode().replace("\r\n", "\n")
+        os.close(primary)
+        if same:
+            expected = "warning: nobody can log in\nWrote disk.img (raw)\n  kept\n  in 1.0 s\n"
+            assert seen == expected
+        else:
+            assert (seen, out_file.read_text()) == ("warning: nobody can log in\n", text + "\n")
+
+
 def test_root_password_file_keeps_the_password_off_the_command_line(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
