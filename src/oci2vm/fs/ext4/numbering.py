@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from array import array
 from collections.abc import Iterator, Sequence
+from operator import itemgetter
 from typing import overload
 
 from oci2vm.errors import Oci2vmError
@@ -19,6 +20,8 @@ from oci2vm.fs.ext4.layout import LOST_FOUND_INO, ROOT_INO
 from oci2vm.fs.ext4.placements import Placements
 from oci2vm.tree.columns import KIND, WRITER_KEY, Store
 from oci2vm.tree.model import KIND_CODES, Inode, Kind, new_dir
+
+_NAME = itemgetter(0)  # of a (name, row) pair
 
 
 class InodeRows(Sequence[Inode | None]):
@@ -162,17 +165,23 @@ class InodeNumbering:
         kinds = store.cols[KIND]
         return [
             (name, store.get(WRITER_KEY, row), kinds[row])
-            for name, row in self._child_rows(directory.row)
+            for name, row in self._child_rows(directory.row, checked=True)
         ]
 
-    def _child_rows(self, dir_row: int, dir_ino: int | None = None) -> list[tuple[bytes, int]]:
+    def _child_rows(
+        self, dir_row: int, dir_ino: int | None = None, *, checked: bool = False
+    ) -> list[tuple[bytes, int]]:
         """A directory's entries as (name, row), sorted by name; `dir_ino`, the
-        directory's number, names it in the error for a name ext4 cannot hold."""
+        directory's number, names it in the error for a name ext4 cannot hold. `checked`:
+        the names were checked already (the numbering walk reads every directory)."""
         store = self.inodes.store
         d_inode = store.d_inode
         items = [(store.name_of(entry), d_inode[entry]) for entry in store.entries(dir_row)]
         if dir_row == self.root.row:
             items += [(name, extra.row) for name, extra in self._extra]
+        if checked:
+            items.sort(key=_NAME)
+            return items
         for name, _ in items:
             if name in (b".", b"..") or b"/" in name or b"\0" in name or not 0 < len(name) < 256:
                 shown = name.decode("utf-8", "backslashreplace")
@@ -182,7 +191,7 @@ class InodeNumbering:
                     f"{where}file name {shown!r} ({len(name)} bytes) cannot be stored in ext4 "
                     "(a name is 1 to 255 bytes, without '/' or NUL, not '.' or '..')"
                 )
-        items.sort(key=lambda item: item[0])
+        items.sort(key=_NAME)
         return items
 
     def path(self, ino: int) -> str:

@@ -99,6 +99,10 @@ class Placements:
         first = self._first[key]
         return None if first == _SEVERAL else (first, self._length[key])
 
+    def several(self) -> Iterator[int]:
+        """The keys of the files placed in more than one extent (or not from block 0)."""
+        return iter(self._packed)
+
     def extent_count(self, key: int) -> int:
         if self._first[key] == _SEVERAL:
             return len(self._packed[key]) // LEAF.size

@@ -346,7 +346,9 @@ class Ext4Writer:
         # Files whose data was placed but that are no longer in the tree (a later entry of
         # their layer replaced them): their blocks stay free, and are emptied at the end.
         files = self._files
-        self._dropped = {k for k in range(self._streamed) if tree.ino(files.inode(k)) is None}
+        # (a key the numbering holds is in the tree: only the others need a look)
+        maybe = set(range(self._streamed)).difference(tree.file_key)
+        self._dropped = {k for k in maybe if tree.ino(files.inode(k)) is None}
         self._write_held_files(tree)
         # Directories first, then the inode tables (their place fixes the geometry), then
         # each inode packed and written into its table at once: packed inodes are never
@@ -438,18 +440,19 @@ class Ext4Writer:
     def _blocks_to_come(self, tree: InodeNumbering) -> int:
         """The blocks _inodes() will allocate: xattr blocks, slow symlinks' blocks and
         the index blocks of files' extent trees."""
-        count = 0
+        # Only files of several extents, inodes with xattrs and symlinks with a target kept
+        # aside may: those are looked at, not every inode.
+        files = self._files
+        several = set(tree.file_key).intersection(files.several())
+        count = sum(extent_tree_blocks(files.extent_count(key)) for key in several)
         store = tree.inodes.store
         kinds, symlink = store.cols[KIND], KIND_CODES[Kind.SYMLINK]
-        for ino, row in enumerate(tree.inodes.rows):
-            if row < 0:
-                continue
-            key = tree.file_key[ino]
-            if key >= 0:  # a regular file
-                count += extent_tree_blocks(self._files.extent_count(key))
-            if row in store.xattrs and self._xattrs(Inode.at(store, row), tree, ino)[1]:
-                count += 1
-            if kinds[row] == symlink:
+        with_xattrs = ((tree.ino(Inode.at(store, row)), row) for row in store.xattrs)
+        for ino, row in sorted((ino, row) for ino, row in with_xattrs if ino is not None):
+            if self._xattrs(Inode.at(store, row), tree, ino)[1]:  # (by number: the first
+                count += 1  # error is the one the inodes' own order would meet)
+        for row in store.other:
+            if kinds[row] == symlink and tree.ino(Inode.at(store, row)) is not None:
                 target = Inode.at(store, row).target
                 count += 1 if target and len(target) >= 60 else 0
         return count
