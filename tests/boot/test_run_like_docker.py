@@ -211,3 +211,31 @@ def test_read_only_tmpfs_and_add_host_like_docker(app: str) -> None:
     )  # fmt: skip
     expected = "10.1.2.3\tdb\n10.0.2.2\tgw\nx\nmqueue\ntmpfs\nread-only\n"
     assert (result.code, result.out) == (0, expected), result.err
+
+
+def test_a_workdir_and_mount_points_through_links_stay_in_the_image(tmp_path: Path) -> None:
+    """runc resolves a working directory and a mount point inside the container's root:
+    an absolute symlink of the image leads from the image's root, never into the VM's
+    initramfs around it (/esc -> /etc/oci2vm is where the init keeps its spec). A working
+    directory that cannot be one is docker's status 125."""
+    from support.layouts import directory, file, layer_tar, symlink, write_layout
+
+    base = busybox_app_fixture().rootfs_tar.read_bytes()
+    links = layer_tar([
+        directory("srv"), directory("srv/app"), symlink("app2", "/srv/app"),
+        symlink("esc", "/etc/oci2vm"), file("afile", b"x"),
+    ])  # fmt: skip
+    layout = write_layout(tmp_path / "img", [base, links], compression="none")
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    (shared / "in.txt").write_text("from the host\n")
+    image = f"oci:{layout.path}:latest"
+    script = "pwd; ls -A; cat /srv/app/data/in.txt"
+    result = oci2vm(
+        "run", *run_options(), "-u", "0", "-w", "/esc", "-v", f"{shared}:/app2/data",
+        image, "sh", "-c", script,
+    )  # fmt: skip
+    assert (result.code, result.out) == (0, "/etc/oci2vm\nfrom the host\n"), result.err
+    refused = oci2vm("run", *run_options(), "-u", "0", "-w", "/afile/sub", image, "true")
+    assert (refused.code, refused.out) == (125, ""), refused.err
+    assert "/afile/sub as the working directory: not a directory" in refused.err

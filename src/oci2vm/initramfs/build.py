@@ -69,7 +69,7 @@ RUN_MODULES: tuple[str, ...] = (
 # The busybox applets init.sh and udhcpc.sh call by name (PATH=/bin).
 APPLETS: tuple[str, ...] = (
     "sh", "awk", "cat", "env", "findfs", "hostname", "ifconfig", "insmod", "ip", "kill",
-    "ln", "ls", "mkdir", "mount", "nsenter", "poweroff", "route", "setsid", "sleep",
+    "ln", "ls", "mkdir", "mount", "nsenter", "poweroff", "readlink", "route", "setsid", "sleep",
     "switch_root", "sync", "udhcpc", "umount",
     # growroot.sh's
     "blockdev", "chroot", "cp", "crc32", "dd", "grep", "head", "od", "printf", "tail",

@@ -122,11 +122,54 @@ hand_over() {
 	init=${CMD_INIT:-$SPEC_INIT}
 	[ -x "$ROOT$init" ] || [ -L "$ROOT$init" ] || die "no init $init on the root filesystem"
 	for fs in dev proc sys; do
-		if [ -d "$ROOT/$fs" ]; then mount -o move "/$fs" "$ROOT/$fs"; else umount -l "/$fs"; fi
+		if [ -d "$ROOT/$fs" ] && [ ! -L "$ROOT/$fs" ]; then
+			mount -o move "/$fs" "$ROOT/$fs"
+		else
+			umount -l "/$fs"
+		fi
 	done
 	grow_root_filesystem
 	load_modules volumes # system mode: the root's init may mount 9p shares
 	exec switch_root "$ROOT" "$init"
+}
+
+# -- paths of the image ----------------------------------------------------------------------
+
+# Where PATH (absolute) leads inside the root, as the image's own processes would find it:
+# each symlink on the way followed from the root (an absolute target starts again at the
+# root, '..' stops there), as runc resolves a mount point or a working directory. A path
+# built with "$ROOT$PATH" would follow an absolute link (Debian's /var/run -> /run) into
+# this initramfs instead. The components from the first missing one on are kept as they
+# are; 40 links at most, as the kernel allows (an error, and no output, past that).
+root_path() { # PATH
+	todo=$1 found="" hops=0
+	while :; do
+		while [ "${todo#/}" != "$todo" ]; do todo=${todo#/}; done
+		[ -n "$todo" ] || break
+		part=${todo%%/*}
+		case "$todo" in */*) todo=${todo#*/} ;; *) todo="" ;; esac
+		case "$part" in
+		.) continue ;;
+		..) found=${found%/*}; continue ;;
+		esac
+		if [ -L "$ROOT$found/$part" ]; then
+			hops=$((hops + 1))
+			[ "$hops" -le 40 ] || return 1
+			link=$(readlink "$ROOT$found/$part")
+			case "$link" in /*) found="" ;; esac
+			todo=$link/$todo
+		else
+			found=$found/$part
+		fi
+	done
+	echo "${found:-/}"
+}
+
+# A directory of the image (made where missing), as a path from this initramfs; empty when
+# it cannot be one (a file in the way, a loop of links).
+root_dir() { # PATH
+	dir=$(root_path "$1") || return 1
+	mkdir -p "$ROOT$dir" 2>/dev/null && [ -d "$ROOT$dir" ] && echo "$ROOT$dir"
 }
 
 # -- app mode ------------------------------------------------------------------------------
@@ -134,7 +177,11 @@ hand_over() {
 # What runc mounts in a container (/run and /tmp stay the image's own, as in docker: an
 # image may ship /run/php or /var/run/postgresql, owned by its service's user).
 mount_api_filesystems() {
-	for dir in proc sys dev; do [ -d "$ROOT/$dir" ] || mkdir -p "$ROOT/$dir"; done
+	# (an image's /proc, /sys or /dev that is a link or a file is runc's error too)
+	for dir in proc sys dev; do
+		[ ! -L "$ROOT/$dir" ] && mkdir -p "$ROOT/$dir" 2>/dev/null && [ -d "$ROOT/$dir" ] ||
+			fail_start "/$dir in the image is not a directory: cannot mount the $dir filesystem there"
+	done
 	mount -t proc proc "$ROOT/proc"
 	mount -t sysfs sysfs "$ROOT/sys"
 	mount -t devtmpfs devtmpfs "$ROOT/dev"
@@ -152,11 +199,10 @@ mount_api_filesystems() {
 
 # Files the workload sees in place of the image's: written here (the initramfs is a tmpfs)
 # and bind-mounted, so the image's own are not edited.
-provide_file() { # NAME: /run/oci2vm/NAME over the root's /etc/NAME
-	target="$ROOT/etc/$1"
-	[ -d "$ROOT/etc" ] || mkdir -p "$ROOT/etc"
-	[ -e "$target" ] || [ -L "$target" ] || : >"$target"
-	mount -o bind "/run/oci2vm/$1" "$target" 2>/dev/null || say "could not provide /etc/$1"
+provide_file() { # NAME: /run/oci2vm/NAME over the root's /etc/NAME (or where it leads)
+	target=$(root_path "/etc/$1") && dir=$(root_dir "${target%/*}") &&
+		target=$dir/${target##*/} && { [ -e "$target" ] || : >"$target"; } &&
+		mount -o bind "/run/oci2vm/$1" "$target" 2>/dev/null || say "could not provide /etc/$1"
 }
 
 setup_network() {
@@ -192,8 +238,8 @@ mount_volumes() {
 	while [ "$#" -ge 3 ]; do
 		options=trans=virtio,version=9p2000.L,msize=262144
 		[ "$3" = ro ] && options=$options,ro
-		mkdir -p "$ROOT$2"
-		mount -t 9p -o "$options" "$1" "$ROOT$2" || say "could not mount the volume at $2"
+		target=$(root_dir "$2") || fail_start "cannot mount a volume at $2: not a directory"
+		mount -t 9p -o "$options" "$1" "$target" || say "could not mount the volume at $2"
 		shift 3
 	done
 }
@@ -201,8 +247,8 @@ mount_volumes() {
 mount_tmpfs() { # --tmpfs: path, mount options
 	eval "set -- $SPEC_TMPFS"
 	while [ "$#" -ge 2 ]; do
-		mkdir -p "$ROOT$1"
-		mount -t tmpfs -o "$2" tmpfs "$ROOT$1" || say "could not mount a tmpfs at $1"
+		target=$(root_dir "$1") || fail_start "cannot mount a tmpfs at $1: not a directory"
+		mount -t tmpfs -o "$2" tmpfs "$target" || say "could not mount a tmpfs at $1"
 		shift 2
 	done
 }
@@ -281,7 +327,7 @@ lookup_program() { # NAME PATH
 }
 
 in_root() { # APPLET ARGS: this initramfs's busybox run inside the root, as root
-	/bin/busybox env -i /bin/busybox nsenter -r"$ROOT" -w"$ROOT$SPEC_WORKDIR" -F -- \
+	/bin/busybox env -i /bin/busybox nsenter -r"$ROOT" -w"$WORKDIR" -F -- \
 		/proc/1/root/bin/busybox "$@" 2>/dev/null
 }
 
@@ -299,7 +345,9 @@ limit_commands() {
 }
 
 start_workload() {
-	mkdir -p "$ROOT$SPEC_WORKDIR"
+	# docker makes a missing working directory, and refuses one that cannot be.
+	WORKDIR=$(root_dir "$SPEC_WORKDIR") ||
+		fail_start "cannot use $SPEC_WORKDIR as the working directory: not a directory"
 	eval "set -- $SPEC_ARGV"
 	name=$1 program=$1
 	case "$name" in
@@ -327,7 +375,7 @@ start_workload() {
 	fi
 	eval "set -- $SPEC_ENV"
 	[ "$SPEC_HAS_HOME" = 1 ] || set -- "$@" "HOME=${home:-/}"
-	set -- env -i "$@" /bin/busybox nsenter -r"$ROOT" -w"$ROOT$SPEC_WORKDIR" -F
+	set -- env -i "$@" /bin/busybox nsenter -r"$ROOT" -w"$WORKDIR" -F
 	if [ -n "$members" ]; then
 		# nsenter -G sets one group; start-stop-daemon -c calls initgroups(), which reads
 		# the current root's /etc/group: started inside the root, from this initramfs's
@@ -372,11 +420,11 @@ finish() { # STATUS: report it, stop everything, power off
 }
 
 run_app() {
+	open_channels # first: a mount that cannot be made is told on the workload's stderr
 	mount_api_filesystems
 	setup_network
 	mount_volumes
 	mount_tmpfs
-	open_channels
 	resolve_user
 	# Until the workload ends: ash reaps every child meanwhile, the orphans re-parented
 	# to PID 1 included.
