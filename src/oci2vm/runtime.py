@@ -5,15 +5,17 @@ The channels are virtio-serial ports (the guest's virtio_console module), each b
 one end of a socketpair handed to QEMU as a file descriptor: org.oci2vm.stdout and
 .stderr carry the workload's output apart from each other, .stdin carries ours (-i; its
 end closed is the workload's EOF), and .control carries "exit STATUS" (or "error
-MESSAGE") from the guest's init and "stop" / "kill" to it. With -t a virtconsole (the
+MESSAGE") from the guest's init and "signal N" / "stop" / "kill" to it. With -t a virtconsole (the
 guest's hvc0, a terminal with its line discipline) replaces the three streams. The kernel's
 console is the serial port, written to a log file, so kernel messages never mix in; the
 log's tail is shown when the guest ends without an exit status. Measured alternatives: ISA
 serial ports would need the guest's tty set raw and each byte is an emulated port write.
 
-Ctrl-C or SIGTERM asks the init to send the workload its stop signal; QEMU is killed if the
-workload has not ended STOP_GRACE_SECONDS later (--stop-timeout; never when negative), or at
-a second signal.
+Signals reach the workload as docker run's signal proxy passes them on: Ctrl-C is its
+SIGINT, SIGHUP, SIGQUIT, SIGUSR1 and SIGUSR2 are themselves; SIGTERM (a service manager
+stopping oci2vm) is its stop signal, as docker stop sends it. After Ctrl-C or SIGTERM QEMU
+is killed if the workload has not ended STOP_GRACE_SECONDS later (--stop-timeout; never
+when negative), or at a second one. QEMU is killed whatever ends the relay.
 """
 
 from __future__ import annotations
@@ -162,12 +164,14 @@ def run_app(
             # Raw only when the keys reach the guest (-it), as docker's hijack does: with -t
             # alone nothing reads them, and Ctrl-C must stay a signal to oci2vm.
             raw = spec.tty and spec.interactive
-            with _host_terminal(raw, stdin_fd), _signals() as wakeup:
-                grace = STOP_GRACE_SECONDS if config.stop_timeout is None else config.stop_timeout
-                session = _relay(proc, channels, fds, wakeup, spec, grace)
-            vm._kill(proc)
-            for channel in channels.values():
-                channel.host.close()
+            grace = STOP_GRACE_SECONDS if config.stop_timeout is None else config.stop_timeout
+            try:
+                with _host_terminal(raw, stdin_fd), _signals() as wakeup:
+                    session = _relay(proc, channels, fds, wakeup, spec, grace)
+            finally:  # (QEMU is in a session of its own: nothing else would end it)
+                vm._kill(proc)
+                for channel in channels.values():
+                    channel.host.close()
             return _outcome(session, proc, log, qemu_stderr)
 
 
@@ -224,13 +228,21 @@ def _host_terminal(raw: bool, fd: int) -> Iterator[None]:
         termios.tcsetattr(fd, termios.TCSADRAIN, saved)
 
 
+# What reaches the workload (docker run's proxy passes on every signal it can catch but
+# SIGCHLD, SIGPIPE and SIGURG; these are the ones a user or a service manager sends).
+FORWARDED = (
+    signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2,
+)  # fmt: skip
+STOPPING = (signal.SIGINT, signal.SIGTERM)  # then the VM is killed after the grace
+
+
 @contextlib.contextmanager
 def _signals() -> Iterator[socket.socket]:
-    """SIGINT and SIGTERM turned into bytes (the signal numbers) on a socket to select on."""
+    """The FORWARDED signals turned into bytes (their numbers) on a socket to select on."""
     reader, writer = socket.socketpair()
     writer.setblocking(False)
     reader.setblocking(False)
-    handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    handlers = {s: signal.getsignal(s) for s in FORWARDED}
     previous_fd = signal.set_wakeup_fd(writer.fileno(), warn_on_full_buffer=False)
     try:
         for signum in handlers:
@@ -301,6 +313,11 @@ def _write_all(fd: int, data: bytes) -> None:
             written = os.write(fd, view)
         except BrokenPipeError:
             return  # the reader went away (e.g. `| head`): the output is dropped
+        except OSError as e:  # a full disk under a redirection: the run cannot go on
+            name = {1: "stdout", 2: "stderr"}.get(fd, f"descriptor {fd}")
+            raise Oci2vmError(
+                f"cannot write the workload's output to {name}: {e.strerror}"
+            ) from None
         view = view[written:]
 
 
@@ -320,11 +337,14 @@ def _on_signal(session: _Session, wakeup: socket.socket, control: socket.socket)
     except BlockingIOError:
         return
     for signum in received:
-        if session.signal is None:
+        if signum not in STOPPING:
+            _send(control, f"signal {signum}\n".encode())
+        elif session.signal is None:
             session.signal = signum
             if session.grace >= 0:
                 session.kill_at = time.monotonic() + session.grace
-            _send(control, b"stop\n")
+            stop = b"stop\n" if signum == signal.SIGTERM else f"signal {signum}\n".encode()
+            _send(control, stop)
         else:  # a second Ctrl-C: no more waiting
             session.kill_at = time.monotonic()
 

@@ -297,7 +297,7 @@ def test_the_inits_limit_commands_set_soft_and_hard_limits() -> None:
 @pytest.mark.parametrize(("grace", "waits"), [(10.0, 10.0), (2.0, 2.0), (-1.0, None)])
 def test_a_stop_waits_the_stop_timeout_then_kills(grace: float, waits: float | None) -> None:
     """--stop-timeout: how long after the first Ctrl-C QEMU is killed (-1: not until a
-    second one); the init is asked to send the stop signal either way."""
+    second one); the workload gets the SIGINT either way, as docker run passes it on."""
     import socket
     import time
 
@@ -309,7 +309,7 @@ def test_a_stop_waits_the_stop_timeout_then_kills(grace: float, waits: float | N
         waker.send(bytes([signal.SIGINT]))
         before = time.monotonic()
         runtime._on_signal(session, wakeup, control)
-        assert guest.recv(64) == b"stop\n"
+        assert guest.recv(64) == b"signal 2\n"
         if waits is None:
             assert session.kill_at is None
         else:
@@ -318,3 +318,57 @@ def test_a_stop_waits_the_stop_timeout_then_kills(grace: float, waits: float | N
         waker.send(bytes([signal.SIGINT]))  # a second Ctrl-C: no more waiting
         runtime._on_signal(session, wakeup, control)
         assert session.kill_at is not None and session.kill_at - before < 1
+
+
+def test_signals_are_passed_on_as_docker_runs_proxy_passes_them() -> None:
+    """SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2 reach the workload as themselves and end nothing;
+    SIGTERM (a service manager stopping oci2vm) sends the stop signal, as docker stop."""
+    import socket
+
+    wakeup, waker = socket.socketpair()
+    control, guest = socket.socketpair()
+    with wakeup, waker, control, guest:
+        wakeup.setblocking(False)
+        session = runtime._Session(grace=10.0)
+        others = (signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2)
+        waker.send(bytes(others))
+        runtime._on_signal(session, wakeup, control)
+        expected = "".join(f"signal {int(s)}\n" for s in others).encode()
+        assert guest.recv(256) == expected
+        assert (session.signal, session.kill_at) == (None, None)
+        waker.send(bytes([signal.SIGTERM]))
+        runtime._on_signal(session, wakeup, control)
+        assert guest.recv(64) == b"stop\n"
+        assert session.signal == signal.SIGTERM and session.kill_at is not None
+
+
+def test_qemu_is_killed_whatever_ends_the_relay(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """QEMU runs in a session of its own: an error while relaying (an output that cannot
+    be written) must not leave it running."""
+    started: list[subprocess.Popen[bytes]] = []
+    real_popen = runtime.tools.popen
+
+    def popen(argv: list[str], **kwargs: object) -> subprocess.Popen[bytes]:
+        proc = real_popen(["sleep", "60"], **kwargs)
+        started.append(proc)
+        return proc
+
+    def relay(*_args: object) -> runtime._Session:
+        raise Oci2vmError("cannot write the workload's output to stdout: No space left")
+
+    monkeypatch.setattr(runtime.tools, "popen", popen)
+    monkeypatch.setattr(runtime, "qemu_command", lambda *_args: ["qemu"])
+    monkeypatch.setattr(runtime, "_relay", relay)
+    files = [tmp_path / name for name in ("kernel", "initrd", "root")]
+    with pytest.raises(Oci2vmError, match="No space left"):
+        runtime.run_app(*files, BootSpec(), Config(), Arch.AMD64)
+    (proc,) = started
+    assert proc.poll() is not None
+
+
+def test_an_output_that_cannot_be_written_is_a_one_line_error() -> None:
+    refused = pytest.raises(Oci2vmError, match=r"^cannot write the workload's output to ")
+    with open("/dev/full", "wb") as full, refused:
+        runtime._write_all(full.fileno(), b"data")

@@ -386,13 +386,14 @@ start_workload() {
 		set -- "$@" -S "$uid" -G "$gid" -- "$program"
 	fi
 	eval "set -- \"\$@\" $SPEC_ARGS"
-	# The host asks for a stop on the control port: "stop" sends the stop signal to the
-	# workload, whose pid its starter leaves in WORKLOAD_PID.
+	# The host passes signals on the control port: "signal N" sends N to the workload
+	# (whose pid its starter leaves in WORKLOAD_PID), "stop" its stop signal.
 	: >"$WORKLOAD_PID"
 	(
 		while read -r request; do
 			pid=$(cat "$WORKLOAD_PID" 2>/dev/null) && [ -n "$pid" ] || continue
 			case "$request" in
+			"signal "[1-9]*) kill "-${request#signal }" "$pid" 2>/dev/null ;;
 			stop) kill "-$SPEC_STOP_SIGNAL" "$pid" 2>/dev/null ;;
 			kill) kill -9 "$pid" 2>/dev/null ;;
 			esac
