@@ -504,9 +504,10 @@ WORKLOAD_COMMANDS = ("build", "run")
 
 
 def parse(argv: Sequence[str]) -> argparse.Namespace:
-    """The options, and the workload's command: what follows '--' (build and run; options
-    are free before and after SOURCE), or for run, as docker run has it, everything from
-    the first word after SOURCE that is no option of oci2vm's (`oci2vm run IMAGE ls -l`)."""
+    """The options, and the workload's command: what follows '--' (build and run; build's
+    options are free before and after SOURCE), or for run, as docker run has it, every
+    word after an image (`oci2vm run IMAGE ls -l`, `oci2vm run IMAGE --port 80`). After
+    a DISK, which takes no command, options are still oci2vm's."""
     words = list(argv)
     top = parser()
     at = _docker_command_start(top, words)
@@ -525,21 +526,24 @@ def parse(argv: Sequence[str]) -> argparse.Namespace:
 
 def _docker_command_start(top: argparse.ArgumentParser, words: Sequence[str]) -> int | None:
     """Where `oci2vm run`'s command begins in docker run's form: at the first word after
-    SOURCE that is neither one of run's options nor an option's value, told apart as
-    argparse does (a long option's unique prefix, short flags run together, values
-    attached or next). None when there is none before a '--'."""
+    SOURCE, which is told from the options before it and their values as argparse tells
+    them (a long option's unique prefix, short flags run together, values attached or
+    next); after a DISK (an existing file), at the first word that is no option of run's.
+    None when there is none before a '--'."""
     start = next((i for i, w in enumerate(words) if not w.startswith("-")), None)
     if start is None or words[start] != "run":
         return None
     sub = next(a for a in top._actions if isinstance(a, argparse._SubParsersAction))
     actions = sub.choices["run"]._option_string_actions
     longs = [name for name in actions if name.startswith("--")]
-    seen_source = False
+    seen_source = image = False
     i = start + 1
     while i < len(words):
         word = words[i]
         if word == "--":
             return None
+        if image:  # every word after an image is the command's, options or not
+            return i
         if word.startswith("--"):
             name, eq, _ = word.partition("=")
             matches = [name] if name in actions else [n for n in longs if n.startswith(name)]
@@ -559,7 +563,7 @@ def _docker_command_start(top: argparse.ArgumentParser, words: Sequence[str]) ->
         else:  # a positional word: SOURCE, then the command
             if seen_source:
                 return i
-            seen_source, action, takes = True, None, False
+            seen_source, image = True, not Path(word).is_file()
             i += 1
             continue
         if action is None and seen_source:  # no option of oci2vm's: the command's own

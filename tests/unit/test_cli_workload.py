@@ -12,7 +12,7 @@ from oci2vm.config import InitMode, InitrdChoice, KernelKind, PortMapping, Volum
 
 
 def test_the_command_after_dashes_replaces_cmd_wherever_the_options_are() -> None:
-    config = config_from(parse(["run", "img", "-e", "A=1", "--", "sh", "-c", "exit 7", "--"]))
+    config = config_from(parse(["run", "-e", "A=1", "img", "--", "sh", "-c", "exit 7", "--"]))
     assert config.command == ("sh", "-c", "exit 7", "--")
     assert config_from(parse(["build", "img", "-o", "x.img", "--", "true"])).command == ("true",)
     assert config_from(parse(["run", "img"])).command is None
@@ -93,14 +93,18 @@ def test_kernel_initrd_and_init_choices() -> None:
     [
         (["img", "ls", "-l"], ("ls", "-l"), (), False),
         (["-q", "img", "ls", "-q"], ("ls", "-q"), (), True),  # after IMAGE: the command's
-        (["img", "-e", "A=1", "sh", "-c", "exit 7"], ("sh", "-c", "exit 7"), ("A=1",), False),
+        (["-e", "A=1", "img", "sh", "-c", "exit 7"], ("sh", "-c", "exit 7"), ("A=1",), False),
+        (["img", "-e", "A=1", "ls"], ("-e", "A=1", "ls"), (), False),  # docker's: the command's
+        (["img", "--host", "0.0.0.0"], ("--host", "0.0.0.0"), (), False),  # (no --hostname)
         (["-it", "-eA=1", "img", "env"], ("env",), ("A=1",), False),
         (["--env", "A=1", "--mem", "2G", "img", "true"], ("true",), ("A=1",), False),
         (["--tls-verify", "false", "img", "ls"], ("ls",), (), False),
         (["--entrypoint=", "img", "x"], ("x",), (), False),
         (["img", "ls", "--", "x"], ("ls", "--", "x"), (), False),
-        (["img", "-q", "--", "ls"], ("ls",), (), True),
-        (["img", "-q"], None, (), True),
+        (["-q", "img", "--", "ls"], ("ls",), (), True),
+        (["img", "-q", "--", "ls"], ("-q", "--", "ls"), (), False),
+        (["img", "-q"], ("-q",), (), False),
+        (["img", "--help"], ("--help",), (), False),
         (["--entrypoint", "sh", "img", "-c", "exit 7"], ("-c", "exit 7"), (), False),
         (["img", "--bogus", "-q"], ("--bogus", "-q"), (), False),
         (["img", "-ix"], ("-ix",), (), False),  # -x is no option of run's
@@ -123,11 +127,11 @@ def test_an_unknown_option_before_the_image_is_still_an_error() -> None:
         parse(["run", "--bogus", "img", "ls"])
 
 
-def test_an_ambiguous_option_after_the_image_is_argparses_error_not_the_command(
+def test_an_ambiguous_option_before_the_image_is_argparses_error(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     with pytest.raises(SystemExit):  # --net: --network or --network-timeout
-        parse(["run", "img", "--net", "none", "ls"])
+        parse(["run", "--net", "none", "img", "ls"])
     assert "ambiguous option: --net" in capsys.readouterr().err
 
 

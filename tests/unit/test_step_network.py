@@ -426,8 +426,8 @@ def test_cli_parses_network_choices() -> None:
     assert network_of("--network", "none").mode is NetworkMode.NONE
     assert network_of("--network", "static:10.0.2.15/24,10.0.2.2,10.0.2.3") == STATIC
     assert NetworkChoice(NetworkMode.STATIC, "10.0.2.15/24", "10.0.2.2", ("10.0.2.3",)) == STATIC
-    for command in (["run", "x"], ["check", "x"], ["inspect", "x"]):
-        args = parse([*command, "--network", "none"])
+    for command in ("run", "check", "inspect"):
+        args = parse([command, "--network", "none", "x"])
         assert args.network.mode is NetworkMode.NONE
 
 

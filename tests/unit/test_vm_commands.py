@@ -362,7 +362,7 @@ def test_a_system_image_run_from_the_cache_still_refuses_workload_options(
         raise AssertionError("QEMU started")
 
     monkeypatch.setattr(tools, "run", no_qemu)
-    assert main(["run", "oci:/nowhere:x", "--init", "system", "-e", "A=1"]) != 0
+    assert main(["run", "--init", "system", "-e", "A=1", "oci:/nowhere:x"]) != 0
     error = capsys.readouterr().err.strip()
     assert "--env set an app image's workload" in error and "--init app" in error
 
@@ -397,5 +397,6 @@ def test_run_with_a_workload_runs_even_an_image_with_an_init_as_an_app(
     monkeypatch.setattr(pipeline, "resolve_source", lambda config, reporter: (image, None))
     monkeypatch.setattr(runcache, "direct_boot", direct_boot)
     with pytest.raises(SystemExit):
-        main(["run", "oci:/nowhere:x", *words])
+        command = words[0] == "--" if words else False  # options before the image
+        main(["run", "oci:/nowhere:x", *words] if command else ["run", *words, "oci:/nowhere:x"])
     assert asked == [init]
