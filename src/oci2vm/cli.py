@@ -617,42 +617,59 @@ ENV_FILE_LIMIT = 1 << 20
 
 
 def environment(files: Sequence[Path], options: Sequence[str]) -> tuple[str, ...]:
-    """KEY=VALUE settings from --env-file FILEs, then -e options, as docker run reads them:
-    blank lines and # comments skipped, a KEY alone takes its value from this environment.
-    Unset here, a file's KEY is left out, while `-e KEY` stays a bare KEY: docker's daemon
-    then removes KEY from the image's environment (moby's ReplaceOrAppendEnvValues), and so
-    does merge_env."""
+    """KEY=VALUE settings from --env-file FILEs, then -e options, as docker run reads them
+    (docker/cli's opts): a KEY alone takes its value from this environment, and stays a
+    bare KEY where unset here, which makes docker's daemon remove KEY from the image's
+    environment (moby's ReplaceOrAppendEnvValues), as merge_env does."""
     import os
 
-    settings: list[tuple[str, bool]] = []
-    for path in files:
-        try:
-            text = read_small_text(path)
-        except (OSError, UnicodeDecodeError, Oci2vmError) as e:
-            raise Oci2vmError(f"--env-file {path}: {e}") from None
-        settings.extend((line, False) for line in text.splitlines() if line.strip()
-                        and not line.lstrip().startswith("#"))  # fmt: skip
-    settings.extend((option, True) for option in options)
+    settings = [setting for path in files for setting in _env_file(path)]
+    for option in options:
+        if not option.partition("=")[0]:  # docker checks nothing else of -e's name
+            raise Oci2vmError(f"-e {option!r}: no variable name")
+        settings.append(option)
     out: list[str] = []
-    for setting, unsets in settings:
+    for setting in settings:
         key, sep, _ = setting.partition("=")
-        if not key or any(c.isspace() for c in key):
-            raise Oci2vmError(f"environment setting {setting!r}: expected KEY=VALUE")
         if sep:
             out.append(setting)
         elif key in os.environ:
             out.append(f"{key}={os.environ[key]}")
-        elif unsets:
+        else:
             out.append(key)
     return tuple(out)
 
 
-def read_small_text(path: Path) -> str:
+def _env_file(path: Path) -> list[str]:
+    """An env file's settings as docker reads one: lines split at '\\n' (a '\\r' before it
+    dropped), a UTF-8 byte order mark and leading whitespace dropped, blank lines and
+    '#' comments skipped, values kept as they are; a name may hold no space or tab."""
+    try:
+        data = read_small_bytes(path)
+    except (OSError, Oci2vmError) as e:
+        raise Oci2vmError(f"--env-file {path}: {e}") from None
+    settings = []
+    for number, raw in enumerate(data.removeprefix(b"\xef\xbb\xbf").split(b"\n"), 1):
+        try:
+            line = raw.removesuffix(b"\r").decode("utf-8").lstrip()
+        except UnicodeDecodeError:
+            raise Oci2vmError(f"--env-file {path}: line {number} is not UTF-8") from None
+        if not line or line.startswith("#"):
+            continue
+        key, sep, value = line.partition("=")
+        if not key or " " in key or "\t" in key:
+            what = "no variable name" if not key else f"variable {key!r} contains whitespace"
+            raise Oci2vmError(f"--env-file {path}: line {number}: {what}")
+        settings.append(f"{key}{sep}{value}")
+    return settings
+
+
+def read_small_bytes(path: Path) -> bytes:
     with path.open("rb") as f:
         data = f.read(ENV_FILE_LIMIT + 1)
     if len(data) > ENV_FILE_LIMIT:
         raise Oci2vmError(f"larger than {ENV_FILE_LIMIT} bytes")
-    return data.decode("utf-8")
+    return data
 
 
 def read_password(path: Path) -> str:

@@ -26,21 +26,36 @@ def test_a_command_after_dashes_is_refused_where_nothing_runs() -> None:
 def test_env_files_then_options_with_comments_and_host_values(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """As docker/cli reads them: a byte order mark, a CR before LF and leading whitespace
+    dropped, values kept as they are (a form feed, U+2028 and a trailing space included),
+    a KEY alone from this environment, and bare where unset here, to unset the image's."""
     env_file = tmp_path / "env"
-    env_file.write_text("# a comment\n\nA=from-file\nFROM_HOST\nUNSET_HERE\n")
+    text = "\ufeff# a comment\r\n\n  A=from-file \r\nFROM_HOST\nUNSET_HERE\nB=x\fy\u2028z"
+    env_file.write_bytes(text.encode())
     monkeypatch.setenv("FROM_HOST", "host value")
     monkeypatch.delenv("UNSET_HERE", raising=False)
     words = ["run", "--env-file", str(env_file), "-e", "A=option", "-e", "UNSET_HERE", "img"]
     config = config_from(parse(words))
-    # a file's KEY unset here is left out; `-e KEY` stays bare, to unset the image's KEY
-    assert config.env == ("A=from-file", "FROM_HOST=host value", "A=option", "UNSET_HERE")
+    assert config.env == (
+        "A=from-file ", "FROM_HOST=host value", "UNSET_HERE", "B=x\fy\u2028z", "A=option",
+        "UNSET_HERE",
+    )  # fmt: skip
 
 
 def test_a_malformed_environment_setting_is_refused(tmp_path: Path) -> None:
+    """docker checks -e's name for emptiness only; an env file's may hold no blank."""
     from oci2vm.errors import Oci2vmError
 
-    with pytest.raises(Oci2vmError, match="expected KEY=VALUE"):
+    with pytest.raises(Oci2vmError, match="no variable name"):
         config_from(parse(["run", "-e", "=x", "img"]))
+    assert config_from(parse(["run", "-e", "A B=1", "img"])).env == ("A B=1",)
+    env_file = tmp_path / "env"
+    for text, words in ((b"OK=1\nA B=1\n", "line 2: variable 'A B' contains whitespace"),
+                        (b"=1\n", "line 1: no variable name"),
+                        (b"A=\xff\n", "line 1 is not UTF-8")):  # fmt: skip
+        env_file.write_bytes(text)
+        with pytest.raises(Oci2vmError, match=words):
+            config_from(parse(["run", "--env-file", str(env_file), "img"]))
 
 
 @pytest.mark.parametrize(
