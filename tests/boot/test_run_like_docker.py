@@ -218,7 +218,8 @@ def test_a_workdir_and_mount_points_through_links_stay_in_the_image(tmp_path: Pa
     """runc resolves a working directory and a mount point inside the container's root:
     an absolute symlink of the image leads from the image's root, never into the VM's
     initramfs around it (/esc -> /etc/oci2vm is where the init keeps its spec). A working
-    directory that cannot be one is docker's status 125."""
+    directory that cannot be one is docker's status 125. A workload killed by a signal
+    has docker's 128 + N and its stderr as it wrote it."""
     from support.layouts import directory, file, layer_tar, symlink, write_layout
 
     base = busybox_app_fixture().rootfs_tar.read_bytes()
@@ -231,12 +232,13 @@ def test_a_workdir_and_mount_points_through_links_stay_in_the_image(tmp_path: Pa
     shared.mkdir()
     (shared / "in.txt").write_text("from the host\n")
     image = f"oci:{layout.path}:latest"
-    script = "pwd; ls -A; cat /srv/app/data/in.txt"
+    script = "pwd; ls -A; cat /srv/app/data/in.txt; echo bye >&2; kill -9 $$"
     result = oci2vm(
         "run", *run_options(), "-u", "0", "-w", "/esc", "-v", f"{shared}:/app2/data",
         image, "sh", "-c", script,
     )  # fmt: skip
-    assert (result.code, result.out) == (0, "/etc/oci2vm\nfrom the host\n"), result.err
+    assert (result.code, result.out) == (137, "/etc/oci2vm\nfrom the host\n"), result.err
+    assert result.err.endswith("bye\n")  # (no "Killed" from the init's shell after it)
     refused = oci2vm("run", *run_options(), "-u", "0", "-w", "/afile/sub", image, "true")
     assert (refused.code, refused.out) == (125, ""), refused.err
     assert "/afile/sub as the working directory: not a directory" in refused.err

@@ -404,10 +404,13 @@ start_workload() {
 	# and SIGQUIT ignored, which exec keeps (Ctrl-C under -it, a StopSignal of INT or QUIT
 	# would do nothing); docker's workload starts with every signal at its default.
 	set -- sh -c "$(limit_commands)"'echo $$ >"$0"; exec "$@"' "$WORKLOAD_PID" "$@"
+	# In a subshell: ash reports a job killed by a signal ("Killed") on the stderr its
+	# command had, which would add a line to the workload's own; the subshell's is the
+	# console's.
 	if [ "$IN" = /dev/hvc0 ]; then
-		setsid -c "$@" <"$IN" >"$OUT" 2>"$ERR"
+		(setsid -c "$@" <"$IN" >"$OUT" 2>"$ERR")
 	else
-		"$@" <"$IN" >"$OUT" 2>"$ERR"
+		("$@" <"$IN" >"$OUT" 2>"$ERR")
 	fi
 }
 
