@@ -711,6 +711,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="oci2vm: %(message)s",
         stream=sys.stderr,
     )
+    # urllib3's retries are ours to tell (or not): an error stays one line, -q stays quiet.
+    logging.getLogger("urllib3").setLevel(logging.NOTSET if args.verbose else logging.ERROR)
     as_json = bool(getattr(args, "json", False))
     # `oci2vm run` exits with the workload's status: its own failures are told apart as
     # docker run's are.

@@ -167,3 +167,20 @@ def test_with_json_a_failure_is_a_json_document_too(
 def test_an_empty_hostname_is_refused_not_taken_for_the_default(tmp_path: Path) -> None:
     assert main(["build", "tar:/dev/null", "-o", str(tmp_path / "x.img"), "--hostname", ""]) == 1
     assert not (tmp_path / "x.img").exists()
+
+
+def test_urllib3s_own_warnings_stay_quiet_unless_verbose(tmp_path: Path) -> None:
+    """A retry urllib3 makes on its own ("Retrying (_Retry(total=2...") is no warning for
+    the user: an error stays one line, and a build that succeeded says nothing on -q."""
+    import logging
+
+    missing = f"oci:{tmp_path / 'nothing'}:latest"
+    logger = logging.getLogger("urllib3")
+    saved = logger.level
+    try:
+        main(["inspect", missing])
+        assert not logger.isEnabledFor(logging.WARNING)
+        main(["inspect", "--verbose", missing])
+        assert logger.isEnabledFor(logging.WARNING)
+    finally:
+        logger.setLevel(saved)
