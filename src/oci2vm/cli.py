@@ -16,6 +16,7 @@ from pathlib import Path
 
 from oci2vm import __version__
 from oci2vm.config import (
+    CHECK_EXPECT,
     USER_NAME,
     Accel,
     BootMode,
@@ -490,7 +491,13 @@ def parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("check", help="boot headless and wait for a login prompt or a marker")
     p.add_argument("source", metavar="DISK|SOURCE")
-    p.add_argument("--expect", default=r"login:", metavar="REGEX")
+    p.add_argument(
+        "--expect",
+        default=CHECK_EXPECT,
+        metavar="REGEX",
+        help="what the console must show (default: a login prompt, or an app disk's "
+        "workload started)",
+    )
     p.add_argument("--timeout", type=float, default=300.0, metavar="SECONDS")
     _source_options(p)
     _build_options(p)

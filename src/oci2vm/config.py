@@ -11,6 +11,10 @@ from pathlib import Path
 from oci2vm.errors import Oci2vmError
 from oci2vm.image.model import Platform
 
+# `oci2vm check`'s default: a system's login prompt, or the line oci2vm's init writes on
+# an app disk's console when its workload starts (init.sh; an app shows no login).
+CHECK_EXPECT = r"login:|oci2vm-init: the workload started"
+
 
 class OutputFormat(StrEnum):
     EXT4 = "ext4"
@@ -250,7 +254,7 @@ class Config:
     cpus: int = 2
     accel: Accel = Accel.AUTO
     bus: Bus = Bus.VIRTIO
-    expect: str = r"login:"
+    expect: str = CHECK_EXPECT
     timeout: float = 300.0
     # reporting
     quiet: bool = False

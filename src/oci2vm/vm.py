@@ -353,6 +353,9 @@ _LONGEST_ESCAPE = 64  # an ESC this far from the end that still matches nothing 
 # that a match cut in two by a read is still found.
 _FAIL_OVERLAP = 256
 KERNEL_PANIC = r"Kernel panic - not syncing: [^\n]*"  # a `fail` pattern for check_boot
+# oci2vm's init on the console of an app disk (init.sh): a workload that could not start
+# or ended badly (check's default waits for its start: config.CHECK_EXPECT).
+APP_FAILED = r"oci2vm-init: (?:error: [^\n]*|the workload exited with status [1-9][0-9]*)"
 
 
 class ConsoleText:

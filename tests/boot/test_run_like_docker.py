@@ -242,3 +242,11 @@ def test_a_workdir_and_mount_points_through_links_stay_in_the_image(tmp_path: Pa
     refused = oci2vm("run", *run_options(), "-u", "0", "-w", "/afile/sub", image, "true")
     assert (refused.code, refused.out) == (125, ""), refused.err
     assert "/afile/sub as the working directory: not a directory" in refused.err
+
+
+def test_check_of_an_app_image_waits_for_its_workload_to_start(app: str) -> None:
+    """An app shows no login prompt: check's default waits for the init's line that the
+    workload started (the disk is built and booted as any hypervisor would boot it)."""
+    result = oci2vm("check", *run_options(), "--timeout", "240", app)
+    assert result.code == 0, result.err
+    assert result.out.startswith("ok: ")

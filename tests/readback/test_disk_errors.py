@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from oci2vm import vm
+from oci2vm.config import CHECK_EXPECT
 from support.disks import (
     MIB,
     Disk,
@@ -143,7 +144,7 @@ def test_check_of_a_source_boots_a_temporary_disk_and_prints_only_its_json(
     assert json.loads(result.out) == {
         "ok": True,
         "seconds": 1.25,
-        "expect": "login:",
+        "expect": CHECK_EXPECT,
         "reason": "",
         "console_tail": "debian login: ",
     }
@@ -156,14 +157,14 @@ def test_check_of_a_source_boots_a_temporary_disk_and_prints_only_its_json(
     assert fake.labels == ["dos"]  # built with the given options
     assert fake.options == [
         {
-            "expect": "login:",
+            "expect": CHECK_EXPECT,
             "timeout": 5.0,
             "firmware": "uefi",
             "bus": "virtio",
             "accel": "auto",
             "memory_mib": 1024,
             "cpus": 2,
-            "fail": vm.KERNEL_PANIC,
+            "fail": f"{vm.KERNEL_PANIC}|{vm.APP_FAILED}",
         }
     ]
     assert fake.disks[0].name == "disk.img"

@@ -125,7 +125,8 @@ def check_command(config: Config, reporter: Reporter) -> int:
             accel=config.accel,
             memory_mib=config.memory_mib,
             cpus=config.cpus,
-            fail=vm.KERNEL_PANIC,  # nothing comes after one: no need to sit out the timeout
+            # Nothing comes after these: no need to sit out the timeout.
+            fail=f"{vm.KERNEL_PANIC}|{vm.APP_FAILED}",
         )
     reporter.result(
         CheckReport(result.ok, result.seconds, config.expect, result.reason, result.tail)

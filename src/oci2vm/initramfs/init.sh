@@ -404,6 +404,7 @@ start_workload() {
 	# and SIGQUIT ignored, which exec keeps (Ctrl-C under -it, a StopSignal of INT or QUIT
 	# would do nothing); docker's workload starts with every signal at its default.
 	set -- sh -c "$(limit_commands)"'echo $$ >"$0"; exec "$@"' "$WORKLOAD_PID" "$@"
+	say "the workload started: $program" # (what `oci2vm check` of an app disk waits for)
 	# In a subshell: ash reports a job killed by a signal ("Killed") on the stderr its
 	# command had, which would add a line to the workload's own; the subshell's is the
 	# console's.
