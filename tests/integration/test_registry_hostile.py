@@ -138,6 +138,20 @@ def test_a_registry_that_trickles_is_given_up_on(store: BlobStore, what: str) ->
         assert time.monotonic() - started < 15
 
 
+def test_a_blob_store_that_trickles_after_a_redirect_is_given_up_on(store: BlobStore) -> None:
+    app = sample_image()
+    layer = f"/v2/app/blobs/{app.layer_digests[1]}"
+    with fake_registry() as fake, fake_registry() as storage:
+        fake.add_image("app", "1", app)
+        storage.routes["/s?sig=1"] = Reply(body=fake.routes[layer].body, trickle=0.2)
+        fake.routes[layer] = Reply(307, headers={"Location": f"http://{storage.host}/s?sig=1"})
+        started = time.monotonic()
+        with within(30):
+            message = error_of(lambda: pull(fake.host, "app:1", store, network_timeout=1.0))
+        assert message.endswith("sent less than 64 KiB in 1 s: retry, or raise --network-timeout")
+        assert time.monotonic() - started < 15
+
+
 def test_a_schema_1_manifest_is_named_as_such(store: BlobStore) -> None:
     signed = {"schemaVersion": 1, "name": "app", "tag": "1", "fsLayers": [], "signatures": []}
     body = json.dumps(signed, indent=3).encode()

@@ -281,6 +281,23 @@ class Transport:
         origin it was meant for); the response's body is read with read() or body().
         Transport failures raise urllib3's HTTPError; policy failures Oci2vmError."""
         watch = self.watchdog.start()
+        try:
+            return self._follow(method, url, headers, peer, body, watch)
+        except BaseException:
+            self.watchdog.end(watch)
+            raise
+
+    def _follow(
+        self,
+        method: str,
+        url: str,
+        headers: Mapping[str, str],
+        peer: str,
+        body: bytes | None,
+        watch: Watch,
+    ) -> urllib3.BaseHTTPResponse:
+        """open()'s hops, all under one watch: the deadline holds to the last byte of
+        the response a redirect leads to."""
         headers = dict(headers)
         origin = _origin(url)
         via = ""
@@ -299,15 +316,17 @@ class Transport:
             if resp.status not in REDIRECT_STATUSES or not location:
                 self._watches[resp] = watch
                 return resp
-            self._watches[resp] = watch
-            self.release(resp)
+            # Not release(), which would end the watch: the next hop is under it too.
+            self._give_back(resp)
+            # That socket is back in the pool, another request's to use: not ours to shut.
+            watch.attach(None)
+            watch.progress()  # an answer: the next hop has the whole timeout too
             url = urllib.parse.urljoin(url, location)
             via = "redirected us to"
             if _origin(url) != origin:
                 headers.pop("Authorization", None)
             if resp.status == 303:
                 method, body = "GET", None
-        self.watchdog.end(watch)
         raise Oci2vmError(f"{peer} redirected us more than {MAX_REDIRECTS} times")
 
     def expired(self, resp: urllib3.BaseHTTPResponse | None = None) -> bool:
@@ -334,9 +353,18 @@ class Transport:
         return _Body(resp, self._watches.get(resp))
 
     def release(self, resp: urllib3.BaseHTTPResponse, *, drain: bool = True) -> None:
+        """Give the connection back (see _give_back) and end the response's watch."""
+        watch = self._watches.pop(resp, None)
+        try:
+            self._give_back(resp, drain=drain)
+        finally:
+            if watch is not None:
+                self.watchdog.end(watch)
+
+    @staticmethod
+    def _give_back(resp: urllib3.BaseHTTPResponse, *, drain: bool = True) -> None:
         """Give the connection back, reading what is left of a small body first (unread
         bytes would garble the next response), or close it (a body not worth reading)."""
-        watch = self._watches.pop(resp, None)
         try:
             remaining = resp.length_remaining
             if drain and remaining is not None and remaining <= PROGRESS_BYTES:
@@ -347,8 +375,6 @@ class Transport:
             resp.close()
         finally:
             resp.release_conn()
-            if watch is not None:
-                self.watchdog.end(watch)
 
 
 class _Body:
