@@ -18,6 +18,7 @@ from support.registries import (
     assert_is,
     error_of,
     fake_registry,
+    free_port,
     pull,
     sample_image,
 )
@@ -148,8 +149,46 @@ def test_a_blob_store_that_trickles_after_a_redirect_is_given_up_on(store: BlobS
         started = time.monotonic()
         with within(30):
             message = error_of(lambda: pull(fake.host, "app:1", store, network_timeout=1.0))
-        assert message.endswith("sent less than 64 KiB in 1 s: retry, or raise --network-timeout")
+        assert message.endswith(
+            f"host {storage.host} (reached by a redirect from registry {fake.host}) sent less "
+            "than 64 KiB in 1 s: retry, or raise --network-timeout"
+        )
         assert time.monotonic() - started < 15
+
+
+@pytest.mark.parametrize("status", [401, 403, 500])
+def test_a_redirect_target_that_refuses_is_named_not_the_registry(
+    store: BlobStore, status: int
+) -> None:
+    app = sample_image()
+    layer = f"/v2/app/blobs/{app.layer_digests[1]}"
+    with fake_registry(basic=("bob", "pw")) as fake, fake_registry() as storage:
+        fake.add_image("app", "1", app)
+        challenge = {"WWW-Authenticate": 'Basic realm="storage"'} if status == 401 else {}
+        storage.routes["/b?sig=secret"] = Reply(status, b"<Error>AccessDenied</Error>", challenge)
+        fake.routes[layer] = Reply(307, headers={"Location": f"http://{storage.host}/b?sig=secret"})
+        message = error_of(lambda: pull(fake.host, "app:1", store, creds="bob:pw"))
+        reason = {401: "Unauthorized", 403: "Forbidden", 500: "Internal Server Error"}[status]
+        expired = ": the link may have expired: retry" if status != 500 else ""
+        assert message == (
+            f"host {storage.host} (reached by a redirect from registry {fake.host}) answered "
+            f"HTTP {status} {reason} for GET {layer}{expired}"
+        )
+        assert fake.requests_to(layer) == 1
+        assert not any("Authorization" in s.headers for s in storage.seen)
+
+
+def test_a_redirect_target_that_cannot_be_reached_is_named(store: BlobStore) -> None:
+    app = sample_image()
+    layer = f"/v2/app/blobs/{app.layer_digests[1]}"
+    nobody = f"127.0.0.1:{free_port()}"
+    with fake_registry() as fake:
+        fake.add_image("app", "1", app)
+        fake.routes[layer] = Reply(307, headers={"Location": f"http://{nobody}/b?sig=secret"})
+        assert error_of(lambda: pull(fake.host, "app:1", store)) == (
+            f"cannot connect to host {nobody} (reached by a redirect from registry "
+            f"{fake.host}): connection refused"
+        )
 
 
 def test_a_schema_1_manifest_is_named_as_such(store: BlobStore) -> None:

@@ -65,8 +65,10 @@ from oci2vm.sources.transport import (
     CONNECT_TIMEOUT,
     PROGRESS_BYTES,
     RETRIES,
+    HopError,
     Transport,
     host_of,
+    redirected_peer,
 )
 
 __all__ = ["BLOB_ATTEMPTS", "PARALLEL_DOWNLOADS", "RETRIES", "resolve"]
@@ -208,13 +210,19 @@ class _Session:
     def _error(
         self, peer: str, err: BaseException, resp: urllib3.BaseHTTPResponse | None = None
     ) -> Oci2vmError:
-        """The one-line error for a request or a body that failed."""
+        """The one-line error for a request or a body that failed, naming the host that
+        failed: `peer`, or the host one of its redirects led to."""
+        host = peer.rsplit(maxsplit=1)[-1]
+        target = self.http.redirected(resp) if resp is not None else None
+        if isinstance(err, HopError):
+            target, err = err.target, err.error
+        if target is not None:
+            host, peer = target, redirected_peer(target, peer)
         if self.http.expired(resp):
             return Oci2vmError(
                 f"{peer} sent less than {PROGRESS_BYTES >> 10} KiB in {self.timeout:g} s: "
                 "retry, or raise --network-timeout"
             )
-        host = peer.rsplit(maxsplit=1)[-1]
         fix = (
             "if you trust this registry, use --tls-verify=false"
             if host_of(host) == host_of(self.host)
@@ -291,8 +299,8 @@ class _Session:
             if sent is not None:
                 request["Authorization"] = sent
             resp = self._open(self.base + path, request, peer)
-            if resp.status != 401:
-                return resp
+            if resp.status != 401 or self.http.redirected(resp):
+                return resp  # (another host's 401 is not the registry's challenge: fail())
             challenges = parse_www_authenticate(resp.headers.get("WWW-Authenticate", ""))
             try:
                 _codes, message = _registry_errors(
@@ -320,6 +328,17 @@ class _Session:
         """Raise the error for a response that is not 200; `not_found` says what is
         missing when the registry answers 404."""
         peer = f"registry {self.host}"
+        target = self.http.redirected(resp)
+        if target is not None:
+            # Not the registry's answer: its credentials and error codes are not in
+            # question. A storage host refusing a link the registry signed is most often
+            # a link that expired on the way.
+            expired = ": the link may have expired: retry" if resp.status in (401, 403) else ""
+            raise Oci2vmError(
+                f"{redirected_peer(target, peer)} answered HTTP {resp.status} "
+                f"{resp.reason or ''}".rstrip()
+                + f" for GET {path}{expired}"
+            )
         codes, message = _registry_errors(self._read(resp, MAX_MANIFEST_SIZE, "error", peer))
         if resp.status in (401, 403) or "DENIED" in codes or "UNAUTHORIZED" in codes:
             raise self.auth.refused(

@@ -68,6 +68,21 @@ def _retry() -> Retry:
     )
 
 
+class HopError(HTTPError):
+    """A request that failed at a host a redirect led to, in another origin than the
+    one asked: `target` (host[:port]) names it, `error` is what failed."""
+
+    def __init__(self, target: str, error: HTTPError) -> None:
+        super().__init__(f"{target}: {error}")
+        self.target = target
+        self.error = error
+
+
+def redirected_peer(target: str, peer: str) -> str:
+    """How messages name a host that `peer` ("registry HOST") redirected us to."""
+    return f"host {target} (reached by a redirect from {peer})"
+
+
 def host_of(url_or_host: str) -> str:
     """The host name of a URL or of host[:port], lower case, without the port."""
     text = url_or_host if "://" in url_or_host else f"//{url_or_host}"
@@ -220,6 +235,11 @@ class Transport:
         self._watches: weakref.WeakKeyDictionary[urllib3.BaseHTTPResponse, Watch] = (
             weakref.WeakKeyDictionary()
         )
+        # The host[:port] that answered, for a response a redirect brought from another
+        # origin: its status and errors are that host's, not the one asked.
+        self._targets: weakref.WeakKeyDictionary[urllib3.BaseHTTPResponse, str] = (
+            weakref.WeakKeyDictionary()
+        )
         self._pools = {verify: self._pool_manager(verify, connections) for verify in (True, False)}
 
     def _pool_manager(self, verify: bool, connections: int) -> urllib3.PoolManager:
@@ -256,14 +276,14 @@ class Transport:
         """Refuse a URL that is not http(s), or plain HTTP to a host not allowed it; `via`
         says how we came to it ("" for the URL asked for)."""
         scheme = urllib.parse.urlsplit(url).scheme.lower()
-        shown = _without_query(url)
+        url_shown = _without_query(url)
         if scheme not in ("http", "https"):
             raise Oci2vmError(
-                f"{peer} {via or 'is at'} {shown}: only https:// and http:// are followed"
+                f"{peer} {via or 'is at'} {url_shown}: only https:// and http:// are followed"
             )
         host = host_of(url)
         if scheme == "http" and host not in self.insecure:
-            where = f"{via} {shown}, which is" if via else f"is at {shown},"
+            where = f"{via} {url_shown}, which is" if via else f"is at {url_shown},"
             raise Oci2vmError(
                 f"{peer} {where} plain HTTP: credentials and tokens would travel in clear; "
                 f"if you trust the network to {host}, pass --insecure-host {host}"
@@ -303,18 +323,26 @@ class Transport:
         via = ""
         for _hop in range(MAX_REDIRECTS + 1):
             self.check_url(url, peer, via)
-            resp = self._pools[self.verifies(url)].request(
-                method,
-                url,
-                body=body,
-                headers=headers,
-                preload_content=False,
-                decode_content=False,  # digests are of the bytes as stored
-                redirect=False,
-            )
+            target = _host_port(url) if _origin(url) != origin else None
+            try:
+                resp = self._pools[self.verifies(url)].request(
+                    method,
+                    url,
+                    body=body,
+                    headers=headers,
+                    preload_content=False,
+                    decode_content=False,  # digests are of the bytes as stored
+                    redirect=False,
+                )
+            except HTTPError as e:
+                if target is None:
+                    raise
+                raise HopError(target, e) from e
             location = resp.headers.get("Location")
             if resp.status not in REDIRECT_STATUSES or not location:
                 self._watches[resp] = watch
+                if target is not None:
+                    self._targets[resp] = target
                 return resp
             # Not release(), which would end the watch: the next hop is under it too.
             self._give_back(resp)
@@ -328,6 +356,10 @@ class Transport:
             if resp.status == 303:
                 method, body = "GET", None
         raise Oci2vmError(f"{peer} redirected us more than {MAX_REDIRECTS} times")
+
+    def redirected(self, resp: urllib3.BaseHTTPResponse) -> str | None:
+        """The host[:port] that sent `resp`, when a redirect led to another origin."""
+        return self._targets.get(resp)
 
     def expired(self, resp: urllib3.BaseHTTPResponse | None = None) -> bool:
         """Whether the deadline of `resp` (or of this thread's last request) passed."""
@@ -410,6 +442,13 @@ class _Body:
 def _origin(url: str) -> tuple[str, str, int | None]:
     parts = parse_url(url)
     return (parts.scheme or "", (parts.host or "").lower(), parts.port)
+
+
+def _host_port(url: str) -> str:
+    """host[:port] of a URL (not its netloc, which may hold a user and password)."""
+    parts = parse_url(url)
+    host = (parts.host or "").lower()
+    return f"{host}:{parts.port}" if parts.port is not None else host
 
 
 def _without_query(url: str) -> str:
