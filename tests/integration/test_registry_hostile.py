@@ -191,6 +191,30 @@ def test_a_redirect_target_that_cannot_be_reached_is_named(store: BlobStore) -> 
         )
 
 
+def test_a_redirect_to_a_url_that_does_not_parse_is_shown_without_its_query(
+    store: BlobStore,
+) -> None:
+    app = sample_image()
+    layer = f"/v2/app/blobs/{app.layer_digests[1]}"
+    with fake_registry() as fake:
+        fake.add_image("app", "1", app)
+        for location, url in (
+            (
+                "https://storage.example:99999/b?X-Amz-Signature=secret",
+                "https://storage.example:99999/b",
+            ),
+            ("https://[::1/b?sig=secret", "https://[::1/b"),
+            (
+                "https://user:secret@storage.example:99999/b#secret",
+                "https://storage.example:99999/b",
+            ),
+        ):
+            fake.routes[layer] = Reply(307, headers={"Location": location})
+            assert error_of(lambda: pull(fake.host, "app:1", store)) == (
+                f"registry {fake.host} redirected us to {url}, which is not a valid URL"
+            )
+
+
 def test_a_schema_1_manifest_is_named_as_such(store: BlobStore) -> None:
     signed = {"schemaVersion": 1, "name": "app", "tag": "1", "fsLayers": [], "signatures": []}
     body = json.dumps(signed, indent=3).encode()

@@ -67,6 +67,7 @@ from oci2vm.sources.transport import (
     RETRIES,
     HopError,
     Transport,
+    hide_query,
     host_of,
     redirected_peer,
 )
@@ -85,7 +86,9 @@ BLOB_ATTEMPTS = 3
 
 
 def _one_line(text: object) -> str:
-    return " ".join(str(text).split())
+    """Text from an error or a server, on one line; URLs in it lose their query (a
+    presigned link's signature) and user."""
+    return " ".join(hide_query(str(text)).split())
 
 
 def _causes(err: BaseException) -> list[BaseException]:

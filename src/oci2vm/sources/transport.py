@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import re
 import socket
 import ssl
 import threading
@@ -349,7 +350,7 @@ class Transport:
             # That socket is back in the pool, another request's to use: not ours to shut.
             watch.attach(None)
             watch.progress()  # an answer: the next hop has the whole timeout too
-            url = urllib.parse.urljoin(url, location)
+            url = _next_hop(url, location, peer)
             via = "redirected us to"
             if _origin(url) != origin:
                 headers.pop("Authorization", None)
@@ -452,6 +453,34 @@ def _host_port(url: str) -> str:
 
 
 def _without_query(url: str) -> str:
-    """A URL as shown in messages: presigned storage URLs carry credentials in the query."""
-    parts = urllib.parse.urlsplit(url)
-    return urllib.parse.urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))
+    """A URL as shown in messages: presigned storage URLs carry credentials in the query
+    (cut off by hand when the URL does not parse), a URL may carry a user and password."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+        host = parts.netloc.rpartition("@")[2]
+        return urllib.parse.urlunsplit((parts.scheme, host, parts.path, "", ""))
+    except ValueError:
+        return hide_query(url)
+
+
+_URL_SECRETS = re.compile(r"([a-zA-Z][a-zA-Z0-9+.-]*://)(?:[^\s/?#@]*@)?([^\s?#]*)(?:[?#]\S*)?")
+
+
+def hide_query(text: str) -> str:
+    """`text` (an error's, which may quote a URL) with each URL's query, fragment and
+    user cut off."""
+    return _URL_SECRETS.sub(r"\1\2", text)
+
+
+def _next_hop(url: str, location: str, peer: str) -> str:
+    """The URL a redirect from `url` to `location` leads to, checked as urllib3 will
+    read it, or an error that shows it without its query."""
+    try:
+        target = urllib.parse.urljoin(url, location)
+        parse_url(target)
+        _ = urllib.parse.urlsplit(target).port  # a port out of range raises
+    except ValueError:  # urllib3's LocationParseError is one; its text holds the query
+        raise Oci2vmError(
+            f"{peer} redirected us to {_without_query(location)}, which is not a valid URL"
+        ) from None
+    return target
