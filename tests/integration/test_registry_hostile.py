@@ -215,6 +215,28 @@ def test_a_redirect_to_a_url_that_does_not_parse_is_shown_without_its_query(
             )
 
 
+def test_text_from_the_registry_reaches_the_terminal_escaped_and_shortened(
+    store: BlobStore,
+) -> None:
+    sequences = "\x1b]0;pwned\x07\x1b[2J\x1b[31mfake prompt$ \u202e\x9b"
+    errors = {"errors": [{"code": "X", "message": sequences + "x" * 500}]}
+    with fake_registry() as fake:
+        fake.routes["/v2/app/manifests/1"] = Reply(400, json.dumps(errors).encode())
+        escaped = r"\x1b]0;pwned\x07\x1b[2J\x1b[31mfake prompt$ \u202e\x9b"
+        assert error_of(lambda: pull(fake.host, "app:1", store)) == (
+            f"registry {fake.host} answered HTTP 400 for GET /v2/app/manifests/1: "
+            + escaped
+            + "x" * (199 - len(escaped))
+            + "…"
+        )
+        tags = ["\x1b[2Jx", "1.0", "a" * 129, "-x", "latest"]
+        fake.routes["/v2/app/tags/list"] = Reply(body=json.dumps({"tags": tags}).encode())
+        assert error_of(lambda: pull(fake.host, "app:nosuch", store)) == (
+            f"{fake.host}/app:nosuch not found in registry {fake.host}: no tag nosuch "
+            "(it has: 1.0, latest)"
+        )
+
+
 def test_a_schema_1_manifest_is_named_as_such(store: BlobStore) -> None:
     signed = {"schemaVersion": 1, "name": "app", "tag": "1", "fsLayers": [], "signatures": []}
     body = json.dumps(signed, indent=3).encode()

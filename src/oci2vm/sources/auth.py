@@ -24,6 +24,7 @@ from oci2vm.errors import Oci2vmError
 from oci2vm.image.blobs import open_regular
 from oci2vm.image.model import load_json
 from oci2vm.util import tools
+from oci2vm.util.text import shown
 
 log = logging.getLogger(__name__)
 
@@ -409,9 +410,10 @@ class Authenticator:
         if not re.match(r"^https?://", realm):
             raise Oci2vmError(
                 f"authentication to {self.registry} failed: the Bearer challenge names "
-                f"no usable token realm ({realm!r})"
+                f"no usable token realm ({shown(repr(realm))})"
             )
         key = (realm, service, scope)
+        server = shown(realm)  # for messages: it comes from the registry's header
         cached = self._tokens.get(key)
         if cached is not None and not fresh and cached[1] > self._clock():
             return cached[0]
@@ -435,22 +437,22 @@ class Authenticator:
             headers = {"Authorization": creds.basic()} if creds is not None else {}
             status, body = self._http("GET", url, headers, None)
         if status in (401, 403):
-            raise self.refused(f"token server {realm} answered HTTP {status}")
+            raise self.refused(f"token server {server} answered HTTP {status}")
         if status != 200:
             raise Oci2vmError(
-                f"authentication to {self.registry} failed: token server {realm} "
+                f"authentication to {self.registry} failed: token server {server} "
                 f"answered HTTP {status}"
             )
         try:
             doc = json.loads(body)
         except (UnicodeDecodeError, json.JSONDecodeError) as e:
             raise Oci2vmError(
-                f"authentication to {self.registry} failed: token server {realm} sent no JSON"
+                f"authentication to {self.registry} failed: token server {server} sent no JSON"
             ) from e
         token = doc.get("token") or doc.get("access_token") if isinstance(doc, dict) else None
         if not isinstance(token, str) or not token:
             raise Oci2vmError(
-                f"authentication to {self.registry} failed: token server {realm} sent no token"
+                f"authentication to {self.registry} failed: token server {server} sent no token"
             )
         lifetime = doc.get("expires_in")
         if not isinstance(lifetime, int | float) or lifetime <= 0:

@@ -71,6 +71,7 @@ from oci2vm.sources.transport import (
     host_of,
     redirected_peer,
 )
+from oci2vm.util.text import shown
 
 __all__ = ["BLOB_ATTEMPTS", "PARALLEL_DOWNLOADS", "RETRIES", "resolve"]
 
@@ -80,15 +81,20 @@ ACCEPT = ", ".join((OCI_MANIFEST, OCI_INDEX, DOCKER_MANIFEST, DOCKER_LIST))
 KNOWN_MANIFEST_TYPES = (*INDEX_TYPES, *MANIFEST_TYPES, *DOCKER_SCHEMA1)
 MAX_INDEX_DEPTH = 4
 MAX_TAGS_SHOWN = 10  # in the message for an unknown tag
+_TAG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,127}", re.ASCII)  # the OCI spec's
 MAX_TOKEN_RESPONSE = 1 << 20
 # Whole-download attempts of a blob whose body broke off after the response began.
 BLOB_ATTEMPTS = 3
 
 
 def _one_line(text: object) -> str:
-    """Text from an error or a server, on one line; URLs in it lose their query (a
-    presigned link's signature) and user."""
-    return " ".join(hide_query(str(text)).split())
+    """Text from an error or a server, for a message: on one line, escaped and bounded
+    (util/text.py); URLs in it lose their query (a presigned link's signature) and user."""
+    return shown(hide_query(str(text)))
+
+
+def _is_tag(name: object) -> bool:
+    return isinstance(name, str) and _TAG.fullmatch(name) is not None
 
 
 def _causes(err: BaseException) -> list[BaseException]:
@@ -339,13 +345,13 @@ class _Session:
             expired = ": the link may have expired: retry" if resp.status in (401, 403) else ""
             raise Oci2vmError(
                 f"{redirected_peer(target, peer)} answered HTTP {resp.status} "
-                f"{resp.reason or ''}".rstrip()
+                f"{_one_line(resp.reason or '')}".rstrip()
                 + f" for GET {path}{expired}"
             )
         codes, message = _registry_errors(self._read(resp, MAX_MANIFEST_SIZE, "error", peer))
         if resp.status in (401, 403) or "DENIED" in codes or "UNAUTHORIZED" in codes:
             raise self.auth.refused(
-                f"HTTP {resp.status} {message or resp.reason or ''}".strip(),
+                f"HTTP {resp.status} {message or _one_line(resp.reason or '')}".strip(),
                 answered=self.authorization is not None,
             )
         if resp.status == 404 or {"NAME_UNKNOWN", "MANIFEST_UNKNOWN", "BLOB_UNKNOWN"} & set(codes):
@@ -377,10 +383,13 @@ class _Session:
             tags = json.loads(body).get("tags") if resp.status == 200 else None
         except (UnicodeDecodeError, json.JSONDecodeError, AttributeError):
             tags = None
-        if is_tag and isinstance(tags, list) and tags:
-            shown = sorted(str(t) for t in tags)
-            more = ", …" if len(shown) > MAX_TAGS_SHOWN else ""
-            missing += f" (it has: {', '.join(shown[:MAX_TAGS_SHOWN])}{more})"
+        # Only names that can be tags are listed: another, escaped, would only be noise.
+        listed = sorted(
+            t for t in (tags if is_tag and isinstance(tags, list) else []) if _is_tag(t)
+        )
+        if listed:
+            more = ", …" if len(listed) > MAX_TAGS_SHOWN else ""
+            missing += f" (it has: {', '.join(listed[:MAX_TAGS_SHOWN])}{more})"
         return missing
 
     def manifest(self, reference: str, expected: str | None) -> tuple[bytes, str | None, str]:
@@ -494,9 +503,10 @@ class _Session:
             try:
                 asked = resp.status == 206 and _content_range(resp) == (first, last, desc.size)
                 if ranged and not asked and resp.status in (200, 206, 416):
+                    answer = _one_line(resp.headers.get("Content-Range", ""))
                     log.info("%s answered a range request for bytes %d-%d of %s with HTTP %d "
                              "%s: no more blobs in parts", peer, first, last, desc.digest,
-                             resp.status, resp.headers.get("Content-Range", ""))  # fmt: skip
+                             resp.status, answer)  # fmt: skip
                     self._ranges = False
                     if resp.status != 200:
                         continue  # the same part again, by a whole GET

@@ -31,6 +31,7 @@ from urllib3.util import parse_url
 from urllib3.util.retry import Retry
 
 from oci2vm.errors import Oci2vmError
+from oci2vm.util.text import shown
 
 # Retries of one request, after 0, 2·BACKOFF, 4·BACKOFF … s (at most BACKOFF_MAX); a
 # Retry-After header is obeyed up to RETRY_AFTER_MAX s. With the deadlines below, this
@@ -454,13 +455,14 @@ def _host_port(url: str) -> str:
 
 def _without_query(url: str) -> str:
     """A URL as shown in messages: presigned storage URLs carry credentials in the query
-    (cut off by hand when the URL does not parse), a URL may carry a user and password."""
+    (cut off by hand when the URL does not parse), a URL may carry a user and password,
+    and a header anything at all."""
     try:
         parts = urllib.parse.urlsplit(url)
         host = parts.netloc.rpartition("@")[2]
-        return urllib.parse.urlunsplit((parts.scheme, host, parts.path, "", ""))
+        return shown(urllib.parse.urlunsplit((parts.scheme, host, parts.path, "", "")))
     except ValueError:
-        return hide_query(url)
+        return shown(hide_query(url))
 
 
 _URL_SECRETS = re.compile(r"([a-zA-Z][a-zA-Z0-9+.-]*://)(?:[^\s/?#@]*@)?([^\s?#]*)(?:[?#]\S*)?")
