@@ -237,6 +237,19 @@ def test_text_from_the_registry_reaches_the_terminal_escaped_and_shortened(
         )
 
 
+@pytest.mark.parametrize("token", ["abc\r\nX-Injected: 1", "токен", "a b", "a\x7f"])
+def test_a_token_that_cannot_go_into_a_header_is_refused(store: BlobStore, token: str) -> None:
+    with fake_registry() as fake:
+        fake.add_image("app", "1", sample_image())
+        fake.once["/v2/"] = [_bearer(f"http://{fake.host}/token")]
+        answer = json.dumps({"token": token}).encode()
+        fake.routes["/token?service=fake&scope=repository%3Aapp%3Apull"] = Reply(body=answer)
+        assert error_of(lambda: pull(fake.host, "app:1", store)) == (
+            f"authentication to {fake.host} failed: token server http://{fake.host}/token "
+            "sent an unusable token (characters other than visible ASCII)"
+        )
+
+
 def test_a_schema_1_manifest_is_named_as_such(store: BlobStore) -> None:
     signed = {"schemaVersion": 1, "name": "app", "tag": "1", "fsLayers": [], "signatures": []}
     body = json.dumps(signed, indent=3).encode()

@@ -329,6 +329,9 @@ def _read_bounded(
 
 # --- answering a challenge --------------------------------------------------------------
 
+# What a Bearer token may hold: RFC 6750's b64token, widened to any visible ASCII.
+_HEADER_TOKEN = re.compile(r"[\x21-\x7e]+")
+
 # (method, url, headers, body) -> (HTTP status, body); connection problems raise
 # Oci2vmError.
 HttpRequest = Callable[[str, str, Mapping[str, str], bytes | None], tuple[int, bytes]]
@@ -453,6 +456,13 @@ class Authenticator:
         if not isinstance(token, str) or not token:
             raise Oci2vmError(
                 f"authentication to {self.registry} failed: token server {server} sent no token"
+            )
+        if not _HEADER_TOKEN.fullmatch(token):
+            # It goes into an Authorization header: a CR or LF would end the header there,
+            # and http.client sends only Latin-1.
+            raise Oci2vmError(
+                f"authentication to {self.registry} failed: token server {server} sent an "
+                "unusable token (characters other than visible ASCII)"
             )
         lifetime = doc.get("expires_in")
         if not isinstance(lifetime, int | float) or lifetime <= 0:
