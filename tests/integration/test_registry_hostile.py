@@ -250,6 +250,64 @@ def test_a_token_that_cannot_go_into_a_header_is_refused(store: BlobStore, token
         )
 
 
+DEEP = b"[" * 100_000 + b"]" * 100_000
+HUGE = b"9" * 5000  # Python's int() refuses more than 4300 digits
+
+
+MANIFEST = "/v2/app/manifests/1"
+TOKEN = "/token?service=fake&scope=repository%3Aapp%3Apull"
+TOKEN_NO_JSON = "authentication to {host} failed: token server http://{host}/token sent no JSON"
+
+
+@pytest.mark.parametrize(
+    ("path", "reply", "name", "expected"),
+    [
+        (
+            MANIFEST,
+            Reply(404, DEEP),
+            "app:1",
+            "{host}/app:1 not found in registry {host}: no tag 1",
+        ),
+        (
+            MANIFEST,
+            Reply(400, b'{"errors": [{"code": "X", "n": ' + HUGE + b"}]}"),
+            "app:1",
+            "registry {host} answered HTTP 400 for GET /v2/app/manifests/1",
+        ),
+        (
+            MANIFEST,
+            Reply(403, DEEP),
+            "app:1",
+            "authentication to {host} failed: anonymous access was refused: pass --creds "
+            "USER:PASS or log in (HTTP 403 Forbidden)",
+        ),
+        (
+            MANIFEST,
+            Reply(body=b'{"schemaVersion": 2, "n": ' + HUGE + b"}"),
+            "app:1",
+            "malformed manifest of {host}/app:1: not valid JSON (an integer of 5000 digits)",
+        ),
+        (
+            "/v2/app/tags/list",
+            Reply(body=b'{"tags": [' + HUGE + b"]}"),
+            "app:nosuch",
+            "{host}/app:nosuch not found in registry {host}: no tag nosuch",
+        ),
+        (TOKEN, Reply(body=DEEP), "app:1", TOKEN_NO_JSON),
+        (TOKEN, Reply(body=b'{"token": "t", "expires_in": ' + HUGE + b"}"), "app:1", TOKEN_NO_JSON),
+    ],
+)
+def test_json_that_python_cannot_parse_gives_a_one_line_error(
+    store: BlobStore, path: str, reply: Reply, name: str, expected: str
+) -> None:
+    with fake_registry() as fake:
+        fake.add_image("app", "1", sample_image())
+        fake.routes[path] = reply
+        if path.startswith("/token"):
+            fake.once["/v2/"] = [_bearer(f"http://{fake.host}/token")]
+        assert error_of(lambda: pull(fake.host, name, store)) == expected.format(host=fake.host)
+
+
 def test_a_schema_1_manifest_is_named_as_such(store: BlobStore) -> None:
     signed = {"schemaVersion": 1, "name": "app", "tag": "1", "fsLayers": [], "signatures": []}
     body = json.dumps(signed, indent=3).encode()

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 import logging
+import math
 import os
 import re
 import selectors
@@ -264,11 +264,11 @@ def credential_helper(name: str, server: str) -> Credentials | None:
         detail = err.splitlines()[-1] if err else f"exit status {returncode}"
         raise Oci2vmError(f"{program} get failed for {server}: {detail}")
     try:
-        doc = json.loads(out)
-    except json.JSONDecodeError as e:
+        doc = load_json(stdout, f"{program} output", limit=len(stdout))
+    except Oci2vmError as e:
         raise Oci2vmError(f"{program} get printed no JSON for {server}") from e
-    user = doc.get("Username") if isinstance(doc, dict) else None
-    secret = doc.get("Secret") if isinstance(doc, dict) else None
+    user = doc.get("Username")
+    secret = doc.get("Secret")
     if not isinstance(user, str) or not isinstance(secret, str):
         raise Oci2vmError(f"{program} get printed no Username and Secret for {server}")
     if not user and not secret:
@@ -447,12 +447,14 @@ class Authenticator:
                 f"answered HTTP {status}"
             )
         try:
-            doc = json.loads(body)
-        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            # The bounded loader: JSON nested deeply or a number of thousands of digits
+            # would make Python's own parser raise a traceback.
+            doc = load_json(body, "token response", limit=len(body))
+        except Oci2vmError as e:
             raise Oci2vmError(
                 f"authentication to {self.registry} failed: token server {server} sent no JSON"
             ) from e
-        token = doc.get("token") or doc.get("access_token") if isinstance(doc, dict) else None
+        token = doc.get("token") or doc.get("access_token")
         if not isinstance(token, str) or not token:
             raise Oci2vmError(
                 f"authentication to {self.registry} failed: token server {server} sent no token"
@@ -465,7 +467,7 @@ class Authenticator:
                 "unusable token (characters other than visible ASCII)"
             )
         lifetime = doc.get("expires_in")
-        if not isinstance(lifetime, int | float) or lifetime <= 0:
+        if not isinstance(lifetime, int | float) or not 0 < lifetime < math.inf:
             lifetime = DEFAULT_TOKEN_LIFETIME
         # Renew a little early rather than send a token that expires on the way.
         self._tokens[key] = (token, self._clock() + lifetime * 0.9)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import json
 import logging
 import re
 import ssl
@@ -149,12 +148,13 @@ def _transport_error(
 
 
 def _registry_errors(body: bytes) -> tuple[list[str], str]:
-    """The error codes and first message of a distribution-spec error body."""
+    """The error codes and first message of a distribution-spec error body (none of a
+    body that is not such JSON: the message then gives the HTTP status alone)."""
     try:
-        doc = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError):
+        doc = load_json(body, "error body")
+    except Oci2vmError:
         return [], ""
-    errors = doc.get("errors") if isinstance(doc, dict) else None
+    errors = doc.get("errors")
     if not isinstance(errors, list):
         return [], ""
     codes = [str(e.get("code")) for e in errors if isinstance(e, dict)]
@@ -380,8 +380,8 @@ class _Session:
         if resp.status == 404 and "NAME_UNKNOWN" in _registry_errors(body)[0]:
             return f"no repository {self.ref.repository}"
         try:
-            tags = json.loads(body).get("tags") if resp.status == 200 else None
-        except (UnicodeDecodeError, json.JSONDecodeError, AttributeError):
+            tags = load_json(body, "tag list").get("tags") if resp.status == 200 else None
+        except Oci2vmError:
             tags = None
         # Only names that can be tags are listed: another, escaped, would only be noise.
         listed = sorted(
@@ -649,10 +649,9 @@ def _content_range(resp: urllib3.BaseHTTPResponse) -> tuple[int, int, int] | Non
 def _schema_version(data: bytes) -> object:
     """The schemaVersion of a JSON document, or None (parse errors are reported later)."""
     try:
-        doc = json.loads(data)
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+        return load_json(data, "manifest").get("schemaVersion")
+    except Oci2vmError:
         return None
-    return doc.get("schemaVersion") if isinstance(doc, dict) else None
 
 
 def resolve(source: str, ref: Reference, fetch: Fetch) -> Image:
