@@ -308,6 +308,26 @@ def test_json_that_python_cannot_parse_gives_a_one_line_error(
         assert error_of(lambda: pull(fake.host, name, store)) == expected.format(host=fake.host)
 
 
+def test_a_body_without_length_that_breaks_off_is_fetched_again(store: BlobStore) -> None:
+    app = sample_image()
+    layer = f"/v2/app/blobs/{app.layer_digests[1]}"
+
+    def whole_gets() -> int:
+        return sum(1 for s in fake.seen if s.path == layer and "Range" not in s.headers)
+
+    with fake_registry() as fake:
+        fake.add_image("app", "1", app)
+        blob = fake.routes[layer].body
+        fake.once[layer] = [Reply(body=blob, drop_after=50, close_delimited=True)]
+        assert_is(pull(fake.host, "app:1", store), app, store)
+        assert whole_gets() == 2
+        # Other bytes of the whole length: no use asking again.
+        fake.once[layer] = [Reply(body=bytes(len(blob)), close_delimited=True)]
+        message = error_of(lambda: pull(fake.host, "app:1", BlobStore(store.root / "fresh")))
+        assert f"{app.layer_digests[1]} of {fake.host}/app: digest mismatch" in message
+        assert whole_gets() == 3
+
+
 def test_a_schema_1_manifest_is_named_as_such(store: BlobStore) -> None:
     signed = {"schemaVersion": 1, "name": "app", "tag": "1", "fsLayers": [], "signatures": []}
     body = json.dumps(signed, indent=3).encode()

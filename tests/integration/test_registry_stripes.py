@@ -216,11 +216,16 @@ def test_a_pull_alone_that_fails_finishes_the_layer_under_way(store: BlobStore) 
     assert_nothing_half_written(store, image.layer_digests[1])
 
 
-def test_a_part_whose_connection_drops_is_fetched_again(store: BlobStore, tmp_path: Path) -> None:
+@pytest.mark.parametrize("announced", [True, False])
+def test_a_part_whose_connection_drops_is_fetched_again(
+    store: BlobStore, tmp_path: Path, announced: bool
+) -> None:
+    """With a Content-Length, urllib3 finds the part short; without, the store does."""
     image = large_image()
     with fake_registry() as fake:
         throttled_per_connection(fake, image)
         fake.drop_parts = 1
+        fake.drop_unannounced = not announced
         build_from(fake, tmp_path / "pulled.ext4", store, Reporter())
         starts = [first for first, _ in part_requests(fake, blob_path(image, 0))]
     assert len(starts) > len(set(starts)), starts  # one part asked for twice

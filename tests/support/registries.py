@@ -282,6 +282,7 @@ class Reply:
     headers: dict[str, str] = field(default_factory=dict)
     # Announce the whole body, send only this many bytes, then drop the connection.
     drop_after: int | None = None
+    close_delimited: bool = False  # no Content-Length: the body ends where the connection does
     delay: float = 0.0  # seconds to wait before answering
     trickle: float | None = None  # send the whole reply a byte at a time, this far apart
     # Send the first this many bytes of the body, then wait for `gate` (at most
@@ -311,6 +312,7 @@ class FakeRegistry:
     ranges: bool = True  # answer Range requests of blobs (as distribution does)
     range_bodies: dict[str, bytes] = field(default_factory=dict)  # lies told to them
     drop_parts: int = 0  # the next range answers this many of a blob's parts break off
+    drop_unannounced: bool = False  # those answers have no Content-Length (close-delimited)
     # How a request for a part of a blob (more than a few bytes) is answered, otherwise
     # than as asked: "whole" (200, as a server ignoring Range), "other" (another range).
     parts_answer: str | None = None
@@ -404,7 +406,11 @@ def fake_registry(
                 reply = _range_reply(body, asked)
                 if state.drop_parts and len(reply.body) > PACE_CHUNK:  # a part, not a tail
                     state.drop_parts -= 1
-                    reply = dataclasses.replace(reply, drop_after=len(reply.body) // 2)
+                    reply = dataclasses.replace(
+                        reply,
+                        drop_after=len(reply.body) // 2,
+                        close_delimited=state.drop_unannounced,
+                    )
                 if state.parts_answer and len(reply.body) > PACE_CHUNK:
                     if state.parts_answer == "whole":
                         reply = Reply(body=body)
@@ -430,7 +436,11 @@ def fake_registry(
             self.send_response(reply.status)
             for name, value in reply.headers.items():
                 self.send_header(name, value)
-            self.send_header("Content-Length", str(len(reply.body)))
+            if reply.close_delimited:
+                self.send_header("Connection", "close")
+                self.close_connection = True
+            else:
+                self.send_header("Content-Length", str(len(reply.body)))
             self.end_headers()
             if reply.hold_after is not None and reply.gate is not None:
                 with contextlib.suppress(OSError):  # the client may have gone meanwhile

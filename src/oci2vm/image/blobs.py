@@ -32,6 +32,12 @@ CHUNK = 1 << 20
 log = logging.getLogger(__name__)
 _DIGEST_RE = re.compile(r"^(sha256:[0-9a-f]{64}|sha512:[0-9a-f]{128})$")
 
+
+class TruncatedError(Oci2vmError):
+    """A blob's bytes ended before its size: a download may try again (a digest mismatch
+    is not one of these: the same bytes would come again)."""
+
+
 # Called with a number of bytes just read; drives progress bars.
 ProgressFn = Callable[[int], None]
 
@@ -240,7 +246,7 @@ class VerifyingReader(io.RawIOBase):
         """Account for bytes just read: hash them; at the end, check the size and digest."""
         if not data:
             if self._left:
-                raise Oci2vmError(
+                raise TruncatedError(
                     f"{self._what}: truncated: {self._left} bytes missing at the end" + self._remedy
                 )
             self._finish()
@@ -427,7 +433,7 @@ class BlobStore:
             data = stream.read(CHUNK)
             if not data:
                 if span.left > 0:
-                    raise Oci2vmError(
+                    raise TruncatedError(
                         f"{arrival.what}: truncated: {span.left} bytes missing at the end"
                     )
                 break

@@ -36,7 +36,15 @@ from urllib3.exceptions import (
 
 from oci2vm.errors import Oci2vmError
 from oci2vm.image.arrival import Arrival, Span
-from oci2vm.image.blobs import CHUNK, BlobRef, BlobStore, ProgressFn, check_digest, short
+from oci2vm.image.blobs import (
+    CHUNK,
+    BlobRef,
+    BlobStore,
+    ProgressFn,
+    TruncatedError,
+    check_digest,
+    short,
+)
 from oci2vm.image.model import (
     DOCKER_CONFIG,
     DOCKER_LIST,
@@ -238,6 +246,16 @@ class _Session:
             else f"if you trust this host, pass --insecure-host {host_of(host)}"
         )
         return _transport_error(peer, err, timeout=self.timeout, tls_fix=fix)
+
+    def _body_error(
+        self, peer: str, err: HTTPError | TruncatedError, resp: urllib3.BaseHTTPResponse
+    ) -> Oci2vmError:
+        """The error for a blob's body that broke off: urllib3 raises when a body with a
+        Content-Length ends early; one without (close-delimited, or chunked and cut at a
+        chunk's end) just ends, and the blob's reader finds it short."""
+        if isinstance(err, TruncatedError):
+            return err
+        return self._error(peer, err, resp)
 
     def _open(
         self,
@@ -520,15 +538,15 @@ class _Session:
                 while skip > 0:
                     passed = body.read(min(skip, CHUNK))
                     if not passed:
-                        raise Oci2vmError(f"{what}: truncated: the registry sent fewer bytes")
+                        raise TruncatedError(f"{what}: truncated: the registry sent fewer bytes")
                     skip -= len(passed)
                 store.fill(arrival, desc.digest, body, span=span)
                 # A span that another took the end of leaves bytes unread: the connection
                 # closes rather than reading them.
                 whole_span = asked and span.end == last + 1
                 return
-            except HTTPError as e:
-                err = self._error(peer, e, resp)
+            except (HTTPError, TruncatedError) as e:
+                err = self._body_error(peer, e, resp)
                 if attempt == BLOB_ATTEMPTS or arrival.failed:
                     raise Oci2vmError(f"download of {what} failed: {err}") from e
                 log.warning("download of bytes %d-%d of %s failed (%s): trying again",
@@ -621,9 +639,9 @@ class _Session:
                 stored = keep(body, progress)
                 complete = True
                 return stored
-            except HTTPError as e:
+            except (HTTPError, TruncatedError) as e:
                 # The body broke off; the partial file is gone (BlobStore.put).
-                err = self._error(f"registry {self.host}", e, resp)
+                err = self._body_error(f"registry {self.host}", e, resp)
                 if attempt == BLOB_ATTEMPTS or stopped():
                     raise Oci2vmError(f"download of {what} failed: {err}") from e
                 log.warning("download of %s failed (%s): trying again", what, err)
