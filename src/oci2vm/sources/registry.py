@@ -549,7 +549,7 @@ class _Session:
                 err = self._body_error(peer, e, resp)
                 if attempt == BLOB_ATTEMPTS or arrival.failed:
                     raise Oci2vmError(f"download of {what} failed: {err}") from e
-                log.warning("download of bytes %d-%d of %s failed (%s): trying again",
+                log.info("download of bytes %d-%d of %s failed (%s): trying again",
                             first, last, what, err)  # fmt: skip
             finally:
                 self.http.release(resp, drain=whole_span)
@@ -644,7 +644,7 @@ class _Session:
                 err = self._body_error(f"registry {self.host}", e, resp)
                 if attempt == BLOB_ATTEMPTS or stopped():
                     raise Oci2vmError(f"download of {what} failed: {err}") from e
-                log.warning("download of %s failed (%s): trying again", what, err)
+                log.info("download of %s failed (%s): trying again", what, err)
             finally:
                 # (release() reads no more than a small rest: the end of a body whose
                 # blob another connection fetches too is not read.)
