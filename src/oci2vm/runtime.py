@@ -39,6 +39,7 @@ from oci2vm.arch import Arch
 from oci2vm.config import Config
 from oci2vm.errors import Oci2vmError
 from oci2vm.initramfs.spec import STOP_GRACE_SECONDS, BootSpec
+from oci2vm.prepare.bootcfg import FIRSTBOOT_OFF
 from oci2vm.util import tools
 
 ROOT_DEVICE = "/dev/vda"  # the root is the only virtio disk
@@ -412,7 +413,8 @@ def direct_boot_args(
 def system_command(kernel: Path, initrd: Path, root: Path, config: Config, arch: Arch) -> list[str]:
     """QEMU's command line for a system image's cached root: booted directly, as an app
     is, with its console (and, behind Ctrl-A C, QEMU's monitor) on this terminal."""
-    append = f"console={arch.facts.serial_console} root={ROOT_DEVICE} rw panic=-1"
+    # (no systemd-firstboot prompt: see prepare/bootcfg.py; other inits ignore the word)
+    append = f"console={arch.facts.serial_console} root={ROOT_DEVICE} rw panic=-1 {FIRSTBOOT_OFF}"
     return [*direct_boot_args(kernel, initrd, root, config, arch, append),
             "-serial", "mon:stdio"]  # fmt: skip
 

@@ -24,6 +24,7 @@ from fixture_images import FixtureSet, busybox_app_fixture, debian_systemd_fixtu
 from oci2vm import vm
 from support.debarchives import configured_mirror, fixture_store
 from support.disks import cli, debugfs, e2fsck_clean, part
+from support.layouts import whiteout, write_layout
 from support.programs import requires
 from support.runcli import skip_unless_buildable
 
@@ -63,9 +64,15 @@ def assert_boots(disk: Path, expect: str, firmware: str) -> vm.CheckResult:
 
 @pytest.fixture(scope="module")
 def systemd_disk(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """debian-systemd without /etc/localtime, as images with no time zone set have it:
+    on the first boot that the "uninitialized" machine-id makes, systemd-firstboot would
+    ask for one on the console and wait for a key (no login: until someone presses one)."""
     skip_unless_buildable("debian-systemd")
-    out = tmp_path_factory.mktemp("systemd") / "disk.img"
-    build(source(debian_systemd_fixture()), out, "--root-password", PASSWORD)
+    work = tmp_path_factory.mktemp("systemd")
+    base = debian_systemd_fixture().rootfs_tar.read_bytes()
+    layout = write_layout(work / "img", [base, [whiteout("etc/localtime")]], compression="none")
+    out = work / "disk.img"
+    build(f"oci:{layout.path}:latest", out, "--root-password", PASSWORD)
     return out
 
 

@@ -12,7 +12,7 @@ from oci2vm.arch import Arch
 from oci2vm.prepare import bootcfg
 from oci2vm.tree.model import Tree
 from support.layouts import Member, directory, file, symlink
-from support.prepared import ROOT_UUID, content, entry, flattened, run_step
+from support.prepared import ROOT_UUID, content, entry, flattened, run_step, systemd_members
 
 
 @pytest.mark.parametrize("arch", list(Arch))
@@ -168,3 +168,18 @@ def test_an_enforcing_selinux_on_unlabelled_files_boots_permissive(tmp_path: Pat
         tree = flattened(tmp_path / name, members)
         assert run_step(tree, bootcfg.STEP) == [], name
         assert "enforcing=0" not in content(tree, "/boot/grub/grub.cfg").decode(), name
+
+
+def test_a_systemd_image_boots_without_firstboot_prompts(tmp_path: Path) -> None:
+    """The machine-id is "uninitialized": systemd's first boot, on which systemd-firstboot
+    asks on the console for a missing time zone or locale and waits for a key. The kernel
+    line turns its prompts off for systemd images only."""
+    kernel = [directory("boot"), file("boot/vmlinuz-6.1.0-10-amd64", b"k")]
+    tree = flattened(tmp_path / "systemd", [*systemd_members(), *kernel])
+    run_step(tree, bootcfg.STEP)
+    linux = [line for line in content(tree, "/boot/grub/grub.cfg").decode().splitlines()
+             if line.strip().startswith("linux")]  # fmt: skip
+    assert linux and all(line.endswith(" systemd.firstboot=off") for line in linux)
+    tree = flattened(tmp_path / "other", kernel)
+    run_step(tree, bootcfg.STEP)
+    assert "firstboot" not in content(tree, "/boot/grub/grub.cfg").decode()

@@ -17,8 +17,10 @@ from oci2vm.boot import grub
 from oci2vm.prepare.step import Step, Target
 from oci2vm.tree.editor import TreeEditor
 from oci2vm.tree.model import Kind, resolve_link
+from oci2vm.tree.osinfo import InitSystem
 
 KERNEL_IMG_CONF = "/etc/kernel-img.conf"
+FIRSTBOOT_OFF = "systemd.firstboot=off"  # kernel-command-line(7): no prompts at first boot
 # linux-base's DebianLinux.pm image_stem(): vmlinux on a few architectures, vmlinuz elsewhere.
 IMAGE_STEMS = ("vmlinuz", "vmlinux")
 FOLLOW_TITLE = "Linux (newest installed, via {})"
@@ -31,14 +33,20 @@ def apply(edit: TreeEditor, target: Target) -> list[str]:
     entries = [grub.BootEntry(k.version, k.path, k.initrd) for k in target.os.kernels]
     first = following_entry(edit) if entries else None
     notes = []
-    extra = ""
+    words = []
+    if target.os.init is InitSystem.SYSTEMD:
+        # The machine-id is "uninitialized" (identity.py): a first boot, on which
+        # systemd-firstboot asks on the console for what the image lacks (a time zone, a
+        # locale) and waits for a key, where no one is there to press one.
+        words.append(FIRSTBOOT_OFF)
     if selinux_unlabeled(edit):
-        extra = "enforcing=0"
+        words.append("enforcing=0")
         notes.append(
             "SELinux is enforcing in /etc/selinux/config, and the image's files carry no labels "
             "(layers seldom do): the disk boots it permissive (enforcing=0 in grub.cfg); to "
             "enforce, relabel (`fixfiles -F onboot`, reboot) and drop enforcing=0"
         )
+    extra = " ".join(words)
     cfg = grub.grub_cfg(
         entries,
         target.root_uuid,
