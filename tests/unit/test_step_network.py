@@ -228,7 +228,8 @@ def test_ifupdown_static_on_sysvinit_links_the_networking_script(tmp_path: Path)
     assert content(tree, "/etc/network/interfaces") == (
         b"auto lo\niface lo inet loopback\n\n"
         b"# Written by oci2vm (--network): the first Ethernet NIC, whatever its name.\n"
-        b"auto /e*/1=oci2vm\niface oci2vm inet static\n\taddress 10.0.2.15/24\n"
+        b"auto /e*/1=oci2vm\niface oci2vm inet static\n\taddress 10.0.2.15\n"
+        b"\tnetmask 255.255.255.0\n"
         b"\tgateway 10.0.2.2\n\tdns-nameservers 10.0.2.3\n"
     )
     assert link_target(tree, "/etc/rcS.d/S40networking") == b"../init.d/networking"
@@ -502,3 +503,44 @@ def test_enabling_a_unit_follows_also_and_skips_names_that_are_no_unit_names(
     assert units.enable_unit(edit, "c0.service")
     assert len(entry(tree, "/etc/systemd/system/a.target.wants").children or {}) == 1501
     assert units.enabled(edit, "c1500.service")
+
+
+def test_network_manager_is_started_the_way_openrc_and_runit_start_services(
+    tmp_path: Path,
+) -> None:
+    """Alpine's networkmanager OpenRC script in the default runlevel (OpenRC starts the
+    dbus it needs); Void's NetworkManager runit service linked, with dbus, which its run
+    script checks for. With no service to start it, the next stack (dhcpcd) is chosen."""
+    nm = [directory("usr"), directory("usr/sbin"), file("usr/sbin/NetworkManager", b"\x7fELF")]
+    alpine = [
+        directory("sbin"), symlink("sbin/init", "openrc-init"),
+        file("sbin/openrc-init", b"\x7fELF"), file("sbin/openrc", b"\x7fELF"),
+        directory("etc"), directory("etc/init.d"),
+        file("etc/init.d/devfs", b"#!/sbin/openrc-run\n", mode=0o755),
+        file("etc/init.d/networkmanager", b"#!/sbin/openrc-run\n", mode=0o755), *nm,
+    ]  # fmt: skip
+    tree = flattened(tmp_path / "alpine", alpine)
+    assert run(tree) == []
+    assert link_target(tree, "/etc/runlevels/default/networkmanager") == (
+        b"/etc/init.d/networkmanager"
+    )
+    assert lookup(tree.root, network.KEYFILE) is not None
+    void = [
+        directory("sbin"), symlink("sbin/init", "runit-init"), file("sbin/runit-init", b"\x7fELF"),
+        directory("etc"), directory("etc/sv"), directory("etc/sv/dbus"),
+        file("etc/sv/dbus/run", b"#!/bin/sh\n", mode=0o755), directory("etc/sv/NetworkManager"),
+        file("etc/sv/NetworkManager/run", b"#!/bin/sh\nsv check dbus || exit 1\n", mode=0o755),
+        directory("etc/sv/dhcpcd"), file("etc/sv/dhcpcd/run", b"#!/bin/sh\n", mode=0o755),
+        file("usr/sbin/dhcpcd", b"\x7fELF"), *nm,
+    ]  # fmt: skip
+    tree = flattened(tmp_path / "void", void)
+    assert run(tree) == []
+    runsvdir = "/etc/runit/runsvdir/default"
+    assert link_target(tree, f"{runsvdir}/NetworkManager") == b"/etc/sv/NetworkManager"
+    assert link_target(tree, f"{runsvdir}/dbus") == b"/etc/sv/dbus"
+    assert lookup(tree.root, f"{runsvdir}/dhcpcd") is None
+    no_service = [m for m in void if not m.info.name.startswith("etc/sv/NetworkManager")]
+    tree = flattened(tmp_path / "void-without", no_service)
+    assert run(tree) == []
+    assert link_target(tree, f"{runsvdir}/dhcpcd") == b"/etc/sv/dhcpcd"
+    assert lookup(tree.root, network.KEYFILE) is None

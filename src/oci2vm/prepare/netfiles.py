@@ -31,11 +31,13 @@ def ifupdown(choice: NetworkChoice, name: str, pattern: str | None) -> bytes:
     allow-hotplug interfaces up by `ifup eth0`, which drops the pattern's =NAME and fails
     ("unknown interface eth0"), and without udev nothing else would; `ifup -a` at boot
     maps auto patterns whole. ifupdown-ng and busybox's ifup know no patterns: they get
-    the kernel's own name, eth0."""
+    the kernel's own name, eth0. A static address is given with a netmask line, which all
+    three read (busybox's ifup takes no ADDRESS/PREFIX: "don't have all variables")."""
     head = f"auto {pattern}={name}\n" if pattern else f"auto {name}\n"
     if choice.mode is NetworkMode.STATIC:
-        stanza = f"iface {name} inet static\n\taddress {choice.address}\n"
-        stanza += f"\tgateway {choice.gateway}\n"
+        interface = ipaddress.ip_interface(choice.address)
+        stanza = f"iface {name} inet static\n\taddress {interface.ip}\n"
+        stanza += f"\tnetmask {interface.netmask}\n\tgateway {choice.gateway}\n"
         if choice.dns:
             stanza += f"\tdns-nameservers {' '.join(choice.dns)}\n"
     else:

@@ -93,7 +93,7 @@ def detect(edit: TreeEditor, init: InitSystem, openrc: bool = False) -> Stack:
     openrc_ifup = openrc and exists(edit, "/etc/init.d/networking")
     if program(edit, "netplan") and exists(edit, "/etc/netplan"):
         return Stack.NETPLAN
-    if program(edit, "NetworkManager"):
+    if program(edit, "NetworkManager") and _nm_service(edit, init, openrc) is not None:
         return Stack.NETWORKMANAGER
     networkd = ("/lib/systemd/systemd-networkd", "/usr/lib/systemd/systemd-networkd")
     if init is InitSystem.SYSTEMD and exists(edit, *networkd):
@@ -106,6 +106,20 @@ def detect(edit: TreeEditor, init: InitSystem, openrc: bool = False) -> Stack:
     if init is InitSystem.BUSYBOX and program(edit, "udhcpc"):
         return Stack.UDHCPC
     return Stack.NONE
+
+
+def _nm_service(edit: TreeEditor, init: InitSystem, openrc: bool) -> str | None:
+    """What starts NetworkManager under the image's init: its systemd unit, an OpenRC
+    script (Alpine's networkmanager, Gentoo's NetworkManager), a runit service (Void);
+    None if nothing would (the next stack is looked for then)."""
+    if init is InitSystem.SYSTEMD:
+        return "NetworkManager.service"
+    if openrc:
+        return next((f"/etc/init.d/{name}" for name in ("networkmanager", "NetworkManager")
+                     if exists(edit, f"/etc/init.d/{name}")), None)  # fmt: skip
+    if init is InitSystem.RUNIT and exists(edit, "/etc/sv/NetworkManager/run"):
+        return "/etc/sv/NetworkManager"
+    return None
 
 
 def _dhcpcd_service(edit: TreeEditor, init: InitSystem, openrc: bool) -> str | None:
@@ -171,8 +185,17 @@ def network_manager(edit: TreeEditor, target: Target) -> list[str]:
         return []
     profile = str(uuid.uuid5(uuid.NAMESPACE_URL, f"oci2vm:{target.identity}:network"))
     write(edit, KEYFILE, netfiles.keyfile(target.config.network, profile), mode=0o600)
-    if target.os.init is InitSystem.SYSTEMD and not units.enabled(edit, "NetworkManager.service"):
-        units.enable_unit(edit, "NetworkManager.service", skip=WAIT_ONLINE)
+    service = _nm_service(edit, target.os.init, target.os.openrc)
+    if service is None:
+        return []
+    if service.startswith("/etc/init.d/"):  # OpenRC starts dbus, which it needs
+        units.enable_openrc(edit, service.rsplit("/", 1)[1])
+    elif service.startswith(units.SV):  # runit does not: Void's run script checks it
+        if exists(edit, f"{units.SV}/dbus/run"):
+            units.enable_runit(edit, "dbus")
+        units.enable_runit(edit, "NetworkManager")
+    elif not units.enabled(edit, service):
+        units.enable_unit(edit, service, skip=WAIT_ONLINE)
     return []
 
 
