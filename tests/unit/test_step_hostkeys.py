@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from oci2vm.prepare import hostkeys
 from oci2vm.tree.model import Kind, lookup
 from support.initlayouts import debian_runit
@@ -59,9 +61,11 @@ def test_systemd_image_loses_its_keys_and_gets_a_keygen_unit(tmp_path: Path) -> 
     )
 
 
-def test_an_image_that_makes_its_own_keys_gets_no_unit(tmp_path: Path) -> None:
-    fedora = file("lib/systemd/system/sshd-keygen@.service", b"[Unit]\n")
-    tree = flattened(tmp_path, [*systemd_members(), *ssh_members(), fedora])
+@pytest.mark.parametrize("unit", ["sshd-keygen@.service", "sshdgenkeys.service"])
+def test_an_image_that_makes_its_own_keys_gets_no_unit(tmp_path: Path, unit: str) -> None:
+    """Fedora's sshd-keygen@, Arch's sshdgenkeys (its sshd.service wants it)."""
+    own = file(f"lib/systemd/system/{unit}", b"[Unit]\n")
+    tree = flattened(tmp_path, [*systemd_members(), *ssh_members(), own])
     assert run_step(tree, hostkeys.STEP) == [NOTE]
     assert lookup(tree.root, "/etc/systemd/system/oci2vm-ssh-keygen.service") is None
     assert lookup(tree.root, "/etc/ssh/ssh_host_rsa_key") is None

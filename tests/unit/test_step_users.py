@@ -319,6 +319,15 @@ def test_a_sudo_group_no_rule_grants_gets_one(tmp_path: Path) -> None:
                          "'%wheel ALL=(ALL:ALL) ALL'"], name  # fmt: skip
         assert b"\n%wheel ALL=(ALL:ALL) ALL\n" in b"\n" + content(tree, where), name
         assert entry(tree, where).mode & 0o7777 == 0o440, name
+    # openSUSE: the file in /usr/etc (it includes /etc/sudoers.d); none anywhere: a note.
+    vendor = (*sudo, directory("usr/etc"), file("usr/etc/sudoers", ARCH_SUDOERS, mode=0o440))
+    tree = flattened(tmp_path / "vendor", image(gshadow=False, extra=vendor))
+    notes = run_step(tree, users.STEP, opts(UserSpec("alice", sudo=True)))
+    assert len(notes) == 1 and b"%wheel ALL" in content(tree, users.SUDOERS_DROPIN)
+    assert lookup(tree.root, users.SUDOERS) is None
+    tree = flattened(tmp_path / "none", image(gshadow=False, extra=sudo))
+    notes = run_step(tree, users.STEP, opts(UserSpec("alice", sudo=True)))
+    assert notes == ["sudo: the image has no /etc/sudoers, so no rule for wheel was added"]
     granted = (*sudo, file("etc/sudoers", b"%wheel ALL=(ALL) NOPASSWD: ALL\n", mode=0o440))
     tree = flattened(tmp_path / "granted", image(gshadow=False, extra=granted))
     assert run_step(tree, users.STEP, opts(UserSpec("alice", sudo=True))) == []

@@ -27,8 +27,11 @@ UNIT_NAME = "oci2vm-ssh-keygen.service"
 UNIT_PATH = f"/etc/systemd/system/{UNIT_NAME}"
 WANTS_LINK = f"/etc/systemd/system/multi-user.target.wants/{UNIT_NAME}"
 UNIT_DIRS = ("/etc/systemd/system", "/usr/lib/systemd/system", "/lib/systemd/system")
-# Units of the image that already make missing host keys at boot (Fedora, RHEL).
-KEYGEN_UNITS = ("sshd-keygen@.service", "sshd-keygen.service", "sshd-keygen.target")
+# Units of the image that already make missing host keys at boot (Fedora, RHEL; Arch's
+# sshdgenkeys.service, which its sshd.service wants).
+KEYGEN_UNITS = (
+    "sshd-keygen@.service", "sshd-keygen.service", "sshd-keygen.target", "sshdgenkeys.service",
+)  # fmt: skip
 INIT_SCRIPTS = ("/etc/init.d/ssh", "/etc/init.d/sshd")
 SCRIPT_LIMIT = 1 << 20
 FRAGMENT = "20-ssh-host-keys"

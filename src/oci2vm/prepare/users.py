@@ -186,6 +186,7 @@ def _add_user(
 SUDO_PROGRAMS = ("/usr/bin/sudo", "/bin/sudo", "/usr/sbin/sudo")
 SUDOERS = "/etc/sudoers"
 SUDOERS_DROPIN = "/etc/sudoers.d/oci2vm"
+VENDOR_SUDOERS = "/usr/etc/sudoers"
 _INCLUDEDIR = re.compile(r"^[ \t]*[@#]includedir[ \t]+/etc/sudoers\.d[ \t]*$", re.M)
 
 
@@ -195,7 +196,9 @@ def _grant(edit: TreeEditor, group: str) -> list[str]:
     if not any(edit.get(p) is not None for p in SUDO_PROGRAMS):
         return []
     sudoers = edit.read_text(SUDOERS) or ""
-    texts = [sudoers]
+    # openSUSE's sudo keeps its file in /usr/etc, read when /etc has none.
+    vendor = "" if edit.get(SUDOERS) is not None else edit.read_text(VENDOR_SUDOERS) or ""
+    texts = [sudoers, vendor]
     dropins = edit.directory("/etc/sudoers.d")
     for name in sorted((dropins.children or {}) if dropins is not None else {}):
         texts.append(edit.read_text(f"/etc/sudoers.d/{name}") or "")
@@ -203,7 +206,7 @@ def _grant(edit: TreeEditor, group: str) -> list[str]:
     if any(rule.search(text) for text in texts):
         return []
     line = f"%{group} ALL=(ALL:ALL) ALL"
-    if _INCLUDEDIR.search(sudoers):
+    if _INCLUDEDIR.search(sudoers) or _INCLUDEDIR.search(vendor):
         edit.mkdir("/etc/sudoers.d", mode=0o750)
         edit.write(SUDOERS_DROPIN, f"# Written by oci2vm: --add-user NAME:sudo.\n{line}\n".encode(),
                    mode=0o440, uid=0, gid=0)  # fmt: skip
@@ -211,7 +214,7 @@ def _grant(edit: TreeEditor, group: str) -> list[str]:
         text = f"{sudoers.rstrip(chr(10))}\n{line}\n" if sudoers else f"{line}\n"
         edit.write_text(SUDOERS, text, new_mode=0o440)
     else:
-        return []
+        return [f"sudo: the image has no /etc/sudoers, so no rule for {group} was added"]
     return [f"sudo: no rule of the image's lets {group} run commands: added '{line}'"]
 
 
