@@ -28,6 +28,7 @@ _CONF_LINE = re.compile(r"^\s*(\w+)\s*=\s*(.*?)\s*$")
 
 
 def apply(edit: TreeEditor, target: Target) -> list[str]:
+    unlabeled = selinux_unlabeled(edit)  # (before /boot/grub is made: it has no label)
     edit.mkdir("/boot")
     edit.mkdir("/boot/grub")
     entries = [grub.BootEntry(k.version, k.path, k.initrd) for k in target.os.kernels]
@@ -39,12 +40,12 @@ def apply(edit: TreeEditor, target: Target) -> list[str]:
         # systemd-firstboot asks on the console for what the image lacks (a time zone, a
         # locale) and waits for a key, where no one is there to press one.
         words.append(FIRSTBOOT_OFF)
-    if selinux_unlabeled(edit):
+    if unlabeled:
         words.append("enforcing=0")
         notes.append(
-            "SELinux is enforcing in /etc/selinux/config, and the image's files carry no labels "
-            "(layers seldom do): the disk boots it permissive (enforcing=0 in grub.cfg); to "
-            "enforce, relabel (`fixfiles -F onboot`, reboot) and drop enforcing=0"
+            f"SELinux is enforcing in /etc/selinux/config, and {unlabeled}: the disk boots it "
+            "permissive (enforcing=0 in grub.cfg); to enforce, relabel (`fixfiles -F onboot`, "
+            "reboot) and drop enforcing=0"
         )
     extra = " ".join(words)
     cfg = grub.grub_cfg(
@@ -64,21 +65,51 @@ LABEL = "security.selinux"
 _SELINUX_LINE = re.compile(r"^\s*(SELINUX|SELINUXTYPE)\s*=\s*(\S+)", re.M)
 
 
-def selinux_unlabeled(edit: TreeEditor) -> bool:
-    """Whether /etc/selinux/config enforces a policy the image has installed
-    (/etc/selinux/TYPE/policy) while its files carry no security.selinux labels: the
-    kernel would then deny logins and services on unlabeled files."""
+def selinux_unlabeled(edit: TreeEditor) -> str:
+    """Why the kernel would deny logins and services, if it would: /etc/selinux/config
+    enforces a policy the image has installed (/etc/selinux/TYPE/policy) while its files
+    carry no security.selinux labels, or only some do (a labelled image, and what the
+    preparation steps added: a file without a label is unlabeled_t, which confined
+    daemons may not read). "" when none."""
     text = (edit.read_file(SELINUX_CONFIG, 64 << 10) or b"").decode("utf-8", "replace")
     settings = dict(_SELINUX_LINE.findall(text))
     if settings.get("SELINUX", "").lower() != "enforcing":
-        return False
+        return ""
     if edit.get(f"/etc/selinux/{settings.get('SELINUXTYPE', 'targeted')}/policy") is None:
-        return False
+        return ""
     for path in ("/etc/passwd", "/etc/selinux/config", "/usr/bin", "/etc"):
         found = resolve_link(edit.tree.root, path)
         if found is not None and LABEL in found[1].xattrs:
-            return False
-    return True
+            break
+    else:
+        return "the image's files carry no labels (layers seldom do)"
+    missing = _without_label(edit)
+    if not missing:
+        return ""
+    return (
+        f"files without a label ({len(missing)}, the first {missing[0]}) would be out of "
+        "reach of confined services"
+    )
+
+
+def _without_label(edit: TreeEditor) -> list[str]:
+    """The files and directories without a security.selinux label, in name order."""
+    found = []
+    todo = [("", edit.tree.root)]
+    while todo:
+        path, directory = todo.pop()
+        children = directory.children
+        if children is None:
+            continue
+        for name in sorted(children, reverse=True):
+            inode = children[name]
+            if inode.kind not in (Kind.FILE, Kind.DIR):
+                continue
+            if LABEL not in inode.xattrs:
+                found.append(f"{path}/{name}")
+            if inode.kind is Kind.DIR:
+                todo.append((f"{path}/{name}", inode))
+    return sorted(found)
 
 
 def link_dirs(edit: TreeEditor) -> list[str]:
