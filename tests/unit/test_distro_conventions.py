@@ -71,6 +71,27 @@ def arch() -> list[Member]:
             file("usr/lib/modules/6.11.5-arch1-1/pkgbase", b"linux\n")]  # fmt: skip
 
 
+def void() -> list[Member]:
+    return [directory("usr"), directory("usr/bin"), directory("usr/sbin"), directory("sbin"),
+            directory("etc"), release('ID="void"\nPRETTY_NAME="Void Linux"\n'),
+            file("etc/passwd", b"root:x:0:0:root:/root:/bin/sh\n"),
+            file("etc/shadow", b"root::19000::::::\n", mode=0o600),
+            program("usr/bin/runit-init"), symlink("sbin/init", "../usr/bin/runit-init"),
+            program("usr/bin/agetty"), program("usr/sbin/dhcpcd"), directory("etc/sv"),
+            directory("etc/sv/dhcpcd"), file("etc/sv/dhcpcd/run", b"#!/bin/sh\n", mode=0o755),
+            directory("boot"), file("boot/vmlinuz-6.6.58_1", b"k"),
+            file("boot/initramfs-6.6.58_1.img", b"i")]  # fmt: skip
+
+
+def gentoo() -> list[Member]:
+    return [*openrc_init(), release('ID=gentoo\nPRETTY_NAME="Gentoo Linux"\n'),
+            file("etc/passwd", b"root:x:0:0:root:/root:/bin/bash\n"),
+            file("etc/shadow", b"root:*:19000::::::\n", mode=0o640),
+            program("usr/sbin/dhcpcd"), file("etc/init.d/dhcpcd", b"#!/sbin/openrc-run\n"),
+            directory("boot"), file("boot/vmlinuz-6.6.58-gentoo-dist", b"k"),
+            file("boot/initramfs-6.6.58-gentoo-dist.img", b"i")]  # fmt: skip
+
+
 SERIAL_GETTY = "/etc/systemd/system/getty.target.wants/serial-getty@ttyS0.service"
 RELEASES = {"alpine": "6.6.58-0-virt", "arch": "6.11.5-arch1-1"}
 ROWS = {
@@ -87,6 +108,12 @@ ROWS = {
                 "/boot/initramfs-6.8.5-301.fc40.x86_64.img"), SERIAL_GETTY),
     "arch": (arch, "Arch", "systemd", network.Stack.NETWORKD,
              ("/boot/vmlinuz-linux", "/boot/initramfs-linux.img"), SERIAL_GETTY),
+    "void": (void, "Void", "runit", network.Stack.DHCPCD,
+             ("/boot/vmlinuz-6.6.58_1", "/boot/initramfs-6.6.58_1.img"),
+             "/etc/runit/runsvdir/default/oci2vm-getty-ttyS0"),
+    "gentoo": (gentoo, "Gentoo", "openrc", network.Stack.DHCPCD,
+               ("/boot/vmlinuz-6.6.58-gentoo-dist", "/boot/initramfs-6.6.58-gentoo-dist.img"),
+               "/etc/runlevels/default/agetty.ttyS0"),
 }  # fmt: skip
 
 
@@ -106,7 +133,7 @@ def test_each_distribution_is_prepared_as_its_row_says(tmp_path: Path, name: str
     # the release, by which its modules are found: not the flavour in a name (virt, linux)
     assert info.kernels[0].version == RELEASES.get(name, info.kernels[0].version)
     assert info.init == init and init in row.init
-    assert network.detect(TreeEditor(tree, FS_TIME), info.init) is stack
+    assert network.detect(TreeEditor(tree, FS_TIME), info.init, info.openrc) is stack
     assert not [n for n in notes_for(tree) if "not a distribution" in n]
     assert lookup(tree.root, getty) is not None
     if getty == "/etc/inittab":
@@ -121,11 +148,13 @@ def test_id_like_selects_the_row_of_a_derivative() -> None:
             ("rocky", "rocky", "rhel centos fedora"),
             ("mint", "linuxmint", "ubuntu debian"),
             ("manjaro", "manjaro", "arch"),
-            ("gentoo", "gentoo", ""),
+            ("funtoo", "funtoo", "gentoo"),
+            ("slackware", "slackware", ""),
         )
     }
     assert {k: v.name if v else None for k, v in rows.items()} == {
-        "rocky": "Fedora/RHEL", "mint": "Ubuntu", "manjaro": "Arch", "gentoo": None,
+        "rocky": "Fedora/RHEL", "mint": "Ubuntu", "manjaro": "Arch", "funtoo": "Gentoo",
+        "slackware": None,
     }  # fmt: skip
 
 
@@ -137,13 +166,13 @@ def test_a_rhel_like_tree_is_prepared_as_fedora(tmp_path: Path) -> None:
 
 
 def test_an_unknown_distribution_is_named_in_a_note(tmp_path: Path) -> None:
-    gentoo = [*openrc_init(), release('ID=gentoo\nPRETTY_NAME="Gentoo Linux"\n')]
-    tree = flattened(tmp_path, gentoo)
+    slackware = [*openrc_init(), release('ID=slackware\nPRETTY_NAME="Slackware 15.0"\n')]
+    tree = flattened(tmp_path, slackware)
     assert (
-        "Gentoo Linux (ID=gentoo) is not a distribution oci2vm knows the conventions of "
-        "(Debian, Ubuntu, Alpine, Fedora/RHEL, Arch, distroless): it is prepared from the "
-        "files found (init: openrc); if it does not boot, `--init app` runs its Entrypoint "
-        "under oci2vm's own init"
+        "Slackware 15.0 (ID=slackware) is not a distribution oci2vm knows the conventions of "
+        "(Debian, Ubuntu, Alpine, Fedora/RHEL, Arch, Void, Gentoo, distroless): it is "
+        "prepared from the files found (init: openrc); if it does not boot, `--init app` "
+        "runs its Entrypoint under oci2vm's own init"
     ) in notes_for(tree)
 
 

@@ -66,6 +66,20 @@ TABLE = (
         network="systemd-networkd",
         getty="serial-getty@PORT.service",
     ),
+    Conventions(
+        "Void", ("void",),
+        kernel="/boot/vmlinuz-V, /boot/initramfs-V.img",
+        init="runit (runit-init; services in /etc/sv, enabled in /etc/runit/runsvdir/default)",
+        network="dhcpcd (its runit service)",
+        getty="/etc/sv/agetty-PORT, enabled",
+    ),
+    Conventions(
+        "Gentoo", ("gentoo",),
+        kernel="/boot/vmlinuz-V, /boot/initramfs-V.img (dist-kernel)",
+        init="openrc (under sysvinit's /etc/inittab, or openrc-init)",
+        network="dhcpcd (its OpenRC service)",
+        getty="/etc/inittab; with openrc-init, OpenRC's agetty.PORT",
+    ),
 )  # fmt: skip
 # Google's distroless images say PRETTY_NAME="Distroless" (their ID is debian's): no init,
 # no shell, no login, so they boot in app mode, where oci2vm's init does DHCP.
