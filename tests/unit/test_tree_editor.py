@@ -270,3 +270,18 @@ def test_dot_dot_in_a_path_is_taken_by_name_and_the_root_is_no_file(tmp_path: Pa
 
 def lookup_names(tree: object) -> list[str]:
     return sorted(path for path, _ in walk(tree.root) if path != "/")  # type: ignore[attr-defined]
+
+
+def test_a_dangling_link_into_var_gets_its_directory_as_tmpfiles_would(tmp_path: Path) -> None:
+    """Fedora's atomic and bootc images: /root -> var/roothome, /home -> var/home, made by
+    systemd-tmpfiles at boot, not in the image. A home or root's .ssh goes there."""
+    tree = flattened(tmp_path, [directory("var"), symlink("root", "var/roothome"),
+                                symlink("home", "/var/home")])  # fmt: skip
+    edit = TreeEditor(tree, FS_TIME)
+    assert edit.mkdir("/root", mode=0o700) == entry(tree, "/var/roothome")
+    edit.mkdir("/root/.ssh", mode=0o700)
+    edit.write("/home/alice/.profile", b"x")
+    assert entry(tree, "/var/roothome").mode == 0o700
+    assert entry(tree, "/var/roothome/.ssh").kind is Kind.DIR
+    assert content(tree, "/var/home/alice/.profile") == b"x"
+    assert (entry(tree, "/root").kind, entry(tree, "/home").kind) == (Kind.SYMLINK, Kind.SYMLINK)

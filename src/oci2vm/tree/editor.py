@@ -9,6 +9,7 @@ from collections.abc import Callable
 
 from oci2vm.errors import Oci2vmError
 from oci2vm.tree.model import (
+    SYMLINK_DEPTH,
     BytesData,
     DataReader,
     FileSink,
@@ -23,6 +24,7 @@ from oci2vm.tree.model import (
 # Reads a streamed file's bytes back from the filesystem being written (Ext4Writer.read_file).
 ReadBack = Callable[[Inode, int], "bytes | None"]
 TEXT_LIMIT = 64 << 20  # a configuration file read to be edited (/etc/passwd of many users)
+MAX_LINK_HOPS = SYMLINK_DEPTH  # dangling links followed to make what they lead to
 
 
 def text_lines(text: str) -> list[str]:
@@ -50,6 +52,7 @@ class TreeEditor:
         self.mtime_ns = mtime_s * 1_000_000_000
         self.sink = sink
         self.read_back = read_back
+        self._hops = 0  # symlinks followed to make their directories (_link_dir)
 
     def _parent(self, path: str, create: bool = True) -> tuple[Inode, str] | None:
         """The directory holding `path` and the last name; parents that are symlinks are
@@ -73,8 +76,12 @@ class TreeEditor:
                 if found is None:
                     if not create:
                         return None
-                    raise Oci2vmError(f"cannot write {path}: {part} is a dangling symlink")
-                child = found[1]
+                    made = self._link_dir("/" + "/".join(parts[: i + 1]), child)
+                    if made is None:
+                        raise Oci2vmError(f"cannot write {path}: {part} is a dangling symlink")
+                    child = made
+                else:
+                    child = found[1]
             if child.kind is not Kind.DIR:
                 if not create:
                     return None
@@ -233,12 +240,37 @@ class TreeEditor:
                 found = resolve_link(self.tree.root, path)
                 if found is not None and found[1].kind is Kind.DIR:
                     return found[1]
+                made = self._link_dir(path, old, mode, uid, gid) if found is None else None
+                if made is not None:
+                    return made
             if old.kind is not Kind.DIR:
                 raise Oci2vmError(f"cannot create directory {path}: a {old.kind} is there")
             return old
         node = new_dir(mode=mode, uid=uid, gid=gid, mtime_ns=self.mtime_ns)
         parent.children[name] = node
         return node
+
+    def _link_dir(
+        self, link: str, inode: Inode, mode: int = 0o755, uid: int = 0, gid: int = 0
+    ) -> Inode | None:
+        """The directory a dangling symlink at `link` leads to, made where it is in /var:
+        Fedora's atomic and bootc images link /root to var/roothome, /home to var/home
+        (and /opt, /srv, /usr/local), which systemd-tmpfiles makes at boot. None for a
+        link that leads elsewhere, nowhere, or round in circles (the caller's error)."""
+        target = (inode.target or b"").decode("utf-8", "surrogateescape")
+        where = target if target.startswith("/") else f"{posixpath.dirname(link)}/{target}"
+        where = "/" + posixpath.normpath(where).lstrip("/")
+        if not target or not where.startswith("/var/") or self._hops >= MAX_LINK_HOPS:
+            return None
+        self._hops += 1
+        try:
+            return self.mkdir(where, mode, uid, gid)
+        except Oci2vmError:
+            if self._hops > 1:
+                raise
+            return None
+        finally:
+            self._hops -= 1
 
     def graft(self, path: str, inode: Inode) -> None:
         """Place an entry of another tree (whose file data went to the same sink) at
