@@ -225,6 +225,7 @@ def sha256(path: Path, regions: list[tuple[int, int]]) -> str:
 
 
 def expected_grub_cfg(fs_uuid: str) -> str:
+    """The readback layout's grub.cfg: a systemd image (no firstboot prompts)."""
     return (
         "# Written by oci2vm; read by BIOS and UEFI GRUB alike.\n"
         "serial --unit=0 --speed=115200\n"
@@ -237,11 +238,11 @@ def expected_grub_cfg(fs_uuid: str) -> str:
         "menuentry 'Linux 6.1.0-9-amd64' {\n"
         '\tif [ "$grub_platform" = pc ]; then\n'
         f"\t\tlinux16 /boot/vmlinuz-6.1.0-9-amd64 root=UUID={fs_uuid} rw console=tty0"
-        " console=ttyS0,115200\n"
+        " console=ttyS0,115200 systemd.firstboot=off\n"
         "\t\tinitrd16 /boot/initrd.img-6.1.0-9-amd64\n"
         "\telse\n"
         f"\t\tlinux /boot/vmlinuz-6.1.0-9-amd64 root=UUID={fs_uuid} rw console=tty0"
-        " console=ttyS0,115200\n"
+        " console=ttyS0,115200 systemd.firstboot=off\n"
         "\t\tinitrd /boot/initrd.img-6.1.0-9-amd64\n"
         "\tfi\n"
         "}\n"
