@@ -14,6 +14,10 @@ from oci2vm.image.model import Platform
 # `oci2vm check`'s default: a system's login prompt, or the line oci2vm's init writes on
 # an app disk's console when its workload starts (init.sh; an app shows no login).
 CHECK_EXPECT = r"login:|oci2vm-init: the workload started"
+# A kernel command line word for systemd images, in grub.cfg and in run's direct boot
+# (kernel-command-line(7)): no systemd-firstboot prompts on the first boot that the
+# "uninitialized" machine-id makes (prepare/bootcfg.py); other inits ignore it.
+FIRSTBOOT_OFF = "systemd.firstboot=off"
 
 
 class OutputFormat(StrEnum):

@@ -5,11 +5,12 @@ The channels are virtio-serial ports (the guest's virtio_console module), each b
 one end of a socketpair handed to QEMU as a file descriptor: org.oci2vm.stdout and
 .stderr carry the workload's output apart from each other, .stdin carries ours (-i; its
 end closed is the workload's EOF), and .control carries "exit STATUS" (or "error
-MESSAGE") from the guest's init and "signal N" / "stop" / "kill" to it. With -t a virtconsole (the
-guest's hvc0, a terminal with its line discipline) replaces the three streams. The kernel's
-console is the serial port, written to a log file, so kernel messages never mix in; the
-log's tail is shown when the guest ends without an exit status. Measured alternatives: ISA
-serial ports would need the guest's tty set raw and each byte is an emulated port write.
+MESSAGE") from the guest's init and "signal N" / "stop" / "kill" to it. With -t a
+virtconsole (the guest's hvc0, a terminal with its line discipline) replaces the three
+streams. The kernel's console is the serial port, written to a log file, so kernel
+messages never mix in; the log's tail is shown when the guest ends without an exit
+status. Measured alternatives: ISA serial ports would need the guest's tty set raw and
+each byte is an emulated port write.
 
 Signals reach the workload as docker run's signal proxy passes them on: Ctrl-C is its
 SIGINT, SIGHUP, SIGQUIT, SIGUSR1 and SIGUSR2 are themselves; SIGTERM (a service manager
@@ -36,10 +37,9 @@ from pathlib import Path
 
 from oci2vm import vm
 from oci2vm.arch import Arch
-from oci2vm.config import Config
+from oci2vm.config import FIRSTBOOT_OFF, Config
 from oci2vm.errors import Oci2vmError
 from oci2vm.initramfs.spec import STOP_GRACE_SECONDS, BootSpec
-from oci2vm.prepare.bootcfg import FIRSTBOOT_OFF
 from oci2vm.util import tools
 
 ROOT_DEVICE = "/dev/vda"  # the root is the only virtio disk
@@ -338,16 +338,14 @@ def _on_signal(session: _Session, wakeup: socket.socket, control: socket.socket)
     except BlockingIOError:
         return
     for signum in received:
-        if signum not in STOPPING:
-            _send(control, f"signal {signum}\n".encode())
-        elif session.signal is None:
+        if signum in STOPPING:
+            if session.signal is not None:  # a second Ctrl-C: no more waiting
+                session.kill_at = time.monotonic()
+                continue
             session.signal = signum
             if session.grace >= 0:
                 session.kill_at = time.monotonic() + session.grace
-            stop = b"stop\n" if signum == signal.SIGTERM else f"signal {signum}\n".encode()
-            _send(control, stop)
-        else:  # a second Ctrl-C: no more waiting
-            session.kill_at = time.monotonic()
+        _send(control, b"stop\n" if signum == signal.SIGTERM else f"signal {signum}\n".encode())
 
 
 def _send(sock: socket.socket, data: bytes) -> None:
@@ -413,8 +411,8 @@ def direct_boot_args(
 def system_command(kernel: Path, initrd: Path, root: Path, config: Config, arch: Arch) -> list[str]:
     """QEMU's command line for a system image's cached root: booted directly, as an app
     is, with its console (and, behind Ctrl-A C, QEMU's monitor) on this terminal."""
-    # (no systemd-firstboot prompt: see prepare/bootcfg.py; other inits ignore the word)
-    append = f"console={arch.facts.serial_console} root={ROOT_DEVICE} rw panic=-1 {FIRSTBOOT_OFF}"
+    append = f"console={arch.facts.serial_console} root={ROOT_DEVICE} rw panic=-1"
+    append += f" {FIRSTBOOT_OFF}"  # (see config.FIRSTBOOT_OFF)
     return [*direct_boot_args(kernel, initrd, root, config, arch, append),
             "-serial", "mon:stdio"]  # fmt: skip
 

@@ -14,13 +14,13 @@ from __future__ import annotations
 import re
 
 from oci2vm.boot import grub
+from oci2vm.config import FIRSTBOOT_OFF
 from oci2vm.prepare.step import Step, Target
 from oci2vm.tree.editor import TreeEditor
 from oci2vm.tree.model import Kind, resolve_link
 from oci2vm.tree.osinfo import InitSystem
 
 KERNEL_IMG_CONF = "/etc/kernel-img.conf"
-FIRSTBOOT_OFF = "systemd.firstboot=off"  # kernel-command-line(7): no prompts at first boot
 # linux-base's DebianLinux.pm image_stem(): vmlinux on a few architectures, vmlinuz elsewhere.
 IMAGE_STEMS = ("vmlinuz", "vmlinux")
 FOLLOW_TITLE = "Linux (newest installed, via {})"
@@ -101,8 +101,7 @@ def _without_label(edit: TreeEditor) -> list[str]:
         children = directory.children
         if children is None:
             continue
-        for name in sorted(children, reverse=True):
-            inode = children[name]
+        for name, inode in children.items():
             if inode.kind not in (Kind.FILE, Kind.DIR):
                 continue
             if LABEL not in inode.xattrs:
