@@ -663,11 +663,11 @@ def _env_file(path: Path) -> list[str]:
             raise Oci2vmError(f"--env-file {path}: line {number} is not UTF-8") from None
         if not line or line.startswith("#"):
             continue
-        key, sep, value = line.partition("=")
+        key = line.partition("=")[0]
         if not key or " " in key or "\t" in key:
             what = "no variable name" if not key else f"variable {key!r} contains whitespace"
             raise Oci2vmError(f"--env-file {path}: line {number}: {what}")
-        settings.append(f"{key}{sep}{value}")
+        settings.append(line)
     return settings
 
 
