@@ -99,9 +99,9 @@ def test_a_second_run_reuses_the_cached_root_without_rebuilding(app: str, tmp_pa
     second = oci2vm("run", *run_options(cache), app, "--", "sh", "-c", SCRIPT)
     assert (second.code, second.out, second.err) == (7, "value-from-config\n1000\n/app\n", "err\n")
     assert sorted((cache / "run").iterdir()) == entries
+    # Not rewritten (same contents and mtimes), and no kernel note: nothing was built again.
+    # How much faster that makes the run is a benchmark's business, not a timed test's.
     assert files_state(entry) == before
-    print(f"first run {first.seconds:.1f} s (builds), second {second.seconds:.1f} s")
-    assert second.seconds < 0.75 * first.seconds
 
 
 def os_release(fx: FixtureSet) -> str:

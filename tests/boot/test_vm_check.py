@@ -146,7 +146,7 @@ def test_check_boot_times_out_with_the_console_tail_and_kills_qemu(tmp_path: Pat
     assert not result.ok
     assert result.reason == "timed out waiting for 'NEVER-PRINTED'"
     assert "OCI2VM-WAITING" in result.tail
-    assert 4 <= result.seconds < 10
+    assert 4 <= result.seconds < 60  # stopped at its timeout, not by the guest (600 s)
     assert processes_using(image) == []
 
 
