@@ -752,7 +752,13 @@ def _failed(message: str, status: int, as_json: bool) -> int:
     return status
 
 
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+# Every signal whose default action ends the process and which someone sends to stop one
+# (Ctrl-C, Ctrl-\, kill, a closed terminal, a timer, a stray USR1): each unwinds the
+# command instead, so no temporary output is left behind.
+STOP_SIGNALS = (
+    signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT,
+    signal.SIGUSR1, signal.SIGUSR2, signal.SIGALRM,
+)  # fmt: skip
 
 
 @contextmanager

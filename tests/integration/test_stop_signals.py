@@ -48,7 +48,9 @@ def wait_for_temporary_files(directory: Path, proc: subprocess.Popen[bytes]) -> 
     raise AssertionError("the build made no temporary file within 60 s")
 
 
-@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP, signal.SIGINT])
+@pytest.mark.parametrize(
+    "signum", [signal.SIGTERM, signal.SIGHUP, signal.SIGINT, signal.SIGQUIT, signal.SIGUSR1]
+)
 def test_a_signal_ends_a_qcow2_build_without_leaving_files(
     debian: FixtureSet, tmp_path: Path, signum: signal.Signals
 ) -> None:
