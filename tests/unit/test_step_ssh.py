@@ -55,6 +55,13 @@ def test_read_ssh_keys_takes_public_keys_only(tmp_path: Path) -> None:
     private.write_bytes(b"-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXk=\n")
     with pytest.raises(Oci2vmError, match=r"id: not a public key"):
         read_ssh_keys((private,))
+    for binary in (b"ssh-ed25519 AAAA\0C3 me\n", b"ssh-rsa AAAA \x1b[2J\n", b"\x7fELF x\n"):
+        (tmp_path / "bin").write_bytes(binary)
+        with pytest.raises(Oci2vmError, match=r"bin: not a public key"):
+            read_ssh_keys((tmp_path / "bin",))
+    tabbed = tmp_path / "tabbed"
+    tabbed.write_bytes(b'from="10.0.0.0/8"\tssh-ed25519 AAAA me\r\n')  # sshd takes tabs, CRLF
+    assert read_ssh_keys((tabbed,)) == (b'from="10.0.0.0/8"\tssh-ed25519 AAAA me',)
     with pytest.raises(Oci2vmError, match=r"^--ssh-key .*/missing: No such file"):
         read_ssh_keys((tmp_path / "missing",))
 

@@ -25,10 +25,20 @@ def read_ssh_keys(paths: tuple[Path, ...]) -> tuple[bytes, ...]:
     for path in paths:
         text = read_small(path, KEYS_LIMIT, "--ssh-key")
         lines = [line.strip() for line in text.splitlines() if line.strip()]
-        if not lines or not all(b" " in line and not line.startswith(b"-----") for line in lines):
+        if not lines or not all(_key_line(line) for line in lines):
             raise Oci2vmError(f"--ssh-key {path}: not a public key (expected 'TYPE KEY [COMMENT]')")
         keys.extend(lines)
     return tuple(keys)
+
+
+def _key_line(line: bytes) -> bool:
+    """An authorized_keys line: words, no PEM armour (a private key given by mistake), no
+    control bytes (a binary file, a NUL that would cut the line short for sshd)."""
+    printable = line.translate(None, _CONTROL) == line
+    return b" " in line and not line.startswith(b"-----") and printable
+
+
+_CONTROL = bytes(range(32)).replace(b"\t", b"") + b"\x7f"
 
 
 # What each init runs an SSH server as: systemd units (a socket counts: Ubuntu's
