@@ -13,7 +13,6 @@ import functools
 import hashlib
 import logging
 import re
-import ssl
 import threading
 import urllib.parse
 import warnings
@@ -22,16 +21,8 @@ from typing import BinaryIO, NoReturn, cast
 
 import urllib3
 from urllib3.exceptions import (
-    ConnectTimeoutError,
     HTTPError,
     InsecureRequestWarning,
-    MaxRetryError,
-    NameResolutionError,
-    NewConnectionError,
-    ProtocolError,
-    ReadTimeoutError,
-    ResponseError,
-    SSLError,
 )
 
 from oci2vm.errors import Oci2vmError
@@ -67,18 +58,16 @@ from oci2vm.image.model import (
 from oci2vm.sources.auth import Authenticator, find_credentials, parse_www_authenticate
 from oci2vm.sources.base import Fetch
 from oci2vm.sources.downloads import PARALLEL_DOWNLOADS, Downloads
+from oci2vm.sources.httperrors import one_line, registry_errors, transport_error
 from oci2vm.sources.reference import Reference
 from oci2vm.sources.transport import (
-    CONNECT_TIMEOUT,
     PROGRESS_BYTES,
     RETRIES,
     HopError,
     Transport,
-    hide_query,
     host_of,
     redirected_peer,
 )
-from oci2vm.util.text import shown
 
 __all__ = ["BLOB_ATTEMPTS", "PARALLEL_DOWNLOADS", "RETRIES", "resolve"]
 
@@ -94,80 +83,8 @@ MAX_TOKEN_RESPONSE = 1 << 20
 BLOB_ATTEMPTS = 3
 
 
-def _one_line(text: object) -> str:
-    """Text from an error or a server, for a message: on one line, escaped and bounded
-    (util/text.py); URLs in it lose their query (a presigned link's signature) and user."""
-    return shown(hide_query(str(text)))
-
-
 def _is_tag(name: object) -> bool:
     return isinstance(name, str) and _TAG.fullmatch(name) is not None
-
-
-def _causes(err: BaseException) -> list[BaseException]:
-    chain: list[BaseException] = []
-    current: BaseException | None = err
-    while current is not None and current not in chain:
-        chain.append(current)
-        current = current.__cause__ or current.__context__
-    return chain
-
-
-def _transport_error(
-    peer: str,
-    err: BaseException,
-    *,
-    timeout: float,
-    tls_fix: str = "if you trust this registry, use --tls-verify=false",
-) -> Oci2vmError:
-    """One line for a request that got no HTTP answer; `peer` is "registry HOST" or
-    "token server HOST"; `tls_fix` says how to trust its certificate anyway."""
-    reason: BaseException = err
-    if isinstance(err, MaxRetryError) and err.reason is not None:
-        reason = err.reason
-    causes = _causes(reason)
-    if isinstance(reason, SSLError):
-        detail = _one_line(reason)
-        for c in causes:
-            if isinstance(c, ssl.SSLCertVerificationError):
-                detail = f"certificate verify failed: {c.verify_message}"
-                break
-            if isinstance(c, ssl.CertificateError):
-                detail = _one_line(c)
-                break
-        return Oci2vmError(f"TLS connection to {peer} failed: {detail}: {tls_fix}")
-    if isinstance(reason, NameResolutionError):
-        return Oci2vmError(f"cannot connect to {peer}: host name not found")
-    if isinstance(reason, NewConnectionError):
-        strerror = next((c.strerror for c in causes if isinstance(c, OSError) and c.strerror), None)
-        return Oci2vmError(f"cannot connect to {peer}: {(strerror or _one_line(reason)).lower()}")
-    if isinstance(reason, ConnectTimeoutError):
-        return Oci2vmError(f"cannot connect to {peer}: no answer within {CONNECT_TIMEOUT:g} s")
-    if isinstance(reason, ReadTimeoutError):
-        return Oci2vmError(
-            f"{peer} did not answer within {timeout:g} s: retry, or raise --network-timeout"
-        )
-    if isinstance(reason, ResponseError):
-        return Oci2vmError(f"{peer}: {_one_line(reason)}")
-    if isinstance(reason, ProtocolError) and reason.args:
-        # ProtocolError(message, cause): the message says it.
-        return Oci2vmError(f"connection to {peer} dropped: {_one_line(reason.args[0])}")
-    return Oci2vmError(f"connection to {peer} failed: {_one_line(reason)}")
-
-
-def _registry_errors(body: bytes) -> tuple[list[str], str]:
-    """The error codes and first message of a distribution-spec error body (none of a
-    body that is not such JSON: the message then gives the HTTP status alone)."""
-    try:
-        doc = load_json(body, "error body")
-    except Oci2vmError:
-        return [], ""
-    errors = doc.get("errors")
-    if not isinstance(errors, list):
-        return [], ""
-    codes = [str(e.get("code")) for e in errors if isinstance(e, dict)]
-    messages = [str(e.get("message")) for e in errors if isinstance(e, dict) and e.get("message")]
-    return codes, _one_line(messages[0]) if messages else ""
 
 
 class _HighWater:
@@ -245,7 +162,7 @@ class _Session:
             if host_of(host) == host_of(self.host)
             else f"if you trust this host, pass --insecure-host {host_of(host)}"
         )
-        return _transport_error(peer, err, timeout=self.timeout, tls_fix=fix)
+        return transport_error(peer, err, timeout=self.timeout, tls_fix=fix)
 
     def _body_error(
         self, peer: str, err: HTTPError | TruncatedError, resp: urllib3.BaseHTTPResponse
@@ -330,7 +247,7 @@ class _Session:
                 return resp  # (another host's 401 is not the registry's challenge: fail())
             challenges = parse_www_authenticate(resp.headers.get("WWW-Authenticate", ""))
             try:
-                _codes, message = _registry_errors(
+                _codes, message = registry_errors(
                     self._read(resp, MAX_MANIFEST_SIZE, "error", peer)
                 )
             finally:
@@ -363,13 +280,13 @@ class _Session:
             expired = ": the link may have expired: retry" if resp.status in (401, 403) else ""
             raise Oci2vmError(
                 f"{redirected_peer(target, peer)} answered HTTP {resp.status} "
-                f"{_one_line(resp.reason or '')}".rstrip()
+                f"{one_line(resp.reason or '')}".rstrip()
                 + f" for GET {path}{expired}"
             )
-        codes, message = _registry_errors(self._read(resp, MAX_MANIFEST_SIZE, "error", peer))
+        codes, message = registry_errors(self._read(resp, MAX_MANIFEST_SIZE, "error", peer))
         if resp.status in (401, 403) or "DENIED" in codes or "UNAUTHORIZED" in codes:
             raise self.auth.refused(
-                f"HTTP {resp.status} {message or _one_line(resp.reason or '')}".strip(),
+                f"HTTP {resp.status} {message or one_line(resp.reason or '')}".strip(),
                 answered=self.authorization is not None,
             )
         if resp.status == 404 or {"NAME_UNKNOWN", "MANIFEST_UNKNOWN", "BLOB_UNKNOWN"} & set(codes):
@@ -395,7 +312,7 @@ class _Session:
             body = self._read(resp, MAX_MANIFEST_SIZE, "tag list", f"registry {self.host}")
         finally:
             self.http.release(resp)
-        if resp.status == 404 and "NAME_UNKNOWN" in _registry_errors(body)[0]:
+        if resp.status == 404 and "NAME_UNKNOWN" in registry_errors(body)[0]:
             return f"no repository {self.ref.repository}"
         try:
             tags = load_json(body, "tag list").get("tags") if resp.status == 200 else None
@@ -521,7 +438,7 @@ class _Session:
             try:
                 asked = resp.status == 206 and _content_range(resp) == (first, last, desc.size)
                 if ranged and not asked and resp.status in (200, 206, 416):
-                    answer = _one_line(resp.headers.get("Content-Range", ""))
+                    answer = one_line(resp.headers.get("Content-Range", ""))
                     log.info("%s answered a range request for bytes %d-%d of %s with HTTP %d "
                              "%s: no more blobs in parts", peer, first, last, desc.digest,
                              resp.status, answer)  # fmt: skip
