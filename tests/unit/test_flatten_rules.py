@@ -98,6 +98,33 @@ def test_user_xattrs_stay_on_files_and_directories_only(tmp_path: Path) -> None:
     assert at(tree, "/l").xattrs == at(tree, "/p").xattrs == {"trusted.b": b"2"}
 
 
+def test_xattrs_linux_does_not_store_are_left_out_with_a_note(tmp_path: Path) -> None:
+    """setxattr answers ENOTSUP for namespaces Linux lacks (a macOS tar's com.apple.*) and
+    for system.* beyond the ACLs; umoci, containerd and GNU tar go on without them. An
+    ACL without entries is its removal to the kernel."""
+    acl_header_only = "\x02\x00\x00\x00"
+    acl = acl_header_only + "\x01\x00\x06\x00\x00\x00\x00\x00"  # USER_OBJ rw-
+    pax = {
+        "SCHILY.xattr.user.kept": "1",
+        "SCHILY.xattr.com.apple.provenance": "x",
+        "SCHILY.xattr.system.data": "y",
+        "SCHILY.xattr.system.posix_acl_default": acl_header_only,
+        "SCHILY.xattr.system.posix_acl_access": acl,
+        "LIBARCHIVE.xattr.com.apple.quarantine": "cQ",  # base64
+    }
+    tree, _ = flatten_layers(tmp_path, [directory("d", pax=pax), file("f", pax=pax)])
+    for path in ("/d", "/f"):
+        assert at(tree, path).xattrs == {
+            "user.kept": b"1",
+            "system.posix_acl_access": acl.encode("latin-1"),
+        }
+    assert tree.notes == [
+        f"layer 1 ({tree.layer_digests[0][7:19]}): extended attributes Linux does not store "
+        "(com.apple.provenance, com.apple.quarantine, system.data and 1 more) on 2 entries "
+        "left out, as umoci and tar leave them"
+    ]
+
+
 def test_an_owner_of_minus_one_is_roots_as_chown_leaves_it(tmp_path: Path) -> None:
     # (uid_t)-1 is chown(2)'s "no change": a runtime unpacking as root leaves the file
     # root's; Linux would read 4294967295 in an inode back as the overflow id.

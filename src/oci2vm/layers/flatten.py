@@ -57,6 +57,7 @@ from oci2vm.tree.model import (
     new_dir,
 )
 from oci2vm.util.gcpause import cycle_collection_paused
+from oci2vm.util.text import shown
 
 log = logging.getLogger(__name__)
 
@@ -637,6 +638,15 @@ class _Flattener:
             self.tree.notes.append(
                 f"{what}: POSIX ACLs as text (SCHILY.acl.*, tar --acls) on {tar.text_acls} "
                 "entries left out, as docker, podman and umoci leave them"
+            )
+        if tar.unstorable_xattrs:
+            names = sorted(tar.unstorable_xattrs)
+            listed = ", ".join(shown(n, 60) for n in names[:3])
+            listed += f" and {len(names) - 3} more" if len(names) > 3 else ""
+            self.tree.notes.append(
+                f"{what}: extended attributes Linux does not store ({listed}) on "
+                f"{tar.unstorable_entries} entries left out, as umoci and tar "
+                "leave them"
             )
         self.tree.diff_ids.append(stream.digest)
         self.tree.layer_digests.append(layer.digest or compressed.computed_digest)

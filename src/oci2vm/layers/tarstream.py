@@ -40,6 +40,10 @@ _TIME = re.compile(rb"([+-]?)([0-9]{0,30})(?:\.([0-9]*))?")  # a pax time, "-1.5
 _GLOBAL_KEYS = ("uid", "gid", "mtime", "atime", "ctime")
 _GLOBAL_PREFIXES = ("SCHILY.xattr.", "LIBARCHIVE.xattr.")
 
+# The xattr namespaces Linux filesystems store (xattr(7)); in system. only the POSIX ACLs.
+STORABLE_XATTRS = ("user.", "trusted.", "security.")
+POSIX_ACLS = ("system.posix_acl_access", "system.posix_acl_default")
+
 REGULAR = (b"0", b"\0", b"7")
 HARDLINK = b"1"
 SYMLINK = b"2"
@@ -310,6 +314,9 @@ class TarReader:
         # --acls), left out as Go's archive/tar, docker, podman and umoci leave them: the
         # binary form (SCHILY.xattr.system.posix_acl_*) is what they and we read.
         self.text_acls = 0
+        # The xattrs left out because Linux stores none of them, and on how many entries.
+        self.unstorable_xattrs: dict[str, None] = {}
+        self.unstorable_entries = 0
 
     # -- the stream -----------------------------------------------------------------
 
@@ -534,6 +541,8 @@ class TarReader:
             else:
                 self._apply_record(member, key, value)
         self.text_acls += text_acl
+        if member.xattrs:
+            self._drop_unstorable(member)
         if sparse.name is not None:
             member.name = _text(sparse.name)
         regions = sparse.regions(self._what)
@@ -544,6 +553,22 @@ class TarReader:
         if sparse.major is not None and sparse.major != b"1":
             raise Oci2vmError(f"{self._what}: unsupported GNU sparse format {_show(sparse.major)}")
         return sparse.major
+
+    def _drop_unstorable(self, member: Member) -> None:
+        """Leave out the xattrs no Linux filesystem takes (setxattr answers ENOTSUP, and
+        umoci, containerd and GNU tar go on without them): namespaces other than user.,
+        trusted., security. and the two POSIX ACLs (macOS's com.apple.*, system.nfs4_acl),
+        and an ACL without entries, which the kernel takes as the ACL's removal."""
+        dropped = [
+            name
+            for name, value in member.xattrs.items()
+            if not name.startswith(STORABLE_XATTRS) and not (name in POSIX_ACLS and len(value) > 4)
+        ]
+        for name in dropped:
+            del member.xattrs[name]
+        if dropped:
+            self.unstorable_xattrs.update(dict.fromkeys(dropped))
+            self.unstorable_entries += 1
 
     def _apply_record(self, member: Member, key: str, value: bytes) -> None:
         """One pax record. An empty value leaves the header's field as it is (POSIX:

@@ -44,14 +44,13 @@ assert struct.calcsize(_ACL_ENTRY) == 8
 _ACL_ENTRY_SHORT = "<HH"
 assert struct.calcsize(_ACL_ENTRY_SHORT) == 4
 
-_PREFIXES = (  # longest first so "system.posix_acl_access" wins over "system."
+_PREFIXES = (
     ("system.posix_acl_access", 2),
     ("system.posix_acl_default", 3),
     ("user.", 1),
     ("trusted.", 4),
     ("security.", 6),
-    ("system.", 7),
-)
+)  # system. (7) holds nothing else Linux would show: flattening leaves such names out
 
 ACL_VFS_VERSION = 2
 ACL_EXT4_VERSION = 1
