@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 
 from oci2vm.errors import Oci2vmError
 from oci2vm.image.model import Image
@@ -58,17 +58,23 @@ def image_identity(image: Image, fs_uuid: str | None = None) -> Identity:
 
 
 def fs_time(image: Image) -> int:
-    """SOURCE_DATE_EPOCH when set, else the image's creation time, else 0."""
+    """SOURCE_DATE_EPOCH when set, else the image's creation time, else 0. A creation time
+    without an offset is UTC (the host's TZ must not change the bytes), and one before 1970
+    is no date at all (Go's zero time, 0001-01-01, is what go-containerregistry writes when
+    none was given)."""
     epoch = os.environ.get("SOURCE_DATE_EPOCH")
     if epoch:
-        try:
-            return int(epoch)
-        except ValueError as e:
-            raise Oci2vmError(f"malformed SOURCE_DATE_EPOCH {epoch!r}") from e
+        # The reproducible-builds spec's form: a decimal count of seconds since 1970.
+        if not epoch.isascii() or not epoch.isdigit():
+            raise Oci2vmError(f"malformed SOURCE_DATE_EPOCH {epoch!r}: expected seconds since 1970")
+        return int(epoch)
     created = image.config.created
     if created:
         try:
-            return int(datetime.fromisoformat(created.replace("Z", "+00:00")).timestamp())
+            when = datetime.fromisoformat(created.replace("Z", "+00:00"))
         except ValueError:
-            pass
+            return 0
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+        return max(0, int(when.timestamp()))
     return 0

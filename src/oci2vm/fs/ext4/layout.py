@@ -428,7 +428,10 @@ def pack_superblock(info: SuperblockInfo, group: int) -> bytes:
     """The 1024-byte superblock (its copy in `group` differs only in s_block_group_nr)."""
     geo = info.geometry
     sb = bytearray(SUPERBLOCK_SIZE)
-    fs_time = info.fs_time & MASK32
+    # Unsigned seconds, with their bits past 32 in the s_*_time_hi bytes (as mke2fs writes
+    # them): a time past 2106 must not wrap to one in the past.
+    stamp = min(max(info.fs_time, 0), (1 << 40) - 1)
+    fs_time = stamp & MASK32
     struct.pack_into(
         _SB_BASE,
         sb,
@@ -485,6 +488,8 @@ def pack_superblock(info: SuperblockInfo, group: int) -> bytes:
         0,  # s_first_meta_bg
     )
     struct.pack_into("<I", sb, 0x108, fs_time)  # s_mkfs_time
+    # s_wtime_hi, s_mtime_hi, s_mkfs_time_hi, s_lastcheck_hi
+    struct.pack_into("<4B", sb, 0x274, stamp >> 32, 0, stamp >> 32, stamp >> 32)
     struct.pack_into(_SB_JNL_BLOCKS, sb, 0x10C, *info.journal_blocks)  # s_jnl_blocks
     struct.pack_into(
         _SB_64BIT,
