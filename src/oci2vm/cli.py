@@ -736,6 +736,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return command(args.command)(config, reporter)
     except Oci2vmError as e:
         return _failed(f"error: {e}", failed, as_json)
+    except MemoryError:  # (a limit set by ulimit -v or a cgroup; its temporary files are gone)
+        return _failed("error: out of memory", failed, as_json)
     except KeyboardInterrupt:
         return _failed("interrupted", 128 + signal.SIGINT, as_json)
     except Terminated as e:

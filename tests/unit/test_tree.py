@@ -14,6 +14,7 @@ from oci2vm.layers import decompress
 from oci2vm.layers.flatten import flatten
 from oci2vm.sources import Fetch, resolve
 from oci2vm.tree.model import Inode, Kind, Tree, link_counts, lookup, walk
+from support.deadline import within
 from support.flattened import flatten_layers
 from support.layouts import (
     Member,
@@ -196,6 +197,20 @@ def test_hardlink_to_file_deleted_between_is_an_error(tmp_path: Path) -> None:
 def test_entry_escaping_root_is_rejected(tmp_path: Path, name: str) -> None:
     with pytest.raises(Oci2vmError, match=r"layer 1 .*escapes the image root"):
         build(tmp_path, [file(name, b"x")])
+
+
+def test_a_path_longer_than_path_max_is_rejected_at_once(tmp_path: Path) -> None:
+    """A few hundred bytes of gzip can name a path 200,000 directories deep: refused by
+    its length (as no runtime could unpack it) before any of its directories is made.
+    4095 bytes, what Linux allows, still build; "./" and ".." count as what they leave."""
+    deepest = "d/" * 2046 + "ff"  # /d/.../ff: 4095 bytes
+    tree, _ = build(tmp_path, [file("./" * 3000 + deepest, b"x")])
+    assert len(tree.diff_ids) == 1
+    with within(5):
+        with pytest.raises(Oci2vmError, match=r"^layer 1 .*path of 4096 bytes; Linux's PATH_MAX"):
+            build(tmp_path, [file(deepest + "g", b"x")])
+        with pytest.raises(Oci2vmError, match=r"path of 400002 bytes"):
+            build(tmp_path, [file("d/" * 200_000 + "f", b"x")])
 
 
 def test_hardlink_target_escaping_root_is_rejected(tmp_path: Path) -> None:

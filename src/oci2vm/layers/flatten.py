@@ -78,13 +78,25 @@ def default_capture(path: str) -> bool:
     )
 
 
+# Linux's PATH_MAX, the terminating NUL included: no runtime can unpack (or a program open)
+# a longer path, and a bound on a path's depth bounds the work per entry.
+PATH_MAX = 4096
+
+
 def split_path(name: str, what: str) -> list[str]:
     """Normalize a tar member name to path components, rejecting any that would
-    leave the root ('..' climbing above it). Leading '/' and './' are ignored, as
-    Docker and containerd do."""
+    leave the root ('..' climbing above it) or be longer than PATH_MAX. Leading '/' and
+    './' are ignored, as Docker and containerd do."""
     parts = _walk([], name, clamp=False)
     if parts is None:
         raise Oci2vmError(f"{what}: entry {name!r} escapes the image root")
+    if len(name) >= PATH_MAX // 4:  # (the bytes of a long one, only)
+        length = sum(len(part.encode("utf-8", "surrogateescape")) + 1 for part in parts)
+        if length >= PATH_MAX:
+            raise Oci2vmError(
+                f"{what}: entry {shown(repr(name), 80)} has a path of {length} bytes; Linux's "
+                f"PATH_MAX allows {PATH_MAX - 1}, and no container runtime unpacks it"
+            )
     return parts
 
 
