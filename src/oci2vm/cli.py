@@ -7,6 +7,7 @@ import ipaddress
 import json
 import logging
 import math
+import os
 import signal
 import sys
 from collections.abc import Iterator, Sequence
@@ -162,7 +163,7 @@ def _volume(text: str) -> Volume:
 
 def _bind(source: str, target: str, read_only: bool, what: str) -> Volume:
     host = Path(source).expanduser()
-    if not host.is_dir():
+    if not os.path.isdir(host):
         raise argparse.ArgumentTypeError(f"{what}: {host} is not a directory")
     return Volume(host.resolve(), target, read_only)
 
@@ -213,7 +214,7 @@ def _ssh_key(text: str) -> Path | tuple[str, Path]:
     """FILE, or USER=FILE when what comes before '=' is a user name and the whole is
     not a file."""
     name, eq, path = text.partition("=")
-    if eq and USER_NAME.fullmatch(name) and path and not Path(text).exists():
+    if eq and USER_NAME.fullmatch(name) and path and not os.path.exists(text):
         return (name, Path(path))
     return Path(text)
 
@@ -570,7 +571,7 @@ def _docker_command_start(top: argparse.ArgumentParser, words: Sequence[str]) ->
         else:  # a positional word: SOURCE, then the command
             if seen_source:
                 return i
-            seen_source, image = True, not Path(word).is_file()
+            seen_source, image = True, not os.path.isfile(word)
             i += 1
             continue
         if action is None and seen_source:  # no option of oci2vm's: the command's own

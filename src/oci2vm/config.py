@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import os
 import re
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -109,7 +110,7 @@ class KernelChoice:
             if ":" in flavour:
                 raise Oci2vmError(f"--kernel {text!r}: expected debian[:SUITE[:FLAVOUR]]")
             return cls(KernelKind.DEBIAN, suite=suite or None, flavour=flavour or None)
-        if text.endswith(".deb") and Path(text).is_file():
+        if text.endswith(".deb") and os.path.isfile(text):
             return cls(KernelKind.DEB, location=text)
         if not text:
             raise Oci2vmError("--kernel needs a value: auto, image, debian[:SUITE[:FLAVOUR]], "

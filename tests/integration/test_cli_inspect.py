@@ -127,6 +127,10 @@ def _bad_layouts(tmp_path: Path) -> dict[str, str]:
         ("unknown transport", ["dir:/tmp/x"], r"transport dir: is not supported"),
         ("missing tag", ["{ok}:nosuchtag"], r"no image tagged 'nosuchtag' in the layout"),
         ("missing path", ["oci:/nonexistent/layout"], r"/nonexistent/layout: no such file"),
+        # A name no file can have (ENAMETOOLONG, not ENOENT: pathlib raised it).
+        ("long name", ["oci:/tmp/" + "n" * 300 + ":tag"], r"/tmp/n{300}: no such file"),
+        ("long name", ["docker-archive:/tmp/" + "n" * 300], r"/tmp/n{300}: no such file"),
+        ("long tag", ["{ok}:" + "t" * 300], r"no image tagged 't{300}' in the layout"),
         ("tampered", ["{tampered}"], r"digest mismatch: expected sha256:"),
         ("truncated", ["{truncated}"], r"truncated gzip stream"),
         ("malformed", ["{malformed}"], r"malformed manifest sha256:[0-9a-f]+: not valid JSON"),

@@ -4,6 +4,7 @@ a temporary file first."""
 from __future__ import annotations
 
 import dataclasses
+import os
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -29,7 +30,7 @@ def disk_for(config: Config, reporter: Reporter) -> Iterator[Path]:
     goes to stderr as a note: stdout belongs to run and check (check --json prints its own
     report there)."""
     given = Path(config.source)
-    if given.is_file():
+    if os.path.isfile(given):
         yield given
         return
     with tempfile.TemporaryDirectory(prefix="oci2vm-run-") as tmp:
@@ -46,7 +47,7 @@ def run_command(config: Config, reporter: Reporter) -> int:
     (built on first use) booted directly: an app image's workload, its exit code
     returned; a system image to its login on this terminal. A system image that keeps
     its own kernel boots from a disk built for the run."""
-    if Path(config.source).is_file():
+    if os.path.isfile(config.source):
         refuse_for_disk(config)
     else:
         config = as_docker_runs(config)

@@ -12,6 +12,7 @@ Each source resolves to an image.Image whose blobs are located and checked by di
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from oci2vm.errors import Oci2vmError
@@ -33,11 +34,12 @@ def split_path_ref(spec: str) -> tuple[str, str]:
     whose prefix is an existing path; otherwise at the first colon."""
     if not spec:
         raise Oci2vmError("missing path")
-    if Path(spec).exists():
+    # (os.path answers False where the path cannot be looked at: too long, no access)
+    if os.path.exists(spec):
         return spec, ""
     idx = spec.find(":")
     while idx != -1:
-        if Path(spec[:idx]).exists():
+        if os.path.exists(spec[:idx]):
             return spec[:idx], spec[idx + 1 :]
         idx = spec.find(":", idx + 1)
     path, _, ref = spec.partition(":")

@@ -6,6 +6,7 @@ Blobs are read in place, never copied; each is verified against its digest as re
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -32,7 +33,7 @@ DOCKER_REF_NAME = "io.containerd.image.name"
 
 
 def resolve(source: str, path: Path, tag: str, fetch: Fetch, *, archive: bool) -> Image:
-    if not archive and path.is_file():
+    if not archive and os.path.isfile(path):
         raise Oci2vmError(f"{path}: is a file; use oci-archive:{path}")
     container = Container(path, store_of(fetch))
     if archive and not container.is_archive:

@@ -18,7 +18,7 @@ def atomic_output(path: Path) -> Iterator[Path]:
     """A temporary file beside `path`, renamed to it on success, removed on failure."""
     path = path.absolute()
     check_replaceable(path)
-    if not path.parent.is_dir():
+    if not os.path.isdir(path.parent):
         raise Oci2vmError(f"{path.parent}: no such directory")
     try:
         fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
