@@ -114,15 +114,19 @@ def test_pax_times_xattrs_and_names_keep_their_bytes() -> None:
     assert m.xattrs == {"user.bin": b"\xff\x00\xfe", "user.b64 name": b"\x00\x01\x02"}
 
 
-def test_global_pax_header_applies_to_following_members() -> None:
+def test_a_global_pax_header_changes_no_member_as_in_a_container() -> None:
+    """docker, containerd and buildkit ignore what Go's archive/tar hands them as a 'g'
+    entry: a global uid, time or capability must not reach every later file."""
     buf = io.BytesIO()
+    cap = "\x01\x00\x00\x02\x00\x20\x00\x00" + "\x00" * 12
+    globals_ = {"uid": "4242", "mtime": "5", "SCHILY.xattr.security.capability": cap}
     with tarfile.open(
-        fileobj=buf, mode="w", format=tarfile.PAX_FORMAT, pax_headers={"uid": "4242"}
+        fileobj=buf, mode="w", format=tarfile.PAX_FORMAT, pax_headers=globals_
     ) as tar:
         tar.addfile(info("a"))
         tar.addfile(info("b"))
     got = read_all(buf.getvalue())
-    assert [m.uid for m, _ in got] == [4242, 4242]
+    assert [(m.uid, m.mtime_ns, m.xattrs) for m, _ in got] == [(0, 0, {}), (0, 0, {})]
 
 
 def _pax_header(records: dict[str, str] | list[tuple[str, str]]) -> bytes:

@@ -30,15 +30,8 @@ _SKIP_CHUNK = 1 << 20
 MAX_PAX_HEADER = 1 << 20  # the pax extended headers ('x') of one entry, together
 MAX_LONG_NAME = 1 << 20  # a GNU long name or long link name ('L', 'K'), a volume header
 MAX_SPARSE_MAP = 1 << 20  # a GNU sparse map: 1.0's text, or old GNU's extension blocks
-# The global records ('g') in force apply to every later entry, so they are kept small:
-# real archives carry a few (git archive: a commit id); Go ignores them altogether.
-MAX_PAX_GLOBAL = 16 << 10
 _DECIMAL = re.compile(rb"[0-9]{1,30}")  # a pax count: 2**64 has 20 digits
 _TIME = re.compile(rb"([+-]?)([0-9]{0,30})(?:\.([0-9]*))?")  # a pax time, "-1.5"
-# The pax keys a global header may set for later entries: ownership, times and xattrs.
-# (A path, size or sparse map describes one file, never all of them.)
-_GLOBAL_KEYS = ("uid", "gid", "mtime", "atime", "ctime")
-_GLOBAL_PREFIXES = ("SCHILY.xattr.", "LIBARCHIVE.xattr.")
 
 # The xattr namespaces Linux filesystems store (xattr(7)); in system. only the POSIX ACLs.
 STORABLE_XATTRS = ("user.", "trusted.", "security.")
@@ -308,8 +301,6 @@ class TarReader:
         self._pos = 0
         self._data_end = 0  # end of the current member's data, padding excluded
         self._next_header = 0
-        # The global pax records in force, by key (a later one replaces an earlier one).
-        self._global: dict[str, bytes] = {}
         # Entries with POSIX ACLs as text (SCHILY.acl.*: GNU tar, star and bsdtar with
         # --acls), left out as Go's archive/tar, docker, podman and umoci leave them: the
         # binary form (SCHILY.xattr.system.posix_acl_*) is what they and we read.
@@ -435,8 +426,13 @@ class TarReader:
                 data = self._block_data(size, "pax extended header", MAX_PAX_HEADER)
                 pax.extend(_pax_records(data, self._what))
             elif kind == PAX_GLOBAL:
-                data = self._block_data(size, "pax global header", MAX_PAX_HEADER)
-                self._set_global(_pax_records(data, self._what))
+                # Parsed (a malformed one fails there too) and left aside, as Go's archive/tar
+                # hands them to docker, containerd and buildkit, which ignore them: what a
+                # container sees is what counts (GNU tar and Python's tarfile would apply
+                # them to every later entry).
+                _pax_records(
+                    self._block_data(size, "pax global header", MAX_PAX_HEADER), self._what
+                )
             elif kind == GNU_LONGNAME:
                 long_name = self._block_data(size, "GNU long name", MAX_LONG_NAME)
                 long_name = long_name.split(b"\0", 1)[0]
@@ -451,21 +447,6 @@ class TarReader:
                 raise Oci2vmError(
                     f"{self._what}: unsupported tar entry type {kind.decode('latin-1')!r}"
                 )
-
-    def _set_global(self, records: list[tuple[str, bytes]]) -> None:
-        """Keep the global records that apply to later entries; an empty value deletes
-        a record (POSIX)."""
-        for key, value in records:
-            if key in _GLOBAL_KEYS or key.startswith(_GLOBAL_PREFIXES):
-                if value:
-                    self._global[key] = value
-                else:
-                    self._global.pop(key, None)
-        total = sum(len(k) + len(v) for k, v in self._global.items())
-        if total > MAX_PAX_GLOBAL:
-            raise self._too_large(
-                f"pax global headers in force total {total} bytes, which exceeds", MAX_PAX_GLOBAL
-            )
 
     def _member(
         self,
@@ -529,11 +510,10 @@ class TarReader:
         self._next_header = data_start + area + (-area % BLOCK)
 
     def _apply_pax(self, member: Member, pax: list[tuple[str, bytes]]) -> bytes | None:
-        """Apply the global records in force, then the entry's own pax records; returns
-        the GNU sparse major version if any."""
+        """Apply the entry's pax records; returns the GNU sparse major version if any."""
         sparse = _SparseRecords()
         text_acl = False
-        for key, value in (*self._global.items(), *pax):
+        for key, value in pax:
             if key.startswith("GNU.sparse."):
                 sparse.add(key, value, self._what)
             elif key.startswith("SCHILY.acl."):
