@@ -280,21 +280,9 @@ def test_utf8_and_long_names(tmp_path: Path) -> None:
 
 
 def test_gnu_sparse_1_0_file_keeps_its_holes(tmp_path: Path) -> None:
-    # GNU sparse format 1.0: the map precedes the data inside the member.
     regions = [(4096, 5), (1 << 20, 3)]
-    sparse_map = f"{len(regions)}\n" + "".join(f"{o}\n{n}\n" for o, n in regions)
-    map_block = sparse_map.encode().ljust(512, b"\0")
     stored = b"hello" + b"end"
-    ti = tarfile.TarInfo("GNUSparseFile.0/sparse")
-    ti.size = len(map_block) + len(stored)
-    ti.mode = 0o644
-    ti.pax_headers = {
-        "GNU.sparse.major": "1",
-        "GNU.sparse.minor": "0",
-        "GNU.sparse.name": "sparse",
-        "GNU.sparse.realsize": str((1 << 20) + 4096),
-    }
-    tree, data = build(tmp_path, [Member(ti, map_block + stored)])
+    tree, data = build(tmp_path, [_sparse_member("sparse", regions, stored, (1 << 20) + 4096)])
     inode = lookup(tree.root, "/sparse")
     assert inode is not None and inode.data is not None
     assert inode.size == (1 << 20) + 4096
@@ -452,6 +440,40 @@ def test_small_etc_files_are_captured(tmp_path: Path) -> None:
     passwd = tree.read("/etc/passwd")
     assert passwd is not None and passwd.startswith(b"root:")
     assert len(tree.captured) == 2
+
+
+def _sparse_member(name: str, regions: list[tuple[int, int]], stored: bytes, size: int) -> Member:
+    """A GNU 1.0 sparse file: its map precedes the data inside the member."""
+    sparse_map = f"{len(regions)}\n" + "".join(f"{o}\n{n}\n" for o, n in regions)
+    map_block = sparse_map.encode().ljust(512, b"\0")
+    ti = tarfile.TarInfo(f"GNUSparseFile.0/{name}")
+    ti.size = len(map_block) + len(stored)
+    ti.mode = 0o644
+    ti.pax_headers = {
+        "GNU.sparse.major": "1",
+        "GNU.sparse.minor": "0",
+        "GNU.sparse.name": name,
+        "GNU.sparse.realsize": str(size),
+    }
+    return Member(ti, map_block + stored)
+
+
+def test_a_sparse_etc_file_is_captured_as_a_reader_reads_it(tmp_path: Path) -> None:
+    """Its one region lies after a hole: what preparation reads is the zeros, then the
+    bytes; a sparse file too long to hold in memory is not captured at all."""
+    line = b"root:x:0:0::/root:/bin/sh\n"
+    huge = 3 << 30
+    tree, _ = build(
+        tmp_path,
+        [
+            directory("etc"),
+            _sparse_member("etc/passwd", [(4096, len(line))], line, 4096 + len(line)),
+            _sparse_member("etc/group", [(0, 5)], b"root:", huge),
+        ],
+    )
+    assert tree.read("/etc/passwd") == bytes(4096) + line
+    group = lookup(tree.root, "/etc/group")
+    assert group is not None and group.size == huge and group not in tree.captured
 
 
 def test_gil_handoffs_are_prompter_while_streaming_and_restored_by_the_last_user() -> None:

@@ -116,6 +116,16 @@ def _walk(parts: list[str], name: str, clamp: bool) -> list[str] | None:
     return parts
 
 
+def _expand(stored: bytes, regions: tuple[tuple[int, int], ...], size: int) -> bytes:
+    """A sparse file's content: its stored bytes (the regions back to back) in place."""
+    content = bytearray(size)
+    at = 0
+    for offset, length in regions:
+        content[offset : offset + length] = stored[at : at + length]
+        at += length
+    return bytes(content)
+
+
 def _what(index: int, layer: Layer) -> str:
     """A layer as messages name it."""
     return f"layer {index + 1}" + (f" ({short(layer.digest)})" if layer.digest else "")
@@ -1946,8 +1956,12 @@ class _Flattener:
             return
         if path is not None and self.capture(path) and data.stored_size <= CAPTURE_LIMIT:
             content = tar.read_data(data.stored_size)
-            if inode.data is not None and len(inode.data.regions) <= 1:
+            # What a reader of the file would read: the stored bytes of a dense file; a
+            # sparse one's regions at their offsets, holes as zeros (if that is small).
+            if len(content) == inode.size:  # no holes
                 self.tree.captured[inode] = content
+            elif inode.size <= CAPTURE_LIMIT:
+                self.tree.captured[inode] = _expand(content, data.regions, inode.size)
             if self.sink is not None:
                 self._deliver(inode, BytesReader(content))
             return
