@@ -7,6 +7,7 @@ import hashlib
 import io
 import os
 import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -14,6 +15,7 @@ import pytest
 
 from oci2vm.errors import Oci2vmError
 from oci2vm.image.blobs import (
+    STALE_AFTER,
     THREADED_HASH,
     BlobRef,
     BlobStore,
@@ -216,3 +218,28 @@ def test_the_gzip_size_hint_is_the_least_size_its_trailer_allows(tmp_path: Path)
     # size is not 4 GiB more than the trailer says.
     stored = 100 * mib + 100 * mib // 65535 * 5 + 18
     assert uncompressed_size_hint(_gzip_with_trailer(tmp_path, stored, 100 * mib)) == 100 * mib
+
+
+def test_temporary_files_a_killed_process_left_are_removed_a_day_later(tmp_path: Path) -> None:
+    """A download's part and a decompressed archive stay behind a SIGKILL: the next run
+    removes those untouched for STALE_AFTER, and leaves fresh ones (another process's)."""
+    store = BlobStore(tmp_path / "cache")
+    blobs = tmp_path / "cache/blobs/sha256"
+    scratch = tmp_path / "cache/tmp"
+    blobs.mkdir(parents=True)
+    scratch.mkdir()
+    old = time.time() - STALE_AFTER - 60
+    names = [blobs / ".tmp-a1", scratch / "archive-7-x.tar", scratch / "daemon-9-y.tar"]
+    for path in names:
+        path.write_bytes(b"part")
+        os.utime(path, (old, old))
+    fresh = blobs / ".tmp-b2"
+    fresh.write_bytes(b"in use")
+    kept = scratch / "notes.txt"  # not one of ours
+    kept.write_bytes(b"x")
+    os.utime(kept, (old, old))
+    data = b"blob"
+    store.put("sha256:" + hashlib.sha256(data).hexdigest(), io.BytesIO(data), len(data))
+    store.scratch_dir()
+    assert not any(p.exists() for p in names)
+    assert fresh.exists() and kept.exists()

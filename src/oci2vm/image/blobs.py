@@ -10,6 +10,7 @@ Only regular files are read as blobs: a FIFO or a device would block or never en
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import logging
@@ -17,6 +18,7 @@ import os
 import re
 import stat
 import tempfile
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -396,6 +398,7 @@ class BlobStore:
     def _temporary(self, final: Path) -> tuple[int, str]:
         """An open temporary file beside `final` (its directory made): (fd, path)."""
         self._directory(final.parent)
+        _sweep_stale(final.parent)
         try:
             return tempfile.mkstemp(prefix=".tmp-", dir=final.parent)
         except OSError as e:
@@ -455,6 +458,7 @@ class BlobStore:
         """A directory in the cache for temporary files of the same size as blobs."""
         directory = self.root / "tmp"
         self._directory(directory)
+        _sweep_stale(directory)
         return directory
 
     def put_bytes(self, digest: str, data: bytes) -> BlobRef:
@@ -581,3 +585,34 @@ def _tail(blob: BlobRef, n: int) -> bytes:
     with open_regular(blob.path) as f:
         f.seek(blob.offset + blob.size - n)
         return f.read(n)
+
+
+# A temporary file of the cache untouched this long was left by a process that was killed
+# (SIGKILL, the OOM killer, a power cut) before it could remove it: a download's part, a
+# decompressed archive. As containerd expires ingests; no process writes one that long
+# without writing to it, and a copy is read for one build.
+STALE_AFTER = 24 * 3600
+_SWEPT: set[Path] = set()
+
+
+def _sweep_stale(directory: Path) -> None:
+    """Remove the stale temporary files (see STALE_AFTER) of `directory`, once per process;
+    best effort."""
+    if directory in _SWEPT:
+        return
+    _SWEPT.add(directory)
+    cutoff = time.time() - STALE_AFTER
+    try:
+        with os.scandir(directory) as entries:
+            stale = [
+                e.path
+                for e in entries
+                if e.name.startswith((".tmp-", "archive-", "daemon-"))
+                and e.is_file(follow_symlinks=False)
+                and e.stat(follow_symlinks=False).st_mtime < cutoff
+            ]
+    except OSError:
+        return
+    for path in stale:
+        with contextlib.suppress(OSError):
+            os.unlink(path)
