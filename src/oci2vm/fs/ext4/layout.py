@@ -424,14 +424,18 @@ class SuperblockInfo:
     journal_blocks: tuple[int, ...]  # s_jnl_blocks: i_block words, i_size_high, i_size
 
 
+def _sb_time(seconds: int) -> tuple[int, int]:
+    """A superblock time: unsigned seconds, their bits past 32 in an s_*_time_hi byte (as
+    mke2fs writes them; a time past 2106 must not wrap to one in the past)."""
+    stamp = min(max(seconds, 0), (1 << 40) - 1)
+    return stamp & MASK32, stamp >> 32
+
+
 def pack_superblock(info: SuperblockInfo, group: int) -> bytes:
     """The 1024-byte superblock (its copy in `group` differs only in s_block_group_nr)."""
     geo = info.geometry
     sb = bytearray(SUPERBLOCK_SIZE)
-    # Unsigned seconds, with their bits past 32 in the s_*_time_hi bytes (as mke2fs writes
-    # them): a time past 2106 must not wrap to one in the past.
-    stamp = min(max(info.fs_time, 0), (1 << 40) - 1)
-    fs_time = stamp & MASK32
+    fs_time, fs_time_hi = _sb_time(info.fs_time)
     struct.pack_into(
         _SB_BASE,
         sb,
@@ -489,7 +493,7 @@ def pack_superblock(info: SuperblockInfo, group: int) -> bytes:
     )
     struct.pack_into("<I", sb, 0x108, fs_time)  # s_mkfs_time
     # s_wtime_hi, s_mtime_hi, s_mkfs_time_hi, s_lastcheck_hi
-    struct.pack_into("<4B", sb, 0x274, stamp >> 32, 0, stamp >> 32, stamp >> 32)
+    struct.pack_into("<4B", sb, 0x274, fs_time_hi, 0, fs_time_hi, fs_time_hi)
     struct.pack_into(_SB_JNL_BLOCKS, sb, 0x10C, *info.journal_blocks)  # s_jnl_blocks
     struct.pack_into(
         _SB_64BIT,
