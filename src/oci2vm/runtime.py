@@ -29,6 +29,7 @@ import socket
 import subprocess
 import tempfile
 import termios
+import threading
 import time
 import tty
 from collections.abc import Iterator
@@ -275,8 +276,13 @@ def _relay(
                 selector.register(channel.host, selectors.EVENT_READ, name)
         selector.register(wakeup, selectors.EVENT_READ, "signal")
         guest_input = channels.get("tty" if spec.tty else "stdin")
+        input_fd = fds.stdin
         if spec.interactive and guest_input is not None:
-            selector.register(fds.stdin, selectors.EVENT_READ, "input")
+            try:
+                selector.register(input_fd, selectors.EVENT_READ, "input")
+            except PermissionError:  # a regular file, /dev/null: epoll takes neither
+                input_fd = _pumped(input_fd)
+                selector.register(input_fd, selectors.EVENT_READ, "input")
         while proc.poll() is None:
             now = time.monotonic()
             if session.kill_at is not None and now >= session.kill_at:
@@ -287,7 +293,7 @@ def _relay(
                 if name == "signal":
                     _on_signal(session, wakeup, control)
                 elif name == "input":
-                    _forward_input(selector, fds.stdin, guest_input, spec.tty)
+                    _forward_input(selector, input_fd, guest_input, spec.tty)
                 elif name == "control":
                     _on_control(session, control, selector)
                 else:
@@ -351,6 +357,26 @@ def _on_signal(session: _Session, wakeup: socket.socket, control: socket.socket)
 def _send(sock: socket.socket, data: bytes) -> None:
     with contextlib.suppress(OSError):
         sock.sendall(data)
+
+
+def _pumped(fd: int) -> int:
+    """A pipe that a thread fills from `fd` (which the selector cannot watch), for the
+    selector to watch instead; it ends where `fd` does."""
+    reader, writer = os.pipe()
+
+    def pump() -> None:
+        try:
+            while data := os.read(fd, CHUNK):
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(writer, view) :]
+        except OSError:
+            pass  # (the run ended: the reading end is gone)
+        finally:
+            os.close(writer)
+
+    threading.Thread(target=pump, name="stdin", daemon=True).start()
+    return reader
 
 
 def _forward_input(

@@ -104,6 +104,20 @@ def test_a_second_run_reuses_the_cached_root_without_rebuilding(app: str, tmp_pa
     assert files_state(entry) == before
 
 
+def test_run_i_takes_stdin_from_a_file_or_dev_null_as_docker_run_i_does(
+    app: str, tmp_path: Path
+) -> None:
+    """epoll watches neither a regular file nor /dev/null: `run -i IMG wc -c < FILE`
+    (a traceback before) reads the file to its end, and /dev/null is an empty stdin."""
+    data = tmp_path / "in.txt"
+    data.write_bytes(b"x" * 200_000 + b"\n")
+    with open(data, "rb") as stdin:
+        from_file = oci2vm("run", *run_options(), "-i", app, "busybox", "wc", "-c", stdin=stdin)
+    assert (from_file.code, from_file.out.split()) == (0, ["200001"]), from_file.err
+    empty = oci2vm("run", *run_options(), "-i", app, "busybox", "wc", "-c")  # /dev/null
+    assert (empty.code, empty.out.split()) == (0, ["0"]), empty.err
+
+
 def os_release(fx: FixtureSet) -> str:
     with tarfile.open(fx.rootfs_tar) as tar:
         member = tar.extractfile("usr/lib/os-release")  # /etc/os-release links to it

@@ -16,6 +16,7 @@ import time
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 import pytest
 
@@ -28,10 +29,10 @@ def child_env() -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
 
 
-def start(*args: str) -> subprocess.Popen[bytes]:
-    """`oci2vm ARGS` with stdin closed, stdout and stderr as pipes."""
+def start(*args: str, stdin: int | IO[bytes] = subprocess.DEVNULL) -> subprocess.Popen[bytes]:
+    """`oci2vm ARGS` with stdin /dev/null (or `stdin`), stdout and stderr as pipes."""
     return subprocess.Popen(
-        [*OCI2VM, *args], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+        [*OCI2VM, *args], stdin=stdin, stdout=subprocess.PIPE,
         stderr=subprocess.PIPE, env=child_env(),
     )  # fmt: skip
 
@@ -44,10 +45,12 @@ class Finished:
     seconds: float
 
 
-def oci2vm(*args: str, timeout: float = RUN_TIMEOUT) -> Finished:
+def oci2vm(
+    *args: str, timeout: float = RUN_TIMEOUT, stdin: int | IO[bytes] = subprocess.DEVNULL
+) -> Finished:
     """`oci2vm ARGS` to its end: exit status, stdout, stderr and how long it took."""
     started = time.monotonic()
-    proc = start(*args)
+    proc = start(*args, stdin=stdin)
     try:
         out, err = proc.communicate(timeout=timeout)
     finally:
