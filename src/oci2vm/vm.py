@@ -197,8 +197,37 @@ def copy_efi_vars(directory: Path, arch: Arch = Arch.AMD64) -> Path:
     return target
 
 
+# QEMU's name for each image format `build` writes, by the magic its header starts with
+# (VDI's sits at 0x40); anything else is a raw disk.
+_MAGIC = (
+    (0, b"QFI\xfb", "qcow2"),
+    (0, b"KDMV", "vmdk"),
+    (0, b"# Disk DescriptorFile", "vmdk"),
+    (0, b"vhdxfile", "vhdx"),
+    (0, b"conectix", "vpc"),
+    (0x40, b"\x7f\x10\xda\xbe", "vdi"),
+)
+
+
 def disk_format(disk: Path) -> str:
-    return "qcow2" if disk.suffix == ".qcow2" else "raw"
+    """The image format of `disk`, read from its content as qemu-img reads it (a name
+    says nothing: `-o disk.qcow2 --format raw` is a raw disk). A bare ext4 filesystem
+    (`--format ext4`) is refused: no firmware boots one."""
+    try:
+        with open(disk, "rb") as f:
+            head = f.read(2048)
+    except FileNotFoundError:  # (a command line made for a disk yet to be written)
+        return "qcow2" if disk.suffix.lower() == ".qcow2" else "raw"
+    except OSError as e:
+        raise Oci2vmError(f"cannot read {disk}: {e.strerror}") from None
+    for offset, magic, name in _MAGIC:
+        if head[offset : offset + len(magic)] == magic:
+            return name
+    if head[1080:1082] == b"\x53\xef" and head[510:512] != b"\x55\xaa":
+        raise Oci2vmError(
+            f"{disk} is an ext4 filesystem, not a disk: build one with --format raw or qcow2"
+        )
+    return "raw"
 
 
 def qemu_command(
@@ -353,6 +382,8 @@ _LONGEST_ESCAPE = 64  # an ESC this far from the end that still matches nothing 
 # that a match cut in two by a read is still found.
 _FAIL_OVERLAP = 256
 KERNEL_PANIC = r"Kernel panic - not syncing: [^\n]*"  # a `fail` pattern for check_boot
+# The firmware found nothing to boot (SeaBIOS; OVMF's boot manager): waiting is in vain.
+NO_BOOT_DEVICE = r"No bootable device\.|No bootable option or device was found"
 # oci2vm's init on the console of an app disk (init.sh): a workload that could not start
 # or ended badly (check's default waits for its start: config.CHECK_EXPECT).
 APP_FAILED = r"oci2vm-init: (?:error: [^\n]*|the workload exited with status [1-9][0-9]*)"

@@ -14,6 +14,7 @@ import pytest
 
 from oci2vm import vm
 from oci2vm.arch import Arch
+from oci2vm.cli import main
 from oci2vm.util import tools
 from support.grubdisks import gpt_bios_disk, marker_cfg
 from support.programs import requires
@@ -161,6 +162,20 @@ def test_check_boot_reports_a_guest_that_powers_off_first(tmp_path: Path) -> Non
     assert result.reason == "QEMU exited (0) before 'NEVER-PRINTED'"
     assert "OCI2VM-BYE" in result.tail
     assert processes_using(image) == []
+
+
+@pytest.mark.qemu
+@needs_qemu
+def test_check_of_a_disk_nothing_boots_fails_when_the_firmware_says_so(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """SeaBIOS's "No bootable device." ends the check at once (it sat out the timeout)."""
+    blank = tmp_path / "blank.img"
+    blank.write_bytes(bytes(8 << 20))
+    code = main(["check", str(blank), "--timeout", "120", "--accel", "tcg"])
+    out = capsys.readouterr().out
+    assert code == 1
+    assert "failed: the console showed 'No bootable device.'" in out, out
 
 
 @pytest.mark.qemu

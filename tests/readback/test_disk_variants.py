@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from oci2vm import vm
 from oci2vm.util.tools import run
 from support.disks import (
     BIOS_BOOT_TYPE,
@@ -159,6 +160,7 @@ def test_converted_formats_hold_the_raw_disk(
     assert report["format"] == qemu_format
     info = json.loads(run(["qemu-img", "info", "--output=json", out]).stdout)
     assert info["format"] == qemu_format
+    assert vm.disk_format(out) == qemu_format  # what `run` and `check` give QEMU
     assert info["virtual-size"] == hybrid.report["disk"]["size"] == report["disk"]["size"]
     assert run(["qemu-img", "check", "-f", qemu_format, out]).returncode == 0
     compared = run(["qemu-img", "compare", "-f", "raw", "-F", qemu_format, hybrid.path, out])

@@ -408,3 +408,38 @@ def test_run_with_a_workload_runs_even_an_image_with_an_init_as_an_app(
         command = words[0] == "--" if words else False  # options before the image
         main(["run", "oci:/nowhere:x", *words] if command else ["run", *words, "oci:/nowhere:x"])
     assert asked == [init]
+
+
+@pytest.mark.parametrize(
+    ("head", "expected"),
+    [
+        (b"QFI\xfb\x00\x00\x00\x03", "qcow2"),
+        (b"KDMV\x01\x00\x00\x00", "vmdk"),
+        (b"# Disk DescriptorFile\nversion=1\n", "vmdk"),
+        (b"vhdxfile", "vhdx"),
+        (b"conectix", "vpc"),
+        (
+            b"<<< Oracle VM VirtualBox Disk Image >>>\n".ljust(0x40, b"\0") + b"\x7f\x10\xda\xbe",
+            "vdi",
+        ),
+        (bytes(510) + b"\x55\xaa", "raw"),  # an MBR (or GPT's protective one)
+        (b"", "raw"),
+    ],
+)
+def test_a_disk_format_is_read_from_its_content_not_its_name(
+    tmp_path: Path, head: bytes, expected: str
+) -> None:
+    """What `build -o NAME --format F` wrote boots whatever NAME says (`disk.qcow2` may be
+    raw, `disk.IMG` qcow2): the header decides, as qemu-img's probe does."""
+    for name in ("disk.qcow2", "disk.img", "DISK.VMDK"):
+        disk = tmp_path / name
+        disk.write_bytes(head.ljust(4096, b"\0"))
+        assert vm.disk_format(disk) == expected
+
+
+def test_a_bare_ext4_filesystem_is_refused_as_a_disk(tmp_path: Path) -> None:
+    """SeaBIOS would say "No bootable device" and a check wait out its whole timeout."""
+    fs = tmp_path / "root.ext4"
+    fs.write_bytes(bytes(1080) + b"\x53\xef" + bytes(4096))
+    with pytest.raises(Oci2vmError, match=r"root.ext4 is an ext4 filesystem, not a disk"):
+        vm.disk_format(fs)

@@ -127,7 +127,7 @@ def check_command(config: Config, reporter: Reporter) -> int:
             memory_mib=config.memory_mib,
             cpus=config.cpus,
             # Nothing comes after these: no need to sit out the timeout.
-            fail=f"{vm.KERNEL_PANIC}|{vm.APP_FAILED}",
+            fail=f"{vm.KERNEL_PANIC}|{vm.APP_FAILED}|{vm.NO_BOOT_DEVICE}",
         )
     reporter.result(
         CheckReport(result.ok, result.seconds, config.expect, result.reason, result.tail)
