@@ -8,6 +8,7 @@ import json
 import logging
 import math
 import os
+import re
 import signal
 import sys
 from collections.abc import Iterator, Sequence
@@ -72,6 +73,36 @@ def _seconds(text: str) -> float:
         value = math.nan
     if not (0 < value < math.inf):
         raise argparse.ArgumentTypeError(f"expected a number of seconds above 0, not {text!r}")
+    return value
+
+
+def _regex(text: str) -> str:
+    try:
+        re.compile(text)
+    except re.error as e:
+        raise argparse.ArgumentTypeError(f"not a regular expression: {text!r}: {e}") from None
+    return text
+
+
+def _stop_timeout(text: str) -> int:
+    """Whole seconds, or -1 for no limit (docker's --stop-timeout)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -2
+    if value < -1:
+        raise argparse.ArgumentTypeError(f"expected whole seconds, or -1, not {text!r}")
+    return value
+
+
+def _count(text: str) -> int:
+    """A whole number above 0 (CPUs)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number above 0, not {text!r}")
     return value
 
 
@@ -411,7 +442,7 @@ def _workload_options(p: argparse.ArgumentParser, *, run: bool) -> None:
                        metavar="type=bind|tmpfs,...",
                        help="docker's long form of -v (type=bind,source=,target=[,readonly]) "
                        "and --tmpfs (type=tmpfs,target=[,tmpfs-size=][,tmpfs-mode=])")  # fmt: skip
-        p.add_argument("--stop-timeout", type=int, metavar="SECONDS",
+        p.add_argument("--stop-timeout", type=_stop_timeout, metavar="SECONDS",
                        help="how long a stop waits for the workload before the VM is killed "
                        "(default: 10; -1: no limit)")  # fmt: skip
         p.add_argument("-i", "--interactive", action="store_true", help="keep stdin open")
@@ -432,7 +463,7 @@ def _vm_options(p: argparse.ArgumentParser) -> None:
         metavar="MIB|SIZE",
         help="guest memory in MiB, or a size such as 2G (default: 1024)",
     )
-    p.add_argument("--cpus", type=int, default=2, help="guest CPUs (default: 2)")
+    p.add_argument("--cpus", type=_count, default=2, help="guest CPUs (default: 2)")
     _choice(p, "--accel", Accel, Accel.AUTO,
             "auto (default) uses KVM where it works, else TCG emulation")  # fmt: skip
     _choice(p, "--bus", Bus, Bus.VIRTIO, "disk bus (default: virtio)")
@@ -494,12 +525,14 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("source", metavar="DISK|SOURCE")
     p.add_argument(
         "--expect",
+        type=_regex,
         default=CHECK_EXPECT,
         metavar="REGEX",
         help="what the console must show (default: a login prompt, or an app disk's "
         "workload started)",
     )
-    p.add_argument("--timeout", type=float, default=300.0, metavar="SECONDS")
+    p.add_argument("--timeout", type=_seconds, default=300.0, metavar="SECONDS",
+                   help="how long to wait for it (default: 300)")  # fmt: skip
     _source_options(p)
     _build_options(p)
     _system_options(p)

@@ -138,6 +138,27 @@ def test_network_timeout_and_insecure_hosts_reach_the_config(
 
 
 @pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["check", "d.img", "--expect", "("], "--expect: not a regular expression: '('"),
+        (["check", "d.img", "--timeout", "nan"], "--timeout: expected a number of seconds"),
+        (["check", "d.img", "--timeout", "-5"], "--timeout: expected a number of seconds"),
+        (["check", "d.img", "--cpus", "0"], "--cpus: expected a whole number above 0"),
+        (["run", "--stop-timeout", "-7", "d.img"], "--stop-timeout: expected whole seconds"),
+    ],
+)
+def test_values_the_vm_cannot_take_are_usage_errors(
+    capsys: pytest.CaptureFixture[str], argv: list[str], message: str
+) -> None:
+    """Found before a build or a boot (a bad --expect was a traceback after the build)."""
+    from oci2vm.cli import parser
+
+    with pytest.raises(SystemExit):
+        parser().parse_args(argv)
+    assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
     "argv",
     [
         ["build", "oci:/nonexistent/layout", "-o", "{tmp}/x.ext4", "--json"],  # a build error
