@@ -19,7 +19,7 @@ import contextlib
 import dataclasses
 import errno
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,7 +34,7 @@ from oci2vm.image.blobs import BlobStore, ProgressFn, uncompressed_size_hint
 from oci2vm.image.model import Image, Layer, check_linux
 from oci2vm.layers.decompress import prompt_handoffs
 from oci2vm.layers.flatten import flatten
-from oci2vm.report import Reporter
+from oci2vm.report import Info, Reporter
 from oci2vm.reports import BuildReport, DiskReport, FilesystemReport, SystemReport
 from oci2vm.sources import Fetch, resolve
 from oci2vm.sources.base import fetch_from
@@ -150,9 +150,14 @@ def build(config: Config, reporter: Reporter) -> BuildReport:
             rootfs, disk = build_filesystem(ctx, config.output), None
         else:
             rootfs, disk = build_disk(ctx, config.output, fmt)
-    for note in rootfs.notes:
-        reporter.warn(note)
+    tell_notes(reporter, rootfs.notes)
     return build_report(ctx, fmt, rootfs, disk, time.monotonic() - started)
+
+
+def tell_notes(reporter: Reporter, notes: Iterable[str]) -> None:
+    """A build's notes: warnings (shown even with -q), but for what it did as it should."""
+    for note in notes:
+        (reporter.note if isinstance(note, Info) else reporter.warn)(note)
 
 
 NO_SPACE = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)

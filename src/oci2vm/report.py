@@ -29,6 +29,13 @@ class Report(Protocol):
     def human(self) -> str: ...
 
 
+class Info(str):
+    """A note that tells what a build did as it should (the kernel it injected), not what
+    needs the user's attention: shown as a note (not with -q), never as a warning."""
+
+    __slots__ = ()
+
+
 class Reporter:
     """One per command: progress bars for byte streams, one-line notes, a final report."""
 

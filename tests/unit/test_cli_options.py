@@ -220,3 +220,20 @@ def _read_all(primary: int) -> bytes:
     finally:
         os.close(primary)
     return b"".join(chunks)
+
+
+def test_with_quiet_a_build_says_nothing_of_what_went_as_it_should(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`build -q` of an image without a kernel: the kernel it injected is a note (as
+    `run -q` keeps it), what needs attention a warning still."""
+    from oci2vm.pipeline import tell_notes
+    from oci2vm.report import Info, Reporter
+
+    notes = (Info("injected linux-image-6.1.0-1-amd64 6.1.4-1"), "nobody can log in")
+    tell_notes(Reporter(quiet=True), notes)
+    assert capsys.readouterr().err == "warning: nobody can log in\n"
+    tell_notes(Reporter(quiet=False), notes)
+    assert capsys.readouterr().err == (
+        "injected linux-image-6.1.0-1-amd64 6.1.4-1\nwarning: nobody can log in\n"
+    )

@@ -40,6 +40,7 @@ from oci2vm.prepare.kernelcache import KernelCache
 from oci2vm.prepare.kernelimage import graft_kernel
 from oci2vm.prepare.kernelpkg import KernelFiles, module_bytes, read_kernel_package
 from oci2vm.prepare.step import Step, Target
+from oci2vm.report import Info
 from oci2vm.tree.editor import TreeEditor
 from oci2vm.tree.model import Kind
 from oci2vm.tree.osinfo import Kernel
@@ -191,7 +192,7 @@ def apply(edit: TreeEditor, target: Target) -> list[str]:
         initrd = f"/boot/initrd.img-{files.version}"
         edit.write(initrd, initrd_bytes, mode=0o644, uid=0, gid=0)
         _debian_links(edit, files.kernel_path, initrd)
-    notes = [f"injected {source.what} with oci2vm's initramfs ({target.mode.value} mode)"]
+    notes = [Info(f"injected {source.what} with oci2vm's initramfs ({target.mode.value} mode)")]
     if target.os.kernels:
         notes.append(f"{target.source}: the image's own kernel is kept but not booted")
     return notes
