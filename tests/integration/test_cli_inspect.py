@@ -85,6 +85,8 @@ def _bad_layouts(tmp_path: Path) -> dict[str, str]:
     sources: dict[str, str] = {}
     ok = write_layout(tmp_path / "ok", [[file("a", b"x")]])
     sources["ok"] = f"oci:{ok.path}"
+    sources["ok_dir"] = str(ok.path)
+    sources["index"] = str(ok.path / "index.json")
 
     tampered = write_layout(tmp_path / "tampered", [[file("a", b"content" * 1000)]])
     blob = tampered.path / "blobs/sha256" / tampered.layer_digests[0].split(":")[1]
@@ -131,6 +133,11 @@ def _bad_layouts(tmp_path: Path) -> dict[str, str]:
         ("long name", ["oci:/tmp/" + "n" * 300 + ":tag"], r"/tmp/n{300}: no such file"),
         ("long name", ["docker-archive:/tmp/" + "n" * 300], r"/tmp/n{300}: no such file"),
         ("long tag", ["{ok}:" + "t" * 300], r"no image tagged 't{300}' in the layout"),
+        # A file's name is no image's, even where it parses as a reference.
+        ("disk name", ["debain.qcow2"], r"^oci2vm: error: debain.qcow2: no such file or dir"),
+        ("path", ["/nonexistent/disk.img"], r"/nonexistent/disk.img: no such file or directory"),
+        ("directory", ["{ok_dir}"], r" is a directory: for an OCI image layout, write oci:/"),
+        ("file", ["{index}"], r"index.json: name what it holds: docker-archive:/"),
         ("tampered", ["{tampered}"], r"digest mismatch: expected sha256:"),
         ("truncated", ["{truncated}"], r"truncated gzip stream"),
         ("malformed", ["{malformed}"], r"malformed manifest sha256:[0-9a-f]+: not valid JSON"),

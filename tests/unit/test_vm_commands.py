@@ -276,10 +276,11 @@ def test_check_passes_the_kernel_panic_as_its_fail_pattern(
 
     monkeypatch.setattr(vm, "check_boot", check_boot)
     assert main(["check", str(disk), "-q"]) == 0
-    assert seen["fail"] == f"{vm.KERNEL_PANIC}|{vm.APP_FAILED}"
+    assert seen["fail"] == f"{vm.KERNEL_PANIC}|{vm.APP_FAILED}|{vm.NO_BOOT_DEVICE}"
     fail = re.compile(str(seen["fail"]))
     for line in ("Kernel panic - not syncing: VFS", "oci2vm-init: error: root device x",
-                 "oci2vm-init: the workload exited with status 127"):  # fmt: skip
+                 "oci2vm-init: the workload exited with status 127", "No bootable device.",
+                 "BdsDxe: No bootable option or device was found."):  # fmt: skip
         assert fail.search(f"...\n{line}\n")
     assert not fail.search("oci2vm-init: the workload exited with status 0\n")
     expect = re.compile(str(seen["expect"]))

@@ -54,6 +54,31 @@ def resolve(source: str, fetch: Fetch) -> Image:
     return image
 
 
+# Names that are files' (a disk `run` or `check` was to boot, a saved image), never an
+# image in a registry, though some would parse as a reference (debian.qcow2).
+_FILE_SUFFIXES = (
+    ".tar", ".tar.gz", ".tgz", ".tar.xz", ".tar.zst", ".tar.bz2", ".img", ".raw", ".qcow2",
+    ".vmdk", ".vdi", ".vhdx", ".vhd", ".ext4", ".iso",
+)  # fmt: skip
+
+
+def _refuse_a_path(source: str) -> None:
+    """A source without a transport that names a file or directory: say which transport
+    reads it, or that it is not there, rather than asking a registry for it."""
+    if not source.startswith(("/", "./", "../", "~")) and not source.lower().endswith(
+        _FILE_SUFFIXES
+    ):
+        return
+    if os.path.isdir(source):
+        raise Oci2vmError(f"{source} is a directory: for an OCI image layout, write oci:{source}")
+    if os.path.isfile(source):
+        raise Oci2vmError(
+            f"{source}: name what it holds: docker-archive:{source} (docker save), "
+            f"oci-archive:{source} (an OCI layout's tar) or tar:{source} (a root filesystem)"
+        )
+    raise Oci2vmError(f"{source}: no such file or directory")
+
+
 def _resolve(source: str, fetch: Fetch) -> Image:
     transport, sep, rest = source.partition(":")
     if sep and transport in SKOPEO_ONLY:
@@ -65,7 +90,8 @@ def _resolve(source: str, fetch: Fetch) -> Image:
         )
     if not sep or transport not in TRANSPORTS:
         # A bare reference (debian:12, localhost:5000/app:1) goes to a registry; an
-        # unknown transport (ftp://x) is reported as such.
+        # unknown transport (ftp://x) is reported as such, and a file's name as one.
+        _refuse_a_path(source)
         if rest.startswith("//") or not looks_like_reference(source):
             raise Oci2vmError(
                 f"unknown transport {transport!r} in {source!r}: use one of "
