@@ -310,11 +310,29 @@ class Config:
         ] + self.workload_options()
 
     def output_format(self) -> OutputFormat:
+        """--format, else the output's extension; a known extension of another format than
+        --format's is refused (`-o disk.qcow2 --format raw` would be a raw disk that every
+        tool reading the name takes for qcow2); .img may be any format."""
+        out = self.output
+        if out is not None and str(out) == "-":
+            raise Oci2vmError("-o -: a disk is written out of order, not to a stream: name a file")
+        if out is not None and os.path.isdir(out):
+            raise Oci2vmError(f"-o {out}: is a directory: name the file to write")
+        named = EXTENSIONS.get(out.suffix.lower()) if out is not None else None
         if self.format is not None:
+            if (
+                out is not None
+                and out.suffix.lower() != ".img"
+                and named not in (None, self.format)
+            ):
+                raise Oci2vmError(
+                    f"-o {out.name}: its extension says {named}, --format says {self.format}: "
+                    "rename it, or leave out --format"
+                )
             return self.format
         if self.output is None:
             return OutputFormat.RAW
-        fmt = EXTENSIONS.get(self.output.suffix.lower())
+        fmt = named
         if fmt is None:
             raise Oci2vmError(
                 f"cannot tell the format of {self.output.name!r} from its extension: "

@@ -63,6 +63,12 @@ pytestmark = requires(*DISK_TOOLS)
         ("disk.img", ["{source}", "--ssh-key", "/nonexistent.pub"], r"--ssh-key /nonexistent"),
         ("disk.img", ["{source}", "--uuid", "not-a-uuid"], r"malformed --uuid 'not-a-uuid'"),
         (
+            "disk.qcow2",
+            ["{source}", "--format", "raw"],
+            r"-o disk\.qcow2: its extension says qcow2, --format says raw: rename it",
+        ),
+        ("disk.ext4", ["{source}", "--format", "vmdk"], r"its extension says ext4, --format"),
+        (
             "disk.bin",
             ["{source}"],
             r"cannot tell the format of 'disk\.bin' from its extension: "
@@ -164,7 +170,7 @@ def test_check_of_a_source_boots_a_temporary_disk_and_prints_only_its_json(
             "accel": "auto",
             "memory_mib": 1024,
             "cpus": 2,
-            "fail": f"{vm.KERNEL_PANIC}|{vm.APP_FAILED}",
+            "fail": f"{vm.KERNEL_PANIC}|{vm.APP_FAILED}|{vm.NO_BOOT_DEVICE}",
         }
     ]
     assert fake.disks[0].name == "disk.img"

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from oci2vm.cli import main
+from oci2vm.errors import Oci2vmError
 
 
 @dataclass(frozen=True)
@@ -237,3 +238,15 @@ def test_with_quiet_a_build_says_nothing_of_what_went_as_it_should(
     assert capsys.readouterr().err == (
         "injected linux-image-6.1.0-1-amd64 6.1.4-1\nwarning: nobody can log in\n"
     )
+
+
+def test_an_output_to_stdout_or_a_directory_is_refused_before_any_work(tmp_path: Path) -> None:
+    from oci2vm.cli import config_from, parser
+
+    for out, message in (
+        ("-", "-o -: a disk is written out of order"),
+        (str(tmp_path), "is a directory"),
+    ):
+        config = config_from(parser().parse_args(["build", "tar:/x", "-o", out]))
+        with pytest.raises(Oci2vmError, match=message):
+            config.output_format()
