@@ -352,6 +352,34 @@ def test_run_of_a_disk_refuses_the_workload_options_it_would_drop(
     assert f"{named} apply when a disk is built" in error and "\n" not in error
 
 
+@pytest.mark.parametrize(
+    ("command", "words", "message"),
+    [
+        ("check", ["--root-password", "x", "--size", "5G"], "--root-password, --size apply when"),
+        ("check", ["--uuid", "0e5d3f0a-1b2c-4d5e-8f90-123456789abc"], "--uuid apply when"),
+        ("check", ["--format", "vmdk"], "--format: `oci2vm check` writes no output file"),
+        ("run", ["--compress"], "--compress: `oci2vm run` writes no output file"),
+        ("run", ["--json"], "--json: `oci2vm run` prints what the VM prints, no report"),
+    ],
+)
+def test_run_and_check_refuse_the_options_they_would_drop(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    command: str,
+    words: list[str],
+    message: str,
+) -> None:
+    """A disk boots as it was built, and what run and check build is theirs alone."""
+    disk = tmp_path / "disk.img"
+    disk.write_bytes(b"")
+    monkeypatch.setattr(vm, "check_boot", None)  # (no boot is reached)
+    monkeypatch.setattr(tools, "run", None)
+    assert main([command, *words, str(disk)]) != 0
+    error = capsys.readouterr().err.strip()
+    assert message in error and "\n" not in error, error
+
+
 def test_a_system_image_run_from_the_cache_still_refuses_workload_options(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -47,6 +47,7 @@ def run_command(config: Config, reporter: Reporter) -> int:
     (built on first use) booted directly: an app image's workload, its exit code
     returned; a system image to its login on this terminal. A system image that keeps
     its own kernel boots from a disk built for the run."""
+    refuse_output_options(config, "run")
     if os.path.isfile(config.source):
         refuse_for_disk(config)
     else:
@@ -75,9 +76,30 @@ def as_docker_runs(config: Config) -> Config:
     return config
 
 
+def refuse_output_options(config: Config, command: str) -> None:
+    """What run and check boot is a given disk, or one of their own that is gone after:
+    options of an output file would be dropped silently."""
+    if config.json and command == "run":
+        raise Oci2vmError("--json: `oci2vm run` prints what the VM prints, no report")
+    given = [
+        flag
+        for flag, used in (("--format", config.format is not None), ("--compress", config.compress))
+        if used
+    ]
+    if given:
+        raise Oci2vmError(
+            f"{', '.join(given)}: `oci2vm {command}` writes no output file: build one with "
+            "`oci2vm build SOURCE -o FILE`"
+        )
+
+
 def refuse_for_disk(config: Config) -> None:
     """A disk boots as it was built: the options of a build would be dropped."""
-    given = config.system_options()
+    given = config.system_options() + [
+        flag
+        for flag, used in (("--size", config.size is not None), ("--uuid", bool(config.fs_uuid)))
+        if used
+    ]
     if given:
         raise Oci2vmError(
             f"{config.source}: {', '.join(given)} apply when a disk is built (`oci2vm "
@@ -115,6 +137,9 @@ def boot_disk(config: Config, reporter: Reporter) -> int:
 
 
 def check_command(config: Config, reporter: Reporter) -> int:
+    refuse_output_options(config, "check")
+    if os.path.isfile(config.source):
+        refuse_for_disk(config)
     with disk_for(config, reporter) as disk:
         reporter.note(f"booting {disk.name} headless, waiting for /{config.expect}/")
         result = vm.check_boot(
