@@ -4,8 +4,8 @@ and behave like `docker run` while the workload runs.
 The channels are virtio-serial ports (the guest's virtio_console module), each backed by
 one end of a socketpair handed to QEMU as a file descriptor: org.oci2vm.stdout and
 .stderr carry the workload's output apart from each other, .stdin carries ours (-i; its
-end closed is the workload's EOF), and .control carries "exit STATUS" (or "error
-MESSAGE") from the guest's init and "signal N" / "stop" / "kill" to it. With -t a
+end closed is the workload's EOF), and .control carries "started", "exit STATUS" (or
+"error MESSAGE") from the guest's init and "signal N" / "stop" / "kill" to it. With -t a
 virtconsole (the guest's hvc0, a terminal with its line discipline) replaces the three
 streams. The kernel's console is the serial port, written to a log file, so kernel
 messages never mix in; the log's tail is shown when the guest ends without an exit
@@ -16,7 +16,8 @@ Signals reach the workload as docker run's signal proxy passes them on: Ctrl-C i
 SIGINT, SIGHUP, SIGQUIT, SIGUSR1 and SIGUSR2 are themselves; SIGTERM (a service manager
 stopping oci2vm) is its stop signal, as docker stop sends it. After Ctrl-C or SIGTERM QEMU
 is killed if the workload has not ended STOP_GRACE_SECONDS later (--stop-timeout; never
-when negative), or at a second one. QEMU is killed whatever ends the relay.
+when negative), or at a second one, or at once while the guest still boots (no workload
+yet to take them). QEMU is killed whatever ends the relay.
 """
 
 from __future__ import annotations
@@ -119,6 +120,7 @@ class _Session:
     status: int | None = None
     error: str = ""
     signal: int | None = None  # the first stop signal oci2vm received
+    started: bool = False  # the init said the workload started
     kill_at: float | None = None  # when QEMU is killed
     grace: float = STOP_GRACE_SECONDS  # from a stop to QEMU killed (< 0: no limit)
     control_buffer: bytes = b""
@@ -349,7 +351,9 @@ def _on_signal(session: _Session, wakeup: socket.socket, control: socket.socket)
                 session.kill_at = time.monotonic()
                 continue
             session.signal = signum
-            if session.grace >= 0:
+            if not session.started:  # still booting: nothing would take the signal
+                session.kill_at = time.monotonic()
+            elif session.grace >= 0:
                 session.kill_at = time.monotonic() + session.grace
         _send(control, b"stop\n" if signum == signal.SIGTERM else f"signal {signum}\n".encode())
 
@@ -411,6 +415,8 @@ def _on_control(
             session.status = int(rest)
             # The init powers off now; QEMU must end soon, whatever happens.
             session.kill_at = time.monotonic() + POWEROFF_SECONDS
+        elif word == "started":
+            session.started = True
         elif word == "error":
             session.error = rest
 

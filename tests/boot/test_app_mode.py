@@ -111,3 +111,19 @@ def test_ctrl_c_stops_a_sleeping_workload(boot: AppBoot) -> None:
         proc.kill()
     assert code in (130, 128 + signal.SIGTERM), err
     assert time.monotonic() - stopped < 15
+
+
+def test_ctrl_c_reaches_a_started_workload_that_handles_it(boot: AppBoot) -> None:
+    """Once the init has said the workload started, Ctrl-C is the workload's to handle
+    (before, the VM is killed at once): its trap's output and status come back."""
+    script = 'trap "echo caught; exit 3" INT; echo started; while :; do sleep 1; done'
+    proc = boot.start(app("sh", "-c", script), TCG, "trap")
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline() == b"started\n"
+        proc.send_signal(signal.SIGINT)
+        code, out, err = finish(proc, 60)
+    finally:
+        proc.kill()
+    assert (code, out) == (3, "caught\n"), err
+

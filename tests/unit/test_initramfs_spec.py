@@ -4,6 +4,7 @@ BootSpec's checks, the spec file's quoting, and the app-mode QEMU command line."
 from __future__ import annotations
 
 import re
+import selectors
 import shutil
 import signal
 import subprocess
@@ -305,7 +306,7 @@ def test_a_stop_waits_the_stop_timeout_then_kills(grace: float, waits: float | N
     control, guest = socket.socketpair()
     with wakeup, waker, control, guest:
         wakeup.setblocking(False)
-        session = runtime._Session(grace=grace)
+        session = runtime._Session(grace=grace, started=True)
         waker.send(bytes([signal.SIGINT]))
         before = time.monotonic()
         runtime._on_signal(session, wakeup, control)
@@ -320,6 +321,28 @@ def test_a_stop_waits_the_stop_timeout_then_kills(grace: float, waits: float | N
         assert session.kill_at is not None and session.kill_at - before < 1
 
 
+def test_a_stop_while_the_guest_still_boots_kills_it_at_once() -> None:
+    """Until the init says the workload started, nothing in the guest would take the
+    signal: waiting out the grace (10 s, silent) served nothing."""
+    import socket
+    import time
+
+    wakeup, waker = socket.socketpair()
+    control, guest = socket.socketpair()
+    with wakeup, waker, control, guest:
+        wakeup.setblocking(False)
+        session = runtime._Session(grace=10.0)
+        selector = selectors.DefaultSelector()
+        selector.register(control, selectors.EVENT_READ, "control")
+        guest.sendall(b"started\n")
+        runtime._on_control(session, control, selector)
+        assert session.started
+        booting = runtime._Session(grace=10.0)
+        waker.send(bytes([signal.SIGINT]))
+        runtime._on_signal(booting, wakeup, control)
+        assert booting.kill_at is not None and booting.kill_at <= time.monotonic()
+
+
 def test_signals_are_passed_on_as_docker_runs_proxy_passes_them() -> None:
     """SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2 reach the workload as themselves and end nothing;
     SIGTERM (a service manager stopping oci2vm) sends the stop signal, as docker stop."""
@@ -329,7 +352,7 @@ def test_signals_are_passed_on_as_docker_runs_proxy_passes_them() -> None:
     control, guest = socket.socketpair()
     with wakeup, waker, control, guest:
         wakeup.setblocking(False)
-        session = runtime._Session(grace=10.0)
+        session = runtime._Session(grace=10.0, started=True)
         others = (signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2)
         waker.send(bytes(others))
         runtime._on_signal(session, wakeup, control)

@@ -405,6 +405,8 @@ start_workload() {
 	# would do nothing); docker's workload starts with every signal at its default.
 	set -- sh -c "$(limit_commands)"'echo $$ >"$0"; exec "$@"' "$WORKLOAD_PID" "$@"
 	say "the workload started: $program" # (what `oci2vm check` of an app disk waits for)
+	# (a stop before this ends the VM at once: nothing would take it)
+	[ "$CONTROL_FD_OPEN" != 1 ] || echo started >&3
 	# In a subshell: ash reports a job killed by a signal ("Killed") on the stderr its
 	# command had, which would add a line to the workload's own; the subshell's is the
 	# console's.
