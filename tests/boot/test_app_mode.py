@@ -126,4 +126,3 @@ def test_ctrl_c_reaches_a_started_workload_that_handles_it(boot: AppBoot) -> Non
     finally:
         proc.kill()
     assert (code, out) == (3, "caught\n"), err
-
