@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import difflib
 import ipaddress
 import json
 import logging
@@ -15,6 +16,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from enum import StrEnum
 from pathlib import Path
+from typing import NoReturn
 
 from oci2vm import __version__
 from oci2vm.config import (
@@ -469,8 +471,31 @@ def _vm_options(p: argparse.ArgumentParser) -> None:
     _choice(p, "--bus", Bus, Bus.VIRTIO, "disk bus (default: virtio)")
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse's parser, telling a usage error as docker does: one line of what is wrong,
+    with the command or option likely meant, then where the help is (not the usage of
+    every option)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(
+            2, f"{self.prog}: error: {message}{self._meant(message)}\nSee '{self.prog} --help'.\n"
+        )
+
+    def _meant(self, message: str) -> str:
+        if "invalid choice: " in message:
+            word, _, choices = message.partition("invalid choice: ")[2].partition(" (choose from")
+            close = difflib.get_close_matches(word.strip("'"), re.findall(r"'([^']+)'", choices), 1)
+        elif message.startswith("unrecognized arguments: "):
+            options = list(self._option_string_actions)
+            unknown = [w.split("=")[0] for w in message.split()[2:] if w.startswith("--")]
+            close = [m for w in unknown for m in difflib.get_close_matches(w, options, 1)]
+        else:
+            return ""
+        return f" (did you mean {', '.join(close)}?)" if close else ""
+
+
 def parser() -> argparse.ArgumentParser:
-    top = argparse.ArgumentParser(
+    top = _Parser(
         prog="oci2vm",
         description="Turn a container image into a bootable disk image, as an ordinary user.",
         epilog=EXAMPLES,
@@ -558,7 +583,10 @@ def parse(argv: Sequence[str]) -> argparse.Namespace:
     elif "--" in words:
         at = words.index("--")
         words, command = words[:at], words[at + 1 :]
-    args = top.parse_args(words)
+    args, extras = top.parse_known_args(words)
+    if extras:  # told by the command's parser, which knows its options
+        sub = next(a for a in top._actions if isinstance(a, argparse._SubParsersAction))
+        sub.choices[args.command].error(f"unrecognized arguments: {' '.join(extras)}")
     if command and args.command not in WORKLOAD_COMMANDS:
         top.error(f"{args.command} takes no command after '--'")
     args.args = command

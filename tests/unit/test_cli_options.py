@@ -250,3 +250,27 @@ def test_an_output_to_stdout_or_a_directory_is_refused_before_any_work(tmp_path:
         config = config_from(parser().parse_args(["build", "tar:/x", "-o", out]))
         with pytest.raises(Oci2vmError, match=message):
             config.output_format()
+
+
+@pytest.mark.parametrize(
+    ("argv", "first"),
+    [
+        (
+            ["build", "--formt", "raw", "x", "-o", "y.img"],
+            "oci2vm build: error: unrecognized arguments: --formt x (did you mean --format?)",
+        ),
+        (["biuld", "x"], "(did you mean build?)"),
+        (["build", "oci:x"], "oci2vm build: error: the following arguments are required: -o"),
+    ],
+)
+def test_a_usage_error_is_one_line_then_where_the_help_is(
+    capsys: pytest.CaptureFixture[str], argv: list[str], first: str
+) -> None:
+    """As docker tells one: what is wrong (and what was likely meant), then the help's
+    command, not the usage of forty options; told by the command's own parser."""
+    with pytest.raises(SystemExit) as usage:
+        main(argv)
+    assert usage.value.code == 2
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 2 and first in lines[0], lines
+    assert lines[1] == f"See '{lines[0].partition(': error:')[0]} --help'."
