@@ -319,7 +319,9 @@ def _source_options(p: argparse.ArgumentParser) -> None:
 
 def _build_options(p: argparse.ArgumentParser) -> None:
     _choice(p, "--format", OutputFormat, None, "output format (default: from the -o extension)")
-    p.add_argument("--size", type=_size, help="filesystem or disk size, e.g. 10G (sparse)")
+    p.add_argument("--size", type=_size,
+                   help="filesystem or disk size, e.g. 10G (sparse; default: what the "
+                   "content needs, with room to spare)")  # fmt: skip
     p.add_argument("--uuid", dest="fs_uuid", help="root filesystem UUID (default: from the image)")
     _choice(p, "--boot", BootMode, BootMode.HYBRID,
             "firmware the disk boots on (default: hybrid, both BIOS and UEFI)")  # fmt: skip
@@ -547,7 +549,8 @@ def parser() -> argparse.ArgumentParser:
     _workload_options(p, run=True)
 
     p = sub.add_parser("check", help="boot headless and wait for a login prompt or a marker")
-    p.add_argument("source", metavar="DISK|SOURCE")
+    p.add_argument("source", metavar="DISK|SOURCE",
+                   help="a disk file, or an image to build a temporary disk from")  # fmt: skip
     p.add_argument(
         "--expect",
         type=_regex,
