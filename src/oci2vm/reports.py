@@ -3,8 +3,11 @@ printed by --json; README lists the keys) and one human form (`human`)."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Any
+
+from oci2vm.util.text import shown
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,11 +205,20 @@ class InspectReport:
             lines.append(f"    diff_id {layer.diff_id}")
         lines.append("Config:")
         for key in ("Entrypoint", "Cmd", "Env", "WorkingDir", "User"):
-            lines.append(f"  {key}: {self.config[key]}")
+            lines.append(f"  {key}: {_config_value(self.config[key])}")
         if self.build:
             lines.append("A build would:")
             lines.extend(f"  {key}: {value}" for key, value in self.build.items())
         return "\n".join(lines)
+
+
+def _config_value(value: object) -> str:
+    """A config field as `docker image inspect` shows it (lists as JSON), "(none)" when
+    unset; the image's text escaped where a terminal would act on it."""
+    if value is None or value == "":
+        return "(none)"
+    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+    return shown(text, 100_000)
 
 
 @dataclass(frozen=True, slots=True)

@@ -72,12 +72,16 @@ def test_inspect_json_reports_image_and_tree(
 def test_inspect_human_output_names_the_essentials(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    write_layout(tmp_path / "img", [[file("a", b"x")]])
+    config = {"Cmd": ["httpd", "-p", "80"], "Env": ["A=\x1b[2Jb"], "WorkingDir": "/srv"}
+    write_layout(tmp_path / "img", [[file("a", b"x")]], config=config)
     code, out, _ = run_cli(capsys, "inspect", f"oci:{tmp_path / 'img'}")
     assert code == 0
     assert "Image ID:   sha256:" in out
     assert "Init:       none" in out
     assert "Kernels:    none" in out
+    # The config as docker image inspect shows it, the image's text made harmless.
+    assert '  Entrypoint: (none)\n  Cmd: ["httpd", "-p", "80"]\n' in out
+    assert '  Env: ["A=\\u001b[2Jb"]\n  WorkingDir: /srv\n  User: (none)\n' in out
 
 
 def _bad_layouts(tmp_path: Path) -> dict[str, str]:
