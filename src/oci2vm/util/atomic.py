@@ -15,9 +15,13 @@ from oci2vm.errors import Oci2vmError
 
 @contextmanager
 def atomic_output(path: Path) -> Iterator[Path]:
-    """A temporary file beside `path`, renamed to it on success, removed on failure."""
+    """A temporary file beside `path`, renamed to it on success, removed on failure. A
+    symlink to a file is written through, as cp and qemu-img write (the file it names is
+    replaced, the link stays)."""
     path = path.absolute()
     check_replaceable(path)
+    if os.path.islink(path) and os.path.isfile(path):
+        path = Path(os.path.realpath(path))
     if not os.path.isdir(path.parent):
         raise Oci2vmError(f"{path.parent}: no such directory")
     try:
@@ -43,7 +47,7 @@ def check_replaceable(path: Path) -> None:
     try:
         mode = os.stat(path).st_mode
     except FileNotFoundError:
-        return  # missing, or a dangling symlink (replaced, like any symlink)
+        return  # missing, or a dangling symlink (which is replaced)
     except OSError as e:
         raise Oci2vmError(f"{path}: {e.strerror}: choose another -o") from None
     if stat.S_ISDIR(mode):
