@@ -70,22 +70,38 @@ def test_an_empty_filesystem_of_16_tib_costs_no_more_memory_than_one_of_1_gib() 
     assert peaks[16 * TIB] < peaks[1 << 30] + 16 * MIB, peaks
 
 
-def test_backup_superblocks_past_group_65535_say_65535() -> None:
-    """s_block_group_nr is 16 bits: e2fsprogs writes 65535 for later groups, and so do we
-    (a 16 TiB filesystem has backups in groups 78125 and 117649)."""
-    info = SuperblockInfo(
-        geometry=geometry(1 << 32, 100),
+def _superblock_info(size: int, fs_time: int = FS_TIME) -> SuperblockInfo:
+    return SuperblockInfo(
+        geometry=geometry(size, 100),
         free_blocks=0,
         free_inodes=0,
         uuid=FS_UUID,
         hash_seed=HASH_SEED,
-        fs_time=FS_TIME,
+        fs_time=fs_time,
         label=b"",
         journal_blocks=(0,) * 17,
     )
+
+
+def test_backup_superblocks_past_group_65535_say_65535() -> None:
+    """s_block_group_nr is 16 bits: e2fsprogs writes 65535 for later groups, and so do we
+    (a 16 TiB filesystem has backups in groups 78125 and 117649)."""
+    info = _superblock_info(1 << 32)
     for group, recorded in ((3, 3), (65535, 65535), (78125, 65535), (117649, 65535)):
         packed = pack_superblock(info, group)
         assert int.from_bytes(packed[0x5A:0x5C], "little") == recorded
+
+
+@pytest.mark.parametrize("when", [0, 1685620800, (1 << 32) + 5, 7_000_000_000])
+def test_the_superblock_keeps_times_past_2106_in_its_hi_bytes(when: int) -> None:
+    sb = pack_superblock(_superblock_info(64 << 20, when), 0)
+
+    def stamp(lo: int, hi: int) -> int:
+        return int.from_bytes(sb[lo : lo + 4], "little") | sb[hi] << 32
+
+    # s_wtime/s_wtime_hi, s_mkfs_time/s_mkfs_time_hi, s_lastcheck/s_lastcheck_hi
+    assert stamp(0x30, 0x274) == stamp(0x108, 0x276) == stamp(0x40, 0x277) == when
+    assert stamp(0x2C, 0x275) == 0  # s_mtime: never mounted
 
 
 def test_a_default_size_holds_100000_empty_files() -> None:

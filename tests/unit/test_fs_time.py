@@ -1,6 +1,6 @@
 """The filesystem's own time (identity.fs_time): from SOURCE_DATE_EPOCH or the image's
-creation time, the same whatever the host's time zone, and stored in the superblock
-without wrapping."""
+creation time, the same whatever the host's time zone. (test_ext4_limits.py: how the
+superblock stores it.)"""
 
 from __future__ import annotations
 
@@ -12,10 +12,8 @@ from typing import cast
 import pytest
 
 from oci2vm.errors import Oci2vmError
-from oci2vm.fs.ext4.layout import SuperblockInfo, geometry, pack_superblock
 from oci2vm.identity import fs_time
 from oci2vm.image.model import Image
-from support.ext4check import FS_UUID, HASH_SEED
 
 
 def _image(created: str) -> Image:
@@ -63,25 +61,3 @@ def test_source_date_epoch_wins_and_must_be_seconds(monkeypatch: pytest.MonkeyPa
         monkeypatch.setenv("SOURCE_DATE_EPOCH", bad)
         with pytest.raises(Oci2vmError, match=r"^malformed SOURCE_DATE_EPOCH"):
             fs_time(_image(""))
-
-
-@pytest.mark.parametrize("when", [0, 1685620800, (1 << 32) + 5, 7_000_000_000])
-def test_the_superblock_keeps_times_past_2106_in_its_hi_bytes(when: int) -> None:
-    info = SuperblockInfo(
-        geometry=geometry(64 << 20, 100),
-        free_blocks=0,
-        free_inodes=0,
-        uuid=FS_UUID,
-        hash_seed=HASH_SEED,
-        fs_time=when,
-        label=b"",
-        journal_blocks=(0,) * 17,
-    )
-    sb = pack_superblock(info, 0)
-
-    def stamp(lo: int, hi: int) -> int:
-        return int.from_bytes(sb[lo : lo + 4], "little") | sb[hi] << 32
-
-    # s_wtime/s_wtime_hi, s_mkfs_time/s_mkfs_time_hi, s_lastcheck/s_lastcheck_hi
-    assert stamp(0x30, 0x274) == stamp(0x108, 0x276) == stamp(0x40, 0x277) == when
-    assert stamp(0x2C, 0x275) == 0  # s_mtime: never mounted
