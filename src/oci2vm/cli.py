@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import getpass
 import ipaddress
 import json
 import logging
@@ -745,15 +746,19 @@ def read_small_bytes(path: Path) -> bytes:
 
 
 def read_password(path: Path) -> str:
-    """The first line of `path` ('-': standard input), without its line ending."""
+    """The first line of `path` ('-': standard input; asked for without echo on a
+    terminal, as passwd asks), without its line ending."""
     try:
-        if str(path) == "-":
+        if str(path) == "-" and sys.stdin.isatty():
+            line = getpass.getpass("root password for the image: ")
+        elif str(path) == "-":
             line = sys.stdin.readline(PASSWORD_LIMIT + 1)
         else:
             with path.open(encoding="utf-8") as f:
                 line = f.readline(PASSWORD_LIMIT + 1)
     except (OSError, UnicodeDecodeError) as e:
-        raise Oci2vmError(f"cannot read the root password from {path}: {e}") from None
+        reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+        raise Oci2vmError(f"cannot read the root password from {path}: {reason}") from None
     password = line.rstrip("\r\n")
     if len(password) > PASSWORD_LIMIT:
         raise Oci2vmError(

@@ -97,10 +97,29 @@ def test_root_password_file_keeps_the_password_off_the_command_line(
     assert exit_info.value.code == 2
     capsys.readouterr()
     (tmp_path / "empty").write_text("\n")
-    for bad, message in ((tmp_path / "missing", "cannot read"), (tmp_path / "empty", "empty")):
+    missing = "cannot read the root password from {}: No such file or directory"
+    for bad, message in ((tmp_path / "missing", missing), (tmp_path / "empty", "{}: the root")):
         assert main([*args, str(bad)]) == 1
         _out, err = capsys.readouterr()
-        assert message in err and err.count("\n") == 1
+        assert message.format(bad) in err and err.count("\n") == 1
+
+
+def test_a_root_password_from_a_terminal_is_asked_without_echo(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import io
+
+    from oci2vm.cli import read_password
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    asked: list[str] = []
+    monkeypatch.setattr("sys.stdin", Terminal("echoed if read\n"))
+    monkeypatch.setattr("getpass.getpass", lambda prompt: asked.append(prompt) or "typed")
+    assert read_password(Path("-")) == "typed"
+    assert asked == ["root password for the image: "]
 
 
 def test_password_and_key_files_are_read_with_a_size_cap(tmp_path: Path) -> None:
