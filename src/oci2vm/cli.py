@@ -13,7 +13,7 @@ import os
 import re
 import signal
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from enum import StrEnum
 from pathlib import Path
@@ -87,26 +87,19 @@ def _regex(text: str) -> str:
     return text
 
 
-def _stop_timeout(text: str) -> int:
-    """Whole seconds, or -1 for no limit (docker's --stop-timeout)."""
-    try:
-        value = int(text)
-    except ValueError:
-        value = -2
-    if value < -1:
-        raise argparse.ArgumentTypeError(f"expected whole seconds, or -1, not {text!r}")
-    return value
+def _whole(minimum: int, expected: str) -> Callable[[str], int]:
+    """An argparse type: a whole number not below minimum, else "expected EXPECTED"."""
 
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = minimum - 1
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"expected {expected}, not {text!r}")
+        return value
 
-def _count(text: str) -> int:
-    """A whole number above 0 (CPUs)."""
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number above 0, not {text!r}")
-    return value
+    return parse
 
 
 def _platform(text: str) -> Platform:
@@ -447,7 +440,8 @@ def _workload_options(p: argparse.ArgumentParser, *, run: bool) -> None:
                        metavar="type=bind|tmpfs,...",
                        help="docker's long form of -v (type=bind,source=,target=[,readonly]) "
                        "and --tmpfs (type=tmpfs,target=[,tmpfs-size=][,tmpfs-mode=])")  # fmt: skip
-        p.add_argument("--stop-timeout", type=_stop_timeout, metavar="SECONDS",
+        p.add_argument("--stop-timeout", metavar="SECONDS",
+                       type=_whole(-1, "whole seconds, or -1"),
                        help="how long a stop waits for the workload before the VM is killed "
                        "(default: 10; -1: no limit)")  # fmt: skip
         p.add_argument("-i", "--interactive", action="store_true", help="keep stdin open")
@@ -468,7 +462,8 @@ def _vm_options(p: argparse.ArgumentParser) -> None:
         metavar="MIB|SIZE",
         help="guest memory in MiB, or a size such as 2G (default: 1024)",
     )
-    p.add_argument("--cpus", type=_count, default=2, help="guest CPUs (default: 2)")
+    p.add_argument("--cpus", type=_whole(1, "a whole number above 0"), default=2,
+                   help="guest CPUs (default: 2)")  # fmt: skip
     _choice(p, "--accel", Accel, Accel.AUTO,
             "auto (default) uses KVM where it works, else TCG emulation")  # fmt: skip
     _choice(p, "--bus", Bus, Bus.VIRTIO, "disk bus (default: virtio)")
