@@ -14,7 +14,9 @@ from pathlib import Path
 import pytest
 
 from oci2vm.errors import Oci2vmError
+from oci2vm.image import blobs as blobs_module
 from oci2vm.image.blobs import (
+    SCRATCH_KINDS,
     STALE_AFTER,
     THREADED_HASH,
     BlobRef,
@@ -220,16 +222,19 @@ def test_the_gzip_size_hint_is_the_least_size_its_trailer_allows(tmp_path: Path)
     assert uncompressed_size_hint(_gzip_with_trailer(tmp_path, stored, 100 * mib)) == 100 * mib
 
 
-def test_temporary_files_a_killed_process_left_are_removed_a_day_later(tmp_path: Path) -> None:
+def test_temporary_files_a_killed_process_left_are_removed_a_day_later(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A download's part and a decompressed archive stay behind a SIGKILL: the next run
     removes those untouched for STALE_AFTER, and leaves fresh ones (another process's)."""
     store = BlobStore(tmp_path / "cache")
     blobs = tmp_path / "cache/blobs/sha256"
     scratch = tmp_path / "cache/tmp"
     blobs.mkdir(parents=True)
-    scratch.mkdir()
+    names = [blobs / ".tmp-a1", *(store.scratch_tar(kind) for kind in SCRATCH_KINDS)]
+    assert all(p.parent == scratch for p in names[1:])
+    monkeypatch.setattr(blobs_module, "_SWEPT", set())  # the next process's first sweep
     old = time.time() - STALE_AFTER - 60
-    names = [blobs / ".tmp-a1", scratch / "archive-7-x.tar", scratch / "daemon-9-y.tar"]
     for path in names:
         path.write_bytes(b"part")
         os.utime(path, (old, old))

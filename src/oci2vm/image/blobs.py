@@ -10,12 +10,14 @@ Only regular files are read as blobs: a FIFO or a device would block or never en
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import hashlib
 import io
 import logging
 import os
 import re
+import secrets
 import stat
 import tempfile
 import time
@@ -461,6 +463,15 @@ class BlobStore:
         _sweep_stale(directory)
         return directory
 
+    def scratch_tar(self, kind: str) -> Path:
+        """A fresh name in scratch_dir() for a tar file the caller creates (`kind` is one of
+        SCRATCH_KINDS, so that a killed process's file is swept), removed at exit."""
+        if kind not in SCRATCH_KINDS:
+            raise ValueError(f"unknown scratch kind {kind!r}")
+        name = self.scratch_dir() / f"{kind}-{os.getpid()}-{secrets.token_hex(8)}.tar"
+        atexit.register(name.unlink, missing_ok=True)
+        return name
+
     def put_bytes(self, digest: str, data: bytes) -> BlobRef:
         return self.put(digest, io.BytesIO(data), len(data))
 
@@ -592,6 +603,10 @@ def _tail(blob: BlobRef, n: int) -> bytes:
 # decompressed archive. As containerd expires ingests; no process writes one that long
 # without writing to it, and a copy is read for one build.
 STALE_AFTER = 24 * 3600
+# What scratch_tar() makes: a compressed archive's decompressed copy (sources/container),
+# an image saved by docker or podman (sources/daemon).
+SCRATCH_KINDS = ("archive", "daemon")
+_STALE_PREFIXES = (".tmp-", *(f"{kind}-" for kind in SCRATCH_KINDS))
 _SWEPT: set[Path] = set()
 
 
@@ -607,7 +622,7 @@ def _sweep_stale(directory: Path) -> None:
             stale = [
                 e.path
                 for e in entries
-                if e.name.startswith((".tmp-", "archive-", "daemon-"))
+                if e.name.startswith(_STALE_PREFIXES)
                 and e.is_file(follow_symlinks=False)
                 and e.stat(follow_symlinks=False).st_mtime < cutoff
             ]

@@ -19,7 +19,6 @@ The index is trusted like the run cache; blobs are still verified by digest when
 
 from __future__ import annotations
 
-import atexit
 import bz2
 import hashlib
 import io
@@ -112,7 +111,7 @@ class Container:
         cache = store()
         index = _ArchiveIndex(cache, path, kind)
         known = index.load()
-        self._data = _scratch_name(cache.scratch_dir())
+        self._data = cache.scratch_tar("archive")  # _decompressed_copy creates it
         if known is not None:
             self._members, self._small = known
             self._ready = _Decompress(path, kind, self._data, self._members).run
@@ -283,14 +282,6 @@ def archive_compression(path: Path) -> str:
     with open_regular(path) as f:
         head = f.read(6)
     return next((kind for magic, kind in ARCHIVE_MAGIC if head.startswith(magic)), "none")
-
-
-def _scratch_name(scratch: Path) -> Path:
-    """A name for a decompressed copy in `scratch`, free now (_decompressed_copy creates
-    the file), whose file is removed when the process ends."""
-    copy = scratch / f"archive-{os.getpid()}-{secrets.token_hex(8)}.tar"
-    atexit.register(copy.unlink, missing_ok=True)
-    return copy
 
 
 def _decompressed_members(path: Path, kind: str, copy: Path) -> dict[str, tuple[int, int]]:

@@ -4,10 +4,6 @@ because the image lives inside one."""
 
 from __future__ import annotations
 
-import atexit
-import os
-import tempfile
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from oci2vm.errors import Oci2vmError
@@ -31,10 +27,7 @@ def resolve(source: str, ref: str, fetch: Fetch) -> Image:
     if not savers:
         raise Oci2vmError("docker-daemon: needs docker or podman: install 'docker.io' or 'podman'")
     store = fetch.store or BlobStore(BlobStore.default_root())
-    fd, name = tempfile.mkstemp(prefix="daemon-", suffix=".tar", dir=store.scratch_dir())
-    os.close(fd)
-    archive = Path(name)
-    atexit.register(archive.unlink, missing_ok=True)
+    archive = store.scratch_tar("daemon")
     failures = []
     for argv in savers:
         # A docker client without a reachable engine fails at once; podman may have it.
