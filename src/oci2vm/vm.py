@@ -28,6 +28,7 @@ from typing import Literal
 from oci2vm.arch import Arch
 from oci2vm.config import Accel, Bus, Firmware, PortMapping
 from oci2vm.errors import Oci2vmError
+from oci2vm.fs import EXT4_MAGIC, EXT4_MAGIC_OFFSET
 from oci2vm.util import tools
 
 log = logging.getLogger(__name__)
@@ -223,7 +224,8 @@ def disk_format(disk: Path) -> str:
     for offset, magic, name in _MAGIC:
         if head[offset : offset + len(magic)] == magic:
             return name
-    if head[1080:1082] == b"\x53\xef" and head[510:512] != b"\x55\xaa":
+    at = EXT4_MAGIC_OFFSET
+    if head[at : at + 2] == EXT4_MAGIC.to_bytes(2, "little") and head[510:512] != b"\x55\xaa":
         raise Oci2vmError(
             f"{disk} is an ext4 filesystem, not a disk: build one with --format raw or qcow2"
         )

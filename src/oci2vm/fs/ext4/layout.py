@@ -16,6 +16,7 @@ import uuid as uuidlib
 from dataclasses import dataclass
 
 from oci2vm.errors import Oci2vmError
+from oci2vm.fs import EXT4_MAGIC
 from oci2vm.util import crc as _crc
 from oci2vm.util.units import MIB, align_up, ceil_div
 
@@ -455,7 +456,7 @@ def pack_superblock(info: SuperblockInfo, group: int) -> bytes:
         fs_time,  # s_wtime
         0,  # s_mnt_count
         -1,  # s_max_mnt_count
-        0xEF53,  # s_magic
+        EXT4_MAGIC,  # s_magic
         1,  # s_state: clean
         1,  # s_errors: continue
         0,  # s_minor_rev_level
