@@ -289,9 +289,8 @@ class Config:
     def system_options(self) -> list[str]:
         """The options given that prepare a bootable system, which a bare root filesystem
         (--format ext4, the image's tree as its layers have it) does not get."""
-        return [
-            flag
-            for flag, given in (
+        return (
+            _given(
                 ("--hostname", self.hostname is not None),
                 ("--root-password", self.root_password is not None),
                 ("--ssh-key", bool(self.ssh_keys or self.user_ssh_keys)),
@@ -306,8 +305,19 @@ class Config:
                 ("--mirror", self.mirror is not None),
                 ("--keyring", bool(self.keyrings)),
             )
-            if given
-        ] + self.workload_options()
+            + self.workload_options()
+        )
+
+    def disk_options(self) -> list[str]:
+        """The options given that shape a disk as it is built: a disk given to run or
+        check boots as it was built, without them."""
+        return self.system_options() + _given(
+            ("--size", self.size is not None), ("--uuid", bool(self.fs_uuid))
+        )
+
+    def output_file_options(self) -> list[str]:
+        """The options given that shape only the output file (run and check write none)."""
+        return _given(("--format", self.format is not None), ("--compress", self.compress))
 
     def output_format(self) -> OutputFormat:
         """--format, else the output's extension; a known extension of another format than
@@ -339,3 +349,8 @@ class Config:
                 "use --format " + "|".join(f.value for f in OutputFormat)
             )
         return fmt
+
+
+def _given(*flags: tuple[str, bool]) -> list[str]:
+    """The flags of (flag, given) pairs that were given, in their order."""
+    return [flag for flag, given in flags if given]

@@ -81,12 +81,7 @@ def refuse_output_options(config: Config, command: str) -> None:
     options of an output file would be dropped silently."""
     if config.json and command == "run":
         raise Oci2vmError("--json: `oci2vm run` prints what the VM prints, no report")
-    given = [
-        flag
-        for flag, used in (("--format", config.format is not None), ("--compress", config.compress))
-        if used
-    ]
-    if given:
+    if given := config.output_file_options():
         raise Oci2vmError(
             f"{', '.join(given)}: `oci2vm {command}` writes no output file: build one with "
             "`oci2vm build SOURCE -o FILE`"
@@ -95,12 +90,7 @@ def refuse_output_options(config: Config, command: str) -> None:
 
 def refuse_for_disk(config: Config) -> None:
     """A disk boots as it was built: the options of a build would be dropped."""
-    given = config.system_options() + [
-        flag
-        for flag, used in (("--size", config.size is not None), ("--uuid", bool(config.fs_uuid)))
-        if used
-    ]
-    if given:
+    if given := config.disk_options():
         raise Oci2vmError(
             f"{config.source}: {', '.join(given)} apply when a disk is built (`oci2vm "
             "build`, or `oci2vm run SOURCE`), and a disk boots as it was built"
