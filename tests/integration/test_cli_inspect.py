@@ -131,6 +131,13 @@ def _bad_layouts(tmp_path: Path) -> dict[str, str]:
     [
         ("unknown transport", ["ftp://example/x"], r"unknown transport 'ftp' in 'ftp://example/x'"),
         ("unknown transport", ["dir:/tmp/x"], r"transport dir: is not supported"),
+        ("misspelt transport", ["oci-archve:/x.tar"], r"did you mean oci-archive:\?"),
+        ("misspelt transport", ["docker-archve:x.tar"], r"did you mean docker-archive:\?"),
+        ("transport case", ["OCI:/tmp/x"], r"transports are lowercase: oci:/tmp/x$"),
+        # docker refuses an uppercase name as such; it was taken for a transport.
+        ("uppercase", ["Debian:12"], r"repository name \(library/Debian\) must be lowercase"),
+        ("uppercase", ["localhost:5000/App:1"], r"repository name \(App\) must be lowercase"),
+        ("digest", ["debian@SHA256:" + "a" * 64], r"malformed image reference 'debian@SHA256:"),
         ("missing tag", ["{ok}:nosuchtag"], r"no image tagged 'nosuchtag' in the layout"),
         ("missing path", ["oci:/nonexistent/layout"], r"/nonexistent/layout: no such file"),
         # A name no file can have (ENAMETOOLONG, not ENOENT: pathlib raised it).

@@ -12,6 +12,7 @@ Each source resolves to an image.Image whose blobs are located and checked by di
 
 from __future__ import annotations
 
+import difflib
 import os
 from pathlib import Path
 
@@ -79,6 +80,20 @@ def _refuse_a_path(source: str) -> None:
     raise Oci2vmError(f"{source}: no such file or directory")
 
 
+def _close_transport(transport: str) -> str | None:
+    """The transport `transport` is likely a misspelling of (oci-archve: oci-archive)."""
+    return next(iter(difflib.get_close_matches(transport, TRANSPORTS, n=1, cutoff=0.8)), None)
+
+
+def _unknown_transport(transport: str, source: str) -> Oci2vmError:
+    close = _close_transport(transport)
+    hint = f"did you mean {close}:? " if close else ""
+    return Oci2vmError(
+        f"unknown transport {transport!r} in {source!r}: {hint}use one of "
+        + ", ".join(f"{t}:" for t in TRANSPORTS)
+    )
+
+
 def _resolve(source: str, fetch: Fetch) -> Image:
     transport, sep, rest = source.partition(":")
     if sep and transport in SKOPEO_ONLY:
@@ -88,15 +103,22 @@ def _resolve(source: str, fetch: Fetch) -> Image:
             f"transport {transport}: is not supported: use one of "
             + ", ".join(f"{t}:" for t in TRANSPORTS)
         )
+    if sep and transport.lower() in TRANSPORTS + SKOPEO_ONLY and transport not in TRANSPORTS:
+        raise Oci2vmError(f"unknown transport {transport!r}: transports are lowercase: "
+                          f"{transport.lower()}:{rest}")  # fmt: skip
     if not sep or transport not in TRANSPORTS:
         # A bare reference (debian:12, localhost:5000/app:1) goes to a registry; an
         # unknown transport (ftp://x) is reported as such, and a file's name as one.
+        if sep and (
+            rest.startswith("/")  # ftp://x, oci-archve:/x.tar
+            or (_close_transport(transport) and source.lower().endswith(_FILE_SUFFIXES))
+        ):
+            raise _unknown_transport(transport, source)
         _refuse_a_path(source)
-        if rest.startswith("//") or not looks_like_reference(source):
-            raise Oci2vmError(
-                f"unknown transport {transport!r} in {source!r}: use one of "
-                + ", ".join(f"{t}:" for t in TRANSPORTS)
-            )
+        if "@" in source and not rest.startswith("/"):
+            parse_reference(source)  # a pinned reference: says what is wrong with it
+        if rest.startswith("/") or not looks_like_reference(source):
+            raise _unknown_transport(transport, source)
         transport, rest = "docker", "//" + source
     if not rest:
         raise Oci2vmError(f"malformed source {source!r}: nothing after {transport}:")

@@ -10,7 +10,10 @@ from dataclasses import dataclass
 from oci2vm.errors import Oci2vmError
 
 DEFAULT_REGISTRY = "docker.io"
-_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|[-]+)[a-z0-9]+)*"
+# A path component in any case: docker's grammar is lowercase, and an uppercase name is
+# matched here so that it is refused as such ("must be lowercase"), as docker refuses it,
+# rather than taken for something else (a transport, a path).
+_COMPONENT = r"[a-zA-Z0-9]+(?:(?:[._]|__|[-]+)[a-zA-Z0-9]+)*"
 _LABEL = r"[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?"
 _DOMAIN = rf"(?:{_LABEL}(?:\.{_LABEL})*|\[[0-9a-fA-F:]+\])(?::[0-9]+)?"
 _TAG = r"[\w][\w.-]{0,127}"
@@ -71,7 +74,9 @@ def parse_reference(text: str) -> Reference:
     if registry == DEFAULT_REGISTRY and "/" not in repository:
         repository = f"library/{repository}"
     if repository != repository.lower():
-        raise Oci2vmError(f"malformed image reference {text!r}: repository must be lowercase")
+        raise Oci2vmError(
+            f"malformed image reference {text!r}: repository name ({repository}) must be lowercase"
+        )
     tag = m["tag"]
     digest = m["digest"]
     if tag is None and digest is None:
