@@ -765,7 +765,10 @@ def read_password(path: Path) -> str:
     return password
 
 
-RUN_FAILED = 125  # docker run's status when it fails itself, not the container
+# docker run's status when it fails itself, not the container; `check` exits with it too
+# when it could not boot the disk at all (git bisect run's "cannot be tested"), so that 1
+# stays its verdict: the guest booted and never showed the pattern.
+RUN_FAILED = 125
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -786,9 +789,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     # urllib3's retries are ours to tell (or not): an error stays one line, -q stays quiet.
     logging.getLogger("urllib3").setLevel(logging.NOTSET if args.verbose else logging.ERROR)
     as_json = bool(getattr(args, "json", False))
-    # `oci2vm run` exits with the workload's status: its own failures are told apart as
-    # docker run's are.
-    failed = RUN_FAILED if args.command == "run" else 1
+    # `oci2vm run` exits with the workload's status and `check` with its verdict: their
+    # own failures are told apart, as docker run's are.
+    failed = RUN_FAILED if args.command in ("run", "check") else 1
     try:
         config = config_from(args)
     except Oci2vmError as e:

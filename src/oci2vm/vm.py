@@ -487,10 +487,12 @@ def check_boot(
             finally:
                 _kill(proc)
             if not ok and proc.returncode not in (None, 0, -signal.SIGKILL):
+                # QEMU's own failure or crash (a guest that powers off or resets ends it
+                # with 0, and _kill with SIGKILL): no verdict on a disk never booted.
                 stderr.seek(0)
                 errors = stderr.read().decode(errors="replace").strip().splitlines()
-                if errors:
-                    reason += f" ({errors[-1]})"
+                said = f": {errors[-1]}" if errors else ""
+                raise Oci2vmError(f"QEMU failed (exit status {proc.returncode}){said}")
     return CheckResult(ok, time.monotonic() - started, console[-TAIL_CHARS:], reason)
 
 

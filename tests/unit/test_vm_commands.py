@@ -472,3 +472,40 @@ def test_a_bare_ext4_filesystem_is_refused_as_a_disk(tmp_path: Path) -> None:
     fs.write_bytes(bytes(1080) + b"\x53\xef" + bytes(4096))
     with pytest.raises(Oci2vmError, match=r"root.ext4 is an ext4 filesystem, not a disk"):
         vm.disk_format(fs)
+
+
+def _fake_qemu(directory: Path, monkeypatch: pytest.MonkeyPatch, script: str) -> None:
+    """A qemu-system-x86_64 first on PATH that runs `script` (sh) instead of a guest."""
+    directory.mkdir()
+    program = directory / "qemu-system-x86_64"
+    program.write_text(f"#!/bin/sh\n{script}\n")
+    program.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{directory}:{os.environ['PATH']}")
+
+
+@pytest.mark.parametrize(
+    ("script", "status", "said"),
+    [
+        # QEMU itself fails: no verdict on the disk, check's own failure (125)
+        ('echo "qemu-system-x86_64: cannot set up guest memory" >&2; exit 1', 125,
+         "error: QEMU failed (exit status 1): qemu-system-x86_64: cannot set up guest memory"),
+        ("kill -SEGV $$", 125, "error: QEMU failed (exit status -11)"),
+        # the guest ran and powered off without the marker: the verdict (1)
+        ("echo 'Booting'; exit 0", 1, "failed: QEMU exited (0) before 'login:'"),
+    ],
+)  # fmt: skip
+def test_check_tells_qemu_failing_from_a_guest_that_never_showed_the_marker(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    script: str,
+    status: int,
+    said: str,
+) -> None:
+    _fake_qemu(tmp_path / "bin", monkeypatch, script)
+    disk = tmp_path / "disk.img"
+    disk.write_bytes(bytes(1 << 20))
+    code = main(["check", str(disk), "--expect", "login:", "--accel", "tcg", "--timeout", "30"])
+    captured = capsys.readouterr()
+    assert code == status, captured
+    assert said in captured.out + captured.err
