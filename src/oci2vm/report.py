@@ -63,13 +63,16 @@ class Reporter:
             TimeRemainingColumn,
             TransferSpeedColumn,
         )
+        from rich.table import Column
 
+        # A row stays one line on a narrow terminal: the bar shrinks, the text is cut
+        # short ("…"), where a wrapped row would scroll the bars on every refresh.
         self._progress = Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            DownloadColumn(binary_units=True),
-            TransferSpeedColumn(),
-            TimeRemainingColumn(),
+            TextColumn("{task.description}", table_column=Column(no_wrap=True)),
+            BarColumn(table_column=Column()),
+            DownloadColumn(binary_units=True, table_column=Column(no_wrap=True)),
+            TransferSpeedColumn(table_column=Column(no_wrap=True)),
+            TimeRemainingColumn(table_column=Column(no_wrap=True)),
             console=Console(stderr=True, highlight=False, soft_wrap=True),
             transient=True,
         )

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -204,7 +205,7 @@ def test_console_script_runs(tmp_path: Path) -> None:
     assert bad.stderr.startswith("oci2vm: error: unknown transport 'nosuch'")
 
 
-def _stderr_on_a_terminal(argv: list[str]) -> tuple[int, str]:
+def _stderr_on_a_terminal(argv: list[str], columns: int = 120) -> tuple[int, str]:
     """Run the CLI with stderr on a pseudo-terminal; return its exit code and what the
     terminal showed."""
     import os
@@ -215,7 +216,7 @@ def _stderr_on_a_terminal(argv: list[str]) -> tuple[int, str]:
         [sys.executable, "-m", "oci2vm.cli", *argv],
         stdout=subprocess.DEVNULL,
         stderr=slave,
-        env={**os.environ, "COLUMNS": "120", "TERM": "xterm"},
+        env={**os.environ, "COLUMNS": str(columns), "TERM": "xterm"},
     )
     os.close(slave)
     shown = b""
@@ -241,3 +242,16 @@ def test_progress_shows_layers_on_a_terminal_and_not_with_quiet(tmp_path: Path) 
     code, shown = _stderr_on_a_terminal(["build", source, "-q", "-o", str(tmp_path / "q.ext4")])
     assert code == 0
     assert shown == ""
+
+
+def test_a_progress_row_stays_one_line_on_a_narrow_terminal(tmp_path: Path) -> None:
+    """A row wider than the terminal was wrapped (its byte count on a second line)."""
+    big = bytes(range(256)) * 40_000
+    write_layout(tmp_path / "img", [[file("a", big)]])
+    argv = ["build", f"oci:{tmp_path / 'img'}", "-o", str(tmp_path / "r.ext4")]
+    code, shown = _stderr_on_a_terminal(argv, columns=40)
+    assert code == 0, shown
+    text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", shown).replace("\r", "\n")
+    rows = [line for line in text.split("\n") if "layer 1/1" in line]
+    assert rows and all(line.rstrip().endswith(("MiB", "-:--:--", "…")) for line in rows), rows
+    assert all(len(line.rstrip()) <= 40 for line in text.split("\n")), text
