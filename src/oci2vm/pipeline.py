@@ -204,7 +204,10 @@ def build_disk(ctx: BuildContext, output: Path, fmt: OutputFormat) -> tuple[Root
             root_size = plan.root_size or rootfs.ext4.size
             disk_size = assemble_disk(disk, plan, root_size, ctx.identity, boot)
         if fmt is not OutputFormat.RAW:
-            convert(raw, final, fmt, compress=ctx.config.compress)
+            advance = None  # (qemu-img's meter only where it is shown)
+            if ctx.reporter.interactive:
+                advance = ctx.reporter.task(f"{fmt.value} output", raw.stat().st_size)
+            convert(raw, final, fmt, compress=ctx.config.compress, advance=advance)
             settle_identifiers(final, fmt, ctx.identity.derive, output.name)
     report = DiskReport(
         size=disk_size,

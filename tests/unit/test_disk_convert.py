@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from oci2vm.config import OutputFormat
-from oci2vm.disk.convert import convert, settle_identifiers
+from oci2vm.disk.convert import _Meter, convert, settle_identifiers
+from oci2vm.errors import Oci2vmError
 from support.programs import requires
 
 pytestmark = requires("qemu-img")
@@ -68,3 +69,33 @@ def test_a_file_that_is_not_what_qemu_img_writes_is_a_bug(tmp_path: Path) -> Non
     odd.write_bytes(bytes(4096))
     with pytest.raises(RuntimeError, match="VDI oci2vm does not know"):
         settle_identifiers(odd, OutputFormat.VDI, derive, "odd.vdi")
+
+
+def test_the_meter_counts_the_disk_once_whatever_qemu_img_prints_per_read(
+    tmp_path: Path,
+) -> None:
+    """qemu-img -p's meter, read as the bytes of the disk converted: the whole disk by the
+    end, never twice, and the same bytes out as a conversion without it."""
+    raw = raw_disk(tmp_path / "disk.raw")
+    steps: list[int] = []
+    convert(raw, tmp_path / "meter.qcow2", OutputFormat.QCOW2, compress=True, advance=steps.append)
+    convert(raw, tmp_path / "quiet.qcow2", OutputFormat.QCOW2, compress=True)
+    assert sum(steps) == raw.stat().st_size and all(n > 0 for n in steps)
+    assert (tmp_path / "meter.qcow2").read_bytes() == (tmp_path / "quiet.qcow2").read_bytes()
+    # the meter's lines split anywhere between reads
+    seen: list[int] = []
+    meter = _Meter(1000, seen.append)
+    for piece in (
+        b"    (0.00/100%)\r",
+        b"    (12.",
+        b"50/100%)\r    (12.50/100%)\r    (100.00/1",
+        b"00%)\r\n",
+    ):
+        meter.feed(piece)
+    assert seen == [125, 875]
+
+
+def test_a_failed_conversion_is_named_by_qemu_img_s_last_line(tmp_path: Path) -> None:
+    raw = raw_disk(tmp_path / "disk.raw")
+    with pytest.raises(Oci2vmError, match=r"^qemu-img failed: .*nosuch/x.qcow2"):
+        convert(raw, tmp_path / "nosuch/x.qcow2", OutputFormat.QCOW2, advance=lambda n: None)

@@ -9,6 +9,7 @@ it, Microsoft's [MS-VHDX] 2.2), checked against qemu-img 7.2's output."""
 
 from __future__ import annotations
 
+import re
 import struct
 import uuid
 from collections.abc import Callable
@@ -18,6 +19,7 @@ from typing import BinaryIO
 import crc32c as _crc
 
 from oci2vm.config import OutputFormat
+from oci2vm.image.blobs import ProgressFn
 from oci2vm.util import tools
 
 QEMU_IMG_FORMATS = {
@@ -30,14 +32,46 @@ QEMU_IMG_FORMATS = {
 Derive = Callable[[str], uuid.UUID]  # Identity.derive: a UUID for a label
 
 
-def convert(raw: Path, out: Path, fmt: OutputFormat, *, compress: bool = False) -> None:
-    """Convert a raw disk image to `fmt` (qcow2 may be compressed; vmdk then streams)."""
-    argv: list[str | Path] = ["qemu-img", "convert", "-q", "-f", "raw", "-O", QEMU_IMG_FORMATS[fmt]]
+def convert(
+    raw: Path,
+    out: Path,
+    fmt: OutputFormat,
+    *,
+    compress: bool = False,
+    advance: ProgressFn | None = None,
+) -> None:
+    """Convert a raw disk image to `fmt` (qcow2 may be compressed; vmdk then streams);
+    `advance` is told the bytes of the disk done, from qemu-img's own meter."""
+    argv: list[str | Path] = ["qemu-img", "convert", "-f", "raw", "-O", QEMU_IMG_FORMATS[fmt]]
     if compress:
         argv.append("-c")
     if fmt is OutputFormat.VMDK:
         argv += ["-o", "subformat=streamOptimized" if compress else "subformat=monolithicSparse"]
-    tools.run([*argv, raw, out])
+    if advance is None:
+        tools.run([*argv, "-q", raw, out])
+    else:
+        tools.run_reading([*argv, "-p", raw, out], _Meter(raw.stat().st_size, advance).feed)
+
+
+class _Meter:
+    """qemu-img's -p output ("    (12.34/100%)\r" as it goes) as bytes of the disk done."""
+
+    def __init__(self, size: int, advance: ProgressFn) -> None:
+        self.size = size
+        self.advance = advance
+        self.done = 0
+        self.pending = b""
+
+    def feed(self, chunk: bytes) -> None:
+        *shown, self.pending = (self.pending + chunk).split(b"\r")
+        for match in _PERCENT.finditer(b"".join(shown)):
+            done = min(self.size, int(float(match[1]) * self.size / 100))
+            if done > self.done:
+                self.advance(done - self.done)
+                self.done = done
+
+
+_PERCENT = re.compile(rb"\((\d+(?:\.\d+)?)/100%\)")
 
 
 def settle_identifiers(path: Path, fmt: OutputFormat, derive: Derive, name: str) -> None:

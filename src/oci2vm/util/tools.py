@@ -7,10 +7,12 @@ package that provides it. Every command line is logged before it runs.
 from __future__ import annotations
 
 import logging
+import os
 import shlex
 import shutil
 import subprocess
-from collections.abc import Mapping, Sequence
+import tempfile
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from oci2vm.errors import Oci2vmError
@@ -74,10 +76,31 @@ def run(
     except subprocess.TimeoutExpired as e:
         raise Oci2vmError(f"{Path(args[0]).name} did not finish within {timeout:g} s") from e
     if check and proc.returncode != 0:
-        err = (proc.stderr or b"").decode(errors="replace").strip().splitlines()
-        detail = err[-1] if err else f"exit status {proc.returncode}"
-        raise Oci2vmError(f"{Path(args[0]).name} failed: {detail}")
+        raise _failed(args[0], proc.returncode, proc.stderr or b"")
     return proc
+
+
+def run_reading(argv: Sequence[str | Path], on_output: Callable[[bytes], None]) -> None:
+    """Run a program as run() does, handing its standard output to `on_output` as it
+    comes (a progress meter's), for programs that take long."""
+    args = [str(a) for a in argv]
+    args[0] = find_program(args[0])
+    log.debug("running: %s", shlex.join(args))
+    with tempfile.TemporaryFile() as stderr:  # (a pipe read after stdout could fill)
+        with subprocess.Popen(args, stdout=subprocess.PIPE, stderr=stderr) as proc:
+            assert proc.stdout is not None
+            while chunk := os.read(proc.stdout.fileno(), 4096):
+                on_output(chunk)
+        if proc.returncode != 0:
+            stderr.seek(0)
+            raise _failed(args[0], proc.returncode, stderr.read())
+
+
+def _failed(program: str, status: int, stderr: bytes) -> Oci2vmError:
+    """A program's failure, by the last line of its stderr."""
+    err = stderr.decode(errors="replace").strip().splitlines()
+    detail = err[-1] if err else f"exit status {status}"
+    return Oci2vmError(f"{Path(program).name} failed: {detail}")
 
 
 def popen(
