@@ -116,9 +116,11 @@ def _size(text: str) -> int:
         raise argparse.ArgumentTypeError(str(e)) from e
 
 
-def _choice(
-    p: argparse.ArgumentParser, flag: str, kind: type[StrEnum], default: StrEnum | None, text: str
-) -> None:
+# A parser or one of its option groups (each kind of option has a heading in --help).
+Options = argparse._ActionsContainer
+
+
+def _choice(p: Options, flag: str, kind: type[StrEnum], default: StrEnum | None, text: str) -> None:
     """An option whose values are a StrEnum's."""
     p.add_argument(flag, type=kind, choices=list(kind), default=default, help=text)
 
@@ -253,7 +255,8 @@ def _user(text: str) -> UserSpec:
         raise argparse.ArgumentTypeError(str(e)) from None
 
 
-def _common(p: argparse.ArgumentParser, verbose_short: bool = True) -> None:
+def _common(parser: argparse.ArgumentParser, verbose_short: bool = True) -> None:
+    p = parser.add_argument_group("what is printed")
     p.add_argument(
         "-q",
         "--quiet",
@@ -265,7 +268,8 @@ def _common(p: argparse.ArgumentParser, verbose_short: bool = True) -> None:
     p.add_argument("--json", action="store_true", help="print a machine-readable report")
 
 
-def _source_options(p: argparse.ArgumentParser) -> None:
+def _source_options(parser: argparse.ArgumentParser) -> None:
+    p = parser.add_argument_group("the image and its registry")
     p.add_argument(
         "--platform",
         type=_platform,
@@ -311,7 +315,8 @@ def _source_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cache-dir", type=Path, help="blob cache (default: $XDG_CACHE_HOME/oci2vm)")
 
 
-def _build_options(p: argparse.ArgumentParser) -> None:
+def _build_options(parser: argparse.ArgumentParser) -> None:
+    p = parser.add_argument_group("the disk")
     _choice(p, "--format", OutputFormat, None, "output format (default: from the -o extension)")
     p.add_argument("--size", type=_size,
                    help="filesystem or disk size, e.g. 10G (sparse; default: what the "
@@ -322,6 +327,7 @@ def _build_options(p: argparse.ArgumentParser) -> None:
     _choice(p, "--table", PartitionTable, PartitionTable.GPT,
             "partition table (default: gpt; mbr for old BIOS platforms)")  # fmt: skip
     p.add_argument("--compress", action="store_true", help="compress qcow2 output")
+    p = parser.add_argument_group("the guest's identity and accounts")
     p.add_argument("--hostname", help="hostname (default: from the image name)")
     password = p.add_mutually_exclusive_group()
     password.add_argument("--root-password", help="root password (stored hashed, SHA-512 crypt)")
@@ -360,8 +366,9 @@ def _build_options(p: argparse.ArgumentParser) -> None:
     )
 
 
-def _system_options(p: argparse.ArgumentParser) -> None:
+def _system_options(parser: argparse.ArgumentParser) -> None:
     """Where the kernel, the initrd and PID 1 come from."""
+    p = parser.add_argument_group("kernel, init and network")
     p.add_argument(
         "--kernel",
         type=_kernel,
@@ -404,9 +411,10 @@ def _system_options(p: argparse.ArgumentParser) -> None:
     )
 
 
-def _workload_options(p: argparse.ArgumentParser, *, run: bool) -> None:
+def _workload_options(parser: argparse.ArgumentParser, *, run: bool) -> None:
     """docker run's options for the workload of an app image: all of them for run; for
     build, those a disk keeps (the workload it runs at every boot)."""
+    p = parser.add_argument_group("an app image's workload (as docker run's)")
     p.add_argument("-e", "--env", action="append", default=[], metavar="KEY[=VALUE]",
                    help="set an environment variable (KEY alone: its value here)")  # fmt: skip
     p.add_argument("--env-file", action="append", default=[], type=Path, metavar="FILE",
@@ -451,7 +459,8 @@ def _workload_options(p: argparse.ArgumentParser, *, run: bool) -> None:
                        "always does, as with docker run --rm)")  # fmt: skip
 
 
-def _vm_options(p: argparse.ArgumentParser) -> None:
+def _vm_options(parser: argparse.ArgumentParser) -> None:
+    p = parser.add_argument_group("the virtual machine")
     _choice(p, "--firmware", Firmware, Firmware.BIOS,
             "firmware to boot with (default: bios, SeaBIOS; uefi: OVMF)")  # fmt: skip
     p.add_argument(
@@ -521,8 +530,8 @@ def parser() -> argparse.ArgumentParser:
     _source_options(p)
     _build_options(p)
     _system_options(p)
-    _common(p)
     _workload_options(p, run=False)
+    _common(p)
 
     p = sub.add_parser(
         "run",
@@ -537,12 +546,12 @@ def parser() -> argparse.ArgumentParser:
         "after it (or after --) are the command that replaces the image's Cmd, as in "
         "docker run",
     )
+    _workload_options(p, run=True)  # (first in --help, as docker run's users look there)
     _source_options(p)
     _build_options(p)
     _system_options(p)
     _vm_options(p)
     _common(p, verbose_short=False)
-    _workload_options(p, run=True)
 
     p = sub.add_parser("check", help="boot headless and wait for a login prompt or a marker")
     p.add_argument("source", metavar="DISK|SOURCE",

@@ -5,6 +5,7 @@ CLI end to end.)"""
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -293,3 +294,22 @@ def test_a_usage_error_is_one_line_then_where_the_help_is(
     lines = capsys.readouterr().err.splitlines()
     assert len(lines) == 2 and first in lines[0], lines
     assert lines[1] == f"See '{lines[0].partition(': error:')[0]} --help'."
+
+
+@pytest.mark.parametrize("command", ["inspect", "build", "run", "check"])
+def test_help_lists_options_under_headings_by_kind(
+    command: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """40-odd options in one flat list were hard to read: each kind has its heading, and
+    the generic "options:" keeps only -h and the command's own (build's -o, check's)."""
+    with pytest.raises(SystemExit):
+        main([command, "--help"])
+    text = capsys.readouterr().out
+    headings = [line for line in text.splitlines() if line.endswith(":") and line[:1] != " "]
+    assert "the image and its registry:" in headings and "what is printed:" in headings
+    generic = text.split("\noptions:\n")[1].split("\n\n")[0]
+    flags = re.findall(r"^  (-[-\w]+)", generic, re.MULTILINE)
+    own = {"build": ["-o"], "check": ["--expect", "--timeout"]}.get(command, [])
+    assert flags == ["-h", *own], generic
+    if command == "run":  # docker run's options first, where its users look
+        assert headings.index("an app image's workload (as docker run's):") == 2
