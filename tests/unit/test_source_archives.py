@@ -9,6 +9,7 @@ import gzip
 import json
 import lzma
 import os
+import random
 from pathlib import Path
 
 import pytest
@@ -192,6 +193,43 @@ def test_decompressing_stops_before_the_scratch_filesystem_fills(
     with pytest.raises(Oci2vmError, match=r"app.tar.gz: decompressing it would leave less than"):
         resolve(f"docker-archive:{archive}", Fetch(store=store))
     assert list(store.scratch_dir().iterdir()) == []
+
+
+def test_zeros_in_a_compressed_archive_take_no_room_in_its_copy(tmp_path: Path) -> None:
+    """A few KB of gzip may inflate to gigabytes of zeros (a bomb, or a layer of empty
+    files): the copy keeps them as holes, byte for byte the same archive when read."""
+    from oci2vm.sources import container
+
+    layer = layer_tar([file("big", bytes(96 << 20)), file("small", b"x" * 70_000)])
+    archive, _ = classic_archive()
+    whole = archive[:-1024] + tar_of({"zeros/layer.tar": layer})  # (one end marker)
+    packed = tmp_path / "bomb.tar.gz"
+    packed.write_bytes(COMPRESS["gz"](whole))
+    copy = tmp_path / "copy.tar"
+    container._decompressed_copy(packed, "gzip", copy)
+    assert copy.read_bytes() == whole
+    assert copy.stat().st_blocks * 512 < 2 << 20  # (96 MB of it zeros)
+
+
+def test_the_sparse_copy_is_exact_whatever_the_pieces_it_is_written_in(tmp_path: Path) -> None:
+    from oci2vm.sources import container
+
+    rng = random.Random(7)
+    hole = container._HOLE
+    header = tar_of({"a": b"x"})[:512]  # (the copy checks its first block)
+    parts = [header, bytes(3 * hole + 5), b"data" * 1000, bytes(hole - 1), b"y", bytes(2 * hole)]
+    data = b"".join(parts)
+    for _ in range(20):
+        copy = tmp_path / "copy"
+        with open(copy, "wb") as f:
+            out = container._GuardedCopy(f.fileno(), tmp_path / "x.tar.gz", tmp_path)
+            at = 0
+            while at < len(data):
+                n = rng.choice([1, 511, 4096, hole - 3, hole, 2 * hole + 17])
+                out.write(memoryview(data)[at : at + n])
+                at += n
+            out.finish()
+        assert copy.read_bytes() == data
 
 
 def _counting_decompression(monkeypatch: pytest.MonkeyPatch) -> list[Path]:

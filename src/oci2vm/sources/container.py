@@ -305,7 +305,7 @@ def _decompressed_copy(path: Path, kind: str, copy: Path) -> None:
     scratch = copy.parent
     try:
         with os.fdopen(fd, "wb") as file, open_regular(path) as raw:
-            out = _GuardedCopy(file, path, scratch)
+            out = _GuardedCopy(file.fileno(), path, scratch)
             if kind == "bzip2":
                 with bz2.BZ2File(raw) as unpacked:
                     while piece := unpacked.read(CHUNK):
@@ -318,7 +318,7 @@ def _decompressed_copy(path: Path, kind: str, copy: Path) -> None:
                     stream.finish()
                 finally:
                     stream.close()
-            out.check_head()
+            out.finish()
     except Oci2vmError:
         copy.unlink(missing_ok=True)
         raise
@@ -332,20 +332,27 @@ def _decompressed_copy(path: Path, kind: str, copy: Path) -> None:
         raise
 
 
-# Room a decompressed copy leaves on the scratch filesystem: a small compressed file may
-# hold terabytes of zeros, which would otherwise fill the disk before anything is read.
+# Room a decompressed copy leaves on the scratch filesystem: a big archive must not fill
+# the disk before anything is read.
 SCRATCH_RESERVE = 1 << 30
 _SPACE_CHECK = 256 << 20  # bytes written between two looks at the free space
+# Runs of zeros this long (at this alignment) are left as holes in the copy: a small
+# compressed file may hold terabytes of zeros (a bomb), which then cost the time to
+# inflate them but no disk; a save's own zeros (tar padding, empty blocks) take none too.
+_HOLE = 64 << 10
+_ZEROS = bytes(_HOLE)
 
 
 class _GuardedCopy:
-    """Writes a decompressed archive, refusing early what is no tar (its first block is
-    no tar header) and what would leave less than SCRATCH_RESERVE free."""
+    """Writes a decompressed archive sparsely (see _HOLE), refusing early what is no tar
+    (its first block is no tar header) and what would leave less than SCRATCH_RESERVE
+    free."""
 
-    def __init__(self, file: BinaryIO, path: Path, scratch: Path) -> None:
-        self._file, self._path, self._scratch = file, path, scratch
+    def __init__(self, fd: int, path: Path, scratch: Path) -> None:
+        self._fd, self._path, self._scratch = fd, path, scratch
         self._head = b""
-        self._written = 0
+        self._offset = 0  # the copy's size so far, holes included
+        self._written = 0  # bytes stored
         self._next_check = 0
 
     def write(self, data: bytes | memoryview) -> None:
@@ -353,6 +360,20 @@ class _GuardedCopy:
             self._head += bytes(data[: BLOCK - len(self._head)])
             if len(self._head) == BLOCK:
                 self.check_head()
+        view = memoryview(data)
+        start = 0  # of the data not yet stored
+        at = -self._offset % _HOLE  # the first whole aligned run in `view`
+        while at + _HOLE <= len(view):
+            if _ZEROS.startswith(view[at : at + _HOLE]):  # (memcmp, where == is slow)
+                self._store(view[start:at])
+                self._offset += _HOLE
+                start = at + _HOLE
+            at += _HOLE
+        self._store(view[start:])
+
+    def _store(self, data: memoryview) -> None:
+        if not data:
+            return
         if self._written >= self._next_check:
             self._next_check = self._written + _SPACE_CHECK
             free = os.statvfs(self._scratch)
@@ -361,8 +382,16 @@ class _GuardedCopy:
                     f"{self._path}: decompressing it would leave less than "
                     f"{SCRATCH_RESERVE >> 30} GiB free in {self._scratch}"
                 )
-        self._file.write(data)
-        self._written += len(data)
+        while data:
+            done = os.pwrite(self._fd, data, self._offset)
+            data = data[done:]
+            self._offset += done
+            self._written += done
+
+    def finish(self) -> None:
+        """The copy's end (a hole there, too) and the check of its first block."""
+        os.ftruncate(self._fd, self._offset)
+        self.check_head()
 
     def check_head(self) -> None:
         if not is_header(self._head.ljust(BLOCK, b"\0")):
