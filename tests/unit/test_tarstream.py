@@ -224,6 +224,43 @@ def test_one_zero_block_ends_the_archive_only_before_zeros_or_the_end() -> None:
         read_all(a + zero + zero[:100])
 
 
+def _header(name: bytes, magic: bytes, fields: dict[int, bytes], size: int = 0) -> bytes:
+    """A regular file's header with `magic` (6 bytes + 2 of version) and raw `fields` by
+    offset, its checksum computed."""
+    block = bytearray(512)
+    block[0 : len(name)] = name
+    block[100:108] = b"0000644\0"
+    block[124:136] = b"%011o\0" % size
+    block[136:148] = b"14537034034\0"
+    block[156:157] = b"0"
+    block[257:265] = magic
+    for at, raw in fields.items():
+        block[at : at + len(raw)] = raw
+    block[148:156] = b" " * 8
+    block[148:156] = b"%06o\0 " % sum(block)
+    return bytes(block)
+
+
+def test_name_prefixes_of_star_and_of_old_go_gnu_headers_as_go_reads_them() -> None:
+    """Go's archive/tar (docker, containerd) reads a star header's 131-byte prefix (its
+    times follow it), and the ustar prefix Go before 1.8 wrote into GNU headers, whose
+    time fields then do not parse; GNU times that do parse are times."""
+    star_prefix = b"d" * 131
+    star = _header(
+        b"file", b"ustar\x0000", {345: star_prefix, 476: b"14537034034\0", 508: b"tar\0"}
+    )
+    go17 = _header(b"foo", b"ustar  \0", {345: b"a" * 120})
+    gnu_times = _header(b"bar", b"ustar  \0", {345: b"14537034034\0", 357: b"14537034034\0"})
+    ustar = _header(b"baz", b"ustar\x0000", {345: b"p" * 155})
+    got = read_all(star + go17 + gnu_times + ustar + bytes(1024))
+    assert [m.name for m, _ in got] == [
+        "d" * 131 + "/file",
+        "a" * 120 + "/foo",
+        "bar",
+        "p" * 155 + "/baz",
+    ]
+
+
 def test_a_pre_posix_directory_is_a_regular_type_with_a_trailing_slash() -> None:
     # Type NUL with a trailing slash, as old tars and bsdtar's v7 format write directories
     # (GNU tar, bsdtar and Go read a directory; the data area its size claims is skipped);

@@ -102,6 +102,31 @@ def _field(header: bytes, start: int, length: int) -> bytes:
     return raw if end < 0 else raw[:end]
 
 
+def _name_prefix(header: bytes) -> bytes:
+    """The part of a member's name before its name field, as Go's archive/tar (thus
+    docker, containerd, podman) reads it: ustar's 155-byte prefix; star's 131 bytes (its
+    "tar\\0" trailer at 508, its times after the prefix); and in a GNU header, which has no
+    prefix, the ustar prefix that Go before 1.8 wrote there, told by times that do not
+    parse (Go's reader does the same: golang/go#12594)."""
+    magic = header[257:263]
+    if magic == b"ustar\0":
+        return _field(header, 345, 131 if header[508:512] == b"tar\0" else 155)
+    if magic == b"ustar " and header[263:265] == b" \0":
+        garbled = any(not _octal_or_empty(header[at : at + 12]) for at in (345, 357))
+        prefix = _field(header, 345, 155)
+        if garbled and prefix.isascii():
+            return prefix
+    return b""
+
+
+def _octal_or_empty(raw: bytes) -> bool:
+    """Whether a GNU time field reads as a time (or is unset), as Go's parser has it."""
+    if raw[0] == 0 or raw[0] & 0x80:  # unset, or base-256
+        return True
+    digits = raw.strip(b" \0").split(b"\0", 1)[0]
+    return not digits.strip(b"01234567")
+
+
 def _number(header: bytes, start: int, length: int, what: str) -> int:
     """A numeric field: octal ASCII, or GNU's base-256 (first byte 0x80, or 0xff for
     negative numbers, as GNU tar writes times before 1970)."""
@@ -457,12 +482,10 @@ class TarReader:
         long_name: bytes | None,
         long_link: bytes | None,
     ) -> Member:
-        magic = header[257:263]
         name = _field(header, 0, 100)
-        if magic == b"ustar\0":  # POSIX ustar: a prefix field extends the name
-            prefix = _field(header, 345, 155)
-            if prefix:
-                name = prefix + b"/" + name
+        prefix = _name_prefix(header)
+        if prefix:
+            name = prefix + b"/" + name
         if long_name is not None:
             name = long_name
         what = self._what
