@@ -4,6 +4,7 @@ directory's own entry, symlink modes, and hardlinks that cannot be made."""
 
 from __future__ import annotations
 
+import struct
 import tarfile
 from pathlib import Path
 
@@ -103,7 +104,8 @@ def test_xattrs_linux_does_not_store_are_left_out_with_a_note(tmp_path: Path) ->
     for system.* beyond the ACLs; umoci, containerd and GNU tar go on without them. An
     ACL without entries is its removal to the kernel."""
     acl_header_only = "\x02\x00\x00\x00"
-    acl = acl_header_only + "\x01\x00\x06\x00\x00\x00\x00\x00"  # USER_OBJ rw-
+    # owner rwx, user 100 rwx, group r-x, mask r-x, other r-x: what chmod 0755 leaves
+    acl = _acl((0x01, 7, 0), (0x02, 7, 100), (0x04, 5, 0), (0x10, 5, 0), (0x20, 5, 0))
     pax = {
         "SCHILY.xattr.user.kept": "1",
         "SCHILY.xattr.com.apple.provenance": "x",
@@ -112,7 +114,7 @@ def test_xattrs_linux_does_not_store_are_left_out_with_a_note(tmp_path: Path) ->
         "SCHILY.xattr.system.posix_acl_access": acl,
         "LIBARCHIVE.xattr.com.apple.quarantine": "cQ",  # base64
     }
-    tree, _ = flatten_layers(tmp_path, [directory("d", pax=pax), file("f", pax=pax)])
+    tree, _ = flatten_layers(tmp_path, [directory("d", pax=pax), file("f", pax=pax, mode=0o755)])
     for path in ("/d", "/f"):
         assert at(tree, path).xattrs == {
             "user.kept": b"1",
@@ -123,6 +125,63 @@ def test_xattrs_linux_does_not_store_are_left_out_with_a_note(tmp_path: Path) ->
         "(com.apple.provenance, com.apple.quarantine, system.data and 1 more) on 2 entries "
         "left out, as umoci and tar leave them"
     ]
+
+
+def _acl(*entries: tuple[int, int, int]) -> str:
+    """A POSIX ACL's xattr value as a pax record's text, of (tag, perm, id) below 128."""
+    value = struct.pack("<I", 2) + b"".join(struct.pack("<HHI", *e) for e in entries)
+    return value.decode("latin-1")
+
+
+def test_an_access_acl_is_settled_against_the_mode_as_chmod_after_setxattr_leaves_it(
+    tmp_path: Path,
+) -> None:
+    """containerd sets the xattrs, then the mode: the mode is the layer's, and the ACL's
+    owner, mask and other entries follow it (a mask of rwx under a 0644 mode let user 1000
+    write a file ls shows as 0644); an ACL that only restates the mode is none (Linux never
+    stores one); a default ACL stays on a directory only; a symlink takes no ACL."""
+    extended = _acl((0x01, 6, 0), (0x02, 7, 100), (0x04, 4, 0), (0x10, 7, 0), (0x20, 4, 0))
+    minimal = _acl((0x01, 7, 0), (0x04, 7, 0), (0x20, 0, 0))
+    access, default = (
+        "SCHILY.xattr.system.posix_acl_access",
+        "SCHILY.xattr.system.posix_acl_default",
+    )
+    tree, _ = flatten_layers(
+        tmp_path,
+        [
+            file("ext", mode=0o640, pax={access: extended}),
+            file("min", mode=0o644, pax={access: minimal}),
+            file("def", pax={default: minimal}),
+            directory("dir", pax={default: minimal, access: minimal}),
+            symlink("ln", "ext", pax={access: extended}),
+        ],
+    )
+    settled = _acl((0x01, 6, 0), (0x02, 7, 100), (0x04, 4, 0), (0x10, 4, 0), (0x20, 0, 0))
+    assert at(tree, "/ext").xattrs == {"system.posix_acl_access": settled.encode("latin-1")}
+    assert at(tree, "/ext").mode & 0o7777 == 0o640
+    assert at(tree, "/min").xattrs == {} and at(tree, "/min").mode & 0o777 == 0o644
+    assert at(tree, "/def").xattrs == {}
+    assert at(tree, "/dir").xattrs == {"system.posix_acl_default": minimal.encode("latin-1")}
+    assert at(tree, "/ln").xattrs == {}
+
+
+@pytest.mark.parametrize(
+    ("entries", "why"),
+    [
+        ([(0x01, 7, 0), (0x20, 5, 0)], "needs one owner, group and other entry"),
+        ([(0x01, 7, 0), (0x01, 7, 0), (0x04, 5, 0), (0x20, 5, 0)], "needs one owner"),
+        ([(0x01, 7, 0), (0x02, 7, 5), (0x04, 5, 0), (0x20, 5, 0)], "named entries without a mask"),
+    ],
+)
+def test_an_acl_linux_refuses_is_an_error_naming_the_entry(
+    tmp_path: Path, entries: list[tuple[int, int, int]], why: str
+) -> None:
+    """setxattr answers EINVAL, and containerd's unpack fails."""
+    pax = {"SCHILY.xattr.system.posix_acl_access": _acl(*entries)}
+    with pytest.raises(
+        Oci2vmError, match=rf"'f': system.posix_acl_access: invalid POSIX ACL: {why}"
+    ):
+        flatten_layers(tmp_path, [file("f", pax=pax)])
 
 
 def test_an_owner_of_minus_one_is_roots_as_chown_leaves_it(tmp_path: Path) -> None:

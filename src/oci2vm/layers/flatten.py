@@ -31,14 +31,14 @@ self-link, a cycle of links and a link to a directory are refused.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from oci2vm.errors import EntryError, Oci2vmError
 from oci2vm.image.blobs import BlobStore, ProgressFn, short
 from oci2vm.image.model import Image, Layer
-from oci2vm.layers import tarstream
+from oci2vm.layers import acl, tarstream
 from oci2vm.layers.decompress import LayerStream, decompressed
 from oci2vm.layers.pathtable import PathDict
 from oci2vm.layers.tarstream import Member, TarReader
@@ -238,11 +238,7 @@ def _inode_for(member: Member, layer: int, store: Store | None = None) -> Inode:
             data = LayerData(layer, member.offset_data, member.stored, sparse)
     else:
         raise Oci2vmError(f"unsupported tar entry type {member.type!r} for {member.name!r}")
-    xattrs = member.xattrs or NO_XATTRS
-    if xattrs and node_kind not in _USER_XATTR_KINDS:
-        # Linux keeps user.* attributes on files and directories only (xattr(7)); on
-        # anything else containerd ignores them when it unpacks a layer, and so do we.
-        xattrs = {k: v for k, v in xattrs.items() if not k.startswith("user.")} or NO_XATTRS
+    xattrs = _xattrs_kept(member, node_kind, mode)
     return Inode(
         node_kind,
         mode=mode,
@@ -261,6 +257,24 @@ def _inode_for(member: Member, layer: int, store: Store | None = None) -> Inode:
         layer=layer,
         store=store,
     )
+
+
+def _xattrs_kept(member: Member, kind: Kind, mode: int) -> Mapping[str, bytes]:
+    """A member's xattrs as Linux keeps them on an entry of `kind` and `mode`."""
+    xattrs: Mapping[str, bytes] = member.xattrs or NO_XATTRS
+    if xattrs and kind not in _USER_XATTR_KINDS:
+        # Linux keeps user.* attributes on files and directories only (xattr(7)); on
+        # anything else containerd ignores them when it unpacks a layer, and so do we.
+        xattrs = {k: v for k, v in xattrs.items() if not k.startswith("user.")} or NO_XATTRS
+    if acl.ACCESS in xattrs or acl.DEFAULT in xattrs:
+        settled = dict(xattrs)
+        if kind is Kind.SYMLINK:  # (no ACLs on a symlink: containerd goes on without)
+            settled.pop(acl.ACCESS, None)
+            settled.pop(acl.DEFAULT, None)
+        else:
+            acl.settle(settled, mode, directory=kind is Kind.DIR, what=repr(member.name))
+        xattrs = settled or NO_XATTRS
+    return xattrs
 
 
 def _owner(number: int) -> int:

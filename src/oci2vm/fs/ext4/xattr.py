@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 from oci2vm.errors import Oci2vmError
 from oci2vm.fs.ext4.layout import BLOCK_SIZE, EXTRA_ISIZE, INODE_SIZE, MASK32, crc32c
+from oci2vm.layers import acl
 
 XATTR_MAGIC = 0xEA020000
 IBODY_SPACE = INODE_SIZE - 128 - EXTRA_ISIZE  # 96 bytes, magic included
@@ -34,9 +35,9 @@ assert BLOCK_HEADER == 0x20
 # e_value_size, e_hash
 _ENTRY_HEAD = "<BBHIII"
 assert struct.calcsize(_ENTRY_HEAD) == 0x10  # e_name
-# POSIX ACLs (fs/ext4/acl.h, include/uapi/linux/posix_acl_xattr.h): a 4-byte a_version
-# header in both forms; entries of e_tag, e_perm and e_id (8 bytes, ext4_acl_entry and
-# posix_acl_xattr_entry) or of e_tag and e_perm alone (4 bytes, ext4_acl_entry_short).
+# POSIX ACLs in ext4's form (fs/ext4/acl.h; the xattr form is layers/acl.py's): a 4-byte
+# a_version header; entries of e_tag, e_perm and e_id (8 bytes, ext4_acl_entry) or of
+# e_tag and e_perm alone (4 bytes, ext4_acl_entry_short).
 _ACL_HEADER = "<I"
 assert struct.calcsize(_ACL_HEADER) == 4
 _ACL_ENTRY = "<HHI"
@@ -45,17 +46,14 @@ _ACL_ENTRY_SHORT = "<HH"
 assert struct.calcsize(_ACL_ENTRY_SHORT) == 4
 
 _PREFIXES = (
-    ("system.posix_acl_access", 2),
-    ("system.posix_acl_default", 3),
+    (acl.ACCESS, 2),
+    (acl.DEFAULT, 3),
     ("user.", 1),
     ("trusted.", 4),
     ("security.", 6),
 )  # system. (7) holds nothing else Linux would show: flattening leaves such names out
 
-ACL_VFS_VERSION = 2
 ACL_EXT4_VERSION = 1
-ACL_USER_OBJ, ACL_USER, ACL_GROUP_OBJ, ACL_GROUP, ACL_MASK, ACL_OTHER = 1, 2, 4, 8, 0x10, 0x20
-_ACL_TAGS = {ACL_USER_OBJ, ACL_USER, ACL_GROUP_OBJ, ACL_GROUP, ACL_MASK, ACL_OTHER}
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,17 +73,9 @@ class Xattr:
 
 def acl_to_ext4(value: bytes, what: str) -> bytes:
     """Convert a POSIX ACL from the VFS xattr form to ext4's on-disk form."""
-    if len(value) < 4 or (len(value) - 4) % 8:
-        raise Oci2vmError(f"{what}: malformed POSIX ACL ({len(value)} bytes)")
-    (version,) = struct.unpack_from(_ACL_HEADER, value, 0)
-    if version != ACL_VFS_VERSION:
-        raise Oci2vmError(f"{what}: POSIX ACL version {version}, expected 2")
     out = bytearray(struct.pack(_ACL_HEADER, ACL_EXT4_VERSION))
-    for at in range(4, len(value), 8):
-        tag, perm, ident = struct.unpack_from(_ACL_ENTRY, value, at)
-        if tag not in _ACL_TAGS:
-            raise Oci2vmError(f"{what}: unknown POSIX ACL tag {tag:#x}")
-        if tag in (ACL_USER, ACL_GROUP):
+    for tag, perm, ident in acl.entries(value, what):
+        if tag in (acl.USER, acl.GROUP):
             out += struct.pack(_ACL_ENTRY, tag, perm, ident)
         else:
             out += struct.pack(_ACL_ENTRY_SHORT, tag, perm)
