@@ -5,7 +5,11 @@ The channels are virtio-serial ports (the guest's virtio_console module), each b
 one end of a socketpair handed to QEMU as a file descriptor: org.oci2vm.stdout and
 .stderr carry the workload's output apart from each other, .stdin carries ours (-i; its
 end closed is the workload's EOF), and .control carries "started", "exit STATUS" (or
-"error MESSAGE") from the guest's init and "signal N" / "stop" / "kill" to it. With -t a
+"error MESSAGE") from the guest's init and "signal N" / "stop" / "kill" to it. The exit
+status comes with the bytes of output the guest relayed to each port ("exit STATUS OUT
+ERR"), and the guest powers off only once it is answered "drained": QEMU stops taking a
+port's data while its socket is full (a slow reader of ours), and what the guest still
+held when it powered off was lost, silently. With -t a
 virtconsole (the guest's hvc0, a terminal with its line discipline) replaces the three
 streams. The kernel's console is the serial port, written to a log file, so kernel
 messages never mix in; the log's tail is shown when the guest ends without an exit
@@ -46,6 +50,9 @@ from oci2vm.util import tools
 
 ROOT_DEVICE = "/dev/vda"  # the root is the only virtio disk
 POWEROFF_SECONDS = 10.0  # how long QEMU may take to end after the exit status came
+# How long the output the exit status counts may stop coming before it is taken as all
+# there will be (a relay in the guest that could not write to its port).
+DRAIN_STALL_SECONDS = 10.0
 CONSOLE_TAIL_LINES = 15
 PORT_PREFIX = "org.oci2vm."
 CHUNK = 65536
@@ -125,6 +132,9 @@ class _Session:
     grace: float = STOP_GRACE_SECONDS  # from a stop to QEMU killed (< 0: no limit)
     control_buffer: bytes = b""
     open_outputs: set[str] = field(default_factory=set)
+    received: dict[str, int] = field(default_factory=lambda: {"stdout": 0, "stderr": 0})
+    expected: dict[str, int] | None = None  # the output the exit status counts, to come
+    last_output: float = 0.0  # when output last came
 
 
 def run_app(
@@ -287,6 +297,7 @@ def _relay(
                 selector.register(input_fd, selectors.EVENT_READ, "input")
         while proc.poll() is None:
             now = time.monotonic()
+            _drained(session, control, now)
             if session.kill_at is not None and now >= session.kill_at:
                 break
             timeout = 0.5 if session.kill_at is None else min(0.5, session.kill_at - now)
@@ -302,10 +313,31 @@ def _relay(
                     data = _recv(channels[name].host)
                     if data:
                         _write_all(outputs[name], data)
+                        _count(session, name, len(data))
                     else:
                         selector.unregister(channels[name].host)
-        _drain(channels, outputs)
+        _drain(session, channels, outputs)
     return session
+
+
+def _count(session: _Session, name: str, size: int) -> None:
+    if name in session.received:
+        session.received[name] += size
+    session.last_output = time.monotonic()
+
+
+def _drained(session: _Session, control: socket.socket, now: float) -> None:
+    """Once every byte the exit status counts has come (or stopped coming), tell the guest,
+    which then powers off, and give QEMU POWEROFF_SECONDS to end."""
+    expected = session.expected
+    if expected is None:
+        return
+    complete = all(session.received[name] >= size for name, size in expected.items())
+    if complete or now - session.last_output >= DRAIN_STALL_SECONDS:
+        session.expected = None
+        _send(control, b"drained\n")
+        if session.kill_at is None or session.kill_at > now + POWEROFF_SECONDS:
+            session.kill_at = now + POWEROFF_SECONDS
 
 
 def _recv(sock: socket.socket) -> bytes:
@@ -330,14 +362,18 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[written:]
 
 
-def _drain(channels: dict[str, Channel], outputs: dict[str, int]) -> None:
-    """What QEMU wrote before it ended, not read yet."""
+def _drain(session: _Session, channels: dict[str, Channel], outputs: dict[str, int]) -> None:
+    """What QEMU wrote before it ended, not read yet: output, and the exit status (a slow
+    reader of ours kept the loop from reading it before QEMU ended)."""
     for name, channel in channels.items():
-        if name not in outputs:
+        if name not in outputs and name != "control":
             continue
         channel.host.setblocking(False)
         while data := _recv(channel.host):
-            _write_all(outputs[name], data)
+            if name == "control":
+                _control_lines(session, data)
+            else:
+                _write_all(outputs[name], data)
 
 
 def _on_signal(session: _Session, wakeup: socket.socket, control: socket.socket) -> None:
@@ -407,14 +443,22 @@ def _on_control(
     if not data:
         selector.unregister(control)
         return
+    _control_lines(session, data)
+
+
+def _control_lines(session: _Session, data: bytes) -> None:
     session.control_buffer += data
     while b"\n" in session.control_buffer:
         line, _, session.control_buffer = session.control_buffer.partition(b"\n")
         word, _, rest = line.decode(errors="replace").partition(" ")
-        if word == "exit" and rest.strip().isdigit():
-            session.status = int(rest)
-            # The init powers off now; QEMU must end soon, whatever happens.
-            session.kill_at = time.monotonic() + POWEROFF_SECONDS
+        numbers = rest.split()
+        if word == "exit" and numbers and all(n.isdigit() for n in numbers):
+            session.status = int(numbers[0])
+            if len(numbers) == 3:  # the init waits for "drained", then powers off
+                session.expected = {"stdout": int(numbers[1]), "stderr": int(numbers[2])}
+                session.last_output = time.monotonic()
+            else:  # it powers off now; QEMU must end soon, whatever happens
+                session.kill_at = time.monotonic() + POWEROFF_SECONDS
         elif word == "started":
             session.started = True
         elif word == "error":

@@ -118,6 +118,38 @@ def test_run_i_takes_stdin_from_a_file_or_dev_null_as_docker_run_i_does(
     assert (empty.code, empty.out.split()) == (0, ["0"]), empty.err
 
 
+def test_the_workload_reopens_its_streams_as_under_docker(app: str, tmp_path: Path) -> None:
+    """Its streams are pipes, as docker's are: /dev/stdout, /dev/stderr, /proc/self/fd/1
+    and /dev/stdin open again (a virtio port, open once at a time, refused them: nginx
+    logs to /dev/stdout through a link)."""
+    data = tmp_path / "in.txt"
+    data.write_bytes(b"typed\n")
+    script = "echo a >/dev/stdout; echo b >/dev/stderr; echo c >/proc/self/fd/1; cat /dev/stdin"
+    with open(data, "rb") as stdin:
+        done = oci2vm("run", *run_options(), "-q", "-i", app, "sh", "-c", script, stdin=stdin)
+    assert (done.code, done.out, done.err) == (0, "a\nc\ntyped\n", "b\n"), done.err
+
+
+def test_a_slow_reader_gets_every_byte_and_the_exit_status(app: str) -> None:
+    """QEMU stops taking a port's data while our socket is full: what the guest still held
+    when it powered off was lost (and at times the exit status with it, 125). The guest
+    now waits until the host has every byte its exit status counts."""
+    size = 3 << 20
+    script = f"head -c {size} /dev/zero; echo done >&2; exit 4"
+    proc = start("run", *run_options(), "-q", app, "sh", "-c", script)
+    assert proc.stdout is not None and proc.stderr is not None
+    got = 0
+    deadline = time.monotonic() + RUN_TIMEOUT
+    while piece := proc.stdout.read(16384):  # ~160 KB/s: far slower than the guest writes
+        assert not any(piece)
+        got += len(piece)
+        time.sleep(0.1)
+        assert time.monotonic() < deadline
+    err = proc.stderr.read().decode()
+    assert (proc.wait(), got) == (4, size), err
+    assert err == "done\n"
+
+
 def os_release(fx: FixtureSet) -> str:
     with tarfile.open(fx.rootfs_tar) as tar:
         member = tar.extractfile("usr/lib/os-release")  # /etc/os-release links to it

@@ -280,6 +280,48 @@ open_channels() {
 	elif [ -z "$IN" ]; then
 		IN=/dev/console
 	fi
+	[ "$CONTROL_FD_OPEN" != 1 ] || [ "$OUT" = /dev/console ] || relay_streams
+}
+
+# The workload's streams are pipes, as docker's are: a virtio port can be open only once
+# at a time, so /dev/stdout, a log linked to it (nginx's) or /dev/stdin reopened were
+# refused (EBUSY). tee relays each output to its port and wc counts its bytes, which the
+# exit status reports: the host answers once it has them all, and only then does the VM
+# power off (what QEMU had not taken from the guest yet was lost). PID 1 holds the outputs'
+# pipes open until the workload is over, so that the relays end with the last writer.
+STREAMS=/run/oci2vm/streams
+RELAYS="" IN_PORT=""
+relay_streams() {
+	mkdir -p "$STREAMS" && mkfifo "$STREAMS/out" "$STREAMS/err" || die "cannot make pipes"
+	(tee "$OUT" | wc -c >"$STREAMS/out.count") <"$STREAMS/out" >/dev/null 3>&- &
+	RELAYS="$RELAYS $!"
+	(tee "$ERR" | wc -c >"$STREAMS/err.count") <"$STREAMS/err" >/dev/null 3>&- &
+	RELAYS="$RELAYS $!"
+	exec 4>"$STREAMS/out" 5>"$STREAMS/err"
+	OUT=$STREAMS/out ERR=$STREAMS/err
+	# stdin: an unnamed pipe (see start_workload), which reopens even after the end of
+	# its input, where a named one waits for a writer to come
+	[ "$IN" = /dev/null ] || IN_PORT=$IN
+}
+
+end_others() { # PID...: SIGKILL every process but PID 1, these and their children
+	keep=" 1 $* "
+	for pid in $(ls /proc); do
+		case "$pid" in *[!0-9]* | 1) continue ;; esac
+		case "$keep" in *" $pid "*) continue ;; esac
+		{ read -r stat <"/proc/$pid/stat"; } 2>/dev/null || continue
+		set -- ${stat##*) } # state, ppid, ...
+		case "$keep" in *" $2 "*) continue ;; esac
+		kill -9 "$pid" 2>/dev/null
+	done
+}
+
+end_relays() { # the workload's last writers gone, its output relayed to the end: COUNTS
+	exec 4>&- 5>&-
+	end_others $RELAYS
+	end_others $RELAYS # (what was forked while the first pass ran)
+	wait $RELAYS
+	COUNTS=" $(cat "$STREAMS/out.count") $(cat "$STREAMS/err.count")"
 }
 
 # docker's user rules: NAME or UID, optionally :GROUP or :GID; names from the root's
@@ -344,6 +386,13 @@ limit_commands() {
 	done
 }
 
+# The workload's pipes become its user's, as runc's fixStdioPermissions makes them, so
+# that a user other than root opens /dev/stdout again (/dev/null, a terminal: as they are).
+stdio_owner() {
+	printf 'for fd in 0 1 2; do [ -p /proc/self/fd/$fd ] && chown %s:%s /proc/self/fd/$fd; done; ' \
+		"$uid" "$gid"
+}
+
 start_workload() {
 	# docker makes a missing working directory, and refuses one that cannot be.
 	WORKDIR=$(root_dir "$SPEC_WORKDIR") ||
@@ -398,12 +447,12 @@ start_workload() {
 			kill) kill -9 "$pid" 2>/dev/null ;;
 			esac
 		done
-	) <&3 &
+	) <&3 4>&- 5>&- &
 	READER=$!
 	# In the foreground: a non-interactive shell starts a background command with SIGINT
 	# and SIGQUIT ignored, which exec keeps (Ctrl-C under -it, a StopSignal of INT or QUIT
 	# would do nothing); docker's workload starts with every signal at its default.
-	set -- sh -c "$(limit_commands)"'echo $$ >"$0"; exec "$@"' "$WORKLOAD_PID" "$@"
+	set -- sh -c "$(limit_commands)$(stdio_owner)"'echo $$ >"$0"; exec "$@"' "$WORKLOAD_PID" "$@"
 	say "the workload started: $program" # (what `oci2vm check` of an app disk waits for)
 	# (a stop before this ends the VM at once: nothing would take it)
 	[ "$CONTROL_FD_OPEN" != 1 ] || echo started >&3
@@ -411,15 +460,20 @@ start_workload() {
 	# command had, which would add a line to the workload's own; the subshell's is the
 	# console's.
 	if [ "$IN" = /dev/hvc0 ]; then
-		(setsid -c "$@" <"$IN" >"$OUT" 2>"$ERR")
-	else
-		("$@" <"$IN" >"$OUT" 2>"$ERR")
+		(setsid -c "$@" <"$IN" >"$OUT" 2>"$ERR" 3>&- 4>&- 5>&-)
+	elif [ -n "$IN_PORT" ]; then # cat in the background: the pipeline ends with the workload
+		({ cat "$IN_PORT" 3>&- 4>&- 5>&- & } | "$@" >"$OUT" 2>"$ERR" 3>&- 4>&- 5>&-)
+	else # (not the control port: the workload could fake "exit 0" there)
+		("$@" <"$IN" >"$OUT" 2>"$ERR" 3>&- 4>&- 5>&-)
 	fi
 }
 
 finish() { # STATUS: report it, stop everything, power off
-	echo "exit $1" >&3
+	COUNTS=""
+	[ -z "$RELAYS" ] || end_relays
+	echo "exit $1$COUNTS" >&3
 	[ "$CONTROL_FD_OPEN" = 1 ] || say "the workload exited with status $1"
+	[ -z "$COUNTS" ] || read -r _ <&3 # "drained": the host has every byte (or is gone)
 	kill -9 -1 2>/dev/null # every process but this one: what is left of the workload
 	sync
 	umount -r "$ROOT" 2>/dev/null
