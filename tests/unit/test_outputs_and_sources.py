@@ -4,15 +4,19 @@ Docker 25 archive whose index.json lists no manifests, whiteouts in a tar: sourc
 
 from __future__ import annotations
 
+import bz2
 import io
 import json
+import lzma
 import os
 import tarfile
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from oci2vm.errors import Oci2vmError
+from oci2vm.layers.decompress import detect_compression
 from oci2vm.sources import Fetch, oci_layout, resolve
 from support.disks import build
 from support.layouts import (
@@ -94,6 +98,24 @@ def test_whiteouts_in_a_rootfs_tarball_hide_nothing_and_are_dropped(tmp_path: Pa
     result = build(f"tar:{tarball}", "-o", str(out), "--json")
     assert result.code == 0, result.err
     assert json.loads(result.out)["entries"] == 3  # /etc, /etc/a, /srv
+
+
+@pytest.mark.parametrize(
+    ("suffix", "pack"),
+    [("xz", lambda data: lzma.compress(data) + lzma.compress(b"")), ("bz2", bz2.compress)],
+)
+def test_a_rootfs_tarball_compressed_by_xz_or_bzip2_is_read_as_docker_import_reads_it(
+    tmp_path: Path, suffix: str, pack: Callable[[bytes], bytes]
+) -> None:
+    """debuerreotype's Debian, Gentoo's stage3 and Void's root filesystems come as
+    .tar.xz; a layer of an image stays refused (no OCI media type names xz)."""
+    tarball = tmp_path / f"rootfs.tar.{suffix}"
+    tarball.write_bytes(pack(layer_tar([directory("etc"), file("etc/motd", b"hi\n")])))
+    result = build(f"tar:{tarball}", "-o", str(tmp_path / "root.ext4"), "--json")
+    assert result.code == 0, result.err
+    assert json.loads(result.out)["entries"] == 2
+    with pytest.raises(Oci2vmError, match=rf"^unsupported layer compression \({suffix[:2]}"):
+        detect_compression(tarball.read_bytes()[:4], "application/vnd.oci.image.layer.v1.tar")
 
 
 def test_a_file_larger_than_ext4_holds_is_refused_naming_it(tmp_path: Path) -> None:

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from oci2vm.errors import Oci2vmError
+from oci2vm.layers.decompress import XZ_MEMLIMIT
 from oci2vm.util.workers import worker_count
 
 XZ_MAGIC = b"\xfd7zXZ\x00"
@@ -40,9 +41,6 @@ HEADER_SIZE = FOOTER_SIZE = 12
 MAX_BLOCK = 32 << 20  # inflated bytes of a block taken whole; xz -T's are 3 x its dictionary
 MAX_INDEX = 1 << 20  # ~100,000 records; a file with more is read sequentially
 OUT_PIECE = 1 << 20
-# Enough for any preset of xz(1) (-9e needs 64 MiB); a stream asking more is refused (the
-# sequential decoder of debian.compression takes it too).
-XZ_MEMLIMIT = 256 << 20
 
 
 class RandomAccess(Protocol):

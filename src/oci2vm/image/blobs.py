@@ -572,6 +572,8 @@ def uncompressed_size_hint(blob: BlobRef, media_type: str = "") -> int:
         except zstandard.ZstdError:
             size = -1
         return int(size) if size >= 0 else blob.size * 5
+    if head.startswith((b"\xfd7zXZ\x00", b"BZh")):  # (a rootfs tarball's)
+        return blob.size * 5
     return blob.size
 
 

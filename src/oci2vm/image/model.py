@@ -126,6 +126,7 @@ class Layer:
     digest: str | None
     media_type: str
     diff_id: str | None
+    rootfs: bool = False  # a rootfs tarball (tar:): xz and bzip2 too, as docker import reads
 
     @property
     def size(self) -> int:

@@ -4,9 +4,11 @@ and writing its files on the other core (ISA-L, zstd and hashlib release the GIL
 
 from __future__ import annotations
 
+import bz2
 import contextlib
 import hashlib
 import io
+import lzma
 import queue
 import sys
 import threading
@@ -44,9 +46,14 @@ class Blob(Protocol):
     def close(self) -> None: ...
 
 
-def detect_compression(head: bytes, media_type: str = "") -> str:
+def detect_compression(head: bytes, media_type: str = "", *, rootfs: bool = False) -> str:
     """'gzip', 'zstd' or 'none', from the magic bytes; the media type only names
-    what it claims (a mismatch is resolved in favour of the bytes)."""
+    what it claims (a mismatch is resolved in favour of the bytes). A rootfs tarball
+    (tar:) may also be 'xz' or 'bzip2', as docker import and podman import read one
+    (debuerreotype's, Gentoo's and Void's root filesystems come as .tar.xz)."""
+    other = next((name for magic, name in _OTHER_MAGIC if head.startswith(magic)), None)
+    if rootfs and other in ("xz", "bzip2"):
+        return other
     if head.startswith(GZIP_MAGIC):
         return "gzip"
     if head.startswith(ZSTD_MAGIC) or _is_skippable(head):
@@ -55,8 +62,9 @@ def detect_compression(head: bytes, media_type: str = "") -> str:
         # A blob of a few bytes that begin a magic: a compressed stream cut short (no tar
         # is this short), which its decompressor reports as truncated.
         return "gzip" if GZIP_MAGIC.startswith(head) else "zstd"
-    other = next((name for magic, name in _OTHER_MAGIC if head.startswith(magic)), None)
     if other is not None:
+        if rootfs:
+            raise Oci2vmError(f"unsupported compression of a root filesystem tarball ({other})")
         raise Oci2vmError(
             f"unsupported layer compression ({other})"
             f"{f' in {media_type}' if media_type else ''}: only gzip, zstd and plain tar"
@@ -72,6 +80,22 @@ _OTHER_MAGIC = (
     (b"\xfd7zX", "xz"),
     (b"\x04\x22\x4d\x18", "lz4"),
 )
+
+
+# What an xz stream may ask of memory to decode: enough for any preset of xz(1) (-9e needs
+# 64 MiB); a stream asking more (a hostile header asks any amount) is refused. Debian's
+# archive reader (debian/) takes the same.
+XZ_MEMLIMIT = 256 << 20
+
+
+def _xz_chunks(raw: Blob, head: bytes) -> Iterator[bytes]:
+    return member_chunks(
+        raw, head, lambda: lzma.LZMADecompressor(lzma.FORMAT_XZ, memlimit=XZ_MEMLIMIT)
+    )
+
+
+def _bzip2_chunks(raw: Blob, head: bytes) -> Iterator[bytes]:
+    return member_chunks(raw, head, bz2.BZ2Decompressor)
 
 
 class MemberDecompressor(Protocol):
@@ -493,6 +517,7 @@ def decompressed(
     diff_id: str | None = None,
     *,
     hash_stream: bool = True,
+    rootfs: bool = False,
 ) -> LayerStream:
     """A reader of the uncompressed tar stream of a layer blob reader `raw`, produced
     in a background thread that also hashes it. A corrupt or truncated stream raises a
@@ -502,10 +527,13 @@ def decompressed(
 
     hash_stream=False skips hashing the stream, when the blob is already known to
     inflate to `diff_id` (see BlobStore.uncompressed_digest); the reader's digest is
-    then `diff_id` itself (or "" without one)."""
+    then `diff_id` itself (or "" without one). rootfs: see detect_compression."""
     head = raw.read(4)
-    kind = detect_compression(head, media_type)
-    chunks = {"gzip": _gzip_chunks, "zstd": _zstd_chunks, "none": _plain_chunks}[kind]
+    kind = detect_compression(head, media_type, rootfs=rootfs)
+    chunks = {
+        "gzip": _gzip_chunks, "zstd": _zstd_chunks, "none": _plain_chunks,
+        "xz": _xz_chunks, "bzip2": _bzip2_chunks,
+    }[kind]  # fmt: skip
     hasher = _stream_hasher() if hash_stream else None
 
     def produce() -> Iterator[bytes]:
@@ -519,7 +547,7 @@ def decompressed(
         except EOFError as e:
             _blame_digest(raw)
             raise Oci2vmError(f"{what}: truncated {kind} stream") from e
-        except (OSError, zlib.error, _ISAL_ERROR, ValueError) as e:
+        except (OSError, zlib.error, _ISAL_ERROR, ValueError, lzma.LZMAError) as e:
             _blame_digest(raw)
             raise Oci2vmError(f"{what}: corrupt {kind} stream: {e}") from e
         except Exception as e:  # zstandard.ZstdError is not exported with types

@@ -654,7 +654,12 @@ class _Flattener:
         compressed = layer.blob.open(progress)
         try:
             stream = decompressed(
-                compressed, layer.media_type, what, layer.diff_id, hash_stream=not known
+                compressed,
+                layer.media_type,
+                what,
+                layer.diff_id,
+                hash_stream=not known,
+                rootfs=layer.rootfs,
             )
         except BaseException:  # an unsupported compression: the reader goes (and its thread)
             compressed.abort()
@@ -2012,7 +2017,9 @@ class _Flattener:
         layer = self.image.layers[index]
         what = _what(index, layer)
         log.debug("%s: reading again for %d files", what, len(todo))
-        with decompressed(layer.blob.open(), layer.media_type, what, hash_stream=False) as stream:
+        with decompressed(
+            layer.blob.open(), layer.media_type, what, hash_stream=False, rootfs=layer.rootfs
+        ) as stream:
             position = 0
             for inode in todo:
                 data = inode.data

@@ -1,6 +1,6 @@
-"""tar:PATH: a root filesystem tarball, such as `docker export` writes (gzip, zstd or
-plain). It is one layer with no config and no digest to check against; its digest is
-computed while it is read and reported."""
+"""tar:PATH: a root filesystem tarball, such as `docker export` writes (gzip, zstd, xz,
+bzip2 or plain, as docker import reads it). It is one layer with no config and no digest
+to check against; its digest is computed while it is read and reported."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ def resolve(source: str, path: Path, fetch: Fetch) -> Image:
         raise Oci2vmError(f"{path}: is empty, not a root filesystem tarball")
     blob = BlobRef(path, 0, size, None)
     name = path.name
-    for suffix in (".gz", ".tgz", ".zst", ".tar"):
+    for suffix in (".gz", ".tgz", ".zst", ".xz", ".txz", ".bz2", ".tbz2", ".tar"):
         name = name.removesuffix(suffix)
     return Image(
         source=source,
@@ -33,5 +33,5 @@ def resolve(source: str, path: Path, fetch: Fetch) -> Image:
         manifest_media_type=None,
         config_digest=None,
         config=empty_config(fetch.platform),
-        layers=(Layer(blob, None, "", None),),
+        layers=(Layer(blob, None, "", None, rootfs=True),),
     )
