@@ -130,3 +130,21 @@ def test_a_gzip_stream_cut_inside_a_member_header_is_truncated(cut: int) -> None
         inflate(blob[:cut])
     with pytest.raises(Oci2vmError, match=r"^layer 1: truncated gzip stream$"):
         inflate(blob + blob[:cut])
+
+
+def _windowed(data: bytes, window_log: int) -> bytes:
+    """A zstd frame asking for a 2**window_log window (zstd --long), no content size."""
+    params = zstandard.ZstdCompressionParameters(window_log=window_log, write_content_size=False)
+    out = io.BytesIO()
+    with zstandard.ZstdCompressor(compression_params=params).stream_writer(out, closefd=False) as f:
+        f.write(data)
+    return out.getvalue()
+
+
+def test_zstd_windows_up_to_512_mib_are_read_as_container_runtimes_read_them() -> None:
+    """libzstd's default stops at 128 MiB and called --long=28 layers corrupt; docker's
+    decoder (klauspost/compress) takes 512 MiB, and names a larger window."""
+    for window_log in (27, 28, 29):
+        assert inflate(_windowed(TAR, window_log)) == TAR
+    with pytest.raises(Oci2vmError, match=r"^layer 1: a zstd frame's window is larger than 512"):
+        inflate(_windowed(TAR, 30))

@@ -72,6 +72,11 @@ def detect_compression(head: bytes, media_type: str = "", *, rootfs: bool = Fals
     return "none"
 
 
+# The largest window a zstd frame may ask for (zstd --long=29): what the decoder of
+# docker, containerd and podman (klauspost/compress) takes by default; libzstd's own
+# default is 128 MiB. The decoder holds that much at most.
+ZSTD_MAX_WINDOW = 512 << 20
+
 # Compressions no runtime reads in a layer, by the first 4 bytes of their magic (what a
 # caller reads first; xz's is 6 bytes, FD '7zXZ' 00). A tar begins with its first member's
 # name: only one that begins "BZh" and a digit would be mistaken.
@@ -217,7 +222,7 @@ def _zstd_chunks(raw: Blob, head: bytes) -> Iterator[bytes]:
     import zstandard
 
     frames = _ZstdFrames()
-    reader = zstandard.ZstdDecompressor().stream_reader(
+    reader = zstandard.ZstdDecompressor(max_window_size=ZSTD_MAX_WINDOW).stream_reader(
         _Prepend(head, raw, frames.feed),  # type: ignore[arg-type]
         read_size=CHUNK,
         read_across_frames=True,
@@ -553,6 +558,11 @@ def decompressed(
         except Exception as e:  # zstandard.ZstdError is not exported with types
             if type(e).__name__ == "ZstdError":
                 _blame_digest(raw)
+                if "too much memory" in str(e):
+                    raise Oci2vmError(
+                        f"{what}: a zstd frame's window is larger than "
+                        f"{ZSTD_MAX_WINDOW >> 20} MiB, as container runtimes refuse too"
+                    ) from e
                 raise Oci2vmError(f"{what}: corrupt zstd stream: {e}") from e
             raise
         # The whole blob must be read for its digest to be checked.
