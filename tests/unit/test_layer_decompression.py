@@ -148,3 +148,13 @@ def test_zstd_windows_up_to_512_mib_are_read_as_container_runtimes_read_them() -
         assert inflate(_windowed(TAR, window_log)) == TAR
     with pytest.raises(Oci2vmError, match=r"^layer 1: a zstd frame's window is larger than 512"):
         inflate(_windowed(TAR, 30))
+
+
+def test_bytes_after_the_last_gzip_member_are_named_not_called_a_truncation() -> None:
+    packer = zlib.compressobj(wbits=31)
+    blob = packer.compress(TAR) + packer.flush()
+    assert inflate(blob + bytes(700)) == TAR  # zero padding, as gzip -d takes it
+    assert inflate(blob + blob, diff_id=None) == TAR + TAR  # two members
+    for junk in (b"junk", b"\x1fx", b"x" * 5000):
+        with pytest.raises(Oci2vmError, match=r"^layer 1: bytes after the end of its gzip"):
+            inflate(blob + junk)

@@ -95,12 +95,21 @@ XZ_MEMLIMIT = 256 << 20
 
 def _xz_chunks(raw: Blob, head: bytes) -> Iterator[bytes]:
     return member_chunks(
-        raw, head, lambda: lzma.LZMADecompressor(lzma.FORMAT_XZ, memlimit=XZ_MEMLIMIT)
+        raw,
+        head,
+        lambda: lzma.LZMADecompressor(lzma.FORMAT_XZ, memlimit=XZ_MEMLIMIT),
+        magic=b"\xfd7zXZ\x00",
     )
 
 
 def _bzip2_chunks(raw: Blob, head: bytes) -> Iterator[bytes]:
-    return member_chunks(raw, head, bz2.BZ2Decompressor)
+    return member_chunks(raw, head, bz2.BZ2Decompressor, magic=b"BZh")
+
+
+class TrailingDataError(ValueError):
+    """Bytes after a compressed stream's last member that are neither zero padding nor a
+    member: gzip(1) ignores them with a warning; Go's gzip reader, hence docker and
+    containerd, fails on them, as a build does."""
 
 
 class MemberDecompressor(Protocol):
@@ -125,15 +134,18 @@ def member_chunks(
     head: bytes,
     new_member: Callable[[], MemberDecompressor],
     header_end: Callable[[bytes], int | None] | None = None,
+    magic: bytes = b"",
 ) -> Iterator[bytes]:
     """Decompress one or more concatenated members (gzip, xz), each by a new decompressor;
-    zero padding after the last one is tolerated, as gzip(1) and xz(1) do. Output comes
+    zero padding after the last one is tolerated, as gzip(1) and xz(1) do, and other bytes
+    there that do not begin a member (`magic`) raise TrailingDataError. Output comes
     in pieces of at most OUT_CHUNK bytes, so a small blob that inflates hugely cannot
     take memory. With `header_end` (the length of a member's header at the start of the
     bytes given, None while they hold only part of it), each member's header reaches its
     decompressor whole. A stream cut short raises EOFError."""
     decompressor: MemberDecompressor | None = None
     data = head
+    first = True
     while True:
         if decompressor is None:
             if not data:
@@ -143,6 +155,9 @@ def member_chunks(
             if not data.strip(b"\0"):  # padding after the last member
                 data = b""
                 continue
+            if not first and not magic.startswith(data[: len(magic)]):
+                raise TrailingDataError("bytes that begin no member after the stream's end")
+            first = False
             if header_end is not None:
                 data = _whole_header(raw, data, header_end)
             decompressor = new_member()
@@ -208,7 +223,7 @@ def _gzip_member() -> MemberDecompressor:
 
 
 def _gzip_chunks(raw: Blob, head: bytes) -> Iterator[bytes]:
-    return member_chunks(raw, head, _gzip_member, gzip_header_end)
+    return member_chunks(raw, head, _gzip_member, gzip_header_end, GZIP_MAGIC)
 
 
 def _is_skippable(head: bytes) -> bool:
@@ -552,6 +567,12 @@ def decompressed(
         except EOFError as e:
             _blame_digest(raw)
             raise Oci2vmError(f"{what}: truncated {kind} stream") from e
+        except TrailingDataError as e:
+            _blame_digest(raw)
+            raise Oci2vmError(
+                f"{what}: bytes after the end of its {kind} stream (trailing garbage, which "
+                "docker and containerd refuse too)"
+            ) from e
         except (OSError, zlib.error, _ISAL_ERROR, ValueError, lzma.LZMAError) as e:
             _blame_digest(raw)
             raise Oci2vmError(f"{what}: corrupt {kind} stream: {e}") from e
