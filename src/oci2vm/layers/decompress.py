@@ -525,6 +525,27 @@ class LayerStream:
         self.close()
 
 
+def _stream_error(e: Exception, kind: str, what: str) -> Oci2vmError | None:
+    """What a decompressor's exception says of the stream, in one line (None: a bug)."""
+    if isinstance(e, EOFError):
+        return Oci2vmError(f"{what}: truncated {kind} stream")
+    if isinstance(e, TrailingDataError):
+        return Oci2vmError(
+            f"{what}: bytes after the end of its {kind} stream (trailing garbage, which "
+            "docker and containerd refuse too)"
+        )
+    if isinstance(e, (OSError, zlib.error, _ISAL_ERROR, ValueError, lzma.LZMAError)):
+        return Oci2vmError(f"{what}: corrupt {kind} stream: {e}")
+    if type(e).__name__ == "ZstdError":  # (zstandard does not export its types)
+        if "too much memory" in str(e):
+            return Oci2vmError(
+                f"{what}: a zstd frame's window is larger than {ZSTD_MAX_WINDOW >> 20} MiB, "
+                "as container runtimes refuse too"
+            )
+        return Oci2vmError(f"{what}: corrupt zstd stream: {e}")
+    return None
+
+
 def _stream_hasher() -> HashThread:
     """The hash of a layer's uncompressed stream, against its diff_id."""
     return HashThread(hashlib.sha256(), "diff-id-hash")
@@ -564,28 +585,12 @@ def decompressed(
                 yield chunk
         except Oci2vmError:
             raise
-        except EOFError as e:
-            _blame_digest(raw)
-            raise Oci2vmError(f"{what}: truncated {kind} stream") from e
-        except TrailingDataError as e:
-            _blame_digest(raw)
-            raise Oci2vmError(
-                f"{what}: bytes after the end of its {kind} stream (trailing garbage, which "
-                "docker and containerd refuse too)"
-            ) from e
-        except (OSError, zlib.error, _ISAL_ERROR, ValueError, lzma.LZMAError) as e:
-            _blame_digest(raw)
-            raise Oci2vmError(f"{what}: corrupt {kind} stream: {e}") from e
-        except Exception as e:  # zstandard.ZstdError is not exported with types
-            if type(e).__name__ == "ZstdError":
-                _blame_digest(raw)
-                if "too much memory" in str(e):
-                    raise Oci2vmError(
-                        f"{what}: a zstd frame's window is larger than "
-                        f"{ZSTD_MAX_WINDOW >> 20} MiB, as container runtimes refuse too"
-                    ) from e
-                raise Oci2vmError(f"{what}: corrupt zstd stream: {e}") from e
-            raise
+        except Exception as e:
+            error = _stream_error(e, kind, what)
+            if error is None:
+                raise
+            _blame_digest(raw)  # (a tampered blob is told as such)
+            raise error from e
         # The whole blob must be read for its digest to be checked.
         while raw.read(CHUNK):
             pass
