@@ -232,6 +232,8 @@ class Config:
     kernel: KernelChoice = field(default_factory=KernelChoice)
     initrd: InitrdChoice = InitrdChoice.AUTO
     init: InitMode = InitMode.AUTO
+    # `run SOURCE`: --init auto decides as docker run would (see prepare/kernel.mode_of)
+    docker_run: bool = False
     network: NetworkChoice = field(default_factory=NetworkChoice)
     mirror: str | None = None  # Debian mirror; None: $OCI2VM_DEBIAN_MIRROR, else Debian's
     keyrings: tuple[Path, ...] = ()  # OpenPGP keyrings for the Debian archive; () = Debian's

@@ -84,6 +84,7 @@ def run_key(config: Config, identity_digest: str) -> str:
         "platform": str(config.platform),
         "kernel": dataclasses.asdict(config.kernel),
         "init": config.init.value,
+        "docker_run": config.docker_run,
         "initrd": config.initrd.value,
         "mirror": config.mirror or os.environ.get("OCI2VM_DEBIAN_MIRROR", ""),
         "keyrings": [str(p) for p in config.keyrings],

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import tarfile
 import time
 from pathlib import Path
@@ -180,13 +181,16 @@ def test_debian_minbase_without_init_runs_a_command_in_app_mode() -> None:
 
 
 def test_an_image_with_an_init_runs_a_command_as_docker_run_does() -> None:
-    """alpine's and busybox's images have an init (busybox's): `docker run IMAGE CMD` runs
-    CMD all the same, and so does `oci2vm run` (app mode) when given a workload; without
-    one, such an image boots to its login (system mode)."""
+    """alpine's and busybox's images have an init (busybox's, linked from /sbin/init in
+    every Alpine-based image: nginx:alpine's too): `docker run IMAGE [CMD]` runs CMD, or
+    the image's Cmd, and so does `oci2vm run` (app mode); it booted to a login nobody
+    could use. --init system boots the init."""
     fx = busybox_init_fixture()
     result = oci2vm("run", *run_options(), "-e", "WHO=docker", source(fx), "--",
                     "sh", "-c", 'echo "like $WHO"; exit 3')  # fmt: skip
     assert (result.code, result.out) == (3, "like docker\n"), result.err
+    own_cmd = oci2vm("run", *run_options(), "-i", source(fx), stdin=subprocess.PIPE)
+    assert own_cmd.code == 0, own_cmd.err  # its Cmd, /bin/sh, at the end of its input
     refused = oci2vm("run", *run_options(), "--init", "system", source(fx), "true")
     assert refused.code == 125
     assert "pass --init app" in refused.err

@@ -26,7 +26,7 @@ from oci2vm.tree.model import Kind, StreamedData, lookup, walk
 from support.debarchives import build_deb
 from support.elfmodules import build_module
 from support.initrds import cpio_of
-from support.layouts import Member, directory, file
+from support.layouts import Member, directory, file, symlink
 from support.prepared import (
     FS_TIME,
     content,
@@ -226,6 +226,30 @@ def test_the_mode_is_app_exactly_when_the_image_has_no_init(tmp_path: Path) -> N
     assert kernel.mode_of(goal(system, init=InitMode.APP)) is InitMode.APP
     with pytest.raises(Oci2vmError, match=r"has no init.*--init app"):
         kernel.mode_of(goal(bare, init=InitMode.SYSTEM))
+
+
+def test_run_takes_an_image_whose_init_is_only_busybox_for_an_app_as_docker_run(
+    tmp_path: Path,
+) -> None:
+    """Every Alpine-based image links /sbin/init to busybox: `run nginx:alpine` booted it
+    to a login nobody could use, where docker runs its Cmd. `build`, --init system, an
+    image whose Cmd is its init, OpenRC or another init keep the system."""
+    busybox = [
+        file("bin/busybox", b"\x7fELF"),
+        directory("sbin"),
+        symlink("sbin/init", "/bin/busybox"),
+    ]
+    alpine = target(flattened(tmp_path / "a", busybox), options())
+    assert kernel.mode_of(goal(alpine)) is InitMode.SYSTEM  # build, check
+    assert kernel.mode_of(goal(alpine, docker_run=True)) is InitMode.APP  # run
+    booting = dataclasses.replace(
+        goal(alpine, docker_run=True),
+        image_config=dataclasses.replace(IMAGE_CONFIG, cmd=("/sbin/init",)),
+    )
+    assert kernel.mode_of(booting) is InitMode.SYSTEM
+    assert kernel.mode_of(goal(alpine, docker_run=True, init=InitMode.SYSTEM)) is InitMode.SYSTEM
+    systemd = target(flattened(tmp_path / "b", [file("sbin/init")]), options())
+    assert kernel.mode_of(goal(systemd, docker_run=True)) is InitMode.SYSTEM
 
 
 def test_a_system_image_gets_the_package_indexes_initramfs_and_links(tmp_path: Path) -> None:

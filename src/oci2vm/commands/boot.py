@@ -73,7 +73,7 @@ def as_docker_runs(config: Config) -> Config:
     its login when nothing of a workload is given."""
     if config.init is InitMode.AUTO and config.workload_options():
         return dataclasses.replace(config, init=InitMode.APP)
-    return config
+    return dataclasses.replace(config, docker_run=True)
 
 
 def refuse_output_options(config: Config, command: str) -> None:

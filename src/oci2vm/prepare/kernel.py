@@ -43,7 +43,7 @@ from oci2vm.prepare.step import Step, Target
 from oci2vm.report import Info
 from oci2vm.tree.editor import TreeEditor
 from oci2vm.tree.model import Kind
-from oci2vm.tree.osinfo import Kernel
+from oci2vm.tree.osinfo import InitSystem, Kernel
 
 # The suites a Debian image's VERSION_CODENAME names that the archive serves; any other
 # image takes the kernel of Debian's stable release.
@@ -106,9 +106,10 @@ def kernel_source(target: Target) -> KernelSource:
 
 
 def mode_of(target: Target) -> InitMode:
-    """system or app: --init, else app exactly when the image has no init."""
+    """system or app: --init, else app exactly when the image has no init, or, for `run`,
+    when its init is only busybox's (see runs_as_app)."""
     chosen = target.config.init
-    has_init = target.os.init_path is not None
+    has_init = target.os.init_path is not None and not runs_as_app(target)
     if chosen is InitMode.SYSTEM and not has_init:
         raise Oci2vmError(
             f"{target.source}: the image has no init (looked for /sbin/init, /usr/sbin/init, "
@@ -118,6 +119,20 @@ def mode_of(target: Target) -> InitMode:
     if mode is InitMode.SYSTEM:
         refuse_workload_options(target.source, target.config)
     return mode
+
+
+def runs_as_app(target: Target) -> bool:
+    """Whether `run` takes an image with an init for an app, as docker run does: busybox's
+    init without OpenRC (alpine's, busybox's, and with them nginx:alpine's, redis:alpine's:
+    an /sbin/init link every Alpine-based image has) under an Entrypoint or Cmd that is no
+    init. Booting it would only reach a login nobody can use; --init system still does."""
+    if not target.config.docker_run or target.config.init is not InitMode.AUTO:
+        return False
+    if target.os.init is not InitSystem.BUSYBOX or target.os.openrc:
+        return False
+    config = target.image_config
+    argv = [*(config.entrypoint or ()), *(config.cmd or ())] if config is not None else []
+    return bool(argv) and argv[0] != target.os.init_path and argv[0].rsplit("/", 1)[-1] != "init"
 
 
 def refuse_workload_options(source: str, config: Config) -> None:
