@@ -51,6 +51,26 @@ def test_metapackage_resolves_to_the_versioned_package_it_pins(
         "linux-image-6.1.0-9-test_6.1.1-1_amd64.deb"  # fmt: skip
 
 
+def test_a_metapackage_pinning_two_goes_to_the_one_named_like_it(
+    tmp_path: Path, store: BlobStore
+) -> None:
+    """sid's linux-image-amd64 (2026) pins linux-base-amd64 first, another metapackage
+    of the same source, and linux-image-V-amd64, which holds the kernel."""
+    pkgs = kernel_pkgs()
+    source = {"Source": "linux-signed (6.1.1+1)"}
+    pkgs[2] = Pkg(
+        "linux-image-test",
+        "6.1.1-1",
+        fields={
+            **source,
+            "Depends": "linux-base-test (= 6.1.1-1), linux-image-6.1.0-9-test (= 6.1.1-1)",
+        },
+    )
+    pkgs.append(Pkg("linux-base-test", "6.1.1-1", fields=source))
+    sid = write_mirror(tmp_path / "mirror", pkgs)
+    assert kernel_package(archive(sid, store), "test").name == "linux-image-6.1.0-9-test"
+
+
 def test_a_package_that_is_no_metapackage_resolves_to_itself(
     mirror: MirrorTree, store: BlobStore
 ) -> None:

@@ -217,8 +217,13 @@ class PackageIndex:
         raise Oci2vmError(f"{self.what}: {name} depends on itself in a loop: check --mirror")
 
     def _pinned_sibling(self, package: Package) -> Package | None:
+        """The pinned dependency of the same source; of several, the one whose name shares
+        most with the package's (sid's linux-image-amd64 pins linux-base-amd64 and
+        linux-image-V-amd64, and the kernel is in the latter)."""
         pinned = [c[0] for c in package.depends if len(c) == 1 and c[0].op == "="]
         found = self.lookup(r.name for r in pinned)
+        name = package.name
+        pinned.sort(key=lambda r: -_shared_prefix(name, r.name))  # (stable)
         for relation in pinned:
             target = found.get(relation.name)
             if (
@@ -228,3 +233,10 @@ class PackageIndex:
             ):
                 return target
         return None
+
+
+def _shared_prefix(a: str, b: str) -> int:
+    """How many leading characters `a` and `b` share."""
+    return next(
+        (i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y), min(len(a), len(b))
+    )
