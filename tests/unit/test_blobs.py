@@ -22,6 +22,7 @@ from oci2vm.image.blobs import (
     BlobRef,
     BlobStore,
     VerifyingReader,
+    check_digest,
     uncompressed_size_hint,
 )
 from support.deadline import within
@@ -248,3 +249,17 @@ def test_temporary_files_a_killed_process_left_are_removed_a_day_later(
     store.scratch_dir()
     assert not any(p.exists() for p in names)
     assert fresh.exists() and kept.exists()
+
+
+@pytest.mark.parametrize(
+    ("digest", "why"),
+    [
+        ("sha256:" + "A" * 64, "uppercase hex"),
+        ("md5:" + "a" * 32, "algorithm 'md5': only sha256 and sha512"),
+        ("sha256:abc", "sha256 takes 64 hex digits"),
+        ("abc", "ALGORITHM:HEX expected"),
+    ],
+)
+def test_a_malformed_digest_says_what_is_wrong(digest: str, why: str) -> None:
+    with pytest.raises(Oci2vmError, match=rf"^malformed digest: '{digest}' \({why}"):
+        check_digest(digest)

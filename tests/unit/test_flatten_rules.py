@@ -516,3 +516,12 @@ def test_a_hardlink_to_a_path_a_lower_layer_deletes_is_refused_unless_it_writes_
     )
     assert content(tree, data, "/a/a") == content(tree, data, "/a/b") == b"new"
     assert at(tree, "/a/a") == at(tree, "/a/b")
+
+
+def test_a_hardlink_whose_target_climbs_out_names_the_link(tmp_path: Path) -> None:
+    """The target escapes, not the entry: both are named (as containerd's breakout tests)."""
+    with pytest.raises(
+        Oci2vmError,
+        match=r"hardlink 'localpasswd' points to '\.\./\.\./etc/passwd', which escapes the image",
+    ):
+        flatten_layers(tmp_path, [hardlink("localpasswd", "../../etc/passwd")])

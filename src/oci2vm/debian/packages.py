@@ -218,8 +218,9 @@ class PackageIndex:
 
     def _pinned_sibling(self, package: Package) -> Package | None:
         """The pinned dependency of the same source; of several, the one whose name shares
-        most with the package's (sid's linux-image-amd64 pins linux-base-amd64 and
-        linux-image-V-amd64, and the kernel is in the latter)."""
+        most with the package's (sid's kernel metapackage linux-image-FLAVOUR pins the
+        metapackage linux-base-FLAVOUR first, then linux-image-VERSION-FLAVOUR, which holds
+        the kernel)."""
         pinned = [c[0] for c in package.depends if len(c) == 1 and c[0].op == "="]
         found = self.lookup(r.name for r in pinned)
         name = package.name

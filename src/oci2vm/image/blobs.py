@@ -49,8 +49,23 @@ ProgressFn = Callable[[int], None]
 def check_digest(digest: str, what: str = "digest") -> str:
     """Return digest if it is a well-formed sha256/sha512 digest, else raise."""
     if not isinstance(digest, str) or not _DIGEST_RE.match(digest):
-        raise Oci2vmError(f"malformed {what}: {digest!r}")
+        raise Oci2vmError(f"malformed {what}: {digest!r}{_digest_fault(digest)}")
     return digest
+
+
+def _digest_fault(digest: object) -> str:
+    """Why a digest is not one oci2vm checks, as a suffix of the message."""
+    if not isinstance(digest, str):
+        return " (not a string)"
+    algorithm, colon, encoded = digest.partition(":")
+    if not colon:
+        return " (ALGORITHM:HEX expected)"
+    length = {"sha256": 64, "sha512": 128}.get(algorithm)
+    if length is None:
+        return f" (algorithm {algorithm!r}: only sha256 and sha512 are registered)"
+    if encoded != encoded.lower():
+        return " (uppercase hex: the OCI spec allows lowercase only)"
+    return f" ({algorithm} takes {length} hex digits)"
 
 
 def new_hash(digest: str) -> hashlib._Hash:

@@ -83,12 +83,17 @@ def default_capture(path: str) -> bool:
 PATH_MAX = 4096
 
 
-def split_path(name: str, what: str) -> list[str]:
+def split_path(name: str, what: str, entry: str | None = None) -> list[str]:
     """Normalize a tar member name to path components, rejecting any that would
     leave the root ('..' climbing above it) or be longer than PATH_MAX. Leading '/' and
-    './' are ignored, as Docker and containerd do."""
+    './' are ignored, as Docker and containerd do. `entry`: the member's own name when
+    `name` is its hardlink target."""
     parts = _walk([], name, clamp=False)
     if parts is None:
+        if entry is not None:
+            raise Oci2vmError(
+                f"{what}: hardlink {entry!r} points to {name!r}, which escapes the image root"
+            )
         raise Oci2vmError(f"{what}: entry {name!r} escapes the image root")
     if len(name) >= PATH_MAX // 4:  # (the bytes of a long one, only)
         length = sum(len(part.encode("utf-8", "surrogateescape")) + 1 for part in parts)
@@ -1908,7 +1913,7 @@ class _Flattener:
     def _hardlink(self, member: Member, path: str, p: _Pass) -> Inode:
         """The inode a hardlink entry at `path` shares: the target as this layer's
         entries so far leave it, or a placeholder for a lower layer's entry."""
-        parts = self._own_path(split_path(member.linkname, p.what), True, p)
+        parts = self._own_path(split_path(member.linkname, p.what, member.name), True, p)
         target = _join(parts)
         if target == path:
             raise Oci2vmError(f"{p.what}: hardlink {path!r} points to itself")
