@@ -46,8 +46,11 @@ from oci2vm.tree.model import Kind
 from oci2vm.tree.osinfo import InitSystem, Kernel
 
 # The suites a Debian image's VERSION_CODENAME names that the archive serves; any other
-# image takes the kernel of Debian's stable release.
+# image takes the kernel of Debian's stable release. forky and sid split their kernel into
+# several packages (linux-binary-V holds /usr/lib/modules/V/vmlinuz, linux-modules-V the
+# modules), which oci2vm does not read yet: their images take trixie's kernel.
 DEBIAN_SUITES = ("bookworm", "trixie", "forky", "sid")
+KERNEL_SUITE = {"forky": "trixie", "sid": "trixie"}
 DEFAULT_SUITE = "stable"
 # What the initramfs cannot do without: the root filesystem's driver.
 REQUIRED_MODULES = ("ext4",)
@@ -72,7 +75,7 @@ def debian_suite(target: Target) -> str:
     release = target.os.os_release
     codename = release.get("VERSION_CODENAME", "")
     if release.get("ID") == "debian" and codename in DEBIAN_SUITES:
-        return codename
+        return KERNEL_SUITE.get(codename, codename)
     return DEFAULT_SUITE
 
 

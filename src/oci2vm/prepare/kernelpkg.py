@@ -102,11 +102,13 @@ def read_kernel_package(
     found = KernelFiles()
     known = cache.load_modinfo() if cache is not None else None
     modules: list[tuple[str, ModInfo]] = []
+    split = False  # a kernel where a split package keeps it, seen
     with _ModuleReader(found.db, modules) as reader:
         for name, member, tar in _members(deb, what):
             module = MODULE_RE.match(name)
             kernel = KERNEL_RE.match(name)
             is_module_tree = name.startswith(("lib/modules/", "usr/lib/modules/"))
+            split = split or (is_module_tree and name.endswith("/vmlinuz"))
             into_tree = edit is not None and (modules_into_tree or not is_module_tree)
             if kernel and member.isfile():
                 found.version, found.kernel_path = kernel.group(1), "/" + name
@@ -134,6 +136,12 @@ def read_kernel_package(
             elif into_tree and edit is not None:
                 _place(edit, name, member, tar)
     if not found.version:
+        if split:
+            raise Oci2vmError(
+                f"{what}: a kernel split into several packages (as forky's and sid's are: "
+                "/usr/lib/modules/VERSION/vmlinuz): not supported yet; use --kernel "
+                "debian:trixie"
+            )
         raise Oci2vmError(f"{what}: holds no /boot/vmlinuz-VERSION: is it a kernel package?")
     if cache is not None and (known is None or set(known) != {name for name, _ in modules}):
         cache.save_modinfo(modules)
