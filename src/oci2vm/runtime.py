@@ -43,7 +43,7 @@ from pathlib import Path
 
 from oci2vm import vm
 from oci2vm.arch import Arch
-from oci2vm.config import FIRSTBOOT_OFF, Config
+from oci2vm.config import FIRSTBOOT_OFF, Config, NetworkMode
 from oci2vm.errors import Oci2vmError
 from oci2vm.initramfs.spec import STOP_GRACE_SECONDS, BootSpec
 from oci2vm.util import tools
@@ -100,6 +100,11 @@ def qemu_command(
     overlay (snapshot=on: the file is never written), user networking with -p's forwards,
     a 9p share per -v, and the channels."""
     argv = direct_boot_args(kernel, initrd, root, config, arch, kernel_command_line(arch))
+    if config.network.mode is NetworkMode.NONE:  # docker's --network none: loopback alone
+        if config.publish:
+            raise Oci2vmError("-p and --network none: no port can be published without a network")
+        at = argv.index("-nic")
+        argv[at : at + 2] = ["-nic", "none"]
     argv += ["-monitor", "none", "-serial", f"file:{console_log}"]
     for index, volume in enumerate(config.volumes):
         path = str(volume.host.resolve())

@@ -15,7 +15,7 @@ import pytest
 from oci2vm import runtime
 from oci2vm.arch import Arch
 from oci2vm.boot.pvh import has_pvh_entry, pvh_kernel
-from oci2vm.config import Accel, Config, PortMapping, Volume
+from oci2vm.config import Accel, Config, NetworkChoice, NetworkMode, PortMapping, Volume
 from oci2vm.errors import Oci2vmError
 from oci2vm.image.model import ImageConfig, Platform
 from oci2vm.initramfs import spec as spec_module
@@ -189,6 +189,20 @@ def test_tty_gets_a_virtconsole_and_no_stream_ports() -> None:
         Path("/l"),
     )
     assert "virtconsole,bus=channels.0,chardev=tty,name=org.oci2vm.tty" in argv
+
+
+def test_network_none_is_dockers_a_guest_with_loopback_alone() -> None:
+    """It was ignored: the guest had QEMU's user network, the host's loopback in reach."""
+    channels = runtime.open_channels(BootSpec(mode=Mode.APP, argv=("x",)))
+    none = NetworkChoice(NetworkMode.NONE)
+    args = (Path("/k"), Path("/i"), Path("/r"))
+    argv = runtime.qemu_command(
+        *args, Config(accel=Accel.TCG, network=none), Arch.AMD64, channels, Path("/l")
+    )
+    assert argv[argv.index("-nic") + 1] == "none" and argv.count("-nic") == 1
+    published = Config(accel=Accel.TCG, network=none, publish=(PortMapping(8080, 80),))
+    with pytest.raises(Oci2vmError, match=r"^-p and --network none"):
+        runtime.qemu_command(*args, published, Arch.AMD64, channels, Path("/l"))
 
 
 def test_non_interactive_runs_have_no_stdin_port() -> None:
