@@ -695,12 +695,18 @@ ENV_FILE_LIMIT = 1 << 20
 
 def environment(files: Sequence[Path], options: Sequence[str]) -> tuple[str, ...]:
     """KEY=VALUE settings from --env-file FILEs, then -e options, as docker run reads them
-    (docker/cli's opts): a KEY alone takes its value from this environment, and stays a
-    bare KEY where unset here, which makes docker's daemon remove KEY from the image's
-    environment (moby's ReplaceOrAppendEnvValues), as merge_env does."""
+    (docker/cli's opts): a KEY alone takes its value from this environment; unset here,
+    -e KEY stays a bare KEY, which makes docker's daemon remove KEY from the image's
+    environment (moby's ReplaceOrAppendEnvValues), as merge_env does, while an env file's
+    bare KEY is left out (parseKeyValueFile keeps it only when set), so the image's stays."""
     import os
 
-    settings = [setting for path in files for setting in _env_file(path)]
+    settings = [
+        setting
+        for path in files
+        for setting in _env_file(path)
+        if "=" in setting or setting in os.environ
+    ]
     for option in options:
         if not option.partition("=")[0]:  # docker checks nothing else of -e's name
             raise Oci2vmError(f"-e {option!r}: no variable name")

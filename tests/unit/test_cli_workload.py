@@ -28,7 +28,8 @@ def test_env_files_then_options_with_comments_and_host_values(
 ) -> None:
     """As docker/cli reads them: a byte order mark, a CR before LF and leading whitespace
     dropped, values kept as they are (a form feed, U+2028 and a trailing space included),
-    a KEY alone from this environment, and bare where unset here, to unset the image's."""
+    a KEY alone from this environment; unset here, an option's stays bare (to unset the
+    image's) and a file's is left out (the image's stays: docker/cli's parseKeyValueFile)."""
     env_file = tmp_path / "env"
     text = "\ufeff# a comment\r\n\n  A=from-file \r\nFROM_HOST\nUNSET_HERE\nB=x\fy\u2028z"
     env_file.write_bytes(text.encode())
@@ -37,8 +38,7 @@ def test_env_files_then_options_with_comments_and_host_values(
     words = ["run", "--env-file", str(env_file), "-e", "A=option", "-e", "UNSET_HERE", "img"]
     config = config_from(parse(words))
     assert config.env == (
-        "A=from-file ", "FROM_HOST=host value", "UNSET_HERE", "B=x\fy\u2028z", "A=option",
-        "UNSET_HERE",
+        "A=from-file ", "FROM_HOST=host value", "B=x\fy\u2028z", "A=option", "UNSET_HERE",
     )  # fmt: skip
 
 
