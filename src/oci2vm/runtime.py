@@ -317,7 +317,8 @@ def _relay(
                 else:
                     data = _recv(channels[name].host)
                     if data:
-                        _write_all(outputs[name], data)
+                        if not _write_all(outputs[name], data):
+                            _reader_gone(session)
                         _count(session, name, len(data))
                     else:
                         selector.unregister(channels[name].host)
@@ -352,19 +353,30 @@ def _recv(sock: socket.socket) -> bytes:
         return b""
 
 
-def _write_all(fd: int, data: bytes) -> None:
+def _reader_gone(session: _Session) -> None:
+    """Our output's reader went away (`oci2vm run IMG yes | head -1`): oci2vm ends as a
+    program writing there does, by SIGPIPE, as the docker client (Go) does, and the VM
+    with it."""
+    if session.signal is None:
+        session.signal = signal.SIGPIPE
+    session.kill_at = time.monotonic()
+
+
+def _write_all(fd: int, data: bytes) -> bool:
+    """Write all of `data`; False when the reader went away (the output is dropped)."""
     view = memoryview(data)
     while view:
         try:
             written = os.write(fd, view)
         except BrokenPipeError:
-            return  # the reader went away (e.g. `| head`): the output is dropped
+            return False
         except OSError as e:  # a full disk under a redirection: the run cannot go on
             name = {1: "stdout", 2: "stderr"}.get(fd, f"descriptor {fd}")
             raise Oci2vmError(
                 f"cannot write the workload's output to {name}: {e.strerror}"
             ) from None
         view = view[written:]
+    return True
 
 
 def _drain(session: _Session, channels: dict[str, Channel], outputs: dict[str, int]) -> None:

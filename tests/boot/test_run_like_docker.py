@@ -151,6 +151,21 @@ def test_a_slow_reader_gets_every_byte_and_the_exit_status(app: str) -> None:
     assert err == "done\n"
 
 
+def test_a_reader_that_goes_away_ends_the_run_as_sigpipe_ends_a_pipeline(app: str) -> None:
+    """`oci2vm run IMG yes | head -n1` ran until killed: the output was dropped and the
+    VM went on. Now oci2vm ends as a program writing to a closed pipe (and the docker
+    client) does: 128 + SIGPIPE, the VM with it."""
+    proc = start("run", *run_options(), "-q", app, "sh", "-c", "while :; do echo y; done")
+    assert proc.stdout is not None
+    assert proc.stdout.readline() == b"y\n"
+    proc.stdout.close()
+    try:
+        code = proc.wait(timeout=120)
+    finally:
+        proc.kill()
+    assert code == 128 + signal.SIGPIPE
+
+
 def os_release(fx: FixtureSet) -> str:
     with tarfile.open(fx.rootfs_tar) as tar:
         member = tar.extractfile("usr/lib/os-release")  # /etc/os-release links to it
