@@ -6,6 +6,8 @@ v2 schema 2 manifest and manifest list, which differ only in media types.
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import itertools
 import json
 import re
@@ -98,6 +100,7 @@ class Descriptor:
     size: int
     platform: Platform | None = None
     annotations: dict[str, str] = field(default_factory=dict)
+    data: bytes | None = None  # the content embedded in the descriptor, checked
 
 
 @dataclass(frozen=True, slots=True)
@@ -237,6 +240,10 @@ def _digest(doc: dict[str, Any], what: str) -> str:
     return check_digest(digest, f"{what} digest")
 
 
+def compute_digest(data: bytes, algorithm: str) -> str:
+    return f"{algorithm}:{hashlib.new(algorithm, data).hexdigest()}"
+
+
 def parse_descriptor(doc: Any, what: str) -> Descriptor:
     if not isinstance(doc, dict):
         raise Oci2vmError(f"malformed {what}: a descriptor must be an object")
@@ -256,13 +263,32 @@ def parse_descriptor(doc: Any, what: str) -> Descriptor:
         isinstance(v, str) for v in annotations.values()
     ):
         raise Oci2vmError(f"malformed {what}: annotations must map strings to strings")
+    digest = _digest(doc, what)
     return Descriptor(
         media_type=_str(doc, "mediaType", what, ""),
-        digest=_digest(doc, what),
+        digest=digest,
         size=size,
         platform=platform,
         annotations=annotations,
+        data=_embedded(doc, digest, size, what),
     )
+
+
+def _embedded(doc: dict[str, Any], digest: str, size: int, what: str) -> bytes | None:
+    """A descriptor's `data` (base64, OCI image-spec 1.1): its content, which MUST be
+    what the digest and size name; one that is not is refused, as umoci refuses it."""
+    if "data" not in doc:
+        return None
+    text = doc["data"]
+    try:
+        data = base64.b64decode(text, validate=True) if isinstance(text, str) else None
+    except ValueError:
+        data = None
+    if data is None:
+        raise Oci2vmError(f"malformed {what}: its data is not base64")
+    if len(data) != size or digest != compute_digest(data, digest.partition(":")[0]):
+        raise Oci2vmError(f"malformed {what}: its embedded data does not match its digest")
+    return data
 
 
 def manifest_kind(doc: dict[str, Any], declared: str | None = None) -> str:

@@ -7,11 +7,12 @@ Blobs are read in place, never copied; each is verified against its digest as re
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from oci2vm.errors import Oci2vmError
-from oci2vm.image.blobs import BlobRef
+from oci2vm.image.blobs import BlobRef, BlobStore
 from oci2vm.image.model import (
     MANIFEST_TYPES,
     MAX_MANIFEST_SIZE,
@@ -71,9 +72,16 @@ def _digests(entries: list[Descriptor]) -> str:
     return ", ".join(d.digest for d in entries[:3]) + (", ..." if len(entries) > 3 else "")
 
 
-def blob_ref(container: Container, desc: Descriptor) -> BlobRef:
+def blob_ref(
+    container: Container, desc: Descriptor, store: Callable[[], BlobStore] | None = None
+) -> BlobRef:
+    """The blob a descriptor names; where the layout lacks it (a layout MAY), the content
+    the descriptor embeds, put in the blob cache, as containerd and umoci read it."""
     algorithm, hexdigest = desc.digest.split(":", 1)
-    ref = container.ref(f"blobs/{algorithm}/{hexdigest}", desc.digest)
+    name = f"blobs/{algorithm}/{hexdigest}"
+    if desc.data is not None and store is not None and not container.exists(name):
+        return store().put_bytes(desc.digest, desc.data)
+    ref = container.ref(name, desc.digest)
     if ref.size != desc.size:
         raise Oci2vmError(
             f"{container.path}: blob {desc.digest} is {ref.size} bytes, "
@@ -127,7 +135,7 @@ def resolve_in(source: str, container: Container, tag: str, fetch: Fetch, *, nam
     else:
         desc = entries[0]
     for _depth in range(4):
-        data = blob_ref(container, desc).read_all(MAX_MANIFEST_SIZE)
+        data = blob_ref(container, desc, store_of(fetch)).read_all(MAX_MANIFEST_SIZE)
         doc = load_json(data, f"manifest {desc.digest}")
         if manifest_kind(doc, desc.media_type) == "manifest":
             return assemble(
@@ -136,7 +144,7 @@ def resolve_in(source: str, container: Container, tag: str, fetch: Fetch, *, nam
                 manifest_bytes=data,
                 manifest_digest=desc.digest,
                 manifest_media_type=desc.media_type or None,
-                blob=lambda d: blob_ref(container, d),
+                blob=lambda d: blob_ref(container, d, store_of(fetch)),
                 what=f"manifest {desc.digest}",
             )
         desc = select_platform(index_entries(doc, f"index {desc.digest}"), fetch.platform, where)
