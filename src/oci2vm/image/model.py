@@ -101,6 +101,7 @@ class Descriptor:
     platform: Platform | None = None
     annotations: dict[str, str] = field(default_factory=dict)
     data: bytes | None = None  # the content embedded in the descriptor, checked
+    urls: tuple[str, ...] = ()  # where a non-distributable blob is (not fetched)
 
 
 @dataclass(frozen=True, slots=True)
@@ -271,6 +272,7 @@ def parse_descriptor(doc: Any, what: str) -> Descriptor:
         platform=platform,
         annotations=annotations,
         data=_embedded(doc, digest, size, what),
+        urls=tuple(u for u in doc.get("urls") or () if isinstance(u, str)),
     )
 
 

@@ -25,6 +25,7 @@ from oci2vm.image.model import (
     select_platform,
 )
 from oci2vm.sources.container import Container, store_of
+from oci2vm.util.text import shown
 
 if TYPE_CHECKING:
     from oci2vm.sources.base import Fetch
@@ -81,6 +82,11 @@ def blob_ref(
     name = f"blobs/{algorithm}/{hexdigest}"
     if desc.data is not None and store is not None and not container.exists(name):
         return store().put_bytes(desc.digest, desc.data)
+    if desc.urls and not container.exists(name):
+        raise Oci2vmError(
+            f"{container.path}: blob {desc.digest} is non-distributable and not in the "
+            f"layout: it is at {shown(desc.urls[0])}, which oci2vm does not fetch"
+        )
     ref = container.ref(name, desc.digest)
     if ref.size != desc.size:
         raise Oci2vmError(
