@@ -10,11 +10,11 @@ from collections.abc import Iterator
 from typing import cast
 
 from oci2vm.debian import xzblocks
-from oci2vm.debian.xzblocks import XZ_MAGIC
 from oci2vm.errors import Oci2vmError
 from oci2vm.layers.decompress import (
     CHUNK,
     GZIP_MAGIC,
+    XZ_MAGIC,
     XZ_MEMLIMIT,
     ZSTD_MAGIC,
     Blob,

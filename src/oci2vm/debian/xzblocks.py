@@ -32,10 +32,9 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from oci2vm.errors import Oci2vmError
-from oci2vm.layers.decompress import XZ_MEMLIMIT
+from oci2vm.layers.decompress import XZ_MAGIC, XZ_MEMLIMIT
 from oci2vm.util.workers import worker_count
 
-XZ_MAGIC = b"\xfd7zXZ\x00"
 FOOTER_MAGIC = b"YZ"
 HEADER_SIZE = FOOTER_SIZE = 12
 MAX_BLOCK = 32 << 20  # inflated bytes of a block taken whole; xz -T's are 3 x its dictionary

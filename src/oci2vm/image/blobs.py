@@ -28,7 +28,7 @@ from typing import BinaryIO, cast
 
 from oci2vm.errors import Oci2vmError
 from oci2vm.image.arrival import Arrival, Span
-from oci2vm.layers.decompress import GZIP_MAGIC, ZSTD_MAGIC
+from oci2vm.layers.decompress import BZIP2_MAGIC, GZIP_MAGIC, XZ_MAGIC, ZSTD_MAGIC
 from oci2vm.util.atomic import replace_whole
 from oci2vm.util.hashing import THREADED_HASH, HashThread
 
@@ -75,6 +75,11 @@ def new_hash(digest: str) -> hashlib._Hash:
 
 def sha256_digest(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def digest_of(data: bytes, algorithm: str) -> str:
+    """`data`'s digest by `algorithm` (sha256, sha512), as a digest string."""
+    return f"{algorithm}:{hashlib.new(algorithm, data).hexdigest()}"
 
 
 _FILE_KINDS = {
@@ -587,7 +592,7 @@ def uncompressed_size_hint(blob: BlobRef, media_type: str = "") -> int:
         except zstandard.ZstdError:
             size = -1
         return int(size) if size >= 0 else blob.size * 5
-    if head.startswith((b"\xfd7zXZ\x00", b"BZh")):  # (a rootfs tarball's)
+    if head.startswith((XZ_MAGIC, BZIP2_MAGIC)):  # (a rootfs tarball's)
         return blob.size * 5
     return blob.size
 

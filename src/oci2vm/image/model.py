@@ -7,7 +7,6 @@ v2 schema 2 manifest and manifest list, which differ only in media types.
 from __future__ import annotations
 
 import base64
-import hashlib
 import itertools
 import json
 import re
@@ -17,7 +16,7 @@ from typing import Any
 
 from oci2vm.arch import Arch
 from oci2vm.errors import Oci2vmError
-from oci2vm.image.blobs import BlobRef, check_digest
+from oci2vm.image.blobs import BlobRef, check_digest, digest_of
 
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
@@ -241,10 +240,6 @@ def _digest(doc: dict[str, Any], what: str) -> str:
     return check_digest(digest, f"{what} digest")
 
 
-def compute_digest(data: bytes, algorithm: str) -> str:
-    return f"{algorithm}:{hashlib.new(algorithm, data).hexdigest()}"
-
-
 def parse_descriptor(doc: Any, what: str) -> Descriptor:
     if not isinstance(doc, dict):
         raise Oci2vmError(f"malformed {what}: a descriptor must be an object")
@@ -288,7 +283,7 @@ def _embedded(doc: dict[str, Any], digest: str, size: int, what: str) -> bytes |
         data = None
     if data is None:
         raise Oci2vmError(f"malformed {what}: its data is not base64")
-    if len(data) != size or digest != compute_digest(data, digest.partition(":")[0]):
+    if len(data) != size or digest != digest_of(data, digest.partition(":")[0]):
         raise Oci2vmError(f"malformed {what}: its embedded data does not match its digest")
     return data
 

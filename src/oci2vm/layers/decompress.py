@@ -28,6 +28,8 @@ from oci2vm.util.hashing import HashThread
 CHUNK = 1 << 20
 GZIP_MAGIC = b"\x1f\x8b"
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+XZ_MAGIC = b"\xfd7zXZ\x00"
+BZIP2_MAGIC = b"BZh"  # then the block size, a digit
 # RFC 8878: a zstd stream is frames back to back; skippable frames (magic 0x184D2A50 to
 # 0x184D2A5F, then a 4-byte size) carry metadata that decoders pass over.
 ZSTD_FRAME = 0xFD2FB528
@@ -81,7 +83,7 @@ ZSTD_MAX_WINDOW = 512 << 20
 # caller reads first; xz's is 6 bytes, FD '7zXZ' 00). A tar begins with its first member's
 # name: only one that begins "BZh" and a digit would be mistaken.
 _OTHER_MAGIC = (
-    *((b"BZh" + bytes([digit]), "bzip2") for digit in b"123456789"),
+    *((BZIP2_MAGIC + bytes([digit]), "bzip2") for digit in b"123456789"),
     (b"\xfd7zX", "xz"),
     (b"\x04\x22\x4d\x18", "lz4"),
 )
@@ -98,12 +100,12 @@ def _xz_chunks(raw: Blob, head: bytes) -> Iterator[bytes]:
         raw,
         head,
         lambda: lzma.LZMADecompressor(lzma.FORMAT_XZ, memlimit=XZ_MEMLIMIT),
-        magic=b"\xfd7zXZ\x00",
+        magic=XZ_MAGIC,
     )
 
 
 def _bzip2_chunks(raw: Blob, head: bytes) -> Iterator[bytes]:
-    return member_chunks(raw, head, bz2.BZ2Decompressor, magic=b"BZh")
+    return member_chunks(raw, head, bz2.BZ2Decompressor, magic=BZIP2_MAGIC)
 
 
 class TrailingDataError(ValueError):

@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, BinaryIO, cast
 from oci2vm.debian.compression import MAGIC, open_stream
 from oci2vm.errors import Oci2vmError
 from oci2vm.image.blobs import BlobRef, BlobStore, open_regular, regular_file_size
-from oci2vm.layers.decompress import CHUNK
+from oci2vm.layers.decompress import BZIP2_MAGIC, CHUNK
 from oci2vm.layers.tarstream import BLOCK, is_header
 
 if TYPE_CHECKING:
@@ -273,7 +273,7 @@ def _clean(name: str) -> str:
 
 # The streams of Debian's packages (xz, gzip, zstd, read by the same decompressors), and
 # bzip2, which skopeo reads in archives too.
-ARCHIVE_MAGIC = (*((magic, kind) for kind, magic in MAGIC.items()), (b"BZh", "bzip2"))
+ARCHIVE_MAGIC = (*((magic, kind) for kind, magic in MAGIC.items()), (BZIP2_MAGIC, "bzip2"))
 
 
 def archive_compression(path: Path) -> str:

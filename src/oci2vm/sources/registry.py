@@ -34,6 +34,7 @@ from oci2vm.image.blobs import (
     ProgressFn,
     TruncatedError,
     check_digest,
+    digest_of,
     short,
 )
 from oci2vm.image.model import (
@@ -357,7 +358,7 @@ class _Session:
             if claimed is None:
                 continue
             algorithm = check_digest(claimed, f"digest {by}").split(":", 1)[0]
-            got = f"{algorithm}:{hashlib.new(algorithm, data).hexdigest()}"
+            got = digest_of(data, algorithm)
             if got != claimed:
                 raise Oci2vmError(
                     f"manifest {reference} of {self.ref}: digest mismatch: expected "
