@@ -4,11 +4,9 @@ and writing its files on the other core (ISA-L, zstd and hashlib release the GIL
 
 from __future__ import annotations
 
-import bz2
 import contextlib
 import hashlib
 import io
-import lzma
 import queue
 import sys
 import threading
@@ -84,7 +82,7 @@ ZSTD_MAX_WINDOW = 512 << 20
 # name: only one that begins "BZh" and a digit would be mistaken.
 _OTHER_MAGIC = (
     *((BZIP2_MAGIC + bytes([digit]), "bzip2") for digit in b"123456789"),
-    (b"\xfd7zX", "xz"),
+    (XZ_MAGIC[:4], "xz"),
     (b"\x04\x22\x4d\x18", "lz4"),
 )
 
@@ -95,16 +93,22 @@ _OTHER_MAGIC = (
 XZ_MEMLIMIT = 256 << 20
 
 
+# xz and bzip2 are a rootfs tarball's only: their modules stay out of every build's start-up.
 def _xz_chunks(raw: Blob, head: bytes) -> Iterator[bytes]:
-    return member_chunks(
-        raw,
-        head,
-        lambda: lzma.LZMADecompressor(lzma.FORMAT_XZ, memlimit=XZ_MEMLIMIT),
-        magic=XZ_MAGIC,
-    )
+    import lzma
+
+    def member() -> MemberDecompressor:
+        return lzma.LZMADecompressor(lzma.FORMAT_XZ, memlimit=XZ_MEMLIMIT)
+
+    try:
+        yield from member_chunks(raw, head, member, magic=XZ_MAGIC)
+    except lzma.LZMAError as e:
+        raise ValueError(str(e)) from e  # (a corrupt stream, told as the others are)
 
 
 def _bzip2_chunks(raw: Blob, head: bytes) -> Iterator[bytes]:
+    import bz2
+
     return member_chunks(raw, head, bz2.BZ2Decompressor, magic=BZIP2_MAGIC)
 
 
@@ -536,7 +540,7 @@ def _stream_error(e: Exception, kind: str, what: str) -> Oci2vmError | None:
             f"{what}: bytes after the end of its {kind} stream (trailing garbage, which "
             "docker and containerd refuse too)"
         )
-    if isinstance(e, (OSError, zlib.error, _ISAL_ERROR, ValueError, lzma.LZMAError)):
+    if isinstance(e, (OSError, zlib.error, _ISAL_ERROR, ValueError)):
         return Oci2vmError(f"{what}: corrupt {kind} stream: {e}")
     if type(e).__name__ == "ZstdError":  # (zstandard does not export its types)
         if "too much memory" in str(e):
