@@ -243,7 +243,7 @@ def _inode_for(member: Member, layer: int, store: Store | None = None) -> Inode:
             data = LayerData(layer, member.offset_data, member.stored, sparse)
     else:
         raise Oci2vmError(f"unsupported tar entry type {member.type!r} for {member.name!r}")
-    xattrs = _xattrs_kept(member, node_kind, mode)
+    xattrs = _xattrs_kept(member, node_kind, mode) if member.xattrs else NO_XATTRS
     return Inode(
         node_kind,
         mode=mode,
@@ -265,9 +265,10 @@ def _inode_for(member: Member, layer: int, store: Store | None = None) -> Inode:
 
 
 def _xattrs_kept(member: Member, kind: Kind, mode: int) -> Mapping[str, bytes]:
-    """A member's xattrs as Linux keeps them on an entry of `kind` and `mode`."""
-    xattrs: Mapping[str, bytes] = member.xattrs or NO_XATTRS
-    if xattrs and kind not in _USER_XATTR_KINDS:
+    """A member's xattrs (it has some) as Linux keeps them on an entry of `kind` and
+    `mode`."""
+    xattrs: Mapping[str, bytes] = member.xattrs
+    if kind not in _USER_XATTR_KINDS:
         # Linux keeps user.* attributes on files and directories only (xattr(7)); on
         # anything else containerd ignores them when it unpacks a layer, and so do we.
         xattrs = {k: v for k, v in xattrs.items() if not k.startswith("user.")} or NO_XATTRS

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import BinaryIO, Protocol
 
 from oci2vm.errors import Oci2vmError
+from oci2vm.layers import acl
 
 BLOCK = 512
 _SKIP_CHUNK = 1 << 20
@@ -35,7 +36,7 @@ _TIME = re.compile(rb"([+-]?)([0-9]{0,30})(?:\.([0-9]*))?")  # a pax time, "-1.5
 
 # The xattr namespaces Linux filesystems store (xattr(7)); in system. only the POSIX ACLs.
 STORABLE_XATTRS = ("user.", "trusted.", "security.")
-POSIX_ACLS = ("system.posix_acl_access", "system.posix_acl_default")
+POSIX_ACLS = (acl.ACCESS, acl.DEFAULT)
 
 REGULAR = (b"0", b"\0", b"7")
 HARDLINK = b"1"
