@@ -371,7 +371,11 @@ def run_vm(
             forwards=forwards,
         )
         return tools.run(
-            argv, check=False, capture=False, package=arch.facts.qemu_package
+            argv,
+            check=False,
+            capture=False,
+            package=arch.facts.qemu_package,
+            die_with_parent=True,
         ).returncode
 
 

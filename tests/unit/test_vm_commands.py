@@ -9,6 +9,7 @@ import io
 import os
 import re
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -509,3 +510,46 @@ def test_check_tells_qemu_failing_from_a_guest_that_never_showed_the_marker(
     captured = capsys.readouterr()
     assert code == status, captured
     assert said in captured.out + captured.err
+
+
+# -- the programs' lifetime ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("how", ["popen", "run"])
+def test_a_long_running_program_ends_when_oci2vm_is_killed(how: str, tmp_path: Path) -> None:
+    """QEMU runs in a session of its own (Ctrl-C reaches oci2vm alone), so nothing but its
+    parent's death signal ends it when oci2vm is killed by SIGKILL: orphaned QEMUs of
+    killed runs were found hours later, holding their disks and forwarded ports."""
+    pid_file = tmp_path / "pid"
+    if how == "popen":
+        start = "tools.popen(['sh', '-c', 'echo $$ >%s; exec sleep 600'], start_new_session=True)"
+    else:
+        start = "tools.run(['sh', '-c', 'echo $$ >%s; exec sleep 600'], die_with_parent=True)"
+    source = str(Path(tools.__file__).parents[2])  # the package's import path
+    program = f"from oci2vm.util import tools\n{start % pid_file}\nimport time\ntime.sleep(600)"
+    parent = subprocess.Popen(
+        [sys.executable, "-c", program], env={**os.environ, "PYTHONPATH": source}
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while not pid_file.exists() or not pid_file.read_text().strip():
+            assert time.monotonic() < deadline and parent.poll() is None
+            time.sleep(0.05)
+        child = int(pid_file.read_text())
+        os.kill(child, 0)  # running
+    finally:
+        parent.kill()
+        parent.wait()
+    deadline = time.monotonic() + 10
+    while _alive(child):
+        assert time.monotonic() < deadline, "the program outlived its killed parent"
+        time.sleep(0.05)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    return state != "Z"

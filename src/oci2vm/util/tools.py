@@ -6,11 +6,14 @@ package that provides it. Every command line is logged before it runs.
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
 import shlex
 import shutil
+import signal
 import subprocess
+import sys
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -28,6 +31,19 @@ PACKAGES: dict[str, str] = {
     "podman": "podman",
     "gpgv": "gpgv",
 }
+
+
+PR_SET_PDEATHSIG = 1  # prctl(2): the signal a process gets when its parent thread ends
+_prctl = ctypes.CDLL(None, use_errno=True).prctl if sys.platform == "linux" else None
+
+
+def _die_with_parent() -> None:
+    """Run in the child between fork and exec: SIGKILL it when the thread that started it
+    ends. A QEMU in a session of its own (so that Ctrl-C reaches oci2vm alone) would
+    otherwise outlive an oci2vm killed by SIGKILL, holding its disk and ports for ever.
+    Only a foreign function call here: the child of a threaded parent must not take locks."""
+    if _prctl is not None:
+        _prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
 
 
 def find_program(name: str, package: str | None = None) -> str:
@@ -53,8 +69,10 @@ def run(
     capture: bool = True,
     timeout: float | None = None,
     package: str | None = None,
+    die_with_parent: bool = False,
 ) -> subprocess.CompletedProcess[bytes]:
-    """Run an external program, logging its command line.
+    """Run an external program, logging its command line. `die_with_parent`: the program
+    is killed if oci2vm is (an interactive QEMU must not keep the terminal).
 
     The program (argv[0]) is resolved with find_program(). A non-zero exit becomes an
     Oci2vmError naming the program and the last line of its stderr.
@@ -72,6 +90,7 @@ def run(
             stderr=subprocess.PIPE if capture else None,
             timeout=timeout,
             check=False,
+            preexec_fn=_die_with_parent if die_with_parent else None,  # (takes no lock)
         )
     except subprocess.TimeoutExpired as e:
         raise Oci2vmError(f"{Path(args[0]).name} did not finish within {timeout:g} s") from e
@@ -109,8 +128,11 @@ def popen(
     package: str | None = None,
     **kwargs: object,
 ) -> subprocess.Popen[bytes]:
-    """Start a long-running program (QEMU, a registry), logging its command line."""
+    """Start a long-running program (QEMU, a registry), logging its command line. It is
+    killed when the thread that started it ends, even by SIGKILL (the caller's thread must
+    outlive it: the ones here wait for it)."""
     args = [str(a) for a in argv]
     args[0] = find_program(args[0], package)
     log.debug("starting: %s", shlex.join(args))
-    return subprocess.Popen(args, **kwargs)  # type: ignore[call-overload, no-any-return]
+    # (_die_with_parent takes no lock, imports and logs nothing: safe among threads)
+    return subprocess.Popen(args, preexec_fn=_die_with_parent, **kwargs)  # type: ignore[call-overload, no-any-return]  # noqa: PLW1509
