@@ -98,7 +98,7 @@ def initramfs_sizes(cache: Path, mirror: str) -> tuple[int, int]:
     (what a built disk boots) and with the run set (what oci2vm run boots)."""
     from oci2vm.arch import Arch
     from oci2vm.debian.archive import Archive
-    from oci2vm.debian.kernel import kernel_package
+    from oci2vm.debian.kernel import kernel_packages
     from oci2vm.image.blobs import BlobStore
     from oci2vm.initramfs.build import (
         INITRAMFS_MODULES,
@@ -109,14 +109,14 @@ def initramfs_sizes(cache: Path, mirror: str) -> tuple[int, int]:
     from oci2vm.prepare.kernelpkg import module_bytes, read_kernel_package
 
     archive = Archive(BlobStore(cache), "stable", Arch.AMD64, mirror=mirror)
-    package = kernel_package(archive)
-    deb = archive.download(package)
+    packages = kernel_packages(archive)
+    package, debs = packages[-1], [archive.download(p) for p in packages]
     busybox = busybox_from_deb(archive.download(archive.resolve("busybox-static")))
-    files = read_kernel_package(deb, str(package), None, modules_into_tree=False)
+    files = read_kernel_package(debs, str(package), None, modules_into_tree=False)
     sizes = []
     for wanted in (INITRAMFS_MODULES, RUN_MODULES):
         present = [m for m in wanted if m.replace("-", "_") not in files.db.missing(wanted)]
-        modules = module_bytes(deb, str(package), files.db.closure(present))
+        modules = module_bytes(debs, str(package), files.db.closure(present))
         sizes.append(len(build_initramfs(busybox, files.version, modules, None, mtime=0)))
     return sizes[0], sizes[1]
 

@@ -12,7 +12,7 @@ import pytest
 
 from oci2vm.arch import Arch
 from oci2vm.debian.archive import Archive
-from oci2vm.debian.kernel import kernel_package
+from oci2vm.debian.kernel import kernel_package, kernel_packages
 from oci2vm.debian.transport import Mirror, UnreachableError
 from oci2vm.errors import Oci2vmError
 from oci2vm.image.blobs import BlobStore
@@ -69,6 +69,40 @@ def test_a_metapackage_pinning_two_goes_to_the_one_named_like_it(
     pkgs.append(Pkg("linux-base-test", "6.1.1-1", fields=source))
     sid = write_mirror(tmp_path / "mirror", pkgs)
     assert kernel_package(archive(sid, store), "test").name == "linux-image-6.1.0-9-test"
+
+
+def split_kernel_pkgs() -> list[Pkg]:
+    """sid's kernel (2026): linux-image-V holds documentation and pins linux-base-V,
+    linux-binary-V (the kernel, of the signed source) and linux-modules-V; the
+    metapackage pins the metapackage linux-base-FLAVOUR too."""
+    signed, linux = {"Source": "linux-signed (7.2.1+1)"}, {"Source": "linux"}
+    release, version = "7.2.1+deb14-test", "7.2.1-1"
+    pin = f"linux-base-{release} (= {version})"
+    parts = ", ".join(f"linux-{p}-{release} (= {version})" for p in ("base", "binary", "modules"))
+    return [
+        Pkg("linux-image-test", version, fields={
+            **signed, "Depends": f"linux-base-test (= {version}), "
+                                 f"linux-image-{release} (= {version})"}),
+        Pkg("linux-base-test", version, fields={**signed, "Depends": pin}),
+        Pkg(f"linux-image-{release}", version, fields={
+            **signed, "Depends": f"linux-base (>= 4.17~), dracut | initramfs-tools, {parts}"}),
+        Pkg(f"linux-base-{release}", version, fields=linux),
+        Pkg(f"linux-binary-{release}", version, fields={**signed, "Depends": pin}),
+        Pkg(f"linux-modules-{release}", version, fields={**linux, "Depends": f"kmod, {pin}"}),
+        Pkg("linux-base", "4.17"),
+    ]  # fmt: skip
+
+
+def test_a_split_kernel_is_every_package_it_pins_in_the_order_dpkg_unpacks(
+    tmp_path: Path, store: BlobStore
+) -> None:
+    a = archive(write_mirror(tmp_path / "mirror", split_kernel_pkgs()), store)
+    passes = counting_passes(a)
+    names = [p.name for p in kernel_packages(a, "test")]
+    assert names == [f"linux-{p}-7.2.1+deb14-test" for p in ("base", "binary", "modules", "image")]
+    assert len(passes) == 1  # the parts were expected by the kernel's pass
+    one = archive(write_mirror(tmp_path / "one", kernel_pkgs()), store)
+    assert [p.name for p in kernel_packages(one, "test")] == ["linux-image-6.1.0-9-test"]
 
 
 def test_a_package_that_is_no_metapackage_resolves_to_itself(

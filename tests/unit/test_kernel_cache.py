@@ -56,7 +56,7 @@ def kernel_deb(tmp_path: Path, *, extra: bool = False) -> BlobRef:
 def read(deb: BlobRef, cache: KernelCache | None) -> tuple[KernelFiles, dict[str, bytes]]:
     """The package read into a small tree: what it learned, and each file's bytes."""
     tree, edit = with_data(Path(tempfile.mkdtemp(dir=deb.path.parent)), [directory("etc")])
-    files = read_kernel_package(deb, "the package", edit, modules_into_tree=True, cache=cache)
+    files = read_kernel_package((deb,), "the package", edit, modules_into_tree=True, cache=cache)
     contents = {
         path: edit.read_file(path, 1 << 30)
         for path, inode in walk(tree.root)
@@ -127,7 +127,7 @@ def test_module_bytes_come_from_the_cache_without_reading_the_package(
 ) -> None:
     deb = kernel_deb(tmp_path)
     wanted = ["kernel/fs/jbd2/jbd2.ko.xz", "kernel/fs/ext4/ext4.ko.xz"]
-    first = module_bytes(deb, "the package", wanted, cache)
+    first = module_bytes((deb,), "the package", wanted, cache)
     assert first == [("kernel/fs/jbd2/jbd2.ko", module("jbd2", exports=("jbd2_sym",))),
                      ("kernel/fs/ext4/ext4.ko", module("ext4", needs=("jbd2",)))]  # fmt: skip
 
@@ -135,9 +135,9 @@ def test_module_bytes_come_from_the_cache_without_reading_the_package(
         raise AssertionError("the package was read again")
 
     monkeypatch.setattr(kernelpkg, "_members", refuse)
-    assert module_bytes(deb, "the package", wanted, cache) == first
+    assert module_bytes((deb,), "the package", wanted, cache) == first
     with pytest.raises(AssertionError, match="read again"):  # another set: not cached
-        module_bytes(deb, "the package", wanted[:1], cache)
+        module_bytes((deb,), "the package", wanted[:1], cache)
 
 
 @pytest.mark.parametrize("damage", ["truncate", "extend", "garbage", "other key", "bad json"])
@@ -188,10 +188,10 @@ def test_an_unwritable_cache_only_costs_the_next_build_the_work(tmp_path: Path) 
 def test_only_a_package_known_by_its_digest_is_cached(tmp_path: Path) -> None:
     store = BlobStore(tmp_path / "store")
     deb = kernel_deb(tmp_path)
-    cache = KernelCache.of(store, deb)
+    cache = KernelCache.of(store, (deb,))
     assert cache is not None and cache.directory.parent.parent == store.root / "kernels"
-    assert KernelCache.of(store, BlobRef(deb.path, 0, deb.size, None)) is None  # a user's file
-    assert KernelCache.of(None, deb) is None
+    assert KernelCache.of(store, (BlobRef(deb.path, 0, deb.size, None),)) is None  # a user's file
+    assert KernelCache.of(None, (deb,)) is None
 
 
 def test_modules_read_in_parallel_count_in_the_packages_order(
@@ -210,7 +210,7 @@ def test_modules_read_in_parallel_count_in_the_packages_order(
     (tmp_path / "p.deb").write_bytes(data)
     deb = BlobRef(tmp_path / "p.deb", 0, len(data), None)
     cache = KernelCache(tmp_path / "facts")
-    got = read_kernel_package(deb, "p", None, modules_into_tree=False, cache=cache)
+    got = read_kernel_package((deb,), "p", None, modules_into_tree=False, cache=cache)
     assert got.db.closure(["user"]) == ["kernel/a/dup.ko.xz", "kernel/user.ko"]
     in_tar = [n.removeprefix("./") for n in files if ".ko" in n]  # as tar_of writes them
     assert list(cache.load_modinfo() or {}) == in_tar
@@ -224,5 +224,5 @@ def test_a_corrupt_module_read_in_the_pool_is_a_one_line_error(tmp_path: Path) -
     data = build_deb(f"linux-image-{VERSION}", "1", files)
     (tmp_path / "p.deb").write_bytes(data)
     with pytest.raises(Oci2vmError, match=r"bad\.ko\.xz: corrupt compressed module"):
-        read_kernel_package(BlobRef(tmp_path / "p.deb", 0, len(data), None), "p", None,
+        read_kernel_package((BlobRef(tmp_path / "p.deb", 0, len(data), None),), "p", None,
                             modules_into_tree=False)  # fmt: skip

@@ -46,9 +46,9 @@ def module(name: str, needs: tuple[str, ...] = (), exports: tuple[str, ...] = ()
     return build_module(info, exports=exports, undefined=[f"{n}_sym" for n in needs])
 
 
-def kernel_deb(tmp_path: Path, *, with_ext4: bool = True, xz: bool = False) -> Path:
-    """A small linux-image package: vmlinuz, ext4 needing jbd2, an unrelated module; with
-    `xz`, its modules compressed as trixie's are (ext4.ko.xz)."""
+def build_files(*, with_ext4: bool = True, xz: bool = False) -> dict[str, bytes]:
+    """A small linux-image package's files: vmlinuz, ext4 needing jbd2, an unrelated
+    module; with `xz`, its modules compressed as trixie's are (ext4.ko.xz)."""
     base = f"./lib/modules/{VERSION}"
     files = {
         f"./boot/vmlinuz-{VERSION}": b"MZ fake kernel",
@@ -69,7 +69,13 @@ def kernel_deb(tmp_path: Path, *, with_ext4: bool = True, xz: bool = False) -> P
             for name, data in files.items()
         }
         files[f"{base}/modules.order"] = files[f"{base}/modules.order"].replace(b".ko", b".ko.xz")
+    return files
+
+
+def kernel_deb(tmp_path: Path, *, with_ext4: bool = True, xz: bool = False) -> Path:
+    """A small linux-image package of build_files()."""
     path = tmp_path / "linux-image.deb"
+    files = build_files(with_ext4=with_ext4, xz=xz)
     path.write_bytes(build_deb(f"linux-image-{VERSION}", "6.1.1-1", files))
     return path
 
@@ -402,7 +408,7 @@ def test_a_package_known_by_its_digest_is_read_once_for_every_build(
     digest = f"sha256:{hashlib.sha256(deb.read_bytes()).hexdigest()}"
     ref = BlobRef(deb, 0, deb.stat().st_size, digest)
     monkeypatch.setattr(
-        kernel, "kernel_source", lambda _t: kernel.KernelSource(ref, "linux-image-test", None)
+        kernel, "kernel_source", lambda _t: kernel.KernelSource((ref,), "linux-image-test", None)
     )
     built = []
     for run in range(2):
@@ -440,12 +446,82 @@ def _once(members: Any) -> Any:
     return wrapped
 
 
-def test_a_split_kernel_package_is_named_with_the_way_around(tmp_path: Path) -> None:
-    """forky's and sid's linux-binary-V holds /usr/lib/modules/V/vmlinuz, the modules are
-    in linux-modules-V: not read yet, and said so rather than "no kernel package"."""
-    deb = tmp_path / "linux-binary.deb"
-    deb.write_bytes(build_deb("linux-binary-7.2-test", "7.2-1",
-                              {"./usr/lib/modules/7.2-test/vmlinuz": b"kernel" * 10}))  # fmt: skip
-    blob = BlobRef(deb, 0, deb.stat().st_size, None)
-    with pytest.raises(Oci2vmError, match=r"split into several packages.*--kernel debian:trixie"):
-        kernelpkg.read_kernel_package(blob, "linux-binary-7.2-test", None, modules_into_tree=False)
+def split_kernel(tmp_path: Path, parts: tuple[str, ...] = ("base", "binary", "modules", "image")
+                 ) -> tuple[BlobRef, ...]:  # fmt: skip
+    """kernel_deb's files as forky splits them, each package known by its digest:
+    linux-base-V (config, modules.*), linux-binary-V (vmlinuz), linux-modules-V, and
+    linux-image-V (documentation only), all under /usr/lib/modules/V."""
+    base = f"./usr/lib/modules/{VERSION}"
+    whole = {name.replace(f"./lib/modules/{VERSION}", base): data for name, data in
+             build_files(xz=True).items()}  # fmt: skip
+    files = {
+        "base": {f"{base}/config": whole.pop(f"./boot/config-{VERSION}"),
+                 **{n: d for n, d in whole.items() if "/modules." in n}},
+        "binary": {f"{base}/vmlinuz": whole.pop(f"./boot/vmlinuz-{VERSION}")},
+        "modules": {n: d for n, d in whole.items() if ".ko" in n},
+        "image": {f"./usr/share/doc/linux-image-{VERSION}/copyright": b"GPL-2"},
+    }  # fmt: skip
+    refs = []
+    for part in parts:
+        data = build_deb(f"linux-{part}-{VERSION}", "6.1.1-1", files[part])
+        path = tmp_path / f"linux-{part}.deb"
+        path.write_bytes(data)
+        refs.append(BlobRef(path, 0, len(data), f"sha256:{hashlib.sha256(data).hexdigest()}"))
+    return tuple(refs)
+
+
+@pytest.mark.parametrize("init", ["sbin/init", "bin/sh"])
+def test_a_split_kernels_packages_are_read_as_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, init: str
+) -> None:
+    """forky's kernel comes in four packages; vmlinuz and config are in the modules'
+    directory, linked into /boot by linux-base's postinst hook (cp -l), which oci2vm does
+    in the hook's stead: the kernel is at /boot/vmlinuz-V (and, with the modules, the same
+    inode at /lib/modules/V/vmlinuz), the modules and depmod's indexes where kmod looks."""
+    debs = split_kernel(tmp_path)
+    source = kernel.KernelSource(debs, "linux-image-split", None)
+    monkeypatch.setattr(kernel, "kernel_source", lambda _t: source)
+    tree = flattened(
+        tmp_path / "img", [file(init), symlink("lib", "usr/lib"), directory("usr/lib")]
+    )
+    goal = dataclasses.replace(target(tree, options()), image_config=IMAGE_CONFIG,
+                               store=BlobStore(tmp_path / "cache"))  # fmt: skip
+    goal = dataclasses.replace(goal, mode=kernel.mode_of(goal))
+    notes = kernel.STEP.apply(TreeEditor(tree, FS_TIME, sink=lambda _i, _d: None), goal)
+    assert notes == [f"injected linux-image-split with oci2vm's initramfs ({goal.mode.value} mode)"]
+    vmlinuz = entry(tree, f"/boot/vmlinuz-{VERSION}")
+    assert vmlinuz.kind is Kind.FILE and vmlinuz.size == len(b"MZ fake kernel")
+    assert entry(tree, f"/boot/config-{VERSION}").size == len(b"CONFIG_EXT4_FS=m\n")
+    assert entry(tree, "/vmlinuz").target == f"boot/vmlinuz-{VERSION}".encode()
+    initrd = gzip.decompress(content(tree, f"/boot/initrd.img-{VERSION}"))
+    assert module("ext4", needs=("jbd2",)) in initrd
+    modules = f"/usr/lib/modules/{VERSION}"
+    if goal.mode is InitMode.SYSTEM:
+        assert entry(tree, f"{modules}/vmlinuz") == vmlinuz  # one inode: a hardlink
+        assert entry(tree, f"{modules}/kernel/fs/ext4/ext4.ko.xz").kind is Kind.FILE
+        dep = content(tree, f"{modules}/modules.dep")
+        assert b"kernel/fs/ext4/ext4.ko.xz: kernel/fs/jbd2/jbd2.ko.xz\n" in dep
+        assert entry(tree, f"/usr/share/doc/linux-image-{VERSION}/copyright")
+    else:
+        assert lookup(tree.root, modules) is None
+
+
+def test_a_split_kernels_binary_package_alone_is_named_with_the_way_around(
+    tmp_path: Path,
+) -> None:
+    """forky's linux-binary-V holds the kernel only: given alone (--kernel FILE.deb), it
+    is named as a part, with the form that reads every part."""
+    debs = split_kernel(tmp_path, ("binary",))
+    with pytest.raises(Oci2vmError, match=r"none of its modules.*--kernel debian:SUITE"):
+        kernelpkg.read_kernel_package(debs, "linux-binary-test", None, modules_into_tree=False)
+
+
+def test_a_split_kernel_boots_directly_from_its_packages(tmp_path: Path) -> None:
+    """oci2vm run boots the kernel's bytes: none of it goes into the tree."""
+    tree = flattened(tmp_path, [file("bin/sh")])
+    edit = TreeEditor(tree, FS_TIME, sink=lambda _i, _d: None)
+    files = kernelpkg.read_kernel_package(
+        split_kernel(tmp_path), "k", edit, modules_into_tree=False, kernel_into_tree=False
+    )
+    assert (files.version, files.kernel, files.split) == (VERSION, b"MZ fake kernel", True)
+    assert lookup(tree.root, f"/boot/vmlinuz-{VERSION}") is None

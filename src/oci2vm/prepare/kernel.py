@@ -22,7 +22,7 @@ from pathlib import Path
 
 from oci2vm.config import Config, InitMode, InitrdChoice, KernelKind
 from oci2vm.debian.archive import Archive
-from oci2vm.debian.kernel import kernel_package
+from oci2vm.debian.kernel import kernel_packages
 from oci2vm.errors import Oci2vmError
 from oci2vm.image.blobs import BlobRef
 from oci2vm.initramfs.build import (
@@ -46,9 +46,9 @@ from oci2vm.tree.model import Kind
 from oci2vm.tree.osinfo import InitSystem, Kernel
 
 # The suites a Debian image's VERSION_CODENAME names that the archive serves; any other
-# image takes the kernel of Debian's stable release. forky and sid split their kernel into
-# several packages (linux-binary-V holds /usr/lib/modules/V/vmlinuz, linux-modules-V the
-# modules), which oci2vm does not read yet: their images take trixie's kernel.
+# image takes the kernel of Debian's stable release. forky's and sid's images take
+# trixie's: their kernels change daily and their Releases expire within a week (a mirror
+# that lags is refused), while trixie's boots them as well; --kernel debian:sid asks.
 DEBIAN_SUITES = ("bookworm", "trixie", "forky", "sid")
 KERNEL_SUITE = {"forky": "trixie", "sid": "trixie"}
 DEFAULT_SUITE = "stable"
@@ -61,7 +61,7 @@ BUSYBOX_PACKAGE = "busybox-static"  # the initramfs's shell and tools
 class KernelSource:
     """A kernel package to inject: verified, in the blob cache or the user's own file."""
 
-    deb: BlobRef
+    debs: tuple[BlobRef, ...]  # one, or a split kernel's parts in the order dpkg unpacks
     what: str
     archive: Archive | None  # where busybox comes from too; None: a package file
 
@@ -101,11 +101,12 @@ def kernel_source(target: Target) -> KernelSource:
             size = path.stat().st_size
         except OSError as e:
             raise Oci2vmError(f"--kernel {path}: {e.strerror}") from None
-        return KernelSource(BlobRef(path, 0, size, None), str(path), None)
+        return KernelSource((BlobRef(path, 0, size, None),), str(path), None)
     archive = archive_for(target, debian_suite(target))
     archive.index().expect(BUSYBOX_PACKAGE)  # found by the kernel's pass over the index
-    package = kernel_package(archive, choice.flavour)
-    return KernelSource(archive.download(package), str(package), archive)
+    packages = kernel_packages(archive, choice.flavour)
+    debs = tuple(archive.download(package) for package in packages)
+    return KernelSource(debs, str(packages[-1]), archive)
 
 
 def mode_of(target: Target) -> InitMode:
@@ -191,9 +192,9 @@ def apply(edit: TreeEditor, target: Target) -> list[str]:
     direct = target.boot_outputs
     # A workload booted directly needs nothing of the package in its root.
     into = None if direct is not None and not system else edit
-    cache = KernelCache.of(target.store, source.deb)
+    cache = KernelCache.of(target.store, source.debs)
     files = read_kernel_package(
-        source.deb,
+        source.debs,
         source.what,
         into,
         modules_into_tree=system,
@@ -235,7 +236,7 @@ def initramfs(
         )
     wanted = [name for name in chosen if name.replace("-", "_") not in absent]
     closure = files.db.closure(wanted)
-    modules = module_bytes(source.deb, source.what, closure, cache)
+    modules = module_bytes(source.debs, source.what, closure, cache)
     busybox = busybox_binary(target, source)
     mtime = edit.mtime_ns // 1_000_000_000
     guest_hook(edit, target, busybox)

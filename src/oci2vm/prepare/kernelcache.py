@@ -5,6 +5,9 @@ the next build injecting the same package skips the work:
     <cache>/kernels/sha256/<hex of the .deb>/modules-v1-<key>.bin  an initramfs's modules
     <cache>/kernels/sha256/<hex of the .deb>/indices-v1-<key>.bin  depmod's files
 
+A kernel split into several packages (forky's) is keyed by the sha256 of its packages'
+digests, one per line, in the order they are read.
+
 Reading a Debian kernel package's metadata means inflating each of its ~4,200 compressed
 modules (12 s of CPU on the project's machine for Debian 13's); the initramfs's modules
 take a second pass over the package, and depmod's indexes 1.7 s of Python. All are
@@ -47,11 +50,18 @@ class KernelCache:
         self.directory = directory
 
     @classmethod
-    def of(cls, store: BlobStore | None, deb: BlobRef) -> KernelCache | None:
-        """The cache of `deb`, or None when there is no store or no digest to key it by."""
-        if store is None or deb.digest is None:
+    def of(cls, store: BlobStore | None, debs: Sequence[BlobRef]) -> KernelCache | None:
+        """The cache of the kernel the packages `debs` hold, or None when there is no
+        store or a package has no digest to key it by."""
+        digests = [deb.digest for deb in debs]
+        if store is None or not digests or None in digests:
             return None
-        algorithm, hexdigest = check_digest(deb.digest).split(":", 1)
+        known = [check_digest(d) for d in digests if d is not None]
+        if len(known) == 1:
+            algorithm, hexdigest = known[0].split(":", 1)
+        else:
+            algorithm = "sha256"
+            hexdigest = hashlib.sha256("".join(f"{d}\n" for d in known).encode()).hexdigest()
         return cls(store.root / "kernels" / algorithm / hexdigest)
 
     # -- every module's metadata, by the module's name in the package's data.tar -----------

@@ -3,6 +3,10 @@ but without running it: its files stream to the filesystem writer, the modules' 
 is read on the way (oci2vm.kernel.modinfo), and what dpkg's postinst would have made is
 written by us: the module indexes depmod makes, and an initramfs (oci2vm's own).
 
+A kernel split into several packages (forky's: debian/kernel.py) is read as one, its
+packages in turn; its /usr/lib/modules/V/vmlinuz and config are linked (a hardlink) as
+/boot/vmlinuz-V and /boot/config-V, as linux-base's postinst hook (00-legacy-boot) does.
+
 A package is read twice at most: once to stream its files and learn every module's
 dependencies, once more for the bytes of the few modules the initramfs needs (which
 those dependencies decide). What both reads learn is cached by the package's digest
@@ -35,6 +39,8 @@ KERNEL_LIMIT = 256 << 20  # Debian's are ~8 MB
 SMALL_LIMIT = 64 << 20  # modules.builtin.modinfo is ~ 1 MB
 MODULE_RE = re.compile(r"^(?:usr/)?lib/modules/([^/]+)/(.+\.ko(?:\.xz|\.zst|\.gz)?)$")
 KERNEL_RE = re.compile(r"^boot/vmlinu[xz]-(.+)$")
+# A split kernel's image and config (-> /boot/vmlinuz-V, /boot/config-V)
+SPLIT_RE = re.compile(r"^(?:usr/)?lib/modules/([^/]+)/(vmlinuz|config)$")
 SMALL_FILES = ("modules.builtin", "modules.builtin.modinfo", "modules.order")
 
 
@@ -44,6 +50,7 @@ class KernelFiles:
 
     version: str = ""
     kernel_path: str = ""  # in the tree
+    split: bool = False  # the kernel came as /usr/lib/modules/VERSION/vmlinuz
     db: ModuleDb = field(default_factory=ModuleDb)
     small: dict[str, bytes] = field(default_factory=dict)  # SMALL_FILES by name
     kernel: bytes = b""  # the kernel image, when kept to boot directly
@@ -63,12 +70,20 @@ def _name(member: Member) -> str:
     return posixpath.normpath("/" + member.name).lstrip("/")
 
 
-def _members(deb: BlobRef, what: str) -> Iterator[tuple[str, Member, TarReader]]:
-    with open_deb(deb, what).data() as tar:
-        for member in tar:
-            name = _name(member)
-            if name:
-                yield name, member, tar
+def _in_tree(name: str) -> str:
+    """Where a package's file goes in the tree: /usr/lib/modules/VERSION (forky's, and
+    some of trixie's packages) as /lib/modules/VERSION, where depmod's files go and kmod
+    looks (the same place in a merged-/usr tree, whose /lib leads to usr/lib)."""
+    return "/" + (name.removeprefix("usr/") if name.startswith("usr/lib/modules/") else name)
+
+
+def _members(debs: Sequence[BlobRef], what: str) -> Iterator[tuple[str, Member, TarReader]]:
+    for deb in debs:
+        with open_deb(deb, what).data() as tar:
+            for member in tar:
+                name = _name(member)
+                if name:
+                    yield name, member, tar
 
 
 def _read_limited(tar: TarReader, member: Member, what: str, limit: int) -> bytes:
@@ -86,7 +101,7 @@ def _check_size(member: Member, what: str, limit: int) -> None:
 
 
 def read_kernel_package(
-    deb: BlobRef,
+    debs: Sequence[BlobRef],
     what: str,
     edit: TreeEditor | None,
     *,
@@ -94,22 +109,26 @@ def read_kernel_package(
     kernel_into_tree: bool = True,
     cache: KernelCache | None = None,
 ) -> KernelFiles:
-    """Read every module's metadata, and stream the package's files into the tree through
-    `edit` (nothing when it is None): the modules only with `modules_into_tree`, the
-    kernel image only with `kernel_into_tree` (else its bytes are kept, to boot it
-    directly). With `cache`, the metadata cached for the package is used where it names
-    the module read, and saved when it did not name them all."""
+    """Read every module's metadata, and stream the files of the package (or of a split
+    kernel's packages, in turn) into the tree through `edit` (nothing when it is None):
+    the modules only with `modules_into_tree`, the kernel image only with
+    `kernel_into_tree` (else its bytes are kept, to boot it directly). With `cache`, the
+    metadata cached for the package is used where it names the module read, and saved
+    when it did not name them all."""
     found = KernelFiles()
     known = cache.load_modinfo() if cache is not None else None
     modules: list[tuple[str, ModInfo]] = []
-    split = False  # a kernel where a split package keeps it, seen
     with _ModuleReader(found.db, modules) as reader:
-        for name, member, tar in _members(deb, what):
+        for name, member, tar in _members(debs, what):
             module = MODULE_RE.match(name)
             kernel = KERNEL_RE.match(name)
+            split = SPLIT_RE.match(name)
             is_module_tree = name.startswith(("lib/modules/", "usr/lib/modules/"))
-            split = split or (is_module_tree and name.endswith("/vmlinuz"))
             into_tree = edit is not None and (modules_into_tree or not is_module_tree)
+            if split and member.isfile():
+                _split_file(found, edit, split, member, tar, what, modules_into_tree,
+                            kernel_into_tree)  # fmt: skip
+                continue
             if kernel and member.isfile():
                 found.version, found.kernel_path = kernel.group(1), "/" + name
                 if not kernel_into_tree:
@@ -122,27 +141,22 @@ def read_kernel_package(
                     reader.read(name, module.group(2), raw)
                     if into_tree and edit is not None:
                         mode = member.mode & 0o7777
-                        edit.stream("/" + name, BytesReader(raw), len(raw), mode=mode)
+                        edit.stream(_in_tree(name), BytesReader(raw), len(raw), mode=mode)
                 else:
                     reader.known(name, module.group(2), info)
                     if into_tree and edit is not None:
                         _check_size(member, what, MODULE_LIMIT)
-                        edit.stream("/" + name, tar, member.size, mode=member.mode & 0o7777)
+                        mode = member.mode & 0o7777
+                        edit.stream(_in_tree(name), tar, member.size, mode=mode)
             elif member.isfile() and is_module_tree and posixpath.basename(name) in SMALL_FILES:
                 data = _read_limited(tar, member, what, SMALL_LIMIT)
                 found.small[posixpath.basename(name)] = data
                 if into_tree and edit is not None:
-                    edit.write("/" + name, data, mode=member.mode & 0o7777, uid=0, gid=0)
+                    mode = member.mode & 0o7777
+                    edit.write(_in_tree(name), data, mode=mode, uid=0, gid=0)
             elif into_tree and edit is not None:
                 _place(edit, name, member, tar)
-    if not found.version:
-        if split:
-            raise Oci2vmError(
-                f"{what}: a kernel split into several packages (as forky's and sid's are: "
-                "/usr/lib/modules/VERSION/vmlinuz): not supported yet; use --kernel "
-                "debian:trixie"
-            )
-        raise Oci2vmError(f"{what}: holds no /boot/vmlinuz-VERSION: is it a kernel package?")
+    _check_whole(found, modules, what)
     if cache is not None and (known is None or set(known) != {name for name, _ in modules}):
         cache.save_modinfo(modules)
     found.db.set_builtin(
@@ -150,6 +164,47 @@ def read_kernel_package(
     )
     found.db.set_order(found.small.get("modules.order", b""))
     return found
+
+
+def _split_file(
+    found: KernelFiles,
+    edit: TreeEditor | None,
+    match: re.Match[str],
+    member: Member,
+    tar: TarReader,
+    what: str,
+    modules_into_tree: bool,
+    kernel_into_tree: bool,
+) -> None:
+    """A split kernel's /usr/lib/modules/V/vmlinuz or config: at /boot/vmlinuz-V (or
+    config-V), and where the package has it too (a hardlink) when the modules go into the
+    tree, as linux-base's postinst hook leaves them (`cp -l`)."""
+    version, kind = match.groups()
+    boot = f"/boot/{kind}-{version}"
+    if kind == "vmlinuz":
+        found.version, found.kernel_path, found.split = version, boot, True
+        if not kernel_into_tree:
+            found.kernel = _read_limited(tar, member, what, KERNEL_LIMIT)
+            return
+    if edit is None:
+        return
+    _check_size(member, what, KERNEL_LIMIT)
+    inode = edit.stream(boot, tar, member.size, mode=member.mode & 0o7777, uid=0, gid=0)
+    if modules_into_tree:
+        edit.graft(_in_tree(match.group(0)), inode)
+
+
+def _check_whole(found: KernelFiles, modules: list[tuple[str, ModInfo]], what: str) -> None:
+    """A kernel package holds a kernel; a split kernel's linux-binary-V alone holds no
+    module, nor even the list of those built in."""
+    if not found.version:
+        raise Oci2vmError(f"{what}: holds no /boot/vmlinuz-VERSION: is it a kernel package?")
+    if found.split and not modules and not found.small:
+        raise Oci2vmError(
+            f"{what}: holds the kernel {found.version} but none of its modules (a split "
+            f"kernel's linux-binary-{found.version} alone?): use --kernel debian:SUITE, "
+            "which reads every package of the kernel"
+        )
 
 
 class _ModuleReader:
@@ -205,7 +260,7 @@ def _modinfo(name: str, raw: bytes) -> ModInfo:
 
 def _place(edit: TreeEditor, name: str, member: Member, tar: TarReader) -> None:
     """One non-module entry of the package, as dpkg would unpack it (root-owned)."""
-    path = "/" + name
+    path = _in_tree(name)
     mode = member.mode & 0o7777
     if member.isdir():
         edit.mkdir(path, mode=mode)
@@ -217,7 +272,7 @@ def _place(edit: TreeEditor, name: str, member: Member, tar: TarReader) -> None:
 
 
 def module_bytes(
-    deb: BlobRef, what: str, wanted: Sequence[str], cache: KernelCache | None = None
+    debs: Sequence[BlobRef], what: str, wanted: Sequence[str], cache: KernelCache | None = None
 ) -> list[tuple[str, bytes]]:
     """The uncompressed bytes of the modules `wanted` (paths under /lib/modules/VERSION),
     in that order, each under its uncompressed name (ext4.ko.xz -> ext4.ko): the second
@@ -226,7 +281,7 @@ def module_bytes(
         return cached
     order = {rel: i for i, rel in enumerate(wanted)}
     found: dict[str, bytes] = {}
-    for name, member, tar in _members(deb, what):
+    for name, member, tar in _members(debs, what):
         module = MODULE_RE.match(name)
         if module and member.isfile() and module.group(2) in order:
             raw = _read_limited(tar, member, what, MODULE_LIMIT)
