@@ -157,7 +157,8 @@ def run_app(
 ) -> int:
     """Boot `kernel` + `initrd` (whose spec is `spec`) on the ext4 file `root` and relay the
     workload's streams until it ends; return its exit status (128+N for a signal N), or
-    128 + the signal that stopped oci2vm when the workload never reported one.
+    when the workload never reported one, 128 + the signal that stopped oci2vm (137 for
+    SIGTERM: the VM killed after the stop's grace, as docker stop's SIGKILL gives).
 
     `root` is never modified. `console_log`: where the kernel's console goes (default: a
     temporary file, its tail shown if the guest fails before the workload ends)."""
@@ -199,6 +200,8 @@ def _outcome(
 ) -> int:
     if session.status is not None:
         return session.status
+    if session.signal == signal.SIGTERM:  # a stop past its grace: docker stop's SIGKILL
+        return 128 + signal.SIGKILL
     if session.signal is not None:
         return 128 + session.signal
     detail = session.error or _last_line(qemu_stderr) or "the guest stopped"

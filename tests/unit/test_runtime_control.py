@@ -3,7 +3,11 @@ bytes of output it counts, and "drained" sent only once they all came (or stoppe
 
 from __future__ import annotations
 
+import signal
 import socket
+from pathlib import Path
+
+import pytest
 
 from oci2vm import runtime
 
@@ -47,3 +51,18 @@ def test_an_exit_status_without_counts_powers_off_at_once() -> None:
     runtime._control_lines(session, b"exit 130\n")
     assert session.status == 130 and session.expected is None
     assert session.kill_at is not None
+
+
+@pytest.mark.parametrize(
+    ("signum", "status"),
+    [(signal.SIGTERM, 137), (signal.SIGINT, 130), (signal.SIGPIPE, 141)],
+)
+def test_a_workload_that_never_reported_its_status_ends_as_docker_says(
+    signum: int, status: int, tmp_path: Path
+) -> None:
+    """A stop (SIGTERM) past its grace kills the VM: 137, the status docker stop's SIGKILL
+    leaves; Ctrl-C's second press or grace is the client's own 130, a closed output 141."""
+    session = runtime._Session(signal=signum)
+    assert runtime._outcome(session, None, tmp_path / "log", None) == status  # type: ignore[arg-type]
+    reported = runtime._Session(signal=signum, status=143)  # the workload ended by itself
+    assert runtime._outcome(reported, None, tmp_path / "log", None) == 143  # type: ignore[arg-type]
