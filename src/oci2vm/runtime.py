@@ -18,7 +18,8 @@ each byte is an emulated port write.
 
 Signals reach the workload as docker run's signal proxy passes them on: Ctrl-C is its
 SIGINT, SIGHUP, SIGQUIT, SIGUSR1 and SIGUSR2 are themselves; SIGTERM (a service manager
-stopping oci2vm) is its stop signal, as docker stop sends it. After Ctrl-C or SIGTERM QEMU
+stopping oci2vm) is its stop signal, as docker stop sends it; the guest's init ends a
+workload (its namespace's PID 1) by one it does not handle. After Ctrl-C or SIGTERM QEMU
 is killed if the workload has not ended STOP_GRACE_SECONDS later (--stop-timeout; never
 when negative), or at a second one, or at once while the guest still boots (no workload
 yet to take them). QEMU is killed whatever ends the relay.

@@ -251,6 +251,42 @@ def test_user_gets_its_supplementary_groups_and_e_key_unsets_like_docker(app: st
     assert (result.code, result.out) == (4, "1000\n2048\n4096\n100\n"), result.err
 
 
+def test_the_workload_is_pid_1_of_its_own_namespace_as_in_a_container(app: str) -> None:
+    """docker's workload is its PID namespace's init: getpid() is 1 (s6-overlay's /init
+    refuses to run otherwise), and ps shows its own processes alone (not oci2vm's init,
+    its relays and its network client)."""
+    script = "echo $$; ps -o pid,comm | tail -n +2"
+    result = oci2vm("run", *run_options(), app, "sh", "-c", script)
+    assert result.code == 0, result.err
+    pid, *processes = result.out.split("\n")[:-1]
+    assert pid == "1"
+    assert [p.split()[1] for p in processes] == ["sh", "ps", "tail"], result.out
+
+
+def test_a_stop_ends_a_workload_that_does_not_handle_it_at_once(app: str) -> None:
+    """A namespace's init ignores a signal it does not handle (docker stop then waits 10
+    s and kills it: 137); oci2vm ends it by the signal as any program would end: 143 at
+    once. A workload that handles it (the trap) gets it."""
+    for script, status, out in (
+        ("echo started; exec sleep 1000", 128 + signal.SIGTERM, "started\n"),
+        ('trap "echo bye; exit 9" TERM; echo started; while :; do sleep 1; done', 9,
+         "started\nbye\n"),
+    ):  # fmt: skip
+        proc = start("run", *run_options(), app, "sh", "-c", script)
+        try:
+            assert proc.stdout is not None
+            assert proc.stdout.readline() == b"started\n"
+            stopped = time.monotonic()
+            proc.send_signal(signal.SIGTERM)
+            rest, err = proc.communicate(timeout=STOP_SECONDS)
+            took = time.monotonic() - stopped
+        finally:
+            proc.kill()
+        assert (proc.returncode, "started\n" + rest.decode()) == (status, out), err.decode()
+        assert took < GRACE_SECONDS - 1
+        assert "Killed" not in err.decode()  # (nothing from the init's shell after it)
+
+
 def test_a_missing_or_not_executable_program_fails_with_dockers_status(app: str) -> None:
     """docker run: 127 for a path that is not there, 126 for one that cannot be run (a
     file without x, a directory), whoever the user (busybox-app's has a supplementary
@@ -283,8 +319,8 @@ def test_a_workdir_and_mount_points_through_links_stay_in_the_image(tmp_path: Pa
     """runc resolves a working directory and a mount point inside the container's root:
     an absolute symlink of the image leads from the image's root, never into the VM's
     initramfs around it (/esc -> /etc/oci2vm is where the init keeps its spec). A working
-    directory that cannot be one is docker's status 125. A workload killed by a signal
-    has docker's 128 + N and its stderr as it wrote it."""
+    directory that cannot be one is docker's status 125. The workload is its PID
+    namespace's init: its own SIGKILL does nothing to it, as in a container."""
     from support.layouts import directory, file, layer_tar, symlink, write_layout
 
     base = busybox_app_fixture().rootfs_tar.read_bytes()
@@ -297,13 +333,13 @@ def test_a_workdir_and_mount_points_through_links_stay_in_the_image(tmp_path: Pa
     shared.mkdir()
     (shared / "in.txt").write_text("from the host\n")
     image = f"oci:{layout.path}:latest"
-    script = "pwd; ls -A; cat /srv/app/data/in.txt; echo bye >&2; kill -9 $$"
+    script = "pwd; ls -A; cat /srv/app/data/in.txt; echo bye >&2; kill -9 $$; echo alive"
     result = oci2vm(
         "run", *run_options(), "-u", "0", "-w", "/esc", "-v", f"{shared}:/app2/data",
         image, "sh", "-c", script,
     )  # fmt: skip
-    assert (result.code, result.out) == (137, "/etc/oci2vm\nfrom the host\n"), result.err
-    assert result.err.endswith("bye\n")  # (no "Killed" from the init's shell after it)
+    assert (result.code, result.out) == (0, "/etc/oci2vm\nfrom the host\nalive\n"), result.err
+    assert result.err.endswith("bye\n")
     refused = oci2vm("run", *run_options(), "-u", "0", "-w", "/afile/sub", image, "true")
     assert (refused.code, refused.out) == (125, ""), refused.err
     assert "/afile/sub as the working directory: not a directory" in refused.err

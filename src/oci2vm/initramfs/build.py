@@ -70,7 +70,7 @@ RUN_MODULES: tuple[str, ...] = (
 APPLETS: tuple[str, ...] = (
     "sh", "awk", "cat", "env", "findfs", "hostname", "ifconfig", "insmod", "ip", "kill",
     "ln", "ls", "mkdir", "mount", "nsenter", "poweroff", "readlink", "route", "setsid", "sleep",
-    "switch_root", "sync", "udhcpc", "umount", "mkfifo", "tee", "wc", "chown",
+    "switch_root", "sync", "udhcpc", "umount", "mkfifo", "tee", "wc", "chown", "unshare",
     # growroot.sh's
     "blockdev", "chroot", "cp", "crc32", "dd", "grep", "head", "od", "printf", "tail",
 )  # fmt: skip

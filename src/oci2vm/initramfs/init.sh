@@ -19,6 +19,7 @@ export PATH=/bin
 ROOT=/newroot
 SPEC=/etc/oci2vm/spec
 WORKLOAD_PID=/etc/oci2vm/workload.pid  # written by the starter of the workload
+WORKLOAD_SIGNAL=/etc/oci2vm/workload.signal  # the signal that ended it (see deliver)
 MODULES=/etc/oci2vm/modules
 ROOT_WAIT_TENTHS=100 # how long the root device may take to appear: 10 s
 GROWROOT=/etc/oci2vm/growroot.sh
@@ -356,6 +357,23 @@ resolve_user() {
 	fi
 }
 
+# A signal passed on to the workload. As its namespace's PID 1 it would ignore one it
+# neither handles nor ignores itself (the kernel's rule for an init, which leaves docker's
+# Ctrl-C doing nothing to most programs): it ends by it instead, as a program that is no
+# init would (SIGKILL, the signal noted for its exit status: 128 + N, as docker reports a
+# program killed by N). Signals whose default is not to end a program go as they are.
+deliver() { # SIGNAL PID
+	masks=$(awk '/^Sig(Cgt|Ign):/ { printf "%s ", $2 }' "/proc/$2/status" 2>/dev/null)
+	set -- "$1" "$2" $masks
+	case "$1" in 17|18|19|20|21|22|23|28) set -- "$1" "$2" ;; esac # CHLD CONT STOP TSTP TTIN TTOU URG WINCH
+	if [ $# -eq 4 ] && [ $(((0x$3 | 0x$4) >> ($1 - 1) & 1)) = 0 ]; then
+		echo "$1" >"$WORKLOAD_SIGNAL"
+		kill -9 "$2"
+	else
+		kill "-$1" "$2"
+	fi 2>/dev/null
+}
+
 fail_start() { # like docker when the container cannot start: a message and status 125
 	echo "oci2vm: $*" >"$ERR"   # (docker run's for a daemon error: an unknown user, group)
 	finish 125
@@ -442,8 +460,8 @@ start_workload() {
 		while read -r request; do
 			pid=$(cat "$WORKLOAD_PID" 2>/dev/null) && [ -n "$pid" ] || continue
 			case "$request" in
-			"signal "[1-9]*) kill "-${request#signal }" "$pid" 2>/dev/null ;;
-			stop) kill "-$SPEC_STOP_SIGNAL" "$pid" 2>/dev/null ;;
+			"signal "[1-9]*) deliver "${request#signal }" "$pid" ;;
+			stop) deliver "$SPEC_STOP_SIGNAL" "$pid" ;;
 			kill) kill -9 "$pid" 2>/dev/null ;;
 			esac
 		done
@@ -452,15 +470,25 @@ start_workload() {
 	# In the foreground: a non-interactive shell starts a background command with SIGINT
 	# and SIGQUIT ignored, which exec keeps (Ctrl-C under -it, a StopSignal of INT or QUIT
 	# would do nothing); docker's workload starts with every signal at its default.
-	set -- sh -c "$(limit_commands)$(stdio_owner)"'echo $$ >"$0"; exec "$@"' "$WORKLOAD_PID" "$@"
+	# PID 1 of a PID namespace of its own, as in a container: getpid() is 1 (s6-overlay's
+	# /init insists on it), orphans are its to reap, its end ends every process it
+	# started, and its /proc (mounted in a mount namespace of its own) shows them alone.
+	# Its starter, the namespace's first process, leaves its pid as seen from here.
+	setsid=""
+	[ "$IN" != /dev/hvc0 ] || setsid="setsid -c " # the terminal's session leader
+	set -- unshare -p -f -m --propagation private -- sh -c "$(limit_commands)$(stdio_owner)"'
+		read -r pid _ </proc/self/stat && echo "$pid" >"$0"
+		mount -t proc proc "$1/proc" 2>/dev/null; shift
+		exec '"$setsid"'"$@"' "$WORKLOAD_PID" "$ROOT" "$@"
 	say "the workload started: $program" # (what `oci2vm check` of an app disk waits for)
 	# (a stop before this ends the VM at once: nothing would take it)
 	[ "$CONTROL_FD_OPEN" != 1 ] || echo started >&3
 	# In a subshell: ash reports a job killed by a signal ("Killed") on the stderr its
 	# command had, which would add a line to the workload's own; the subshell's is the
 	# console's.
-	if [ "$IN" = /dev/hvc0 ]; then
-		(setsid -c "$@" <"$IN" >"$OUT" 2>"$ERR" 3>&- 4>&- 5>&-)
+	if [ "$IN" = /dev/hvc0 ]; then # (the workload takes the terminal: its starter's parent
+		# would die by a Ctrl-C that the workload ignores)
+		("$@" <"$IN" >"$OUT" 2>"$ERR" 3>&- 4>&- 5>&-)
 	elif [ -n "$IN_PORT" ]; then # cat in the background: the pipeline ends with the workload
 		({ cat "$IN_PORT" 3>&- 4>&- 5>&- & } | "$@" >"$OUT" 2>"$ERR" 3>&- 4>&- 5>&-)
 	else # (not the control port: the workload could fake "exit 0" there)
@@ -491,6 +519,8 @@ run_app() {
 	# to PID 1 included.
 	start_workload
 	status=$?
+	ended_by=$(cat "$WORKLOAD_SIGNAL" 2>/dev/null)
+	[ "$status" != 137 ] || [ -z "$ended_by" ] || status=$((128 + ended_by))
 	kill "$READER" 2>/dev/null
 	finish "$status"
 }
