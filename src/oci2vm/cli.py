@@ -120,9 +120,24 @@ def _size(text: str) -> int:
 Options = argparse._ActionsContainer
 
 
-def _choice(p: Options, flag: str, kind: type[StrEnum], default: StrEnum | None, text: str) -> None:
-    """An option whose values are a StrEnum's."""
-    p.add_argument(flag, type=kind, choices=list(kind), default=default, help=text)
+def _choice(
+    p: Options, flag: str, kind: type[StrEnum], default: StrEnum | None, text: str, hint: str = ""
+) -> None:
+    """An option whose values are a StrEnum's; a wrong one is named with the values (the
+    one likely meant first) and `hint`."""
+
+    def parse(value: str) -> StrEnum:
+        try:
+            return kind(value)
+        except ValueError:
+            values = [str(v) for v in kind]
+            close = difflib.get_close_matches(value.lower(), values, 1)
+            meant = f" (did you mean {close[0]}?)" if close else ""
+            raise argparse.ArgumentTypeError(
+                f"{value!r} is not one of {', '.join(values)}{meant}{hint}"
+            ) from None
+
+    p.add_argument(flag, type=parse, choices=list(kind), default=default, help=text)
 
 
 def _kernel(text: str) -> KernelChoice:
@@ -381,7 +396,9 @@ def _system_options(parser: argparse.ArgumentParser) -> None:
             "the initramfs: the image's own or oci2vm's (default: auto)")  # fmt: skip
     _choice(p, "--init", InitMode, InitMode.AUTO,
             "system: the image's init runs as PID 1; app: the image's Entrypoint and Cmd "
-            "run as the VM's job (default: auto, app when the image has no init)")  # fmt: skip
+            "run as the VM's job (default: auto, app when the image has no init)",
+            "; docker run's --init (tini as PID 1) is not needed here: a signal the workload "
+            "does not handle ends it")  # fmt: skip
     p.add_argument(
         "--network",
         type=_network,
