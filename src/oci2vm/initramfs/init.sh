@@ -473,12 +473,15 @@ start_workload() {
 	# PID 1 of a PID namespace of its own, as in a container: getpid() is 1 (s6-overlay's
 	# /init insists on it), orphans are its to reap, its end ends every process it
 	# started, and its /proc (mounted in a mount namespace of its own) shows them alone.
-	# Its starter, the namespace's first process, leaves its pid as seen from here.
+	# Its starter, the namespace's first process, leaves its pid as seen from here. (A
+	# kernel without PID namespaces, an image's own or one given, runs it as a child.)
+	namespaces="unshare -p -f -m --propagation private --"
+	unshare -p -f -m true 2>/dev/null || namespaces=""
 	setsid=""
 	[ "$IN" != /dev/hvc0 ] || setsid="setsid -c " # the terminal's session leader
-	set -- unshare -p -f -m --propagation private -- sh -c "$(limit_commands)$(stdio_owner)"'
+	set -- $namespaces sh -c "$(limit_commands)$(stdio_owner)"'
 		read -r pid _ </proc/self/stat && echo "$pid" >"$0"
-		mount -t proc proc "$1/proc" 2>/dev/null; shift
+		[ "$$" != 1 ] || mount -t proc proc "$1/proc" 2>/dev/null; shift
 		exec '"$setsid"'"$@"' "$WORKLOAD_PID" "$ROOT" "$@"
 	say "the workload started: $program" # (what `oci2vm check` of an app disk waits for)
 	# (a stop before this ends the VM at once: nothing would take it)
