@@ -301,6 +301,23 @@ def test_a_missing_or_not_executable_program_fails_with_dockers_status(app: str)
         assert f'exec: "{program}"' in result.err and words in result.err
 
 
+def test_a_program_only_root_may_run_is_refused_to_a_user_with_groups(tmp_path: Path) -> None:
+    """busybox-app's user app has a supplementary group, so it starts by start-stop-daemon,
+    whose own status for an exec it cannot do is 1: docker's is 126, with its message.
+    Root runs the same program."""
+    from support.layouts import file, layer_tar, write_layout
+
+    base = busybox_app_fixture().rootfs_tar.read_bytes()
+    secret = layer_tar([file("secret", b"#!/bin/sh\necho ran\n", mode=0o700)])
+    layout = write_layout(tmp_path / "img", [base, secret], compression="none")
+    image = f"oci:{layout.path}:latest"
+    refused = oci2vm("run", *run_options(), "-u", "app", image, "/secret")
+    assert (refused.code, refused.out) == (126, ""), refused.err
+    assert 'exec: "/secret": permission denied' in refused.err
+    ran = oci2vm("run", *run_options(), "-u", "0", image, "/secret")
+    assert (ran.code, ran.out) == (0, "ran\n"), ran.err
+
+
 def test_read_only_tmpfs_and_add_host_like_docker(app: str) -> None:
     script = (
         "grep -E 'db|gw' /etc/hosts; echo x > /scratch/f && cat /scratch/f; "

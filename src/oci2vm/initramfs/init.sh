@@ -374,6 +374,12 @@ deliver() { # SIGNAL PID
 	fi 2>/dev/null
 }
 
+# The last step of a start by start-stop-daemon, by our sh as the workload's user: what
+# exec would refuse, told as docker tells it, else the program in its place.
+USER_EXEC='[ -x "$0" ] && [ ! -d "$0" ] || {
+	echo "oci2vm: exec: \"$0\": permission denied" >&2; exit 126; }
+exec "$0" "$@"'
+
 fail_start() { # like docker when the container cannot start: a message and status 125
 	echo "oci2vm: $*" >"$ERR"   # (docker run's for a daemon error: an unknown user, group)
 	finish 125
@@ -445,10 +451,12 @@ start_workload() {
 	set -- env -i "$@" /bin/busybox nsenter -r"$ROOT" -w"$WORKDIR" -F
 	if [ -n "$members" ]; then
 		# nsenter -G sets one group; start-stop-daemon -c calls initgroups(), which reads
-		# the current root's /etc/group: started inside the root, from this initramfs's
-		# busybox reached through PID 1's root (no file of the image runs as root first).
-		set -- "$@" -- /proc/1/root/bin/busybox start-stop-daemon -S -q \
-			-p /proc/oci2vm-none -c "$uid:$gid" -x "$program" --
+		# the current root's /etc/group: started inside the root, an applet of this
+		# initramfs's busybox, which runs them from /proc/self/exe (no file of the image
+		# runs as root first). As the user, our sh then refuses what exec would with
+		# docker's 126 (start-stop-daemon's status would be 1) and execs the program.
+		set -- "$@" -- start-stop-daemon -S -q -p /proc/oci2vm-none -c "$uid:$gid" \
+			-x /proc/self/exe -a sh -- -c "$USER_EXEC" "$program"
 	else
 		set -- "$@" -S "$uid" -G "$gid" -- "$program"
 	fi
