@@ -66,7 +66,9 @@ def _bool(text: str) -> bool:
         return True
     if value in ("false", "0", "no", "off"):
         return False
-    raise argparse.ArgumentTypeError(f"expected true or false, not {text!r}")
+    # (--tls-verify's values; a bare one before the image takes the image)
+    taken = " (the bare flag took the image: write --tls-verify=true)" if "/" in text else ""
+    raise argparse.ArgumentTypeError(f"expected true or false, not {text!r}{taken}")
 
 
 def _seconds(text: str) -> float:
