@@ -285,6 +285,10 @@ def test_an_output_to_stdout_or_a_directory_is_refused_before_any_work(tmp_path:
             ["run", "--accel", "kvmm", "x"],
             "'kvmm' is not one of auto, kvm, tcg (did you mean kvm?)",
         ),
+        (
+            ["build", "--tls-verify", "docker://h/i", "-o", "x.img"],
+            "(the bare flag took the image: write --tls-verify=true)",
+        ),
         # docker run's boolean --init takes the image as its value: named as such
         (
             ["run", "--init", "oci:img", "sh"],
