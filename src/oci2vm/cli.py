@@ -332,7 +332,7 @@ def _source_options(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--cache-dir", type=Path, help="blob cache (default: $XDG_CACHE_HOME/oci2vm)")
 
 
-def _build_options(parser: argparse.ArgumentParser) -> None:
+def _build_options(parser: argparse.ArgumentParser, hostname_short: bool = False) -> None:
     p = parser.add_argument_group("the disk")
     _choice(p, "--format", OutputFormat, None, "output format (default: from the -o extension)")
     p.add_argument("--size", type=_size,
@@ -345,7 +345,8 @@ def _build_options(parser: argparse.ArgumentParser) -> None:
             "partition table (default: gpt; mbr for old BIOS platforms)")  # fmt: skip
     p.add_argument("--compress", action="store_true", help="compress qcow2 output")
     p = parser.add_argument_group("the guest's identity and accounts")
-    p.add_argument("--hostname", help="hostname (default: from the image name)")
+    flags = ("-h", "--hostname") if hostname_short else ("--hostname",)  # (docker run's -h)
+    p.add_argument(*flags, help="hostname (default: from the image name)")
     password = p.add_mutually_exclusive_group()
     password.add_argument("--root-password", help="root password (stored hashed, SHA-512 crypt)")
     password.add_argument(
@@ -557,7 +558,9 @@ def parser() -> argparse.ArgumentParser:
         help="boot a disk, or run a source like docker run (an app image's Entrypoint and "
         "Cmd as the VM's job, its exit code as oci2vm's)",
         usage="oci2vm run [OPTIONS] DISK|SOURCE [COMMAND [ARG...]]",
+        add_help=False,  # -h is docker run's --hostname: a script's `-h NAME` printed help
     )
+    p.add_argument("--help", action="help", help="show this help message and exit")
     p.add_argument(
         "source",
         metavar="DISK|SOURCE",
@@ -567,7 +570,7 @@ def parser() -> argparse.ArgumentParser:
     )
     _workload_options(p, run=True)  # (first in --help, as docker run's users look there)
     _source_options(p)
-    _build_options(p)
+    _build_options(p, hostname_short=True)
     _system_options(p)
     _vm_options(p)
     _common(p, verbose_short=False)

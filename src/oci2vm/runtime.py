@@ -163,6 +163,7 @@ def run_app(
 
     `root` is never modified. `console_log`: where the kernel's console goes (default: a
     temporary file, its tail shown if the guest fails before the workload ends)."""
+    vm.check_ports(config.publish)
     channels = open_channels(spec)
     with tempfile.TemporaryDirectory(prefix="oci2vm-run-") as tmp:
         log = console_log or Path(tmp, "console.log")

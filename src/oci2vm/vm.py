@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import codecs
 import contextlib
+import errno
 import functools
 import logging
 import os
@@ -17,6 +18,7 @@ import re
 import selectors
 import shutil
 import signal
+import socket
 import subprocess
 import tempfile
 import time
@@ -302,6 +304,26 @@ def _nic(network: bool, forwards: Sequence[PortForward]) -> str:
     return "user,model=virtio-net-pci" + "".join(hostfwd(f) for f in forwards)
 
 
+def check_ports(forwards: Sequence[PortForward]) -> None:
+    """Refuse a published host port that QEMU could not listen on before it starts: QEMU
+    only says "Could not set up host forwarding rule", once the boot began."""
+    for forward in forwards:
+        mapping = forward if isinstance(forward, PortMapping) else PortMapping(*forward)
+        kind = socket.SOCK_DGRAM if mapping.protocol == "udp" else socket.SOCK_STREAM
+        with socket.socket(socket.AF_INET, kind) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as QEMU's
+            try:
+                probe.bind((mapping.host_ip, mapping.host_port))
+            except OSError as e:
+                why = {
+                    errno.EADDRINUSE: "the port is already in use on the host",
+                    errno.EACCES: "ports below 1024 need root",
+                    errno.EADDRNOTAVAIL: "no interface of the host has that address",
+                }.get(e.errno or 0, e.strerror)
+                where = f"{mapping.host_ip}:{mapping.host_port}"
+                raise Oci2vmError(f"cannot publish {where}/{mapping.protocol}: {why}") from None
+
+
 def hostfwd(forward: PortForward) -> str:
     """One forward as QEMU's user network writes it (qemu-system(1), -netdev user):
     hostfwd=[tcp|udp]:[hostaddr]:hostport-[guestaddr]:guestport; an empty guest address
@@ -354,6 +376,7 @@ def run_vm(
     Ctrl-A X quits QEMU; the guest powering off ends it too. `snapshot` throws the
     guest's writes away; `forwards` are qemu_command's.
     """
+    check_ports(forwards)
     with tempfile.TemporaryDirectory(prefix="oci2vm-vm-") as tmp:
         efi_vars = copy_efi_vars(Path(tmp), arch) if firmware == Firmware.UEFI else None
         argv = qemu_command(
@@ -459,6 +482,7 @@ def check_boot(
     """
     steps: list[tuple[re.Pattern[str], str | None]] = [(re.compile(expect), None)]
     steps += [(re.compile(pattern), line) for pattern, line in script]
+    check_ports(forwards)
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="oci2vm-check-") as tmp:
         efi_vars = copy_efi_vars(Path(tmp), arch) if firmware == Firmware.UEFI else None

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from oci2vm.cli import main
+from oci2vm.cli import main, parse
 from oci2vm.errors import Oci2vmError
 
 
@@ -309,6 +309,13 @@ def test_a_usage_error_is_one_line_then_where_the_help_is(
     assert lines[1] == f"See '{lines[0].partition(': error:')[0]} --help'."
 
 
+def test_run_takes_h_for_the_hostname_as_docker_run_does() -> None:
+    """`docker run -h NAME` names the host; run printed its help and exited 0, so a
+    script ported from docker went on as if it had run."""
+    args = parse(["run", "-h", "web1", "oci:img", "hostname"])
+    assert (args.hostname, args.source) == ("web1", "oci:img")
+
+
 @pytest.mark.parametrize("command", ["inspect", "build", "run", "check"])
 def test_help_lists_options_under_headings_by_kind(
     command: str, capsys: pytest.CaptureFixture[str]
@@ -323,6 +330,7 @@ def test_help_lists_options_under_headings_by_kind(
     generic = text.split("\noptions:\n")[1].split("\n\n")[0]
     flags = re.findall(r"^  (-[-\w]+)", generic, re.MULTILINE)
     own = {"build": ["-o"], "check": ["--expect", "--timeout"]}.get(command, [])
-    assert flags == ["-h", *own], generic
+    help_flag = "--help" if command == "run" else "-h"  # (run's -h is docker's --hostname)
+    assert flags == [help_flag, *own], generic
     if command == "run":  # docker run's options first, where its users look
         assert headings.index("an app image's workload (as docker run's):") == 2

@@ -47,7 +47,7 @@ def _in_namespace(tmp_path: Path, script: str) -> tuple[subprocess.Popen[bytes],
 
 
 def _deliver(tmp_path: Path, signum: int, pid: int) -> None:
-    script = f'WORKLOAD_SIGNAL="$1"\n{_function("deliver")}deliver "$2" "$3"\n'
+    script = f'WORKLOAD_SIGNAL="$1"\n{"".join(_function(f) for f in ("deliver", "disposition", "ended_by"))}deliver "$2" "$3"\n'
     noted = str(tmp_path / "signal")
     subprocess.run(["busybox", "sh", "-c", script, "sh", noted, str(signum), str(pid)], check=True)
 
@@ -80,6 +80,19 @@ def test_a_handled_signal_reaches_the_handler(
     _deliver(tmp_path, signal.SIGTERM, pid)
     assert proc.wait(10) == 3
     assert not (tmp_path / "signal").exists()
+
+
+def test_a_handler_that_raises_the_signal_again_to_end_by_it_ends_the_workload(
+    tmp_path: Path, reaped: list[subprocess.Popen[bytes]]
+) -> None:
+    """node's SIGINT and SIGTERM handlers reset the terminal, restore the default and
+    raise the signal again: an init ignores that one too, and node ran on."""
+    script = "trap 'trap - TERM; kill -TERM $$; sleep 30' TERM; while :; do sleep 0.05; done"
+    proc, pid = _in_namespace(tmp_path, script)
+    reaped.append(proc)
+    _deliver(tmp_path, signal.SIGTERM, pid)
+    assert proc.wait(10) == -signal.SIGKILL
+    assert (tmp_path / "signal").read_text() == f"{int(signal.SIGTERM)}\n"
 
 
 @pytest.mark.parametrize("script", ["trap '' TERM; exec sleep 30", "exec sleep 30"])

@@ -8,6 +8,7 @@ import dataclasses
 import io
 import os
 import re
+import socket
 import subprocess
 import sys
 import time
@@ -20,6 +21,7 @@ import pytest
 from oci2vm import arch, vm
 from oci2vm.arch import Arch
 from oci2vm.cli import main
+from oci2vm.config import PortMapping
 from oci2vm.errors import Oci2vmError
 from oci2vm.util import tools
 from support.programs import requires
@@ -175,6 +177,21 @@ def test_network_forwards_host_loopback_ports_into_the_guest() -> None:
         "user,model=virtio-net-pci"
         ",hostfwd=tcp:127.0.0.1:2222-:22,hostfwd=tcp:127.0.0.1:18080-:8080",
     ]
+
+
+def test_a_published_port_in_use_is_refused_before_qemu_starts() -> None:
+    """QEMU said only "Could not set up host forwarding rule" once the boot began: the
+    run failed as a VM that ended without an exit status."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(
+            Oci2vmError,
+            match=rf"^cannot publish 127.0.0.1:{port}/tcp: the port is already in use on the host$",
+        ):
+            vm.check_ports([PortMapping(port, 80)])
+    vm.check_ports([PortMapping(port, 80)])  # free again
 
 
 def test_network_without_forwards_is_a_plain_user_nic() -> None:

@@ -361,17 +361,47 @@ resolve_user() {
 # neither handles nor ignores itself (the kernel's rule for an init, which leaves docker's
 # Ctrl-C doing nothing to most programs): it ends by it instead, as a program that is no
 # init would (SIGKILL, the signal noted for its exit status: 128 + N, as docker reports a
-# program killed by N). Signals whose default is not to end a program go as they are.
+# program killed by N). A handler that restores the default and raises the signal again
+# to end by it (node's for SIGINT and SIGTERM, a script's `trap - TERM; kill -TERM $$`)
+# would be ignored the same way: watched for a while, and its end given.
 deliver() { # SIGNAL PID
-	masks=$(awk '/^Sig(Cgt|Ign):/ { printf "%s ", $2 }' "/proc/$2/status" 2>/dev/null)
-	set -- "$1" "$2" $masks
-	case "$1" in 17|18|19|20|21|22|23|28) set -- "$1" "$2" ;; esac # CHLD CONT STOP TSTP TTIN TTOU URG WINCH
-	if [ $# -eq 4 ] && [ $(((0x$3 | 0x$4) >> ($1 - 1) & 1)) = 0 ]; then
-		echo "$1" >"$WORKLOAD_SIGNAL"
-		kill -9 "$2"
+	before=$(disposition "$1" "$2")
+	if [ "$before" = default ]; then
+		ended_by "$1" "$2"
+		return
+	fi
+	kill "-$1" "$2" 2>/dev/null
+	[ "$before" = caught ] || return 0
+	(
+		tries=0
+		while [ $tries -lt 50 ] && sleep 0.2; do
+			case $(disposition "$1" "$2") in
+			default) ended_by "$1" "$2"; break ;;
+			gone) break ;;
+			esac
+			tries=$((tries + 1))
+		done
+	) &
+}
+
+disposition() { # SIGNAL PID: default (it would end the program, were it no init), caught, ignored, other or gone
+	case "$1" in 17|18|19|20|21|22|23|28) echo other; return ;; esac # CHLD CONT STOP TSTP TTIN TTOU URG WINCH
+	set -- "$1" $(awk '/^State:/ { s = $2 } /^Sig(Ign|Cgt):/ { m = m " " $2 }
+		END { if (s != "" && s != "Z" && s != "X") print m }' "/proc/$2/status" 2>/dev/null)
+	if [ $# -ne 3 ]; then
+		echo gone
+	elif [ $((0x$3 >> ($1 - 1) & 1)) = 1 ]; then
+		echo caught
+	elif [ $((0x$2 >> ($1 - 1) & 1)) = 1 ]; then
+		echo ignored
 	else
-		kill "-$1" "$2"
-	fi 2>/dev/null
+		echo default
+	fi
+}
+
+ended_by() { # SIGNAL PID: the workload ends as that signal would end it
+	echo "$1" >"$WORKLOAD_SIGNAL"
+	kill -9 "$2" 2>/dev/null
 }
 
 # The last step of a start by start-stop-daemon, by our sh as the workload's user: what
@@ -410,10 +440,11 @@ limit_commands() {
 	done
 }
 
-# The workload's pipes become its user's, as runc's fixStdioPermissions makes them, so
-# that a user other than root opens /dev/stdout again (/dev/null, a terminal: as they are).
+# The workload's pipes and terminal become its user's, as runc's fixStdioPermissions
+# makes them and as runc gives the container's user its terminal, so that a user other
+# than root opens /dev/stdout again (/dev/null stays as it is).
 stdio_owner() {
-	printf 'for fd in 0 1 2; do [ -p /proc/self/fd/$fd ] && chown %s:%s /proc/self/fd/$fd; done; ' \
+	printf 'for fd in 0 1 2; do { [ -p /proc/self/fd/$fd ] || [ -t $fd ]; } && chown %s:%s /proc/self/fd/$fd; done; ' \
 		"$uid" "$gid"
 }
 
