@@ -66,9 +66,11 @@ def _bool(text: str) -> bool:
         return True
     if value in ("false", "0", "no", "off"):
         return False
-    # (--tls-verify's values; a bare one before the image takes the image)
-    taken = " (the bare flag took the image: write --tls-verify=true)" if "/" in text else ""
-    raise argparse.ArgumentTypeError(f"expected true or false, not {text!r}{taken}")
+    # (--tls-verify's values: a bare one before the image takes the image)
+    raise argparse.ArgumentTypeError(
+        f"expected true or false, not {text!r} (a bare --tls-verify takes the next word: "
+        "write --tls-verify=true)"
+    )
 
 
 def _seconds(text: str) -> float:
@@ -133,8 +135,7 @@ def _choice(
             return kind(value)
         except ValueError:
             values = [str(v) for v in kind]
-            close = difflib.get_close_matches(value.lower(), values, 1)
-            meant = f" (did you mean {close[0]}?)" if close else ""
+            meant = _did_you_mean([value.lower()], values)
             raise argparse.ArgumentTypeError(
                 f"{value!r} is not one of {', '.join(values)}{meant}{hint}"
             ) from None
@@ -400,8 +401,8 @@ def _system_options(parser: argparse.ArgumentParser) -> None:
     _choice(p, "--init", InitMode, InitMode.AUTO,
             "system: the image's init runs as PID 1; app: the image's Entrypoint and Cmd "
             "run as the VM's job (default: auto, app when the image has no init)",
-            "; docker run's --init (tini as PID 1) is not needed here: a signal the workload "
-            "does not handle ends it")  # fmt: skip
+            "; docker run's --init (tini as PID 1) has no counterpart here, where a signal "
+            "the workload does not handle ends it anyway")  # fmt: skip
     p.add_argument(
         "--network",
         type=_network,
@@ -511,14 +512,17 @@ class _Parser(argparse.ArgumentParser):
     def _meant(self, message: str) -> str:
         if "invalid choice: " in message:
             word, _, choices = message.partition("invalid choice: ")[2].partition(" (choose from")
-            close = difflib.get_close_matches(word.strip("'"), re.findall(r"'([^']+)'", choices), 1)
-        elif message.startswith("unrecognized arguments: "):
-            options = list(self._option_string_actions)
+            return _did_you_mean([word.strip("'")], re.findall(r"'([^']+)'", choices))
+        if message.startswith("unrecognized arguments: "):
             unknown = [w.split("=")[0] for w in message.split()[2:] if w.startswith("--")]
-            close = [m for w in unknown for m in difflib.get_close_matches(w, options, 1)]
-        else:
-            return ""
-        return f" (did you mean {', '.join(close)}?)" if close else ""
+            return _did_you_mean(unknown, list(self._option_string_actions))
+        return ""
+
+
+def _did_you_mean(words: list[str], known: list[str]) -> str:
+    """ " (did you mean X?)" naming the known word closest to each of `words`, if any."""
+    close = [m for w in words for m in difflib.get_close_matches(w, known, 1)]
+    return f" (did you mean {', '.join(close)}?)" if close else ""
 
 
 def parser() -> argparse.ArgumentParser:

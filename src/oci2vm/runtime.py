@@ -316,7 +316,7 @@ def _relay(
                 if name == "signal":
                     _on_signal(session, wakeup, control)
                 elif name == "input":
-                    _forward_input(selector, input_fd, guest_input, spec.tty)
+                    _forward_input(selector, input_fd, guest_input, spec.tty, control)
                 elif name == "control":
                     _on_control(session, control, selector)
                 else:
@@ -441,8 +441,18 @@ def _pumped(fd: int) -> int:
     return reader
 
 
+# Keys the guest's terminal turns into signals for its foreground group (^C, ^\\), which
+# the kernel drops for the workload, its namespace's init, unless it handles them: the
+# init is told, to end the workload as a signal passed on would (init.sh's tty_signal).
+TERMINAL_SIGNALS = {b"\x03": signal.SIGINT, b"\x1c": signal.SIGQUIT}
+
+
 def _forward_input(
-    selector: selectors.BaseSelector, fd: int, channel: Channel | None, raw: bool
+    selector: selectors.BaseSelector,
+    fd: int,
+    channel: Channel | None,
+    raw: bool,
+    control: socket.socket,
 ) -> None:
     assert channel is not None
     try:
@@ -451,6 +461,9 @@ def _forward_input(
         data = b""
     if data:
         _send(channel.host, data)
+        for key, signum in TERMINAL_SIGNALS.items():
+            if raw and key in data:
+                _send(control, f"tty-signal {int(signum)}\n".encode())
         return
     selector.unregister(fd)
     if not raw:  # end of our stdin: the workload's stdin ends too

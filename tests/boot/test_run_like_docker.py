@@ -11,7 +11,10 @@ so reruns and other tests reuse them; the cache test alone starts from an empty 
 
 from __future__ import annotations
 
+import contextlib
 import os
+import pty
+import select
 import signal
 import subprocess
 import tarfile
@@ -30,8 +33,10 @@ from fixture_images import (
 from support.debarchives import configured_mirror, fixture_store
 from support.programs import requires
 from support.runcli import (
+    OCI2VM,
     RUN_TIMEOUT,
     cache_sharing_downloads,
+    child_env,
     fetch_when_served,
     files_state,
     free_port,
@@ -285,6 +290,65 @@ def test_a_stop_ends_a_workload_that_does_not_handle_it_at_once(app: str) -> Non
         assert (proc.returncode, "started\n" + rest.decode()) == (status, out), err.decode()
         assert took < GRACE_SECONDS - 1
         assert "Killed" not in err.decode()  # (nothing from the init's shell after it)
+
+
+class Terminal:
+    """`oci2vm run -it ...` on a pseudo-terminal, as a user at a keyboard."""
+
+    def __init__(self, *args: str) -> None:
+        self.master, slave = pty.openpty()
+        self.proc = subprocess.Popen(
+            [*OCI2VM, "run", *args], stdin=slave, stdout=slave, stderr=slave,
+            env=child_env(), start_new_session=True,
+        )  # fmt: skip
+        os.close(slave)
+        self.screen = b""
+
+    def wait_for(self, text: bytes, timeout: float = RUN_TIMEOUT) -> None:
+        deadline = time.monotonic() + timeout
+        while text not in self.screen:
+            assert time.monotonic() < deadline, self.screen[-500:]
+            if select.select([self.master], [], [], 0.5)[0]:
+                with contextlib.suppress(OSError):
+                    self.screen += os.read(self.master, 4096)
+
+    def type(self, keys: bytes) -> None:
+        os.write(self.master, keys)
+
+    def close(self) -> None:
+        self.proc.kill()
+        self.proc.wait()
+        os.close(self.master)
+
+
+def test_ctrl_c_on_a_terminal_reaches_the_foreground_as_docker_run_it(app: str) -> None:
+    """Under -it the keys go to the guest's terminal, whose ^C signals its foreground
+    group: a shell's job ends and the shell goes on; a workload in the foreground that
+    does not handle SIGINT ends (the kernel drops that signal for a namespace's init,
+    and the workload, its PID 1, ran on with the host's terminal raw)."""
+    shell = Terminal(*run_options(), "-it", app, "sh")
+    try:
+        shell.wait_for(b"$ ")
+        shell.type(b"echo pid=$$; sleep 100\r")
+        shell.wait_for(b"pid=1")
+        time.sleep(1)
+        shell.type(b"\x03")
+        shell.type(b"echo back$((40+2))\r")
+        shell.wait_for(b"back42", 30)
+        shell.type(b"exit 3\r")
+        assert shell.proc.wait(30) == 3
+    finally:
+        shell.close()
+    sleeper = Terminal(*run_options(), "-it", app, "sh", "-c", "echo ready; exec sleep 100")
+    try:
+        sleeper.wait_for(b"ready")
+        time.sleep(2)  # sh has exec'd sleep (sh itself would end by the ^C: status 130 too)
+        stopped = time.monotonic()
+        sleeper.type(b"\x03")
+        assert sleeper.proc.wait(30) == 128 + signal.SIGINT
+        assert time.monotonic() - stopped < GRACE_SECONDS - 1
+    finally:
+        sleeper.close()
 
 
 def test_a_missing_or_not_executable_program_fails_with_dockers_status(app: str) -> None:

@@ -287,12 +287,12 @@ def test_an_output_to_stdout_or_a_directory_is_refused_before_any_work(tmp_path:
         ),
         (
             ["build", "--tls-verify", "docker://h/i", "-o", "x.img"],
-            "(the bare flag took the image: write --tls-verify=true)",
+            "(a bare --tls-verify takes the next word: write --tls-verify=true)",
         ),
         # docker run's boolean --init takes the image as its value: named as such
         (
             ["run", "--init", "oci:img", "sh"],
-            "'oci:img' is not one of auto, system, app; docker run's --init (tini as PID 1)",
+            "'oci:img' is not one of auto, system, app; docker run's --init (tini as PID 1) has no",
         ),
     ],
 )

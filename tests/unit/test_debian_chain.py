@@ -103,6 +103,12 @@ def test_a_split_kernel_is_every_package_it_pins_in_the_order_dpkg_unpacks(
     assert len(passes) == 1  # the parts were expected by the kernel's pass
     one = archive(write_mirror(tmp_path / "one", kernel_pkgs()), store)
     assert [p.name for p in kernel_packages(one, "test")] == ["linux-image-6.1.0-9-test"]
+    # every part of another source than linux-image-V's: the chain stops at linux-image-V
+    unsigned = [Pkg(p.name, p.version, p.files, {**p.fields, "Source": "linux"})
+                if p.name.startswith(("linux-binary-", "linux-base-7")) else p
+                for p in split_kernel_pkgs()]  # fmt: skip
+    other = archive(write_mirror(tmp_path / "other", unsigned), store)
+    assert [p.name for p in kernel_packages(other, "test")] == names
 
 
 def test_a_package_that_is_no_metapackage_resolves_to_itself(

@@ -47,7 +47,10 @@ def _in_namespace(tmp_path: Path, script: str) -> tuple[subprocess.Popen[bytes],
 
 
 def _deliver(tmp_path: Path, signum: int, pid: int) -> None:
-    script = f'WORKLOAD_SIGNAL="$1"\n{"".join(_function(f) for f in ("deliver", "disposition", "ended_by"))}deliver "$2" "$3"\n'
+    functions = "".join(
+        _function(f) for f in ("deliver", "watch_reraise", "disposition", "ended_by")
+    )
+    script = f'WORKLOAD_SIGNAL="$1"\n{functions}deliver "$2" "$3"\n'
     noted = str(tmp_path / "signal")
     subprocess.run(["busybox", "sh", "-c", script, "sh", noted, str(signum), str(pid)], check=True)
 

@@ -47,7 +47,8 @@ def kernel_package(archive: Archive, flavour: str | None = None) -> Package:
 def kernel_packages(archive: Archive, flavour: str | None = None) -> list[Package]:
     """The packages that together hold the kernel of `flavour`: one for a kernel in one
     package; for a split kernel, linux-image-V's pinned parts (linux-*-V of its own
-    version, the metapackage linux-base-FLAVOUR left out) and linux-image-V itself."""
+    version, the metapackage linux-base-FLAVOUR left out) and linux-image-V itself, whether
+    the metapackage's chain ends at linux-image-V or at the part of its own source."""
     holder = kernel_package(archive, flavour)
     release = holder.name.split("-", 2)[2] if holder.name.count("-") >= 2 else ""
     image = archive.index().lookup([PREFIX + release]).get(PREFIX + release)
@@ -57,6 +58,6 @@ def kernel_packages(archive: Archive, flavour: str | None = None) -> list[Packag
     names = [r.name for r in pinned if r.name.startswith("linux-") and r.name.endswith(release)]
     found = archive.index().lookup(names)
     parts = [found[n] for n in names if n in found and found[n].version == image.version]
-    if holder not in parts:
+    if not parts or (holder != image and holder not in parts):
         return [holder]
     return [*parts, image]

@@ -70,7 +70,7 @@ RUN_MODULES: tuple[str, ...] = (
 APPLETS: tuple[str, ...] = (
     "sh", "awk", "cat", "env", "findfs", "hostname", "ifconfig", "insmod", "ip", "kill",
     "ln", "ls", "mkdir", "mount", "nsenter", "poweroff", "readlink", "route", "setsid", "sleep",
-    "switch_root", "sync", "udhcpc", "umount", "mkfifo", "tee", "wc", "chown", "unshare",
+    "switch_root", "sync", "udhcpc", "umount", "mkfifo", "tee", "wc", "chown", "unshare", "stty",
     # growroot.sh's
     "blockdev", "chroot", "cp", "crc32", "dd", "grep", "head", "od", "printf", "tail",
 )  # fmt: skip
@@ -87,8 +87,9 @@ SCRIPTS = ("init.sh", "udhcpc.sh", "growroot.sh")  # what the initramfs runs, as
 
 
 def scripts_digest() -> str:
-    """What the initramfs's scripts are: a cached initramfs built with others is stale."""
-    h = hashlib.sha256()
+    """What the initramfs's scripts are, and the applets they call: a cached initramfs
+    built with others is stale."""
+    h = hashlib.sha256(" ".join(APPLETS).encode())
     for name in SCRIPTS:
         h.update(_script(name))
     return h.hexdigest()

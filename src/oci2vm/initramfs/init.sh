@@ -364,6 +364,15 @@ resolve_user() {
 # program killed by N). A handler that restores the default and raises the signal again
 # to end by it (node's for SIGINT and SIGTERM, a script's `trap - TERM; kill -TERM $$`)
 # would be ignored the same way: watched for a while, and its end given.
+workload_pid() { # sets pid; the host hears "started" just before the starter writes it
+	tries=0
+	until pid=$(cat "$WORKLOAD_PID" 2>/dev/null) && [ -n "$pid" ]; do
+		[ $tries -lt 30 ] || return 1
+		sleep 0.1
+		tries=$((tries + 1))
+	done
+}
+
 deliver() { # SIGNAL PID
 	before=$(disposition "$1" "$2")
 	if [ "$before" = default ]; then
@@ -371,17 +380,33 @@ deliver() { # SIGNAL PID
 		return
 	fi
 	kill "-$1" "$2" 2>/dev/null
-	[ "$before" = caught ] || return 0
-	(
-		tries=0
-		while [ $tries -lt 50 ] && sleep 0.2; do
-			case $(disposition "$1" "$2") in
-			default) ended_by "$1" "$2"; break ;;
-			gone) break ;;
-			esac
-			tries=$((tries + 1))
-		done
-	) &
+	[ "$before" != caught ] || watch_reraise "$1" "$2" &
+}
+
+watch_reraise() { # SIGNAL PID: a handler that then restores the default ends the workload
+	tries=0
+	while [ $tries -lt 50 ] && sleep 0.2; do
+		case $(disposition "$1" "$2") in
+		default) ended_by "$1" "$2"; break ;;
+		gone) break ;;
+		esac
+		tries=$((tries + 1))
+	done
+}
+
+# A ^C or ^\ typed under -t: the guest's terminal has sent its signal to the foreground
+# process group, and the kernel dropped it if that is the workload and it does not handle
+# it (as for deliver's). Only when the terminal makes signals of those keys (not in raw
+# mode) and the workload is in the foreground (not a shell's job).
+tty_signal() { # SIGNAL PID
+	stty -F /dev/hvc0 -a 2>/dev/null | awk '/(^| )-isig( |;|$)/ { f = 1 } END { exit !f }' &&
+		return 0
+	set -- "$1" "$2" $(awk '{ sub(/.*\) /, ""); print $3, $6 }' "/proc/$2/stat" 2>/dev/null)
+	[ $# -eq 4 ] && [ "$3" = "$4" ] || return 0
+	case $(disposition "$1" "$2") in
+	default) ended_by "$1" "$2" ;;
+	caught) watch_reraise "$1" "$2" & ;;
+	esac
 }
 
 disposition() { # SIGNAL PID: default (it would end the program, were it no init), caught, ignored, other or gone
@@ -497,9 +522,10 @@ start_workload() {
 	: >"$WORKLOAD_PID"
 	(
 		while read -r request; do
-			pid=$(cat "$WORKLOAD_PID" 2>/dev/null) && [ -n "$pid" ] || continue
+			workload_pid || continue
 			case "$request" in
 			"signal "[1-9]*) deliver "${request#signal }" "$pid" ;;
+			"tty-signal "[1-9]*) tty_signal "${request#tty-signal }" "$pid" ;;
 			stop) deliver "$SPEC_STOP_SIGNAL" "$pid" ;;
 			kill) kill -9 "$pid" 2>/dev/null ;;
 			esac

@@ -37,13 +37,20 @@ PR_SET_PDEATHSIG = 1  # prctl(2): the signal a process gets when its parent thre
 _prctl = ctypes.CDLL(None, use_errno=True).prctl if sys.platform == "linux" else None
 
 
-def _die_with_parent() -> None:
-    """Run in the child between fork and exec: SIGKILL it when the thread that started it
-    ends. A QEMU in a session of its own (so that Ctrl-C reaches oci2vm alone) would
-    otherwise outlive an oci2vm killed by SIGKILL, holding its disk and ports for ever.
-    Only a foreign function call here: the child of a threaded parent must not take locks."""
-    if _prctl is not None:
-        _prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+def _dying_with(parent: int) -> Callable[[], None]:
+    """What the child runs between fork and exec: SIGKILL for it when the thread that
+    started it ends (or now, when `parent` already ended before the prctl). A QEMU in a
+    session of its own (so that Ctrl-C reaches oci2vm alone) would otherwise outlive an
+    oci2vm killed by SIGKILL, holding its disk and ports for ever. A foreign function call
+    and two system calls: the child of a threaded parent must not take locks."""
+
+    def in_child() -> None:
+        if _prctl is not None:
+            _prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+            if os.getppid() != parent:
+                os.kill(os.getpid(), signal.SIGKILL)
+
+    return in_child
 
 
 def find_program(name: str, package: str | None = None) -> str:
@@ -72,7 +79,8 @@ def run(
     die_with_parent: bool = False,
 ) -> subprocess.CompletedProcess[bytes]:
     """Run an external program, logging its command line. `die_with_parent`: the program
-    is killed if oci2vm is (an interactive QEMU must not keep the terminal).
+    is killed if oci2vm is (an interactive QEMU must not keep the terminal), or rather if
+    the calling thread ends, which must wait for it (this function does).
 
     The program (argv[0]) is resolved with find_program(). A non-zero exit becomes an
     Oci2vmError naming the program and the last line of its stderr.
@@ -90,7 +98,7 @@ def run(
             stderr=subprocess.PIPE if capture else None,
             timeout=timeout,
             check=False,
-            preexec_fn=_die_with_parent if die_with_parent else None,  # (takes no lock)
+            preexec_fn=_dying_with(os.getpid()) if die_with_parent else None,  # (no lock)
         )
     except subprocess.TimeoutExpired as e:
         raise Oci2vmError(f"{Path(args[0]).name} did not finish within {timeout:g} s") from e
@@ -134,5 +142,5 @@ def popen(
     args = [str(a) for a in argv]
     args[0] = find_program(args[0], package)
     log.debug("starting: %s", shlex.join(args))
-    # (_die_with_parent takes no lock, imports and logs nothing: safe among threads)
-    return subprocess.Popen(args, preexec_fn=_die_with_parent, **kwargs)  # type: ignore[call-overload, no-any-return]  # noqa: PLW1509
+    # (_dying_with's function takes no lock, imports and logs nothing: safe among threads)
+    return subprocess.Popen(args, preexec_fn=_dying_with(os.getpid()), **kwargs)  # type: ignore[call-overload, no-any-return]  # noqa: PLW1509
