@@ -196,7 +196,7 @@ def _publish(text: str) -> PortMapping:
 
 
 def _volume(text: str) -> Volume:
-    """HOSTDIR:GUESTDIR[:ro|:rw], as docker run -v (host directories only)."""
+    """HOSTDIR:GUESTDIR[:ro|:rw] or HOSTFILE:GUESTFILE:ro, as docker run -v."""
     parts = text.split(":")
     read_only = False
     if len(parts) == 3 and parts[2] in ("ro", "rw"):
@@ -210,8 +210,15 @@ def _volume(text: str) -> Volume:
 
 def _bind(source: str, target: str, read_only: bool, what: str) -> Volume:
     host = Path(source).expanduser()
+    if os.path.isfile(host):
+        if not read_only:  # (9p shares directories: the file's would show its neighbours)
+            raise argparse.ArgumentTypeError(
+                f"{what}: a single file is shared read-only: add :ro (or share a directory)"
+            )
+        return Volume(host.resolve(), target, read_only, file=True)
     if not os.path.isdir(host):
-        raise argparse.ArgumentTypeError(f"{what}: {host} is not a directory")
+        why = "is no directory or regular file" if os.path.lexists(host) else "does not exist"
+        raise argparse.ArgumentTypeError(f"{what}: {host} {why}")
     return Volume(host.resolve(), target, read_only)
 
 
@@ -464,7 +471,8 @@ def _workload_options(parser: argparse.ArgumentParser, *, run: bool) -> None:
                        help="forward a host port to the guest (repeatable)")  # fmt: skip
         p.add_argument("-v", "--volume", dest="volumes", type=_volume, action="append",
                        default=[], metavar="HOSTDIR:GUESTDIR[:ro]",
-                       help="share a host directory with the guest (repeatable)")  # fmt: skip
+                       help="share a host directory with the guest, or a file read-only "
+                       "(HOSTFILE:GUESTFILE:ro; repeatable)")  # fmt: skip
         p.add_argument("--mount", dest="mounts", type=_mount, action="append", default=[],
                        metavar="type=bind|tmpfs,...",
                        help="docker's long form of -v (type=bind,source=,target=[,readonly]) "

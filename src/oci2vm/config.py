@@ -197,11 +197,13 @@ class PortMapping:
 
 @dataclass(frozen=True, slots=True)
 class Volume:
-    """-v HOSTDIR:GUESTDIR[:ro]"""
+    """-v HOSTDIR:GUESTDIR[:ro], or -v HOSTFILE:GUESTFILE:ro (`file`: its bytes travel
+    with the run's arguments, and the init binds them over GUESTFILE)."""
 
     host: Path
     guest: str
     read_only: bool = False
+    file: bool = False
 
 
 @dataclass(frozen=True, slots=True)

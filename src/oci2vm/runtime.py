@@ -108,6 +108,8 @@ def qemu_command(
         argv[at : at + 2] = ["-nic", "none"]
     argv += ["-monitor", "none", "-serial", f"file:{console_log}"]
     for index, volume in enumerate(config.volumes):
+        if volume.file:
+            continue  # (in the run's archive)
         path = str(volume.host.resolve())
         if "," in path:
             raise Oci2vmError(f"-v {path}: QEMU cannot share a directory with ',' in its path")

@@ -221,17 +221,21 @@ def test_env_workdir_user_entrypoint_and_volumes(app: str, tmp_path: Path) -> No
     shared.mkdir()
     read_only.mkdir()
     (read_only / "in.txt").write_text("from the host\n")
+    (tmp_path / "app.conf").write_text("one file\n")
     script = (
         'echo "$SOME_ENV_FROM_CONFIG $ADDED"; id -u; pwd; echo from-the-guest > /data/out.txt; '
-        "cat /ro/in.txt; if echo x > /ro/new.txt; then echo ro-written; else echo ro-refused; fi"
+        "cat /ro/in.txt; if echo x > /ro/new.txt; then echo ro-written; else echo ro-refused; fi; "
+        "cat /etc/app/app.conf /etc/hostname.conf; echo x >> /etc/hostname.conf || echo refused"
     )
     result = oci2vm(
         "run", *run_options(), "-e", "SOME_ENV_FROM_CONFIG=overridden", "-e", "ADDED=1",
         "-w", "/www", "-u", "0", "--entrypoint", "sh",
         "-v", f"{shared}:/data", "--mount", f"type=bind,source={read_only},target=/ro,readonly",
+        "-v", f"{tmp_path / 'app.conf'}:/etc/app/app.conf:ro",  # a single file, a new path
+        "-v", f"{tmp_path / 'app.conf'}:/etc/hostname.conf:ro",
         app, "--", "-c", script,
     )  # fmt: skip
-    expected = "overridden 1\n0\n/www\nfrom the host\nro-refused\n"
+    expected = "overridden 1\n0\n/www\nfrom the host\nro-refused\none file\none file\nrefused\n"
     assert (result.code, result.out) == (0, expected), result.err
     assert "Read-only file system" in result.err
     assert (shared / "out.txt").read_text() == "from-the-guest\n"

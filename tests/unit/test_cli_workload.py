@@ -207,7 +207,7 @@ def test_mount_long_form_for_binds_and_tmpfs(tmp_path: Path) -> None:
     [
         ("type=volume,source=data,target=/data", "type=volume is not supported"),
         ("source=data,target=/data", "type=volume is not supported"),
-        ("type=bind,source=/nonexistent-dir,target=/x", "is not a directory"),
+        ("type=bind,source=/nonexistent-dir,target=/x", "/nonexistent-dir does not exist"),
         ("type=bind,target=/x", "takes source, target and readonly"),
         ("type=tmpfs,target=relative", "must be an absolute path"),
         ("type=tmpfs,target=/x,tmpfs-bogus=1", "takes target, tmpfs-size and tmpfs-mode"),

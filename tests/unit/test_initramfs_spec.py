@@ -15,10 +15,13 @@ import pytest
 from oci2vm import runtime
 from oci2vm.arch import Arch
 from oci2vm.boot.pvh import has_pvh_entry, pvh_kernel
+from oci2vm.cli import config_from, parse
+from oci2vm.commands.boot import volume_files
 from oci2vm.config import Accel, Config, NetworkChoice, NetworkMode, PortMapping, Volume
 from oci2vm.errors import Oci2vmError
 from oci2vm.image.model import ImageConfig, Platform
 from oci2vm.initramfs import spec as spec_module
+from oci2vm.initramfs.build import spec_archive
 from oci2vm.initramfs.spec import (
     DEFAULT_PATH,
     BootSpec,
@@ -409,3 +412,27 @@ def test_an_output_that_cannot_be_written_is_a_one_line_error() -> None:
     refused = pytest.raises(Oci2vmError, match=r"^cannot write the workload's output to ")
     with open("/dev/full", "wb") as full, refused:
         runtime._write_all(full.fileno(), b"data")
+
+
+def test_a_single_file_is_shared_read_only_with_the_run_arguments(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """docker's -v ./nginx.conf:/etc/nginx/nginx.conf:ro was refused (9p shares
+    directories): the file's bytes now travel in the run's archive, bound read-only over
+    the path; a writable one is refused (writes could not reach the host)."""
+    conf = tmp_path / "nginx.conf"
+    conf.write_bytes(b"events {}\n")
+    config = config_from(parse(["run", "-v", f"{conf}:/etc/nginx/nginx.conf:ro", "img"]))
+    assert config.volumes == (Volume(conf.resolve(), "/etc/nginx/nginx.conf", True, file=True),)
+    spec = workload(image(), config)
+    assert [(v.tag, v.path, v.read_only) for v in spec.volumes] == [
+        ("file0", "/etc/nginx/nginx.conf", True)
+    ]
+    archive = spec_archive(spec, files=volume_files(config))
+    assert b"etc/oci2vm/files/file0\0" in archive and b"events {}\n" in archive
+    assert "-fsdev" not in " ".join(
+        runtime.qemu_command(conf, conf, conf, config, Arch.AMD64, {}, tmp_path / "log")
+    )
+    with pytest.raises(SystemExit):
+        parse(["run", "-v", f"{conf}:/etc/nginx/nginx.conf", "img"])
+    assert "a single file is shared read-only: add :ro" in capsys.readouterr().err

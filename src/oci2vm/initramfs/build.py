@@ -20,7 +20,7 @@ from oci2vm.debian.deb import open_deb
 from oci2vm.errors import Oci2vmError
 from oci2vm.image.blobs import BlobRef
 from oci2vm.initramfs.cpio import CpioWriter
-from oci2vm.initramfs.spec import SPEC_PATH, BootSpec, render
+from oci2vm.initramfs.spec import FILES_DIR, SPEC_PATH, BootSpec, render
 
 # Module names (as modules.dep and modinfo spell them) the initramfs loads, before their
 # dependencies are added: root disks on the common hypervisors (QEMU/KVM's virtio, NVMe,
@@ -165,13 +165,20 @@ def build_initramfs(
     return compressed + b"\0" * (-len(compressed) % 4)
 
 
-def spec_archive(spec: BootSpec, *, mtime: int = 0) -> bytes:
-    """An uncompressed cpio holding only the spec, to append to a base initramfs."""
+def spec_archive(
+    spec: BootSpec, *, mtime: int = 0, files: Sequence[tuple[str, bytes]] = ()
+) -> bytes:
+    """An uncompressed cpio holding the spec (and the files of -v FILE:PATH:ro, by their
+    volume's tag), to append to a base initramfs."""
     raw = io.BytesIO()
     cpio = CpioWriter(raw, mtime=mtime)
     cpio.add_dir("etc")
     cpio.add_dir("etc/oci2vm")
     cpio.add_file(SPEC_PATH, render(spec))
+    if files:
+        cpio.add_dir(FILES_DIR)
+    for tag, data in files:
+        cpio.add_file(f"{FILES_DIR}/{tag}", data, 0o444)
     cpio.close()
     return raw.getvalue()
 

@@ -235,14 +235,30 @@ setup_network() {
 
 mount_volumes() {
 	eval "set -- $SPEC_VOLUMES"
-	[ "$#" -ge 3 ] && load_modules volumes
+	for word in "$@"; do # (9p's modules, for shares only)
+		case "$word" in vol[0-9]*) load_modules volumes; break ;; esac
+	done
 	while [ "$#" -ge 3 ]; do
-		options=trans=virtio,version=9p2000.L,msize=262144
-		[ "$3" = ro ] && options=$options,ro
-		target=$(root_dir "$2") || fail_start "cannot mount a volume at $2: not a directory"
-		mount -t 9p -o "$options" "$1" "$target" || say "could not mount the volume at $2"
+		case "$1" in
+		file*) mount_file "$1" "$2" ;;
+		*)
+			options=trans=virtio,version=9p2000.L,msize=262144
+			[ "$3" = ro ] && options=$options,ro
+			target=$(root_dir "$2") || fail_start "cannot mount a volume at $2: not a directory"
+			mount -t 9p -o "$options" "$1" "$target" || say "could not mount the volume at $2"
+			;;
+		esac
 		shift 3
 	done
+}
+
+mount_file() { # TAG PATH: a host file that came with the spec, bound over PATH, read-only
+	target=$(root_path "$2") && [ ! -d "$ROOT$target" ] && [ ! -L "$ROOT$target" ] ||
+		fail_start "cannot mount a file at $2: a directory is there"
+	parent=$(root_dir "${target%/*}") || fail_start "cannot mount a file at $2: not a directory"
+	[ -e "$ROOT$target" ] || : >"$ROOT$target" || fail_start "cannot make $2 to mount a file on"
+	mount --bind "/etc/oci2vm/files/$1" "$ROOT$target" &&
+		mount -o remount,bind,ro "$ROOT$target" || say "could not mount the file at $2"
 }
 
 mount_tmpfs() { # --tmpfs: path, mount options

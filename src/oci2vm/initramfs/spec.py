@@ -22,6 +22,8 @@ from oci2vm.errors import Oci2vmError
 from oci2vm.image.model import ImageConfig
 
 SPEC_PATH = "etc/oci2vm/spec"  # in the initramfs
+FILES_DIR = "etc/oci2vm/files"  # the files of -v FILE:PATH:ro, by their volume's tag
+MAX_VOLUME_FILE = 64 << 20  # bytes of one such file (it travels in the guest's memory)
 DEFAULT_INIT = "/sbin/init"
 # Docker's PATH when the image's Env has none (moby's oci.DefaultPathEnv on Linux).
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -37,7 +39,8 @@ class Mode(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class VolumeMount:
-    """A 9p share the host exports under `tag`, mounted at `path` in the guest."""
+    """A 9p share the host exports under `tag`, mounted at `path` in the guest; a tag
+    file<N> is a file that came in the run's archive (FILES_DIR), bound over `path`."""
 
     tag: str
     path: str
@@ -226,7 +229,8 @@ def workload(image: ImageConfig, config: Config, *, hostname: str | None = None)
     if config.tty and not any(e.startswith("TERM=") for e in env):
         env += ("TERM=xterm",)  # what docker run -t adds
     volumes = tuple(
-        VolumeMount(f"vol{i}", v.guest, v.read_only) for i, v in enumerate(config.volumes)
+        VolumeMount(f"{'file' if v.file else 'vol'}{i}", v.guest, v.read_only)
+        for i, v in enumerate(config.volumes)
     )
     if config.workdir is not None and not config.workdir.startswith("/"):
         raise Oci2vmError(  # docker run's words for it (moby's translateWorkingDir)
