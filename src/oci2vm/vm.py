@@ -304,11 +304,15 @@ def _nic(network: bool, forwards: Sequence[PortForward]) -> str:
     return "user,model=virtio-net-pci" + "".join(hostfwd(f) for f in forwards)
 
 
+def _mapping(forward: PortForward) -> PortMapping:
+    return forward if isinstance(forward, PortMapping) else PortMapping(*forward)
+
+
 def check_ports(forwards: Sequence[PortForward]) -> None:
     """Refuse a published host port that QEMU could not listen on before it starts: QEMU
     only says "Could not set up host forwarding rule", once the boot began."""
     for forward in forwards:
-        mapping = forward if isinstance(forward, PortMapping) else PortMapping(*forward)
+        mapping = _mapping(forward)
         kind = socket.SOCK_DGRAM if mapping.protocol == "udp" else socket.SOCK_STREAM
         with socket.socket(socket.AF_INET, kind) as probe:
             probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as QEMU's
@@ -328,7 +332,7 @@ def hostfwd(forward: PortForward) -> str:
     """One forward as QEMU's user network writes it (qemu-system(1), -netdev user):
     hostfwd=[tcp|udp]:[hostaddr]:hostport-[guestaddr]:guestport; an empty guest address
     means the one QEMU's DHCP server gives the guest (10.0.2.15)."""
-    mapping = forward if isinstance(forward, PortMapping) else PortMapping(*forward)
+    mapping = _mapping(forward)
     for port in (mapping.host_port, mapping.guest_port):
         if not 0 < port < 65536:
             raise ValueError(f"not a TCP port: {port}")

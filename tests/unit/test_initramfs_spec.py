@@ -428,7 +428,7 @@ def test_a_single_file_is_shared_read_only_with_the_run_arguments(
     assert [(v.tag, v.path, v.read_only) for v in spec.volumes] == [
         ("file0", "/etc/nginx/nginx.conf", True)
     ]
-    archive = spec_archive(spec, files=volume_files(config))
+    archive = spec_archive(spec, files=volume_files(config, spec))
     assert b"etc/oci2vm/files/file0\0" in archive and b"events {}\n" in archive
     assert "-fsdev" not in " ".join(
         runtime.qemu_command(conf, conf, conf, config, Arch.AMD64, {}, tmp_path / "log")

@@ -16,7 +16,7 @@ from oci2vm.config import Config, InitMode, OutputFormat
 from oci2vm.errors import Oci2vmError
 from oci2vm.image.model import Image
 from oci2vm.initramfs.build import spec_archive
-from oci2vm.initramfs.spec import MAX_VOLUME_FILE, workload
+from oci2vm.initramfs.spec import MAX_VOLUME_FILE, BootSpec, workload
 from oci2vm.prepare.hostname import hostname_from
 from oci2vm.prepare.kernel import refuse_workload_options
 from oci2vm.report import Reporter
@@ -97,10 +97,10 @@ def refuse_for_disk(config: Config) -> None:
         )
 
 
-def volume_files(config: Config) -> list[tuple[str, bytes]]:
-    """The bytes of each -v FILE:PATH:ro, by its volume's tag (spec.workload's)."""
+def volume_files(config: Config, spec: BootSpec) -> list[tuple[str, bytes]]:
+    """The bytes of each -v FILE:PATH:ro, by the tag `spec` mounts it under."""
     files = []
-    for index, volume in enumerate(config.volumes):
+    for volume, mount in zip(config.volumes, spec.volumes, strict=True):
         if volume.file:
             try:
                 with open(volume.host, "rb") as f:
@@ -112,7 +112,7 @@ def volume_files(config: Config) -> list[tuple[str, bytes]]:
                     f"-v {volume.host}: more than {MAX_VOLUME_FILE >> 20} MiB, which a single "
                     "file shared travels as: share its directory"
                 )
-            files.append((f"file{index}", data))
+            files.append((mount.tag, data))
     return files
 
 
@@ -124,7 +124,7 @@ def run_workload(config: Config, image: Image, entry: runcache.DirectBoot) -> in
         initrd = Path(tmp, "initrd.img")
         with open(initrd, "wb") as out, open(entry.initrd, "rb") as base:
             shutil.copyfileobj(base, out)
-            out.write(spec_archive(spec, files=volume_files(config)))
+            out.write(spec_archive(spec, files=volume_files(config, spec)))
         arch = runcache.image_arch(image)
         return runtime.run_app(entry.kernel, initrd, entry.root, spec, config, arch)
 
