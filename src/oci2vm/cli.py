@@ -205,10 +205,20 @@ def _volume(text: str) -> Volume:
         raise argparse.ArgumentTypeError(
             f"-v {text}: expected HOSTDIR:GUESTDIR[:ro] with an absolute GUESTDIR"
         )
-    return _bind(parts[0], parts[1], read_only, f"-v {text}")
+    source = parts[0]
+    if "/" not in source and not source.startswith(("~", ".")):
+        # docker takes a bare name for a named volume, which it keeps apart from the host
+        # (a directory of that name here is not what the user meant either)
+        raise argparse.ArgumentTypeError(
+            f"-v {text}: {source!r} would be a named volume, which oci2vm does not keep: "
+            f"share a host directory by its path (./{source})"
+        )
+    return _bind(source, parts[1], read_only, f"-v {text}", create=True)
 
 
-def _bind(source: str, target: str, read_only: bool, what: str) -> Volume:
+def _bind(source: str, target: str, read_only: bool, what: str, *, create: bool = False) -> Volume:
+    """`create`: a missing host directory is made when the run starts (-v does that;
+    --mount type=bind refuses it, as docker's does)."""
     host = Path(source).expanduser()
     if os.path.isfile(host):
         if not read_only:  # (9p shares directories: the file's would show its neighbours)
@@ -216,6 +226,8 @@ def _bind(source: str, target: str, read_only: bool, what: str) -> Volume:
                 f"{what}: a single file is shared read-only: add :ro (or share a directory)"
             )
         return Volume(host.resolve(), target, read_only, file=True)
+    if create and not os.path.lexists(host):
+        return Volume(Path(os.path.abspath(host)), target, read_only, create=True)
     if not os.path.isdir(host):
         why = "is no directory or regular file" if os.path.lexists(host) else "does not exist"
         raise argparse.ArgumentTypeError(f"{what}: {host} {why}")

@@ -198,12 +198,14 @@ class PortMapping:
 @dataclass(frozen=True, slots=True)
 class Volume:
     """-v HOSTDIR:GUESTDIR[:ro], or -v HOSTFILE:GUESTFILE:ro (`file`: its bytes travel
-    with the run's arguments, and the init binds them over GUESTFILE)."""
+    with the run's arguments, and the init binds them over GUESTFILE). `create`: HOSTDIR
+    did not exist when parsed, and is made when the run starts, as docker run -v makes it."""
 
     host: Path
     guest: str
     read_only: bool = False
     file: bool = False
+    create: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -217,8 +217,8 @@ def test_an_image_with_an_init_runs_a_command_as_docker_run_does() -> None:
 
 
 def test_env_workdir_user_entrypoint_and_volumes(app: str, tmp_path: Path) -> None:
-    shared, read_only = tmp_path / "shared", tmp_path / "readonly"
-    shared.mkdir()
+    # -v makes a missing host directory, as docker's does
+    shared, read_only = tmp_path / "made/by/run", tmp_path / "readonly"
     read_only.mkdir()
     (read_only / "in.txt").write_text("from the host\n")
     (tmp_path / "app.conf").write_text("one file\n")

@@ -8,7 +8,9 @@ from pathlib import Path
 import pytest
 
 from oci2vm.cli import config_from, main, parse
+from oci2vm.commands.boot import make_volume_dirs
 from oci2vm.config import InitMode, InitrdChoice, KernelKind, PortMapping, Volume
+from oci2vm.errors import Oci2vmError
 
 
 def test_the_command_after_dashes_replaces_cmd_wherever_the_options_are() -> None:
@@ -81,9 +83,38 @@ def test_malformed_ports_are_refused(text: str) -> None:
 def test_volumes_need_a_host_directory_and_an_absolute_guest_path(tmp_path: Path) -> None:
     config = config_from(parse(["run", "-v", f"{tmp_path}:/data:ro", "img"]))
     assert config.volumes == (Volume(tmp_path.resolve(), "/data", True),)
-    for bad in (f"{tmp_path}:data", f"{tmp_path / 'missing'}:/data", f"{tmp_path}:/d:rx"):
+    for bad in (f"{tmp_path}:data", f"{tmp_path}:/d:rx"):
         with pytest.raises(SystemExit):
             parse(["run", "-v", bad, "img"])
+
+
+def test_a_missing_host_directory_is_made_when_the_run_starts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """docker run -v makes a missing host directory (--mount type=bind refuses it)."""
+    monkeypatch.chdir(tmp_path)
+    config = config_from(parse(["run", "-v", "./new/deep:/data", "img"]))
+    assert config.volumes == (Volume(tmp_path / "new/deep", "/data", create=True),)
+    assert not (tmp_path / "new").exists()  # not while the command line is read
+    make_volume_dirs(config)
+    assert (tmp_path / "new/deep").is_dir()
+    make_volume_dirs(config)  # (made already: nothing to do)
+    (tmp_path / "file").write_text("x")
+    blocked = config_from(parse(["run", "-v", f"{tmp_path}/file/sub:/data", "img"]))
+    with pytest.raises(Oci2vmError, match="file/sub: cannot make it"):
+        make_volume_dirs(blocked)
+
+
+def test_a_bare_name_is_a_named_volume_and_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "data").mkdir()
+    with pytest.raises(SystemExit):
+        parse(["run", "-v", "data:/data", "img"])
+    assert "'data' would be a named volume" in capsys.readouterr().err
+    config = config_from(parse(["run", "-v", "./data:/data", "img"]))
+    assert config.volumes == (Volume(tmp_path / "data", "/data"),)
 
 
 def test_memory_in_mib_or_with_a_unit() -> None:

@@ -116,10 +116,22 @@ def volume_files(config: Config, spec: BootSpec) -> list[tuple[str, bytes]]:
     return files
 
 
+def make_volume_dirs(config: Config) -> None:
+    """The host directories of -v that did not exist: made now (with their parents), as
+    docker run -v makes them, the run's user owning them."""
+    for volume in config.volumes:
+        if volume.create and not volume.host.is_dir():
+            try:
+                volume.host.mkdir(parents=True, exist_ok=True)
+            except OSError as e:
+                raise Oci2vmError(f"-v {volume.host}: cannot make it: {e.strerror}") from None
+
+
 def run_workload(config: Config, image: Image, entry: runcache.DirectBoot) -> int:
     """The image's workload with docker run's options, on a throwaway overlay of the
     cached root; the arguments reach the guest in an archive after the cached initramfs."""
     spec = workload(image.config, config, hostname=hostname_from(image.name))
+    make_volume_dirs(config)
     with tempfile.TemporaryDirectory(prefix="oci2vm-run-") as tmp:
         initrd = Path(tmp, "initrd.img")
         with open(initrd, "wb") as out, open(entry.initrd, "rb") as base:
