@@ -369,6 +369,31 @@ def test_a_missing_or_not_executable_program_fails_with_dockers_status(app: str)
         assert f'exec: "{program}"' in result.err and words in result.err
 
 
+def test_what_execve_refuses_is_told_as_runc_tells_it(app: str, tmp_path: Path) -> None:
+    """A script without its #! line, or whose #! line ends in a carriage return (DOS line
+    ends), exists and may be run, but execve refuses it: runc says so on the workload's
+    stderr and the container exits 1. busybox's exec would run the first through /bin/sh
+    and tell the second as its own "can't execute", status 127."""
+    scripts = tmp_path / "scripts"
+    scripts.mkdir()
+    for name, text in (
+        ("plain", b"echo ran through sh\n"),
+        ("dos", b"#!/bin/sh\r\necho ran\r\n"),
+        ("fine", b"#! /bin/sh -e\necho ran\n"),
+    ):
+        (scripts / name).write_bytes(text)
+        (scripts / name).chmod(0o755)
+    for program, words in (
+        ("/s/plain", "exec /s/plain: exec format error"),
+        ("/s/dos", "exec /s/dos: no such file or directory (its #! line ends in a carriage"),
+    ):
+        result = oci2vm("run", *run_options(), "-v", f"{scripts}:/s:ro", app, program)
+        assert (result.code, result.out) == (1, ""), result.err
+        assert words in result.err
+    result = oci2vm("run", *run_options(), "-v", f"{scripts}:/s:ro", app, "/s/fine")
+    assert (result.code, result.out) == (0, "ran\n"), result.err
+
+
 def test_a_program_only_root_may_run_is_refused_to_a_user_with_groups(tmp_path: Path) -> None:
     """busybox-app's user app has a supplementary group, so it starts by start-stop-daemon,
     whose own status for an exec it cannot do is 1: docker's is 126, with its message.

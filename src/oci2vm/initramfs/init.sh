@@ -472,6 +472,40 @@ in_root() { # APPLET ARGS: this initramfs's busybox run inside the root, as root
 # commands for its starter, not for PID 1 (a cpu limit would end the VM): the soft limit
 # first where the hard one allows it, then the hard one, then the soft one; docker's
 # status 125 if one cannot be set.
+# What execve itself refuses in a program that exists and may be run, which busybox's exec
+# (glibc's execvp, ash's exec) would run through /bin/sh instead or tell in its own words:
+# the reason, as runc tells it, or nothing. Neither ELF nor "#!": exec format error (a
+# script without its #! line); a #! interpreter that is not there: no such file or
+# directory (a #! line with DOS line ends names "/bin/sh\r").
+exec_refusal() { # PROGRAM
+	set -- "$1" $(in_root head -c 4 "$1" | od -An -tx1)
+	case "$2$3$4$5" in
+	7f454c46) return ;;
+	2321*) ;;
+	*) echo "exec format error"; return ;;
+	esac
+	line=$(in_root head -c 256 "$1" | head -n 1)
+	line=${line#??}
+	while :; do
+		case "$line" in
+		[" 	"]*) line=${line#?} ;;
+		*) break ;;
+		esac
+	done
+	interpreter=${line%%[" 	"]*}
+	cr=$(printf '\r')
+	if [ -z "$interpreter" ]; then
+		echo "exec format error"
+	elif ! in_root test -e "$interpreter"; then
+		case "$interpreter" in
+		*"$cr") echo "no such file or directory (its #! line ends in a carriage return: DOS line ends)" ;;
+		*) echo "no such file or directory (its #! interpreter $interpreter does not exist)" ;;
+		esac
+	elif ! in_root test -x "$interpreter" || in_root test -d "$interpreter"; then
+		echo "permission denied (its #! interpreter $interpreter cannot be run)"
+	fi
+}
+
 limit_commands() {
 	eval "set -- $SPEC_LIMITS"
 	while [ $# -ge 3 ]; do
@@ -514,6 +548,11 @@ start_workload() {
 	elif ! in_root test -x "$program" || in_root test -d "$program"; then
 		echo "oci2vm: exec: \"$program\": permission denied" >"$ERR"
 		finish 126
+	fi
+	refusal=$(exec_refusal "$program") # (after the start, as runc's: status 1)
+	if [ -n "$refusal" ]; then
+		echo "oci2vm: exec $program: $refusal" >"$ERR"
+		finish 1
 	fi
 	if [ "$SPEC_READ_ONLY" = 1 ]; then # --read-only, once every mount point exists
 		mount -o remount,ro "$ROOT" || fail_start "cannot make the root filesystem read-only"
