@@ -221,10 +221,6 @@ def _bind(source: str, target: str, read_only: bool, what: str, *, create: bool 
     --mount type=bind refuses it, as docker's does)."""
     host = Path(source).expanduser()
     if os.path.isfile(host):
-        if not read_only:  # (9p shares directories: the file's would show its neighbours)
-            raise argparse.ArgumentTypeError(
-                f"{what}: a single file is shared read-only: add :ro (or share a directory)"
-            )
         return Volume(host.resolve(), target, read_only, file=True)
     if create and not os.path.lexists(host):
         return Volume(Path(os.path.abspath(host)), target, read_only, create=True)

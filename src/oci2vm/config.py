@@ -197,8 +197,9 @@ class PortMapping:
 
 @dataclass(frozen=True, slots=True)
 class Volume:
-    """-v HOSTDIR:GUESTDIR[:ro], or -v HOSTFILE:GUESTFILE:ro (`file`: its bytes travel
-    with the run's arguments, and the init binds them over GUESTFILE). `create`: HOSTDIR
+    """-v HOSTDIR:GUESTDIR[:ro], or -v HOSTFILE:GUESTFILE[:ro] (`file`: read-only, its bytes
+    travel with the run's arguments; writable, it is shared as a directory of its own that
+    holds a hard link to it; the init binds either over GUESTFILE). `create`: HOSTDIR
     did not exist when parsed, and is made when the run starts, as docker run -v makes it."""
 
     host: Path

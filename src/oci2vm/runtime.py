@@ -28,8 +28,10 @@ yet to take them). QEMU is killed whatever ends the relay.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import selectors
+import shutil
 import signal
 import socket
 import subprocess
@@ -38,7 +40,7 @@ import termios
 import threading
 import time
 import tty
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -46,7 +48,7 @@ from oci2vm import vm
 from oci2vm.arch import Arch
 from oci2vm.config import FIRSTBOOT_OFF, Config, NetworkMode
 from oci2vm.errors import Oci2vmError
-from oci2vm.initramfs.spec import STOP_GRACE_SECONDS, BootSpec
+from oci2vm.initramfs.spec import STOP_GRACE_SECONDS, BootSpec, volume_tag
 from oci2vm.util import tools
 
 ROOT_DEVICE = "/dev/vda"  # the root is the only virtio disk
@@ -96,10 +98,12 @@ def qemu_command(
     arch: Arch,
     channels: dict[str, Channel],
     console_log: Path,
+    file_shares: Mapping[int, Path] | None = None,
 ) -> list[str]:
     """QEMU's command line: direct kernel boot, the root as a throwaway copy-on-write
     overlay (snapshot=on: the file is never written), user networking with -p's forwards,
-    a 9p share per -v, and the channels."""
+    a 9p share per -v (`file_shares`: the directory that shares each writable single file,
+    by the index of its -v; see writable_file_shares), and the channels."""
     argv = direct_boot_args(kernel, initrd, root, config, arch, kernel_command_line(arch))
     if config.network.mode is NetworkMode.NONE:  # docker's --network none: loopback alone
         if config.publish:
@@ -108,15 +112,15 @@ def qemu_command(
         argv[at : at + 2] = ["-nic", "none"]
     argv += ["-monitor", "none", "-serial", f"file:{console_log}"]
     for index, volume in enumerate(config.volumes):
-        if volume.file:
+        if volume.file and volume.read_only:
             continue  # (in the run's archive)
-        path = str(volume.host.resolve())
+        path = str((file_shares or {})[index] if volume.file else volume.host.resolve())
         if "," in path:
             raise Oci2vmError(f"-v {path}: QEMU cannot share a directory with ',' in its path")
         readonly = ",readonly=on" if volume.read_only else ""
         argv += [
             "-fsdev", f"local,id=vol{index},path={path},security_model=none{readonly}",
-            "-device", f"virtio-9p-pci,fsdev=vol{index},mount_tag=vol{index}",
+            "-device", f"virtio-9p-pci,fsdev=vol{index},mount_tag={volume_tag(volume)}{index}",
         ]  # fmt: skip
     argv += ["-device", "virtio-serial-pci,id=channels"]
     for name, channel in channels.items():
@@ -166,10 +170,13 @@ def run_app(
     `root` is never modified. `console_log`: where the kernel's console goes (default: a
     temporary file, its tail shown if the guest fails before the workload ends)."""
     vm.check_ports(config.publish)
-    channels = open_channels(spec)
-    with tempfile.TemporaryDirectory(prefix="oci2vm-run-") as tmp:
+    with (
+        tempfile.TemporaryDirectory(prefix="oci2vm-run-") as tmp,
+        writable_file_shares(config, Path(tmp)) as shares,
+    ):
+        channels = open_channels(spec)
         log = console_log or Path(tmp, "console.log")
-        argv = qemu_command(kernel, initrd, root, config, arch, channels, log)
+        argv = qemu_command(kernel, initrd, root, config, arch, channels, log, shares)
         with open(Path(tmp, "qemu.stderr"), "w+b") as qemu_stderr:
             try:
                 proc = tools.popen(
@@ -197,6 +204,55 @@ def run_app(
                 for channel in channels.values():
                     channel.host.close()
             return _outcome(session, proc, log, qemu_stderr)
+
+
+SHARED_FILE = "f"  # the name of a writable single file's link in its share
+
+
+@contextlib.contextmanager
+def writable_file_shares(config: Config, tmp: Path) -> Iterator[dict[int, Path]]:
+    """-v FILE:PATH without :ro. 9p shares directories, and sharing the file's own would
+    show the guest its neighbours: each such file is shared as a directory of its own that
+    holds a hard link to it (the same inode: the guest's writes are the file's, as with
+    docker's bind mount of a file), made in `tmp`, or beside the file where `tmp` is on
+    another filesystem, and removed after the run."""
+    shares: dict[int, Path] = {}
+    beside: list[Path] = []
+    try:
+        for index, volume in enumerate(config.volumes):
+            if volume.file and not volume.read_only:
+                shares[index] = _link_share(volume.host, tmp / f"fvol{index}", beside)
+        yield shares
+    finally:
+        for made in beside:
+            shutil.rmtree(made, ignore_errors=True)
+
+
+def _link_share(host: Path, share: Path, beside: list[Path]) -> Path:
+    share.mkdir()
+    try:
+        os.link(host, share / SHARED_FILE)
+        return share
+    except OSError as e:
+        if e.errno != errno.EXDEV:
+            raise _unshareable(host, e) from None
+    try:
+        made = Path(tempfile.mkdtemp(prefix=".oci2vm-share-", dir=host.parent))
+    except OSError as e:
+        raise _unshareable(host, e) from None
+    beside.append(made)
+    try:
+        os.link(host, made / SHARED_FILE)
+    except OSError as e:
+        raise _unshareable(host, e) from None
+    return made
+
+
+def _unshareable(host: Path, e: OSError) -> Oci2vmError:
+    return Oci2vmError(
+        f"-v {host}: cannot share it writable (a hard link to it: {e.strerror}): "
+        "add :ro, or share its directory"
+    )
 
 
 def _outcome(

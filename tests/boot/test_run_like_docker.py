@@ -225,20 +225,31 @@ def test_env_workdir_user_entrypoint_and_volumes(app: str, tmp_path: Path) -> No
     script = (
         'echo "$SOME_ENV_FROM_CONFIG $ADDED"; id -u; pwd; echo from-the-guest > /data/out.txt; '
         "cat /ro/in.txt; if echo x > /ro/new.txt; then echo ro-written; else echo ro-refused; fi; "
-        "cat /etc/app/app.conf /etc/hostname.conf; echo x >> /etc/hostname.conf || echo refused"
+        "cat /etc/app/app.conf /etc/hostname.conf; echo x >> /etc/hostname.conf || echo refused; "
+        "cat /etc/app.yml; echo from-the-guest >> /etc/app.yml; ls /etc/app.yml"
     )
+    writable = tmp_path / "conf" / "app.yml"  # a writable single file, beside another
+    writable.parent.mkdir()
+    writable.write_text("from the host\n")
+    (writable.parent / "neighbour").write_text("not shared\n")
     result = oci2vm(
         "run", *run_options(), "-e", "SOME_ENV_FROM_CONFIG=overridden", "-e", "ADDED=1",
         "-w", "/www", "-u", "0", "--entrypoint", "sh",
         "-v", f"{shared}:/data", "--mount", f"type=bind,source={read_only},target=/ro,readonly",
         "-v", f"{tmp_path / 'app.conf'}:/etc/app/app.conf:ro",  # a single file, a new path
         "-v", f"{tmp_path / 'app.conf'}:/etc/hostname.conf:ro",
+        "-v", f"{writable}:/etc/app.yml",
         app, "--", "-c", script,
     )  # fmt: skip
-    expected = "overridden 1\n0\n/www\nfrom the host\nro-refused\none file\none file\nrefused\n"
+    expected = (
+        "overridden 1\n0\n/www\nfrom the host\nro-refused\none file\none file\nrefused\n"
+        "from the host\n/etc/app.yml\n"
+    )
     assert (result.code, result.out) == (0, expected), result.err
     assert "Read-only file system" in result.err
     assert (shared / "out.txt").read_text() == "from-the-guest\n"
+    assert writable.read_text() == "from the host\nfrom-the-guest\n"  # the file itself
+    assert sorted(os.listdir(writable.parent)) == ["app.yml", "neighbour"]  # nothing left
     assert sorted(p.name for p in read_only.iterdir()) == ["in.txt"]
 
 

@@ -3,6 +3,8 @@ BootSpec's checks, the spec file's quoting, and the app-mode QEMU command line."
 
 from __future__ import annotations
 
+import errno
+import os
 import re
 import selectors
 import shutil
@@ -414,12 +416,10 @@ def test_an_output_that_cannot_be_written_is_a_one_line_error() -> None:
         runtime._write_all(full.fileno(), b"data")
 
 
-def test_a_single_file_is_shared_read_only_with_the_run_arguments(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_a_single_file_is_shared_read_only_with_the_run_arguments(tmp_path: Path) -> None:
     """docker's -v ./nginx.conf:/etc/nginx/nginx.conf:ro was refused (9p shares
     directories): the file's bytes now travel in the run's archive, bound read-only over
-    the path; a writable one is refused (writes could not reach the host)."""
+    the path."""
     conf = tmp_path / "nginx.conf"
     conf.write_bytes(b"events {}\n")
     config = config_from(parse(["run", "-v", f"{conf}:/etc/nginx/nginx.conf:ro", "img"]))
@@ -433,6 +433,63 @@ def test_a_single_file_is_shared_read_only_with_the_run_arguments(
     assert "-fsdev" not in " ".join(
         runtime.qemu_command(conf, conf, conf, config, Arch.AMD64, {}, tmp_path / "log")
     )
-    with pytest.raises(SystemExit):
-        parse(["run", "-v", f"{conf}:/etc/nginx/nginx.conf", "img"])
-    assert "a single file is shared read-only: add :ro" in capsys.readouterr().err
+
+
+def test_a_writable_single_file_is_shared_by_a_directory_that_holds_it_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """docker's -v ./app.yml:/app/app.yml (writable): the file is hard-linked into a
+    directory of its own, which QEMU shares (the guest sees no neighbour of it, and its
+    writes are the file's); where the run's directory is on another filesystem the link
+    is made beside the file, and removed after the run; where no link can be made, the
+    run is refused naming :ro."""
+    conf = tmp_path / "conf" / "app.yml"
+    conf.parent.mkdir()
+    conf.write_bytes(b"a: 1\n")
+    (conf.parent / "secret").write_bytes(b"neighbour")
+    config = config_from(parse(["run", "-v", f"{conf}:/app/app.yml", "img"]))
+    assert config.volumes == (Volume(conf.resolve(), "/app/app.yml", False, file=True),)
+    spec = workload(image(), config)
+    assert [(v.tag, v.path, v.read_only) for v in spec.volumes] == [
+        ("fvol0", "/app/app.yml", False)
+    ]
+    assert volume_files(config, spec) == []  # (not in the run's archive)
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    with runtime.writable_file_shares(config, run_dir) as shares:
+        share = shares[0]
+        assert share.parent == run_dir and os.listdir(share) == [runtime.SHARED_FILE]
+        assert os.path.samefile(share / runtime.SHARED_FILE, conf)
+        argv = " ".join(
+            runtime.qemu_command(conf, conf, conf, config, Arch.AMD64, {}, tmp_path / "log", shares)
+        )
+        assert f"path={share},security_model=none -device" in argv and "mount_tag=fvol0" in argv
+    real_link = os.link
+
+    def fresh(run: Path) -> Path:  # (the run's temporary directory is a new one each time)
+        shutil.rmtree(run)
+        run.mkdir()
+        return run
+
+    def across(source: object, target: object) -> None:  # run_dir on another filesystem
+        if str(target).startswith(str(run_dir)):
+            raise OSError(errno.EXDEV, os.strerror(errno.EXDEV))
+        real_link(source, target)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(os, "link", across)
+    with runtime.writable_file_shares(config, fresh(run_dir)) as shares:
+        beside = shares[0]
+        assert beside.parent == conf.parent and beside.name.startswith(".oci2vm-share-")
+        assert os.path.samefile(beside / runtime.SHARED_FILE, conf)
+    assert not beside.exists() and conf.read_bytes() == b"a: 1\n"
+
+    def refused(source: object, target: object) -> None:  # (protected_hardlinks)
+        raise PermissionError(errno.EPERM, os.strerror(errno.EPERM))
+
+    monkeypatch.setattr(os, "link", refused)
+    refusal = r"cannot share it writable \(.*Operation not permitted\): add :ro"
+    with (
+        pytest.raises(Oci2vmError, match=refusal),
+        runtime.writable_file_shares(config, fresh(run_dir)),
+    ):
+        pass

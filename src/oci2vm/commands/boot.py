@@ -101,7 +101,7 @@ def volume_files(config: Config, spec: BootSpec) -> list[tuple[str, bytes]]:
     """The bytes of each -v FILE:PATH:ro, by the tag `spec` mounts it under."""
     files = []
     for volume, mount in zip(config.volumes, spec.volumes, strict=True):
-        if volume.file:
+        if volume.file and volume.read_only:
             try:
                 with open(volume.host, "rb") as f:
                     data = f.read(MAX_VOLUME_FILE + 1)

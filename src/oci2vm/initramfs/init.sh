@@ -236,29 +236,36 @@ setup_network() {
 mount_volumes() {
 	eval "set -- $SPEC_VOLUMES"
 	for word in "$@"; do # (9p's modules, for shares only)
-		case "$word" in vol[0-9]*) load_modules volumes; break ;; esac
+		case "$word" in vol[0-9]* | fvol[0-9]*) load_modules volumes; break ;; esac
 	done
+	options=trans=virtio,version=9p2000.L,msize=262144
 	while [ "$#" -ge 3 ]; do
 		case "$1" in
-		file*) mount_file "$1" "$2" ;;
+		file*) bind_file "/etc/oci2vm/files/$1" "$2" ro || say "could not mount the file at $2" ;;
+		fvol*) # a writable host file: its share holds it alone (SHARED_FILE), mounted
+			# aside, where the workload's root does not reach, for as long as the bind takes
+			share=/run/oci2vm-shares/$1
+			mkdir -p "$share" && mount -t 9p -o "$options" "$1" "$share" &&
+				bind_file "$share/f" "$2" rw || say "could not mount the file at $2"
+			umount "$share" 2>/dev/null
+			;;
 		*)
-			options=trans=virtio,version=9p2000.L,msize=262144
-			[ "$3" = ro ] && options=$options,ro
 			target=$(root_dir "$2") || fail_start "cannot mount a volume at $2: not a directory"
-			mount -t 9p -o "$options" "$1" "$target" || say "could not mount the volume at $2"
+			dir_options=$options
+			[ "$3" = ro ] && dir_options=$options,ro
+			mount -t 9p -o "$dir_options" "$1" "$target" || say "could not mount the volume at $2"
 			;;
 		esac
 		shift 3
 	done
 }
 
-mount_file() { # TAG PATH: a host file that came with the spec, bound over PATH, read-only
+bind_file() { # SOURCE PATH ro|rw: a file bound over PATH (made if missing)
 	target=$(root_path "$2") && [ ! -d "$ROOT$target" ] && [ ! -L "$ROOT$target" ] ||
 		fail_start "cannot mount a file at $2: a directory is there"
 	parent=$(root_dir "${target%/*}") || fail_start "cannot mount a file at $2: not a directory"
 	[ -e "$ROOT$target" ] || : >"$ROOT$target" || fail_start "cannot make $2 to mount a file on"
-	mount --bind "/etc/oci2vm/files/$1" "$ROOT$target" &&
-		mount -o remount,bind,ro "$ROOT$target" || say "could not mount the file at $2"
+	mount --bind "$1" "$ROOT$target" && { [ "$3" = rw ] || mount -o remount,bind,ro "$ROOT$target"; }
 }
 
 mount_tmpfs() { # --tmpfs: path, mount options

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
-from oci2vm.config import Config
+from oci2vm.config import Config, Volume
 from oci2vm.errors import Oci2vmError
 from oci2vm.image.model import ImageConfig
 
@@ -40,7 +40,8 @@ class Mode(StrEnum):
 @dataclass(frozen=True, slots=True)
 class VolumeMount:
     """A 9p share the host exports under `tag`, mounted at `path` in the guest; a tag
-    file<N> is a file that came in the run's archive (FILES_DIR), bound over `path`."""
+    file<N> is a file that came in the run's archive (FILES_DIR), bound over `path`; a tag
+    fvol<N> is a share that holds one file, `f` (a link to the host's), bound over `path`."""
 
     tag: str
     path: str
@@ -220,6 +221,14 @@ def workload_argv(image: ImageConfig, config: Config) -> tuple[str, ...]:
     return argv
 
 
+def volume_tag(volume: Volume) -> str:
+    """The prefix of a -v's tag: a shared directory, a read-only file in the run's
+    archive, or a writable file shared by a directory of its own."""
+    if not volume.file:
+        return "vol"
+    return "file" if volume.read_only else "fvol"
+
+
 def workload(image: ImageConfig, config: Config, *, hostname: str | None = None) -> BootSpec:
     """The app-mode BootSpec for `image` run with `config`'s docker run options.
 
@@ -229,7 +238,7 @@ def workload(image: ImageConfig, config: Config, *, hostname: str | None = None)
     if config.tty and not any(e.startswith("TERM=") for e in env):
         env += ("TERM=xterm",)  # what docker run -t adds
     volumes = tuple(
-        VolumeMount(f"{'file' if v.file else 'vol'}{i}", v.guest, v.read_only)
+        VolumeMount(f"{volume_tag(v)}{i}", v.guest, v.read_only)
         for i, v in enumerate(config.volumes)
     )
     if config.workdir is not None and not config.workdir.startswith("/"):
