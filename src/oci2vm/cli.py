@@ -196,7 +196,7 @@ def _publish(text: str) -> PortMapping:
 
 
 def _volume(text: str) -> Volume:
-    """HOSTDIR:GUESTDIR[:ro|:rw] or HOSTFILE:GUESTFILE:ro, as docker run -v."""
+    """HOSTDIR:GUESTDIR[:ro|:rw] or HOSTFILE:GUESTFILE[:ro|:rw], as docker run -v."""
     parts = text.split(":")
     read_only = False
     if len(parts) == 3 and parts[2] in ("ro", "rw"):
@@ -479,8 +479,8 @@ def _workload_options(parser: argparse.ArgumentParser, *, run: bool) -> None:
                        help="forward a host port to the guest (repeatable)")  # fmt: skip
         p.add_argument("-v", "--volume", dest="volumes", type=_volume, action="append",
                        default=[], metavar="HOSTDIR:GUESTDIR[:ro]",
-                       help="share a host directory with the guest, or a file read-only "
-                       "(HOSTFILE:GUESTFILE:ro; repeatable)")  # fmt: skip
+                       help="share a host directory or file with the guest (a missing "
+                       "directory is made; repeatable)")  # fmt: skip
         p.add_argument("--mount", dest="mounts", type=_mount, action="append", default=[],
                        metavar="type=bind|tmpfs,...",
                        help="docker's long form of -v (type=bind,source=,target=[,readonly]) "
