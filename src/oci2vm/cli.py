@@ -477,6 +477,9 @@ def _workload_options(parser: argparse.ArgumentParser, *, run: bool) -> None:
         p.add_argument("-p", "--publish", type=_publish, action="append", default=[],
                        metavar="[HOST_IP:]HOST_PORT:GUEST_PORT",
                        help="forward a host port to the guest (repeatable)")  # fmt: skip
+        p.add_argument("-P", "--publish-all", action="store_true",
+                       help="forward every port the image exposes (its ExposedPorts) from a "
+                       "free host port on 127.0.0.1, each told on stderr")  # fmt: skip
         p.add_argument("-v", "--volume", dest="volumes", type=_volume, action="append",
                        default=[], metavar="HOSTDIR:GUESTDIR[:ro]",
                        help="share a host directory or file with the guest (a missing "
@@ -501,6 +504,7 @@ def _vm_options(parser: argparse.ArgumentParser) -> None:
     _choice(p, "--firmware", Firmware, Firmware.BIOS,
             "firmware to boot with (default: bios, SeaBIOS; uefi: OVMF)")  # fmt: skip
     p.add_argument(
+        "-m",
         "--memory",
         dest="memory_mib",
         type=_memory,

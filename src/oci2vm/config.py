@@ -250,6 +250,7 @@ class Config:
     workdir: str | None = None
     user: str | None = None  # NAME|UID[:GROUP|GID]
     publish: tuple[PortMapping, ...] = ()
+    publish_all: bool = False  # -P: every exposed port, from a free host port
     volumes: tuple[Volume, ...] = ()
     tmpfs: tuple[str, ...] = ()  # PATH[:OPTIONS], a tmpfs mounted there
     add_hosts: tuple[str, ...] = ()  # NAME:IP (or NAME=IP) lines added to /etc/hosts

@@ -328,6 +328,16 @@ def check_ports(forwards: Sequence[PortForward]) -> None:
                 raise Oci2vmError(f"cannot publish {where}/{mapping.protocol}: {why}") from None
 
 
+def free_port(protocol: str = "tcp", host_ip: str = "127.0.0.1") -> int:
+    """A host port free now (the kernel's pick from its ephemeral range), as docker's -P
+    takes one; QEMU binds it a moment later."""
+    kind = socket.SOCK_DGRAM if protocol == "udp" else socket.SOCK_STREAM
+    with socket.socket(socket.AF_INET, kind) as probe:
+        probe.bind((host_ip, 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
 def hostfwd(forward: PortForward) -> str:
     """One forward as QEMU's user network writes it (qemu-system(1), -netdev user):
     hostfwd=[tcp|udp]:[hostaddr]:hostport-[guestaddr]:guestport; an empty guest address

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import os
 import pty
+import re
 import select
 import signal
 import subprocess
@@ -84,6 +85,22 @@ def test_published_port_serves_the_page_and_ctrl_c_stops_like_docker(app: str) -
     # after which oci2vm would kill the VM and answer 130 itself.
     assert proc.returncode == 128 + signal.SIGINT, err.decode()
     assert took < GRACE_SECONDS - 1
+
+
+def test_publish_all_forwards_the_exposed_port_from_a_free_one_told_on_stderr(app: str) -> None:
+    """docker run -P: busybox-app exposes 8080/tcp; the host port is the kernel's pick."""
+    proc = start("run", *run_options(), "-P", app)
+    try:
+        assert proc.stderr is not None
+        lines = iter(proc.stderr.readline, b"")  # (up to the note: the VM runs on)
+        line = next((line for line in lines if line.startswith(b"-P: ")), b"(none)")
+        match = re.fullmatch(rb"-P: 127\.0\.0\.1:(\d+) -> 8080/tcp\n", line)
+        assert match, line
+        body = fetch_when_served(f"http://127.0.0.1:{int(match[1])}/", proc, RUN_TIMEOUT)
+        assert body.decode() == BUSYBOX_APP_INDEX_HTML
+    finally:
+        proc.kill()
+        proc.wait()
 
 
 def test_a_second_run_reuses_the_cached_root_without_rebuilding(app: str, tmp_path: Path) -> None:

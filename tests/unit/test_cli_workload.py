@@ -8,9 +8,10 @@ from pathlib import Path
 import pytest
 
 from oci2vm.cli import config_from, main, parse
-from oci2vm.commands.boot import make_volume_dirs
+from oci2vm.commands.boot import make_volume_dirs, publish_exposed, run_command
 from oci2vm.config import InitMode, InitrdChoice, KernelKind, PortMapping, Volume
 from oci2vm.errors import Oci2vmError
+from oci2vm.report import Reporter
 
 
 def test_the_command_after_dashes_replaces_cmd_wherever_the_options_are() -> None:
@@ -120,8 +121,38 @@ def test_a_bare_name_is_a_named_volume_and_refused(
 def test_memory_in_mib_or_with_a_unit() -> None:
     assert config_from(parse(["run", "--memory", "512", "img"])).memory_mib == 512
     assert config_from(parse(["run", "--memory", "2G", "img"])).memory_mib == 2048
+    assert config_from(parse(["run", "-m", "512m", "img"])).memory_mib == 512  # docker's -m
     with pytest.raises(SystemExit):
         parse(["run", "--memory", "1", "img"])
+
+
+def test_publish_all_forwards_each_exposed_port_not_published_already(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """docker run -P: every ExposedPorts entry from a free host port; -p's own stay."""
+    config = config_from(parse(["run", "-P", "-p", "8000:8080", "img"]))
+    assert config.publish_all
+    exposed = ("8080/tcp", "53/udp", "9000", "7000/sctp")
+    published = publish_exposed(config, exposed, Reporter()).publish
+    assert published[0] == PortMapping(8000, 8080)
+    assert [(p.guest_port, p.protocol, p.host_ip) for p in published[1:]] == [
+        (53, "udp", "127.0.0.1"),
+        (9000, "tcp", "127.0.0.1"),
+    ]
+    assert all(1024 < p.host_port < 65536 for p in published[1:])
+    err = capsys.readouterr().err
+    assert f"-P: 127.0.0.1:{published[1].host_port} -> 53/udp\n" in err
+    assert "exposes '7000/sctp', which QEMU cannot forward" in err
+    assert publish_exposed(config_from(parse(["run", "img"])), exposed, Reporter()).publish == ()
+    publish_exposed(config, (), Reporter())
+    assert "-P: the image exposes no port" in capsys.readouterr().err
+
+
+def test_publish_all_is_refused_for_a_disk(tmp_path: Path) -> None:
+    disk = tmp_path / "disk.img"
+    disk.write_bytes(bytes(512))
+    with pytest.raises(Oci2vmError, match="-P: a disk keeps no image config"):
+        run_command(config_from(parse(["run", "-P", str(disk)])), Reporter())
 
 
 def test_kernel_initrd_and_init_choices() -> None:

@@ -7,12 +7,12 @@ import dataclasses
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
 from oci2vm import pipeline, runcache, runtime, vm
-from oci2vm.config import Config, InitMode, OutputFormat
+from oci2vm.config import Config, InitMode, OutputFormat, PortMapping
 from oci2vm.errors import Oci2vmError
 from oci2vm.image.model import Image
 from oci2vm.initramfs.build import spec_archive
@@ -50,11 +50,17 @@ def run_command(config: Config, reporter: Reporter) -> int:
     refuse_output_options(config, "run")
     if os.path.isfile(config.source):
         refuse_for_disk(config)
+        if config.publish_all:
+            raise Oci2vmError(
+                "-P: a disk keeps no image config to take the exposed ports from: name them "
+                "with -p HOST_PORT:GUEST_PORT"
+            )
     else:
         config = as_docker_runs(config)
         with reporter.progress():
             image, store = pipeline.resolve_source(config, reporter)
             entry = runcache.direct_boot(config, reporter, image, store)
+        config = publish_exposed(config, image.config.exposed_ports, reporter)
         if entry is not None and entry.mode is InitMode.APP:
             return run_workload(config, image, entry)
         if entry is not None:
@@ -64,6 +70,33 @@ def run_command(config: Config, reporter: Reporter) -> int:
             arch = runcache.image_arch(image)
             return runtime.run_system(entry.kernel, entry.initrd, entry.root, config, arch)
     return boot_disk(config, reporter)
+
+
+def publish_exposed(config: Config, exposed: Sequence[str], reporter: Reporter) -> Config:
+    """-P, as docker run -P: each port the image exposes ("80/tcp", "53/udp", "8080")
+    that -p does not publish already is forwarded from a free host port on 127.0.0.1,
+    told on stderr (docker leaves that to `docker port`)."""
+    if not config.publish_all:
+        return config
+    taken = {(p.guest_port, p.protocol) for p in config.publish}
+    added = []
+    for text in exposed:
+        number, _, protocol = text.partition("/")
+        protocol = protocol.lower() or "tcp"
+        if protocol not in ("tcp", "udp") or not number.isdigit() or not 0 < int(number) < 65536:
+            reporter.note(f"-P: the image exposes {text!r}, which QEMU cannot forward")
+            continue
+        if (int(number), protocol) in taken:
+            continue
+        taken.add((int(number), protocol))
+        added.append(PortMapping(vm.free_port(protocol), int(number), "127.0.0.1", protocol))
+    for mapping in added:
+        reporter.note(
+            f"-P: 127.0.0.1:{mapping.host_port} -> {mapping.guest_port}/{mapping.protocol}"
+        )
+    if not exposed:
+        reporter.note("-P: the image exposes no port")
+    return dataclasses.replace(config, publish=(*config.publish, *added))
 
 
 def as_docker_runs(config: Config) -> Config:
