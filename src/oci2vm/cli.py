@@ -22,6 +22,7 @@ from typing import NoReturn
 from oci2vm import __version__
 from oci2vm.config import (
     CHECK_EXPECT,
+    DNS_WORD,
     USER_NAME,
     Accel,
     BootMode,
@@ -193,6 +194,21 @@ def _publish(text: str) -> PortMapping:
             f"-p {text}: QEMU's user network forwards from IPv4 host addresses only"
         )
     return PortMapping(_port(host_port, "host"), _port(ports, "guest"), host_ip, protocol)
+
+
+def _nameserver(text: str) -> str:
+    """--dns IP, as docker takes it: an address (IPv4 or IPv6)."""
+    try:
+        return str(ipaddress.ip_address(text))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--dns {text}: not an IP address") from None
+
+
+def _dns_word(text: str) -> str:
+    """A search domain or resolver option (ndots:2, use-vc): one word of resolv.conf."""
+    if not DNS_WORD.fullmatch(text):
+        raise argparse.ArgumentTypeError(f"{text!r}: not a domain or resolver option")
+    return text
 
 
 def _volume(text: str) -> Volume:
@@ -463,6 +479,15 @@ def _workload_options(parser: argparse.ArgumentParser, *, run: bool) -> None:
     p.add_argument("--add-host", dest="add_hosts", action="append", default=[],
                    metavar="NAME:IP", help="add a line to /etc/hosts (IP host-gateway: the "
                    "host, as QEMU's user network reaches it; repeatable)")  # fmt: skip
+    p.add_argument("--dns", action="append", default=[], type=_nameserver, metavar="IP",
+                   help="a nameserver of the workload's resolv.conf, in place of the "
+                   "network's (repeatable)")  # fmt: skip
+    p.add_argument("--dns-search", action="append", default=[], type=_dns_word,
+                   metavar="DOMAIN", help="a search domain of the workload's resolv.conf, "
+                   "in place of the network's ('.': none; repeatable)")  # fmt: skip
+    p.add_argument("--dns-option", dest="dns_options", action="append", default=[],
+                   type=_dns_word, metavar="OPTION",
+                   help="an option of the workload's resolv.conf (repeatable)")  # fmt: skip
     p.add_argument("--read-only", action="store_true",
                    help="mount the root filesystem read-only")  # fmt: skip
     p.add_argument("--ulimit", dest="ulimits", action="append", default=[],
@@ -719,7 +744,8 @@ def config_from(args: argparse.Namespace) -> Config:
         key = "volumes" if isinstance(mount, Volume) else "tmpfs"
         fields[key] = [*fields[key], mount]  # a new list: `args` stays as parsed
     for name in (
-        "insecure_hosts", "keyrings", "publish", "volumes", "tmpfs", "add_hosts", "ulimits"
+        "insecure_hosts", "keyrings", "publish", "volumes", "tmpfs", "add_hosts", "ulimits",
+        "dns", "dns_search", "dns_options",
     ):  # fmt: skip
         if name in fields:
             fields[name] = tuple(fields[name])

@@ -195,6 +195,9 @@ class PortMapping:
     protocol: str = "tcp"
 
 
+DNS_WORD = re.compile(r"[A-Za-z0-9_.:-]+")  # a nameserver, search domain or resolver option
+
+
 @dataclass(frozen=True, slots=True)
 class Volume:
     """-v HOSTDIR:GUESTDIR[:ro], or -v HOSTFILE:GUESTFILE[:ro] (`file`: read-only, its bytes
@@ -254,6 +257,9 @@ class Config:
     volumes: tuple[Volume, ...] = ()
     tmpfs: tuple[str, ...] = ()  # PATH[:OPTIONS], a tmpfs mounted there
     add_hosts: tuple[str, ...] = ()  # NAME:IP (or NAME=IP) lines added to /etc/hosts
+    dns: tuple[str, ...] = ()  # --dns: the nameservers of the workload's resolv.conf
+    dns_search: tuple[str, ...] = ()  # --dns-search: its search domains ("." for none)
+    dns_options: tuple[str, ...] = ()  # --dns-option: its options lines' words
     read_only: bool = False  # the root filesystem mounted read-only
     ulimits: tuple[str, ...] = ()  # NAME=SOFT[:HARD], docker's --ulimit
     stop_signal: str | None = None  # replaces the config's StopSignal
@@ -285,6 +291,9 @@ class Config:
                 ("--volume", self.volumes or None),
                 ("--tmpfs", self.tmpfs or None),
                 ("--add-host", self.add_hosts or None),
+                ("--dns", self.dns or None),
+                ("--dns-search", self.dns_search or None),
+                ("--dns-option", self.dns_options or None),
                 ("--read-only", self.read_only or None),
                 ("--ulimit", self.ulimits or None),
                 ("--stop-signal", self.stop_signal),

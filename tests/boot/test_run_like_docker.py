@@ -439,17 +439,23 @@ def test_a_program_only_root_may_run_is_refused_to_a_user_with_groups(tmp_path: 
     assert (ran.code, ran.out) == (0, "ran\n"), ran.err
 
 
-def test_read_only_tmpfs_and_add_host_like_docker(app: str) -> None:
+def test_read_only_tmpfs_add_host_and_dns_like_docker(app: str) -> None:
     script = (
         "grep -E 'db|gw' /etc/hosts; echo x > /scratch/f && cat /scratch/f; "
         "grep -E ' /(scratch|dev/mqueue) ' /proc/mounts | cut -d' ' -f3; "
-        "if touch /new 2>/dev/null; then echo written; else echo read-only; fi"
+        "if touch /new 2>/dev/null; then echo written; else echo read-only; fi; "
+        "cat /etc/resolv.conf"
     )
     result = oci2vm(
         "run", *run_options(), "--read-only", "--tmpfs", "/scratch:size=1m",
-        "--add-host", "db:10.1.2.3", "--add-host", "gw:host-gateway", app, "sh", "-c", script,
+        "--add-host", "db:10.1.2.3", "--add-host", "gw:host-gateway",
+        "--dns", "10.0.2.3", "--dns", "192.0.2.53", "--dns-search", "example.test",
+        "--dns-option", "ndots:2", app, "sh", "-c", script,
     )  # fmt: skip
-    expected = "10.1.2.3\tdb\n10.0.2.2\tgw\nx\nmqueue\ntmpfs\nread-only\n"
+    expected = (
+        "10.1.2.3\tdb\n10.0.2.2\tgw\nx\nmqueue\ntmpfs\nread-only\n"
+        "search example.test\nnameserver 10.0.2.3\nnameserver 192.0.2.53\noptions ndots:2\n"
+    )
     assert (result.code, result.out) == (0, expected), result.err
 
 

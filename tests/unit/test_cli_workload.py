@@ -282,3 +282,21 @@ def test_a_mount_oci2vm_cannot_make_is_refused_in_one_line(
     with pytest.raises(SystemExit):
         parse(["run", "--mount", mount, "img"])
     assert words in capsys.readouterr().err
+
+
+def test_dns_options_reach_the_spec_as_docker_takes_them(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    words = ["run", "--dns", "1.1.1.1", "--dns", "2001:db8::1", "--dns-search", ".",
+             "--dns-option", "ndots:2", "img"]  # fmt: skip
+    config = config_from(parse(words))
+    assert (config.dns, config.dns_search, config.dns_options) == (
+        ("1.1.1.1", "2001:db8::1"),
+        (".",),
+        ("ndots:2",),
+    )
+    assert {"--dns", "--dns-search", "--dns-option"} <= set(config.workload_options())
+    for bad in (["--dns", "dns.google"], ["--dns-search", "a b"], ["--dns-option", "x;y"]):
+        with pytest.raises(SystemExit):
+            parse(["run", *bad, "img"])
+    assert "--dns dns.google: not an IP address" in capsys.readouterr().err

@@ -222,6 +222,7 @@ setup_network() {
 			say "no DHCP lease on $nic"
 		[ -s /run/oci2vm/address ] && address=$(cat /run/oci2vm/address)
 	fi
+	dns_options # (--dns, --dns-search, --dns-option)
 	printf '%s\n' "$SPEC_HOSTNAME" >/run/oci2vm/hostname
 	printf '127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n%s\t%s\n' \
 		"$address" "$SPEC_HOSTNAME" >/run/oci2vm/hosts
@@ -231,6 +232,32 @@ setup_network() {
 		shift 2
 	done
 	for file in resolv.conf hosts hostname; do provide_file "$file"; done
+}
+
+# The workload's resolv.conf as docker writes it with --dns, --dns-search, --dns-option:
+# the nameservers and search domains given in place of the network's ("." for no search
+# domain), the options given added.
+dns_options() {
+	conf=/run/oci2vm/resolv.conf
+	[ -n "$SPEC_DNS$SPEC_DNS_SEARCH$SPEC_DNS_OPTIONS" ] || return 0
+	{
+		if [ -n "$SPEC_DNS_SEARCH" ]; then
+			eval "set -- $SPEC_DNS_SEARCH"
+			[ "$*" = . ] || echo "search $*"
+		else
+			grep '^search' "$conf"
+		fi
+		if [ -n "$SPEC_DNS" ]; then
+			eval "set -- $SPEC_DNS"
+			for server in "$@"; do echo "nameserver $server"; done
+		else
+			grep '^nameserver' "$conf"
+		fi
+		grep '^options' "$conf"
+		eval "set -- $SPEC_DNS_OPTIONS"
+		[ "$#" = 0 ] || echo "options $*"
+	} >"$conf.new"
+	cat "$conf.new" >"$conf"
 }
 
 mount_volumes() {

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
-from oci2vm.config import Config, Volume
+from oci2vm.config import DNS_WORD, Config, Volume
 from oci2vm.errors import Oci2vmError
 from oci2vm.image.model import ImageConfig
 
@@ -65,6 +65,10 @@ class BootSpec:
     volumes: tuple[VolumeMount, ...] = ()
     tmpfs: tuple[tuple[str, str], ...] = ()  # (path, mount options) of docker's --tmpfs
     hosts: tuple[tuple[str, str], ...] = ()  # (address, name) lines added to /etc/hosts
+    # resolv.conf's nameservers and search domains in place of the network's; options added
+    dns: tuple[str, ...] = ()
+    dns_search: tuple[str, ...] = ()
+    dns_options: tuple[str, ...] = ()
     read_only: bool = False  # the root mounted read-only once the workload's mounts exist
     # The workload's resource limits: (sh's ulimit flag, soft, hard) in ulimit's units,
     # UNLIMITED for none (docker run's --ulimit; see workload_limits()).
@@ -92,6 +96,9 @@ class BootSpec:
         for address, name in self.hosts:
             if not _HOST_NAME.fullmatch(name) or not _ADDRESS.fullmatch(address):
                 raise Oci2vmError(f"malformed hosts line {address!r} {name!r}")
+        for word in (*self.dns, *self.dns_search, *self.dns_options):
+            if not DNS_WORD.fullmatch(word) or (word in self.dns and not _ADDRESS.fullmatch(word)):
+                raise Oci2vmError(f"malformed resolv.conf word {word!r}")
         flags = {flag for flag, _unit in ULIMITS.values()}
         for flag, soft, hard in self.limits:
             if flag not in flags or min(soft, hard) < UNLIMITED:
@@ -101,6 +108,7 @@ class BootSpec:
 _MOUNT_OPTIONS = re.compile(r"[A-Za-z0-9_=.,+-]*")
 _HOST_NAME = re.compile(r"[^\s#]+")
 _ADDRESS = re.compile(r"[0-9A-Fa-f.:]+")
+
 
 # -- the file the init reads ---------------------------------------------------------------
 
@@ -140,6 +148,9 @@ def render(spec: BootSpec) -> bytes:
         "SPEC_VOLUMES": shell_words(volumes),
         "SPEC_TMPFS": shell_words([w for pair in spec.tmpfs for w in pair]),
         "SPEC_HOSTS": shell_words([w for pair in spec.hosts for w in pair]),
+        "SPEC_DNS": shell_words(spec.dns),
+        "SPEC_DNS_SEARCH": shell_words(spec.dns_search),
+        "SPEC_DNS_OPTIONS": shell_words(spec.dns_options),
         "SPEC_READ_ONLY": "1" if spec.read_only else "0",
         "SPEC_LIMITS": shell_words(
             [
@@ -261,6 +272,9 @@ def workload(image: ImageConfig, config: Config, *, hostname: str | None = None)
         volumes=volumes,
         tmpfs=tuple(tmpfs_mount(option) for option in config.tmpfs),
         hosts=tuple(hosts_line(option) for option in config.add_hosts),
+        dns=config.dns,
+        dns_search=config.dns_search,
+        dns_options=config.dns_options,
         read_only=config.read_only,
         limits=workload_limits(config.ulimits),
     )
