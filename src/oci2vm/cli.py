@@ -196,6 +196,23 @@ def _publish(text: str) -> PortMapping:
     return PortMapping(_port(host_port, "host"), _port(ports, "guest"), host_ip, protocol)
 
 
+CAPABILITY = re.compile(r"(?i)(CAP_)?[A-Z_]+|ALL")
+
+
+def _capability(text: str) -> str:
+    """docker's --cap-add NAME (with or without CAP_, any case, or ALL)."""
+    if not CAPABILITY.fullmatch(text):
+        raise argparse.ArgumentTypeError(f"--cap-add {text}: not a capability name")
+    return text.upper()
+
+
+def _no_cap_drop(text: str) -> str:
+    raise argparse.ArgumentTypeError(
+        f"--cap-drop {text}: not supported: the workload runs with every capability of its "
+        "VM (its own kernel), which no runtime keeps it from; run it as a user (-u) instead"
+    )
+
+
 def _nameserver(text: str) -> str:
     """--dns IP, as docker takes it: an address (IPv4 or IPv6)."""
     try:
@@ -502,6 +519,14 @@ def _workload_options(parser: argparse.ArgumentParser, *, run: bool) -> None:
         p.add_argument("-p", "--publish", type=_publish, action="append", default=[],
                        metavar="[HOST_IP:]HOST_PORT:GUEST_PORT",
                        help="forward a host port to the guest (repeatable)")  # fmt: skip
+        p.add_argument("--privileged", action="store_true",
+                       help="accepted: the workload has its VM's every capability and "
+                       "device already")  # fmt: skip
+        p.add_argument("--cap-add", action="append", default=[], type=_capability,
+                       metavar="CAP", help="accepted: root's workload holds every "
+                       "capability already (repeatable)")  # fmt: skip
+        p.add_argument("--cap-drop", action="append", default=[], type=_no_cap_drop,
+                       metavar="CAP", help=argparse.SUPPRESS)  # fmt: skip
         p.add_argument("-P", "--publish-all", action="store_true",
                        help="forward every port the image exposes (its ExposedPorts) from a "
                        "free host port on 127.0.0.1, each told on stderr")  # fmt: skip
@@ -745,7 +770,7 @@ def config_from(args: argparse.Namespace) -> Config:
         fields[key] = [*fields[key], mount]  # a new list: `args` stays as parsed
     for name in (
         "insecure_hosts", "keyrings", "publish", "volumes", "tmpfs", "add_hosts", "ulimits",
-        "dns", "dns_search", "dns_options",
+        "dns", "dns_search", "dns_options", "cap_add",
     ):  # fmt: skip
         if name in fields:
             fields[name] = tuple(fields[name])

@@ -254,6 +254,8 @@ class Config:
     user: str | None = None  # NAME|UID[:GROUP|GID]
     publish: tuple[PortMapping, ...] = ()
     publish_all: bool = False  # -P: every exposed port, from a free host port
+    privileged: bool = False  # docker's --privileged: so the VM's workload is already
+    cap_add: tuple[str, ...] = ()  # docker's --cap-add: held already by root's workload
     volumes: tuple[Volume, ...] = ()
     tmpfs: tuple[str, ...] = ()  # PATH[:OPTIONS], a tmpfs mounted there
     add_hosts: tuple[str, ...] = ()  # NAME:IP (or NAME=IP) lines added to /etc/hosts

@@ -300,3 +300,27 @@ def test_dns_options_reach_the_spec_as_docker_takes_them(
         with pytest.raises(SystemExit):
             parse(["run", *bad, "img"])
     assert "--dns dns.google: not an IP address" in capsys.readouterr().err
+
+
+def test_privileged_and_cap_add_are_accepted_with_a_note_and_cap_drop_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The VM's workload has what --privileged and --cap-add ask for already; --cap-drop
+    would take away what nothing here can."""
+    config = config_from(parse(["run", "--privileged", "--cap-add", "net_admin", "img"]))
+    assert config.privileged and config.cap_add == ("NET_ADMIN",)
+    disk = tmp_path / "disk.img"
+    disk.write_bytes(bytes(512))
+    with pytest.raises(Oci2vmError, match="-P: a disk"):  # (after the note)
+        run_command(
+            config_from(parse(["run", "--cap-add", "SYS_ADMIN", "-P", str(disk)])), Reporter()
+        )
+    assert (
+        "--cap-add SYS_ADMIN: nothing to do, the workload runs on a kernel"
+        in capsys.readouterr().err
+    )
+    with pytest.raises(SystemExit):
+        parse(["run", "--cap-drop", "ALL", "img"])
+    assert "--cap-drop ALL: not supported" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        parse(["run", "--cap-add", "net admin", "img"])

@@ -48,6 +48,12 @@ def run_command(config: Config, reporter: Reporter) -> int:
     returned; a system image to its login on this terminal. A system image that keeps
     its own kernel boots from a disk built for the run."""
     refuse_output_options(config, "run")
+    if config.privileged or config.cap_add:
+        given = "--privileged" if config.privileged else f"--cap-add {','.join(config.cap_add)}"
+        reporter.note(
+            f"{given}: nothing to do, the workload runs on a kernel of its own, where root "
+            "holds every capability and sees every device"
+        )
     if os.path.isfile(config.source):
         refuse_for_disk(config)
         if config.publish_all:
