@@ -208,8 +208,8 @@ def _capability(text: str) -> str:
 
 def _no_cap_drop(text: str) -> str:
     raise argparse.ArgumentTypeError(
-        f"--cap-drop {text}: not supported: the workload runs with every capability of its "
-        "VM (its own kernel), which no runtime keeps it from; run it as a user (-u) instead"
+        f"--cap-drop {text}: not supported: the workload runs with every capability its "
+        "VM's kernel gives root; run it as a user (-u) instead"
     )
 
 
