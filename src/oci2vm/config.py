@@ -254,7 +254,7 @@ class Config:
     user: str | None = None  # NAME|UID[:GROUP|GID]
     publish: tuple[PortMapping, ...] = ()
     publish_all: bool = False  # -P: every exposed port, from a free host port
-    privileged: bool = False  # docker's --privileged: so the VM's workload is already
+    privileged: bool = False  # docker's --privileged: what the VM's workload has already
     cap_add: tuple[str, ...] = ()  # docker's --cap-add: held already by root's workload
     volumes: tuple[Volume, ...] = ()
     tmpfs: tuple[str, ...] = ()  # PATH[:OPTIONS], a tmpfs mounted there

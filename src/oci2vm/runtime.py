@@ -238,10 +238,7 @@ def _link_share(host: Path, share: Path, beside: list[Path]) -> Path:
             raise _unshareable(host, e) from None
     try:
         made = Path(tempfile.mkdtemp(prefix=".oci2vm-share-", dir=host.parent))
-    except OSError as e:
-        raise _unshareable(host, e) from None
-    beside.append(made)
-    try:
+        beside.append(made)
         os.link(host, made / SHARED_FILE)
     except OSError as e:
         raise _unshareable(host, e) from None

@@ -313,8 +313,7 @@ def check_ports(forwards: Sequence[PortForward]) -> None:
     only says "Could not set up host forwarding rule", once the boot began."""
     for forward in forwards:
         mapping = _mapping(forward)
-        kind = socket.SOCK_DGRAM if mapping.protocol == "udp" else socket.SOCK_STREAM
-        with socket.socket(socket.AF_INET, kind) as probe:
+        with socket.socket(socket.AF_INET, _socket_type(mapping.protocol)) as probe:
             probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as QEMU's
             try:
                 probe.bind((mapping.host_ip, mapping.host_port))
@@ -328,11 +327,14 @@ def check_ports(forwards: Sequence[PortForward]) -> None:
                 raise Oci2vmError(f"cannot publish {where}/{mapping.protocol}: {why}") from None
 
 
+def _socket_type(protocol: str) -> socket.SocketKind:
+    return socket.SOCK_DGRAM if protocol == "udp" else socket.SOCK_STREAM
+
+
 def free_port(protocol: str = "tcp", host_ip: str = "127.0.0.1") -> int:
     """A host port free now (the kernel's pick from its ephemeral range), as docker's -P
     takes one; QEMU binds it a moment later."""
-    kind = socket.SOCK_DGRAM if protocol == "udp" else socket.SOCK_STREAM
-    with socket.socket(socket.AF_INET, kind) as probe:
+    with socket.socket(socket.AF_INET, _socket_type(protocol)) as probe:
         probe.bind((host_ip, 0))
         port: int = probe.getsockname()[1]
         return port

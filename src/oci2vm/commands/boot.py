@@ -89,13 +89,14 @@ def publish_exposed(config: Config, exposed: Sequence[str], reporter: Reporter) 
     for text in exposed:
         number, _, protocol = text.partition("/")
         protocol = protocol.lower() or "tcp"
-        if protocol not in ("tcp", "udp") or not number.isdigit() or not 0 < int(number) < 65536:
+        port = int(number) if number.isdigit() else 0
+        if protocol not in ("tcp", "udp") or not 0 < port < 65536:
             reporter.note(f"-P: the image exposes {text!r}, which QEMU cannot forward")
             continue
-        if (int(number), protocol) in taken:
+        if (port, protocol) in taken:
             continue
-        taken.add((int(number), protocol))
-        added.append(PortMapping(vm.free_port(protocol), int(number), "127.0.0.1", protocol))
+        taken.add((port, protocol))
+        added.append(PortMapping(vm.free_port(protocol), port, "127.0.0.1", protocol))
     for mapping in added:
         reporter.note(
             f"-P: 127.0.0.1:{mapping.host_port} -> {mapping.guest_port}/{mapping.protocol}"

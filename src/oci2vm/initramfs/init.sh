@@ -222,7 +222,7 @@ setup_network() {
 			say "no DHCP lease on $nic"
 		[ -s /run/oci2vm/address ] && address=$(cat /run/oci2vm/address)
 	fi
-	dns_options # (--dns, --dns-search, --dns-option)
+	dns_settings # (--dns, --dns-search, --dns-option)
 	printf '%s\n' "$SPEC_HOSTNAME" >/run/oci2vm/hostname
 	printf '127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n%s\t%s\n' \
 		"$address" "$SPEC_HOSTNAME" >/run/oci2vm/hosts
@@ -237,7 +237,7 @@ setup_network() {
 # The workload's resolv.conf as docker writes it with --dns, --dns-search, --dns-option:
 # the nameservers and search domains given in place of the network's ("." for no search
 # domain), the options given added.
-dns_options() {
+dns_settings() {
 	conf=/run/oci2vm/resolv.conf
 	[ -n "$SPEC_DNS$SPEC_DNS_SEARCH$SPEC_DNS_OPTIONS" ] || return 0
 	{
@@ -502,10 +502,6 @@ in_root() { # APPLET ARGS: this initramfs's busybox run inside the root, as root
 		/proc/1/root/bin/busybox "$@" 2>/dev/null
 }
 
-# The workload's resource limits (SPEC_LIMITS: FLAG SOFT HARD ..., checked by oci2vm) as
-# commands for its starter, not for PID 1 (a cpu limit would end the VM): the soft limit
-# first where the hard one allows it, then the hard one, then the soft one; docker's
-# status 125 if one cannot be set.
 # What execve itself refuses in a program that exists and may be run, which busybox's exec
 # (glibc's execvp, ash's exec) would run through /bin/sh instead or tell in its own words:
 # the reason, as runc tells it, or nothing. Neither ELF nor "#!": exec format error (a
@@ -540,6 +536,10 @@ exec_refusal() { # PROGRAM
 	fi
 }
 
+# The workload's resource limits (SPEC_LIMITS: FLAG SOFT HARD ..., checked by oci2vm) as
+# commands for its starter, not for PID 1 (a cpu limit would end the VM): the soft limit
+# first where the hard one allows it, then the hard one, then the soft one; docker's
+# status 125 if one cannot be set.
 limit_commands() {
 	eval "set -- $SPEC_LIMITS"
 	while [ $# -ge 3 ]; do

@@ -96,8 +96,11 @@ class BootSpec:
         for address, name in self.hosts:
             if not _HOST_NAME.fullmatch(name) or not _ADDRESS.fullmatch(address):
                 raise Oci2vmError(f"malformed hosts line {address!r} {name!r}")
-        for word in (*self.dns, *self.dns_search, *self.dns_options):
-            if not DNS_WORD.fullmatch(word) or (word in self.dns and not _ADDRESS.fullmatch(word)):
+        for address in self.dns:
+            if not _ADDRESS.fullmatch(address):
+                raise Oci2vmError(f"malformed nameserver {address!r}")
+        for word in (*self.dns_search, *self.dns_options):
+            if not DNS_WORD.fullmatch(word):
                 raise Oci2vmError(f"malformed resolv.conf word {word!r}")
         flags = {flag for flag, _unit in ULIMITS.values()}
         for flag, soft, hard in self.limits:
