@@ -172,19 +172,26 @@ def _port(text: str, what: str) -> int:
     return int(text)
 
 
-def _publish(text: str) -> PortMapping:
-    """[HOST_IP:]HOST_PORT:GUEST_PORT[/tcp|/udp], as docker run -p."""
+def _ports(text: str, what: str) -> range:
+    """PORT or FIRST-LAST, as docker's -p reads either side."""
+    first, dash, last = text.partition("-")
+    low = _port(first, what)
+    high = _port(last, what) if dash else low
+    if high < low:
+        raise argparse.ArgumentTypeError(f"expected a {what} port range LOW-HIGH, not {text!r}")
+    return range(low, high + 1)
+
+
+def _publish(text: str) -> tuple[PortMapping, ...]:
+    """docker run -p: [[HOST_IP:][HOST_PORT]:]GUEST_PORT[/tcp|/udp], either port a range
+    FIRST-LAST; a host port left out is a free one picked when the run starts (0 here)."""
     spec, _, protocol = text.partition("/")
     protocol = protocol or "tcp"
     if protocol not in ("tcp", "udp"):
         raise argparse.ArgumentTypeError(f"-p {text}: the protocol is tcp or udp")
-    host_ip, sep, ports = spec.rpartition(":")
-    if not sep:
-        raise argparse.ArgumentTypeError(f"-p {text}: expected [HOST_IP:]HOST_PORT:GUEST_PORT")
-    host_ip, sep, host_port = host_ip.rpartition(":")
-    if not sep:
-        host_ip = "127.0.0.1"
-    host_ip = host_ip.strip("[]")
+    host, _, guest = spec.rpartition(":")
+    host_ip, _, host_ports = host.rpartition(":")
+    host_ip = host_ip.strip("[]") or "127.0.0.1"
     try:
         address = ipaddress.ip_address(host_ip)
     except ValueError:
@@ -193,7 +200,17 @@ def _publish(text: str) -> PortMapping:
         raise argparse.ArgumentTypeError(
             f"-p {text}: QEMU's user network forwards from IPv4 host addresses only"
         )
-    return PortMapping(_port(host_port, "host"), _port(ports, "guest"), host_ip, protocol)
+    guests = _ports(guest, "guest")
+    hosts = _ports(host_ports, "host") if host_ports else range(0)
+    if hosts and len(hosts) != len(guests):
+        raise argparse.ArgumentTypeError(
+            f"-p {text}: the host ports ({len(hosts)}) and guest ports ({len(guests)}) must "
+            "be as many"
+        )
+    return tuple(
+        PortMapping(hosts[i] if hosts else 0, port, host_ip, protocol)
+        for i, port in enumerate(guests)
+    )
 
 
 CAPABILITY = re.compile(r"(?i)(CAP_)?[A-Z_]+|ALL")
@@ -516,9 +533,11 @@ def _workload_options(parser: argparse.ArgumentParser, *, run: bool) -> None:
         help="signal that stops the workload (default: the image's StopSignal)",
     )
     if run:
-        p.add_argument("-p", "--publish", type=_publish, action="append", default=[],
-                       metavar="[HOST_IP:]HOST_PORT:GUEST_PORT",
-                       help="forward a host port to the guest (repeatable)")  # fmt: skip
+        p.add_argument("-p", "--publish", type=_publish, action="extend", default=[],
+                       metavar="[[HOST_IP:][HOST_PORT]:]GUEST_PORT",
+                       help="forward a host port to the guest (a port may be a range "
+                       "FIRST-LAST; no host port: a free one, told on stderr; "
+                       "repeatable)")  # fmt: skip
         p.add_argument("--privileged", action="store_true",
                        help="accepted: the workload has its VM's every capability and "
                        "device already")  # fmt: skip

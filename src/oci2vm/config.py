@@ -187,7 +187,8 @@ class UserSpec:
 
 @dataclass(frozen=True, slots=True)
 class PortMapping:
-    """-p [HOST_IP:]HOST_PORT:GUEST_PORT[/tcp|udp]"""
+    """-p [HOST_IP:]HOST_PORT:GUEST_PORT[/tcp|udp]; host_port 0 until the run picks a free
+    one (-p GUEST_PORT, -p HOST_IP::GUEST_PORT)."""
 
     host_port: int
     guest_port: int

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from oci2vm.cli import config_from, main, parse
-from oci2vm.commands.boot import make_volume_dirs, publish_exposed, run_command
+from oci2vm.commands.boot import make_volume_dirs, pick_host_ports, publish_exposed, run_command
 from oci2vm.config import InitMode, InitrdChoice, KernelKind, PortMapping, Volume
 from oci2vm.errors import Oci2vmError
 from oci2vm.report import Reporter
@@ -67,15 +67,36 @@ def test_a_malformed_environment_setting_is_refused(tmp_path: Path) -> None:
         ("8080:80", PortMapping(8080, 80)),
         ("0.0.0.0:8080:80", PortMapping(8080, 80, "0.0.0.0")),
         ("8053:53/udp", PortMapping(8053, 53, protocol="udp")),
+        ("80", PortMapping(0, 80)),  # a free host port, picked when the run starts
+        ("10.0.0.1::53/udp", PortMapping(0, 53, "10.0.0.1", "udp")),
+        ("5000-5000:6000", PortMapping(5000, 6000)),
     ],
 )
 def test_published_ports(text: str, mapping: PortMapping) -> None:
     assert config_from(parse(["run", "-p", text, "img"])).publish == (mapping,)
 
 
+def test_published_port_ranges_forward_port_by_port() -> None:
+    config = config_from(parse(["run", "-p", "8000-8002:9000-9002", "-p", "7000-7001", "img"]))
+    assert config.publish == (
+        PortMapping(8000, 9000), PortMapping(8001, 9001), PortMapping(8002, 9002),
+        PortMapping(0, 7000), PortMapping(0, 7001),
+    )  # fmt: skip
+
+
+def test_host_ports_left_out_are_picked_free_and_told(capsys: pytest.CaptureFixture[str]) -> None:
+    config = config_from(parse(["run", "-p", "80", "-p", "8000:8080", "img"]))
+    picked = pick_host_ports(config, Reporter()).publish
+    assert picked[1] == PortMapping(8000, 8080)
+    assert picked[0].guest_port == 80 and 1024 < picked[0].host_port < 65536
+    assert f"-p: 127.0.0.1:{picked[0].host_port} -> 80/tcp\n" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize(
-    "text", ["80", "x:80", "8080:0", "8080:80/sctp", "1:2:3:4", "[::1]:8080:80", "::1:8080:80"]
-)
+    "text",
+    ["x:80", "8080:0", "8080:80/sctp", "1:2:3:4", "[::1]:8080:80", "::1:8080:80", "90-80",
+     "8000-8001:80", "8000:80-81", "80-", "-80"],
+)  # fmt: skip
 def test_malformed_ports_are_refused(text: str) -> None:
     with pytest.raises(SystemExit):
         parse(["run", "-p", text, "img"])

@@ -66,7 +66,9 @@ def run_command(config: Config, reporter: Reporter) -> int:
         with reporter.progress():
             image, store = pipeline.resolve_source(config, reporter)
             entry = runcache.direct_boot(config, reporter, image, store)
-        config = publish_exposed(config, image.config.exposed_ports, reporter)
+        config = pick_host_ports(
+            publish_exposed(config, image.config.exposed_ports, reporter), reporter
+        )
         if entry is not None and entry.mode is InitMode.APP:
             return run_workload(config, image, entry)
         if entry is not None:
@@ -75,7 +77,7 @@ def run_command(config: Config, reporter: Reporter) -> int:
             refuse_workload_options(config.source, config)
             arch = runcache.image_arch(image)
             return runtime.run_system(entry.kernel, entry.initrd, entry.root, config, arch)
-    return boot_disk(config, reporter)
+    return boot_disk(pick_host_ports(config, reporter), reporter)
 
 
 def publish_exposed(config: Config, exposed: Sequence[str], reporter: Reporter) -> Config:
@@ -98,12 +100,28 @@ def publish_exposed(config: Config, exposed: Sequence[str], reporter: Reporter) 
         taken.add((port, protocol))
         added.append(PortMapping(vm.free_port(protocol), port, "127.0.0.1", protocol))
     for mapping in added:
-        reporter.note(
-            f"-P: 127.0.0.1:{mapping.host_port} -> {mapping.guest_port}/{mapping.protocol}"
-        )
+        reporter.note(f"-P: {forward_text(mapping)}")
     if not exposed:
         reporter.note("-P: the image exposes no port")
     return dataclasses.replace(config, publish=(*config.publish, *added))
+
+
+def pick_host_ports(config: Config, reporter: Reporter) -> Config:
+    """-p GUEST_PORT (or HOST_IP::GUEST_PORT), as docker run -p: from a free host port,
+    picked when the run starts and told on stderr."""
+    publish = []
+    for mapping in config.publish:
+        if not mapping.host_port:
+            port = vm.free_port(mapping.protocol, mapping.host_ip)
+            mapping = dataclasses.replace(mapping, host_port=port)
+            reporter.note(f"-p: {forward_text(mapping)}")
+        publish.append(mapping)
+    return dataclasses.replace(config, publish=tuple(publish))
+
+
+def forward_text(mapping: PortMapping) -> str:
+    """A forward as docker port tells it: 127.0.0.1:41023 -> 8080/tcp."""
+    return f"{mapping.host_ip}:{mapping.host_port} -> {mapping.guest_port}/{mapping.protocol}"
 
 
 def as_docker_runs(config: Config) -> Config:
