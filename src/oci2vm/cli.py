@@ -36,6 +36,7 @@ from oci2vm.config import (
     OutputFormat,
     PartitionTable,
     PortMapping,
+    PullPolicy,
     UserSpec,
     Volume,
 )
@@ -351,7 +352,7 @@ def _common(parser: argparse.ArgumentParser, verbose_short: bool = True) -> None
     p.add_argument("--json", action="store_true", help="print a machine-readable report")
 
 
-def _source_options(parser: argparse.ArgumentParser) -> None:
+def _source_options(parser: argparse.ArgumentParser, pull: PullPolicy) -> None:
     p = parser.add_argument_group("the image and its registry")
     p.add_argument(
         "--platform",
@@ -396,6 +397,9 @@ def _source_options(parser: argparse.ArgumentParser) -> None:
         help="give up on a registry response that brings less than 64 KiB in SECONDS (default: 60)",
     )
     p.add_argument("--cache-dir", type=Path, help="blob cache (default: $XDG_CACHE_HOME/oci2vm)")
+    _choice(p, "--pull", PullPolicy, pull,
+            f"when to ask a registry for the image: always, missing (only when the cache "
+            f"lacks it) or never (default: {pull})")  # fmt: skip
 
 
 def _build_options(parser: argparse.ArgumentParser, hostname_short: bool = False) -> None:
@@ -626,7 +630,7 @@ def parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("inspect", help="describe an image and what its layers hold")
     p.add_argument("source", help="the image (see the sources in oci2vm --help)")
-    _source_options(p)
+    _source_options(p, PullPolicy.ALWAYS)
     _system_options(p)
     _common(p)
 
@@ -640,7 +644,7 @@ def parser() -> argparse.ArgumentParser:
         help="the file to write; its extension picks the format (.ext4, .img/.raw, .qcow2, "
         ".vmdk, .vdi, .vhdx) unless --format says",
     )
-    _source_options(p)
+    _source_options(p, PullPolicy.ALWAYS)
     _build_options(p)
     _system_options(p)
     _workload_options(p, run=False)
@@ -662,7 +666,7 @@ def parser() -> argparse.ArgumentParser:
         "docker run",
     )
     _workload_options(p, run=True)  # (first in --help, as docker run's users look there)
-    _source_options(p)
+    _source_options(p, PullPolicy.MISSING)
     _build_options(p, hostname_short=True)
     _system_options(p)
     _vm_options(p)
@@ -681,7 +685,7 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--timeout", type=_seconds, default=300.0, metavar="SECONDS",
                    help="how long to wait for it (default: 300)")  # fmt: skip
-    _source_options(p)
+    _source_options(p, PullPolicy.ALWAYS)
     _build_options(p)
     _system_options(p)
     _vm_options(p)

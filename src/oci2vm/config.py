@@ -71,6 +71,14 @@ class Accel(StrEnum):
     TCG = "tcg"
 
 
+class PullPolicy(StrEnum):
+    """When a registry is asked for an image's manifest (docker run --pull's words)."""
+
+    ALWAYS = "always"  # every time (a build's default: a tag says what it points to now)
+    MISSING = "missing"  # only when the cache lacks the image (docker run's default)
+    NEVER = "never"  # never: the cache must hold it
+
+
 class InitMode(StrEnum):
     AUTO = "auto"  # system when the image has an init, else app
     SYSTEM = "system"  # the image's init takes over as PID 1
@@ -225,6 +233,7 @@ class Config:
     tls_verify: bool = True  # False covers the source's registry host only
     insecure_hosts: tuple[str, ...] = ()  # more hosts: TLS not verified, plain HTTP allowed
     network_timeout: float = 60.0  # seconds a registry response may go without progress
+    pull: PullPolicy = PullPolicy.ALWAYS  # run's default is docker run's: missing
     # the filesystem and disk
     size: int | None = None  # bytes; None = content + headroom
     fs_uuid: str | None = None  # None = derived from the image digest

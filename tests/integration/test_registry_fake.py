@@ -9,6 +9,7 @@ import json
 
 import pytest
 
+from oci2vm.config import PullPolicy
 from oci2vm.image.blobs import BlobStore
 from oci2vm.image.model import Platform
 from oci2vm.sources import registry
@@ -76,6 +77,39 @@ def test_docker_manifest_list_and_second_pull_asks_only_for_manifests(
             f"/v2/app/manifests/{index.images[1].manifest_digest}",
         ]
         assert all(s.headers["Accept"] for s in fake.seen[1:])
+
+
+@pytest.mark.registry
+def test_pull_missing_takes_what_an_earlier_pull_cached_without_asking(store: BlobStore) -> None:
+    """docker run's --pull missing: a reference pulled before (for the same platform)
+    is taken from the cache, registry down or not; another platform, or a blob gone
+    from the cache, is asked for again; --pull never refuses what the cache lacks."""
+    index = sample_index("linux/amd64", "linux/arm/v7")
+    arm = Platform.parse("linux/arm/v7")
+    with fake_registry() as fake:
+        host = fake.host
+        fake.add_image("app", "1", index)
+        assert error_of(lambda: pull(host, "app:1", store, pull=PullPolicy.NEVER)) == (
+            f"docker://{host}/app:1 is not in the cache (--pull never: no registry is asked)"
+        )
+        assert fake.seen == []
+        first = pull(host, "app:1", store, platform=arm)
+        fake.seen.clear()
+        for policy in (PullPolicy.MISSING, PullPolicy.NEVER):
+            again = pull(host, "app:1", store, platform=arm, pull=policy)
+            assert_is(again, index.images[1], store)
+            assert again.manifest_media_type == first.manifest_media_type
+        assert fake.seen == []
+        pull(host, "app:1", store, pull=PullPolicy.MISSING)  # amd64: not pulled yet
+        assert f"/v2/app/manifests/{index.images[0].manifest_digest}" in [s.path for s in fake.seen]
+        fake.seen.clear()
+        store.path(index.images[1].layer_digests[0]).unlink()
+        assert_is(pull(host, "app:1", store, platform=arm, pull=PullPolicy.MISSING),
+                  index.images[1], store)  # fmt: skip
+        assert f"/v2/app/blobs/{index.images[1].layer_digests[0]}" in [s.path for s in fake.seen]
+    # The registry gone: what the cache holds still runs.
+    assert_is(pull(host, "app:1", store, platform=arm, pull=PullPolicy.MISSING),
+              index.images[1], store)  # fmt: skip
 
 
 @pytest.mark.registry
@@ -172,7 +206,8 @@ def test_server_errors_and_dropped_connections_are_retried(store: BlobStore) -> 
         assert progress.bytes == sum(len(b) for b in app.blobs.values())
         assert fake.requests_to(manifest) == 4
         assert fake.requests_to(layer) == 2
-    assert cache_files(store) == sorted(d[7:] for d in app.blobs)
+    # the image's blobs, and its manifest (for --pull missing)
+    assert cache_files(store) == sorted(d[7:] for d in (*app.blobs, app.manifest_digest))
 
 
 @pytest.mark.registry

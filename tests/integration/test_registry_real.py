@@ -67,7 +67,8 @@ def test_anonymous_pull_caches_each_blob_once(
     for digest, before in files.items():
         after = store.path(digest).stat()
         assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
-    assert cache_files(store) == sorted(d[7:] for d in app.blobs)
+    # the image's blobs, and its manifest (for --pull missing)
+    assert cache_files(store) == sorted(d[7:] for d in (*app.blobs, app.manifest_digest))
 
 
 @pytest.mark.registry

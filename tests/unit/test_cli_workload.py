@@ -9,7 +9,7 @@ import pytest
 
 from oci2vm.cli import config_from, main, parse
 from oci2vm.commands.boot import make_volume_dirs, pick_host_ports, publish_exposed, run_command
-from oci2vm.config import InitMode, InitrdChoice, KernelKind, PortMapping, Volume
+from oci2vm.config import InitMode, InitrdChoice, KernelKind, PortMapping, PullPolicy, Volume
 from oci2vm.errors import Oci2vmError
 from oci2vm.report import Reporter
 
@@ -137,6 +137,15 @@ def test_a_bare_name_is_a_named_volume_and_refused(
     assert "'data' would be a named volume" in capsys.readouterr().err
     config = config_from(parse(["run", "-v", "./data:/data", "img"]))
     assert config.volumes == (Volume(tmp_path / "data", "/data"),)
+
+
+def test_run_pulls_what_the_cache_lacks_as_docker_run_and_build_asks_each_time() -> None:
+    assert config_from(parse(["run", "img"])).pull is PullPolicy.MISSING
+    assert config_from(parse(["build", "img", "-o", "x.img"])).pull is PullPolicy.ALWAYS
+    assert config_from(parse(["run", "--pull", "always", "img"])).pull is PullPolicy.ALWAYS
+    assert config_from(parse(["build", "--pull=never", "img", "-o", "x"])).pull is PullPolicy.NEVER
+    with pytest.raises(SystemExit):
+        parse(["run", "--pull", "sometimes", "img"])
 
 
 def test_memory_in_mib_or_with_a_unit() -> None:

@@ -14,6 +14,7 @@ import atexit
 import contextlib
 import hashlib
 import io
+import json
 import logging
 import os
 import re
@@ -519,6 +520,35 @@ class BlobStore:
             replace_whole(self._uncompressed_path(blob_digest), f"{diff_id}\n".encode())
         except OSError as e:
             log.debug("cannot record the diff_id of %s: %s", blob_digest, e)
+
+    # What an earlier pull found a reference to name, for --pull missing and never: the
+    # digest of the manifest it chose (the platform's), whose bytes are a blob here too.
+
+    def _reference_path(self, key: str) -> Path:
+        return self.root / "references" / hashlib.sha256(key.encode()).hexdigest()
+
+    def pulled_manifest(self, key: str) -> tuple[str, str | None] | None:
+        """(digest, media type) of the manifest an earlier pull of `key` chose, if any."""
+        try:
+            record = json.loads(self._reference_path(key).read_text())
+            digest, media_type = record["digest"], record["mediaType"]
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+        if record.get("key") != key or not isinstance(digest, str):
+            return None
+        if not _DIGEST_RE.match(digest) or not isinstance(media_type, str | None):
+            return None
+        return digest, media_type
+
+    def remember_pull(self, key: str, digest: str, media_type: str | None, data: bytes) -> None:
+        """Keep a pulled manifest and what `key` named (best effort, as diff_ids are)."""
+        record = {"key": key, "digest": digest, "mediaType": media_type}
+        try:
+            if self.get(digest) is None:
+                self.put_bytes(digest, data)
+            replace_whole(self._reference_path(key), json.dumps(record).encode() + b"\n")
+        except (OSError, Oci2vmError) as e:
+            log.debug("cannot record the pull of %s: %s", key, e)
 
 
 def _usable_home() -> Path | None:

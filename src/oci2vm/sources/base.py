@@ -7,7 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from oci2vm.config import Config
+from oci2vm.config import Config, PullPolicy
 from oci2vm.image.blobs import BlobStore, ProgressFn
 from oci2vm.image.model import Platform
 from oci2vm.sources.downloads import Downloads
@@ -23,6 +23,7 @@ class Fetch:
     tls_verify: bool = True  # false: not for the source's registry (its host)
     insecure_hosts: tuple[str, ...] = ()  # other hosts with TLS unverified, plain HTTP allowed
     network_timeout: float = 60.0  # seconds a response may go without progress
+    pull: PullPolicy = PullPolicy.ALWAYS  # when a registry is asked for the manifest
     auth_file: Path | None = None
     quiet: bool = True
     # Called as (what, total bytes or None) when a blob download starts; returns the
@@ -51,6 +52,7 @@ def fetch_from(
         tls_verify=config.tls_verify,
         insecure_hosts=config.insecure_hosts,
         network_timeout=config.network_timeout,
+        pull=config.pull,
         quiet=quiet,
         on_blob=on_blob,
         downloads=downloads,

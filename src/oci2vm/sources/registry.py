@@ -25,6 +25,7 @@ from urllib3.exceptions import (
     InsecureRequestWarning,
 )
 
+from oci2vm.config import PullPolicy
 from oci2vm.errors import Oci2vmError
 from oci2vm.image.arrival import Arrival, Span
 from oci2vm.image.blobs import (
@@ -590,10 +591,55 @@ def _schema_version(data: bytes) -> object:
         return None
 
 
+class _NotCachedError(Exception):
+    """A blob that a cached image names is gone from the cache."""
+
+
+def _pull_key(ref: Reference, fetch: Fetch) -> str:
+    return f"{ref}\n{fetch.platform}"
+
+
+def cached_image(source: str, ref: Reference, fetch: Fetch, store: BlobStore) -> Image | None:
+    """The image an earlier pull of `ref` for the same platform left in the cache, when
+    its manifest, config and layers are all still there (read without a registry, as
+    docker run takes an image it has; each blob is verified as it is read)."""
+    pulled = store.pulled_manifest(_pull_key(ref, fetch))
+    manifest = store.get(pulled[0]) if pulled is not None else None
+    if pulled is None or manifest is None:
+        return None
+
+    def blob(desc: Descriptor) -> BlobRef:
+        cached = store.get(desc.digest)
+        if cached is None or cached.size != desc.size:
+            raise _NotCachedError
+        return cached
+
+    try:
+        return assemble(
+            source=source,
+            name=str(ref),
+            manifest_bytes=manifest.read_all(MAX_MANIFEST_SIZE),
+            manifest_digest=pulled[0],
+            manifest_media_type=pulled[1],
+            blob=blob,
+            what=f"manifest {pulled[0]} of {ref} (cached)",
+            platform=fetch.platform,
+        )
+    except _NotCachedError:
+        return None
+
+
 def resolve(source: str, ref: Reference, fetch: Fetch) -> Image:
     """Pull the manifest of `ref` (choosing fetch.platform from an index) and cache its
-    config and layers in fetch.store (or the default cache)."""
+    config and layers in fetch.store (or the default cache); with fetch.pull missing or
+    never, the image an earlier pull cached is taken as it is."""
     store = fetch.store or BlobStore(BlobStore.default_root())
+    if fetch.pull is not PullPolicy.ALWAYS:
+        image = cached_image(source, ref, fetch, store)
+        if image is not None:
+            return image
+        if fetch.pull is PullPolicy.NEVER:
+            raise Oci2vmError(f"{source} is not in the cache (--pull never: no registry is asked)")
     if fetch.downloads is not None and not fetch.tls_verify:
         # The downloads outlive this call, and the warnings filter below with it: the
         # user asked for no verification, so the warning is off for the whole process.
@@ -612,7 +658,7 @@ def resolve(source: str, ref: Reference, fetch: Fetch) -> Image:
             for _depth in range(MAX_INDEX_DEPTH):
                 doc = load_json(data, what)
                 if manifest_kind(doc, media_type) == "manifest":
-                    return assemble(
+                    image = assemble(
                         source=source,
                         name=str(ref),
                         manifest_bytes=data,
@@ -623,6 +669,8 @@ def resolve(source: str, ref: Reference, fetch: Fetch) -> Image:
                         what=what,
                         platform=fetch.platform,
                     )
+                    store.remember_pull(_pull_key(ref, fetch), digest, media_type, data)
+                    return image
                 entries = index_entries(doc, f"image index of {ref}")
                 chosen = select_platform(entries, fetch.platform, f"image index of {ref}")
                 data, media_type, digest = session.manifest(chosen.digest, chosen.digest)
