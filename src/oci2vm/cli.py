@@ -19,7 +19,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import NoReturn
 
-from oci2vm import __version__
+from oci2vm import __version__, runs
 from oci2vm.config import (
     CHECK_EXPECT,
     DNS_WORD,
@@ -181,6 +181,15 @@ def _ports(text: str, what: str) -> range:
     if high < low:
         raise argparse.ArgumentTypeError(f"expected a {what} port range LOW-HIGH, not {text!r}")
     return range(low, high + 1)
+
+
+def _run_name(text: str) -> str:
+    from oci2vm.runs import check_name
+
+    try:
+        return check_name(text)
+    except Oci2vmError as e:
+        raise argparse.ArgumentTypeError(str(e)) from e
 
 
 def _publish(text: str) -> tuple[PortMapping, ...]:
@@ -569,7 +578,13 @@ def _workload_options(parser: argparse.ArgumentParser, *, run: bool) -> None:
         p.add_argument("-t", "--tty", action="store_true", help="give the workload a terminal")
         p.add_argument("--rm", dest="discard", action="store_true",
                        help="throw away what the guest writes to a DISK (a SOURCE's run "
-                       "always does, as with docker run --rm)")  # fmt: skip
+                       "always does, as with docker run --rm); with -d, the run's record "
+                       "too once it ends")  # fmt: skip
+        p.add_argument("-d", "--detach", action="store_true",
+                       help="run in the background, print the run's name (see oci2vm ps, "
+                       "logs, stop, wait, rm)")  # fmt: skip
+        p.add_argument("--name", type=_run_name,
+                       help="the detached run's name (default: 12 random hex digits)")  # fmt: skip
 
 
 def _vm_options(parser: argparse.ArgumentParser) -> None:
@@ -690,7 +705,29 @@ def parser() -> argparse.ArgumentParser:
     _system_options(p)
     _vm_options(p)
     _common(p)
+    _runs_commands(sub)
     return top
+
+
+def _runs_commands(sub: argparse._SubParsersAction[_Parser]) -> None:
+    """The commands of detached runs (oci2vm run -d), as docker's of its containers."""
+    name = {"dest": "runs", "metavar": "NAME", "help": "a run's name, or its beginning"}
+    p = sub.add_parser("ps", help="list the detached runs")
+    p.add_argument("-a", "--all", action="store_true", help="ended ones too")
+    p.add_argument("-q", "--quiet", action="store_true", help="their names alone")
+    p = sub.add_parser("logs", help="print what a detached run printed")
+    p.add_argument("runs", nargs=1, metavar="NAME", help=name["help"])
+    p.add_argument("-f", "--follow", action="store_true", help="and what it prints next")
+    p = sub.add_parser("stop", help="stop detached runs as docker stop does")
+    p.add_argument("runs", nargs="+", metavar="NAME", help=name["help"])
+    p.add_argument("-t", "--time", dest="stop_timeout", type=float, metavar="SECONDS",
+                   help="how long the workload has to end before its VM is killed "
+                   "(default: the run's --stop-timeout)")  # fmt: skip
+    p = sub.add_parser("wait", help="wait for detached runs to end; print their exit status")
+    p.add_argument("runs", nargs="+", metavar="NAME", help=name["help"])
+    p = sub.add_parser("rm", help="remove the records of ended detached runs")
+    p.add_argument("runs", nargs="+", metavar="NAME", help=name["help"])
+    p.add_argument("-f", "--force", action="store_true", help="kill a running one first")
 
 
 WORKLOAD_COMMANDS = ("build", "run")
@@ -793,7 +830,7 @@ def config_from(args: argparse.Namespace) -> Config:
         fields[key] = [*fields[key], mount]  # a new list: `args` stays as parsed
     for name in (
         "insecure_hosts", "keyrings", "publish", "volumes", "tmpfs", "add_hosts", "ulimits",
-        "dns", "dns_search", "dns_options", "cap_add",
+        "dns", "dns_search", "dns_options", "cap_add", "runs",
     ):  # fmt: skip
         if name in fields:
             fields[name] = tuple(fields[name])
@@ -908,6 +945,13 @@ RUN_FAILED = 125
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
+    runs.take_environment()  # (a detached run's: see runs.py)
+    status = _main(argv)
+    runs.ended(status)
+    return status
+
+
+def _main(argv: list[str]) -> int:
     words = [word for word in argv if not word.startswith("-")]
     running = bool(words) and words[0] == "run"
     try:
@@ -917,12 +961,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise SystemExit(RUN_FAILED) from None
         raise
     logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.WARNING,
+        level=logging.DEBUG if getattr(args, "verbose", False) else logging.WARNING,
         format="oci2vm: %(message)s",
         stream=sys.stderr,
     )
     # urllib3's retries are ours to tell (or not): an error stays one line, -q stays quiet.
-    logging.getLogger("urllib3").setLevel(logging.NOTSET if args.verbose else logging.ERROR)
+    logging.getLogger("urllib3").setLevel(
+        logging.NOTSET if getattr(args, "verbose", False) else logging.ERROR
+    )
     as_json = bool(getattr(args, "json", False))
     # `oci2vm run` exits with the workload's status and `check` with its verdict: their
     # own failures are told apart, as docker run's are.
@@ -936,6 +982,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         with signals_unwind():
             from oci2vm.commands import command
 
+            if config.detach and not runs.detached():
+                from oci2vm.commands.runs import detach_run
+
+                return detach_run(config, argv, reporter)
             return command(args.command)(config, reporter)
     except Oci2vmError as e:
         return _failed(f"error: {e}", failed, as_json)

@@ -287,6 +287,13 @@ class Config:
     bus: Bus = Bus.VIRTIO
     expect: str = CHECK_EXPECT
     timeout: float = 300.0
+    # detached runs (run -d; ps, logs, stop, wait, rm)
+    detach: bool = False
+    name: str | None = None  # --name: the run's; None: a new one
+    runs: tuple[str, ...] = ()  # the runs a command names (or the beginnings of their names)
+    follow: bool = False  # logs -f
+    all: bool = False  # ps -a, rm -f's counterpart for ps: ended runs too
+    force: bool = False  # rm -f: a running one is killed first
     # reporting
     quiet: bool = False
     json: bool = False

@@ -87,6 +87,39 @@ def test_published_port_serves_the_page_and_ctrl_c_stops_like_docker(app: str) -
     assert took < GRACE_SECONDS - 1
 
 
+def test_a_detached_run_serves_is_listed_logged_stopped_and_removed_as_dockers(
+    app: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """docker run -d, ps, logs, stop, wait, rm: the command returns once the VM starts,
+    printing the run's name; its output is kept; a stop ends httpd by its SIGTERM."""
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
+    port = free_port()
+    started = oci2vm("run", "-d", "--name", "web", "-p", f"127.0.0.1:{port}:8080",
+                     *run_options(), app)  # fmt: skip
+    try:
+        assert (started.code, started.out) == (0, "web\n"), started.err
+        listed = oci2vm("ps")
+        row = rf"^web +up \d+ seconds +127\.0\.0\.1:{port} -> 8080/tcp +oci:"
+        assert re.search(row, listed.out, re.M), listed.out
+        body = fetch_when_served(f"http://127.0.0.1:{port}/", None, RUN_TIMEOUT)
+        assert body.decode() == BUSYBOX_APP_INDEX_HTML
+        taken = oci2vm("run", "-d", "--name", "web", *run_options(), app)
+        assert (taken.code, taken.err) == (125, "oci2vm: error: the name 'web' is taken by "
+                                           "another run: `oci2vm rm web` removes it\n")  # fmt: skip
+        assert oci2vm("rm", "w").code == 1  # running: refused (a beginning names it)
+        logs = oci2vm("logs", "web")
+        assert "response:200" in logs.err, logs  # httpd's log of the request, on stderr
+        stopped = oci2vm("stop", "web", timeout=GRACE_SECONDS + 60)
+        assert (stopped.code, stopped.out) == (0, "web\n"), stopped.err
+        assert oci2vm("ps", "-q").out == ""
+        assert re.search(r"^web +exited \(143\)", oci2vm("ps", "-a").out, re.M)
+        assert oci2vm("wait", "web").out == "143\n"  # httpd's end by SIGTERM, as docker's
+        assert oci2vm("rm", "web").out == "web\n"
+        assert oci2vm("ps", "-aq").out == ""
+    finally:
+        oci2vm("rm", "-f", "web")
+
+
 def test_publish_all_forwards_the_exposed_port_from_a_free_one_told_on_stderr(app: str) -> None:
     """docker run -P: busybox-app exposes 8080/tcp; the host port is the kernel's pick."""
     proc = start("run", *run_options(), "-P", app)

@@ -65,15 +65,15 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def fetch_when_served(url: str, proc: subprocess.Popen[bytes], timeout: float) -> bytes:
-    """The body at `url`, polled until it answers; fails when `proc` ends first."""
+def fetch_when_served(url: str, proc: subprocess.Popen[bytes] | None, timeout: float) -> bytes:
+    """The body at `url`, polled until it answers; fails when `proc` (if any) ends first."""
     deadline = time.monotonic() + timeout
     while True:
         try:
             with urllib.request.urlopen(url, timeout=5) as response:
                 return bytes(response.read())
         except OSError:
-            if proc.poll() is not None or time.monotonic() > deadline:
+            if (proc is not None and proc.poll() is not None) or time.monotonic() > deadline:
                 raise
             time.sleep(0.5)
 

@@ -9,6 +9,7 @@ from oci2vm.config import Config
 from oci2vm.report import Reporter
 
 Command = Callable[[Config, Reporter], int]
+RUNS_COMMANDS = ("ps", "logs", "stop", "wait", "rm")  # of detached runs (commands/runs.py)
 
 
 def command(name: str) -> Command:
@@ -29,4 +30,9 @@ def command(name: str) -> Command:
         from oci2vm.commands.boot import check_command
 
         return check_command
+    if name in RUNS_COMMANDS:
+        from oci2vm.commands import runs
+
+        found: Command = getattr(runs, f"{name}_command")
+        return found
     raise ValueError(f"unknown command {name!r}")

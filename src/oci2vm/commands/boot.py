@@ -11,7 +11,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
-from oci2vm import pipeline, runcache, runtime, vm
+from oci2vm import pipeline, runcache, runs, runtime, vm
 from oci2vm.config import Config, InitMode, OutputFormat, PortMapping
 from oci2vm.errors import Oci2vmError
 from oci2vm.image.model import Image
@@ -54,6 +54,8 @@ def run_command(config: Config, reporter: Reporter) -> int:
             f"{given}: nothing to do, the workload runs on a kernel of its own, where root "
             "holds every capability and sees every device"
         )
+    if config.name and not runs.detached():
+        reporter.note(f"--name {config.name}: only a detached run (-d) is kept by its name")
     if os.path.isfile(config.source):
         refuse_for_disk(config)
         if config.publish_all:
@@ -76,6 +78,7 @@ def run_command(config: Config, reporter: Reporter) -> int:
             # comes here straight from the cache.
             refuse_workload_options(config.source, config)
             arch = runcache.image_arch(image)
+            starting(config)
             return runtime.run_system(entry.kernel, entry.initrd, entry.root, config, arch)
     return boot_disk(pick_host_ports(config, reporter), reporter)
 
@@ -117,6 +120,13 @@ def pick_host_ports(config: Config, reporter: Reporter) -> Config:
             reporter.note(f"-p: {forward_text(mapping)}")
         publish.append(mapping)
     return dataclasses.replace(config, publish=tuple(publish))
+
+
+def starting(config: Config) -> None:
+    """Just before QEMU starts: the published ports checked (QEMU would fail on one only
+    once it booted), and a detached run's record told what it forwards."""
+    vm.check_ports(config.publish)
+    runs.starting([forward_text(p) for p in config.publish], config.discard)
 
 
 def forward_text(mapping: PortMapping) -> str:
@@ -196,6 +206,7 @@ def run_workload(config: Config, image: Image, entry: runcache.DirectBoot) -> in
             shutil.copyfileobj(base, out)
             out.write(spec_archive(spec, files=volume_files(config, spec)))
         arch = runcache.image_arch(image)
+        starting(config)
         return runtime.run_app(entry.kernel, initrd, entry.root, spec, config, arch)
 
 
@@ -203,6 +214,7 @@ def boot_disk(config: Config, reporter: Reporter) -> int:
     """Boot a disk on this terminal: the one given (its changes kept, unless --rm), or one
     built from the source for this run and removed afterwards."""
     with disk_for(config, reporter) as disk:
+        starting(config)
         return vm.run_vm(
             disk,
             firmware=config.firmware,

@@ -361,7 +361,7 @@ class BlobStore:
             return home / ".cache" / "oci2vm"
         fallback = Path(tempfile.gettempdir()) / f"oci2vm-cache-{os.geteuid()}"
         log.debug("no usable home directory: caching blobs in %s", fallback)
-        return _private_dir(fallback)
+        return private_dir(fallback)
 
     def path(self, digest: str) -> Path:
         algorithm, hexdigest = check_digest(digest).split(":", 1)
@@ -564,21 +564,24 @@ def _usable_home() -> Path | None:
     return None
 
 
-def _private_dir(path: Path) -> Path:
+def private_dir(
+    path: Path,
+    what: str = "the blob cache",
+    fix: str = "set XDG_CACHE_HOME or pass --cache-dir DIR",
+) -> Path:
     """`path` as a directory only this user can write to: made so if absent; an existing
     one (in a shared temporary directory, anyone may have made it) must be so already."""
-    fix = "set XDG_CACHE_HOME or pass --cache-dir DIR"
     try:
         path.mkdir(mode=0o700, exist_ok=True)
         st = path.lstat()
     except OSError as e:
-        raise Oci2vmError(f"cannot use {path} as the blob cache: {e.strerror}: {fix}") from None
+        raise Oci2vmError(f"cannot use {path} as {what}: {e.strerror}: {fix}") from None
     if not stat.S_ISDIR(st.st_mode):
-        raise Oci2vmError(f"cannot use {path} as the blob cache: it is not a directory: {fix}")
+        raise Oci2vmError(f"cannot use {path} as {what}: it is not a directory: {fix}")
     if st.st_uid != os.geteuid():
-        raise Oci2vmError(f"cannot use {path} as the blob cache: it belongs to another user: {fix}")
+        raise Oci2vmError(f"cannot use {path} as {what}: it belongs to another user: {fix}")
     if st.st_mode & 0o022:
-        raise Oci2vmError(f"cannot use {path} as the blob cache: others may write to it: {fix}")
+        raise Oci2vmError(f"cannot use {path} as {what}: others may write to it: {fix}")
     return path
 
 
