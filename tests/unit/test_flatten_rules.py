@@ -128,9 +128,9 @@ def test_xattrs_linux_does_not_store_are_left_out_with_a_note(tmp_path: Path) ->
 
 
 def _acl(*entries: tuple[int, int, int]) -> str:
-    """A POSIX ACL's xattr value as a pax record's text, of (tag, perm, id) below 128."""
+    """A POSIX ACL's xattr value as a pax record's text (its bytes as they are)."""
     value = struct.pack("<I", 2) + b"".join(struct.pack("<HHI", *e) for e in entries)
-    return value.decode("latin-1")
+    return value.decode("utf-8", "surrogateescape")
 
 
 def test_an_access_acl_is_settled_against_the_mode_as_chmod_after_setxattr_leaves_it(
@@ -171,6 +171,23 @@ def test_an_access_acl_is_settled_against_the_mode_as_chmod_after_setxattr_leave
         ([(0x01, 7, 0), (0x20, 5, 0)], "needs one owner, group and other entry"),
         ([(0x01, 7, 0), (0x01, 7, 0), (0x04, 5, 0), (0x20, 5, 0)], "needs one owner"),
         ([(0x01, 7, 0), (0x02, 7, 5), (0x04, 5, 0), (0x20, 5, 0)], "named entries without a mask"),
+        # (the kernel's posix_acl_valid and posix_acl_from_xattr, as a probe found them)
+        (
+            [(0x20, 4, 0), (0x10, 7, 0), (0x04, 5, 0), (0x02, 6, 1000), (0x01, 7, 0)],
+            "its entries are out of order",
+        ),
+        (
+            [(0x01, 7, 0), (0x02, 0xFF, 1000), (0x04, 5, 0), (0x10, 7, 0), (0x20, 4, 0)],
+            "permissions beyond rwx",
+        ),
+        (
+            [(0x01, 7, 0), (0x08, 6, 0xFFFFFFFF), (0x04, 5, 0), (0x10, 7, 0), (0x20, 4, 0)],
+            "its entries are out of order",
+        ),
+        (
+            [(0x01, 7, 0), (0x04, 5, 0), (0x08, 6, 0xFFFFFFFF), (0x10, 7, 0), (0x20, 4, 0)],
+            "a named entry for id 4294967295",
+        ),
     ],
 )
 def test_an_acl_linux_refuses_is_an_error_naming_the_entry(

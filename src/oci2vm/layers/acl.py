@@ -7,7 +7,8 @@ owner, group and other bits into the ACL: the owner's and other's entries, and t
 which bounds every named entry (the owning group's entry when there is no mask). So the
 mode a layer gives is the mode the file has, and an ACL never grants what `ls -l` hides.
 A default ACL exists on directories only; symlinks take no ACLs. An ACL the kernel would
-refuse (EINVAL: a base entry missing or twice, named entries without a mask) is an error,
+refuse (EINVAL: a base entry missing or twice, named entries without a mask, entries out
+of their tags' order, permissions beyond rwx, a named entry for id -1) is an error,
 as it fails containerd's unpack. Facts from acl(5) and include/uapi/linux/posix_acl*.h.
 """
 
@@ -25,6 +26,7 @@ USER_OBJ, USER, GROUP_OBJ, GROUP, MASK, OTHER = 0x01, 0x02, 0x04, 0x08, 0x10, 0x
 TAGS = frozenset((USER_OBJ, USER, GROUP_OBJ, GROUP, MASK, OTHER))
 _HEADER = struct.Struct("<I")
 _ENTRY = struct.Struct("<HHI")  # e_tag, e_perm, e_id
+NO_ID = 0xFFFFFFFF  # (uid_t)-1: no user or group
 
 
 def entries(value: bytes, what: str) -> list[tuple[int, int, int]]:
@@ -45,6 +47,14 @@ def entries(value: bytes, what: str) -> list[tuple[int, int, int]]:
         raise Oci2vmError(f"{what}: invalid POSIX ACL: needs one owner, group and other entry")
     if named and not count[MASK]:
         raise Oci2vmError(f"{what}: invalid POSIX ACL: named entries without a mask")
+    # The rest of posix_acl_valid() and posix_acl_from_xattr(): entries in the order of
+    # their tags, permissions of rwx alone, and no named entry for uid or gid -1.
+    if [tag for tag, _perm, _id in found] != sorted(tag for tag, _perm, _id in found):
+        raise Oci2vmError(f"{what}: invalid POSIX ACL: its entries are out of order")
+    if any(perm & ~7 for _tag, perm, _id in found):
+        raise Oci2vmError(f"{what}: invalid POSIX ACL: permissions beyond rwx")
+    if any(tag in (USER, GROUP) and ident == NO_ID for tag, _perm, ident in found):
+        raise Oci2vmError(f"{what}: invalid POSIX ACL: a named entry for id {NO_ID}")
     return found
 
 
