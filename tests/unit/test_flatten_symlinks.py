@@ -184,6 +184,36 @@ def test_an_entry_through_a_file_is_still_refused(tmp_path: Path) -> None:
         flatten_layers(tmp_path, [file("lib"), file("lib/x")])
 
 
+@pytest.mark.parametrize(
+    "lower",
+    [
+        [file("lib")],
+        [directory("lib"), file("lib")],  # (the layer's last entry there wins)
+        [file("lib"), directory("lib"), file("lib")],
+        [hardlink("lib", "x"), file("x")][::-1],
+    ],
+)
+def test_an_upper_layer_writing_below_a_lower_file_it_never_replaced_is_refused(
+    tmp_path: Path, lower: list[Member]
+) -> None:
+    """containerd, moby and umoci find a non-directory where the parent must be: ENOTDIR."""
+    with pytest.raises(
+        Oci2vmError,
+        match=r"upper layers write below '/lib', which is a file here that they never make "
+        r"a directory \(a runtime fails on them: not a directory\)",
+    ):
+        flatten_layers(tmp_path, lower, [file("lib/x")])
+
+
+def test_a_lower_file_replaced_by_a_directory_later_in_its_layer_takes_upper_entries(
+    tmp_path: Path,
+) -> None:
+    tree, _ = flatten_layers(tmp_path, [file("lib"), directory("lib")], [file("lib/x")])
+    assert {"/lib", "/lib/x"} <= paths(tree)
+    tree, _ = flatten_layers(tmp_path / "2", [file("lib")], [directory("lib"), file("lib/x")])
+    assert at(tree, "/lib").kind is Kind.DIR
+
+
 def test_a_whiteout_through_a_lower_symlink_deletes_where_it_leads(tmp_path: Path) -> None:
     tree, _ = flatten_layers(tmp_path, [*MERGED_USR, file("usr/lib/x")], [whiteout("lib/x")])
     assert paths(tree) == {"/", "/usr", "/usr/lib", "/lib"}

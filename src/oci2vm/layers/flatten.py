@@ -359,6 +359,9 @@ class _Pass:
     # Upper layers' directories that this layer's last entry there makes a symlink: what
     # upper layers wrote below goes where the symlink leads (see _Flattener._relocate).
     symlinked: dict[str, Inode] = field(default_factory=dict)
+    # Those its last entry there makes another non-directory: a runtime applying the upper
+    # layers' entries below fails (not a directory), and so does the build.
+    filed: dict[str, Inode] = field(default_factory=dict)
     # Its symlinks that upper layers' whiteouts reached through, with the oldest layer
     # whose whiteouts no longer did (see _Flattener._settle).
     reaching: dict[str, tuple[Inode, int]] = field(default_factory=dict)
@@ -568,6 +571,8 @@ class _Flattener:
         assert kids is not None
         if p.symlinked and inode.kind is not Kind.SYMLINK:
             p.symlinked.pop(path, None)
+        if p.filed:
+            p.filed.pop(path, None)
         if existing is not None and existing.kind is Kind.DIR:
             # Made for an upper layer's entries (a directory made for this layer's own is
             # replaced, as a runtime replaces the directory it has just written in), and
@@ -584,6 +589,8 @@ class _Flattener:
                 # this layer's entries below it from now on go where the symlink leads.
                 p.symlinked[path] = inode
                 self.parents.clear()
+            if upper and inode.kind is not Kind.SYMLINK:
+                p.filed[path] = inode
             if upper:  # an upper layer's directory hides a lower non-directory
                 if existing in p.adopted:  # and this layer's directory entry before it
                     p.adopted.discard(existing)
@@ -707,6 +714,13 @@ class _Flattener:
 
     def _leave(self, p: _Pass) -> None:
         """Hand what this layer hides and the links it waits for to the layers below."""
+        if p.filed:
+            path = min(p.filed)
+            raise Oci2vmError(
+                f"{p.what}: upper layers write below {path!r}, which is a {p.filed[path].kind} "
+                "here that they never make a directory (a runtime fails on them: not a "
+                "directory)"
+            )
         for path in self._relocations(p):
             self._relocate(path, p)
         for path, (rank, entry) in p.settling.items():  # (a newer directory may have
