@@ -214,6 +214,44 @@ def test_a_lower_file_replaced_by_a_directory_later_in_its_layer_takes_upper_ent
     assert at(tree, "/lib").kind is Kind.DIR
 
 
+@pytest.mark.parametrize(
+    "then", [symlink("d", "real"), file("d", b"F"), directory("d"), whiteout("d")]
+)
+def test_entries_a_layer_wrote_through_a_lower_symlink_it_then_replaces_are_refused(
+    tmp_path: Path, then: Member
+) -> None:
+    """A runtime wrote d/y through layer 1's symlink, to /real/y, before the entry at d
+    replaced it; the tree would have kept y at /d/y or lost it: refused instead."""
+    with pytest.raises(
+        Oci2vmError,
+        match=r"layer 2 \(\w+\) writes below '/d' before it lists or deletes that path, where "
+        r"layer 1 \(\w+\) has a symlink: .* not supported",
+    ):
+        flatten_layers(tmp_path, [directory("real"), symlink("d", "real")],
+                       [file("d/y", b"Y"), then])  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("layers", "expected"),
+    [
+        # Nothing below d: the runtime made the directory, then kept it or replaced it.
+        ([[directory("real")], [file("d/y"), directory("d")]], {"/d", "/d/y", "/real"}),
+        ([[directory("real")], [file("d/y"), symlink("d", "real")]], {"/d", "/real"}),
+        # A directory below d; or a layer between that deletes or lists the symlink.
+        ([[directory("d"), file("d/z")], [file("d/y"), directory("d")]], {"/d", "/d/y", "/d/z"}),
+        ([[directory("real"), symlink("d", "real")], [whiteout("d")],
+          [file("d/y"), directory("d")]], {"/d", "/d/y", "/real"}),
+        ([[directory("real"), symlink("d", "real")], [directory("d")],
+          [file("d/y"), directory("d")]], {"/d", "/d/y", "/real"}),
+    ],
+)  # fmt: skip
+def test_a_path_listed_after_what_its_layer_wrote_below_it_is_fine_without_a_lower_symlink(
+    tmp_path: Path, layers: list[list[Member]], expected: set[str]
+) -> None:
+    tree, _ = flatten_layers(tmp_path, *layers)
+    assert paths(tree) == {"/", *expected}
+
+
 def test_a_whiteout_through_a_lower_symlink_deletes_where_it_leads(tmp_path: Path) -> None:
     tree, _ = flatten_layers(tmp_path, [*MERGED_USR, file("usr/lib/x")], [whiteout("lib/x")])
     assert paths(tree) == {"/", "/usr", "/usr/lib", "/lib"}

@@ -20,7 +20,10 @@ deleted or replaced that path, what a layer below it wrote there waits in a limb
 lower layer says what the path was for it: a symlink moves it too (its data is read again
 then, a cost only that case pays), anything else and it is gone. Whiteouts and opaque
 markers below a symlink delete where it leads, the same way: when the symlink's layer is
-read, what it and the layers between put there goes, and the layers below lose it.
+read, what it and the layers between put there goes, and the layers below lose it. Two
+orders no tar writer makes are refused, as no runtime would unpack them the same: a layer
+that writes below a lower layer's non-directory it never makes a directory (ENOTDIR), and
+one that writes below a lower layer's symlink and then lists or deletes that path itself.
 
 Hardlinks name a path in the same layer or a lower one. One that points down is left as
 a placeholder until the lower entry arrives; one whose target an upper layer hid is
@@ -362,6 +365,9 @@ class _Pass:
     # Those its last entry there makes another non-directory: a runtime applying the upper
     # layers' entries below fails (not a directory), and so does the build.
     filed: dict[str, Inode] = field(default_factory=dict)
+    # Its last entries at paths an upper layer listed after writing below them (see
+    # _Flattener.relisted): what each was for that layer.
+    relisted: dict[str, Inode] = field(default_factory=dict)
     # Its symlinks that upper layers' whiteouts reached through, with the oldest layer
     # whose whiteouts no longer did (see _Flattener._settle).
     reaching: dict[str, tuple[Inode, int]] = field(default_factory=dict)
@@ -486,6 +492,13 @@ class _Flattener:
         # removed (a directory on a cached path may have gone with it).
         self.parents: dict[str, Inode] = {}
         self.dir_listed: dict[str, int] = {}  # hidden upper dirs -> the oldest layer's
+        # Paths a layer listed (or whited out) after writing below them while they were
+        # implicit in it: a runtime wrote those entries through whatever the layers below
+        # had there, and a symlink would have taken them elsewhere before the entry at the
+        # path replaced it. The nearest lower layer that says what the path was decides:
+        # a symlink is refused (not supported), anything else leaves the tree as it is.
+        # path -> the listing layer's (index, name).
+        self.relisted: dict[str, tuple[int, str]] = {}
 
     # --- the tree ------------------------------------------------------------------
 
@@ -714,6 +727,8 @@ class _Flattener:
 
     def _leave(self, p: _Pass) -> None:
         """Hand what this layer hides and the links it waits for to the layers below."""
+        if self.relisted:
+            self._check_relisted(p)
         if p.filed:
             path = min(p.filed)
             raise Oci2vmError(
@@ -772,6 +787,21 @@ class _Flattener:
         if p.implicit_ranks:  # (else no lower layer asks for this layer's ranks)
             self.implicit_ranks.update(((k, p.index), r) for k, r in p.implicit_ranks.items())
             self.link_ranks.update(((k, p.index), v) for k, v in p.link_ranks.items())
+
+    def _check_relisted(self, p: _Pass) -> None:
+        """What this layer says of the paths in self.relisted, which it does when it lists
+        one (its last entry there) or deletes it."""
+        for path, entry in p.relisted.items():
+            _index, upper = self.relisted.pop(path)
+            if entry.kind is Kind.SYMLINK:
+                raise Oci2vmError(
+                    f"{upper} writes below {path!r} before it lists or deletes that path, "
+                    f"where {p.what} has a symlink: entries written through a symlink that "
+                    "their own layer replaces afterwards are not supported"
+                )
+        for path, (index, _upper) in list(self.relisted.items()):
+            if index != p.index and self._deleted(split_path(path, p.what), p):
+                del self.relisted[path]
 
     # --- what upper layers wrote below this layer's symlinks ------------------------------
 
@@ -1787,6 +1817,10 @@ class _Flattener:
             self._hardlink(member, path, p) if is_link else _inode_for(member, p.index, self.rows)
         )
         p.rank += 1
+        if p.implicit_ranks and path in p.implicit_ranks:
+            self.relisted[path] = (p.index, p.what)
+        elif self.relisted and path in self.relisted:
+            p.relisted[path] = inode
         if inode.kind is Kind.SYMLINK:
             p.link_ranks[path] = (p.rank, inode)
         elif p.link_ranks:
@@ -1922,6 +1956,8 @@ class _Flattener:
             raise Oci2vmError(f"{p.what}: whiteout {member.name!r} names no entry")
         p.masks.add(_join([*parents, name]))
         p.markers.append((parents, self._seen(parents, p)))
+        if p.implicit_ranks and _join([*parents, name]) in p.implicit_ranks:
+            self.relisted[_join([*parents, name])] = (p.index, p.what)
 
     # --- hardlinks ---------------------------------------------------------------------
 
