@@ -224,11 +224,22 @@ def test_entries_a_layer_wrote_through_a_lower_symlink_it_then_replaces_are_refu
     replaced it; the tree would have kept y at /d/y or lost it: refused instead."""
     with pytest.raises(
         Oci2vmError,
-        match=r"layer 2 \(\w+\) writes below '/d' before it lists or deletes that path, where "
+        match=r"layer 2 \(\w+\) writes or links below '/d' before it lists or deletes that path, "
+        r"where "
         r"layer 1 \(\w+\) has a symlink: .* not supported",
     ):
         flatten_layers(tmp_path, [directory("real"), symlink("d", "real")],
                        [file("d/y", b"Y"), then])  # fmt: skip
+
+
+def test_a_link_through_a_lower_symlink_its_layer_then_lists_is_refused_as_such(
+    tmp_path: Path,
+) -> None:
+    lower = [directory("real"), file("real/a", b"A"), symlink("d", "real")]
+    with pytest.raises(Oci2vmError, match=r"links below '/d' .* not supported"):
+        flatten_layers(tmp_path, lower, [hardlink("h", "d/a"), symlink("d", "real")])
+    tree, data = flatten_layers(tmp_path / "2", lower, [hardlink("h", "d/a")])
+    assert data[at(tree, "/h")] == b"A" and at(tree, "/h") == at(tree, "/real/a")
 
 
 @pytest.mark.parametrize(

@@ -368,6 +368,9 @@ class _Pass:
     # Its last entries at paths an upper layer listed after writing below them (see
     # _Flattener.relisted): what each was for that layer.
     relisted: dict[str, Inode] = field(default_factory=dict)
+    # The directories on the way to the lower targets of its hardlinks (as they are for
+    # its entries below a path: see _Flattener.relisted).
+    below_links: set[str] = field(default_factory=set)
     # Its symlinks that upper layers' whiteouts reached through, with the oldest layer
     # whose whiteouts no longer did (see _Flattener._settle).
     reaching: dict[str, tuple[Inode, int]] = field(default_factory=dict)
@@ -493,7 +496,8 @@ class _Flattener:
         self.parents: dict[str, Inode] = {}
         self.dir_listed: dict[str, int] = {}  # hidden upper dirs -> the oldest layer's
         # Paths a layer listed (or whited out) after writing below them while they were
-        # implicit in it: a runtime wrote those entries through whatever the layers below
+        # implicit in it, or after linking to a lower file below them: a runtime wrote
+        # those entries (and found those targets) through whatever the layers below
         # had there, and a symlink would have taken them elsewhere before the entry at the
         # path replaced it. The nearest lower layer that says what the path was decides:
         # a symlink is refused (not supported), anything else leaves the tree as it is.
@@ -795,7 +799,7 @@ class _Flattener:
             _index, upper = self.relisted.pop(path)
             if entry.kind is Kind.SYMLINK:
                 raise Oci2vmError(
-                    f"{upper} writes below {path!r} before it lists or deletes that path, "
+                    f"{upper} writes or links below {path!r} before it lists or deletes that path, "
                     f"where {p.what} has a symlink: entries written through a symlink that "
                     "their own layer replaces afterwards are not supported"
                 )
@@ -1817,7 +1821,7 @@ class _Flattener:
             self._hardlink(member, path, p) if is_link else _inode_for(member, p.index, self.rows)
         )
         p.rank += 1
-        if p.implicit_ranks and path in p.implicit_ranks:
+        if (p.implicit_ranks and path in p.implicit_ranks) or path in p.below_links:
             self.relisted[path] = (p.index, p.what)
         elif self.relisted and path in self.relisted:
             p.relisted[path] = inode
@@ -1954,10 +1958,11 @@ class _Flattener:
         name = base[len(WHITEOUT) :]
         if name in ("", ".", ".."):
             raise Oci2vmError(f"{p.what}: whiteout {member.name!r} names no entry")
-        p.masks.add(_join([*parents, name]))
+        path = _join([*parents, name])
+        p.masks.add(path)
         p.markers.append((parents, self._seen(parents, p)))
-        if p.implicit_ranks and _join([*parents, name]) in p.implicit_ranks:
-            self.relisted[_join([*parents, name])] = (p.index, p.what)
+        if (p.implicit_ranks and path in p.implicit_ranks) or path in p.below_links:
+            self.relisted[path] = (p.index, p.what)
 
     # --- hardlinks ---------------------------------------------------------------------
 
@@ -1984,6 +1989,7 @@ class _Flattener:
             placeholder = Inode(Kind.FILE, layer=p.index, store=self.rows)
             p.forward[target] = placeholder
             self.waiting[placeholder] = _Waiting(target, path, p.what)
+            p.below_links.update(_join(parts[:depth]) for depth in range(1, len(parts)))
         self.waiting[placeholder].paths.append(path)
         self._stand(placeholder, [path])
         return placeholder
