@@ -887,7 +887,8 @@ def _env_file(path: Path) -> list[str]:
     try:
         data = read_small_bytes(path)
     except (OSError, Oci2vmError) as e:
-        raise Oci2vmError(f"--env-file {path}: {e}") from None
+        reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+        raise Oci2vmError(f"--env-file {path}: {reason}") from None
     settings = []
     for number, raw in enumerate(data.removeprefix(b"\xef\xbb\xbf").split(b"\n"), 1):
         try:

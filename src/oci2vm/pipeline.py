@@ -36,7 +36,7 @@ from oci2vm.layers.decompress import prompt_handoffs
 from oci2vm.layers.flatten import flatten
 from oci2vm.report import Info, Reporter
 from oci2vm.reports import BuildReport, DiskReport, FilesystemReport, SystemReport
-from oci2vm.sources import Fetch, resolve
+from oci2vm.sources import Fetch, check_output, resolve
 from oci2vm.sources.base import fetch_from
 from oci2vm.sources.downloads import Downloads
 from oci2vm.tree.model import Tree
@@ -137,6 +137,7 @@ def build(config: Config, reporter: Reporter) -> BuildReport:
             "writes the image's root filesystem as its layers have it: build a disk "
             "(-o NAME.qcow2 or .raw) for them"
         )
+    check_output(config.source, config.output)
     started = time.monotonic()
     with (
         reporter.progress(),

@@ -234,6 +234,22 @@ def disk_format(disk: Path) -> str:
     return "raw"
 
 
+def refuse_unbootable(disk: Path) -> None:
+    """A raw file without the boot signature (no MBR, nor a GPT's protective one) boots
+    on neither firmware: `run` would sit at the firmware's "No bootable device" for ever
+    (`check` reports that as its verdict)."""
+    if disk_format(disk) != "raw":
+        return
+    with open(disk, "rb") as f:
+        f.seek(510)
+        signature = f.read(2)
+    if signature != b"\x55\xaa":
+        raise Oci2vmError(
+            f"{disk} is not a disk image: no partition table (no boot signature at byte "
+            "510), and not qcow2, vmdk, vdi, vhdx or vpc"
+        )
+
+
 def qemu_command(
     disk: Path,
     *,

@@ -50,3 +50,24 @@ def test_a_special_file_is_never_replaced(tmp_path: Path) -> None:
     for out in (fifo, link):
         with pytest.raises(Oci2vmError, match="is a FIFO"), atomic_output(out):
             pass
+
+
+def test_an_output_name_near_name_max_gets_a_scratch_name_that_fits(tmp_path: Path) -> None:
+    out = tmp_path / ("a" * 250 + ".ext4")  # 255 bytes: the longest name Linux takes
+    with atomic_output(out) as tmp:
+        assert len(tmp.name.encode()) <= 255
+        tmp.write_bytes(b"whole")
+    assert out.read_bytes() == b"whole"
+
+
+def test_an_output_that_cannot_be_replaced_is_one_line_and_leaves_nothing(
+    tmp_path: Path,
+) -> None:
+    """(chattr +i, a mount point, another's file in a sticky directory: os.replace fails.)"""
+    out = tmp_path / "disk.img"
+    refused = r"disk.img: cannot replace it \(.*\): choose another -o"
+    with pytest.raises(Oci2vmError, match=refused), atomic_output(out) as tmp:
+        tmp.write_bytes(b"whole")
+        out.mkdir()  # (made meanwhile: a non-empty directory is not replaced)
+        (out / "x").write_bytes(b"")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["disk.img"]

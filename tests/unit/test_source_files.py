@@ -124,3 +124,38 @@ def test_an_archive_whose_metadata_claims_gigabytes_is_refused_unread(
         f"{archive}: a tar header claims {claimed} bytes of metadata (more than 1048576): "
         "not an image archive"
     )
+
+
+def test_an_output_that_is_the_source_is_refused(tmp_path: Path) -> None:
+    """-o r.tar for tar:r.tar would replace what the build reads (through a link too)."""
+    from oci2vm.sources import check_output
+
+    tar = tmp_path / "r.tar"
+    tar.write_bytes(b"")
+    (tmp_path / "x.ext4").symlink_to("r.tar")
+    layout = tmp_path / "layout"
+    (layout / "blobs").mkdir(parents=True)
+    for source, output in (
+        (f"tar:{tar}", tar),
+        (f"docker-archive:{tar}:app:1", tmp_path / "x.ext4"),
+        (f"oci:{layout}:app", layout / "blobs/x"),
+    ):
+        with pytest.raises(Oci2vmError, match=f"-o {output}: that is where the source"):
+            check_output(source, output)
+    check_output(f"tar:{tar}", tmp_path / "other.ext4")
+    check_output("docker://reg/app:1", tar)
+
+
+def test_a_bare_name_that_is_also_a_local_path_names_both_readings(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from oci2vm.sources import Fetch, resolve
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "layout").mkdir()
+    with pytest.raises(
+        Oci2vmError,
+        match=r"^layout names a directory here and an image in a registry: write oci:layout "
+        r"for the directory \(or another transport\), docker://layout for the image$",
+    ):
+        resolve("layout", Fetch())

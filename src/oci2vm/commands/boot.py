@@ -160,8 +160,9 @@ def refuse_for_disk(config: Config) -> None:
     """A disk boots as it was built: the options of a build would be dropped."""
     if given := config.disk_options():
         raise Oci2vmError(
-            f"{config.source}: {', '.join(given)} apply when a disk is built (`oci2vm "
-            "build`, or `oci2vm run SOURCE`), and a disk boots as it was built"
+            f"{config.source}: {', '.join(given)} {'apply' if len(given) > 1 else 'applies'} "
+            "when a disk is built (`oci2vm build`, or `oci2vm run SOURCE`), and a disk boots "
+            "as it was built"
         )
 
 
@@ -214,6 +215,7 @@ def boot_disk(config: Config, reporter: Reporter) -> int:
     """Boot a disk on this terminal: the one given (its changes kept, unless --rm), or one
     built from the source for this run and removed afterwards."""
     with disk_for(config, reporter) as disk:
+        vm.refuse_unbootable(disk)
         starting(config)
         return vm.run_vm(
             disk,

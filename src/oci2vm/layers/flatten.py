@@ -427,9 +427,7 @@ class _Flattener:
         self.image = image
         self.store = store
         self.implicit_mtime_ns = implicit_mtime_ns
-        self.sink = sink
-        self.capture = capture
-        self.progress = progress
+        self.sink, self.capture, self.progress = sink, capture, progress
         self.rows = Store()  # the tree's (tree/columns.py)
         self.tree = Tree(new_dir(mtime_ns=implicit_mtime_ns, store=self.rows))
         self.root_layer: int | None = None  # the layer whose entry for '/' applies
@@ -487,22 +485,15 @@ class _Flattener:
         # tree's paths a resolved link is put at are not in a limbo).
         self.limbo_links: set[Inode] = set()
         self.rereads: dict[int, list[Inode]] = {}  # files moved out of it: data to read
-        # Directories upper layers listed, below which a layer wrote without listing them
-        # itself (what they were for it, a layer below says): path -> the layer.
-        self.below_listed: dict[str, set[int]] = {}  # path -> those layers
+        # Directories upper layers listed, below which layers wrote without listing them
+        # (what they were for those, a layer below says): path -> those layers.
+        self.below_listed: dict[str, set[int]] = {}
         # The directories _parent() found last, by path: a layer lists a directory's
         # entries together. Emptied with each layer and whenever an entry is replaced or
         # removed (a directory on a cached path may have gone with it).
         self.parents: dict[str, Inode] = {}
         self.dir_listed: dict[str, int] = {}  # hidden upper dirs -> the oldest layer's
-        # Paths a layer listed (or whited out) after writing below them while they were
-        # implicit in it, or after linking to a lower file below them: a runtime wrote
-        # those entries (and found those targets) through whatever the layers below
-        # had there, and a symlink would have taken them elsewhere before the entry at the
-        # path replaced it. The nearest lower layer that says what the path was decides:
-        # a symlink is refused (not supported), anything else leaves the tree as it is.
-        # path -> the listing layer's (index, name).
-        self.relisted: dict[str, tuple[int, str]] = {}
+        self.relisted: dict[str, tuple[int, str]] = {}  # see _check_relisted
 
     # --- the tree ------------------------------------------------------------------
 
@@ -793,8 +784,14 @@ class _Flattener:
             self.link_ranks.update(((k, p.index), v) for k, v in p.link_ranks.items())
 
     def _check_relisted(self, p: _Pass) -> None:
-        """What this layer says of the paths in self.relisted, which it does when it lists
-        one (its last entry there) or deletes it."""
+        """What this layer says of the paths in self.relisted (path -> the layer's index
+        and name), which a layer listed or deleted after writing or linking below them
+        while they were implicit in it; this one says what such a path is when it lists
+        it (its last entry there) or deletes it. A runtime wrote the upper layer's entries
+        below such a path (and found its hardlinks' targets) through whatever the layers
+        below had there, and a symlink would have taken them elsewhere before the entry at
+        the path replaced it: the nearest lower layer that says what the path was decides,
+        a symlink refused (not supported), anything else leaving the tree as it is."""
         for path, entry in p.relisted.items():
             _index, upper = self.relisted.pop(path)
             if entry.kind is Kind.SYMLINK:

@@ -22,7 +22,7 @@ from oci2vm.sources import daemon, docker_archive, oci_layout, rootfs_tar
 from oci2vm.sources.base import Fetch
 from oci2vm.sources.reference import looks_like_reference, parse_reference
 
-__all__ = ["Fetch", "resolve"]
+__all__ = ["Fetch", "check_output", "resolve"]
 
 TRANSPORTS = ("docker", "oci", "oci-archive", "docker-archive", "docker-daemon", "tar")
 # skopeo transports that oci2vm does not read
@@ -65,10 +65,18 @@ _FILE_SUFFIXES = (
 
 def _refuse_a_path(source: str) -> None:
     """A source without a transport that names a file or directory: say which transport
-    reads it, or that it is not there, rather than asking a registry for it."""
+    reads it, or that it is not there, rather than asking a registry for it. A bare name
+    that is also a local directory or file (`layout`) is refused naming both readings."""
     if not source.startswith(("/", "./", "../", "~")) and not source.lower().endswith(
         _FILE_SUFFIXES
     ):
+        if ":" not in source and os.path.lexists(source):
+            kind = "directory" if os.path.isdir(source) else "file"
+            local = f"oci:{source}" if kind == "directory" else f"docker-archive:{source}"
+            raise Oci2vmError(
+                f"{source} names a {kind} here and an image in a registry: write {local} "
+                f"for the {kind} (or another transport), docker://{source} for the image"
+            )
         return
     if os.path.isdir(source):
         raise Oci2vmError(f"{source} is a directory: for an OCI image layout, write oci:{source}")
@@ -78,6 +86,22 @@ def _refuse_a_path(source: str) -> None:
             f"oci-archive:{source} (an OCI layout's tar) or tar:{source} (a root filesystem)"
         )
     raise Oci2vmError(f"{source}: no such file or directory")
+
+
+def check_output(source: str, output: Path) -> None:
+    """Refuse an output that is the source's file, or in its directory's blobs: the build
+    would replace what it reads (-o r.tar for tar:r.tar, through a symlink too)."""
+    transport, sep, rest = source.partition(":")
+    if not sep or transport not in ("oci", "oci-archive", "docker-archive", "tar"):
+        return
+    given = Path(split_path_ref(rest)[0] if transport != "tar" else rest)
+    try:
+        read = given.resolve()
+        written = output.resolve()
+    except (OSError, RuntimeError):  # (a symlink loop: the build tells it)
+        return
+    if written == read or (read.is_dir() and written.is_relative_to(read)):
+        raise Oci2vmError(f"-o {output}: that is where the source {source} is read from")
 
 
 def _close_transport(transport: str) -> str | None:

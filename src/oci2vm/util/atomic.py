@@ -25,7 +25,7 @@ def atomic_output(path: Path) -> Iterator[Path]:
     if not os.path.isdir(path.parent):
         raise Oci2vmError(f"{path.parent}: no such directory")
     try:
-        fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        fd, name = tempfile.mkstemp(prefix=_scratch_prefix(path), suffix=".tmp", dir=path.parent)
     except OSError as e:
         raise Oci2vmError(
             f"{path.parent}: cannot create files there ({e.strerror}): choose another -o"
@@ -35,10 +35,24 @@ def atomic_output(path: Path) -> Iterator[Path]:
     try:
         yield tmp
         os.chmod(tmp, 0o644 & ~_umask())
-        os.replace(tmp, path)
+        try:
+            os.replace(tmp, path)
+        except OSError as e:  # (immutable, a mount point, another's file in a sticky dir)
+            raise Oci2vmError(
+                f"{path}: cannot replace it ({e.strerror}): choose another -o"
+            ) from None
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+SCRATCH_NAME = 48  # characters of the output's name in its scratch files' names
+
+
+def _scratch_prefix(final: Path) -> str:
+    """A scratch file's name begins with its output's, cut so that the whole name stays
+    within NAME_MAX (255 bytes) when the output's own name is near it."""
+    return f".{final.name[:SCRATCH_NAME]}."
 
 
 def check_replaceable(path: Path) -> None:
@@ -70,7 +84,7 @@ _KINDS = {
 @contextmanager
 def scratch_beside(final: Path, suffix: str) -> Iterator[Path]:
     """An empty temporary file in `final`'s directory, removed afterwards whatever happens."""
-    fd, name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=suffix, dir=final.parent)
+    fd, name = tempfile.mkstemp(prefix=_scratch_prefix(final), suffix=suffix, dir=final.parent)
     os.close(fd)
     path = Path(name)
     try:
