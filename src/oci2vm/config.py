@@ -123,6 +123,15 @@ class KernelChoice:
         if not text:
             raise Oci2vmError("--kernel needs a value: auto, image, debian[:SUITE[:FLAVOUR]], "
                               "an image source or a kernel .deb")  # fmt: skip
+        if "/" not in text and "." not in text:  # a bare word: meant as one of ours?
+            import difflib
+
+            meant = difflib.get_close_matches(head, ("auto", "image", "debian"), 1, 0.7)
+            if meant:
+                raise Oci2vmError(
+                    f"--kernel {text!r}: did you mean {meant[0]}? (for an image of that "
+                    f"name in a registry, write docker://{text})"
+                )
         return cls(KernelKind.SOURCE, location=text)
 
 

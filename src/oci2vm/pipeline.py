@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import errno
+import os
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -162,13 +163,23 @@ def tell_notes(reporter: Reporter, notes: Iterable[str]) -> None:
 
 
 NO_SPACE = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+TOOL_NO_SPACE = (os.strerror(errno.ENOSPC), os.strerror(errno.EDQUOT))  # as tools say them
 
 
 @contextmanager
 def no_space_is_an_error(output: Path) -> Iterator[None]:
-    """A full disk or quota is the user's to fix, not a bug: one line naming the fix."""
+    """A full disk or quota is the user's to fix, not a bug: one line naming the fix (also
+    when qemu-img, converting, is the one that ran out)."""
     try:
         yield
+    except Oci2vmError as e:
+        said = str(e)
+        if not said.startswith("qemu-img failed: ") or not said.endswith(TOOL_NO_SPACE):
+            raise
+        reason = next(text for text in TOOL_NO_SPACE if said.endswith(text))
+        raise Oci2vmError(
+            f"{output}: {reason}: free some space there, or choose another -o"
+        ) from None
     except OSError as e:
         if e.errno not in NO_SPACE:
             raise

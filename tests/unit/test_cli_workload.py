@@ -195,6 +195,18 @@ def test_kernel_initrd_and_init_choices() -> None:
     assert config.keyrings == (Path("/k.gpg"),) and config.allow_expired_release
 
 
+@pytest.mark.parametrize(("word", "meant"), [("debain", "debian"), ("imag", "image"),
+                                             ("atuo:1", "auto")])  # fmt: skip
+def test_a_kernel_word_misspelt_is_not_taken_for_an_image(
+    word: str, meant: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit):
+        parse(["build", "img", "-o", "x.img", "--kernel", word])
+    assert f"--kernel {word!r}: did you mean {meant}?" in capsys.readouterr().err
+    config = config_from(parse(["build", "img", "-o", "x.img", "--kernel", f"docker://{word}"]))
+    assert config.kernel.kind is KernelKind.SOURCE
+
+
 @pytest.mark.parametrize(
     ("words", "command", "env", "quiet"),
     [

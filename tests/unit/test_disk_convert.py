@@ -99,3 +99,16 @@ def test_a_failed_conversion_is_named_by_qemu_img_s_last_line(tmp_path: Path) ->
     raw = raw_disk(tmp_path / "disk.raw")
     with pytest.raises(Oci2vmError, match=r"^qemu-img failed: .*nosuch/x.qcow2"):
         convert(raw, tmp_path / "nosuch/x.qcow2", OutputFormat.QCOW2, advance=lambda n: None)
+
+
+def test_qemu_img_running_out_of_space_is_told_as_a_full_disk(tmp_path: Path) -> None:
+    from oci2vm.pipeline import no_space_is_an_error
+
+    out = tmp_path / "x.qcow2"
+    said = "qemu-img failed: qemu-img: error while writing at byte 7: No space left on device"
+    full = rf"^{out}: No space left on device: free some space"
+    with pytest.raises(Oci2vmError, match=full), no_space_is_an_error(out):
+        raise Oci2vmError(said)
+    other = r"^qemu-img failed: Invalid argument$"
+    with pytest.raises(Oci2vmError, match=other), no_space_is_an_error(out):
+        raise Oci2vmError("qemu-img failed: Invalid argument")

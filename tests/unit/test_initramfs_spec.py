@@ -71,7 +71,7 @@ def test_empty_entrypoint_clears_it() -> None:
 
 
 def test_no_entrypoint_and_no_cmd_is_a_clear_error() -> None:
-    with pytest.raises(Oci2vmError, match=r"no command to run.*after '--'"):
+    with pytest.raises(Oci2vmError, match=r"no command to run.*oci2vm run IMAGE COMMAND"):
         workload(image(entrypoint=None, cmd=None), Config())
 
 

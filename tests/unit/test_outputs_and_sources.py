@@ -128,7 +128,7 @@ def test_a_file_larger_than_ext4_holds_is_refused_naming_it(tmp_path: Path) -> N
     result = build(f"tar:{tarball}", "-o", str(out))
     assert result.code == 1
     assert result.err.strip() == (
-        f"oci2vm: error: layer 1: /srv/huge.img: a file of {largest + 1} bytes exceeds "
+        f"oci2vm: error: {tarball}: /srv/huge.img: a file of {largest + 1} bytes exceeds "
         "ext4's 16 TiB limit with 4 KiB blocks"
     )
     assert not out.exists()
@@ -153,8 +153,8 @@ def test_acls_as_text_are_left_out_as_container_runtimes_leave_them_and_said(
     )
     result = build(f"tar:{tarball}", "-o", str(tmp_path / "root.ext4"), "--json")
     assert result.code == 0, result.err
-    note = (
-        "layer 1: POSIX ACLs as text (SCHILY.acl.*, tar --acls) on 2 entries left out, "
+    note = (  # (a tar: source is named by its file, an image's layer by its number)
+        f"{tarball}: POSIX ACLs as text (SCHILY.acl.*, tar --acls) on 2 entries left out, "
         "as docker, podman and umoci leave them"
     )
     assert json.loads(result.out)["notes"] == [note]

@@ -229,8 +229,9 @@ def workload_argv(image: ImageConfig, config: Config) -> tuple[str, ...]:
     argv = tuple(entrypoint) + tuple(cmd)
     if not argv:
         raise Oci2vmError(
-            "no command to run: the image has no Entrypoint or Cmd; give one after '--' "
-            "(oci2vm run IMAGE -- COMMAND ARG...) or with --entrypoint"
+            "no command to run: the image has no Entrypoint or Cmd; give one (oci2vm run "
+            "IMAGE COMMAND ARG..., oci2vm build IMAGE -o OUT -- COMMAND ARG...) or "
+            "--entrypoint"
         )
     return argv
 

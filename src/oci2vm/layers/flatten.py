@@ -135,7 +135,9 @@ def _expand(stored: bytes, regions: tuple[tuple[int, int], ...], size: int) -> b
 
 
 def _what(index: int, layer: Layer) -> str:
-    """A layer as messages name it."""
+    """A layer as messages name it; a root filesystem tarball (tar:), by its file."""
+    if layer.rootfs:
+        return str(layer.blob.path)
     return f"layer {index + 1}" + (f" ({short(layer.digest)})" if layer.digest else "")
 
 

@@ -342,9 +342,10 @@ class BlockAllocator:
 
     def too_big(self) -> Oci2vmError:
         if self.given:
+            room = size_text(self.limit * BLOCK_SIZE)
             return Oci2vmError(
-                f"the image does not fit in {self.limit * BLOCK_SIZE} bytes: "
-                "pass a larger --size or leave it out"
+                f"the image does not fit in its root filesystem's {room} (what --size leaves "
+                "it): pass a larger --size or leave it out"
             )
         return Oci2vmError(
             f"the image needs more than {size_text(self.limit * BLOCK_SIZE)}, the most "
