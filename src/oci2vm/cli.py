@@ -843,7 +843,12 @@ def config_from(args: argparse.Namespace) -> Config:
     password_file: Path | None = getattr(args, "root_password_file", None)
     if password_file is not None:
         fields["root_password"] = read_password(password_file)
-    return Config(**fields)
+    config = Config(**fields)
+    if config.add_hosts or config.tmpfs or config.ulimits or config.stop_signal:
+        from oci2vm.initramfs.spec import check_options
+
+        check_options(config)
+    return config
 
 
 PASSWORD_LIMIT = 4096  # bytes of a password file's first line

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -366,3 +367,20 @@ def test_privileged_and_cap_add_are_accepted_with_a_note_and_cap_drop_refused(
     assert "--cap-drop ALL: not supported" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         parse(["run", "--cap-add", "net admin", "img"])
+
+
+@pytest.mark.parametrize(
+    ("words", "said"),
+    [
+        (["--add-host", "foo"], "--add-host 'foo'"),
+        (["--ulimit", "nofile=abc"], "--ulimit 'nofile=abc'"),
+        (["--tmpfs", "relative"], "--tmpfs 'relative'"),
+        (["--stop-signal", "SIGFOO"], "SIGFOO"),
+    ],
+)
+def test_workload_options_that_need_no_image_are_checked_as_the_line_is_read(
+    words: list[str], said: str
+) -> None:
+    """Before a pull or a kernel download, not after them."""
+    with pytest.raises(Oci2vmError, match=re.escape(said)):
+        config_from(parse(["build", "img", "-o", "x.img", *words]))

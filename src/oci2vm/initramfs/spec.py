@@ -350,6 +350,19 @@ def tmpfs_mount(option: str) -> tuple[str, str]:
     return path, options
 
 
+def check_options(config: Config) -> None:
+    """The workload's options that need no image (--add-host, --ulimit, --tmpfs,
+    --stop-signal), checked when the command line is read: before a pull or a kernel's
+    download, not after them."""
+    for option in config.add_hosts:
+        hosts_line(option)
+    for option in config.tmpfs:
+        tmpfs_mount(option)
+    workload_limits(config.ulimits)
+    if config.stop_signal is not None:
+        parse_signal(config.stop_signal)
+
+
 def hosts_line(option: str) -> tuple[str, str]:
     """docker's --add-host NAME:IP (or NAME=IP) as (address, name); the address
     host-gateway is the host."""
