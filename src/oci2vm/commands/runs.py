@@ -37,15 +37,21 @@ def detach_run(config: Config, argv: Sequence[str], reporter: Reporter) -> int:
     env = {**os.environ, runs.DETACHED_ENV: str(directory), runs.READY_ENV: str(ready_w)}
     argv = [sys.executable, "-m", "oci2vm.cli", *argv]
     started = False
+    proc: subprocess.Popen[bytes] | None = None
     try:
-        with open(directory / "stdout", "wb") as out, open(directory / "stderr", "wb") as err:
-            proc = subprocess.Popen(
-                argv, stdin=subprocess.DEVNULL, stdout=out, stderr=err, env=env,
-                pass_fds=[ready_w], start_new_session=True,
-            )  # fmt: skip
-        os.close(ready_w)
-        runs.record(directory, proc.pid, config.source, config.command or ())
-        with os.fdopen(ready, "rb") as told:
+        with (
+            os.fdopen(ready, "rb") as told,
+            open(directory / "stdout", "wb") as out,
+            open(directory / "stderr", "wb") as err,
+        ):
+            try:
+                proc = subprocess.Popen(
+                    argv, stdin=subprocess.DEVNULL, stdout=out, stderr=err, env=env,
+                    pass_fds=[ready_w], start_new_session=True,
+                )  # fmt: skip
+            finally:
+                os.close(ready_w)  # (the run's now, or nobody's)
+            runs.record(directory, proc.pid, config.source, config.command or ())
             started = told.readline().startswith(b"started")
         if started:
             print(directory.name, flush=True)
@@ -54,7 +60,7 @@ def detach_run(config: Config, argv: Sequence[str], reporter: Reporter) -> int:
         sys.stderr.write((directory / "stderr").read_text(errors="replace"))
         return status
     except BaseException:
-        if not started and "proc" in locals():
+        if not started and proc is not None:
             _kill(proc.pid)
         raise
     finally:
