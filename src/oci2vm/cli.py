@@ -183,6 +183,16 @@ def _ports(text: str, what: str) -> range:
     return range(low, high + 1)
 
 
+def _readable_file(text: str) -> Path:
+    """A file given on the command line, there when the line is read (not found missing
+    once the image is downloaded, or never, where it goes unused)."""
+    path = Path(text)
+    if not path.is_file() or not os.access(path, os.R_OK):
+        why = "not a file" if path.exists() else "no such file"
+        raise argparse.ArgumentTypeError(f"{text}: {why}")
+    return path
+
+
 def _run_name(text: str) -> str:
     from oci2vm.runs import check_name
 
@@ -456,7 +466,7 @@ def _build_options(parser: argparse.ArgumentParser, hostname_short: bool = False
     )
     p.add_argument(
         "--cloud-init",
-        type=Path,
+        type=_readable_file,
         metavar="USER_DATA_FILE",
         help="user-data for the image's cloud-init, written as a NoCloud seed (an image "
         "with cloud-init gets an empty one without this)",
@@ -612,7 +622,10 @@ class _Parser(argparse.ArgumentParser):
     with the command or option likely meant, then where the help is (not the usage of
     every option)."""
 
+    last_error = ""  # what the last usage error said (for --json)
+
     def error(self, message: str) -> NoReturn:
+        _Parser.last_error = message + self._meant(message)
         self.exit(
             2, f"{self.prog}: error: {message}{self._meant(message)}\nSee '{self.prog} --help'.\n"
         )
@@ -963,9 +976,11 @@ def _main(argv: list[str]) -> int:
     try:
         args = parse(argv)
     except SystemExit as e:  # a usage error: `run` exits as docker run does for one
-        if running and e.code == 2:
-            raise SystemExit(RUN_FAILED) from None
-        raise
+        status = RUN_FAILED if running and e.code == 2 else e.code
+        if e.code == 2 and "--json" in argv[: argv.index("--") if "--" in argv else None]:
+            # (a program reading the report gets a document whichever check failed)
+            print(json.dumps({"error": _Parser.last_error, "exit_status": status}), flush=True)
+        raise SystemExit(status) from None
     logging.basicConfig(
         level=logging.DEBUG if getattr(args, "verbose", False) else logging.WARNING,
         format="oci2vm: %(message)s",

@@ -205,6 +205,24 @@ def test_with_json_a_failure_is_a_json_document_too(
     assert not (tmp_path / "x.ext4").exists()
 
 
+@pytest.mark.parametrize(
+    ("argv", "status"),
+    [
+        (["build", "img", "-o", "x.img", "--size", "lots", "--json"], 2),
+        (["run", "--json", "--frob", "img"], 125),  # (run's usage errors are docker run's)
+    ],
+)
+def test_with_json_a_usage_error_is_a_json_document_too(
+    capsys: pytest.CaptureFixture[str], argv: list[str], status: int
+) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    out, err = capsys.readouterr()
+    assert exit_.value.code == status
+    said = json.loads(out)
+    assert said["exit_status"] == status and said["error"] in err
+
+
 def test_an_empty_hostname_is_refused_not_taken_for_the_default(tmp_path: Path) -> None:
     assert main(["build", "tar:/dev/null", "-o", str(tmp_path / "x.img"), "--hostname", ""]) == 1
     assert not (tmp_path / "x.img").exists()

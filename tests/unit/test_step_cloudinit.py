@@ -94,11 +94,18 @@ def test_the_instance_id_follows_image_hostname_and_user_data(tmp_path: Path) ->
     assert same not in others and len(others) == 3
 
 
-def test_the_option_reaches_the_config_for_build_and_run(tmp_path: Path) -> None:
+def test_the_option_reaches_the_config_for_build_and_run(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    user_data = tmp_path / "ud.yaml"
+    user_data.write_text("#cloud-config\n")
     for command in (["build", "img", "-o", "x.img"], ["run", "img"]):
         assert config_from(parser().parse_args(command)).cloud_init is None
-        config = config_from(parser().parse_args([*command, "--cloud-init", "ud.yaml"]))
-        assert config.cloud_init == Path("ud.yaml")
+        config = config_from(parser().parse_args([*command, "--cloud-init", str(user_data)]))
+        assert config.cloud_init == user_data
+        with pytest.raises(SystemExit):  # missing: told as the line is read
+            parser().parse_args([*command, "--cloud-init", str(tmp_path / "no.yaml")])
+        assert "no.yaml: no such file" in capsys.readouterr().err
 
 
 def test_app_mode_says_the_user_data_is_not_used(tmp_path: Path) -> None:
