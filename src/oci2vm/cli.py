@@ -194,10 +194,8 @@ def _readable_file(text: str) -> Path:
 
 
 def _run_name(text: str) -> str:
-    from oci2vm.runs import check_name
-
     try:
-        return check_name(text)
+        return runs.check_name(text)
     except Oci2vmError as e:
         raise argparse.ArgumentTypeError(str(e)) from e
 
@@ -626,9 +624,7 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         _Parser.last_error = message + self._meant(message)
-        self.exit(
-            2, f"{self.prog}: error: {message}{self._meant(message)}\nSee '{self.prog} --help'.\n"
-        )
+        self.exit(2, f"{self.prog}: error: {_Parser.last_error}\nSee '{self.prog} --help'.\n")
 
     def _meant(self, message: str) -> str:
         if "invalid choice: " in message:
@@ -724,22 +720,22 @@ def parser() -> argparse.ArgumentParser:
 
 def _runs_commands(sub: argparse._SubParsersAction[_Parser]) -> None:
     """The commands of detached runs (oci2vm run -d), as docker's of its containers."""
-    name = {"dest": "runs", "metavar": "NAME", "help": "a run's name, or its beginning"}
+    name = "a run's name, or its beginning"
     p = sub.add_parser("ps", help="list the detached runs")
     p.add_argument("-a", "--all", action="store_true", help="ended ones too")
     p.add_argument("-q", "--quiet", action="store_true", help="their names alone")
     p = sub.add_parser("logs", help="print what a detached run printed")
-    p.add_argument("runs", nargs=1, metavar="NAME", help=name["help"])
+    p.add_argument("runs", nargs=1, metavar="NAME", help=name)
     p.add_argument("-f", "--follow", action="store_true", help="and what it prints next")
     p = sub.add_parser("stop", help="stop detached runs as docker stop does")
-    p.add_argument("runs", nargs="+", metavar="NAME", help=name["help"])
+    p.add_argument("runs", nargs="+", metavar="NAME", help=name)
     p.add_argument("-t", "--time", dest="stop_timeout", type=float, metavar="SECONDS",
                    help="how long the workload has to end before its VM is killed "
                    "(default: the run's --stop-timeout)")  # fmt: skip
     p = sub.add_parser("wait", help="wait for detached runs to end; print their exit status")
-    p.add_argument("runs", nargs="+", metavar="NAME", help=name["help"])
+    p.add_argument("runs", nargs="+", metavar="NAME", help=name)
     p = sub.add_parser("rm", help="remove the records of ended detached runs")
-    p.add_argument("runs", nargs="+", metavar="NAME", help=name["help"])
+    p.add_argument("runs", nargs="+", metavar="NAME", help=name)
     p.add_argument("-f", "--force", action="store_true", help="kill a running one first")
 
 
@@ -981,15 +977,14 @@ def _main(argv: list[str]) -> int:
             # (a program reading the report gets a document whichever check failed)
             print(json.dumps({"error": _Parser.last_error, "exit_status": status}), flush=True)
         raise SystemExit(status) from None
+    verbose = bool(getattr(args, "verbose", False))  # (the runs' commands have no -v)
     logging.basicConfig(
-        level=logging.DEBUG if getattr(args, "verbose", False) else logging.WARNING,
+        level=logging.DEBUG if verbose else logging.WARNING,
         format="oci2vm: %(message)s",
         stream=sys.stderr,
     )
     # urllib3's retries are ours to tell (or not): an error stays one line, -q stays quiet.
-    logging.getLogger("urllib3").setLevel(
-        logging.NOTSET if getattr(args, "verbose", False) else logging.ERROR
-    )
+    logging.getLogger("urllib3").setLevel(logging.NOTSET if verbose else logging.ERROR)
     as_json = bool(getattr(args, "json", False))
     # `oci2vm run` exits with the workload's status and `check` with its verdict: their
     # own failures are told apart, as docker run's are.

@@ -12,10 +12,12 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import BinaryIO
 
 from oci2vm import runs
 from oci2vm.config import Config
 from oci2vm.errors import Oci2vmError
+from oci2vm.initramfs.spec import STOP_GRACE_SECONDS
 from oci2vm.report import Reporter
 
 STOP_MARGIN_SECONDS = 10.0  # past the run's own grace, before stop kills the run itself
@@ -123,14 +125,13 @@ def logs_command(config: Config, reporter: Reporter) -> int:
         time.sleep(POLL_SECONDS)
 
 
-def _copy_from(path: Path, offset: int, out: object) -> int:
+def _copy_from(path: Path, offset: int, out: BinaryIO) -> int:
     try:
         with open(path, "rb") as f:
             f.seek(offset)
             data = f.read()
     except FileNotFoundError:
         return 0
-    assert hasattr(out, "write") and hasattr(out, "flush")
     out.write(data)
     out.flush()
     return len(data)
@@ -157,7 +158,7 @@ def _stop_wait(config: Config) -> float | None:
     """How long a stop waits for a run to end before it kills it: -t's seconds (< 0: no
     limit), else a run's default grace and the time it takes to kill its own VM."""
     if config.stop_timeout is None:
-        return 10.0 + STOP_MARGIN_SECONDS
+        return STOP_GRACE_SECONDS + STOP_MARGIN_SECONDS
     return None if config.stop_timeout < 0 else config.stop_timeout
 
 
