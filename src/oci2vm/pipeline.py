@@ -174,9 +174,9 @@ def no_space_is_an_error(output: Path) -> Iterator[None]:
         yield
     except Oci2vmError as e:
         said = str(e)
-        if not said.startswith("qemu-img failed: ") or not said.endswith(TOOL_NO_SPACE):
+        reason = next((text for text in TOOL_NO_SPACE if said.endswith(text)), None)
+        if reason is None or not said.startswith("qemu-img failed: "):
             raise
-        reason = next(text for text in TOOL_NO_SPACE if said.endswith(text))
         raise Oci2vmError(
             f"{output}: {reason}: free some space there, or choose another -o"
         ) from None

@@ -89,8 +89,8 @@ def _refuse_a_path(source: str) -> None:
 
 
 def check_output(source: str, output: Path) -> None:
-    """Refuse an output that is the source's file, or in its directory's blobs: the build
-    would replace what it reads (-o r.tar for tar:r.tar, through a symlink too)."""
+    """Refuse an output that is the source's file, or inside its layout's directory: the
+    build would replace what it reads (-o r.tar for tar:r.tar, through a symlink too)."""
     transport, sep, rest = source.partition(":")
     if not sep or transport not in ("oci", "oci-archive", "docker-archive", "tar"):
         return
